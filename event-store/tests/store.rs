@@ -1,0 +1,355 @@
+//! The event store against a real PostgreSQL: optimistic concurrency, gap-free positions in commit
+//! order with several writers, the outbox, snapshots, idempotency keys and group commit.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, AggregateError, CqrsFramework, DomainEvent, EventStore};
+use event_store::{metadata, PgEventStore, StoreConfig, StoreError};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use test_support::fresh_database;
+
+/// A test aggregate whose commands emit several events, and whose state would reveal an event
+/// applied twice (`applied` counts every `apply`).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+struct Tally {
+    total: i64,
+    applied: u64,
+    history: Vec<i64>,
+}
+
+#[derive(Debug, Clone)]
+enum TallyCommand {
+    Add(Vec<i64>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum TallyEvent {
+    Added(i64),
+}
+
+impl DomainEvent for TallyEvent {
+    fn event_type(&self) -> String {
+        "Added".into()
+    }
+    fn event_version(&self) -> String {
+        "1.0".into()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("the total would go below zero")]
+struct BelowZero;
+
+impl Aggregate for Tally {
+    const TYPE: &'static str = "tally";
+    type Command = TallyCommand;
+    type Event = TallyEvent;
+    type Error = BelowZero;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: TallyCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), BelowZero> {
+        let TallyCommand::Add(amounts) = command;
+        for amount in amounts {
+            if self.total + amount < 0 {
+                return Err(BelowZero);
+            }
+            sink.write(TallyEvent::Added(amount), self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: TallyEvent) {
+        let TallyEvent::Added(amount) = event;
+        self.total += amount;
+        self.applied += 1;
+        self.history.push(amount);
+    }
+}
+
+async fn open_store(snapshot_every: u64) -> PgEventStore {
+    let database = fresh_database().await;
+    PgEventStore::open(
+        database.pool,
+        StoreConfig {
+            snapshot_every,
+            ..StoreConfig::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn keyed(key: &str, fingerprint: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (metadata::IDEMPOTENCY_KEY.to_owned(), key.to_owned()),
+        (
+            metadata::REQUEST_FINGERPRINT.to_owned(),
+            fingerprint.to_owned(),
+        ),
+    ])
+}
+
+/// The state rebuilt from every event, ignoring snapshots.
+async fn full_replay(store: &PgEventStore, id: &str) -> Tally {
+    let mut tally = Tally::default();
+    for envelope in store
+        .aggregate_store::<Tally>(vec![])
+        .load_events(id)
+        .await
+        .unwrap()
+    {
+        tally.apply(envelope.payload);
+    }
+    tally
+}
+
+#[tokio::test]
+async fn cqrs_framework_drives_an_aggregate_through_the_store() {
+    let store = open_store(0).await;
+    let cqrs = CqrsFramework::new(store.aggregate_store::<Tally>(vec![]), vec![], ());
+
+    cqrs.execute("t-1", TallyCommand::Add(vec![5, 7]))
+        .await
+        .unwrap();
+    let refused = cqrs.execute("t-1", TallyCommand::Add(vec![1, -20])).await;
+
+    assert!(matches!(refused, Err(AggregateError::UserError(BelowZero))));
+    let loaded = store
+        .aggregate_store::<Tally>(vec![])
+        .load("t-1")
+        .await
+        .unwrap();
+    assert_eq!(loaded.version(), 2, "the refused command appended nothing");
+    assert_eq!(loaded.state().history, vec![5, 7]);
+}
+
+#[tokio::test]
+async fn snapshots_across_boundaries_equal_a_full_replay() {
+    // Commands of 1, 2 and 3 events against a snapshot every 3 events cross the boundary at
+    // every possible offset. cqrs-es 0.5.0's PersistedEventStore applies a commit's events a
+    // second time before snapshotting; `applied` would then exceed the event count.
+    let store = open_store(3).await;
+    let cqrs = CqrsFramework::new(store.aggregate_store::<Tally>(vec![]), vec![], ());
+    let mut next = 1;
+    for round in 0..12 {
+        let amounts: Vec<i64> = (0..(round % 3 + 1))
+            .map(|_| {
+                next += 1;
+                next
+            })
+            .collect();
+        cqrs.execute("t-snap", TallyCommand::Add(amounts))
+            .await
+            .unwrap();
+
+        let loaded = store
+            .aggregate_store::<Tally>(vec![])
+            .load("t-snap")
+            .await
+            .unwrap();
+        let replayed = full_replay(&store, "t-snap").await;
+        assert_eq!(loaded.state(), &replayed, "after round {round}");
+        assert_eq!(loaded.state().applied, loaded.version());
+    }
+
+    let (version, payload): (i64, serde_json::Value) =
+        sqlx::query_as("SELECT version, payload FROM snapshots WHERE aggregate_id = 't-snap'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    let snapshot: Tally = serde_json::from_value(payload).unwrap();
+    assert_eq!(
+        snapshot.applied, version as u64,
+        "the snapshot counts each event once"
+    );
+    assert!(
+        version >= 21,
+        "snapshots kept up with the stream (at version {version})"
+    );
+}
+
+#[tokio::test]
+async fn a_commit_decided_on_a_stale_version_conflicts_and_appends_nothing() {
+    let store = open_store(0).await;
+    let tallies = store.aggregate_store::<Tally>(vec![]);
+    let first = tallies.load_aggregate("t-race").await.unwrap();
+    let second = tallies.load_aggregate("t-race").await.unwrap();
+
+    tallies
+        .commit(vec![TallyEvent::Added(1)], first, HashMap::new())
+        .await
+        .unwrap();
+    let stale = tallies
+        .commit(vec![TallyEvent::Added(2)], second, HashMap::new())
+        .await;
+
+    assert!(matches!(stale, Err(AggregateError::AggregateConflict)));
+    assert_eq!(full_replay(&store, "t-race").await.history, vec![1]);
+}
+
+#[tokio::test]
+async fn positions_are_gap_free_in_commit_order_with_two_writers_and_every_commit_has_its_outbox_row(
+) {
+    let database = fresh_database().await;
+    // Two stores on one database stand for two command-api processes, each with its own writer.
+    let writers = [
+        PgEventStore::open(database.pool.clone(), StoreConfig::default())
+            .await
+            .unwrap(),
+        PgEventStore::open(database.pool.clone(), StoreConfig::default())
+            .await
+            .unwrap(),
+    ];
+    let mut tasks = Vec::new();
+    for task in 0..40 {
+        let cqrs = CqrsFramework::new(
+            writers[task % 2].aggregate_store::<Tally>(vec![]),
+            vec![],
+            (),
+        );
+        tasks.push(tokio::spawn(async move {
+            let id = format!("t-{}", task % 8);
+            let mut done = 0;
+            while done < 5 {
+                match cqrs.execute(&id, TallyCommand::Add(vec![1, 1])).await {
+                    Ok(()) => done += 1,
+                    Err(AggregateError::AggregateConflict) => continue,
+                    Err(other) => panic!("unexpected error: {other}"),
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    let events: Vec<_> = writers[0].read_all_after(0).try_collect().await.unwrap();
+    assert_eq!(events.len(), 40 * 5 * 2);
+    let positions: Vec<i64> = events.iter().map(|e| e.global_position).collect();
+    assert_eq!(
+        positions,
+        (1..=400).collect::<Vec<_>>(),
+        "gap-free, in order"
+    );
+    assert_eq!(writers[1].last_position().await.unwrap(), 400);
+
+    // Within each aggregate, commit order is sequence order.
+    let mut last_sequence: BTreeMap<&str, i64> = BTreeMap::new();
+    for event in &events {
+        let previous = last_sequence
+            .insert(&event.aggregate_id, event.sequence)
+            .unwrap_or(0);
+        assert_eq!(event.sequence, previous + 1);
+    }
+    // Commit timestamps follow positions.
+    assert!(events
+        .windows(2)
+        .all(|w| w[0].recorded_at <= w[1].recorded_at));
+
+    // Every event is covered by exactly one outbox row of its own aggregate.
+    let outbox: Vec<(i64, i64, String, i64, i64)> = sqlx::query_as(
+        "SELECT first_position, last_position, aggregate_id, first_sequence, last_sequence
+         FROM outbox ORDER BY first_position",
+    )
+    .fetch_all(&database.pool)
+    .await
+    .unwrap();
+    assert_eq!(outbox.len(), 200, "one outbox row per commit");
+    let mut covered = HashSet::new();
+    for (first, last, aggregate_id, first_sequence, last_sequence) in &outbox {
+        assert_eq!(last - first, last_sequence - first_sequence);
+        for position in *first..=*last {
+            let event = &events[position as usize - 1];
+            assert_eq!(&event.aggregate_id, aggregate_id);
+            assert!(covered.insert(position));
+        }
+    }
+    assert_eq!(covered.len(), 400);
+
+    // Group commit: concurrent commits shared transactions (one timestamp per transaction).
+    let transactions: i64 = sqlx::query_scalar("SELECT count(DISTINCT committed_at) FROM outbox")
+        .fetch_one(&database.pool)
+        .await
+        .unwrap();
+    assert!(
+        transactions < 200,
+        "{transactions} transactions for 200 commits"
+    );
+}
+
+#[tokio::test]
+async fn an_idempotency_key_records_the_outcome_once() {
+    let store = open_store(0).await;
+    let tallies = store.aggregate_store::<Tally>(vec![]);
+    let cqrs = CqrsFramework::new(tallies.clone(), vec![], ());
+
+    cqrs.execute_with_metadata(
+        "t-key",
+        TallyCommand::Add(vec![3, 4]),
+        keyed("k-1", "add 3 4"),
+    )
+    .await
+    .unwrap();
+    let outcome = tallies
+        .commit_outcome("k-1", "add 3 4")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome.aggregate_id, "t-key");
+    let payloads: Vec<_> = outcome.events.iter().map(|e| e.payload.clone()).collect();
+    assert_eq!(payloads, vec![TallyEvent::Added(3), TallyEvent::Added(4)]);
+    assert_eq!(outcome.events[0].metadata[metadata::IDEMPOTENCY_KEY], "k-1");
+    assert!(!outcome.events[0]
+        .metadata
+        .contains_key(metadata::REQUEST_FINGERPRINT));
+
+    // The same key again, even on a fresh load, is refused at commit: nothing is appended.
+    let again = cqrs
+        .execute_with_metadata(
+            "t-key",
+            TallyCommand::Add(vec![3, 4]),
+            keyed("k-1", "add 3 4"),
+        )
+        .await;
+    assert!(matches!(again, Err(AggregateError::AggregateConflict)));
+    assert_eq!(full_replay(&store, "t-key").await.history, vec![3, 4]);
+
+    // The same key for another request is reported as reuse.
+    let reused = tallies.commit_outcome("k-1", "add 9").await;
+    assert!(matches!(
+        reused,
+        Err(StoreError::IdempotencyKeyReused { .. })
+    ));
+    assert!(tallies
+        .commit_outcome("k-unknown", "x")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn reads_the_log_after_a_position_in_commit_order() {
+    let store = open_store(0).await;
+    let cqrs = CqrsFramework::new(store.aggregate_store::<Tally>(vec![]), vec![], ());
+    for id in ["a", "b", "a", "c"] {
+        cqrs.execute(id, TallyCommand::Add(vec![1])).await.unwrap();
+    }
+
+    let tail: Vec<_> = store.read_all_after(2).try_collect().await.unwrap();
+
+    let seen: Vec<(i64, &str, i64)> = tail
+        .iter()
+        .map(|e| (e.global_position, e.aggregate_id.as_str(), e.sequence))
+        .collect();
+    assert_eq!(seen, vec![(3, "a", 2), (4, "c", 1)]);
+    assert_eq!(tail[0].event_type, "Added");
+    assert_eq!(tail[0].payload, serde_json::json!({"Added": 1}));
+}
