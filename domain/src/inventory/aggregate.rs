@@ -1,0 +1,320 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+
+use super::{InventoryCommand, InventoryError, InventoryEvent, StockLine};
+use crate::values::{OrderId, Sku, StoreId};
+
+/// Stock of one SKU at one store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockLevel {
+    /// Items physically in the store.
+    pub on_hand: u32,
+    /// Items held for accepted orders; never more than `on_hand`.
+    pub reserved: u32,
+    /// Available stock below this is low.
+    pub low_stock_threshold: u32,
+    /// A low-stock warning is raised and not yet cleared.
+    pub warning_active: bool,
+}
+
+impl StockLevel {
+    /// Items that new orders can still reserve.
+    pub fn available(&self) -> u32 {
+        self.on_hand.saturating_sub(self.reserved)
+    }
+}
+
+/// The inventory aggregate of one store; its id is the store id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreInventory {
+    store_id: Option<StoreId>,
+    stock: BTreeMap<Sku, StockLevel>,
+    reservations: BTreeMap<OrderId, Vec<StockLine>>,
+}
+
+impl StoreInventory {
+    /// The store, once its inventory exists.
+    pub fn store_id(&self) -> Option<&StoreId> {
+        self.store_id.as_ref()
+    }
+
+    /// The stock of one SKU, if the store stocks it.
+    pub fn stock(&self, sku: &Sku) -> Option<&StockLevel> {
+        self.stock.get(sku)
+    }
+
+    /// What an order holds reserved here, if anything.
+    pub fn reservation(&self, order_id: &OrderId) -> Option<&[StockLine]> {
+        self.reservations.get(order_id).map(Vec::as_slice)
+    }
+
+    /// The event `command` produces; low-stock signals are derived afterwards from the new state.
+    fn decide(&self, command: InventoryCommand) -> Result<InventoryEvent, InventoryError> {
+        match command {
+            InventoryCommand::SetStock {
+                store_id,
+                sku,
+                on_hand,
+                low_stock_threshold,
+            } => {
+                if let Some(expected) = &self.store_id {
+                    if *expected != store_id {
+                        return Err(InventoryError::WrongStore {
+                            expected: expected.clone(),
+                            got: store_id,
+                        });
+                    }
+                }
+                let reserved = self.stock.get(&sku).map_or(0, |level| level.reserved);
+                if on_hand < reserved {
+                    return Err(InventoryError::BelowReserved {
+                        sku,
+                        on_hand,
+                        reserved,
+                    });
+                }
+                Ok(InventoryEvent::StockSet {
+                    store_id,
+                    sku,
+                    on_hand,
+                    low_stock_threshold,
+                })
+            }
+            InventoryCommand::Restock { sku, quantity } => {
+                let level = self.level(&sku)?;
+                if quantity == 0 {
+                    return Err(InventoryError::NoStockChange { sku });
+                }
+                if level.on_hand.checked_add(quantity).is_none() {
+                    return Err(InventoryError::StockOverflow { sku });
+                }
+                Ok(InventoryEvent::StockRestocked { sku, quantity })
+            }
+            InventoryCommand::AdjustStock { sku, delta, reason } => {
+                let level = self.level(&sku)?;
+                if delta == 0 {
+                    return Err(InventoryError::NoStockChange { sku });
+                }
+                let Some(on_hand) = level.on_hand.checked_add_signed(delta) else {
+                    return Err(if delta < 0 {
+                        InventoryError::NegativeStock {
+                            sku,
+                            on_hand: level.on_hand,
+                            delta,
+                        }
+                    } else {
+                        InventoryError::StockOverflow { sku }
+                    });
+                };
+                if on_hand < level.reserved {
+                    return Err(InventoryError::BelowReserved {
+                        sku,
+                        on_hand,
+                        reserved: level.reserved,
+                    });
+                }
+                Ok(InventoryEvent::StockAdjusted { sku, delta, reason })
+            }
+            InventoryCommand::ReserveStock { order_id, lines } => {
+                let store_id = self.store_id.as_ref().ok_or(InventoryError::NotFound)?;
+                if lines.is_empty() {
+                    return Err(InventoryError::EmptyReservation);
+                }
+                if self.reservations.contains_key(&order_id) {
+                    return Err(InventoryError::AlreadyReserved { order_id });
+                }
+                // Several lines may share a SKU (different customisations): check their sum.
+                let mut requested: BTreeMap<&Sku, u32> = BTreeMap::new();
+                for line in &lines {
+                    let total = requested.entry(&line.sku).or_default();
+                    *total = total.saturating_add(line.quantity.get());
+                }
+                for (sku, requested) in requested {
+                    let available = self.level(sku)?.available();
+                    if available < requested {
+                        return Err(InventoryError::InsufficientStock {
+                            store_id: store_id.clone(),
+                            sku: sku.clone(),
+                            available,
+                            requested,
+                        });
+                    }
+                }
+                Ok(InventoryEvent::StockReserved { order_id, lines })
+            }
+            InventoryCommand::ReleaseReservation { order_id, reason } => {
+                Ok(InventoryEvent::ReservationReleased {
+                    lines: self.reserved_lines(order_id)?,
+                    order_id,
+                    reason,
+                })
+            }
+            InventoryCommand::CommitReservation { order_id } => {
+                Ok(InventoryEvent::ReservationCommitted {
+                    lines: self.reserved_lines(order_id)?,
+                    order_id,
+                })
+            }
+        }
+    }
+
+    fn level(&self, sku: &Sku) -> Result<&StockLevel, InventoryError> {
+        let store_id = self.store_id.as_ref().ok_or(InventoryError::NotFound)?;
+        self.stock
+            .get(sku)
+            .ok_or_else(|| InventoryError::UnknownSku {
+                store_id: store_id.clone(),
+                sku: sku.clone(),
+            })
+    }
+
+    fn reserved_lines(&self, order_id: OrderId) -> Result<Vec<StockLine>, InventoryError> {
+        self.reservations
+            .get(&order_id)
+            .cloned()
+            .ok_or(InventoryError::NoSuchReservation { order_id })
+    }
+
+    /// The warning events the current state of `sku` calls for. Comparing with
+    /// `warning_active` rather than with the previous level is what makes the warning fire
+    /// exactly once per crossing, whatever moved the stock.
+    fn low_stock_signals(&self, sku: &Sku) -> Vec<InventoryEvent> {
+        let Some(level) = self.stock.get(sku) else {
+            return Vec::new();
+        };
+        let available = level.available();
+        let threshold = level.low_stock_threshold;
+        match (level.warning_active, available < threshold) {
+            (false, true) => vec![
+                InventoryEvent::LowStockWarningRaised {
+                    sku: sku.clone(),
+                    available,
+                    threshold,
+                },
+                InventoryEvent::ReorderRequested {
+                    sku: sku.clone(),
+                    suggested_quantity: threshold.saturating_mul(2).saturating_sub(available),
+                },
+            ],
+            (true, false) => vec![InventoryEvent::LowStockWarningCleared {
+                sku: sku.clone(),
+                available,
+            }],
+            _ => Vec::new(),
+        }
+    }
+
+    fn update(&mut self, sku: &Sku, change: impl FnOnce(&mut StockLevel)) {
+        if let Some(level) = self.stock.get_mut(sku) {
+            change(level);
+        }
+    }
+}
+
+/// The SKUs whose available stock `event` may change.
+fn touched_skus(event: &InventoryEvent) -> BTreeSet<Sku> {
+    match event {
+        InventoryEvent::StockSet { sku, .. }
+        | InventoryEvent::StockRestocked { sku, .. }
+        | InventoryEvent::StockAdjusted { sku, .. } => BTreeSet::from([sku.clone()]),
+        InventoryEvent::StockReserved { lines, .. }
+        | InventoryEvent::ReservationReleased { lines, .. } => {
+            lines.iter().map(|line| line.sku.clone()).collect()
+        }
+        // Committing moves items from reserved to gone: available stock does not change.
+        InventoryEvent::ReservationCommitted { .. }
+        | InventoryEvent::LowStockWarningRaised { .. }
+        | InventoryEvent::ReorderRequested { .. }
+        | InventoryEvent::LowStockWarningCleared { .. } => BTreeSet::new(),
+    }
+}
+
+impl Aggregate for StoreInventory {
+    const TYPE: &'static str = "inventory";
+    type Command = InventoryCommand;
+    type Event = InventoryEvent;
+    type Error = InventoryError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: InventoryCommand,
+        _services: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), InventoryError> {
+        let event = self.decide(command)?;
+        let touched = touched_skus(&event);
+        sink.write(event, self).await;
+        for sku in touched {
+            for signal in self.low_stock_signals(&sku) {
+                sink.write(signal, self).await;
+            }
+        }
+        Ok(())
+    }
+
+    // `handle` proved every change stays within 0..=u32::MAX and keeps reserved <= on_hand;
+    // saturating arithmetic only keeps a replay of corrupt history from panicking.
+    fn apply(&mut self, event: InventoryEvent) {
+        match event {
+            InventoryEvent::StockSet {
+                store_id,
+                sku,
+                on_hand,
+                low_stock_threshold,
+            } => {
+                self.store_id.get_or_insert(store_id);
+                let level = self.stock.entry(sku).or_default();
+                level.on_hand = on_hand;
+                level.low_stock_threshold = low_stock_threshold;
+            }
+            InventoryEvent::StockRestocked { sku, quantity } => {
+                self.update(&sku, |level| {
+                    level.on_hand = level.on_hand.saturating_add(quantity)
+                });
+            }
+            InventoryEvent::StockAdjusted { sku, delta, .. } => {
+                self.update(&sku, |level| {
+                    level.on_hand = level.on_hand.saturating_add_signed(delta);
+                });
+            }
+            InventoryEvent::StockReserved { order_id, lines } => {
+                for line in &lines {
+                    self.update(&line.sku, |level| {
+                        level.reserved = level.reserved.saturating_add(line.quantity.get());
+                    });
+                }
+                self.reservations.insert(order_id, lines);
+            }
+            InventoryEvent::ReservationReleased {
+                order_id, lines, ..
+            } => {
+                self.reservations.remove(&order_id);
+                for line in &lines {
+                    self.update(&line.sku, |level| {
+                        level.reserved = level.reserved.saturating_sub(line.quantity.get());
+                    });
+                }
+            }
+            InventoryEvent::ReservationCommitted { order_id, lines } => {
+                self.reservations.remove(&order_id);
+                for line in &lines {
+                    self.update(&line.sku, |level| {
+                        level.on_hand = level.on_hand.saturating_sub(line.quantity.get());
+                        level.reserved = level.reserved.saturating_sub(line.quantity.get());
+                    });
+                }
+            }
+            InventoryEvent::LowStockWarningRaised { sku, .. } => {
+                self.update(&sku, |level| level.warning_active = true);
+            }
+            InventoryEvent::LowStockWarningCleared { sku, .. } => {
+                self.update(&sku, |level| level.warning_active = false);
+            }
+            InventoryEvent::ReorderRequested { .. } => {}
+        }
+    }
+}
