@@ -46,6 +46,11 @@ impl StoreInventory {
         self.stock.get(sku)
     }
 
+    /// Every SKU the store stocks, in SKU order.
+    pub fn levels(&self) -> impl Iterator<Item = (&Sku, &StockLevel)> {
+        self.stock.iter()
+    }
+
     /// What an order holds reserved here, if anything.
     pub fn reservation(&self, order_id: &OrderId) -> Option<&[StockLine]> {
         self.reservations.get(order_id).map(Vec::as_slice)

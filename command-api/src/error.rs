@@ -1,0 +1,120 @@
+//! The API's errors and the one place they become gRPC statuses.
+
+use domain::{DomainError, ErrorKind, ValidationError};
+use event_store::StoreError;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::executor::ExecuteError;
+
+/// Everything a call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Fields of the request are malformed.
+    #[error("invalid request: {}", describe(.0))]
+    Invalid(Vec<ValidationError>),
+    /// No or a bad bearer token.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's role or scope does not allow this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A business rule refused the command, or the thing does not exist.
+    #[error("{message}")]
+    Domain {
+        /// How the domain classified it.
+        kind: ErrorKind,
+        /// The domain's explanation.
+        message: String,
+    },
+    /// Concurrent commands kept winning; retrying is safe with the same idempotency key.
+    #[error("the aggregate kept changing under concurrent commands; retry with the same idempotency_key")]
+    Conflict,
+    /// A dependency (PostgreSQL) is down; retrying later is safe with the same idempotency key.
+    #[error("the event store is unavailable; retry with the same idempotency_key")]
+    Unavailable(#[source] StoreError),
+    /// A bug or corrupt data; details are logged, not sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// One malformed field.
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Invalid(vec![ValidationError::new(field, message)])
+    }
+}
+
+fn describe(violations: &[ValidationError]) -> String {
+    violations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl From<ApiError> for Status {
+    /// The mapping of every API error to its status code, with field violations in a
+    /// `google.rpc.BadRequest` detail for malformed requests.
+    fn from(error: ApiError) -> Status {
+        let message = error.to_string();
+        match error {
+            ApiError::Invalid(violations) => {
+                let mut details = ErrorDetails::new();
+                for violation in &violations {
+                    details.add_bad_request_violation(violation.field.clone(), &violation.message);
+                }
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            ApiError::Unauthenticated(_) => Status::unauthenticated(message),
+            ApiError::PermissionDenied(_) => Status::permission_denied(message),
+            ApiError::Domain { kind, .. } => Status::new(
+                match kind {
+                    ErrorKind::InvalidArgument => Code::InvalidArgument,
+                    ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+                    ErrorKind::NotFound => Code::NotFound,
+                    ErrorKind::PermissionDenied => Code::PermissionDenied,
+                    ErrorKind::Unavailable => Code::Unavailable,
+                },
+                message,
+            ),
+            ApiError::Conflict => Status::aborted(message),
+            ApiError::Unavailable(source) => {
+                tracing::warn!(error = %source, "event store unavailable");
+                Status::unavailable(message)
+            }
+            ApiError::Internal(detail) => {
+                tracing::error!(detail, "internal error");
+                Status::internal(message)
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        if error.is_transient() {
+            ApiError::Unavailable(error)
+        } else {
+            ApiError::Internal(format!("{error:?}"))
+        }
+    }
+}
+
+impl<E: DomainError> From<ExecuteError<E>> for ApiError {
+    fn from(error: ExecuteError<E>) -> Self {
+        match error {
+            ExecuteError::Domain(error) => ApiError::Domain {
+                kind: error.kind(),
+                message: error.to_string(),
+            },
+            ExecuteError::Conflict => ApiError::Conflict,
+            ExecuteError::KeyReused => ApiError::invalid(
+                "idempotency_key",
+                "already used for a different request; use a new key per distinct request",
+            ),
+            ExecuteError::Store(error) => error.into(),
+            ExecuteError::Internal(detail) => ApiError::Internal(detail),
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Runs a command through cqrs-es's `CqrsFramework` exactly once per idempotency key, retrying
+//! the whole load-handle-commit cycle when a concurrent command changed the aggregate first.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventEnvelope, Query};
+use domain::DomainError;
+use event_store::{metadata, AggregateStore, LoadedAggregate, StoreError};
+
+use crate::call::Call;
+
+/// Why a command did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError<E: std::error::Error> {
+    /// A business rule refused it.
+    #[error(transparent)]
+    Domain(E),
+    /// Concurrent commands kept changing the aggregate; the caller may retry.
+    #[error("the aggregate kept changing under concurrent commands; retry")]
+    Conflict,
+    /// The idempotency key was already used for a different request.
+    #[error("idempotency_key was already used for a different request")]
+    KeyReused,
+    /// The event store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Something that should not happen (a stored event that no longer deserialises).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A command's outcome: the events it committed, first time or replayed.
+#[derive(Debug)]
+pub struct Executed<A: Aggregate> {
+    /// The aggregate it acted on.
+    pub aggregate_id: String,
+    /// The committed events, in order.
+    pub events: Vec<EventEnvelope<A>>,
+    /// True when this is the stored outcome of an earlier call with the same key.
+    pub replayed: bool,
+}
+
+/// Executes commands of one aggregate type.
+pub struct CommandExecutor<A: Aggregate> {
+    cqrs: CqrsFramework<A, AggregateStore<A>>,
+    store: AggregateStore<A>,
+    committed: Arc<CommittedEvents<A>>,
+    locks: Arc<AggregateLocks>,
+    conflict_retries: u32,
+}
+
+impl<A> CommandExecutor<A>
+where
+    A: Aggregate + 'static,
+    A::Command: Clone,
+    A::Error: DomainError,
+{
+    /// An executor over `store`, sharing `locks` with the other executors of the process.
+    pub fn new(
+        store: AggregateStore<A>,
+        services: A::Services,
+        locks: Arc<AggregateLocks>,
+        conflict_retries: u32,
+    ) -> Self {
+        let committed = Arc::new(CommittedEvents::default());
+        let cqrs = CqrsFramework::new(
+            store.clone(),
+            vec![Box::new(CommittedEventsQuery(committed.clone()))],
+            services,
+        );
+        Self {
+            cqrs,
+            store,
+            committed,
+            locks,
+            conflict_retries,
+        }
+    }
+
+    /// Loads an aggregate for a read.
+    pub async fn load(&self, aggregate_id: &str) -> Result<LoadedAggregate<A>, StoreError> {
+        self.store.load(aggregate_id).await
+    }
+
+    /// Runs `command` against `aggregate_id` once for `call`'s idempotency key.
+    pub async fn execute(
+        &self,
+        call: &Call,
+        aggregate_id: &str,
+        command: A::Command,
+    ) -> Result<Executed<A>, ExecuteError<A::Error>> {
+        let started = Instant::now();
+        let result = self.execute_once(call, aggregate_id, command).await;
+        let outcome = match &result {
+            Ok(executed) if executed.replayed => "replayed",
+            Ok(_) => "committed",
+            Err(ExecuteError::Domain(_)) => "refused",
+            Err(ExecuteError::Conflict) => "conflict",
+            Err(ExecuteError::KeyReused) => "key_reused",
+            Err(ExecuteError::Store(_) | ExecuteError::Internal(_)) => "error",
+        };
+        metrics::histogram!(
+            "orderpipe_command_duration_seconds",
+            "rpc" => call.rpc(),
+            "outcome" => outcome
+        )
+        .record(started.elapsed());
+        result
+    }
+
+    async fn execute_once(
+        &self,
+        call: &Call,
+        aggregate_id: &str,
+        command: A::Command,
+    ) -> Result<Executed<A>, ExecuteError<A::Error>> {
+        // Commands on one aggregate queue here instead of conflicting in the database; other
+        // processes are still kept apart by the store's optimistic concurrency.
+        let _turn = self.locks.lock(A::TYPE, aggregate_id).await;
+        for attempt in 0..=self.conflict_retries {
+            if let Some(executed) = self.stored_outcome(call).await? {
+                return Ok(executed);
+            }
+            let result = self
+                .cqrs
+                .execute_with_metadata(aggregate_id, command.clone(), call.metadata())
+                .await;
+            match result {
+                Ok(()) => {
+                    return Ok(Executed {
+                        aggregate_id: aggregate_id.to_owned(),
+                        events: self.committed.take(call.idempotency_key()),
+                        replayed: false,
+                    })
+                }
+                Err(AggregateError::AggregateConflict) => {
+                    tracing::debug!(attempt, aggregate_id, "conflict; reloading");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(AggregateError::UserError(error)) => return Err(ExecuteError::Domain(error)),
+                Err(AggregateError::DatabaseConnectionError(error)) => {
+                    return Err(match error.downcast::<StoreError>() {
+                        Ok(store_error) => ExecuteError::Store(*store_error),
+                        Err(other) => ExecuteError::Internal(other.to_string()),
+                    })
+                }
+                Err(other) => return Err(ExecuteError::Internal(other.to_string())),
+            }
+        }
+        Err(ExecuteError::Conflict)
+    }
+
+    async fn stored_outcome(
+        &self,
+        call: &Call,
+    ) -> Result<Option<Executed<A>>, ExecuteError<A::Error>> {
+        match self
+            .store
+            .commit_outcome(call.idempotency_key(), call.fingerprint())
+            .await
+        {
+            Ok(outcome) => Ok(outcome.map(|outcome| Executed {
+                aggregate_id: outcome.aggregate_id,
+                events: outcome.events,
+                replayed: true,
+            })),
+            Err(StoreError::IdempotencyKeyReused { .. }) => Err(ExecuteError::KeyReused),
+            Err(other) => Err(other.into()),
+        }
+    }
+}
+
+/// A short, growing, jittered pause so retrying writers in different processes fall apart.
+fn backoff(attempt: u32) -> Duration {
+    let base = 2u64.saturating_pow(attempt.min(6));
+    let jitter = u64::from(std::process::id() ^ attempt.wrapping_mul(2_654_435_761)) % base.max(1);
+    Duration::from_millis(base + jitter)
+}
+
+/// The events each successful command committed, handed from cqrs-es's query dispatch (which
+/// runs inside `execute_with_metadata`, right after the commit) to the executor that ran it,
+/// keyed by the command's idempotency key. Saves reading the outcome back from the database.
+struct CommittedEvents<A: Aggregate> {
+    by_key: Mutex<HashMap<String, Vec<EventEnvelope<A>>>>,
+}
+
+impl<A: Aggregate> Default for CommittedEvents<A> {
+    fn default() -> Self {
+        Self {
+            by_key: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<A: Aggregate> CommittedEvents<A> {
+    fn take(&self, key: &str) -> Vec<EventEnvelope<A>> {
+        self.by_key
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(key)
+            .unwrap_or_default()
+    }
+}
+
+struct CommittedEventsQuery<A: Aggregate>(Arc<CommittedEvents<A>>);
+
+#[async_trait]
+impl<A: Aggregate> Query<A> for CommittedEventsQuery<A> {
+    async fn dispatch(&self, _aggregate_id: &str, events: &[EventEnvelope<A>]) {
+        let Some(key) = events
+            .first()
+            .and_then(|event| event.metadata.get(metadata::IDEMPOTENCY_KEY))
+        else {
+            return;
+        };
+        self.0
+            .by_key
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(key.clone(), events.to_vec());
+    }
+}
+
+/// Striped per-aggregate locks: commands on the same aggregate take turns inside one process.
+/// A fixed number of stripes keeps memory flat however many aggregates there are; two
+/// aggregates sharing a stripe only wait for each other.
+pub struct AggregateLocks {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl AggregateLocks {
+    /// `stripes` independent locks.
+    pub fn new(stripes: usize) -> Self {
+        Self {
+            stripes: (0..stripes.max(1))
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    async fn lock(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> tokio::sync::MutexGuard<'_, ()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (aggregate_type, aggregate_id).hash(&mut hasher);
+        let stripe = (hasher.finish() % self.stripes.len() as u64) as usize;
+        self.stripes[stripe].lock().await
+    }
+}

@@ -1,0 +1,230 @@
+//! `orderpipe.v1.InventoryService`. The aggregate id is the store id; staff act only on their
+//! own store's stock.
+
+use domain::inventory::{InventoryCommand, StockLine};
+use domain::{OrderId, Quantity, Reason, Sku, StoreId};
+use proto::v1 as pb;
+use proto::v1::inventory_service_server::InventoryService;
+use tonic::{Request, Response, Status};
+
+use super::{commit_result, parse_field, SharedApi, Violations, MANAGERS, STAFF};
+use crate::auth::Role;
+use crate::error::ApiError;
+
+/// The inventory service.
+pub struct InventoryGrpc {
+    api: SharedApi,
+}
+
+impl InventoryGrpc {
+    /// The service over the shared API.
+    pub fn new(api: SharedApi) -> Self {
+        Self { api }
+    }
+
+    /// Runs a command on a store's inventory, for callers in `roles` who work at that store.
+    async fn execute<M: InventoryRequest>(
+        &self,
+        rpc: &'static str,
+        request: Request<M>,
+        roles: &[Role],
+        command: impl FnOnce(&M, StoreId) -> Result<InventoryCommand, ApiError>,
+    ) -> Result<Response<pb::CommitResult>, Status> {
+        let body = request.get_ref();
+        let call = self
+            .api
+            .command_call(rpc, &request, body.idempotency_key(), roles)?;
+        let store_id = parse_field("store_id", StoreId::parse(body.store_id()))?;
+        call.principal().require_store(&store_id)?;
+        let command = command(body, store_id.clone())?;
+        let executed = self
+            .api
+            .inventory
+            .execute(&call, store_id.as_str(), command)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(commit_result(&executed)))
+    }
+}
+
+/// A command request on one store's inventory.
+trait InventoryRequest: prost::Message {
+    fn idempotency_key(&self) -> &str;
+    fn store_id(&self) -> &str;
+}
+
+macro_rules! inventory_requests {
+    ($($request:ty),+) => {
+        $(impl InventoryRequest for $request {
+            fn idempotency_key(&self) -> &str {
+                &self.idempotency_key
+            }
+            fn store_id(&self) -> &str {
+                &self.store_id
+            }
+        })+
+    };
+}
+
+inventory_requests!(
+    pb::SetStockRequest,
+    pb::RestockRequest,
+    pb::AdjustStockRequest,
+    pb::ReserveStockRequest,
+    pb::ReleaseReservationRequest,
+    pb::CommitReservationRequest
+);
+
+#[tonic::async_trait]
+impl InventoryService for InventoryGrpc {
+    async fn set_stock(
+        &self,
+        request: Request<pb::SetStockRequest>,
+    ) -> Result<Response<pb::CommitResult>, Status> {
+        self.execute("SetStock", request, MANAGERS, |r, store_id| {
+            Ok(InventoryCommand::SetStock {
+                store_id,
+                sku: parse_field("sku", Sku::parse(&r.sku))?,
+                on_hand: r.on_hand,
+                low_stock_threshold: r.low_stock_threshold,
+            })
+        })
+        .await
+    }
+
+    async fn restock(
+        &self,
+        request: Request<pb::RestockRequest>,
+    ) -> Result<Response<pb::CommitResult>, Status> {
+        self.execute("Restock", request, MANAGERS, |r, _| {
+            Ok(InventoryCommand::Restock {
+                sku: parse_field("sku", Sku::parse(&r.sku))?,
+                quantity: r.quantity,
+            })
+        })
+        .await
+    }
+
+    async fn adjust_stock(
+        &self,
+        request: Request<pb::AdjustStockRequest>,
+    ) -> Result<Response<pb::CommitResult>, Status> {
+        self.execute("AdjustStock", request, MANAGERS, |r, _| {
+            let mut fields = Violations::default();
+            let sku = fields.check("sku", Sku::parse(&r.sku));
+            let reason = fields.check("reason", Reason::parse(&r.reason));
+            fields.finish(|| {
+                Some(InventoryCommand::AdjustStock {
+                    sku: sku?,
+                    delta: r.delta,
+                    reason: reason?,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn reserve_stock(
+        &self,
+        request: Request<pb::ReserveStockRequest>,
+    ) -> Result<Response<pb::CommitResult>, Status> {
+        self.execute("ReserveStock", request, MANAGERS, |r, _| {
+            let mut fields = Violations::default();
+            let order_id = fields.check("order_id", OrderId::parse(&r.order_id));
+            if r.lines.is_empty() {
+                fields.add("lines", "a reservation needs at least one line");
+            }
+            let lines: Vec<Option<StockLine>> = r
+                .lines
+                .iter()
+                .enumerate()
+                .map(|(index, line)| {
+                    let sku = fields.check(format!("lines[{index}].sku"), Sku::parse(&line.sku));
+                    let quantity = fields.check(
+                        format!("lines[{index}].quantity"),
+                        Quantity::new(line.quantity),
+                    );
+                    Some(StockLine {
+                        sku: sku?,
+                        quantity: quantity?,
+                    })
+                })
+                .collect();
+            fields.finish(|| {
+                Some(InventoryCommand::ReserveStock {
+                    order_id: order_id?,
+                    lines: lines.into_iter().collect::<Option<_>>()?,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn release_reservation(
+        &self,
+        request: Request<pb::ReleaseReservationRequest>,
+    ) -> Result<Response<pb::CommitResult>, Status> {
+        self.execute("ReleaseReservation", request, MANAGERS, |r, _| {
+            let mut fields = Violations::default();
+            let order_id = fields.check("order_id", OrderId::parse(&r.order_id));
+            let reason = fields.check("reason", Reason::parse(&r.reason));
+            fields.finish(|| {
+                Some(InventoryCommand::ReleaseReservation {
+                    order_id: order_id?,
+                    reason: reason?,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn commit_reservation(
+        &self,
+        request: Request<pb::CommitReservationRequest>,
+    ) -> Result<Response<pb::CommitResult>, Status> {
+        self.execute("CommitReservation", request, MANAGERS, |r, _| {
+            Ok(InventoryCommand::CommitReservation {
+                order_id: parse_field("order_id", OrderId::parse(&r.order_id))?,
+            })
+        })
+        .await
+    }
+
+    async fn get_inventory(
+        &self,
+        request: Request<pb::GetInventoryRequest>,
+    ) -> Result<Response<pb::Inventory>, Status> {
+        let principal = self.api.caller(&request, STAFF, "GetInventory")?;
+        let store_id = parse_field("store_id", StoreId::parse(&request.get_ref().store_id))?;
+        principal.require_store(&store_id)?;
+        let loaded = self
+            .api
+            .inventory
+            .load(store_id.as_str())
+            .await
+            .map_err(ApiError::from)?;
+        if loaded.state().store_id().is_none() {
+            return Err(ApiError::Domain {
+                kind: domain::ErrorKind::NotFound,
+                message: format!("store {store_id} has no inventory"),
+            }
+            .into());
+        }
+        Ok(Response::new(pb::Inventory {
+            store_id: store_id.to_string(),
+            levels: loaded
+                .state()
+                .levels()
+                .map(|(sku, level)| pb::StockLevel {
+                    sku: sku.to_string(),
+                    on_hand: level.on_hand,
+                    reserved: level.reserved,
+                    available: level.available(),
+                    low_stock_threshold: level.low_stock_threshold,
+                    low_stock: level.warning_active,
+                })
+                .collect(),
+            version: loaded.version(),
+        }))
+    }
+}

@@ -1,0 +1,152 @@
+//! The gRPC services: one module per service, each turning requests into domain commands
+//! (parsing every field at this boundary) and outcomes into responses.
+
+mod inventory;
+mod loyalty;
+mod menu;
+mod orders;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use cqrs_es::{Aggregate, DomainEvent};
+use domain::inventory::StoreInventory;
+use domain::loyalty::LoyaltyAccount;
+use domain::{Menu, Order, ValidationError};
+use proto::v1 as pb;
+use tonic::Request;
+
+use crate::auth::{Principal, Role, TokenAuthority};
+use crate::call::Call;
+use crate::error::ApiError;
+use crate::executor::{CommandExecutor, Executed};
+
+pub use inventory::InventoryGrpc;
+pub use loyalty::LoyaltyGrpc;
+pub use menu::MenuGrpc;
+pub use orders::OrdersGrpc;
+
+/// What every service shares: the command executors and the token authority.
+pub struct Api {
+    /// Order commands.
+    pub orders: CommandExecutor<Order>,
+    /// Inventory commands.
+    pub inventory: CommandExecutor<StoreInventory>,
+    /// Loyalty commands.
+    pub loyalty: CommandExecutor<LoyaltyAccount>,
+    /// Menu commands.
+    pub menu: CommandExecutor<Menu>,
+    /// Verifies bearer tokens.
+    pub tokens: TokenAuthority,
+}
+
+impl Api {
+    /// The authenticated caller, refused unless in one of `roles`.
+    fn caller<T>(
+        &self,
+        request: &Request<T>,
+        roles: &[Role],
+        action: &str,
+    ) -> Result<Principal, ApiError> {
+        let principal = self.tokens.authenticate(request)?;
+        principal.require(roles, action)?;
+        Ok(principal)
+    }
+
+    /// An authenticated command call in one of `roles`.
+    fn command_call<M: prost::Message>(
+        &self,
+        rpc: &'static str,
+        request: &Request<M>,
+        client_key: &str,
+        roles: &[Role],
+    ) -> Result<Call, ApiError> {
+        let principal = self.caller(request, roles, rpc)?;
+        let call = Call::new(rpc, principal, request, client_key)?;
+        tracing::Span::current().record("correlation_id", call.correlation_id());
+        Ok(call)
+    }
+}
+
+/// Every role.
+const ANYONE: &[Role] = &[
+    Role::Customer,
+    Role::Barista,
+    Role::StoreManager,
+    Role::Service,
+];
+/// Staff of a store and services.
+const STAFF: &[Role] = &[Role::Barista, Role::StoreManager, Role::Service];
+/// Store managers and services.
+const MANAGERS: &[Role] = &[Role::StoreManager, Role::Service];
+/// Internal services only.
+const SERVICES: &[Role] = &[Role::Service];
+
+/// The wire form of a command's outcome.
+fn commit_result<A: Aggregate>(executed: &Executed<A>) -> pb::CommitResult {
+    let sequence = |envelope: Option<&cqrs_es::EventEnvelope<A>>| {
+        envelope.map_or(0, |envelope| envelope.sequence as u64)
+    };
+    pb::CommitResult {
+        aggregate_id: executed.aggregate_id.clone(),
+        first_sequence: sequence(executed.events.first()),
+        last_sequence: sequence(executed.events.last()),
+        event_types: executed
+            .events
+            .iter()
+            .map(|envelope| envelope.payload.event_type())
+            .collect(),
+        replayed: executed.replayed,
+    }
+}
+
+/// Collects every malformed field of a request before refusing it, so a client sees all its
+/// mistakes at once.
+#[derive(Default)]
+struct Violations(Vec<ValidationError>);
+
+impl Violations {
+    /// Keeps the parsed value, or records the error at `field`.
+    fn check<T>(
+        &mut self,
+        field: impl Into<Cow<'static, str>>,
+        parsed: Result<T, ValidationError>,
+    ) -> Option<T> {
+        parsed.map_err(|error| self.0.push(error.at(field))).ok()
+    }
+
+    /// Records a violation that no parser reported.
+    fn add(&mut self, field: impl Into<Cow<'static, str>>, message: impl Into<String>) {
+        self.0.push(ValidationError::new(field, message));
+    }
+
+    /// The request built from the checked fields, or every violation. `build` sees each
+    /// checked field as an `Option` and can use `?`: it only runs when all of them are `Some`.
+    fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, ApiError> {
+        if !self.0.is_empty() {
+            return Err(ApiError::Invalid(self.0));
+        }
+        build().ok_or_else(|| ApiError::Internal("a checked field was missing".into()))
+    }
+}
+
+/// One field parsed on its own.
+fn parse_field<T>(field: &'static str, parsed: Result<T, ValidationError>) -> Result<T, ApiError> {
+    parsed.map_err(|error| ApiError::Invalid(vec![error.at(field)]))
+}
+
+/// Money from the wire; absent money is a violation, not zero.
+fn money(value: Option<&pb::Money>) -> Result<domain::Money, ValidationError> {
+    value
+        .map(|money| domain::Money::from_cents(money.cents))
+        .ok_or_else(|| ValidationError::new("money", "is required"))
+}
+
+fn pb_money(value: domain::Money) -> Option<pb::Money> {
+    Some(pb::Money {
+        cents: value.cents(),
+    })
+}
+
+/// Shared handles for the services.
+pub type SharedApi = Arc<Api>;

@@ -1,0 +1,17 @@
+//! The write side of orderpipe: a tonic gRPC server that authenticates callers, parses requests
+//! into domain commands, and runs them through cqrs-es against the PostgreSQL event store, once
+//! per idempotency key.
+//!
+//! `main` only parses arguments and settings; [`startup::Application`] binds its listeners
+//! itself (port 0 works, for tests) and runs until a shutdown future completes.
+
+pub mod admin;
+pub mod auth;
+pub mod call;
+pub mod configuration;
+pub mod error;
+pub mod executor;
+pub mod grpc;
+pub mod menu_catalog;
+pub mod startup;
+pub mod telemetry;

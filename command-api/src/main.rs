@@ -1,0 +1,104 @@
+//! `command-api`: serve the gRPC command API, or mint a development token.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use command_api::auth::{Role, TokenAuthority};
+use command_api::configuration::Settings;
+use command_api::startup::Application;
+use command_api::telemetry;
+
+/// orderpipe's gRPC command API: places and moves orders, manages stock, loyalty and the menu.
+///
+/// Settings come from built-in defaults, then the optional --config TOML file, then
+/// ORDERPIPE_<SECTION>__<KEY> environment variables (see README "Configuration").
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// A TOML settings file layered over the defaults.
+    #[arg(long, global = true, env = "ORDERPIPE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve gRPC (health, reflection and the orderpipe.v1 services) and the admin endpoint
+    /// (/metrics, /health) until SIGINT or SIGTERM.
+    Serve,
+    /// Print a signed bearer token for local use, with the configured secret.
+    MintToken {
+        /// The role the token grants.
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Who the token is for: the customer id for customers, a name otherwise.
+        #[arg(long)]
+        subject: String,
+        /// The store, for baristas and store managers.
+        #[arg(long)]
+        store: Option<String>,
+        /// How long the token is valid, in minutes.
+        #[arg(long, default_value_t = 480)]
+        ttl_minutes: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => {
+            telemetry::init_logging(&settings.log);
+            let app = Application::build(settings)
+                .await
+                .context("command-api could not start")?;
+            tracing::info!(
+                grpc = %app.grpc_address(),
+                admin = %app.admin_address(),
+                "command-api listening"
+            );
+            app.run_until_stopped(shutdown_signal()).await?;
+        }
+        Command::MintToken {
+            role,
+            subject,
+            store,
+            ttl_minutes,
+        } => {
+            let token = TokenAuthority::new(&settings.auth).mint(
+                &subject,
+                role,
+                store.as_deref(),
+                Duration::from_secs(ttl_minutes * 60),
+            )?;
+            println!("{token}");
+        }
+    }
+    Ok(())
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM (what orchestrators send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

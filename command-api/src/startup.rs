@@ -1,0 +1,243 @@
+//! Builds the application from settings and runs it until told to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::inventory::StoreInventory;
+use domain::loyalty::LoyaltyAccount;
+use domain::order::OrderServices;
+use domain::{Menu, Order};
+use event_store::{GroupCommitConfig, PgEventStore, StoreConfig};
+use proto::v1::inventory_service_server::InventoryServiceServer;
+use proto::v1::loyalty_service_server::LoyaltyServiceServer;
+use proto::v1::menu_service_server::MenuServiceServer;
+use proto::v1::order_service_server::OrderServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::admin;
+use crate::auth::TokenAuthority;
+use crate::call::CORRELATION_HEADER;
+use crate::configuration::Settings;
+use crate::executor::{AggregateLocks, CommandExecutor};
+use crate::grpc::{Api, InventoryGrpc, LoyaltyGrpc, MenuGrpc, OrdersGrpc};
+use crate::menu_catalog::StoredMenu;
+use crate::telemetry;
+
+/// How many per-aggregate lock stripes a process keeps.
+const LOCK_STRIPES: usize = 1024;
+/// How stale the menu used for pricing may be.
+const MENU_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Bad settings.
+    #[error(transparent)]
+    Settings(#[from] crate::configuration::SettingsError),
+    /// The event store could not be opened (database unreachable, migration failed).
+    #[error("cannot open the event store: {0}")]
+    Store(#[from] event_store::StoreError),
+    /// A listener could not be bound.
+    #[error("cannot bind {address}: {source}")]
+    Bind {
+        /// The address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The command API, built and bound, not yet serving.
+pub struct Application {
+    settings: Settings,
+    api: Arc<Api>,
+    store: PgEventStore,
+    grpc_listener: TcpListener,
+    admin_listener: TcpListener,
+}
+
+impl Application {
+    /// Opens the event store (applying migrations), wires the services and binds both listeners.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let store = PgEventStore::open(
+            settings.database.pool()?,
+            StoreConfig {
+                snapshot_every: settings.store.snapshot_every,
+                group_commit: GroupCommitConfig {
+                    max_batch_commits: settings.store.max_batch_commits,
+                    ..GroupCommitConfig::default()
+                },
+            },
+        )
+        .await?;
+        let locks = Arc::new(AggregateLocks::new(LOCK_STRIPES));
+        let retries = settings.store.conflict_retries;
+        let menu = store.aggregate_store::<Menu>(vec![]);
+        let pricing = OrderServices::new(Arc::new(StoredMenu::new(menu.clone(), MENU_MAX_AGE)));
+        let api = Arc::new(Api {
+            orders: CommandExecutor::new(
+                store.aggregate_store::<Order>(vec![]),
+                pricing,
+                locks.clone(),
+                retries,
+            ),
+            inventory: CommandExecutor::new(
+                store.aggregate_store::<StoreInventory>(vec![]),
+                (),
+                locks.clone(),
+                retries,
+            ),
+            loyalty: CommandExecutor::new(
+                store.aggregate_store::<LoyaltyAccount>(vec![]),
+                (),
+                locks.clone(),
+                retries,
+            ),
+            menu: CommandExecutor::new(menu, (), locks, retries),
+            tokens: TokenAuthority::new(&settings.auth),
+        });
+        let grpc_listener = bind(&settings.grpc.host, settings.grpc.port).await?;
+        let admin_listener = bind(&settings.admin.host, settings.admin.port).await?;
+        Ok(Self {
+            settings,
+            api,
+            store,
+            grpc_listener,
+            admin_listener,
+        })
+    }
+
+    /// The bound gRPC address (its port is the real one when the settings said 0).
+    pub fn grpc_address(&self) -> SocketAddr {
+        self.grpc_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The bound admin HTTP address.
+    pub fn admin_address(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then stops taking requests, reports NOT_SERVING, and
+    /// waits up to the configured grace period for in-flight commands.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), std::io::Error> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<OrderServiceServer<OrdersGrpc>>().await;
+        health
+            .set_serving::<InventoryServiceServer<InventoryGrpc>>()
+            .await;
+        health
+            .set_serving::<LoyaltyServiceServer<LoyaltyGrpc>>()
+            .await;
+        health.set_serving::<MenuServiceServer<MenuGrpc>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(std::io::Error::other)?;
+
+        let max_message = self.settings.grpc.max_message_bytes;
+        let api = self.api;
+        let grpc = Server::builder()
+            .timeout(self.settings.grpc.request_timeout())
+            .trace_fn(|request| {
+                let correlation_id = request
+                    .headers()
+                    .get(CORRELATION_HEADER)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or_default();
+                // Calls without the header get an id generated in `Call`, recorded then.
+                let span = tracing::info_span!(
+                    "grpc",
+                    rpc = %request.uri().path(),
+                    correlation_id = tracing::field::Empty,
+                );
+                if !correlation_id.is_empty() {
+                    span.record("correlation_id", correlation_id);
+                }
+                span
+            })
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(
+                OrderServiceServer::new(OrdersGrpc::new(api.clone()))
+                    .max_decoding_message_size(max_message),
+            )
+            .add_service(
+                InventoryServiceServer::new(InventoryGrpc::new(api.clone()))
+                    .max_decoding_message_size(max_message),
+            )
+            .add_service(
+                LoyaltyServiceServer::new(LoyaltyGrpc::new(api.clone()))
+                    .max_decoding_message_size(max_message),
+            )
+            .add_service(
+                MenuServiceServer::new(MenuGrpc::new(api)).max_decoding_message_size(max_message),
+            )
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.grpc_listener),
+                stopped(stop_rx.clone()),
+            );
+
+        let admin = axum::serve(
+            self.admin_listener,
+            admin::router(telemetry::metrics_handle(), self.store.pool().clone()),
+        )
+        .with_graceful_shutdown(stopped(stop_rx));
+
+        let grace = self.settings.grpc.shutdown_grace();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight requests");
+            for service in [
+                "orderpipe.v1.OrderService",
+                "orderpipe.v1.InventoryService",
+                "orderpipe.v1.LoyaltyService",
+                "orderpipe.v1.MenuService",
+            ] {
+                health
+                    .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
+            let _ = stop_tx.send(true);
+            // Returns only when the grace period is over: whichever finishes first wins below.
+            tokio::time::sleep(grace).await;
+        };
+
+        tokio::select! {
+            result = async { tokio::try_join!(
+                async { grpc.await.map_err(std::io::Error::other) },
+                async { admin.await },
+            ) } => { result?; }
+            () = signal => {
+                tracing::warn!("grace period over; dropping requests still in flight");
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn bind(host: &str, port: u16) -> Result<TcpListener, StartupError> {
+    let address = format!("{host}:{port}");
+    TcpListener::bind(&address)
+        .await
+        .map_err(|source| StartupError::Bind { address, source })
+}
+
+/// Completes once the stop flag is raised.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}

@@ -1,0 +1,216 @@
+import { Duration } from 'aws-cdk-lib';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as kms from 'aws-cdk-lib/aws-kms';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as rds from 'aws-cdk-lib/aws-rds';
+import * as redshiftserverless from 'aws-cdk-lib/aws-redshiftserverless';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import { NagSuppressions } from 'cdk-nag';
+import { Construct } from 'constructs';
+import { DatabaseSource, PORTS } from './config';
+import { logRetention, retainOrDestroy, snapshotOrDestroy, StageConfig } from './stage';
+
+export interface DataStoresProps {
+  readonly stage: StageConfig;
+  readonly vpc: ec2.IVpc;
+  readonly key: kms.IKey;
+}
+
+/** Name of the database in Aurora (event store and history schema) and in Redshift. */
+export const AURORA_DATABASE = 'orderpipe';
+export const AURORA_USER = 'orderpipe_admin';
+export const REDSHIFT_DATABASE = 'analytics';
+export const REDSHIFT_USER = 'orderpipe_admin';
+
+const ROTATION_JUSTIFICATION =
+  'The binaries receive this password once, at task start, through ECS secret injection and keep ' +
+  'pooled connections; an automatic rotation would break every new connection until the tasks are ' +
+  'replaced. Rotation is an operator runbook step (rotate, then force a new ECS deployment), see DEPLOYING.md.';
+
+/**
+ * DynamoDB read models and leases, Aurora PostgreSQL Serverless v2 (event store, outbox, history)
+ * and Redshift Serverless (analytics). Stateful resources are retained (or snapshotted) in stages
+ * whose `removalPolicy` is `retain`.
+ */
+export class DataStores extends Construct {
+  readonly activeOrders: dynamodb.Table;
+  readonly storeMetrics: dynamodb.Table;
+  readonly leases: dynamodb.Table;
+  readonly aurora: rds.DatabaseCluster;
+  readonly auroraSecret: secretsmanager.ISecret;
+  readonly redshiftSecret: secretsmanager.Secret;
+  readonly redshiftWorkgroup: redshiftserverless.CfnWorkgroup;
+  readonly redshiftSecurityGroup: ec2.SecurityGroup;
+
+  constructor(scope: Construct, id: string, props: DataStoresProps) {
+    super(scope, id);
+    const { stage, vpc, key } = props;
+    const isolated: ec2.SubnetSelection = { subnetType: ec2.SubnetType.PRIVATE_ISOLATED };
+
+    const tableDefaults = {
+      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
+      encryption: dynamodb.TableEncryption.CUSTOMER_MANAGED,
+      encryptionKey: key,
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      deletionProtection: stage.deletionProtection,
+      removalPolicy: retainOrDestroy(stage),
+    };
+    this.activeOrders = new dynamodb.Table(this, 'ActiveOrders', {
+      ...tableDefaults,
+      tableName: `${stage.prefix}-active-orders`,
+      partitionKey: { name: 'pk', type: dynamodb.AttributeType.STRING },
+      sortKey: { name: 'sk', type: dynamodb.AttributeType.STRING },
+      timeToLiveAttribute: 'expires_at',
+    });
+    this.activeOrders.addGlobalSecondaryIndex({
+      indexName: 'by-status',
+      partitionKey: { name: 'gsi1pk', type: dynamodb.AttributeType.STRING },
+      sortKey: { name: 'gsi1sk', type: dynamodb.AttributeType.STRING },
+      projectionType: dynamodb.ProjectionType.ALL,
+    });
+    this.storeMetrics = new dynamodb.Table(this, 'StoreMetrics', {
+      ...tableDefaults,
+      tableName: `${stage.prefix}-store-metrics`,
+      partitionKey: { name: 'pk', type: dynamodb.AttributeType.STRING },
+      sortKey: { name: 'sk', type: dynamodb.AttributeType.STRING },
+    });
+    this.leases = new dynamodb.Table(this, 'ProjectorLeases', {
+      ...tableDefaults,
+      tableName: `${stage.prefix}-projector-leases`,
+      partitionKey: { name: 'lease_key', type: dynamodb.AttributeType.STRING },
+    });
+
+    // Aurora PostgreSQL Serverless v2: the event store (source of truth) and the history schema.
+    const clusterIdentifier = `${stage.prefix}-aurora`;
+    const auroraLogs = new logs.LogGroup(this, 'AuroraPostgresLogs', {
+      logGroupName: `/aws/rds/cluster/${clusterIdentifier}/postgresql`,
+      retention: logRetention(stage),
+      removalPolicy: retainOrDestroy(stage),
+    });
+    this.aurora = new rds.DatabaseCluster(this, 'Aurora', {
+      clusterIdentifier,
+      engine: rds.DatabaseClusterEngine.auroraPostgres({ version: rds.AuroraPostgresEngineVersion.VER_16_11 }),
+      credentials: rds.Credentials.fromGeneratedSecret(AURORA_USER, { secretName: `${stage.prefix}/aurora/admin` }),
+      defaultDatabaseName: AURORA_DATABASE,
+      writer: rds.ClusterInstance.serverlessV2('writer', { publiclyAccessible: false, enablePerformanceInsights: true }),
+      readers: Array.from({ length: stage.aurora.readers }, (_, i) =>
+        rds.ClusterInstance.serverlessV2(`reader${i + 1}`, {
+          scaleWithWriter: true,
+          publiclyAccessible: false,
+          enablePerformanceInsights: true,
+        }),
+      ),
+      serverlessV2MinCapacity: stage.aurora.minCapacityAcu,
+      serverlessV2MaxCapacity: stage.aurora.maxCapacityAcu,
+      vpc,
+      vpcSubnets: isolated,
+      port: PORTS.postgres,
+      storageEncrypted: true,
+      storageEncryptionKey: key,
+      iamAuthentication: true,
+      enablePerformanceInsights: true,
+      performanceInsightEncryptionKey: key,
+      cloudwatchLogsExports: ['postgresql'],
+      backup: { retention: Duration.days(stage.aurora.backupRetentionDays), preferredWindow: '03:00-04:00' },
+      deletionProtection: stage.deletionProtection,
+      removalPolicy: snapshotOrDestroy(stage),
+      copyTagsToSnapshot: true,
+    });
+    // RDS creates the export log group itself (never expiring) unless it exists first.
+    this.aurora.node.addDependency(auroraLogs);
+    this.auroraSecret = this.aurora.secret!;
+
+    // `aurora.secret` is the secret's target attachment; the rotation finding is on the secret itself.
+    NagSuppressions.addResourceSuppressions(this.aurora.node.findChild('Secret'), [{ id: 'AwsSolutions-SMG4', reason: ROTATION_JUSTIFICATION }]);
+    NagSuppressions.addResourceSuppressions(this.aurora, [
+      {
+        id: 'AwsSolutions-RDS11',
+        reason:
+          'The standard PostgreSQL port is kept: the cluster sits in isolated subnets and its security group ' +
+          'admits only the three services that use it, so a non-standard port would add no protection.',
+      },
+      ...(stage.deletionProtection
+        ? []
+        : [
+            {
+              id: 'AwsSolutions-RDS10',
+              reason: `Stage ${stage.name} is disposable (removalPolicy=destroy); prod enables deletion protection from its stage context.`,
+            },
+          ]),
+    ]);
+
+    // Redshift Serverless: the analytics fact tables, written by the projectors over the PostgreSQL protocol.
+    this.redshiftSecret = new secretsmanager.Secret(this, 'RedshiftAdminSecret', {
+      secretName: `${stage.prefix}/redshift/admin`,
+      description: 'Redshift Serverless admin credentials used by the analytics projector',
+      generateSecretString: {
+        secretStringTemplate: JSON.stringify({ username: REDSHIFT_USER }),
+        generateStringKey: 'password',
+        passwordLength: 32,
+        requireEachIncludedType: true,
+        // Characters Redshift does not accept in passwords.
+        excludeCharacters: `"'\\/@ `,
+      },
+      removalPolicy: retainOrDestroy(stage),
+    });
+    NagSuppressions.addResourceSuppressions(this.redshiftSecret, [{ id: 'AwsSolutions-SMG4', reason: ROTATION_JUSTIFICATION }]);
+
+    this.redshiftSecurityGroup = new ec2.SecurityGroup(this, 'RedshiftSecurityGroup', {
+      vpc,
+      description: 'Redshift Serverless workgroup: ingress from the projectors only',
+      allowAllOutbound: false,
+    });
+
+    const namespace = new redshiftserverless.CfnNamespace(this, 'RedshiftNamespace', {
+      namespaceName: stage.prefix,
+      dbName: REDSHIFT_DATABASE,
+      adminUsername: REDSHIFT_USER,
+      adminUserPassword: this.redshiftSecret.secretValueFromJson('password').unsafeUnwrap(),
+      kmsKeyId: key.keyArn,
+      logExports: ['userlog', 'connectionlog', 'useractivitylog'],
+    });
+    namespace.applyRemovalPolicy(retainOrDestroy(stage));
+
+    this.redshiftWorkgroup = new redshiftserverless.CfnWorkgroup(this, 'RedshiftWorkgroup', {
+      workgroupName: stage.prefix,
+      namespaceName: namespace.namespaceName,
+      baseCapacity: stage.redshift.baseCapacityRpu,
+      maxCapacity: stage.redshift.maxCapacityRpu,
+      enhancedVpcRouting: true,
+      publiclyAccessible: false,
+      port: PORTS.redshift,
+      subnetIds: vpc.selectSubnets(isolated).subnetIds,
+      securityGroupIds: [this.redshiftSecurityGroup.securityGroupId],
+    });
+    this.redshiftWorkgroup.addResourceDependency(namespace);
+    this.redshiftWorkgroup.applyRemovalPolicy(retainOrDestroy(stage));
+  }
+
+  /** The event store: Aurora writer, database `orderpipe`. */
+  eventStoreSource(): DatabaseSource {
+    return {
+      host: this.aurora.clusterEndpoint.hostname,
+      port: PORTS.postgres,
+      name: AURORA_DATABASE,
+      username: AURORA_USER,
+      secret: this.auroraSecret,
+    };
+  }
+
+  /** The order history: same Aurora database, its own schema (the projector's migrations create it). */
+  historySource(): DatabaseSource {
+    return this.eventStoreSource();
+  }
+
+  /** Redshift Serverless workgroup endpoint. */
+  analyticsSource(): DatabaseSource {
+    return {
+      host: this.redshiftWorkgroup.attrWorkgroupEndpointAddress,
+      port: PORTS.redshift,
+      name: REDSHIFT_DATABASE,
+      username: REDSHIFT_USER,
+      secret: this.redshiftSecret,
+    };
+  }
+}

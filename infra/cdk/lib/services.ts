@@ -1,0 +1,564 @@
+import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import * as acm from 'aws-cdk-lib/aws-certificatemanager';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as ecr from 'aws-cdk-lib/aws-ecr';
+import * as ecs from 'aws-cdk-lib/aws-ecs';
+import * as elbv2 from 'aws-cdk-lib/aws-elasticloadbalancingv2';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as route53 from 'aws-cdk-lib/aws-route53';
+import * as route53Targets from 'aws-cdk-lib/aws-route53-targets';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import { NagSuppressions } from 'cdk-nag';
+import { Construct } from 'constructs';
+import {
+  Capability,
+  METRICS_NAMESPACE,
+  PORTS,
+  PublishedMetric,
+  SERVICE_NAMES,
+  ServiceName,
+  SERVICES,
+  serviceEnvironment,
+  ConfigSources,
+} from './config';
+import { DataStores } from './data-stores';
+import { Messaging } from './messaging';
+import { logRetention, retainOrDestroy, StageConfig } from './stage';
+
+export interface ServicesProps {
+  readonly stage: StageConfig;
+  readonly vpc: ec2.IVpc;
+  readonly data: DataStores;
+  readonly messaging: Messaging;
+}
+
+/** One binary running as a Fargate service, with its own task and execution roles. */
+export interface PipelineService {
+  readonly name: ServiceName;
+  readonly service: ecs.FargateService;
+  readonly taskDefinition: ecs.FargateTaskDefinition;
+  readonly taskRole: iam.Role;
+  readonly executionRole: iam.Role;
+  readonly logGroup: logs.LogGroup;
+}
+
+const GRPC_HEALTH_CHECK_PATH = '/grpc.health.v1.Health/Check';
+
+/**
+ * The ECS cluster, the internal load balancer (gRPC command API and dashboard) and one Fargate
+ * service per binary. Each service's configuration comes from `serviceEnvironment` and its IAM
+ * grants from `grantCapability`, both driven by the capabilities in `config.ts`.
+ */
+export class Services extends Construct {
+  readonly cluster: ecs.Cluster;
+  readonly loadBalancer: elbv2.ApplicationLoadBalancer;
+  readonly grpcTargetGroup: elbv2.ApplicationTargetGroup;
+  readonly dashboardTargetGroup: elbv2.ApplicationTargetGroup;
+  readonly jwtSecret: secretsmanager.Secret;
+  readonly metricsLogGroup: logs.LogGroup;
+  readonly services: Record<ServiceName, PipelineService>;
+  readonly apiDomainName: string;
+  readonly dashboardDomainName: string;
+
+  private readonly props: ServicesProps;
+
+  constructor(scope: Construct, id: string, props: ServicesProps) {
+    super(scope, id);
+    this.props = props;
+    const { stage, vpc, data, messaging } = props;
+    const appSubnets: ec2.SubnetSelection = { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS };
+
+    this.cluster = new ecs.Cluster(this, 'Cluster', {
+      clusterName: stage.prefix,
+      vpc,
+      containerInsightsV2: ecs.ContainerInsights.ENHANCED,
+    });
+
+    this.jwtSecret = new secretsmanager.Secret(this, 'JwtSecret', {
+      secretName: `${stage.prefix}/auth/jwt-secret`,
+      description: 'HMAC key the command API verifies JWTs with and internal workers sign their service tokens with',
+      generateSecretString: { passwordLength: 64, excludePunctuation: true },
+      removalPolicy: retainOrDestroy(stage),
+    });
+    NagSuppressions.addResourceSuppressions(this.jwtSecret, [
+      {
+        id: 'AwsSolutions-SMG4',
+        reason:
+          'The JWT key is read once at task start; rotating it invalidates every token in flight and needs the ' +
+          'issuer and all services to switch together. Rotation is a planned runbook step (DEPLOYING.md).',
+      },
+    ]);
+
+    this.metricsLogGroup = new logs.LogGroup(this, 'MetricsLogGroup', {
+      logGroupName: `/${stage.prefix}/metrics`,
+      retention: logs.RetentionDays.ONE_WEEK,
+      removalPolicy: retainOrDestroy(stage),
+    });
+
+    // Internal load balancer: gRPC needs an HTTPS listener, so a DNS-validated certificate is made
+    // for the API and dashboard names in the stage's hosted zone.
+    const zone = route53.HostedZone.fromHostedZoneAttributes(this, 'Zone', {
+      hostedZoneId: stage.dns.hostedZoneId,
+      zoneName: stage.dns.hostedZoneName,
+    });
+    this.apiDomainName = `${stage.dns.apiRecord}.${stage.dns.hostedZoneName}`;
+    this.dashboardDomainName = `${stage.dns.dashboardRecord}.${stage.dns.hostedZoneName}`;
+    const certificate = new acm.Certificate(this, 'LoadBalancerCertificate', {
+      domainName: this.apiDomainName,
+      subjectAlternativeNames: [this.dashboardDomainName],
+      validation: acm.CertificateValidation.fromDns(zone),
+    });
+
+    const lbSecurityGroup = new ec2.SecurityGroup(this, 'LoadBalancerSecurityGroup', {
+      vpc,
+      description: 'Internal load balancer: HTTPS from the VPC and the configured internal networks',
+      allowAllOutbound: false,
+    });
+    lbSecurityGroup.addIngressRule(ec2.Peer.ipv4(stage.vpcCidr), ec2.Port.tcp(443), 'gRPC/HTTPS from inside the VPC');
+    for (const cidr of stage.internalClientCidrs) {
+      lbSecurityGroup.addIngressRule(ec2.Peer.ipv4(cidr), ec2.Port.tcp(443), `gRPC/HTTPS from ${cidr}`);
+    }
+
+    const accessLogs = new s3.Bucket(this, 'LoadBalancerAccessLogs', {
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      enforceSSL: true,
+      versioned: false,
+      lifecycleRules: [{ expiration: Duration.days(stage.logRetentionDays) }],
+      // Access logs are audit records: kept when the stack goes, in every stage.
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    NagSuppressions.addResourceSuppressions(accessLogs, [
+      {
+        id: 'AwsSolutions-S1',
+        reason:
+          'This bucket only receives load balancer access logs; logging access to it into yet another bucket ' +
+          'would add a log of logs with no audit value. Reads are limited by bucket policy and SSL is enforced.',
+      },
+    ]);
+
+    this.loadBalancer = new elbv2.ApplicationLoadBalancer(this, 'InternalLoadBalancer', {
+      loadBalancerName: `${stage.prefix}-internal`,
+      vpc,
+      vpcSubnets: appSubnets,
+      internetFacing: false,
+      securityGroup: lbSecurityGroup,
+      dropInvalidHeaderFields: true,
+      deletionProtection: stage.deletionProtection,
+      http2Enabled: true,
+    });
+    this.loadBalancer.logAccessLogs(accessLogs, 'internal-lb');
+
+    this.grpcTargetGroup = new elbv2.ApplicationTargetGroup(this, 'CommandApiTargetGroup', {
+      vpc,
+      targetType: elbv2.TargetType.IP,
+      protocol: elbv2.ApplicationProtocol.HTTP,
+      protocolVersion: elbv2.ApplicationProtocolVersion.GRPC,
+      port: PORTS.grpc,
+      deregistrationDelay: Duration.seconds(30),
+      healthCheck: {
+        path: GRPC_HEALTH_CHECK_PATH,
+        healthyGrpcCodes: '0',
+        interval: Duration.seconds(15),
+        timeout: Duration.seconds(5),
+        healthyThresholdCount: 2,
+        unhealthyThresholdCount: 3,
+      },
+    });
+    this.dashboardTargetGroup = new elbv2.ApplicationTargetGroup(this, 'DashboardTargetGroup', {
+      vpc,
+      targetType: elbv2.TargetType.IP,
+      protocol: elbv2.ApplicationProtocol.HTTP,
+      port: PORTS.dashboardHttp,
+      deregistrationDelay: Duration.seconds(30),
+      healthCheck: { path: '/health', healthyHttpCodes: '200', interval: Duration.seconds(15) },
+    });
+
+    const listener = this.loadBalancer.addListener('Https', {
+      port: 443,
+      protocol: elbv2.ApplicationProtocol.HTTPS,
+      certificates: [certificate],
+      sslPolicy: elbv2.SslPolicy.RECOMMENDED_TLS,
+      open: false,
+      defaultAction: elbv2.ListenerAction.forward([this.grpcTargetGroup]),
+    });
+    listener.addAction('Dashboard', {
+      priority: 10,
+      conditions: [elbv2.ListenerCondition.hostHeaders([this.dashboardDomainName])],
+      action: elbv2.ListenerAction.forward([this.dashboardTargetGroup]),
+    });
+
+    for (const [recordId, recordName] of [
+      ['ApiRecord', this.apiDomainName],
+      ['DashboardRecord', this.dashboardDomainName],
+    ]) {
+      new route53.ARecord(this, recordId, {
+        zone,
+        recordName,
+        target: route53.RecordTarget.fromAlias(new route53Targets.LoadBalancerTarget(this.loadBalancer)),
+      });
+    }
+
+    const sources: ConfigSources = {
+      region: Stack.of(this).region,
+      eventStore: data.eventStoreSource(),
+      history: data.historySource(),
+      analytics: data.analyticsSource(),
+      jwtSecret: this.jwtSecret,
+      jwtIssuer: stage.auth.issuer,
+      jwtAudience: stage.auth.audience,
+      streamName: messaging.stream.streamName,
+      activeOrdersTable: data.activeOrders.tableName,
+      storeMetricsTable: data.storeMetrics.tableName,
+      leasesTable: data.leases.tableName,
+      intake: { url: messaging.intake.queue.queueUrl, dlqUrl: messaging.intake.dlq.queueUrl },
+      payments: { url: messaging.payments.queue.queueUrl, dlqUrl: messaging.payments.dlq.queueUrl },
+      notifications: { url: messaging.notifications.queue.queueUrl, dlqUrl: messaging.notifications.dlq.queueUrl },
+      projectorDlqUrl: messaging.projectorDlq.queueUrl,
+      commandApiUrl: `https://${this.apiDomainName}`,
+    };
+
+    const services = {} as Record<ServiceName, PipelineService>;
+    for (const name of SERVICE_NAMES) {
+      services[name] = this.addService(name, sources);
+    }
+    this.services = services;
+
+    // Register the serving port explicitly: the first port mapping is the admin port.
+    const api = services['command-api'].service;
+    this.grpcTargetGroup.addTarget(api.loadBalancerTarget({ containerName: 'command-api', containerPort: PORTS.grpc }));
+    const dashboard = services.dashboard.service;
+    this.dashboardTargetGroup.addTarget(
+      dashboard.loadBalancerTarget({ containerName: 'dashboard', containerPort: PORTS.dashboardHttp }),
+    );
+
+    const apiSizing = stage.services['command-api'];
+    if (apiSizing.maxCount && apiSizing.maxCount > apiSizing.desiredCount) {
+      const scaling = api.autoScaleTaskCount({ minCapacity: apiSizing.desiredCount, maxCapacity: apiSizing.maxCount });
+      scaling.scaleOnCpuUtilization('Cpu', {
+        targetUtilizationPercent: 60,
+        scaleOutCooldown: Duration.seconds(60),
+        scaleInCooldown: Duration.minutes(5),
+      });
+    }
+  }
+
+  private addService(name: ServiceName, sources: ConfigSources): PipelineService {
+    const { stage } = this.props;
+    const spec = SERVICES[name];
+    const sizing = stage.services[name];
+    const id = name
+      .split('-')
+      .map((part) => part[0].toUpperCase() + part.slice(1))
+      .join('');
+    const stack = Stack.of(this);
+
+    const taskRole = new iam.Role(this, `${id}TaskRole`, {
+      roleName: `${stage.prefix}-${name}-task`,
+      description: `Task role of ${name}: ${spec.description}`,
+      assumedBy: ecsTasksPrincipal(stack),
+    });
+    const executionRole = new iam.Role(this, `${id}ExecutionRole`, {
+      roleName: `${stage.prefix}-${name}-execution`,
+      description: `ECS agent role of ${name}: pulls its image, writes its logs, reads its secrets`,
+      assumedBy: ecsTasksPrincipal(stack),
+    });
+
+    const taskDefinition = new ecs.FargateTaskDefinition(this, `${id}Task`, {
+      family: `${stage.prefix}-${name}`,
+      cpu: sizing.cpu,
+      memoryLimitMiB: sizing.memoryMiB,
+      taskRole,
+      executionRole,
+      runtimePlatform: {
+        operatingSystemFamily: ecs.OperatingSystemFamily.LINUX,
+        cpuArchitecture: ecs.CpuArchitecture.X86_64,
+      },
+    });
+
+    const logGroup = new logs.LogGroup(this, `${id}Logs`, {
+      logGroupName: `/${stage.prefix}/${name}`,
+      retention: logRetention(stage),
+      removalPolicy: retainOrDestroy(stage),
+    });
+
+    const repository = ecr.Repository.fromRepositoryName(this, `${id}Repository`, `${stage.images.ecrRepositoryPrefix}/${name}`);
+    const { environment, secrets } = serviceEnvironment(name, sources);
+    const portMappings: ecs.PortMapping[] = [{ containerPort: PORTS.admin, name: 'admin' }];
+    if (spec.ingress === 'grpc') portMappings.push({ containerPort: PORTS.grpc, name: 'grpc', appProtocol: ecs.AppProtocol.grpc });
+    if (spec.ingress === 'http') portMappings.push({ containerPort: PORTS.dashboardHttp, name: 'http', appProtocol: ecs.AppProtocol.http });
+
+    taskDefinition.addContainer('app', {
+      containerName: name,
+      image: ecs.ContainerImage.fromEcrRepository(repository, stage.images.tag),
+      essential: true,
+      environment,
+      secrets,
+      portMappings,
+      readonlyRootFilesystem: true,
+      stopTimeout: Duration.seconds(30),
+      logging: ecs.LogDrivers.awsLogs({
+        logGroup,
+        streamPrefix: name,
+        mode: ecs.AwsLogDriverMode.NON_BLOCKING,
+      }),
+    });
+
+    if (spec.publishedMetrics?.length) {
+      this.addMetricsCollector(taskDefinition, name, spec.publishedMetrics, logGroup);
+      this.metricsLogGroup.grantWrite(taskRole);
+    }
+
+    const securityGroup = new ec2.SecurityGroup(this, `${id}SecurityGroup`, {
+      vpc: this.props.vpc,
+      description: `Tasks of ${name}`,
+      allowAllOutbound: true,
+    });
+
+    const service = new ecs.FargateService(this, `${id}Service`, {
+      serviceName: `${stage.prefix}-${name}`,
+      cluster: this.cluster,
+      taskDefinition,
+      desiredCount: spec.singleton ? Math.min(1, sizing.desiredCount) : sizing.desiredCount,
+      // A singleton is stopped before its replacement starts; the others roll with full capacity.
+      minHealthyPercent: spec.singleton ? 0 : 100,
+      maxHealthyPercent: spec.singleton ? 100 : 200,
+      circuitBreaker: { enable: true, rollback: true },
+      vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS },
+      securityGroups: [securityGroup],
+      assignPublicIp: false,
+      platformVersion: ecs.FargatePlatformVersion.LATEST,
+      propagateTags: ecs.PropagatedTagSource.SERVICE,
+      enableExecuteCommand: false,
+      ...(spec.ingress ? { healthCheckGracePeriod: Duration.seconds(60) } : {}),
+    });
+
+    for (const capability of spec.capabilities) {
+      this.grantCapability(capability, taskRole, service);
+    }
+
+    NagSuppressions.addResourceSuppressions(
+      taskDefinition,
+      [
+        {
+          id: 'AwsSolutions-ECS2',
+          reason:
+            'Only non-secret configuration (endpoints, names, ports, URLs) is passed as environment variables, ' +
+            'which is how the binaries read config; passwords and keys come from Secrets Manager via `secrets`.',
+        },
+      ],
+    );
+    NagSuppressions.addResourceSuppressions(
+      executionRole,
+      [
+        {
+          id: 'AwsSolutions-IAM5',
+          reason:
+            'ecr:GetAuthorizationToken has no resource-level permissions and must be granted on `*`; the image pull ' +
+            'itself is limited to this service\'s repository.',
+          appliesTo: ['Resource::*'],
+        },
+      ],
+      true,
+    );
+    suppressGrantWildcards(taskRole);
+
+    return { name, service, taskDefinition, taskRole, executionRole, logGroup };
+  }
+
+  /**
+   * Sidecar that scrapes the binary's Prometheus `/metrics` on localhost and publishes the selected
+   * series to CloudWatch (namespace `Orderpipe`, dimensions Stage and Service) as embedded metric
+   * format logs: this is where the `OutboxBacklog` and `CommandErrors` alarm metrics come from.
+   */
+  private addMetricsCollector(
+    taskDefinition: ecs.FargateTaskDefinition,
+    service: ServiceName,
+    metrics: readonly PublishedMetric[],
+    logGroup: logs.LogGroup,
+  ) {
+    const { stage } = this.props;
+    taskDefinition.addContainer('metrics-collector', {
+      containerName: 'metrics-collector',
+      image: ecs.ContainerImage.fromRegistry(stage.images.adotCollector),
+      // Losing metrics must not take the service down.
+      essential: false,
+      memoryReservationMiB: 64,
+      environment: {
+        AOT_CONFIG_CONTENT: collectorConfig({
+          service,
+          stage: stage.name,
+          region: Stack.of(this).region,
+          logGroupName: this.metricsLogGroup.logGroupName,
+          metrics,
+        }),
+      },
+      logging: ecs.LogDrivers.awsLogs({ logGroup, streamPrefix: 'metrics-collector', mode: ecs.AwsLogDriverMode.NON_BLOCKING }),
+    });
+  }
+
+  /** The IAM grants of one capability: the only place a task role gets permissions. */
+  private grantCapability(capability: Capability, role: iam.IRole, service: ecs.FargateService) {
+    const { data, messaging } = this.props;
+    switch (capability) {
+      case 'eventStore':
+      case 'historyStore':
+        data.aurora.connections.allowDefaultPortFrom(service, `PostgreSQL from ${service.node.id}`);
+        return;
+      case 'analyticsStore':
+        data.redshiftSecurityGroup.addIngressRule(
+          service.connections.securityGroups[0],
+          ec2.Port.tcp(PORTS.redshift),
+          `Redshift from ${service.node.id}`,
+        );
+        return;
+      case 'jwt':
+      case 'grpcServer':
+      case 'commandApiClient':
+        // Secrets are read by the execution role at task start; the API is reached over the network.
+        return;
+      case 'streamWrite':
+        messaging.stream.grantWrite(role);
+        return;
+      case 'streamRead':
+        messaging.stream.grantRead(role);
+        return;
+      case 'activeOrdersRead':
+        data.activeOrders.grantReadData(role);
+        return;
+      case 'activeOrdersWrite':
+        data.activeOrders.grantReadWriteData(role);
+        return;
+      case 'storeMetricsRead':
+        data.storeMetrics.grantReadData(role);
+        return;
+      case 'storeMetricsWrite':
+        data.storeMetrics.grantReadWriteData(role);
+        return;
+      case 'leases':
+        data.leases.grantReadWriteData(role);
+        return;
+      case 'intakeConsume':
+        messaging.intake.queue.grantConsumeMessages(role);
+        messaging.intake.dlq.grantSendMessages(role);
+        return;
+      case 'paymentsConsume':
+        messaging.payments.queue.grantConsumeMessages(role);
+        messaging.payments.dlq.grantSendMessages(role);
+        return;
+      case 'paymentsSend':
+        messaging.payments.queue.grantSendMessages(role);
+        return;
+      case 'notificationsConsume':
+        messaging.notifications.queue.grantConsumeMessages(role);
+        messaging.notifications.dlq.grantSendMessages(role);
+        return;
+      case 'notificationsSend':
+        messaging.notifications.queue.grantSendMessages(role);
+        return;
+      case 'projectorDeadLetter':
+        messaging.projectorDlq.grantSendMessages(role);
+        return;
+    }
+  }
+}
+
+/** ECS tasks of this account and region only (confused-deputy protection). */
+function ecsTasksPrincipal(stack: Stack): iam.IPrincipal {
+  return new iam.ServicePrincipal('ecs-tasks.amazonaws.com').withConditions({
+    StringEquals: { 'aws:SourceAccount': stack.account },
+    ArnLike: { 'aws:SourceArn': `arn:${stack.partition}:ecs:${stack.region}:${stack.account}:*` },
+  });
+}
+
+/** The wildcards CDK's grant methods put in task role policies, each scoped to one resource. */
+function suppressGrantWildcards(role: iam.Role) {
+  NagSuppressions.addResourceSuppressions(
+    role,
+    [
+      {
+        id: 'AwsSolutions-IAM5',
+        reason:
+          'Granted by CDK grant methods on this stack\'s own resources: DynamoDB `<table>/index/*` covers only the ' +
+          'indexes of a table the service uses; `kms:GenerateDataKey*` / `kms:ReEncrypt*` are action families on the ' +
+          'single data key.',
+        appliesTo: [
+          { regex: '/^Resource::<.*\\.Arn>\\/index\\/\\*$/g' },
+          'Action::kms:GenerateDataKey*',
+          'Action::kms:ReEncrypt*',
+        ],
+      },
+    ],
+    true,
+  );
+}
+
+/** OpenTelemetry collector configuration (JSON is valid YAML) for one service's published metrics. */
+export function collectorConfig(options: {
+  service: string;
+  stage: string;
+  region: string;
+  logGroupName: string;
+  metrics: readonly PublishedMetric[];
+}): string {
+  // Counters may arrive with or without the `_total` suffix depending on the receiver's name normalisation.
+  const pattern = (m: PublishedMetric) => `^${m.prometheusName.replace(/_total$/, '')}(_total)?$`;
+  return JSON.stringify({
+    receivers: {
+      prometheus: {
+        config: {
+          scrape_configs: [
+            {
+              job_name: options.service,
+              scrape_interval: '30s',
+              static_configs: [{ targets: [`localhost:${PORTS.admin}`] }],
+            },
+          ],
+        },
+      },
+    },
+    processors: {
+      'filter/published': {
+        metrics: { include: { match_type: 'regexp', metric_names: options.metrics.map(pattern) } },
+      },
+      metricstransform: {
+        transforms: options.metrics.map((m) => ({
+          include: pattern(m),
+          match_type: 'regexp',
+          action: 'update',
+          new_name: m.cloudWatchName,
+          operations: [
+            { action: 'add_label', new_label: 'Stage', new_value: options.stage },
+            { action: 'add_label', new_label: 'Service', new_value: options.service },
+          ],
+        })),
+      },
+      batch: { timeout: '30s' },
+    },
+    exporters: {
+      awsemf: {
+        namespace: METRICS_NAMESPACE,
+        region: options.region,
+        log_group_name: options.logGroupName,
+        log_stream_name: options.service,
+        dimension_rollup_option: 'NoDimensionRollup',
+        resource_to_telemetry_conversion: { enabled: false },
+        metric_declarations: [
+          { dimensions: [['Stage', 'Service']], metric_name_selectors: options.metrics.map((m) => `^${m.cloudWatchName}$`) },
+        ],
+      },
+    },
+    service: {
+      pipelines: {
+        metrics: {
+          receivers: ['prometheus'],
+          processors: ['filter/published', 'metricstransform', 'batch'],
+          exporters: ['awsemf'],
+        },
+      },
+    },
+  });
+}

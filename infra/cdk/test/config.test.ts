@@ -1,0 +1,65 @@
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Node } from 'constructs';
+import { App } from 'aws-cdk-lib';
+import { CONFIG_KEYS, keysOf, SERVICE_NAMES, SERVICES } from '../lib/config';
+import { configTableMarkdown } from '../lib/config-doc';
+import { collectorConfig } from '../lib/services';
+import { loadStageConfig } from '../lib/stage';
+import { CDK_CONTEXT } from './helpers';
+
+const node = (context: Record<string, unknown>): Node => new App({ context: { ...CDK_CONTEXT, ...context } }).node;
+
+test('every config key reaches at least one service, and every key is unique', () => {
+  const given = new Set(SERVICE_NAMES.flatMap(keysOf));
+  for (const key of CONFIG_KEYS) assert.ok(given.has(key.key), `${key.key} is set for no service`);
+  assert.equal(new Set(CONFIG_KEYS.map((k) => k.key)).size, CONFIG_KEYS.length);
+});
+
+test('config keys follow the ORDERPIPE_<SECTION>__<KEY> convention', () => {
+  for (const { key } of CONFIG_KEYS) {
+    if (key === 'AWS_REGION') continue;
+    assert.match(key, /^ORDERPIPE_([A-Z]+(_[A-Z]+)*__)+[A-Z]+(_[A-Z]+)*$/, key);
+  }
+});
+
+test('DEPLOYING.md documents every config key and every service', () => {
+  const doc = fs.readFileSync(path.join(__dirname, '..', 'DEPLOYING.md'), 'utf8');
+  for (const { key } of CONFIG_KEYS) assert.ok(doc.includes(key), `DEPLOYING.md lacks ${key}`);
+  for (const name of SERVICE_NAMES) assert.ok(doc.includes(`\`${name}\``), `DEPLOYING.md lacks ${name}`);
+  assert.ok(doc.includes(configTableMarkdown()), 'the table in DEPLOYING.md is stale: npm run --silent docs:config-table');
+});
+
+test('services that call the command API also get the JWT settings to sign their tokens', () => {
+  for (const name of SERVICE_NAMES) {
+    if (SERVICES[name].capabilities.includes('commandApiClient')) assert.ok(keysOf(name).includes('ORDERPIPE_AUTH__JWT_SECRET'), name);
+  }
+});
+
+test('stage config: unknown stage and missing keys are refused with a clear message', () => {
+  assert.throws(() => loadStageConfig(node({ stage: 'qa' }), 'us-east-1'), /unknown stage 'qa': expected one of dev, prod/);
+  assert.throws(() => loadStageConfig(node({ stage: 'dev', imageTag: '' }), 'us-east-1'), /missing CDK context value: imageTag/);
+  assert.throws(() => loadStageConfig(node({ stage: 'dev', availabilityZones: 'us-east-1a,us-east-1b' }), 'us-east-1'), /three availability zones/);
+  const prod = loadStageConfig(node({ stage: 'prod', region: 'eu-west-1' }), 'us-east-1');
+  assert.deepEqual(prod.availabilityZones, ['eu-west-1a', 'eu-west-1b', 'eu-west-1c']);
+  assert.equal(prod.prefix, 'orderpipe-prod');
+});
+
+test('collector config renames the Prometheus series into the Orderpipe namespace', () => {
+  const config = JSON.parse(
+    collectorConfig({
+      service: 'relay',
+      stage: 'dev',
+      region: 'us-east-1',
+      logGroupName: '/orderpipe-dev/metrics',
+      metrics: SERVICES.relay.publishedMetrics!,
+    }),
+  );
+  const transform = config.processors.metricstransform.transforms[0];
+  assert.equal(transform.new_name, 'OutboxBacklog');
+  assert.match('orderpipe_outbox_backlog', new RegExp(transform.include));
+  assert.deepEqual(config.exporters.awsemf.metric_declarations[0].dimensions, [['Stage', 'Service']]);
+  assert.deepEqual(config.service.pipelines.metrics.exporters, ['awsemf']);
+});

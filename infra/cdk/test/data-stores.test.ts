@@ -1,0 +1,119 @@
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { Match } from 'aws-cdk-lib/assertions';
+import { logicalId, referencedIds, synthStage } from './helpers';
+
+const { template } = synthStage('dev');
+const kmsKeyId = logicalId(template, 'AWS::KMS::Key', 'DataKey');
+
+function table(name: string) {
+  const tables = template.findResources('AWS::DynamoDB::Table', { Properties: { TableName: `orderpipe-dev-${name}` } });
+  const values = Object.values(tables);
+  assert.equal(values.length, 1, `table ${name}`);
+  return values[0].Properties;
+}
+
+test('active-orders: pk/sk, by-status GSI on gsi1pk/gsi1sk, TTL on expires_at', () => {
+  const t = table('active-orders');
+  assert.deepEqual(t.KeySchema, [
+    { AttributeName: 'pk', KeyType: 'HASH' },
+    { AttributeName: 'sk', KeyType: 'RANGE' },
+  ]);
+  assert.deepEqual(t.GlobalSecondaryIndexes, [
+    {
+      IndexName: 'by-status',
+      KeySchema: [
+        { AttributeName: 'gsi1pk', KeyType: 'HASH' },
+        { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
+      ],
+      Projection: { ProjectionType: 'ALL' },
+    },
+  ]);
+  assert.deepEqual(t.TimeToLiveSpecification, { AttributeName: 'expires_at', Enabled: true });
+});
+
+test('store-metrics (pk/sk) and projector-leases (lease_key)', () => {
+  assert.deepEqual(table('store-metrics').KeySchema, [
+    { AttributeName: 'pk', KeyType: 'HASH' },
+    { AttributeName: 'sk', KeyType: 'RANGE' },
+  ]);
+  assert.deepEqual(table('projector-leases').KeySchema, [{ AttributeName: 'lease_key', KeyType: 'HASH' }]);
+});
+
+test('every table: on-demand, point-in-time recovery, encrypted with the data key', () => {
+  const tables = Object.values(template.findResources('AWS::DynamoDB::Table'));
+  assert.equal(tables.length, 3);
+  for (const { Properties: t } of tables) {
+    assert.equal(t.BillingMode, 'PAY_PER_REQUEST');
+    assert.deepEqual(t.PointInTimeRecoverySpecification, { PointInTimeRecoveryEnabled: true });
+    assert.equal(t.SSESpecification.SSEEnabled, true);
+    assert.deepEqual(referencedIds(t.SSESpecification.KMSMasterKeyId), [kmsKeyId]);
+  }
+});
+
+test('Aurora PostgreSQL Serverless v2, encrypted, IAM auth, isolated, logs exported', () => {
+  template.hasResourceProperties('AWS::RDS::DBCluster', {
+    Engine: 'aurora-postgresql',
+    EngineVersion: Match.stringLikeRegexp('^16\\.'),
+    DatabaseName: 'orderpipe',
+    ServerlessV2ScalingConfiguration: { MinCapacity: 0.5, MaxCapacity: 4 },
+    StorageEncrypted: true,
+    KmsKeyId: { 'Fn::GetAtt': [kmsKeyId, 'Arn'] },
+    EnableIAMDatabaseAuthentication: true,
+    EnableCloudwatchLogsExports: ['postgresql'],
+    Port: 5432,
+  });
+  template.resourceCountIs('AWS::RDS::DBInstance', 1);
+  template.hasResourceProperties('AWS::RDS::DBInstance', { DBInstanceClass: 'db.serverless', PubliclyAccessible: false });
+  const subnetGroup = Object.values(template.findResources('AWS::RDS::DBSubnetGroup'))[0];
+  for (const subnet of subnetGroup.Properties.SubnetIds) assert.match(subnet.Ref, /dataSubnet/);
+});
+
+test('Aurora credentials are generated into Secrets Manager and passed to RDS by dynamic reference', () => {
+  template.hasResourceProperties('AWS::SecretsManager::Secret', {
+    Name: 'orderpipe-dev/aurora/admin',
+    GenerateSecretString: Match.objectLike({ SecretStringTemplate: '{"username":"orderpipe_admin"}', GenerateStringKey: 'password' }),
+  });
+  const cluster = Object.values(template.findResources('AWS::RDS::DBCluster'))[0].Properties;
+  assert.match(JSON.stringify(cluster.MasterUserPassword), /resolve:secretsmanager:/);
+});
+
+test('Aurora admits PostgreSQL only from the command API, the relay and the projectors', () => {
+  const auroraGroup = logicalId(template, 'AWS::EC2::SecurityGroup', 'DataAuroraSecurityGroup');
+  const ingress = Object.values(template.findResources('AWS::EC2::SecurityGroupIngress')).filter(
+    (r) => r.Properties.GroupId['Fn::GetAtt']?.[0] === auroraGroup,
+  );
+  const sources = ingress.map((r) => r.Properties.SourceSecurityGroupId['Fn::GetAtt'][0]).sort();
+  assert.equal(sources.length, 3);
+  assert.match(sources.join(','), /CommandApi.*Projectors.*Relay/);
+});
+
+test('Redshift Serverless: private workgroup on 5439 in isolated subnets, KMS, audit logs, generated password', () => {
+  template.hasResourceProperties('AWS::RedshiftServerless::Namespace', {
+    NamespaceName: 'orderpipe-dev',
+    DbName: 'analytics',
+    AdminUsername: 'orderpipe_admin',
+    KmsKeyId: { 'Fn::GetAtt': [kmsKeyId, 'Arn'] },
+    LogExports: ['userlog', 'connectionlog', 'useractivitylog'],
+    AdminUserPassword: Match.objectLike({ 'Fn::Join': Match.anyValue() }),
+  });
+  const workgroup = Object.values(template.findResources('AWS::RedshiftServerless::Workgroup'))[0].Properties;
+  assert.equal(workgroup.PubliclyAccessible, false);
+  assert.equal(workgroup.EnhancedVpcRouting, true);
+  assert.equal(workgroup.Port, 5439);
+  assert.equal(workgroup.BaseCapacity, 8);
+  assert.equal(workgroup.SubnetIds.length, 3);
+  const redshiftGroup = logicalId(template, 'AWS::EC2::SecurityGroup', 'DataRedshiftSecurityGroup');
+  const ingress = Object.values(template.findResources('AWS::EC2::SecurityGroupIngress')).filter(
+    (r) => r.Properties.GroupId['Fn::GetAtt']?.[0] === redshiftGroup,
+  );
+  assert.equal(ingress.length, 1);
+  assert.match(ingress[0].Properties.SourceSecurityGroupId['Fn::GetAtt'][0], /Projectors/);
+  assert.equal(ingress[0].Properties.FromPort, 5439);
+});
+
+test('dev data stores are disposable: tables and cluster are deleted with the stack', () => {
+  for (const type of ['AWS::DynamoDB::Table', 'AWS::RDS::DBCluster', 'AWS::RedshiftServerless::Namespace']) {
+    for (const r of Object.values(template.findResources(type))) assert.equal(r.DeletionPolicy, 'Delete', type);
+  }
+});

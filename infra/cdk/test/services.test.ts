@@ -1,0 +1,204 @@
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { Match } from 'aws-cdk-lib/assertions';
+import { keysOf, SERVICE_NAMES, ServiceName } from '../lib/config';
+import { actionsOfRole, logicalId, referencedIds, statementsOfRole, synthStage } from './helpers';
+
+const { template, stage } = synthStage('dev');
+const resources = template.toJSON().Resources as Record<string, any>;
+
+const pascal = (name: string) => name.split('-').map((p) => p[0].toUpperCase() + p.slice(1)).join('');
+const taskRoleId = (name: ServiceName) => logicalId(template, 'AWS::IAM::Role', `Services${pascal(name)}TaskRole`);
+const executionRoleId = (name: ServiceName) => logicalId(template, 'AWS::IAM::Role', `Services${pascal(name)}ExecutionRole`);
+const taskDefinition = (name: ServiceName) => resources[logicalId(template, 'AWS::ECS::TaskDefinition', `Services${pascal(name)}Task`)].Properties;
+const appContainer = (name: ServiceName) => taskDefinition(name).ContainerDefinitions.find((c: any) => c.Name === name);
+const service = (name: ServiceName) => resources[logicalId(template, 'AWS::ECS::Service', `Services${pascal(name)}Service`)].Properties;
+
+test('one Fargate service per binary, in private subnets without public IPs, with rollback on failure', () => {
+  template.resourceCountIs('AWS::ECS::Service', SERVICE_NAMES.length);
+  for (const name of SERVICE_NAMES) {
+    const s = service(name);
+    assert.equal(s.ServiceName, `orderpipe-dev-${name}`);
+    assert.equal(s.LaunchType, 'FARGATE');
+    assert.equal(s.NetworkConfiguration.AwsvpcConfiguration.AssignPublicIp, 'DISABLED');
+    for (const subnet of s.NetworkConfiguration.AwsvpcConfiguration.Subnets) assert.match(subnet.Ref, /appSubnet/);
+    assert.deepEqual(s.DeploymentConfiguration.DeploymentCircuitBreaker, { Enable: true, Rollback: true });
+    assert.equal(s.DesiredCount, stage.services[name].desiredCount);
+  }
+});
+
+test('each service runs its own image from ECR at the context image tag', () => {
+  for (const name of SERVICE_NAMES) {
+    const image = JSON.stringify(appContainer(name).Image);
+    assert.ok(image.includes(`/orderpipe/${name}:${stage.images.tag}`), image);
+  }
+});
+
+test('each container gets exactly the config keys its capabilities declare, secrets only from Secrets Manager', () => {
+  for (const name of SERVICE_NAMES) {
+    const c = appContainer(name);
+    const plain = (c.Environment ?? []).map((e: any) => e.Name);
+    const secret = (c.Secrets ?? []).map((e: any) => e.Name);
+    assert.deepEqual([...plain, ...secret].sort(), keysOf(name).sort(), name);
+    for (const key of plain) assert.doesNotMatch(key, /PASSWORD|SECRET/, `${name} passes ${key} in plain text`);
+    for (const s of c.Secrets ?? []) assert.match(JSON.stringify(s.ValueFrom), /Secret|secret/);
+  }
+});
+
+test('the command API reads the event store, the JWT settings and its ports', () => {
+  const env = Object.fromEntries(appContainer('command-api').Environment.map((e: any) => [e.Name, e.Value]));
+  assert.equal(env.ORDERPIPE_GRPC__PORT, '50051');
+  assert.equal(env.ORDERPIPE_ADMIN__PORT, '9090');
+  assert.equal(env.ORDERPIPE_LOG__FORMAT, 'json');
+  assert.equal(env.ORDERPIPE_DATABASE__PORT, '5432');
+  assert.equal(env.ORDERPIPE_DATABASE__NAME, 'orderpipe');
+  assert.equal(env.ORDERPIPE_AUTH__ISSUER, stage.auth.issuer);
+  assert.equal(env.AWS_REGION, 'us-east-1');
+  const secrets = Object.fromEntries(appContainer('command-api').Secrets.map((e: any) => [e.Name, JSON.stringify(e.ValueFrom)]));
+  assert.match(secrets.ORDERPIPE_DATABASE__PASSWORD, /:password::/);
+  assert.match(secrets.ORDERPIPE_AUTH__JWT_SECRET, /ServicesJwtSecret/);
+  const ports = appContainer('command-api').PortMappings.map((p: any) => p.ContainerPort).sort((a: number, b: number) => a - b);
+  assert.deepEqual(ports, [9090, 50051]);
+});
+
+test('workers reach the command API through the internal load balancer over TLS', () => {
+  for (const name of ['saga-worker', 'payment-worker', 'intake-worker'] as const) {
+    const env = Object.fromEntries(appContainer(name).Environment.map((e: any) => [e.Name, e.Value]));
+    assert.equal(env.ORDERPIPE_COMMAND_API__URL, 'https://api.dev.orderpipe.example.com');
+  }
+});
+
+test('internal load balancer: HTTPS listener forwarding to a gRPC target group with gRPC health checks', () => {
+  template.hasResourceProperties('AWS::ElasticLoadBalancingV2::LoadBalancer', {
+    Scheme: 'internal',
+    LoadBalancerAttributes: Match.arrayWith([
+      { Key: 'routing.http.drop_invalid_header_fields.enabled', Value: 'true' },
+      { Key: 'access_logs.s3.enabled', Value: 'true' },
+    ]),
+  });
+  template.hasResourceProperties('AWS::ElasticLoadBalancingV2::TargetGroup', {
+    ProtocolVersion: 'GRPC',
+    Port: 50051,
+    TargetType: 'ip',
+    HealthCheckPath: '/grpc.health.v1.Health/Check',
+    Matcher: { GrpcCode: '0' },
+  });
+  template.hasResourceProperties('AWS::ElasticLoadBalancingV2::TargetGroup', {
+    Port: 8080,
+    HealthCheckPath: '/health',
+  });
+  const grpcTarget = logicalId(template, 'AWS::ElasticLoadBalancingV2::TargetGroup', 'ServicesCommandApiTargetGroup');
+  template.hasResourceProperties('AWS::ElasticLoadBalancingV2::Listener', {
+    Port: 443,
+    Protocol: 'HTTPS',
+    Certificates: [{ CertificateArn: { Ref: Match.stringLikeRegexp('LoadBalancerCertificate') } }],
+    DefaultActions: [{ Type: 'forward', TargetGroupArn: { Ref: grpcTarget } }],
+  });
+  const api = service('command-api');
+  assert.deepEqual(api.LoadBalancers, [{ ContainerName: 'command-api', ContainerPort: 50051, TargetGroupArn: { Ref: grpcTarget } }]);
+  assert.equal(service('dashboard').LoadBalancers[0].ContainerPort, 8080);
+});
+
+test('the relay is a singleton: one task, old one stopped before the new one starts', () => {
+  const relay = service('relay');
+  assert.equal(relay.DesiredCount, 1);
+  assert.equal(relay.DeploymentConfiguration.MinimumHealthyPercent, 0);
+  assert.equal(relay.DeploymentConfiguration.MaximumPercent, 100);
+});
+
+test('command API and relay publish their alarm metrics through a non-essential collector sidecar', () => {
+  for (const [name, metric] of [['command-api', 'CommandErrors'], ['relay', 'OutboxBacklog']] as const) {
+    const sidecar = taskDefinition(name).ContainerDefinitions.find((c: any) => c.Name === 'metrics-collector');
+    assert.equal(sidecar.Essential, false);
+    const value = sidecar.Environment.find((e: any) => e.Name === 'AOT_CONFIG_CONTENT').Value;
+    // The log group name is a token: join the literal parts around a placeholder.
+    const text = typeof value === 'string' ? value : value['Fn::Join'][1].map((p: unknown) => (typeof p === 'string' ? p : 'TOKEN')).join('');
+    const config = JSON.parse(text);
+    assert.equal(config.exporters.awsemf.namespace, 'Orderpipe');
+    assert.equal(config.processors.metricstransform.transforms[0].new_name, metric);
+    assert.deepEqual(config.receivers.prometheus.config.scrape_configs[0].static_configs[0].targets, ['localhost:9090']);
+  }
+  assert.equal(taskDefinition('projectors').ContainerDefinitions.length, 1);
+});
+
+test('one task role and one execution role per service, assumable only by this account\'s ECS tasks', () => {
+  const roleIds = SERVICE_NAMES.flatMap((n) => [taskRoleId(n), executionRoleId(n)]);
+  assert.equal(new Set(roleIds).size, SERVICE_NAMES.length * 2);
+  for (const name of SERVICE_NAMES) {
+    const td = taskDefinition(name);
+    assert.deepEqual(td.TaskRoleArn, { 'Fn::GetAtt': [taskRoleId(name), 'Arn'] });
+    assert.deepEqual(td.ExecutionRoleArn, { 'Fn::GetAtt': [executionRoleId(name), 'Arn'] });
+    const trust = resources[taskRoleId(name)].Properties.AssumeRolePolicyDocument.Statement[0];
+    assert.equal(trust.Principal.Service, 'ecs-tasks.amazonaws.com');
+    assert.equal(trust.Condition.StringEquals['aws:SourceAccount'], '123456789012');
+  }
+});
+
+test('task roles: least privilege per service', () => {
+  const actions = (name: ServiceName) => new Set(actionsOfRole(template, taskRoleId(name)));
+  const hasAny = (name: ServiceName, prefix: string) => [...actions(name)].some((a) => a.startsWith(prefix));
+
+  // The command API touches no AWS data service: Aurora is reached over the network.
+  assert.deepEqual([...actions('command-api')].sort(), ['logs:CreateLogStream', 'logs:PutLogEvents']);
+  // The relay only puts records on the stream.
+  const relay = actions('relay');
+  assert.ok(relay.has('kinesis:PutRecords') && relay.has('kinesis:PutRecord'));
+  assert.ok(!relay.has('kinesis:GetRecords'));
+  assert.ok(!hasAny('relay', 'dynamodb:') && !hasAny('relay', 'sqs:'));
+  // Projectors read the stream, write the views and leases, dead-letter bad records.
+  const projectors = actions('projectors');
+  for (const a of ['kinesis:GetRecords', 'kinesis:GetShardIterator', 'kinesis:ListShards', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'sqs:SendMessage']) {
+    assert.ok(projectors.has(a), `projectors lack ${a}`);
+  }
+  assert.ok(!projectors.has('kinesis:PutRecord') && !projectors.has('sqs:ReceiveMessage'));
+  // The dashboard only reads.
+  const dashboard = actions('dashboard');
+  assert.ok(dashboard.has('dynamodb:Query') && dashboard.has('dynamodb:GetItem'));
+  for (const a of ['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:BatchWriteItem']) assert.ok(!dashboard.has(a));
+  // Queue workers consume their own queue only.
+  assert.ok(actions('payment-worker').has('sqs:ReceiveMessage'));
+  assert.ok(!hasAny('payment-worker', 'kinesis:') && !hasAny('payment-worker', 'dynamodb:'));
+  assert.ok(!hasAny('notification-worker', 'kinesis:') && !hasAny('notification-worker', 'dynamodb:'));
+  assert.ok(!actions('saga-worker').has('sqs:ReceiveMessage'));
+});
+
+test('queue grants point at the right queues', () => {
+  const queueId = (name: string) =>
+    Object.entries(template.findResources('AWS::SQS::Queue')).find(([, q]) => q.Properties.QueueName === name)![0];
+  const resourcesFor = (name: ServiceName, action: string) =>
+    statementsOfRole(template, taskRoleId(name))
+      .filter((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]).includes(action))
+      .flatMap((s) => referencedIds(s.Resource))
+      .sort();
+  assert.deepEqual(resourcesFor('intake-worker', 'sqs:ReceiveMessage'), [queueId('orderpipe-dev-intake')]);
+  assert.deepEqual(resourcesFor('intake-worker', 'sqs:SendMessage'), [queueId('orderpipe-dev-intake-dlq')]);
+  assert.deepEqual(resourcesFor('payment-worker', 'sqs:ReceiveMessage'), [queueId('orderpipe-dev-payments.fifo')]);
+  assert.deepEqual(
+    resourcesFor('saga-worker', 'sqs:SendMessage'),
+    [queueId('orderpipe-dev-notifications'), queueId('orderpipe-dev-payments.fifo')].sort(),
+  );
+  assert.deepEqual(resourcesFor('notification-worker', 'sqs:ReceiveMessage'), [queueId('orderpipe-dev-notifications')]);
+});
+
+test('no task role is granted a wildcard action or resource', () => {
+  for (const name of SERVICE_NAMES) {
+    for (const s of statementsOfRole(template, taskRoleId(name))) {
+      assert.equal(s.Effect, 'Allow');
+      for (const a of Array.isArray(s.Action) ? s.Action : [s.Action]) assert.notEqual(a, '*');
+      assert.notEqual(s.Resource, '*', `${name}: ${JSON.stringify(s.Action)} on *`);
+      if (Array.isArray(s.Resource)) assert.ok(!s.Resource.includes('*'));
+    }
+  }
+});
+
+test('execution roles: only ecr:GetAuthorizationToken on *, secrets limited to what the service reads', () => {
+  for (const name of SERVICE_NAMES) {
+    const statements = statementsOfRole(template, executionRoleId(name));
+    for (const s of statements) {
+      if (s.Resource === '*') assert.equal(s.Action, 'ecr:GetAuthorizationToken');
+    }
+    const secretReads = statements.filter((s) => JSON.stringify(s.Action).includes('secretsmanager:GetSecretValue'));
+    const expectsSecrets = (appContainer(name).Secrets ?? []).length > 0;
+    assert.equal(secretReads.length > 0, expectsSecrets, name);
+  }
+});
