@@ -2,7 +2,12 @@
 //!
 //! Every test gets a database of its own, so tests run in parallel and never see each other's
 //! data. The server comes from `DATABASE_URL` (set by `scripts/stack.sh`); without it the
-//! machine's PostgreSQL on 127.0.0.1:5432 is used.
+//! machine's PostgreSQL on 127.0.0.1:5432 is used. [`CuttableProxy`] stands between a process
+//! and a dependency so a test can take the dependency away.
+
+mod proxy;
+
+pub use proxy::CuttableProxy;
 
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};

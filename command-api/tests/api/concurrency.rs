@@ -1,0 +1,117 @@
+//! Many commands on one aggregate at once, through two API processes sharing one store.
+
+use command_api::auth::Role;
+use futures::future::join_all;
+use proto::v1 as pb;
+use tonic::Code;
+
+use crate::helpers::{new_order_id, spawn_app, spawn_app_with, Options, STORE};
+
+#[tokio::test]
+async fn fifty_concurrent_reservations_on_one_store_lose_nothing_and_never_go_below_zero() {
+    // Two API instances on one database: conflicts between them go through the store's
+    // optimistic concurrency and retries, within each through its per-aggregate queue.
+    let first = spawn_app().await;
+    let second = spawn_app_with(Options {
+        database: Some(first.database.clone()),
+        ..Options::default()
+    })
+    .await;
+    first.seed_menu_and_stock(30).await;
+
+    let reservations = (0..50).map(|i| {
+        let app = if i % 2 == 0 { &first } else { &second };
+        let mut inventory = app.inventory(Role::Service, "saga");
+        async move {
+            inventory
+                .reserve_stock(pb::ReserveStockRequest {
+                    idempotency_key: format!("reserve-{i}"),
+                    store_id: STORE.into(),
+                    order_id: new_order_id(),
+                    lines: vec![pb::StockLine {
+                        sku: "LATTE-12".into(),
+                        quantity: 1,
+                    }],
+                })
+                .await
+        }
+    });
+    let outcomes = join_all(reservations).await;
+
+    let reserved = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+    let refused: Vec<Code> = outcomes
+        .iter()
+        .filter_map(|outcome| outcome.as_ref().err().map(tonic::Status::code))
+        .collect();
+    assert_eq!(reserved, 30, "exactly the stock on hand was reserved");
+    assert!(
+        refused.iter().all(|code| *code == Code::FailedPrecondition),
+        "the rest were refused for lack of stock, not lost: {refused:?}"
+    );
+    let inventory = first
+        .inventory(Role::StoreManager, "manager")
+        .get_inventory(pb::GetInventoryRequest {
+            store_id: STORE.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let latte = inventory
+        .levels
+        .iter()
+        .find(|level| level.sku == "LATTE-12")
+        .unwrap();
+    assert_eq!(
+        (latte.on_hand, latte.reserved, latte.available),
+        (30, 30, 0)
+    );
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = 'inventory'
+           AND event_type = 'StockReserved'",
+    )
+    .fetch_one(&first.database.pool)
+    .await
+    .unwrap();
+    assert_eq!(events, 30);
+    second.stop().await;
+    first.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_restocks_all_count() {
+    let app = spawn_app().await;
+    app.seed_menu_and_stock(0).await;
+
+    let restocks = (0..50).map(|i| {
+        let mut inventory = app.inventory(Role::StoreManager, "manager");
+        async move {
+            inventory
+                .restock(pb::RestockRequest {
+                    idempotency_key: format!("delivery-{i}"),
+                    store_id: STORE.into(),
+                    sku: "CROISSANT".into(),
+                    quantity: 2,
+                })
+                .await
+        }
+    });
+    for outcome in join_all(restocks).await {
+        outcome.unwrap();
+    }
+
+    let inventory = app
+        .inventory(Role::StoreManager, "manager")
+        .get_inventory(pb::GetInventoryRequest {
+            store_id: STORE.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let croissant = inventory
+        .levels
+        .iter()
+        .find(|level| level.sku == "CROISSANT")
+        .unwrap();
+    assert_eq!(croissant.on_hand, 100);
+    app.stop().await;
+}

@@ -1,0 +1,315 @@
+//! Spawns the real command API on port 0 against a fresh database, and gives tests clients
+//! that carry a bearer token of a chosen role.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use command_api::auth::{Role, TokenAuthority};
+use command_api::configuration::{
+    AdminSettings, AuthSettings, DatabaseSettings, GrpcSettings, LogFormat, LogSettings, Settings,
+    StoreSettings,
+};
+use command_api::startup::Application;
+use proto::v1 as pb;
+use proto::v1::inventory_service_client::InventoryServiceClient;
+use proto::v1::loyalty_service_client::LoyaltyServiceClient;
+use proto::v1::menu_service_client::MenuServiceClient;
+use proto::v1::order_service_client::OrderServiceClient;
+use secrecy::SecretString;
+use sqlx::postgres::PgConnectOptions;
+use test_support::{fresh_database, CuttableProxy, TestDatabase};
+use tokio::sync::oneshot;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+pub const STORE: &str = "s1";
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// A running command API.
+pub struct TestApp {
+    pub grpc_address: SocketAddr,
+    pub admin_address: SocketAddr,
+    pub database: TestDatabase,
+    pub authority: TokenAuthority,
+    /// Present when the app reaches PostgreSQL through a proxy the test can cut.
+    pub proxy: Option<CuttableProxy>,
+    channel: Channel,
+    shutdown: Option<oneshot::Sender<()>>,
+    running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// How to start the app.
+#[derive(Default)]
+pub struct Options {
+    /// Route the database connection through a [`CuttableProxy`].
+    pub through_proxy: bool,
+    /// Share this database with another app (two processes on one store).
+    pub database: Option<TestDatabase>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    let database = match options.database {
+        Some(database) => database,
+        None => fresh_database().await,
+    };
+    let target: PgConnectOptions = database.url.parse().expect("test database URL");
+    let proxy = if options.through_proxy {
+        let upstream = format!("{}:{}", target.get_host(), target.get_port())
+            .parse()
+            .expect("PostgreSQL on a numeric loopback address");
+        Some(CuttableProxy::start(upstream).await)
+    } else {
+        None
+    };
+    let (host, port) = match &proxy {
+        Some(proxy) => (proxy.address().ip().to_string(), proxy.address().port()),
+        None => (target.get_host().to_owned(), target.get_port()),
+    };
+    let settings = Settings {
+        grpc: GrpcSettings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            request_timeout_ms: 10_000,
+            shutdown_grace_ms: 2_000,
+        },
+        admin: AdminSettings {
+            host: "127.0.0.1".into(),
+            port: 0,
+        },
+        database: DatabaseSettings {
+            url: None,
+            host,
+            port,
+            name: target.get_database().expect("database name").to_owned(),
+            username: target.get_username().to_owned(),
+            password: None,
+            max_connections: 8,
+            acquire_timeout_ms: 1_000,
+        },
+        auth: AuthSettings {
+            jwt_secret: SecretString::from(JWT_SECRET),
+            issuer: "orderpipe".into(),
+            audience: "orderpipe-api".into(),
+        },
+        store: StoreSettings {
+            snapshot_every: 3,
+            max_batch_commits: 256,
+            conflict_retries: 8,
+        },
+        log: LogSettings {
+            format: LogFormat::Pretty,
+            filter: "warn".into(),
+        },
+    };
+    let authority = TokenAuthority::new(&settings.auth);
+    let app = Application::build(settings).await.expect("app starts");
+    let grpc_address = app.grpc_address();
+    let admin_address = app.admin_address();
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async {
+        let _ = stop.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{grpc_address}"))
+        .expect("valid URI")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    TestApp {
+        grpc_address,
+        admin_address,
+        database,
+        authority,
+        proxy,
+        channel,
+        shutdown: Some(shutdown),
+        running: Some(running),
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every request (or nothing, for anonymous calls).
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+impl TestApp {
+    /// A token for `subject` in `role` (staff tokens belong to [`STORE`]).
+    pub fn token(&self, role: Role, subject: &str) -> String {
+        let store = matches!(role, Role::Barista | Role::StoreManager).then_some(STORE);
+        self.authority
+            .mint(subject, role, store, Duration::from_secs(600))
+            .expect("token")
+    }
+
+    pub fn bearer(&self, token: Option<&str>) -> Bearer {
+        Bearer(token.map(|token| format!("Bearer {token}").parse().expect("ascii token")))
+    }
+
+    pub fn orders_as(&self, token: Option<&str>) -> OrderServiceClient<Authed> {
+        OrderServiceClient::with_interceptor(self.channel.clone(), self.bearer(token))
+    }
+
+    pub fn orders(&self, role: Role, subject: &str) -> OrderServiceClient<Authed> {
+        self.orders_as(Some(&self.token(role, subject)))
+    }
+
+    pub fn inventory(&self, role: Role, subject: &str) -> InventoryServiceClient<Authed> {
+        InventoryServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.bearer(Some(&self.token(role, subject))),
+        )
+    }
+
+    pub fn loyalty(&self, role: Role, subject: &str) -> LoyaltyServiceClient<Authed> {
+        LoyaltyServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.bearer(Some(&self.token(role, subject))),
+        )
+    }
+
+    pub fn menu(&self, role: Role, subject: &str) -> MenuServiceClient<Authed> {
+        MenuServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.bearer(Some(&self.token(role, subject))),
+        )
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// Puts two drinks and a pastry on the menu and stocks store [`STORE`].
+    pub async fn seed_menu_and_stock(&self, stock: u32) {
+        let mut menu = self.menu(Role::Service, "back-office");
+        for (sku, name, cents, category) in [
+            ("LATTE-12", "Latte 12oz", 450, pb::MenuCategory::Drink),
+            ("MOCHA-16", "Mocha 16oz", 525, pb::MenuCategory::Drink),
+            ("CROISSANT", "Butter croissant", 325, pb::MenuCategory::Food),
+        ] {
+            menu.add_menu_item(pb::AddMenuItemRequest {
+                idempotency_key: format!("seed-{sku}"),
+                sku: sku.into(),
+                name: name.into(),
+                price: Some(pb::Money { cents }),
+                category: category as i32,
+            })
+            .await
+            .expect("menu item added");
+            self.inventory(Role::StoreManager, "manager")
+                .set_stock(pb::SetStockRequest {
+                    idempotency_key: format!("seed-stock-{sku}"),
+                    store_id: STORE.into(),
+                    sku: sku.into(),
+                    on_hand: stock,
+                    low_stock_threshold: 2,
+                })
+                .await
+                .expect("stock set");
+        }
+    }
+
+    /// Number of events in the store.
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.database.pool)
+            .await
+            .expect("count events")
+    }
+
+    /// Stops the app gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(running) = self.running.take() {
+            running
+                .await
+                .expect("app task")
+                .expect("app stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// A place-order request for `customer` at [`STORE`].
+pub fn place_order(
+    key: &str,
+    order_id: &str,
+    customer: &str,
+    lines: &[(&str, u32)],
+) -> pb::PlaceOrderRequest {
+    pb::PlaceOrderRequest {
+        idempotency_key: key.into(),
+        order_id: order_id.into(),
+        store_id: STORE.into(),
+        customer_id: customer.into(),
+        lines: lines
+            .iter()
+            .map(|(sku, quantity)| pb::OrderLine {
+                sku: (*sku).into(),
+                quantity: *quantity,
+                customisations: vec!["oat milk".into()],
+            })
+            .collect(),
+        note: "extra hot, please".into(),
+    }
+}
+
+pub fn new_order_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub fn transition(key: &str, order_id: &str) -> pb::OrderTransitionRequest {
+    pb::OrderTransitionRequest {
+        idempotency_key: key.into(),
+        order_id: order_id.into(),
+    }
+}
+
+/// A plain HTTP/1.1 GET (the admin endpoint needs nothing more): status code and body.
+pub async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("admin endpoint");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("an HTTP status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

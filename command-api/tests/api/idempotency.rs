@@ -1,0 +1,111 @@
+//! Retries with the same idempotency key.
+
+use command_api::auth::Role;
+use futures::future::join_all;
+use proto::v1 as pb;
+use tonic::Code;
+
+use crate::helpers::{new_order_id, place_order, spawn_app, transition};
+
+#[tokio::test]
+async fn a_retry_with_the_same_key_returns_the_first_outcome_and_appends_nothing() {
+    let app = spawn_app().await;
+    app.seed_menu_and_stock(10).await;
+    let order_id = new_order_id();
+    let mut customer = app.orders(Role::Customer, "c-1");
+    let request = place_order("place-once", &order_id, "c-1", &[("LATTE-12", 1)]);
+
+    let first = customer
+        .place_order(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let events_after_first = app.event_count().await;
+    let retry = customer.place_order(request).await.unwrap().into_inner();
+
+    assert_eq!(
+        app.event_count().await,
+        events_after_first,
+        "the retry appended nothing"
+    );
+    assert_eq!(retry.total, first.total);
+    let (first, retry) = (first.commit.unwrap(), retry.commit.unwrap());
+    assert!(!first.replayed);
+    assert!(retry.replayed);
+    assert_eq!(
+        (
+            retry.aggregate_id,
+            retry.first_sequence,
+            retry.last_sequence,
+            retry.event_types
+        ),
+        (
+            first.aggregate_id,
+            first.first_sequence,
+            first.last_sequence,
+            first.event_types
+        )
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_retried_transition_succeeds_again_instead_of_failing_as_illegal() {
+    // Without the key, a second StartPreparing would be an illegal transition.
+    let app = spawn_app().await;
+    app.seed_menu_and_stock(10).await;
+    let order_id = new_order_id();
+    let mut saga = app.orders(Role::Service, "saga");
+    saga.place_order(place_order("p", &order_id, "c-1", &[("LATTE-12", 1)]))
+        .await
+        .unwrap();
+    saga.accept_order(transition("a", &order_id)).await.unwrap();
+
+    let concurrent_retries = (0..5).map(|_| {
+        let mut saga = app.orders(Role::Service, "saga");
+        let request = transition("a", &order_id);
+        async move { saga.accept_order(request).await }
+    });
+    for outcome in join_all(concurrent_retries).await {
+        assert!(outcome.unwrap().into_inner().replayed);
+    }
+    let order = saga
+        .get_order(pb::GetOrderRequest { order_id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(order.version, 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_reused_for_another_request_is_refused_and_keys_are_scoped_per_caller() {
+    let app = spawn_app().await;
+    app.seed_menu_and_stock(10).await;
+    let mut customer = app.orders(Role::Customer, "c-1");
+    customer
+        .place_order(place_order("k", &new_order_id(), "c-1", &[("LATTE-12", 1)]))
+        .await
+        .unwrap();
+    let events = app.event_count().await;
+
+    // Same caller, same key, different order: refused, nothing appended.
+    let reused = customer
+        .place_order(place_order("k", &new_order_id(), "c-1", &[("LATTE-12", 1)]))
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::InvalidArgument);
+    assert!(
+        reused.message().contains("idempotency_key"),
+        "{}",
+        reused.message()
+    );
+    assert_eq!(app.event_count().await, events);
+
+    // Another customer may use the same key text for their own order.
+    app.orders(Role::Customer, "c-2")
+        .place_order(place_order("k", &new_order_id(), "c-2", &[("LATTE-12", 1)]))
+        .await
+        .unwrap();
+    app.stop().await;
+}

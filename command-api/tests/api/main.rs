@@ -1,0 +1,11 @@
+//! Integration tests of the command API: the real server on port 0, a fresh PostgreSQL database
+//! per test, real gRPC clients.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod availability;
+mod bad_input;
+mod concurrency;
+mod helpers;
+mod idempotency;
+mod lifecycle;
+mod service;
