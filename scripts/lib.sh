@@ -36,18 +36,20 @@ OP_RESERVED_PORTS=${OP_RESERVED_PORTS:-}
 
 _port_reserved() { [[ " $OP_RESERVED_PORTS " == *" $1 "* ]]; }
 
-# free_port PREFERRED...: prints the first of the given ports that is free, else
-# searches upward from the first one (up to 200 ports).
+# free_port PREFERRED... DEFAULT: prints the first of the given ports that is
+# free (empty arguments are skipped), else searches upward from DEFAULT, the last
+# argument (up to 200 ports).
 free_port() {
-    local p
+    local p start=''
     for p in "$@"; do
         [[ "$p" =~ ^[0-9]+$ ]] || continue
+        start=$p
         if ! _port_reserved "$p" && ! port_in_use "$p"; then
             echo "$p"
             return 0
         fi
     done
-    local start=$1
+    [[ -n "$start" ]] || return 1
     for ((p = start + 1; p < start + 200; p++)); do
         if ! _port_reserved "$p" && ! port_in_use "$p"; then
             echo "$p"
@@ -107,15 +109,16 @@ pid_alive() {
     kill -0 "$pid" 2>/dev/null
 }
 
-# stop_pidfile NAME PIDFILE [TIMEOUT]: TERM the process, then KILL after TIMEOUT s.
+# stop_pidfile NAME PIDFILE [TIMEOUT] [quiet]: TERM the process, then KILL after
+# TIMEOUT s.
 stop_pidfile() {
-    local name=$1 pidfile=$2 timeout=${3:-10} pid
+    local name=$1 pidfile=$2 timeout=${3:-10} quiet=${4:-} pid
     if ! pid_alive "$pidfile"; then
         rm -f "$pidfile"
         return 0
     fi
     pid=$(<"$pidfile")
-    log "stopping $name (pid $pid)"
+    [[ -n "$quiet" ]] || log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
     local deadline=$((SECONDS + timeout))
     while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
@@ -129,15 +132,16 @@ stop_pidfile() {
 }
 
 # spawn PIDFILE LOGFILE CMD...: starts CMD detached (own session, no stdin),
-# appending output to LOGFILE, and records its pid.
+# appending output to LOGFILE, and records its pid. File descriptors 3-9 are
+# closed in the child so it never inherits a caller's lock (stack.sh holds fd 9).
 spawn() {
     local pidfile=$1 logfile=$2
     shift 2
     printf '\n==== %s starting: %s\n' "$(date -Is)" "$*" >>"$logfile"
     if command -v setsid >/dev/null 2>&1; then
-        setsid "$@" </dev/null >>"$logfile" 2>&1 &
+        setsid "$@" </dev/null >>"$logfile" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
     else
-        nohup "$@" </dev/null >>"$logfile" 2>&1 &
+        nohup "$@" </dev/null >>"$logfile" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
     fi
     echo $! >"$pidfile"
 }

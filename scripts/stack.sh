@@ -8,7 +8,7 @@ REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 # shellcheck source=scripts/lib.sh
 source "$SCRIPT_DIR/lib.sh"
 
-STACK_DIR=${ORDERPIPE_STACK_DIR:-$REPO_ROOT/.stack}
+STACK_DIR=$(realpath -m "${ORDERPIPE_STACK_DIR:-$REPO_ROOT/.stack}")
 RUN_DIR=$STACK_DIR/run
 LOG_DIR=$STACK_DIR/logs
 PG_DIR=$STACK_DIR/pg
@@ -69,6 +69,7 @@ Use it:
 Environment:
   ORDERPIPE_STACK_DIR            state dir (default: <repo>/.stack; now ${STACK_DIR})
   DATABASE_URL                   use this PostgreSQL server instead of a private cluster
+                                 (ignored when it is the stack's own, from a sourced env file)
   ORDERPIPE_STACK_PG_PORT, ORDERPIPE_STACK_KINESIS_PORT, ORDERPIPE_STACK_DYNAMODB_PORT,
   ORDERPIPE_STACK_MOTO_PORT      preferred ports
   ORDERPIPE_STACK_PERSIST=1      kinesalite/dynalite keep their data on disk under the
@@ -101,14 +102,11 @@ apt_install() {
 
 PG_BIN=
 find_pg_bin() {
-    local d best=''
-    for d in /usr/lib/postgresql/*/bin; do
-        [[ -x "$d/pg_ctl" && -x "$d/initdb" ]] || continue
-        if [[ -z "$best" ]] || (($(basename "$(dirname "$d")") > $(basename "$(dirname "$best")"))); then
-            best=$d
-        fi
-    done
-    PG_BIN=$best
+    local d
+    PG_BIN=''
+    while IFS= read -r d; do
+        [[ -x "$d/pg_ctl" && -x "$d/initdb" ]] && PG_BIN=$d
+    done < <(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V)
     [[ -n "$PG_BIN" ]]
 }
 
@@ -234,7 +232,7 @@ start_private_pg() {
     log "starting PostgreSQL on 127.0.0.1:$port"
     as_pg "$PG_BIN/pg_ctl" start -D "$PG_DATA" -l "$LOG_DIR/postgres.log" -w -t 60 \
         -o "-p $port -k $PG_SOCK -c listen_addresses=127.0.0.1 -c max_connections=200" \
-        >/dev/null || die "PostgreSQL did not start; see $LOG_DIR/postgres.log"
+        </dev/null >/dev/null 9>&- || die "PostgreSQL did not start; see $LOG_DIR/postgres.log"
     "$PG_ISREADY" -q -h 127.0.0.1 -p "$port" -t 30 || die "PostgreSQL does not answer on $port"
     PG_PORT=$port
     echo "$port" >"$PG_PORT_FILE"
@@ -391,7 +389,7 @@ lock_stack() {
     mkdir -p "$STACK_DIR"
     if command -v flock >/dev/null 2>&1; then
         exec 9>"$STACK_DIR/.lock"
-        flock -w 600 9 || die "another stack.sh holds $STACK_DIR/.lock"
+        flock -w 120 9 || die "another stack.sh holds $STACK_DIR/.lock"
     fi
 }
 
@@ -425,8 +423,14 @@ cmd_down() {
     done
     lock_stack
     local name
+    for name in moto dynamodb kinesis; do # TERM all first, then wait for each
+        if pid_alive "$RUN_DIR/$name.pid"; then
+            log "stopping $name (pid $(<"$RUN_DIR/$name.pid"))"
+            kill -TERM "$(<"$RUN_DIR/$name.pid")" 2>/dev/null || true
+        fi
+    done
     for name in moto dynamodb kinesis; do
-        stop_pidfile "$name" "$RUN_DIR/$name.pid"
+        stop_pidfile "$name" "$RUN_DIR/$name.pid" 10 quiet
     done
     find_pg_bin || true
     if private_pg_running_port >/dev/null; then
@@ -481,11 +485,13 @@ cmd_status() {
     fi
     status_line postgres "$server_url" "$state"
 
-    local name
+    local name pattern
     for name in kinesis dynamodb moto; do
         port=$(cat "$RUN_DIR/$name.port" 2>/dev/null || true)
         url=${port:+http://127.0.0.1:$port}
-        if pid_alive "$RUN_DIR/$name.pid"; then
+        pattern="serve.js $name"
+        [[ $name != moto ]] || pattern=moto_server
+        if pid_matches "$RUN_DIR/$name.pid" "$pattern"; then
             pid=$(<"$RUN_DIR/$name.pid")
             state="running (pid $pid)"
         else

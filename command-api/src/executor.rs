@@ -103,12 +103,20 @@ where
             Err(ExecuteError::KeyReused) => "key_reused",
             Err(ExecuteError::Store(_) | ExecuteError::Internal(_)) => "error",
         };
+        let elapsed = started.elapsed();
         metrics::histogram!(
             "orderpipe_command_duration_seconds",
             "rpc" => call.rpc(),
             "outcome" => outcome
         )
-        .record(started.elapsed());
+        .record(elapsed);
+        tracing::info!(
+            rpc = call.rpc(),
+            aggregate_id,
+            outcome,
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+            "command"
+        );
         result
     }
 

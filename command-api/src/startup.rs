@@ -142,10 +142,16 @@ impl Application {
             .set_serving::<LoyaltyServiceServer<LoyaltyGrpc>>()
             .await;
         health.set_serving::<MenuServiceServer<MenuGrpc>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
+        // Both reflection versions: v1 for current clients, v1alpha for the many tools (grpcurl,
+        // Python's grpcio-reflection) that still ask for it.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1().map_err(std::io::Error::other)?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
             .map_err(std::io::Error::other)?;
 
         let max_message = self.settings.grpc.max_message_bytes;
@@ -170,7 +176,8 @@ impl Application {
                 span
             })
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(
                 OrderServiceServer::new(OrdersGrpc::new(api.clone()))
                     .max_decoding_message_size(max_message),

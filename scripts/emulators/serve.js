@@ -48,7 +48,9 @@ server.listen(port, '127.0.0.1', () => {
 function shutdown(signal) {
   console.log(`${kind} emulator: ${signal}, closing`);
   server.close(() => process.exit(0));
-  setTimeout(() => process.exit(0), 2000).unref();
+  // Drop idle keep-alive connections (SDK clients keep them) so close() returns now.
+  if (typeof server.closeAllConnections === 'function') server.closeAllConnections();
+  setTimeout(() => process.exit(0), 1000).unref();
 }
 process.on('SIGTERM', () => shutdown('SIGTERM'));
 process.on('SIGINT', () => shutdown('SIGINT'));

@@ -47,6 +47,7 @@ export type Capability =
   | 'analyticsStore'
   | 'jwt'
   | 'grpcServer'
+  | 'httpServer'
   | 'streamWrite'
   | 'streamRead'
   | 'activeOrdersRead'
@@ -66,8 +67,15 @@ export type Capability =
 export interface PublishedMetric {
   /** Name in the binary's Prometheus exposition. Must match the Rust `metrics` name. */
   readonly prometheusName: string;
+  /** Only the data points with these label values are published. */
+  readonly where?: Record<string, string>;
   /** Name in the `Orderpipe` CloudWatch namespace (dimensions `Stage`, `Service`). */
   readonly cloudWatchName: string;
+  /**
+   * CloudWatch statistic the alarms read: a gauge's `Maximum`, or a histogram's `SampleCount`
+   * (the number of observations, e.g. of failed commands).
+   */
+  readonly statistic: 'Maximum' | 'SampleCount';
 }
 
 /** How one binary runs. */
@@ -91,13 +99,22 @@ export const SERVICES: Record<ServiceName, ServiceSpec> = {
     description: 'gRPC command API: validates commands, appends events and outbox rows to the event store',
     capabilities: ['eventStore', 'jwt', 'grpcServer'],
     ingress: 'grpc',
-    publishedMetrics: [{ prometheusName: 'orderpipe_command_errors_total', cloudWatchName: 'CommandErrors' }],
+    // command-api records every command in this histogram; outcome="error" is a store or internal failure.
+    publishedMetrics: [
+      {
+        prometheusName: 'orderpipe_command_duration_seconds',
+        where: { outcome: 'error' },
+        cloudWatchName: 'CommandErrors',
+        statistic: 'SampleCount',
+      },
+    ],
   },
   relay: {
     description: 'Publishes the outbox to Kinesis, one record per commit, in per-aggregate order',
     capabilities: ['eventStore', 'streamWrite'],
     singleton: true,
-    publishedMetrics: [{ prometheusName: 'orderpipe_outbox_backlog', cloudWatchName: 'OutboxBacklog' }],
+    // Gauge the relay must expose: outbox rows committed but not yet acknowledged by Kinesis.
+    publishedMetrics: [{ prometheusName: 'orderpipe_outbox_backlog', cloudWatchName: 'OutboxBacklog', statistic: 'Maximum' }],
   },
   projectors: {
     description: 'Consumes Kinesis (DynamoDB leases) and builds the DynamoDB, Aurora history and Redshift read models',
@@ -129,7 +146,7 @@ export const SERVICES: Record<ServiceName, ServiceSpec> = {
   },
   dashboard: {
     description: 'Barista dashboard (HTTP 8080): reads the active-orders and store-metrics views',
-    capabilities: ['activeOrdersRead', 'storeMetricsRead'],
+    capabilities: ['activeOrdersRead', 'storeMetricsRead', 'httpServer'],
     ingress: 'http',
   },
 };
@@ -200,7 +217,16 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   { key: 'AWS_REGION', when: 'all', source: 'stack region', plain: (s) => s.region },
   { key: 'ORDERPIPE_LOG__FORMAT', when: 'all', source: '`json`', plain: () => 'json' },
   { key: 'ORDERPIPE_ADMIN__PORT', when: 'all', source: `\`${PORTS.admin}\` (/health, /metrics)`, plain: () => String(PORTS.admin) },
+  // Listeners default to 127.0.0.1; the load balancer reaches the task on its VPC address.
+  { key: 'ORDERPIPE_GRPC__HOST', when: ['grpcServer'], source: '`0.0.0.0` (reachable by the load balancer)', plain: () => '0.0.0.0' },
   { key: 'ORDERPIPE_GRPC__PORT', when: ['grpcServer'], source: `\`${PORTS.grpc}\``, plain: () => String(PORTS.grpc) },
+  { key: 'ORDERPIPE_HTTP__HOST', when: ['httpServer'], source: '`0.0.0.0` (reachable by the load balancer)', plain: () => '0.0.0.0' },
+  {
+    key: 'ORDERPIPE_HTTP__PORT',
+    when: ['httpServer'],
+    source: `\`${PORTS.dashboardHttp}\` (dashboard page and its /health)`,
+    plain: () => String(PORTS.dashboardHttp),
+  },
   ...databaseKeys('ORDERPIPE_DATABASE__', 'eventStore', 'Aurora writer (event store)', (s) => s.eventStore),
   ...databaseKeys('ORDERPIPE_HISTORY__DATABASE__', 'historyStore', 'Aurora writer (history schema)', (s) => s.history),
   ...databaseKeys('ORDERPIPE_ANALYTICS__DATABASE__', 'analyticsStore', 'Redshift Serverless workgroup', (s) => s.analytics),

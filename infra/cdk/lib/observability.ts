@@ -7,7 +7,7 @@ import * as kms from 'aws-cdk-lib/aws-kms';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
-import { METRICS_NAMESPACE, SERVICE_NAMES } from './config';
+import { METRICS_NAMESPACE, SERVICE_NAMES, ServiceName, SERVICES } from './config';
 import { DataStores } from './data-stores';
 import { Messaging } from './messaging';
 import { Services } from './services';
@@ -72,7 +72,7 @@ export class Observability extends Construct {
       });
     }
 
-    const outboxBacklog = customMetric(stage, 'relay', 'OutboxBacklog', 'Maximum');
+    const outboxBacklog = publishedMetric(stage, 'relay', 'OutboxBacklog');
     this.addAlarm('OutboxBacklog', {
       alarmName: `${stage.prefix}-outbox-backlog`,
       alarmDescription:
@@ -84,7 +84,7 @@ export class Observability extends Construct {
       treatMissingData: cloudwatch.TreatMissingData.BREACHING,
     });
 
-    const commandErrors = customMetric(stage, 'command-api', 'CommandErrors', 'Sum', Duration.minutes(5));
+    const commandErrors = publishedMetric(stage, 'command-api', 'CommandErrors', Duration.minutes(5));
     this.addAlarm('CommandErrors', {
       alarmName: `${stage.prefix}-command-errors`,
       alarmDescription: 'Commands failing with server-side errors (INTERNAL / UNAVAILABLE) at the command API.',
@@ -250,13 +250,15 @@ export class Observability extends Construct {
   }
 }
 
-/** A metric the services' collector sidecars publish (see `collectorConfig`). */
-function customMetric(stage: StageConfig, service: string, metricName: string, statistic: string, period = Duration.minutes(1)) {
+/** A metric a service's collector sidecar publishes (`SERVICES[service].publishedMetrics`). */
+function publishedMetric(stage: StageConfig, service: ServiceName, metricName: string, period = Duration.minutes(1)) {
+  const published = SERVICES[service].publishedMetrics?.find((m) => m.cloudWatchName === metricName);
+  if (!published) throw new Error(`${service} publishes no ${metricName}`);
   return new cloudwatch.Metric({
     namespace: METRICS_NAMESPACE,
     metricName,
     dimensionsMap: { Stage: stage.name, Service: service },
-    statistic,
+    statistic: published.statistic,
     period,
   });
 }

@@ -417,6 +417,7 @@ export class Services extends Construct {
         return;
       case 'jwt':
       case 'grpcServer':
+      case 'httpServer':
       case 'commandApiClient':
         // Secrets are read by the execution role at task start; the API is reached over the network.
         return;
@@ -496,7 +497,11 @@ function suppressGrantWildcards(role: iam.Role) {
   );
 }
 
-/** OpenTelemetry collector configuration (JSON is valid YAML) for one service's published metrics. */
+/**
+ * OpenTelemetry collector configuration (JSON is valid YAML) for one service's published metrics:
+ * scrape `/metrics` on localhost, keep only the published series (and label values), rename them,
+ * tag them with Stage and Service, and write them as CloudWatch embedded-metric-format logs.
+ */
 export function collectorConfig(options: {
   service: string;
   stage: string;
@@ -504,8 +509,15 @@ export function collectorConfig(options: {
   logGroupName: string;
   metrics: readonly PublishedMetric[];
 }): string {
-  // Counters may arrive with or without the `_total` suffix depending on the receiver's name normalisation.
-  const pattern = (m: PublishedMetric) => `^${m.prometheusName.replace(/_total$/, '')}(_total)?$`;
+  const names = options.metrics.map((m) => m.prometheusName);
+  const quote = (value: string) => JSON.stringify(value);
+  // OTTL conditions: a metric or data point matching any of them is dropped.
+  const dropOtherMetrics = `not IsMatch(name, ${quote(`^(${names.join('|')})$`)})`;
+  const dropOtherDataPoints = options.metrics.flatMap((m) =>
+    Object.entries(m.where ?? {}).map(
+      ([label, value]) => `metric.name == ${quote(m.prometheusName)} and attributes[${quote(label)}] != ${quote(value)}`,
+    ),
+  );
   return JSON.stringify({
     receivers: {
       prometheus: {
@@ -522,12 +534,16 @@ export function collectorConfig(options: {
     },
     processors: {
       'filter/published': {
-        metrics: { include: { match_type: 'regexp', metric_names: options.metrics.map(pattern) } },
+        error_mode: 'ignore',
+        metrics: {
+          metric: [dropOtherMetrics],
+          ...(dropOtherDataPoints.length ? { datapoint: dropOtherDataPoints } : {}),
+        },
       },
       metricstransform: {
         transforms: options.metrics.map((m) => ({
-          include: pattern(m),
-          match_type: 'regexp',
+          include: m.prometheusName,
+          match_type: 'strict',
           action: 'update',
           new_name: m.cloudWatchName,
           operations: [
@@ -546,6 +562,7 @@ export function collectorConfig(options: {
         log_stream_name: options.service,
         dimension_rollup_option: 'NoDimensionRollup',
         resource_to_telemetry_conversion: { enabled: false },
+        // Only Stage and Service become dimensions; other labels (rpc, outcome) are aggregated away.
         metric_declarations: [
           { dimensions: [['Stage', 'Service']], metric_name_selectors: options.metrics.map((m) => `^${m.cloudWatchName}$`) },
         ],

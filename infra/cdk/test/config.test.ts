@@ -58,8 +58,34 @@ test('collector config renames the Prometheus series into the Orderpipe namespac
     }),
   );
   const transform = config.processors.metricstransform.transforms[0];
+  assert.equal(transform.include, 'orderpipe_outbox_backlog');
   assert.equal(transform.new_name, 'OutboxBacklog');
-  assert.match('orderpipe_outbox_backlog', new RegExp(transform.include));
+  assert.deepEqual(config.processors['filter/published'].metrics, { metric: ['not IsMatch(name, "^(orderpipe_outbox_backlog)$")'] });
   assert.deepEqual(config.exporters.awsemf.metric_declarations[0].dimensions, [['Stage', 'Service']]);
   assert.deepEqual(config.service.pipelines.metrics.exporters, ['awsemf']);
+});
+
+test('CommandErrors counts the command-duration observations whose outcome is error', () => {
+  const config = JSON.parse(
+    collectorConfig({
+      service: 'command-api',
+      stage: 'prod',
+      region: 'us-east-1',
+      logGroupName: '/orderpipe-prod/metrics',
+      metrics: SERVICES['command-api'].publishedMetrics!,
+    }),
+  );
+  assert.deepEqual(config.processors['filter/published'].metrics, {
+    metric: ['not IsMatch(name, "^(orderpipe_command_duration_seconds)$")'],
+    datapoint: ['metric.name == "orderpipe_command_duration_seconds" and attributes["outcome"] != "error"'],
+  });
+  assert.equal(config.processors.metricstransform.transforms[0].new_name, 'CommandErrors');
+});
+
+test('listeners bind all interfaces only where the load balancer must reach them', () => {
+  assert.ok(keysOf('command-api').includes('ORDERPIPE_GRPC__HOST'));
+  assert.ok(keysOf('dashboard').includes('ORDERPIPE_HTTP__HOST'));
+  for (const name of SERVICE_NAMES.filter((n) => !SERVICES[n].ingress)) {
+    assert.ok(!keysOf(name).some((k) => k.endsWith('__HOST') && !k.includes('DATABASE')), name);
+  }
 });

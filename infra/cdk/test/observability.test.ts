@@ -71,7 +71,9 @@ test('command API errors, load balancer 5xx and healthy gRPC targets', () => {
   const errors = alarm('command-errors');
   assert.equal(errors.Namespace, 'Orderpipe');
   assert.equal(errors.MetricName, 'CommandErrors');
-  assert.equal(errors.Statistic, 'Sum');
+  // Number of observations of the command-duration histogram with outcome="error".
+  assert.equal(errors.Statistic, 'SampleCount');
+  assert.equal(errors.Period, 300);
   assert.equal(alarm('lb-5xx').MetricName, 'HTTPCode_ELB_5XX_Count');
   assert.equal(alarm('target-5xx').MetricName, 'HTTPCode_Target_5XX_Count');
   const healthy = alarm('command-api-healthy-hosts');

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""A generic gRPC client: it knows nothing of orderpipe's .proto files and learns every service,
+method and message from the server's reflection service, like grpcurl.
+
+  grpc-call.py list
+  grpc-call.py describe orderpipe.v1.OrderService
+  grpc-call.py call orderpipe.v1.OrderService/GetOrder '{"orderId": "..."}' --token "$TOKEN"
+
+Requests and responses are JSON (protobuf's JSON mapping: lowerCamelCase field names). The
+address defaults to ORDERPIPE_GRPC_ADDRESS or 127.0.0.1:50051. Exit status 1 on a gRPC error,
+which is printed as its status code and message.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import grpc
+from google.protobuf import descriptor_pool, json_format, message_factory
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--address", default=os.environ.get("ORDERPIPE_GRPC_ADDRESS", "127.0.0.1:50051"))
+    parser.add_argument("--token", default=os.environ.get("ORDERPIPE_TOKEN"), help="bearer token (or ORDERPIPE_TOKEN)")
+    parser.add_argument("--header", action="append", default=[], metavar="NAME=VALUE", help="extra request metadata")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="list the services")
+    describe = commands.add_parser("describe", help="list a service's methods with their message types")
+    describe.add_argument("service")
+    call = commands.add_parser("call", help="call SERVICE/METHOD with a JSON request")
+    call.add_argument("method", metavar="SERVICE/METHOD")
+    call.add_argument("request", nargs="?", default="{}", help="JSON request body (default {})")
+    args = parser.parse_args()
+
+    channel = grpc.insecure_channel(args.address)
+    reflection = ProtoReflectionDescriptorDatabase(channel)
+    pool = descriptor_pool.DescriptorPool(reflection)
+
+    if args.command == "list":
+        for service in reflection.get_services():
+            print(service)
+        return 0
+    if args.command == "describe":
+        service = pool.FindServiceByName(args.service)
+        for method in service.methods:
+            print(f"{method.name}({method.input_type.full_name}) returns ({method.output_type.full_name})")
+        return 0
+
+    service_name, _, method_name = args.method.rpartition("/")
+    method = pool.FindServiceByName(service_name).methods_by_name[method_name]
+    request_type = message_factory.GetMessageClass(method.input_type)
+    response_type = message_factory.GetMessageClass(method.output_type)
+    request = json_format.Parse(args.request, request_type())
+    metadata = [tuple(header.split("=", 1)) for header in args.header]
+    if args.token:
+        metadata.append(("authorization", f"Bearer {args.token}"))
+    stub = channel.unary_unary(
+        f"/{service_name}/{method_name}",
+        request_serializer=request_type.SerializeToString,
+        response_deserializer=response_type.FromString,
+    )
+    try:
+        response = stub(request, metadata=metadata, timeout=10)
+    except grpc.RpcError as error:
+        print(json.dumps({"code": error.code().name, "message": error.details()}), file=sys.stderr)
+        return 1
+    print(json_format.MessageToJson(response, always_print_fields_with_no_presence=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

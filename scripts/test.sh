@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: brings the local stack up (installing what is missing),
+# then formatting, lints, every Rust test against the real PostgreSQL and emulators, and the
+# infra/cdk tests.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh -p domain  extra arguments go to `cargo test`
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "local stack"
+scripts/stack.sh up
+# shellcheck disable=SC1091
+source "$(scripts/stack.sh env --path)"
+
+step "dropping test databases left by earlier runs"
+psql "$DATABASE_URL" -Atqc \
+  "SELECT datname FROM pg_database WHERE datname LIKE 'orderpipe\_test\_%'" |
+  while read -r name; do
+    psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)" >/dev/null
+  done
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked "$@"
+
+if [ $# -eq 0 ] && [ -f infra/cdk/package.json ]; then
+  step "infra/cdk tests"
+  (cd infra/cdk && npm ci --no-audit --no-fund --loglevel=error && npm test)
+fi
