@@ -14,7 +14,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "local stack"
 scripts/stack.sh up
-# shellcheck disable=SC1091
+# shellcheck disable=SC1090,SC1091 # the env file is generated
 source "$(scripts/stack.sh env --path)"
 
 step "dropping test databases left by earlier runs"

@@ -22,7 +22,7 @@ case "${1:-start}" in
 esac
 
 scripts/stack.sh up
-# shellcheck disable=SC1091
+# shellcheck disable=SC1090,SC1091 # the env file is generated
 source "$(scripts/stack.sh env --path)"
 run_dir="$ORDERPIPE_STACK_DIR/run"
 mkdir -p "$run_dir" "$ORDERPIPE_STACK_DIR/logs"

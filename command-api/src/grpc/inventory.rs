@@ -7,7 +7,7 @@ use proto::v1 as pb;
 use proto::v1::inventory_service_server::InventoryService;
 use tonic::{Request, Response, Status};
 
-use super::{commit_result, parse_field, SharedApi, Violations, MANAGERS, STAFF};
+use super::{execute, parse_field, CommandRequest, SharedApi, Violations, MANAGERS, STAFF};
 use crate::auth::Role;
 use crate::error::ApiError;
 
@@ -23,7 +23,7 @@ impl InventoryGrpc {
     }
 
     /// Runs a command on a store's inventory, for callers in `roles` who work at that store.
-    async fn execute<M: InventoryRequest>(
+    async fn execute<M: CommandRequest>(
         &self,
         rpc: &'static str,
         request: Request<M>,
@@ -34,40 +34,15 @@ impl InventoryGrpc {
         let call = self
             .api
             .command_call(rpc, &request, body.idempotency_key(), roles)?;
-        let store_id = parse_field("store_id", StoreId::parse(body.store_id()))?;
+        let store_id = parse_field("store_id", StoreId::parse(body.aggregate_id()))?;
         call.principal().require_store(&store_id)?;
         let command = command(body, store_id.clone())?;
-        let executed = self
-            .api
-            .inventory
-            .execute(&call, store_id.as_str(), command)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(commit_result(&executed)))
+        execute(&self.api.inventory, &call, store_id.as_str(), command).await
     }
 }
 
-/// A command request on one store's inventory.
-trait InventoryRequest: prost::Message {
-    fn idempotency_key(&self) -> &str;
-    fn store_id(&self) -> &str;
-}
-
-macro_rules! inventory_requests {
-    ($($request:ty),+) => {
-        $(impl InventoryRequest for $request {
-            fn idempotency_key(&self) -> &str {
-                &self.idempotency_key
-            }
-            fn store_id(&self) -> &str {
-                &self.store_id
-            }
-        })+
-    };
-}
-
-inventory_requests!(
-    pb::SetStockRequest,
+command_requests!(
+    store_id: pb::SetStockRequest,
     pb::RestockRequest,
     pb::AdjustStockRequest,
     pb::ReserveStockRequest,

@@ -7,7 +7,7 @@ use proto::v1 as pb;
 use proto::v1::loyalty_service_server::LoyaltyService;
 use tonic::{Request, Response, Status};
 
-use super::{commit_result, money, parse_field, SharedApi, Violations, SERVICES};
+use super::{execute, money, parse_field, SharedApi, Violations, SERVICES};
 use crate::auth::Role;
 use crate::error::ApiError;
 
@@ -50,13 +50,7 @@ impl LoyaltyService for LoyaltyGrpc {
                 },
             ))
         })?;
-        let executed = self
-            .api
-            .loyalty
-            .execute(&call, customer_id.as_str(), command)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(commit_result(&executed)))
+        execute(&self.api.loyalty, &call, customer_id.as_str(), command).await
     }
 
     async fn redeem_points(
@@ -83,13 +77,7 @@ impl LoyaltyService for LoyaltyGrpc {
             ))
         })?;
         call.principal().require_customer(&customer_id)?;
-        let executed = self
-            .api
-            .loyalty
-            .execute(&call, customer_id.as_str(), command)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(commit_result(&executed)))
+        execute(&self.api.loyalty, &call, customer_id.as_str(), command).await
     }
 
     async fn get_loyalty_account(

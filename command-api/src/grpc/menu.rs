@@ -6,7 +6,7 @@ use proto::v1 as pb;
 use proto::v1::menu_service_server::MenuService;
 use tonic::{Request, Response, Status};
 
-use super::{commit_result, money, parse_field, pb_money, SharedApi, Violations, ANYONE, SERVICES};
+use super::{execute, money, parse_field, pb_money, SharedApi, Violations, ANYONE, SERVICES};
 use crate::call::Call;
 use crate::error::ApiError;
 
@@ -26,13 +26,7 @@ impl MenuGrpc {
         call: Call,
         command: MenuCommand,
     ) -> Result<Response<pb::CommitResult>, Status> {
-        let executed = self
-            .api
-            .menu
-            .execute(&call, Menu::ID, command)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(commit_result(&executed)))
+        execute(&self.api.menu, &call, Menu::ID, command).await
     }
 }
 

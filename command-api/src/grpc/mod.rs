@@ -1,6 +1,26 @@
 //! The gRPC services: one module per service, each turning requests into domain commands
 //! (parsing every field at this boundary) and outcomes into responses.
 
+/// A command request: it names its idempotency key and the aggregate it acts on.
+trait CommandRequest: prost::Message {
+    fn idempotency_key(&self) -> &str;
+    fn aggregate_id(&self) -> &str;
+}
+
+/// Implements [`CommandRequest`] for request types whose aggregate id is in field `$id`.
+macro_rules! command_requests {
+    ($id:ident: $($request:ty),+ $(,)?) => {
+        $(impl $crate::grpc::CommandRequest for $request {
+            fn idempotency_key(&self) -> &str {
+                &self.idempotency_key
+            }
+            fn aggregate_id(&self) -> &str {
+                &self.$id
+            }
+        })+
+    };
+}
+
 mod inventory;
 mod loyalty;
 mod menu;
@@ -81,6 +101,25 @@ const STAFF: &[Role] = &[Role::Barista, Role::StoreManager, Role::Service];
 const MANAGERS: &[Role] = &[Role::StoreManager, Role::Service];
 /// Internal services only.
 const SERVICES: &[Role] = &[Role::Service];
+
+/// Runs `command` and answers with the wire form of its outcome.
+async fn execute<A>(
+    executor: &CommandExecutor<A>,
+    call: &Call,
+    aggregate_id: &str,
+    command: A::Command,
+) -> Result<tonic::Response<pb::CommitResult>, tonic::Status>
+where
+    A: Aggregate + 'static,
+    A::Command: Clone,
+    A::Error: domain::DomainError,
+{
+    let executed = executor
+        .execute(call, aggregate_id, command)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(tonic::Response::new(commit_result(&executed)))
+}
 
 /// The wire form of a command's outcome.
 fn commit_result<A: Aggregate>(executed: &Executed<A>) -> pb::CommitResult {

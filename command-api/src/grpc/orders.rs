@@ -10,7 +10,8 @@ use proto::v1::order_service_server::OrderService;
 use tonic::{Request, Response, Status};
 
 use super::{
-    commit_result, money, parse_field, pb_money, SharedApi, Violations, ANYONE, MANAGERS, STAFF,
+    commit_result, execute, money, parse_field, pb_money, CommandRequest, SharedApi, Violations,
+    ANYONE, MANAGERS, STAFF,
 };
 use crate::error::ApiError;
 
@@ -26,7 +27,7 @@ impl OrdersGrpc {
     }
 
     /// Runs a command on an existing order and answers with its commit.
-    async fn transition<M: OrderRequest>(
+    async fn transition<M: CommandRequest>(
         &self,
         rpc: &'static str,
         request: Request<M>,
@@ -37,39 +38,14 @@ impl OrdersGrpc {
         let call = self
             .api
             .command_call(rpc, &request, body.idempotency_key(), roles)?;
-        let order_id = parse_field("order_id", OrderId::parse(body.order_id()))?;
-        let command = command(request.get_ref(), call.principal().actor())?;
-        let executed = self
-            .api
-            .orders
-            .execute(&call, &order_id.to_string(), command)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(commit_result(&executed)))
+        let order_id = parse_field("order_id", OrderId::parse(body.aggregate_id()))?;
+        let command = command(body, call.principal().actor())?;
+        execute(&self.api.orders, &call, &order_id.to_string(), command).await
     }
 }
 
-/// A command request on an existing order.
-trait OrderRequest: prost::Message {
-    fn idempotency_key(&self) -> &str;
-    fn order_id(&self) -> &str;
-}
-
-macro_rules! order_requests {
-    ($($request:ty),+) => {
-        $(impl OrderRequest for $request {
-            fn idempotency_key(&self) -> &str {
-                &self.idempotency_key
-            }
-            fn order_id(&self) -> &str {
-                &self.order_id
-            }
-        })+
-    };
-}
-
-order_requests!(
-    pb::OrderTransitionRequest,
+command_requests!(
+    order_id: pb::OrderTransitionRequest,
     pb::RejectOrderRequest,
     pb::RecordPaymentCapturedRequest,
     pb::RecordPaymentDeclinedRequest,

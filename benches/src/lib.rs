@@ -1,0 +1,3 @@
+//! orderpipe's benchmarks live in `benches/`; run them with `cargo bench -p benches`. Each prints
+//! its figures beside a raw reference (the database's own rate) measured in the same run, because
+//! a shared 2-core machine makes absolute numbers noisy.
