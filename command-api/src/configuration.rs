@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+pub use service_kit::settings::{
+    AdminSettings, DatabaseSettings, LogFormat, LogSettings, SettingsError,
+};
 
 /// Everything the command API reads at start-up.
 #[derive(Debug, Clone, Deserialize)]
@@ -41,37 +42,6 @@ pub struct GrpcSettings {
     pub shutdown_grace_ms: u64,
 }
 
-/// The admin HTTP listener.
-#[derive(Debug, Clone, Deserialize)]
-pub struct AdminSettings {
-    /// Address to bind.
-    pub host: String,
-    /// Port to bind; 0 picks a free one.
-    pub port: u16,
-}
-
-/// Where the event store lives: a full `url`, or its parts (as AWS Secrets Manager hands them
-/// out for Aurora).
-#[derive(Debug, Clone, Deserialize)]
-pub struct DatabaseSettings {
-    /// A full connection URL; when set, the parts below are ignored.
-    pub url: Option<SecretString>,
-    /// Server host.
-    pub host: String,
-    /// Server port.
-    pub port: u16,
-    /// Database name.
-    pub name: String,
-    /// User name.
-    pub username: String,
-    /// Password, if the server asks for one.
-    pub password: Option<SecretString>,
-    /// Connections in the pool.
-    pub max_connections: u32,
-    /// How long to wait for a connection before a command fails with UNAVAILABLE.
-    pub acquire_timeout_ms: u64,
-}
-
 /// Verification of the HS256 bearer tokens.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AuthSettings {
@@ -93,25 +63,6 @@ pub struct StoreSettings {
     /// How many times a command is reloaded and handled again after a concurrent change before
     /// the caller gets ABORTED.
     pub conflict_retries: u32,
-}
-
-/// Log output.
-#[derive(Debug, Clone, Deserialize)]
-pub struct LogSettings {
-    /// `json` (one object per line, for machines) or `pretty` (for a terminal).
-    pub format: LogFormat,
-    /// A tracing filter such as `info` or `command_api=debug,sqlx=warn`.
-    pub filter: String,
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// JSON lines.
-    Json,
-    /// Human-readable lines.
-    Pretty,
 }
 
 const DEFAULTS: &str = r#"
@@ -148,33 +99,10 @@ format = "json"
 filter = "info"
 "#;
 
-/// Why settings could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    /// A source was unreadable or a value had the wrong type; the message names the key.
-    #[error("invalid configuration: {0}")]
-    Invalid(#[from] config::ConfigError),
-    /// A value parsed but makes no sense.
-    #[error("invalid configuration: {0}")]
-    Rejected(String),
-}
-
 impl Settings {
     /// Loads defaults, then `file` if given, then `ORDERPIPE_*` environment variables.
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
-        if let Some(file) = file {
-            builder = builder.add_source(config::File::from(file).required(true));
-        }
-        let settings: Settings = builder
-            .add_source(
-                config::Environment::with_prefix("ORDERPIPE")
-                    .prefix_separator("_")
-                    .separator("__"),
-            )
-            .build()?
-            .try_deserialize()?;
+        let settings: Settings = service_kit::settings::load(DEFAULTS, file)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -203,37 +131,5 @@ impl GrpcSettings {
     /// How long shutdown waits for in-flight requests.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
-    }
-}
-
-impl DatabaseSettings {
-    /// Connection options from the URL or the parts.
-    pub fn connect_options(&self) -> Result<PgConnectOptions, SettingsError> {
-        match &self.url {
-            Some(url) => url.expose_secret().parse().map_err(|_| {
-                // The URL may hold a password: never echo it.
-                SettingsError::Rejected("database.url is not a valid PostgreSQL URL".into())
-            }),
-            None => {
-                let options = PgConnectOptions::new()
-                    .host(&self.host)
-                    .port(self.port)
-                    .database(&self.name)
-                    .username(&self.username);
-                Ok(match &self.password {
-                    Some(password) => options.password(password.expose_secret()),
-                    None => options,
-                })
-            }
-        }
-    }
-
-    /// A lazily connecting pool: the API starts even while PostgreSQL is down and answers
-    /// UNAVAILABLE until it is back.
-    pub fn pool(&self) -> Result<PgPool, SettingsError> {
-        Ok(PgPoolOptions::new()
-            .max_connections(self.max_connections)
-            .acquire_timeout(Duration::from_millis(self.acquire_timeout_ms))
-            .connect_lazy_with(self.connect_options()?))
     }
 }

@@ -5,7 +5,6 @@
 //! `main` only parses arguments and settings; [`startup::Application`] binds its listeners
 //! itself (port 0 works, for tests) and runs until a shutdown future completes.
 
-pub mod admin;
 pub mod auth;
 pub mod call;
 pub mod configuration;
@@ -14,4 +13,3 @@ pub mod executor;
 pub mod grpc;
 pub mod menu_catalog;
 pub mod startup;
-pub mod telemetry;

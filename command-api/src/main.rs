@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use command_api::auth::{Role, TokenAuthority};
 use command_api::configuration::Settings;
 use command_api::startup::Application;
-use command_api::telemetry;
+use service_kit::{shutdown, telemetry};
 
 /// orderpipe's gRPC command API: places and moves orders, manages stock, loyalty and the menu.
 ///
@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
                 admin = %app.admin_address(),
                 "command-api listening"
             );
-            app.run_until_stopped(shutdown_signal()).await?;
+            app.run_until_stopped(shutdown::signal()).await?;
         }
         Command::MintToken {
             role,
@@ -79,26 +79,4 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// SIGINT (Ctrl-C) or SIGTERM (what orchestrators send).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
 }

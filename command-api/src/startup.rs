@@ -14,19 +14,18 @@ use proto::v1::inventory_service_server::InventoryServiceServer;
 use proto::v1::loyalty_service_server::LoyaltyServiceServer;
 use proto::v1::menu_service_server::MenuServiceServer;
 use proto::v1::order_service_server::OrderServiceServer;
+use service_kit::admin::{self, DatabaseHealth};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
-use crate::admin;
 use crate::auth::TokenAuthority;
 use crate::call::CORRELATION_HEADER;
 use crate::configuration::Settings;
 use crate::executor::{AggregateLocks, CommandExecutor};
 use crate::grpc::{Api, InventoryGrpc, LoyaltyGrpc, MenuGrpc, OrdersGrpc};
 use crate::menu_catalog::StoredMenu;
-use crate::telemetry;
 
 /// How many per-aggregate lock stripes a process keeps.
 const LOCK_STRIPES: usize = 1024;
@@ -198,11 +197,11 @@ impl Application {
                 stopped(stop_rx.clone()),
             );
 
-        let admin = axum::serve(
+        let admin = admin::serve(
             self.admin_listener,
-            admin::router(telemetry::metrics_handle(), self.store.pool().clone()),
-        )
-        .with_graceful_shutdown(stopped(stop_rx));
+            Arc::new(DatabaseHealth(self.store.pool().clone())),
+            stopped(stop_rx),
+        );
 
         let grace = self.settings.grpc.shutdown_grace();
         let signal = async move {
@@ -226,7 +225,7 @@ impl Application {
         tokio::select! {
             result = async { tokio::try_join!(
                 async { grpc.await.map_err(std::io::Error::other) },
-                async { admin.await },
+                admin,
             ) } => { result?; }
             () = signal => {
                 tracing::warn!("grace period over; dropping requests still in flight");

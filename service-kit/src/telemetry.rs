@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{fmt, EnvFilter};
 
-use crate::configuration::{LogFormat, LogSettings};
+use crate::settings::{LogFormat, LogSettings};
 
 /// Installs the global log subscriber. A second call (several apps in one test process) keeps
 /// the first subscriber.
