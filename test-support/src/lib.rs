@@ -5,8 +5,10 @@
 //! machine's PostgreSQL on 127.0.0.1:5432 is used. [`CuttableProxy`] stands between a process
 //! and a dependency so a test can take the dependency away.
 
+mod aws;
 mod proxy;
 
+pub use aws::{aws_test_config, unique_name};
 pub use proxy::CuttableProxy;
 
 use sqlx::postgres::PgPoolOptions;

@@ -1,0 +1,45 @@
+//! The port every read model implements, and the contract the runtime relies on.
+
+use async_trait::async_trait;
+use commit_log::LoggedCommit;
+
+/// A read model built from the log.
+///
+/// Contract:
+/// - `apply` receives commits in log order for each aggregate (commits of different aggregates
+///   may interleave). It applies them in the order given and stops at the first one it cannot
+///   apply.
+/// - It is idempotent per aggregate: it records the last applied sequence of each aggregate (or
+///   an equivalent marker) atomically with the view change, and a commit whose events it has
+///   already applied changes nothing. Redelivery after a crash, a relay retry or a replay is
+///   therefore harmless.
+/// - A commit that starts past the next expected sequence of its aggregate (a gap: something
+///   earlier was not applied) is not applied; it is reported as [`ProjectionError::Poison`] so
+///   the runtime parks it with the rest of that aggregate.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// The projection's stable name (`active_orders`, `history`, `analytics`): leases,
+    /// checkpoints, parked records and metrics are keyed by it.
+    fn name(&self) -> &'static str;
+
+    /// Applies `commits`; see the trait's contract.
+    async fn apply(&self, commits: &[LoggedCommit]) -> Result<(), ProjectionError>;
+}
+
+/// Why `apply` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// A dependency failed (throttled, unreachable). Commits before the failure may or may not
+    /// be applied; retrying the same batch is safe.
+    #[error("projection dependency failed: {0}")]
+    Transient(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// `commits[index]` can never be applied (a gap, data the view cannot hold). Every commit
+    /// before it was applied.
+    #[error("commit {index} cannot be applied: {reason}")]
+    Poison {
+        /// Its index in the slice given to `apply`.
+        index: usize,
+        /// Why, for the dead-letter queue.
+        reason: String,
+    },
+}

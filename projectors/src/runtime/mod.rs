@@ -1,0 +1,1 @@
+//! The Kinesis consumer runtime (being written).
