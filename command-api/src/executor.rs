@@ -184,8 +184,10 @@ where
 
 /// A short, growing, jittered pause so retrying writers in different processes fall apart.
 fn backoff(attempt: u32) -> Duration {
+    use std::hash::BuildHasher;
     let base = 2u64.saturating_pow(attempt.min(6));
-    let jitter = u64::from(std::process::id() ^ attempt.wrapping_mul(2_654_435_761)) % base.max(1);
+    // A randomly seeded hasher is a cheap source of jitter without another dependency.
+    let jitter = std::collections::hash_map::RandomState::new().hash_one(attempt) % base;
     Duration::from_millis(base + jitter)
 }
 
