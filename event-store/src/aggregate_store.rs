@@ -15,8 +15,19 @@ use crate::committer::{GroupCommitter, IdempotencyRecord, NewEvent, PendingCommi
 use crate::error::StoreError;
 use crate::metadata;
 
-const LOAD_SNAPSHOT: &str =
-    "SELECT version, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2";
+/// The latest snapshot (first row, `is_snapshot`) and the events after it, in one round trip.
+const LOAD_AGGREGATE: &str = "\
+WITH snapshot AS (
+    SELECT version, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2
+)
+SELECT TRUE AS is_snapshot, version AS sequence, NULL::text AS event_type,
+       NULL::text AS event_version, payload, NULL::jsonb AS metadata
+FROM snapshot
+UNION ALL
+SELECT FALSE, sequence, event_type, event_version, payload, metadata FROM events
+WHERE aggregate_type = $1 AND aggregate_id = $2
+  AND sequence > COALESCE((SELECT version FROM snapshot), 0)
+ORDER BY is_snapshot DESC, sequence";
 
 const LOAD_EVENTS_AFTER: &str = "\
 SELECT sequence, event_type, event_version, payload, metadata FROM events
@@ -112,18 +123,36 @@ impl<A: Aggregate> AggregateStore<A> {
 
     /// Loads an aggregate from its latest snapshot plus the events after it.
     pub async fn load(&self, aggregate_id: &str) -> Result<LoadedAggregate<A>, StoreError> {
-        let snapshot: Option<(i64, Value)> = sqlx::query_as(LOAD_SNAPSHOT)
+        type Row = (
+            bool,
+            i64,
+            Option<String>,
+            Option<String>,
+            Value,
+            Option<Value>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(LOAD_AGGREGATE)
             .bind(A::TYPE)
             .bind(aggregate_id)
-            .fetch_optional(&self.pool)
+            .fetch_all(&self.pool)
             .await?;
-        let (mut aggregate, mut version) = match snapshot {
-            Some((version, payload)) => (serde_json::from_value::<A>(payload)?, version as u64),
-            None => (A::default(), 0),
-        };
-        for envelope in self.events_after(aggregate_id, version).await? {
-            version = envelope.sequence as u64;
-            aggregate.apply(envelope.payload);
+        let mut aggregate = A::default();
+        let mut version = 0;
+        for (is_snapshot, sequence, event_type, event_version, payload, metadata) in rows {
+            if is_snapshot {
+                aggregate = serde_json::from_value(payload)?;
+            } else {
+                let envelope = self.deserialize(
+                    aggregate_id,
+                    sequence,
+                    event_type.unwrap_or_default(),
+                    event_version.unwrap_or_default(),
+                    payload,
+                    metadata.unwrap_or_default(),
+                )?;
+                aggregate.apply(envelope.payload);
+            }
+            version = sequence as u64;
         }
         Ok(LoadedAggregate {
             aggregate_id: aggregate_id.to_owned(),
