@@ -6,7 +6,9 @@
 //! - Commits from concurrent commands are grouped into one transaction by a per-process writer
 //!   ([`GroupCommitter`]); each transaction takes its range of global positions from a one-row
 //!   counter, so positions are gap-free in commit order even with several writer processes.
-//! - Every commit writes its outbox row in the same transaction (the relay publishes it).
+//! - Every commit writes its outbox row in the same transaction; the relay reads the outbox
+//!   oldest first ([`PgEventStore::read_outbox`]), removes what the log acknowledged and watches
+//!   the backlog.
 //! - Snapshots store the aggregate exactly as the command context holds it after the commit.
 //! - A commit may carry a client idempotency key ([`metadata::IDEMPOTENCY_KEY`]); its outcome can
 //!   be read back with [`AggregateStore::commit_outcome`].
@@ -15,6 +17,7 @@ mod aggregate_store;
 mod committer;
 mod error;
 pub mod metadata;
+mod outbox;
 mod reader;
 
 use cqrs_es::persist::EventUpcaster;
@@ -24,6 +27,7 @@ use sqlx::PgPool;
 pub use aggregate_store::{AggregateStore, CommitOutcome, LoadedAggregate};
 pub use committer::{GroupCommitConfig, GroupCommitter};
 pub use error::StoreError;
+pub use outbox::{OutboxBacklog, OutboxCommit};
 pub use reader::RecordedEvent;
 
 /// Tuning of the event store.

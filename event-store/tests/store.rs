@@ -353,3 +353,80 @@ async fn reads_the_log_after_a_position_in_commit_order() {
     assert_eq!(tail[0].event_type, "Added");
     assert_eq!(tail[0].payload, serde_json::json!({"Added": 1}));
 }
+
+#[tokio::test]
+async fn the_outbox_gives_the_oldest_commits_first_with_their_events_and_forgets_removed_ones() {
+    let store = open_store(0).await;
+    let cqrs = CqrsFramework::new(store.aggregate_store::<Tally>(vec![]), vec![], ());
+    cqrs.execute("a", TallyCommand::Add(vec![1, 2]))
+        .await
+        .unwrap();
+    cqrs.execute("b", TallyCommand::Add(vec![3])).await.unwrap();
+    cqrs.execute("a", TallyCommand::Add(vec![4, 5, 6]))
+        .await
+        .unwrap();
+
+    let oldest_two = store.read_outbox(2).await.unwrap();
+    let shape =
+        |commits: &[event_store::OutboxCommit]| -> Vec<(i64, String, Vec<i64>)> {
+            commits
+                .iter()
+                .map(|c| {
+                    assert!(c.events.iter().all(|e| e.aggregate_id == c.aggregate_id
+                        && e.aggregate_type == c.aggregate_type));
+                    assert_eq!(c.events[0].global_position, c.first_position);
+                    let sequences = c.events.iter().map(|e| e.sequence).collect();
+                    (c.first_position, c.aggregate_id.clone(), sequences)
+                })
+                .collect()
+        };
+    assert_eq!(
+        shape(&oldest_two),
+        vec![(1, "a".into(), vec![1, 2]), (3, "b".into(), vec![1])],
+        "the limit counts commits, and a commit comes whole"
+    );
+    assert_eq!(oldest_two[0].aggregate_type, "tally");
+    assert_eq!(
+        oldest_two[0].events[1].payload,
+        serde_json::json!({"Added": 2})
+    );
+
+    assert_eq!(store.remove_from_outbox(&[1, 3]).await.unwrap(), 2);
+    assert_eq!(
+        shape(&store.read_outbox(100).await.unwrap()),
+        vec![(4, "a".into(), vec![3, 4, 5])]
+    );
+    assert_eq!(
+        store.remove_from_outbox(&[1, 3]).await.unwrap(),
+        0,
+        "removing again is harmless"
+    );
+    assert_eq!(store.remove_from_outbox(&[]).await.unwrap(), 0);
+    assert_eq!(store.remove_from_outbox(&[4]).await.unwrap(), 1);
+    assert!(store.read_outbox(100).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_outbox_backlog_counts_waiting_commits_and_ages_the_oldest() {
+    let store = open_store(0).await;
+    let empty = store.outbox_backlog().await.unwrap();
+    assert_eq!((empty.commits, empty.oldest_age), (0, None));
+
+    let cqrs = CqrsFramework::new(store.aggregate_store::<Tally>(vec![]), vec![], ());
+    cqrs.execute("a", TallyCommand::Add(vec![1, 2]))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    cqrs.execute("b", TallyCommand::Add(vec![3])).await.unwrap();
+
+    let backlog = store.outbox_backlog().await.unwrap();
+    assert_eq!(backlog.commits, 2, "commits, not events");
+    let age = backlog.oldest_age.unwrap();
+    assert!(
+        age >= std::time::Duration::from_millis(300),
+        "the oldest commit's age, not the newest's: {age:?}"
+    );
+
+    store.remove_from_outbox(&[1]).await.unwrap();
+    assert_eq!(store.outbox_backlog().await.unwrap().commits, 1);
+}

@@ -1,0 +1,418 @@
+//! Spawns the real relay against a fresh database and a fresh kinesalite stream, writes commits
+//! through the event store, and reads the stream back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
+use commit_log::LoggedCommit;
+use cqrs_es::CqrsFramework;
+use domain::inventory::{InventoryCommand, StoreInventory};
+use domain::values::{Sku, StoreId};
+use event_store::{AggregateStore, PgEventStore, StoreConfig};
+use relay::configuration::{
+    AdminSettings, AwsSettings, DatabaseSettings, KinesisSettings, LogFormat, LogSettings,
+    RelaySettings, Settings,
+};
+use relay::record_log::{KinesisLog, RecordLog};
+use relay::startup::Application;
+use sqlx::postgres::PgConnectOptions;
+use test_support::{aws_test_config, unique_name, CuttableProxy, TestDatabase};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long a test waits for something that should happen within a second or two.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A fresh stream on kinesalite.
+pub struct TestStream {
+    pub client: aws_sdk_kinesis::Client,
+    pub name: String,
+}
+
+impl TestStream {
+    /// Creates a stream of `shards` shards and waits until it is ACTIVE.
+    pub async fn create(shards: i32) -> Self {
+        let client = aws_sdk_kinesis::Client::new(&aws_test_config().await);
+        let name = unique_name("relay");
+        client
+            .create_stream()
+            .stream_name(&name)
+            .shard_count(shards)
+            .send()
+            .await
+            .expect("CreateStream");
+        for _ in 0..100 {
+            let summary = client
+                .describe_stream_summary()
+                .stream_name(&name)
+                .send()
+                .await
+                .expect("DescribeStreamSummary");
+            if summary
+                .stream_description_summary()
+                .is_some_and(|s| s.stream_status() == &StreamStatus::Active)
+            {
+                return Self { client, name };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("stream {name} never became ACTIVE");
+    }
+
+    /// The real Kinesis adapter on this stream.
+    pub fn log(&self) -> KinesisLog {
+        KinesisLog::new(&self.client, self.name.clone())
+    }
+
+    /// Every record of every shard from the start, decoded: per shard, in the shard's order.
+    pub async fn read_all(&self) -> BTreeMap<String, Vec<LoggedCommit>> {
+        let shards = self
+            .client
+            .list_shards()
+            .stream_name(&self.name)
+            .send()
+            .await
+            .expect("ListShards");
+        let mut by_shard = BTreeMap::new();
+        for shard in shards.shards() {
+            let mut iterator = self
+                .client
+                .get_shard_iterator()
+                .stream_name(&self.name)
+                .shard_id(shard.shard_id())
+                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .expect("GetShardIterator")
+                .shard_iterator
+                .expect("an iterator");
+            let mut commits = Vec::new();
+            loop {
+                let page = self
+                    .client
+                    .get_records()
+                    .shard_iterator(&iterator)
+                    .limit(10_000)
+                    .send()
+                    .await
+                    .expect("GetRecords");
+                if page.records().is_empty() {
+                    break;
+                }
+                for record in page.records() {
+                    let commit = commit_log::decode(record.data().as_ref())
+                        .expect("every record is a commit envelope");
+                    assert_eq!(
+                        record.partition_key(),
+                        Some(commit.aggregate_id.as_str()),
+                        "partition key = aggregate id"
+                    );
+                    commits.push(commit);
+                }
+                match page.next_shard_iterator {
+                    Some(next) => iterator = next,
+                    None => break,
+                }
+            }
+            by_shard.insert(shard.shard_id().to_owned(), commits);
+        }
+        by_shard
+    }
+
+    /// Reads until at least `count` records are on the stream.
+    pub async fn wait_for_records(&self, count: usize) -> BTreeMap<String, Vec<LoggedCommit>> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let records = self.read_all().await;
+            let seen: usize = records.values().map(Vec::len).sum();
+            if seen >= count {
+                return records;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {seen} of {count} records reached the stream"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// What a projection reading the stream sees: per aggregate, the last sequence applied, and how
+/// many records it skipped as already seen.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    pub last_sequence: HashMap<(String, String), u64>,
+    pub commits_applied: usize,
+    pub duplicates_skipped: usize,
+}
+
+/// Reads the stream like a projector that skips sequences it has applied, and checks that it
+/// sees every commit of an aggregate once, in order, and each aggregate on one shard only.
+pub fn replay(records: &BTreeMap<String, Vec<LoggedCommit>>) -> Replayed {
+    let mut replayed = Replayed::default();
+    let mut shard_of: HashMap<(String, String), &str> = HashMap::new();
+    for (shard, commits) in records {
+        for commit in commits {
+            let aggregate = (commit.aggregate_type.clone(), commit.aggregate_id.clone());
+            let home = shard_of.entry(aggregate.clone()).or_insert(shard);
+            assert_eq!(*home, shard, "{aggregate:?} is on one shard only");
+            let applied = replayed.last_sequence.entry(aggregate.clone()).or_insert(0);
+            if commit.first_sequence() <= *applied {
+                assert!(
+                    commit.last_sequence() <= *applied,
+                    "a duplicate is a whole commit seen before: {aggregate:?} {}..={} after {applied}",
+                    commit.first_sequence(),
+                    commit.last_sequence()
+                );
+                replayed.duplicates_skipped += 1;
+                continue;
+            }
+            assert_eq!(
+                commit.first_sequence(),
+                *applied + 1,
+                "{aggregate:?}: commit {}..={} arrived after {applied}: out of order or a gap",
+                commit.first_sequence(),
+                commit.last_sequence()
+            );
+            *applied = commit.last_sequence();
+            replayed.commits_applied += 1;
+        }
+    }
+    replayed
+}
+
+/// Writes commits through cqrs-es and the event store, like the command API does.
+pub struct Writer {
+    pub store: PgEventStore,
+    cqrs: Arc<CqrsFramework<StoreInventory, AggregateStore<StoreInventory>>>,
+    pub commits: usize,
+}
+
+impl Writer {
+    pub async fn open(database: &TestDatabase) -> Self {
+        let store = PgEventStore::open(database.pool.clone(), StoreConfig::default())
+            .await
+            .expect("event store");
+        let cqrs = Arc::new(CqrsFramework::new(
+            store.aggregate_store::<StoreInventory>(vec![]),
+            vec![],
+            (),
+        ));
+        Self {
+            store,
+            cqrs,
+            commits: 0,
+        }
+    }
+
+    /// `commits_each` commits on each of `stores` inventories, the stores writing concurrently
+    /// so their commits interleave in the outbox. The first commit of a store has three events
+    /// (stock set below its threshold: a warning and a reorder request), later ones one or two.
+    pub async fn write(&mut self, stores: &[String], commits_each: usize) {
+        let writers = stores.iter().map(|store| {
+            let cqrs = self.cqrs.clone();
+            let store = store.clone();
+            async move {
+                let sku = Sku::parse("LATTE-12").expect("sku");
+                cqrs.execute(
+                    &store,
+                    InventoryCommand::SetStock {
+                        store_id: StoreId::parse(&store).expect("store id"),
+                        sku: sku.clone(),
+                        on_hand: 5,
+                        low_stock_threshold: 10,
+                    },
+                )
+                .await
+                .expect("SetStock");
+                for _ in 1..commits_each {
+                    cqrs.execute(
+                        &store,
+                        InventoryCommand::Restock {
+                            sku: sku.clone(),
+                            quantity: 1,
+                        },
+                    )
+                    .await
+                    .expect("Restock");
+                }
+            }
+        });
+        futures::future::join_all(writers).await;
+        self.commits += stores.len() * commits_each;
+    }
+
+    /// The current sequence of every aggregate in the store.
+    pub async fn versions(&self) -> HashMap<(String, String), u64> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT aggregate_type, aggregate_id, max(sequence) FROM events \
+             GROUP BY aggregate_type, aggregate_id",
+        )
+        .fetch_all(self.store.pool())
+        .await
+        .expect("versions");
+        rows.into_iter()
+            .map(|(t, id, version)| ((t, id), version as u64))
+            .collect()
+    }
+
+    pub async fn outbox_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(self.store.pool())
+            .await
+            .expect("outbox count")
+    }
+}
+
+/// `count` store ids unique to this test.
+pub fn stores(count: usize) -> Vec<String> {
+    let prefix = unique_name("store");
+    (0..count).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// A running relay.
+pub struct TestRelay {
+    pub admin_address: SocketAddr,
+    pub proxy: Option<CuttableProxy>,
+    shutdown: Option<oneshot::Sender<()>>,
+    running: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Starts a relay on `database` publishing through `log`; with `through_proxy`, its database
+/// connections (pool and lock) pass a [`CuttableProxy`].
+pub async fn spawn_relay(
+    database: &TestDatabase,
+    log: Arc<dyn RecordLog>,
+    through_proxy: bool,
+) -> TestRelay {
+    let target: PgConnectOptions = database.url.parse().expect("test database URL");
+    let proxy = if through_proxy {
+        let upstream = format!("{}:{}", target.get_host(), target.get_port())
+            .parse()
+            .expect("PostgreSQL on a numeric loopback address");
+        Some(CuttableProxy::start(upstream).await)
+    } else {
+        None
+    };
+    let (host, port) = match &proxy {
+        Some(proxy) => (proxy.address().ip().to_string(), proxy.address().port()),
+        None => (target.get_host().to_owned(), target.get_port()),
+    };
+    let settings = Settings {
+        database: DatabaseSettings {
+            url: None,
+            host,
+            port,
+            name: target.get_database().expect("database name").to_owned(),
+            username: target.get_username().to_owned(),
+            password: None,
+            max_connections: 4,
+            acquire_timeout_ms: 1_000,
+        },
+        admin: AdminSettings {
+            host: "127.0.0.1".into(),
+            port: 0,
+        },
+        log: LogSettings {
+            format: LogFormat::Pretty,
+            filter: "warn".into(),
+        },
+        aws: AwsSettings::default(),
+        kinesis: KinesisSettings {
+            // The log passed in is what counts; the name only has to be valid.
+            stream_name: "set-by-the-log".into(),
+        },
+        relay: RelaySettings {
+            // Small rounds, so a test's commits take several rounds and waves.
+            batch_size: 40,
+            poll_interval_ms: 20,
+            lock_key: 7,
+            standby_retry_ms: 200,
+            retry_initial_ms: 10,
+            retry_max_ms: 200,
+        },
+    };
+    service_kit::telemetry::init_logging(&settings.log);
+    let app = Application::build_with_log(settings, log)
+        .await
+        .expect("relay starts");
+    let admin_address = app.admin_address();
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async {
+        let _ = stop.await;
+    }));
+    TestRelay {
+        admin_address,
+        proxy,
+        shutdown: Some(shutdown),
+        running: Some(running),
+    }
+}
+
+impl TestRelay {
+    /// Asks for a graceful shutdown and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(running) = self.running.take() {
+            tokio::time::timeout(PATIENCE, running)
+                .await
+                .expect("the relay stops in time")
+                .expect("the relay task")
+                .expect("the relay stops cleanly");
+        }
+    }
+
+    /// Waits until the relay process ended on its own, and returns how.
+    pub async fn ended(mut self) -> std::io::Result<()> {
+        let running = self.running.take().expect("running");
+        tokio::time::timeout(PATIENCE, running)
+            .await
+            .expect("the relay ends in time")
+            .expect("the relay task")
+    }
+
+    /// `/health`'s status code.
+    pub async fn health(&self) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.admin_address)
+            .await
+            .expect("admin endpoint");
+        let request = format!(
+            "GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.admin_address
+        );
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .expect("an HTTP status line")
+    }
+
+    /// Waits until `/health` answers `status`.
+    pub async fn wait_for_health(&self, status: u16) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.health().await != status {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/health never answered {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}

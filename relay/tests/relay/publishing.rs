@@ -1,0 +1,43 @@
+use std::sync::Arc;
+
+use test_support::fresh_database;
+
+use crate::helpers::{replay, spawn_relay, stores, TestStream, Writer};
+
+#[tokio::test]
+async fn every_commit_reaches_the_stream_once_in_order_per_aggregate_and_leaves_the_outbox() {
+    let database = fresh_database().await;
+    let stream = TestStream::create(3).await;
+    let mut writer = Writer::open(&database).await;
+    // Written before the relay starts, so rounds hold several commits of each aggregate.
+    writer.write(&stores(12), 8).await;
+
+    let relay = spawn_relay(&database, Arc::new(stream.log()), false).await;
+    stream.wait_for_records(writer.commits).await;
+    // Commits written while it runs go out too.
+    writer.write(&stores(4), 3).await;
+    let records = stream.wait_for_records(writer.commits).await;
+
+    let seen = replay(&records);
+    assert_eq!(
+        seen.commits_applied, writer.commits,
+        "one record per commit"
+    );
+    assert_eq!(seen.duplicates_skipped, 0, "no failures, no duplicates");
+    assert_eq!(seen.last_sequence, writer.versions().await, "every event");
+    assert!(
+        records.values().filter(|shard| !shard.is_empty()).count() > 1,
+        "aggregates spread over the shards"
+    );
+    let multi_event = records.values().flatten().find(|c| c.events.len() > 1);
+    let multi_event = multi_event.expect("a commit of several events");
+    assert_eq!(multi_event.first_sequence(), 1);
+    assert_eq!(multi_event.events.len() as u64, multi_event.last_sequence());
+
+    relay.stop().await;
+    assert_eq!(
+        writer.outbox_rows().await,
+        0,
+        "published commits leave the outbox"
+    );
+}
