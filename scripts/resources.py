@@ -59,6 +59,7 @@ class Table:
     range_key: str | None
     env: str  # variable that carries the table name
     gsis: tuple[Index, ...] = field(default_factory=tuple)
+    range_key_type: str = "S"  # "N" for numeric sort keys
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ class Queue:
     env: str  # variable prefix: <env>_QUEUE_URL, <env>_DLQ_URL, <env>_QUEUE_NAME, <env>_DLQ_NAME
     fifo: bool = False
     max_receive_count: int = 5
+    # Only the dead-letter queue exists: a worker sends to it directly (the projectors' poison
+    # records), no main queue redrives into it.
+    dead_letter_only: bool = False
 
     @property
     def queue_name(self) -> str:
@@ -82,16 +86,27 @@ STREAMS: tuple[Stream, ...] = (
 )
 
 TABLES: tuple[Table, ...] = (
+    # The barista dashboard's view (projectors/src/projections/active_orders): one item per order
+    # (pk ORDER#<id>, sk ORDER); sparse indexes hold open orders only. TTL on `expires_at` is
+    # enabled by the deployment (dynalite has no UpdateTimeToLive).
     Table("orderpipe-active-orders", "pk", "sk", env="ORDERPIPE_DYNAMODB__ACTIVE_ORDERS_TABLE",
-          gsis=(Index("by-status", "gsi1pk", "gsi1sk"),)),
+          gsis=(Index("by-status", "gsi1pk", "gsi1sk"),
+                Index("open-by-store", "gsi2pk", "gsi2sk"))),
     Table("orderpipe-projector-leases", "lease_key", None, env="ORDERPIPE_DYNAMODB__LEASES_TABLE"),
+    # Per store (pk STORE#<id>): daily metrics (sk DAY#<date>), stock per SKU (sk SKU#<sku>), the
+    # inventory marker (sk INVENTORY).
     Table("orderpipe-store-metrics", "pk", "sk", env="ORDERPIPE_DYNAMODB__STORE_METRICS_TABLE"),
+    # Records parked behind a poison record of their aggregate (projectors/src/runtime/parked.rs):
+    # pk <projection>#<aggregate type>#<aggregate id>, sk the global position.
+    Table("orderpipe-projector-parked", "parked_key", "position", range_key_type="N",
+          env="ORDERPIPE_DYNAMODB__PARKED_TABLE"),
 )
 
 QUEUES: tuple[Queue, ...] = (
     Queue("orderpipe-intake", env="ORDERPIPE_SQS__INTAKE"),
     Queue("orderpipe-payments", env="ORDERPIPE_SQS__PAYMENTS", fifo=True),
     Queue("orderpipe-notifications", env="ORDERPIPE_SQS__NOTIFICATIONS"),
+    Queue("orderpipe-projector", env="ORDERPIPE_SQS__PROJECTOR", dead_letter_only=True),
 )
 
 
@@ -151,7 +166,7 @@ def _table_spec(t: Table) -> dict:
     attrs = {t.hash_key: "S"}
     schema = [{"AttributeName": t.hash_key, "KeyType": "HASH"}]
     if t.range_key:
-        attrs[t.range_key] = "S"
+        attrs[t.range_key] = t.range_key_type
         schema.append({"AttributeName": t.range_key, "KeyType": "RANGE"})
     gsis = []
     for g in t.gsis:
@@ -222,6 +237,11 @@ def ensure_queues(sqs, create: bool) -> tuple[list[str], dict[str, str]]:
             else:
                 dlq_url = sqs.create_queue(QueueName=q.dlq_name, Attributes=dict(fifo_attrs))["QueueUrl"]
                 print(f"created sqs queue {q.dlq_name}", file=sys.stderr)
+        env[f"{q.env}_DLQ_NAME"] = q.dlq_name
+        if dlq_url:
+            env[f"{q.env}_DLQ_URL"] = dlq_url
+        if q.dead_letter_only:
+            continue
         url = _queue_url(sqs, q.queue_name)
         if url is None:
             if not create:
@@ -245,11 +265,8 @@ def ensure_queues(sqs, create: bool) -> tuple[list[str], dict[str, str]]:
                     print(f"set redrive policy {q.queue_name} -> {q.dlq_name} "
                           f"(maxReceiveCount {q.max_receive_count})", file=sys.stderr)
         env[f"{q.env}_QUEUE_NAME"] = q.queue_name
-        env[f"{q.env}_DLQ_NAME"] = q.dlq_name
         if url:
             env[f"{q.env}_QUEUE_URL"] = url
-        if dlq_url:
-            env[f"{q.env}_DLQ_URL"] = dlq_url
     return missing, env
 
 
@@ -308,7 +325,8 @@ def main() -> int:
     elif args.command == "ensure":
         sys.stdout.write(lines)
     else:
-        print(f"ok: {len(STREAMS)} stream(s), {len(TABLES)} table(s), {len(QUEUES) * 2} queue(s)")
+        print(f"ok: {len(STREAMS)} stream(s), {len(TABLES)} table(s), "
+              f"{sum(1 if q.dead_letter_only else 2 for q in QUEUES)} queue(s)")
     return 0
 
 

@@ -134,7 +134,7 @@ mod tests {
     #[test]
     fn the_defaults_load_with_only_the_stream_name_missing() {
         let defaults = format!("{DEFAULTS}\n[kinesis]\nstream_name = \"events\"\n");
-        let settings: Settings = service_kit::settings::load(&defaults, None).unwrap();
+        let settings: Settings = service_kit::settings::load_defaults(&defaults).unwrap();
         settings.validate().unwrap();
         assert_eq!(settings.relay.batch_size, 500);
         assert_eq!(settings.relay.poll_interval(), Duration::from_millis(50));

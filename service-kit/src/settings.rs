@@ -38,6 +38,15 @@ pub fn load<T: DeserializeOwned>(defaults: &str, file: Option<&Path>) -> Result<
         .try_deserialize()?)
 }
 
+/// Loads `T` from `defaults` alone, ignoring files and the environment: for tests of a binary's
+/// defaults, which must not depend on the variables of the shell that runs them.
+pub fn load_defaults<T: DeserializeOwned>(defaults: &str) -> Result<T, SettingsError> {
+    Ok(config::Config::builder()
+        .add_source(config::File::from_str(defaults, config::FileFormat::Toml))
+        .build()?
+        .try_deserialize()?)
+}
+
 /// A PostgreSQL database: a full `url`, or its parts (as AWS Secrets Manager hands them out for
 /// Aurora).
 #[derive(Debug, Clone, Deserialize)]

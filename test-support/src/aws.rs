@@ -24,7 +24,13 @@ pub async fn aws_test_config() -> SdkConfig {
     }
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "orderpipe-tests"))
+        .credentials_provider(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "orderpipe-tests",
+        ))
         .load()
         .await
 }
@@ -32,5 +38,8 @@ pub async fn aws_test_config() -> SdkConfig {
 /// A name no other test uses: `prefix` plus a random suffix (emulator resources are shared by
 /// every test, so each test makes its own stream, table or queue).
 pub fn unique_name(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }

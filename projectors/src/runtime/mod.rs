@@ -1,1 +1,73 @@
-//! The Kinesis consumer runtime (being written).
+//! The Kinesis consumer runtime: what the Kinesis Client Library would do if it existed for Rust.
+//!
+//! One [`Worker`] process runs every projection it is given. Each projection is its own consumer
+//! group: its leases are keyed `<projection>#<shard_id>` in a DynamoDB table, so it has its own
+//! checkpoints and a slow projection never holds back another.
+//!
+//! - [`leases`]: the lease table (owner, counter, checkpoint, parent shards); every write is one
+//!   conditional single-item write, so the runtime works on dynalite (no transactions).
+//! - [`worker`]: shard discovery, lease renewal, expiry, balanced taking and stealing, and the
+//!   shard consumers it starts and stops.
+//! - `consumer` (private): polls one shard, decodes records, applies them through the
+//!   [`Projection`](crate::projection::Projection), handles poison records, checkpoints.
+//! - [`dead_letters`] and [`parked`]: where poison records and the later commits of their
+//!   aggregates go; [`redrive`] applies parked commits once the projection is fixed.
+//! - [`settings`] and [`app`]: the `projectors` binary's configuration and process shell.
+//! - [`kinesis`] and [`aws`]: thin per-operation wrappers over the SDK that keep its error and
+//!   classify it as retryable or not in one place.
+
+pub mod app;
+pub mod aws;
+mod backoff;
+mod consumer;
+pub mod dead_letters;
+pub mod kinesis;
+pub mod leases;
+mod meters;
+pub mod parked;
+pub mod redrive;
+pub mod settings;
+pub mod worker;
+
+pub use leases::{Checkpoint, Lease, LeaseTable, SequenceNumber};
+pub use parked::{ParkedRecord, ParkedStore};
+pub use redrive::{redrive, redrive_all, RedriveOutcome};
+pub use worker::{Worker, WorkerConfig, WorkerHealth};
+
+use std::error::Error;
+
+/// Why the runtime stopped or an operator command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// An AWS call failed for good (or a retryable one was not retried here).
+    #[error(transparent)]
+    Aws(#[from] aws::AwsCallError),
+    /// The lease table holds an item the runtime cannot read.
+    #[error("lease item {key:?} is malformed: {reason}")]
+    MalformedLease {
+        /// Its `lease_key` (may be empty when that is what is missing).
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The parked table holds an item the runtime cannot read.
+    #[error("parked item is malformed: {0}")]
+    MalformedParked(String),
+}
+
+/// An error and its sources on one line, for logs and dead-letter reasons (SDK errors keep the
+/// useful part, the service's message, in their sources).
+pub(crate) fn error_chain(error: &(dyn Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // SDK errors often repeat their source's message; keep each part once.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

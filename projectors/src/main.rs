@@ -1,0 +1,131 @@
+//! `projectors`: run the projector worker, redrive parked commits, list leases.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use projectors::runtime::app::{build_projections, Application};
+use projectors::runtime::settings::Settings;
+use projectors::runtime::{redrive, redrive_all, LeaseTable, ParkedStore, RedriveOutcome};
+use service_kit::{shutdown, telemetry};
+
+/// orderpipe's projector worker: consumes the Kinesis log and builds the read models.
+///
+/// Each projection is its own consumer group with its own leases and checkpoints in DynamoDB;
+/// several `projectors run` processes share the shards between them. A record that cannot be
+/// applied goes to the SQS dead-letter queue and the later commits of its aggregate are parked
+/// until an operator fixes the projection and runs `redrive`.
+///
+/// Settings come from built-in defaults, then the optional --config TOML file, then
+/// ORDERPIPE_<SECTION>__<KEY> environment variables (e.g. ORDERPIPE_SQS__PROJECTOR_DLQ_URL,
+/// ORDERPIPE_RUNTIME__LEASE_DURATION_MS); see docs/architecture.md "Projector runtime".
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// A TOML settings file layered over the defaults.
+    #[arg(long, global = true, env = "ORDERPIPE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the worker with the projections in runtime.projections (default: all) and the admin
+    /// endpoint (/metrics, /health) until SIGINT or SIGTERM; then finish the current batches,
+    /// checkpoint them and release the leases.
+    Run,
+    /// Apply parked commits again, oldest first, after the projection was fixed; stops at the
+    /// first commit of an aggregate that fails again (it and its successors stay parked).
+    Redrive {
+        /// The projection whose parked commits to apply.
+        #[arg(long)]
+        projection: String,
+        /// One aggregate, as TYPE/ID (e.g. order/5f0c...); default: every parked aggregate.
+        #[arg(long, value_name = "TYPE/ID")]
+        aggregate: Option<String>,
+    },
+    /// List the leases: projection, shard, owner, checkpoint, milliseconds behind the tip.
+    Leases,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Run => {
+            telemetry::init_logging(&settings.log);
+            let app = Application::build(&settings)
+                .await
+                .context("projectors could not start")?;
+            tracing::info!(admin = %app.admin_address()?, "projectors running");
+            app.run_until_stopped(shutdown::signal()).await?;
+        }
+        Command::Redrive {
+            projection,
+            aggregate,
+        } => {
+            let sdk = aws_support::sdk_config(&settings.aws).await;
+            let projection = build_projections(&settings, &sdk, &[projection])
+                .await?
+                .pop()
+                .context("no projection built")?;
+            let parked =
+                ParkedStore::new(aws_support::dynamodb(&sdk), &settings.dynamodb.parked_table);
+            let outcomes = match aggregate {
+                Some(aggregate) => {
+                    let (kind, id) = aggregate
+                        .split_once('/')
+                        .context("--aggregate takes TYPE/ID, e.g. order/1234")?;
+                    let outcome = redrive(projection.as_ref(), &parked, kind, id).await?;
+                    vec![(kind.to_owned(), id.to_owned(), outcome)]
+                }
+                None => redrive_all(projection.as_ref(), &parked).await?,
+            };
+            print_redrive(&outcomes);
+            if outcomes.iter().any(|(_, _, o)| o.stopped_at.is_some()) {
+                bail!("some parked commits failed again and stay parked");
+            }
+        }
+        Command::Leases => {
+            let sdk = aws_support::sdk_config(&settings.aws).await;
+            let leases =
+                LeaseTable::new(aws_support::dynamodb(&sdk), &settings.dynamodb.leases_table)
+                    .list()
+                    .await?;
+            println!(
+                "{:<16} {:<24} {:<28} {:>10} {:<58}",
+                "PROJECTION", "SHARD", "OWNER", "MS_BEHIND", "CHECKPOINT"
+            );
+            for lease in leases {
+                println!(
+                    "{:<16} {:<24} {:<28} {:>10} {:<58}",
+                    lease.projection,
+                    lease.shard_id,
+                    lease.owner.as_deref().unwrap_or("-"),
+                    lease
+                        .millis_behind_latest
+                        .map_or_else(|| "-".to_owned(), |m| m.to_string()),
+                    lease.checkpoint,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_redrive(outcomes: &[(String, String, RedriveOutcome)]) {
+    if outcomes.is_empty() {
+        println!("nothing parked");
+    }
+    for (kind, id, outcome) in outcomes {
+        match &outcome.stopped_at {
+            None => println!("{kind}/{id}: {} applied, none left", outcome.applied),
+            Some((position, reason)) => println!(
+                "{kind}/{id}: {} applied; stopped at position {position} ({reason}); {} still parked",
+                outcome.applied, outcome.remaining
+            ),
+        }
+    }
+}

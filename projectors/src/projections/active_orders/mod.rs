@@ -1,0 +1,271 @@
+//! The barista dashboard's view in DynamoDB: open orders, per-store daily metrics and low-stock
+//! warnings.
+//!
+//! Two tables, every write idempotent on its own through a single-item condition expression (no
+//! transactions, no TTL API needed, so dynalite runs it as well as DynamoDB):
+//!
+//! - **orders** table: one item per order, `pk = ORDER#<order id>`, `sk = ORDER`, holding the
+//!   order's `last_sequence` (the idempotency marker, checked by every write). While the order is
+//!   open it carries the keys of two sparse indexes: [`OPEN_BY_STORE_INDEX`]
+//!   (`gsi2pk = STORE#<store>`, `gsi2sk = <placed at>#<order id>`: the store's open orders,
+//!   oldest first) and [`BY_STATUS_INDEX`] (`gsi1pk = STORE#<store>#STATUS#<status>`,
+//!   `gsi1sk = <entered that status at>#<order id>`). When the order is completed, cancelled or
+//!   rejected the index keys are removed (the item leaves both indexes) and the item stays as a
+//!   tombstone with an `expires_at` TTL, so a late duplicate finds its sequence and changes
+//!   nothing.
+//! - **stores** table, `pk = STORE#<store>`: `sk = DAY#<YYYY-MM-DD>` metrics per UTC business
+//!   day, `sk = SKU#<sku>` stock and low-stock state per SKU, `sk = INVENTORY` the store
+//!   inventory's `last_sequence`.
+
+mod orders;
+mod stock;
+mod update;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    Projection as IndexProjection, ProjectionType, ScalarAttributeType, TableStatus,
+};
+use aws_sdk_dynamodb::Client;
+use commit_log::LoggedCommit;
+use futures::stream::{self, StreamExt};
+
+use super::progress::{INVENTORY, ORDER};
+use super::SetupError;
+use crate::projection::{Projection, ProjectionError};
+
+/// The index of a store's open orders, oldest first (`gsi2pk = STORE#<store>`,
+/// `gsi2sk = <placed at>#<order id>`).
+pub const OPEN_BY_STORE_INDEX: &str = "open-by-store";
+/// The index of a store's open orders in one status, longest in it first
+/// (`gsi1pk = STORE#<store>#STATUS#<status>`, `gsi1sk = <entered the status at>#<order id>`).
+pub const BY_STATUS_INDEX: &str = "by-status";
+/// How long an ended order's tombstone stays before TTL removes it. A duplicate of one of its
+/// commits arriving later than this would find no marker; the log's redelivery window (from
+/// the last checkpoint) is far shorter.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How many aggregates are written at the same time; one aggregate's commits are always
+/// written one after the other.
+const CONCURRENT_AGGREGATES: usize = 16;
+
+/// The two tables of the view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveOrdersTables {
+    /// One item per order (settings key `dynamodb.active_orders_table`).
+    pub orders: String,
+    /// Per-store metrics, stock and inventory marker (settings key
+    /// `dynamodb.store_metrics_table`).
+    pub stores: String,
+}
+
+/// The active-orders projection (name `active_orders`).
+#[derive(Debug, Clone)]
+pub struct ActiveOrdersProjection {
+    client: Client,
+    tables: ActiveOrdersTables,
+}
+
+impl ActiveOrdersProjection {
+    /// A projection writing to `tables` through `client`.
+    pub fn new(client: Client, tables: ActiveOrdersTables) -> Self {
+        Self { client, tables }
+    }
+
+    /// Creates both tables with their indexes (on-demand billing) and waits until they are
+    /// active; tables that exist already are left as they are. TTL on `expires_at` is switched
+    /// on by the deployment (CDK): the local emulators have no `UpdateTimeToLive`.
+    pub async fn create_tables(
+        client: &Client,
+        tables: &ActiveOrdersTables,
+    ) -> Result<(), SetupError> {
+        let indexes = [
+            (OPEN_BY_STORE_INDEX, "gsi2pk", "gsi2sk"),
+            (BY_STATUS_INDEX, "gsi1pk", "gsi1sk"),
+        ];
+        create_table(client, &tables.orders, &indexes).await?;
+        create_table(client, &tables.stores, &[]).await
+    }
+
+    /// Applies one aggregate's commits (`(index in the batch, commit)`, in log order).
+    async fn apply_aggregate(
+        &self,
+        commits: Vec<(usize, &LoggedCommit)>,
+    ) -> Result<(), ProjectionError> {
+        let Some((_, first)) = commits.first() else {
+            return Ok(());
+        };
+        match first.aggregate_type.as_str() {
+            ORDER => orders::apply(self, &commits).await,
+            INVENTORY => stock::apply(self, &commits).await,
+            // Loyalty and menu events have no place on the barista dashboard.
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Projection for ActiveOrdersProjection {
+    fn name(&self) -> &'static str {
+        "active_orders"
+    }
+
+    async fn apply(&self, commits: &[LoggedCommit]) -> Result<(), ProjectionError> {
+        // A loop, not a closure: a closure over the borrowed groups would make the future
+        // higher-ranked over their lifetime, which async-trait's `Send` future cannot name.
+        let mut writes = Vec::new();
+        for group in group_by_aggregate(commits) {
+            writes.push(self.apply_aggregate(group));
+        }
+        let results: Vec<Result<(), ProjectionError>> = stream::iter(writes)
+            .buffer_unordered(CONCURRENT_AGGREGATES)
+            .collect()
+            .await;
+        // Every aggregate stopped at its own first failure, so every commit before the lowest
+        // poison index is applied; a transient failure anywhere means "retry the batch".
+        let mut poison: Option<ProjectionError> = None;
+        for result in results {
+            match result {
+                Ok(()) => {}
+                Err(transient @ ProjectionError::Transient(_)) => return Err(transient),
+                Err(ProjectionError::Poison { index, reason }) => {
+                    let lower = match &poison {
+                        Some(ProjectionError::Poison { index: seen, .. }) => index < *seen,
+                        _ => true,
+                    };
+                    if lower {
+                        poison = Some(ProjectionError::Poison { index, reason });
+                    }
+                }
+            }
+        }
+        poison.map_or(Ok(()), Err)
+    }
+}
+
+/// The batch split per aggregate, each group in log order with the commits' batch indexes.
+fn group_by_aggregate(commits: &[LoggedCommit]) -> Vec<Vec<(usize, &LoggedCommit)>> {
+    let mut groups: Vec<Vec<(usize, &LoggedCommit)>> = Vec::new();
+    let mut position: std::collections::HashMap<(&str, &str), usize> =
+        std::collections::HashMap::new();
+    for (index, commit) in commits.iter().enumerate() {
+        let key = (commit.aggregate_type.as_str(), commit.aggregate_id.as_str());
+        let slot = *position.entry(key).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[slot].push((index, commit));
+    }
+    groups
+}
+
+/// How a failed DynamoDB call ends `apply`: an item the view cannot hold (validation, e.g.
+/// larger than 400 KB) is poison for its commit; everything else (throttling, an unreachable
+/// endpoint, a missing table or permission an operator must fix) is retried, never dropped.
+fn dynamodb_failure<E>(index: usize, error: aws_sdk_dynamodb::error::SdkError<E>) -> ProjectionError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let validation = error
+        .as_service_error()
+        .and_then(ProvideErrorMetadata::code)
+        == Some("ValidationException");
+    if validation && !aws_support::is_retryable(&error) {
+        ProjectionError::Poison {
+            index,
+            reason: format!("DynamoDB refused the view's write: {error}"),
+        }
+    } else {
+        ProjectionError::Transient(Box::new(error))
+    }
+}
+
+/// Creates one table (`pk`, `sk` strings) with `indexes` (name, hash key, range key).
+async fn create_table(
+    client: &Client,
+    table: &str,
+    indexes: &[(&str, &str, &str)],
+) -> Result<(), SetupError> {
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| SetupError::DynamoDb {
+        table: table.to_owned(),
+        source,
+    };
+    let string_attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+    };
+    let key = |name: &str, key_type: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(key_type)
+            .build()
+    };
+    let mut request = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(string_attribute("pk").map_err(|e| failed(e.into()))?)
+        .attribute_definitions(string_attribute("sk").map_err(|e| failed(e.into()))?)
+        .key_schema(key("pk", KeyType::Hash).map_err(|e| failed(e.into()))?)
+        .key_schema(key("sk", KeyType::Range).map_err(|e| failed(e.into()))?);
+    for (name, hash, range) in indexes {
+        let index = GlobalSecondaryIndex::builder()
+            .index_name(*name)
+            .key_schema(key(hash, KeyType::Hash).map_err(|e| failed(e.into()))?)
+            .key_schema(key(range, KeyType::Range).map_err(|e| failed(e.into()))?)
+            .projection(
+                IndexProjection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build()
+            .map_err(|e| failed(e.into()))?;
+        request = request
+            .attribute_definitions(string_attribute(hash).map_err(|e| failed(e.into()))?)
+            .attribute_definitions(string_attribute(range).map_err(|e| failed(e.into()))?)
+            .global_secondary_indexes(index);
+    }
+    if let Err(error) = request.send().await {
+        let exists = error
+            .as_service_error()
+            .is_some_and(|e| e.is_resource_in_use_exception());
+        if !exists {
+            return Err(failed(error.into()));
+        }
+    }
+    wait_until_active(client, table).await
+}
+
+async fn wait_until_active(client: &Client, table: &str) -> Result<(), SetupError> {
+    for _ in 0..600 {
+        let description = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| SetupError::DynamoDb {
+                table: table.to_owned(),
+                source: e.into(),
+            })?;
+        let description = description.table();
+        let table_active = description.and_then(|t| t.table_status()) == Some(&TableStatus::Active);
+        let indexes_active = description.is_none_or(|t| {
+            t.global_secondary_indexes().iter().all(|index| {
+                index.index_status() == Some(&aws_sdk_dynamodb::types::IndexStatus::Active)
+            })
+        });
+        if table_active && indexes_active {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(SetupError::DynamoDb {
+        table: table.to_owned(),
+        source: "the table did not become active within a minute".into(),
+    })
+}

@@ -1,0 +1,306 @@
+//! Inventory commits: one item per store and SKU (stock, reservations, low-stock warning) and
+//! the store inventory's marker item.
+//!
+//! A commit may touch several SKUs. Each SKU item records the last inventory sequence applied to
+//! it (`applied_sequence`) and is updated on the condition that it is older than the commit, so
+//! every SKU write is idempotent on its own; the marker (`sk = INVENTORY`, `last_sequence`) is
+//! advanced last, conditioned on the value read. A crash in between leaves some SKUs written: the
+//! retry skips them by their condition and finishes the rest.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use commit_log::{DomainEvent, LoggedCommit};
+use domain::inventory::InventoryEvent;
+use time::OffsetDateTime;
+
+use super::update::{n, s, Update};
+use super::{dynamodb_failure, ActiveOrdersProjection};
+use crate::projection::ProjectionError;
+use crate::projections::order_changes::sortable_time;
+use crate::projections::progress::{gap, unapplied, Step};
+
+/// A change of the low-stock state.
+#[derive(Debug, Clone, Copy)]
+enum Warning {
+    Raised {
+        available: u32,
+        threshold: u32,
+        at: OffsetDateTime,
+    },
+    Cleared {
+        available: u32,
+    },
+}
+
+/// What one commit does to one SKU.
+#[derive(Debug, Default)]
+struct SkuChange {
+    /// A count replaced on-hand stock (deltas after it in the commit are folded into it).
+    on_hand: Option<i64>,
+    on_hand_delta: i64,
+    reserved_delta: i64,
+    threshold: Option<u32>,
+    warning: Option<Warning>,
+    reorder: Option<u32>,
+}
+
+impl SkuChange {
+    fn add_on_hand(&mut self, delta: i64) {
+        match &mut self.on_hand {
+            Some(on_hand) => *on_hand += delta,
+            None => self.on_hand_delta += delta,
+        }
+    }
+}
+
+/// Applies one store inventory's commits in order.
+pub(super) async fn apply(
+    projection: &ActiveOrdersProjection,
+    commits: &[(usize, &LoggedCommit)],
+) -> Result<(), ProjectionError> {
+    let mut marker: Option<u64> = None;
+    for &(index, commit) in commits {
+        let store_id = &commit.aggregate_id;
+        let last_applied = match marker {
+            Some(known) => known,
+            None => load_marker(projection, index, store_id).await?,
+        };
+        let applied = match Step::of(commit, last_applied) {
+            Step::Skip => {
+                marker = Some(last_applied);
+                continue;
+            }
+            Step::Gap { applied } => return Err(gap(index, commit, applied)),
+            Step::Apply { applied } => applied,
+        };
+        let mut changes: BTreeMap<String, SkuChange> = BTreeMap::new();
+        for event in unapplied(commit, applied) {
+            let DomainEvent::Inventory(inventory_event) = &event.event else {
+                return Err(ProjectionError::Poison {
+                    index,
+                    reason: "an inventory commit holds a non-inventory event".into(),
+                });
+            };
+            fold(&mut changes, inventory_event, event.recorded_at);
+        }
+        for (sku, change) in &changes {
+            write_sku(projection, index, commit, applied, sku, change).await?;
+        }
+        advance_marker(projection, index, commit, applied).await?;
+        marker = Some(commit.last_sequence());
+    }
+    Ok(())
+}
+
+fn fold(changes: &mut BTreeMap<String, SkuChange>, event: &InventoryEvent, at: OffsetDateTime) {
+    fn change<'a>(
+        changes: &'a mut BTreeMap<String, SkuChange>,
+        sku: &domain::Sku,
+    ) -> &'a mut SkuChange {
+        changes.entry(sku.to_string()).or_default()
+    }
+    match event {
+        InventoryEvent::StockSet {
+            sku,
+            on_hand,
+            low_stock_threshold,
+            ..
+        } => {
+            let change = change(changes, sku);
+            change.on_hand = Some(i64::from(*on_hand));
+            change.on_hand_delta = 0;
+            change.threshold = Some(*low_stock_threshold);
+        }
+        InventoryEvent::StockRestocked { sku, quantity } => {
+            change(changes, sku).add_on_hand(i64::from(*quantity));
+        }
+        InventoryEvent::StockAdjusted { sku, delta, .. } => {
+            change(changes, sku).add_on_hand(i64::from(*delta));
+        }
+        InventoryEvent::StockReserved { lines, .. } => {
+            for line in lines {
+                change(changes, &line.sku).reserved_delta += i64::from(line.quantity.get());
+            }
+        }
+        InventoryEvent::ReservationReleased { lines, .. } => {
+            for line in lines {
+                change(changes, &line.sku).reserved_delta -= i64::from(line.quantity.get());
+            }
+        }
+        InventoryEvent::ReservationCommitted { lines, .. } => {
+            for line in lines {
+                let change = change(changes, &line.sku);
+                change.reserved_delta -= i64::from(line.quantity.get());
+                change.add_on_hand(-i64::from(line.quantity.get()));
+            }
+        }
+        InventoryEvent::LowStockWarningRaised {
+            sku,
+            available,
+            threshold,
+        } => {
+            change(changes, sku).warning = Some(Warning::Raised {
+                available: *available,
+                threshold: *threshold,
+                at,
+            });
+        }
+        InventoryEvent::ReorderRequested {
+            sku,
+            suggested_quantity,
+        } => {
+            change(changes, sku).reorder = Some(*suggested_quantity);
+        }
+        InventoryEvent::LowStockWarningCleared { sku, available } => {
+            let change = change(changes, sku);
+            change.warning = Some(Warning::Cleared {
+                available: *available,
+            });
+            change.reorder = None;
+        }
+    }
+}
+
+fn key(store_id: &str, sk: String) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_owned(), s(format!("STORE#{store_id}"))),
+        ("sk".to_owned(), s(sk)),
+    ])
+}
+
+async fn load_marker(
+    projection: &ActiveOrdersProjection,
+    index: usize,
+    store_id: &str,
+) -> Result<u64, ProjectionError> {
+    let output = projection
+        .client
+        .get_item()
+        .table_name(&projection.tables.stores)
+        .set_key(Some(key(store_id, "INVENTORY".into())))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| dynamodb_failure(index, e))?;
+    Ok(output
+        .item()
+        .and_then(|item| item.get("last_sequence"))
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+async fn write_sku(
+    projection: &ActiveOrdersProjection,
+    index: usize,
+    commit: &LoggedCommit,
+    applied: u64,
+    sku: &str,
+    change: &SkuChange,
+) -> Result<(), ProjectionError> {
+    let mut update = Update::default();
+    update.set("store_id", s(&commit.aggregate_id));
+    update.set("sku", s(sku));
+    update.set("applied_sequence", n(commit.last_sequence()));
+    update.set("updated_at", s(sortable_time(commit.committed_at)));
+    match change.on_hand {
+        Some(on_hand) => update.set("on_hand", n(on_hand)),
+        None => update.add("on_hand", n(change.on_hand_delta)),
+    }
+    update.add("reserved", n(change.reserved_delta));
+    // A warning states the threshold it crossed; one attribute may be set once per update.
+    let threshold = match change.warning {
+        Some(Warning::Raised { threshold, .. }) => Some(threshold),
+        _ => change.threshold,
+    };
+    if let Some(threshold) = threshold {
+        update.set("low_stock_threshold", n(threshold));
+    }
+    match change.warning {
+        Some(Warning::Raised { available, at, .. }) => {
+            update.set("low_stock", AttributeValue::Bool(true));
+            update.set("low_stock_available", n(available));
+            update.set("low_stock_since", s(sortable_time(at)));
+        }
+        Some(Warning::Cleared { available }) => {
+            update.set("low_stock", AttributeValue::Bool(false));
+            update.set("low_stock_available", n(available));
+            update.remove("low_stock_since");
+        }
+        None => {}
+    }
+    match (change.reorder, change.warning) {
+        (Some(quantity), _) => update.set("reorder_suggested", n(quantity)),
+        (None, Some(Warning::Cleared { .. })) => update.remove("reorder_suggested"),
+        _ => {}
+    }
+    let marker = update.name("applied_sequence");
+    let expected = update.value(n(applied));
+    let condition = format!("attribute_not_exists({marker}) OR {marker} <= {expected}");
+    let expression = update.expression();
+    let (names, values) = update.into_parts();
+    let result = projection
+        .client
+        .update_item()
+        .table_name(&projection.tables.stores)
+        .set_key(Some(key(&commit.aggregate_id, format!("SKU#{sku}"))))
+        .update_expression(expression)
+        .condition_expression(condition)
+        .set_expression_attribute_names(Some(names))
+        .set_expression_attribute_values(Some(values))
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        // Written before a crash: the SKU already holds this commit.
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+        {
+            Ok(())
+        }
+        Err(error) => Err(dynamodb_failure(index, error)),
+    }
+}
+
+async fn advance_marker(
+    projection: &ActiveOrdersProjection,
+    index: usize,
+    commit: &LoggedCommit,
+    applied: u64,
+) -> Result<(), ProjectionError> {
+    let mut update = Update::default();
+    update.set("store_id", s(&commit.aggregate_id));
+    update.set("last_sequence", n(commit.last_sequence()));
+    let marker = update.name("last_sequence");
+    let expected = update.value(n(applied));
+    let condition = format!("attribute_not_exists({marker}) OR {marker} = {expected}");
+    let expression = update.expression();
+    let (names, values) = update.into_parts();
+    projection
+        .client
+        .update_item()
+        .table_name(&projection.tables.stores)
+        .set_key(Some(key(&commit.aggregate_id, "INVENTORY".into())))
+        .update_expression(expression)
+        .condition_expression(condition)
+        .set_expression_attribute_names(Some(names))
+        .set_expression_attribute_values(Some(values))
+        .send()
+        .await
+        // A failed condition means another worker moved the marker (a lease changing hands):
+        // the retry re-reads it.
+        .map_err(|error| {
+            if error
+                .as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception())
+            {
+                ProjectionError::Transient(Box::new(error))
+            } else {
+                dynamodb_failure(index, error)
+            }
+        })?;
+    Ok(())
+}

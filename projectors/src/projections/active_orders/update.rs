@@ -1,0 +1,119 @@
+//! A DynamoDB update expression assembled from placeholders only: every attribute name becomes
+//! `#nK` and every value `:vK`, so no data ever reaches the expression text and reserved words
+//! (`status`, `name`...) need no special care.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+/// The parts of one `UpdateItem` call.
+#[derive(Debug, Default)]
+pub(super) struct Update {
+    sets: Vec<String>,
+    adds: Vec<String>,
+    removes: Vec<String>,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Update {
+    /// The placeholder of attribute `attribute`.
+    pub(super) fn name(&mut self, attribute: &str) -> String {
+        if let Some((placeholder, _)) = self.names.iter().find(|(_, a)| *a == attribute) {
+            return placeholder.clone();
+        }
+        let placeholder = format!("#n{}", self.names.len());
+        self.names.insert(placeholder.clone(), attribute.to_owned());
+        placeholder
+    }
+
+    /// A placeholder for `value`.
+    pub(super) fn value(&mut self, value: AttributeValue) -> String {
+        let placeholder = format!(":v{}", self.values.len());
+        self.values.insert(placeholder.clone(), value);
+        placeholder
+    }
+
+    /// `SET attribute = value`.
+    pub(super) fn set(&mut self, attribute: &str, value: AttributeValue) {
+        let name = self.name(attribute);
+        let value = self.value(value);
+        self.sets.push(format!("{name} = {value}"));
+    }
+
+    /// `ADD attribute value` (a number: creates it at `value` when missing).
+    pub(super) fn add(&mut self, attribute: &str, value: AttributeValue) {
+        let name = self.name(attribute);
+        let value = self.value(value);
+        self.adds.push(format!("{name} {value}"));
+    }
+
+    /// `REMOVE attribute`.
+    pub(super) fn remove(&mut self, attribute: &str) {
+        let name = self.name(attribute);
+        self.removes.push(name);
+    }
+
+    /// Appends `entries` to the list `attribute`, creating it when missing.
+    pub(super) fn append(&mut self, attribute: &str, entries: Vec<AttributeValue>) {
+        let name = self.name(attribute);
+        let empty = self.value(AttributeValue::L(Vec::new()));
+        let entries = self.value(AttributeValue::L(entries));
+        self.sets.push(format!(
+            "{name} = list_append(if_not_exists({name}, {empty}), {entries})"
+        ));
+    }
+
+    /// The update expression.
+    pub(super) fn expression(&self) -> String {
+        let mut clauses = Vec::new();
+        if !self.sets.is_empty() {
+            clauses.push(format!("SET {}", self.sets.join(", ")));
+        }
+        if !self.adds.is_empty() {
+            clauses.push(format!("ADD {}", self.adds.join(", ")));
+        }
+        if !self.removes.is_empty() {
+            clauses.push(format!("REMOVE {}", self.removes.join(", ")));
+        }
+        clauses.join(" ")
+    }
+
+    /// The names and values, for the request.
+    pub(super) fn into_parts(self) -> (HashMap<String, String>, HashMap<String, AttributeValue>) {
+        (self.names, self.values)
+    }
+}
+
+/// A string attribute.
+pub(super) fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+/// A number attribute.
+pub(super) fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expressions_hold_placeholders_only() {
+        let mut update = Update::default();
+        update.set("status", s("ready"));
+        update.add("orders_active", n(-1));
+        update.remove("gsi1pk");
+        update.set("status_at", s("2025"));
+        let status = update.name("status");
+        assert_eq!(status, "#n0");
+        assert_eq!(
+            update.expression(),
+            "SET #n0 = :v0, #n3 = :v2 ADD #n1 :v1 REMOVE #n2"
+        );
+        let (names, values) = update.into_parts();
+        assert_eq!(names.len(), 4);
+        assert_eq!(values.len(), 3);
+    }
+}

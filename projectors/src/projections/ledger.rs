@@ -1,0 +1,206 @@
+//! Loyalty and inventory events as ledger rows: the shape history and analytics both store.
+
+use domain::inventory::InventoryEvent;
+use domain::loyalty::LoyaltyEvent;
+use domain::Tier;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::order_changes::serialize_time;
+
+/// One loyalty ledger entry: points earned (+), redeemed (-) or a tier upgrade (0).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct LoyaltyEntry {
+    pub(crate) customer_id: String,
+    pub(crate) sequence: i64,
+    pub(crate) entry_type: &'static str,
+    pub(crate) points: i64,
+    pub(crate) order_id: Option<String>,
+    pub(crate) amount_cents: Option<i64>,
+    /// Earned: the tier whose multiplier applied; upgrade: the new tier.
+    pub(crate) tier: Option<&'static str>,
+    pub(crate) reference: Option<String>,
+    #[serde(serialize_with = "serialize_time")]
+    pub(crate) recorded_at: OffsetDateTime,
+}
+
+impl LoyaltyEntry {
+    /// The entry `event` of `customer_id` makes.
+    pub(crate) fn of(
+        customer_id: &str,
+        sequence: u64,
+        recorded_at: OffsetDateTime,
+        event: &LoyaltyEvent,
+    ) -> LoyaltyEntry {
+        let mut entry = LoyaltyEntry {
+            customer_id: customer_id.to_owned(),
+            sequence: sequence as i64,
+            entry_type: "",
+            points: 0,
+            order_id: None,
+            amount_cents: None,
+            tier: None,
+            reference: None,
+            recorded_at,
+        };
+        match event {
+            LoyaltyEvent::PointsEarned {
+                order_id,
+                amount,
+                tier,
+                points,
+                ..
+            } => {
+                entry.entry_type = "earned";
+                entry.points = points_as_i64(points.0);
+                entry.order_id = Some(order_id.to_string());
+                entry.amount_cents = Some(amount.cents());
+                entry.tier = Some(tier_name(*tier));
+            }
+            LoyaltyEvent::TierUpgraded { to, .. } => {
+                entry.entry_type = "tier_upgraded";
+                entry.tier = Some(tier_name(*to));
+            }
+            LoyaltyEvent::PointsRedeemed { points, reference } => {
+                entry.entry_type = "redeemed";
+                entry.points = -points_as_i64(points.0);
+                entry.reference = Some(reference.to_string());
+            }
+        }
+        entry
+    }
+}
+
+/// One stock movement: a line of an inventory event.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct StockMovement {
+    pub(crate) store_id: String,
+    pub(crate) sequence: i64,
+    pub(crate) line_no: i32,
+    pub(crate) sku: String,
+    pub(crate) movement: &'static str,
+    /// Counted: the new on-hand stock; adjusted: the signed change; low-stock signals: the
+    /// available stock (or suggested reorder); otherwise the quantity moved.
+    pub(crate) quantity: i64,
+    pub(crate) order_id: Option<String>,
+    pub(crate) reason: Option<String>,
+    #[serde(serialize_with = "serialize_time")]
+    pub(crate) recorded_at: OffsetDateTime,
+}
+
+impl StockMovement {
+    /// The movements `event` of `store_id`'s inventory makes.
+    pub(crate) fn of(
+        store_id: &str,
+        sequence: u64,
+        recorded_at: OffsetDateTime,
+        event: &InventoryEvent,
+    ) -> Vec<StockMovement> {
+        let row = |line_no: usize,
+                   sku: &domain::Sku,
+                   movement: &'static str,
+                   quantity: i64,
+                   order_id: Option<String>,
+                   reason: Option<String>| StockMovement {
+            store_id: store_id.to_owned(),
+            sequence: sequence as i64,
+            line_no: line_no as i32,
+            sku: sku.to_string(),
+            movement,
+            quantity,
+            order_id,
+            reason,
+            recorded_at,
+        };
+        let lines = |movement: &'static str,
+                     order_id: &domain::OrderId,
+                     lines: &[domain::inventory::StockLine],
+                     reason: Option<String>| {
+            lines
+                .iter()
+                .enumerate()
+                .map(|(line_no, line)| {
+                    row(
+                        line_no,
+                        &line.sku,
+                        movement,
+                        i64::from(line.quantity.get()),
+                        Some(order_id.to_string()),
+                        reason.clone(),
+                    )
+                })
+                .collect()
+        };
+        match event {
+            InventoryEvent::StockSet { sku, on_hand, .. } => {
+                vec![row(0, sku, "counted", i64::from(*on_hand), None, None)]
+            }
+            InventoryEvent::StockRestocked { sku, quantity } => {
+                vec![row(0, sku, "restocked", i64::from(*quantity), None, None)]
+            }
+            InventoryEvent::StockAdjusted { sku, delta, reason } => vec![row(
+                0,
+                sku,
+                "adjusted",
+                i64::from(*delta),
+                None,
+                Some(reason.to_string()),
+            )],
+            InventoryEvent::StockReserved {
+                order_id,
+                lines: reserved,
+            } => lines("reserved", order_id, reserved, None),
+            InventoryEvent::ReservationReleased {
+                order_id,
+                lines: released,
+                reason,
+            } => lines("released", order_id, released, Some(reason.to_string())),
+            InventoryEvent::ReservationCommitted {
+                order_id,
+                lines: consumed,
+            } => lines("consumed", order_id, consumed, None),
+            InventoryEvent::LowStockWarningRaised { sku, available, .. } => vec![row(
+                0,
+                sku,
+                "low_stock_warning",
+                i64::from(*available),
+                None,
+                None,
+            )],
+            InventoryEvent::ReorderRequested {
+                sku,
+                suggested_quantity,
+            } => vec![row(
+                0,
+                sku,
+                "reorder_requested",
+                i64::from(*suggested_quantity),
+                None,
+                None,
+            )],
+            InventoryEvent::LowStockWarningCleared { sku, available } => vec![row(
+                0,
+                sku,
+                "low_stock_cleared",
+                i64::from(*available),
+                None,
+                None,
+            )],
+        }
+    }
+}
+
+/// The stored name of a tier.
+pub(crate) fn tier_name(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Bronze => "bronze",
+        Tier::Silver => "silver",
+        Tier::Gold => "gold",
+        Tier::Platinum => "platinum",
+    }
+}
+
+/// Points fit i64 by far (a balance is bounded by what money can buy); saturate rather than wrap.
+fn points_as_i64(points: u64) -> i64 {
+    i64::try_from(points).unwrap_or(i64::MAX)
+}

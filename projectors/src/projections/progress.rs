@@ -1,0 +1,115 @@
+//! The per-aggregate idempotency rule every projection shares: what to do with a commit given
+//! the last sequence already applied for its aggregate.
+
+use commit_log::{LoggedCommit, LoggedEvent};
+
+use crate::projection::ProjectionError;
+
+/// The order aggregate's type (`domain::Order`'s `Aggregate::TYPE`).
+pub(crate) const ORDER: &str = "order";
+/// The store inventory aggregate's type.
+pub(crate) const INVENTORY: &str = "inventory";
+/// The loyalty account aggregate's type.
+pub(crate) const LOYALTY: &str = "loyalty";
+/// The menu aggregate's type.
+pub(crate) const MENU: &str = "menu";
+
+/// What to do with one commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Every event of it is already applied.
+    Skip,
+    /// Apply the events after `applied` (all of them unless a replay overlaps).
+    Apply {
+        /// The last sequence applied before this commit.
+        applied: u64,
+    },
+    /// Something before it was never applied.
+    Gap {
+        /// The last sequence applied.
+        applied: u64,
+    },
+}
+
+impl Step {
+    /// The step for `commit` when `applied` is its aggregate's last applied sequence (0: none).
+    pub(crate) fn of(commit: &LoggedCommit, applied: u64) -> Step {
+        if commit.last_sequence() <= applied {
+            Step::Skip
+        } else if commit.first_sequence() > applied + 1 {
+            Step::Gap { applied }
+        } else {
+            Step::Apply { applied }
+        }
+    }
+}
+
+/// The events of `commit` after `applied`.
+pub(crate) fn unapplied(commit: &LoggedCommit, applied: u64) -> impl Iterator<Item = &LoggedEvent> {
+    commit.events.iter().filter(move |e| e.sequence > applied)
+}
+
+/// The poison error for a gap at `index`.
+pub(crate) fn gap(index: usize, commit: &LoggedCommit, applied: u64) -> ProjectionError {
+    ProjectionError::Poison {
+        index,
+        reason: format!(
+            "gap: {} {} has sequence {} applied, the commit starts at {}",
+            commit.aggregate_type,
+            commit.aggregate_id,
+            applied,
+            commit.first_sequence()
+        ),
+    }
+}
+
+/// A failed dependency: retrying the batch is safe.
+pub(crate) fn transient<E: std::error::Error + Send + Sync + 'static>(error: E) -> ProjectionError {
+    ProjectionError::Transient(Box::new(error))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use commit_log::DomainEvent;
+    use domain::{MenuEvent, Sku};
+    use time::OffsetDateTime;
+
+    fn commit(first: u64, last: u64) -> LoggedCommit {
+        let event = |sequence| LoggedEvent {
+            sequence,
+            position: sequence,
+            recorded_at: OffsetDateTime::UNIX_EPOCH,
+            event: DomainEvent::Menu(MenuEvent::MenuItemAvailabilityChanged {
+                sku: Sku::parse("LATTE-12").unwrap(),
+                available: true,
+            }),
+        };
+        LoggedCommit {
+            aggregate_type: "menu".into(),
+            aggregate_id: "menu".into(),
+            committed_at: OffsetDateTime::UNIX_EPOCH,
+            correlation_id: String::new(),
+            causation_id: String::new(),
+            events: (first..=last).map(event).collect(),
+        }
+    }
+
+    #[test]
+    fn applied_commits_are_skipped_next_ones_applied_and_gaps_refused() {
+        assert_eq!(Step::of(&commit(1, 2), 2), Step::Skip);
+        assert_eq!(Step::of(&commit(1, 2), 5), Step::Skip);
+        assert_eq!(Step::of(&commit(3, 4), 2), Step::Apply { applied: 2 });
+        assert_eq!(Step::of(&commit(1, 1), 0), Step::Apply { applied: 0 });
+        assert_eq!(Step::of(&commit(4, 4), 2), Step::Gap { applied: 2 });
+    }
+
+    #[test]
+    fn an_overlapping_commit_applies_only_its_new_events() {
+        let overlapping = commit(2, 4);
+        assert_eq!(Step::of(&overlapping, 3), Step::Apply { applied: 3 });
+        let sequences: Vec<u64> = unapplied(&overlapping, 3).map(|e| e.sequence).collect();
+        assert_eq!(sequences, vec![4]);
+    }
+}

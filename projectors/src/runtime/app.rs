@@ -1,0 +1,171 @@
+//! The `projectors run` process: the worker plus the admin endpoint, built from settings.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use service_kit::admin;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::projection::Projection;
+use crate::projections::{
+    ActiveOrdersProjection, ActiveOrdersTables, AnalyticsProjection, HistoryProjection, SchemaName,
+    SetupError,
+};
+use crate::runtime::settings::{ReadModelDatabase, Settings, SettingsError};
+use crate::runtime::worker::Worker;
+
+/// Every read model this build runs, by name.
+pub const PROJECTIONS: [&str; 3] = ["active_orders", "history", "analytics"];
+
+/// Why the process could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Bad or missing settings.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// `runtime.projections` names a projection this build does not have.
+    #[error("unknown projection {0:?} (this build has: active_orders, history, analytics)")]
+    UnknownProjection(String),
+    /// A read model's schema could not be prepared.
+    #[error("cannot prepare the {projection} read model: {source}")]
+    Setup {
+        /// The projection.
+        projection: &'static str,
+        /// Why.
+        source: SetupError,
+    },
+    /// The admin listener could not be bound.
+    #[error("cannot bind {address}: {source}")]
+    Bind {
+        /// The address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The admin endpoint failed.
+    #[error("admin endpoint failed: {0}")]
+    Admin(#[source] std::io::Error),
+}
+
+/// Builds the read models `names` lists (all when empty), preparing the PostgreSQL schemas
+/// (their migrations are safe to run at every start, from several processes). The DynamoDB
+/// tables come from the deployment.
+pub async fn build_projections(
+    settings: &Settings,
+    sdk: &SdkConfig,
+    names: &[String],
+) -> Result<Vec<Arc<dyn Projection>>, AppError> {
+    let all: Vec<String> = PROJECTIONS.iter().map(|n| (*n).to_owned()).collect();
+    let names = if names.is_empty() { &all[..] } else { names };
+    let mut projections: Vec<Arc<dyn Projection>> = Vec::new();
+    for name in names {
+        match name.as_str() {
+            "active_orders" => projections.push(Arc::new(ActiveOrdersProjection::new(
+                aws_support::dynamodb(sdk),
+                ActiveOrdersTables {
+                    orders: settings.dynamodb.active_orders_table.clone(),
+                    stores: settings.dynamodb.store_metrics_table.clone(),
+                },
+            ))),
+            "history" => {
+                let (pool, schema) = read_model_database("history", &settings.history)?;
+                HistoryProjection::create_schema(&pool, &schema)
+                    .await
+                    .map_err(|source| AppError::Setup {
+                        projection: "history",
+                        source,
+                    })?;
+                projections.push(Arc::new(HistoryProjection::new(pool, schema)));
+            }
+            "analytics" => {
+                let (pool, schema) = read_model_database("analytics", &settings.analytics)?;
+                AnalyticsProjection::create_schema(&pool, &schema)
+                    .await
+                    .map_err(|source| AppError::Setup {
+                        projection: "analytics",
+                        source,
+                    })?;
+                projections.push(Arc::new(AnalyticsProjection::new(pool, schema)));
+            }
+            other => return Err(AppError::UnknownProjection(other.to_owned())),
+        }
+    }
+    Ok(projections)
+}
+
+fn read_model_database(
+    projection: &'static str,
+    database: &ReadModelDatabase,
+) -> Result<(PgPool, SchemaName), AppError> {
+    let rejected = |what: &str| SettingsError::Rejected(format!("{projection}.{what}"));
+    let url = database.database_url.as_ref().ok_or_else(|| {
+        rejected("database_url is required (ORDERPIPE_<PROJECTION>__DATABASE_URL)")
+    })?;
+    // The URL may hold a password: never echo it.
+    let options: PgConnectOptions = url
+        .expose()
+        .parse()
+        .map_err(|_| rejected("database_url is not a valid PostgreSQL URL"))?;
+    let schema = SchemaName::parse(&database.schema)
+        .map_err(|_| rejected("schema must be a plain lowercase identifier"))?;
+    let pool = PgPoolOptions::new()
+        .max_connections(database.max_connections.max(1))
+        .connect_lazy_with(options);
+    Ok((pool, schema))
+}
+
+/// The projector process, built and bound, not yet running.
+pub struct Application {
+    worker: Worker,
+    admin_listener: TcpListener,
+}
+
+impl Application {
+    /// Builds the read models and the worker, and binds the admin listener.
+    pub async fn build(settings: &Settings) -> Result<Self, AppError> {
+        let config = settings.worker_config()?;
+        let sdk = aws_support::sdk_config(&settings.aws).await;
+        let projections = build_projections(settings, &sdk, &settings.projection_names()).await?;
+        let address = format!("{}:{}", settings.admin.host, settings.admin.port);
+        let admin_listener = TcpListener::bind(&address)
+            .await
+            .map_err(|source| AppError::Bind { address, source })?;
+        Ok(Self {
+            worker: Worker::new(&sdk, config, projections),
+            admin_listener,
+        })
+    }
+
+    /// The bound admin address (the real port when the settings said 0).
+    pub fn admin_address(&self) -> Result<SocketAddr, AppError> {
+        self.admin_listener.local_addr().map_err(AppError::Admin)
+    }
+
+    /// Runs until `shutdown` completes, then stops gracefully: current batches finish and are
+    /// checkpointed, leases are released, and the admin endpoint stops last.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let (stop, stopped) = watch::channel(false);
+        let admin = tokio::spawn(admin::serve(
+            self.admin_listener,
+            self.worker.health(),
+            async move {
+                let mut stopped = stopped;
+                let _ = stopped.wait_for(|stop| *stop).await;
+            },
+        ));
+        self.worker.run(shutdown).await;
+        let _ = stop.send(true);
+        match admin.await {
+            Ok(result) => result.map_err(AppError::Admin),
+            Err(join) => Err(AppError::Admin(std::io::Error::other(join))),
+        }
+    }
+}

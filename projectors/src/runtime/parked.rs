@@ -1,0 +1,268 @@
+//! Parked records: the commits of an aggregate that has a poison commit, kept in log order until
+//! an operator [redrives](crate::runtime::redrive) them, while every other aggregate proceeds.
+//!
+//! A DynamoDB table with partition key `parked_key` (`<projection>#<aggregate_type>#<aggregate_id>`,
+//! a string) and sort key `position` (the commit's first global position, a number): a query
+//! reads an aggregate's parked commits in log order. Every write is a single item.
+
+use std::collections::{BTreeSet, HashMap};
+
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use commit_log::LoggedCommit;
+
+use crate::runtime::aws::AwsCallError;
+use crate::runtime::RuntimeError;
+
+/// One parked commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedRecord {
+    /// The projection that parked it.
+    pub projection: String,
+    /// Its aggregate type.
+    pub aggregate_type: String,
+    /// Its aggregate id.
+    pub aggregate_id: String,
+    /// Its first global position: parked commits are applied in this order.
+    pub position: u64,
+    /// The shard it was read from.
+    pub shard_id: String,
+    /// Its sequence number in that shard.
+    pub sequence_number: String,
+    /// Why it was parked (the poison reason, or that an earlier commit is parked).
+    pub reason: String,
+    /// The log record's bytes.
+    pub data: Vec<u8>,
+}
+
+impl ParkedRecord {
+    /// The parked record of `commit`, read as `data` from `shard_id` at `sequence_number`.
+    pub fn new(
+        projection: &str,
+        commit: &LoggedCommit,
+        shard_id: &str,
+        sequence_number: &str,
+        reason: String,
+        data: Vec<u8>,
+    ) -> Self {
+        Self {
+            projection: projection.to_owned(),
+            aggregate_type: commit.aggregate_type.clone(),
+            aggregate_id: commit.aggregate_id.clone(),
+            position: commit.first_position(),
+            shard_id: shard_id.to_owned(),
+            sequence_number: sequence_number.to_owned(),
+            reason,
+            data,
+        }
+    }
+}
+
+/// The key an aggregate's parked commits share.
+pub fn parked_key(projection: &str, aggregate_type: &str, aggregate_id: &str) -> String {
+    format!("{projection}#{aggregate_type}#{aggregate_id}")
+}
+
+/// The DynamoDB parked-records table.
+#[derive(Debug, Clone)]
+pub struct ParkedStore {
+    client: Client,
+    table: String,
+}
+
+impl ParkedStore {
+    /// The table `table`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// Parks `record`. Parking the same commit again (a batch redelivered after a crash) keeps
+    /// the first copy and its reason.
+    pub async fn park(&self, record: &ParkedRecord) -> Result<(), AwsCallError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(
+                "parked_key",
+                AttributeValue::S(parked_key(
+                    &record.projection,
+                    &record.aggregate_type,
+                    &record.aggregate_id,
+                )),
+            )
+            .item("position", AttributeValue::N(record.position.to_string()))
+            .item("projection", AttributeValue::S(record.projection.clone()))
+            .item(
+                "aggregate_type",
+                AttributeValue::S(record.aggregate_type.clone()),
+            )
+            .item(
+                "aggregate_id",
+                AttributeValue::S(record.aggregate_id.clone()),
+            )
+            .item("shard_id", AttributeValue::S(record.shard_id.clone()))
+            .item(
+                "sequence_number",
+                AttributeValue::S(record.sequence_number.clone()),
+            )
+            .item("reason", AttributeValue::S(record.reason.clone()))
+            .item("record", AttributeValue::B(Blob::new(record.data.clone())))
+            .condition_expression("attribute_not_exists(parked_key)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(AwsCallError::from_sdk("dynamodb:PutItem(park)", error)),
+        }
+    }
+
+    /// Whether the aggregate has parked commits (a strongly consistent read, so a commit
+    /// parked a moment ago by this process is seen).
+    pub async fn has_parked(
+        &self,
+        projection: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<bool, AwsCallError> {
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("parked_key = :key")
+            .expression_attribute_values(
+                ":key",
+                AttributeValue::S(parked_key(projection, aggregate_type, aggregate_id)),
+            )
+            .consistent_read(true)
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| AwsCallError::from_sdk("dynamodb:Query(parked)", e))?;
+        Ok(page.count() > 0)
+    }
+
+    /// The aggregate's parked commits in log order.
+    pub async fn list(
+        &self,
+        projection: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<ParkedRecord>, RuntimeError> {
+        let mut records = Vec::new();
+        let mut start_key = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("parked_key = :key")
+                .expression_attribute_values(
+                    ":key",
+                    AttributeValue::S(parked_key(projection, aggregate_type, aggregate_id)),
+                )
+                .consistent_read(true)
+                .scan_index_forward(true)
+                .set_exclusive_start_key(start_key)
+                .send()
+                .await
+                .map_err(|e| AwsCallError::from_sdk("dynamodb:Query(parked)", e))?;
+            for item in page.items() {
+                records.push(parse_parked(item)?);
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start_key = Some(key.clone()),
+                _ => return Ok(records),
+            }
+        }
+    }
+
+    /// The aggregates (type, id) with parked commits for `projection`. A scan: the table holds
+    /// only what is waiting for an operator.
+    pub async fn aggregates(
+        &self,
+        projection: &str,
+    ) -> Result<BTreeSet<(String, String)>, RuntimeError> {
+        let mut aggregates = BTreeSet::new();
+        let mut start_key = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("projection = :projection")
+                .expression_attribute_values(":projection", AttributeValue::S(projection.into()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start_key)
+                .send()
+                .await
+                .map_err(|e| AwsCallError::from_sdk("dynamodb:Scan(parked)", e))?;
+            for item in page.items() {
+                let record = parse_parked(item)?;
+                aggregates.insert((record.aggregate_type, record.aggregate_id));
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start_key = Some(key.clone()),
+                _ => return Ok(aggregates),
+            }
+        }
+    }
+
+    /// Removes a parked commit once it is applied.
+    pub async fn remove(&self, record: &ParkedRecord) -> Result<(), AwsCallError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key(
+                "parked_key",
+                AttributeValue::S(parked_key(
+                    &record.projection,
+                    &record.aggregate_type,
+                    &record.aggregate_id,
+                )),
+            )
+            .key("position", AttributeValue::N(record.position.to_string()))
+            .send()
+            .await
+            .map_err(|e| AwsCallError::from_sdk("dynamodb:DeleteItem(parked)", e))?;
+        Ok(())
+    }
+}
+
+fn parse_parked(item: &HashMap<String, AttributeValue>) -> Result<ParkedRecord, RuntimeError> {
+    let text = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .ok_or_else(|| RuntimeError::MalformedParked(format!("no {name}")))
+    };
+    Ok(ParkedRecord {
+        projection: text("projection")?,
+        aggregate_type: text("aggregate_type")?,
+        aggregate_id: text("aggregate_id")?,
+        position: item
+            .get("position")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| RuntimeError::MalformedParked("no numeric position".into()))?,
+        shard_id: text("shard_id")?,
+        sequence_number: text("sequence_number")?,
+        reason: text("reason")?,
+        data: item
+            .get("record")
+            .and_then(|v| v.as_b().ok())
+            .map(|blob| blob.as_ref().to_vec())
+            .ok_or_else(|| RuntimeError::MalformedParked("no record".into()))?,
+    })
+}

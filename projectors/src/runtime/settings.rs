@@ -1,0 +1,250 @@
+//! The `projectors` binary's settings: built-in defaults, then an optional TOML file, then
+//! `ORDERPIPE_<SECTION>__<KEY>` environment variables (e.g. `ORDERPIPE_RUNTIME__BATCH_SIZE=500`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use aws_support::AwsSettings;
+use serde::Deserialize;
+pub use service_kit::settings::{AdminSettings, LogSettings, SettingsError};
+
+use crate::runtime::worker::WorkerConfig;
+
+/// Everything the projector worker and its operator commands read.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// Where the AWS clients point (region, optional endpoint override).
+    #[serde(default)]
+    pub aws: AwsSettings,
+    /// The log.
+    pub kinesis: KinesisSettings,
+    /// The runtime's tables.
+    pub dynamodb: DynamoDbSettings,
+    /// The dead-letter queue.
+    pub sqs: SqsSettings,
+    /// Leases, batches and retries.
+    pub runtime: RuntimeSettings,
+    /// The `history` read model's PostgreSQL (Aurora).
+    pub history: ReadModelDatabase,
+    /// The `analytics` read model's Redshift (PostgreSQL locally).
+    pub analytics: ReadModelDatabase,
+    /// The admin HTTP listener (`/metrics`, `/health`).
+    pub admin: AdminSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// The Kinesis stream.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KinesisSettings {
+    /// The stream the relay publishes commits to.
+    pub stream_name: String,
+}
+
+/// The runtime's DynamoDB tables.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DynamoDbSettings {
+    /// Leases and checkpoints (partition key `lease_key`, a string).
+    pub leases_table: String,
+    /// Parked commits (partition key `parked_key` string, sort key `position` number).
+    pub parked_table: String,
+    /// The `active_orders` read model's order table.
+    pub active_orders_table: String,
+    /// The `active_orders` read model's per-store table.
+    pub store_metrics_table: String,
+}
+
+/// Where a PostgreSQL-protocol read model writes.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReadModelDatabase {
+    /// A full connection URL; required when the projection runs.
+    pub database_url: Option<DatabaseUrl>,
+    /// The schema the projection writes to (replay builds a fresh one and swaps it in).
+    pub schema: String,
+    /// Connections in its pool.
+    pub max_connections: u32,
+}
+
+/// A connection URL, which may hold a password: never printed.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL itself, to connect with.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl([redacted])")
+    }
+}
+
+/// The dead-letter queue.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SqsSettings {
+    /// Where poison records go; required by `run`.
+    pub projector_dlq_url: Option<String>,
+}
+
+/// Leases, batches and retries.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RuntimeSettings {
+    /// This worker's name in the lease table; unset: `<hostname>-<pid>`.
+    pub worker_id: Option<String>,
+    /// The projections to run, comma-separated; empty: every projection this build has.
+    pub projections: String,
+    /// A lease not renewed for this long may be taken by another worker.
+    pub lease_duration_ms: u64,
+    /// Most records per GetRecords call (1 to 10,000).
+    pub batch_size: u32,
+    /// Tries of a batch that keeps failing transiently before its first commit is poison.
+    pub max_apply_attempts: u32,
+    /// Time between GetRecords calls on one shard across all projections (at least 200: the
+    /// Kinesis limit is five calls per second per shard).
+    pub poll_interval_ms: u64,
+    /// How often the shard list is read for new shards.
+    pub shard_sync_interval_ms: u64,
+}
+
+const DEFAULTS: &str = r#"
+[kinesis]
+stream_name = "orderpipe-events"
+
+[dynamodb]
+leases_table = "orderpipe-projector-leases"
+parked_table = "orderpipe-projector-parked"
+active_orders_table = "orderpipe-active-orders"
+store_metrics_table = "orderpipe-store-metrics"
+
+[sqs]
+
+[runtime]
+projections = ""
+lease_duration_ms = 10000
+batch_size = 500
+max_apply_attempts = 8
+poll_interval_ms = 200
+shard_sync_interval_ms = 60000
+
+[history]
+schema = "history"
+max_connections = 8
+
+[analytics]
+schema = "analytics"
+max_connections = 4
+
+[admin]
+host = "127.0.0.1"
+port = 9092
+
+[log]
+format = "json"
+filter = "info"
+"#;
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then `ORDERPIPE_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let settings: Settings = service_kit::settings::load(DEFAULTS, file)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let runtime = &self.runtime;
+        if runtime.lease_duration_ms < 300 {
+            return Err(rejected("runtime.lease_duration_ms must be at least 300"));
+        }
+        if !(1..=10_000).contains(&runtime.batch_size) {
+            return Err(rejected("runtime.batch_size must be between 1 and 10000"));
+        }
+        if runtime.max_apply_attempts == 0 {
+            return Err(rejected("runtime.max_apply_attempts must be at least 1"));
+        }
+        if runtime.poll_interval_ms < 200 {
+            return Err(rejected(
+                "runtime.poll_interval_ms must be at least 200 (5 GetRecords calls/s per shard)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The projection names `runtime.projections` lists (empty: all).
+    pub fn projection_names(&self) -> Vec<String> {
+        self.runtime
+            .projections
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The worker's configuration; needs `sqs.projector_dlq_url`.
+    pub fn worker_config(&self) -> Result<WorkerConfig, SettingsError> {
+        let dead_letter_queue_url = self
+            .sqs
+            .projector_dlq_url
+            .clone()
+            .filter(|url| !url.is_empty())
+            .ok_or_else(|| {
+                rejected("sqs.projector_dlq_url (ORDERPIPE_SQS__PROJECTOR_DLQ_URL) is required")
+            })?;
+        Ok(WorkerConfig {
+            worker_id: self
+                .runtime
+                .worker_id
+                .clone()
+                .unwrap_or_else(default_worker_id),
+            stream_name: self.kinesis.stream_name.clone(),
+            leases_table: self.dynamodb.leases_table.clone(),
+            parked_table: self.dynamodb.parked_table.clone(),
+            dead_letter_queue_url,
+            lease_duration: Duration::from_millis(self.runtime.lease_duration_ms),
+            batch_size: self.runtime.batch_size,
+            max_apply_attempts: self.runtime.max_apply_attempts,
+            poll_interval: Duration::from_millis(self.runtime.poll_interval_ms),
+            shard_sync_interval: Duration::from_millis(self.runtime.shard_sync_interval_ms),
+        })
+    }
+}
+
+fn rejected(message: &str) -> SettingsError {
+    SettingsError::Rejected(message.to_owned())
+}
+
+/// `<hostname>-<pid>`: unique per process, and says where the process runs.
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "projector".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_projection_lists_split() {
+        let mut settings: Settings =
+            service_kit::settings::load_defaults(DEFAULTS).expect("the defaults parse");
+        assert!(settings.validate().is_ok());
+        assert_eq!(settings.admin.port, 9092);
+        assert!(settings.projection_names().is_empty());
+        settings.runtime.projections = " history, analytics ,".into();
+        assert_eq!(settings.projection_names(), ["history", "analytics"]);
+        assert!(settings.worker_config().is_err(), "the DLQ URL is required");
+        settings.sqs.projector_dlq_url = Some("http://127.0.0.1:4569/q".into());
+        let config = settings.worker_config().expect("complete settings");
+        assert!(config.worker_id.ends_with(&std::process::id().to_string()));
+    }
+}

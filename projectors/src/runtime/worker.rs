@@ -1,0 +1,552 @@
+//! The worker: discovers shards, keeps one lease per projection and shard in the lease table,
+//! renews what it holds, takes free and expired leases towards an even share, steals at most
+//! one lease per round from the most loaded worker, and runs a shard consumer per held lease.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use service_kit::admin::HealthCheck;
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, Id as TaskId, JoinError, JoinSet};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::projection::Projection;
+use crate::runtime::consumer::{ConsumerContext, ConsumerExit, ShardConsumer, SharedLease};
+use crate::runtime::dead_letters::DeadLetterQueue;
+use crate::runtime::kinesis;
+use crate::runtime::leases::{Checkpoint, Lease, LeaseError, LeaseTable};
+use crate::runtime::meters;
+use crate::runtime::parked::ParkedStore;
+use crate::runtime::{error_chain, RuntimeError};
+
+/// What a worker needs to know.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// This worker's name in the lease table; unique per process.
+    pub worker_id: String,
+    /// The Kinesis stream.
+    pub stream_name: String,
+    /// The DynamoDB lease table (partition key `lease_key`, a string).
+    pub leases_table: String,
+    /// The DynamoDB parked-records table (`parked_key` string, `position` number).
+    pub parked_table: String,
+    /// The SQS dead-letter queue's URL.
+    pub dead_letter_queue_url: String,
+    /// A lease whose counter stands still this long is expired; held leases are renewed three
+    /// times per duration.
+    pub lease_duration: Duration,
+    /// Most records per GetRecords call (Kinesis allows up to 10,000).
+    pub batch_size: u32,
+    /// Tries of a batch that keeps failing transiently before its first commit counts as poison.
+    pub max_apply_attempts: u32,
+    /// Time between GetRecords calls on one shard, across all projections: each projection's
+    /// consumer waits this times the number of projections, so together they stay under
+    /// Kinesis's five calls per second per shard (200 ms does exactly that).
+    pub poll_interval: Duration,
+    /// How often the stream's shard list is read for new shards (also after a shard ends).
+    pub shard_sync_interval: Duration,
+}
+
+/// `/health` of a worker: healthy while it reached the lease table recently.
+pub struct WorkerHealth {
+    state: StdMutex<HealthState>,
+    stale_after: Duration,
+}
+
+#[derive(Default)]
+struct HealthState {
+    last_round: Option<Instant>,
+    last_error: Option<String>,
+}
+
+impl WorkerHealth {
+    fn new(lease_duration: Duration) -> Self {
+        Self {
+            state: StdMutex::default(),
+            // Three missed rounds: a lease we hold may be expiring.
+            stale_after: lease_duration * 3,
+        }
+    }
+
+    fn succeeded(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.last_round = Some(Instant::now());
+        state.last_error = None;
+    }
+
+    fn failed(&self, error: String) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error = Some(error);
+    }
+}
+
+impl HealthCheck for WorkerHealth {
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            match state.last_round {
+                Some(at) if at.elapsed() < self.stale_after => Ok(()),
+                _ => Err(state
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "the lease table has not been read yet".to_owned())),
+            }
+        })
+    }
+}
+
+/// A projector worker. Build it with [`Worker::new`], run it with [`Worker::run`].
+pub struct Worker {
+    config: WorkerConfig,
+    kinesis: aws_sdk_kinesis::Client,
+    leases: LeaseTable,
+    context: Arc<ConsumerContext>,
+    projections: Vec<Arc<dyn Projection>>,
+    health: Arc<WorkerHealth>,
+}
+
+impl Worker {
+    /// A worker running `projections`, with AWS clients from `sdk`.
+    pub fn new(
+        sdk: &SdkConfig,
+        config: WorkerConfig,
+        projections: Vec<Arc<dyn Projection>>,
+    ) -> Self {
+        let kinesis = aws_support::kinesis(sdk);
+        let dynamodb = aws_support::dynamodb(sdk);
+        let leases = LeaseTable::new(dynamodb.clone(), &config.leases_table);
+        let consumers = u32::try_from(projections.len().max(1)).unwrap_or(u32::MAX);
+        let context = Arc::new(ConsumerContext {
+            kinesis: kinesis.clone(),
+            stream: config.stream_name.clone(),
+            leases: leases.clone(),
+            parked: ParkedStore::new(dynamodb, &config.parked_table),
+            dead_letters: DeadLetterQueue::new(
+                aws_support::sqs(sdk),
+                &config.dead_letter_queue_url,
+            ),
+            batch_size: i32::try_from(config.batch_size.clamp(1, 10_000)).unwrap_or(10_000),
+            poll_interval: config.poll_interval * consumers,
+            max_apply_attempts: config.max_apply_attempts.max(1),
+        });
+        Self {
+            health: Arc::new(WorkerHealth::new(config.lease_duration)),
+            config,
+            kinesis,
+            leases,
+            context,
+            projections,
+        }
+    }
+
+    /// Its `/health` check.
+    pub fn health(&self) -> Arc<WorkerHealth> {
+        self.health.clone()
+    }
+
+    /// Runs until `shutdown` completes; then lets every consumer finish and checkpoint its
+    /// current batch (up to one lease duration), and releases the leases. Dropping the future
+    /// instead (a crash) stops every consumer at once, checkpointing nothing more.
+    ///
+    /// It never gives up on its own: while the lease table or the stream cannot be reached it
+    /// logs, retries every round and reports unhealthy on `/health`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let mut coordinator = Coordinator {
+            worker: &self,
+            held: HashMap::new(),
+            tasks: HashMap::new(),
+            consumers: JoinSet::new(),
+            observed: HashMap::new(),
+            known_shards: HashSet::new(),
+        };
+        tracing::info!(
+            worker = %self.config.worker_id,
+            projections = ?self.projections.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            "projector worker starting"
+        );
+        let mut renew = tokio::time::interval(self.config.lease_duration / 3);
+        renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut take = tokio::time::interval(self.config.lease_duration / 2);
+        take.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut sync = tokio::time::interval(self.config.shard_sync_interval);
+        sync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                _ = renew.tick() => coordinator.renew_all().await,
+                _ = sync.tick() => coordinator.sync_shards().await,
+                _ = take.tick() => coordinator.take_round().await,
+                Some(done) = coordinator.consumers.join_next_with_id() => {
+                    if coordinator.consumer_exited(done).await == Some(ConsumerExit::ShardEnded) {
+                        // Its children may be ready now.
+                        coordinator.sync_shards().await;
+                        coordinator.take_round().await;
+                    }
+                }
+            }
+        }
+        coordinator.shut_down(&mut renew).await;
+    }
+}
+
+struct Held {
+    projection: &'static str,
+    shared: Arc<SharedLease>,
+    stop: watch::Sender<bool>,
+    task: AbortHandle,
+    renewed_at: Instant,
+}
+
+/// The worker's mutable state while it runs.
+struct Coordinator<'w> {
+    worker: &'w Worker,
+    /// Held leases by lease key.
+    held: HashMap<String, Held>,
+    /// Consumer task ids to their lease keys.
+    tasks: HashMap<TaskId, String>,
+    consumers: JoinSet<Result<ConsumerExit, RuntimeError>>,
+    /// Per lease key: the counter last seen and since when (this worker's clock).
+    observed: HashMap<String, (u64, Instant)>,
+    /// The shard ids of the last successful shard listing.
+    known_shards: HashSet<String>,
+}
+
+impl Coordinator<'_> {
+    fn me(&self) -> &str {
+        &self.worker.config.worker_id
+    }
+
+    /// Creates a lease for every shard that has none, parents before children (ListShards
+    /// lists them in that order, which keeps "a child lease exists" implying "its parents'
+    /// leases exist").
+    async fn sync_shards(&mut self) {
+        let shards =
+            match kinesis::list_shards(&self.worker.kinesis, &self.worker.config.stream_name).await
+            {
+                Ok(shards) => shards,
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "cannot list shards");
+                    return;
+                }
+            };
+        let existing: HashSet<String> = match self.worker.leases.list().await {
+            Ok(leases) => leases.iter().map(Lease::key).collect(),
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "cannot read the lease table");
+                return;
+            }
+        };
+        for projection in &self.worker.projections {
+            for shard in &shards {
+                let key = crate::runtime::leases::lease_key(projection.name(), &shard.shard_id);
+                if existing.contains(&key) {
+                    continue;
+                }
+                match self
+                    .worker
+                    .leases
+                    .create_if_absent(projection.name(), shard)
+                    .await
+                {
+                    Ok(true) => {
+                        tracing::info!(projection = projection.name(), shard = %shard.shard_id, "new shard lease")
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(error = %error_chain(&error), "cannot create a lease");
+                        return;
+                    }
+                }
+            }
+        }
+        self.known_shards = shards.into_iter().map(|s| s.shard_id).collect();
+    }
+
+    /// Renews every held lease; a lease lost (taken by another worker) or not renewed for a
+    /// whole lease duration stops its consumer at once.
+    async fn renew_all(&mut self) {
+        let leases = &self.worker.leases;
+        let renewals = self.held.iter().map(|(key, held)| async move {
+            let mut lease = held.shared.lease.lock().await;
+            let outcome = leases.renew(&lease, held.shared.millis_behind()).await;
+            if let Ok(renewed) = &outcome {
+                *lease = renewed.clone();
+            }
+            (key.clone(), outcome)
+        });
+        let outcomes = futures::future::join_all(renewals).await;
+        let now = Instant::now();
+        for (key, outcome) in outcomes {
+            let Some(held) = self.held.get_mut(&key) else {
+                continue;
+            };
+            match outcome {
+                Ok(_) => held.renewed_at = now,
+                Err(LeaseError::Lost) => self.lose(&key, "another worker took it"),
+                Err(LeaseError::Call(error)) => {
+                    meters::error(held.projection, &key, "lease");
+                    tracing::warn!(lease = %key, error = %error_chain(&error), "renewal failed");
+                    if now - held.renewed_at >= self.worker.config.lease_duration {
+                        self.lose(&key, "not renewed for a whole lease duration");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops a lost lease's consumer without letting it write anything more.
+    fn lose(&mut self, key: &str, why: &str) {
+        if let Some(held) = self.held.remove(key) {
+            held.task.abort();
+            tracing::warn!(lease = %key, why, "lease lost; its consumer is stopped");
+            self.report_held(held.projection);
+        }
+    }
+
+    /// One balancing round over every projection.
+    async fn take_round(&mut self) {
+        let leases = match self.worker.leases.list().await {
+            Ok(leases) => {
+                self.worker.health.succeeded();
+                leases
+            }
+            Err(error) => {
+                let error = error_chain(&error);
+                tracing::warn!(%error, "cannot read the lease table");
+                self.worker.health.failed(error);
+                return;
+            }
+        };
+        let now = Instant::now();
+        for lease in &leases {
+            let seen = self
+                .observed
+                .entry(lease.key())
+                .or_insert((lease.counter, now));
+            if seen.0 != lease.counter {
+                *seen = (lease.counter, now);
+            }
+        }
+        let projections = self.worker.projections.clone();
+        for projection in projections {
+            let mine: Vec<&Lease> = leases
+                .iter()
+                .filter(|l| l.projection == projection.name())
+                .collect();
+            for lease in self.leases_to_take(&mine, now) {
+                match self.worker.leases.take(&lease, self.me()).await {
+                    Ok(taken) => {
+                        self.observed
+                            .insert(taken.key(), (taken.counter, Instant::now()));
+                        self.start_consumer(projection.clone(), taken);
+                    }
+                    // Someone else was quicker (or the owner renewed): fine.
+                    Err(LeaseError::Lost) => {}
+                    Err(LeaseError::Call(error)) => {
+                        meters::error(projection.name(), &lease.shard_id, "lease");
+                        tracing::warn!(lease = %lease.key(), error = %error_chain(&error), "cannot take lease");
+                    }
+                }
+            }
+            self.report_held(projection.name());
+        }
+    }
+
+    /// Which of one projection's leases to take this round: free or expired ones up to an even
+    /// share, else one stolen from the most loaded worker if it holds more than its share.
+    fn leases_to_take(&self, leases: &[&Lease], now: Instant) -> Vec<Lease> {
+        let me = self.me();
+        let by_shard: HashMap<&str, &Lease> =
+            leases.iter().map(|l| (l.shard_id.as_str(), *l)).collect();
+        // A child shard is read only after all its parents reached SHARD_END. A parent with no
+        // lease is one the stream no longer lists (trimmed), so it has nothing left to read.
+        let ready = |lease: &Lease| {
+            lease.checkpoint != Checkpoint::ShardEnd
+                && lease
+                    .parent_shard_ids
+                    .iter()
+                    .all(|parent| match by_shard.get(parent.as_str()) {
+                        Some(parent) => parent.checkpoint == Checkpoint::ShardEnd,
+                        None => !self.known_shards.contains(parent),
+                    })
+        };
+        let expired = |lease: &Lease| match &lease.owner {
+            None => true,
+            // Ours from an earlier life of this worker id.
+            Some(owner) if owner == me => !self.held.contains_key(&lease.key()),
+            Some(_) => self
+                .observed
+                .get(&lease.key())
+                .is_some_and(|(_, since)| now - *since >= self.worker.config.lease_duration),
+        };
+        let candidates: Vec<&Lease> = leases.iter().copied().filter(|l| ready(l)).collect();
+        if candidates.is_empty() {
+            return Vec::new();
+        }
+        let mut load: HashMap<&str, Vec<&Lease>> = HashMap::new();
+        load.entry(me).or_default();
+        for lease in &candidates {
+            if let Some(owner) = lease.owner.as_deref() {
+                if !expired(lease) {
+                    load.entry(owner).or_default().push(lease);
+                }
+            }
+        }
+        let target = candidates.len().div_ceil(load.len());
+        let have = load.get(me).map_or(0, Vec::len);
+        if have >= target {
+            return Vec::new();
+        }
+        let mut free: Vec<&Lease> = candidates
+            .iter()
+            .copied()
+            .filter(|l| expired(l) && !self.held.contains_key(&l.key()))
+            .collect();
+        if !free.is_empty() {
+            // Start at a worker-specific place so workers starting together contend less.
+            let offset = me.bytes().map(usize::from).sum::<usize>() % free.len();
+            free.rotate_left(offset);
+            return free.into_iter().take(target - have).cloned().collect();
+        }
+        let most_loaded = load
+            .iter()
+            .filter(|(owner, _)| **owner != me)
+            .max_by_key(|(owner, held)| (held.len(), *owner));
+        match most_loaded {
+            Some((victim, held)) if held.len() > target => {
+                tracing::info!(victim = %victim, target, "stealing one lease to balance");
+                held.last().map(|l| vec![(*l).clone()]).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn start_consumer(&mut self, projection: Arc<dyn Projection>, lease: Lease) {
+        let key = lease.key();
+        tracing::info!(lease = %key, checkpoint = %lease.checkpoint, "lease taken; consuming");
+        let (stop, stop_requested) = watch::channel(false);
+        let shared = Arc::new(SharedLease::new(lease.clone()));
+        let consumer = ShardConsumer {
+            context: self.worker.context.clone(),
+            projection: projection.clone(),
+            shard_id: lease.shard_id,
+            lease: shared.clone(),
+            stop: stop_requested,
+        };
+        let task = self.consumers.spawn(consumer.run());
+        self.tasks.insert(task.id(), key.clone());
+        self.held.insert(
+            key,
+            Held {
+                projection: projection.name(),
+                shared,
+                stop,
+                task,
+                renewed_at: Instant::now(),
+            },
+        );
+    }
+
+    /// Handles a consumer that returned; gives back what it returned.
+    async fn consumer_exited(
+        &mut self,
+        done: Result<(TaskId, Result<ConsumerExit, RuntimeError>), JoinError>,
+    ) -> Option<ConsumerExit> {
+        let (id, outcome) = match done {
+            Ok((id, outcome)) => (id, Ok(outcome)),
+            Err(error) => (error.id(), Err(error)),
+        };
+        let key = self.tasks.remove(&id)?;
+        match outcome {
+            // Aborted because its lease was lost: already handled.
+            Err(error) if error.is_cancelled() => None,
+            Ok(Ok(ConsumerExit::Stopped)) => Some(ConsumerExit::Stopped),
+            Ok(Ok(ConsumerExit::LeaseLost)) => {
+                self.lose(&key, "a checkpoint found it taken");
+                Some(ConsumerExit::LeaseLost)
+            }
+            Ok(Ok(ConsumerExit::ShardEnded)) => {
+                self.release(&key).await;
+                Some(ConsumerExit::ShardEnded)
+            }
+            Ok(Err(error)) => {
+                tracing::error!(lease = %key, error = %error_chain(&error), "shard consumer failed; releasing its lease");
+                self.release(&key).await;
+                None
+            }
+            Err(panic) => {
+                tracing::error!(lease = %key, error = %panic, "shard consumer panicked; releasing its lease");
+                self.release(&key).await;
+                None
+            }
+        }
+    }
+
+    /// Gives a held lease back to the table.
+    async fn release(&mut self, key: &str) {
+        let Some(held) = self.held.remove(key) else {
+            return;
+        };
+        let lease = held.shared.lease.lock().await;
+        match self.worker.leases.release(&lease).await {
+            Ok(()) => {
+                tracing::info!(lease = %key, checkpoint = %lease.checkpoint, "lease released")
+            }
+            Err(error) => {
+                tracing::warn!(lease = %key, error = %error_chain(&error), "cannot release lease; it will expire")
+            }
+        }
+        drop(lease);
+        self.report_held(held.projection);
+    }
+
+    fn report_held(&self, projection: &'static str) {
+        let held = self
+            .held
+            .values()
+            .filter(|h| h.projection == projection)
+            .count();
+        metrics::gauge!(meters::LEASES_HELD, "projection" => projection).set(held as f64);
+    }
+
+    /// Graceful shutdown: every consumer finishes and checkpoints its batch while the leases
+    /// are still renewed, then every lease is released.
+    async fn shut_down(&mut self, renew: &mut tokio::time::Interval) {
+        tracing::info!(
+            leases = self.held.len(),
+            "stopping: finishing current batches"
+        );
+        for held in self.held.values() {
+            let _ = held.stop.send(true);
+        }
+        let grace = tokio::time::sleep(self.worker.config.lease_duration);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                done = self.consumers.join_next_with_id() => match done {
+                    Some(done) => { self.consumer_exited(done).await; }
+                    None => break,
+                },
+                _ = renew.tick() => self.renew_all().await,
+                () = &mut grace => {
+                    tracing::warn!("consumers did not stop in time; stopping them now");
+                    self.consumers.shutdown().await;
+                    break;
+                }
+            }
+        }
+        let keys: Vec<String> = self.held.keys().cloned().collect();
+        for key in keys {
+            self.release(&key).await;
+        }
+        tracing::info!("projector worker stopped");
+    }
+}

@@ -1,0 +1,372 @@
+//! The projector runtime against kinesalite, dynalite and moto SQS, with fresh resources per
+//! test: crash and restart, two workers sharing shards, a shard split while records flow, and
+//! poison records with parking and redrive.
+
+#![allow(clippy::unwrap_used)]
+
+mod runtime_support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use projectors::projection::Projection;
+use projectors::runtime::{redrive, Checkpoint, Worker};
+use runtime_support::{complete, eventually, rounds, Fixture, Recorder, LEASE_DURATION, TYPE};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn aggregates(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// Starts a worker; it runs until the returned sender fires (graceful) or the task is aborted
+/// (a crash).
+fn start(
+    fixture: &Fixture,
+    worker_id: &str,
+    leases_table: &str,
+    projection: Arc<dyn Projection>,
+) -> (JoinHandle<()>, oneshot::Sender<()>) {
+    let worker = Worker::new(
+        &fixture.sdk,
+        fixture.worker_config(worker_id, leases_table),
+        vec![projection],
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        worker
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    (task, stop)
+}
+
+fn owners(leases: &[projectors::runtime::Lease]) -> BTreeMap<String, usize> {
+    let mut owners = BTreeMap::new();
+    for lease in leases
+        .iter()
+        .filter(|l| l.checkpoint != Checkpoint::ShardEnd)
+    {
+        *owners
+            .entry(lease.owner.clone().unwrap_or_else(|| "-".into()))
+            .or_insert(0) += 1;
+    }
+    owners
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_batch_and_a_restart_leave_the_view_as_a_clean_run_does() {
+    let mut fixture = Fixture::new(2).await;
+    let ids = aggregates("crash", 20);
+    fixture.put(rounds(&fixture, &ids, 1..=10)).await;
+
+    // The crashing run: the worker dies inside a batch, after part of it was applied.
+    let crashed = Recorder::new("recorder");
+    crashed.hang_after(Some(37));
+    let (task, _stop) = start(&fixture, "doomed", &fixture.leases_table, crashed.clone());
+    tokio::time::timeout(WAIT, crashed.hanging.notified())
+        .await
+        .expect("the projection applied part of a batch");
+    task.abort();
+    let _ = task.await;
+    assert_eq!(crashed.count(), 37);
+    crashed.hang_after(None);
+    let checkpoints_after_crash = fixture.leases(&fixture.leases_table).await;
+    assert!(
+        checkpoints_after_crash
+            .iter()
+            .all(|l| l.owner.as_deref() == Some("doomed")),
+        "a crash releases nothing: {checkpoints_after_crash:?}"
+    );
+
+    // A new worker takes the dead worker's leases once they expire and finishes the job.
+    let (task, stop) = start(
+        &fixture,
+        "successor",
+        &fixture.leases_table,
+        crashed.clone(),
+    );
+    eventually("the successor applies everything", WAIT, || async {
+        complete(&crashed.view(), &ids, 10)
+    })
+    .await;
+    stop.send(()).unwrap();
+    task.await.unwrap();
+
+    // A clean run of the same log, as its own consumer group.
+    let clean = Recorder::new("recorder");
+    let clean_leases = fixture.another_lease_table().await;
+    let (task, stop) = start(&fixture, "clean", &clean_leases, clean.clone());
+    eventually("the clean run applies everything", WAIT, || async {
+        complete(&clean.view(), &ids, 10)
+    })
+    .await;
+    stop.send(()).unwrap();
+    task.await.unwrap();
+
+    assert_eq!(crashed.view(), clean.view());
+    assert_eq!(crashed.gaps.load(Ordering::SeqCst), 0);
+    // A graceful stop leaves every lease released with its checkpoint.
+    for lease in fixture.leases(&clean_leases).await {
+        assert_eq!(lease.owner, None, "{lease:?}");
+        assert!(
+            matches!(lease.checkpoint, Checkpoint::After(_)),
+            "{lease:?}"
+        );
+    }
+    fixture.tear_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_the_shards_and_one_takes_over_when_the_other_dies() {
+    let fixture = Fixture::new(4).await;
+    let ids = aggregates("share", 16);
+    fixture.put(rounds(&fixture, &ids, 1..=5)).await;
+    let recorder = Recorder::new("recorder");
+
+    let (first, first_stop) = start(&fixture, "first", &fixture.leases_table, recorder.clone());
+    eventually("the first worker holds all four shards", WAIT, || async {
+        owners(&fixture.leases(&fixture.leases_table).await).get("first") == Some(&4)
+    })
+    .await;
+
+    let (second, _second_stop) = start(&fixture, "second", &fixture.leases_table, recorder.clone());
+    eventually("the workers split the shards evenly", WAIT, || async {
+        let owners = owners(&fixture.leases(&fixture.leases_table).await);
+        owners.get("first") == Some(&2) && owners.get("second") == Some(&2)
+    })
+    .await;
+    fixture.put(rounds(&fixture, &ids, 6..=10)).await;
+    eventually("both apply the new records", WAIT, || async {
+        complete(&recorder.view(), &ids, 10)
+    })
+    .await;
+
+    // The second worker dies without releasing anything: its leases expire and move.
+    second.abort();
+    let _ = second.await;
+    let died = tokio::time::Instant::now();
+    eventually("the first worker takes every shard back", WAIT, || async {
+        owners(&fixture.leases(&fixture.leases_table).await).get("first") == Some(&4)
+    })
+    .await;
+    let takeover = died.elapsed();
+    println!("takeover after {takeover:?} (lease duration {LEASE_DURATION:?})");
+    fixture.put(rounds(&fixture, &ids, 11..=12)).await;
+    eventually("nothing is lost after the takeover", WAIT, || async {
+        complete(&recorder.view(), &ids, 12)
+    })
+    .await;
+    assert_eq!(recorder.gaps.load(Ordering::SeqCst), 0);
+    first_stop.send(()).unwrap();
+    first.await.unwrap();
+    fixture.tear_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_split_while_records_flow_loses_and_reorders_nothing() {
+    let fixture = Fixture::new(1).await;
+    let ids = aggregates("split", 40);
+    let recorder = Recorder::new("recorder");
+    let (task, stop) = start(&fixture, "only", &fixture.leases_table, recorder.clone());
+    let parent = fixture.leases(&fixture.leases_table).await;
+    let parent_shard = match parent.first() {
+        Some(lease) => lease.shard_id.clone(),
+        None => {
+            eventually("the shard's lease", WAIT, || async {
+                !fixture.leases(&fixture.leases_table).await.is_empty()
+            })
+            .await;
+            fixture.leases(&fixture.leases_table).await[0]
+                .shard_id
+                .clone()
+        }
+    };
+
+    const ROUNDS: i64 = 30;
+    for sequence in 1..=ROUNDS {
+        fixture
+            .put(rounds(&fixture, &ids, sequence..=sequence))
+            .await;
+        if sequence == 10 {
+            fixture
+                .kinesis
+                .split_shard()
+                .stream_name(&fixture.stream)
+                .shard_to_split(&parent_shard)
+                // The middle of the 128-bit hash key range.
+                .new_starting_hash_key("170141183460469231731687303715884105728")
+                .send()
+                .await
+                .expect("split shard");
+            fixture.wait_stream_active().await;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+
+    eventually("every commit applied", WAIT, || async {
+        complete(&recorder.view(), &ids, ROUNDS as u64)
+    })
+    .await;
+    assert_eq!(
+        recorder.gaps.load(Ordering::SeqCst),
+        0,
+        "a child was read before its parent ended"
+    );
+    let leases = fixture.leases(&fixture.leases_table).await;
+    assert_eq!(leases.len(), 3, "{leases:?}");
+    let parent = leases.iter().find(|l| l.shard_id == parent_shard).unwrap();
+    assert_eq!(parent.checkpoint, Checkpoint::ShardEnd);
+    for child in leases.iter().filter(|l| l.shard_id != parent_shard) {
+        assert_eq!(child.parent_shard_ids, vec![parent_shard.clone()]);
+    }
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    fixture.tear_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_is_dead_lettered_its_aggregate_parked_and_redriven_once_fixed() {
+    let fixture = Fixture::new(1).await;
+    let recorder = Recorder::new("recorder");
+    recorder.break_on("sick", 2);
+    let ids = vec!["sick".to_owned(), "healthy".to_owned()];
+    let mut records = rounds(&fixture, &ids, 1..=2);
+    records.push(("junk".to_owned(), b"\xff\xfe not a commit".to_vec()));
+    records.extend(rounds(&fixture, &ids, 3..=4));
+    fixture.put(records).await;
+
+    let (task, stop) = start(&fixture, "only", &fixture.leases_table, recorder.clone());
+    eventually("the healthy aggregate proceeds", WAIT, || async {
+        recorder.view().get("healthy") == Some(&vec![1, 2, 3, 4])
+    })
+    .await;
+    assert_eq!(recorder.view().get("sick"), Some(&vec![1]));
+
+    let letters = fixture.dead_letters(2).await;
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let sick = letters
+        .iter()
+        .find(|l| l["aggregate_id"] == "sick")
+        .expect("the poison commit's dead letter");
+    assert!(sick["reason"]
+        .as_str()
+        .unwrap()
+        .contains("broken on purpose"));
+    assert_eq!(sick["projection"], "recorder");
+    assert_eq!(sick["aggregate_type"], TYPE);
+    assert_eq!(sick["sequence_range"], serde_json::json!([2, 2]));
+    assert!(sick["sequence_number"]
+        .as_str()
+        .unwrap()
+        .chars()
+        .all(|c| c.is_ascii_digit()));
+    assert!(!sick["record_base64"].as_str().unwrap().is_empty());
+    let junk = letters
+        .iter()
+        .find(|l| l["partition_key"] == "junk")
+        .expect("the junk");
+    assert!(junk["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("undecodable record"));
+    assert!(junk["aggregate_id"].is_null());
+
+    let parked = fixture.parked();
+    let waiting = parked.list("recorder", TYPE, "sick").await.unwrap();
+    assert_eq!(
+        waiting.len(),
+        3,
+        "the poison commit and the two after it: {waiting:?}"
+    );
+    assert!(waiting.windows(2).all(|w| w[0].position < w[1].position));
+
+    // A later commit of the parked aggregate is parked too; the other aggregate goes on.
+    fixture.put(rounds(&fixture, &ids, 5..=5)).await;
+    eventually("the healthy aggregate's next commit", WAIT, || async {
+        recorder.view().get("healthy").map(Vec::len) == Some(5)
+    })
+    .await;
+    eventually(
+        "the sick aggregate's next commit is parked",
+        WAIT,
+        || async { parked.list("recorder", TYPE, "sick").await.unwrap().len() == 4 },
+    )
+    .await;
+    assert_eq!(recorder.view().get("sick"), Some(&vec![1]));
+
+    // The operator redrives once the projection is fixed... and before that it stops at once.
+    let early = redrive(recorder.as_ref(), &parked, TYPE, "sick")
+        .await
+        .unwrap();
+    assert_eq!((early.applied, early.remaining), (0, 4));
+    assert!(early.stopped_at.is_some());
+    recorder.fix();
+    let outcome = redrive(recorder.as_ref(), &parked, TYPE, "sick")
+        .await
+        .unwrap();
+    assert_eq!((outcome.applied, outcome.stopped_at), (4, None));
+    assert_eq!(recorder.view().get("sick"), Some(&vec![1, 2, 3, 4, 5]));
+    assert!(parked
+        .list("recorder", TYPE, "sick")
+        .await
+        .unwrap()
+        .is_empty());
+
+    // With nothing parked any more, its next commit is applied straight away.
+    fixture.put(rounds(&fixture, &ids, 6..=6)).await;
+    eventually("the redriven aggregate is live again", WAIT, || async {
+        complete(&recorder.view(), &ids, 6)
+    })
+    .await;
+    assert_eq!(recorder.gaps.load(Ordering::SeqCst), 0);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    fixture.tear_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_keeps_failing_transiently_gives_up_on_its_first_commit_only() {
+    let fixture = Fixture::new(1).await;
+    let recorder = Recorder::new("recorder");
+    recorder.unreachable_for("flaky");
+    let ids = vec!["flaky".to_owned(), "steady".to_owned()];
+    fixture.put(rounds(&fixture, &ids, 1..=3)).await;
+
+    let (task, stop) = start(&fixture, "only", &fixture.leases_table, recorder.clone());
+    eventually("the steady aggregate proceeds", WAIT, || async {
+        recorder.view().get("steady") == Some(&vec![1, 2, 3])
+    })
+    .await;
+    let letters = fixture.dead_letters(1).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["aggregate_id"], "flaky");
+    assert_eq!(letters[0]["sequence_range"], serde_json::json!([1, 1]));
+    let reason = letters[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("still failing after 3 tries"),
+        "{reason}"
+    );
+    let parked = fixture.parked();
+    assert_eq!(
+        parked.list("recorder", TYPE, "flaky").await.unwrap().len(),
+        3
+    );
+
+    // The store is back: a redrive catches the aggregate up.
+    recorder.fix();
+    let outcome = redrive(recorder.as_ref(), &parked, TYPE, "flaky")
+        .await
+        .unwrap();
+    assert_eq!((outcome.applied, outcome.stopped_at), (3, None));
+    assert!(complete(&recorder.view(), &ids, 3));
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    fixture.tear_down().await;
+}
