@@ -366,8 +366,8 @@ write_env_file() {
         echo "# PostgreSQL: DATABASE_URL is the server-level URL (tests create a database each)"
         echo "export DATABASE_URL=$(q "$DB_SERVER_URL")"
         echo "export ORDERPIPE_DATABASE__URL=$(q "$(pg_url_with_db "$DB_SERVER_URL" orderpipe)")"
-        echo "export ORDERPIPE_HISTORY__DATABASE_URL=$(q "$(pg_url_with_db "$DB_SERVER_URL" orderpipe_history)")"
-        echo "export ORDERPIPE_ANALYTICS__DATABASE_URL=$(q "$(pg_url_with_db "$DB_SERVER_URL" orderpipe_analytics)")"
+        echo "export ORDERPIPE_HISTORY__DATABASE__URL=$(q "$(pg_url_with_db "$DB_SERVER_URL" orderpipe_history)")"
+        echo "export ORDERPIPE_ANALYTICS__DATABASE__URL=$(q "$(pg_url_with_db "$DB_SERVER_URL" orderpipe_analytics)")"
         echo
         echo "# AWS SDK: static test credentials, no instance-metadata probing, local endpoints"
         for line in "${AWS_STATIC_ENV[@]}"; do echo "export $line"; done

@@ -159,8 +159,8 @@ pub struct AnalyticsProjection {
 }
 
 impl AnalyticsProjection {
-    /// A projection loading into `schema` through `pool` (settings key
-    /// `analytics.database_url`; Redshift's PostgreSQL wire protocol).
+    /// A projection loading into `schema` through `pool` (settings `analytics.database`;
+    /// Redshift's PostgreSQL wire protocol).
     pub fn new(pool: PgPool, schema: SchemaName) -> Self {
         Self { pool, schema }
     }

@@ -115,7 +115,7 @@ pub struct HistoryProjection {
 }
 
 impl HistoryProjection {
-    /// A projection writing to `schema` through `pool` (settings key `history.database_url`).
+    /// A projection writing to `schema` through `pool` (settings `history.database`).
     pub fn new(pool: PgPool, schema: SchemaName) -> Self {
         Self { pool, schema }
     }

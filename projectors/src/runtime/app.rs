@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use aws_config::SdkConfig;
 use service_kit::admin;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -102,21 +101,12 @@ fn read_model_database(
     projection: &'static str,
     database: &ReadModelDatabase,
 ) -> Result<(PgPool, SchemaName), AppError> {
-    let rejected = |what: &str| SettingsError::Rejected(format!("{projection}.{what}"));
-    let url = database.database_url.as_ref().ok_or_else(|| {
-        rejected("database_url is required (ORDERPIPE_<PROJECTION>__DATABASE_URL)")
+    let schema = SchemaName::parse(&database.schema).map_err(|_| {
+        SettingsError::Rejected(format!(
+            "{projection}.schema must be a plain lowercase identifier"
+        ))
     })?;
-    // The URL may hold a password: never echo it.
-    let options: PgConnectOptions = url
-        .expose()
-        .parse()
-        .map_err(|_| rejected("database_url is not a valid PostgreSQL URL"))?;
-    let schema = SchemaName::parse(&database.schema)
-        .map_err(|_| rejected("schema must be a plain lowercase identifier"))?;
-    let pool = PgPoolOptions::new()
-        .max_connections(database.max_connections.max(1))
-        .connect_lazy_with(options);
-    Ok((pool, schema))
+    Ok((database.database.pool()?, schema))
 }
 
 /// The projector process, built and bound, not yet running.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use aws_support::AwsSettings;
 use serde::Deserialize;
-pub use service_kit::settings::{AdminSettings, LogSettings, SettingsError};
+pub use service_kit::settings::{AdminSettings, DatabaseSettings, LogSettings, SettingsError};
 
 use crate::runtime::worker::WorkerConfig;
 
@@ -57,30 +57,11 @@ pub struct DynamoDbSettings {
 /// Where a PostgreSQL-protocol read model writes.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ReadModelDatabase {
-    /// A full connection URL; required when the projection runs.
-    pub database_url: Option<DatabaseUrl>,
+    /// The database: a full `url`, or its parts as Secrets Manager hands them out
+    /// (`ORDERPIPE_HISTORY__DATABASE__URL`, or `..._HOST`, `..._PASSWORD`, ...).
+    pub database: DatabaseSettings,
     /// The schema the projection writes to (replay builds a fresh one and swaps it in).
     pub schema: String,
-    /// Connections in its pool.
-    pub max_connections: u32,
-}
-
-/// A connection URL, which may hold a password: never printed.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct DatabaseUrl(String);
-
-impl DatabaseUrl {
-    /// The URL itself, to connect with.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DatabaseUrl([redacted])")
-    }
 }
 
 /// The dead-letter queue.
@@ -132,11 +113,26 @@ shard_sync_interval_ms = 60000
 
 [history]
 schema = "history"
+
+[history.database]
+host = "127.0.0.1"
+port = 5432
+name = "orderpipe_history"
+username = "postgres"
 max_connections = 8
+acquire_timeout_ms = 3000
 
 [analytics]
 schema = "analytics"
+
+# Redshift speaks the PostgreSQL protocol on port 5439; locally a PostgreSQL database stands in.
+[analytics.database]
+host = "127.0.0.1"
+port = 5439
+name = "orderpipe_analytics"
+username = "postgres"
 max_connections = 4
+acquire_timeout_ms = 3000
 
 [admin]
 host = "127.0.0.1"
