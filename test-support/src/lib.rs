@@ -6,9 +6,11 @@
 //! and a dependency so a test can take the dependency away.
 
 mod aws;
+mod kinesis;
 mod proxy;
 
 pub use aws::{aws_test_config, unique_name};
+pub use kinesis::{replay, Replayed, TestStream, PATIENCE};
 pub use proxy::CuttableProxy;
 
 use sqlx::postgres::PgPoolOptions;

@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use relay::record_log::{KinesisLog, LogRecord, PutOutcome, RecordLog, RecordLogError, THROTTLED};
 use test_support::fresh_database;
 
-use crate::helpers::{replay, spawn_relay, stores, TestStream, Writer};
+use crate::helpers::{kinesis_log, replay, spawn_relay, stores, TestStream, Writer};
 
 /// For its first `faulty_calls` calls: every fifth call fails whole before sending anything,
 /// and in the others every third record is refused as throttled and never sent; the rest go
@@ -75,7 +75,7 @@ async fn refused_records_and_failed_calls_never_reorder_an_aggregates_commits() 
     let mut writer = Writer::open(&database).await;
     writer.write(&stores(15), 10).await;
     let flaky = Arc::new(Flaky {
-        inner: stream.log(),
+        inner: kinesis_log(&stream),
         faulty_calls: 40,
         calls: AtomicUsize::new(0),
         refused: AtomicUsize::new(0),
@@ -136,7 +136,7 @@ async fn a_relay_that_dies_between_put_and_removal_republishes_on_restart_in_ord
     let mut writer = Writer::open(&database).await;
     writer.write(&stores(10), 6).await;
     let crashing = Arc::new(CrashAfterPut {
-        inner: stream.log(),
+        inner: kinesis_log(&stream),
         crash_on_call: 2,
         calls: AtomicUsize::new(0),
         crashed_with: Mutex::new(0),
@@ -156,7 +156,7 @@ async fn a_relay_that_dies_between_put_and_removal_republishes_on_restart_in_ord
     );
 
     // Its lock session died with it: a new relay takes the lock and publishes the rest.
-    let second = spawn_relay(&database, Arc::new(stream.log()), false).await;
+    let second = spawn_relay(&database, Arc::new(kinesis_log(&stream)), false).await;
     let records = stream.wait_for_records(writer.commits + doubled).await;
     second.stop().await;
 

@@ -1,13 +1,11 @@
 //! Spawns the real relay against a fresh database and a fresh kinesalite stream, writes commits
 //! through the event store, and reads the stream back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
-use commit_log::LoggedCommit;
 use cqrs_es::CqrsFramework;
 use domain::inventory::{InventoryCommand, StoreInventory};
 use domain::values::{Sku, StoreId};
@@ -19,169 +17,14 @@ use relay::configuration::{
 use relay::record_log::{KinesisLog, RecordLog};
 use relay::startup::Application;
 use sqlx::postgres::PgConnectOptions;
-use test_support::{aws_test_config, unique_name, CuttableProxy, TestDatabase};
+pub use test_support::{replay, TestStream, PATIENCE};
+use test_support::{unique_name, CuttableProxy, TestDatabase};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// How long a test waits for something that should happen within a second or two.
-pub const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A fresh stream on kinesalite.
-pub struct TestStream {
-    pub client: aws_sdk_kinesis::Client,
-    pub name: String,
-}
-
-impl TestStream {
-    /// Creates a stream of `shards` shards and waits until it is ACTIVE.
-    pub async fn create(shards: i32) -> Self {
-        let client = aws_sdk_kinesis::Client::new(&aws_test_config().await);
-        let name = unique_name("relay");
-        client
-            .create_stream()
-            .stream_name(&name)
-            .shard_count(shards)
-            .send()
-            .await
-            .expect("CreateStream");
-        for _ in 0..100 {
-            let summary = client
-                .describe_stream_summary()
-                .stream_name(&name)
-                .send()
-                .await
-                .expect("DescribeStreamSummary");
-            if summary
-                .stream_description_summary()
-                .is_some_and(|s| s.stream_status() == &StreamStatus::Active)
-            {
-                return Self { client, name };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("stream {name} never became ACTIVE");
-    }
-
-    /// The real Kinesis adapter on this stream.
-    pub fn log(&self) -> KinesisLog {
-        KinesisLog::new(&self.client, self.name.clone())
-    }
-
-    /// Every record of every shard from the start, decoded: per shard, in the shard's order.
-    pub async fn read_all(&self) -> BTreeMap<String, Vec<LoggedCommit>> {
-        let shards = self
-            .client
-            .list_shards()
-            .stream_name(&self.name)
-            .send()
-            .await
-            .expect("ListShards");
-        let mut by_shard = BTreeMap::new();
-        for shard in shards.shards() {
-            let mut iterator = self
-                .client
-                .get_shard_iterator()
-                .stream_name(&self.name)
-                .shard_id(shard.shard_id())
-                .shard_iterator_type(ShardIteratorType::TrimHorizon)
-                .send()
-                .await
-                .expect("GetShardIterator")
-                .shard_iterator
-                .expect("an iterator");
-            let mut commits = Vec::new();
-            loop {
-                let page = self
-                    .client
-                    .get_records()
-                    .shard_iterator(&iterator)
-                    .limit(10_000)
-                    .send()
-                    .await
-                    .expect("GetRecords");
-                if page.records().is_empty() {
-                    break;
-                }
-                for record in page.records() {
-                    let commit = commit_log::decode(record.data().as_ref())
-                        .expect("every record is a commit envelope");
-                    assert_eq!(
-                        record.partition_key(),
-                        Some(commit.aggregate_id.as_str()),
-                        "partition key = aggregate id"
-                    );
-                    commits.push(commit);
-                }
-                match page.next_shard_iterator {
-                    Some(next) => iterator = next,
-                    None => break,
-                }
-            }
-            by_shard.insert(shard.shard_id().to_owned(), commits);
-        }
-        by_shard
-    }
-
-    /// Reads until at least `count` records are on the stream.
-    pub async fn wait_for_records(&self, count: usize) -> BTreeMap<String, Vec<LoggedCommit>> {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let records = self.read_all().await;
-            let seen: usize = records.values().map(Vec::len).sum();
-            if seen >= count {
-                return records;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "only {seen} of {count} records reached the stream"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// What a projection reading the stream sees: per aggregate, the last sequence applied, and how
-/// many records it skipped as already seen.
-#[derive(Debug, Default)]
-pub struct Replayed {
-    pub last_sequence: HashMap<(String, String), u64>,
-    pub commits_applied: usize,
-    pub duplicates_skipped: usize,
-}
-
-/// Reads the stream like a projector that skips sequences it has applied, and checks that it
-/// sees every commit of an aggregate once, in order, and each aggregate on one shard only.
-pub fn replay(records: &BTreeMap<String, Vec<LoggedCommit>>) -> Replayed {
-    let mut replayed = Replayed::default();
-    let mut shard_of: HashMap<(String, String), &str> = HashMap::new();
-    for (shard, commits) in records {
-        for commit in commits {
-            let aggregate = (commit.aggregate_type.clone(), commit.aggregate_id.clone());
-            let home = shard_of.entry(aggregate.clone()).or_insert(shard);
-            assert_eq!(*home, shard, "{aggregate:?} is on one shard only");
-            let applied = replayed.last_sequence.entry(aggregate.clone()).or_insert(0);
-            if commit.first_sequence() <= *applied {
-                assert!(
-                    commit.last_sequence() <= *applied,
-                    "a duplicate is a whole commit seen before: {aggregate:?} {}..={} after {applied}",
-                    commit.first_sequence(),
-                    commit.last_sequence()
-                );
-                replayed.duplicates_skipped += 1;
-                continue;
-            }
-            assert_eq!(
-                commit.first_sequence(),
-                *applied + 1,
-                "{aggregate:?}: commit {}..={} arrived after {applied}: out of order or a gap",
-                commit.first_sequence(),
-                commit.last_sequence()
-            );
-            *applied = commit.last_sequence();
-            replayed.commits_applied += 1;
-        }
-    }
-    replayed
+/// The real Kinesis adapter on a test stream.
+pub fn kinesis_log(stream: &TestStream) -> KinesisLog {
+    KinesisLog::new(&stream.client, stream.name.clone())
 }
 
 /// Writes commits through cqrs-es and the event store, like the command API does.

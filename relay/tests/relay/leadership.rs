@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use relay::record_log::{KinesisLog, LogRecord, PutOutcome, RecordLog, RecordLogError};
 use test_support::fresh_database;
 
-use crate::helpers::{replay, spawn_relay, stores, TestStream, Writer};
+use crate::helpers::{kinesis_log, replay, spawn_relay, stores, TestStream, Writer};
 
 /// Counts the records a relay sends through the real adapter.
 struct Counted {
@@ -44,7 +44,10 @@ async fn of_two_relays_one_publishes_and_the_other_takes_over_when_it_stops() {
     let database = fresh_database().await;
     let stream = TestStream::create(2).await;
     let mut writer = Writer::open(&database).await;
-    let (log_a, log_b) = (Counted::new(stream.log()), Counted::new(stream.log()));
+    let (log_a, log_b) = (
+        Counted::new(kinesis_log(&stream)),
+        Counted::new(kinesis_log(&stream)),
+    );
     let relay_a = spawn_relay(&database, log_a.clone(), false).await;
     let relay_b = spawn_relay(&database, log_b.clone(), false).await;
 

@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use test_support::fresh_database;
 
-use crate::helpers::{replay, spawn_relay, stores, TestStream, Writer};
+use crate::helpers::{kinesis_log, replay, spawn_relay, stores, TestStream, Writer};
 
 #[tokio::test]
 async fn a_relay_cut_off_from_its_database_reports_unhealthy_and_resumes_when_it_is_back() {
     let database = fresh_database().await;
     let stream = TestStream::create(2).await;
     let mut writer = Writer::open(&database).await;
-    let relay = spawn_relay(&database, Arc::new(stream.log()), true).await;
+    let relay = spawn_relay(&database, Arc::new(kinesis_log(&stream)), true).await;
     writer.write(&stores(5), 4).await;
     stream.wait_for_records(writer.commits).await;
     relay.wait_for_health(200).await;

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use test_support::fresh_database;
 
-use crate::helpers::{replay, spawn_relay, stores, TestStream, Writer};
+use crate::helpers::{kinesis_log, replay, spawn_relay, stores, TestStream, Writer};
 
 #[tokio::test]
 async fn every_commit_reaches_the_stream_once_in_order_per_aggregate_and_leaves_the_outbox() {
@@ -12,7 +12,7 @@ async fn every_commit_reaches_the_stream_once_in_order_per_aggregate_and_leaves_
     // Written before the relay starts, so rounds hold several commits of each aggregate.
     writer.write(&stores(12), 8).await;
 
-    let relay = spawn_relay(&database, Arc::new(stream.log()), false).await;
+    let relay = spawn_relay(&database, Arc::new(kinesis_log(&stream)), false).await;
     stream.wait_for_records(writer.commits).await;
     // Commits written while it runs go out too.
     writer.write(&stores(4), 3).await;
