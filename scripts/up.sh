@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Brings up the local stack and runs the pipeline on it: PostgreSQL and the AWS emulators
-# (scripts/stack.sh), then the command API, with a demo menu and store stock. Idempotent: what is
-# already running is left alone. Processes keep running after the script ends.
+# (scripts/stack.sh), then the command API, the relay (outbox -> Kinesis) and the projectors
+# (Kinesis -> DynamoDB active orders, PostgreSQL history, analytics), with a demo menu and store
+# stock. Idempotent: what is already running is left alone. Processes keep running after the
+# script ends; logs are in .stack/logs.
 #
-#   scripts/up.sh          start (build if needed) and print how to call the API
+#   scripts/up.sh          start (build if needed) and print how to call the API and see the views
 #   scripts/up.sh stop     stop the pipeline processes (the stack stays; scripts/stack.sh down)
 #   scripts/up.sh --help
 set -euo pipefail
@@ -13,7 +15,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$repo/scripts/lib.sh"
 cd "$repo"
 
-usage() { sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 case "${1:-start}" in
   -h | --help) usage; exit 0 ;;
@@ -27,9 +29,12 @@ source "$(scripts/stack.sh env --path)"
 run_dir="$ORDERPIPE_STACK_DIR/run"
 mkdir -p "$run_dir" "$ORDERPIPE_STACK_DIR/logs"
 api_pid="$run_dir/command-api.pid"
+processes=(projectors relay command-api)
 
 if [ "${1:-start}" = stop ]; then
-  stop_pidfile command-api "$api_pid" 15
+  for process in "${processes[@]}"; do
+    stop_pidfile "$process" "$run_dir/$process.pid" 15
+  done
   exit 0
 fi
 
@@ -41,10 +46,29 @@ fi
 export ORDERPIPE_AUTH__JWT_SECRET
 ORDERPIPE_AUTH__JWT_SECRET="$(cat "$secret_file")"
 
-log "building command-api"
-cargo build --quiet --locked -p command-api
+log "building command-api, relay and projectors"
+cargo build --quiet --locked -p command-api -p relay -p projectors
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 api_bin="$target_dir/debug/command-api"
+
+# start_worker NAME DEFAULT_ADMIN_PORT ARGS...: starts a pipeline worker unless it runs already,
+# with its admin endpoint (/health, /metrics) on a free port; prints that port.
+start_worker() {
+  local name=$1 default_port=$2 pid_file="$run_dir/$1.pid" port_file="$run_dir/$1.port" port
+  shift 2
+  if pid_matches "$pid_file" "$name"; then
+    cat "$port_file"
+    return
+  fi
+  port="$(OP_RESERVED_PORTS="$grpc_port $admin_port" free_port "$default_port")"
+  echo "$port" >"$port_file"
+  ORDERPIPE_ADMIN__PORT="$port" spawn "$pid_file" "$ORDERPIPE_STACK_DIR/logs/$name.log" \
+    "$target_dir/debug/$name" "$@"
+  wait_for_port "$port" 60 "$(cat "$pid_file")" ||
+    die "$name did not start; see $ORDERPIPE_STACK_DIR/logs/$name.log"
+  log "$name started (pid $(cat "$pid_file")), admin 127.0.0.1:$port"
+  echo "$port"
+}
 
 port_file="$run_dir/command-api.ports"
 if pid_matches "$api_pid" command-api; then
@@ -61,6 +85,9 @@ else
     die "command-api did not start; see $ORDERPIPE_STACK_DIR/logs/command-api.log"
   log "command-api started (pid $(cat "$api_pid")): gRPC 127.0.0.1:$grpc_port, admin 127.0.0.1:$admin_port"
 fi
+
+relay_port="$(start_worker relay 9091 run)"
+projectors_port="$(start_worker projectors 9092 run)"
 
 grpc_call() {
   "$ORDERPIPE_STACK_DIR/venv/bin/python" scripts/grpc-call.py --address "127.0.0.1:$grpc_port" "$@"
@@ -86,10 +113,15 @@ log "demo menu and store-1 stock are in place"
 cat <<EOF
 
 orderpipe is running.
-  gRPC        127.0.0.1:$grpc_port   (reflection on; health: grpc.health.v1.Health)
-  admin       http://127.0.0.1:$admin_port/metrics  http://127.0.0.1:$admin_port/health
-  logs        $ORDERPIPE_STACK_DIR/logs/command-api.log
+  command-api gRPC 127.0.0.1:$grpc_port (reflection on; health: grpc.health.v1.Health)
+              admin http://127.0.0.1:$admin_port/metrics and /health
+  relay       admin http://127.0.0.1:$relay_port/metrics and /health
+  projectors  admin http://127.0.0.1:$projectors_port/metrics and /health
+  logs        $ORDERPIPE_STACK_DIR/logs/{command-api,relay,projectors}.log
   stack       scripts/stack.sh status
+
+See the views (README "Looking at the views"):
+  scripts/views.sh store-1
 
 Call it with the generic reflection client (or any gRPC client that speaks reflection):
   export ORDERPIPE_AUTH__JWT_SECRET=\$(cat $secret_file)
