@@ -1,0 +1,8 @@
+//! The whole pipeline at once: commands over gRPC into the event store, the relay publishing the
+//! outbox to Kinesis, and the projectors building the DynamoDB, history and analytics views.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod crash;
+mod end_to_end;
+mod support;
+mod workload;
