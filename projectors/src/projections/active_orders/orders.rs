@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use commit_log::{DomainEvent, LoggedCommit};
 use time::OffsetDateTime;
 
-use super::update::{n, s, Update};
+use super::update::{n, s, OnConditionFailed, Update};
 use super::{dynamodb_failure, ActiveOrdersProjection, TOMBSTONE_TTL};
 use crate::projection::ProjectionError;
 use crate::projections::order_changes::{
@@ -264,32 +264,16 @@ async fn write_order(
     let pk = update.name("pk");
     let expected = update.value(n(applied));
     let condition = format!("attribute_not_exists({pk}) OR {marker} = {expected}");
-    let expression = update.expression();
-    let (names, values) = update.into_parts();
-    let result = projection
-        .client
-        .update_item()
-        .table_name(&projection.tables.orders)
-        .set_key(Some(order_key(&commit.aggregate_id)))
-        .update_expression(expression)
-        .condition_expression(condition)
-        .set_expression_attribute_names(Some(names))
-        .set_expression_attribute_values(Some(values))
-        .send()
-        .await;
-    match result {
-        Ok(_) => Ok(()),
-        // Another worker moved the marker since it was read (a lease changing hands): the
-        // retry re-reads it and skips what is applied.
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-        {
-            Err(ProjectionError::Transient(Box::new(error)))
-        }
-        Err(error) => Err(dynamodb_failure(index, error)),
-    }
+    update
+        .send(
+            &projection.client,
+            &projection.tables.orders,
+            order_key(&commit.aggregate_id),
+            condition,
+            OnConditionFailed::MarkerMoved,
+            index,
+        )
+        .await
 }
 
 fn line(line: &domain::order::PricedLine) -> AttributeValue {
@@ -407,30 +391,16 @@ async fn count(
     let entry = update.name(&key.entry());
     let counted_up_to = update.value(n(applied));
     let condition = format!("attribute_not_exists({entry}) OR {entry} <= {counted_up_to}");
-    let expression = update.expression();
-    let (names, values) = update.into_parts();
-    let result = projection
-        .client
-        .update_item()
-        .table_name(&projection.tables.stores)
-        .set_key(Some(key.key()))
-        .update_expression(expression)
-        .condition_expression(condition)
-        .set_expression_attribute_names(Some(names))
-        .set_expression_attribute_values(Some(values))
-        .send()
-        .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-        {
-            Ok(())
-        }
-        Err(error) => Err(dynamodb_failure(index, error)),
-    }
+    update
+        .send(
+            &projection.client,
+            &projection.tables.stores,
+            key.key(),
+            condition,
+            OnConditionFailed::AlreadyApplied,
+            index,
+        )
+        .await
 }
 
 /// Removes an ended order's entry from the metrics item. Only the entry of this final commit is
@@ -446,28 +416,14 @@ async fn forget(
     let entry = update.name(&key.entry());
     let last = update.value(n(last_sequence));
     let condition = format!("{entry} = {last}");
-    let expression = update.expression();
-    let (names, values) = update.into_parts();
-    let result = projection
-        .client
-        .update_item()
-        .table_name(&projection.tables.stores)
-        .set_key(Some(key.key()))
-        .update_expression(expression)
-        .condition_expression(condition)
-        .set_expression_attribute_names(Some(names))
-        .set_expression_attribute_values(Some(values))
-        .send()
-        .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-        {
-            Ok(())
-        }
-        Err(error) => Err(dynamodb_failure(index, error)),
-    }
+    update
+        .send(
+            &projection.client,
+            &projection.tables.stores,
+            key.key(),
+            condition,
+            OnConditionFailed::AlreadyApplied,
+            index,
+        )
+        .await
 }

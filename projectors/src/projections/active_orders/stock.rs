@@ -14,7 +14,7 @@ use commit_log::{DomainEvent, LoggedCommit};
 use domain::inventory::InventoryEvent;
 use time::OffsetDateTime;
 
-use super::update::{n, s, Update};
+use super::update::{n, s, OnConditionFailed, Update};
 use super::{dynamodb_failure, ActiveOrdersProjection};
 use crate::projection::ProjectionError;
 use crate::projections::order_changes::sortable_time;
@@ -238,31 +238,16 @@ async fn write_sku(
     let marker = update.name("applied_sequence");
     let expected = update.value(n(applied));
     let condition = format!("attribute_not_exists({marker}) OR {marker} <= {expected}");
-    let expression = update.expression();
-    let (names, values) = update.into_parts();
-    let result = projection
-        .client
-        .update_item()
-        .table_name(&projection.tables.stores)
-        .set_key(Some(key(&commit.aggregate_id, format!("SKU#{sku}"))))
-        .update_expression(expression)
-        .condition_expression(condition)
-        .set_expression_attribute_names(Some(names))
-        .set_expression_attribute_values(Some(values))
-        .send()
-        .await;
-    match result {
-        Ok(_) => Ok(()),
-        // Written before a crash: the SKU already holds this commit.
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-        {
-            Ok(())
-        }
-        Err(error) => Err(dynamodb_failure(index, error)),
-    }
+    update
+        .send(
+            &projection.client,
+            &projection.tables.stores,
+            key(&commit.aggregate_id, format!("SKU#{sku}")),
+            condition,
+            OnConditionFailed::AlreadyApplied,
+            index,
+        )
+        .await
 }
 
 async fn advance_marker(
@@ -277,30 +262,14 @@ async fn advance_marker(
     let marker = update.name("last_sequence");
     let expected = update.value(n(applied));
     let condition = format!("attribute_not_exists({marker}) OR {marker} = {expected}");
-    let expression = update.expression();
-    let (names, values) = update.into_parts();
-    projection
-        .client
-        .update_item()
-        .table_name(&projection.tables.stores)
-        .set_key(Some(key(&commit.aggregate_id, "INVENTORY".into())))
-        .update_expression(expression)
-        .condition_expression(condition)
-        .set_expression_attribute_names(Some(names))
-        .set_expression_attribute_values(Some(values))
-        .send()
+    update
+        .send(
+            &projection.client,
+            &projection.tables.stores,
+            key(&commit.aggregate_id, "INVENTORY".into()),
+            condition,
+            OnConditionFailed::MarkerMoved,
+            index,
+        )
         .await
-        // A failed condition means another worker moved the marker (a lease changing hands):
-        // the retry re-reads it.
-        .map_err(|error| {
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_conditional_check_failed_exception())
-            {
-                ProjectionError::Transient(Box::new(error))
-            } else {
-                dynamodb_failure(index, error)
-            }
-        })?;
-    Ok(())
 }

@@ -5,6 +5,10 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+
+use super::dynamodb_failure;
+use crate::projection::ProjectionError;
 
 /// The parts of one `UpdateItem` call.
 #[derive(Debug, Default)]
@@ -80,9 +84,61 @@ impl Update {
     }
 
     /// The names and values, for the request.
-    pub(super) fn into_parts(self) -> (HashMap<String, String>, HashMap<String, AttributeValue>) {
+    fn into_parts(self) -> (HashMap<String, String>, HashMap<String, AttributeValue>) {
         (self.names, self.values)
     }
+
+    /// Writes this update to the item at `key` of `table` if `condition` (built from this
+    /// update's placeholders) holds. A failed condition is read as `on_failed` says; every
+    /// other failure is classified by [`dynamodb_failure`] for commit `index`.
+    pub(super) async fn send(
+        self,
+        client: &Client,
+        table: &str,
+        key: HashMap<String, AttributeValue>,
+        condition: String,
+        on_failed: OnConditionFailed,
+        index: usize,
+    ) -> Result<(), ProjectionError> {
+        let expression = self.expression();
+        let (names, values) = self.into_parts();
+        let result = client
+            .update_item()
+            .table_name(table)
+            .set_key(Some(key))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                match on_failed {
+                    OnConditionFailed::AlreadyApplied => Ok(()),
+                    OnConditionFailed::MarkerMoved => {
+                        Err(ProjectionError::Transient(Box::new(error)))
+                    }
+                }
+            }
+            Err(error) => Err(dynamodb_failure(index, error)),
+        }
+    }
+}
+
+/// What a failed write condition means.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum OnConditionFailed {
+    /// The item already holds this commit (written before a crash): nothing to do.
+    AlreadyApplied,
+    /// Another worker moved the aggregate's marker since it was read (a lease changing hands):
+    /// the batch is retried, re-reads the marker and skips what is applied.
+    MarkerMoved,
 }
 
 /// A string attribute.
