@@ -24,9 +24,9 @@ use sqlx::query_builder::Separated;
 use sqlx::{PgPool, QueryBuilder, Transaction};
 use time::{Date, OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
-use super::ledger::{LoyaltyEntry, StockMovement};
+use super::ledger::{ChangeBatch, LoyaltyEntry, StockMovement};
 use super::order_changes::{OrderChanges, PlacedOrder};
-use super::progress::{gap, transient, unapplied, Step, INVENTORY, LOYALTY, MENU, ORDER};
+use super::progress::{gather, transient, Applied, INVENTORY, LOYALTY, MENU, ORDER};
 use super::{SchemaName, SetupError, SET_SEARCH_PATH};
 use crate::projection::{Projection, ProjectionError};
 
@@ -217,28 +217,10 @@ impl Projection for AnalyticsProjection {
             .map_err(transient)?;
         let mut applied = read_applied(&mut tx, commits).await.map_err(transient)?;
         let mut batch = Batch::default();
-        let mut stopped = None;
-        for (index, commit) in commits.iter().enumerate() {
-            if ![ORDER, INVENTORY, LOYALTY, MENU].contains(&commit.aggregate_type.as_str()) {
-                continue;
-            }
-            let key = (commit.aggregate_type.clone(), commit.aggregate_id.clone());
-            let last = applied.get(&key).map_or(0, |(sequence, _)| *sequence);
-            match Step::of(commit, last) {
-                Step::Skip => {}
-                Step::Gap { applied } => {
-                    stopped = Some(gap(index, commit, applied));
-                    break;
-                }
-                Step::Apply { applied: before } => {
-                    if let Err(reason) = batch.add(commit, before) {
-                        stopped = Some(ProjectionError::Poison { index, reason });
-                        break;
-                    }
-                    applied.insert(key, (commit.last_sequence(), true));
-                }
-            }
-        }
+        let tracked = [ORDER, INVENTORY, LOYALTY, MENU];
+        let stopped = gather(commits, &tracked, &mut applied, |commit, before| {
+            batch.add(commit, before)
+        });
         batch.write(&mut tx).await.map_err(transient)?;
         let changed: Vec<AppliedRow> = applied
             .into_iter()
@@ -258,8 +240,6 @@ impl Projection for AnalyticsProjection {
         stopped.map_or(Ok(()), Err)
     }
 }
-
-type Applied = HashMap<(String, String), (u64, bool)>;
 
 async fn read_applied(
     tx: &mut Transaction<'_, Postgres>,
@@ -583,47 +563,15 @@ struct ItemChange {
 /// Everything one `apply` loads.
 #[derive(Debug, Default)]
 struct Batch {
-    orders: Vec<(String, OrderChanges)>,
-    order_index: HashMap<String, usize>,
-    loyalty: Vec<LoyaltyEntry>,
-    stock: Vec<StockMovement>,
+    changes: ChangeBatch,
     items: BTreeMap<String, ItemChange>,
 }
 
 impl Batch {
     fn add(&mut self, commit: &LoggedCommit, applied: u64) -> Result<(), String> {
-        let id = &commit.aggregate_id;
-        for event in unapplied(commit, applied) {
-            match (&event.event, commit.aggregate_type.as_str()) {
-                (DomainEvent::Order(order_event), ORDER) => {
-                    let slot = *self.order_index.entry(id.clone()).or_insert_with(|| {
-                        self.orders.push((id.clone(), OrderChanges::default()));
-                        self.orders.len() - 1
-                    });
-                    self.orders[slot]
-                        .1
-                        .apply(event.sequence, event.recorded_at, order_event);
-                }
-                (DomainEvent::Loyalty(loyalty_event), LOYALTY) => self.loyalty.push(
-                    LoyaltyEntry::of(id, event.sequence, event.recorded_at, loyalty_event),
-                ),
-                (DomainEvent::Inventory(inventory_event), INVENTORY) => {
-                    self.stock.extend(StockMovement::of(
-                        id,
-                        event.sequence,
-                        event.recorded_at,
-                        inventory_event,
-                    ));
-                }
-                (DomainEvent::Menu(menu_event), MENU) => {
-                    self.add_menu_event(menu_event, utc(event.recorded_at));
-                }
-                _ => {
-                    return Err(format!(
-                        "a {} commit holds an event of another aggregate type",
-                        commit.aggregate_type
-                    ))
-                }
+        for event in self.changes.add(commit, applied)? {
+            if let DomainEvent::Menu(menu_event) = &event.event {
+                self.add_menu_event(menu_event, utc(event.recorded_at));
             }
         }
         Ok(())
@@ -673,6 +621,7 @@ impl Batch {
 
     async fn write(self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
         let earlier: Vec<&str> = self
+            .changes
             .orders
             .iter()
             .filter(|(_, changes)| changes.placed.is_none())
@@ -690,7 +639,7 @@ impl Batch {
         let mut order_items = Vec::new();
         let mut stores: BTreeMap<String, PrimitiveDateTime> = BTreeMap::new();
         let mut hours: BTreeMap<i64, DimHour> = BTreeMap::new();
-        for entry in &self.loyalty {
+        for entry in &self.changes.loyalty {
             let at = utc(entry.recorded_at);
             hours.entry(hour_key(at)).or_insert_with(|| DimHour::of(at));
         }
@@ -699,7 +648,7 @@ impl Batch {
             *first = (*first).min(at);
             hours.entry(hour_key(at)).or_insert_with(|| DimHour::of(at));
         };
-        for (order_id, changes) in &self.orders {
+        for (order_id, changes) in &self.changes.orders {
             let mut row = match &changes.placed {
                 Some(placed) => {
                     let row = FactOrder::placed(order_id, placed);
@@ -730,7 +679,7 @@ impl Batch {
             row.apply(changes);
             orders.push(row);
         }
-        for movement in &self.stock {
+        for movement in &self.changes.stock {
             see(&movement.store_id, utc(movement.recorded_at));
         }
         let items = self.items_with_current(tx).await?;
@@ -747,8 +696,8 @@ impl Batch {
         load(tx, &DIM_ITEM, &items).await?;
         load(tx, &FACT_ORDERS, &orders).await?;
         load(tx, &FACT_ORDER_ITEMS, &order_items).await?;
-        load(tx, &FACT_LOYALTY, &self.loyalty).await?;
-        load(tx, &FACT_STOCK_MOVEMENTS, &self.stock).await
+        load(tx, &FACT_LOYALTY, &self.changes.loyalty).await?;
+        load(tx, &FACT_STOCK_MOVEMENTS, &self.changes.stock).await
     }
 
     /// The batch's menu changes on top of the current `dim_item` rows.

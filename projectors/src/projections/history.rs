@@ -7,19 +7,17 @@
 //! table's primary key is the event's identity, so even two workers racing on one aggregate
 //! cannot both insert: the loser fails, retries and skips.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
-use commit_log::{DomainEvent, LoggedCommit};
+use commit_log::LoggedCommit;
 use serde::Serialize;
 use sqlx::migrate::Migrator;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 
-use super::ledger::{LoyaltyEntry, StockMovement};
+use super::ledger::ChangeBatch;
 use super::order_changes::{serialize_optional_time, serialize_time, OrderChanges};
-use super::progress::{gap, transient, unapplied, Step, INVENTORY, LOYALTY, ORDER};
+use super::progress::{gather, transient, Applied, INVENTORY, LOYALTY, ORDER};
 use super::{SchemaName, SetupError, SET_SEARCH_PATH};
 use crate::projection::{Projection, ProjectionError};
 
@@ -151,38 +149,19 @@ impl Projection for HistoryProjection {
             .await
             .map_err(transient)?;
         let mut applied = lock_applied(&mut tx, commits).await?;
-        let mut batch = Batch::default();
-        let mut stopped = None;
-        for (index, commit) in commits.iter().enumerate() {
-            if ![ORDER, INVENTORY, LOYALTY].contains(&commit.aggregate_type.as_str()) {
-                continue;
-            }
-            let key = (commit.aggregate_type.clone(), commit.aggregate_id.clone());
-            let last = applied.get(&key).map_or(0, |(sequence, _)| *sequence);
-            match Step::of(commit, last) {
-                Step::Skip => {}
-                Step::Gap { applied } => {
-                    stopped = Some(gap(index, commit, applied));
-                    break;
-                }
-                Step::Apply { applied: before } => {
-                    if let Err(reason) = batch.add(commit, before) {
-                        stopped = Some(ProjectionError::Poison { index, reason });
-                        break;
-                    }
-                    applied.insert(key, (commit.last_sequence(), true));
-                }
-            }
-        }
-        batch.write(&mut tx).await.map_err(transient)?;
+        let mut batch = ChangeBatch::default();
+        let stopped = gather(
+            commits,
+            &[ORDER, INVENTORY, LOYALTY],
+            &mut applied,
+            |commit, before| batch.add(commit, before).map(drop),
+        );
+        write(&batch, &mut tx).await.map_err(transient)?;
         write_applied(&mut tx, &applied).await.map_err(transient)?;
         tx.commit().await.map_err(transient)?;
         stopped.map_or(Ok(()), Err)
     }
 }
-
-/// Last applied sequence per (aggregate type, id), and whether this batch changed it.
-type Applied = HashMap<(String, String), (u64, bool)>;
 
 async fn lock_applied(
     tx: &mut Transaction<'_, Postgres>,
@@ -303,99 +282,51 @@ struct StatusChangeRow {
     detail: Option<String>,
 }
 
-/// Everything one `apply` writes.
-#[derive(Debug, Default)]
-struct Batch {
-    /// Orders in first-seen order with their changes in this batch.
-    orders: Vec<(String, OrderChanges)>,
-    order_index: HashMap<String, usize>,
-    loyalty: Vec<LoyaltyEntry>,
-    stock: Vec<StockMovement>,
-}
-
-impl Batch {
-    /// Adds the events of `commit` after `applied`; an event of the wrong aggregate type is
-    /// refused (the commit is poison).
-    fn add(&mut self, commit: &LoggedCommit, applied: u64) -> Result<(), String> {
-        let id = &commit.aggregate_id;
-        for event in unapplied(commit, applied) {
-            match (&event.event, commit.aggregate_type.as_str()) {
-                (DomainEvent::Order(order_event), ORDER) => {
-                    let slot = *self.order_index.entry(id.clone()).or_insert_with(|| {
-                        self.orders.push((id.clone(), OrderChanges::default()));
-                        self.orders.len() - 1
-                    });
-                    self.orders[slot]
-                        .1
-                        .apply(event.sequence, event.recorded_at, order_event);
+/// Writes what one `apply` gathered.
+async fn write(batch: &ChangeBatch, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+    let mut placed = Vec::new();
+    let mut updated = Vec::new();
+    let mut items = Vec::new();
+    let mut timeline = Vec::new();
+    for (order_id, changes) in &batch.orders {
+        let row = OrderRow::of(order_id, changes);
+        if let Some(order) = &changes.placed {
+            placed.push(row);
+            items.extend(order.lines.iter().enumerate().map(|(line_no, line)| {
+                OrderItemRow {
+                    order_id: order_id.clone(),
+                    line_no: line_no as i32,
+                    sku: line.sku.to_string(),
+                    name: line.name.to_string(),
+                    quantity: line.quantity.get() as i32,
+                    customisations: line
+                        .customisations
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                    unit_price_cents: line.unit_price.cents(),
+                    line_total_cents: line.line_total.cents(),
                 }
-                (DomainEvent::Loyalty(loyalty_event), LOYALTY) => self.loyalty.push(
-                    LoyaltyEntry::of(id, event.sequence, event.recorded_at, loyalty_event),
-                ),
-                (DomainEvent::Inventory(inventory_event), INVENTORY) => {
-                    self.stock.extend(StockMovement::of(
-                        id,
-                        event.sequence,
-                        event.recorded_at,
-                        inventory_event,
-                    ));
-                }
-                _ => {
-                    return Err(format!(
-                        "a {} commit holds an event of another aggregate type",
-                        commit.aggregate_type
-                    ))
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn write(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
-        let mut placed = Vec::new();
-        let mut updated = Vec::new();
-        let mut items = Vec::new();
-        let mut timeline = Vec::new();
-        for (order_id, changes) in &self.orders {
-            let row = OrderRow::of(order_id, changes);
-            if let Some(order) = &changes.placed {
-                placed.push(row);
-                items.extend(order.lines.iter().enumerate().map(|(line_no, line)| {
-                    OrderItemRow {
-                        order_id: order_id.clone(),
-                        line_no: line_no as i32,
-                        sku: line.sku.to_string(),
-                        name: line.name.to_string(),
-                        quantity: line.quantity.get() as i32,
-                        customisations: line
-                            .customisations
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect(),
-                        unit_price_cents: line.unit_price.cents(),
-                        line_total_cents: line.line_total.cents(),
-                    }
-                }));
-            } else {
-                updated.push(row);
-            }
-            timeline.extend(changes.timeline.iter().map(|entry| StatusChangeRow {
-                order_id: order_id.clone(),
-                sequence: entry.sequence as i64,
-                event_type: entry.event,
-                status: entry.status.map(|s| s.as_str()),
-                changed_at: entry.at,
-                detail: entry.detail.clone(),
             }));
+        } else {
+            updated.push(row);
         }
-        // Parents first: items and timeline rows reference their order.
-        insert(tx, INSERT_ORDERS, &placed).await?;
-        insert(tx, UPDATE_ORDERS, &updated).await?;
-        insert(tx, INSERT_ORDER_ITEMS, &items).await?;
-        insert(tx, INSERT_STATUS_CHANGES, &timeline).await?;
-        insert(tx, INSERT_LOYALTY, &self.loyalty).await?;
-        insert(tx, INSERT_STOCK_MOVEMENTS, &self.stock).await
+        timeline.extend(changes.timeline.iter().map(|entry| StatusChangeRow {
+            order_id: order_id.clone(),
+            sequence: entry.sequence as i64,
+            event_type: entry.event,
+            status: entry.status.map(|s| s.as_str()),
+            changed_at: entry.at,
+            detail: entry.detail.clone(),
+        }));
     }
+    // Parents first: items and timeline rows reference their order.
+    insert(tx, INSERT_ORDERS, &placed).await?;
+    insert(tx, UPDATE_ORDERS, &updated).await?;
+    insert(tx, INSERT_ORDER_ITEMS, &items).await?;
+    insert(tx, INSERT_STATUS_CHANGES, &timeline).await?;
+    insert(tx, INSERT_LOYALTY, &batch.loyalty).await?;
+    insert(tx, INSERT_STOCK_MOVEMENTS, &batch.stock).await
 }
 
 /// Runs `statement` with `rows` as its JSON array parameter, unless there are none.

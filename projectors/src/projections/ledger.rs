@@ -1,12 +1,73 @@
-//! Loyalty and inventory events as ledger rows: the shape history and analytics both store.
+//! Loyalty and inventory events as ledger rows, and orders as their changes: the shape history
+//! and analytics both store, gathered per batch by [`ChangeBatch`].
 
+use std::collections::HashMap;
+
+use commit_log::{DomainEvent, LoggedCommit, LoggedEvent};
 use domain::inventory::InventoryEvent;
 use domain::loyalty::LoyaltyEvent;
 use domain::Tier;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::order_changes::serialize_time;
+use super::order_changes::{serialize_time, OrderChanges};
+use super::progress::{unapplied, INVENTORY, LOYALTY, MENU, ORDER};
+
+/// The order changes, loyalty entries and stock movements of one batch of commits.
+#[derive(Debug, Default)]
+pub(crate) struct ChangeBatch {
+    /// Orders in first-seen order with their changes in this batch.
+    pub(crate) orders: Vec<(String, OrderChanges)>,
+    order_index: HashMap<String, usize>,
+    pub(crate) loyalty: Vec<LoyaltyEntry>,
+    pub(crate) stock: Vec<StockMovement>,
+}
+
+impl ChangeBatch {
+    /// Adds the events of `commit` after `applied`, and returns its menu events for the caller
+    /// to keep or ignore. An event of another aggregate type than the commit's is refused (the
+    /// commit is poison).
+    pub(crate) fn add<'c>(
+        &mut self,
+        commit: &'c LoggedCommit,
+        applied: u64,
+    ) -> Result<Vec<&'c LoggedEvent>, String> {
+        let id = &commit.aggregate_id;
+        let mut menu_events = Vec::new();
+        for event in unapplied(commit, applied) {
+            match (&event.event, commit.aggregate_type.as_str()) {
+                (DomainEvent::Order(order_event), ORDER) => {
+                    let slot = *self.order_index.entry(id.clone()).or_insert_with(|| {
+                        self.orders.push((id.clone(), OrderChanges::default()));
+                        self.orders.len() - 1
+                    });
+                    self.orders[slot]
+                        .1
+                        .apply(event.sequence, event.recorded_at, order_event);
+                }
+                (DomainEvent::Loyalty(loyalty_event), LOYALTY) => self.loyalty.push(
+                    LoyaltyEntry::of(id, event.sequence, event.recorded_at, loyalty_event),
+                ),
+                (DomainEvent::Inventory(inventory_event), INVENTORY) => {
+                    self.stock.extend(StockMovement::of(
+                        id,
+                        event.sequence,
+                        event.recorded_at,
+                        inventory_event,
+                    ));
+                }
+                (DomainEvent::Menu(_), MENU) => menu_events.push(event),
+                _ => {
+                    return Err(format!(
+                        "a {} commit holds an event of another aggregate type",
+                        commit.aggregate_type
+                    ))
+                }
+            }
+        }
+        Ok(menu_events)
+    }
+}
 
 /// One loyalty ledger entry: points earned (+), redeemed (-) or a tier upgrade (0).
 #[derive(Debug, Clone, Serialize)]

@@ -1,6 +1,8 @@
 //! The per-aggregate idempotency rule every projection shares: what to do with a commit given
 //! the last sequence already applied for its aggregate.
 
+use std::collections::HashMap;
+
 use commit_log::{LoggedCommit, LoggedEvent};
 
 use crate::projection::ProjectionError;
@@ -42,6 +44,38 @@ impl Step {
             Step::Apply { applied }
         }
     }
+}
+
+/// Last applied sequence per (aggregate type, id), and whether this batch changed it.
+pub(crate) type Applied = HashMap<(String, String), (u64, bool)>;
+
+/// Walks `commits` in order and hands each commit of a `tracked` aggregate type that is not yet
+/// (fully) applied to `add`, with its aggregate's last applied sequence, moving `applied` on.
+/// Stops at the first gap or at the first commit `add` refuses, and returns that poison error.
+pub(crate) fn gather(
+    commits: &[LoggedCommit],
+    tracked: &[&str],
+    applied: &mut Applied,
+    mut add: impl FnMut(&LoggedCommit, u64) -> Result<(), String>,
+) -> Option<ProjectionError> {
+    for (index, commit) in commits.iter().enumerate() {
+        if !tracked.contains(&commit.aggregate_type.as_str()) {
+            continue;
+        }
+        let key = (commit.aggregate_type.clone(), commit.aggregate_id.clone());
+        let last = applied.get(&key).map_or(0, |(sequence, _)| *sequence);
+        match Step::of(commit, last) {
+            Step::Skip => {}
+            Step::Gap { applied } => return Some(gap(index, commit, applied)),
+            Step::Apply { applied: before } => {
+                if let Err(reason) = add(commit, before) {
+                    return Some(ProjectionError::Poison { index, reason });
+                }
+                applied.insert(key, (commit.last_sequence(), true));
+            }
+        }
+    }
+    None
 }
 
 /// The events of `commit` after `applied`.
