@@ -5,6 +5,7 @@
  * (`__` separates sections). Keep `CONFIG_KEYS` in step with the Rust config structs: a service
  * gets exactly the keys of the capabilities it declares in `SERVICES`, and `services.ts` derives
  * its IAM grants from the same capabilities, so config and permissions cannot drift apart.
+ * Services whose binary does not exist yet are `status: 'planned'`: their keys are provisional.
  */
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
@@ -55,6 +56,7 @@ export type Capability =
   | 'storeMetricsRead'
   | 'storeMetricsWrite'
   | 'leases'
+  | 'parked'
   | 'intakeConsume'
   | 'paymentsConsume'
   | 'paymentsSend'
@@ -81,6 +83,21 @@ export interface PublishedMetric {
 /** How one binary runs. */
 export interface ServiceSpec {
   readonly description: string;
+  /**
+   * `built`: the binary exists and its keys below are checked against its Rust settings.
+   * `planned`: no binary yet; its keys are provisional until the binary exists.
+   */
+  readonly status: 'built' | 'planned';
+  /**
+   * Arguments after the image's entrypoint (the binary): the subcommand the service runs.
+   * Unset for planned binaries, whose command line does not exist yet.
+   */
+  readonly command?: readonly string[];
+  /**
+   * Container health check on the admin endpoint's `/health` (200 while the process can do its
+   * work). Only for services nothing else checks: the load balancer checks the ingress services.
+   */
+  readonly adminHealthCheck?: boolean;
   readonly capabilities: readonly Capability[];
   /** Served through the internal load balancer: gRPC (command API) or HTTP (dashboard). */
   readonly ingress?: 'grpc' | 'http';
@@ -97,6 +114,9 @@ export interface ServiceSpec {
 export const SERVICES: Record<ServiceName, ServiceSpec> = {
   'command-api': {
     description: 'gRPC command API: validates commands, appends events and outbox rows to the event store',
+    status: 'built',
+    // `command-api serve`: gRPC (with grpc.health.v1, checked by the load balancer) and the admin endpoint.
+    command: ['serve'],
     capabilities: ['eventStore', 'jwt', 'grpcServer'],
     ingress: 'grpc',
     // command-api records every command in this histogram; outcome="error" is a store or internal failure.
@@ -111,6 +131,9 @@ export const SERVICES: Record<ServiceName, ServiceSpec> = {
   },
   relay: {
     description: 'Publishes the outbox to Kinesis, one record per commit, in per-aggregate order',
+    status: 'built',
+    command: ['run'],
+    adminHealthCheck: true,
     capabilities: ['eventStore', 'streamWrite'],
     singleton: true,
     // Gauge the relay must expose: outbox rows committed but not yet acknowledged by Kinesis.
@@ -118,9 +141,13 @@ export const SERVICES: Record<ServiceName, ServiceSpec> = {
   },
   projectors: {
     description: 'Consumes Kinesis (DynamoDB leases) and builds the DynamoDB, Aurora history and Redshift read models',
+    status: 'built',
+    command: ['run'],
+    adminHealthCheck: true,
     capabilities: [
       'streamRead',
       'leases',
+      'parked',
       'activeOrdersWrite',
       'storeMetricsWrite',
       'historyStore',
@@ -130,22 +157,27 @@ export const SERVICES: Record<ServiceName, ServiceSpec> = {
   },
   'saga-worker': {
     description: 'Follows order events on the log and drives the order saga: payment requests, notifications, follow-up commands',
+    status: 'planned',
     capabilities: ['streamRead', 'leases', 'paymentsSend', 'notificationsSend', 'commandApiClient', 'jwt'],
   },
   'payment-worker': {
     description: 'Consumes the payments FIFO queue, calls the payment gateway, reports the outcome to the command API',
+    status: 'planned',
     capabilities: ['paymentsConsume', 'commandApiClient', 'jwt'],
   },
   'intake-worker': {
     description: 'Consumes orders from delivery platforms (intake queue) and places them through the command API',
+    status: 'planned',
     capabilities: ['intakeConsume', 'commandApiClient', 'jwt'],
   },
   'notification-worker': {
     description: 'Consumes the notifications queue and sends customer notifications',
+    status: 'planned',
     capabilities: ['notificationsConsume'],
   },
   dashboard: {
     description: 'Barista dashboard (HTTP 8080): reads the active-orders and store-metrics views',
+    status: 'planned',
     capabilities: ['activeOrdersRead', 'storeMetricsRead', 'httpServer'],
     ingress: 'http',
   },
@@ -179,6 +211,7 @@ export interface ConfigSources {
   readonly activeOrdersTable: string;
   readonly storeMetricsTable: string;
   readonly leasesTable: string;
+  readonly parkedTable: string;
   readonly intake: QueueUrls;
   readonly payments: QueueUrls;
   readonly notifications: QueueUrls;
@@ -212,10 +245,39 @@ function databaseKeys(prefix: string, capability: Capability, what: string, pick
   ];
 }
 
+/** Capabilities that make a service call AWS APIs through the AWS SDK (which reads `AWS_REGION`). */
+const AWS_SDK_CAPABILITIES: readonly Capability[] = [
+  'streamWrite',
+  'streamRead',
+  'activeOrdersRead',
+  'activeOrdersWrite',
+  'storeMetricsRead',
+  'storeMetricsWrite',
+  'leases',
+  'parked',
+  'intakeConsume',
+  'paymentsConsume',
+  'paymentsSend',
+  'notificationsConsume',
+  'notificationsSend',
+  'projectorDeadLetter',
+];
+
 /** Every configuration key the deployment sets. */
 export const CONFIG_KEYS: readonly ConfigKey[] = [
-  { key: 'AWS_REGION', when: 'all', source: 'stack region', plain: (s) => s.region },
+  // Read by the AWS SDK's region chain (aws-support), not by the ORDERPIPE_ settings; the command
+  // API has no AWS client and does not get it.
+  { key: 'AWS_REGION', when: AWS_SDK_CAPABILITIES, source: 'stack region (AWS SDK)', plain: (s) => s.region },
   { key: 'ORDERPIPE_LOG__FORMAT', when: 'all', source: '`json`', plain: () => 'json' },
+  // The admin endpoint stays on loopback: only the task's own collector sidecar and its container
+  // health check call it. It would have to be `0.0.0.0` if anything outside the task did (a load
+  // balancer health check); the load balancer checks gRPC / the dashboard's HTTP port instead.
+  {
+    key: 'ORDERPIPE_ADMIN__HOST',
+    when: 'all',
+    source: '`127.0.0.1` (called only from inside the task)',
+    plain: () => '127.0.0.1',
+  },
   { key: 'ORDERPIPE_ADMIN__PORT', when: 'all', source: `\`${PORTS.admin}\` (/health, /metrics)`, plain: () => String(PORTS.admin) },
   // Listeners default to 127.0.0.1; the load balancer reaches the task on its VPC address.
   { key: 'ORDERPIPE_GRPC__HOST', when: ['grpcServer'], source: '`0.0.0.0` (reachable by the load balancer)', plain: () => '0.0.0.0' },
@@ -252,6 +314,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     plain: (s) => s.storeMetricsTable,
   },
   { key: 'ORDERPIPE_DYNAMODB__LEASES_TABLE', when: ['leases'], source: '`projector-leases` table name', plain: (s) => s.leasesTable },
+  { key: 'ORDERPIPE_DYNAMODB__PARKED_TABLE', when: ['parked'], source: '`projector-parked` table name', plain: (s) => s.parkedTable },
   { key: 'ORDERPIPE_SQS__INTAKE_QUEUE_URL', when: ['intakeConsume'], source: 'intake queue URL', plain: (s) => s.intake.url },
   { key: 'ORDERPIPE_SQS__INTAKE_DLQ_URL', when: ['intakeConsume'], source: 'intake DLQ URL', plain: (s) => s.intake.dlqUrl },
   {
@@ -286,6 +349,11 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     plain: (s) => s.commandApiUrl,
   },
 ];
+
+/** The services whose binary does not exist yet: their keys are provisional. */
+export function isPlanned(service: ServiceName): boolean {
+  return SERVICES[service].status === 'planned';
+}
 
 /** Whether a service with these capabilities gets this key. */
 export function keyApplies(key: ConfigKey, capabilities: readonly Capability[]): boolean {

@@ -29,7 +29,7 @@ const ROTATION_JUSTIFICATION =
   'replaced. Rotation is an operator runbook step (rotate, then force a new ECS deployment), see DEPLOYING.md.';
 
 /**
- * DynamoDB read models and leases, Aurora PostgreSQL Serverless v2 (event store, outbox, history)
+ * DynamoDB read models, leases and parked commits, Aurora PostgreSQL Serverless v2 (event store, outbox, history)
  * and Redshift Serverless (analytics). Stateful resources are retained (or snapshotted) in stages
  * whose `removalPolicy` is `retain`.
  */
@@ -37,6 +37,9 @@ export class DataStores extends Construct {
   readonly activeOrders: dynamodb.Table;
   readonly storeMetrics: dynamodb.Table;
   readonly leases: dynamodb.Table;
+  readonly parked: dynamodb.Table;
+  /** The customer-managed key the tables (and queues) are encrypted with. */
+  readonly key: kms.IKey;
   readonly aurora: rds.DatabaseCluster;
   readonly auroraSecret: secretsmanager.ISecret;
   readonly redshiftSecret: secretsmanager.Secret;
@@ -46,6 +49,7 @@ export class DataStores extends Construct {
   constructor(scope: Construct, id: string, props: DataStoresProps) {
     super(scope, id);
     const { stage, vpc, key } = props;
+    this.key = key;
     const isolated: ec2.SubnetSelection = { subnetType: ec2.SubnetType.PRIVATE_ISOLATED };
 
     const tableDefaults = {
@@ -69,6 +73,13 @@ export class DataStores extends Construct {
       sortKey: { name: 'gsi1sk', type: dynamodb.AttributeType.STRING },
       projectionType: dynamodb.ProjectionType.ALL,
     });
+    // A store's open orders, oldest first (sparse: only open orders carry gsi2pk/gsi2sk).
+    this.activeOrders.addGlobalSecondaryIndex({
+      indexName: 'open-by-store',
+      partitionKey: { name: 'gsi2pk', type: dynamodb.AttributeType.STRING },
+      sortKey: { name: 'gsi2sk', type: dynamodb.AttributeType.STRING },
+      projectionType: dynamodb.ProjectionType.ALL,
+    });
     this.storeMetrics = new dynamodb.Table(this, 'StoreMetrics', {
       ...tableDefaults,
       tableName: `${stage.prefix}-store-metrics`,
@@ -79,6 +90,14 @@ export class DataStores extends Construct {
       ...tableDefaults,
       tableName: `${stage.prefix}-projector-leases`,
       partitionKey: { name: 'lease_key', type: dynamodb.AttributeType.STRING },
+    });
+    // Commits a projection could not apply, and the later commits of their aggregates, waiting
+    // for `projectors redrive` (one item per projection, aggregate and log position).
+    this.parked = new dynamodb.Table(this, 'ProjectorParked', {
+      ...tableDefaults,
+      tableName: `${stage.prefix}-projector-parked`,
+      partitionKey: { name: 'parked_key', type: dynamodb.AttributeType.STRING },
+      sortKey: { name: 'position', type: dynamodb.AttributeType.NUMBER },
     });
 
     // Aurora PostgreSQL Serverless v2: the event store (source of truth) and the history schema.
@@ -185,6 +204,11 @@ export class DataStores extends Construct {
     });
     this.redshiftWorkgroup.addResourceDependency(namespace);
     this.redshiftWorkgroup.applyRemovalPolicy(retainOrDestroy(stage));
+  }
+
+  /** Every DynamoDB table, for dashboards. */
+  tables(): dynamodb.Table[] {
+    return [this.activeOrders, this.storeMetrics, this.leases, this.parked];
   }
 
   /** The event store: Aurora writer, database `orderpipe`. */

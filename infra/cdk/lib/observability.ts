@@ -215,7 +215,7 @@ export class Observability extends Construct {
     this.dashboard.addWidgets(
       new cloudwatch.GraphWidget({
         title: 'DynamoDB throttled requests',
-        left: [data.activeOrders, data.storeMetrics, data.leases].map((table, i) =>
+        left: data.tables().map((table, i) =>
           new cloudwatch.MathExpression({
             expression: `r${i} + w${i}`,
             usingMetrics: {
@@ -230,10 +230,10 @@ export class Observability extends Construct {
       }),
       new cloudwatch.GraphWidget({
         title: 'DynamoDB consumed capacity',
-        left: [data.activeOrders, data.storeMetrics, data.leases].map((table) =>
+        left: data.tables().map((table) =>
           table.metricConsumedWriteCapacityUnits({ statistic: 'Sum', period: Duration.minutes(1), label: `${table.node.id} WCU` }),
         ),
-        right: [data.activeOrders, data.storeMetrics, data.leases].map((table) =>
+        right: data.tables().map((table) =>
           table.metricConsumedReadCapacityUnits({ statistic: 'Sum', period: Duration.minutes(1), label: `${table.node.id} RCU` }),
         ),
         width: 12,

@@ -214,6 +214,7 @@ export class Services extends Construct {
       activeOrdersTable: data.activeOrders.tableName,
       storeMetricsTable: data.storeMetrics.tableName,
       leasesTable: data.leases.tableName,
+      parkedTable: data.parked.tableName,
       intake: { url: messaging.intake.queue.queueUrl, dlqUrl: messaging.intake.dlq.queueUrl },
       payments: { url: messaging.payments.queue.queueUrl, dlqUrl: messaging.payments.dlq.queueUrl },
       notifications: { url: messaging.notifications.queue.queueUrl, dlqUrl: messaging.notifications.dlq.queueUrl },
@@ -227,7 +228,7 @@ export class Services extends Construct {
     }
     this.services = services;
 
-    // Register the serving port explicitly: the first port mapping is the admin port.
+    // Register the serving port explicitly (the container name and port the target group forwards to).
     const api = services['command-api'].service;
     this.grpcTargetGroup.addTarget(api.loadBalancerTarget({ containerName: 'command-api', containerPort: PORTS.grpc }));
     const dashboard = services.dashboard.service;
@@ -287,13 +288,18 @@ export class Services extends Construct {
 
     const repository = ecr.Repository.fromRepositoryName(this, `${id}Repository`, `${stage.images.ecrRepositoryPrefix}/${name}`);
     const { environment, secrets } = serviceEnvironment(name, sources);
-    const portMappings: ecs.PortMapping[] = [{ containerPort: PORTS.admin, name: 'admin' }];
+    // The admin port is not mapped: it listens on loopback (ORDERPIPE_ADMIN__HOST) for the task's
+    // own collector sidecar and health check; only the serving port of an ingress service is mapped.
+    const portMappings: ecs.PortMapping[] = [];
     if (spec.ingress === 'grpc') portMappings.push({ containerPort: PORTS.grpc, name: 'grpc', appProtocol: ecs.AppProtocol.grpc });
     if (spec.ingress === 'http') portMappings.push({ containerPort: PORTS.dashboardHttp, name: 'http', appProtocol: ecs.AppProtocol.http });
 
     taskDefinition.addContainer('app', {
       containerName: name,
       image: ecs.ContainerImage.fromEcrRepository(repository, stage.images.tag),
+      // The image's entrypoint is the binary; this is its subcommand (`serve`, `run`).
+      ...(spec.command ? { command: [...spec.command] } : {}),
+      ...(spec.adminHealthCheck ? { healthCheck: adminHealthCheck() } : {}),
       essential: true,
       environment,
       secrets,
@@ -336,9 +342,12 @@ export class Services extends Construct {
       ...(spec.ingress ? { healthCheckGracePeriod: Duration.seconds(60) } : {}),
     });
 
+    const kmsVia = new Set<KmsVia>();
     for (const capability of spec.capabilities) {
-      this.grantCapability(capability, taskRole, service);
+      const via = this.grantCapability(capability, taskRole, service);
+      if (via) kmsVia.add(via);
     }
+    this.grantDataKeyVia(taskRole, kmsVia);
 
     NagSuppressions.addResourceSuppressions(
       taskDefinition,
@@ -400,71 +409,126 @@ export class Services extends Construct {
     });
   }
 
-  /** The IAM grants of one capability: the only place a task role gets permissions. */
-  private grantCapability(capability: Capability, role: iam.IRole, service: ecs.FargateService) {
+  /**
+   * The IAM grants of one capability: the only place a task role gets permissions. Where a built
+   * binary uses the capability, the actions are exactly the AWS calls its code makes (named in the
+   * comments); KMS use of the data key is granted once per role by `grantDataKeyVia`.
+   */
+  private grantCapability(capability: Capability, role: iam.IRole, service: ecs.FargateService): KmsVia | undefined {
     const { data, messaging } = this.props;
+    const stream = messaging.stream.streamArn;
     switch (capability) {
       case 'eventStore':
       case 'historyStore':
         data.aurora.connections.allowDefaultPortFrom(service, `PostgreSQL from ${service.node.id}`);
-        return;
+        return undefined;
       case 'analyticsStore':
         data.redshiftSecurityGroup.addIngressRule(
           service.connections.securityGroups[0],
           ec2.Port.tcp(PORTS.redshift),
           `Redshift from ${service.node.id}`,
         );
-        return;
+        return undefined;
       case 'jwt':
       case 'grpcServer':
       case 'httpServer':
       case 'commandApiClient':
         // Secrets are read by the execution role at task start; the API is reached over the network.
-        return;
+        return undefined;
       case 'streamWrite':
-        messaging.stream.grantWrite(role);
-        return;
+        // relay: record_log.rs PutRecords (batches of up to 500). The stream uses the AWS managed
+        // Kinesis key, so no KMS grant is needed.
+        allow(role, ['kinesis:PutRecords'], [stream]);
+        return undefined;
       case 'streamRead':
-        messaging.stream.grantRead(role);
-        return;
+        // projectors runtime/kinesis.rs: ListShards (by stream name), GetShardIterator, GetRecords.
+        allow(role, ['kinesis:ListShards', 'kinesis:GetShardIterator', 'kinesis:GetRecords'], [stream]);
+        return undefined;
       case 'activeOrdersRead':
         data.activeOrders.grantReadData(role);
-        return;
+        return undefined;
       case 'activeOrdersWrite':
-        data.activeOrders.grantReadWriteData(role);
-        return;
+        // projectors active_orders: orders.rs GetItem, update.rs conditional UpdateItem (no index reads).
+        allow(role, ['dynamodb:GetItem', 'dynamodb:UpdateItem'], [data.activeOrders.tableArn]);
+        return 'dynamodb';
       case 'storeMetricsRead':
         data.storeMetrics.grantReadData(role);
-        return;
+        return undefined;
       case 'storeMetricsWrite':
-        data.storeMetrics.grantReadWriteData(role);
-        return;
+        // projectors active_orders: stock.rs GetItem, update.rs conditional UpdateItem.
+        allow(role, ['dynamodb:GetItem', 'dynamodb:UpdateItem'], [data.storeMetrics.tableArn]);
+        return 'dynamodb';
       case 'leases':
-        data.leases.grantReadWriteData(role);
-        return;
+        // projectors runtime/leases.rs: PutItem (new lease), UpdateItem (take, renew, checkpoint,
+        // release), Scan (the worker's lease list, and `projectors leases`).
+        allow(role, ['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:Scan'], [data.leases.tableArn]);
+        return 'dynamodb';
+      case 'parked':
+        // projectors runtime/parked.rs: PutItem (park), Query (has_parked, list), DeleteItem and
+        // Scan (`projectors redrive`, which runs as a one-off task of this task definition).
+        allow(role, ['dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:DeleteItem', 'dynamodb:Scan'], [data.parked.tableArn]);
+        return 'dynamodb';
       case 'intakeConsume':
         messaging.intake.queue.grantConsumeMessages(role);
         messaging.intake.dlq.grantSendMessages(role);
-        return;
+        return undefined;
       case 'paymentsConsume':
         messaging.payments.queue.grantConsumeMessages(role);
         messaging.payments.dlq.grantSendMessages(role);
-        return;
+        return undefined;
       case 'paymentsSend':
         messaging.payments.queue.grantSendMessages(role);
-        return;
+        return undefined;
       case 'notificationsConsume':
         messaging.notifications.queue.grantConsumeMessages(role);
         messaging.notifications.dlq.grantSendMessages(role);
-        return;
+        return undefined;
       case 'notificationsSend':
         messaging.notifications.queue.grantSendMessages(role);
-        return;
+        return undefined;
       case 'projectorDeadLetter':
-        messaging.projectorDlq.grantSendMessages(role);
-        return;
+        // projectors runtime/dead_letters.rs: SendMessage to the queue URL it is given.
+        allow(role, ['sqs:SendMessage'], [messaging.projectorDlq.queueArn]);
+        return 'sqs';
     }
   }
+
+  /**
+   * Use of the data key, only through the services that encrypt with it on the role's behalf
+   * (`kms:ViaService`): DynamoDB tables and SQS queues encrypted with the customer-managed key.
+   */
+  private grantDataKeyVia(role: iam.IRole, via: ReadonlySet<KmsVia>) {
+    if (via.size === 0) return;
+    const region = Stack.of(this).region;
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['kms:Decrypt', 'kms:DescribeKey', 'kms:Encrypt', 'kms:GenerateDataKey*', 'kms:ReEncrypt*'],
+        resources: [this.props.data.key.keyArn],
+        conditions: { StringEquals: { 'kms:ViaService': [...via].sort().map((v) => `${v}.${region}.amazonaws.com`) } },
+      }),
+    );
+  }
+}
+
+/** AWS services that use the data key on a task role's behalf. */
+type KmsVia = 'dynamodb' | 'sqs';
+
+function allow(role: iam.IRole, actions: string[], resources: string[]) {
+  role.addToPrincipalPolicy(new iam.PolicyStatement({ actions, resources }));
+}
+
+/**
+ * ECS container health check on the admin endpoint's `/health` (loopback, inside the container):
+ * 200 while the process can do its work, 503 with the reason otherwise. The image must ship `curl`.
+ */
+function adminHealthCheck(): ecs.HealthCheck {
+  return {
+    command: ['CMD', 'curl', '--fail', '--silent', '--max-time', '4', `http://127.0.0.1:${PORTS.admin}/health`],
+    interval: Duration.seconds(30),
+    timeout: Duration.seconds(5),
+    retries: 3,
+    startPeriod: Duration.seconds(60),
+  };
 }
 
 /** ECS tasks of this account and region only (confused-deputy protection). */

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Node } from 'constructs';
 import { App } from 'aws-cdk-lib';
-import { CONFIG_KEYS, keysOf, SERVICE_NAMES, SERVICES } from '../lib/config';
+import { CONFIG_KEYS, isPlanned, keysOf, SERVICE_NAMES, SERVICES } from '../lib/config';
 import { configTableMarkdown } from '../lib/config-doc';
 import { collectorConfig } from '../lib/services';
 import { loadStageConfig } from '../lib/stage';
@@ -86,6 +86,68 @@ test('listeners bind all interfaces only where the load balancer must reach them
   assert.ok(keysOf('command-api').includes('ORDERPIPE_GRPC__HOST'));
   assert.ok(keysOf('dashboard').includes('ORDERPIPE_HTTP__HOST'));
   for (const name of SERVICE_NAMES.filter((n) => !SERVICES[n].ingress)) {
-    assert.ok(!keysOf(name).some((k) => k.endsWith('__HOST') && !k.includes('DATABASE')), name);
+    assert.ok(!keysOf(name).some((k) => k.endsWith('__HOST') && !k.includes('DATABASE') && k !== 'ORDERPIPE_ADMIN__HOST'), name);
   }
+  // Nothing outside the task calls the admin endpoint: it stays on loopback in every service.
+  const adminHost = CONFIG_KEYS.find((k) => k.key === 'ORDERPIPE_ADMIN__HOST')!;
+  assert.equal(adminHost.when, 'all');
+  assert.equal(adminHost.plain!({} as never), '127.0.0.1');
+});
+
+const database = (prefix: string) => ['HOST', 'PORT', 'NAME', 'USERNAME', 'PASSWORD'].map((k) => `${prefix}${k}`);
+const common = ['ORDERPIPE_LOG__FORMAT', 'ORDERPIPE_ADMIN__HOST', 'ORDERPIPE_ADMIN__PORT'];
+
+// The keys the built binaries read without a default in code (their Settings structs), and nothing else.
+test('command-api gets exactly what command-api/src/configuration.rs needs (no AWS SDK, so no AWS_REGION)', () => {
+  assert.deepEqual(
+    keysOf('command-api').sort(),
+    [
+      ...common,
+      'ORDERPIPE_GRPC__HOST',
+      'ORDERPIPE_GRPC__PORT',
+      ...database('ORDERPIPE_DATABASE__'),
+      'ORDERPIPE_AUTH__JWT_SECRET',
+      'ORDERPIPE_AUTH__ISSUER',
+      'ORDERPIPE_AUTH__AUDIENCE',
+    ].sort(),
+  );
+  assert.deepEqual(SERVICES['command-api'].command, ['serve']);
+});
+
+test('relay gets exactly what relay/src/configuration.rs needs', () => {
+  assert.deepEqual(
+    keysOf('relay').sort(),
+    ['AWS_REGION', ...common, ...database('ORDERPIPE_DATABASE__'), 'ORDERPIPE_KINESIS__STREAM_NAME'].sort(),
+  );
+  assert.deepEqual(SERVICES.relay.command, ['run']);
+});
+
+test('projectors get exactly what projectors/src/runtime/settings.rs needs (schemas default in code)', () => {
+  assert.deepEqual(
+    keysOf('projectors').sort(),
+    [
+      'AWS_REGION',
+      ...common,
+      'ORDERPIPE_KINESIS__STREAM_NAME',
+      'ORDERPIPE_DYNAMODB__LEASES_TABLE',
+      'ORDERPIPE_DYNAMODB__PARKED_TABLE',
+      'ORDERPIPE_DYNAMODB__ACTIVE_ORDERS_TABLE',
+      'ORDERPIPE_DYNAMODB__STORE_METRICS_TABLE',
+      'ORDERPIPE_SQS__PROJECTOR_DLQ_URL',
+      ...database('ORDERPIPE_HISTORY__DATABASE__'),
+      ...database('ORDERPIPE_ANALYTICS__DATABASE__'),
+    ].sort(),
+  );
+  assert.deepEqual(SERVICES.projectors.command, ['run']);
+});
+
+test('DEPLOYING.md marks the services without a binary as planned, with provisional keys', () => {
+  const doc = fs.readFileSync(path.join(__dirname, '..', 'DEPLOYING.md'), 'utf8');
+  assert.ok(doc.includes('planned: keys are provisional until the binary exists'));
+  for (const name of SERVICE_NAMES) {
+    const marked = doc.includes(`\`${name}\` (planned)`);
+    assert.equal(marked, isPlanned(name), `${name} ${isPlanned(name) ? 'is not marked' : 'is marked'} planned`);
+    assert.equal(SERVICES[name].command === undefined, isPlanned(name), `${name}: only built binaries have a command`);
+  }
+  assert.deepEqual(SERVICE_NAMES.filter((n) => !isPlanned(n)), ['command-api', 'relay', 'projectors']);
 });

@@ -13,7 +13,7 @@ function table(name: string) {
   return values[0].Properties;
 }
 
-test('active-orders: pk/sk, by-status GSI on gsi1pk/gsi1sk, TTL on expires_at', () => {
+test('active-orders: pk/sk, by-status (gsi1pk/gsi1sk) and open-by-store (gsi2pk/gsi2sk) GSIs, TTL on expires_at', () => {
   const t = table('active-orders');
   assert.deepEqual(t.KeySchema, [
     { AttributeName: 'pk', KeyType: 'HASH' },
@@ -28,7 +28,17 @@ test('active-orders: pk/sk, by-status GSI on gsi1pk/gsi1sk, TTL on expires_at', 
       ],
       Projection: { ProjectionType: 'ALL' },
     },
+    {
+      IndexName: 'open-by-store',
+      KeySchema: [
+        { AttributeName: 'gsi2pk', KeyType: 'HASH' },
+        { AttributeName: 'gsi2sk', KeyType: 'RANGE' },
+      ],
+      Projection: { ProjectionType: 'ALL' },
+    },
   ]);
+  const attributes = Object.fromEntries(t.AttributeDefinitions.map((a: any) => [a.AttributeName, a.AttributeType]));
+  assert.deepEqual(attributes, { pk: 'S', sk: 'S', gsi1pk: 'S', gsi1sk: 'S', gsi2pk: 'S', gsi2sk: 'S' });
   assert.deepEqual(t.TimeToLiveSpecification, { AttributeName: 'expires_at', Enabled: true });
 });
 
@@ -40,9 +50,23 @@ test('store-metrics (pk/sk) and projector-leases (lease_key)', () => {
   assert.deepEqual(table('projector-leases').KeySchema, [{ AttributeName: 'lease_key', KeyType: 'HASH' }]);
 });
 
+test('projector-parked: parked_key (string) and position (number), no indexes', () => {
+  const t = table('projector-parked');
+  assert.deepEqual(t.KeySchema, [
+    { AttributeName: 'parked_key', KeyType: 'HASH' },
+    { AttributeName: 'position', KeyType: 'RANGE' },
+  ]);
+  assert.deepEqual(t.AttributeDefinitions, [
+    { AttributeName: 'parked_key', AttributeType: 'S' },
+    { AttributeName: 'position', AttributeType: 'N' },
+  ]);
+  assert.equal(t.GlobalSecondaryIndexes, undefined);
+  assert.equal(t.DeletionProtectionEnabled, false);
+});
+
 test('every table: on-demand, point-in-time recovery, encrypted with the data key', () => {
   const tables = Object.values(template.findResources('AWS::DynamoDB::Table'));
-  assert.equal(tables.length, 3);
+  assert.equal(tables.length, 4);
   for (const { Properties: t } of tables) {
     assert.equal(t.BillingMode, 'PAY_PER_REQUEST');
     assert.deepEqual(t.PointInTimeRecoverySpecification, { PointInTimeRecoveryEnabled: true });

@@ -53,12 +53,41 @@ test('the command API reads the event store, the JWT settings and its ports', ()
   assert.equal(env.ORDERPIPE_DATABASE__PORT, '5432');
   assert.equal(env.ORDERPIPE_DATABASE__NAME, 'orderpipe');
   assert.equal(env.ORDERPIPE_AUTH__ISSUER, stage.auth.issuer);
-  assert.equal(env.AWS_REGION, 'us-east-1');
+  assert.equal(env.ORDERPIPE_ADMIN__HOST, '127.0.0.1');
+  // The command API has no AWS SDK client.
+  assert.equal(env.AWS_REGION, undefined);
+  assert.equal(Object.fromEntries(appContainer('relay').Environment.map((e: any) => [e.Name, e.Value])).AWS_REGION, 'us-east-1');
   const secrets = Object.fromEntries(appContainer('command-api').Secrets.map((e: any) => [e.Name, JSON.stringify(e.ValueFrom)]));
   assert.match(secrets.ORDERPIPE_DATABASE__PASSWORD, /:password::/);
   assert.match(secrets.ORDERPIPE_AUTH__JWT_SECRET, /ServicesJwtSecret/);
   const ports = appContainer('command-api').PortMappings.map((p: any) => p.ContainerPort).sort((a: number, b: number) => a - b);
-  assert.deepEqual(ports, [9090, 50051]);
+  // The admin port listens on loopback and is not mapped; only the serving port is.
+  assert.deepEqual(ports, [50051]);
+  for (const name of ['relay', 'projectors'] as const) assert.deepEqual(appContainer(name).PortMappings ?? [], [], name);
+});
+
+test('each built binary runs its subcommand; planned ones keep the image default', () => {
+  assert.deepEqual(appContainer('command-api').Command, ['serve']);
+  assert.deepEqual(appContainer('relay').Command, ['run']);
+  assert.deepEqual(appContainer('projectors').Command, ['run']);
+  for (const name of ['saga-worker', 'payment-worker', 'intake-worker', 'notification-worker', 'dashboard'] as const) {
+    assert.equal(appContainer(name).Command, undefined, name);
+  }
+});
+
+test('relay and projectors are health-checked on /health of the loopback admin port; the command API by the load balancer', () => {
+  for (const name of ['relay', 'projectors'] as const) {
+    const check = appContainer(name).HealthCheck;
+    assert.deepEqual(check.Command, ['CMD', 'curl', '--fail', '--silent', '--max-time', '4', 'http://127.0.0.1:9090/health'], name);
+    assert.equal(check.Interval, 30);
+    assert.equal(check.Retries, 3);
+    assert.ok(check.Timeout < check.Interval);
+    const env = Object.fromEntries(appContainer(name).Environment.map((e: any) => [e.Name, e.Value]));
+    assert.equal(env.ORDERPIPE_ADMIN__PORT, '9090');
+    assert.equal(env.ORDERPIPE_ADMIN__HOST, '127.0.0.1');
+  }
+  // gRPC health on 50051 through the load balancer (see the load balancer test), no container check.
+  assert.equal(appContainer('command-api').HealthCheck, undefined);
 });
 
 test('workers reach the command API through the internal load balancer over TLS', () => {
@@ -140,11 +169,8 @@ test('task roles: least privilege per service', () => {
 
   // The command API touches no AWS data service: Aurora is reached over the network.
   assert.deepEqual([...actions('command-api')].sort(), ['logs:CreateLogStream', 'logs:PutLogEvents']);
-  // The relay only puts records on the stream.
-  const relay = actions('relay');
-  assert.ok(relay.has('kinesis:PutRecords') && relay.has('kinesis:PutRecord'));
-  assert.ok(!relay.has('kinesis:GetRecords'));
-  assert.ok(!hasAny('relay', 'dynamodb:') && !hasAny('relay', 'sqs:'));
+  // The relay only puts records on the stream (PutRecords, its one AWS call) and writes metrics.
+  assert.deepEqual([...actions('relay')].sort(), ['kinesis:PutRecords', 'logs:CreateLogStream', 'logs:PutLogEvents']);
   // Projectors read the stream, write the views and leases, dead-letter bad records.
   const projectors = actions('projectors');
   for (const a of ['kinesis:GetRecords', 'kinesis:GetShardIterator', 'kinesis:ListShards', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'sqs:SendMessage']) {
@@ -160,6 +186,42 @@ test('task roles: least privilege per service', () => {
   assert.ok(!hasAny('payment-worker', 'kinesis:') && !hasAny('payment-worker', 'dynamodb:'));
   assert.ok(!hasAny('notification-worker', 'kinesis:') && !hasAny('notification-worker', 'dynamodb:'));
   assert.ok(!actions('saga-worker').has('sqs:ReceiveMessage'));
+});
+
+test('projectors: exactly the calls of their code, each on its own resource; the data key only via DynamoDB and SQS', () => {
+  const id = (type: string, prefix: string) => logicalId(template, type, prefix);
+  const stream = id('AWS::Kinesis::Stream', 'MessagingEventStream');
+  const dlq = id('AWS::SQS::Queue', 'MessagingProjectorDlq');
+  const key = id('AWS::KMS::Key', 'DataKey');
+  const tableId = (name: string) =>
+    Object.entries(template.findResources('AWS::DynamoDB::Table')).find(([, t]) => t.Properties.TableName === `orderpipe-dev-${name}`)![0];
+  const statements = statementsOfRole(template, taskRoleId('projectors')).map((s: any) => ({
+    actions: (Array.isArray(s.Action) ? s.Action : [s.Action]).slice().sort(),
+    resources: referencedIds(s.Resource),
+    condition: s.Condition,
+  }));
+  const grantsOn = (resource: string) =>
+    statements.filter((s) => s.resources.includes(resource)).flatMap((s) => s.actions).sort();
+
+  assert.deepEqual(grantsOn(stream), ['kinesis:GetRecords', 'kinesis:GetShardIterator', 'kinesis:ListShards']);
+  assert.deepEqual(grantsOn(tableId('projector-leases')), ['dynamodb:PutItem', 'dynamodb:Scan', 'dynamodb:UpdateItem']);
+  assert.deepEqual(grantsOn(tableId('projector-parked')), ['dynamodb:DeleteItem', 'dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:Scan']);
+  assert.deepEqual(grantsOn(tableId('active-orders')), ['dynamodb:GetItem', 'dynamodb:UpdateItem']);
+  assert.deepEqual(grantsOn(tableId('store-metrics')), ['dynamodb:GetItem', 'dynamodb:UpdateItem']);
+  assert.deepEqual(grantsOn(dlq), ['sqs:SendMessage']);
+
+  const kms = statements.filter((s) => s.resources.includes(key));
+  assert.equal(kms.length, 1);
+  assert.deepEqual(kms[0].actions, ['kms:Decrypt', 'kms:DescribeKey', 'kms:Encrypt', 'kms:GenerateDataKey*', 'kms:ReEncrypt*']);
+  assert.deepEqual(kms[0].condition, {
+    StringEquals: { 'kms:ViaService': ['dynamodb.us-east-1.amazonaws.com', 'sqs.us-east-1.amazonaws.com'] },
+  });
+
+  // Nothing else: every statement is one of the above, and no index or other table is reachable.
+  const covered = [stream, tableId('projector-leases'), tableId('projector-parked'), tableId('active-orders'), tableId('store-metrics'), dlq, key];
+  for (const s of statements) assert.ok(s.resources.length > 0 && s.resources.every((r) => covered.includes(r)), JSON.stringify(s));
+  const json = JSON.stringify(statementsOfRole(template, taskRoleId('projectors')));
+  assert.doesNotMatch(json, /index\//);
 });
 
 test('queue grants point at the right queues', () => {
