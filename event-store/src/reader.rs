@@ -12,6 +12,11 @@ SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, even
        metadata, recorded_at
 FROM events WHERE global_position > $1 ORDER BY global_position";
 
+const READ_RANGE: &str = "\
+SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload,
+       metadata, recorded_at
+FROM events WHERE global_position > $1 AND global_position <= $2 ORDER BY global_position";
+
 const LAST_POSITION: &str = "SELECT last_position FROM event_position";
 
 /// An event as stored, of any aggregate type.
@@ -45,6 +50,21 @@ impl PgEventStore {
     ) -> impl Stream<Item = Result<RecordedEvent, StoreError>> + Send + '_ {
         sqlx::query_as::<_, RecordedEvent>(READ_ALL_AFTER)
             .bind(position)
+            .fetch(&self.pool)
+            .map_err(StoreError::from)
+    }
+
+    /// The events with `after < position <= through`, in commit order, streamed from one query
+    /// (constant memory). Unlike [`Self::read_all_after`], the server stops at `through`, so a
+    /// reader that needs only a prefix of the log (replay up to a point) reads no more.
+    pub fn read_range(
+        &self,
+        after: i64,
+        through: i64,
+    ) -> impl Stream<Item = Result<RecordedEvent, StoreError>> + Send + '_ {
+        sqlx::query_as::<_, RecordedEvent>(READ_RANGE)
+            .bind(after)
+            .bind(through)
             .fetch(&self.pool)
             .map_err(StoreError::from)
     }

@@ -1,0 +1,65 @@
+//! Cutting the store's event stream back into commits.
+//!
+//! The store keeps no commit id with the events (the outbox rows that have the boundaries are
+//! deleted once relayed), so the boundary is inferred: one commit is one aggregate's consecutive
+//! events at consecutive positions, written by one statement (same `recorded_at`) for one command
+//! (same metadata). Two commits of one aggregate that agree on all of that (written in the same
+//! group-commit statement with identical metadata) come out as one; that is harmless, because a
+//! projection derives nothing from where a commit ends: the events, their times and the commit
+//! metadata are the same either way.
+
+use event_store::RecordedEvent;
+
+/// True when `next` continues the commit `previous` belongs to.
+pub(crate) fn same_commit(previous: &RecordedEvent, next: &RecordedEvent) -> bool {
+    next.global_position == previous.global_position + 1
+        && next.sequence == previous.sequence + 1
+        && next.aggregate_id == previous.aggregate_id
+        && next.aggregate_type == previous.aggregate_type
+        && next.recorded_at == previous.recorded_at
+        && next.metadata == previous.metadata
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use time::macros::datetime;
+
+    fn event(position: i64, id: &str, sequence: i64) -> RecordedEvent {
+        RecordedEvent {
+            global_position: position,
+            aggregate_type: "inventory".into(),
+            aggregate_id: id.into(),
+            sequence,
+            event_type: "StockRestocked".into(),
+            event_version: "1".into(),
+            payload: json!({}),
+            metadata: json!({"idempotency_key": "k1"}),
+            recorded_at: datetime!(2025-03-03 08:00 UTC),
+        }
+    }
+
+    #[test]
+    fn consecutive_events_of_one_statement_and_command_are_one_commit() {
+        assert!(same_commit(&event(1, "s1", 1), &event(2, "s1", 2)));
+    }
+
+    #[test]
+    fn another_aggregate_a_gap_another_statement_or_command_starts_a_commit() {
+        let first = event(1, "s1", 1);
+        assert!(!same_commit(&first, &event(2, "s2", 2)));
+        assert!(!same_commit(&first, &event(3, "s1", 2)));
+        assert!(!same_commit(&first, &event(2, "s1", 3)));
+        let later = RecordedEvent {
+            recorded_at: datetime!(2025-03-03 08:00:01 UTC),
+            ..event(2, "s1", 2)
+        };
+        assert!(!same_commit(&first, &later));
+        let other_command = RecordedEvent {
+            metadata: json!({"idempotency_key": "k2"}),
+            ..event(2, "s1", 2)
+        };
+        assert!(!same_commit(&first, &other_command));
+    }
+}

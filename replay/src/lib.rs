@@ -1,0 +1,28 @@
+//! Replay: rebuilds a read model from the event store's history into a fresh target, and
+//! compares two targets.
+//!
+//! - [`rebuild`]: streams the store in commit order (constant memory, upcasters applied by
+//!   [`commit_log::LoggedCommit::from_recorded`]) into a [`Projection`](projectors::projection::Projection),
+//!   in batches, up to an optional [`Until`] bound, recording its progress in the target's
+//!   [`ProgressTable`] so an interrupted rebuild resumes where it stopped.
+//! - [`verify`]: compares two schemas of one database table by table (row counts, checksums)
+//!   and lists every row present on one side only.
+//! - [`ReadModel`]: the projections replay can build (`history`, `analytics`) and their targets.
+//!
+//! Resumption relies on the projections' idempotency, not on a shared transaction: the
+//! projections commit their own transactions, so progress is stored after each batch and a
+//! batch applied again after a crash changes nothing.
+
+mod commits;
+mod error;
+mod progress;
+mod rebuild;
+pub mod settings;
+mod target;
+mod verify;
+
+pub use error::ReplayError;
+pub use progress::ProgressTable;
+pub use rebuild::{rebuild, resolve_through, RebuildOptions, RebuildProgress, Until};
+pub use target::{drop_schema, schema_exists, ReadModel};
+pub use verify::{verify, Comparison, TableDifference};

@@ -1,0 +1,103 @@
+//! The `replay` binary's settings: built-in defaults, then an optional TOML file, then
+//! `ORDERPIPE_<SECTION>__<KEY>` environment variables: the same names as the command API's
+//! (`database`, the event store) and the projectors' (`history`, `analytics`).
+
+use std::path::Path;
+
+pub use projectors::runtime::settings::ReadModelDatabase;
+use serde::Deserialize;
+pub use service_kit::settings::{DatabaseSettings, SettingsError};
+
+use crate::target::ReadModel;
+
+/// Everything `replay` reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// The event store's PostgreSQL.
+    pub database: DatabaseSettings,
+    /// The `history` read model's database and live schema.
+    pub history: ReadModelDatabase,
+    /// The `analytics` read model's database and live schema.
+    pub analytics: ReadModelDatabase,
+    /// Batching.
+    pub replay: ReplaySettings,
+}
+
+/// How a rebuild batches.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReplaySettings {
+    /// Commits per `apply` call and per progress record (1 to 10,000).
+    pub batch_commits: usize,
+}
+
+const DEFAULTS: &str = r#"
+[database]
+host = "127.0.0.1"
+port = 5432
+name = "orderpipe"
+username = "postgres"
+max_connections = 2
+acquire_timeout_ms = 3000
+
+[history]
+schema = "history"
+
+[history.database]
+host = "127.0.0.1"
+port = 5432
+name = "orderpipe_history"
+username = "postgres"
+max_connections = 2
+acquire_timeout_ms = 3000
+
+[analytics]
+schema = "analytics"
+
+[analytics.database]
+host = "127.0.0.1"
+port = 5439
+name = "orderpipe_analytics"
+username = "postgres"
+max_connections = 2
+acquire_timeout_ms = 3000
+
+[replay]
+batch_commits = 500
+"#;
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then `ORDERPIPE_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let settings: Settings = service_kit::settings::load(DEFAULTS, file)?;
+        if !(1..=10_000).contains(&settings.replay.batch_commits) {
+            return Err(SettingsError::Rejected(
+                "replay.batch_commits must be between 1 and 10000".into(),
+            ));
+        }
+        Ok(settings)
+    }
+
+    /// Where `model` lives.
+    pub fn read_model(&self, model: ReadModel) -> &ReadModelDatabase {
+        match model {
+            ReadModel::History => &self.history,
+            ReadModel::Analytics => &self.analytics,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load() {
+        let settings: Settings =
+            service_kit::settings::load_defaults(DEFAULTS).expect("the defaults parse");
+        assert_eq!(settings.replay.batch_commits, 500);
+        assert_eq!(
+            settings.read_model(ReadModel::Analytics).schema,
+            "analytics"
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! The read models replay builds, and their target schemas.
+
+use std::str::FromStr;
+
+use projectors::projection::Projection;
+use projectors::projections::{AnalyticsProjection, HistoryProjection, SchemaName};
+use sqlx::PgPool;
+
+use crate::error::ReplayError;
+
+const SCHEMA_EXISTS: &str =
+    "SELECT EXISTS (SELECT 1 FROM information_schema.schemata WHERE schema_name = $1)";
+
+/// `DROP SCHEMA` takes no parameter; `{schema}` is replaced by a validated [`SchemaName`] only.
+const DROP_SCHEMA: &str = r#"DROP SCHEMA IF EXISTS "{schema}" CASCADE"#;
+
+/// A read model replay can rebuild: one whose target is a PostgreSQL-protocol schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadModel {
+    /// The order history (`HistoryProjection`).
+    History,
+    /// The analytics facts and dimensions (`AnalyticsProjection`).
+    Analytics,
+}
+
+impl FromStr for ReadModel {
+    type Err = ReplayError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "history" => Ok(ReadModel::History),
+            "analytics" => Ok(ReadModel::Analytics),
+            "active_orders" => Err(ReplayError::UnsupportedProjection(name.to_owned())),
+            other => Err(ReplayError::UnknownProjection(other.to_owned())),
+        }
+    }
+}
+
+impl ReadModel {
+    /// The projection's name, as `Projection::name` reports it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadModel::History => "history",
+            ReadModel::Analytics => "analytics",
+        }
+    }
+
+    /// Creates `schema` with the read model's tables (idempotent).
+    pub async fn create_schema(
+        self,
+        pool: &PgPool,
+        schema: &SchemaName,
+    ) -> Result<(), ReplayError> {
+        match self {
+            ReadModel::History => HistoryProjection::create_schema(pool, schema).await?,
+            ReadModel::Analytics => AnalyticsProjection::create_schema(pool, schema).await?,
+        }
+        Ok(())
+    }
+
+    /// The projection writing into `schema`.
+    pub fn projection(self, pool: PgPool, schema: SchemaName) -> Box<dyn Projection> {
+        match self {
+            ReadModel::History => Box::new(HistoryProjection::new(pool, schema)),
+            ReadModel::Analytics => Box::new(AnalyticsProjection::new(pool, schema)),
+        }
+    }
+}
+
+/// True when `schema` exists in the database.
+pub async fn schema_exists(pool: &PgPool, schema: &SchemaName) -> Result<bool, ReplayError> {
+    Ok(sqlx::query_scalar(SCHEMA_EXISTS)
+        .bind(schema.as_str())
+        .fetch_one(pool)
+        .await?)
+}
+
+/// Drops `schema` and everything in it (a scratch target), if it exists.
+pub async fn drop_schema(pool: &PgPool, schema: &SchemaName) -> Result<(), ReplayError> {
+    sqlx::query(&DROP_SCHEMA.replace("{schema}", schema.as_str()))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_others_are_refused_clearly() {
+        assert_eq!(
+            "history".parse::<ReadModel>().ok(),
+            Some(ReadModel::History)
+        );
+        assert_eq!(
+            "analytics".parse::<ReadModel>().ok(),
+            Some(ReadModel::Analytics)
+        );
+        assert!(matches!(
+            "active_orders".parse::<ReadModel>(),
+            Err(ReplayError::UnsupportedProjection(_))
+        ));
+        assert!(matches!(
+            "orders".parse::<ReadModel>(),
+            Err(ReplayError::UnknownProjection(_))
+        ));
+    }
+}
