@@ -7,6 +7,10 @@
 //!   [`ProgressTable`] so an interrupted rebuild resumes where it stopped.
 //! - [`verify`]: compares two schemas of one database table by table (row counts, checksums)
 //!   and lists every row present on one side only.
+//! - [`swap_in`]: catches a rebuilt schema up with the store and renames it to the live name in
+//!   one transaction that holds the live projector's lock, so no reader or projector transaction
+//!   sees anything between the old view and the new one.
+//! - [`view_status`]: what a schema's markers reflect of the store, for `replay list`.
 //! - [`ReadModel`]: the projections replay can build (`history`, `analytics`) and their targets.
 //!
 //! Resumption relies on the projections' idempotency, not on a shared transaction: the
@@ -18,11 +22,15 @@ mod error;
 mod progress;
 mod rebuild;
 pub mod settings;
+mod status;
+mod swap;
 mod target;
 mod verify;
 
 pub use error::ReplayError;
 pub use progress::ProgressTable;
 pub use rebuild::{rebuild, resolve_through, RebuildOptions, RebuildProgress, Until};
+pub use status::{view_status, ViewMarkers, ViewStatus};
+pub use swap::{swap_in, SwapPlan};
 pub use target::{drop_schema, schema_exists, ReadModel};
 pub use verify::{verify, Comparison, TableDifference};

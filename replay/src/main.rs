@@ -11,8 +11,8 @@ use event_store::{PgEventStore, StoreConfig};
 use projectors::projections::SchemaName;
 use replay::settings::Settings;
 use replay::{
-    drop_schema, rebuild, resolve_through, schema_exists, verify, Comparison, ProgressTable,
-    ReadModel, RebuildOptions, RebuildProgress, Until,
+    drop_schema, rebuild, resolve_through, schema_exists, swap_in, verify, view_status, Comparison,
+    ProgressTable, ReadModel, RebuildOptions, RebuildProgress, SwapPlan, Until, ViewStatus,
 };
 use sqlx::PgPool;
 
@@ -42,22 +42,36 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Build PROJECTION (history or analytics) into the new schema --target, which is kept, not
-    /// swapped in. Refuses an existing schema unless it is an earlier rebuild's target, which it
-    /// then resumes (and catches up to the log's current end, or to --until).
+    /// swapped in (or, with --swap, swapped in). Refuses an existing schema unless it is an
+    /// earlier rebuild's target, which it then resumes (and catches up to the log's current end,
+    /// or to --until).
     Rebuild {
         /// history or analytics.
         projection: String,
-        /// The schema to build into (lowercase letters, digits, _).
-        #[arg(long)]
-        target: String,
+        /// The schema to build into (lowercase letters, digits, _). Required without --swap;
+        /// with --swap the default is <live schema>_rebuild_<unix seconds>.
+        #[arg(long, required_unless_present = "swap")]
+        target: Option<String>,
         /// Stop at this global position (a commit it splits is left out) or at this RFC 3339
         /// time (the log up to the first event recorded after it): an as-of view for analysts.
-        #[arg(long, value_name = "POSITION|RFC3339")]
+        #[arg(long, value_name = "POSITION|RFC3339", conflicts_with = "swap")]
         until: Option<String>,
+        /// Then swap the rebuilt schema in for the live one (history.schema / analytics.schema):
+        /// in one transaction that holds the live projector's lock, catch it up with the log and
+        /// rename live to <live>_old_<unix seconds> and the rebuilt schema to live. Readers see
+        /// the old view until the commit and the new one after. The old schema is kept (drop it
+        /// when satisfied).
+        #[arg(long)]
+        swap: bool,
         /// Print what would be rebuilt (target, positions, events) and change nothing.
         #[arg(long)]
         dry_run: bool,
     },
+    /// For history and analytics: the configured live schema, whether it exists, its number of
+    /// aggregates, the events of the store it reflects and does not reflect yet, the highest
+    /// position among the reflected events, and the store's last position. The live projector's
+    /// own lag (its Kinesis checkpoints) is shown by `projectors leases`.
+    List,
     /// Rebuild PROJECTION into a scratch schema, compare it with the live schema table by table
     /// (row counts, checksums, every differing row), then drop the scratch schema. Compare while
     /// the live projector is caught up and no commands arrive, or live changes show up as
@@ -95,30 +109,92 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             projection,
             target,
             until,
+            swap,
             dry_run,
         } => {
             let model: ReadModel = projection.parse()?;
-            let target = schema_name("--target", &target)?;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let live = &settings.read_model(model).schema;
+            let target = match target {
+                Some(name) => schema_name("--target", &name)?,
+                None => schema_name("--target", &format!("{live}_rebuild_{now}"))?,
+            };
+            let swap = if swap {
+                let plan = SwapPlan {
+                    live: schema_name(&format!("{}.schema", model.name()), live)?,
+                    rebuilt: target.clone(),
+                    retired: schema_name("the retired schema", &format!("{live}_old_{now}"))?,
+                };
+                if plan.live == plan.rebuilt {
+                    bail!("--target {target} is the live schema; choose another");
+                }
+                Some(plan)
+            } else {
+                None
+            };
             let until = until.as_deref().map(str::parse::<Until>).transpose()?;
             let store = open_store(&settings).await?;
             let pool = read_model_pool(&settings, model)?;
             let resuming = check_target(&pool, model, &target).await?;
+            if let Some(plan) = &swap {
+                check_swap(&pool, plan).await?;
+            }
             let options = RebuildOptions {
                 until,
                 batch_commits: settings.replay.batch_commits,
             };
             if dry_run {
                 print_plan(&store, &pool, model, &target, resuming, until).await?;
-            } else {
-                let done = build(&store, &pool, model, &target, &options).await?;
+                if let Some(plan) = &swap {
+                    println!(
+                        "dry run: would then swap {} in for {} and keep the old view as {}",
+                        plan.rebuilt, plan.live, plan.retired
+                    );
+                }
+                return Ok(true);
+            }
+            let done = build(&store, &pool, model, &target, &options).await?;
+            println!(
+                "{} rebuilt into schema {target}: {} events in {} commits, positions {} to {}",
+                model.name(),
+                done.events,
+                done.commits,
+                done.started_after + 1,
+                done.applied_through,
+            );
+            if let Some(plan) = &swap {
+                let mut line = ProgressLine::new(model.name());
+                let tail = swap_in(
+                    &store,
+                    &pool,
+                    model,
+                    plan,
+                    settings.replay.batch_commits,
+                    |p| line.show(p),
+                )
+                .await;
+                line.finish();
+                let tail = tail?;
                 println!(
-                    "{} rebuilt into schema {target}: {} events in {} commits, positions {} to {}",
-                    model.name(),
-                    done.events,
-                    done.commits,
-                    done.started_after + 1,
-                    done.applied_through,
+                    "swapped in as {}: caught up {} more events under the lock, through position {}; \
+                     the old view is kept as schema {} (drop it when satisfied)",
+                    plan.live, tail.events, tail.applied_through, plan.retired
                 );
+            }
+            Ok(true)
+        }
+        Command::List => {
+            let store = open_store(&settings).await?;
+            for model in [ReadModel::History, ReadModel::Analytics] {
+                let schema = schema_name(
+                    &format!("{}.schema", model.name()),
+                    &settings.read_model(model).schema,
+                )?;
+                let pool = read_model_pool(&settings, model)?;
+                let status = view_status(&store, &pool, model, &schema)
+                    .await
+                    .with_context(|| format!("cannot read the {} view's markers", model.name()))?;
+                print_status(model, &status);
             }
             Ok(true)
         }
@@ -219,6 +295,24 @@ async fn check_target(
     )
 }
 
+/// The live schema must exist (there is nothing to swap otherwise) and the retired name be free.
+async fn check_swap(pool: &PgPool, plan: &SwapPlan) -> anyhow::Result<()> {
+    if !schema_exists(pool, &plan.live).await? {
+        bail!(
+            "the live schema {} does not exist; build it with --target {} instead",
+            plan.live,
+            plan.live
+        );
+    }
+    if schema_exists(pool, &plan.retired).await? {
+        bail!(
+            "schema {} already exists; try again in a second",
+            plan.retired
+        );
+    }
+    Ok(())
+}
+
 async fn build(
     store: &PgEventStore,
     pool: &PgPool,
@@ -266,6 +360,33 @@ async fn print_plan(
         (through - after).max(0),
     );
     Ok(())
+}
+
+fn print_status(model: ReadModel, status: &ViewStatus) {
+    let Some(view) = &status.view else {
+        println!(
+            "{}: schema {} does not exist; the store has {} of its events, last position {}",
+            model.name(),
+            status.schema,
+            status.store_events,
+            status.store_last_position
+        );
+        return;
+    };
+    let highest = view
+        .highest_position
+        .map_or_else(|| "none".to_owned(), |p| p.to_string());
+    println!(
+        "{}: schema {}, {} aggregates, {} events reflected, {} not yet (of the store's {}), \
+         highest reflected position {highest}, store's last position {}",
+        model.name(),
+        status.schema,
+        view.aggregates,
+        view.events_reflected,
+        status.events_behind(),
+        status.store_events,
+        status.store_last_position
+    );
 }
 
 fn print_comparison(comparison: &Comparison, live: &SchemaName) {

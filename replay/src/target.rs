@@ -45,6 +45,16 @@ impl ReadModel {
         }
     }
 
+    /// The aggregate types the projection reads (the `tracked` lists of
+    /// `projectors/src/projections/{history,analytics}.rs`); events of other types change
+    /// nothing in the view.
+    pub fn aggregate_types(self) -> &'static [&'static str] {
+        match self {
+            ReadModel::History => &["order", "inventory", "loyalty"],
+            ReadModel::Analytics => &["order", "inventory", "loyalty", "menu"],
+        }
+    }
+
     /// Creates `schema` with the read model's tables (idempotent).
     pub async fn create_schema(
         self,

@@ -3,7 +3,9 @@
 // Unwrapping is how a test says "this must work".
 #![allow(clippy::unwrap_used)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use commit_log::LoggedCommit;
 use cqrs_es::CqrsFramework;
@@ -14,7 +16,10 @@ use event_store::{AggregateStore, PgEventStore, StoreConfig};
 use futures::TryStreamExt;
 use interruption::FailAfter;
 use projectors::projections::SchemaName;
-use replay::{rebuild, verify, ProgressTable, ReadModel, RebuildOptions, ReplayError, Until};
+use replay::{
+    rebuild, swap_in, verify, view_status, ProgressTable, ReadModel, RebuildOptions, ReplayError,
+    SwapPlan, Until,
+};
 use sqlx::PgPool;
 use test_support::{fresh_database, unique_name};
 
@@ -324,6 +329,289 @@ async fn verify_lists_every_differing_row() {
         (1, 1)
     );
     assert_ne!(stock.only_in_left, stock.only_in_right);
+}
+
+/// The table of stock movements, which the test history fills in both read models.
+fn stock_table(model: ReadModel) -> &'static str {
+    match model {
+        ReadModel::History => "stock_movements",
+        ReadModel::Analytics => "fact_stock_movements",
+    }
+}
+
+async fn count(pool: &PgPool, schema: &SchemaName, table: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(&format!(r#"SELECT count(*) FROM "{schema}".{table}"#))
+        .fetch_one(pool)
+        .await
+}
+
+/// Rebuilds `model` into a new replay target up to the store's end, then swaps it in for `live`.
+async fn rebuild_and_swap(s: &Setup, model: ReadModel, live: &SchemaName) -> SchemaName {
+    let (rebuilt, progress) = target(&s.views, model).await;
+    let projection = model.projection(s.views.clone(), rebuilt.clone());
+    rebuild(
+        &s.store,
+        projection.as_ref(),
+        &progress,
+        &options(None, 2),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let plan = SwapPlan {
+        live: live.clone(),
+        rebuilt,
+        retired: new_schema("retired"),
+    };
+    swap_in(&s.store, &s.views, model, &plan, 2, |_| {})
+        .await
+        .unwrap();
+    assert!(replay::schema_exists(&s.views, &plan.retired)
+        .await
+        .unwrap());
+    assert!(!replay::schema_exists(&s.views, &plan.rebuilt)
+        .await
+        .unwrap());
+    assert!(
+        !ProgressTable::exists(&s.views, live).await.unwrap(),
+        "the live schema must not look like a replay target"
+    );
+    plan.retired
+}
+
+#[tokio::test]
+async fn a_reader_sees_the_old_view_until_the_swap_and_the_new_one_after() {
+    let s = setup().await;
+    for model in MODELS {
+        let table = stock_table(model);
+        let live = build_live(&s.views, model, &s.commits).await;
+        let new = count(&s.views, &live, table).await.unwrap();
+        // The old view is wrong (half its rows lost), which is why it is being rebuilt.
+        let lose_half = format!(
+            r#"DELETE FROM "{live}".{table} WHERE ctid IN
+               (SELECT ctid FROM "{live}".{table} ORDER BY random() LIMIT {})"#,
+            new / 2
+        );
+        sqlx::query(&lose_half).execute(&s.views).await.unwrap();
+        let old = count(&s.views, &live, table).await.unwrap();
+        assert!(old < new);
+
+        let swapped = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = tokio::spawn({
+            let (pool, live, swapped, stop) =
+                (s.views.clone(), live.clone(), swapped.clone(), stop.clone());
+            async move {
+                // (whether the swap had returned when the query started, the count it saw)
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let after_swap = swapped.load(Ordering::SeqCst);
+                    seen.push((after_swap, count(&pool, &live, table).await));
+                }
+                seen
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        rebuild_and_swap(&s, model, &live).await;
+        swapped.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.store(true, Ordering::SeqCst);
+        let seen = reader.await.unwrap();
+
+        let counts: Vec<i64> = seen
+            .iter()
+            .map(|(_, result)| *result.as_ref().expect("no reader query fails"))
+            .collect();
+        assert!(
+            counts.iter().all(|c| *c == old || *c == new),
+            "a reader saw something else than the old ({old}) or new ({new}) view: {counts:?}"
+        );
+        let switched = counts
+            .iter()
+            .position(|c| *c == new)
+            .expect("new view seen");
+        assert!(switched > 0, "the old view was seen first");
+        assert!(
+            counts[switched..].iter().all(|c| *c == new),
+            "the old view came back after the new one"
+        );
+        assert!(seen
+            .iter()
+            .filter(|(after_swap, _)| *after_swap)
+            .all(|(_, c)| *c.as_ref().unwrap() == new));
+        assert!(seen.iter().any(|(after_swap, _)| *after_swap));
+    }
+}
+
+/// What the live projector does: applies the store's commits after `delivered`, one at a time,
+/// in commit order (the outbox, as no relay runs here), to the schema named `live`, until told to
+/// stop and nothing is left. Returns how many commits it applied before and after the swap.
+async fn project_live(
+    store: PgEventStore,
+    pool: PgPool,
+    model: ReadModel,
+    live: SchemaName,
+    mut delivered: i64,
+    swapped: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> (usize, usize) {
+    let projection = model.projection(pool, live);
+    let (mut before, mut after) = (0, 0);
+    loop {
+        let stopping = stop.load(Ordering::SeqCst);
+        let ranges: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT first_position, last_position FROM outbox WHERE first_position > $1 ORDER BY 1",
+        )
+        .bind(delivered)
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        if ranges.is_empty() && stopping {
+            return (before, after);
+        }
+        for (first, last) in ranges {
+            let events: Vec<_> = store
+                .read_range(first - 1, last)
+                .try_collect()
+                .await
+                .unwrap();
+            let commit = LoggedCommit::from_recorded(&events).unwrap();
+            let was_swapped = swapped.load(Ordering::SeqCst);
+            projection.apply(&[commit]).await.unwrap();
+            if was_swapped {
+                after += 1;
+            } else {
+                before += 1;
+            }
+            delivered = last;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Restocks two new stores until told to stop.
+async fn keep_writing(store: PgEventStore, stop: Arc<AtomicBool>) {
+    let inventory: CqrsFramework<StoreInventory, AggregateStore<StoreInventory>> =
+        CqrsFramework::new(store.aggregate_store(vec![]), vec![], ());
+    let ids: Vec<String> = (0..2)
+        .map(|i| format!("{}-{i}", unique_name("w")))
+        .collect();
+    let sku = Sku::parse("MOCHA-12").unwrap();
+    for id in &ids {
+        let command = InventoryCommand::SetStock {
+            store_id: StoreId::parse(id).unwrap(),
+            sku: sku.clone(),
+            on_hand: 50,
+            low_stock_threshold: 5,
+        };
+        inventory.execute(id, command).await.unwrap();
+    }
+    while !stop.load(Ordering::SeqCst) {
+        for id in &ids {
+            let command = InventoryCommand::Restock {
+                sku: sku.clone(),
+                quantity: 1,
+            };
+            inventory.execute(id, command).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_live_projection_applying_commits_around_the_swap_ends_equal_to_a_full_rebuild() {
+    let s = setup().await;
+    for model in MODELS {
+        let live = build_live(&s.views, model, &s.commits).await;
+        let delivered = s.store.last_position().await.unwrap();
+        let (swapped, stop_writing, stop_projecting) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let writer = tokio::spawn(keep_writing(s.store.clone(), stop_writing.clone()));
+        let projector = tokio::spawn(project_live(
+            s.store.clone(),
+            s.views.clone(),
+            model,
+            live.clone(),
+            delivered,
+            swapped.clone(),
+            stop_projecting.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let retired = rebuild_and_swap(&s, model, &live).await;
+        swapped.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop_writing.store(true, Ordering::SeqCst);
+        writer.await.unwrap();
+        stop_projecting.store(true, Ordering::SeqCst);
+        let (before, after) = projector.await.unwrap();
+        assert!(
+            before > 0 && after > 0,
+            "{before} commits before the swap, {after} after"
+        );
+
+        let (full, progress) = target(&s.views, model).await;
+        let projection = model.projection(s.views.clone(), full.clone());
+        rebuild(
+            &s.store,
+            projection.as_ref(),
+            &progress,
+            &options(None, 50),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_same(&s.views, &full, &live).await;
+        // The retired view stopped at the swap: behind the new live one.
+        let stock = stock_table(model);
+        assert!(
+            count(&s.views, &retired, stock).await.unwrap()
+                < count(&s.views, &live, stock).await.unwrap()
+        );
+    }
+}
+
+#[tokio::test]
+async fn list_reports_what_a_view_reflects_of_the_store() {
+    let s = setup().await;
+    for model in MODELS {
+        let missing = new_schema("missing");
+        let status = view_status(&s.store, &s.views, model, &missing)
+            .await
+            .unwrap();
+        assert_eq!(status.view, None);
+        assert_eq!(status.events_behind(), status.store_events);
+
+        let behind = &s.commits[..s.commits.len() - 3];
+        let live = build_live(&s.views, model, behind).await;
+        let status = view_status(&s.store, &s.views, model, &live).await.unwrap();
+        let view = status.view.clone().unwrap();
+        let last = s.store.last_position().await.unwrap();
+        assert_eq!(status.store_last_position, last);
+        // Every event of the test history is of a type both models read.
+        assert_eq!(status.store_events, last);
+        let left_out: i64 = s.commits[s.commits.len() - 3..]
+            .iter()
+            .map(|c| c.events.len() as i64)
+            .sum();
+        assert_eq!(status.events_behind(), left_out);
+        let highest = behind.iter().map(|c| c.last_position() as i64).max();
+        assert_eq!(view.highest_position, highest);
+        let aggregates = behind
+            .iter()
+            .map(|c| (&c.aggregate_type, &c.aggregate_id))
+            .collect::<std::collections::HashSet<_>>();
+        assert_eq!(view.aggregates, aggregates.len() as i64);
+
+        let caught_up = build_live(&s.views, model, &s.commits).await;
+        let status = view_status(&s.store, &s.views, model, &caught_up)
+            .await
+            .unwrap();
+        assert_eq!(status.events_behind(), 0);
+        assert_eq!(status.view.unwrap().highest_position, Some(last));
+    }
 }
 
 /// A projection that fails every batch after its first `batches`: an interruption.
