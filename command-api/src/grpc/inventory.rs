@@ -2,7 +2,7 @@
 //! own store's stock.
 
 use domain::inventory::{InventoryCommand, StockLine};
-use domain::{OrderId, Quantity, Reason, Sku, StoreId};
+use domain::{OrderId, Reason, Sku, StoreId};
 use proto::v1 as pb;
 use proto::v1::inventory_service_server::InventoryService;
 use tonic::{Request, Response, Status};
@@ -114,15 +114,9 @@ impl InventoryService for InventoryGrpc {
                 .iter()
                 .enumerate()
                 .map(|(index, line)| {
-                    let sku = fields.check(format!("lines[{index}].sku"), Sku::parse(&line.sku));
-                    let quantity = fields.check(
-                        format!("lines[{index}].quantity"),
-                        Quantity::new(line.quantity),
-                    );
-                    Some(StockLine {
-                        sku: sku?,
-                        quantity: quantity?,
-                    })
+                    let (sku, quantity) =
+                        fields.sku_and_quantity(index, &line.sku, line.quantity)?;
+                    Some(StockLine { sku, quantity })
                 })
                 .collect();
             fields.finish(|| {

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use cqrs_es::{Aggregate, DomainEvent};
 use domain::inventory::StoreInventory;
 use domain::loyalty::LoyaltyAccount;
-use domain::{Menu, Order, ValidationError};
+use domain::{Menu, Order, Quantity, Sku, ValidationError};
 use proto::v1 as pb;
 use tonic::Request;
 
@@ -152,6 +152,18 @@ impl Violations {
         parsed: Result<T, ValidationError>,
     ) -> Option<T> {
         parsed.map_err(|error| self.0.push(error.at(field))).ok()
+    }
+
+    /// The SKU and quantity of request line `index`, or their violations at `lines[index]`.
+    fn sku_and_quantity(
+        &mut self,
+        index: usize,
+        sku: &str,
+        quantity: u32,
+    ) -> Option<(Sku, Quantity)> {
+        let sku = self.check(format!("lines[{index}].sku"), Sku::parse(sku));
+        let quantity = self.check(format!("lines[{index}].quantity"), Quantity::new(quantity));
+        Some((sku?, quantity?))
     }
 
     /// Records a violation that no parser reported.

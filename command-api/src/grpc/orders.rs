@@ -2,8 +2,8 @@
 
 use domain::order::{OrderLineRequest, OrderState, OrderStatus, PaymentStatus, RejectionReason};
 use domain::{
-    CustomerId, Customisation, ExternalRef, Note, OrderCommand, OrderEvent, OrderId, Quantity,
-    Reason, Sku, StoreId,
+    CustomerId, Customisation, ExternalRef, Note, OrderCommand, OrderEvent, OrderId, Reason,
+    StoreId,
 };
 use proto::v1 as pb;
 use proto::v1::order_service_server::OrderService;
@@ -236,11 +236,7 @@ fn place_order_command(
         .iter()
         .enumerate()
         .map(|(index, line)| {
-            let sku = fields.check(format!("lines[{index}].sku"), Sku::parse(&line.sku));
-            let quantity = fields.check(
-                format!("lines[{index}].quantity"),
-                Quantity::new(line.quantity),
-            );
+            let sku_and_quantity = fields.sku_and_quantity(index, &line.sku, line.quantity);
             let customisations: Vec<Option<Customisation>> = line
                 .customisations
                 .iter()
@@ -252,9 +248,10 @@ fn place_order_command(
                     )
                 })
                 .collect();
+            let (sku, quantity) = sku_and_quantity?;
             Some(OrderLineRequest {
-                sku: sku?,
-                quantity: quantity?,
+                sku,
+                quantity,
                 customisations: customisations.into_iter().collect::<Option<_>>()?,
             })
         })
