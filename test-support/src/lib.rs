@@ -13,7 +13,8 @@ pub use aws::{aws_test_config, unique_name};
 pub use kinesis::{replay, Replayed, TestStream, PATIENCE};
 pub use proxy::CuttableProxy;
 
-use sqlx::postgres::PgPoolOptions;
+use service_kit::settings::DatabaseSettings;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
 /// Prefix of every database a test creates; `scripts/test.sh` drops leftovers by it.
@@ -28,6 +29,43 @@ pub struct TestDatabase {
     pub url: String,
     /// A pool connected to it.
     pub pool: PgPool,
+}
+
+impl TestDatabase {
+    /// A [`CuttableProxy`] in front of this database's server.
+    ///
+    /// # Panics
+    /// When the server is not on a numeric address (the test servers are on 127.0.0.1).
+    pub async fn proxy(&self) -> CuttableProxy {
+        let target = self.connect_options();
+        let upstream = format!("{}:{}", target.get_host(), target.get_port())
+            .parse()
+            .expect("PostgreSQL on a numeric loopback address");
+        CuttableProxy::start(upstream).await
+    }
+
+    /// Settings that reach this database, through `proxy` when given, for a service under test.
+    pub fn settings(&self, proxy: Option<&CuttableProxy>) -> DatabaseSettings {
+        let target = self.connect_options();
+        let (host, port) = match proxy {
+            Some(proxy) => (proxy.address().ip().to_string(), proxy.address().port()),
+            None => (target.get_host().to_owned(), target.get_port()),
+        };
+        DatabaseSettings {
+            url: None,
+            host,
+            port,
+            name: target.get_database().unwrap_or_default().to_owned(),
+            username: target.get_username().to_owned(),
+            password: None,
+            max_connections: 8,
+            acquire_timeout_ms: 1_000,
+        }
+    }
+
+    fn connect_options(&self) -> PgConnectOptions {
+        self.url.parse().expect("the test database URL parses")
+    }
 }
 
 /// Creates an empty database with a unique name on the test server.

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use command_api::auth::{Role, TokenAuthority};
 use command_api::configuration::{
-    AdminSettings, AuthSettings, DatabaseSettings, GrpcSettings, LogFormat, LogSettings, Settings,
-    StoreSettings,
+    AdminSettings, AuthSettings, GrpcSettings, LogFormat, LogSettings, Settings, StoreSettings,
 };
 use command_api::startup::Application;
 use proto::v1 as pb;
@@ -16,7 +15,6 @@ use proto::v1::loyalty_service_client::LoyaltyServiceClient;
 use proto::v1::menu_service_client::MenuServiceClient;
 use proto::v1::order_service_client::OrderServiceClient;
 use secrecy::SecretString;
-use sqlx::postgres::PgConnectOptions;
 use test_support::{fresh_database, CuttableProxy, TestDatabase};
 use tokio::sync::oneshot;
 use tonic::metadata::MetadataValue;
@@ -60,18 +58,9 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         Some(database) => database,
         None => fresh_database().await,
     };
-    let target: PgConnectOptions = database.url.parse().expect("test database URL");
-    let proxy = if options.through_proxy {
-        let upstream = format!("{}:{}", target.get_host(), target.get_port())
-            .parse()
-            .expect("PostgreSQL on a numeric loopback address");
-        Some(CuttableProxy::start(upstream).await)
-    } else {
-        None
-    };
-    let (host, port) = match &proxy {
-        Some(proxy) => (proxy.address().ip().to_string(), proxy.address().port()),
-        None => (target.get_host().to_owned(), target.get_port()),
+    let proxy = match options.through_proxy {
+        true => Some(database.proxy().await),
+        false => None,
     };
     let settings = Settings {
         grpc: GrpcSettings {
@@ -85,16 +74,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             host: "127.0.0.1".into(),
             port: 0,
         },
-        database: DatabaseSettings {
-            url: None,
-            host,
-            port,
-            name: target.get_database().expect("database name").to_owned(),
-            username: target.get_username().to_owned(),
-            password: None,
-            max_connections: 8,
-            acquire_timeout_ms: 1_000,
-        },
+        database: database.settings(proxy.as_ref()),
         auth: AuthSettings {
             jwt_secret: SecretString::from(JWT_SECRET),
             issuer: "orderpipe".into(),

@@ -14,8 +14,8 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_kinesis::types::ShardIteratorType;
 use command_api::auth::{Role, TokenAuthority};
 use command_api::configuration::{
-    AdminSettings, AuthSettings, DatabaseSettings, GrpcSettings, LogFormat, LogSettings,
-    Settings as ApiSettings, StoreSettings,
+    AdminSettings, AuthSettings, GrpcSettings, LogFormat, LogSettings, Settings as ApiSettings,
+    StoreSettings,
 };
 use projectors::projection::Projection;
 use projectors::projections::{
@@ -117,19 +117,6 @@ pub struct Pipeline {
     relay: JoinHandle<std::io::Result<()>>,
 }
 
-fn database(test: &TestDatabase) -> DatabaseSettings {
-    DatabaseSettings {
-        url: Some(SecretString::from(test.url.clone())),
-        host: String::new(),
-        port: 0,
-        name: String::new(),
-        username: String::new(),
-        password: None,
-        max_connections: 8,
-        acquire_timeout_ms: 2_000,
-    }
-}
-
 fn quiet_log() -> LogSettings {
     LogSettings {
         format: LogFormat::Pretty,
@@ -171,7 +158,7 @@ impl Pipeline {
                 shutdown_grace_ms: 2_000,
             },
             admin: loopback(),
-            database: database(&events_db),
+            database: events_db.settings(None),
             auth: auth(),
             store: StoreSettings {
                 snapshot_every: 50,
@@ -189,7 +176,7 @@ impl Pipeline {
 
         let relay = relay::startup::Application::build_with_log(
             RelaySettingsRoot {
-                database: database(&events_db),
+                database: events_db.settings(None),
                 admin: loopback(),
                 log: quiet_log(),
                 aws: Default::default(),

@@ -11,12 +11,10 @@ use domain::inventory::{InventoryCommand, StoreInventory};
 use domain::values::{Sku, StoreId};
 use event_store::{AggregateStore, PgEventStore, StoreConfig};
 use relay::configuration::{
-    AdminSettings, AwsSettings, DatabaseSettings, KinesisSettings, LogFormat, LogSettings,
-    RelaySettings, Settings,
+    AdminSettings, AwsSettings, KinesisSettings, LogFormat, LogSettings, RelaySettings, Settings,
 };
 use relay::record_log::{KinesisLog, RecordLog};
 use relay::startup::Application;
-use sqlx::postgres::PgConnectOptions;
 pub use test_support::{replay, TestStream, PATIENCE};
 use test_support::{unique_name, CuttableProxy, TestDatabase};
 use tokio::sync::oneshot;
@@ -131,30 +129,12 @@ pub async fn spawn_relay(
     log: Arc<dyn RecordLog>,
     through_proxy: bool,
 ) -> TestRelay {
-    let target: PgConnectOptions = database.url.parse().expect("test database URL");
-    let proxy = if through_proxy {
-        let upstream = format!("{}:{}", target.get_host(), target.get_port())
-            .parse()
-            .expect("PostgreSQL on a numeric loopback address");
-        Some(CuttableProxy::start(upstream).await)
-    } else {
-        None
-    };
-    let (host, port) = match &proxy {
-        Some(proxy) => (proxy.address().ip().to_string(), proxy.address().port()),
-        None => (target.get_host().to_owned(), target.get_port()),
+    let proxy = match through_proxy {
+        true => Some(database.proxy().await),
+        false => None,
     };
     let settings = Settings {
-        database: DatabaseSettings {
-            url: None,
-            host,
-            port,
-            name: target.get_database().expect("database name").to_owned(),
-            username: target.get_username().to_owned(),
-            password: None,
-            max_connections: 4,
-            acquire_timeout_ms: 1_000,
-        },
+        database: database.settings(proxy.as_ref()),
         admin: AdminSettings {
             host: "127.0.0.1".into(),
             port: 0,
