@@ -42,13 +42,8 @@ pub enum StartupError {
     #[error("cannot open the event store: {0}")]
     Store(#[from] event_store::StoreError),
     /// A listener could not be bound.
-    #[error("cannot bind {address}: {source}")]
-    Bind {
-        /// The address.
-        address: String,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] service_kit::admin::BindError),
 }
 
 /// The command API, built and bound, not yet serving.
@@ -100,8 +95,8 @@ impl Application {
             menu: CommandExecutor::new(menu, (), locks, retries),
             tokens: TokenAuthority::new(&settings.auth),
         });
-        let grpc_listener = bind(&settings.grpc.host, settings.grpc.port).await?;
-        let admin_listener = bind(&settings.admin.host, settings.admin.port).await?;
+        let grpc_listener = admin::bind(&settings.grpc.host, settings.grpc.port).await?;
+        let admin_listener = admin::bind(&settings.admin.host, settings.admin.port).await?;
         Ok(Self {
             settings,
             api,
@@ -234,13 +229,6 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-async fn bind(host: &str, port: u16) -> Result<TcpListener, StartupError> {
-    let address = format!("{host}:{port}");
-    TcpListener::bind(&address)
-        .await
-        .map_err(|source| StartupError::Bind { address, source })
 }
 
 /// Completes once the stop flag is raised.

@@ -28,13 +28,8 @@ pub enum StartupError {
     #[error("cannot open the event store")]
     Store(#[from] event_store::StoreError),
     /// The admin listener could not be bound.
-    #[error("cannot bind {address}")]
-    Bind {
-        /// The address.
-        address: String,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] service_kit::admin::BindError),
 }
 
 /// The relay, built and bound, not yet running.
@@ -67,10 +62,8 @@ impl Application {
         settings.validate()?;
         let lock_options = settings.database.connect_options()?;
         let store = PgEventStore::open(settings.database.pool()?, StoreConfig::default()).await?;
-        let address = format!("{}:{}", settings.admin.host, settings.admin.port);
-        let admin_listener = TcpListener::bind(&address)
-            .await
-            .map_err(|source| StartupError::Bind { address, source })?;
+        let admin_listener =
+            service_kit::admin::bind(&settings.admin.host, settings.admin.port).await?;
         Ok(Self {
             settings,
             store,

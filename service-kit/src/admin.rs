@@ -58,6 +58,25 @@ async fn health_status(State(state): State<AdminState>) -> (StatusCode, String) 
     }
 }
 
+/// A listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind {address}: {source}")]
+pub struct BindError {
+    /// The address asked for.
+    pub address: String,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds `host:port` (port 0 picks a free one; the listener knows which).
+pub async fn bind(host: &str, port: u16) -> Result<tokio::net::TcpListener, BindError> {
+    let address = format!("{host}:{port}");
+    tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|source| BindError { address, source })
+}
+
 /// Serves the admin routes on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,

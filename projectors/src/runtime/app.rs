@@ -39,13 +39,8 @@ pub enum AppError {
         source: SetupError,
     },
     /// The admin listener could not be bound.
-    #[error("cannot bind {address}: {source}")]
-    Bind {
-        /// The address.
-        address: String,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] service_kit::admin::BindError),
     /// The admin endpoint failed.
     #[error("admin endpoint failed: {0}")]
     Admin(#[source] std::io::Error),
@@ -121,10 +116,8 @@ impl Application {
         let config = settings.worker_config()?;
         let sdk = aws_support::sdk_config(&settings.aws).await;
         let projections = build_projections(settings, &sdk, &settings.projection_names()).await?;
-        let address = format!("{}:{}", settings.admin.host, settings.admin.port);
-        let admin_listener = TcpListener::bind(&address)
-            .await
-            .map_err(|source| AppError::Bind { address, source })?;
+        let admin_listener =
+            service_kit::admin::bind(&settings.admin.host, settings.admin.port).await?;
         Ok(Self {
             worker: Worker::new(&sdk, config, projections),
             admin_listener,
