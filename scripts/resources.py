@@ -98,6 +98,9 @@ TABLES: tuple[Table, ...] = (
     Table("orderpipe-store-metrics", "pk", "sk", env="ORDERPIPE_DYNAMODB__STORE_METRICS_TABLE"),
     # Records parked behind a poison record of their aggregate (projectors/src/runtime/parked.rs):
     # pk <projection>#<aggregate type>#<aggregate id>, sk the global position.
+    # The live active-orders tables once replay has swapped a rebuilt view in (item
+    # alias#active_orders), and replay's progress on DynamoDB targets (rebuild#<orders table>).
+    Table("orderpipe-views", "name", None, env="ORDERPIPE_DYNAMODB__VIEWS_TABLE"),
     Table("orderpipe-projector-parked", "parked_key", "position", range_key_type="N",
           env="ORDERPIPE_DYNAMODB__PARKED_TABLE"),
 )

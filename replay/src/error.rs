@@ -3,19 +3,14 @@
 use commit_log::DecodeError;
 use event_store::StoreError;
 use projectors::projection::ProjectionError;
-use projectors::projections::SetupError;
+use projectors::projections::{AliasError, SetupError};
 
 /// Why a rebuild or a comparison failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     /// A projection this tool does not know.
-    #[error("unknown projection {0:?} (replay builds: history, analytics)")]
+    #[error("unknown projection {0:?} (replay builds: active_orders, history, analytics)")]
     UnknownProjection(String),
-    /// A projection this build cannot replay yet.
-    #[error(
-        "projection {0:?} cannot be replayed by this build yet (replay builds: history, analytics)"
-    )]
-    UnsupportedProjection(String),
     /// `--until` is neither a position nor an RFC 3339 time.
     #[error("--until takes a global position (e.g. 1200) or an RFC 3339 time (e.g. 2025-03-03T08:00:00Z), got {0:?}")]
     InvalidUntil(String),
@@ -59,4 +54,39 @@ pub enum ReplayError {
     /// The target database refused or failed.
     #[error("target database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A DynamoDB target's base name that makes invalid table names.
+    #[error(
+        "invalid target {0:?}: DynamoDB table names take 3 to 255 characters of a-z A-Z 0-9 _ . -"
+    )]
+    InvalidTableName(String),
+    /// DynamoDB refused or failed.
+    #[error("DynamoDB error on table {table}: {source}")]
+    DynamoDb {
+        /// The table.
+        table: String,
+        /// The SDK's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The views table holds a progress item this tool did not write.
+    #[error("the replay progress of {0} in the views table is malformed")]
+    MalformedProgress(String),
+    /// Reading or moving the view alias failed.
+    #[error(transparent)]
+    Alias(#[from] AliasError),
+    /// The tables are live already, with no swap left to finish.
+    #[error("{0} is already the live active-orders view; nothing to swap")]
+    AlreadyLive(String),
+}
+
+impl ReplayError {
+    /// A failed DynamoDB call on `table`, its source kept.
+    pub(crate) fn dynamodb<E>(table: &str, error: aws_sdk_dynamodb::error::SdkError<E>) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        ReplayError::DynamoDb {
+            table: table.to_owned(),
+            source: Box::new(error),
+        }
+    }
 }

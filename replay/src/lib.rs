@@ -11,13 +11,16 @@
 //!   one transaction that holds the live projector's lock, so no reader or projector transaction
 //!   sees anything between the old view and the new one.
 //! - [`view_status`]: what a schema's markers reflect of the store, for `replay list`.
-//! - [`ReadModel`]: the projections replay can build (`history`, `analytics`) and their targets.
+//! - [`ReadModel`]: the projections replay builds into a schema (`history`, `analytics`).
+//! - [`dynamodb`]: the active-orders view's targets (pairs of tables), their progress, their
+//!   comparison, and the swap that moves the view alias ([`ViewKind`] tells the two kinds apart).
 //!
 //! Resumption relies on the projections' idempotency, not on a shared transaction: the
 //! projections commit their own transactions, so progress is stored after each batch and a
 //! batch applied again after a crash changes nothing.
 
 mod commits;
+pub mod dynamodb;
 mod error;
 mod progress;
 mod rebuild;
@@ -28,9 +31,9 @@ mod target;
 mod verify;
 
 pub use error::ReplayError;
-pub use progress::ProgressTable;
+pub use progress::{ProgressStore, ProgressTable};
 pub use rebuild::{rebuild, resolve_through, RebuildOptions, RebuildProgress, Until};
 pub use status::{view_status, ViewMarkers, ViewStatus};
 pub use swap::{swap_in, SwapPlan};
-pub use target::{drop_schema, schema_exists, ReadModel};
+pub use target::{drop_schema, schema_exists, ReadModel, ViewKind};
 pub use verify::{verify, Comparison, TableDifference};

@@ -1,5 +1,7 @@
-//! The `replay_progress` table a rebuild keeps inside its target schema.
+//! Where a rebuild records how far it got: [`ProgressStore`], and its PostgreSQL form, the
+//! `replay_progress` table a rebuild keeps inside its target schema.
 
+use async_trait::async_trait;
 use projectors::projections::SchemaName;
 use sqlx::PgPool;
 
@@ -23,6 +25,17 @@ const SELECT_PROGRESS: &str = "SELECT last_position FROM replay_progress WHERE p
 const DELETE_PROGRESS: &str = "DELETE FROM replay_progress WHERE projection = $1";
 const INSERT_PROGRESS: &str =
     "INSERT INTO replay_progress (projection, last_position) VALUES ($1, $2)";
+
+/// The last global position a rebuild applied into its target, saved after every batch so that
+/// the same command resumes after an interruption.
+#[async_trait]
+pub trait ProgressStore: Send + Sync {
+    /// The last position applied for `projection`, if a rebuild stored one.
+    async fn load(&self, projection: &str) -> Result<Option<i64>, ReplayError>;
+
+    /// Records that everything through `position` was applied for `projection`.
+    async fn save(&self, projection: &str, position: i64) -> Result<(), ReplayError>;
+}
 
 /// The last global position a rebuild applied into its target schema. Its presence also marks
 /// the schema as a replay target, which is what lets `replay rebuild` resume into an existing
@@ -55,9 +68,11 @@ impl ProgressTable {
             .fetch_one(pool)
             .await?)
     }
+}
 
-    /// The last position applied for `projection`, if a rebuild stored one.
-    pub async fn load(&self, projection: &str) -> Result<Option<i64>, ReplayError> {
+#[async_trait]
+impl ProgressStore for ProgressTable {
+    async fn load(&self, projection: &str) -> Result<Option<i64>, ReplayError> {
         let mut tx = self.pool.begin().await?;
         set_search_path(&mut tx, &self.schema).await?;
         let position = sqlx::query_scalar(SELECT_PROGRESS)
@@ -68,8 +83,7 @@ impl ProgressTable {
         Ok(position)
     }
 
-    /// Records that everything through `position` was applied for `projection`.
-    pub async fn save(&self, projection: &str, position: i64) -> Result<(), ReplayError> {
+    async fn save(&self, projection: &str, position: i64) -> Result<(), ReplayError> {
         let mut tx = self.pool.begin().await?;
         set_search_path(&mut tx, &self.schema).await?;
         sqlx::query(DELETE_PROGRESS)

@@ -1,17 +1,18 @@
 //! Rebuilding a projection from the event store.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use commit_log::LoggedCommit;
 use event_store::{PgEventStore, RecordedEvent};
 use futures::TryStreamExt;
-use projectors::projection::Projection;
+use projectors::projection::{Projection, ProjectionError};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::commits::same_commit;
 use crate::error::ReplayError;
-use crate::progress::ProgressTable;
+use crate::progress::ProgressStore;
 
 /// The last position of the log's prefix recorded at or before `$1`: everything before the first
 /// event recorded after it. A prefix of the commit order, not a filter on time, because
@@ -20,6 +21,12 @@ use crate::progress::ProgressTable;
 const LAST_POSITION_AT: &str = "\
 SELECT COALESCE(min(global_position) - 1, (SELECT last_position FROM event_position))
 FROM events WHERE recorded_at > $1";
+
+/// How often a batch failing transiently is tried before the rebuild stops (it resumes when run
+/// again), and the pauses between tries.
+const APPLY_ATTEMPTS: u32 = 8;
+const APPLY_RETRY_FIRST_PAUSE: Duration = Duration::from_millis(100);
+const APPLY_RETRY_MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// Where an as-of rebuild stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +91,7 @@ pub struct RebuildProgress {
 pub async fn rebuild(
     store: &PgEventStore,
     projection: &dyn Projection,
-    progress: &ProgressTable,
+    progress: &dyn ProgressStore,
     options: &RebuildOptions,
     mut on_batch: impl FnMut(&RebuildProgress),
 ) -> Result<RebuildProgress, ReplayError> {
@@ -169,15 +176,14 @@ fn decode(events: &[RecordedEvent]) -> Result<LoggedCommit, ReplayError> {
 /// Applies and records one batch, then empties it.
 async fn apply(
     projection: &dyn Projection,
-    progress: &ProgressTable,
+    progress: &dyn ProgressStore,
     batch: &mut Vec<LoggedCommit>,
     state: &mut RebuildProgress,
 ) -> Result<(), ReplayError> {
     let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
         return Ok(());
     };
-    projection
-        .apply(batch)
+    apply_with_retries(projection, batch)
         .await
         .map_err(|source| ReplayError::Apply {
             projection: projection.name(),
@@ -191,6 +197,27 @@ async fn apply(
     state.events += batch.iter().map(|c| c.events.len() as u64).sum::<u64>();
     batch.clear();
     Ok(())
+}
+
+/// Applies `batch`, retrying a transient failure (throttling, a dependency briefly away, the live
+/// projector moving a marker meanwhile) a few times with a growing pause: re-applying is
+/// harmless, the projections being idempotent.
+async fn apply_with_retries(
+    projection: &dyn Projection,
+    batch: &[LoggedCommit],
+) -> Result<(), ProjectionError> {
+    let mut pause = APPLY_RETRY_FIRST_PAUSE;
+    let mut attempt = 1;
+    loop {
+        match projection.apply(batch).await {
+            Err(ProjectionError::Transient(_)) if attempt < APPLY_ATTEMPTS => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(APPLY_RETRY_MAX_PAUSE);
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
 
 #[cfg(test)]

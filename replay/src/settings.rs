@@ -1,10 +1,12 @@
 //! The `replay` binary's settings: built-in defaults, then an optional TOML file, then
 //! `ORDERPIPE_<SECTION>__<KEY>` environment variables: the same names as the command API's
-//! (`database`, the event store) and the projectors' (`history`, `analytics`).
+//! (`database`, the event store) and the projectors' (`history`, `analytics`, `dynamodb`,
+//! `aws`).
 
 use std::path::Path;
 
-pub use projectors::runtime::settings::ReadModelDatabase;
+pub use aws_support::AwsSettings;
+pub use projectors::runtime::settings::{DynamoDbSettings, ReadModelDatabase};
 use serde::Deserialize;
 pub use service_kit::settings::{DatabaseSettings, SettingsError};
 
@@ -19,6 +21,12 @@ pub struct Settings {
     pub history: ReadModelDatabase,
     /// The `analytics` read model's database and live schema.
     pub analytics: ReadModelDatabase,
+    /// The `active_orders` read model's configured tables and the views table holding its
+    /// alias (only those keys are read; the runtime's are the projectors').
+    pub dynamodb: DynamoDbSettings,
+    /// Where the DynamoDB client points (region, optional endpoint override).
+    #[serde(default)]
+    pub aws: AwsSettings,
     /// Batching.
     pub replay: ReplaySettings,
 }
@@ -60,6 +68,13 @@ name = "orderpipe_analytics"
 username = "postgres"
 max_connections = 2
 acquire_timeout_ms = 3000
+
+[dynamodb]
+leases_table = "orderpipe-projector-leases"
+parked_table = "orderpipe-projector-parked"
+active_orders_table = "orderpipe-active-orders"
+store_metrics_table = "orderpipe-store-metrics"
+views_table = "orderpipe-views"
 
 [replay]
 batch_commits = 500

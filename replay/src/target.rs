@@ -14,7 +14,27 @@ const SCHEMA_EXISTS: &str =
 /// `DROP SCHEMA` takes no parameter; `{schema}` is replaced by a validated [`SchemaName`] only.
 const DROP_SCHEMA: &str = r#"DROP SCHEMA IF EXISTS "{schema}" CASCADE"#;
 
-/// A read model replay can rebuild: one whose target is a PostgreSQL-protocol schema.
+/// A projection replay can rebuild, by the kind of target it builds into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewKind {
+    /// A PostgreSQL-protocol schema.
+    Schema(ReadModel),
+    /// The DynamoDB active-orders tables, swapped in through the view alias.
+    ActiveOrders,
+}
+
+impl FromStr for ViewKind {
+    type Err = ReplayError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "active_orders" => Ok(ViewKind::ActiveOrders),
+            other => other.parse().map(ViewKind::Schema),
+        }
+    }
+}
+
+/// A read model replay builds into a PostgreSQL-protocol schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadModel {
     /// The order history (`HistoryProjection`).
@@ -30,7 +50,6 @@ impl FromStr for ReadModel {
         match name {
             "history" => Ok(ReadModel::History),
             "analytics" => Ok(ReadModel::Analytics),
-            "active_orders" => Err(ReplayError::UnsupportedProjection(name.to_owned())),
             other => Err(ReplayError::UnknownProjection(other.to_owned())),
         }
     }
@@ -107,10 +126,14 @@ mod tests {
             "analytics".parse::<ReadModel>().ok(),
             Some(ReadModel::Analytics)
         );
-        assert!(matches!(
-            "active_orders".parse::<ReadModel>(),
-            Err(ReplayError::UnsupportedProjection(_))
-        ));
+        assert_eq!(
+            "active_orders".parse::<ViewKind>().ok(),
+            Some(ViewKind::ActiveOrders)
+        );
+        assert_eq!(
+            "history".parse::<ViewKind>().ok(),
+            Some(ViewKind::Schema(ReadModel::History))
+        );
         assert!(matches!(
             "orders".parse::<ReadModel>(),
             Err(ReplayError::UnknownProjection(_))

@@ -3,111 +3,29 @@
 // Unwrapping is how a test says "this must work".
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use commit_log::LoggedCommit;
+use common::FailAfter;
+use common::{logged_commits, write_history, write_orders};
 use cqrs_es::CqrsFramework;
 use domain::inventory::{InventoryCommand, StoreInventory};
-use domain::loyalty::{LoyaltyAccount, LoyaltyCommand};
-use domain::values::{CustomerId, Money, OrderId, Sku, StoreId};
+use domain::values::{Sku, StoreId};
 use event_store::{AggregateStore, PgEventStore, StoreConfig};
 use futures::TryStreamExt;
-use interruption::FailAfter;
 use projectors::projections::SchemaName;
 use replay::{
-    rebuild, swap_in, verify, view_status, ProgressTable, ReadModel, RebuildOptions, ReplayError,
-    SwapPlan, Until,
+    rebuild, swap_in, verify, view_status, ProgressStore, ProgressTable, ReadModel, RebuildOptions,
+    ReplayError, SwapPlan, Until,
 };
 use sqlx::PgPool;
 use test_support::{fresh_database, unique_name};
 
 const MODELS: [ReadModel; 2] = [ReadModel::History, ReadModel::Analytics];
-
-/// Commits written concurrently to several inventories and loyalty accounts, so they interleave
-/// and group commits batch them.
-async fn write_history(store: &PgEventStore) {
-    let inventory: Arc<CqrsFramework<StoreInventory, AggregateStore<StoreInventory>>> = Arc::new(
-        CqrsFramework::new(store.aggregate_store(vec![]), vec![], ()),
-    );
-    let loyalty: Arc<CqrsFramework<LoyaltyAccount, AggregateStore<LoyaltyAccount>>> = Arc::new(
-        CqrsFramework::new(store.aggregate_store(vec![]), vec![], ()),
-    );
-    let prefix = unique_name("s");
-    let stores = (0..3).map(|i| {
-        let cqrs = inventory.clone();
-        let id = format!("{prefix}-{i}");
-        async move {
-            let sku = Sku::parse("LATTE-12").unwrap();
-            // Below its threshold: one commit of several events (count, warning, reorder).
-            cqrs.execute(
-                &id,
-                InventoryCommand::SetStock {
-                    store_id: StoreId::parse(&id).unwrap(),
-                    sku: sku.clone(),
-                    on_hand: 5,
-                    low_stock_threshold: 10,
-                },
-            )
-            .await
-            .unwrap();
-            for quantity in 1..=6 {
-                cqrs.execute(
-                    &id,
-                    InventoryCommand::Restock {
-                        sku: sku.clone(),
-                        quantity,
-                    },
-                )
-                .await
-                .unwrap();
-            }
-        }
-    });
-    let customers = (0..2).map(|i| {
-        let cqrs = loyalty.clone();
-        let id = format!("{prefix}-c{i}");
-        async move {
-            for cents in [2_500, 40_000, 700] {
-                cqrs.execute(
-                    &id,
-                    LoyaltyCommand::EarnPoints {
-                        customer_id: CustomerId::parse(&id).unwrap(),
-                        order_id: OrderId::from(uuid::Uuid::new_v4()),
-                        amount: Money::from_cents(cents),
-                    },
-                )
-                .await
-                .unwrap();
-            }
-        }
-    });
-    futures::join!(
-        futures::future::join_all(stores),
-        futures::future::join_all(customers)
-    );
-}
-
-/// The true commits, from the outbox (no relay runs here), in commit order: what the projectors
-/// receive live.
-async fn logged_commits(store: &PgEventStore) -> Vec<LoggedCommit> {
-    let ranges: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT first_position, last_position FROM outbox ORDER BY 1")
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
-    let mut commits = Vec::new();
-    for (first, last) in ranges {
-        let events: Vec<_> = store
-            .read_range(first - 1, last)
-            .try_collect()
-            .await
-            .unwrap();
-        commits.push(LoggedCommit::from_recorded(&events).unwrap());
-    }
-    commits
-}
 
 /// Builds `model` into a new schema by applying `commits` one at a time, as the live projector
 /// may.
@@ -165,6 +83,7 @@ async fn setup() -> Setup {
         .await
         .unwrap();
     write_history(&store).await;
+    write_orders(&store).await;
     let commits = logged_commits(&store).await;
     Setup {
         store,
@@ -611,43 +530,5 @@ async fn list_reports_what_a_view_reflects_of_the_store() {
             .unwrap();
         assert_eq!(status.events_behind(), 0);
         assert_eq!(status.view.unwrap().highest_position, Some(last));
-    }
-}
-
-/// A projection that fails every batch after its first `batches`: an interruption.
-mod interruption {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use commit_log::LoggedCommit;
-    use projectors::projection::{Projection, ProjectionError};
-
-    pub struct FailAfter {
-        inner: Box<dyn Projection>,
-        left: AtomicUsize,
-    }
-
-    impl FailAfter {
-        pub fn new(inner: Box<dyn Projection>, batches: usize) -> Self {
-            Self {
-                inner,
-                left: AtomicUsize::new(batches),
-            }
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl Projection for FailAfter {
-        fn name(&self) -> &'static str {
-            self.inner.name()
-        }
-
-        async fn apply(&self, commits: &[LoggedCommit]) -> Result<(), ProjectionError> {
-            let left = self.left.load(Ordering::SeqCst);
-            if left == 0 {
-                return Err(ProjectionError::Transient("interrupted".into()));
-            }
-            self.left.store(left - 1, Ordering::SeqCst);
-            self.inner.apply(commits).await
-        }
     }
 }

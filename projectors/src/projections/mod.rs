@@ -19,7 +19,8 @@ mod order_changes;
 mod progress;
 
 pub use active_orders::{
-    ActiveOrdersProjection, ActiveOrdersTables, BY_STATUS_INDEX, OPEN_BY_STORE_INDEX, TOMBSTONE_TTL,
+    ActiveOrdersProjection, ActiveOrdersTables, AliasError, LiveView, ViewAlias, BY_STATUS_INDEX,
+    OPEN_BY_STORE_INDEX, TOMBSTONE_TTL,
 };
 pub use analytics::AnalyticsProjection;
 pub use history::HistoryProjection;

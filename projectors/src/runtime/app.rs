@@ -12,8 +12,7 @@ use tokio::sync::watch;
 
 use crate::projection::Projection;
 use crate::projections::{
-    ActiveOrdersProjection, ActiveOrdersTables, AnalyticsProjection, HistoryProjection, SchemaName,
-    SetupError,
+    ActiveOrdersProjection, AnalyticsProjection, HistoryProjection, SchemaName, SetupError,
 };
 use crate::runtime::settings::{ReadModelDatabase, Settings, SettingsError};
 use crate::runtime::worker::Worker;
@@ -59,12 +58,10 @@ pub async fn build_projections(
     let mut projections: Vec<Arc<dyn Projection>> = Vec::new();
     for name in names {
         match name.as_str() {
-            "active_orders" => projections.push(Arc::new(ActiveOrdersProjection::new(
-                aws_support::dynamodb(sdk),
-                ActiveOrdersTables {
-                    orders: settings.dynamodb.active_orders_table.clone(),
-                    stores: settings.dynamodb.store_metrics_table.clone(),
-                },
+            "active_orders" => projections.push(Arc::new(ActiveOrdersProjection::following(
+                settings
+                    .dynamodb
+                    .active_orders_alias(aws_support::dynamodb(sdk)),
             ))),
             "history" => {
                 let (pool, schema) = read_model_database("history", &settings.history)?;

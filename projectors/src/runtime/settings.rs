@@ -8,6 +8,7 @@ use aws_support::AwsSettings;
 use serde::Deserialize;
 pub use service_kit::settings::{AdminSettings, DatabaseSettings, LogSettings, SettingsError};
 
+use crate::projections::{ActiveOrdersTables, ViewAlias};
 use crate::runtime::worker::WorkerConfig;
 
 /// Everything the projector worker and its operator commands read.
@@ -52,6 +53,24 @@ pub struct DynamoDbSettings {
     pub active_orders_table: String,
     /// The `active_orders` read model's per-store table.
     pub store_metrics_table: String,
+    /// The views table (hash key `name`): the alias naming the live active-orders tables once
+    /// replay has swapped a rebuilt view in, and replay's progress on DynamoDB targets.
+    pub views_table: String,
+}
+
+impl DynamoDbSettings {
+    /// The configured active-orders tables: the live view until a swap moves the alias.
+    pub fn active_orders_tables(&self) -> ActiveOrdersTables {
+        ActiveOrdersTables {
+            orders: self.active_orders_table.clone(),
+            stores: self.store_metrics_table.clone(),
+        }
+    }
+
+    /// The alias naming the live active-orders tables.
+    pub fn active_orders_alias(&self, client: aws_sdk_dynamodb::Client) -> ViewAlias {
+        ViewAlias::new(client, &self.views_table, self.active_orders_tables())
+    }
 }
 
 /// Where a PostgreSQL-protocol read model writes.
@@ -100,6 +119,7 @@ leases_table = "orderpipe-projector-leases"
 parked_table = "orderpipe-projector-parked"
 active_orders_table = "orderpipe-active-orders"
 store_metrics_table = "orderpipe-store-metrics"
+views_table = "orderpipe-views"
 
 [sqs]
 

@@ -17,9 +17,12 @@
 //!   day, `sk = SKU#<sku>` stock and low-stock state per SKU, `sk = INVENTORY` the store
 //!   inventory's `last_sequence`.
 
+mod alias;
 mod orders;
 mod stock;
 mod update;
+
+pub use alias::{AliasError, LiveView, ViewAlias};
 
 use std::time::Duration;
 
@@ -33,7 +36,7 @@ use aws_sdk_dynamodb::Client;
 use commit_log::LoggedCommit;
 use futures::stream::{self, StreamExt};
 
-use super::progress::{INVENTORY, ORDER};
+use super::progress::{gap, INVENTORY, ORDER};
 use super::SetupError;
 use crate::projection::{Projection, ProjectionError};
 
@@ -66,13 +69,56 @@ pub struct ActiveOrdersTables {
 #[derive(Debug, Clone)]
 pub struct ActiveOrdersProjection {
     client: Client,
+    tables: Tables,
+}
+
+/// Where the projection writes.
+#[derive(Debug, Clone)]
+enum Tables {
+    /// Always these tables (a rebuild's target).
+    Fixed(ActiveOrdersTables),
+    /// The tables the alias names when a batch starts (the live projector).
+    Following(ViewAlias),
+}
+
+/// The tables one batch writes to, resolved once when it starts.
+struct Target<'a> {
+    client: &'a Client,
     tables: ActiveOrdersTables,
+    /// A swap is catching these tables up: see [`Target::gap`].
+    handover: bool,
+}
+
+impl Target<'_> {
+    /// A commit whose predecessor the tables lack. Normally poison; during a swap's handover the
+    /// predecessor is on its way (replay's catch-up writes it), so the batch is retried.
+    fn gap(&self, index: usize, commit: &LoggedCommit, applied: u64) -> ProjectionError {
+        let error = gap(index, commit, applied);
+        match error {
+            ProjectionError::Poison { reason, .. } if self.handover => {
+                ProjectionError::Transient(format!("{reason} (a swap is catching up)").into())
+            }
+            other => other,
+        }
+    }
 }
 
 impl ActiveOrdersProjection {
     /// A projection writing to `tables` through `client`.
     pub fn new(client: Client, tables: ActiveOrdersTables) -> Self {
-        Self { client, tables }
+        Self {
+            client,
+            tables: Tables::Fixed(tables),
+        }
+    }
+
+    /// A projection writing to the tables `alias` names when each batch starts, so that a view
+    /// replay swaps in takes the live writes from the next batch on.
+    pub fn following(alias: ViewAlias) -> Self {
+        Self {
+            client: alias.client().clone(),
+            tables: Tables::Following(alias),
+        }
     }
 
     /// Creates both tables with their indexes (on-demand billing) and waits until they are
@@ -90,20 +136,38 @@ impl ActiveOrdersProjection {
         create_table(client, &tables.stores, &[]).await
     }
 
-    /// Applies one aggregate's commits (`(index in the batch, commit)`, in log order).
-    async fn apply_aggregate(
-        &self,
-        commits: Vec<(usize, &LoggedCommit)>,
-    ) -> Result<(), ProjectionError> {
-        let Some((_, first)) = commits.first() else {
-            return Ok(());
+    async fn target(&self) -> Result<Target<'_>, ProjectionError> {
+        let (tables, handover) = match &self.tables {
+            Tables::Fixed(tables) => (tables.clone(), false),
+            Tables::Following(alias) => {
+                let live = alias
+                    .live()
+                    .await
+                    .map_err(|e| ProjectionError::Transient(Box::new(e)))?;
+                (live.tables, live.handover)
+            }
         };
-        match first.aggregate_type.as_str() {
-            ORDER => orders::apply(self, &commits).await,
-            INVENTORY => stock::apply(self, &commits).await,
-            // Loyalty and menu events have no place on the barista dashboard.
-            _ => Ok(()),
-        }
+        Ok(Target {
+            client: &self.client,
+            tables,
+            handover,
+        })
+    }
+}
+
+/// Applies one aggregate's commits (`(index in the batch, commit)`, in log order).
+async fn apply_aggregate(
+    target: &Target<'_>,
+    commits: Vec<(usize, &LoggedCommit)>,
+) -> Result<(), ProjectionError> {
+    let Some((_, first)) = commits.first() else {
+        return Ok(());
+    };
+    match first.aggregate_type.as_str() {
+        ORDER => orders::apply(target, &commits).await,
+        INVENTORY => stock::apply(target, &commits).await,
+        // Loyalty and menu events have no place on the barista dashboard.
+        _ => Ok(()),
     }
 }
 
@@ -116,9 +180,10 @@ impl Projection for ActiveOrdersProjection {
     async fn apply(&self, commits: &[LoggedCommit]) -> Result<(), ProjectionError> {
         // A loop, not a closure: a closure over the borrowed groups would make the future
         // higher-ranked over their lifetime, which async-trait's `Send` future cannot name.
+        let target = self.target().await?;
         let mut writes = Vec::new();
         for group in group_by_aggregate(commits) {
-            writes.push(self.apply_aggregate(group));
+            writes.push(apply_aggregate(&target, group));
         }
         let results: Vec<Result<(), ProjectionError>> = stream::iter(writes)
             .buffer_unordered(CONCURRENT_AGGREGATES)

@@ -16,12 +16,12 @@ use commit_log::{DomainEvent, LoggedCommit};
 use time::OffsetDateTime;
 
 use super::update::{n, s, OnConditionFailed, Update};
-use super::{dynamodb_failure, ActiveOrdersProjection, TOMBSTONE_TTL};
+use super::{dynamodb_failure, Target, TOMBSTONE_TTL};
 use crate::projection::ProjectionError;
 use crate::projections::order_changes::{
     business_day, parse_time, sortable_time, OrderChanges, Status,
 };
-use crate::projections::progress::{gap, unapplied, Step};
+use crate::projections::progress::{unapplied, Step};
 
 /// What the projection needs to know about an order it has seen: read from the order item.
 #[derive(Debug, Clone, Default)]
@@ -55,21 +55,21 @@ impl OrderSnapshot {
 
 /// Applies one order's commits in order.
 pub(super) async fn apply(
-    projection: &ActiveOrdersProjection,
+    target: &Target<'_>,
     commits: &[(usize, &LoggedCommit)],
 ) -> Result<(), ProjectionError> {
     let mut snapshot: Option<OrderSnapshot> = None;
     for &(index, commit) in commits {
         let before = match snapshot.take() {
             Some(known) => known,
-            None => load(projection, index, &commit.aggregate_id).await?,
+            None => load(target, index, &commit.aggregate_id).await?,
         };
         let applied = match Step::of(commit, before.last_sequence) {
             Step::Skip => {
                 snapshot = Some(before);
                 continue;
             }
-            Step::Gap { applied } => return Err(gap(index, commit, applied)),
+            Step::Gap { applied } => return Err(target.gap(index, commit, applied)),
             Step::Apply { applied } => applied,
         };
         let mut changes = OrderChanges::default();
@@ -96,13 +96,13 @@ pub(super) async fn apply(
         };
         let counts = Counts::of(&before, &changes);
         if counts.any() {
-            count(projection, index, &metrics_key, &counts, applied, commit).await?;
+            count(target, index, &metrics_key, &counts, applied, commit).await?;
         }
-        write_order(projection, index, commit, applied, &after, &changes).await?;
+        write_order(target, index, commit, applied, &after, &changes).await?;
         let ended_now = after.status.is_some_and(Status::is_final)
             && !before.status.is_some_and(Status::is_final);
         if ended_now {
-            forget(projection, index, &metrics_key, commit.last_sequence()).await?;
+            forget(target, index, &metrics_key, commit.last_sequence()).await?;
         }
         snapshot = Some(after);
     }
@@ -117,14 +117,14 @@ fn order_key(order_id: &str) -> HashMap<String, AttributeValue> {
 }
 
 async fn load(
-    projection: &ActiveOrdersProjection,
+    target: &Target<'_>,
     index: usize,
     order_id: &str,
 ) -> Result<OrderSnapshot, ProjectionError> {
-    let output = projection
+    let output = target
         .client
         .get_item()
-        .table_name(&projection.tables.orders)
+        .table_name(&target.tables.orders)
         .set_key(Some(order_key(order_id)))
         .consistent_read(true)
         .projection_expression("last_sequence, store_id, placed_at, preparing_at, #status")
@@ -156,7 +156,7 @@ async fn load(
 /// Writes the order item: conditioned on the marker read, advancing it to the commit's last
 /// sequence together with the view change.
 async fn write_order(
-    projection: &ActiveOrdersProjection,
+    target: &Target<'_>,
     index: usize,
     commit: &LoggedCommit,
     applied: u64,
@@ -266,8 +266,8 @@ async fn write_order(
     let condition = format!("attribute_not_exists({pk}) OR {marker} = {expected}");
     update
         .send(
-            &projection.client,
-            &projection.tables.orders,
+            target.client,
+            &target.tables.orders,
             order_key(&commit.aggregate_id),
             condition,
             OnConditionFailed::MarkerMoved,
@@ -365,7 +365,7 @@ impl Counts {
 /// Counts the commit in the metrics item, once: conditioned on the order's entry being older
 /// than the commit (a failed condition means this commit is already counted).
 async fn count(
-    projection: &ActiveOrdersProjection,
+    target: &Target<'_>,
     index: usize,
     key: &MetricsKey,
     counts: &Counts,
@@ -393,8 +393,8 @@ async fn count(
     let condition = format!("attribute_not_exists({entry}) OR {entry} <= {counted_up_to}");
     update
         .send(
-            &projection.client,
-            &projection.tables.stores,
+            target.client,
+            &target.tables.stores,
             key.key(),
             condition,
             OnConditionFailed::AlreadyApplied,
@@ -406,7 +406,7 @@ async fn count(
 /// Removes an ended order's entry from the metrics item. Only the entry of this final commit is
 /// removed; if this step is lost, the entry merely stays.
 async fn forget(
-    projection: &ActiveOrdersProjection,
+    target: &Target<'_>,
     index: usize,
     key: &MetricsKey,
     last_sequence: u64,
@@ -418,8 +418,8 @@ async fn forget(
     let condition = format!("{entry} = {last}");
     update
         .send(
-            &projection.client,
-            &projection.tables.stores,
+            target.client,
+            &target.tables.stores,
             key.key(),
             condition,
             OnConditionFailed::AlreadyApplied,

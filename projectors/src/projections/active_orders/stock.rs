@@ -15,10 +15,10 @@ use domain::inventory::InventoryEvent;
 use time::OffsetDateTime;
 
 use super::update::{n, s, OnConditionFailed, Update};
-use super::{dynamodb_failure, ActiveOrdersProjection};
+use super::{dynamodb_failure, Target};
 use crate::projection::ProjectionError;
 use crate::projections::order_changes::sortable_time;
-use crate::projections::progress::{gap, unapplied, Step};
+use crate::projections::progress::{unapplied, Step};
 
 /// A change of the low-stock state.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +56,7 @@ impl SkuChange {
 
 /// Applies one store inventory's commits in order.
 pub(super) async fn apply(
-    projection: &ActiveOrdersProjection,
+    target: &Target<'_>,
     commits: &[(usize, &LoggedCommit)],
 ) -> Result<(), ProjectionError> {
     let mut marker: Option<u64> = None;
@@ -64,14 +64,14 @@ pub(super) async fn apply(
         let store_id = &commit.aggregate_id;
         let last_applied = match marker {
             Some(known) => known,
-            None => load_marker(projection, index, store_id).await?,
+            None => load_marker(target, index, store_id).await?,
         };
         let applied = match Step::of(commit, last_applied) {
             Step::Skip => {
                 marker = Some(last_applied);
                 continue;
             }
-            Step::Gap { applied } => return Err(gap(index, commit, applied)),
+            Step::Gap { applied } => return Err(target.gap(index, commit, applied)),
             Step::Apply { applied } => applied,
         };
         let mut changes: BTreeMap<String, SkuChange> = BTreeMap::new();
@@ -85,9 +85,9 @@ pub(super) async fn apply(
             fold(&mut changes, inventory_event, event.recorded_at);
         }
         for (sku, change) in &changes {
-            write_sku(projection, index, commit, applied, sku, change).await?;
+            write_sku(target, index, commit, applied, sku, change).await?;
         }
-        advance_marker(projection, index, commit, applied).await?;
+        advance_marker(target, index, commit, applied).await?;
         marker = Some(commit.last_sequence());
     }
     Ok(())
@@ -170,14 +170,14 @@ fn key(store_id: &str, sk: String) -> HashMap<String, AttributeValue> {
 }
 
 async fn load_marker(
-    projection: &ActiveOrdersProjection,
+    target: &Target<'_>,
     index: usize,
     store_id: &str,
 ) -> Result<u64, ProjectionError> {
-    let output = projection
+    let output = target
         .client
         .get_item()
-        .table_name(&projection.tables.stores)
+        .table_name(&target.tables.stores)
         .set_key(Some(key(store_id, "INVENTORY".into())))
         .consistent_read(true)
         .send()
@@ -192,7 +192,7 @@ async fn load_marker(
 }
 
 async fn write_sku(
-    projection: &ActiveOrdersProjection,
+    target: &Target<'_>,
     index: usize,
     commit: &LoggedCommit,
     applied: u64,
@@ -240,8 +240,8 @@ async fn write_sku(
     let condition = format!("attribute_not_exists({marker}) OR {marker} <= {expected}");
     update
         .send(
-            &projection.client,
-            &projection.tables.stores,
+            target.client,
+            &target.tables.stores,
             key(&commit.aggregate_id, format!("SKU#{sku}")),
             condition,
             OnConditionFailed::AlreadyApplied,
@@ -251,7 +251,7 @@ async fn write_sku(
 }
 
 async fn advance_marker(
-    projection: &ActiveOrdersProjection,
+    target: &Target<'_>,
     index: usize,
     commit: &LoggedCommit,
     applied: u64,
@@ -264,8 +264,8 @@ async fn advance_marker(
     let condition = format!("attribute_not_exists({marker}) OR {marker} = {expected}");
     update
         .send(
-            &projection.client,
-            &projection.tables.stores,
+            target.client,
+            &target.tables.stores,
             key(&commit.aggregate_id, "INVENTORY".into()),
             condition,
             OnConditionFailed::MarkerMoved,

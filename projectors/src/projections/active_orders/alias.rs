@@ -1,0 +1,265 @@
+//! Which tables are the live active-orders view.
+//!
+//! DynamoDB cannot rename a table, so a rebuilt view is swapped in by moving an alias: one item
+//! of the views table (hash key `name`, item `alias#active_orders`) naming the live orders and
+//! stores tables. The projector resolves it once per batch, after the batch's records are in
+//! hand, and the dashboard once per read; without the item both use the configured tables.
+//!
+//! A swap moves the alias with `handover` set, then replay catches the new tables up with the
+//! store's end read after the move, then clears `handover`. Every commit the projector applied
+//! to the old tables was in the store before the move (it resolved the alias after reading the
+//! commit), so the catch-up covers it. Meanwhile the projector may meet a commit whose
+//! predecessor only the old tables hold yet: while `handover` is set such a gap is retried, not
+//! dead-lettered, and the catch-up fills it.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
+};
+use aws_sdk_dynamodb::Client;
+
+use super::{wait_until_active, ActiveOrdersTables};
+use crate::projections::SetupError;
+
+/// The alias item's key in the views table.
+const ALIAS_KEY: &str = "alias#active_orders";
+
+/// Why the alias could not be read or moved.
+#[derive(Debug, thiserror::Error)]
+pub enum AliasError {
+    /// DynamoDB refused or failed.
+    #[error("DynamoDB error on the views table {table}: {source}")]
+    DynamoDb {
+        /// The views table.
+        table: String,
+        /// The SDK's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The alias no longer names the tables the caller expected: someone else moved it.
+    #[error("the active-orders alias moved meanwhile (expected it on {expected})")]
+    Moved {
+        /// The orders table the caller expected the alias on.
+        expected: String,
+    },
+    /// The alias item exists but is not one this code wrote.
+    #[error("the active-orders alias item is malformed: {0}")]
+    Malformed(&'static str),
+}
+
+/// The live view as the alias names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveView {
+    /// The tables readers and the projector use.
+    pub tables: ActiveOrdersTables,
+    /// A swap is catching the tables up: gaps are retried, not dead-lettered.
+    pub handover: bool,
+    /// The tables live before the last swap, if one happened (kept until an operator drops
+    /// them).
+    pub previous: Option<ActiveOrdersTables>,
+}
+
+/// The views table holding the active-orders alias (settings key `dynamodb.views_table`).
+#[derive(Debug, Clone)]
+pub struct ViewAlias {
+    client: Client,
+    table: String,
+    configured: ActiveOrdersTables,
+}
+
+impl ViewAlias {
+    /// The alias in `table`, falling back to `configured` while no swap has ever moved it.
+    pub fn new(client: Client, table: impl Into<String>, configured: ActiveOrdersTables) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            configured,
+        }
+    }
+
+    /// The views table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The DynamoDB client the alias reads with.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates the views table (hash key `name`) if missing and waits until it is active.
+    pub async fn create_table(client: &Client, table: &str) -> Result<(), SetupError> {
+        let failed = |source: Box<dyn std::error::Error + Send + Sync>| SetupError::DynamoDb {
+            table: table.to_owned(),
+            source,
+        };
+        let attribute = AttributeDefinition::builder()
+            .attribute_name("name")
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| failed(e.into()))?;
+        let key = KeySchemaElement::builder()
+            .attribute_name("name")
+            .key_type(KeyType::Hash)
+            .build()
+            .map_err(|e| failed(e.into()))?;
+        let created = client
+            .create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attribute)
+            .key_schema(key)
+            .send()
+            .await;
+        if let Err(error) = created {
+            if !error
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception())
+            {
+                return Err(failed(error.into()));
+            }
+        }
+        wait_until_active(client, table).await
+    }
+
+    /// The live view (a strongly consistent read, so a swap is seen at once).
+    pub async fn live(&self) -> Result<LiveView, AliasError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("name", AttributeValue::S(ALIAS_KEY.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.failed(e))?;
+        let Some(item) = output.item() else {
+            return Ok(LiveView {
+                tables: self.configured.clone(),
+                handover: false,
+                previous: None,
+            });
+        };
+        let optional = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        let text = |name: &'static str| optional(name).ok_or(AliasError::Malformed(name));
+        Ok(LiveView {
+            tables: ActiveOrdersTables {
+                orders: text("orders_table")?,
+                stores: text("stores_table")?,
+            },
+            handover: item
+                .get("handover")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(false),
+            previous: optional("previous_orders_table")
+                .zip(optional("previous_stores_table"))
+                .map(|(orders, stores)| ActiveOrdersTables { orders, stores }),
+        })
+    }
+
+    /// Points the alias at `to` with `handover` set, provided it still names `from`: two swaps
+    /// at once cannot both win.
+    pub async fn begin_handover(
+        &self,
+        from: &ActiveOrdersTables,
+        to: &ActiveOrdersTables,
+    ) -> Result<(), AliasError> {
+        let mut item = HashMap::from([
+            ("name".to_owned(), AttributeValue::S(ALIAS_KEY.to_owned())),
+            (
+                "orders_table".to_owned(),
+                AttributeValue::S(to.orders.clone()),
+            ),
+            (
+                "stores_table".to_owned(),
+                AttributeValue::S(to.stores.clone()),
+            ),
+            ("handover".to_owned(), AttributeValue::Bool(true)),
+        ]);
+        item.insert(
+            "previous_orders_table".to_owned(),
+            AttributeValue::S(from.orders.clone()),
+        );
+        item.insert(
+            "previous_stores_table".to_owned(),
+            AttributeValue::S(from.stores.clone()),
+        );
+        // Never moved: the configured tables are live, and only they may be swapped out.
+        let condition = if *from == self.configured {
+            "attribute_not_exists(#name) OR (orders_table = :from AND handover = :false)"
+        } else {
+            "attribute_exists(#name) AND orders_table = :from AND handover = :false"
+        };
+        self.put_if(item, condition, &from.orders).await
+    }
+
+    /// Clears `handover` once the tables `live` names are caught up.
+    pub async fn end_handover(&self, live: &ActiveOrdersTables) -> Result<(), AliasError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("name", AttributeValue::S(ALIAS_KEY.to_owned()))
+            .update_expression("SET handover = :false")
+            .condition_expression("orders_table = :live")
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":live", AttributeValue::S(live.orders.clone()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failure(&error) => Err(AliasError::Moved {
+                expected: live.orders.clone(),
+            }),
+            Err(error) => Err(self.failed(error)),
+        }
+    }
+
+    async fn put_if(
+        &self,
+        item: HashMap<String, AttributeValue>,
+        condition: &str,
+        expected: &str,
+    ) -> Result<(), AliasError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .expression_attribute_names("#name", "name")
+            .expression_attribute_values(":from", AttributeValue::S(expected.to_owned()))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failure(&error) => Err(AliasError::Moved {
+                expected: expected.to_owned(),
+            }),
+            Err(error) => Err(self.failed(error)),
+        }
+    }
+
+    fn failed<E>(&self, error: aws_sdk_dynamodb::error::SdkError<E>) -> AliasError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        AliasError::DynamoDb {
+            table: self.table.clone(),
+            source: Box::new(error),
+        }
+    }
+}
+
+fn is_condition_failure<E>(error: &aws_sdk_dynamodb::error::SdkError<E>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    error
+        .as_service_error()
+        .and_then(aws_sdk_dynamodb::error::ProvideErrorMetadata::code)
+        == Some("ConditionalCheckFailedException")
+}

@@ -1,0 +1,168 @@
+//! `replay`: rebuild a read model from the event store into a fresh target, swap it in, or
+//! verify the live one against a rebuild.
+
+mod output;
+mod schemas;
+mod tables;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use event_store::{PgEventStore, StoreConfig};
+use replay::settings::Settings;
+use replay::{Until, ViewKind};
+
+/// orderpipe's replay tool: rebuilds a read model (active_orders, history or analytics) from the
+/// event store into a fresh target, swaps it in, or verifies the live view against a rebuild.
+///
+/// The event store is read in commit order with the upcasters applied, in batches of
+/// replay.batch_commits commits. history and analytics build into a schema of their database
+/// and keep their progress in its replay_progress table; active_orders builds into two new
+/// DynamoDB tables (<target>-orders, <target>-stores) and keeps its progress in the views table
+/// (dynamodb.views_table), whose alias item names the live tables. Running the same command
+/// again after an interruption resumes where it stopped.
+///
+/// Settings come from built-in defaults, then the optional --config TOML file, then
+/// ORDERPIPE_<SECTION>__<KEY> environment variables: ORDERPIPE_DATABASE__URL (the event store),
+/// ORDERPIPE_HISTORY__DATABASE__URL, ORDERPIPE_ANALYTICS__DATABASE__URL (the read models, as for
+/// the projectors), ORDERPIPE_DYNAMODB__{ACTIVE_ORDERS,STORE_METRICS,VIEWS}_TABLE,
+/// ORDERPIPE_AWS__REGION / ORDERPIPE_AWS__ENDPOINT_URL (or AWS_ENDPOINT_URL_DYNAMODB),
+/// ORDERPIPE_REPLAY__BATCH_COMMITS.
+///
+/// Exit status: 0 done (verify: no difference), 1 verify found differences, 2 an error.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// A TOML settings file layered over the defaults.
+    #[arg(long, global = true, env = "ORDERPIPE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build PROJECTION into a new target (--target), which is kept, not swapped in (or, with
+    /// --swap, swapped in). Refuses an existing target unless it is an earlier rebuild's, which
+    /// it then resumes (and catches up to the log's current end, or to --until).
+    Rebuild {
+        /// active_orders, history or analytics.
+        projection: String,
+        /// history/analytics: the schema to build into (lowercase letters, digits, _);
+        /// active_orders: the base name of the two tables (<target>-orders, <target>-stores).
+        /// Required without --swap; with --swap the default is <live schema>_rebuild_<unix
+        /// seconds> / <dynamodb.active_orders_table>-rebuild-<unix seconds>.
+        #[arg(long, required_unless_present = "swap")]
+        target: Option<String>,
+        /// Stop at this global position (a commit it splits is left out) or at this RFC 3339
+        /// time (the log up to the first event recorded after it): an as-of view for analysts.
+        #[arg(long, value_name = "POSITION|RFC3339", conflicts_with = "swap")]
+        until: Option<String>,
+        /// Then swap the target in for the live view. history/analytics: in one transaction
+        /// that holds the live projector's lock, catch it up with the log and rename live to
+        /// <live>_old_<unix seconds> and the target to live. active_orders: catch up, move the
+        /// view alias to the new tables (the projector and the dashboard follow it from their
+        /// next batch / read), catch up with the log's end read after the move, end the
+        /// handover. Readers see the old view until the swap and the new one after. The old
+        /// schema or tables are kept (drop them when satisfied). Run again after an
+        /// interruption, it finishes the swap.
+        #[arg(long)]
+        swap: bool,
+        /// Print what would be rebuilt (target, positions, events) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// For history and analytics: the configured live schema, whether it exists, its number of
+    /// aggregates, the events of the store it reflects and does not reflect yet, the highest
+    /// position among the reflected events, and the store's last position. For active_orders:
+    /// the tables the view alias names and their approximate sizes. The live projector's own
+    /// lag (its Kinesis checkpoints) is shown by `projectors leases`.
+    List,
+    /// Rebuild PROJECTION into a scratch target, compare it with the live view table by table
+    /// (row / item counts, every differing row or item), then drop the scratch target. Compare
+    /// while the live projector is caught up and no commands arrive, or live changes show up
+    /// as differences.
+    Verify {
+        /// active_orders, history or analytics.
+        projection: String,
+        /// history/analytics: the live schema; default: the configured one (history.schema,
+        /// analytics.schema). active_orders always compares the tables the alias names.
+        #[arg(long)]
+        live: Option<String>,
+        /// The scratch schema (default <projection>_verify_<unix seconds>) or, for
+        /// active_orders, tables' base name (default
+        /// <dynamodb.active_orders_table>-verify-<unix seconds>).
+        #[arg(long)]
+        scratch: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Ok(false): verify found differences.
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Rebuild {
+            projection,
+            target,
+            until,
+            swap,
+            dry_run,
+        } => {
+            let until = until.as_deref().map(str::parse::<Until>).transpose()?;
+            match projection.parse()? {
+                ViewKind::Schema(model) => {
+                    schemas::rebuild_schema(&settings, model, target, until, swap, dry_run).await
+                }
+                ViewKind::ActiveOrders => {
+                    tables::rebuild_tables(&settings, target, until, swap, dry_run).await
+                }
+            }
+        }
+        Command::List => {
+            let store = open_store(&settings).await?;
+            tables::list_tables(&settings, &store).await?;
+            schemas::list_schemas(&settings, &store).await?;
+            Ok(true)
+        }
+        Command::Verify {
+            projection,
+            live,
+            scratch,
+        } => match projection.parse()? {
+            ViewKind::Schema(model) => {
+                schemas::verify_schema(&settings, model, live, scratch).await
+            }
+            ViewKind::ActiveOrders => {
+                if live.is_some() {
+                    anyhow::bail!(
+                        "--live is for history and analytics; active_orders compares the tables \
+                         the view alias names"
+                    );
+                }
+                tables::verify_tables(&settings, scratch).await
+            }
+        },
+    }
+}
+
+/// Opening the store also checks it is reachable (it runs the store's migrations, a no-op on an
+/// up-to-date store).
+async fn open_store(settings: &Settings) -> anyhow::Result<PgEventStore> {
+    PgEventStore::open(settings.database.pool()?, StoreConfig::default())
+        .await
+        .context("cannot reach the event store (database settings)")
+}

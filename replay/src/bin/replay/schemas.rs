@@ -1,0 +1,292 @@
+//! `replay` on the schema read models (`history`, `analytics`).
+
+use anyhow::{bail, Context};
+use event_store::PgEventStore;
+use projectors::projections::SchemaName;
+use replay::settings::Settings;
+use replay::{
+    drop_schema, rebuild, resolve_through, schema_exists, swap_in, verify, view_status,
+    ProgressStore, ProgressTable, ReadModel, RebuildOptions, RebuildProgress, SwapPlan, Until,
+    ViewStatus,
+};
+use sqlx::PgPool;
+
+use crate::open_store;
+use crate::output::{print_comparison, ProgressLine};
+
+/// `replay rebuild history|analytics`.
+pub async fn rebuild_schema(
+    settings: &Settings,
+    model: ReadModel,
+    target: Option<String>,
+    until: Option<Until>,
+    swap: bool,
+    dry_run: bool,
+) -> anyhow::Result<bool> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let live = &settings.read_model(model).schema;
+    let target = match target {
+        Some(name) => schema_name("--target", &name)?,
+        None => schema_name("--target", &format!("{live}_rebuild_{now}"))?,
+    };
+    let swap = if swap {
+        let plan = SwapPlan {
+            live: schema_name(&format!("{}.schema", model.name()), live)?,
+            rebuilt: target.clone(),
+            retired: schema_name("the retired schema", &format!("{live}_old_{now}"))?,
+        };
+        if plan.live == plan.rebuilt {
+            bail!("--target {target} is the live schema; choose another");
+        }
+        Some(plan)
+    } else {
+        None
+    };
+    let store = open_store(settings).await?;
+    let pool = read_model_pool(settings, model)?;
+    let resuming = check_target(&pool, model, &target).await?;
+    if let Some(plan) = &swap {
+        check_swap(&pool, plan).await?;
+    }
+    let options = RebuildOptions {
+        until,
+        batch_commits: settings.replay.batch_commits,
+    };
+    if dry_run {
+        print_plan(&store, &pool, model, &target, resuming, until).await?;
+        if let Some(plan) = &swap {
+            println!(
+                "dry run: would then swap {} in for {} and keep the old view as {}",
+                plan.rebuilt, plan.live, plan.retired
+            );
+        }
+        return Ok(true);
+    }
+    let done = build(&store, &pool, model, &target, &options).await?;
+    println!(
+        "{} rebuilt into schema {target}: {} events in {} commits, positions {} to {}",
+        model.name(),
+        done.events,
+        done.commits,
+        done.started_after + 1,
+        done.applied_through,
+    );
+    if let Some(plan) = &swap {
+        let mut line = ProgressLine::new(model.name());
+        let tail = swap_in(
+            &store,
+            &pool,
+            model,
+            plan,
+            settings.replay.batch_commits,
+            |p| line.show(p),
+        )
+        .await;
+        line.finish();
+        let tail = tail?;
+        println!(
+            "swapped in as {}: caught up {} more events under the lock, through position {}; \
+             the old view is kept as schema {} (drop it when satisfied)",
+            plan.live, tail.events, tail.applied_through, plan.retired
+        );
+    }
+    Ok(true)
+}
+
+/// `replay list`, the schema read models' lines.
+pub async fn list_schemas(settings: &Settings, store: &PgEventStore) -> anyhow::Result<()> {
+    for model in [ReadModel::History, ReadModel::Analytics] {
+        let schema = schema_name(
+            &format!("{}.schema", model.name()),
+            &settings.read_model(model).schema,
+        )?;
+        let pool = read_model_pool(settings, model)?;
+        let status = view_status(store, &pool, model, &schema)
+            .await
+            .with_context(|| format!("cannot read the {} view's markers", model.name()))?;
+        print_status(model, &status);
+    }
+    Ok(())
+}
+
+/// `replay verify history|analytics`.
+pub async fn verify_schema(
+    settings: &Settings,
+    model: ReadModel,
+    live: Option<String>,
+    scratch: Option<String>,
+) -> anyhow::Result<bool> {
+    let live = schema_name(
+        "--live",
+        live.as_deref()
+            .unwrap_or(&settings.read_model(model).schema),
+    )?;
+    let scratch = match scratch {
+        Some(name) => schema_name("--scratch", &name)?,
+        None => schema_name("--scratch", &default_scratch(model))?,
+    };
+    let store = open_store(settings).await?;
+    let pool = read_model_pool(settings, model)?;
+    if !schema_exists(&pool, &live)
+        .await
+        .with_context(|| unreachable(model))?
+    {
+        bail!("the live schema {live} does not exist");
+    }
+    if schema_exists(&pool, &scratch).await? {
+        bail!("the scratch schema {scratch} already exists; choose another --scratch");
+    }
+    let options = RebuildOptions {
+        until: None,
+        batch_commits: settings.replay.batch_commits,
+    };
+    // The scratch schema goes whatever happens, so a failed verify leaves nothing behind.
+    let compared = async {
+        build(&store, &pool, model, &scratch, &options).await?;
+        Ok::<_, anyhow::Error>(verify(&pool, &live, &scratch).await?)
+    }
+    .await;
+    drop_schema(&pool, &scratch)
+        .await
+        .with_context(|| format!("cannot drop the scratch schema {scratch}"))?;
+    let comparison = compared?;
+    print_comparison(&comparison, live.as_str());
+    Ok(comparison.is_equal())
+}
+
+fn schema_name(option: &str, value: &str) -> anyhow::Result<SchemaName> {
+    SchemaName::parse(value).with_context(|| format!("{option} is not a valid schema name"))
+}
+
+fn default_scratch(model: ReadModel) -> String {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    format!("{}_verify_{now}", model.name())
+}
+
+fn unreachable(model: ReadModel) -> String {
+    format!(
+        "cannot reach the {} database ({}.database settings)",
+        model.name(),
+        model.name()
+    )
+}
+
+fn read_model_pool(settings: &Settings, model: ReadModel) -> anyhow::Result<PgPool> {
+    Ok(settings.read_model(model).database.pool()?)
+}
+
+/// Whether `target` is an earlier rebuild to resume (true) or new (false); an existing schema
+/// that replay did not start (a live view) is refused.
+async fn check_target(
+    pool: &PgPool,
+    model: ReadModel,
+    target: &SchemaName,
+) -> anyhow::Result<bool> {
+    if !schema_exists(pool, target)
+        .await
+        .with_context(|| unreachable(model))?
+    {
+        return Ok(false);
+    }
+    if ProgressTable::exists(pool, target).await? {
+        return Ok(true);
+    }
+    bail!(
+        "schema {target} exists and was not created by replay (no replay_progress table); \
+         choose a new --target"
+    )
+}
+
+/// The live schema must exist (there is nothing to swap otherwise) and the retired name be free.
+async fn check_swap(pool: &PgPool, plan: &SwapPlan) -> anyhow::Result<()> {
+    if !schema_exists(pool, &plan.live).await? {
+        bail!(
+            "the live schema {} does not exist; build it with --target {} instead",
+            plan.live,
+            plan.live
+        );
+    }
+    if schema_exists(pool, &plan.retired).await? {
+        bail!(
+            "schema {} already exists; try again in a second",
+            plan.retired
+        );
+    }
+    Ok(())
+}
+
+async fn build(
+    store: &PgEventStore,
+    pool: &PgPool,
+    model: ReadModel,
+    target: &SchemaName,
+    options: &RebuildOptions,
+) -> anyhow::Result<RebuildProgress> {
+    model.create_schema(pool, target).await?;
+    let progress = ProgressTable::new(pool.clone(), target.clone());
+    progress.create().await?;
+    let projection = model.projection(pool.clone(), target.clone());
+    let mut line = ProgressLine::new(model.name());
+    let done = rebuild(store, projection.as_ref(), &progress, options, |p| {
+        line.show(p)
+    })
+    .await;
+    line.finish();
+    Ok(done?)
+}
+
+async fn print_plan(
+    store: &PgEventStore,
+    pool: &PgPool,
+    model: ReadModel,
+    target: &SchemaName,
+    resuming: bool,
+    until: Option<Until>,
+) -> anyhow::Result<()> {
+    let after = if resuming {
+        ProgressTable::new(pool.clone(), target.clone())
+            .load(model.name())
+            .await?
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    let through = resolve_through(store, until).await?;
+    let state = if resuming { "resume" } else { "create" };
+    // Positions are gap-free, so the event count is their difference.
+    println!(
+        "dry run: would {state} schema {target} and apply {} positions {} to {} ({} events); nothing changed",
+        model.name(),
+        after + 1,
+        through,
+        (through - after).max(0),
+    );
+    Ok(())
+}
+
+fn print_status(model: ReadModel, status: &ViewStatus) {
+    let Some(view) = &status.view else {
+        println!(
+            "{}: schema {} does not exist; the store has {} of its events, last position {}",
+            model.name(),
+            status.schema,
+            status.store_events,
+            status.store_last_position
+        );
+        return;
+    };
+    let highest = view
+        .highest_position
+        .map_or_else(|| "none".to_owned(), |p| p.to_string());
+    println!(
+        "{}: schema {}, {} aggregates, {} events reflected, {} not yet (of the store's {}), \
+         highest reflected position {highest}, store's last position {}",
+        model.name(),
+        status.schema,
+        view.aggregates,
+        view.events_reflected,
+        status.events_behind(),
+        status.store_events,
+        status.store_last_position
+    );
+}

@@ -1,0 +1,227 @@
+//! `replay` on the DynamoDB active-orders view.
+
+use anyhow::{bail, Context};
+use aws_sdk_dynamodb::Client;
+use event_store::PgEventStore;
+use projectors::projections::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
+use replay::dynamodb::{
+    compare_tables, drop_tables, existing_tables, swap_in_tables, target_tables, TablesProgress,
+};
+use replay::settings::Settings;
+use replay::{rebuild, resolve_through, ProgressStore, RebuildOptions, RebuildProgress, Until};
+
+use crate::open_store;
+use crate::output::{print_comparison, ProgressLine};
+
+const NAME: &str = "active_orders";
+
+/// The DynamoDB client and the view alias, the views table created if missing.
+async fn connect(settings: &Settings) -> anyhow::Result<(Client, ViewAlias)> {
+    let client = aws_support::dynamodb(&aws_support::sdk_config(&settings.aws).await);
+    ViewAlias::create_table(&client, &settings.dynamodb.views_table)
+        .await
+        .context("cannot reach DynamoDB or create the views table (aws, dynamodb settings)")?;
+    let alias = settings.dynamodb.active_orders_alias(client.clone());
+    Ok((client, alias))
+}
+
+fn progress_of(
+    settings: &Settings,
+    client: &Client,
+    target: &ActiveOrdersTables,
+) -> TablesProgress {
+    TablesProgress::new(
+        client.clone(),
+        &settings.dynamodb.views_table,
+        target.clone(),
+    )
+}
+
+/// `replay rebuild active_orders`.
+pub async fn rebuild_tables(
+    settings: &Settings,
+    target: Option<String>,
+    until: Option<Until>,
+    swap: bool,
+    dry_run: bool,
+) -> anyhow::Result<bool> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let base = target
+        .unwrap_or_else(|| format!("{}-rebuild-{now}", settings.dynamodb.active_orders_table));
+    let target = target_tables(&base)?;
+    let store = open_store(settings).await?;
+    let (client, alias) = connect(settings).await?;
+    let live = alias.live().await?;
+    let progress = progress_of(settings, &client, &target);
+    let resuming = progress.exists().await?;
+    let finishing_swap = live.tables == target && live.handover;
+    if live.tables == target && !finishing_swap {
+        bail!(
+            "--target {base} is the live view ({}); choose another",
+            target.orders
+        );
+    }
+    let existing = existing_tables(&client, &target).await?;
+    if !existing.is_empty() && !resuming && !finishing_swap {
+        bail!(
+            "table(s) {} exist and were not created by replay (no rebuild progress in {}); \
+             choose a new --target",
+            existing.join(", "),
+            settings.dynamodb.views_table
+        );
+    }
+    let options = RebuildOptions {
+        until,
+        batch_commits: settings.replay.batch_commits,
+    };
+    if dry_run {
+        let after = progress.load(NAME).await?.unwrap_or(0);
+        let through = resolve_through(&store, until).await?;
+        let state = if resuming { "resume" } else { "create" };
+        println!(
+            "dry run: would {state} tables {} and {} and apply {NAME} positions {} to {} \
+             ({} events); nothing changed",
+            target.orders,
+            target.stores,
+            after + 1,
+            through,
+            (through - after).max(0),
+        );
+        if swap {
+            println!(
+                "dry run: would then move the view alias from {} to {} and keep the old tables",
+                live.tables.orders, target.orders
+            );
+        }
+        return Ok(true);
+    }
+    if !finishing_swap {
+        let done = build(&store, &client, &target, &progress, &options).await?;
+        println!(
+            "{NAME} rebuilt into tables {} and {}: {} events in {} commits, positions {} to {}",
+            target.orders,
+            target.stores,
+            done.events,
+            done.commits,
+            done.started_after + 1,
+            done.applied_through,
+        );
+    }
+    if swap {
+        let mut line = ProgressLine::new(NAME);
+        let swapped = swap_in_tables(
+            &store,
+            &alias,
+            &target,
+            &progress,
+            settings.replay.batch_commits,
+            |p| line.show(p),
+        )
+        .await;
+        line.finish();
+        let swapped = swapped?;
+        println!(
+            "swapped in: the view alias names {} and {}, caught up {} more events through \
+             position {}; the old tables {} and {} are kept (delete them when satisfied)",
+            target.orders,
+            target.stores,
+            swapped.tail.events,
+            swapped.tail.applied_through,
+            swapped.retired.orders,
+            swapped.retired.stores
+        );
+    }
+    Ok(true)
+}
+
+/// `replay verify active_orders`: the live tables (the alias's) against a scratch rebuild.
+pub async fn verify_tables(settings: &Settings, scratch: Option<String>) -> anyhow::Result<bool> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let base = scratch
+        .unwrap_or_else(|| format!("{}-verify-{now}", settings.dynamodb.active_orders_table));
+    let scratch = target_tables(&base)?;
+    let store = open_store(settings).await?;
+    let (client, alias) = connect(settings).await?;
+    let live = alias.live().await?.tables;
+    if live.orders == scratch.orders || live.stores == scratch.stores {
+        bail!("--scratch {base} names the live tables; choose another");
+    }
+    let existing = existing_tables(&client, &live).await?;
+    if existing.len() < 2 {
+        bail!(
+            "the live tables {} and {} do not both exist",
+            live.orders,
+            live.stores
+        );
+    }
+    if !existing_tables(&client, &scratch).await?.is_empty() {
+        bail!("scratch table(s) for {base} already exist; choose another --scratch");
+    }
+    let progress = progress_of(settings, &client, &scratch);
+    let options = RebuildOptions {
+        until: None,
+        batch_commits: settings.replay.batch_commits,
+    };
+    // The scratch tables go whatever happens, so a failed verify leaves nothing behind.
+    let compared = async {
+        build(&store, &client, &scratch, &progress, &options).await?;
+        Ok::<_, anyhow::Error>(compare_tables(&client, &live, &scratch).await?)
+    }
+    .await;
+    drop_tables(&client, &scratch)
+        .await
+        .with_context(|| format!("cannot delete the scratch tables of {base}"))?;
+    progress.remove().await?;
+    let comparison = compared?;
+    print_comparison(&comparison, &format!("{} + {}", live.orders, live.stores));
+    Ok(comparison.is_equal())
+}
+
+/// `replay list`, the active-orders line: the tables the alias names, whether a swap is
+/// finishing, and their approximate item counts (DynamoDB refreshes them every few hours).
+pub async fn list_tables(settings: &Settings, store: &PgEventStore) -> anyhow::Result<()> {
+    let (client, alias) = connect(settings).await?;
+    let live = alias.live().await?;
+    let mut counts = Vec::new();
+    for table in [&live.tables.orders, &live.tables.stores] {
+        let count = match client.describe_table().table_name(table).send().await {
+            Ok(output) => output
+                .table()
+                .and_then(|t| t.item_count())
+                .map_or_else(|| "?".to_owned(), |n| format!("~{n} items")),
+            Err(_) => "missing".to_owned(),
+        };
+        counts.push(format!("{table} ({count})"));
+    }
+    let state = if live.handover {
+        ", a swap is catching up"
+    } else {
+        ""
+    };
+    let previous = live.previous.map_or_else(String::new, |p| {
+        format!("; previous tables {} and {}", p.orders, p.stores)
+    });
+    println!(
+        "{NAME}: tables {}{state}{previous}; store's last position {} (per-aggregate markers only: \
+         the live projector's lag is `projectors leases`)",
+        counts.join(" and "),
+        store.last_position().await?
+    );
+    Ok(())
+}
+
+async fn build(
+    store: &PgEventStore,
+    client: &Client,
+    target: &ActiveOrdersTables,
+    progress: &TablesProgress,
+    options: &RebuildOptions,
+) -> anyhow::Result<RebuildProgress> {
+    ActiveOrdersProjection::create_tables(client, target).await?;
+    progress.start().await?;
+    let projection = ActiveOrdersProjection::new(client.clone(), target.clone());
+    let mut line = ProgressLine::new(NAME);
+    let done = rebuild(store, &projection, progress, options, |p| line.show(p)).await;
+    line.finish();
+    Ok(done?)
+}

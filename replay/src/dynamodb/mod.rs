@@ -1,0 +1,94 @@
+//! The DynamoDB active-orders view as a replay target.
+//!
+//! DynamoDB has no schemas and cannot rename a table, so a target is a pair of fresh tables
+//! named after a base (`<base>-orders`, `<base>-stores`), replay's progress lives in the views
+//! table next to the alias (item `rebuild#<orders table>`), and a swap moves the alias
+//! ([`projectors::projections::ViewAlias`]) instead of renaming anything.
+
+mod compare;
+mod progress;
+mod swap;
+
+pub use compare::compare_tables;
+pub use progress::TablesProgress;
+pub use swap::{swap_in_tables, TablesSwap};
+
+use aws_sdk_dynamodb::Client;
+use projectors::projections::ActiveOrdersTables;
+
+use crate::error::ReplayError;
+
+/// The tables of a target named `base`, refused unless both names are valid DynamoDB table
+/// names (3 to 255 characters of `a-z A-Z 0-9 _ . -`).
+pub fn target_tables(base: &str) -> Result<ActiveOrdersTables, ReplayError> {
+    let tables = ActiveOrdersTables {
+        orders: format!("{base}-orders"),
+        stores: format!("{base}-stores"),
+    };
+    let valid = |name: &str| {
+        (3..=255).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    };
+    if valid(base) && valid(&tables.orders) && valid(&tables.stores) {
+        Ok(tables)
+    } else {
+        Err(ReplayError::InvalidTableName(base.to_owned()))
+    }
+}
+
+/// Which of `tables` exist.
+pub async fn existing_tables(
+    client: &Client,
+    tables: &ActiveOrdersTables,
+) -> Result<Vec<String>, ReplayError> {
+    let mut existing = Vec::new();
+    for table in [&tables.orders, &tables.stores] {
+        match client.describe_table().table_name(table).send().await {
+            Ok(_) => existing.push(table.clone()),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) => {}
+            Err(error) => return Err(ReplayError::dynamodb(table, error)),
+        }
+    }
+    Ok(existing)
+}
+
+/// Deletes `tables` (a scratch target), those that exist.
+pub async fn drop_tables(client: &Client, tables: &ActiveOrdersTables) -> Result<(), ReplayError> {
+    for table in existing_tables(client, tables).await? {
+        client
+            .delete_table()
+            .table_name(&table)
+            .send()
+            .await
+            .map_err(|e| ReplayError::dynamodb(&table, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_is_two_tables_named_after_its_base() {
+        let tables = target_tables("orderpipe-active-orders-rebuild-1700000000").ok();
+        assert_eq!(
+            tables,
+            Some(ActiveOrdersTables {
+                orders: "orderpipe-active-orders-rebuild-1700000000-orders".into(),
+                stores: "orderpipe-active-orders-rebuild-1700000000-stores".into(),
+            })
+        );
+        for bad in ["", "ab", "has space", "slash/name", &"x".repeat(250)] {
+            assert!(
+                matches!(target_tables(bad), Err(ReplayError::InvalidTableName(_))),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+}

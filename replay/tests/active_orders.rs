@@ -1,0 +1,393 @@
+//! Rebuilds of the DynamoDB active-orders view from a real event store (on PostgreSQL) into
+//! fresh tables (on the DynamoDB emulator), compared with views built live, and swapped in
+//! through the view alias.
+
+// Unwrapping is how a test says "this must work".
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use commit_log::LoggedCommit;
+use common::{logged_commits, write_history, write_orders, FailAfter};
+use event_store::{PgEventStore, StoreConfig};
+use projectors::projection::{Projection, ProjectionError};
+use projectors::projections::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
+use replay::dynamodb::{compare_tables, swap_in_tables, target_tables, TablesProgress};
+use replay::{rebuild, Comparison, ProgressStore, RebuildOptions, ReplayError, Until};
+use test_support::{aws_test_config, fresh_database, unique_name};
+
+struct Setup {
+    store: PgEventStore,
+    client: Client,
+    views_table: String,
+    commits: Vec<LoggedCommit>,
+}
+
+async fn setup() -> Setup {
+    let events = fresh_database().await;
+    let store = PgEventStore::open(events.pool.clone(), StoreConfig::default())
+        .await
+        .unwrap();
+    write_orders(&store).await;
+    write_history(&store).await;
+    let commits = logged_commits(&store).await;
+    let client = aws_support::dynamodb(&aws_test_config().await);
+    let views_table = unique_name("views");
+    ViewAlias::create_table(&client, &views_table)
+        .await
+        .unwrap();
+    Setup {
+        store,
+        client,
+        views_table,
+        commits,
+    }
+}
+
+/// Fresh, empty view tables.
+async fn new_tables(client: &Client, prefix: &str) -> ActiveOrdersTables {
+    let tables = target_tables(&unique_name(prefix)).unwrap();
+    ActiveOrdersProjection::create_tables(client, &tables)
+        .await
+        .unwrap();
+    tables
+}
+
+/// The view as the live projector builds it: `commits` applied one at a time.
+async fn build_live(client: &Client, commits: &[LoggedCommit]) -> ActiveOrdersTables {
+    let tables = new_tables(client, "live").await;
+    let projection = ActiveOrdersProjection::new(client.clone(), tables.clone());
+    for commit in commits {
+        projection
+            .apply(std::slice::from_ref(commit))
+            .await
+            .unwrap();
+    }
+    tables
+}
+
+/// A fresh replay target and its progress.
+async fn target(s: &Setup) -> (ActiveOrdersTables, TablesProgress) {
+    let tables = new_tables(&s.client, "replay").await;
+    let progress = TablesProgress::new(s.client.clone(), &s.views_table, tables.clone());
+    progress.start().await.unwrap();
+    (tables, progress)
+}
+
+fn options(until: Option<Until>, batch_commits: usize) -> RebuildOptions {
+    RebuildOptions {
+        until,
+        batch_commits,
+    }
+}
+
+async fn rebuild_into(
+    s: &Setup,
+    tables: &ActiveOrdersTables,
+    progress: &TablesProgress,
+    options: &RebuildOptions,
+) -> Result<replay::RebuildProgress, ReplayError> {
+    let projection = ActiveOrdersProjection::new(s.client.clone(), tables.clone());
+    rebuild(&s.store, &projection, progress, options, |_| {}).await
+}
+
+async fn compare(s: &Setup, left: &ActiveOrdersTables, right: &ActiveOrdersTables) -> Comparison {
+    compare_tables(&s.client, left, right).await.unwrap()
+}
+
+async fn assert_same(s: &Setup, left: &ActiveOrdersTables, right: &ActiveOrdersTables) {
+    let comparison = compare(s, left, right).await;
+    assert_eq!(comparison.tables_compared, 2);
+    assert!(
+        comparison.is_equal(),
+        "{left:?} and {right:?} differ: {comparison:#?}"
+    );
+}
+
+async fn count(client: &Client, table: &str) -> usize {
+    client
+        .scan()
+        .table_name(table)
+        .consistent_read(true)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test]
+async fn a_rebuild_equals_the_view_built_live() {
+    let s = setup().await;
+    let live = build_live(&s.client, &s.commits).await;
+    let (rebuilt, progress) = target(&s).await;
+    let done = rebuild_into(&s, &rebuilt, &progress, &options(None, 4))
+        .await
+        .unwrap();
+    let last = s.store.last_position().await.unwrap();
+    assert_eq!(done.applied_through, last);
+    assert_eq!(progress.load("active_orders").await.unwrap(), Some(last));
+    // Six orders (open ones on the board, ended ones as tombstones), and per store: the day's
+    // metrics, every SKU's stock, the inventory marker.
+    assert_eq!(count(&s.client, &rebuilt.orders).await, 6);
+    assert!(count(&s.client, &rebuilt.stores).await >= 7);
+    assert_same(&s, &live, &rebuilt).await;
+}
+
+#[tokio::test]
+async fn an_as_of_rebuild_equals_the_view_captured_live_at_that_moment() {
+    let s = setup().await;
+    // The live view at the moment the first half of the commits had been applied.
+    let half = s.commits.len() / 2;
+    let bound = s.commits[half - 1].last_position() as i64;
+    let captured = build_live(&s.client, &s.commits[..half]).await;
+    let (as_of, progress) = target(&s).await;
+    let done = rebuild_into(
+        &s,
+        &as_of,
+        &progress,
+        &options(Some(Until::Position(bound)), 3),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.applied_through, bound);
+    assert_same(&s, &captured, &as_of).await;
+    // And it is not simply the whole view.
+    let whole = build_live(&s.client, &s.commits).await;
+    assert!(!compare(&s, &whole, &as_of).await.is_equal());
+}
+
+#[tokio::test]
+async fn an_interrupted_rebuild_resumes_and_ends_equal() {
+    let s = setup().await;
+    let live = build_live(&s.client, &s.commits).await;
+    let (rebuilt, progress) = target(&s).await;
+    let interrupted = FailAfter::new(
+        Box::new(ActiveOrdersProjection::new(
+            s.client.clone(),
+            rebuilt.clone(),
+        )),
+        2,
+    );
+    let error = rebuild(&s.store, &interrupted, &progress, &options(None, 3), |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ReplayError::Apply { .. }), "{error}");
+    let stopped_at = progress.load("active_orders").await.unwrap().unwrap();
+    assert!(stopped_at > 0 && stopped_at < s.store.last_position().await.unwrap());
+    let resumed = rebuild_into(&s, &rebuilt, &progress, &options(None, 3))
+        .await
+        .unwrap();
+    assert_eq!(resumed.started_after, stopped_at);
+    assert_same(&s, &live, &rebuilt).await;
+}
+
+#[tokio::test]
+async fn verify_finds_an_item_changed_by_hand() {
+    let s = setup().await;
+    let live = build_live(&s.client, &s.commits).await;
+    let (rebuilt, progress) = target(&s).await;
+    rebuild_into(&s, &rebuilt, &progress, &options(None, 50))
+        .await
+        .unwrap();
+    assert_same(&s, &live, &rebuilt).await;
+    // An operator "fixes" one order's note on the live view by hand.
+    let any_order = s
+        .commits
+        .iter()
+        .find(|c| c.aggregate_type == "order")
+        .unwrap();
+    s.client
+        .update_item()
+        .table_name(&live.orders)
+        .key(
+            "pk",
+            AttributeValue::S(format!("ORDER#{}", any_order.aggregate_id)),
+        )
+        .key("sk", AttributeValue::S("ORDER".into()))
+        .update_expression("SET note = :note")
+        .expression_attribute_values(":note", AttributeValue::S("edited by hand".into()))
+        .send()
+        .await
+        .unwrap();
+    let comparison = compare(&s, &live, &rebuilt).await;
+    assert_eq!(comparison.differences.len(), 1, "{comparison:#?}");
+    let difference = &comparison.differences[0];
+    assert_eq!(difference.table, "orders");
+    assert_eq!(
+        (difference.left_rows, difference.right_rows),
+        (Some(6), Some(6))
+    );
+    assert_eq!(difference.only_in_left.len(), 1);
+    assert!(difference.only_in_left[0].contains("edited by hand"));
+    assert_eq!(difference.only_in_right.len(), 1);
+    assert!(difference.only_in_right[0].contains(&any_order.aggregate_id));
+}
+
+#[tokio::test]
+async fn a_gap_waits_during_a_handover_and_is_poison_otherwise() {
+    let s = setup().await;
+    let configured = build_live(&s.client, &s.commits).await;
+    let alias = ViewAlias::new(s.client.clone(), &s.views_table, configured.clone());
+    let empty = new_tables(&s.client, "empty").await;
+    let following = ActiveOrdersProjection::following(alias.clone());
+    // An order's second commit, whose first the new tables lack.
+    let order = s
+        .commits
+        .iter()
+        .find(|c| c.aggregate_type == "order")
+        .unwrap();
+    let second = s
+        .commits
+        .iter()
+        .find(|c| c.aggregate_id == order.aggregate_id && c.first_sequence() > 1)
+        .unwrap();
+    alias.begin_handover(&configured, &empty).await.unwrap();
+    let waiting = following.apply(std::slice::from_ref(second)).await;
+    assert!(
+        matches!(waiting, Err(ProjectionError::Transient(_))),
+        "{waiting:?}"
+    );
+    alias.end_handover(&empty).await.unwrap();
+    let refused = following.apply(std::slice::from_ref(second)).await;
+    assert!(
+        matches!(refused, Err(ProjectionError::Poison { .. })),
+        "{refused:?}"
+    );
+    // A second swap from the tables that are no longer live is refused.
+    let other = new_tables(&s.client, "other").await;
+    let moved = alias.begin_handover(&configured, &other).await;
+    assert!(moved.is_err(), "the alias moved twice from the same tables");
+}
+
+/// Writes commands until `stop`: an ongoing morning while the swap happens.
+async fn keep_ordering(store: PgEventStore, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::SeqCst) {
+        write_orders(&store).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// What a live projector does: applies every commit in the store it has not applied yet, in
+/// commit order, one small batch at a time, to whatever tables the alias names.
+async fn project_live(store: PgEventStore, alias: ViewAlias, stop: Arc<AtomicBool>) {
+    let projection = ActiveOrdersProjection::following(alias);
+    let mut applied = 0;
+    loop {
+        let stopping = stop.load(Ordering::SeqCst);
+        let commits = logged_commits(&store).await;
+        for batch in commits[applied..].chunks(2) {
+            // Gaps during the handover are transient: retried until the catch-up fills them.
+            while let Err(error) = projection.apply(batch).await {
+                assert!(matches!(error, ProjectionError::Transient(_)), "{error}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        applied = commits.len();
+        if stopping {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_swap_moves_readers_and_the_live_projector_to_the_rebuilt_view() {
+    let s = setup().await;
+    // The live view misses one order, as a view with a bug would: the rebuild differs.
+    let forgotten = &s
+        .commits
+        .iter()
+        .find(|c| c.aggregate_type == "order")
+        .unwrap()
+        .aggregate_id;
+    let all_but_one: Vec<LoggedCommit> = s
+        .commits
+        .iter()
+        .filter(|c| &c.aggregate_id != forgotten)
+        .cloned()
+        .collect();
+    let stale = build_live(&s.client, &all_but_one).await;
+    let alias = ViewAlias::new(s.client.clone(), &s.views_table, stale.clone());
+    let (rebuilt, progress) = target(&s).await;
+    rebuild_into(&s, &rebuilt, &progress, &options(None, 10))
+        .await
+        .unwrap();
+    let old_count = count(&s.client, &stale.orders).await;
+    let new_count = count(&s.client, &rebuilt.orders).await;
+    assert_ne!(old_count, new_count, "the test needs views that differ");
+
+    // A reader counting the live view's orders through the alias, during the swap.
+    let stop_reading = Arc::new(AtomicBool::new(false));
+    let reader = tokio::spawn({
+        let (client, alias, stop) = (s.client.clone(), alias.clone(), stop_reading.clone());
+        async move {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let live = alias.live().await.unwrap().tables;
+                let n = count(&client, &live.orders).await;
+                if seen.last() != Some(&n) {
+                    seen.push(n);
+                }
+            }
+            seen
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let swapped = swap_in_tables(&s.store, &alias, &rebuilt, &progress, 10, |_| {})
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop_reading.store(true, Ordering::SeqCst);
+    assert_eq!(swapped.retired, stale);
+    assert_eq!(reader.await.unwrap(), vec![old_count, new_count]);
+    let live = alias.live().await.unwrap();
+    assert_eq!((live.tables, live.handover), (rebuilt.clone(), false));
+    assert!(
+        !progress.exists().await.unwrap(),
+        "a live view keeps no rebuild progress"
+    );
+    let again = swap_in_tables(&s.store, &alias, &rebuilt, &progress, 10, |_| {}).await;
+    assert!(
+        matches!(again, Err(ReplayError::AlreadyLive(_))),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_live_projector_writing_around_the_swap_ends_equal_to_a_full_rebuild() {
+    let s = setup().await;
+    let live = build_live(&s.client, &s.commits).await;
+    let alias = ViewAlias::new(s.client.clone(), &s.views_table, live.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(keep_ordering(s.store.clone(), stop.clone()));
+    let projector = tokio::spawn(project_live(s.store.clone(), alias.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (rebuilt, progress) = target(&s).await;
+    rebuild_into(&s, &rebuilt, &progress, &options(None, 10))
+        .await
+        .unwrap();
+    swap_in_tables(&s.store, &alias, &rebuilt, &progress, 10, |_| {})
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    projector.await.unwrap();
+    // Every commit, before, during and after the swap, is in the view the alias names now,
+    // exactly once: it equals a rebuild of the whole store.
+    let (check, check_progress) = target(&s).await;
+    rebuild_into(&s, &check, &check_progress, &options(None, 50))
+        .await
+        .unwrap();
+    assert_eq!(alias.live().await.unwrap().tables, rebuilt);
+    assert_same(&s, &rebuilt, &check).await;
+}
