@@ -10,6 +10,7 @@
 //! - [`swap_in`]: catches a rebuilt schema up with the store and renames it to the live name in
 //!   one transaction that holds the live projector's lock, so no reader or projector transaction
 //!   sees anything between the old view and the new one.
+//! - [`empty_schema`]: empties a live schema for an in-place rebuild.
 //! - [`view_status`]: what a schema's markers reflect of the store, for `replay list`.
 //! - [`ReadModel`]: the projections replay builds into a schema (`history`, `analytics`).
 //! - [`dynamodb`]: the active-orders view's targets (pairs of tables), their progress, their
@@ -22,6 +23,7 @@
 mod commits;
 pub mod dynamodb;
 mod error;
+mod in_place;
 mod progress;
 mod rebuild;
 pub mod settings;
@@ -31,6 +33,7 @@ mod target;
 mod verify;
 
 pub use error::ReplayError;
+pub use in_place::empty_schema;
 pub use progress::{ProgressStore, ProgressTable};
 pub use rebuild::{rebuild, resolve_through, RebuildOptions, RebuildProgress, Until};
 pub use status::{view_status, ViewMarkers, ViewStatus};

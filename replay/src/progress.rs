@@ -11,11 +11,16 @@ use crate::error::ReplayError;
 const SET_SEARCH_PATH: &str = "SELECT set_config('search_path', $1, true)";
 
 /// Within the Redshift SQL subset the analytics target also uses (no `ON CONFLICT`, no `TEXT`).
-const CREATE_PROGRESS: &str = "\
+pub(crate) const CREATE_PROGRESS: &str = "\
 CREATE TABLE IF NOT EXISTS replay_progress (
     projection    VARCHAR(64) NOT NULL PRIMARY KEY,
     last_position BIGINT      NOT NULL
 )";
+
+/// A schema stops being a replay target once live: `replay rebuild` resumes into any schema
+/// holding this table, which must never be the live one. `{schema}` is a validated
+/// [`SchemaName`].
+pub(crate) const DROP_PROGRESS: &str = r#"DROP TABLE "{schema}".replay_progress"#;
 
 const PROGRESS_EXISTS: &str = "\
 SELECT EXISTS (SELECT 1 FROM information_schema.tables
@@ -58,6 +63,14 @@ impl ProgressTable {
         set_search_path(&mut tx, &self.schema).await?;
         sqlx::query(CREATE_PROGRESS).execute(&mut *tx).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Drops the table: the schema is live again (an in-place rebuild finished).
+    pub async fn drop_table(&self) -> Result<(), ReplayError> {
+        sqlx::query(&DROP_PROGRESS.replace("{schema}", self.schema.as_str()))
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -23,7 +23,7 @@ use projectors::projections::SchemaName;
 use sqlx::PgPool;
 
 use crate::error::ReplayError;
-use crate::progress::ProgressTable;
+use crate::progress::{ProgressTable, DROP_PROGRESS};
 use crate::rebuild::{rebuild, RebuildOptions, RebuildProgress};
 use crate::target::ReadModel;
 
@@ -31,10 +31,6 @@ use crate::target::ReadModel;
 /// ACCESS EXCLUSIVE in PostgreSQL, and the only mode Redshift has. `{schema}` is a validated
 /// [`SchemaName`].
 const LOCK_LIVE_MARKERS: &str = r#"LOCK "{schema}".applied_sequences"#;
-
-/// The rebuilt schema stops being a replay target once live: `replay rebuild` resumes into any
-/// schema holding this table, which must never be the live one.
-const DROP_PROGRESS: &str = r#"DROP TABLE "{schema}".replay_progress"#;
 
 /// `ALTER SCHEMA` takes no parameters; both names are validated [`SchemaName`]s.
 const RENAME_SCHEMA: &str = r#"ALTER SCHEMA "{from}" RENAME TO "{to}""#;

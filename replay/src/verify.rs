@@ -113,7 +113,10 @@ fn missing(table: &SchemaName, left_rows: Option<i64>, right_rows: Option<i64>) 
 
 /// The schema's tables; their names pass the same identifier check as schema names, since they
 /// are quoted into SQL text.
-async fn tables(pool: &PgPool, schema: &SchemaName) -> Result<Vec<SchemaName>, ReplayError> {
+pub(crate) async fn tables(
+    pool: &PgPool,
+    schema: &SchemaName,
+) -> Result<Vec<SchemaName>, ReplayError> {
     let names: Vec<String> = sqlx::query_scalar(LIST_TABLES)
         .bind(schema.as_str())
         .fetch_all(pool)
@@ -126,7 +129,7 @@ async fn tables(pool: &PgPool, schema: &SchemaName) -> Result<Vec<SchemaName>, R
         .collect()
 }
 
-fn qualified(schema: &SchemaName, table: &SchemaName) -> String {
+pub(crate) fn qualified(schema: &SchemaName, table: &SchemaName) -> String {
     format!(r#""{schema}"."{table}""#)
 }
 

@@ -13,6 +13,10 @@ pub use compare::compare_tables;
 pub use progress::TablesProgress;
 pub use swap::{swap_in_tables, TablesSwap};
 
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
 use aws_sdk_dynamodb::Client;
 use projectors::projections::ActiveOrdersTables;
 
@@ -66,6 +70,67 @@ pub async fn drop_tables(client: &Client, tables: &ActiveOrdersTables) -> Result
             .send()
             .await
             .map_err(|e| ReplayError::dynamodb(&table, e))?;
+    }
+    Ok(())
+}
+
+/// Deletes every item of `tables` (an in-place rebuild), 25 keys per `BatchWriteItem`, retrying
+/// the keys DynamoDB leaves unprocessed under throttling.
+pub async fn empty_tables(client: &Client, tables: &ActiveOrdersTables) -> Result<(), ReplayError> {
+    for table in [&tables.orders, &tables.stores] {
+        let mut keys = client
+            .scan()
+            .table_name(table)
+            .projection_expression("pk, sk")
+            .into_paginator()
+            .items()
+            .send();
+        let mut batch = Vec::new();
+        while let Some(key) = keys.next().await {
+            batch.push(key.map_err(|e| ReplayError::dynamodb(table, e))?);
+            if batch.len() == 25 {
+                delete_keys(client, table, std::mem::take(&mut batch)).await?;
+            }
+        }
+        delete_keys(client, table, batch).await?;
+    }
+    Ok(())
+}
+
+async fn delete_keys(
+    client: &Client,
+    table: &str,
+    keys: Vec<HashMap<String, AttributeValue>>,
+) -> Result<(), ReplayError> {
+    let mut requests = keys
+        .into_iter()
+        .map(|key| {
+            let delete = DeleteRequest::builder()
+                .set_key(Some(key))
+                .build()
+                .map_err(|e| ReplayError::DynamoDb {
+                    table: table.to_owned(),
+                    source: e.into(),
+                })?;
+            Ok(WriteRequest::builder().delete_request(delete).build())
+        })
+        .collect::<Result<Vec<_>, ReplayError>>()?;
+    let mut pause = Duration::from_millis(50);
+    while !requests.is_empty() {
+        let output = client
+            .batch_write_item()
+            .request_items(table, requests)
+            .send()
+            .await
+            .map_err(|e| ReplayError::dynamodb(table, e))?;
+        requests = output
+            .unprocessed_items
+            .and_then(|mut left| left.remove(table))
+            .unwrap_or_default();
+        if !requests.is_empty() {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
     }
     Ok(())
 }

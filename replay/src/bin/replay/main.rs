@@ -5,6 +5,7 @@ mod output;
 mod schemas;
 mod tables;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -54,7 +55,7 @@ enum Command {
         /// active_orders: the base name of the two tables (<target>-orders, <target>-stores).
         /// Required without --swap; with --swap the default is <live schema>_rebuild_<unix
         /// seconds> / <dynamodb.active_orders_table>-rebuild-<unix seconds>.
-        #[arg(long, required_unless_present = "swap")]
+        #[arg(long, required_unless_present_any = ["swap", "in_place"])]
         target: Option<String>,
         /// Stop at this global position (a commit it splits is left out) or at this RFC 3339
         /// time (the log up to the first event recorded after it): an as-of view for analysts.
@@ -70,6 +71,16 @@ enum Command {
         /// interruption, it finishes the swap.
         #[arg(long)]
         swap: bool,
+        /// Rebuild the live view where it stands: empty its tables, then rebuild into them.
+        /// Readers see an empty, then a growing view, and the live projector of PROJECTION
+        /// must be stopped meanwhile (its commits would arrive as gaps and be dead-lettered).
+        /// Asks to type the projection's name to confirm, unless --yes. For when a second
+        /// copy of the view does not fit; prefer --swap.
+        #[arg(long, conflicts_with_all = ["target", "swap", "until"])]
+        in_place: bool,
+        /// Confirms --in-place without asking (scripts).
+        #[arg(long, requires = "in_place")]
+        yes: bool,
         /// Print what would be rebuilt (target, positions, events) and change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -120,10 +131,26 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             target,
             until,
             swap,
+            in_place,
+            yes,
             dry_run,
         } => {
             let until = until.as_deref().map(str::parse::<Until>).transpose()?;
-            match projection.parse()? {
+            let kind: ViewKind = projection.parse()?;
+            if in_place {
+                if !dry_run {
+                    confirm_in_place(&projection, yes)?;
+                }
+                return match kind {
+                    ViewKind::Schema(model) => {
+                        schemas::rebuild_schema_in_place(&settings, model, dry_run).await
+                    }
+                    ViewKind::ActiveOrders => {
+                        tables::rebuild_tables_in_place(&settings, dry_run).await
+                    }
+                };
+            }
+            match kind {
                 ViewKind::Schema(model) => {
                     schemas::rebuild_schema(&settings, model, target, until, swap, dry_run).await
                 }
@@ -157,6 +184,27 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             }
         },
     }
+}
+
+/// `--in-place` empties a live view: the operator types the projection's name to go on, or
+/// passed --yes. Without a terminal to ask at, only --yes goes on.
+fn confirm_in_place(projection: &str, yes: bool) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("--in-place empties the live {projection} view: confirm with --yes");
+    }
+    eprint!(
+        "This empties the live {projection} view and rebuilds it; readers see it empty meanwhile, \
+         and its projector must be stopped.\nType {projection} to go on: "
+    );
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if answer.trim() != projection {
+        anyhow::bail!("not confirmed; nothing changed");
+    }
+    Ok(())
 }
 
 /// Opening the store also checks it is reachable (it runs the store's migrations, a no-op on an

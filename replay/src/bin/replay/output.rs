@@ -1,6 +1,7 @@
 //! Display: the progress line a rebuild keeps on stderr, and a comparison's report.
 
-use std::time::Instant;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
 use replay::{Comparison, RebuildProgress};
 
@@ -34,36 +35,67 @@ pub fn print_comparison(comparison: &Comparison, live: &str) {
     }
 }
 
-/// One line on stderr, rewritten after every batch: position, events/s, ETA.
+/// A progress bar on stderr, redrawn after every batch (at most ten times a second): the
+/// share of positions done, the position, events applied, events/s and the ETA. When stderr is
+/// not a terminal (a log file, CI), a plain line every ten seconds instead.
 pub struct ProgressLine {
     name: &'static str,
     started: Instant,
-    shown: bool,
+    drawn: Option<Instant>,
+    terminal: bool,
 }
 
 impl ProgressLine {
+    const WIDTH: usize = 30;
+
     pub fn new(name: &'static str) -> Self {
         Self {
             name,
             started: Instant::now(),
-            shown: false,
+            drawn: None,
+            terminal: std::io::stderr().is_terminal(),
         }
     }
 
     pub fn show(&mut self, progress: &RebuildProgress) {
+        let every = if self.terminal {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(10)
+        };
+        let finished = progress.applied_through >= progress.through;
+        if !finished && self.drawn.is_some_and(|at| at.elapsed() < every) {
+            return;
+        }
         let seconds = self.started.elapsed().as_secs_f64().max(0.001);
         let rate = progress.events as f64 / seconds;
+        let total = (progress.through - progress.started_after).max(1) as f64;
+        let done = (progress.applied_through - progress.started_after).max(0) as f64;
+        let share = (done / total).clamp(0.0, 1.0);
         let left = (progress.through - progress.applied_through).max(0) as f64;
         let eta = if rate > 0.0 { left / rate } else { 0.0 };
-        eprint!(
-            "\r{}: position {}/{}, {} events, {:.0} events/s, ETA {:.0}s   ",
-            self.name, progress.applied_through, progress.through, progress.events, rate, eta
+        let filled = (share * Self::WIDTH as f64).round() as usize;
+        let bar = format!("{}{}", "#".repeat(filled), "-".repeat(Self::WIDTH - filled));
+        let text = format!(
+            "{} [{bar}] {:>3.0}% position {}/{}, {} events, {:.0} events/s, ETA {:.0}s",
+            self.name,
+            share * 100.0,
+            progress.applied_through,
+            progress.through,
+            progress.events,
+            rate,
+            eta
         );
-        self.shown = true;
+        if self.terminal {
+            eprint!("\r{text}   ");
+        } else {
+            eprintln!("{text}");
+        }
+        self.drawn = Some(Instant::now());
     }
 
     pub fn finish(&self) {
-        if self.shown {
+        if self.terminal && self.drawn.is_some() {
             eprintln!();
         }
     }

@@ -5,9 +5,9 @@ use event_store::PgEventStore;
 use projectors::projections::SchemaName;
 use replay::settings::Settings;
 use replay::{
-    drop_schema, rebuild, resolve_through, schema_exists, swap_in, verify, view_status,
-    ProgressStore, ProgressTable, ReadModel, RebuildOptions, RebuildProgress, SwapPlan, Until,
-    ViewStatus,
+    drop_schema, empty_schema, rebuild, resolve_through, schema_exists, swap_in, verify,
+    view_status, ProgressStore, ProgressTable, ReadModel, RebuildOptions, RebuildProgress,
+    SwapPlan, Until, ViewStatus,
 };
 use sqlx::PgPool;
 
@@ -90,6 +90,54 @@ pub async fn rebuild_schema(
             plan.live, tail.events, tail.applied_through, plan.retired
         );
     }
+    Ok(true)
+}
+
+/// `replay rebuild history|analytics --in-place` (confirmed by the caller): empties the live
+/// schema's tables and rebuilds into them; run again after an interruption, it resumes.
+pub async fn rebuild_schema_in_place(
+    settings: &Settings,
+    model: ReadModel,
+    dry_run: bool,
+) -> anyhow::Result<bool> {
+    let live = schema_name(
+        &format!("{}.schema", model.name()),
+        &settings.read_model(model).schema,
+    )?;
+    let store = open_store(settings).await?;
+    let pool = read_model_pool(settings, model)?;
+    if !schema_exists(&pool, &live)
+        .await
+        .with_context(|| unreachable(model))?
+    {
+        bail!("the live schema {live} does not exist; build it with --target {live}");
+    }
+    let resuming = ProgressTable::exists(&pool, &live).await?;
+    if dry_run {
+        if !resuming {
+            println!("dry run: would empty every table of the live schema {live}");
+        }
+        print_plan(&store, &pool, model, &live, resuming, None).await?;
+        return Ok(true);
+    }
+    if resuming {
+        println!("resuming the in-place rebuild of {live}");
+    } else {
+        empty_schema(&pool, &live).await?;
+    }
+    let options = RebuildOptions {
+        until: None,
+        batch_commits: settings.replay.batch_commits,
+    };
+    let done = build(&store, &pool, model, &live, &options).await?;
+    ProgressTable::new(pool, live.clone()).drop_table().await?;
+    println!(
+        "{} rebuilt in place in schema {live}: {} events in {} commits, through position {}",
+        model.name(),
+        done.events,
+        done.commits,
+        done.applied_through,
+    );
     Ok(true)
 }
 

@@ -5,7 +5,8 @@ use aws_sdk_dynamodb::Client;
 use event_store::PgEventStore;
 use projectors::projections::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
 use replay::dynamodb::{
-    compare_tables, drop_tables, existing_tables, swap_in_tables, target_tables, TablesProgress,
+    compare_tables, drop_tables, empty_tables, existing_tables, swap_in_tables, target_tables,
+    TablesProgress,
 };
 use replay::settings::Settings;
 use replay::{rebuild, resolve_through, ProgressStore, RebuildOptions, RebuildProgress, Until};
@@ -131,6 +132,61 @@ pub async fn rebuild_tables(
             swapped.retired.stores
         );
     }
+    Ok(true)
+}
+
+/// `replay rebuild active_orders --in-place` (confirmed by the caller): empties the live tables
+/// (those the alias names) and rebuilds into them; run again after an interruption, it resumes.
+pub async fn rebuild_tables_in_place(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
+    let store = open_store(settings).await?;
+    let (client, alias) = connect(settings).await?;
+    let live = alias.live().await?;
+    if live.handover {
+        bail!(
+            "a swap to {} is not finished; run `replay rebuild active_orders --swap --target` \
+             with its target again first",
+            live.tables.orders
+        );
+    }
+    let live = live.tables;
+    let progress = progress_of(settings, &client, &live);
+    let resuming = progress.exists().await?;
+    if dry_run {
+        let after = progress.load(NAME).await?.unwrap_or(0);
+        let through = resolve_through(&store, None).await?;
+        let first = if resuming {
+            "resume"
+        } else {
+            "empty the live tables and"
+        };
+        println!(
+            "dry run: would {first} rebuild {} and {} in place, positions {} to {}; nothing changed",
+            live.orders,
+            live.stores,
+            after + 1,
+            through
+        );
+        return Ok(true);
+    }
+    if resuming {
+        println!(
+            "resuming the in-place rebuild of {} and {}",
+            live.orders, live.stores
+        );
+    } else {
+        // Emptied before the progress item exists: an interruption in between empties again.
+        empty_tables(&client, &live).await?;
+    }
+    let options = RebuildOptions {
+        until: None,
+        batch_commits: settings.replay.batch_commits,
+    };
+    let done = build(&store, &client, &live, &progress, &options).await?;
+    progress.remove().await?;
+    println!(
+        "{NAME} rebuilt in place in {} and {}: {} events in {} commits, through position {}",
+        live.orders, live.stores, done.events, done.commits, done.applied_through
+    );
     Ok(true)
 }
 
