@@ -17,6 +17,15 @@ SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, even
        metadata, recorded_at
 FROM events WHERE global_position > $1 AND global_position <= $2 ORDER BY global_position";
 
+/// Through the unique index events_aggregate_sequence: sequence order is commit
+/// order within one aggregate.
+const READ_AGGREGATE_RANGE: &str = "\
+SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload,
+       metadata, recorded_at
+FROM events WHERE aggregate_type = $1 AND aggregate_id = $2
+              AND global_position > $3 AND global_position <= $4
+ORDER BY sequence";
+
 const LAST_POSITION: &str = "SELECT last_position FROM event_position";
 
 /// An event as stored, of any aggregate type.
@@ -63,6 +72,24 @@ impl PgEventStore {
         through: i64,
     ) -> impl Stream<Item = Result<RecordedEvent, StoreError>> + Send + '_ {
         sqlx::query_as::<_, RecordedEvent>(READ_RANGE)
+            .bind(after)
+            .bind(through)
+            .fetch(&self.pool)
+            .map_err(StoreError::from)
+    }
+
+    /// One aggregate's events with `after < position <= through`, in commit order, streamed
+    /// (replay of a single aggregate).
+    pub fn read_aggregate_range<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        after: i64,
+        through: i64,
+    ) -> impl Stream<Item = Result<RecordedEvent, StoreError>> + Send + 'a {
+        sqlx::query_as::<_, RecordedEvent>(READ_AGGREGATE_RANGE)
+            .bind(aggregate_type)
+            .bind(aggregate_id)
             .bind(after)
             .bind(through)
             .fetch(&self.pool)

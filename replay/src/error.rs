@@ -14,6 +14,9 @@ pub enum ReplayError {
     /// `--until` is neither a position nor an RFC 3339 time.
     #[error("--until takes a global position (e.g. 1200) or an RFC 3339 time (e.g. 2025-03-03T08:00:00Z), got {0:?}")]
     InvalidUntil(String),
+    /// `--aggregate` is not `TYPE/ID`.
+    #[error("--aggregate takes TYPE/ID with TYPE one of order, inventory, loyalty, menu (e.g. order/4a3c6c39-...), got {0:?}")]
+    InvalidAggregate(String),
     /// `--until` names a position the log has not reached.
     #[error("position {requested} is past the end of the log (last position {last})")]
     BeyondLog {

@@ -10,6 +10,8 @@
 //! - [`swap_in`]: catches a rebuilt schema up with the store and renames it to the live name in
 //!   one transaction that holds the live projector's lock, so no reader or projector transaction
 //!   sees anything between the old view and the new one.
+//! - [`rebuild_aggregate`] and [`swap_aggregate_in`]: one aggregate's rows, rebuilt apart and
+//!   put into the live schema under the live projector's lock.
 //! - [`empty_schema`]: empties a live schema for an in-place rebuild.
 //! - [`view_status`]: what a schema's markers reflect of the store, for `replay list`.
 //! - [`ReadModel`]: the projections replay builds into a schema (`history`, `analytics`).
@@ -20,6 +22,7 @@
 //! projections commit their own transactions, so progress is stored after each batch and a
 //! batch applied again after a crash changes nothing.
 
+mod aggregate_swap;
 mod commits;
 pub mod dynamodb;
 mod error;
@@ -32,10 +35,14 @@ mod swap;
 mod target;
 mod verify;
 
+pub use aggregate_swap::swap_aggregate_in;
 pub use error::ReplayError;
 pub use in_place::empty_schema;
 pub use progress::{ProgressStore, ProgressTable};
-pub use rebuild::{rebuild, resolve_through, RebuildOptions, RebuildProgress, Until};
+pub use rebuild::{
+    rebuild, rebuild_aggregate, resolve_through, AggregateRef, RebuildOptions, RebuildProgress,
+    Until,
+};
 pub use status::{view_status, ViewMarkers, ViewStatus};
 pub use swap::{swap_in, SwapPlan};
 pub use target::{drop_schema, schema_exists, ReadModel, ViewKind};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use commit_log::LoggedCommit;
 use event_store::{PgEventStore, RecordedEvent};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use projectors::projection::{Projection, ProjectionError};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -27,6 +27,38 @@ FROM events WHERE recorded_at > $1";
 const APPLY_ATTEMPTS: u32 = 8;
 const APPLY_RETRY_FIRST_PAUSE: Duration = Duration::from_millis(100);
 const APPLY_RETRY_MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// One aggregate, as `--aggregate TYPE/ID` names it (`order/<uuid>`, `inventory/<store>`,
+/// `loyalty/<customer>`, `menu/menu`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregateRef {
+    /// `order`, `inventory`, `loyalty` or `menu`.
+    pub aggregate_type: String,
+    /// The aggregate's id.
+    pub aggregate_id: String,
+}
+
+impl FromStr for AggregateRef {
+    type Err = ReplayError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.split_once('/') {
+            Some((kind @ ("order" | "inventory" | "loyalty" | "menu"), id)) if !id.is_empty() => {
+                Ok(AggregateRef {
+                    aggregate_type: kind.to_owned(),
+                    aggregate_id: id.to_owned(),
+                })
+            }
+            _ => Err(ReplayError::InvalidAggregate(value.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for AggregateRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.aggregate_type, self.aggregate_id)
+    }
+}
 
 /// Where an as-of rebuild stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +125,38 @@ pub async fn rebuild(
     projection: &dyn Projection,
     progress: &dyn ProgressStore,
     options: &RebuildOptions,
+    on_batch: impl FnMut(&RebuildProgress),
+) -> Result<RebuildProgress, ReplayError> {
+    run(store, projection, progress, options, None, on_batch).await
+}
+
+/// [`rebuild`] restricted to one aggregate's commits, read through the store's per-aggregate
+/// index: the rows of one aggregate, built into a fresh target.
+pub async fn rebuild_aggregate(
+    store: &PgEventStore,
+    projection: &dyn Projection,
+    progress: &dyn ProgressStore,
+    options: &RebuildOptions,
+    aggregate: &AggregateRef,
+    on_batch: impl FnMut(&RebuildProgress),
+) -> Result<RebuildProgress, ReplayError> {
+    run(
+        store,
+        projection,
+        progress,
+        options,
+        Some(aggregate),
+        on_batch,
+    )
+    .await
+}
+
+async fn run(
+    store: &PgEventStore,
+    projection: &dyn Projection,
+    progress: &dyn ProgressStore,
+    options: &RebuildOptions,
+    aggregate: Option<&AggregateRef>,
     mut on_batch: impl FnMut(&RebuildProgress),
 ) -> Result<RebuildProgress, ReplayError> {
     let name = projection.name();
@@ -110,7 +174,17 @@ pub async fn rebuild(
     }
     let batch_commits = options.batch_commits.max(1);
     // One event past the bound tells whether the commit holding the bound ends there.
-    let mut events = store.read_range(started_after, through + 1);
+    let mut events = match aggregate {
+        None => store.read_range(started_after, through + 1).boxed(),
+        Some(one) => store
+            .read_aggregate_range(
+                &one.aggregate_type,
+                &one.aggregate_id,
+                started_after,
+                through + 1,
+            )
+            .boxed(),
+    };
     let mut pending: Vec<RecordedEvent> = Vec::new();
     let mut batch: Vec<LoggedCommit> = Vec::with_capacity(batch_commits);
     while let Some(event) = events.try_next().await? {
@@ -224,6 +298,27 @@ async fn apply_with_retries(
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn aggregate_takes_a_type_and_an_id() {
+        let order = "order/4a3c6c39-7a3f-4a38-9b0e-2f9c5b1d2e10".parse::<AggregateRef>();
+        assert_eq!(
+            order.ok(),
+            Some(AggregateRef {
+                aggregate_type: "order".into(),
+                aggregate_id: "4a3c6c39-7a3f-4a38-9b0e-2f9c5b1d2e10".into(),
+            })
+        );
+        for bad in ["order", "order/", "customer/c-1", "/x"] {
+            assert!(
+                matches!(
+                    bad.parse::<AggregateRef>(),
+                    Err(ReplayError::InvalidAggregate(_))
+                ),
+                "{bad:?} was accepted"
+            );
+        }
+    }
 
     #[test]
     fn until_takes_a_position_or_an_rfc3339_time() {

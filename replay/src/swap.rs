@@ -30,7 +30,7 @@ use crate::target::ReadModel;
 /// Waits for in-flight projector transactions and makes new ones wait. `LOCK` without a mode is
 /// ACCESS EXCLUSIVE in PostgreSQL, and the only mode Redshift has. `{schema}` is a validated
 /// [`SchemaName`].
-const LOCK_LIVE_MARKERS: &str = r#"LOCK "{schema}".applied_sequences"#;
+pub(crate) const LOCK_LIVE_MARKERS: &str = r#"LOCK "{schema}".applied_sequences"#;
 
 /// `ALTER SCHEMA` takes no parameters; both names are validated [`SchemaName`]s.
 const RENAME_SCHEMA: &str = r#"ALTER SCHEMA "{from}" RENAME TO "{to}""#;

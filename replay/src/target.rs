@@ -74,6 +74,29 @@ impl ReadModel {
         }
     }
 
+    /// The tables holding one aggregate's rows and the column naming the aggregate in each,
+    /// parents first (the `aggregate_type`s of the projections' SQL, in
+    /// `projectors/migrations/history` and `projectors/sql/analytics`). Analytics dimensions
+    /// are shared by all aggregates and belong to none; the menu has only dimensions.
+    pub fn aggregate_rows(self, aggregate_type: &str) -> &'static [(&'static str, &'static str)] {
+        match (self, aggregate_type) {
+            (ReadModel::History, "order") => &[
+                ("orders", "order_id"),
+                ("order_items", "order_id"),
+                ("order_status_changes", "order_id"),
+            ],
+            (ReadModel::History, "loyalty") => &[("loyalty_ledger", "customer_id")],
+            (ReadModel::History, "inventory") => &[("stock_movements", "store_id")],
+            (ReadModel::Analytics, "order") => &[
+                ("fact_orders", "order_id"),
+                ("fact_order_items", "order_id"),
+            ],
+            (ReadModel::Analytics, "loyalty") => &[("fact_loyalty", "customer_id")],
+            (ReadModel::Analytics, "inventory") => &[("fact_stock_movements", "store_id")],
+            _ => &[],
+        }
+    }
+
     /// Creates `schema` with the read model's tables (idempotent).
     pub async fn create_schema(
         self,

@@ -75,7 +75,7 @@ async fn bad_input_gets_a_clear_error_and_exit_status_2() {
     let operator = Operator::new().await;
     let last = operator.store.last_position().await.unwrap();
     let beyond = (last + 10).to_string();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["rebuild", "orders", "--target", "x_1"],
             "unknown projection \"orders\"",
@@ -100,6 +100,27 @@ async fn bad_input_gets_a_clear_error_and_exit_status_2() {
                 "yesterday",
             ],
             "--until takes a global position",
+        ),
+        (
+            &[
+                "rebuild",
+                "history",
+                "--target",
+                "h_one",
+                "--aggregate",
+                "customer/c-1",
+            ],
+            "--aggregate takes TYPE/ID",
+        ),
+        (
+            &[
+                "rebuild",
+                "active_orders",
+                "--swap",
+                "--aggregate",
+                "order/x",
+            ],
+            "--aggregate is for history and analytics",
         ),
         (
             // Without a terminal to ask at, --in-place needs --yes; nothing is emptied.
@@ -201,5 +222,32 @@ async fn an_operator_rebuilds_swaps_and_verifies_the_active_orders_view() {
         text(&in_place)
     );
     let verify = operator.replay(&["verify", "active_orders"]).await;
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));
+}
+
+#[tokio::test]
+async fn an_operator_rebuilds_one_aggregate_into_the_live_history() {
+    let operator = Operator::new().await;
+    let built = operator
+        .replay(&["rebuild", "history", "--target", "history"])
+        .await;
+    assert_eq!(built.status.code(), Some(0), "{}", text(&built));
+    let order: String = sqlx::query_scalar(
+        "SELECT aggregate_id FROM events WHERE aggregate_type = 'order' ORDER BY global_position LIMIT 1",
+    )
+    .fetch_one(operator.store.pool())
+    .await
+    .unwrap();
+    let aggregate = format!("order/{order}");
+    let swapped = operator
+        .replay(&["rebuild", "history", "--aggregate", &aggregate, "--swap"])
+        .await;
+    assert_eq!(swapped.status.code(), Some(0), "{}", text(&swapped));
+    assert!(
+        text(&swapped).contains("rows replaced in history"),
+        "{}",
+        text(&swapped)
+    );
+    let verify = operator.replay(&["verify", "history"]).await;
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));
 }

@@ -286,6 +286,72 @@ async fn an_in_place_rebuild_empties_the_live_view_and_ends_equal() {
     }
 }
 
+#[tokio::test]
+async fn one_aggregate_rebuilt_apart_replaces_its_rows_and_no_others() {
+    let s = setup().await;
+    let orders: Vec<&str> = {
+        let mut ids: Vec<&str> = s
+            .commits
+            .iter()
+            .filter(|c| c.aggregate_type == "order")
+            .map(|c| c.aggregate_id.as_str())
+            .collect();
+        ids.dedup();
+        ids
+    };
+    let (fixed, untouched) = (orders[0], orders[1]);
+    for model in MODELS {
+        let reference = build_live(&s.views, model, &s.commits).await;
+        let live = build_live(&s.views, model, &s.commits).await;
+        // A bug wrote the wrong customer on two orders; one of them is rebuilt.
+        let (table, _) = model.aggregate_rows("order")[0];
+        for id in [fixed, untouched] {
+            let tamper = format!(
+                "UPDATE {live}.{table} SET customer_id = 'tampered' WHERE order_id::text = $1"
+            );
+            sqlx::query(&tamper)
+                .bind(id)
+                .execute(&s.views)
+                .await
+                .unwrap();
+        }
+        let aggregate: replay::AggregateRef = format!("order/{fixed}").parse().unwrap();
+        let (rebuilt, progress) = target(&s.views, model).await;
+        let projection = model.projection(s.views.clone(), rebuilt.clone());
+        let alone = replay::rebuild_aggregate(
+            &s.store,
+            projection.as_ref(),
+            &progress,
+            &options(None, 2),
+            &aggregate,
+            |_| {},
+        )
+        .await
+        .unwrap();
+        let its_events = s
+            .commits
+            .iter()
+            .filter(|c| c.aggregate_id == fixed)
+            .map(|c| c.events.len() as u64)
+            .sum::<u64>();
+        assert_eq!(
+            alone.events, its_events,
+            "only the aggregate's events are read"
+        );
+        replay::swap_aggregate_in(&s.store, &s.views, model, (&live, &rebuilt), &aggregate, 10)
+            .await
+            .unwrap();
+        // Exactly the untouched order's row still differs.
+        let comparison = verify(&s.views, &reference, &live).await.unwrap();
+        assert_eq!(comparison.differences.len(), 1, "{comparison:#?}");
+        let difference = &comparison.differences[0];
+        assert_eq!(difference.table, table);
+        assert_eq!(difference.only_in_right.len(), 1);
+        assert!(difference.only_in_right[0].contains(untouched));
+        assert!(difference.only_in_right[0].contains("tampered"));
+    }
+}
+
 /// The table of stock movements, which the test history fills in both read models.
 fn stock_table(model: ReadModel) -> &'static str {
     match model {

@@ -13,7 +13,19 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use event_store::{PgEventStore, StoreConfig};
 use replay::settings::Settings;
-use replay::{Until, ViewKind};
+use replay::{AggregateRef, Until, ViewKind};
+
+/// What `replay rebuild` was asked, parsed (the projection and `--aggregate` apart).
+pub struct RebuildRequest {
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--until`.
+    pub until: Option<Until>,
+    /// `--swap`.
+    pub swap: bool,
+    /// `--dry-run`.
+    pub dry_run: bool,
+}
 
 /// orderpipe's replay tool: rebuilds a read model (active_orders, history or analytics) from the
 /// event store into a fresh target, swaps it in, or verifies the live view against a rebuild.
@@ -61,6 +73,14 @@ enum Command {
         /// time (the log up to the first event recorded after it): an as-of view for analysts.
         #[arg(long, value_name = "POSITION|RFC3339", conflicts_with = "swap")]
         until: Option<String>,
+        /// history/analytics: rebuild one aggregate only (TYPE/ID: order/<uuid>,
+        /// inventory/<store>, loyalty/<customer>), read through the store's per-aggregate
+        /// index, into --target (default <live>_agg_<unix seconds>). With --swap its rows then
+        /// replace the aggregate's rows in the live schema, in one transaction holding the live
+        /// projector's lock, and the target is dropped. Analytics dimensions (shared by all
+        /// aggregates) are left as they are.
+        #[arg(long, value_name = "TYPE/ID")]
+        aggregate: Option<String>,
         /// Then swap the target in for the live view. history/analytics: in one transaction
         /// that holds the live projector's lock, catch it up with the log and rename live to
         /// <live>_old_<unix seconds> and the target to live. active_orders: catch up, move the
@@ -76,7 +96,7 @@ enum Command {
         /// must be stopped meanwhile (its commits would arrive as gaps and be dead-lettered).
         /// Asks to type the projection's name to confirm, unless --yes. For when a second
         /// copy of the view does not fit; prefer --swap.
-        #[arg(long, conflicts_with_all = ["target", "swap", "until"])]
+        #[arg(long, conflicts_with_all = ["target", "swap", "until", "aggregate"])]
         in_place: bool,
         /// Confirms --in-place without asking (scripts).
         #[arg(long, requires = "in_place")]
@@ -130,13 +150,23 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             projection,
             target,
             until,
+            aggregate,
             swap,
             in_place,
             yes,
             dry_run,
         } => {
-            let until = until.as_deref().map(str::parse::<Until>).transpose()?;
             let kind: ViewKind = projection.parse()?;
+            let request = RebuildRequest {
+                target,
+                until: until.as_deref().map(str::parse::<Until>).transpose()?,
+                swap,
+                dry_run,
+            };
+            let aggregate = aggregate
+                .as_deref()
+                .map(str::parse::<AggregateRef>)
+                .transpose()?;
             if in_place {
                 if !dry_run {
                     confirm_in_place(&projection, yes)?;
@@ -150,13 +180,19 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                     }
                 };
             }
-            match kind {
-                ViewKind::Schema(model) => {
-                    schemas::rebuild_schema(&settings, model, target, until, swap, dry_run).await
+            match (kind, aggregate) {
+                (ViewKind::Schema(model), None) => {
+                    schemas::rebuild_schema(&settings, model, &request).await
                 }
-                ViewKind::ActiveOrders => {
-                    tables::rebuild_tables(&settings, target, until, swap, dry_run).await
+                (ViewKind::Schema(model), Some(aggregate)) => {
+                    schemas::rebuild_aggregate_rows(&settings, model, &aggregate, &request).await
                 }
+                (ViewKind::ActiveOrders, None) => tables::rebuild_tables(&settings, &request).await,
+                (ViewKind::ActiveOrders, Some(_)) => anyhow::bail!(
+                    "--aggregate is for history and analytics: the active-orders view keeps \
+                     per-store daily counters that one order's rows cannot be taken out of \
+                     exactly; rebuild the view with --swap instead"
+                ),
             }
         }
         Command::List => {

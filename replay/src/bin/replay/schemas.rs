@@ -5,28 +5,32 @@ use event_store::PgEventStore;
 use projectors::projections::SchemaName;
 use replay::settings::Settings;
 use replay::{
-    drop_schema, empty_schema, rebuild, resolve_through, schema_exists, swap_in, verify,
-    view_status, ProgressStore, ProgressTable, ReadModel, RebuildOptions, RebuildProgress,
-    SwapPlan, Until, ViewStatus,
+    drop_schema, empty_schema, rebuild, rebuild_aggregate, resolve_through, schema_exists,
+    swap_aggregate_in, swap_in, verify, view_status, AggregateRef, ProgressStore, ProgressTable,
+    ReadModel, RebuildOptions, RebuildProgress, SwapPlan, Until, ViewStatus,
 };
 use sqlx::PgPool;
 
-use crate::open_store;
 use crate::output::{print_comparison, ProgressLine};
+use crate::{open_store, RebuildRequest};
 
 /// `replay rebuild history|analytics`.
 pub async fn rebuild_schema(
     settings: &Settings,
     model: ReadModel,
-    target: Option<String>,
-    until: Option<Until>,
-    swap: bool,
-    dry_run: bool,
+    request: &RebuildRequest,
 ) -> anyhow::Result<bool> {
+    let RebuildRequest {
+        target,
+        until,
+        swap,
+        dry_run,
+    } = request;
+    let (until, swap, dry_run) = (*until, *swap, *dry_run);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let live = &settings.read_model(model).schema;
     let target = match target {
-        Some(name) => schema_name("--target", &name)?,
+        Some(name) => schema_name("--target", name)?,
         None => schema_name("--target", &format!("{live}_rebuild_{now}"))?,
     };
     let swap = if swap {
@@ -62,7 +66,7 @@ pub async fn rebuild_schema(
         }
         return Ok(true);
     }
-    let done = build(&store, &pool, model, &target, &options).await?;
+    let done = build(&store, &pool, model, &target, &options, None).await?;
     println!(
         "{} rebuilt into schema {target}: {} events in {} commits, positions {} to {}",
         model.name(),
@@ -88,6 +92,75 @@ pub async fn rebuild_schema(
             "swapped in as {}: caught up {} more events under the lock, through position {}; \
              the old view is kept as schema {} (drop it when satisfied)",
             plan.live, tail.events, tail.applied_through, plan.retired
+        );
+    }
+    Ok(true)
+}
+
+/// `replay rebuild history|analytics --aggregate TYPE/ID`: the aggregate alone into a target,
+/// kept, or with --swap put into the live schema and dropped.
+pub async fn rebuild_aggregate_rows(
+    settings: &Settings,
+    model: ReadModel,
+    aggregate: &AggregateRef,
+    request: &RebuildRequest,
+) -> anyhow::Result<bool> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let live = schema_name(
+        &format!("{}.schema", model.name()),
+        &settings.read_model(model).schema,
+    )?;
+    let target = match &request.target {
+        Some(name) => schema_name("--target", name)?,
+        None => schema_name("--target", &format!("{live}_agg_{now}"))?,
+    };
+    if target == live {
+        bail!("--target {target} is the live schema; choose another");
+    }
+    let store = open_store(settings).await?;
+    let pool = read_model_pool(settings, model)?;
+    let resuming = check_target(&pool, model, &target).await?;
+    if request.swap && !schema_exists(&pool, &live).await? {
+        bail!("the live schema {live} does not exist; there are no rows to replace");
+    }
+    if request.dry_run {
+        let through = resolve_through(&store, request.until).await?;
+        let state = if resuming { "resume" } else { "create" };
+        println!(
+            "dry run: would {state} schema {target} with {aggregate}'s commits through position \
+             {through}{}; nothing changed",
+            if request.swap {
+                format!(", then replace its rows in {live}")
+            } else {
+                String::new()
+            }
+        );
+        return Ok(true);
+    }
+    let options = RebuildOptions {
+        until: request.until,
+        batch_commits: settings.replay.batch_commits,
+    };
+    let done = build(&store, &pool, model, &target, &options, Some(aggregate)).await?;
+    println!(
+        "{aggregate} rebuilt into schema {target}: {} events in {} commits",
+        done.events, done.commits
+    );
+    if request.swap {
+        let tail = swap_aggregate_in(
+            &store,
+            &pool,
+            model,
+            (&live, &target),
+            aggregate,
+            settings.replay.batch_commits,
+        )
+        .await?;
+        drop_schema(&pool, &target).await?;
+        println!(
+            "{aggregate}'s rows replaced in {live} (caught up {} more events under the lock); \
+             schema {target} dropped",
+            tail.events
         );
     }
     Ok(true)
@@ -129,7 +202,7 @@ pub async fn rebuild_schema_in_place(
         until: None,
         batch_commits: settings.replay.batch_commits,
     };
-    let done = build(&store, &pool, model, &live, &options).await?;
+    let done = build(&store, &pool, model, &live, &options, None).await?;
     ProgressTable::new(pool, live.clone()).drop_table().await?;
     println!(
         "{} rebuilt in place in schema {live}: {} events in {} commits, through position {}",
@@ -190,7 +263,7 @@ pub async fn verify_schema(
     };
     // The scratch schema goes whatever happens, so a failed verify leaves nothing behind.
     let compared = async {
-        build(&store, &pool, model, &scratch, &options).await?;
+        build(&store, &pool, model, &scratch, &options, None).await?;
         Ok::<_, anyhow::Error>(verify(&pool, &live, &scratch).await?)
     }
     .await;
@@ -269,16 +342,20 @@ async fn build(
     model: ReadModel,
     target: &SchemaName,
     options: &RebuildOptions,
+    aggregate: Option<&AggregateRef>,
 ) -> anyhow::Result<RebuildProgress> {
     model.create_schema(pool, target).await?;
     let progress = ProgressTable::new(pool.clone(), target.clone());
     progress.create().await?;
     let projection = model.projection(pool.clone(), target.clone());
     let mut line = ProgressLine::new(model.name());
-    let done = rebuild(store, projection.as_ref(), &progress, options, |p| {
-        line.show(p)
-    })
-    .await;
+    let show = |p: &RebuildProgress| line.show(p);
+    let done = match aggregate {
+        None => rebuild(store, projection.as_ref(), &progress, options, show).await,
+        Some(one) => {
+            rebuild_aggregate(store, projection.as_ref(), &progress, options, one, show).await
+        }
+    };
     line.finish();
     Ok(done?)
 }

@@ -9,10 +9,10 @@ use replay::dynamodb::{
     TablesProgress,
 };
 use replay::settings::Settings;
-use replay::{rebuild, resolve_through, ProgressStore, RebuildOptions, RebuildProgress, Until};
+use replay::{rebuild, resolve_through, ProgressStore, RebuildOptions, RebuildProgress};
 
-use crate::open_store;
 use crate::output::{print_comparison, ProgressLine};
+use crate::{open_store, RebuildRequest};
 
 const NAME: &str = "active_orders";
 
@@ -39,15 +39,17 @@ fn progress_of(
 }
 
 /// `replay rebuild active_orders`.
-pub async fn rebuild_tables(
-    settings: &Settings,
-    target: Option<String>,
-    until: Option<Until>,
-    swap: bool,
-    dry_run: bool,
-) -> anyhow::Result<bool> {
+pub async fn rebuild_tables(settings: &Settings, request: &RebuildRequest) -> anyhow::Result<bool> {
+    let RebuildRequest {
+        target,
+        until,
+        swap,
+        dry_run,
+    } = request;
+    let (until, swap, dry_run) = (*until, *swap, *dry_run);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let base = target
+        .clone()
         .unwrap_or_else(|| format!("{}-rebuild-{now}", settings.dynamodb.active_orders_table));
     let target = target_tables(&base)?;
     let store = open_store(settings).await?;
