@@ -76,12 +76,52 @@ pub enum ReplayError {
     /// Reading or moving the view alias failed.
     #[error(transparent)]
     Alias(#[from] AliasError),
+    /// Reading the Kinesis stream failed.
+    #[error("cannot read the stream {stream}: {source}")]
+    Stream {
+        /// The stream.
+        stream: String,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A record of the stream is not a commit envelope this build can decode.
+    #[error("a record of shard {shard} does not decode: {reason}")]
+    MalformedRecord {
+        /// The shard.
+        shard: String,
+        /// Which record and why.
+        reason: String,
+    },
+    /// `--since` is before the oldest record the stream still keeps.
+    #[error("{requested} is outside the stream's retention ({hours} hours: nothing older than {horizon} is kept)")]
+    OutsideRetention {
+        /// The start asked for.
+        requested: time::OffsetDateTime,
+        /// The oldest time the stream keeps.
+        horizon: time::OffsetDateTime,
+        /// The stream's retention period.
+        hours: i32,
+    },
+    /// `--since` is in the future.
+    #[error("--since {0} is in the future")]
+    FutureStart(time::OffsetDateTime),
     /// The tables are live already, with no swap left to finish.
     #[error("{0} is already the live active-orders view; nothing to swap")]
     AlreadyLive(String),
 }
 
 impl ReplayError {
+    /// A failed read of `stream`, its source kept.
+    pub(crate) fn stream<E>(stream: &str, error: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        ReplayError::Stream {
+            stream: stream.to_owned(),
+            source: Box::new(error),
+        }
+    }
+
     /// A failed DynamoDB call on `table`, its source kept.
     pub(crate) fn dynamodb<E>(table: &str, error: aws_sdk_dynamodb::error::SdkError<E>) -> Self
     where

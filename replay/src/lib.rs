@@ -5,6 +5,7 @@
 //!   [`commit_log::LoggedCommit::from_recorded`]) into a [`Projection`](projectors::projection::Projection),
 //!   in batches, up to an optional [`Until`] bound, recording its progress in the target's
 //!   [`ProgressTable`] so an interrupted rebuild resumes where it stopped.
+//! - [`rebuild_from_stream`]: the same from the Kinesis log, shards in parent-first order.
 //! - [`verify`]: compares two schemas of one database table by table (row counts, checksums)
 //!   and lists every row present on one side only.
 //! - [`swap_in`]: catches a rebuilt schema up with the store and renames it to the live name in
@@ -26,6 +27,7 @@ mod aggregate_swap;
 mod commits;
 pub mod dynamodb;
 mod error;
+mod from_stream;
 mod in_place;
 mod progress;
 mod rebuild;
@@ -37,6 +39,7 @@ mod verify;
 
 pub use aggregate_swap::swap_aggregate_in;
 pub use error::ReplayError;
+pub use from_stream::{rebuild_from_stream, StreamSource, StreamStart};
 pub use in_place::empty_schema;
 pub use progress::{ProgressStore, ProgressTable};
 pub use rebuild::{

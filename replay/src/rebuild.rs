@@ -276,7 +276,7 @@ async fn apply(
 /// Applies `batch`, retrying a transient failure (throttling, a dependency briefly away, the live
 /// projector moving a marker meanwhile) a few times with a growing pause: re-applying is
 /// harmless, the projections being idempotent.
-async fn apply_with_retries(
+pub(crate) async fn apply_with_retries(
     projection: &dyn Projection,
     batch: &[LoggedCommit],
 ) -> Result<(), ProjectionError> {

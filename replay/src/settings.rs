@@ -6,7 +6,7 @@
 use std::path::Path;
 
 pub use aws_support::AwsSettings;
-pub use projectors::runtime::settings::{DynamoDbSettings, ReadModelDatabase};
+pub use projectors::runtime::settings::{DynamoDbSettings, KinesisSettings, ReadModelDatabase};
 use serde::Deserialize;
 pub use service_kit::settings::{DatabaseSettings, SettingsError};
 
@@ -24,6 +24,8 @@ pub struct Settings {
     /// The `active_orders` read model's configured tables and the views table holding its
     /// alias (only those keys are read; the runtime's are the projectors').
     pub dynamodb: DynamoDbSettings,
+    /// The stream `--from-stream` reads.
+    pub kinesis: KinesisSettings,
     /// Where the DynamoDB client points (region, optional endpoint override).
     #[serde(default)]
     pub aws: AwsSettings,
@@ -68,6 +70,9 @@ name = "orderpipe_analytics"
 username = "postgres"
 max_connections = 2
 acquire_timeout_ms = 3000
+
+[kinesis]
+stream_name = "orderpipe-events"
 
 [dynamodb]
 leases_table = "orderpipe-projector-leases"

@@ -75,7 +75,7 @@ async fn bad_input_gets_a_clear_error_and_exit_status_2() {
     let operator = Operator::new().await;
     let last = operator.store.last_position().await.unwrap();
     let beyond = (last + 10).to_string();
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["rebuild", "orders", "--target", "x_1"],
             "unknown projection \"orders\"",
@@ -121,6 +121,30 @@ async fn bad_input_gets_a_clear_error_and_exit_status_2() {
                 "order/x",
             ],
             "--aggregate is for history and analytics",
+        ),
+        (
+            &[
+                "rebuild",
+                "history",
+                "--target",
+                "h_s",
+                "--from-stream",
+                "--since",
+                "soon",
+            ],
+            "--since takes an RFC 3339 time",
+        ),
+        (
+            &[
+                "rebuild",
+                "history",
+                "--target",
+                "h_s",
+                "--from-stream",
+                "--until",
+                "3",
+            ],
+            "cannot be used with",
         ),
         (
             // Without a terminal to ask at, --in-place needs --yes; nothing is emptied.
@@ -250,4 +274,28 @@ async fn an_operator_rebuilds_one_aggregate_into_the_live_history() {
     );
     let verify = operator.replay(&["verify", "history"]).await;
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));
+}
+
+#[tokio::test]
+async fn the_binary_reads_the_configured_stream_with_from_stream() {
+    let mut operator = Operator::new().await;
+    let stream = test_support::TestStream::create(2).await;
+    operator
+        .env
+        .push(("ORDERPIPE_KINESIS__STREAM_NAME", stream.name.clone()));
+    let output = operator
+        .replay(&[
+            "rebuild",
+            "history",
+            "--target",
+            "from_empty_stream",
+            "--from-stream",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains("0 events in 0 commits"),
+        "{}",
+        text(&output)
+    );
 }

@@ -108,6 +108,26 @@ pub async fn shard_iterator(
     Ok(output.shard_iterator().map(str::to_owned))
 }
 
+/// An iterator at the first record of `shard_id` added at or after `timestamp` (replay from a
+/// point of the log).
+pub async fn shard_iterator_at(
+    client: &Client,
+    stream: &str,
+    shard_id: &str,
+    timestamp: aws_sdk_kinesis::primitives::DateTime,
+) -> Result<Option<String>, AwsCallError> {
+    let output = client
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shard_id)
+        .shard_iterator_type(ShardIteratorType::AtTimestamp)
+        .timestamp(timestamp)
+        .send()
+        .await
+        .map_err(|e| AwsCallError::from_sdk("kinesis:GetShardIterator", e))?;
+    Ok(output.shard_iterator().map(str::to_owned))
+}
+
 /// Reads up to `limit` records at `iterator`.
 pub async fn get_records(
     client: &Client,

@@ -12,8 +12,46 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use event_store::{PgEventStore, StoreConfig};
+use projectors::projection::Projection;
 use replay::settings::Settings;
-use replay::{AggregateRef, Until, ViewKind};
+use replay::{
+    rebuild, rebuild_aggregate, rebuild_from_stream, AggregateRef, ProgressStore, RebuildOptions,
+    RebuildProgress, StreamSource, StreamStart, Until, ViewKind,
+};
+
+/// Where a rebuild reads its commits.
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    /// The event store, every aggregate.
+    Store,
+    /// The event store, one aggregate.
+    Aggregate(&'a AggregateRef),
+    /// The Kinesis stream.
+    Stream(&'a StreamSource),
+}
+
+/// Runs a rebuild of `projection` from `source`, with the progress bar on stderr.
+pub async fn run_rebuild(
+    store: &PgEventStore,
+    projection: &dyn Projection,
+    progress: &dyn ProgressStore,
+    options: &RebuildOptions,
+    source: Source<'_>,
+) -> anyhow::Result<RebuildProgress> {
+    let mut line = output::ProgressLine::new(projection.name());
+    let show = |p: &RebuildProgress| line.show(p);
+    let done = match source {
+        Source::Store => rebuild(store, projection, progress, options, show).await,
+        Source::Aggregate(one) => {
+            rebuild_aggregate(store, projection, progress, options, one, show).await
+        }
+        Source::Stream(stream) => {
+            rebuild_from_stream(stream, projection, options.batch_commits, show).await
+        }
+    };
+    line.finish();
+    Ok(done?)
+}
 
 /// What `replay rebuild` was asked, parsed (the projection and `--aggregate` apart).
 pub struct RebuildRequest {
@@ -25,6 +63,8 @@ pub struct RebuildRequest {
     pub swap: bool,
     /// `--dry-run`.
     pub dry_run: bool,
+    /// `--from-stream [--since]`: read the Kinesis stream instead of the store.
+    pub from_stream: Option<StreamSource>,
 }
 
 /// orderpipe's replay tool: rebuilds a read model (active_orders, history or analytics) from the
@@ -81,6 +121,19 @@ enum Command {
         /// aggregates) are left as they are.
         #[arg(long, value_name = "TYPE/ID")]
         aggregate: Option<String>,
+        /// Read the commits from the Kinesis stream (kinesis.stream_name) instead of the event
+        /// store: every shard from its trim horizon (or from --since), parents before
+        /// children. Onto an empty target this needs the whole history still in the stream
+        /// (an aggregate whose first commits expired is reported as a gap). Keeps no
+        /// progress of its own: run again, it reads the stream again and skips what is
+        /// applied. With --swap, the catch-up before the swap reads the store.
+        #[arg(long, conflicts_with_all = ["until", "aggregate"])]
+        from_stream: bool,
+        /// With --from-stream: start at the first record added at or after this RFC 3339 time
+        /// (AT_TIMESTAMP), onto a target that holds the view as of then (e.g. built with
+        /// --until the same time). Refused outside the stream's retention.
+        #[arg(long, value_name = "RFC3339", requires = "from_stream")]
+        since: Option<String>,
         /// Then swap the target in for the live view. history/analytics: in one transaction
         /// that holds the live projector's lock, catch it up with the log and rename live to
         /// <live>_old_<unix seconds> and the target to live. active_orders: catch up, move the
@@ -151,17 +204,25 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             target,
             until,
             aggregate,
+            from_stream,
+            since,
             swap,
             in_place,
             yes,
             dry_run,
         } => {
             let kind: ViewKind = projection.parse()?;
+            let from_stream = if from_stream {
+                Some(stream_source(&settings, since.as_deref()).await?)
+            } else {
+                None
+            };
             let request = RebuildRequest {
                 target,
                 until: until.as_deref().map(str::parse::<Until>).transpose()?,
                 swap,
                 dry_run,
+                from_stream,
             };
             let aggregate = aggregate
                 .as_deref()
@@ -220,6 +281,22 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             }
         },
     }
+}
+
+/// The stream `--from-stream` reads, from `--since` or the trim horizon.
+async fn stream_source(settings: &Settings, since: Option<&str>) -> anyhow::Result<StreamSource> {
+    let start = match since {
+        None => StreamStart::TrimHorizon,
+        Some(text) => StreamStart::At(
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .with_context(|| format!("--since takes an RFC 3339 time, got {text:?}"))?,
+        ),
+    };
+    Ok(StreamSource {
+        client: aws_sdk_kinesis::Client::new(&aws_support::sdk_config(&settings.aws).await),
+        stream: settings.kinesis.stream_name.clone(),
+        start,
+    })
 }
 
 /// `--in-place` empties a live view: the operator types the projection's name to go on, or

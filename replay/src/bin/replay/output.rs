@@ -63,12 +63,21 @@ impl ProgressLine {
         } else {
             Duration::from_secs(10)
         };
-        let finished = progress.applied_through >= progress.through;
+        let finished = progress.applied_through == progress.through;
         if !finished && self.drawn.is_some_and(|at| at.elapsed() < every) {
             return;
         }
         let seconds = self.started.elapsed().as_secs_f64().max(0.001);
         let rate = progress.events as f64 / seconds;
+        if progress.through < progress.applied_through {
+            // No known end (a stream): no bar, no ETA.
+            let text = format!(
+                "{} highest position {}, {} events, {:.0} events/s",
+                self.name, progress.applied_through, progress.events, rate
+            );
+            self.draw(&text);
+            return;
+        }
         let total = (progress.through - progress.started_after).max(1) as f64;
         let done = (progress.applied_through - progress.started_after).max(0) as f64;
         let share = (done / total).clamp(0.0, 1.0);
@@ -86,6 +95,10 @@ impl ProgressLine {
             rate,
             eta
         );
+        self.draw(&text);
+    }
+
+    fn draw(&mut self, text: &str) {
         if self.terminal {
             eprint!("\r{text}   ");
         } else {

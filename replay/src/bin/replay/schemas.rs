@@ -5,14 +5,14 @@ use event_store::PgEventStore;
 use projectors::projections::SchemaName;
 use replay::settings::Settings;
 use replay::{
-    drop_schema, empty_schema, rebuild, rebuild_aggregate, resolve_through, schema_exists,
-    swap_aggregate_in, swap_in, verify, view_status, AggregateRef, ProgressStore, ProgressTable,
-    ReadModel, RebuildOptions, RebuildProgress, SwapPlan, Until, ViewStatus,
+    drop_schema, empty_schema, resolve_through, schema_exists, swap_aggregate_in, swap_in, verify,
+    view_status, AggregateRef, ProgressStore, ProgressTable, ReadModel, RebuildOptions,
+    RebuildProgress, SwapPlan, Until, ViewStatus,
 };
 use sqlx::PgPool;
 
 use crate::output::{print_comparison, ProgressLine};
-use crate::{open_store, RebuildRequest};
+use crate::{open_store, run_rebuild, RebuildRequest, Source};
 
 /// `replay rebuild history|analytics`.
 pub async fn rebuild_schema(
@@ -25,7 +25,9 @@ pub async fn rebuild_schema(
         until,
         swap,
         dry_run,
+        from_stream,
     } = request;
+    let request_source = from_stream.as_ref().map_or(Source::Store, Source::Stream);
     let (until, swap, dry_run) = (*until, *swap, *dry_run);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let live = &settings.read_model(model).schema;
@@ -66,7 +68,7 @@ pub async fn rebuild_schema(
         }
         return Ok(true);
     }
-    let done = build(&store, &pool, model, &target, &options, None).await?;
+    let done = build(&store, &pool, model, &target, &options, request_source).await?;
     println!(
         "{} rebuilt into schema {target}: {} events in {} commits, positions {} to {}",
         model.name(),
@@ -141,7 +143,15 @@ pub async fn rebuild_aggregate_rows(
         until: request.until,
         batch_commits: settings.replay.batch_commits,
     };
-    let done = build(&store, &pool, model, &target, &options, Some(aggregate)).await?;
+    let done = build(
+        &store,
+        &pool,
+        model,
+        &target,
+        &options,
+        Source::Aggregate(aggregate),
+    )
+    .await?;
     println!(
         "{aggregate} rebuilt into schema {target}: {} events in {} commits",
         done.events, done.commits
@@ -202,7 +212,7 @@ pub async fn rebuild_schema_in_place(
         until: None,
         batch_commits: settings.replay.batch_commits,
     };
-    let done = build(&store, &pool, model, &live, &options, None).await?;
+    let done = build(&store, &pool, model, &live, &options, Source::Store).await?;
     ProgressTable::new(pool, live.clone()).drop_table().await?;
     println!(
         "{} rebuilt in place in schema {live}: {} events in {} commits, through position {}",
@@ -263,7 +273,7 @@ pub async fn verify_schema(
     };
     // The scratch schema goes whatever happens, so a failed verify leaves nothing behind.
     let compared = async {
-        build(&store, &pool, model, &scratch, &options, None).await?;
+        build(&store, &pool, model, &scratch, &options, Source::Store).await?;
         Ok::<_, anyhow::Error>(verify(&pool, &live, &scratch).await?)
     }
     .await;
@@ -342,22 +352,13 @@ async fn build(
     model: ReadModel,
     target: &SchemaName,
     options: &RebuildOptions,
-    aggregate: Option<&AggregateRef>,
+    source: Source<'_>,
 ) -> anyhow::Result<RebuildProgress> {
     model.create_schema(pool, target).await?;
     let progress = ProgressTable::new(pool.clone(), target.clone());
     progress.create().await?;
     let projection = model.projection(pool.clone(), target.clone());
-    let mut line = ProgressLine::new(model.name());
-    let show = |p: &RebuildProgress| line.show(p);
-    let done = match aggregate {
-        None => rebuild(store, projection.as_ref(), &progress, options, show).await,
-        Some(one) => {
-            rebuild_aggregate(store, projection.as_ref(), &progress, options, one, show).await
-        }
-    };
-    line.finish();
-    Ok(done?)
+    run_rebuild(store, projection.as_ref(), &progress, options, source).await
 }
 
 async fn print_plan(

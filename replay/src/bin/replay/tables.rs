@@ -9,10 +9,10 @@ use replay::dynamodb::{
     TablesProgress,
 };
 use replay::settings::Settings;
-use replay::{rebuild, resolve_through, ProgressStore, RebuildOptions, RebuildProgress};
+use replay::{resolve_through, ProgressStore, RebuildOptions, RebuildProgress};
 
 use crate::output::{print_comparison, ProgressLine};
-use crate::{open_store, RebuildRequest};
+use crate::{open_store, run_rebuild, RebuildRequest, Source};
 
 const NAME: &str = "active_orders";
 
@@ -45,7 +45,9 @@ pub async fn rebuild_tables(settings: &Settings, request: &RebuildRequest) -> an
         until,
         swap,
         dry_run,
+        from_stream,
     } = request;
+    let request_source = from_stream.as_ref().map_or(Source::Store, Source::Stream);
     let (until, swap, dry_run) = (*until, *swap, *dry_run);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let base = target
@@ -99,7 +101,15 @@ pub async fn rebuild_tables(settings: &Settings, request: &RebuildRequest) -> an
         return Ok(true);
     }
     if !finishing_swap {
-        let done = build(&store, &client, &target, &progress, &options).await?;
+        let done = build(
+            &store,
+            &client,
+            &target,
+            &progress,
+            &options,
+            request_source,
+        )
+        .await?;
         println!(
             "{NAME} rebuilt into tables {} and {}: {} events in {} commits, positions {} to {}",
             target.orders,
@@ -183,7 +193,7 @@ pub async fn rebuild_tables_in_place(settings: &Settings, dry_run: bool) -> anyh
         until: None,
         batch_commits: settings.replay.batch_commits,
     };
-    let done = build(&store, &client, &live, &progress, &options).await?;
+    let done = build(&store, &client, &live, &progress, &options, Source::Store).await?;
     progress.remove().await?;
     println!(
         "{NAME} rebuilt in place in {} and {}: {} events in {} commits, through position {}",
@@ -222,7 +232,15 @@ pub async fn verify_tables(settings: &Settings, scratch: Option<String>) -> anyh
     };
     // The scratch tables go whatever happens, so a failed verify leaves nothing behind.
     let compared = async {
-        build(&store, &client, &scratch, &progress, &options).await?;
+        build(
+            &store,
+            &client,
+            &scratch,
+            &progress,
+            &options,
+            Source::Store,
+        )
+        .await?;
         Ok::<_, anyhow::Error>(compare_tables(&client, &live, &scratch).await?)
     }
     .await;
@@ -274,12 +292,10 @@ async fn build(
     target: &ActiveOrdersTables,
     progress: &TablesProgress,
     options: &RebuildOptions,
+    source: Source<'_>,
 ) -> anyhow::Result<RebuildProgress> {
     ActiveOrdersProjection::create_tables(client, target).await?;
     progress.start().await?;
     let projection = ActiveOrdersProjection::new(client.clone(), target.clone());
-    let mut line = ProgressLine::new(NAME);
-    let done = rebuild(store, &projection, progress, options, |p| line.show(p)).await;
-    line.finish();
-    Ok(done?)
+    run_rebuild(store, &projection, progress, options, source).await
 }
