@@ -707,6 +707,44 @@ async fn a_retry_after_a_crash_between_the_metrics_and_the_order_write_counts_on
     assert_eq!(dashboard.in_status(STORE, "ready").await, vec![id]);
 }
 
+#[tokio::test]
+async fn a_redelivery_after_a_crash_between_the_tombstone_and_the_metrics_cleanup_mends_it() {
+    let (dashboard, projection) = Dashboard::new().await;
+    let mut log = Log::default();
+    let id = log.order_life(9, STORE, "c-9", 0, 4);
+    log.order(&id, 6, minutes(9), vec![OrderEvent::OrderCompleted {}]);
+    projection.apply(&log.commits).await.unwrap();
+    let entry = format!("order#{id}");
+    let metrics = dashboard.metrics(STORE, "2025-03-03").await;
+    assert!(
+        !metrics.contains_key(&entry),
+        "an ended order keeps no entry"
+    );
+    // What the lost run left when it crashed after writing the tombstone (step 3) and before
+    // removing the order's metrics entry (step 4).
+    dashboard
+        .client
+        .update_item()
+        .table_name(&dashboard.tables.stores)
+        .key("pk", s(&format!("STORE#{STORE}")))
+        .key("sk", s("DAY#2025-03-03"))
+        .update_expression("SET #entry = :six")
+        .expression_attribute_names("#entry", &entry)
+        .expression_attribute_values(":six", AttributeValue::N("6".into()))
+        .send()
+        .await
+        .unwrap();
+
+    // The successor gets the ending commit again from the last checkpoint.
+    let completed = log.commits.last().unwrap().clone();
+    projection.apply(&[completed]).await.unwrap();
+
+    let metrics = dashboard.metrics(STORE, "2025-03-03").await;
+    assert!(!metrics.contains_key(&entry), "{metrics:?}");
+    assert_eq!(number(&metrics, "orders_completed"), 1);
+    assert_eq!(number(&metrics, "orders_active"), 0);
+}
+
 // ------------------------------------------------------------------ PostgreSQL history
 
 /// Every row of every table of `schema`, as text, in a stable order.

@@ -7,7 +7,8 @@
 //!    between steps 2 and 3 finds the entry and counts nothing twice;
 //! 3. the order item is updated, conditioned on `last_sequence` still being the one read;
 //! 4. once the order has ended, its metrics entry is removed (the tombstone's `last_sequence`
-//!    guards from then on), so metrics items stay small.
+//!    guards from then on), so metrics items stay small; a crash between steps 3 and 4 is
+//!    mended when the ending commit is delivered again (it is skipped, but step 4 runs).
 
 use std::collections::HashMap;
 
@@ -34,6 +35,15 @@ struct OrderSnapshot {
 }
 
 impl OrderSnapshot {
+    /// Where the order is counted, once it has been placed.
+    fn metrics_key(&self, order_id: &str) -> Option<MetricsKey> {
+        Some(MetricsKey {
+            store_id: self.store_id.clone()?,
+            day: business_day(self.placed_at?),
+            order_id: order_id.to_owned(),
+        })
+    }
+
     fn after(&self, changes: &OrderChanges, last_sequence: u64) -> OrderSnapshot {
         OrderSnapshot {
             last_sequence,
@@ -66,6 +76,15 @@ pub(super) async fn apply(
         };
         let applied = match Step::of(commit, before.last_sequence) {
             Step::Skip => {
+                // The redelivered last commit of an ended order: the crash that caused the
+                // redelivery may have come between its tombstone (step 3) and the removal of
+                // its metrics entry (step 4). Removing again changes nothing otherwise.
+                let ended = before.status.is_some_and(Status::is_final);
+                if ended && commit.last_sequence() == before.last_sequence {
+                    if let Some(key) = before.metrics_key(&commit.aggregate_id) {
+                        forget(target, index, &key, before.last_sequence).await?;
+                    }
+                }
                 snapshot = Some(before);
                 continue;
             }
@@ -99,9 +118,9 @@ pub(super) async fn apply(
             count(target, index, &metrics_key, &counts, applied, commit).await?;
         }
         write_order(target, index, commit, applied, &after, &changes).await?;
-        let ended_now = after.status.is_some_and(Status::is_final)
-            && !before.status.is_some_and(Status::is_final);
-        if ended_now {
+        // Once ended (by this commit, or earlier with a crash before step 4), the tombstone's
+        // marker guards the order: its metrics entry goes.
+        if after.status.is_some_and(Status::is_final) {
             forget(target, index, &metrics_key, commit.last_sequence()).await?;
         }
         snapshot = Some(after);
@@ -415,7 +434,8 @@ async fn forget(
     update.remove(&key.entry());
     let entry = update.name(&key.entry());
     let last = update.value(n(last_sequence));
-    let condition = format!("{entry} = {last}");
+    // False when the entry is gone already: nothing to do.
+    let condition = format!("{entry} <= {last}");
     update
         .send(
             target.client,
