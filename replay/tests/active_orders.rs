@@ -396,9 +396,16 @@ async fn a_live_projector_writing_around_the_swap_ends_equal_to_a_full_rebuild()
     let s = setup().await;
     let live = build_live(&s.client, &s.commits).await;
     let alias = ViewAlias::new(s.client.clone(), &s.views_table, live.clone());
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(keep_ordering(s.store.clone(), stop.clone()));
-    let projector = tokio::spawn(project_live(s.store.clone(), alias.clone(), stop.clone()));
+    let (stop_writing, stop_projecting) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let writer = tokio::spawn(keep_ordering(s.store.clone(), stop_writing.clone()));
+    let projector = tokio::spawn(project_live(
+        s.store.clone(),
+        alias.clone(),
+        stop_projecting.clone(),
+    ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (rebuilt, progress) = target(&s).await;
     rebuild_into(&s, &rebuilt, &progress, &options(None, 10))
@@ -408,8 +415,10 @@ async fn a_live_projector_writing_around_the_swap_ends_equal_to_a_full_rebuild()
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::SeqCst);
+    // The writer finishes its round first, so the projector's last pass sees every commit.
+    stop_writing.store(true, Ordering::SeqCst);
     writer.await.unwrap();
+    stop_projecting.store(true, Ordering::SeqCst);
     projector.await.unwrap();
     // Every commit, before, during and after the swap, is in the view the alias names now,
     // exactly once: it equals a rebuild of the whole store.
