@@ -211,7 +211,7 @@ function render() {
   $("metric-active").textContent = metrics.active;
   $("metric-completed").textContent = metrics.completed;
   $("metric-average-prep").textContent =
-    metrics.average_prep_ms === null ? "–" : formatDuration(metrics.average_prep_ms / 1000);
+    metrics.average_prep_ms === null ? "–" : formatPrep(metrics.average_prep_ms);
 
   const warnings = board.stock_warnings;
   $("stock-warnings").hidden = warnings.length === 0;
@@ -327,6 +327,11 @@ function formatDuration(totalSeconds) {
   const minutes = Math.floor((seconds % 3600) / 60);
   const rest = String(seconds % 60).padStart(2, "0");
   return hours > 0 ? `${hours}:${String(minutes).padStart(2, "0")}:${rest}` : `${minutes}:${rest}`;
+}
+
+// Under a minute in seconds with a tenth, so fast preparations do not all read 0:00.
+function formatPrep(milliseconds) {
+  return milliseconds < 60000 ? `${(milliseconds / 1000).toFixed(1)} s` : formatDuration(milliseconds / 1000);
 }
 
 function tick() {

@@ -78,7 +78,7 @@ pub struct HistoryLine {
 pub struct HistoryEntry {
     /// The event's sequence in the order.
     pub sequence: i64,
-    /// Its type (`OrderPlaced`, ...).
+    /// Its type (`order_placed`, ...).
     pub event_type: String,
     /// The status it led to (none for payment events).
     pub status: Option<String>,
