@@ -5,7 +5,9 @@
 //   this script -> test: `ready <metrics JSON>` once signed in, with the board's metrics;
 //   test -> this script: `orders <paid order id> <unpaid order id>` once both are placed;
 //   this script -> test: `refused <message>` when starting the unpaid order was refused;
-//   this script -> test: `done` when the paid order went through the board and left it.
+//   this script -> test: `done` when the paid order went through the board and left it;
+//   this script -> test: `timing <JSON>` (any time): how long the screen took to follow, printed
+//   by the test as figures, never asserted on.
 // Anything wrong: a line `failed <reason>` on stdout, a `failure.png` screenshot, exit 1.
 //
 // Environment: DASHBOARD_URL, BARISTA_TOKEN, STORE, SCREENSHOT_DIR, CHROMIUM (default
@@ -83,10 +85,15 @@ try {
 
   const [command, paid, unpaid] = ((await input.next()).value ?? "").split(" ");
   if (command !== "orders") throw new Error(`expected 'orders <paid> <unpaid>', got ${command}`);
+  // From the last command's acknowledgement (just before that line) to the cards on screen:
+  // relay, Kinesis, projector, the dashboard's poll and the page.
+  const placedAt = Date.now();
+  const timings = {};
 
   // Both cards appear in Pending, pushed by the live stream, and the day's count grows.
   await page.locator(`#column-pending ${card(paid)}`).waitFor();
   await page.locator(`#column-pending ${card(unpaid)}`).waitFor();
+  timings.placed_to_card_ms = Date.now() - placedAt;
   await waitForText("#metric-orders-today", (text) => Number(text) === before.orders_today + 2, "orders today to grow by 2");
   const paidCard = await textOf(card(paid));
   for (const expected of ["Latte 12oz", "oat milk", "no sugar", "paid"]) {
@@ -110,15 +117,22 @@ try {
   }
 
   // The paid order, clicked through the kitchen: Preparing, Ready (keyboard: Space), gone.
+  let clickedAt = Date.now();
   await page.locator(`${card(paid)} button.advance`).click();
   await page.locator(`#column-preparing ${card(paid)}`).waitFor();
+  timings.click_to_preparing_ms = Date.now() - clickedAt;
   await screenshot("preparing");
   await page.locator(`${card(paid)} button.advance`).focus();
+  clickedAt = Date.now();
   await page.keyboard.press("Space");
   await page.locator(`#column-ready ${card(paid)}`).waitFor();
+  timings.key_to_ready_ms = Date.now() - clickedAt;
   await screenshot("ready");
+  clickedAt = Date.now();
   await page.locator(`${card(paid)} button.advance`).click();
   await page.locator(card(paid)).waitFor({ state: "detached" });
+  timings.click_to_gone_ms = Date.now() - clickedAt;
+  say(`timing ${JSON.stringify(timings)}`);
   await waitForText("#metric-completed", (text) => Number(text) === before.completed + 1, "completed to grow by 1");
   await waitForText("#metric-average-prep", (text) => text !== "–", "an average preparation time");
   await waitForText("#metric-active", (text) => Number(text) === before.active + 1, "one order left active");

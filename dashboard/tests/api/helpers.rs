@@ -35,6 +35,8 @@ pub fn auth() -> AuthSettings {
 /// The running dashboard.
 pub struct TestDashboard {
     pub address: String,
+    dynamodb: aws_sdk_dynamodb::Client,
+    tables: ActiveOrdersTables,
     tokens: TokenAuthority,
     _history_db: TestDatabase,
     stop: Option<oneshot::Sender<()>>,
@@ -112,11 +114,49 @@ impl TestDashboard {
         }));
         Self {
             address,
+            dynamodb,
+            tables,
             tokens: TokenAuthority::new(&auth()),
             _history_db: history_db,
             stop: Some(stop),
             server,
         }
+    }
+
+    /// Writes an open order of [`KNOWN_STORE`] into the view, as the projector lays it out:
+    /// one latte with oat milk.
+    pub async fn put_open_order(&self, order_id: &str, status: &str) {
+        let s = |value: &str| AttributeValue::S(value.to_owned());
+        let placed_at = "2026-01-01T08:00:00.000000Z";
+        let line = AttributeValue::M(
+            [
+                ("sku".to_owned(), s("LATTE-12")),
+                ("name".to_owned(), s("Latte 12oz")),
+                ("quantity".to_owned(), AttributeValue::N("1".into())),
+                (
+                    "customisations".to_owned(),
+                    AttributeValue::L(vec![s("oat milk")]),
+                ),
+            ]
+            .into(),
+        );
+        self.dynamodb
+            .put_item()
+            .table_name(&self.tables.orders)
+            .item("pk", s(&format!("ORDER#{order_id}")))
+            .item("sk", s("ORDER"))
+            .item("order_id", s(order_id))
+            .item("store_id", s(KNOWN_STORE))
+            .item("customer_id", s("c-1"))
+            .item("status", s(status))
+            .item("placed_at", s(placed_at))
+            .item("total_cents", AttributeValue::N("450".into()))
+            .item("items", AttributeValue::L(vec![line]))
+            .item("gsi2pk", s(&format!("STORE#{KNOWN_STORE}")))
+            .item("gsi2sk", s(&format!("{placed_at}#{order_id}")))
+            .send()
+            .await
+            .unwrap();
     }
 
     /// A token for `subject` in `role`, of `store` for staff.

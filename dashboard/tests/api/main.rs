@@ -4,3 +4,4 @@
 
 mod errors;
 mod helpers;
+mod live;

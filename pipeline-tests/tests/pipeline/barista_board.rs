@@ -235,6 +235,9 @@ impl Browser {
             if first == "failed" {
                 panic!("in the browser: {rest} (screenshots: failure.png)");
             }
+            if first == "timing" {
+                eprintln!("dashboard, seen in the browser: {rest}");
+            }
             if first == word {
                 return rest.to_owned();
             }
