@@ -272,10 +272,11 @@ function card(order, column) {
     el(
       "p",
       { class: "customer" },
-      `for ${order.customer_id} · `,
+      `for ${order.customer_id}`,
+      column === "pending" ? " · " : null,
       column === "pending"
         ? el("span", { class: `badge ${paid ? "paid" : "unpaid"}` }, paid ? "paid" : "awaiting payment")
-        : "",
+        : null,
     ),
     el(
       "ul",
