@@ -108,14 +108,17 @@ impl Application {
         let stopped = |mut receiver: watch::Receiver<bool>| async move {
             let _ = receiver.wait_for(|stopped| *stopped).await;
         };
-        let web = axum::serve(self.http_listener, http::router(self.state.clone()))
-            .with_graceful_shutdown(stopped(stop.subscribe()))
-            .into_future();
-        let health = Arc::new(ViewsHealth {
+        let health: Arc<dyn HealthCheck> = Arc::new(ViewsHealth {
             dynamodb: self.dynamodb,
             configured: self.configured,
             history: self.state.history.pool().clone(),
         });
+        let web = axum::serve(
+            self.http_listener,
+            http::router(self.state.clone(), health.clone()),
+        )
+        .with_graceful_shutdown(stopped(stop.subscribe()))
+        .into_future();
         let admin = admin::serve(self.admin_listener, health, stopped(stop.subscribe()));
         let signal = async move {
             shutdown.await;

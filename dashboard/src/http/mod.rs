@@ -11,9 +11,12 @@ use std::time::Instant;
 
 use auth_tokens::TokenAuthority;
 use axum::extract::Request;
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use axum::routing::get;
 use axum::Router;
+use service_kit::admin::HealthCheck;
 
 use crate::advance::CommandApi;
 use crate::history::OrderHistoryReader;
@@ -35,10 +38,20 @@ pub struct AppState {
     pub commands: CommandApi,
 }
 
-/// The page and the API.
-pub fn router(state: Arc<AppState>) -> Router {
+/// The page, the API, and `/health` (the admin endpoint's check, here too because a load
+/// balancer checks the port it sends traffic to; `/metrics` stays on the admin port).
+pub fn router(state: Arc<AppState>, health: Arc<dyn HealthCheck>) -> Router {
     page::routes()
         .merge(api::routes(state))
+        .route(
+            "/health",
+            get(move || async move {
+                match health.check().await {
+                    Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
+                    Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+                }
+            }),
+        )
         .layer(middleware::from_fn(record))
 }
 

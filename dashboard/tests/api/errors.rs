@@ -89,6 +89,9 @@ async fn the_stores_own_staff_read_its_board() {
     assert_eq!(warnings.status, 200);
     assert_eq!(warnings.body, serde_json::json!([]));
 
+    let health = dashboard.get("/health", None).await;
+    assert_eq!(health.status, 200, "the views answer");
+
     let me = dashboard.get("/api/me", Some(&token)).await;
     assert_eq!(
         me.body,
