@@ -2,10 +2,11 @@
 # Brings up the local stack and runs the pipeline on it: PostgreSQL and the AWS emulators
 # (scripts/stack.sh), then the command API, the relay (outbox -> Kinesis), the projectors
 # (Kinesis -> DynamoDB active orders, PostgreSQL history, analytics) and the barista dashboard,
-# with a demo menu and store stock; prints the dashboard's address and a barista token. Idempotent: what is already running is left alone. Processes keep running after the
-# script ends; logs are in .stack/logs.
+# with a demo menu and store stock. Idempotent: what is already running is left alone. Processes
+# keep running after the script ends; logs are in .stack/logs.
 #
-#   scripts/up.sh          start (build if needed); print the dashboard, how to call the API and see the views
+#   scripts/up.sh          start (build if needed); print the dashboard's address and a token,
+#                          how to call the API and see the views
 #   scripts/up.sh stop     stop the pipeline processes (the stack stays; scripts/stack.sh down)
 #   scripts/up.sh --help
 set -euo pipefail

@@ -18,6 +18,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use auth_tokens::Principal;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -58,10 +59,10 @@ async fn me(State(state): Shared, headers: HeaderMap) -> Result<Json<Value>, Htt
     let principal = caller(&state.tokens, &headers)?;
     let store = store_of(&principal).map(ToString::to_string);
     let name = match &principal {
-        auth_tokens::Principal::Barista { name, .. }
-        | auth_tokens::Principal::StoreManager { name, .. }
-        | auth_tokens::Principal::Service(name) => name.clone(),
-        auth_tokens::Principal::Customer(id) => id.to_string(),
+        Principal::Barista { name, .. }
+        | Principal::StoreManager { name, .. }
+        | Principal::Service(name) => name.clone(),
+        Principal::Customer(id) => id.to_string(),
     };
     Ok(Json(json!({
         "subject": name,
