@@ -137,6 +137,9 @@ try {
   await waitForText("#metric-average-prep", (text) => text !== "–", "an average preparation time");
   await waitForText("#metric-active", (text) => Number(text) === before.active + 1, "one order left active");
   await screenshot("completed-left-the-board");
+  // The same board on a tablet held upright: the columns stack.
+  await page.setViewportSize({ width: 768, height: 1024 });
+  await screenshot("tablet-portrait");
   say("done");
   await browser.close();
   // The open stdin would keep node running.

@@ -104,7 +104,7 @@ async fn a_barista_takes_an_order_across_the_board_in_a_browser() {
                 .is_ok_and(|entry| entry.path().extension().is_some_and(|ext| ext == "png"))
         })
         .count();
-    assert_eq!(saved, 6, "screenshots in {}", screenshots.display());
+    assert_eq!(saved, 7, "screenshots in {}", screenshots.display());
 
     let _ = stop_dashboard.send(());
     dashboard.await.unwrap().unwrap();
