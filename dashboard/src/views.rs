@@ -86,14 +86,10 @@ impl ActiveOrdersView {
             self.day_metrics_in(&tables, store, business_day),
             self.stock_warnings_in(&tables, store),
         )?;
-        let orders = OrdersByColumn::from_open(orders);
         Ok(Board {
             store_id: store.to_string(),
-            metrics: DayMetrics {
-                active: i64::try_from(orders.len()).unwrap_or(i64::MAX),
-                ..metrics
-            },
-            orders,
+            metrics: with_active(metrics, orders.len()),
+            orders: OrdersByColumn::from_open(orders),
             stock_warnings,
         })
     }
@@ -117,10 +113,7 @@ impl ActiveOrdersView {
             self.open_orders_in(&tables, store),
             self.day_metrics_in(&tables, store, business_day),
         )?;
-        Ok(DayMetrics {
-            active: i64::try_from(orders.len()).unwrap_or(i64::MAX),
-            ..metrics
-        })
+        Ok(with_active(metrics, orders.len()))
     }
 
     /// The store's low-stock SKUs, by SKU.
@@ -237,6 +230,15 @@ impl ActiveOrdersView {
                 _ => return Ok(warnings),
             }
         }
+    }
+}
+
+/// The day's metrics with `active` taken from the board: the orders open now, whatever day they
+/// were placed on (the day item only counts that day's).
+fn with_active(metrics: DayMetrics, open_orders: usize) -> DayMetrics {
+    DayMetrics {
+        active: i64::try_from(open_orders).unwrap_or(i64::MAX),
+        ..metrics
     }
 }
 
