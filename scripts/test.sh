@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: brings the local stack up (installing what is missing),
-# then formatting, lints, every Rust test against the real PostgreSQL and emulators, and the
-# infra/cdk tests.
+# then formatting, lints, every Rust test against the real PostgreSQL and emulators (with the
+# dashboard's browser test in headless Chromium), and the infra/cdk tests.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh -p domain  extra arguments go to `cargo test`
@@ -30,7 +30,12 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "browser test dependencies (chromium, playwright-core)"
+dashboard/browser-test/setup.sh
+
 step "cargo test"
+# Includes the dashboard's browser test (pipeline-tests: barista_board); its screenshots are in
+# target/dashboard-screenshots/.
 cargo test --workspace --locked "$@"
 
 if [ $# -eq 0 ] && [ -f infra/cdk/package.json ]; then

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Brings up the local stack and runs the pipeline on it: PostgreSQL and the AWS emulators
-# (scripts/stack.sh), then the command API, the relay (outbox -> Kinesis) and the projectors
-# (Kinesis -> DynamoDB active orders, PostgreSQL history, analytics), with a demo menu and store
-# stock. Idempotent: what is already running is left alone. Processes keep running after the
-# script ends; logs are in .stack/logs.
+# (scripts/stack.sh), then the command API, the relay (outbox -> Kinesis), the projectors
+# (Kinesis -> DynamoDB active orders, PostgreSQL history, analytics) and the barista dashboard,
+# with a demo menu and store stock. Idempotent: what is already running is left alone. Processes
+# keep running after the script ends; logs are in .stack/logs.
 #
-#   scripts/up.sh          start (build if needed) and print how to call the API and see the views
+#   scripts/up.sh          start (build if needed); print the dashboard's address and a token,
+#                          how to call the API and see the views
 #   scripts/up.sh stop     stop the pipeline processes (the stack stays; scripts/stack.sh down)
 #   scripts/up.sh --help
 set -euo pipefail
@@ -29,7 +30,7 @@ source "$(scripts/stack.sh env --path)"
 run_dir="$ORDERPIPE_STACK_DIR/run"
 mkdir -p "$run_dir" "$ORDERPIPE_STACK_DIR/logs"
 api_pid="$run_dir/command-api.pid"
-processes=(projectors relay command-api)
+processes=(dashboard projectors relay command-api)
 
 if [ "${1:-start}" = stop ]; then
   for process in "${processes[@]}"; do
@@ -46,8 +47,8 @@ fi
 export ORDERPIPE_AUTH__JWT_SECRET
 ORDERPIPE_AUTH__JWT_SECRET="$(cat "$secret_file")"
 
-log "building command-api, relay and projectors"
-cargo build --quiet --locked -p command-api -p relay -p projectors
+log "building command-api, relay, projectors and dashboard"
+cargo build --quiet --locked -p command-api -p relay -p projectors -p dashboard
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 api_bin="$target_dir/debug/command-api"
 
@@ -89,6 +90,25 @@ fi
 relay_port="$(start_worker relay 9091 run)"
 projectors_port="$(start_worker projectors 9092 run)"
 
+# The dashboard: its page on 8080 (or the next free port) and its admin endpoint.
+dashboard_pid="$run_dir/dashboard.pid"
+dashboard_ports="$run_dir/dashboard.ports"
+if pid_matches "$dashboard_pid" dashboard; then
+  read -r dashboard_http_port dashboard_admin_port <"$dashboard_ports"
+else
+  OP_RESERVED_PORTS="$grpc_port $admin_port $relay_port $projectors_port"
+  dashboard_http_port="$(free_port "${ORDERPIPE_HTTP__PORT:-}" 8080)"
+  OP_RESERVED_PORTS="$OP_RESERVED_PORTS $dashboard_http_port"
+  dashboard_admin_port="$(free_port 9093)"
+  echo "$dashboard_http_port $dashboard_admin_port" >"$dashboard_ports"
+  ORDERPIPE_HTTP__PORT="$dashboard_http_port" ORDERPIPE_ADMIN__PORT="$dashboard_admin_port" \
+    ORDERPIPE_COMMAND_API__URL="http://127.0.0.1:$grpc_port" \
+    spawn "$dashboard_pid" "$ORDERPIPE_STACK_DIR/logs/dashboard.log" "$target_dir/debug/dashboard" serve
+  wait_for_port "$dashboard_http_port" 60 "$(cat "$dashboard_pid")" ||
+    die "dashboard did not start; see $ORDERPIPE_STACK_DIR/logs/dashboard.log"
+  log "dashboard started (pid $(cat "$dashboard_pid")), admin 127.0.0.1:$dashboard_admin_port"
+fi
+
 grpc_call() {
   "$ORDERPIPE_STACK_DIR/venv/bin/python" scripts/grpc-call.py --address "127.0.0.1:$grpc_port" "$@"
 }
@@ -110,14 +130,18 @@ CROISSANT,Butter croissant,325,MENU_CATEGORY_FOOD,40
 MENU
 log "demo menu and store-1 stock are in place"
 
+barista_token="$(token --role barista --subject local-barista --store store-1)"
+
 cat <<EOF
 
 orderpipe is running.
+  dashboard   http://127.0.0.1:$dashboard_http_port/  (store-1; sign in with the barista token below)
+              admin http://127.0.0.1:$dashboard_admin_port/metrics and /health
   command-api gRPC 127.0.0.1:$grpc_port (reflection on; health: grpc.health.v1.Health)
               admin http://127.0.0.1:$admin_port/metrics and /health
   relay       admin http://127.0.0.1:$relay_port/metrics and /health
   projectors  admin http://127.0.0.1:$projectors_port/metrics and /health
-  logs        $ORDERPIPE_STACK_DIR/logs/{command-api,relay,projectors}.log
+  logs        $ORDERPIPE_STACK_DIR/logs/{command-api,relay,projectors,dashboard}.log
   stack       scripts/stack.sh status
 
 See the views (README "Looking at the views"):
@@ -130,6 +154,9 @@ Call it with the generic reflection client (or any gRPC client that speaks refle
   grpc-call list
   grpc-call --token "\$TOKEN" call orderpipe.v1.OrderService/PlaceOrder \\
     '{"idempotencyKey":"k1","orderId":"'\$(cat /proc/sys/kernel/random/uuid)'","storeId":"store-1","customerId":"c-42","lines":[{"sku":"LATTE-12","quantity":1}]}'
+
+Barista token for the dashboard (valid 8 hours; another: $api_bin mint-token --role barista --subject NAME --store store-1):
+  $barista_token
 
 Stop: scripts/up.sh stop && scripts/stack.sh down
 EOF

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+pub use auth_tokens::AuthSettings;
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 pub use service_kit::settings::{
     AdminSettings, DatabaseSettings, LogFormat, LogSettings, SettingsError,
@@ -40,17 +41,6 @@ pub struct GrpcSettings {
     pub request_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace_ms: u64,
-}
-
-/// Verification of the HS256 bearer tokens.
-#[derive(Debug, Clone, Deserialize)]
-pub struct AuthSettings {
-    /// The shared signing secret (at least 32 bytes).
-    pub jwt_secret: SecretString,
-    /// The expected `iss` claim.
-    pub issuer: String,
-    /// The expected `aud` claim.
-    pub audience: String,
 }
 
 /// Event store tuning.

@@ -53,6 +53,17 @@ fn describe(violations: &[ValidationError]) -> String {
         .join("; ")
 }
 
+impl From<auth_tokens::AuthError> for ApiError {
+    fn from(error: auth_tokens::AuthError) -> Self {
+        match error {
+            auth_tokens::AuthError::Unauthenticated(message) => ApiError::Unauthenticated(message),
+            auth_tokens::AuthError::PermissionDenied(message) => {
+                ApiError::PermissionDenied(message)
+            }
+        }
+    }
+}
+
 impl From<ApiError> for Status {
     /// The mapping of every API error to its status code, with field violations in a
     /// `google.rpc.BadRequest` detail for malformed requests.

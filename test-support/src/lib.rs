@@ -3,9 +3,10 @@
 //! Every test gets a database of its own, so tests run in parallel and never see each other's
 //! data. The server comes from `DATABASE_URL` (set by `scripts/stack.sh`); without it the
 //! machine's PostgreSQL on 127.0.0.1:5432 is used. [`CuttableProxy`] stands between a process
-//! and a dependency so a test can take the dependency away.
+//! and a dependency so a test can take the dependency away; [`http::request`] calls an HTTP service.
 
 mod aws;
+pub mod http;
 mod kinesis;
 mod proxy;
 

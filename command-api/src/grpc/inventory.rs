@@ -35,7 +35,9 @@ impl InventoryGrpc {
             .api
             .command_call(rpc, &request, body.idempotency_key(), roles)?;
         let store_id = parse_field("store_id", StoreId::parse(body.aggregate_id()))?;
-        call.principal().require_store(&store_id)?;
+        call.principal()
+            .require_store(&store_id)
+            .map_err(ApiError::from)?;
         let command = command(body, store_id.clone())?;
         execute(&self.api.inventory, &call, store_id.as_str(), command).await
     }
@@ -165,7 +167,7 @@ impl InventoryService for InventoryGrpc {
     ) -> Result<Response<pb::Inventory>, Status> {
         let principal = self.api.caller(&request, STAFF, "GetInventory")?;
         let store_id = parse_field("store_id", StoreId::parse(&request.get_ref().store_id))?;
-        principal.require_store(&store_id)?;
+        principal.require_store(&store_id).map_err(ApiError::from)?;
         let loaded = self
             .api
             .inventory

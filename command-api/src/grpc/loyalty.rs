@@ -76,7 +76,9 @@ impl LoyaltyService for LoyaltyGrpc {
                 },
             ))
         })?;
-        call.principal().require_customer(&customer_id)?;
+        call.principal()
+            .require_customer(&customer_id)
+            .map_err(ApiError::from)?;
         execute(&self.api.loyalty, &call, customer_id.as_str(), command).await
     }
 
@@ -91,7 +93,9 @@ impl LoyaltyService for LoyaltyGrpc {
             "customer_id",
             CustomerId::parse(&request.get_ref().customer_id),
         )?;
-        principal.require_customer(&customer_id)?;
+        principal
+            .require_customer(&customer_id)
+            .map_err(ApiError::from)?;
         let loaded = self
             .api
             .loyalty

@@ -68,7 +68,7 @@ impl Api {
         roles: &[Role],
         action: &str,
     ) -> Result<Principal, ApiError> {
-        let principal = self.tokens.authenticate(request)?;
+        let principal = crate::auth::authenticate(&self.tokens, request)?;
         principal.require(roles, action)?;
         Ok(principal)
     }

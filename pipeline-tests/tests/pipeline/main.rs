@@ -2,6 +2,7 @@
 //! outbox to Kinesis, and the projectors building the DynamoDB, history and analytics views.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod barista_board;
 mod crash;
 mod end_to_end;
 mod support;

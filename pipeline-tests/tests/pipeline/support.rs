@@ -111,27 +111,30 @@ pub struct Pipeline {
     pub stream: TestStream,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub channel: Channel,
+    /// The command API's gRPC address.
+    pub api_address: std::net::SocketAddr,
     tokens: TokenAuthority,
     stop: watch::Sender<bool>,
     api: JoinHandle<std::io::Result<()>>,
     relay: JoinHandle<std::io::Result<()>>,
 }
 
-fn quiet_log() -> LogSettings {
+pub fn quiet_log() -> LogSettings {
     LogSettings {
         format: LogFormat::Pretty,
         filter: "warn".into(),
     }
 }
 
-fn loopback() -> AdminSettings {
+pub fn loopback() -> AdminSettings {
     AdminSettings {
         host: "127.0.0.1".into(),
         port: 0,
     }
 }
 
-fn auth() -> AuthSettings {
+/// The token settings of the pipeline's command API (other services under test verify its tokens).
+pub fn auth() -> AuthSettings {
     AuthSettings {
         jwt_secret: SecretString::from(SECRET),
         issuer: "orderpipe".into(),
@@ -169,7 +172,8 @@ impl Pipeline {
         })
         .await
         .unwrap();
-        let channel = Channel::from_shared(format!("http://{}", api.grpc_address()))
+        let api_address = api.grpc_address();
+        let channel = Channel::from_shared(format!("http://{api_address}"))
             .unwrap()
             .connect_lazy();
         let api = tokio::spawn(api.run_until_stopped(stopped(&stop)));
@@ -205,6 +209,7 @@ impl Pipeline {
             stream,
             dynamodb,
             channel,
+            api_address,
             tokens: TokenAuthority::new(&auth()),
             stop,
             api,
@@ -214,12 +219,15 @@ impl Pipeline {
 
     /// A client credential for `subject` in `role` (staff belong to [`STORE`]).
     pub fn bearer(&self, role: Role, subject: &str) -> Bearer {
+        Bearer(self.token(role, subject))
+    }
+
+    /// A bearer token for `subject` in `role` (staff belong to [`STORE`]).
+    pub fn token(&self, role: Role, subject: &str) -> String {
         let store = matches!(role, Role::Barista | Role::StoreManager).then_some(STORE);
-        Bearer(
-            self.tokens
-                .mint(subject, role, store, Duration::from_secs(600))
-                .unwrap(),
-        )
+        self.tokens
+            .mint(subject, role, store, Duration::from_secs(600))
+            .unwrap()
     }
 
     /// Empty read models named after `name`, and their own consumer group.

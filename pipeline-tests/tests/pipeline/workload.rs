@@ -14,6 +14,8 @@ use crate::support::{Authed, Pipeline, STORE};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {
     Completed,
+    /// Accepted and paid, waiting for a barista.
+    Paid,
     Open,
     Cancelled,
 }
@@ -156,7 +158,7 @@ pub async fn run_order(
             .unwrap();
         commits += 2;
     }
-    if fate == Fate::Completed {
+    if matches!(fate, Fate::Completed | Fate::Paid) {
         clients
             .saga
             .record_payment_captured(pb::RecordPaymentCapturedRequest {
@@ -167,6 +169,9 @@ pub async fn run_order(
             })
             .await
             .unwrap();
+        commits += 1;
+    }
+    if fate == Fate::Completed {
         clients
             .barista
             .start_preparing(transition("start", &id))
@@ -201,7 +206,7 @@ pub async fn run_order(
             })
             .await
             .unwrap();
-        commits += 6;
+        commits += 5;
     }
     (id, commits)
 }

@@ -123,9 +123,16 @@ impl ViewAlias {
         wait_until_active(client, table).await
     }
 
-    /// The live view (a strongly consistent read, so a swap is seen at once).
+    /// The live view (a strongly consistent read, so a swap is seen at once). Without the
+    /// alias item, or without the views table (replay creates it before any swap), the
+    /// configured tables are live.
     pub async fn live(&self) -> Result<LiveView, AliasError> {
-        let output = self
+        let configured = LiveView {
+            tables: self.configured.clone(),
+            handover: false,
+            previous: None,
+        };
+        let output = match self
             .client
             .get_item()
             .table_name(&self.table)
@@ -133,13 +140,19 @@ impl ViewAlias {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| self.failed(e))?;
+        {
+            Ok(output) => output,
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                return Ok(configured)
+            }
+            Err(error) => return Err(self.failed(error)),
+        };
         let Some(item) = output.item() else {
-            return Ok(LiveView {
-                tables: self.configured.clone(),
-                handover: false,
-                previous: None,
-            });
+            return Ok(configured);
         };
         let optional = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
         let text = |name: &'static str| optional(name).ok_or(AliasError::Malformed(name));

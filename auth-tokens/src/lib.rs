@@ -1,0 +1,380 @@
+//! orderpipe's bearer tokens (HS256 JWT) and the roles callers act in, shared by every process
+//! that authenticates people or services: the gRPC command API and the barista dashboard verify
+//! the same tokens the same way.
+//!
+//! Roles: a **customer** acts on their own orders and loyalty account; a **barista** works the
+//! orders of their store; a **store manager** also manages that store's stock; an **internal
+//! service** (the saga, the payment processor, intake) may call everything.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use domain::{Actor, CustomerId, StoreId};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Verification of the HS256 bearer tokens.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    /// The shared signing secret (at least 32 bytes).
+    pub jwt_secret: SecretString,
+    /// The expected `iss` claim.
+    pub issuer: String,
+    /// The expected `aud` claim.
+    pub audience: String,
+}
+
+/// Why a caller was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No, a malformed, an expired or a foreign token.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid token whose role or store does not allow the action.
+    #[error("{0}")]
+    PermissionDenied(String),
+}
+
+/// What a caller may act as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A customer, acting on their own orders and account.
+    Customer,
+    /// Staff working one store's orders.
+    Barista,
+    /// Staff managing one store's orders and stock.
+    StoreManager,
+    /// Another orderpipe service (saga, payments, intake).
+    Service,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Customer => "customer",
+            Role::Barista => "barista",
+            Role::StoreManager => "store_manager",
+            Role::Service => "service",
+        })
+    }
+}
+
+/// The claims of an orderpipe token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The caller: a customer id for customers, a staff or service name otherwise.
+    pub sub: String,
+    /// The caller's role.
+    pub role: Role,
+    /// The store staff belong to; required for baristas and store managers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<String>,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: u64,
+    /// Expiry (seconds since the epoch).
+    pub exp: u64,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A customer.
+    Customer(CustomerId),
+    /// A barista of a store.
+    Barista {
+        /// Who.
+        name: String,
+        /// Their store.
+        store: StoreId,
+    },
+    /// A store manager.
+    StoreManager {
+        /// Who.
+        name: String,
+        /// Their store.
+        store: StoreId,
+    },
+    /// An internal service.
+    Service(String),
+}
+
+impl Principal {
+    /// The caller's role.
+    pub fn role(&self) -> Role {
+        match self {
+            Principal::Customer(_) => Role::Customer,
+            Principal::Barista { .. } => Role::Barista,
+            Principal::StoreManager { .. } => Role::StoreManager,
+            Principal::Service(_) => Role::Service,
+        }
+    }
+
+    /// The caller's stable identity, used to scope idempotency keys.
+    pub fn subject(&self) -> String {
+        match self {
+            Principal::Customer(id) => format!("customer:{id}"),
+            Principal::Barista { name, store } => format!("barista:{store}:{name}"),
+            Principal::StoreManager { name, store } => format!("store_manager:{store}:{name}"),
+            Principal::Service(name) => format!("service:{name}"),
+        }
+    }
+
+    /// The caller as the domain sees it (for rules that depend on aggregate state).
+    pub fn actor(&self) -> Actor {
+        match self {
+            Principal::Customer(id) => Actor::Customer(id.clone()),
+            Principal::Barista { store, .. } | Principal::StoreManager { store, .. } => {
+                Actor::StoreStaff(store.clone())
+            }
+            Principal::Service(_) => Actor::Service,
+        }
+    }
+
+    /// Refuses callers outside `roles` with PERMISSION_DENIED.
+    pub fn require(&self, roles: &[Role], action: &str) -> Result<(), AuthError> {
+        if roles.contains(&self.role()) {
+            Ok(())
+        } else {
+            Err(AuthError::PermissionDenied(format!(
+                "role {} may not {action}",
+                self.role()
+            )))
+        }
+    }
+
+    /// Refuses staff of another store (customers never pass; services always do).
+    pub fn require_store(&self, store: &StoreId) -> Result<(), AuthError> {
+        match self {
+            Principal::Service(_) => Ok(()),
+            Principal::Barista { store: own, .. } | Principal::StoreManager { store: own, .. }
+                if own == store =>
+            {
+                Ok(())
+            }
+            _ => Err(AuthError::PermissionDenied(format!(
+                "caller does not work at store {store}"
+            ))),
+        }
+    }
+
+    /// Refuses a customer acting on another customer's account (services always pass).
+    pub fn require_customer(&self, customer: &CustomerId) -> Result<(), AuthError> {
+        match self {
+            Principal::Service(_) => Ok(()),
+            Principal::Customer(own) if own == customer => Ok(()),
+            _ => Err(AuthError::PermissionDenied(format!(
+                "caller may not act on customer {customer}'s account"
+            ))),
+        }
+    }
+}
+
+/// Verifies tokens and mints them for local use.
+#[derive(Clone)]
+pub struct TokenAuthority {
+    decoding: DecodingKey,
+    encoding: EncodingKey,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+}
+
+impl fmt::Debug for TokenAuthority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenAuthority")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenAuthority {
+    /// An authority for the configured secret, issuer and audience.
+    pub fn new(settings: &AuthSettings) -> Self {
+        let secret = settings.jwt_secret.expose_secret().as_bytes();
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_audience(&[&settings.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 5;
+        Self {
+            decoding: DecodingKey::from_secret(secret),
+            encoding: EncodingKey::from_secret(secret),
+            validation,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+        }
+    }
+
+    /// Signs a token for `subject` in `role`, valid for `ttl`.
+    pub fn mint(
+        &self,
+        subject: &str,
+        role: Role,
+        store_id: Option<&str>,
+        ttl: Duration,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let claims = Claims {
+            sub: subject.to_owned(),
+            role,
+            store_id: store_id.map(str::to_owned),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            iat: now,
+            exp: now + ttl.as_secs(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+    }
+
+    /// The principal behind the value of an `authorization` header (`Bearer <token>`); `None`
+    /// when the request has no such header.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        let header = authorization
+            .ok_or_else(|| AuthError::Unauthenticated("missing bearer token".into()))?;
+        let token = header.strip_prefix("Bearer ").ok_or_else(|| {
+            AuthError::Unauthenticated("authorization must be 'Bearer <token>'".into())
+        })?;
+        self.verify(token)
+    }
+
+    /// The principal a bare token stands for.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|error| {
+                use jsonwebtoken::errors::ErrorKind;
+                AuthError::Unauthenticated(
+                    match error.kind() {
+                        ErrorKind::ExpiredSignature => "token expired",
+                        ErrorKind::InvalidIssuer => "token from an unknown issuer",
+                        ErrorKind::InvalidAudience => "token for another audience",
+                        ErrorKind::InvalidSignature => "token signature invalid",
+                        _ => "token invalid",
+                    }
+                    .into(),
+                )
+            })?
+            .claims;
+        principal_from(claims)
+    }
+}
+
+fn principal_from(claims: Claims) -> Result<Principal, AuthError> {
+    let invalid = |what: &str| AuthError::Unauthenticated(format!("token invalid: {what}"));
+    let store = || {
+        claims
+            .store_id
+            .as_deref()
+            .ok_or_else(|| invalid("staff tokens need a store_id"))
+            .and_then(|id| StoreId::parse(id).map_err(|_| invalid("store_id")))
+    };
+    Ok(match claims.role {
+        Role::Customer => Principal::Customer(
+            CustomerId::parse(&claims.sub).map_err(|_| invalid("customer subject"))?,
+        ),
+        Role::Barista => Principal::Barista {
+            store: store()?,
+            name: claims.sub.clone(),
+        },
+        Role::StoreManager => Principal::StoreManager {
+            store: store()?,
+            name: claims.sub.clone(),
+        },
+        Role::Service => Principal::Service(claims.sub.clone()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn authority(issuer: &str) -> TokenAuthority {
+        TokenAuthority::new(&AuthSettings {
+            jwt_secret: SecretString::from("a-test-secret-that-is-long-enough-1234"),
+            issuer: issuer.into(),
+            audience: "orderpipe-api".into(),
+        })
+    }
+
+    fn header(token: &str) -> String {
+        format!("Bearer {token}")
+    }
+
+    #[test]
+    fn a_minted_token_authenticates_as_its_role_and_store() {
+        let authority = authority("orderpipe");
+        let token = authority
+            .mint("ana", Role::Barista, Some("s1"), Duration::from_secs(60))
+            .unwrap();
+
+        let principal = authority.authenticate(Some(&header(&token))).unwrap();
+
+        assert_eq!(
+            principal,
+            Principal::Barista {
+                name: "ana".into(),
+                store: StoreId::parse("s1").unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn tokens_from_another_issuer_or_without_a_store_are_refused() {
+        let foreign = authority("someone-else")
+            .mint("ana", Role::Service, None, Duration::from_secs(60))
+            .unwrap();
+        let storeless = authority("orderpipe")
+            .mint("ana", Role::Barista, None, Duration::from_secs(60))
+            .unwrap();
+
+        let ours = authority("orderpipe");
+        for token in [foreign, storeless, "not-a-jwt".to_owned()] {
+            let error = ours.authenticate(Some(&header(&token))).unwrap_err();
+            assert!(matches!(error, AuthError::Unauthenticated(_)), "{token}");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_non_bearer_header_is_unauthenticated() {
+        let authority = authority("orderpipe");
+        assert_eq!(
+            authority.authenticate(None).unwrap_err(),
+            AuthError::Unauthenticated("missing bearer token".into())
+        );
+        assert_eq!(
+            authority
+                .authenticate(Some("Basic YWxhZGRpbg=="))
+                .unwrap_err(),
+            AuthError::Unauthenticated("authorization must be 'Bearer <token>'".into())
+        );
+    }
+
+    #[test]
+    fn staff_act_only_in_their_store_and_customers_only_on_their_account() {
+        let s1 = StoreId::parse("s1").unwrap();
+        let s2 = StoreId::parse("s2").unwrap();
+        let barista = Principal::Barista {
+            name: "ana".into(),
+            store: s1.clone(),
+        };
+        assert!(barista.require_store(&s1).is_ok());
+        assert!(barista.require_store(&s2).is_err());
+        let c1 = CustomerId::parse("c1").unwrap();
+        let c2 = CustomerId::parse("c2").unwrap();
+        let customer = Principal::Customer(c1.clone());
+        assert!(customer.require_customer(&c1).is_ok());
+        assert!(customer.require_customer(&c2).is_err());
+        assert!(customer.require_store(&s1).is_err());
+        assert!(Principal::Service("saga".into()).require_store(&s2).is_ok());
+    }
+}

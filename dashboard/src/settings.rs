@@ -1,0 +1,211 @@
+//! The `dashboard` binary's settings: built-in defaults, then an optional TOML file, then
+//! `ORDERPIPE_<SECTION>__<KEY>` environment variables (e.g. `ORDERPIPE_HTTP__PORT=8080`).
+//! The table names, the history database and the auth keys are the ones the projectors and the
+//! command API read, so one environment serves every process.
+
+use std::path::Path;
+use std::time::Duration;
+
+use auth_tokens::AuthSettings;
+use aws_support::AwsSettings;
+use projectors::projections::{ActiveOrdersTables, ViewAlias};
+use projectors::runtime::settings::ReadModelDatabase;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+pub use service_kit::settings::{AdminSettings, LogSettings, SettingsError};
+
+/// Everything the dashboard reads at start-up.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// The page and the read API.
+    pub http: HttpSettings,
+    /// The admin listener (`/metrics`, `/health`).
+    pub admin: AdminSettings,
+    /// Where the AWS clients point.
+    #[serde(default)]
+    pub aws: AwsSettings,
+    /// The DynamoDB active-orders view.
+    pub dynamodb: ViewTables,
+    /// The PostgreSQL order history (one order's timeline).
+    pub history: ReadModelDatabase,
+    /// Bearer-token verification, the command API's keys.
+    pub auth: AuthSettings,
+    /// Where the advance buttons send their commands.
+    pub command_api: CommandApiSettings,
+    /// Live updates.
+    pub board: BoardSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// The HTTP listener of the page and the read API.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    /// Address to bind (`0.0.0.0` to reach it from a tablet on the shop's network).
+    pub host: String,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+}
+
+/// The active-orders view's tables (the projectors' settings keys).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ViewTables {
+    /// One item per order.
+    pub active_orders_table: String,
+    /// Per-store metrics and stock.
+    pub store_metrics_table: String,
+    /// The views table whose alias item names the live tables once replay swapped a rebuilt
+    /// view in (`dynamodb.views_table`, as for the projectors and replay).
+    pub views_table: String,
+}
+
+impl ViewTables {
+    /// The alias naming the live tables; the configured ones until a swap moves it.
+    pub fn alias(&self, client: aws_sdk_dynamodb::Client) -> ViewAlias {
+        ViewAlias::new(
+            client,
+            &self.views_table,
+            ActiveOrdersTables {
+                orders: self.active_orders_table.clone(),
+                stores: self.store_metrics_table.clone(),
+            },
+        )
+    }
+}
+
+/// The gRPC command API.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CommandApiSettings {
+    /// Its address, e.g. `http://127.0.0.1:50051`.
+    pub url: String,
+    /// Upper bound on one command's time.
+    pub timeout_ms: u64,
+}
+
+/// Live updates of a store's board.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BoardSettings {
+    /// How often a watched store's view is read. The page sees a change within this interval
+    /// plus one read; keep it under a second.
+    pub poll_interval_ms: u64,
+}
+
+impl BoardSettings {
+    /// The poll interval.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+}
+
+const DEFAULTS: &str = r#"
+[http]
+host = "127.0.0.1"
+port = 8080
+
+[admin]
+host = "127.0.0.1"
+port = 9093
+
+[dynamodb]
+active_orders_table = "orderpipe-active-orders"
+store_metrics_table = "orderpipe-store-metrics"
+views_table = "orderpipe-views"
+
+[history]
+schema = "history"
+
+[history.database]
+host = "127.0.0.1"
+port = 5432
+name = "orderpipe_history"
+username = "postgres"
+max_connections = 4
+acquire_timeout_ms = 3000
+
+[auth]
+issuer = "orderpipe"
+audience = "orderpipe-api"
+
+[command_api]
+url = "http://127.0.0.1:50051"
+timeout_ms = 5000
+
+[board]
+poll_interval_ms = 400
+
+[log]
+format = "json"
+filter = "info"
+"#;
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then `ORDERPIPE_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let settings: Settings = service_kit::settings::load(DEFAULTS, file)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.auth.jwt_secret.expose_secret().len() < 32 {
+            return Err(SettingsError::Rejected(
+                "auth.jwt_secret (ORDERPIPE_AUTH__JWT_SECRET) must be at least 32 bytes".into(),
+            ));
+        }
+        if !(50..=1000).contains(&self.board.poll_interval_ms) {
+            return Err(SettingsError::Rejected(
+                "board.poll_interval_ms must be between 50 and 1000 (live updates within a second)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The defaults alone (never the shell's environment), with a secret added.
+    fn defaults() -> Settings {
+        let with_secret = DEFAULTS.replace(
+            "[auth]\n",
+            "[auth]\njwt_secret = \"a-test-secret-that-is-long-enough-1234\"\n",
+        );
+        service_kit::settings::load_defaults(&with_secret).unwrap()
+    }
+
+    #[test]
+    fn defaults_read_the_stack_tables_and_poll_within_a_second() {
+        let settings = defaults();
+        assert!(settings.validate().is_ok());
+        assert_eq!(
+            (
+                settings.dynamodb.active_orders_table.as_str(),
+                settings.dynamodb.store_metrics_table.as_str(),
+                settings.dynamodb.views_table.as_str()
+            ),
+            (
+                "orderpipe-active-orders",
+                "orderpipe-store-metrics",
+                "orderpipe-views"
+            )
+        );
+        assert!(settings.board.poll_interval() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_short_secret_or_a_slow_poll_is_refused() {
+        let mut short_secret = defaults();
+        short_secret.auth.jwt_secret = secrecy::SecretString::from("short");
+        let mut slow = defaults();
+        slow.board.poll_interval_ms = 5_000;
+        for settings in [short_secret, slow] {
+            assert!(matches!(
+                settings.validate(),
+                Err(SettingsError::Rejected(_))
+            ));
+        }
+    }
+}

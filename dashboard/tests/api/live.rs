@@ -1,0 +1,43 @@
+//! The live stream: the board at once, then a push when the view changes, one poller per store
+//! however many pages watch it.
+
+use std::time::Instant;
+
+use auth_tokens::Role;
+use test_support::http::event_stream;
+
+use crate::helpers::{TestDashboard, KNOWN_STORE};
+
+#[tokio::test]
+async fn watchers_get_the_board_at_once_and_again_when_the_view_changes() {
+    let dashboard = TestDashboard::start().await;
+    let token = dashboard.token(Role::Barista, "ana", Some(KNOWN_STORE));
+    let url = format!("{}/api/stores/{KNOWN_STORE}/events", dashboard.address);
+    let mut first = event_stream(&url, &token).await;
+    let mut second = event_stream(&url, &token).await;
+
+    for stream in [&mut first, &mut second] {
+        let event = stream.next_event().await.unwrap();
+        assert_eq!(event.name, "board");
+        let board: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+        assert_eq!(board["board"]["orders"]["pending"], serde_json::json!([]));
+    }
+
+    let order_id = "0194f1a2-0000-7000-8000-000000000001";
+    let written = Instant::now();
+    dashboard.put_open_order(order_id, "accepted").await;
+    for stream in [&mut first, &mut second] {
+        let event = stream.next_event().await.unwrap();
+        let board: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+        let pending = &board["board"]["orders"]["pending"];
+        assert_eq!(pending[0]["order_id"], order_id, "{board}");
+        assert_eq!(pending[0]["items"][0]["customisations"][0], "oat milk");
+        assert_eq!(board["board"]["metrics"]["active"], 1);
+    }
+    // A figure, not an assertion: the view's write to the page's push, with a 100 ms poll.
+    eprintln!(
+        "view change pushed to both watchers after {} ms",
+        written.elapsed().as_millis()
+    );
+    dashboard.stop().await;
+}
