@@ -2,8 +2,8 @@
 
 use domain::order::{OrderLineRequest, OrderState, OrderStatus, PaymentStatus, RejectionReason};
 use domain::{
-    CustomerId, Customisation, ExternalRef, Note, OrderCommand, OrderEvent, OrderId, Reason,
-    StoreId,
+    CustomerId, Customisation, ExternalRef, Note, OrderCommand, OrderEvent, OrderId, PaymentToken,
+    Reason, StoreId,
 };
 use proto::v1 as pb;
 use proto::v1::order_service_server::OrderService;
@@ -228,6 +228,13 @@ fn place_order_command(
     let store_id = fields.check("store_id", StoreId::parse(&request.store_id));
     let customer_id = fields.check("customer_id", CustomerId::parse(&request.customer_id));
     let note = fields.check("note", Note::parse(&request.note));
+    let payment_token = if request.payment_token.is_empty() {
+        Some(None)
+    } else {
+        fields
+            .check("payment_token", PaymentToken::parse(&request.payment_token))
+            .map(Some)
+    };
     if request.lines.is_empty() {
         fields.add("lines", "an order needs at least one line");
     }
@@ -266,6 +273,7 @@ fn place_order_command(
                 customer_id: customer_id?,
                 lines: lines.into_iter().collect::<Option<_>>()?,
                 note: note?,
+                payment_token: payment_token?,
                 actor,
             },
         ))
@@ -298,6 +306,11 @@ fn order_view(state: &OrderState, version: u64) -> pb::Order {
         total: pb_money(state.total),
         payment_captured: matches!(state.payment, PaymentStatus::Captured { .. }),
         version,
+        payment_token: state
+            .payment_token
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
     }
 }
 

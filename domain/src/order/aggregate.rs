@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::RejectionReason;
 use super::{OrderCommand, OrderError, OrderEvent, OrderLineRequest, OrderServices, PricedLine};
-use crate::values::{Actor, CustomerId, ExternalRef, Money, Note, OrderId, StoreId};
+use crate::values::{Actor, CustomerId, ExternalRef, Money, Note, OrderId, PaymentToken, StoreId};
 
 /// Where an order is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -68,6 +68,9 @@ pub struct OrderState {
     pub status: OrderStatus,
     /// Its payment.
     pub payment: PaymentStatus,
+    /// How it is to be paid, if the customer gave a payment method.
+    #[serde(default)]
+    pub payment_token: Option<PaymentToken>,
 }
 
 /// The order aggregate; its id is the order id. Empty until `OrderPlaced`.
@@ -122,6 +125,7 @@ async fn place(command: OrderCommand, services: &OrderServices) -> Result<OrderE
         customer_id,
         lines,
         note,
+        payment_token,
         actor,
     } = command
     else {
@@ -182,6 +186,7 @@ async fn place(command: OrderCommand, services: &OrderServices) -> Result<OrderE
         lines: priced,
         note,
         total,
+        payment_token,
     })
 }
 
@@ -304,6 +309,7 @@ impl Aggregate for Order {
                 lines,
                 note,
                 total,
+                payment_token,
             } => {
                 self.state = Some(OrderState {
                     id: order_id,
@@ -314,6 +320,7 @@ impl Aggregate for Order {
                     total,
                     status: OrderStatus::Placed,
                     payment: PaymentStatus::Pending,
+                    payment_token,
                 });
             }
             OrderEvent::OrderAccepted {} => self.set_status(OrderStatus::Accepted),

@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 
 use super::RejectionReason;
 use crate::values::{Actor, CustomerId, Customisation, ExternalRef, Money, Note, OrderId};
-use crate::values::{Quantity, Reason, Sku, StoreId};
+use crate::values::{PaymentToken, Quantity, Reason, Sku, StoreId};
 
 /// One line as the client asks for it: no price, the server prices it from the menu.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +36,9 @@ pub enum OrderCommand {
         lines: Vec<OrderLineRequest>,
         /// The customer's note, possibly empty.
         note: Note,
+        /// How the order is to be paid; `None` when the store takes payment itself (a store
+        /// manager then records it with `RecordPaymentCaptured`).
+        payment_token: Option<PaymentToken>,
         /// Who places it: the customer themselves, staff of the store, or a service.
         actor: Actor,
     },
