@@ -73,11 +73,12 @@ impl Application {
             .map_err(|e| AppError::Endpoint(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .connect_lazy();
+        let auth = settings.auth()?;
         // One client per flow: the subject scopes idempotency keys and shows in the API's logs.
         let client = |subject: &str| {
             Arc::new(CommandClient::new(
                 channel.clone(),
-                &settings.auth,
+                &auth,
                 subject,
                 settings.flows.command_attempts,
             ))

@@ -243,12 +243,14 @@ impl QueueConsumer {
         let pending: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(
             messages.iter().map(|m| m.receipt_handle.clone()).collect(),
         ));
-        let heartbeat = tokio::spawn(heartbeat(
+        // Aborted when this future ends or is dropped (a crash must stop extending, so that the
+        // messages reappear for another consumer).
+        let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat(
             self.sqs.clone(),
             self.config.queue_url.clone(),
             self.config.visibility_timeout,
             pending.clone(),
-        ));
+        )));
         let mut groups: BTreeMap<String, Vec<Message>> = BTreeMap::new();
         for message in messages {
             let group = message
@@ -274,7 +276,6 @@ impl QueueConsumer {
             }
         }))
         .await;
-        heartbeat.abort();
     }
 
     async fn settle(&self, message: &Message, outcome: Handled) {
@@ -347,6 +348,15 @@ impl QueueConsumer {
                 .message_deduplication_id(&message.id);
         }
         send.send().await.map(|_| ()).map_err(|e| error_text(&e))
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

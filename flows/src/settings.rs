@@ -5,8 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use aws_support::AwsSettings;
-pub use command_api::configuration::AuthSettings;
+use command_api::configuration::AuthSettings;
 use projectors::runtime::WorkerConfig;
+use secrecy::SecretString;
 use serde::Deserialize;
 pub use service_kit::settings::{AdminSettings, LogSettings, SettingsError};
 
@@ -29,7 +30,7 @@ pub struct Settings {
     /// Which workers run, and the command API they talk to.
     pub flows: FlowsSettings,
     /// How service tokens are signed (the command API's own auth settings).
-    pub auth: AuthSettings,
+    pub auth: FlowsAuthSettings,
     /// Where the AWS clients point.
     #[serde(default)]
     pub aws: AwsSettings,
@@ -59,6 +60,17 @@ pub struct FlowsSettings {
     /// Tries of a command that keeps meeting UNAVAILABLE or ABORTED before giving up (the
     /// worker then retries the whole batch or message later).
     pub command_attempts: u32,
+}
+
+/// The command API's token settings; the secret is needed by `run` only (not by `dlq`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct FlowsAuthSettings {
+    /// The command API's HS256 signing secret (`ORDERPIPE_AUTH__JWT_SECRET`).
+    pub jwt_secret: Option<SecretString>,
+    /// The expected `iss` claim.
+    pub issuer: String,
+    /// The expected `aud` claim.
+    pub audience: String,
 }
 
 /// The log.
@@ -182,15 +194,10 @@ impl Settings {
         Ok(settings)
     }
 
-    /// The built-in defaults alone (no file, no environment) with `jwt_secret`: for tests,
-    /// which then point the settings at their own resources.
-    pub fn defaults_with_secret(jwt_secret: &str) -> Result<Self, SettingsError> {
-        let text = DEFAULTS.replacen(
-            "[auth]\n",
-            &format!("[auth]\njwt_secret = {jwt_secret:?}\n"),
-            1,
-        );
-        let settings: Settings = service_kit::settings::load_defaults(&text)?;
+    /// The built-in defaults alone (no file, no environment): for tests, which then point the
+    /// settings at their own resources.
+    pub fn defaults() -> Result<Self, SettingsError> {
+        let settings: Settings = service_kit::settings::load_defaults(DEFAULTS)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -244,6 +251,18 @@ impl Settings {
         } else {
             listed
         }
+    }
+
+    /// The token settings of the command API; needs `auth.jwt_secret`.
+    pub fn auth(&self) -> Result<AuthSettings, SettingsError> {
+        let jwt_secret = self.auth.jwt_secret.clone().ok_or_else(|| {
+            rejected("auth.jwt_secret (ORDERPIPE_AUTH__JWT_SECRET) is required to run the flows")
+        })?;
+        Ok(AuthSettings {
+            jwt_secret,
+            issuer: self.auth.issuer.clone(),
+            audience: self.auth.audience.clone(),
+        })
     }
 
     /// Whether `worker` runs.
@@ -327,7 +346,8 @@ mod tests {
 
     #[test]
     fn defaults_run_every_worker_and_name_missing_queues_by_their_variable() {
-        let mut settings = Settings::defaults_with_secret("a-secret").unwrap();
+        let mut settings = Settings::defaults().unwrap();
+        assert!(settings.auth().is_err(), "run needs the signing secret");
         assert_eq!(settings.worker_names(), WORKERS);
         assert_eq!(settings.admin.port, 9093);
         let missing = settings.queue("intake").unwrap_err().to_string();

@@ -4,5 +4,6 @@
 
 mod crash;
 mod end_to_end;
+mod flows;
 mod support;
 mod workload;
