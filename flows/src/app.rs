@@ -134,6 +134,8 @@ impl Application {
                         settings.sqs.visibility_timeout_seconds,
                     ),
                     max_messages: settings.sqs.max_messages,
+                    retry_initial: Duration::from_millis(settings.sqs.retry_initial_ms),
+                    retry_max: Duration::from_millis(settings.sqs.retry_max_ms),
                 },
                 handler,
             ));

@@ -21,7 +21,7 @@ use sha1::{Digest, Sha1};
 use uuid::Uuid;
 
 use crate::command_client::{Cause, CommandClient, CommandError};
-use crate::queue::{retry_delay, Handled, Message, MessageHandler};
+use crate::queue::{Handled, Message, MessageHandler};
 
 /// The schema version this build reads.
 pub const INTAKE_VERSION: u32 = 1;
@@ -231,9 +231,7 @@ impl MessageHandler for IntakeHandler {
                 tracing::info!(platform = %order.platform, external_order_id = %order.external_order_id, order_id = %order.order_id(), outcome, "intake order");
                 Handled::Done
             }
-            Err(CommandError::Unavailable { .. }) => {
-                Handled::RetryAfter(retry_delay(message.receive_count))
-            }
+            Err(CommandError::Unavailable { .. }) => Handled::Retry,
             Err(error) => {
                 metrics::counter!("orderpipe_flows_intake_total", "outcome" => "refused")
                     .increment(1);

@@ -45,9 +45,9 @@ pub struct Message {
 pub enum Handled {
     /// Done (or nothing to do): delete it.
     Done,
-    /// A transient failure: deliver it again after this long (SQS counts the receive; past the
-    /// queue's `maxReceiveCount` it moves to the dead-letter queue).
-    RetryAfter(Duration),
+    /// A transient failure: deliver it again after a backoff that grows with its receive count
+    /// (past the queue's `maxReceiveCount`, SQS moves it to the dead-letter queue).
+    Retry,
     /// It can never succeed: move it to the dead-letter queue with this reason.
     DeadLetter(String),
 }
@@ -74,15 +74,10 @@ pub struct ConsumerConfig {
     pub visibility_timeout: Duration,
     /// Messages per ReceiveMessage (1 to 10).
     pub max_messages: i32,
-}
-
-/// The retry delay of a transiently failed message, from how often it was received.
-pub fn retry_delay(receive_count: u32) -> Duration {
-    Backoff {
-        initial: Duration::from_secs(1),
-        max: Duration::from_secs(60),
-    }
-    .delay(receive_count)
+    /// The delay before a transiently failed message's second delivery; doubled per receive.
+    pub retry_initial: Duration,
+    /// The longest delay between deliveries.
+    pub retry_max: Duration,
 }
 
 /// Whether `url` names a FIFO queue.
@@ -282,13 +277,19 @@ impl QueueConsumer {
         let name = self.config.name;
         let result = match &outcome {
             Handled::Done => self.delete(message).await,
-            Handled::RetryAfter(delay) => {
+            Handled::Retry => {
+                let delay = Backoff {
+                    initial: self.config.retry_initial,
+                    max: self.config.retry_max,
+                }
+                .delay(message.receive_count);
                 tracing::info!(queue = name, message_id = %message.id, receive_count = message.receive_count, delay_ms = delay.as_millis() as u64, "will retry message");
                 self.sqs
                     .change_message_visibility()
                     .queue_url(&self.config.queue_url)
                     .receipt_handle(&message.receipt_handle)
-                    .visibility_timeout(delay.as_secs().min(43_200) as i32)
+                    // Whole seconds, at least one: the API's unit, and never an instant retry.
+                    .visibility_timeout(delay.as_secs().clamp(1, 43_200) as i32)
                     .send()
                     .await
                     .map(|_| ())
@@ -304,7 +305,7 @@ impl QueueConsumer {
         };
         let label = match outcome {
             Handled::Done => "done",
-            Handled::RetryAfter(_) => "retried",
+            Handled::Retry => "retried",
             Handled::DeadLetter(_) => "dead_lettered",
         };
         match result {

@@ -113,6 +113,11 @@ pub struct SqsSettings {
     pub visibility_timeout_seconds: u64,
     /// Messages per ReceiveMessage, 1 to 10.
     pub max_messages: i32,
+    /// Delay before a transiently failed message (gateway timeout, API unavailable) is
+    /// delivered again, doubled per delivery (whole seconds in SQS, at least one).
+    pub retry_initial_ms: u64,
+    /// The longest such delay.
+    pub retry_max_ms: u64,
 }
 
 /// The log consumers' leases and batches (as in the projectors' `runtime` section).
@@ -164,6 +169,8 @@ parked_table = "orderpipe-projector-parked"
 wait_time_seconds = 20
 visibility_timeout_seconds = 30
 max_messages = 10
+retry_initial_ms = 2000
+retry_max_ms = 120000
 
 [runtime]
 lease_duration_ms = 10000

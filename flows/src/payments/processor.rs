@@ -16,7 +16,7 @@ use super::{
     RefundRequest, PAYMENT_REQUEST_VERSION,
 };
 use crate::command_client::{Cause, CommandClient, CommandError};
-use crate::queue::{retry_delay, Handled, Message, MessageHandler};
+use crate::queue::{Handled, Message, MessageHandler};
 
 /// Handles the payments queue.
 pub struct PaymentProcessor {
@@ -105,7 +105,7 @@ impl PaymentProcessor {
                 metrics::counter!("orderpipe_flows_payments_total", "outcome" => "gateway_failed")
                     .increment(1);
                 tracing::warn!(order_id = %request.order_id, error = %error, "payment gateway call failed; will retry");
-                return Err(Handled::RetryAfter(Duration::ZERO));
+                return Err(Handled::Retry);
             }
         };
         recorded
@@ -128,9 +128,9 @@ impl PaymentProcessor {
             }
             Ok(Err(error)) => {
                 tracing::warn!(order_id, error = %error, "refund failed; will retry");
-                Err(Handled::RetryAfter(Duration::ZERO))
+                Err(Handled::Retry)
             }
-            Err(_) => Err(Handled::RetryAfter(Duration::ZERO)),
+            Err(_) => Err(Handled::Retry),
         }
     }
 }
@@ -138,7 +138,7 @@ impl PaymentProcessor {
 /// What a failed result command means for the message.
 fn command_failure(error: &CommandError) -> Handled {
     match error {
-        CommandError::Unavailable { .. } => Handled::RetryAfter(Duration::ZERO),
+        CommandError::Unavailable { .. } => Handled::Retry,
         other => Handled::DeadLetter(other.to_string()),
     }
 }
@@ -173,12 +173,11 @@ impl MessageHandler for PaymentProcessor {
                 self.refund_charge(&request.order_id, *amount_cents).await
             }
         };
+        // Timeouts and outages back off by receive count; past the queue's maxReceiveCount SQS
+        // moves the message to the dead-letter queue.
         match result {
             Ok(()) => Handled::Done,
-            // Timeouts and outages back off by receive count; past the queue's maxReceiveCount
-            // SQS moves the message to the dead-letter queue.
-            Err(Handled::RetryAfter(_)) => Handled::RetryAfter(retry_delay(message.receive_count)),
-            Err(other) => other,
+            Err(handled) => handled,
         }
     }
 }

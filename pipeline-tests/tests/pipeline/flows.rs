@@ -56,6 +56,8 @@ impl Rig {
         // Short waits so a killed worker's messages and leases come back quickly.
         queues.wait_time_seconds = 1;
         queues.visibility_timeout_seconds = 2;
+        queues.retry_initial_ms = 1_000;
+        queues.retry_max_ms = 1_000;
         settings.runtime.lease_duration_ms = 1_500;
         settings.runtime.batch_size = 25;
         settings.admin.port = 0;
@@ -63,7 +65,8 @@ impl Rig {
         let mut rig = Self {
             settings,
             sqs,
-            sandbox: SandboxGateway::new(std::time::Duration::ZERO),
+            // Longer than the visibility timeout: the slow card needs the heartbeat.
+            sandbox: SandboxGateway::new(std::time::Duration::from_secs(3)),
         };
         rig.new_consumer_groups(pipeline).await;
         rig
@@ -591,5 +594,58 @@ async fn a_malformed_intake_order_is_dead_lettered_with_its_reason_and_placed_on
     assert!(dead_letters.list(10).await.unwrap().is_empty());
     assert_eq!(events_about(&pipeline, "OrderPlaced", &order_id).await, 1);
     flows.abort();
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn a_gateway_that_keeps_timing_out_is_retried_then_dead_lettered_and_a_slow_one_is_called_once(
+) {
+    let pipeline = Pipeline::start().await;
+    let rig = Rig::new(&pipeline).await;
+    let mut clients = Clients::new(&pipeline);
+    open_the_store(&mut clients, 20).await;
+    // Two replicas: a message whose visibility lapsed would go to the idle one.
+    let flows = rig.spawn("flows-1", Arc::new(rig.sandbox.clone())).await;
+    let replica = rig.spawn("flows-2", Arc::new(rig.sandbox.clone())).await;
+
+    let slow = intake_order("ubereats", "UE-SLOW", "c-5", TestCard::SlowApprove);
+    let timing_out = intake_order("ubereats", "UE-TIMEOUT", "c-6", TestCard::Timeout);
+    rig.drop_intake(&slow).await;
+    rig.drop_intake(&timing_out).await;
+
+    // Five deliveries (the queue's maxReceiveCount), each timing out, then SQS moves it.
+    let dead_letters = rig.dead_letters("payments");
+    eventually(
+        "the timing-out payment request in the dead-letter queue",
+        || async { !dead_letters.list(10).await.unwrap().is_empty() },
+    )
+    .await;
+    let listed = dead_letters.list(10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let request: PaymentRequest = serde_json::from_str(&listed[0].body).unwrap();
+    assert_eq!(request.order_id, order_id_of(&timing_out));
+    assert_eq!(listed[0].reason, flows::dead_letters::MOVED_BY_SQS);
+    assert_eq!(rig.sandbox.timeouts(), 5);
+    let unpaid = order(&mut clients, &order_id_of(&timing_out))
+        .await
+        .unwrap();
+    assert!(unpaid.status() == pb::OrderStatus::Accepted && !unpaid.payment_captured);
+
+    // The slow call outlived the visibility timeout: extended, never delivered twice.
+    let slow_id = order_id_of(&slow);
+    eventually("the slow payment captured", || {
+        let mut clients = Clients::new(&pipeline);
+        let slow_id = slow_id.clone();
+        async move { is_paid_and_accepted(&mut clients, &slow_id).await }
+    })
+    .await;
+    let ledger = rig.sandbox.ledger();
+    let charge = ledger
+        .iter()
+        .find(|entry| entry.idempotency_id == format!("{slow_id}/charge"))
+        .unwrap();
+    assert_eq!(charge.calls, 1, "{charge:?}");
+    flows.abort();
+    replica.abort();
     pipeline.stop().await;
 }
