@@ -649,3 +649,44 @@ async fn a_gateway_that_keeps_timing_out_is_retried_then_dead_lettered_and_a_slo
     replica.abort();
     pipeline.stop().await;
 }
+
+#[tokio::test]
+async fn an_order_cancelled_after_payment_is_refunded_and_its_stock_released() {
+    let pipeline = Pipeline::start().await;
+    let rig = Rig::new(&pipeline).await;
+    let mut clients = Clients::new(&pipeline);
+    open_the_store(&mut clients, 20).await;
+    let flows = rig.spawn("flows-1", Arc::new(rig.sandbox.clone())).await;
+
+    let body = intake_order("ubereats", "UE-CANCEL", "c-7", TestCard::Approve);
+    rig.drop_intake(&body).await;
+    let order_id = order_id_of(&body);
+    eventually("the order accepted and paid", || {
+        let mut clients = Clients::new(&pipeline);
+        let order_id = order_id.clone();
+        async move { is_paid_and_accepted(&mut clients, &order_id).await }
+    })
+    .await;
+    clients
+        .barista
+        .cancel_order(pb::CancelOrderRequest {
+            idempotency_key: format!("cancel-{order_id}"),
+            order_id: order_id.clone(),
+            reason: "the courier never came".into(),
+        })
+        .await
+        .unwrap();
+    eventually("the payment refunded and the stock released", || {
+        let mut clients = Clients::new(&pipeline);
+        let rig = &rig;
+        async move {
+            rig.sandbox.ledger().first().is_some_and(|c| c.refunded)
+                && stock(&mut clients).await
+                    == [("CROISSANT".into(), 20, 0), ("LATTE-12".into(), 20, 0)]
+        }
+    })
+    .await;
+    assert_eq!(rig.sandbox.ledger().len(), 1);
+    flows.abort();
+    pipeline.stop().await;
+}
