@@ -278,6 +278,13 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_valid() {
+        let example = include_str!("../../docs/flows/intake-order.example.json");
+        let order = IntakeOrder::parse(example).unwrap();
+        assert_eq!(order.place_order_request().lines.len(), 2);
+    }
+
+    #[test]
     fn every_problem_is_listed() {
         let mut bad = valid();
         bad["platform"] = "Uber Eats".into();

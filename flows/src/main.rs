@@ -47,6 +47,12 @@ enum Command {
     },
     /// Print the sandbox gateway's test cards.
     TestCards,
+    /// Drop a file's contents on the intake queue as a delivery platform would (for trying the
+    /// flow locally; the file is sent as it is, valid or not).
+    SendIntake {
+        /// A JSON intake order, e.g. docs/flows/intake-order.example.json.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -100,6 +106,24 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped(shutdown::signal()).await?;
         }
         Command::Dlq { command } => dead_letters(&settings, command).await?,
+        Command::SendIntake { file } => {
+            let body = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let queue = settings.queue(flows::settings::INTAKE)?;
+            let sdk = aws_support::sdk_config(&settings.aws).await;
+            let sent = aws_support::sqs(&sdk)
+                .send_message()
+                .queue_url(&queue.queue_url)
+                .message_body(body)
+                .send()
+                .await
+                .context("cannot send to the intake queue")?;
+            println!(
+                "sent message {} to {}",
+                sent.message_id.unwrap_or_default(),
+                queue.queue_url
+            );
+        }
         Command::TestCards => {}
     }
     Ok(())
