@@ -296,6 +296,25 @@ impl CommandClient {
         .await
     }
 
+    /// `OrderService/RecordPaymentRefunded`.
+    pub async fn record_payment_refunded(
+        &self,
+        request: pb::RecordPaymentRefundedRequest,
+        cause: &Cause,
+    ) -> Result<pb::CommitResult, CommandError> {
+        self.call(
+            "RecordPaymentRefunded",
+            request,
+            cause,
+            |channel, request| async move {
+                OrderServiceClient::new(channel)
+                    .record_payment_refunded(request)
+                    .await
+            },
+        )
+        .await
+    }
+
     /// `InventoryService/ReserveStock`.
     pub async fn reserve_stock(
         &self,

@@ -114,6 +114,7 @@ impl OrderSaga {
             OrderEvent::OrderCompleted {} => self.complete(&step).await,
             OrderEvent::PaymentCaptured { .. }
             | OrderEvent::PaymentDeclined { .. }
+            | OrderEvent::PaymentRefunded { .. }
             | OrderEvent::PreparationStarted {}
             | OrderEvent::OrderMarkedReady {} => Ok(()),
         }

@@ -49,6 +49,7 @@ command_requests!(
     pb::RejectOrderRequest,
     pb::RecordPaymentCapturedRequest,
     pb::RecordPaymentDeclinedRequest,
+    pb::RecordPaymentRefundedRequest,
     pb::CancelOrderRequest
 );
 
@@ -144,6 +145,25 @@ impl OrderService for OrdersGrpc {
             Ok(OrderCommand::RecordPaymentDeclined {
                 reason: parse_field("reason", Reason::parse(&r.reason))?,
                 actor,
+            })
+        })
+        .await
+    }
+
+    async fn record_payment_refunded(
+        &self,
+        request: Request<pb::RecordPaymentRefundedRequest>,
+    ) -> Result<Response<pb::CommitResult>, Status> {
+        self.transition("RecordPaymentRefunded", request, MANAGERS, |r, actor| {
+            let mut fields = Violations::default();
+            let refund_id = fields.check("refund_id", ExternalRef::parse(&r.refund_id));
+            let amount = fields.check("amount", money(r.amount.as_ref()));
+            fields.finish(|| {
+                Some(OrderCommand::RecordPaymentRefunded {
+                    refund_id: refund_id?,
+                    amount: amount?,
+                    actor,
+                })
             })
         })
         .await
@@ -304,7 +324,11 @@ fn order_view(state: &OrderState, version: u64) -> pb::Order {
             .collect(),
         note: state.note.to_string(),
         total: pb_money(state.total),
-        payment_captured: matches!(state.payment, PaymentStatus::Captured { .. }),
+        payment_captured: matches!(
+            state.payment,
+            PaymentStatus::Captured { .. } | PaymentStatus::Refunded { .. }
+        ),
+        payment_refunded: matches!(state.payment, PaymentStatus::Refunded { .. }),
         version,
         payment_token: state
             .payment_token

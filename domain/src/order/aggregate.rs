@@ -47,6 +47,13 @@ pub enum PaymentStatus {
     },
     /// The gateway declined the payment.
     Declined,
+    /// The captured payment was given back.
+    Refunded {
+        /// The gateway's refund id.
+        refund_id: ExternalRef,
+        /// The amount refunded.
+        amount: Money,
+    },
 }
 
 /// Everything known about a placed order.
@@ -194,7 +201,7 @@ impl OrderState {
     /// Decides every command on an existing order; pure and synchronous.
     fn decide(&self, command: OrderCommand) -> Result<Vec<OrderEvent>, OrderError> {
         use OrderCommand as C;
-        use OrderStatus::{Accepted, Placed, Preparing, Ready};
+        use OrderStatus::{Accepted, Cancelled, Placed, Preparing, Ready, Rejected};
 
         if let C::PlaceOrder { .. } = command {
             return Err(OrderError::AlreadyExists { order_id: self.id });
@@ -227,6 +234,12 @@ impl OrderState {
                 OrderEvent::PaymentDeclined { reason },
                 self.rejected(RejectionReason::PaymentDeclined),
             ],
+            (
+                C::RecordPaymentRefunded {
+                    refund_id, amount, ..
+                },
+                Rejected | Cancelled,
+            ) => vec![self.refunded(refund_id, amount)?],
             (C::StartPreparing { .. }, Accepted) if !captured => {
                 return Err(OrderError::PaymentNotCaptured)
             }
@@ -264,6 +277,21 @@ impl OrderState {
                 actor: actor.clone(),
                 command: command.name(),
             })
+        }
+    }
+
+    /// The refund of a captured payment, once and for what was captured.
+    fn refunded(&self, refund_id: ExternalRef, amount: Money) -> Result<OrderEvent, OrderError> {
+        match &self.payment {
+            PaymentStatus::Captured {
+                amount: captured, ..
+            } if *captured != amount => Err(OrderError::RefundAmountMismatch {
+                captured: *captured,
+                refunded: amount,
+            }),
+            PaymentStatus::Captured { .. } => Ok(OrderEvent::PaymentRefunded { refund_id, amount }),
+            PaymentStatus::Refunded { .. } => Err(OrderError::PaymentAlreadyRefunded),
+            PaymentStatus::Pending | PaymentStatus::Declined => Err(OrderError::NothingToRefund),
         }
     }
 
@@ -329,6 +357,9 @@ impl Aggregate for Order {
                 self.set_payment(PaymentStatus::Captured { payment_id, amount });
             }
             OrderEvent::PaymentDeclined { .. } => self.set_payment(PaymentStatus::Declined),
+            OrderEvent::PaymentRefunded { refund_id, amount } => {
+                self.set_payment(PaymentStatus::Refunded { refund_id, amount });
+            }
             OrderEvent::PreparationStarted {} => self.set_status(OrderStatus::Preparing),
             OrderEvent::OrderMarkedReady {} => self.set_status(OrderStatus::Ready),
             OrderEvent::OrderCompleted {} => self.set_status(OrderStatus::Completed),

@@ -70,6 +70,15 @@ pub enum OrderCommand {
         /// Who sends the command.
         actor: Actor,
     },
+    /// The payment gateway gave the captured payment of a cancelled or rejected order back.
+    RecordPaymentRefunded {
+        /// The gateway's refund id.
+        refund_id: ExternalRef,
+        /// What was refunded; must equal what was captured.
+        amount: Money,
+        /// Who sends the command.
+        actor: Actor,
+    },
     /// The kitchen starts making the order.
     StartPreparing {
         /// Who sends the command.
@@ -103,6 +112,7 @@ impl OrderCommand {
             OrderCommand::RejectOrder { .. } => "RejectOrder",
             OrderCommand::RecordPaymentCaptured { .. } => "RecordPaymentCaptured",
             OrderCommand::RecordPaymentDeclined { .. } => "RecordPaymentDeclined",
+            OrderCommand::RecordPaymentRefunded { .. } => "RecordPaymentRefunded",
             OrderCommand::StartPreparing { .. } => "StartPreparing",
             OrderCommand::MarkReady { .. } => "MarkReady",
             OrderCommand::CompleteOrder { .. } => "CompleteOrder",
@@ -118,6 +128,7 @@ impl OrderCommand {
             | OrderCommand::RejectOrder { actor, .. }
             | OrderCommand::RecordPaymentCaptured { actor, .. }
             | OrderCommand::RecordPaymentDeclined { actor, .. }
+            | OrderCommand::RecordPaymentRefunded { actor, .. }
             | OrderCommand::StartPreparing { actor }
             | OrderCommand::MarkReady { actor }
             | OrderCommand::CompleteOrder { actor }

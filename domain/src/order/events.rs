@@ -95,6 +95,13 @@ pub enum OrderEvent {
         /// The gateway's explanation.
         reason: Reason,
     },
+    /// The captured payment was given back (the order was cancelled or rejected after capture).
+    PaymentRefunded {
+        /// The gateway's refund id.
+        refund_id: ExternalRef,
+        /// The amount refunded, equal to the amount captured.
+        amount: Money,
+    },
     /// The kitchen started making the order.
     PreparationStarted {},
     /// The order is ready.
@@ -120,6 +127,7 @@ impl DomainEvent for OrderEvent {
             OrderEvent::OrderRejected { .. } => "OrderRejected",
             OrderEvent::PaymentCaptured { .. } => "PaymentCaptured",
             OrderEvent::PaymentDeclined { .. } => "PaymentDeclined",
+            OrderEvent::PaymentRefunded { .. } => "PaymentRefunded",
             OrderEvent::PreparationStarted {} => "PreparationStarted",
             OrderEvent::OrderMarkedReady {} => "OrderMarkedReady",
             OrderEvent::OrderCompleted {} => "OrderCompleted",

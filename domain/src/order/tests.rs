@@ -612,3 +612,62 @@ fn a_version_1_0_order_placed_without_a_payment_token_still_reads() {
     ));
     assert_eq!(cqrs_es::DomainEvent::event_version(&event), "1.1");
 }
+
+fn refund(cents: i64) -> OrderCommand {
+    OrderCommand::RecordPaymentRefunded {
+        refund_id: ExternalRef::parse("refund_1").unwrap(),
+        amount: Money::from_cents(cents),
+        actor: Actor::Service,
+    }
+}
+
+fn cancelled_with(refund_due: bool) -> OrderEvent {
+    OrderEvent::OrderCancelled {
+        reason: reason("courier never came"),
+        refund_due,
+        stock_reserved: true,
+    }
+}
+
+#[test]
+fn a_captured_payment_of_a_cancelled_order_is_refunded_once_in_full() {
+    let paid_then_cancelled = vec![placed(), accepted(), captured(), cancelled_with(true)];
+    test()
+        .given(paid_then_cancelled.clone())
+        .when(refund(1275))
+        .then_expect_events(vec![OrderEvent::PaymentRefunded {
+            refund_id: ExternalRef::parse("refund_1").unwrap(),
+            amount: Money::from_cents(1275),
+        }]);
+    test()
+        .given(paid_then_cancelled.clone())
+        .when(refund(1000))
+        .then_expect_error(OrderError::RefundAmountMismatch {
+            captured: Money::from_cents(1275),
+            refunded: Money::from_cents(1000),
+        });
+    let mut refunded = paid_then_cancelled;
+    refunded.push(OrderEvent::PaymentRefunded {
+        refund_id: ExternalRef::parse("refund_1").unwrap(),
+        amount: Money::from_cents(1275),
+    });
+    test()
+        .given(refunded)
+        .when(refund(1275))
+        .then_expect_error(OrderError::PaymentAlreadyRefunded);
+}
+
+#[test]
+fn only_an_ended_order_with_a_captured_payment_is_refunded() {
+    test()
+        .given(vec![placed(), accepted(), cancelled_with(false)])
+        .when(refund(1275))
+        .then_expect_error(OrderError::NothingToRefund);
+    test()
+        .given(history_until(OrderStatus::Ready))
+        .when(refund(1275))
+        .then_expect_error(OrderError::IllegalTransition {
+            from: OrderStatus::Ready,
+            command: "RecordPaymentRefunded",
+        });
+}

@@ -61,8 +61,9 @@ pub enum GatewayError {
 pub trait PaymentGateway: Send + Sync + 'static {
     /// Charges a payment token.
     async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, GatewayError>;
-    /// Refunds an earlier charge (`Ok` also when it was refunded before or never captured).
-    async fn refund(&self, request: &RefundRequest) -> Result<(), GatewayError>;
+    /// Refunds an earlier charge and returns the refund's id (the same id for a repeated call;
+    /// also `Ok` when nothing was captured, with nothing refunded).
+    async fn refund(&self, request: &RefundRequest) -> Result<String, GatewayError>;
 }
 
 /// The sandbox's test cards (payment tokens), like a card processor's test mode.
@@ -162,6 +163,8 @@ impl SandboxGateway {
         *self.timeout_calls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The id of a payment or refund: derived from its idempotency id, so a repeated call gets
+    /// the same one.
     fn payment_id(idempotency_id: &str) -> String {
         let digest = Sha256::digest(idempotency_id.as_bytes());
         format!("sandbox_{}", &hex::encode(digest)[..24])
@@ -208,14 +211,14 @@ impl PaymentGateway for SandboxGateway {
         Ok(entry.outcome.clone())
     }
 
-    async fn refund(&self, request: &RefundRequest) -> Result<(), GatewayError> {
+    async fn refund(&self, request: &RefundRequest) -> Result<String, GatewayError> {
         let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = ledger.get_mut(&request.charge_id) {
             if matches!(entry.outcome, ChargeOutcome::Captured { .. }) {
                 entry.refunded = true;
             }
         }
-        Ok(())
+        Ok(Self::payment_id(&request.idempotency_id))
     }
 }
 

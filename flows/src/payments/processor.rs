@@ -77,7 +77,9 @@ impl PaymentProcessor {
                     // The order ended (cancelled, rejected) before the payment was recorded:
                     // the money must go back.
                     tracing::warn!(order_id = %request.order_id, reason = status.message(), "captured payment cannot be recorded; refunding");
-                    return self.refund_charge(&request.order_id, amount_cents).await;
+                    return self
+                        .refund_charge(&request.order_id, amount_cents, cause)
+                        .await;
                 }
                 recorded
             }
@@ -113,18 +115,42 @@ impl PaymentProcessor {
             .map_err(|error| command_failure(&error))
     }
 
-    async fn refund_charge(&self, order_id: &str, amount_cents: i64) -> Result<(), Handled> {
+    async fn refund_charge(
+        &self,
+        order_id: &str,
+        amount_cents: i64,
+        cause: &Cause,
+    ) -> Result<(), Handled> {
         let refund = RefundRequest {
             idempotency_id: format!("{order_id}/refund"),
             charge_id: format!("{order_id}/charge"),
             amount_cents,
         };
         match tokio::time::timeout(self.gateway_timeout, self.gateway.refund(&refund)).await {
-            Ok(Ok(())) => {
+            Ok(Ok(refund_id)) => {
                 metrics::counter!("orderpipe_flows_payments_total", "outcome" => "refunded")
                     .increment(1);
                 tracing::info!(order_id, amount_cents, "payment refunded");
-                Ok(())
+                let recorded = self
+                    .commands
+                    .record_payment_refunded(
+                        pb::RecordPaymentRefundedRequest {
+                            idempotency_key: format!("{}/recorded", refund.idempotency_id),
+                            order_id: order_id.to_owned(),
+                            refund_id,
+                            amount: Some(pb::Money {
+                                cents: amount_cents,
+                            }),
+                        },
+                        cause,
+                    )
+                    .await;
+                match recorded {
+                    // Nothing captured on the order (the capture itself could not be
+                    // recorded because the order had ended): the refund stands alone.
+                    Ok(_) | Err(CommandError::Refused { .. }) => Ok(()),
+                    Err(error) => Err(command_failure(&error)),
+                }
             }
             Ok(Err(error)) => {
                 tracing::warn!(order_id, error = %error, "refund failed; will retry");
@@ -170,7 +196,8 @@ impl MessageHandler for PaymentProcessor {
                     .await
             }
             PaymentAction::Refund { amount_cents, .. } => {
-                self.refund_charge(&request.order_id, *amount_cents).await
+                self.refund_charge(&request.order_id, *amount_cents, &cause)
+                    .await
             }
         };
         // Timeouts and outages back off by receive count; past the queue's maxReceiveCount SQS

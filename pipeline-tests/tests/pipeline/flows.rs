@@ -443,7 +443,7 @@ impl PaymentGateway for ChargeThenHang {
         outcome
     }
 
-    async fn refund(&self, request: &RefundRequest) -> Result<(), GatewayError> {
+    async fn refund(&self, request: &RefundRequest) -> Result<String, GatewayError> {
         self.sandbox.refund(request).await
     }
 }
@@ -687,6 +687,20 @@ async fn an_order_cancelled_after_payment_is_refunded_and_its_stock_released() {
     })
     .await;
     assert_eq!(rig.sandbox.ledger().len(), 1);
+    eventually("the refund recorded on the order", || {
+        let mut clients = Clients::new(&pipeline);
+        let order_id = order_id.clone();
+        async move {
+            order(&mut clients, &order_id)
+                .await
+                .is_some_and(|o| o.payment_refunded)
+        }
+    })
+    .await;
+    assert_eq!(
+        events_about(&pipeline, "PaymentRefunded", &order_id).await,
+        1
+    );
     flows.abort();
     pipeline.stop().await;
 }
