@@ -704,3 +704,36 @@ async fn an_order_cancelled_after_payment_is_refunded_and_its_stock_released() {
     flows.abort();
     pipeline.stop().await;
 }
+
+#[tokio::test]
+async fn an_order_the_store_cannot_stock_is_rejected_uncharged_and_the_customer_told() {
+    let pipeline = Pipeline::start().await;
+    let rig = Rig::new(&pipeline).await;
+    let mut clients = Clients::new(&pipeline);
+    // One latte left; the order wants two.
+    open_the_store(&mut clients, 1).await;
+    let flows = rig.spawn("flows-1", Arc::new(rig.sandbox.clone())).await;
+
+    let body = intake_order("ubereats", "UE-EMPTY", "c-8", TestCard::Approve);
+    rig.drop_intake(&body).await;
+    let order_id = order_id_of(&body);
+    let seen = rig.notifications(1).await;
+    assert_eq!(
+        seen[0].message,
+        NotificationKind::OrderRejected {
+            order_id: order_id.clone(),
+            store_id: STORE.into(),
+            reason: "out of stock".into(),
+        }
+    );
+    let rejected = order(&mut clients, &order_id).await.unwrap();
+    assert_eq!(rejected.status(), pb::OrderStatus::Rejected);
+    assert_eq!(events_about(&pipeline, "StockReserved", &order_id).await, 0);
+    assert!(rig.sandbox.ledger().is_empty(), "nothing charged");
+    assert_eq!(
+        stock(&mut clients).await,
+        [("CROISSANT".into(), 1, 0), ("LATTE-12".into(), 1, 0)]
+    );
+    flows.abort();
+    pipeline.stop().await;
+}
