@@ -89,7 +89,7 @@ fi
 
 relay_port="$(start_worker relay 9091 run)"
 projectors_port="$(start_worker projectors 9092 run)"
-flows_port="$(ORDERPIPE_FLOWS__COMMAND_API_ENDPOINT="http://127.0.0.1:$grpc_port" start_worker flows 9093 run)"
+flows_port="$(ORDERPIPE_COMMAND_API__URL="http://127.0.0.1:$grpc_port" start_worker flows 9093 run)"
 
 grpc_call() {
   "$ORDERPIPE_STACK_DIR/venv/bin/python" scripts/grpc-call.py --address "127.0.0.1:$grpc_port" "$@"

@@ -10,7 +10,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use futures::future::join_all;
 use projectors::projection::Projection;
-use projectors::runtime::Worker;
+use projectors::runtime::{error_chain, Worker};
 use service_kit::admin::{self, HealthCheck};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -21,7 +21,7 @@ use crate::intake::IntakeHandler;
 use crate::notifications::{Notifications, NOTIFICATIONS_NAME};
 use crate::payments::processor::PaymentProcessor;
 use crate::payments::{PaymentGateway, PaymentQueue, SandboxGateway};
-use crate::queue::{error_text, ConsumerConfig, MessageHandler, QueueConsumer};
+use crate::queue::{ConsumerConfig, MessageHandler, QueueConsumer};
 use crate::saga::{OrderSaga, SAGA_NAME};
 use crate::settings::{Settings, SettingsError, INTAKE, NOTIFICATIONS, PAYMENTS};
 
@@ -35,7 +35,7 @@ pub enum AppError {
     #[error(transparent)]
     Settings(#[from] SettingsError),
     /// The command API endpoint is not a URL.
-    #[error("flows.command_api_endpoint is not a valid URL: {0}")]
+    #[error("command_api.url is not a valid URL: {0}")]
     Endpoint(String),
     /// The admin listener could not be bound.
     #[error(transparent)]
@@ -69,7 +69,7 @@ impl Application {
     ) -> Result<Self, AppError> {
         let sdk = aws_support::sdk_config(&settings.aws).await;
         let sqs = aws_support::sqs(&sdk);
-        let channel = Channel::from_shared(settings.flows.command_api_endpoint.clone())
+        let channel = Channel::from_shared(settings.command_api.url.clone())
             .map_err(|e| AppError::Endpoint(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .connect_lazy();
@@ -80,7 +80,7 @@ impl Application {
                 channel.clone(),
                 &auth,
                 subject,
-                settings.flows.command_attempts,
+                settings.command_api.attempts,
             ))
         };
 
@@ -259,7 +259,7 @@ async fn report_depths(sqs: aws_sdk_sqs::Client, queues: Vec<(&'static str, Stri
                     metrics::gauge!("orderpipe_flows_dlq_depth", "queue" => *name).set(count);
                 }
                 Err(error) => {
-                    tracing::warn!(queue = name, error = %error_text(&error), "cannot read dead-letter queue depth")
+                    tracing::warn!(queue = name, error = %error_chain(&error), "cannot read dead-letter queue depth")
                 }
             }
         }

@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
+use projectors::runtime::error_chain;
 
-use crate::queue::{error_text, is_fifo, REASON_ATTRIBUTE, SOURCE_ATTRIBUTE};
+use crate::queue::{is_fifo, REASON_ATTRIBUTE, SOURCE_ATTRIBUTE};
 
 /// How long a listed message stays hidden if the listing process dies before releasing it.
 const PEEK_VISIBILITY: Duration = Duration::from_secs(60);
@@ -124,7 +125,7 @@ impl DeadLetters {
             }
             if let Err(error) = send.send().await {
                 self.release(&chosen[moved..]).await;
-                return Err(DeadLetterError::Sqs(error_text(&error)));
+                return Err(DeadLetterError::Sqs(error_chain(&error)));
             }
             self.sqs
                 .delete_message()
@@ -132,7 +133,7 @@ impl DeadLetters {
                 .receipt_handle(&message.receipt_handle)
                 .send()
                 .await
-                .map_err(|e| DeadLetterError::Sqs(error_text(&e)))?;
+                .map_err(|e| DeadLetterError::Sqs(error_chain(&e)))?;
             moved += 1;
         }
         Ok(moved)
@@ -154,7 +155,7 @@ impl DeadLetters {
                 .message_attribute_names("All")
                 .send()
                 .await
-                .map_err(|e| DeadLetterError::Sqs(error_text(&e)))?;
+                .map_err(|e| DeadLetterError::Sqs(error_chain(&e)))?;
             let messages = output.messages.unwrap_or_default();
             if messages.is_empty() {
                 break;
@@ -201,7 +202,7 @@ impl DeadLetters {
                 .send()
                 .await;
             if let Err(error) = released {
-                tracing::warn!(message_id = %message.message_id, error = %error_text(&error), "cannot release a listed message; it reappears within a minute");
+                tracing::warn!(message_id = %message.message_id, error = %error_chain(&error), "cannot release a listed message; it reappears within a minute");
             }
         }
     }

@@ -23,7 +23,7 @@ use service_kit::{shutdown, telemetry};
 ///
 /// Settings come from built-in defaults, then the optional --config TOML file, then
 /// ORDERPIPE_<SECTION>__<KEY> environment variables (ORDERPIPE_AUTH__JWT_SECRET,
-/// ORDERPIPE_FLOWS__COMMAND_API_ENDPOINT, ORDERPIPE_SQS__INTAKE_QUEUE_URL, ...); see
+/// ORDERPIPE_COMMAND_API__URL, ORDERPIPE_SQS__INTAKE_QUEUE_URL, ...); see
 /// docs/architecture.md "Asynchronous flows".
 #[derive(Parser)]
 #[command(version)]

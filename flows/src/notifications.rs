@@ -6,16 +6,17 @@
 //! delivered again sends its notification again with the same `notification_id`
 //! (`<aggregate type>/<aggregate id>/<sequence>`), by which the sender deduplicates.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use commit_log::{DomainEvent, LoggedCommit, LoggedEvent};
 use domain::{LoyaltyEvent, OrderEvent, Tier};
 use projectors::projection::{Projection, ProjectionError};
+use projectors::runtime::error_chain;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use time::format_description::well_known::Rfc3339;
 
 use crate::command_client::{Cause, CommandClient, CommandError};
-use crate::queue::error_text;
 
 /// The projection's name in the lease table, metrics and dead letters.
 pub const NOTIFICATIONS_NAME: &str = "notifications";
@@ -155,7 +156,7 @@ impl Notifications {
             .message_body(body)
             .send()
             .await
-            .map_err(|error| ProjectionError::Transient(error_text(&error).into()))?;
+            .map_err(|error| ProjectionError::Transient(error_chain(&error).into()))?;
         metrics::counter!("orderpipe_flows_notifications_total").increment(1);
         Ok(())
     }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
 use futures::future::join_all;
+use projectors::runtime::error_chain;
 use service_kit::admin::HealthCheck;
 
 use crate::retry::Backoff;
@@ -206,7 +207,7 @@ impl QueueConsumer {
             .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .send()
             .await
-            .map_err(|e| error_text(&e))?;
+            .map_err(|e| error_chain(&e))?;
         Ok(output
             .messages
             .unwrap_or_default()
@@ -293,7 +294,7 @@ impl QueueConsumer {
                     .send()
                     .await
                     .map(|_| ())
-                    .map_err(|e| error_text(&e))
+                    .map_err(|e| error_chain(&e))
             }
             Handled::DeadLetter(reason) => {
                 tracing::warn!(queue = name, message_id = %message.id, reason = %reason, "dead-lettering message");
@@ -327,7 +328,7 @@ impl QueueConsumer {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| error_text(&e))
+            .map_err(|e| error_chain(&e))
     }
 
     async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), String> {
@@ -348,7 +349,7 @@ impl QueueConsumer {
                 )
                 .message_deduplication_id(&message.id);
         }
-        send.send().await.map(|_| ()).map_err(|e| error_text(&e))
+        send.send().await.map(|_| ()).map_err(|e| error_chain(&e))
     }
 }
 
@@ -390,7 +391,7 @@ async fn heartbeat(
                     metrics::counter!("orderpipe_flows_visibility_extensions_total").increment(1)
                 }
                 Err(error) => {
-                    tracing::warn!(error = %error_text(&error), "cannot extend visibility")
+                    tracing::warn!(error = %error_chain(&error), "cannot extend visibility")
                 }
             }
         }
@@ -404,19 +405,4 @@ pub fn text_attribute(value: &str) -> MessageAttributeValue {
         .string_value(value)
         .build()
         .expect("the data type, the only required field, is set")
-}
-
-/// An SDK error with its sources, on one line (the service's message is in a source).
-pub fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -27,8 +27,10 @@ pub const NOTIFICATIONS: &str = "notifications";
 /// Everything `flows` reads.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
-    /// Which workers run, and the command API they talk to.
+    /// Which workers run.
     pub flows: FlowsSettings,
+    /// The command API every effect goes through.
+    pub command_api: CommandApiSettings,
     /// How service tokens are signed (the command API's own auth settings).
     pub auth: FlowsAuthSettings,
     /// Where the AWS clients point.
@@ -50,16 +52,22 @@ pub struct Settings {
     pub log: LogSettings,
 }
 
-/// Which workers run and where the command API is.
+/// Which workers run.
 #[derive(Debug, Clone, Deserialize)]
 pub struct FlowsSettings {
-    /// Comma-separated subset of `order_saga,notifications,payments,intake`; empty: all.
+    /// Comma-separated subset of `order_saga,notifications,payments,intake`; empty: all (one
+    /// deployment may run each in its own service).
     pub workers: String,
-    /// The command API's gRPC endpoint, e.g. `http://127.0.0.1:50051`.
-    pub command_api_endpoint: String,
+}
+
+/// The command API.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CommandApiSettings {
+    /// Its gRPC endpoint, e.g. `http://127.0.0.1:50051`.
+    pub url: String,
     /// Tries of a command that keeps meeting UNAVAILABLE or ABORTED before giving up (the
     /// worker then retries the whole batch or message later).
-    pub command_attempts: u32,
+    pub attempts: u32,
 }
 
 /// The command API's token settings; the secret is needed by `run` only (not by `dlq`).
@@ -151,8 +159,10 @@ pub struct PaymentSettings {
 const DEFAULTS: &str = r#"
 [flows]
 workers = ""
-command_api_endpoint = "http://127.0.0.1:50051"
-command_attempts = 5
+
+[command_api]
+url = "http://127.0.0.1:50051"
+attempts = 5
 
 [auth]
 issuer = "orderpipe"
@@ -335,15 +345,12 @@ fn rejected(message: &str) -> SettingsError {
     SettingsError::Rejected(message.to_owned())
 }
 
-/// `flows-<hostname>-<pid>`.
+/// `flows-<hostname>-<pid>`, so the lease table shows which process kind holds a lease.
 fn default_worker_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "host".to_owned());
-    format!("flows-{host}-{}", std::process::id())
+    format!(
+        "flows-{}",
+        projectors::runtime::settings::default_worker_id()
+    )
 }
 
 #[cfg(test)]

@@ -16,9 +16,8 @@ pub use gateway::{
     SandboxGateway, TestCard,
 };
 
+use projectors::runtime::error_chain;
 use serde::{Deserialize, Serialize};
-
-use crate::queue::error_text;
 
 /// The schema version this build writes and reads.
 pub const PAYMENT_REQUEST_VERSION: u32 = 1;
@@ -138,7 +137,7 @@ impl PaymentQueue {
             .await
             .map_err(|error| SendError {
                 retryable: aws_support::is_retryable(&error),
-                message: error_text(&error),
+                message: error_chain(&error),
             })?;
         Ok(())
     }

@@ -43,7 +43,7 @@ impl Rig {
 
         let mut settings = Settings::defaults().unwrap();
         settings.auth.jwt_secret = Some(SECRET.into());
-        settings.flows.command_api_endpoint = format!("http://{}", pipeline.grpc_address);
+        settings.command_api.url = format!("http://{}", pipeline.grpc_address);
         settings.kinesis.stream_name = pipeline.stream.name.clone();
         let queues = &mut settings.sqs;
         queues.projector_dlq_url = Some(projector_dlq);
