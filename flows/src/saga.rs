@@ -29,6 +29,12 @@ use crate::payments::{PaymentQueue, PaymentRequest};
 /// The saga's name in the lease table, metrics and dead letters.
 pub const SAGA_NAME: &str = "order_saga";
 
+/// How the API words a refused reservation of an order that already holds one (the domain's
+/// `InventoryError::AlreadyReserved`; a test keeps the two in step). The API answers
+/// FAILED_PRECONDITION for it as for missing stock, but the stock is held for the order: the
+/// saga goes on and accepts it.
+const ALREADY_RESERVED: &str = "already holds a reservation";
+
 /// The order process manager.
 pub struct OrderSaga {
     commands: Arc<CommandClient>,
@@ -147,7 +153,13 @@ impl OrderSaga {
                 )
                 .await,
         )?;
-        if let Err(why) = reserved {
+        let not_reserved = match reserved {
+            Ok(_) => None,
+            // A client reserved the stock for this order itself: it is held, go on.
+            Err(why) if why.contains(ALREADY_RESERVED) => None,
+            Err(why) => Some(why),
+        };
+        if let Some(why) = not_reserved {
             metrics::counter!("orderpipe_flows_saga_steps_total", "step" => "reject_out_of_stock")
                 .increment(1);
             tracing::info!(order_id = step.order_id, reason = %why, "stock not reserved; rejecting");
@@ -355,5 +367,27 @@ impl Projection for OrderSaga {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_already_reserved_wording_is_the_domains() {
+        let order_id = domain::OrderId::from(uuid::Uuid::from_u128(7));
+        let error = domain::InventoryError::AlreadyReserved { order_id };
+        assert!(error.to_string().contains(ALREADY_RESERVED), "{error}");
+    }
+
+    #[test]
+    fn keys_name_the_order_the_event_and_the_step() {
+        let step = Step {
+            order_id: "5f0c",
+            sequence: 3,
+            cause: Cause::default(),
+        };
+        assert_eq!(step.key("earn-points"), "saga/5f0c/3/earn-points");
     }
 }

@@ -737,3 +737,52 @@ async fn an_order_the_store_cannot_stock_is_rejected_uncharged_and_the_customer_
     flows.abort();
     pipeline.stop().await;
 }
+
+#[tokio::test]
+async fn an_order_whose_stock_a_client_reserved_itself_is_accepted_not_rejected() {
+    let pipeline = Pipeline::start().await;
+    let rig = Rig::new(&pipeline).await;
+    let mut clients = Clients::new(&pipeline);
+    open_the_store(&mut clients, 20).await;
+    let order_id = uuid::Uuid::new_v4().to_string();
+    clients
+        .saga
+        .place_order(pb::PlaceOrderRequest {
+            idempotency_key: format!("place-{order_id}"),
+            order_id: order_id.clone(),
+            store_id: STORE.into(),
+            customer_id: "c-9".into(),
+            lines: vec![pb::OrderLine {
+                sku: "LATTE-12".into(),
+                quantity: 1,
+                customisations: vec![],
+            }],
+            note: String::new(),
+            payment_token: TestCard::Approve.token().into(),
+        })
+        .await
+        .unwrap();
+    clients
+        .inventory
+        .reserve_stock(pb::ReserveStockRequest {
+            idempotency_key: format!("client-reserve-{order_id}"),
+            store_id: STORE.into(),
+            order_id: order_id.clone(),
+            lines: vec![pb::StockLine {
+                sku: "LATTE-12".into(),
+                quantity: 1,
+            }],
+        })
+        .await
+        .unwrap();
+    let flows = rig.spawn("flows-1", Arc::new(rig.sandbox.clone())).await;
+    eventually("the order accepted and paid", || {
+        let mut clients = Clients::new(&pipeline);
+        let order_id = order_id.clone();
+        async move { is_paid_and_accepted(&mut clients, &order_id).await }
+    })
+    .await;
+    assert_eq!(events_about(&pipeline, "StockReserved", &order_id).await, 1);
+    flows.abort();
+    pipeline.stop().await;
+}
