@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Brings up the local stack and runs the pipeline on it: PostgreSQL and the AWS emulators
 # (scripts/stack.sh), then the command API, the relay (outbox -> Kinesis), the projectors
-# (Kinesis -> DynamoDB active orders, PostgreSQL history, analytics) and the barista dashboard,
-# with a demo menu and store stock. Idempotent: what is already running is left alone. Processes
-# keep running after the script ends; logs are in .stack/logs.
+# (Kinesis -> DynamoDB active orders, PostgreSQL history, analytics), the flows (order saga,
+# payments, delivery-platform intake, notifications) and the barista dashboard, with a demo menu
+# and store stock. Idempotent: what is already running is left alone. Processes keep running
+# after the script ends; logs are in .stack/logs.
 #
 #   scripts/up.sh          start (build if needed); print the dashboard's address and a token,
 #                          how to call the API and see the views
@@ -30,7 +31,7 @@ source "$(scripts/stack.sh env --path)"
 run_dir="$ORDERPIPE_STACK_DIR/run"
 mkdir -p "$run_dir" "$ORDERPIPE_STACK_DIR/logs"
 api_pid="$run_dir/command-api.pid"
-processes=(dashboard projectors relay command-api)
+processes=(dashboard flows projectors relay command-api)
 
 if [ "${1:-start}" = stop ]; then
   for process in "${processes[@]}"; do
@@ -47,8 +48,8 @@ fi
 export ORDERPIPE_AUTH__JWT_SECRET
 ORDERPIPE_AUTH__JWT_SECRET="$(cat "$secret_file")"
 
-log "building command-api, relay, projectors and dashboard"
-cargo build --quiet --locked -p command-api -p relay -p projectors -p dashboard
+log "building command-api, relay, projectors, flows and dashboard"
+cargo build --quiet --locked -p command-api -p relay -p projectors -p flows -p dashboard
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 api_bin="$target_dir/debug/command-api"
 
@@ -89,6 +90,7 @@ fi
 
 relay_port="$(start_worker relay 9091 run)"
 projectors_port="$(start_worker projectors 9092 run)"
+flows_port="$(ORDERPIPE_COMMAND_API__URL="http://127.0.0.1:$grpc_port" start_worker flows 9093 run)"
 
 # The dashboard: its page on 8080 (or the next free port) and its admin endpoint.
 dashboard_pid="$run_dir/dashboard.pid"
@@ -141,7 +143,8 @@ orderpipe is running.
               admin http://127.0.0.1:$admin_port/metrics and /health
   relay       admin http://127.0.0.1:$relay_port/metrics and /health
   projectors  admin http://127.0.0.1:$projectors_port/metrics and /health
-  logs        $ORDERPIPE_STACK_DIR/logs/{command-api,relay,projectors,dashboard}.log
+  flows       admin http://127.0.0.1:$flows_port/metrics and /health (saga, payments, intake, notifications)
+  logs        $ORDERPIPE_STACK_DIR/logs/{command-api,relay,projectors,flows,dashboard}.log
   stack       scripts/stack.sh status
 
 See the views (README "Looking at the views"):
@@ -157,6 +160,11 @@ Call it with the generic reflection client (or any gRPC client that speaks refle
 
 Barista token for the dashboard (valid 8 hours; another: $api_bin mint-token --role barista --subject NAME --store store-1):
   $barista_token
+
+Drop a delivery-platform order on the intake queue; the saga reserves, accepts and charges it
+(after: source $ORDERPIPE_STACK_DIR/env):
+  $target_dir/debug/flows send-intake docs/flows/intake-order.example.json
+  $target_dir/debug/flows dlq list intake        # what could not be placed, and why
 
 Stop: scripts/up.sh stop && scripts/stack.sh down
 EOF

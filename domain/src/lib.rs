@@ -29,4 +29,4 @@ pub use order::{
     FixedMenu, MenuCatalog, Order, OrderCommand, OrderError, OrderEvent, OrderServices,
 };
 pub use values::{Actor, CustomerId, Customisation, ExternalRef, ItemName, Money, Note, OrderId};
-pub use values::{Points, Quantity, Reason, Sku, StoreId};
+pub use values::{PaymentToken, Points, Quantity, Reason, Sku, StoreId};

@@ -69,6 +69,12 @@ text_value!(
     /// redemption reference: 1 to 64 characters on one line.
     ExternalRef
 );
+text_value!(
+    /// How an order is to be paid: a token the payment gateway issued for the customer's card
+    /// (never a card number in production; the sandbox gateway's test cards are tokens of their
+    /// own): 1 to 64 characters of `A-Z a-z 0-9 _ -`.
+    PaymentToken
+);
 
 impl StoreId {
     /// Parses a store id.
@@ -155,6 +161,13 @@ impl ExternalRef {
     /// Parses an external reference.
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
         one_line("reference", value, 64).map(Self)
+    }
+}
+
+impl PaymentToken {
+    /// Parses a payment token.
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        identifier("payment_token", value).map(Self)
     }
 }
 
@@ -385,6 +398,15 @@ mod tests {
             let err = CustomerId::parse(bad).unwrap_err();
             assert_eq!(err.field, "customer_id", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn payment_tokens_are_identifiers() {
+        assert!(PaymentToken::parse("4242424242424242").is_ok());
+        assert!(PaymentToken::parse("tok_visa-1").is_ok());
+        assert!(PaymentToken::parse("").is_err());
+        assert!(PaymentToken::parse("4242 4242").is_err());
+        assert!(PaymentToken::parse(&"4".repeat(65)).is_err());
     }
 
     #[test]

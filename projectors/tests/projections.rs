@@ -111,6 +111,7 @@ impl Log {
                 lines: vec![latte, croissant],
                 note: Note::parse("no lid please").unwrap(),
                 total,
+                payment_token: None,
             }],
         );
         let later = [

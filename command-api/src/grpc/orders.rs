@@ -2,8 +2,8 @@
 
 use domain::order::{OrderLineRequest, OrderState, OrderStatus, PaymentStatus, RejectionReason};
 use domain::{
-    CustomerId, Customisation, ExternalRef, Note, OrderCommand, OrderEvent, OrderId, Reason,
-    StoreId,
+    CustomerId, Customisation, ExternalRef, Note, OrderCommand, OrderEvent, OrderId, PaymentToken,
+    Reason, StoreId,
 };
 use proto::v1 as pb;
 use proto::v1::order_service_server::OrderService;
@@ -49,6 +49,7 @@ command_requests!(
     pb::RejectOrderRequest,
     pb::RecordPaymentCapturedRequest,
     pb::RecordPaymentDeclinedRequest,
+    pb::RecordPaymentRefundedRequest,
     pb::CancelOrderRequest
 );
 
@@ -149,6 +150,25 @@ impl OrderService for OrdersGrpc {
         .await
     }
 
+    async fn record_payment_refunded(
+        &self,
+        request: Request<pb::RecordPaymentRefundedRequest>,
+    ) -> Result<Response<pb::CommitResult>, Status> {
+        self.transition("RecordPaymentRefunded", request, MANAGERS, |r, actor| {
+            let mut fields = Violations::default();
+            let refund_id = fields.check("refund_id", ExternalRef::parse(&r.refund_id));
+            let amount = fields.check("amount", money(r.amount.as_ref()));
+            fields.finish(|| {
+                Some(OrderCommand::RecordPaymentRefunded {
+                    refund_id: refund_id?,
+                    amount: amount?,
+                    actor,
+                })
+            })
+        })
+        .await
+    }
+
     async fn start_preparing(
         &self,
         request: Request<pb::OrderTransitionRequest>,
@@ -228,6 +248,13 @@ fn place_order_command(
     let store_id = fields.check("store_id", StoreId::parse(&request.store_id));
     let customer_id = fields.check("customer_id", CustomerId::parse(&request.customer_id));
     let note = fields.check("note", Note::parse(&request.note));
+    let payment_token = if request.payment_token.is_empty() {
+        Some(None)
+    } else {
+        fields
+            .check("payment_token", PaymentToken::parse(&request.payment_token))
+            .map(Some)
+    };
     if request.lines.is_empty() {
         fields.add("lines", "an order needs at least one line");
     }
@@ -266,6 +293,7 @@ fn place_order_command(
                 customer_id: customer_id?,
                 lines: lines.into_iter().collect::<Option<_>>()?,
                 note: note?,
+                payment_token: payment_token?,
                 actor,
             },
         ))
@@ -296,8 +324,17 @@ fn order_view(state: &OrderState, version: u64) -> pb::Order {
             .collect(),
         note: state.note.to_string(),
         total: pb_money(state.total),
-        payment_captured: matches!(state.payment, PaymentStatus::Captured { .. }),
+        payment_captured: matches!(
+            state.payment,
+            PaymentStatus::Captured { .. } | PaymentStatus::Refunded { .. }
+        ),
+        payment_refunded: matches!(state.payment, PaymentStatus::Refunded { .. }),
         version,
+        payment_token: state
+            .payment_token
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
     }
 }
 

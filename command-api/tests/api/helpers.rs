@@ -258,6 +258,7 @@ pub fn place_order(
             })
             .collect(),
         note: "extra hot, please".into(),
+        payment_token: String::new(),
     }
 }
 

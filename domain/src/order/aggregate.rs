@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::RejectionReason;
 use super::{OrderCommand, OrderError, OrderEvent, OrderLineRequest, OrderServices, PricedLine};
-use crate::values::{Actor, CustomerId, ExternalRef, Money, Note, OrderId, StoreId};
+use crate::values::{Actor, CustomerId, ExternalRef, Money, Note, OrderId, PaymentToken, StoreId};
 
 /// Where an order is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -47,6 +47,13 @@ pub enum PaymentStatus {
     },
     /// The gateway declined the payment.
     Declined,
+    /// The captured payment was given back.
+    Refunded {
+        /// The gateway's refund id.
+        refund_id: ExternalRef,
+        /// The amount refunded.
+        amount: Money,
+    },
 }
 
 /// Everything known about a placed order.
@@ -68,6 +75,9 @@ pub struct OrderState {
     pub status: OrderStatus,
     /// Its payment.
     pub payment: PaymentStatus,
+    /// How it is to be paid, if the customer gave a payment method.
+    #[serde(default)]
+    pub payment_token: Option<PaymentToken>,
 }
 
 /// The order aggregate; its id is the order id. Empty until `OrderPlaced`.
@@ -122,6 +132,7 @@ async fn place(command: OrderCommand, services: &OrderServices) -> Result<OrderE
         customer_id,
         lines,
         note,
+        payment_token,
         actor,
     } = command
     else {
@@ -182,6 +193,7 @@ async fn place(command: OrderCommand, services: &OrderServices) -> Result<OrderE
         lines: priced,
         note,
         total,
+        payment_token,
     })
 }
 
@@ -189,7 +201,7 @@ impl OrderState {
     /// Decides every command on an existing order; pure and synchronous.
     fn decide(&self, command: OrderCommand) -> Result<Vec<OrderEvent>, OrderError> {
         use OrderCommand as C;
-        use OrderStatus::{Accepted, Placed, Preparing, Ready};
+        use OrderStatus::{Accepted, Cancelled, Placed, Preparing, Ready, Rejected};
 
         if let C::PlaceOrder { .. } = command {
             return Err(OrderError::AlreadyExists { order_id: self.id });
@@ -222,6 +234,12 @@ impl OrderState {
                 OrderEvent::PaymentDeclined { reason },
                 self.rejected(RejectionReason::PaymentDeclined),
             ],
+            (
+                C::RecordPaymentRefunded {
+                    refund_id, amount, ..
+                },
+                Rejected | Cancelled,
+            ) => vec![self.refunded(refund_id, amount)?],
             (C::StartPreparing { .. }, Accepted) if !captured => {
                 return Err(OrderError::PaymentNotCaptured)
             }
@@ -259,6 +277,21 @@ impl OrderState {
                 actor: actor.clone(),
                 command: command.name(),
             })
+        }
+    }
+
+    /// The refund of a captured payment, once and for what was captured.
+    fn refunded(&self, refund_id: ExternalRef, amount: Money) -> Result<OrderEvent, OrderError> {
+        match &self.payment {
+            PaymentStatus::Captured {
+                amount: captured, ..
+            } if *captured != amount => Err(OrderError::RefundAmountMismatch {
+                captured: *captured,
+                refunded: amount,
+            }),
+            PaymentStatus::Captured { .. } => Ok(OrderEvent::PaymentRefunded { refund_id, amount }),
+            PaymentStatus::Refunded { .. } => Err(OrderError::PaymentAlreadyRefunded),
+            PaymentStatus::Pending | PaymentStatus::Declined => Err(OrderError::NothingToRefund),
         }
     }
 
@@ -304,6 +337,7 @@ impl Aggregate for Order {
                 lines,
                 note,
                 total,
+                payment_token,
             } => {
                 self.state = Some(OrderState {
                     id: order_id,
@@ -314,6 +348,7 @@ impl Aggregate for Order {
                     total,
                     status: OrderStatus::Placed,
                     payment: PaymentStatus::Pending,
+                    payment_token,
                 });
             }
             OrderEvent::OrderAccepted {} => self.set_status(OrderStatus::Accepted),
@@ -322,6 +357,9 @@ impl Aggregate for Order {
                 self.set_payment(PaymentStatus::Captured { payment_id, amount });
             }
             OrderEvent::PaymentDeclined { .. } => self.set_payment(PaymentStatus::Declined),
+            OrderEvent::PaymentRefunded { refund_id, amount } => {
+                self.set_payment(PaymentStatus::Refunded { refund_id, amount });
+            }
             OrderEvent::PreparationStarted {} => self.set_status(OrderStatus::Preparing),
             OrderEvent::OrderMarkedReady {} => self.set_status(OrderStatus::Ready),
             OrderEvent::OrderCompleted {} => self.set_status(OrderStatus::Completed),

@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 
 use super::RejectionReason;
 use crate::values::{Actor, CustomerId, Customisation, ExternalRef, Money, Note, OrderId};
-use crate::values::{Quantity, Reason, Sku, StoreId};
+use crate::values::{PaymentToken, Quantity, Reason, Sku, StoreId};
 
 /// One line as the client asks for it: no price, the server prices it from the menu.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +36,9 @@ pub enum OrderCommand {
         lines: Vec<OrderLineRequest>,
         /// The customer's note, possibly empty.
         note: Note,
+        /// How the order is to be paid; `None` when the store takes payment itself (a store
+        /// manager then records it with `RecordPaymentCaptured`).
+        payment_token: Option<PaymentToken>,
         /// Who places it: the customer themselves, staff of the store, or a service.
         actor: Actor,
     },
@@ -64,6 +67,15 @@ pub enum OrderCommand {
     RecordPaymentDeclined {
         /// The gateway's explanation.
         reason: Reason,
+        /// Who sends the command.
+        actor: Actor,
+    },
+    /// The payment gateway gave the captured payment of a cancelled or rejected order back.
+    RecordPaymentRefunded {
+        /// The gateway's refund id.
+        refund_id: ExternalRef,
+        /// What was refunded; must equal what was captured.
+        amount: Money,
         /// Who sends the command.
         actor: Actor,
     },
@@ -100,6 +112,7 @@ impl OrderCommand {
             OrderCommand::RejectOrder { .. } => "RejectOrder",
             OrderCommand::RecordPaymentCaptured { .. } => "RecordPaymentCaptured",
             OrderCommand::RecordPaymentDeclined { .. } => "RecordPaymentDeclined",
+            OrderCommand::RecordPaymentRefunded { .. } => "RecordPaymentRefunded",
             OrderCommand::StartPreparing { .. } => "StartPreparing",
             OrderCommand::MarkReady { .. } => "MarkReady",
             OrderCommand::CompleteOrder { .. } => "CompleteOrder",
@@ -115,6 +128,7 @@ impl OrderCommand {
             | OrderCommand::RejectOrder { actor, .. }
             | OrderCommand::RecordPaymentCaptured { actor, .. }
             | OrderCommand::RecordPaymentDeclined { actor, .. }
+            | OrderCommand::RecordPaymentRefunded { actor, .. }
             | OrderCommand::StartPreparing { actor }
             | OrderCommand::MarkReady { actor }
             | OrderCommand::CompleteOrder { actor }

@@ -80,6 +80,20 @@ pub enum OrderError {
     /// Preparation needs a captured payment.
     #[error("the order cannot be prepared before its payment is captured")]
     PaymentNotCaptured,
+    /// Only a captured payment can be refunded.
+    #[error("the order has no captured payment to refund")]
+    NothingToRefund,
+    /// The payment was refunded already.
+    #[error("the payment for this order was already refunded")]
+    PaymentAlreadyRefunded,
+    /// A refund gives back exactly what was captured.
+    #[error("the refunded amount {refunded} does not match the captured amount {captured}")]
+    RefundAmountMismatch {
+        /// What was captured.
+        captured: Money,
+        /// The amount reported as refunded.
+        refunded: Money,
+    },
 }
 
 impl OrderError {
@@ -98,7 +112,10 @@ impl OrderError {
             | OrderError::IllegalTransition { .. }
             | OrderError::PaymentAlreadyCaptured
             | OrderError::PaymentAmountMismatch { .. }
-            | OrderError::PaymentNotCaptured => ErrorKind::FailedPrecondition,
+            | OrderError::PaymentNotCaptured
+            | OrderError::NothingToRefund
+            | OrderError::PaymentAlreadyRefunded
+            | OrderError::RefundAmountMismatch { .. } => ErrorKind::FailedPrecondition,
         }
     }
 }

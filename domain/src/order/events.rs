@@ -4,7 +4,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{CustomerId, Customisation, ExternalRef, ItemName, Money, Note, OrderId};
-use crate::values::{Quantity, Reason, Sku, StoreId};
+use crate::values::{PaymentToken, Quantity, Reason, Sku, StoreId};
 
 /// One order line as priced by the server when the order was placed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +66,11 @@ pub enum OrderEvent {
         note: Note,
         /// The sum of the line totals.
         total: Money,
+        /// How the order is to be paid (version 1.1). Version 1.0 events have no such field;
+        /// they read as `None`, which is exactly what an upcaster from 1.0 would write, so the
+        /// default is the upcaster.
+        #[serde(default)]
+        payment_token: Option<PaymentToken>,
     },
     /// Stock was reserved and the store accepted the order.
     OrderAccepted {},
@@ -89,6 +94,13 @@ pub enum OrderEvent {
     PaymentDeclined {
         /// The gateway's explanation.
         reason: Reason,
+    },
+    /// The captured payment was given back (the order was cancelled or rejected after capture).
+    PaymentRefunded {
+        /// The gateway's refund id.
+        refund_id: ExternalRef,
+        /// The amount refunded, equal to the amount captured.
+        amount: Money,
     },
     /// The kitchen started making the order.
     PreparationStarted {},
@@ -115,6 +127,7 @@ impl DomainEvent for OrderEvent {
             OrderEvent::OrderRejected { .. } => "OrderRejected",
             OrderEvent::PaymentCaptured { .. } => "PaymentCaptured",
             OrderEvent::PaymentDeclined { .. } => "PaymentDeclined",
+            OrderEvent::PaymentRefunded { .. } => "PaymentRefunded",
             OrderEvent::PreparationStarted {} => "PreparationStarted",
             OrderEvent::OrderMarkedReady {} => "OrderMarkedReady",
             OrderEvent::OrderCompleted {} => "OrderCompleted",
@@ -124,6 +137,10 @@ impl DomainEvent for OrderEvent {
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        match self {
+            OrderEvent::OrderPlaced { .. } => "1.1",
+            _ => "1.0",
+        }
+        .to_owned()
     }
 }

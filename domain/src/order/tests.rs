@@ -9,7 +9,7 @@ use super::*;
 use crate::error::ErrorKind;
 use crate::menu::MenuItemView;
 use crate::test_support::{customer, order_id, qty, reason, sku, store};
-use crate::values::{Actor, Customisation, ExternalRef, ItemName, Money, Note};
+use crate::values::{Actor, Customisation, ExternalRef, ItemName, Money, Note, PaymentToken};
 
 fn services() -> OrderServices {
     OrderServices::new(Arc::new(FixedMenu::sample()))
@@ -49,8 +49,13 @@ fn place(lines: Vec<OrderLineRequest>, actor: Actor) -> OrderCommand {
         customer_id: customer("c1"),
         lines,
         note: Note::parse("no lid please").unwrap(),
+        payment_token: Some(card()),
         actor,
     }
+}
+
+fn card() -> PaymentToken {
+    PaymentToken::parse("4242424242424242").unwrap()
 }
 
 fn usual_place(actor: Actor) -> OrderCommand {
@@ -89,6 +94,7 @@ fn placed() -> OrderEvent {
         ],
         note: Note::parse("no lid please").unwrap(),
         total: Money::from_cents(1275),
+        payment_token: Some(card()),
     }
 }
 
@@ -573,5 +579,95 @@ fn events_are_externally_tagged_with_their_type() {
     let json = serde_json::to_value(accepted()).unwrap();
     assert_eq!(json, serde_json::json!({ "OrderAccepted": {} }));
     assert_eq!(cqrs_es::DomainEvent::event_type(&placed()), "OrderPlaced");
-    assert_eq!(cqrs_es::DomainEvent::event_version(&placed()), "1.0");
+    assert_eq!(cqrs_es::DomainEvent::event_version(&placed()), "1.1");
+    assert_eq!(cqrs_es::DomainEvent::event_version(&accepted()), "1.0");
+}
+
+#[test]
+fn the_payment_token_travels_with_the_placed_order() {
+    let placed_event = result(vec![], usual_place(owner())).unwrap();
+    assert!(matches!(
+        &placed_event[..],
+        [OrderEvent::OrderPlaced { payment_token: Some(token), .. }] if *token == card()
+    ));
+    let mut order = Order::default();
+    order.apply(placed());
+    assert_eq!(order.state().unwrap().payment_token, Some(card()));
+}
+
+#[test]
+fn a_version_1_0_order_placed_without_a_payment_token_still_reads() {
+    let mut payload = serde_json::to_value(placed()).unwrap();
+    payload["OrderPlaced"]
+        .as_object_mut()
+        .unwrap()
+        .remove("payment_token");
+    let event: OrderEvent = serde_json::from_value(payload).unwrap();
+    assert!(matches!(
+        event,
+        OrderEvent::OrderPlaced {
+            payment_token: None,
+            ..
+        }
+    ));
+    assert_eq!(cqrs_es::DomainEvent::event_version(&event), "1.1");
+}
+
+fn refund(cents: i64) -> OrderCommand {
+    OrderCommand::RecordPaymentRefunded {
+        refund_id: ExternalRef::parse("refund_1").unwrap(),
+        amount: Money::from_cents(cents),
+        actor: Actor::Service,
+    }
+}
+
+fn cancelled_with(refund_due: bool) -> OrderEvent {
+    OrderEvent::OrderCancelled {
+        reason: reason("courier never came"),
+        refund_due,
+        stock_reserved: true,
+    }
+}
+
+#[test]
+fn a_captured_payment_of_a_cancelled_order_is_refunded_once_in_full() {
+    let paid_then_cancelled = vec![placed(), accepted(), captured(), cancelled_with(true)];
+    test()
+        .given(paid_then_cancelled.clone())
+        .when(refund(1275))
+        .then_expect_events(vec![OrderEvent::PaymentRefunded {
+            refund_id: ExternalRef::parse("refund_1").unwrap(),
+            amount: Money::from_cents(1275),
+        }]);
+    test()
+        .given(paid_then_cancelled.clone())
+        .when(refund(1000))
+        .then_expect_error(OrderError::RefundAmountMismatch {
+            captured: Money::from_cents(1275),
+            refunded: Money::from_cents(1000),
+        });
+    let mut refunded = paid_then_cancelled;
+    refunded.push(OrderEvent::PaymentRefunded {
+        refund_id: ExternalRef::parse("refund_1").unwrap(),
+        amount: Money::from_cents(1275),
+    });
+    test()
+        .given(refunded)
+        .when(refund(1275))
+        .then_expect_error(OrderError::PaymentAlreadyRefunded);
+}
+
+#[test]
+fn only_an_ended_order_with_a_captured_payment_is_refunded() {
+    test()
+        .given(vec![placed(), accepted(), cancelled_with(false)])
+        .when(refund(1275))
+        .then_expect_error(OrderError::NothingToRefund);
+    test()
+        .given(history_until(OrderStatus::Ready))
+        .when(refund(1275))
+        .then_expect_error(OrderError::IllegalTransition {
+            from: OrderStatus::Ready,
+            command: "RecordPaymentRefunded",
+        });
 }

@@ -141,7 +141,7 @@ async fn start_dashboard(
         },
         auth: auth(),
         command_api: CommandApiSettings {
-            url: format!("http://{}", pipeline.api_address),
+            url: format!("http://{}", pipeline.grpc_address),
             timeout_ms: 10_000,
         },
         board: BoardSettings {

@@ -5,5 +5,6 @@
 mod barista_board;
 mod crash;
 mod end_to_end;
+mod flows;
 mod support;
 mod workload;

@@ -35,7 +35,8 @@ use tonic::service::Interceptor;
 use tonic::transport::Channel;
 
 pub const STORE: &str = "s1";
-const SECRET: &str = "end-to-end-secret-end-to-end-secret-0001";
+/// The command API's token signing secret in these tests.
+pub const SECRET: &str = "end-to-end-secret-end-to-end-secret-0001";
 
 pub const HISTORY_TABLES: &[&str] = &[
     "applied_sequences",
@@ -111,8 +112,7 @@ pub struct Pipeline {
     pub stream: TestStream,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub channel: Channel,
-    /// The command API's gRPC address.
-    pub api_address: std::net::SocketAddr,
+    pub grpc_address: std::net::SocketAddr,
     tokens: TokenAuthority,
     stop: watch::Sender<bool>,
     api: JoinHandle<std::io::Result<()>>,
@@ -172,8 +172,8 @@ impl Pipeline {
         })
         .await
         .unwrap();
-        let api_address = api.grpc_address();
-        let channel = Channel::from_shared(format!("http://{api_address}"))
+        let grpc_address = api.grpc_address();
+        let channel = Channel::from_shared(format!("http://{grpc_address}"))
             .unwrap()
             .connect_lazy();
         let api = tokio::spawn(api.run_until_stopped(stopped(&stop)));
@@ -209,7 +209,7 @@ impl Pipeline {
             stream,
             dynamodb,
             channel,
-            api_address,
+            grpc_address,
             tokens: TokenAuthority::new(&auth()),
             stop,
             api,
@@ -321,17 +321,35 @@ impl Pipeline {
     /// Waits until every consumer group of `views` has checkpointed the last record of every
     /// shard (call after [`Pipeline::wait_published`]).
     pub async fn wait_caught_up(&self, views: &Views) {
+        self.wait_groups_caught_up(&views.leases_table, 3).await;
+    }
+
+    /// Waits until the `groups` consumer groups whose leases are in `leases_table` have
+    /// checkpointed the last record of every shard (call after [`Pipeline::wait_published`]).
+    pub async fn wait_groups_caught_up(&self, leases_table: &str, groups: usize) {
         let last = self.last_sequence_per_shard().await;
-        let leases = LeaseTable::new(self.dynamodb.clone(), &views.leases_table);
-        eventually("the projectors to catch up with the stream", || async {
+        let shards = self
+            .stream
+            .client
+            .list_shards()
+            .stream_name(&self.stream.name)
+            .send()
+            .await
+            .unwrap()
+            .shards()
+            .len();
+        let leases = LeaseTable::new(self.dynamodb.clone(), leases_table);
+        eventually("the consumers to catch up with the stream", || async {
             let leases = leases.list().await.unwrap();
-            leases.len() == 3 * last.len()
-                && leases.iter().all(|lease| match &lease.checkpoint {
-                    Checkpoint::After(sequence) => {
-                        last.get(&lease.shard_id).map(String::as_str) == Some(sequence.as_str())
-                    }
-                    _ => false,
-                })
+            // A shard no record went to has nothing to catch up with.
+            leases.len() == groups * shards
+                && leases.iter().all(
+                    |lease| match (&lease.checkpoint, last.get(&lease.shard_id)) {
+                        (_, None) => true,
+                        (Checkpoint::After(sequence), Some(last)) => sequence.as_str() == last,
+                        _ => false,
+                    },
+                )
         })
         .await;
     }
@@ -456,7 +474,8 @@ fn canonical(value: &AttributeValue) -> String {
     }
 }
 
-async fn create_table(
+/// Creates a DynamoDB table keyed by the string `hash` (and `range`).
+pub async fn create_table(
     client: &aws_sdk_dynamodb::Client,
     name: &str,
     hash: &str,

@@ -116,6 +116,7 @@ pub async fn run_order(
             },
         ],
         note: "no sugar".into(),
+        payment_token: String::new(),
     })
     .await
     .unwrap();

@@ -140,6 +140,10 @@ impl OrderChanges {
                 detail = Some(reason.to_string());
                 None
             }
+            OrderEvent::PaymentRefunded { refund_id, .. } => {
+                detail = Some(refund_id.to_string());
+                None
+            }
             OrderEvent::PreparationStarted {} => {
                 self.preparing_at = Some(at);
                 Some(Status::Preparing)
@@ -193,6 +197,7 @@ fn event_name(event: &OrderEvent) -> &'static str {
         OrderEvent::OrderRejected { .. } => "order_rejected",
         OrderEvent::PaymentCaptured { .. } => "payment_captured",
         OrderEvent::PaymentDeclined { .. } => "payment_declined",
+        OrderEvent::PaymentRefunded { .. } => "payment_refunded",
         OrderEvent::PreparationStarted {} => "preparation_started",
         OrderEvent::OrderMarkedReady {} => "order_marked_ready",
         OrderEvent::OrderCompleted {} => "order_completed",

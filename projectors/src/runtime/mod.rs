@@ -57,7 +57,7 @@ pub enum RuntimeError {
 
 /// An error and its sources on one line, for logs and dead-letter reasons (SDK errors keep the
 /// useful part, the service's message, in their sources).
-pub(crate) fn error_chain(error: &(dyn Error + 'static)) -> String {
+pub fn error_chain(error: &(dyn Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

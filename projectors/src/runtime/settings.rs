@@ -235,7 +235,7 @@ fn rejected(message: &str) -> SettingsError {
 }
 
 /// `<hostname>-<pid>`: unique per process, and says where the process runs.
-fn default_worker_id() -> String {
+pub fn default_worker_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())

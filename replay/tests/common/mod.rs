@@ -154,6 +154,7 @@ pub async fn write_orders(store: &PgEventStore) {
                     customisations: vec![Customisation::parse("oat milk").unwrap()],
                 }],
                 note: Note::parse(&format!("for table {i}")).unwrap(),
+                payment_token: None,
                 actor: Actor::Customer(customer),
             }];
             let accepted_and_paid = [

@@ -1,0 +1,268 @@
+//! The `flows run` process: the log consumers (saga, notifications) on the projector runtime,
+//! the queue consumers (payments, intake), the dead-letter depth gauge and the admin endpoint.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use futures::future::join_all;
+use projectors::projection::Projection;
+use projectors::runtime::{error_chain, Worker};
+use service_kit::admin::{self, HealthCheck};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use crate::command_client::CommandClient;
+use crate::intake::IntakeHandler;
+use crate::notifications::{Notifications, NOTIFICATIONS_NAME};
+use crate::payments::processor::PaymentProcessor;
+use crate::payments::{PaymentGateway, PaymentQueue, SandboxGateway};
+use crate::queue::{ConsumerConfig, MessageHandler, QueueConsumer};
+use crate::saga::{OrderSaga, SAGA_NAME};
+use crate::settings::{Settings, SettingsError, INTAKE, NOTIFICATIONS, PAYMENTS};
+
+/// How often the dead-letter queues' depths are read.
+const DEPTH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Why the process could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Bad or missing settings.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The command API endpoint is not a URL.
+    #[error("command_api.url is not a valid URL: {0}")]
+    Endpoint(String),
+    /// The admin listener could not be bound.
+    #[error(transparent)]
+    Bind(#[from] admin::BindError),
+    /// The admin endpoint failed.
+    #[error("admin endpoint failed: {0}")]
+    Admin(#[source] std::io::Error),
+}
+
+/// The flows process, built and bound, not yet running.
+pub struct Application {
+    worker: Option<Worker>,
+    consumers: Vec<QueueConsumer>,
+    dead_letter_queues: Vec<(&'static str, String)>,
+    sqs: aws_sdk_sqs::Client,
+    health: Arc<AllHealthy>,
+    admin_listener: TcpListener,
+}
+
+impl Application {
+    /// Builds every worker `flows.workers` names, with the sandbox gateway.
+    pub async fn build(settings: &Settings) -> Result<Self, AppError> {
+        let sandbox = SandboxGateway::new(Duration::from_millis(settings.payments.sandbox_slow_ms));
+        Self::build_with_gateway(settings, Arc::new(sandbox)).await
+    }
+
+    /// Builds every worker `flows.workers` names, paying through `gateway`.
+    pub async fn build_with_gateway(
+        settings: &Settings,
+        gateway: Arc<dyn PaymentGateway>,
+    ) -> Result<Self, AppError> {
+        let sdk = aws_support::sdk_config(&settings.aws).await;
+        let sqs = aws_support::sqs(&sdk);
+        let channel = Channel::from_shared(settings.command_api.url.clone())
+            .map_err(|e| AppError::Endpoint(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        let auth = settings.auth()?;
+        // One client per flow: the subject scopes idempotency keys and shows in the API's logs.
+        let client = |subject: &str| {
+            Arc::new(CommandClient::new(
+                channel.clone(),
+                &auth,
+                subject,
+                settings.command_api.attempts,
+            ))
+        };
+
+        let mut projections: Vec<Arc<dyn Projection>> = Vec::new();
+        if settings.runs(SAGA_NAME) {
+            let payments = settings.queue(PAYMENTS)?;
+            projections.push(Arc::new(OrderSaga::new(
+                client("flows-order-saga"),
+                PaymentQueue::new(sqs.clone(), payments.queue_url),
+            )));
+        }
+        if settings.runs(NOTIFICATIONS_NAME) {
+            let notifications = settings.queue(NOTIFICATIONS)?;
+            projections.push(Arc::new(Notifications::new(
+                client("flows-notifications"),
+                sqs.clone(),
+                notifications.queue_url,
+            )));
+        }
+        let worker = if projections.is_empty() {
+            None
+        } else {
+            Some(Worker::new(&sdk, settings.worker_config()?, projections))
+        };
+
+        let mut consumers = Vec::new();
+        let mut handlers: Vec<(&str, Arc<dyn MessageHandler>)> = Vec::new();
+        if settings.runs(PAYMENTS) {
+            handlers.push((
+                PAYMENTS,
+                Arc::new(PaymentProcessor::new(
+                    gateway,
+                    client("flows-payments"),
+                    Duration::from_millis(settings.payments.gateway_timeout_ms),
+                )),
+            ));
+        }
+        if settings.runs(INTAKE) {
+            handlers.push((INTAKE, Arc::new(IntakeHandler::new(client("flows-intake")))));
+        }
+        for (name, handler) in handlers {
+            let queue = settings.queue(name)?;
+            consumers.push(QueueConsumer::new(
+                sqs.clone(),
+                ConsumerConfig {
+                    name: queue.name,
+                    queue_url: queue.queue_url,
+                    dead_letter_url: queue.dead_letter_url,
+                    wait_time: Duration::from_secs(settings.sqs.wait_time_seconds),
+                    visibility_timeout: Duration::from_secs(
+                        settings.sqs.visibility_timeout_seconds,
+                    ),
+                    max_messages: settings.sqs.max_messages,
+                    retry_initial: Duration::from_millis(settings.sqs.retry_initial_ms),
+                    retry_max: Duration::from_millis(settings.sqs.retry_max_ms),
+                },
+                handler,
+            ));
+        }
+
+        let mut dead_letter_queues = Vec::new();
+        for name in [INTAKE, PAYMENTS, NOTIFICATIONS] {
+            if let Ok(queue) = settings.queue(name) {
+                dead_letter_queues.push((queue.name, queue.dead_letter_url));
+            }
+        }
+        let mut checks: Vec<Arc<dyn HealthCheck>> = Vec::new();
+        if let Some(worker) = &worker {
+            checks.push(worker.health());
+        }
+        for consumer in &consumers {
+            checks.push(consumer.health());
+        }
+        let admin_listener = admin::bind(&settings.admin.host, settings.admin.port).await?;
+        Ok(Self {
+            worker,
+            consumers,
+            dead_letter_queues,
+            sqs,
+            health: Arc::new(AllHealthy(checks)),
+            admin_listener,
+        })
+    }
+
+    /// The bound admin address (the real port when the settings said 0).
+    pub fn admin_address(&self) -> Result<SocketAddr, AppError> {
+        self.admin_listener.local_addr().map_err(AppError::Admin)
+    }
+
+    /// Runs until `shutdown` completes, then stops gracefully: queue consumers finish the
+    /// messages in hand, log consumers finish and checkpoint their batches and release their
+    /// leases, and the admin endpoint stops last. Dropping the future instead is a crash, which
+    /// every flow is built to survive.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let (stop, _) = watch::channel(false);
+        let stopped = |stop: &watch::Sender<bool>| {
+            let mut receiver = stop.subscribe();
+            async move {
+                let _ = receiver.wait_for(|stop| *stop).await;
+            }
+        };
+        let admin = tokio::spawn(admin::serve(
+            self.admin_listener,
+            self.health.clone(),
+            stopped(&stop),
+        ));
+        let depth = tokio::spawn(report_depths(self.sqs.clone(), self.dead_letter_queues));
+        let mut running: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
+        if let Some(worker) = self.worker {
+            running.push(Box::pin(worker.run(stopped(&stop))));
+        }
+        for consumer in self.consumers {
+            running.push(Box::pin(consumer.run(stopped(&stop))));
+        }
+        let all = join_all(running);
+        tokio::pin!(all);
+        tokio::select! {
+            _ = &mut all => {}
+            () = shutdown => {
+                let _ = stop.send(true);
+                all.await;
+            }
+        }
+        let _ = stop.send(true);
+        depth.abort();
+        match admin.await {
+            Ok(result) => result.map_err(AppError::Admin),
+            Err(join) => Err(AppError::Admin(std::io::Error::other(join))),
+        }
+    }
+}
+
+/// Healthy when every part is.
+struct AllHealthy(Vec<Arc<dyn HealthCheck>>);
+
+impl HealthCheck for AllHealthy {
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            let problems: Vec<String> = join_all(self.0.iter().map(|check| check.check()))
+                .await
+                .into_iter()
+                .filter_map(Result::err)
+                .collect();
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(problems.join("; "))
+            }
+        })
+    }
+}
+
+/// Publishes `orderpipe_flows_dlq_depth{queue}`: the messages waiting in each dead-letter queue.
+async fn report_depths(sqs: aws_sdk_sqs::Client, queues: Vec<(&'static str, String)>) {
+    loop {
+        for (name, url) in &queues {
+            let depth = sqs
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                .send()
+                .await;
+            match depth {
+                Ok(output) => {
+                    let count = output
+                        .attributes
+                        .and_then(|a| {
+                            a.get(&QueueAttributeName::ApproximateNumberOfMessages)
+                                .cloned()
+                        })
+                        .and_then(|n| n.parse::<f64>().ok())
+                        .unwrap_or(0.0);
+                    metrics::gauge!("orderpipe_flows_dlq_depth", "queue" => *name).set(count);
+                }
+                Err(error) => {
+                    tracing::warn!(queue = name, error = %error_chain(&error), "cannot read dead-letter queue depth")
+                }
+            }
+        }
+        tokio::time::sleep(DEPTH_INTERVAL).await;
+    }
+}

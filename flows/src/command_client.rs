@@ -1,0 +1,393 @@
+//! A gRPC client of the command API for the flows: the `service` role, a caller-chosen
+//! idempotency key on every command, retries of what may succeed later, and one classification
+//! of every other failure.
+//!
+//! A refused command (FAILED_PRECONDITION, NOT_FOUND) is a business outcome the caller decides
+//! about (an order cancelled meanwhile, stock that ran out), never something to retry.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use command_api::auth::{Role, TokenAuthority};
+use command_api::configuration::AuthSettings;
+use proto::v1 as pb;
+use proto::v1::inventory_service_client::InventoryServiceClient;
+use proto::v1::loyalty_service_client::LoyaltyServiceClient;
+use proto::v1::order_service_client::OrderServiceClient;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+
+use crate::retry::Backoff;
+
+/// How long a minted service token lives; a fresh one is minted after half of it.
+const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// Why a command or query did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The business refused it (illegal transition, not enough stock, no such order): an
+    /// outcome to act on, not to retry.
+    #[error("{rpc} refused: {}", .status.message())]
+    Refused {
+        /// The RPC.
+        rpc: &'static str,
+        /// The API's answer.
+        status: Status,
+    },
+    /// The API or its database stayed unavailable through every retry; trying later is safe
+    /// (same idempotency key).
+    #[error("{rpc} unavailable after retries: {}", .status.message())]
+    Unavailable {
+        /// The RPC.
+        rpc: &'static str,
+        /// The last answer.
+        status: Status,
+    },
+    /// The request itself is wrong (invalid, not permitted, bad credentials): retrying cannot
+    /// help; a bug, a configuration error, or bad input that passed the caller's validation.
+    #[error("{rpc} rejected ({:?}): {}", .status.code(), .status.message())]
+    Rejected {
+        /// The RPC.
+        rpc: &'static str,
+        /// The API's answer.
+        status: Status,
+    },
+    /// A service token could not be signed (the signing library's message).
+    #[error("cannot sign a service token: {0}")]
+    Token(String),
+}
+
+impl CommandError {
+    /// The gRPC code of the answer, if there was one.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            CommandError::Refused { status, .. }
+            | CommandError::Unavailable { status, .. }
+            | CommandError::Rejected { status, .. } => Some(status.code()),
+            CommandError::Token(_) => None,
+        }
+    }
+}
+
+/// What caused a command: carried to the API as `x-correlation-id` / `x-causation-id`, so the
+/// events it appends can be traced back.
+#[derive(Debug, Clone, Default)]
+pub struct Cause {
+    /// The business flow (an order id).
+    pub correlation_id: String,
+    /// The event or message that led to the command.
+    pub causation_id: String,
+}
+
+/// Signs short-lived `service` tokens for one subject; the subject also scopes the idempotency
+/// keys, so each flow has its own.
+struct ServiceTokens {
+    authority: TokenAuthority,
+    subject: String,
+    current: Mutex<Option<(String, Instant)>>,
+}
+
+impl ServiceTokens {
+    fn bearer(&self) -> Result<String, CommandError> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((token, minted)) = current.as_ref() {
+            if minted.elapsed() < TOKEN_TTL / 2 {
+                return Ok(format!("Bearer {token}"));
+            }
+        }
+        let token = self
+            .authority
+            .mint(&self.subject, Role::Service, None, TOKEN_TTL)
+            .map_err(|e| CommandError::Token(e.to_string()))?;
+        *current = Some((token.clone(), Instant::now()));
+        Ok(format!("Bearer {token}"))
+    }
+}
+
+/// The command API as one flow sees it.
+pub struct CommandClient {
+    channel: Channel,
+    tokens: ServiceTokens,
+    backoff: Backoff,
+    attempts: u32,
+}
+
+impl CommandClient {
+    /// A client on `channel` acting as the service `subject`, with tokens signed by `auth`;
+    /// transient failures are tried `attempts` times in all.
+    pub fn new(channel: Channel, auth: &AuthSettings, subject: &str, attempts: u32) -> Self {
+        Self {
+            channel,
+            tokens: ServiceTokens {
+                authority: TokenAuthority::new(auth),
+                subject: subject.to_owned(),
+                current: Mutex::new(None),
+            },
+            backoff: Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(2),
+            },
+            attempts: attempts.max(1),
+        }
+    }
+
+    /// Sends `message` with `send`, retrying UNAVAILABLE, ABORTED, DEADLINE_EXCEEDED and
+    /// RESOURCE_EXHAUSTED (the API says retrying with the same key is safe).
+    async fn call<M, R, F, Fut>(
+        &self,
+        rpc: &'static str,
+        message: M,
+        cause: &Cause,
+        send: F,
+    ) -> Result<R, CommandError>
+    where
+        M: Clone,
+        F: Fn(Channel, Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = Request::new(message.clone());
+            let metadata = request.metadata_mut();
+            if let Ok(value) = MetadataValue::try_from(self.tokens.bearer()?) {
+                metadata.insert("authorization", value);
+            }
+            for (name, value) in [
+                ("x-correlation-id", &cause.correlation_id),
+                ("x-causation-id", &cause.causation_id),
+            ] {
+                if let (false, Ok(value)) = (value.is_empty(), MetadataValue::try_from(value)) {
+                    metadata.insert(name, value);
+                }
+            }
+            let status = match send(self.channel.clone(), request).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => status,
+            };
+            match status.code() {
+                Code::FailedPrecondition | Code::NotFound => {
+                    return Err(CommandError::Refused { rpc, status })
+                }
+                Code::Unavailable
+                | Code::Aborted
+                | Code::DeadlineExceeded
+                | Code::ResourceExhausted
+                | Code::Unknown => {
+                    if attempt >= self.attempts {
+                        return Err(CommandError::Unavailable { rpc, status });
+                    }
+                    tracing::debug!(rpc, attempt, code = ?status.code(), "retrying command");
+                    tokio::time::sleep(self.backoff.delay(attempt)).await;
+                }
+                _ => return Err(CommandError::Rejected { rpc, status }),
+            }
+        }
+    }
+
+    /// `OrderService/PlaceOrder`.
+    pub async fn place_order(
+        &self,
+        request: pb::PlaceOrderRequest,
+        cause: &Cause,
+    ) -> Result<pb::PlaceOrderResponse, CommandError> {
+        self.call(
+            "PlaceOrder",
+            request,
+            cause,
+            |channel, request| async move {
+                OrderServiceClient::new(channel).place_order(request).await
+            },
+        )
+        .await
+    }
+
+    /// `OrderService/GetOrder`.
+    pub async fn get_order(
+        &self,
+        order_id: &str,
+        cause: &Cause,
+    ) -> Result<pb::Order, CommandError> {
+        let request = pb::GetOrderRequest {
+            order_id: order_id.to_owned(),
+        };
+        self.call("GetOrder", request, cause, |channel, request| async move {
+            OrderServiceClient::new(channel).get_order(request).await
+        })
+        .await
+    }
+
+    /// `OrderService/AcceptOrder`.
+    pub async fn accept_order(
+        &self,
+        key: String,
+        order_id: &str,
+        cause: &Cause,
+    ) -> Result<pb::CommitResult, CommandError> {
+        let request = pb::OrderTransitionRequest {
+            idempotency_key: key,
+            order_id: order_id.to_owned(),
+        };
+        self.call(
+            "AcceptOrder",
+            request,
+            cause,
+            |channel, request| async move {
+                OrderServiceClient::new(channel).accept_order(request).await
+            },
+        )
+        .await
+    }
+
+    /// `OrderService/RejectOrder`.
+    pub async fn reject_order(
+        &self,
+        request: pb::RejectOrderRequest,
+        cause: &Cause,
+    ) -> Result<pb::CommitResult, CommandError> {
+        self.call(
+            "RejectOrder",
+            request,
+            cause,
+            |channel, request| async move {
+                OrderServiceClient::new(channel).reject_order(request).await
+            },
+        )
+        .await
+    }
+
+    /// `OrderService/RecordPaymentCaptured`.
+    pub async fn record_payment_captured(
+        &self,
+        request: pb::RecordPaymentCapturedRequest,
+        cause: &Cause,
+    ) -> Result<pb::CommitResult, CommandError> {
+        self.call(
+            "RecordPaymentCaptured",
+            request,
+            cause,
+            |channel, request| async move {
+                OrderServiceClient::new(channel)
+                    .record_payment_captured(request)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// `OrderService/RecordPaymentDeclined`.
+    pub async fn record_payment_declined(
+        &self,
+        request: pb::RecordPaymentDeclinedRequest,
+        cause: &Cause,
+    ) -> Result<pb::CommitResult, CommandError> {
+        self.call(
+            "RecordPaymentDeclined",
+            request,
+            cause,
+            |channel, request| async move {
+                OrderServiceClient::new(channel)
+                    .record_payment_declined(request)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// `OrderService/RecordPaymentRefunded`.
+    pub async fn record_payment_refunded(
+        &self,
+        request: pb::RecordPaymentRefundedRequest,
+        cause: &Cause,
+    ) -> Result<pb::CommitResult, CommandError> {
+        self.call(
+            "RecordPaymentRefunded",
+            request,
+            cause,
+            |channel, request| async move {
+                OrderServiceClient::new(channel)
+                    .record_payment_refunded(request)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// `InventoryService/ReserveStock`.
+    pub async fn reserve_stock(
+        &self,
+        request: pb::ReserveStockRequest,
+        cause: &Cause,
+    ) -> Result<pb::CommitResult, CommandError> {
+        self.call(
+            "ReserveStock",
+            request,
+            cause,
+            |channel, request| async move {
+                InventoryServiceClient::new(channel)
+                    .reserve_stock(request)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// `InventoryService/ReleaseReservation`.
+    pub async fn release_reservation(
+        &self,
+        request: pb::ReleaseReservationRequest,
+        cause: &Cause,
+    ) -> Result<pb::CommitResult, CommandError> {
+        self.call(
+            "ReleaseReservation",
+            request,
+            cause,
+            |channel, request| async move {
+                InventoryServiceClient::new(channel)
+                    .release_reservation(request)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// `InventoryService/CommitReservation`.
+    pub async fn commit_reservation(
+        &self,
+        request: pb::CommitReservationRequest,
+        cause: &Cause,
+    ) -> Result<pb::CommitResult, CommandError> {
+        self.call(
+            "CommitReservation",
+            request,
+            cause,
+            |channel, request| async move {
+                InventoryServiceClient::new(channel)
+                    .commit_reservation(request)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// `LoyaltyService/EarnPoints`.
+    pub async fn earn_points(
+        &self,
+        request: pb::EarnPointsRequest,
+        cause: &Cause,
+    ) -> Result<pb::CommitResult, CommandError> {
+        self.call(
+            "EarnPoints",
+            request,
+            cause,
+            |channel, request| async move {
+                LoyaltyServiceClient::new(channel)
+                    .earn_points(request)
+                    .await
+            },
+        )
+        .await
+    }
+}

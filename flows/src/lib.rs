@@ -1,0 +1,25 @@
+//! orderpipe's asynchronous flows (BRIEF §2): what happens to an order besides its status.
+//!
+//! Two kinds of workers, run by one `flows run` process:
+//! - on the **log** (Kinesis, through the projector runtime's leases and checkpoints): the
+//!   [`saga`] (the order process manager: reserve stock, accept or reject, request the payment,
+//!   release or commit stock, earn loyalty points, refund) and [`notifications`] (order ready,
+//!   order rejected, tier upgraded, onto the notifications queue);
+//! - on **SQS** (one shared [`queue`] consumer loop): the [`payments`] processor (payments FIFO
+//!   queue -> a [`payments::PaymentGateway`] -> results back as commands) and the delivery-platform
+//!   [`intake`] (validated, deduplicated orders placed through the API).
+//!
+//! Every effect goes through the gRPC command API ([`command_client`]) with the `service` role and
+//! an idempotency key derived from what caused it, so redelivered events and messages never apply
+//! twice. [`dead_letters`] is the operator's view of the dead-letter queues (list, show, redrive).
+
+pub mod app;
+pub mod command_client;
+pub mod dead_letters;
+pub mod intake;
+pub mod notifications;
+pub mod payments;
+pub mod queue;
+mod retry;
+pub mod saga;
+pub mod settings;

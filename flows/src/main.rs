@@ -1,0 +1,182 @@
+//! `flows`: run the asynchronous flows, or inspect and redrive their dead-letter queues.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use flows::app::Application;
+use flows::dead_letters::DeadLetters;
+use flows::payments::TestCard;
+use flows::settings::Settings;
+use service_kit::{shutdown, telemetry};
+
+/// orderpipe's asynchronous flows: the order saga and customer notifications (driven by the
+/// Kinesis log), the payment processor (payments FIFO queue) and delivery-platform intake
+/// (intake queue).
+///
+/// The saga reserves stock, accepts or rejects orders, requests payments, releases or commits
+/// stock and earns loyalty points, all through the command API with the `service` role and
+/// idempotency keys derived from the events, so nothing applies twice. The default payment
+/// gateway is a sandbox with test cards: 4242424242424242 approves, 4000000000000002 declines,
+/// 4000000000009995 declines (insufficient funds), 4000000000000119 times out,
+/// 4000000000000077 approves slowly.
+///
+/// Settings come from built-in defaults, then the optional --config TOML file, then
+/// ORDERPIPE_<SECTION>__<KEY> environment variables (ORDERPIPE_AUTH__JWT_SECRET,
+/// ORDERPIPE_COMMAND_API__URL, ORDERPIPE_SQS__INTAKE_QUEUE_URL, ...); see
+/// docs/architecture.md "Asynchronous flows".
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// A TOML settings file layered over the defaults.
+    #[arg(long, global = true, env = "ORDERPIPE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the workers of flows.workers (default: order_saga, notifications, payments, intake)
+    /// and the admin endpoint (/metrics, /health) until SIGINT or SIGTERM.
+    Run,
+    /// Inspect or redrive a dead-letter queue: intake, payments or notifications.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Print the sandbox gateway's test cards.
+    TestCards,
+    /// Drop a file's contents on the intake queue as a delivery platform would (for trying the
+    /// flow locally; the file is sent as it is, valid or not).
+    SendIntake {
+        /// A JSON intake order, e.g. docs/flows/intake-order.example.json.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead-lettered messages with why they are there (they stay in the queue).
+    List {
+        /// intake, payments or notifications.
+        queue: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        max: usize,
+    },
+    /// Print one dead-lettered message: its reason and its whole body.
+    Show {
+        /// intake, payments or notifications.
+        queue: String,
+        /// The message id `list` printed.
+        message_id: String,
+    },
+    /// Send dead-lettered messages back to their queue: one (--message-id), optionally with a
+    /// corrected body (--body-file), or all of them.
+    Redrive {
+        /// intake, payments or notifications.
+        queue: String,
+        /// Only this message; default: every message in the dead-letter queue.
+        #[arg(long)]
+        message_id: Option<String>,
+        /// Replace the message's body with this file's contents (needs --message-id).
+        #[arg(long, requires = "message_id")]
+        body_file: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::TestCards = cli.command {
+        for (token, card) in TestCard::ALL {
+            println!("{token}  {card:?}");
+        }
+        return Ok(());
+    }
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Run => {
+            telemetry::init_logging(&settings.log);
+            let app = Application::build(&settings)
+                .await
+                .context("flows could not start")?;
+            tracing::info!(admin = %app.admin_address()?, workers = ?settings.worker_names(), "flows running");
+            app.run_until_stopped(shutdown::signal()).await?;
+        }
+        Command::Dlq { command } => dead_letters(&settings, command).await?,
+        Command::SendIntake { file } => {
+            let body = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let queue = settings.queue(flows::settings::INTAKE)?;
+            let sdk = aws_support::sdk_config(&settings.aws).await;
+            let sent = aws_support::sqs(&sdk)
+                .send_message()
+                .queue_url(&queue.queue_url)
+                .message_body(body)
+                .send()
+                .await
+                .context("cannot send to the intake queue")?;
+            println!(
+                "sent message {} to {}",
+                sent.message_id.unwrap_or_default(),
+                queue.queue_url
+            );
+        }
+        Command::TestCards => {}
+    }
+    Ok(())
+}
+
+async fn dead_letters(settings: &Settings, command: DlqCommand) -> anyhow::Result<()> {
+    let queue_name = match &command {
+        DlqCommand::List { queue, .. }
+        | DlqCommand::Show { queue, .. }
+        | DlqCommand::Redrive { queue, .. } => queue.clone(),
+    };
+    let sdk = aws_support::sdk_config(&settings.aws).await;
+    let letters = DeadLetters::new(aws_support::sqs(&sdk), settings.queue(&queue_name)?);
+    match command {
+        DlqCommand::List { max, .. } => {
+            let listed = letters.list(max).await?;
+            if listed.is_empty() {
+                println!("the {queue_name} dead-letter queue is empty");
+            }
+            for letter in listed {
+                let body: String = letter.body.chars().take(60).collect();
+                println!("{}  {}\n    body: {body}", letter.message_id, letter.reason);
+            }
+        }
+        DlqCommand::Show { message_id, .. } => {
+            let letter = letters.show(&message_id).await?;
+            println!("message id:   {}", letter.message_id);
+            println!("reason:       {}", letter.reason);
+            if let Some(source) = &letter.source_queue {
+                println!("source queue: {source}");
+            }
+            if let Some(group) = &letter.group_id {
+                println!("group:        {group}");
+            }
+            println!("body:\n{}", letter.body);
+        }
+        DlqCommand::Redrive {
+            message_id,
+            body_file,
+            ..
+        } => {
+            let body = match &body_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let moved = letters
+                .redrive(message_id.as_deref(), body.as_deref())
+                .await?;
+            println!("{moved} message(s) sent back to the {queue_name} queue");
+        }
+    }
+    Ok(())
+}

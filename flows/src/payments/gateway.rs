@@ -1,0 +1,289 @@
+//! The payment gateway port and its deterministic sandbox.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+
+/// A charge as the processor asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeRequest {
+    /// Unique per charge: the gateway does one charge per id, whatever the number of calls.
+    pub idempotency_id: String,
+    /// The amount, in cents.
+    pub amount_cents: i64,
+    /// The customer's payment token.
+    pub payment_token: String,
+}
+
+/// A refund as the processor asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRequest {
+    /// Unique per refund.
+    pub idempotency_id: String,
+    /// The charge to give back (its idempotency id).
+    pub charge_id: String,
+    /// The amount, in cents.
+    pub amount_cents: i64,
+}
+
+/// What the gateway decided about a charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    /// The amount was captured.
+    Captured {
+        /// The gateway's payment id.
+        payment_id: String,
+    },
+    /// The card was declined, with the gateway's explanation.
+    Declined {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a gateway call gave no answer.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum GatewayError {
+    /// No answer in time: the charge may or may not have happened; retry with the same id.
+    #[error("the payment gateway did not answer in time")]
+    Timeout,
+    /// The gateway is down or refused the call for a reason of its own; retry later.
+    #[error("the payment gateway is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A card processor. Implementations must be idempotent per `idempotency_id`, as real gateways
+/// are: a repeated call returns the first call's outcome and charges nothing more.
+#[async_trait]
+pub trait PaymentGateway: Send + Sync + 'static {
+    /// Charges a payment token.
+    async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, GatewayError>;
+    /// Refunds an earlier charge and returns the refund's id (the same id for a repeated call;
+    /// also `Ok` when nothing was captured, with nothing refunded).
+    async fn refund(&self, request: &RefundRequest) -> Result<String, GatewayError>;
+}
+
+/// The sandbox's test cards (payment tokens), like a card processor's test mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestCard {
+    /// `4242424242424242`: approved.
+    Approve,
+    /// `4000000000000002`: declined, "card declined".
+    Decline,
+    /// `4000000000009995`: declined, "insufficient funds".
+    InsufficientFunds,
+    /// `4000000000000119`: never answers in time (every call times out).
+    Timeout,
+    /// `4000000000000077`: approved after the sandbox's slow delay (to exercise visibility
+    /// extension of long calls).
+    SlowApprove,
+}
+
+impl TestCard {
+    /// Every test card with its token.
+    pub const ALL: [(&'static str, TestCard); 5] = [
+        ("4242424242424242", TestCard::Approve),
+        ("4000000000000002", TestCard::Decline),
+        ("4000000000009995", TestCard::InsufficientFunds),
+        ("4000000000000119", TestCard::Timeout),
+        ("4000000000000077", TestCard::SlowApprove),
+    ];
+
+    /// The card behind `token`; any other token is declined as unknown.
+    pub fn from_token(token: &str) -> Option<TestCard> {
+        Self::ALL
+            .iter()
+            .find(|(number, _)| *number == token)
+            .map(|(_, card)| *card)
+    }
+
+    /// The card's token.
+    pub fn token(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, card)| *card == self)
+            .map_or("", |(number, _)| number)
+    }
+}
+
+/// One charge the sandbox made, as its ledger shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// The charge's idempotency id.
+    pub idempotency_id: String,
+    /// The outcome every call with that id gets.
+    pub outcome: ChargeOutcome,
+    /// The amount, in cents.
+    pub amount_cents: i64,
+    /// How many calls asked for this charge (redeliveries included).
+    pub calls: u32,
+    /// Whether it was refunded.
+    pub refunded: bool,
+}
+
+/// The default gateway: deterministic, in memory, no network. Outcomes depend only on the
+/// token ([`TestCard`]); charges are idempotent per id, like a real gateway's. Its ledger lives
+/// as long as the process (a real gateway's outlives any worker; tests share one sandbox between
+/// a worker they kill and its successor).
+#[derive(Debug, Clone)]
+pub struct SandboxGateway {
+    ledger: Arc<Mutex<HashMap<String, LedgerEntry>>>,
+    timeout_calls: Arc<Mutex<u32>>,
+    slow_delay: Duration,
+}
+
+impl SandboxGateway {
+    /// A sandbox whose slow card answers after `slow_delay`.
+    pub fn new(slow_delay: Duration) -> Self {
+        Self {
+            ledger: Arc::default(),
+            timeout_calls: Arc::default(),
+            slow_delay,
+        }
+    }
+
+    /// Every charge made so far, by idempotency id.
+    pub fn ledger(&self) -> Vec<LedgerEntry> {
+        let mut entries: Vec<LedgerEntry> = self
+            .ledger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        entries.sort_by(|a, b| a.idempotency_id.cmp(&b.idempotency_id));
+        entries
+    }
+
+    /// How many calls timed out.
+    pub fn timeouts(&self) -> u32 {
+        *self.timeout_calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The id of a payment or refund: derived from its idempotency id, so a repeated call gets
+    /// the same one.
+    fn payment_id(idempotency_id: &str) -> String {
+        let digest = Sha256::digest(idempotency_id.as_bytes());
+        format!("sandbox_{}", &hex::encode(digest)[..24])
+    }
+}
+
+#[async_trait]
+impl PaymentGateway for SandboxGateway {
+    async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, GatewayError> {
+        let card = TestCard::from_token(&request.payment_token);
+        match card {
+            Some(TestCard::Timeout) => {
+                *self.timeout_calls.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                return Err(GatewayError::Timeout);
+            }
+            Some(TestCard::SlowApprove) => tokio::time::sleep(self.slow_delay).await,
+            _ => {}
+        }
+        let outcome = match card {
+            Some(TestCard::Approve | TestCard::SlowApprove) => ChargeOutcome::Captured {
+                payment_id: Self::payment_id(&request.idempotency_id),
+            },
+            Some(TestCard::Decline) => ChargeOutcome::Declined {
+                reason: "card declined".to_owned(),
+            },
+            Some(TestCard::InsufficientFunds) => ChargeOutcome::Declined {
+                reason: "insufficient funds".to_owned(),
+            },
+            Some(TestCard::Timeout) | None => ChargeOutcome::Declined {
+                reason: "card not recognised by the sandbox".to_owned(),
+            },
+        };
+        let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = ledger
+            .entry(request.idempotency_id.clone())
+            .or_insert_with(|| LedgerEntry {
+                idempotency_id: request.idempotency_id.clone(),
+                outcome,
+                amount_cents: request.amount_cents,
+                calls: 0,
+                refunded: false,
+            });
+        entry.calls += 1;
+        Ok(entry.outcome.clone())
+    }
+
+    async fn refund(&self, request: &RefundRequest) -> Result<String, GatewayError> {
+        let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = ledger.get_mut(&request.charge_id) {
+            if matches!(entry.outcome, ChargeOutcome::Captured { .. }) {
+                entry.refunded = true;
+            }
+        }
+        Ok(Self::payment_id(&request.idempotency_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn charge(id: &str, card: TestCard) -> ChargeRequest {
+        ChargeRequest {
+            idempotency_id: id.into(),
+            amount_cents: 1275,
+            payment_token: card.token().into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn test_cards_approve_decline_and_time_out() {
+        let sandbox = SandboxGateway::new(Duration::ZERO);
+        assert!(matches!(
+            sandbox.charge(&charge("a", TestCard::Approve)).await,
+            Ok(ChargeOutcome::Captured { .. })
+        ));
+        assert_eq!(
+            sandbox.charge(&charge("b", TestCard::Decline)).await,
+            Ok(ChargeOutcome::Declined {
+                reason: "card declined".into()
+            })
+        );
+        assert_eq!(
+            sandbox.charge(&charge("c", TestCard::Timeout)).await,
+            Err(GatewayError::Timeout)
+        );
+        assert_eq!(sandbox.timeouts(), 1);
+        let unknown = ChargeRequest {
+            payment_token: "1234".into(),
+            ..charge("d", TestCard::Approve)
+        };
+        assert!(matches!(
+            sandbox.charge(&unknown).await,
+            Ok(ChargeOutcome::Declined { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_repeated_charge_returns_the_first_outcome_and_charges_once() {
+        let sandbox = SandboxGateway::new(Duration::ZERO);
+        let first = sandbox
+            .charge(&charge("o-1/charge", TestCard::Approve))
+            .await;
+        let again = sandbox
+            .charge(&charge("o-1/charge", TestCard::Approve))
+            .await;
+        assert_eq!(first, again);
+        let ledger = sandbox.ledger();
+        assert_eq!(ledger.len(), 1);
+        assert_eq!(ledger[0].calls, 2);
+        sandbox
+            .refund(&RefundRequest {
+                idempotency_id: "o-1/refund".into(),
+                charge_id: "o-1/charge".into(),
+                amount_cents: 1275,
+            })
+            .await
+            .unwrap();
+        assert!(sandbox.ledger()[0].refunded);
+    }
+}

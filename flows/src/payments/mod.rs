@@ -1,0 +1,168 @@
+//! Payments: the saga puts [`PaymentRequest`]s on the payments FIFO queue ([`PaymentQueue`]);
+//! the [`processor`] takes them to a [`PaymentGateway`] and sends the results back as commands.
+//!
+//! The queue is FIFO with one message group per order, so an order's charge and refund are
+//! handled in order, and each request's deduplication id is derived from what caused it, so a
+//! redelivered event within SQS's five-minute deduplication window sends nothing new. Past it, a
+//! second request reaches the processor, whose gateway call is idempotent per request id and
+//! whose result command carries a key derived from the same id: nothing is charged or recorded
+//! twice.
+
+mod gateway;
+pub mod processor;
+
+pub use gateway::{
+    ChargeOutcome, ChargeRequest, GatewayError, LedgerEntry, PaymentGateway, RefundRequest,
+    SandboxGateway, TestCard,
+};
+
+use projectors::runtime::error_chain;
+use serde::{Deserialize, Serialize};
+
+/// The schema version this build writes and reads.
+pub const PAYMENT_REQUEST_VERSION: u32 = 1;
+
+/// A message on the payments queue (JSON, `docs/flows/payment-request.schema.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRequest {
+    /// [`PAYMENT_REQUEST_VERSION`].
+    pub schema_version: u32,
+    /// Unique per order and kind (`<order id>/charge`, `<order id>/refund`): the gateway's
+    /// idempotency id and the root of the result command's idempotency key.
+    pub request_id: String,
+    /// The order.
+    pub order_id: String,
+    /// What to do.
+    #[serde(flatten)]
+    pub action: PaymentAction,
+}
+
+/// What a payment request asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PaymentAction {
+    /// Capture the order total.
+    Charge {
+        /// The store (for the gateway's merchant reference).
+        store_id: String,
+        /// The customer.
+        customer_id: String,
+        /// The order total, in cents.
+        amount_cents: i64,
+        /// The payment token given with the order.
+        payment_token: String,
+    },
+    /// Give a captured payment back (the order was cancelled or rejected after capture).
+    Refund {
+        /// The amount, in cents.
+        amount_cents: i64,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl PaymentRequest {
+    /// The charge of `order_id`'s total.
+    pub fn charge(
+        order_id: &str,
+        store_id: &str,
+        customer_id: &str,
+        amount_cents: i64,
+        payment_token: &str,
+    ) -> Self {
+        Self {
+            schema_version: PAYMENT_REQUEST_VERSION,
+            request_id: format!("{order_id}/charge"),
+            order_id: order_id.to_owned(),
+            action: PaymentAction::Charge {
+                store_id: store_id.to_owned(),
+                customer_id: customer_id.to_owned(),
+                amount_cents,
+                payment_token: payment_token.to_owned(),
+            },
+        }
+    }
+
+    /// The refund of `order_id`'s captured payment.
+    pub fn refund(order_id: &str, amount_cents: i64, reason: &str) -> Self {
+        Self {
+            schema_version: PAYMENT_REQUEST_VERSION,
+            request_id: format!("{order_id}/refund"),
+            order_id: order_id.to_owned(),
+            action: PaymentAction::Refund {
+                amount_cents,
+                reason: reason.to_owned(),
+            },
+        }
+    }
+}
+
+/// A payments queue could not be written to.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot send to the payments queue: {message}")]
+pub struct SendError {
+    /// Whether trying again may succeed.
+    pub retryable: bool,
+    /// The SDK error, with its sources.
+    pub message: String,
+}
+
+/// The sending side of the payments FIFO queue.
+#[derive(Clone)]
+pub struct PaymentQueue {
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl PaymentQueue {
+    /// The queue at `queue_url` (a `.fifo` queue).
+    pub fn new(sqs: aws_sdk_sqs::Client, queue_url: String) -> Self {
+        Self { sqs, queue_url }
+    }
+
+    /// Sends `request`: message group = the order, deduplication id = the request id, so a
+    /// request sent twice within five minutes is stored once.
+    pub async fn send(&self, request: &PaymentRequest) -> Result<(), SendError> {
+        let body = serde_json::to_string(request).map_err(|e| SendError {
+            retryable: false,
+            message: e.to_string(),
+        })?;
+        self.sqs
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .message_group_id(&request.order_id)
+            .message_deduplication_id(request.request_id.replace('/', "-"))
+            .send()
+            .await
+            .map_err(|error| SendError {
+                retryable: aws_support::is_retryable(&error),
+                message: error_chain(&error),
+            })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_charge_request_has_a_documented_flat_json_shape() {
+        let request = PaymentRequest::charge("o-1", "s1", "c-1", 1275, "4242424242424242");
+        let json = serde_json::to_value(&request).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "schema_version": 1, "request_id": "o-1/charge", "order_id": "o-1",
+                "kind": "charge", "store_id": "s1", "customer_id": "c-1",
+                "amount_cents": 1275, "payment_token": "4242424242424242"
+            })
+        );
+        assert_eq!(
+            serde_json::from_value::<PaymentRequest>(json).unwrap(),
+            request
+        );
+    }
+}

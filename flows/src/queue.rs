@@ -1,0 +1,408 @@
+//! The one SQS consumer loop every queue worker shares: long polling, a handler per message,
+//! visibility extended while messages are being handled, delete on success, a later retry
+//! (by visibility) on a transient failure, and the dead-letter queue with a reason for a message
+//! that can never succeed.
+//!
+//! Messages of one FIFO message group are handled in the order received; different groups (and
+//! every message of a standard queue) concurrently. A message the handler keeps failing
+//! transiently is moved to the dead-letter queue by SQS itself, by the queue's redrive policy
+//! (`maxReceiveCount`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
+use futures::future::join_all;
+use projectors::runtime::error_chain;
+use service_kit::admin::HealthCheck;
+
+use crate::retry::Backoff;
+
+/// The message attribute that says why a message was dead-lettered by a handler.
+pub const REASON_ATTRIBUTE: &str = "reason";
+/// The message attribute naming the queue a dead-lettered message came from.
+pub const SOURCE_ATTRIBUTE: &str = "source_queue";
+
+/// One received message, as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// SQS's message id.
+    pub id: String,
+    /// The body.
+    pub body: String,
+    /// How many times SQS has delivered it (1 the first time).
+    pub receive_count: u32,
+    /// The FIFO message group, if any.
+    pub group_id: Option<String>,
+    receipt_handle: String,
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// Done (or nothing to do): delete it.
+    Done,
+    /// A transient failure: deliver it again after a backoff that grows with its receive count
+    /// (past the queue's `maxReceiveCount`, SQS moves it to the dead-letter queue).
+    Retry,
+    /// It can never succeed: move it to the dead-letter queue with this reason.
+    DeadLetter(String),
+}
+
+/// Handles one queue's messages.
+#[async_trait]
+pub trait MessageHandler: Send + Sync + 'static {
+    /// Decides what becomes of `message`; must be idempotent (SQS delivers at least once).
+    async fn handle(&self, message: &Message) -> Handled;
+}
+
+/// How a consumer polls.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The queue's short name in logs and metrics (`intake`, `payments`).
+    pub name: &'static str,
+    /// The queue.
+    pub queue_url: String,
+    /// Its dead-letter queue (the target of its redrive policy).
+    pub dead_letter_url: String,
+    /// Long-polling wait per ReceiveMessage (0 to 20 s).
+    pub wait_time: Duration,
+    /// How long a received message stays invisible; extended every half of it while handled.
+    pub visibility_timeout: Duration,
+    /// Messages per ReceiveMessage (1 to 10).
+    pub max_messages: i32,
+    /// The delay before a transiently failed message's second delivery; doubled per receive.
+    pub retry_initial: Duration,
+    /// The longest delay between deliveries.
+    pub retry_max: Duration,
+}
+
+/// Whether `url` names a FIFO queue.
+pub fn is_fifo(url: &str) -> bool {
+    url.ends_with(".fifo")
+}
+
+/// `/health` of a consumer: healthy while ReceiveMessage succeeded recently.
+#[derive(Debug)]
+pub struct ConsumerHealth {
+    name: &'static str,
+    stale_after: Duration,
+    last_receive: Mutex<(Option<Instant>, Option<String>)>,
+}
+
+impl ConsumerHealth {
+    fn new(config: &ConsumerConfig) -> Self {
+        Self {
+            name: config.name,
+            stale_after: config.wait_time * 3 + Duration::from_secs(30),
+            last_receive: Mutex::new((None, None)),
+        }
+    }
+
+    fn record(&self, error: Option<String>) {
+        let mut state = self.last_receive.lock().unwrap_or_else(|e| e.into_inner());
+        match error {
+            None => *state = (Some(Instant::now()), None),
+            Some(error) => state.1 = Some(error),
+        }
+    }
+
+    /// `Ok` while the queue was read within three polling waits (plus 30 s), else why not.
+    pub fn status(&self) -> Result<(), String> {
+        let state = self.last_receive.lock().unwrap_or_else(|e| e.into_inner());
+        match &*state {
+            (Some(at), _) if at.elapsed() < self.stale_after => Ok(()),
+            (_, Some(error)) => Err(format!("{} queue unreadable: {error}", self.name)),
+            _ => Err(format!("{} queue not read yet", self.name)),
+        }
+    }
+}
+
+impl HealthCheck for ConsumerHealth {
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move { self.status() })
+    }
+}
+
+/// Polls one queue and hands its messages to a [`MessageHandler`].
+pub struct QueueConsumer {
+    sqs: aws_sdk_sqs::Client,
+    config: ConsumerConfig,
+    handler: Arc<dyn MessageHandler>,
+    health: Arc<ConsumerHealth>,
+}
+
+impl QueueConsumer {
+    /// A consumer of `config.queue_url`.
+    pub fn new(
+        sqs: aws_sdk_sqs::Client,
+        config: ConsumerConfig,
+        handler: Arc<dyn MessageHandler>,
+    ) -> Self {
+        let health = Arc::new(ConsumerHealth::new(&config));
+        Self {
+            sqs,
+            config,
+            handler,
+            health,
+        }
+    }
+
+    /// Its health, for `/health`.
+    pub fn health(&self) -> Arc<ConsumerHealth> {
+        self.health.clone()
+    }
+
+    /// Polls until `shutdown` completes; the batch in hand is finished first. Dropping the
+    /// future (a crash) leaves in-flight messages to reappear after their visibility timeout.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let name = self.config.name;
+        let mut failures = 0;
+        loop {
+            let received = tokio::select! {
+                () = &mut shutdown => break,
+                received = self.receive() => received,
+            };
+            match received {
+                Ok(messages) => {
+                    failures = 0;
+                    self.health.record(None);
+                    if !messages.is_empty() {
+                        self.handle_batch(messages).await;
+                    }
+                }
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(queue = name, error = %error, "cannot receive messages");
+                    self.health.record(Some(error.clone()));
+                    let pause = Backoff {
+                        initial: Duration::from_millis(500),
+                        max: Duration::from_secs(30),
+                    }
+                    .delay(failures);
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+        tracing::info!(queue = name, "consumer stopped");
+    }
+
+    async fn receive(&self) -> Result<Vec<Message>, String> {
+        let output = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.config.queue_url)
+            .max_number_of_messages(self.config.max_messages)
+            .wait_time_seconds(self.config.wait_time.as_secs() as i32)
+            .visibility_timeout(self.config.visibility_timeout.as_secs() as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+            .send()
+            .await
+            .map_err(|e| error_chain(&e))?;
+        Ok(output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|message| {
+                let attributes = message.attributes.unwrap_or_default();
+                Some(Message {
+                    id: message.message_id?,
+                    body: message.body.unwrap_or_default(),
+                    receive_count: attributes
+                        .get(&MessageSystemAttributeName::ApproximateReceiveCount)
+                        .and_then(|count| count.parse().ok())
+                        .unwrap_or(1),
+                    group_id: attributes
+                        .get(&MessageSystemAttributeName::MessageGroupId)
+                        .cloned(),
+                    receipt_handle: message.receipt_handle?,
+                })
+            })
+            .collect())
+    }
+
+    /// Handles a batch: groups in parallel, each group in order, while one heartbeat keeps every
+    /// message not yet finished invisible.
+    async fn handle_batch(&self, messages: Vec<Message>) {
+        let name = self.config.name;
+        metrics::counter!("orderpipe_flows_messages_total", "queue" => name, "outcome" => "received")
+            .increment(messages.len() as u64);
+        let pending: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(
+            messages.iter().map(|m| m.receipt_handle.clone()).collect(),
+        ));
+        // Aborted when this future ends or is dropped (a crash must stop extending, so that the
+        // messages reappear for another consumer).
+        let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat(
+            self.sqs.clone(),
+            self.config.queue_url.clone(),
+            self.config.visibility_timeout,
+            pending.clone(),
+        )));
+        let mut groups: BTreeMap<String, Vec<Message>> = BTreeMap::new();
+        for message in messages {
+            let group = message
+                .group_id
+                .clone()
+                .unwrap_or_else(|| message.id.clone());
+            groups.entry(group).or_default().push(message);
+        }
+        join_all(groups.into_values().map(|group| {
+            let pending = pending.clone();
+            async move {
+                for message in group {
+                    let started = Instant::now();
+                    let outcome = self.handler.handle(&message).await;
+                    metrics::histogram!("orderpipe_flows_message_seconds", "queue" => name)
+                        .record(started.elapsed().as_secs_f64());
+                    self.settle(&message, outcome).await;
+                    pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&message.receipt_handle);
+                }
+            }
+        }))
+        .await;
+    }
+
+    async fn settle(&self, message: &Message, outcome: Handled) {
+        let name = self.config.name;
+        let result = match &outcome {
+            Handled::Done => self.delete(message).await,
+            Handled::Retry => {
+                let delay = Backoff {
+                    initial: self.config.retry_initial,
+                    max: self.config.retry_max,
+                }
+                .delay(message.receive_count);
+                tracing::info!(queue = name, message_id = %message.id, receive_count = message.receive_count, delay_ms = delay.as_millis() as u64, "will retry message");
+                self.sqs
+                    .change_message_visibility()
+                    .queue_url(&self.config.queue_url)
+                    .receipt_handle(&message.receipt_handle)
+                    // Whole seconds, at least one: the API's unit, and never an instant retry.
+                    .visibility_timeout(delay.as_secs().clamp(1, 43_200) as i32)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| error_chain(&e))
+            }
+            Handled::DeadLetter(reason) => {
+                tracing::warn!(queue = name, message_id = %message.id, reason = %reason, "dead-lettering message");
+                match self.dead_letter(message, reason).await {
+                    Ok(()) => self.delete(message).await,
+                    Err(error) => Err(error),
+                }
+            }
+        };
+        let label = match outcome {
+            Handled::Done => "done",
+            Handled::Retry => "retried",
+            Handled::DeadLetter(_) => "dead_lettered",
+        };
+        match result {
+            Ok(()) => metrics::counter!("orderpipe_flows_messages_total", "queue" => name, "outcome" => label).increment(1),
+            // The message reappears after its visibility timeout and is handled again, which
+            // handlers are built for.
+            Err(error) => {
+                metrics::counter!("orderpipe_flows_messages_total", "queue" => name, "outcome" => "settle_failed").increment(1);
+                tracing::warn!(queue = name, message_id = %message.id, error = %error, "cannot settle message");
+            }
+        }
+    }
+
+    async fn delete(&self, message: &Message) -> Result<(), String> {
+        self.sqs
+            .delete_message()
+            .queue_url(&self.config.queue_url)
+            .receipt_handle(&message.receipt_handle)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| error_chain(&e))
+    }
+
+    async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), String> {
+        let mut send = self
+            .sqs
+            .send_message()
+            .queue_url(&self.config.dead_letter_url)
+            .message_body(&message.body)
+            .message_attributes(REASON_ATTRIBUTE, text_attribute(reason))
+            .message_attributes(SOURCE_ATTRIBUTE, text_attribute(&self.config.queue_url));
+        if is_fifo(&self.config.dead_letter_url) {
+            send = send
+                .message_group_id(
+                    message
+                        .group_id
+                        .clone()
+                        .unwrap_or_else(|| message.id.clone()),
+                )
+                .message_deduplication_id(&message.id);
+        }
+        send.send().await.map(|_| ()).map_err(|e| error_chain(&e))
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Extends the visibility of every pending message every half visibility timeout.
+async fn heartbeat(
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    visibility: Duration,
+    pending: Arc<Mutex<HashSet<String>>>,
+) {
+    let period = (visibility / 2).max(Duration::from_millis(500));
+    loop {
+        tokio::time::sleep(period).await;
+        let handles: Vec<String> = pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        for handle in handles {
+            let extended = sqs
+                .change_message_visibility()
+                .queue_url(&queue_url)
+                .receipt_handle(handle)
+                .visibility_timeout(visibility.as_secs() as i32)
+                .send()
+                .await;
+            match extended {
+                Ok(_) => {
+                    metrics::counter!("orderpipe_flows_visibility_extensions_total").increment(1)
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "cannot extend visibility")
+                }
+            }
+        }
+    }
+}
+
+/// A string message attribute.
+pub fn text_attribute(value: &str) -> MessageAttributeValue {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .expect("the data type, the only required field, is set")
+}
