@@ -32,11 +32,36 @@ pub fn auth() -> AuthSettings {
     }
 }
 
+/// Creates view tables where [`KNOWN_STORE`] exists (one stock item).
+pub async fn create_known_store_tables(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    tables: &ActiveOrdersTables,
+) {
+    ActiveOrdersProjection::create_tables(dynamodb, tables)
+        .await
+        .unwrap();
+    dynamodb
+        .put_item()
+        .table_name(&tables.stores)
+        .item("pk", AttributeValue::S(format!("STORE#{KNOWN_STORE}")))
+        .item("sk", AttributeValue::S("SKU#LATTE-12".into()))
+        .item("sku", AttributeValue::S("LATTE-12".into()))
+        .item("on_hand", AttributeValue::N("20".into()))
+        .item("reserved", AttributeValue::N("0".into()))
+        .send()
+        .await
+        .unwrap();
+}
+
 /// The running dashboard.
 pub struct TestDashboard {
     pub address: String,
-    dynamodb: aws_sdk_dynamodb::Client,
-    tables: ActiveOrdersTables,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    /// The configured view tables.
+    pub tables: ActiveOrdersTables,
+    /// The views table the dashboard reads the alias from (not created: no alias, the
+    /// configured tables are live).
+    pub views_table: String,
     tokens: TokenAuthority,
     _history_db: TestDatabase,
     stop: Option<oneshot::Sender<()>>,
@@ -53,20 +78,8 @@ impl TestDashboard {
             orders: unique_name("dashboard-orders"),
             stores: unique_name("dashboard-stores"),
         };
-        ActiveOrdersProjection::create_tables(&dynamodb, &tables)
-            .await
-            .unwrap();
-        dynamodb
-            .put_item()
-            .table_name(&tables.stores)
-            .item("pk", AttributeValue::S(format!("STORE#{KNOWN_STORE}")))
-            .item("sk", AttributeValue::S("SKU#LATTE-12".into()))
-            .item("sku", AttributeValue::S("LATTE-12".into()))
-            .item("on_hand", AttributeValue::N("20".into()))
-            .item("reserved", AttributeValue::N("0".into()))
-            .send()
-            .await
-            .unwrap();
+        create_known_store_tables(&dynamodb, &tables).await;
+        let views_table = unique_name("views");
         let history_db = fresh_database().await;
         let schema = SchemaName::parse("history").unwrap();
         HistoryProjection::create_schema(&history_db.pool, &schema)
@@ -86,9 +99,8 @@ impl TestDashboard {
             dynamodb: ViewTables {
                 active_orders_table: tables.orders.clone(),
                 store_metrics_table: tables.stores.clone(),
-                // No swap happens here: a views table that does not exist means "the
-                // configured tables are live".
-                views_table: test_support::unique_name("views"),
+                // A views table that does not exist means "the configured tables are live".
+                views_table: views_table.clone(),
             },
             history: ReadModelDatabase {
                 database: history_db.settings(None),
@@ -119,6 +131,7 @@ impl TestDashboard {
             address,
             dynamodb,
             tables,
+            views_table,
             tokens: TokenAuthority::new(&auth()),
             _history_db: history_db,
             stop: Some(stop),
@@ -129,6 +142,16 @@ impl TestDashboard {
     /// Writes an open order of [`KNOWN_STORE`] into the view, as the projector lays it out:
     /// one latte with oat milk.
     pub async fn put_open_order(&self, order_id: &str, status: &str) {
+        self.put_open_order_in(&self.tables, order_id, status).await;
+    }
+
+    /// [`Self::put_open_order`] into `tables`.
+    pub async fn put_open_order_in(
+        &self,
+        tables: &ActiveOrdersTables,
+        order_id: &str,
+        status: &str,
+    ) {
         let s = |value: &str| AttributeValue::S(value.to_owned());
         let placed_at = "2026-01-01T08:00:00.000000Z";
         let line = AttributeValue::M(
@@ -145,7 +168,7 @@ impl TestDashboard {
         );
         self.dynamodb
             .put_item()
-            .table_name(&self.tables.orders)
+            .table_name(&tables.orders)
             .item("pk", s(&format!("ORDER#{order_id}")))
             .item("sk", s("ORDER"))
             .item("order_id", s(order_id))
