@@ -12,7 +12,7 @@ STACK_DIR=$(realpath -m "${ORDERPIPE_STACK_DIR:-$REPO_ROOT/.stack}")
 RUN_DIR=$STACK_DIR/run
 LOG_DIR=$STACK_DIR/logs
 PG_DIR=$STACK_DIR/pg
-VENV=$STACK_DIR/venv
+VENV=$(realpath -m "${ORDERPIPE_STACK_VENV:-$STACK_DIR/venv}")
 ENV_FILE=$STACK_DIR/env
 EMU_DIR=$SCRIPT_DIR/emulators
 RESOURCES_PY=$SCRIPT_DIR/resources.py
@@ -48,6 +48,9 @@ Commands:
                   data is kept. --purge also deletes the stack state (pg data, logs,
                   pid files, env file); the Python venv is kept as an install cache
                   (rm -rf the stack dir for a full wipe)
+  restart NAME    restart one component of a running stack: postgres (pg_ctl restart
+                  -m fast), kinesis, dynamodb or moto (stopped, then started again by
+                  'up'; with ORDERPIPE_STACK_PERSIST=1 kinesis and dynamodb keep their data)
   status          each component, its URL, whether it answers, and whether the AWS
                   resources exist; exits 1 when something is down
   env [--path]    print the env file (sourceable 'export' lines), or only its path
@@ -72,6 +75,7 @@ Environment:
                                  (ignored when it is the stack's own, from a sourced env file)
   ORDERPIPE_STACK_PG_PORT, ORDERPIPE_STACK_KINESIS_PORT, ORDERPIPE_STACK_DYNAMODB_PORT,
   ORDERPIPE_STACK_MOTO_PORT      preferred ports
+  ORDERPIPE_STACK_VENV           the Python venv (default: \$STACK/venv), e.g. another stack's
   ORDERPIPE_STACK_PERSIST=1      kinesalite/dynalite keep their data on disk under the
                                  stack dir (default: in memory, empty after a restart)
 
@@ -453,6 +457,34 @@ cmd_down() {
     log "stack is down"
 }
 
+cmd_restart() {
+    local name=${1:-}
+    case $name in
+    postgres)
+        lock_stack
+        find_pg_bin || die "no PostgreSQL installed"
+        private_pg_running_port >/dev/null || die "the stack's private PostgreSQL is not running"
+        log "restarting PostgreSQL (pg_ctl restart -m fast)"
+        as_pg "$PG_BIN/pg_ctl" restart -D "$PG_DATA" -l "$LOG_DIR/postgres.log" -m fast -w -t 60 \
+            </dev/null >/dev/null 9>&- ||
+            die "pg_ctl restart failed; see $LOG_DIR/postgres.log"
+        ;;
+    kinesis | dynamodb)
+        # With ORDERPIPE_STACK_PERSIST=1 the resources survive on disk: only the emulators.
+        lock_stack
+        stop_pidfile "$name" "$RUN_DIR/$name.pid" 10
+        ensure_emulators
+        ;;
+    moto)
+        # moto keeps its state in memory: 'up' creates the queues and tables again.
+        lock_stack
+        stop_pidfile "$name" "$RUN_DIR/$name.pid" 10
+        cmd_up
+        ;;
+    *) die "restart: name postgres, kinesis, dynamodb or moto" ;;
+    esac
+}
+
 status_line() {
     printf '%-10s %-52s %s\n' "$1" "$2" "$3"
 }
@@ -539,6 +571,7 @@ main() {
     case $cmd in
     up) cmd_up "$@" ;;
     down) cmd_down "$@" ;;
+    restart) cmd_restart "$@" ;;
     status) cmd_status "$@" ;;
     env) cmd_env "$@" ;;
     -h | --help | help) usage ;;

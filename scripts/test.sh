@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: brings the local stack up (installing what is missing),
 # then formatting, lints, every Rust test against the real PostgreSQL and emulators (with the
-# dashboard's browser test in headless Chromium), and the infra/cdk tests.
+# dashboard's browser test in headless Chromium), the short fault run, and the infra/cdk tests.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh -p domain  extra arguments go to `cargo test`
@@ -37,6 +37,12 @@ step "cargo test"
 # Includes the dashboard's browser test (pipeline-tests: barista_board); its screenshots are in
 # target/dashboard-screenshots/.
 cargo test --workspace --locked "$@"
+
+if [ $# -eq 0 ]; then
+  # The short soak-and-fault run (docs/reliability.md): a stack of its own on its own ports.
+  step "fault run (90 s, 8 faults)"
+  scripts/fault-run.sh --seconds 90 --faults 8
+fi
 
 if [ $# -eq 0 ] && [ -f infra/cdk/package.json ]; then
   step "infra/cdk tests"

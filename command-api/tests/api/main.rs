@@ -5,7 +5,9 @@
 mod availability;
 mod bad_input;
 mod concurrency;
+mod fuzz;
 mod helpers;
 mod idempotency;
 mod lifecycle;
+mod security;
 mod service;
