@@ -45,12 +45,31 @@ impl ApiError {
     }
 }
 
+/// At most this many violations go into a status, each at most [`MAX_VIOLATION_CHARS`]
+/// characters: the message and the `BadRequest` detail travel in HTTP/2 headers, and a request
+/// with many long bad values would otherwise outgrow the client's header limit and reach it as
+/// a protocol error instead of INVALID_ARGUMENT.
+const MAX_VIOLATIONS: usize = 10;
+const MAX_VIOLATION_CHARS: usize = 200;
+
+/// `text` cut to `MAX_VIOLATION_CHARS` characters, marked when cut.
+fn bounded(text: &str) -> String {
+    match text.char_indices().nth(MAX_VIOLATION_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 fn describe(violations: &[ValidationError]) -> String {
-    violations
+    let mut parts: Vec<String> = violations
         .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+        .take(MAX_VIOLATIONS)
+        .map(|violation| bounded(&violation.to_string()))
+        .collect();
+    if violations.len() > MAX_VIOLATIONS {
+        parts.push(format!("and {} more", violations.len() - MAX_VIOLATIONS));
+    }
+    parts.join("; ")
 }
 
 impl From<auth_tokens::AuthError> for ApiError {
@@ -72,8 +91,11 @@ impl From<ApiError> for Status {
         match error {
             ApiError::Invalid(violations) => {
                 let mut details = ErrorDetails::new();
-                for violation in &violations {
-                    details.add_bad_request_violation(violation.field.clone(), &violation.message);
+                for violation in violations.iter().take(MAX_VIOLATIONS) {
+                    details.add_bad_request_violation(
+                        bounded(&violation.field),
+                        bounded(&violation.message),
+                    );
                 }
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
