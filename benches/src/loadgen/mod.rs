@@ -7,8 +7,10 @@
 //! | [`cluster`] | command-api, relay and projectors as child processes; their memory and metrics |
 //! | [`recorder`] | every call's latency and outcome |
 //! | [`freshness`] | acknowledgement -> visible in the DynamoDB active-orders view |
+//! | [`backlog`] | events the history projector has not applied yet |
 //! | [`report`] | the results as JSON and Markdown |
 
+pub mod backlog;
 pub mod cluster;
 pub mod freshness;
 pub mod profile;
@@ -81,6 +83,7 @@ pub enum LoadError {
 struct Watch {
     max_lag: Option<f64>,
     max_backlog: Option<f64>,
+    max_history_behind: Option<i64>,
     timeline: Vec<Tick>,
 }
 
@@ -150,6 +153,7 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
         freshness_missing: freshness.missing + freshness.pending as u64,
         max_projector_lag_ms: watch.max_lag,
         max_outbox_backlog: watch.max_backlog,
+        max_history_events_behind: watch.max_history_behind,
         memory,
         timeline: watch.timeline,
     };
@@ -215,7 +219,10 @@ async fn drive(
         let elapsed = started.elapsed();
         let phase = options.profile.phase_at(elapsed);
         recorder.enter(phase);
-        tick(options, cluster, &recorder, &probe, &mut watch, elapsed).await;
+        tick(
+            options, resources, cluster, &recorder, &probe, &mut watch, elapsed,
+        )
+        .await;
         if phase == Phase::Done {
             break;
         }
@@ -231,6 +238,7 @@ async fn drive(
         let backlog = scrape_max(cluster.relay_admin, "orderpipe_outbox_backlog").await;
         tick(
             options,
+            resources,
             cluster,
             &recorder,
             &probe,
@@ -280,6 +288,7 @@ async fn client(
 /// One progress line, and what it saw for the report.
 async fn tick(
     options: &LoadOptions,
+    resources: &PipelineResources,
     cluster: &Cluster,
     recorder: &Recorder,
     probe: &FreshnessProbe,
@@ -297,6 +306,9 @@ async fn tick(
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     };
+    let history_behind =
+        backlog::history_events_behind(&resources.events_db.pool, &resources.views_db.pool).await;
+    watch.max_history_behind = watch.max_history_behind.max(history_behind);
     watch.max_lag = max(watch.max_lag, lag);
     watch.max_backlog = max(watch.max_backlog, backlog);
     let clients = options.profile.clients_at(elapsed);
@@ -307,7 +319,7 @@ async fn tick(
         .and_then(|(_, usage)| *usage)
         .map_or(0.0, |u| u.resident_kib as f64 / 1024.0);
     eprintln!(
-        "[{:>4}s {:<9}] clients {:>3} | {:>5} cmd/s p99 {:>6.1} ms | errors {:>4} | outbox {:>5} | projector lag {:>6} ms | fresh p99 {:>6.0} ms ({} waiting) | api {:>4.0} MiB",
+        "[{:>4}s {:<9}] clients {:>3} | {:>5} cmd/s p99 {:>6.1} ms | errors {:>4} | outbox {:>5} | history behind {:>6} events | fresh p99 {:>6.0} ms ({} waiting) | api {:>4.0} MiB",
         elapsed.as_secs(),
         options.profile.phase_at(elapsed).name(),
         clients,
@@ -315,7 +327,7 @@ async fn tick(
         window.quantile_ms(0.99),
         recorder.error_count(),
         backlog.map_or("-".to_owned(), |b| format!("{b:.0}")),
-        lag.map_or("-".to_owned(), |l| format!("{l:.0}")),
+        history_behind.map_or("-".to_owned(), |b| b.to_string()),
         freshness.latencies.quantile_ms(0.99),
         freshness.pending,
         api_rss,
@@ -327,6 +339,7 @@ async fn tick(
         p99_ms: window.quantile_ms(0.99),
         outbox_backlog: backlog,
         projector_lag_ms: lag,
+        history_events_behind: history_behind,
     });
 }
 

@@ -40,6 +40,8 @@ pub struct Tick {
     pub outbox_backlog: Option<f64>,
     /// The projectors' largest `millis_behind_latest`, if scraped.
     pub projector_lag_ms: Option<f64>,
+    /// Events the history projector had not applied yet.
+    pub history_events_behind: Option<i64>,
 }
 
 /// A process's peak memory.
@@ -78,6 +80,8 @@ pub struct LoadReport {
     pub max_projector_lag_ms: Option<f64>,
     /// Largest outbox backlog seen.
     pub max_outbox_backlog: Option<f64>,
+    /// Most events the history projector was behind the store.
+    pub max_history_events_behind: Option<i64>,
     /// Peak memory per process.
     pub memory: Vec<ProcessMemory>,
     /// The run second by second.
@@ -123,9 +127,11 @@ impl LoadReport {
         let fresh = &self.freshness;
         let _ = writeln!(
             md,
-            "\n| end to end | value |\n|---|---:|\n| freshness p50 (ack -> visible in DynamoDB) | {:.0} ms |\n| freshness p99 | {:.0} ms |\n| freshness samples (missing) | {} ({}) |\n| max projector lag (millis behind latest) | {} |\n| max outbox backlog (commits) | {} |",
+            "\n| end to end | value |\n|---|---:|\n| freshness p50 (ack -> visible in DynamoDB) | {:.0} ms |\n| freshness p99 | {:.0} ms |\n| freshness samples (missing) | {} ({}) |\n| max projector lag (millis behind latest; kinesalite reports 0) | {} |\n| max history projector backlog (events not applied) | {} |\n| max outbox backlog (commits) | {} |",
             fresh.p50_ms, fresh.p99_ms, fresh.count, self.freshness_missing,
-            optional(self.max_projector_lag_ms, " ms"), optional(self.max_outbox_backlog, "")
+            optional(self.max_projector_lag_ms, " ms"),
+            optional(self.max_history_events_behind.map(|b| b as f64), ""),
+            optional(self.max_outbox_backlog, "")
         );
         md.push_str("\n| process | peak resident memory |\n|---|---:|\n");
         for m in &self.memory {
