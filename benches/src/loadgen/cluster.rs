@@ -58,6 +58,8 @@ struct Process {
 pub struct Cluster {
     /// The command API's gRPC address.
     pub grpc_address: SocketAddr,
+    /// The command API's admin address (`/metrics`).
+    pub api_admin: SocketAddr,
     /// The relay's admin address (`/metrics`).
     pub relay_admin: SocketAddr,
     /// The projectors' admin address (`/metrics`).
@@ -134,6 +136,7 @@ impl Cluster {
 
         let mut cluster = Self {
             grpc_address,
+            api_admin,
             relay_admin,
             projectors_admin,
             jwt_secret,
@@ -165,6 +168,22 @@ impl Cluster {
             .iter()
             .map(|p| (p.name, p.child.id().and_then(memory_of)))
             .collect()
+    }
+
+    /// Saves each process's `/metrics` as `<dir>/<process>.metrics` (the store's commit times
+    /// and batch sizes, the relay's publish times: where the time went).
+    pub async fn save_metrics(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        for (name, address) in [
+            ("command-api", self.api_admin),
+            ("relay", self.relay_admin),
+            ("projectors", self.projectors_admin),
+        ] {
+            if let Some(body) = fetch_metrics(address).await {
+                std::fs::write(dir.join(format!("{name}.metrics")), body)?;
+            }
+        }
+        Ok(())
     }
 
     /// Stops every process (SIGTERM, in reverse start order), killing what does not exit in time.
@@ -233,6 +252,11 @@ async fn wait_for_port(address: SocketAddr) -> bool {
 /// (any labels); `None` when unreachable or absent. A plain HTTP/1.0 GET: the admin endpoint is
 /// ours and answers it, and no HTTP client crate is needed for one request a second.
 pub async fn scrape_max(address: SocketAddr, metric: &str) -> Option<f64> {
+    max_sample(&fetch_metrics(address).await?, metric)
+}
+
+/// The body of `http://<address>/metrics`.
+async fn fetch_metrics(address: SocketAddr) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(address))
         .await
@@ -247,7 +271,7 @@ pub async fn scrape_max(address: SocketAddr, metric: &str) -> Option<f64> {
         .await
         .ok()?
         .ok()?;
-    max_sample(&body, metric)
+    Some(body)
 }
 
 fn max_sample(exposition: &str, metric: &str) -> Option<f64> {

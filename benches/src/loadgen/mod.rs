@@ -96,6 +96,9 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
     let cluster =
         Cluster::start(&options.bin_dir, &options.out_dir.join("logs"), &resources).await?;
     let result = drive(&options, &resources, &cluster).await;
+    cluster
+        .save_metrics(&options.out_dir.join("metrics"))
+        .await?;
     let memory = cluster
         .memory()
         .into_iter()
