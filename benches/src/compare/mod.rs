@@ -1,0 +1,363 @@
+//! The comparison run (`compare`): in one run, on one machine's PostgreSQL and emulators, each of
+//! our figures beside its reference, and the ratio.
+//!
+//! | part | ours | reference |
+//! |---|---|---|
+//! | (a) | commands/s and latency of the order lifecycle through our gRPC API, and through cqrs-es on our event store | the same commands through plain cqrs-es + postgres-es |
+//! | (b) | events/s through our gRPC API | batched multi-row INSERTs of event-sized rows (the ceiling) |
+//! | (c) | replay (history, analytics) events/s | `COPY (SELECT ... FROM events ORDER BY position) TO STDOUT` |
+//! | (d) | active-orders projector events/s; history projector events/s | DynamoDB PutItem/s on the emulator; batched INSERTs on one connection |
+
+pub mod command_path;
+pub mod raw_rates;
+pub mod rebuilds;
+pub mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use command_api::configuration::{
+    AdminSettings, AuthSettings, GrpcSettings, LogFormat, LogSettings, Settings as ApiSettings,
+    StoreSettings,
+};
+use event_store::{PgEventStore, StoreConfig};
+use projectors::projections::{ActiveOrdersProjection, ActiveOrdersTables};
+use replay::ReadModel;
+use secrecy::SecretString;
+use sqlx::PgPool;
+use test_support::{aws_test_config, fresh_database, unique_name, TestDatabase};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use self::raw_rates::Rate;
+use self::report::{CompareReport, Ratio, ReplayMemory};
+use crate::api_flow::ApiClients;
+use crate::loadgen::{machine, now_rfc3339};
+use crate::resources::{check_environment, create_table, ResourceError};
+
+/// What the issue asks of each figure.
+mod targets {
+    /// Commands/s at least this many times the baseline's.
+    pub const COMMANDS_VS_BASELINE: f64 = 3.0;
+    /// Events/s at least this share of the batched-insert ceiling.
+    pub const EVENTS_VS_CEILING: f64 = 0.5;
+    /// p99 latency under this many milliseconds.
+    pub const P99_MS: f64 = 25.0;
+    /// Replay at least this share of the COPY read rate.
+    pub const REPLAY_VS_COPY: f64 = 0.5;
+    /// Projectors at least this share of the raw write rate.
+    pub const PROJECTOR_VS_RAW: f64 = 0.8;
+}
+
+/// How the comparison runs.
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    /// Concurrent clients on every command path.
+    pub clients: usize,
+    /// How long each command path runs per round.
+    pub seconds: u64,
+    /// Rounds of (a) and (b), interleaved: baseline, ours, ours over gRPC, ceiling.
+    pub rounds: usize,
+    /// Connections of the batched-insert ceiling.
+    pub ceiling_connections: usize,
+    /// Rows per INSERT of the ceiling (the event store's most commits per group, 256).
+    pub batch_rows: usize,
+    /// Events the active-orders projector applies (and items the raw PutItem run writes).
+    pub projector_events: i64,
+    /// Where the `replay` binary is, for its memory as the history grows; `None` skips that.
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// Why the comparison failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    /// The environment or the run's resources.
+    #[error(transparent)]
+    Resources(#[from] ResourceError),
+    /// PostgreSQL.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The event store.
+    #[error(transparent)]
+    Store(#[from] event_store::StoreError),
+    /// The in-process command API.
+    #[error("the command API did not start: {0}")]
+    Api(String),
+    /// DynamoDB.
+    #[error("dynamodb: {0}")]
+    Dynamo(#[from] Box<aws_sdk_dynamodb::Error>),
+    /// A rebuild.
+    #[error(transparent)]
+    Rebuild(#[from] rebuilds::RebuildError),
+}
+
+const JWT_SECRET: &str = "compare-run-secret-compare-run-secret-0001";
+
+/// Runs (a) to (d) and returns the report (the caller prints or writes it).
+pub async fn run(options: &CompareOptions) -> Result<CompareReport, CompareError> {
+    check_environment()?;
+    let started_at = now_rfc3339();
+    let clients = options.clients.max(1);
+    let duration = Duration::from_secs(options.seconds.max(1));
+    let baseline_db = fresh_database().await;
+    let events_db = fresh_database().await;
+    let views_db = fresh_database().await;
+    // A connection per client on every path, so the pool is never the difference.
+    let baseline_pool = pool(&baseline_db, clients)?;
+    let events_pool = pool(&events_db, clients)?;
+    let views_pool = pool(&views_db, 8)?;
+    command_path::create_baseline_schema(&baseline_pool).await?;
+    let store = PgEventStore::open(events_pool.clone(), StoreConfig::default()).await?;
+    let (stop, api_channel) = start_api(&events_db, clients).await?;
+    ApiClients::new(api_channel.clone(), JWT_SECRET)
+        .map_err(|e| CompareError::Api(e.to_string()))?
+        .open_stores(&["bench-store".to_owned()], 1)
+        .await
+        .map_err(|e| CompareError::Api(e.to_string()))?;
+
+    let mut paths = Vec::new();
+    let mut ceiling_runs = Vec::new();
+    for round in 1..=options.rounds.max(1) {
+        eprintln!("compare: round {round}: (a) baseline, event store, gRPC; (b) ceiling");
+        paths.push(command_path::baseline(baseline_pool.clone(), clients, duration).await);
+        paths.push(command_path::event_store(&store, clients, duration).await);
+        paths.push(command_path::grpc(api_channel.clone(), JWT_SECRET, clients, duration).await);
+        let payload = sample_payload(&events_pool).await?;
+        ceiling_runs.push(
+            raw_rates::batched_inserts(
+                &baseline_pool,
+                options.ceiling_connections,
+                options.batch_rows,
+                &payload,
+                duration,
+            )
+            .await?,
+        );
+    }
+    let _ = stop.send(true);
+
+    let sum = |name: &str| {
+        let runs: Vec<_> = paths.iter().filter(|p| p.path.starts_with(name)).collect();
+        let commands: u64 = runs.iter().map(|p| p.commands).sum();
+        let seconds: f64 = runs.iter().map(|p| p.seconds).sum();
+        let p99 = runs.iter().map(|p| p.latency.p99_ms).fold(0.0, f64::max);
+        (
+            Rate {
+                units: commands,
+                seconds,
+            }
+            .per_second(),
+            p99,
+        )
+    };
+    let (baseline_rate, baseline_p99) = sum("cqrs-es + postgres-es");
+    let (direct_rate, _) = sum("cqrs-es + our event store");
+    let (grpc_rate, grpc_p99) = sum("gRPC");
+    let ceiling = total(&ceiling_runs);
+    let mut ratios = vec![
+        Ratio {
+            part: "(a)",
+            what: format!("commands/s at {clients} clients, gRPC command API"),
+            ours: grpc_rate,
+            reference: baseline_rate,
+            reference_name: "cqrs-es + postgres-es".into(),
+            unit: "commands/s",
+            target: Some(targets::COMMANDS_VS_BASELINE),
+        },
+        Ratio {
+            part: "(a)",
+            what: format!("commands/s at {clients} clients, cqrs-es on our event store (no gRPC)"),
+            ours: direct_rate,
+            reference: baseline_rate,
+            reference_name: "cqrs-es + postgres-es".into(),
+            unit: "commands/s",
+            target: None,
+        },
+        Ratio {
+            part: "(a)",
+            what: format!("p99 latency at {clients} clients, gRPC command API"),
+            ours: grpc_p99,
+            reference: baseline_p99,
+            reference_name: "cqrs-es + postgres-es".into(),
+            unit: "ms",
+            target: Some(targets::P99_MS),
+        },
+        Ratio {
+            part: "(b)",
+            what: "events/s, gRPC command API (one event per command)".into(),
+            ours: grpc_rate,
+            reference: ceiling,
+            reference_name: format!(
+                "{}-row INSERTs on {} connections",
+                options.batch_rows, options.ceiling_connections
+            ),
+            unit: "events/s",
+            target: Some(targets::EVENTS_VS_CEILING),
+        },
+    ];
+
+    eprintln!("compare: (c) replay against COPY");
+    let mut replay_history = None;
+    for model in [ReadModel::History, ReadModel::Analytics] {
+        let copy = raw_rates::copy_out_events(&events_pool).await?;
+        let replayed = rebuilds::replay_rate(&store, &views_pool, model).await?;
+        ratios.push(Ratio {
+            part: "(c)",
+            what: format!("replay {} ({} events)", model.name(), replayed.units),
+            ours: replayed.per_second(),
+            reference: copy.per_second(),
+            reference_name: "COPY of the events table".into(),
+            unit: "events/s",
+            target: Some(targets::REPLAY_VS_COPY),
+        });
+        if model == ReadModel::History {
+            replay_history = Some(replayed);
+        }
+    }
+    let last = store.last_position().await?;
+    let mut replay_memory = Vec::new();
+    if let Some(bin_dir) = &options.bin_dir {
+        for through in [last / 4, last] {
+            let peak_mib =
+                rebuilds::replay_process_peak_mib(bin_dir, &events_db.url, &views_db.url, through)
+                    .await?;
+            replay_memory.push(ReplayMemory {
+                events: through,
+                peak_mib,
+            });
+        }
+    }
+
+    eprintln!("compare: (d) projectors against raw writes");
+    let sdk = aws_test_config().await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let through = options.projector_events.min(last);
+    let raw_table = unique_name("bench-raw-puts");
+    create_table(
+        &dynamodb,
+        &raw_table,
+        "pk",
+        Some(("sk", aws_sdk_dynamodb::types::ScalarAttributeType::S)),
+    )
+    .await?;
+    let puts = raw_rates::dynamodb_puts(&dynamodb, &raw_table, through as u64, 16)
+        .await
+        .map_err(Box::new)?;
+    let tables = ActiveOrdersTables {
+        orders: unique_name("bench-active-orders"),
+        stores: unique_name("bench-store-metrics"),
+    };
+    ActiveOrdersProjection::create_tables(&dynamodb, &tables)
+        .await
+        .map_err(|e| rebuilds::RebuildError::Setup(e.to_string()))?;
+    let projected =
+        rebuilds::active_orders_rate(&store, &views_pool, dynamodb, tables, through).await?;
+    ratios.push(Ratio {
+        part: "(d)",
+        what: format!("active-orders projector ({} events)", projected.units),
+        ours: projected.per_second(),
+        reference: puts.per_second(),
+        reference_name: "PutItem, 16 writers".into(),
+        unit: "events/s",
+        target: Some(targets::PROJECTOR_VS_RAW),
+    });
+    let payload = sample_payload(&events_pool).await?;
+    let one_connection =
+        raw_rates::batched_inserts(&views_pool, 1, options.batch_rows, &payload, duration).await?;
+    if let Some(history) = replay_history {
+        ratios.push(Ratio {
+            part: "(d)",
+            what: format!("history projector ({} events)", history.units),
+            ours: history.per_second(),
+            reference: one_connection.per_second(),
+            reference_name: format!("{}-row INSERTs, 1 connection", options.batch_rows),
+            unit: "events/s",
+            target: Some(targets::PROJECTOR_VS_RAW),
+        });
+    }
+
+    Ok(CompareReport {
+        started_at,
+        machine: machine(),
+        ratios,
+        paths,
+        replay_memory,
+    })
+}
+
+fn total(runs: &[Rate]) -> f64 {
+    Rate {
+        units: runs.iter().map(|r| r.units).sum(),
+        seconds: runs.iter().map(|r| r.seconds).sum(),
+    }
+    .per_second()
+}
+
+fn pool(database: &TestDatabase, connections: usize) -> Result<PgPool, CompareError> {
+    let mut settings = database.settings(None);
+    settings.max_connections = u32::try_from(connections).unwrap_or(u32::MAX);
+    settings.acquire_timeout_ms = 30_000;
+    settings
+        .pool()
+        .map_err(|e| CompareError::Api(format!("database settings: {e}")))
+}
+
+/// A real OrderPlaced payload from the store, so the raw rows are the size of real events.
+async fn sample_payload(events: &PgPool) -> Result<String, sqlx::Error> {
+    let payload: Option<String> = sqlx::query_scalar(
+        "SELECT payload::text FROM events WHERE event_type = 'OrderPlaced' LIMIT 1",
+    )
+    .fetch_optional(events)
+    .await?;
+    Ok(payload.unwrap_or_else(|| "{}".to_owned()))
+}
+
+/// The command API in this process on a free port, with a pool of `clients` connections;
+/// stops when the returned sender says so.
+async fn start_api(
+    events: &TestDatabase,
+    clients: usize,
+) -> Result<(watch::Sender<bool>, Channel), CompareError> {
+    let mut database = events.settings(None);
+    database.max_connections = u32::try_from(clients).unwrap_or(u32::MAX);
+    database.acquire_timeout_ms = 30_000;
+    let loopback = || AdminSettings {
+        host: "127.0.0.1".into(),
+        port: 0,
+    };
+    let app = command_api::startup::Application::build(ApiSettings {
+        grpc: GrpcSettings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            max_message_bytes: 65_536,
+            request_timeout_ms: 30_000,
+            shutdown_grace_ms: 2_000,
+        },
+        admin: loopback(),
+        database,
+        auth: AuthSettings {
+            jwt_secret: SecretString::from(JWT_SECRET),
+            issuer: "orderpipe".into(),
+            audience: "orderpipe-api".into(),
+        },
+        store: StoreSettings {
+            snapshot_every: 50,
+            max_batch_commits: 256,
+            conflict_retries: 8,
+        },
+        log: LogSettings {
+            format: LogFormat::Pretty,
+            filter: "warn".into(),
+        },
+    })
+    .await
+    .map_err(|e| CompareError::Api(e.to_string()))?;
+    let channel = Channel::from_shared(format!("http://{}", app.grpc_address()))
+        .map_err(|e| CompareError::Api(e.to_string()))?
+        .connect_lazy();
+    let (stop, mut stopped) = watch::channel(false);
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    }));
+    Ok((stop, channel))
+}

@@ -1,0 +1,298 @@
+//! The pipeline under load as separate processes (command-api, relay, projectors), so each one's
+//! peak memory is its own: started from built binaries on free loopback ports, configured through
+//! `ORDERPIPE_*` variables to use the run's fresh resources, stopped with SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+use crate::memory::{memory_of, MemoryUsage};
+use crate::resources::PipelineResources;
+
+/// How long a process may take to open its port.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
+/// How long a process may take to exit after SIGTERM before it is killed.
+const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A binary is missing.
+    #[error("{0} not found: build it first (`cargo build --release -p command-api -p relay -p projectors`)")]
+    MissingBinary(PathBuf),
+    /// A process could not be spawned.
+    #[error("cannot start {name}: {source}")]
+    Spawn {
+        /// The process.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A process exited or never opened its port.
+    #[error("{name} did not start listening on {address} (see {log})")]
+    NotListening {
+        /// The process.
+        name: &'static str,
+        /// The port it should have opened.
+        address: SocketAddr,
+        /// Its log file.
+        log: String,
+    },
+    /// No free port, or the log directory is not writable.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// One running process of the pipeline.
+struct Process {
+    name: &'static str,
+    child: Child,
+}
+
+/// The command API, the relay and the projectors, running.
+pub struct Cluster {
+    /// The command API's gRPC address.
+    pub grpc_address: SocketAddr,
+    /// The command API's admin address (`/metrics`).
+    pub api_admin: SocketAddr,
+    /// The relay's admin address (`/metrics`).
+    pub relay_admin: SocketAddr,
+    /// The projectors' admin address (`/metrics`).
+    pub projectors_admin: SocketAddr,
+    /// The secret the command API checks tokens with.
+    pub jwt_secret: String,
+    processes: Vec<Process>,
+}
+
+impl Cluster {
+    /// Starts the three processes from `bin_dir` on `resources`, logging to `log_dir`.
+    pub async fn start(
+        bin_dir: &Path,
+        log_dir: &Path,
+        resources: &PipelineResources,
+    ) -> Result<Self, ClusterError> {
+        std::fs::create_dir_all(log_dir)?;
+        let jwt_secret = format!("loadgen-{}", uuid::Uuid::new_v4().simple());
+        let grpc_address = free_address()?;
+        let api_admin = free_address()?;
+        let relay_admin = free_address()?;
+        let projectors_admin = free_address()?;
+        let common = |admin: SocketAddr| {
+            vec![
+                ("ORDERPIPE_DATABASE__URL", resources.events_db.url.clone()),
+                ("ORDERPIPE_ADMIN__HOST", admin.ip().to_string()),
+                ("ORDERPIPE_ADMIN__PORT", admin.port().to_string()),
+                ("ORDERPIPE_LOG__FILTER", "warn".to_owned()),
+                (
+                    "ORDERPIPE_KINESIS__STREAM_NAME",
+                    resources.stream.name.clone(),
+                ),
+            ]
+        };
+        let mut api_env = common(api_admin);
+        api_env.extend([
+            ("ORDERPIPE_GRPC__HOST", grpc_address.ip().to_string()),
+            ("ORDERPIPE_GRPC__PORT", grpc_address.port().to_string()),
+            ("ORDERPIPE_AUTH__JWT_SECRET", jwt_secret.clone()),
+            // One connection per concurrent client, so the pool is not what the figures measure.
+            ("ORDERPIPE_DATABASE__MAX_CONNECTIONS", "32".to_owned()),
+        ]);
+        let mut projectors_env = common(projectors_admin);
+        projectors_env.extend([
+            (
+                "ORDERPIPE_DYNAMODB__ACTIVE_ORDERS_TABLE",
+                resources.active_orders.orders.clone(),
+            ),
+            (
+                "ORDERPIPE_DYNAMODB__STORE_METRICS_TABLE",
+                resources.active_orders.stores.clone(),
+            ),
+            (
+                "ORDERPIPE_DYNAMODB__LEASES_TABLE",
+                resources.leases_table.clone(),
+            ),
+            (
+                "ORDERPIPE_DYNAMODB__PARKED_TABLE",
+                resources.parked_table.clone(),
+            ),
+            (
+                "ORDERPIPE_SQS__PROJECTOR_DLQ_URL",
+                resources.dead_letter_queue_url.clone(),
+            ),
+            (
+                "ORDERPIPE_HISTORY__DATABASE__URL",
+                resources.views_db.url.clone(),
+            ),
+            (
+                "ORDERPIPE_ANALYTICS__DATABASE__URL",
+                resources.views_db.url.clone(),
+            ),
+        ]);
+
+        let mut cluster = Self {
+            grpc_address,
+            api_admin,
+            relay_admin,
+            projectors_admin,
+            jwt_secret,
+            processes: Vec::new(),
+        };
+        for (name, args, env, port) in [
+            ("command-api", "serve", api_env, grpc_address),
+            ("relay", "run", common(relay_admin), relay_admin),
+            ("projectors", "run", projectors_env, projectors_admin),
+        ] {
+            let log = log_dir.join(format!("{name}.log"));
+            let child = spawn(bin_dir, name, args, env, &log)?;
+            cluster.processes.push(Process { name, child });
+            if !wait_for_port(port).await {
+                cluster.stop().await;
+                return Err(ClusterError::NotListening {
+                    name,
+                    address: port,
+                    log: log.display().to_string(),
+                });
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// Each process's memory now (and its peak so far), by name.
+    pub fn memory(&self) -> Vec<(&'static str, Option<MemoryUsage>)> {
+        self.processes
+            .iter()
+            .map(|p| (p.name, p.child.id().and_then(memory_of)))
+            .collect()
+    }
+
+    /// Saves each process's `/metrics` as `<dir>/<process>.metrics` (the store's commit times
+    /// and batch sizes, the relay's publish times: where the time went).
+    pub async fn save_metrics(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        for (name, address) in [
+            ("command-api", self.api_admin),
+            ("relay", self.relay_admin),
+            ("projectors", self.projectors_admin),
+        ] {
+            if let Some(body) = fetch_metrics(address).await {
+                std::fs::write(dir.join(format!("{name}.metrics")), body)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every process (SIGTERM, in reverse start order), killing what does not exit in time.
+    pub async fn stop(mut self) {
+        while let Some(mut process) = self.processes.pop() {
+            if let Some(pid) = process.child.id() {
+                // tokio's Child can only SIGKILL; a graceful stop needs SIGTERM.
+                let _ = Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .await;
+            }
+            if tokio::time::timeout(SHUTDOWN_PATIENCE, process.child.wait())
+                .await
+                .is_err()
+            {
+                eprintln!("{} did not stop after SIGTERM; killing it", process.name);
+                let _ = process.child.kill().await;
+            }
+        }
+    }
+}
+
+fn spawn(
+    bin_dir: &Path,
+    name: &'static str,
+    args: &str,
+    env: Vec<(&str, String)>,
+    log: &Path,
+) -> Result<Child, ClusterError> {
+    let binary = bin_dir.join(name);
+    if !binary.is_file() {
+        return Err(ClusterError::MissingBinary(binary));
+    }
+    let log_file = std::fs::File::create(log)?;
+    Command::new(&binary)
+        .arg(args)
+        .env_remove("ORDERPIPE_CONFIG")
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| ClusterError::Spawn { name, source })
+}
+
+/// A loopback address with a port free right now (the OS's ephemeral range, so never one of the
+/// fixed ports of `scripts/up.sh`).
+fn free_address() -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+async fn wait_for_port(address: SocketAddr) -> bool {
+    let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        if TcpStream::connect(address).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Fetches `http://<address>/metrics` and returns the largest value of the samples of `metric`
+/// (any labels); `None` when unreachable or absent. A plain HTTP/1.0 GET: the admin endpoint is
+/// ours and answers it, and no HTTP client crate is needed for one request a second.
+pub async fn scrape_max(address: SocketAddr, metric: &str) -> Option<f64> {
+    max_sample(&fetch_metrics(address).await?, metric)
+}
+
+/// The body of `http://<address>/metrics`.
+async fn fetch_metrics(address: SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(address))
+        .await
+        .ok()?
+        .ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .ok()?;
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(2), stream.read_to_string(&mut body))
+        .await
+        .ok()?
+        .ok()?;
+    Some(body)
+}
+
+fn max_sample(exposition: &str, metric: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .reduce(f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_largest_sample_of_a_metric_is_found_among_its_labels() {
+        let body = "# TYPE lag gauge\nlag{shard=\"a\"} 12\nlag{shard=\"b\"} 340\nlag_total 9999\n";
+        assert_eq!(max_sample(body, "lag"), Some(340.0));
+        assert_eq!(max_sample(body, "missing"), None);
+    }
+}

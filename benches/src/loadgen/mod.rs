@@ -1,0 +1,374 @@
+//! The morning-rush load generator: the real pipeline as separate processes on fresh resources,
+//! driven over gRPC by a ramp-up / sustain / ramp-down of concurrent clients, measured end to end.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`profile`] | the rush's shape: clients over time, hot stores, the order mix |
+//! | [`cluster`] | command-api, relay and projectors as child processes; their memory and metrics |
+//! | [`recorder`] | every call's latency and outcome |
+//! | [`freshness`] | acknowledgement -> visible in the DynamoDB active-orders view |
+//! | [`backlog`] | events the history projector has not applied yet |
+//! | [`report`] | the results as JSON and Markdown |
+
+pub mod backlog;
+pub mod cluster;
+pub mod freshness;
+pub mod profile;
+pub mod recorder;
+pub mod report;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+
+use self::cluster::{scrape_max, Cluster};
+use self::freshness::{FreshnessProbe, FreshnessSampler};
+use self::profile::{OrderMix, Phase, RushProfile, StorePicker};
+use self::recorder::Recorder;
+use self::report::{LoadReport, PhaseFigures, ProcessMemory, Tick};
+use crate::api_flow::{ApiClients, TokenError};
+use crate::memory::memory_of;
+use crate::resources::{PipelineResources, ResourceError};
+
+/// Stock each store starts with, per SKU: more than any run orders.
+const OPENING_STOCK: u32 = 10_000_000;
+/// Clients per gRPC connection (HTTP/2 multiplexes them).
+const CLIENTS_PER_CONNECTION: usize = 8;
+
+/// How a load run goes.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Where the `command-api`, `relay` and `projectors` binaries are.
+    pub bin_dir: PathBuf,
+    /// Where the report and the processes' logs go.
+    pub out_dir: PathBuf,
+    /// The rush.
+    pub profile: RushProfile,
+    /// How orders end.
+    pub mix: OrderMix,
+    /// Where orders go.
+    pub stores: StorePicker,
+    /// Shards of the run's Kinesis stream.
+    pub shards: i32,
+    /// Every n-th order is watched for freshness.
+    pub freshness_every: u64,
+    /// How long to wait after the profile for the views to catch up.
+    pub drain_timeout: Duration,
+}
+
+/// Why a load run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The run's resources could not be made.
+    #[error(transparent)]
+    Resources(#[from] ResourceError),
+    /// The pipeline did not start.
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
+    /// The gRPC client could not be set up.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The stores could not be opened.
+    #[error("cannot put the menu and stock in place: {0}")]
+    Setup(#[from] tonic::Status),
+    /// The report could not be written.
+    #[error("cannot write the report: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// What the progress ticker keeps between ticks.
+#[derive(Default)]
+struct Watch {
+    max_lag: Option<f64>,
+    max_backlog: Option<f64>,
+    max_history_behind: Option<i64>,
+    timeline: Vec<Tick>,
+}
+
+/// Runs the rush and writes `report.json` and `report.md` into `options.out_dir`.
+pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
+    let started_at = now_rfc3339();
+    eprintln!("loadgen: creating a fresh database, stream, tables and queue");
+    let resources = PipelineResources::create(options.shards).await?;
+    eprintln!("loadgen: starting command-api, relay and projectors");
+    let cluster =
+        Cluster::start(&options.bin_dir, &options.out_dir.join("logs"), &resources).await?;
+    let result = drive(&options, &resources, &cluster).await;
+    cluster
+        .save_metrics(&options.out_dir.join("metrics"))
+        .await?;
+    let memory = cluster
+        .memory()
+        .into_iter()
+        .map(|(process, usage)| ProcessMemory {
+            process: process.to_owned(),
+            peak_mib: usage.map_or(0.0, |u| u.peak_mib()),
+        })
+        .chain(memory_of(std::process::id()).map(|u| ProcessMemory {
+            process: "loadgen".to_owned(),
+            peak_mib: u.peak_mib(),
+        }))
+        .collect();
+    cluster.stop().await;
+    let (recorded, freshness, watch) = result?;
+
+    let profile = options.profile;
+    let phases = [
+        (Phase::RampUp, profile.ramp_up),
+        (Phase::Sustain, profile.sustain),
+        (Phase::RampDown, profile.ramp_down),
+    ]
+    .into_iter()
+    .filter(|(_, length)| !length.is_zero())
+    .map(|(phase, length)| {
+        let calls = recorded.by_phase.get(&phase).cloned().unwrap_or_default();
+        PhaseFigures {
+            phase: phase.name(),
+            seconds: length.as_secs_f64(),
+            commands: calls.latencies.count(),
+            commands_per_second: calls.latencies.count() as f64 / length.as_secs_f64(),
+            errors: calls.errors,
+            latency: calls.latencies.summary(),
+        }
+    })
+    .collect();
+    let report = LoadReport {
+        started_at,
+        machine: machine(),
+        profile,
+        mix: options.mix,
+        stores: format!(
+            "{} ({} hot, taking {:.0}% of orders)",
+            options.stores.stores.len(),
+            options.stores.hot,
+            options.stores.hot_share * 100.0
+        ),
+        phases,
+        by_rpc: recorded
+            .by_rpc
+            .iter()
+            .map(|(rpc, l)| ((*rpc).to_owned(), l.summary()))
+            .collect(),
+        errors: recorded.errors,
+        freshness: freshness.latencies.summary(),
+        freshness_missing: freshness.missing + freshness.pending as u64,
+        max_projector_lag_ms: watch.max_lag,
+        max_outbox_backlog: watch.max_backlog,
+        max_history_events_behind: watch.max_history_behind,
+        memory,
+        timeline: watch.timeline,
+    };
+    std::fs::create_dir_all(&options.out_dir)?;
+    std::fs::write(
+        options.out_dir.join("report.json"),
+        serde_json::to_string_pretty(&report).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::write(options.out_dir.join("report.md"), report.to_markdown())?;
+    Ok(report)
+}
+
+type Driven = (recorder::Recorded, freshness::Freshness, Watch);
+
+/// Opens the stores, runs the clients through the profile with a progress line a second, then
+/// waits for the views to catch up.
+async fn drive(
+    options: &LoadOptions,
+    resources: &PipelineResources,
+    cluster: &Cluster,
+) -> Result<Driven, LoadError> {
+    let endpoint = Channel::from_shared(format!("http://{}", cluster.grpc_address))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let connections = options
+        .profile
+        .peak_clients
+        .div_ceil(CLIENTS_PER_CONNECTION)
+        .max(1);
+    let channels: Vec<Channel> = (0..connections)
+        .map(|_| endpoint.clone().connect_lazy())
+        .collect();
+    let mut setup = ApiClients::new(channels[0].clone(), &cluster.jwt_secret)?;
+    setup
+        .open_stores(&options.stores.stores, OPENING_STOCK)
+        .await?;
+
+    let recorder = Arc::new(Recorder::default());
+    let (probe, sampler) = FreshnessProbe::start(
+        aws_sdk_dynamodb::Client::new(&resources.sdk),
+        resources.active_orders.orders.clone(),
+        options.freshness_every,
+    );
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for index in 0..options.profile.peak_clients {
+        let api = ApiClients::new(channels[index % connections].clone(), &cluster.jwt_secret)?;
+        clients.push(tokio::spawn(client(
+            index,
+            api,
+            options.clone(),
+            recorder.clone(),
+            sampler.clone(),
+            started,
+        )));
+    }
+    drop(sampler);
+
+    let mut watch = Watch::default();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let elapsed = started.elapsed();
+        let phase = options.profile.phase_at(elapsed);
+        recorder.enter(phase);
+        tick(
+            options, resources, cluster, &recorder, &probe, &mut watch, elapsed,
+        )
+        .await;
+        if phase == Phase::Done {
+            break;
+        }
+    }
+    for handle in clients {
+        let _ = handle.await;
+    }
+
+    eprintln!("loadgen: profile done; waiting for the outbox and the view to catch up");
+    let deadline = Instant::now() + options.drain_timeout;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let backlog = scrape_max(cluster.relay_admin, "orderpipe_outbox_backlog").await;
+        tick(
+            options,
+            resources,
+            cluster,
+            &recorder,
+            &probe,
+            &mut watch,
+            started.elapsed(),
+        )
+        .await;
+        if probe.snapshot().pending == 0 && backlog.is_some_and(|b| b == 0.0) {
+            break;
+        }
+    }
+    let freshness = probe.stop();
+    Ok((recorder.take(), freshness, watch))
+}
+
+/// One client: runs orders back to back while the profile counts it as active.
+async fn client(
+    index: usize,
+    mut api: ApiClients,
+    options: LoadOptions,
+    recorder: Arc<Recorder>,
+    sampler: FreshnessSampler,
+    started: Instant,
+) {
+    let mut rng = fastrand::Rng::new();
+    loop {
+        let elapsed = started.elapsed();
+        if options.profile.phase_at(elapsed) == Phase::Done {
+            return;
+        }
+        if index >= options.profile.clients_at(elapsed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let store = options.stores.pick(|| rng.f64()).to_owned();
+        let fate = options.mix.pick(rng.f64());
+        let customer = format!("customer-{}", rng.u32(0..100_000));
+        // A failed call ends the order; the recorder counted it, the next order starts.
+        let _ = api
+            .run_order(fate, &store, &customer, recorder.as_ref(), |id, at| {
+                sampler.offer(id, at)
+            })
+            .await;
+    }
+}
+
+/// One progress line, and what it saw for the report.
+async fn tick(
+    options: &LoadOptions,
+    resources: &PipelineResources,
+    cluster: &Cluster,
+    recorder: &Recorder,
+    probe: &FreshnessProbe,
+    watch: &mut Watch,
+    elapsed: Duration,
+) {
+    let window = recorder.take_window();
+    let backlog = scrape_max(cluster.relay_admin, "orderpipe_outbox_backlog").await;
+    let lag = scrape_max(
+        cluster.projectors_admin,
+        "orderpipe_projector_millis_behind_latest",
+    )
+    .await;
+    let max = |current: Option<f64>, seen: Option<f64>| match (current, seen) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let history_behind =
+        backlog::history_events_behind(&resources.events_db.pool, &resources.views_db.pool).await;
+    watch.max_history_behind = watch.max_history_behind.max(history_behind);
+    watch.max_lag = max(watch.max_lag, lag);
+    watch.max_backlog = max(watch.max_backlog, backlog);
+    let clients = options.profile.clients_at(elapsed);
+    let freshness = probe.snapshot();
+    let api_rss = cluster
+        .memory()
+        .first()
+        .and_then(|(_, usage)| *usage)
+        .map_or(0.0, |u| u.resident_kib as f64 / 1024.0);
+    eprintln!(
+        "[{:>4}s {:<9}] clients {:>3} | {:>5} cmd/s p99 {:>6.1} ms | errors {:>4} | outbox {:>5} | history behind {:>6} events | fresh p99 {:>6.0} ms ({} waiting) | api {:>4.0} MiB",
+        elapsed.as_secs(),
+        options.profile.phase_at(elapsed).name(),
+        clients,
+        window.count(),
+        window.quantile_ms(0.99),
+        recorder.error_count(),
+        backlog.map_or("-".to_owned(), |b| format!("{b:.0}")),
+        history_behind.map_or("-".to_owned(), |b| b.to_string()),
+        freshness.latencies.quantile_ms(0.99),
+        freshness.pending,
+        api_rss,
+    );
+    watch.timeline.push(Tick {
+        second: elapsed.as_secs(),
+        clients,
+        commands: window.count(),
+        p99_ms: window.quantile_ms(0.99),
+        outbox_backlog: backlog,
+        projector_lag_ms: lag,
+        history_events_behind: history_behind,
+    });
+}
+
+/// `nproc` and total memory, for the report.
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    format!("{cores} cores, {memory_gib:.0} GiB")
+}
+
+/// The current time in RFC 3339.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

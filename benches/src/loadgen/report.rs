@@ -1,0 +1,160 @@
+//! The load generator's results, as JSON and as Markdown.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use super::profile::{OrderMix, RushProfile};
+use crate::latency::LatencySummary;
+
+/// One phase's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseFigures {
+    /// `ramp-up`, `sustain`, `ramp-down`.
+    pub phase: &'static str,
+    /// Its planned length, in seconds.
+    pub seconds: f64,
+    /// Commands acknowledged in it.
+    pub commands: u64,
+    /// Commands acknowledged per second.
+    pub commands_per_second: f64,
+    /// Failed calls.
+    pub errors: u64,
+    /// Latency of the acknowledged commands.
+    pub latency: LatencySummary,
+}
+
+/// One second of the run, as the progress display showed it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tick {
+    /// Seconds since the start of the profile.
+    pub second: u64,
+    /// Active clients.
+    pub clients: usize,
+    /// Commands acknowledged in that second.
+    pub commands: u64,
+    /// Their p99 latency.
+    pub p99_ms: f64,
+    /// The relay's outbox backlog (commits), if scraped.
+    pub outbox_backlog: Option<f64>,
+    /// The projectors' largest `millis_behind_latest`, if scraped.
+    pub projector_lag_ms: Option<f64>,
+    /// Events the history projector had not applied yet.
+    pub history_events_behind: Option<i64>,
+}
+
+/// A process's peak memory.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessMemory {
+    /// `command-api`, `relay`, `projectors`, `loadgen`.
+    pub process: String,
+    /// Peak resident set size (VmHWM), MiB.
+    pub peak_mib: f64,
+}
+
+/// Everything a load run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    /// When the run started (RFC 3339).
+    pub started_at: String,
+    /// `nproc` and memory of the machine.
+    pub machine: String,
+    /// The profile.
+    pub profile: RushProfile,
+    /// The order mix.
+    pub mix: OrderMix,
+    /// Stores, hot stores and the hot share.
+    pub stores: String,
+    /// Per phase.
+    pub phases: Vec<PhaseFigures>,
+    /// Latency per RPC over the whole run.
+    pub by_rpc: BTreeMap<String, LatencySummary>,
+    /// Failed calls by RPC and code.
+    pub errors: BTreeMap<String, u64>,
+    /// PlaceOrder acknowledged -> visible in the DynamoDB active-orders view.
+    pub freshness: LatencySummary,
+    /// Sampled orders that never became visible within the probe's patience.
+    pub freshness_missing: u64,
+    /// Largest projector `millis_behind_latest` seen.
+    pub max_projector_lag_ms: Option<f64>,
+    /// Largest outbox backlog seen.
+    pub max_outbox_backlog: Option<f64>,
+    /// Most events the history projector was behind the store.
+    pub max_history_events_behind: Option<i64>,
+    /// Peak memory per process.
+    pub memory: Vec<ProcessMemory>,
+    /// The run second by second.
+    pub timeline: Vec<Tick>,
+}
+
+impl LoadReport {
+    /// The sustain phase's figures, if it ran.
+    pub fn sustain(&self) -> Option<&PhaseFigures> {
+        self.phases.iter().find(|p| p.phase == "sustain")
+    }
+
+    /// The report as Markdown.
+    pub fn to_markdown(&self) -> String {
+        let mut md = String::new();
+        let p = &self.profile;
+        let _ = writeln!(md, "# Morning rush load run, {}\n", self.started_at);
+        let _ = writeln!(
+            md,
+            "Machine: {}. Profile: {} -> {} clients over {:.0} s, {:.0} s at the peak, down over {:.0} s. Mix (completed, cancelled, open): {}, {}, {}. Stores: {}.\n",
+            self.machine, p.base_clients, p.peak_clients, p.ramp_up.as_secs_f64(),
+            p.sustain.as_secs_f64(), p.ramp_down.as_secs_f64(), self.mix.completed,
+            self.mix.cancelled, self.mix.open, self.stores
+        );
+        md.push_str("| phase | seconds | commands | commands/s | errors | p50 ms | p90 ms | p99 ms | max ms |\n");
+        md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for f in &self.phases {
+            let l = &f.latency;
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                f.phase,
+                f.seconds,
+                f.commands,
+                f.commands_per_second,
+                f.errors,
+                l.p50_ms,
+                l.p90_ms,
+                l.p99_ms,
+                l.max_ms
+            );
+        }
+        let fresh = &self.freshness;
+        let _ = writeln!(
+            md,
+            "\n| end to end | value |\n|---|---:|\n| freshness p50 (ack -> visible in DynamoDB) | {:.0} ms |\n| freshness p99 | {:.0} ms |\n| freshness samples (missing) | {} ({}) |\n| max projector lag (millis behind latest; kinesalite reports 0) | {} |\n| max history projector backlog (events not applied) | {} |\n| max outbox backlog (commits) | {} |",
+            fresh.p50_ms, fresh.p99_ms, fresh.count, self.freshness_missing,
+            optional(self.max_projector_lag_ms, " ms"),
+            optional(self.max_history_events_behind.map(|b| b as f64), ""),
+            optional(self.max_outbox_backlog, "")
+        );
+        md.push_str("\n| process | peak resident memory |\n|---|---:|\n");
+        for m in &self.memory {
+            let _ = writeln!(md, "| {} | {:.0} MiB |", m.process, m.peak_mib);
+        }
+        md.push_str("\n| RPC | calls | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|\n");
+        for (rpc, l) in &self.by_rpc {
+            let _ = writeln!(
+                md,
+                "| {rpc} | {} | {:.1} | {:.1} | {:.1} |",
+                l.count, l.p50_ms, l.p99_ms, l.max_ms
+            );
+        }
+        if !self.errors.is_empty() {
+            md.push_str("\n| failed calls | count |\n|---|---:|\n");
+            for (what, count) in &self.errors {
+                let _ = writeln!(md, "| {what} | {count} |");
+            }
+        }
+        md
+    }
+}
+
+fn optional(value: Option<f64>, unit: &str) -> String {
+    value.map_or_else(|| "not reported".to_owned(), |v| format!("{v:.0}{unit}"))
+}

@@ -1,0 +1,162 @@
+//! What one benchmark run works on: its own databases, stream, tables and queue, created fresh on
+//! the already-running local stack (unique names, never the stack's own resources), so a run
+//! never disturbs the pipeline of `scripts/up.sh` or another engineer's tests.
+
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use projectors::projections::{ActiveOrdersProjection, ActiveOrdersTables};
+use test_support::{aws_test_config, fresh_database, unique_name, TestDatabase, TestStream};
+
+/// Why the resources could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    /// A variable the AWS SDK needs to stay on the emulators is missing.
+    #[error("{0} is not set: source the stack's env file first (`source .stack/env`)")]
+    MissingEnvironment(&'static str),
+    /// An emulator refused to create something.
+    #[error("cannot create {what}: {source}")]
+    Create {
+        /// The resource.
+        what: String,
+        /// The SDK's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// The variables without which the AWS SDK (ours, or a child process's) could look for cloud
+/// credentials or reach past the emulators.
+pub const REQUIRED_ENVIRONMENT: [&str; 6] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_EC2_METADATA_DISABLED",
+    "AWS_ENDPOINT_URL_KINESIS",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL_SQS",
+];
+
+/// Fails unless every variable of [`REQUIRED_ENVIRONMENT`] is set.
+pub fn check_environment() -> Result<(), ResourceError> {
+    match REQUIRED_ENVIRONMENT
+        .iter()
+        .find(|name| std::env::var_os(name).is_none())
+    {
+        Some(missing) => Err(ResourceError::MissingEnvironment(missing)),
+        None => Ok(()),
+    }
+}
+
+/// A whole pipeline's worth of fresh resources.
+pub struct PipelineResources {
+    /// The event store's database.
+    pub events_db: TestDatabase,
+    /// The database of the history and analytics views.
+    pub views_db: TestDatabase,
+    /// SDK configuration for the emulators.
+    pub sdk: SdkConfig,
+    /// The Kinesis stream.
+    pub stream: TestStream,
+    /// The DynamoDB active-orders and store-metrics tables.
+    pub active_orders: ActiveOrdersTables,
+    /// The projectors' lease table.
+    pub leases_table: String,
+    /// The projectors' parked-commit table.
+    pub parked_table: String,
+    /// The projectors' dead-letter queue.
+    pub dead_letter_queue_url: String,
+}
+
+impl PipelineResources {
+    /// Creates every resource; the stream gets `shards` shards.
+    pub async fn create(shards: i32) -> Result<Self, ResourceError> {
+        check_environment()?;
+        let sdk = aws_test_config().await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        let active_orders = ActiveOrdersTables {
+            orders: unique_name("bench-active-orders"),
+            stores: unique_name("bench-store-metrics"),
+        };
+        ActiveOrdersProjection::create_tables(&dynamodb, &active_orders)
+            .await
+            .map_err(|e| create_error("the active-orders tables", e))?;
+        let leases_table = unique_name("bench-leases");
+        create_table(&dynamodb, &leases_table, "lease_key", None).await?;
+        let parked_table = unique_name("bench-parked");
+        create_table(
+            &dynamodb,
+            &parked_table,
+            "parked_key",
+            Some(("position", ScalarAttributeType::N)),
+        )
+        .await?;
+        let dead_letter_queue_url = aws_sdk_sqs::Client::new(&sdk)
+            .create_queue()
+            .queue_name(unique_name("bench-projector-dlq"))
+            .send()
+            .await
+            .map_err(|e| create_error("the dead-letter queue", e))?
+            .queue_url
+            .unwrap_or_default();
+        Ok(Self {
+            events_db: fresh_database().await,
+            views_db: fresh_database().await,
+            stream: TestStream::create(shards).await,
+            sdk,
+            active_orders,
+            leases_table,
+            parked_table,
+            dead_letter_queue_url,
+        })
+    }
+}
+
+fn create_error(
+    what: &str,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> ResourceError {
+    ResourceError::Create {
+        what: what.to_owned(),
+        source: Box::new(source),
+    }
+}
+
+/// Creates a table with a string partition key and an optional sort key (on-demand billing).
+pub async fn create_table(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+    hash: &str,
+    range: Option<(&str, ScalarAttributeType)>,
+) -> Result<(), ResourceError> {
+    let attribute = |name: &str, kind: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(kind)
+            .build()
+            .expect("name and type are set")
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .expect("name and key type are set")
+    };
+    let mut request = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute(hash, ScalarAttributeType::S))
+        .key_schema(key(hash, KeyType::Hash));
+    if let Some((range, kind)) = range {
+        request = request
+            .attribute_definitions(attribute(range, kind))
+            .key_schema(key(range, KeyType::Range));
+    }
+    request
+        .send()
+        .await
+        .map_err(|e| create_error(&format!("table {name}"), e))?;
+    Ok(())
+}
