@@ -1,23 +1,17 @@
-import { CONFIG_KEYS, isPlanned, keyApplies, SERVICE_NAMES, SERVICES } from './config';
+import { CONFIG_KEYS, keyApplies, ONE_OFF_TASK_NAMES, PROCESS_NAMES, ProcessName, SERVICES } from './config';
 
-/** Marks a planned service (no binary yet) in the tables of DEPLOYING.md. */
-export const PLANNED_MARK = '(planned)';
+/** Marks a one-off task (no service) in the tables of DEPLOYING.md. */
+export const ONE_OFF_MARK = '(task)';
 
-/**
- * The config-key table of DEPLOYING.md, generated from `CONFIG_KEYS` so the two cannot drift.
- * Planned services are marked `(planned)`; a key only planned services receive is marked
- * `planned:` in its value column (provisional until the binary exists).
- */
+const label = (name: ProcessName) =>
+  `\`${name}\`${(ONE_OFF_TASK_NAMES as readonly string[]).includes(name) ? ` ${ONE_OFF_MARK}` : ''}`;
+
+/** The config-key table of DEPLOYING.md, generated from `CONFIG_KEYS` so the two cannot drift. */
 export function configTableMarkdown(): string {
-  const lines = ['| Key | Value | Services |', '| --- | --- | --- |'];
+  const lines = ['| Key | Value | Processes |', '| --- | --- | --- |'];
   for (const key of CONFIG_KEYS) {
-    const services = SERVICE_NAMES.filter((s) => keyApplies(key, SERVICES[s].capabilities));
-    const who =
-      services.length === SERVICE_NAMES.length
-        ? 'all'
-        : services.map((s) => `\`${s}\`${isPlanned(s) ? ` ${PLANNED_MARK}` : ''}`).join(', ');
-    const planned = services.every(isPlanned) ? '*planned:* ' : '';
-    lines.push(`| \`${key.key}\` | ${planned}${key.secret ? '**secret**: ' : ''}${key.source} | ${who} |`);
+    const processes = PROCESS_NAMES.filter((s) => keyApplies(key, SERVICES[s].capabilities));
+    lines.push(`| \`${key.key}\` | ${key.secret ? '**secret**: ' : ''}${key.source} | ${processes.map(label).join(', ')} |`);
   }
   return lines.join('\n');
 }

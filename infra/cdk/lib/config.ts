@@ -1,34 +1,60 @@
 /**
- * The one place that says which configuration each binary reads and where its value comes from.
+ * The one place that says which configuration each process reads and where its value comes from.
  *
  * The Rust binaries read layered config whose environment overrides are `ORDERPIPE_<SECTION>__<KEY>`
- * (`__` separates sections). Keep `CONFIG_KEYS` in step with the Rust config structs: a service
- * gets exactly the keys of the capabilities it declares in `SERVICES`, and `services.ts` derives
- * its IAM grants from the same capabilities, so config and permissions cannot drift apart.
- * Services whose binary does not exist yet are `status: 'planned'`: their keys are provisional.
+ * (`__` separates sections). Keep `CONFIG_KEYS` in step with the Rust settings structs (each
+ * binary's `settings.rs` / `configuration.rs` and its DEFAULTS): a process gets exactly the keys of
+ * the capabilities it declares in `SERVICES`, and `services.ts` derives its IAM grants from the same
+ * capabilities, so config and permissions cannot drift apart. Keys with a default in the binary
+ * that suits AWS (pool sizes, timeouts, schema names) are not set.
  */
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 
-/** Every binary built from the root Dockerfile (`--build-arg BIN=<name>`), one ECS service each. */
+/**
+ * The long-running processes, one ECS service each. The three `flows-*` services run the same
+ * `flows run` binary with different `ORDERPIPE_FLOWS__WORKERS`, so each scales on its own load:
+ * payments with the payment queue and the gateway's latency, intake with the delivery platforms,
+ * the log consumers with the stream's shards.
+ */
 export const SERVICE_NAMES = [
   'command-api',
   'relay',
   'projectors',
-  'saga-worker',
-  'payment-worker',
-  'intake-worker',
-  'notification-worker',
+  'flows-log',
+  'flows-payments',
+  'flows-intake',
   'dashboard',
 ] as const;
 
-/** Name of a binary and of its ECS service. */
+/** Name of an ECS service. */
 export type ServiceName = (typeof SERVICE_NAMES)[number];
+
+/** Operator tools deployed as task definitions without a service (`aws ecs run-task`). */
+export const ONE_OFF_TASK_NAMES = ['replay'] as const;
+
+/** Name of a one-off task definition. */
+export type OneOffTaskName = (typeof ONE_OFF_TASK_NAMES)[number];
+
+/** Every process the deployment describes: the services, then the one-off tasks. */
+export const PROCESS_NAMES = [...SERVICE_NAMES, ...ONE_OFF_TASK_NAMES] as const;
+
+/** Name of a service or one-off task (its container and task definition family). */
+export type ProcessName = ServiceName | OneOffTaskName;
+
+/**
+ * The binaries the root Dockerfile builds (`--build-arg BIN=<name>`), one ECR repository
+ * `<ecrRepositoryPrefix>/<binary>` each.
+ */
+export type BinaryName = 'command-api' | 'relay' | 'projectors' | 'flows' | 'dashboard' | 'replay';
+
+/** The workers of the `flows` binary (`flows/src/settings.rs` `WORKERS`). */
+export type FlowsWorker = 'order_saga' | 'notifications' | 'payments' | 'intake';
 
 /** Ports the binaries listen on. */
 export const PORTS = {
   grpc: 50051,
-  /** `/health` and `/metrics` (Prometheus) on every process. */
+  /** `/health` and `/metrics` (Prometheus) on every long-running process (overrides each binary's default). */
   admin: 9090,
   dashboardHttp: 8080,
   postgres: 5432,
@@ -38,29 +64,44 @@ export const PORTS = {
 /** Namespace of the custom CloudWatch metrics the alarms use. */
 export const METRICS_NAMESPACE = 'Orderpipe';
 
+/** DNS name under which ECS Service Connect serves the command API to the other services. */
+export const COMMAND_API_SERVICE_CONNECT_NAME = 'command-api';
+
 /**
- * What a service uses. Each capability brings its config keys (`CONFIG_KEYS`) and its IAM grants
- * (`grantCapability` in services.ts).
+ * What a process uses. Each capability brings its config keys (`CONFIG_KEYS`) and its IAM grants
+ * and network access (`grantCapability` in services.ts).
  */
 export type Capability =
+  /** `/health` and `/metrics` on the admin port (every long-running process). */
+  | 'adminEndpoint'
+  /** `log.format` (every long-running process; replay writes plain lines for an operator). */
+  | 'structuredLogs'
   | 'eventStore'
   | 'historyStore'
+  /** The history schema, read only (the dashboard's order timeline). */
+  | 'historyRead'
   | 'analyticsStore'
   | 'jwt'
   | 'grpcServer'
   | 'httpServer'
   | 'streamWrite'
   | 'streamRead'
-  | 'activeOrdersRead'
+  /** Reading the stream from a point in time (`replay rebuild --from-stream [--since]`). */
+  | 'streamReplay'
+  /** The live active-orders view: the orders and stores tables, deployed or swapped in by replay. */
   | 'activeOrdersWrite'
-  | 'storeMetricsRead'
-  | 'storeMetricsWrite'
+  | 'activeOrdersRead'
+  /** The views table's alias item naming the live active-orders tables. */
+  | 'viewsRead'
+  /** Building, swapping and dropping active-orders tables, and replay's progress items. */
+  | 'viewsRebuild'
   | 'leases'
   | 'parked'
+  /** `flows.workers`: which workers of the `flows` binary this service runs. */
+  | 'flowsWorkers'
   | 'intakeConsume'
   | 'paymentsConsume'
   | 'paymentsSend'
-  | 'notificationsConsume'
   | 'notificationsSend'
   | 'projectorDeadLetter'
   | 'commandApiClient';
@@ -80,19 +121,15 @@ export interface PublishedMetric {
   readonly statistic: 'Maximum' | 'SampleCount';
 }
 
-/** How one binary runs. */
+/** How one process runs. */
 export interface ServiceSpec {
   readonly description: string;
-  /**
-   * `built`: the binary exists and its keys below are checked against its Rust settings.
-   * `planned`: no binary yet; its keys are provisional until the binary exists.
-   */
-  readonly status: 'built' | 'planned';
-  /**
-   * Arguments after the image's entrypoint (the binary): the subcommand the service runs.
-   * Unset for planned binaries, whose command line does not exist yet.
-   */
-  readonly command?: readonly string[];
+  /** The binary (and so the image) the process runs. */
+  readonly binary: BinaryName;
+  /** Arguments after the image's entrypoint (the binary): its subcommand. */
+  readonly command: readonly string[];
+  /** For `flowsWorkers`: the value of `ORDERPIPE_FLOWS__WORKERS`. */
+  readonly flowsWorkers?: readonly FlowsWorker[];
   /**
    * Container health check on the admin endpoint's `/health` (200 while the process can do its
    * work). Only for services nothing else checks: the load balancer checks the ingress services.
@@ -110,14 +147,21 @@ export interface ServiceSpec {
   readonly publishedMetrics?: readonly PublishedMetric[];
 }
 
-/** The services and what each one uses. */
-export const SERVICES: Record<ServiceName, ServiceSpec> = {
+/** Lag of the slowest shard of any consumer group in the process (projector runtime gauge). */
+const CONSUMER_LAG: PublishedMetric = {
+  prometheusName: 'orderpipe_projector_millis_behind_latest',
+  cloudWatchName: 'ConsumerLagMillis',
+  statistic: 'Maximum',
+};
+
+/** Every process and what it uses. */
+export const SERVICES: Record<ProcessName, ServiceSpec> = {
   'command-api': {
     description: 'gRPC command API: validates commands, appends events and outbox rows to the event store',
-    status: 'built',
+    binary: 'command-api',
     // `command-api serve`: gRPC (with grpc.health.v1, checked by the load balancer) and the admin endpoint.
     command: ['serve'],
-    capabilities: ['eventStore', 'jwt', 'grpcServer'],
+    capabilities: ['adminEndpoint', 'structuredLogs', 'eventStore', 'jwt', 'grpcServer'],
     ingress: 'grpc',
     // command-api records every command in this histogram; outcome="error" is a store or internal failure.
     publishedMetrics: [
@@ -131,55 +175,93 @@ export const SERVICES: Record<ServiceName, ServiceSpec> = {
   },
   relay: {
     description: 'Publishes the outbox to Kinesis, one record per commit, in per-aggregate order',
-    status: 'built',
+    binary: 'relay',
     command: ['run'],
     adminHealthCheck: true,
-    capabilities: ['eventStore', 'streamWrite'],
+    capabilities: ['adminEndpoint', 'structuredLogs', 'eventStore', 'streamWrite'],
     singleton: true,
-    // Gauge the relay must expose: outbox rows committed but not yet acknowledged by Kinesis.
+    // Gauge the relay exposes: outbox rows committed but not yet acknowledged by Kinesis.
     publishedMetrics: [{ prometheusName: 'orderpipe_outbox_backlog', cloudWatchName: 'OutboxBacklog', statistic: 'Maximum' }],
   },
   projectors: {
     description: 'Consumes Kinesis (DynamoDB leases) and builds the DynamoDB, Aurora history and Redshift read models',
-    status: 'built',
+    binary: 'projectors',
     command: ['run'],
     adminHealthCheck: true,
     capabilities: [
+      'adminEndpoint',
+      'structuredLogs',
       'streamRead',
       'leases',
       'parked',
       'activeOrdersWrite',
-      'storeMetricsWrite',
+      'viewsRead',
       'historyStore',
       'analyticsStore',
       'projectorDeadLetter',
     ],
+    publishedMetrics: [CONSUMER_LAG],
   },
-  'saga-worker': {
-    description: 'Follows order events on the log and drives the order saga: payment requests, notifications, follow-up commands',
-    status: 'planned',
-    capabilities: ['streamRead', 'leases', 'paymentsSend', 'notificationsSend', 'commandApiClient', 'jwt'],
+  'flows-log': {
+    description: 'flows run: the order saga and notifications, consumer groups on the event log (leases shared with the projectors)',
+    binary: 'flows',
+    command: ['run'],
+    flowsWorkers: ['order_saga', 'notifications'],
+    adminHealthCheck: true,
+    capabilities: [
+      'adminEndpoint',
+      'structuredLogs',
+      'flowsWorkers',
+      'jwt',
+      'commandApiClient',
+      'streamRead',
+      'leases',
+      'parked',
+      'projectorDeadLetter',
+      // The saga requests charges and refunds; notifications are put on their queue.
+      'paymentsSend',
+      'notificationsSend',
+    ],
+    publishedMetrics: [CONSUMER_LAG],
   },
-  'payment-worker': {
-    description: 'Consumes the payments FIFO queue, calls the payment gateway, reports the outcome to the command API',
-    status: 'planned',
-    capabilities: ['paymentsConsume', 'commandApiClient', 'jwt'],
+  'flows-payments': {
+    description: 'flows run: the payment processor, consuming the payments FIFO queue and recording outcomes through the command API',
+    binary: 'flows',
+    command: ['run'],
+    flowsWorkers: ['payments'],
+    adminHealthCheck: true,
+    capabilities: ['adminEndpoint', 'structuredLogs', 'flowsWorkers', 'jwt', 'commandApiClient', 'paymentsConsume'],
   },
-  'intake-worker': {
-    description: 'Consumes orders from delivery platforms (intake queue) and places them through the command API',
-    status: 'planned',
-    capabilities: ['intakeConsume', 'commandApiClient', 'jwt'],
-  },
-  'notification-worker': {
-    description: 'Consumes the notifications queue and sends customer notifications',
-    status: 'planned',
-    capabilities: ['notificationsConsume'],
+  'flows-intake': {
+    description: 'flows run: delivery-platform intake, consuming the intake queue and placing orders through the command API',
+    binary: 'flows',
+    command: ['run'],
+    flowsWorkers: ['intake'],
+    adminHealthCheck: true,
+    capabilities: ['adminEndpoint', 'structuredLogs', 'flowsWorkers', 'jwt', 'commandApiClient', 'intakeConsume'],
   },
   dashboard: {
-    description: 'Barista dashboard (HTTP 8080): reads the active-orders and store-metrics views',
-    status: 'planned',
-    capabilities: ['activeOrdersRead', 'storeMetricsRead', 'httpServer'],
+    description: 'Barista dashboard (HTTP 8080): reads the live active-orders view and the order history, advances orders through the command API',
+    binary: 'dashboard',
+    command: ['serve'],
+    capabilities: [
+      'adminEndpoint',
+      'structuredLogs',
+      'httpServer',
+      'jwt',
+      'commandApiClient',
+      'activeOrdersRead',
+      'viewsRead',
+      'historyRead',
+    ],
     ingress: 'http',
+  },
+  replay: {
+    description: 'Operator tool: rebuilds a read model from the event store (or the stream) into a fresh target and swaps it in',
+    binary: 'replay',
+    // Harmless default for a run without overrides: lists the live views and their state.
+    command: ['list'],
+    capabilities: ['eventStore', 'historyStore', 'analyticsStore', 'streamReplay', 'viewsRebuild'],
   },
 };
 
@@ -210,6 +292,7 @@ export interface ConfigSources {
   readonly streamName: string;
   readonly activeOrdersTable: string;
   readonly storeMetricsTable: string;
+  readonly viewsTable: string;
   readonly leasesTable: string;
   readonly parkedTable: string;
   readonly intake: QueueUrls;
@@ -222,63 +305,74 @@ export interface ConfigSources {
 /** One configuration key: who gets it, what it holds, and how its value is made. */
 export interface ConfigKey {
   readonly key: string;
-  /** Given to services with any of these capabilities; `all` for every service. */
-  readonly when: 'all' | readonly Capability[];
+  /** Given to processes with any of these capabilities. */
+  readonly when: readonly Capability[];
   /** What the value is, for the README table. */
   readonly source: string;
-  readonly plain?: (s: ConfigSources) => string;
+  readonly plain?: (s: ConfigSources, process: ServiceSpec) => string;
   readonly secret?: (s: ConfigSources) => ecs.Secret;
 }
 
-function databaseKeys(prefix: string, capability: Capability, what: string, pick: (s: ConfigSources) => DatabaseSource): ConfigKey[] {
+function databaseKeys(prefix: string, capabilities: readonly Capability[], what: string, pick: (s: ConfigSources) => DatabaseSource): ConfigKey[] {
   return [
-    { key: `${prefix}HOST`, when: [capability], source: `${what} endpoint`, plain: (s) => pick(s).host },
-    { key: `${prefix}PORT`, when: [capability], source: `${what} port`, plain: (s) => String(pick(s).port) },
-    { key: `${prefix}NAME`, when: [capability], source: `${what} database name`, plain: (s) => pick(s).name },
-    { key: `${prefix}USERNAME`, when: [capability], source: `${what} user`, plain: (s) => pick(s).username },
+    { key: `${prefix}HOST`, when: capabilities, source: `${what} endpoint`, plain: (s) => pick(s).host },
+    { key: `${prefix}PORT`, when: capabilities, source: `${what} port`, plain: (s) => String(pick(s).port) },
+    { key: `${prefix}NAME`, when: capabilities, source: `${what} database name`, plain: (s) => pick(s).name },
+    { key: `${prefix}USERNAME`, when: capabilities, source: `${what} user`, plain: (s) => pick(s).username },
     {
       key: `${prefix}PASSWORD`,
-      when: [capability],
+      when: capabilities,
       source: `${what} secret, field \`password\` (Secrets Manager)`,
       secret: (s) => ecs.Secret.fromSecretsManager(pick(s).secret, 'password'),
     },
   ];
 }
 
-/** Capabilities that make a service call AWS APIs through the AWS SDK (which reads `AWS_REGION`). */
+/** Capabilities that make a process call AWS APIs through the AWS SDK (which reads `AWS_REGION`). */
 const AWS_SDK_CAPABILITIES: readonly Capability[] = [
   'streamWrite',
   'streamRead',
+  'streamReplay',
   'activeOrdersRead',
   'activeOrdersWrite',
-  'storeMetricsRead',
-  'storeMetricsWrite',
+  'viewsRead',
+  'viewsRebuild',
   'leases',
   'parked',
   'intakeConsume',
   'paymentsConsume',
   'paymentsSend',
-  'notificationsConsume',
   'notificationsSend',
   'projectorDeadLetter',
 ];
+
+/** The `flows` binary needs a queue's URL and its DLQ's URL together (`Settings::queue`). */
+const PAYMENTS_QUEUE: readonly Capability[] = ['paymentsConsume', 'paymentsSend'];
+const NOTIFICATIONS_QUEUE: readonly Capability[] = ['notificationsSend'];
+const INTAKE_QUEUE: readonly Capability[] = ['intakeConsume'];
+const ACTIVE_ORDERS_VIEW: readonly Capability[] = ['activeOrdersRead', 'activeOrdersWrite', 'viewsRebuild'];
 
 /** Every configuration key the deployment sets. */
 export const CONFIG_KEYS: readonly ConfigKey[] = [
   // Read by the AWS SDK's region chain (aws-support), not by the ORDERPIPE_ settings; the command
   // API has no AWS client and does not get it.
   { key: 'AWS_REGION', when: AWS_SDK_CAPABILITIES, source: 'stack region (AWS SDK)', plain: (s) => s.region },
-  { key: 'ORDERPIPE_LOG__FORMAT', when: 'all', source: '`json`', plain: () => 'json' },
+  { key: 'ORDERPIPE_LOG__FORMAT', when: ['structuredLogs'], source: '`json`', plain: () => 'json' },
   // The admin endpoint stays on loopback: only the task's own collector sidecar and its container
   // health check call it. It would have to be `0.0.0.0` if anything outside the task did (a load
   // balancer health check); the load balancer checks gRPC / the dashboard's HTTP port instead.
   {
     key: 'ORDERPIPE_ADMIN__HOST',
-    when: 'all',
+    when: ['adminEndpoint'],
     source: '`127.0.0.1` (called only from inside the task)',
     plain: () => '127.0.0.1',
   },
-  { key: 'ORDERPIPE_ADMIN__PORT', when: 'all', source: `\`${PORTS.admin}\` (/health, /metrics)`, plain: () => String(PORTS.admin) },
+  {
+    key: 'ORDERPIPE_ADMIN__PORT',
+    when: ['adminEndpoint'],
+    source: `\`${PORTS.admin}\` (/health, /metrics; one port for every binary, whose defaults differ)`,
+    plain: () => String(PORTS.admin),
+  },
   // Listeners default to 127.0.0.1; the load balancer reaches the task on its VPC address.
   { key: 'ORDERPIPE_GRPC__HOST', when: ['grpcServer'], source: '`0.0.0.0` (reachable by the load balancer)', plain: () => '0.0.0.0' },
   { key: 'ORDERPIPE_GRPC__PORT', when: ['grpcServer'], source: `\`${PORTS.grpc}\``, plain: () => String(PORTS.grpc) },
@@ -289,9 +383,9 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     source: `\`${PORTS.dashboardHttp}\` (dashboard page and its /health)`,
     plain: () => String(PORTS.dashboardHttp),
   },
-  ...databaseKeys('ORDERPIPE_DATABASE__', 'eventStore', 'Aurora writer (event store)', (s) => s.eventStore),
-  ...databaseKeys('ORDERPIPE_HISTORY__DATABASE__', 'historyStore', 'Aurora writer (history schema)', (s) => s.history),
-  ...databaseKeys('ORDERPIPE_ANALYTICS__DATABASE__', 'analyticsStore', 'Redshift Serverless workgroup', (s) => s.analytics),
+  ...databaseKeys('ORDERPIPE_DATABASE__', ['eventStore'], 'Aurora writer (event store)', (s) => s.eventStore),
+  ...databaseKeys('ORDERPIPE_HISTORY__DATABASE__', ['historyStore', 'historyRead'], 'Aurora writer (history schema)', (s) => s.history),
+  ...databaseKeys('ORDERPIPE_ANALYTICS__DATABASE__', ['analyticsStore'], 'Redshift Serverless workgroup', (s) => s.analytics),
   {
     key: 'ORDERPIPE_AUTH__JWT_SECRET',
     when: ['jwt'],
@@ -300,85 +394,96 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   },
   { key: 'ORDERPIPE_AUTH__ISSUER', when: ['jwt'], source: 'stage `auth.issuer`', plain: (s) => s.jwtIssuer },
   { key: 'ORDERPIPE_AUTH__AUDIENCE', when: ['jwt'], source: 'stage `auth.audience`', plain: (s) => s.jwtAudience },
-  { key: 'ORDERPIPE_KINESIS__STREAM_NAME', when: ['streamRead', 'streamWrite'], source: 'event stream name', plain: (s) => s.streamName },
+  {
+    key: 'ORDERPIPE_KINESIS__STREAM_NAME',
+    when: ['streamRead', 'streamWrite', 'streamReplay'],
+    source: 'event stream name',
+    plain: (s) => s.streamName,
+  },
   {
     key: 'ORDERPIPE_DYNAMODB__ACTIVE_ORDERS_TABLE',
-    when: ['activeOrdersRead', 'activeOrdersWrite'],
-    source: '`active-orders` table name',
+    when: ACTIVE_ORDERS_VIEW,
+    source: '`active-orders` table name (live until replay swaps a rebuild in)',
     plain: (s) => s.activeOrdersTable,
   },
   {
     key: 'ORDERPIPE_DYNAMODB__STORE_METRICS_TABLE',
-    when: ['storeMetricsRead', 'storeMetricsWrite'],
-    source: '`store-metrics` table name',
+    when: ACTIVE_ORDERS_VIEW,
+    source: '`store-metrics` table name (live until replay swaps a rebuild in)',
     plain: (s) => s.storeMetricsTable,
+  },
+  {
+    key: 'ORDERPIPE_DYNAMODB__VIEWS_TABLE',
+    when: ['viewsRead', 'viewsRebuild'],
+    source: '`views` table name (alias of the live active-orders tables, replay progress)',
+    plain: (s) => s.viewsTable,
   },
   { key: 'ORDERPIPE_DYNAMODB__LEASES_TABLE', when: ['leases'], source: '`projector-leases` table name', plain: (s) => s.leasesTable },
   { key: 'ORDERPIPE_DYNAMODB__PARKED_TABLE', when: ['parked'], source: '`projector-parked` table name', plain: (s) => s.parkedTable },
-  { key: 'ORDERPIPE_SQS__INTAKE_QUEUE_URL', when: ['intakeConsume'], source: 'intake queue URL', plain: (s) => s.intake.url },
-  { key: 'ORDERPIPE_SQS__INTAKE_DLQ_URL', when: ['intakeConsume'], source: 'intake DLQ URL', plain: (s) => s.intake.dlqUrl },
   {
-    key: 'ORDERPIPE_SQS__PAYMENTS_QUEUE_URL',
-    when: ['paymentsConsume', 'paymentsSend'],
-    source: 'payments FIFO queue URL',
-    plain: (s) => s.payments.url,
+    key: 'ORDERPIPE_FLOWS__WORKERS',
+    when: ['flowsWorkers'],
+    source: 'the service\'s workers (`SERVICES[...].flowsWorkers`)',
+    plain: (_, process) => {
+      if (!process.flowsWorkers?.length) throw new Error(`${process.description}: flowsWorkers capability without workers`);
+      return process.flowsWorkers.join(',');
+    },
   },
-  { key: 'ORDERPIPE_SQS__PAYMENTS_DLQ_URL', when: ['paymentsConsume'], source: 'payments FIFO DLQ URL', plain: (s) => s.payments.dlqUrl },
+  { key: 'ORDERPIPE_SQS__INTAKE_QUEUE_URL', when: INTAKE_QUEUE, source: 'intake queue URL', plain: (s) => s.intake.url },
+  { key: 'ORDERPIPE_SQS__INTAKE_DLQ_URL', when: INTAKE_QUEUE, source: 'intake DLQ URL', plain: (s) => s.intake.dlqUrl },
+  { key: 'ORDERPIPE_SQS__PAYMENTS_QUEUE_URL', when: PAYMENTS_QUEUE, source: 'payments FIFO queue URL', plain: (s) => s.payments.url },
+  { key: 'ORDERPIPE_SQS__PAYMENTS_DLQ_URL', when: PAYMENTS_QUEUE, source: 'payments FIFO DLQ URL', plain: (s) => s.payments.dlqUrl },
   {
     key: 'ORDERPIPE_SQS__NOTIFICATIONS_QUEUE_URL',
-    when: ['notificationsConsume', 'notificationsSend'],
+    when: NOTIFICATIONS_QUEUE,
     source: 'notifications queue URL',
     plain: (s) => s.notifications.url,
   },
   {
     key: 'ORDERPIPE_SQS__NOTIFICATIONS_DLQ_URL',
-    when: ['notificationsConsume'],
+    when: NOTIFICATIONS_QUEUE,
     source: 'notifications DLQ URL',
     plain: (s) => s.notifications.dlqUrl,
   },
   {
     key: 'ORDERPIPE_SQS__PROJECTOR_DLQ_URL',
     when: ['projectorDeadLetter'],
-    source: 'projector dead-letter queue URL (malformed log records)',
+    source: 'projector dead-letter queue URL (malformed log records, poison commits)',
     plain: (s) => s.projectorDlqUrl,
   },
   {
     key: 'ORDERPIPE_COMMAND_API__URL',
     when: ['commandApiClient'],
-    source: 'internal load balancer, `https://<api record>`',
+    source: `ECS Service Connect, \`http://${COMMAND_API_SERVICE_CONNECT_NAME}:${PORTS.grpc}\``,
     plain: (s) => s.commandApiUrl,
   },
 ];
 
-/** The services whose binary does not exist yet: their keys are provisional. */
-export function isPlanned(service: ServiceName): boolean {
-  return SERVICES[service].status === 'planned';
-}
-
-/** Whether a service with these capabilities gets this key. */
+/** Whether a process with these capabilities gets this key. */
 export function keyApplies(key: ConfigKey, capabilities: readonly Capability[]): boolean {
-  return key.when === 'all' || key.when.some((c) => capabilities.includes(c));
+  return key.when.some((c) => capabilities.includes(c));
 }
 
-/** The plain environment and the Secrets Manager secrets of one service's container. */
+/** The plain environment and the Secrets Manager secrets of one process's container. */
 export interface ServiceEnvironment {
   readonly environment: Record<string, string>;
   readonly secrets: Record<string, ecs.Secret>;
 }
 
-/** Builds the container configuration of `service` from the deployed resources. */
-export function serviceEnvironment(service: ServiceName, sources: ConfigSources): ServiceEnvironment {
+/** Builds the container configuration of `process` from the deployed resources. */
+export function serviceEnvironment(process: ProcessName, sources: ConfigSources): ServiceEnvironment {
+  const spec = SERVICES[process];
   const environment: Record<string, string> = {};
   const secrets: Record<string, ecs.Secret> = {};
   for (const key of CONFIG_KEYS) {
-    if (!keyApplies(key, SERVICES[service].capabilities)) continue;
+    if (!keyApplies(key, spec.capabilities)) continue;
     if (key.secret) secrets[key.key] = key.secret(sources);
-    else if (key.plain) environment[key.key] = key.plain(sources);
+    else if (key.plain) environment[key.key] = key.plain(sources, spec);
   }
   return { environment, secrets };
 }
 
-/** Names of the keys each service receives, for documentation and tests. */
-export function keysOf(service: ServiceName): string[] {
-  return CONFIG_KEYS.filter((k) => keyApplies(k, SERVICES[service].capabilities)).map((k) => k.key);
+/** Names of the keys each process receives, for documentation and tests. */
+export function keysOf(process: ProcessName): string[] {
+  return CONFIG_KEYS.filter((k) => keyApplies(k, SERVICES[process].capabilities)).map((k) => k.key);
 }

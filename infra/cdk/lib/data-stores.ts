@@ -1,4 +1,4 @@
-import { Duration } from 'aws-cdk-lib';
+import { Arn, ArnFormat, Duration, Stack } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as kms from 'aws-cdk-lib/aws-kms';
@@ -38,6 +38,11 @@ export class DataStores extends Construct {
   readonly storeMetrics: dynamodb.Table;
   readonly leases: dynamodb.Table;
   readonly parked: dynamodb.Table;
+  /**
+   * The views table (hash key `name`): the alias item naming the live active-orders tables, and
+   * replay's progress items. Projectors and dashboard read the alias on every batch / read.
+   */
+  readonly views: dynamodb.Table;
   /** The customer-managed key the tables (and queues) are encrypted with. */
   readonly key: kms.IKey;
   readonly aurora: rds.DatabaseCluster;
@@ -46,10 +51,13 @@ export class DataStores extends Construct {
   readonly redshiftWorkgroup: redshiftserverless.CfnWorkgroup;
   readonly redshiftSecurityGroup: ec2.SecurityGroup;
 
+  private readonly prefix: string;
+
   constructor(scope: Construct, id: string, props: DataStoresProps) {
     super(scope, id);
     const { stage, vpc, key } = props;
     this.key = key;
+    this.prefix = stage.prefix;
     const isolated: ec2.SubnetSelection = { subnetType: ec2.SubnetType.PRIVATE_ISOLATED };
 
     const tableDefaults = {
@@ -98,6 +106,12 @@ export class DataStores extends Construct {
       tableName: `${stage.prefix}-projector-parked`,
       partitionKey: { name: 'parked_key', type: dynamodb.AttributeType.STRING },
       sortKey: { name: 'position', type: dynamodb.AttributeType.NUMBER },
+    });
+
+    this.views = new dynamodb.Table(this, 'Views', {
+      ...tableDefaults,
+      tableName: `${stage.prefix}-views`,
+      partitionKey: { name: 'name', type: dynamodb.AttributeType.STRING },
     });
 
     // Aurora PostgreSQL Serverless v2: the event store (source of truth) and the history schema.
@@ -208,7 +222,35 @@ export class DataStores extends Construct {
 
   /** Every DynamoDB table, for dashboards. */
   tables(): dynamodb.Table[] {
-    return [this.activeOrders, this.storeMetrics, this.leases, this.parked];
+    return [this.activeOrders, this.storeMetrics, this.views, this.leases, this.parked];
+  }
+
+  /**
+   * ARN pattern of every active-orders table: the deployed one and the tables `replay rebuild
+   * active_orders` creates at runtime. Replay names them `<base>-orders` / `<base>-stores` with the
+   * default base `<active orders table>-rebuild-<unix seconds>` (verify: `-verify-`), so after a
+   * swap the live view lives in tables this stack never saw. Operators passing `--target` must keep
+   * the `<prefix>-active-orders-` prefix (DEPLOYING.md).
+   */
+  activeOrdersTablesPattern(): string {
+    return this.tableArn(`${this.prefix}-active-orders*`);
+  }
+
+  /** The indexes of the tables `activeOrdersTablesPattern` matches (the dashboard's queries). */
+  activeOrdersIndexesPattern(): string {
+    return this.tableArn(`${this.prefix}-active-orders*/index/*`);
+  }
+
+  /** Only the tables replay creates (rebuild, verify scratch), never the deployed one. */
+  replayTablesPattern(): string {
+    return this.tableArn(`${this.prefix}-active-orders-*`);
+  }
+
+  private tableArn(resourceName: string): string {
+    return Arn.format(
+      { service: 'dynamodb', resource: 'table', resourceName, arnFormat: ArnFormat.SLASH_RESOURCE_NAME },
+      Stack.of(this),
+    );
   }
 
   /** The event store: Aurora writer, database `orderpipe`. */

@@ -72,6 +72,25 @@ export class Observability extends Construct {
       });
     }
 
+    // Each consuming service's own lag (the stream-wide iterator age above is the slowest reader of
+    // all): the projectors, and the flows' saga and notifications consumer groups.
+    const consumerLag = SERVICE_NAMES.filter((name) =>
+      SERVICES[name].publishedMetrics?.some((m) => m.cloudWatchName === CONSUMER_LAG_METRIC),
+    ).map((name) => ({ name, metric: publishedMetric(stage, name, CONSUMER_LAG_METRIC) }));
+    for (const { name, metric } of consumerLag) {
+      this.addAlarm(`${pascal(name)}ConsumerLag`, {
+        alarmName: `${stage.prefix}-${name}-consumer-lag`,
+        alarmDescription:
+          `The ${name} consumer groups are more than ${thresholds.iteratorAgeMs} ms behind the log. ` +
+          'No data counts as breaching: the service (or its metrics sidecar) is down.',
+        metric,
+        threshold: thresholds.iteratorAgeMs,
+        evaluationPeriods: 5,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+      });
+    }
+
     const outboxBacklog = publishedMetric(stage, 'relay', 'OutboxBacklog');
     this.addAlarm('OutboxBacklog', {
       alarmName: `${stage.prefix}-outbox-backlog`,
@@ -127,6 +146,17 @@ export class Observability extends Construct {
       treatMissingData: cloudwatch.TreatMissingData.BREACHING,
     });
 
+    const healthyDashboardHosts = services.dashboardTargetGroup.metrics.healthyHostCount({ period: Duration.minutes(1), statistic: 'Minimum' });
+    this.addAlarm('DashboardHealthyHosts', {
+      alarmName: `${stage.prefix}-dashboard-healthy-hosts`,
+      alarmDescription: 'No barista dashboard task passes the /health check (DynamoDB view or history database unreachable).',
+      metric: healthyDashboardHosts,
+      threshold: 1,
+      evaluationPeriods: 3,
+      comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+    });
+
     const ecsMetric = (metricName: string, service: string) =>
       new cloudwatch.Metric({
         namespace: 'AWS/ECS',
@@ -175,13 +205,29 @@ export class Observability extends Construct {
         width: 8,
       }),
       new cloudwatch.GraphWidget({
-        title: 'Work queues: visible messages / oldest message age',
+        title: 'Consumer lag per service (projectors, flows-log)',
+        left: consumerLag.map(({ name, metric }) => metric.with({ label: name })),
+        leftAnnotations: [{ value: thresholds.iteratorAgeMs, label: 'alarm' }],
+        width: 8,
+      }),
+    );
+    this.dashboard.addWidgets(
+      new cloudwatch.GraphWidget({
+        title: 'Work queues (flows-payments, flows-intake, notifications): visible / oldest age',
         left: [messaging.intake, messaging.payments, messaging.notifications].map((p) =>
           p.queue.metricApproximateNumberOfMessagesVisible({ statistic: 'Maximum', period: Duration.minutes(1) }),
         ),
         right: [messaging.intake, messaging.payments, messaging.notifications].map((p) =>
           p.queue.metricApproximateAgeOfOldestMessage({ statistic: 'Maximum', period: Duration.minutes(1) }),
         ),
+        width: 8,
+      }),
+      new cloudwatch.GraphWidget({
+        title: 'Healthy load balancer targets: command API, dashboard',
+        left: [
+          services.grpcTargetGroup.metrics.healthyHostCount({ period: Duration.minutes(1), statistic: 'Minimum', label: 'command-api' }),
+          healthyDashboardHosts.with({ label: 'dashboard' }),
+        ],
         width: 8,
       }),
       new cloudwatch.GraphWidget({
@@ -249,6 +295,11 @@ export class Observability extends Construct {
     return alarm;
   }
 }
+
+/** The projector runtime's lag gauge as published by `projectors` and `flows-log`. */
+const CONSUMER_LAG_METRIC = 'ConsumerLagMillis';
+
+const pascal = (name: string) => name.split('-').map((part) => part[0].toUpperCase() + part.slice(1)).join('');
 
 /** A metric a service's collector sidecar publishes (`SERVICES[service].publishedMetrics`). */
 function publishedMetric(stage: StageConfig, service: ServiceName, metricName: string, period = Duration.minutes(1)) {

@@ -1,4 +1,5 @@
 import { CfnOutput, Stack, StackProps } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import { Construct } from 'constructs';
 import { DataStores } from './data-stores';
@@ -56,6 +57,13 @@ export class OrderpipeStack extends Stack {
     new CfnOutput(this, 'EventStreamName', { value: this.messaging.stream.streamName });
     new CfnOutput(this, 'AuroraSecretArn', { value: this.data.auroraSecret.secretArn });
     new CfnOutput(this, 'AlarmTopicArn', { value: this.observability.alarmTopic.topicArn });
+    // What `aws ecs run-task` needs to start replay (DEPLOYING.md, "Replay").
+    new CfnOutput(this, 'ClusterName', { value: this.services.cluster.clusterName });
+    new CfnOutput(this, 'ReplayTaskDefinitionFamily', { value: this.services.replay.taskDefinition.family });
+    new CfnOutput(this, 'ReplaySecurityGroupId', { value: this.services.replay.securityGroup.securityGroupId });
+    new CfnOutput(this, 'AppSubnetIds', {
+      value: this.network.vpc.selectSubnets({ subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS }).subnetIds.join(','),
+    });
   }
 
   /** The stage's zones, so synth needs no AZ lookup (and so no AWS credentials). */

@@ -10,21 +10,24 @@ import * as route53 from 'aws-cdk-lib/aws-route53';
 import * as route53Targets from 'aws-cdk-lib/aws-route53-targets';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as servicediscovery from 'aws-cdk-lib/aws-servicediscovery';
 import { NagSuppressions } from 'cdk-nag';
 import { Construct } from 'constructs';
 import {
   Capability,
+  COMMAND_API_SERVICE_CONNECT_NAME,
+  ConfigSources,
   METRICS_NAMESPACE,
   PORTS,
+  ProcessName,
   PublishedMetric,
   SERVICE_NAMES,
   ServiceName,
   SERVICES,
   serviceEnvironment,
-  ConfigSources,
 } from './config';
 import { DataStores } from './data-stores';
-import { Messaging } from './messaging';
+import { Messaging, QueuePair } from './messaging';
 import { logRetention, retainOrDestroy, StageConfig } from './stage';
 
 export interface ServicesProps {
@@ -34,22 +37,29 @@ export interface ServicesProps {
   readonly messaging: Messaging;
 }
 
-/** One binary running as a Fargate service, with its own task and execution roles. */
-export interface PipelineService {
-  readonly name: ServiceName;
-  readonly service: ecs.FargateService;
+/** One process's task definition, with its own task and execution roles and security group. */
+export interface PipelineTask {
+  readonly name: ProcessName;
   readonly taskDefinition: ecs.FargateTaskDefinition;
   readonly taskRole: iam.Role;
   readonly executionRole: iam.Role;
   readonly logGroup: logs.LogGroup;
+  readonly securityGroup: ec2.SecurityGroup;
+}
+
+/** A long-running process: its task definition run as a Fargate service. */
+export interface PipelineService extends PipelineTask {
+  readonly name: ServiceName;
+  readonly service: ecs.FargateService;
 }
 
 const GRPC_HEALTH_CHECK_PATH = '/grpc.health.v1.Health/Check';
 
 /**
- * The ECS cluster, the internal load balancer (gRPC command API and dashboard) and one Fargate
- * service per binary. Each service's configuration comes from `serviceEnvironment` and its IAM
- * grants from `grantCapability`, both driven by the capabilities in `config.ts`.
+ * The ECS cluster, the internal load balancer (gRPC command API and dashboard), one Fargate
+ * service per long-running process and the `replay` task definition. Each process's configuration
+ * comes from `serviceEnvironment` and its IAM grants from `grantCapability`, both driven by the
+ * capabilities in `config.ts`.
  */
 export class Services extends Construct {
   readonly cluster: ecs.Cluster;
@@ -59,6 +69,8 @@ export class Services extends Construct {
   readonly jwtSecret: secretsmanager.Secret;
   readonly metricsLogGroup: logs.LogGroup;
   readonly services: Record<ServiceName, PipelineService>;
+  /** `replay`: a task definition operators start with `aws ecs run-task` (DEPLOYING.md). */
+  readonly replay: PipelineTask;
   readonly apiDomainName: string;
   readonly dashboardDomainName: string;
 
@@ -74,6 +86,14 @@ export class Services extends Construct {
       clusterName: stage.prefix,
       vpc,
       containerInsightsV2: ecs.ContainerInsights.ENHANCED,
+      // ECS Service Connect: the flows and the dashboard reach the command API as
+      // `command-api:50051` over plaintext HTTP/2 inside the VPC. Their gRPC client is built
+      // without TLS, and the load balancer speaks gRPC only over HTTPS.
+      defaultCloudMapNamespace: {
+        name: `${stage.prefix}.internal`,
+        type: servicediscovery.NamespaceType.HTTP,
+        useForServiceConnect: true,
+      },
     });
 
     this.jwtSecret = new secretsmanager.Secret(this, 'JwtSecret', {
@@ -87,7 +107,7 @@ export class Services extends Construct {
         id: 'AwsSolutions-SMG4',
         reason:
           'The JWT key is read once at task start; rotating it invalidates every token in flight and needs the ' +
-          'issuer and all services to switch together. Rotation is a planned runbook step (DEPLOYING.md).',
+          'issuer and all services to switch together. Rotation is a runbook step (DEPLOYING.md).',
       },
     ]);
 
@@ -215,18 +235,21 @@ export class Services extends Construct {
       storeMetricsTable: data.storeMetrics.tableName,
       leasesTable: data.leases.tableName,
       parkedTable: data.parked.tableName,
+      viewsTable: data.views.tableName,
       intake: { url: messaging.intake.queue.queueUrl, dlqUrl: messaging.intake.dlq.queueUrl },
       payments: { url: messaging.payments.queue.queueUrl, dlqUrl: messaging.payments.dlq.queueUrl },
       notifications: { url: messaging.notifications.queue.queueUrl, dlqUrl: messaging.notifications.dlq.queueUrl },
       projectorDlqUrl: messaging.projectorDlq.queueUrl,
-      commandApiUrl: `https://${this.apiDomainName}`,
+      commandApiUrl: `http://${COMMAND_API_SERVICE_CONNECT_NAME}:${PORTS.grpc}`,
     };
 
+    // The command API first: its clients' grants open its security group to them.
     const services = {} as Record<ServiceName, PipelineService>;
     for (const name of SERVICE_NAMES) {
-      services[name] = this.addService(name, sources);
+      services[name] = this.addService(name, sources, services['command-api']);
     }
     this.services = services;
+    this.replay = this.addTask('replay', sources, stage.replay, services['command-api']);
 
     // Register the serving port explicitly (the container name and port the target group forwards to).
     const api = services['command-api'].service;
@@ -247,19 +270,66 @@ export class Services extends Construct {
     }
   }
 
-  private addService(name: ServiceName, sources: ConfigSources): PipelineService {
+  private addService(name: ServiceName, sources: ConfigSources, commandApi: PipelineService | undefined): PipelineService {
     const { stage } = this.props;
     const spec = SERVICES[name];
     const sizing = stage.services[name];
-    const id = name
-      .split('-')
-      .map((part) => part[0].toUpperCase() + part.slice(1))
-      .join('');
+    const task = this.addTask(name, sources, sizing, commandApi);
+
+    const service = new ecs.FargateService(this, `${constructId(name)}Service`, {
+      serviceName: `${stage.prefix}-${name}`,
+      cluster: this.cluster,
+      taskDefinition: task.taskDefinition,
+      desiredCount: spec.singleton ? Math.min(1, sizing.desiredCount) : sizing.desiredCount,
+      // A singleton is stopped before its replacement starts; the others roll with full capacity.
+      minHealthyPercent: spec.singleton ? 0 : 100,
+      maxHealthyPercent: spec.singleton ? 100 : 200,
+      circuitBreaker: { enable: true, rollback: true },
+      vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS },
+      securityGroups: [task.securityGroup],
+      assignPublicIp: false,
+      platformVersion: ecs.FargatePlatformVersion.LATEST,
+      propagateTags: ecs.PropagatedTagSource.SERVICE,
+      enableExecuteCommand: false,
+      ...(spec.ingress ? { healthCheckGracePeriod: Duration.seconds(60) } : {}),
+      ...this.serviceConnect(name, task.logGroup),
+    });
+    return { ...task, name, service };
+  }
+
+  /**
+   * Service Connect: the command API is served under `command-api:50051`; services with
+   * `commandApiClient` get the proxy that resolves that name. Others take no part.
+   */
+  private serviceConnect(name: ServiceName, logGroup: logs.LogGroup): Partial<ecs.FargateServiceProps> {
+    const logDriver = ecs.LogDrivers.awsLogs({ logGroup, streamPrefix: 'service-connect', mode: ecs.AwsLogDriverMode.NON_BLOCKING });
+    if (name === 'command-api') {
+      return {
+        serviceConnectConfiguration: {
+          services: [{ portMappingName: 'grpc', dnsName: COMMAND_API_SERVICE_CONNECT_NAME, port: PORTS.grpc }],
+          logDriver,
+        },
+      };
+    }
+    if (SERVICES[name].capabilities.includes('commandApiClient')) return { serviceConnectConfiguration: { logDriver } };
+    return {};
+  }
+
+  /** The task definition, roles, log group and security group of one process, with its grants. */
+  private addTask(
+    name: ProcessName,
+    sources: ConfigSources,
+    sizing: { readonly cpu: number; readonly memoryMiB: number },
+    commandApi: PipelineService | undefined,
+  ): PipelineTask {
+    const { stage } = this.props;
+    const spec = SERVICES[name];
+    const id = constructId(name);
     const stack = Stack.of(this);
 
     const taskRole = new iam.Role(this, `${id}TaskRole`, {
       roleName: `${stage.prefix}-${name}-task`,
-      description: `Task role of ${name}: ${spec.description}`,
+      description: `Task role of ${name}: ${spec.description}`.slice(0, 1000),
       assumedBy: ecsTasksPrincipal(stack),
     });
     const executionRole = new iam.Role(this, `${id}ExecutionRole`, {
@@ -286,7 +356,7 @@ export class Services extends Construct {
       removalPolicy: retainOrDestroy(stage),
     });
 
-    const repository = ecr.Repository.fromRepositoryName(this, `${id}Repository`, `${stage.images.ecrRepositoryPrefix}/${name}`);
+    const repository = ecr.Repository.fromRepositoryName(this, `${id}Repository`, `${stage.images.ecrRepositoryPrefix}/${spec.binary}`);
     const { environment, secrets } = serviceEnvironment(name, sources);
     // The admin port is not mapped: it listens on loopback (ORDERPIPE_ADMIN__HOST) for the task's
     // own collector sidecar and health check; only the serving port of an ingress service is mapped.
@@ -297,8 +367,8 @@ export class Services extends Construct {
     taskDefinition.addContainer('app', {
       containerName: name,
       image: ecs.ContainerImage.fromEcrRepository(repository, stage.images.tag),
-      // The image's entrypoint is the binary; this is its subcommand (`serve`, `run`).
-      ...(spec.command ? { command: [...spec.command] } : {}),
+      // The image's entrypoint is the binary; this is its subcommand (`serve`, `run`, `list`).
+      command: [...spec.command],
       ...(spec.adminHealthCheck ? { healthCheck: adminHealthCheck() } : {}),
       essential: true,
       environment,
@@ -324,27 +394,9 @@ export class Services extends Construct {
       allowAllOutbound: true,
     });
 
-    const service = new ecs.FargateService(this, `${id}Service`, {
-      serviceName: `${stage.prefix}-${name}`,
-      cluster: this.cluster,
-      taskDefinition,
-      desiredCount: spec.singleton ? Math.min(1, sizing.desiredCount) : sizing.desiredCount,
-      // A singleton is stopped before its replacement starts; the others roll with full capacity.
-      minHealthyPercent: spec.singleton ? 0 : 100,
-      maxHealthyPercent: spec.singleton ? 100 : 200,
-      circuitBreaker: { enable: true, rollback: true },
-      vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS },
-      securityGroups: [securityGroup],
-      assignPublicIp: false,
-      platformVersion: ecs.FargatePlatformVersion.LATEST,
-      propagateTags: ecs.PropagatedTagSource.SERVICE,
-      enableExecuteCommand: false,
-      ...(spec.ingress ? { healthCheckGracePeriod: Duration.seconds(60) } : {}),
-    });
-
     const kmsVia = new Set<KmsVia>();
     for (const capability of spec.capabilities) {
-      const via = this.grantCapability(capability, taskRole, service);
+      const via = this.grantCapability(capability, { name, role: taskRole, securityGroup, commandApi });
       if (via) kmsVia.add(via);
     }
     this.grantDataKeyVia(taskRole, kmsVia);
@@ -373,9 +425,9 @@ export class Services extends Construct {
       ],
       true,
     );
-    suppressGrantWildcards(taskRole);
+    suppressGrantWildcards(taskRole, stage.prefix);
 
-    return { name, service, taskDefinition, taskRole, executionRole, logGroup };
+    return { name, taskDefinition, taskRole, executionRole, logGroup, securityGroup };
   }
 
   /**
@@ -385,7 +437,7 @@ export class Services extends Construct {
    */
   private addMetricsCollector(
     taskDefinition: ecs.FargateTaskDefinition,
-    service: ServiceName,
+    service: ProcessName,
     metrics: readonly PublishedMetric[],
     logGroup: logs.LogGroup,
   ) {
@@ -410,30 +462,35 @@ export class Services extends Construct {
   }
 
   /**
-   * The IAM grants of one capability: the only place a task role gets permissions. Where a built
-   * binary uses the capability, the actions are exactly the AWS calls its code makes (named in the
+   * The IAM grants and network access of one capability: the only place a task role gets
+   * permissions. The actions are exactly the AWS calls the binaries' code makes (named in the
    * comments); KMS use of the data key is granted once per role by `grantDataKeyVia`.
    */
-  private grantCapability(capability: Capability, role: iam.IRole, service: ecs.FargateService): KmsVia | undefined {
+  private grantCapability(capability: Capability, to: GrantTarget): KmsVia | undefined {
     const { data, messaging } = this.props;
+    const { role, securityGroup, name } = to;
     const stream = messaging.stream.streamArn;
+    const liveViewTables = [data.storeMetrics.tableArn, data.activeOrdersTablesPattern()];
     switch (capability) {
       case 'eventStore':
       case 'historyStore':
-        data.aurora.connections.allowDefaultPortFrom(service, `PostgreSQL from ${service.node.id}`);
+      case 'historyRead':
+        data.aurora.connections.allowDefaultPortFrom(securityGroup, `PostgreSQL from ${name}`);
         return undefined;
       case 'analyticsStore':
-        data.redshiftSecurityGroup.addIngressRule(
-          service.connections.securityGroups[0],
-          ec2.Port.tcp(PORTS.redshift),
-          `Redshift from ${service.node.id}`,
-        );
+        data.redshiftSecurityGroup.addIngressRule(securityGroup, ec2.Port.tcp(PORTS.redshift), `Redshift from ${name}`);
         return undefined;
+      case 'commandApiClient':
+        if (!to.commandApi) throw new Error(`${name} calls the command API, which must be added before it`);
+        to.commandApi.securityGroup.addIngressRule(securityGroup, ec2.Port.tcp(PORTS.grpc), `gRPC from ${name} (Service Connect)`);
+        return undefined;
+      case 'adminEndpoint':
+      case 'structuredLogs':
       case 'jwt':
       case 'grpcServer':
       case 'httpServer':
-      case 'commandApiClient':
-        // Secrets are read by the execution role at task start; the API is reached over the network.
+      case 'flowsWorkers':
+        // Secrets are read by the execution role at task start; listeners need no IAM.
         return undefined;
       case 'streamWrite':
         // relay: record_log.rs PutRecords (batches of up to 500). The stream uses the AWS managed
@@ -441,22 +498,60 @@ export class Services extends Construct {
         allow(role, ['kinesis:PutRecords'], [stream]);
         return undefined;
       case 'streamRead':
-        // projectors runtime/kinesis.rs: ListShards (by stream name), GetShardIterator, GetRecords.
+        // projectors runtime/kinesis.rs (also under flows' saga and notifications): ListShards
+        // (by stream name), GetShardIterator, GetRecords.
         allow(role, ['kinesis:ListShards', 'kinesis:GetShardIterator', 'kinesis:GetRecords'], [stream]);
         return undefined;
-      case 'activeOrdersRead':
-        data.activeOrders.grantReadData(role);
+      case 'streamReplay':
+        // replay from_stream.rs: DescribeStreamSummary (retention, for --since), then the runtime's
+        // ListShards / GetShardIterator (TRIM_HORIZON, AT_TIMESTAMP) / GetRecords.
+        allow(
+          role,
+          ['kinesis:DescribeStreamSummary', 'kinesis:ListShards', 'kinesis:GetShardIterator', 'kinesis:GetRecords'],
+          [stream],
+        );
         return undefined;
       case 'activeOrdersWrite':
-        // projectors active_orders: orders.rs GetItem, update.rs conditional UpdateItem (no index reads).
-        allow(role, ['dynamodb:GetItem', 'dynamodb:UpdateItem'], [data.activeOrders.tableArn]);
+        // projectors active_orders: orders.rs and stock.rs GetItem, update.rs conditional
+        // UpdateItem; on whichever tables the alias names (no index reads).
+        allow(role, ['dynamodb:GetItem', 'dynamodb:UpdateItem'], liveViewTables);
         return 'dynamodb';
-      case 'storeMetricsRead':
-        data.storeMetrics.grantReadData(role);
-        return undefined;
-      case 'storeMetricsWrite':
-        // projectors active_orders: stock.rs GetItem, update.rs conditional UpdateItem.
-        allow(role, ['dynamodb:GetItem', 'dynamodb:UpdateItem'], [data.storeMetrics.tableArn]);
+      case 'activeOrdersRead':
+        // dashboard views.rs: Query the stores table and the orders table's open-by-store index,
+        // GetItem a store's day; startup.rs health check DescribeTable on the orders table.
+        allow(role, ['dynamodb:GetItem', 'dynamodb:Query'], liveViewTables);
+        allow(role, ['dynamodb:Query'], [data.activeOrdersIndexesPattern()]);
+        allow(role, ['dynamodb:DescribeTable'], [data.activeOrdersTablesPattern()]);
+        return 'dynamodb';
+      case 'viewsRead':
+        // ViewAlias::live: a consistent GetItem of the alias item, once per batch / read.
+        allow(role, ['dynamodb:GetItem'], [data.views.tableArn]);
+        return 'dynamodb';
+      case 'viewsRebuild':
+        // replay: ViewAlias::create_table runs on every start and gets ResourceInUse for the
+        // deployed views table, so it needs CreateTable/DescribeTable there; progress.rs and the
+        // alias moves GetItem/PutItem/UpdateItem/DeleteItem. Rebuild targets and verify scratch
+        // tables (`<prefix>-active-orders-*`) are created, described and dropped; the live tables
+        // (deployed or swapped in) are read, emptied (--in-place) and written through the projection.
+        allow(
+          role,
+          ['dynamodb:CreateTable', 'dynamodb:DescribeTable', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
+          [data.views.tableArn],
+        );
+        allow(role, ['dynamodb:CreateTable', 'dynamodb:DeleteTable'], [data.replayTablesPattern()]);
+        allow(
+          role,
+          [
+            'dynamodb:DescribeTable',
+            'dynamodb:Scan',
+            'dynamodb:BatchWriteItem',
+            'dynamodb:GetItem',
+            'dynamodb:PutItem',
+            'dynamodb:UpdateItem',
+            'dynamodb:DeleteItem',
+          ],
+          liveViewTables,
+        );
         return 'dynamodb';
       case 'leases':
         // projectors runtime/leases.rs: PutItem (new lease), UpdateItem (take, renew, checkpoint,
@@ -469,23 +564,21 @@ export class Services extends Construct {
         allow(role, ['dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:DeleteItem', 'dynamodb:Scan'], [data.parked.tableArn]);
         return 'dynamodb';
       case 'intakeConsume':
-        messaging.intake.queue.grantConsumeMessages(role);
-        messaging.intake.dlq.grantSendMessages(role);
-        return undefined;
+        consume(role, messaging.intake);
+        return 'sqs';
       case 'paymentsConsume':
-        messaging.payments.queue.grantConsumeMessages(role);
-        messaging.payments.dlq.grantSendMessages(role);
-        return undefined;
+        consume(role, messaging.payments);
+        return 'sqs';
       case 'paymentsSend':
-        messaging.payments.queue.grantSendMessages(role);
-        return undefined;
-      case 'notificationsConsume':
-        messaging.notifications.queue.grantConsumeMessages(role);
-        messaging.notifications.dlq.grantSendMessages(role);
-        return undefined;
+        // flows saga: payments/mod.rs SendMessage (charge and refund requests).
+        allow(role, ['sqs:SendMessage'], [messaging.payments.queue.queueArn]);
+        watchDepth(role, messaging.payments);
+        return 'sqs';
       case 'notificationsSend':
-        messaging.notifications.queue.grantSendMessages(role);
-        return undefined;
+        // flows notifications.rs: SendMessage.
+        allow(role, ['sqs:SendMessage'], [messaging.notifications.queue.queueArn]);
+        watchDepth(role, messaging.notifications);
+        return 'sqs';
       case 'projectorDeadLetter':
         // projectors runtime/dead_letters.rs: SendMessage to the queue URL it is given.
         allow(role, ['sqs:SendMessage'], [messaging.projectorDlq.queueArn]);
@@ -513,8 +606,40 @@ export class Services extends Construct {
 /** AWS services that use the data key on a task role's behalf. */
 type KmsVia = 'dynamodb' | 'sqs';
 
+/** Who a capability is granted to. */
+interface GrantTarget {
+  readonly name: ProcessName;
+  readonly role: iam.IRole;
+  readonly securityGroup: ec2.SecurityGroup;
+  /** The command API's service, for its clients' network access. */
+  readonly commandApi: PipelineService | undefined;
+}
+
 function allow(role: iam.IRole, actions: string[], resources: string[]) {
   role.addToPrincipalPolicy(new iam.PolicyStatement({ actions, resources }));
+}
+
+/**
+ * flows queue.rs: ReceiveMessage, ChangeMessageVisibility (heartbeat, retry backoff),
+ * DeleteMessage; SendMessage of a dead letter (with its reason) to the DLQ.
+ */
+function consume(role: iam.IRole, pair: QueuePair) {
+  allow(role, ['sqs:ReceiveMessage', 'sqs:ChangeMessageVisibility', 'sqs:DeleteMessage'], [pair.queue.queueArn]);
+  allow(role, ['sqs:SendMessage'], [pair.dlq.queueArn]);
+  watchDepth(role, pair);
+}
+
+/** flows app.rs: GetQueueAttributes on every configured DLQ, for `orderpipe_flows_dlq_depth`. */
+function watchDepth(role: iam.IRole, pair: QueuePair) {
+  allow(role, ['sqs:GetQueueAttributes'], [pair.dlq.queueArn]);
+}
+
+/** `flows-log` -> `FlowsLog`: the construct id prefix of a process. */
+function constructId(name: ProcessName): string {
+  return name
+    .split('-')
+    .map((part) => part[0].toUpperCase() + part.slice(1))
+    .join('');
 }
 
 /**
@@ -539,18 +664,25 @@ function ecsTasksPrincipal(stack: Stack): iam.IPrincipal {
   });
 }
 
-/** The wildcards CDK's grant methods put in task role policies, each scoped to one resource. */
-function suppressGrantWildcards(role: iam.Role) {
+/**
+ * The wildcards in task role policies: the active-orders table pattern (tables replay creates at
+ * runtime), the indexes of those tables, and the action families of CDK's grant methods.
+ */
+function suppressGrantWildcards(role: iam.Role, prefix: string) {
+  const pattern = `${prefix}-active-orders`.replace(/[-.]/g, (c) => `\\${c}`);
   NagSuppressions.addResourceSuppressions(
     role,
     [
       {
         id: 'AwsSolutions-IAM5',
         reason:
-          'Granted by CDK grant methods on this stack\'s own resources: DynamoDB `<table>/index/*` covers only the ' +
-          'indexes of a table the service uses; `kms:GenerateDataKey*` / `kms:ReEncrypt*` are action families on the ' +
-          'single data key.',
+          `\`table/${prefix}-active-orders*\` (and its \`/index/*\`) covers the active-orders tables replay creates at ` +
+          'runtime (`<base>-orders` / `<base>-stores`, base `<active orders table>-rebuild-<time>`) and swaps in ' +
+          'through the views alias: the projectors and the dashboard must follow the alias to tables this stack ' +
+          'cannot name. `<table>/index/*` covers only the indexes of a table the service uses. ' +
+          '`kms:GenerateDataKey*` / `kms:ReEncrypt*` are action families on the single data key.',
         appliesTo: [
+          { regex: `/^Resource::arn:<AWS::Partition>:dynamodb:[a-z0-9-]+:[0-9]+:table\\/${pattern}(-)?\\*(\\/index\\/\\*)?$/g` },
           { regex: '/^Resource::<.*\\.Arn>\\/index\\/\\*$/g' },
           'Action::kms:GenerateDataKey*',
           'Action::kms:ReEncrypt*',

@@ -45,7 +45,10 @@ export interface StageConfig {
   /** Networks outside the VPC (VPN, office) allowed to reach the internal load balancer. */
   readonly internalClientCidrs: string[];
   readonly services: Record<ServiceName, ServiceSizing>;
+  /** Size of a `replay` task (one-off, started by an operator). */
+  readonly replay: { readonly cpu: number; readonly memoryMiB: number };
   readonly alarms: {
+    /** Kinesis iterator age and each consuming service's lag behind the log. */
     readonly iteratorAgeMs: number;
     readonly outboxBacklog: number;
     readonly commandErrorsPer5Min: number;
@@ -134,6 +137,7 @@ export function loadStageConfig(node: Node, defaultRegion?: string): StageConfig
     auth: required(raw.auth, `stages.${name}.auth`),
     internalClientCidrs: raw.internalClientCidrs ?? [],
     services: raw.services,
+    replay: required(raw.replay, `stages.${name}.replay`),
     alarms: required(raw.alarms, `stages.${name}.alarms`),
     images: {
       ecrRepositoryPrefix: node.tryGetContext('ecrRepositoryPrefix') ?? 'orderpipe',

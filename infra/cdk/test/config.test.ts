@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Node } from 'constructs';
 import { App } from 'aws-cdk-lib';
-import { CONFIG_KEYS, isPlanned, keysOf, SERVICE_NAMES, SERVICES } from '../lib/config';
+import { CONFIG_KEYS, keysOf, PROCESS_NAMES, SERVICE_NAMES, SERVICES } from '../lib/config';
 import { configTableMarkdown } from '../lib/config-doc';
 import { collectorConfig } from '../lib/services';
 import { loadStageConfig } from '../lib/stage';
@@ -12,8 +12,8 @@ import { CDK_CONTEXT } from './helpers';
 
 const node = (context: Record<string, unknown>): Node => new App({ context: { ...CDK_CONTEXT, ...context } }).node;
 
-test('every config key reaches at least one service, and every key is unique', () => {
-  const given = new Set(SERVICE_NAMES.flatMap(keysOf));
+test('every config key reaches at least one process, and every key is unique', () => {
+  const given = new Set(PROCESS_NAMES.flatMap(keysOf));
   for (const key of CONFIG_KEYS) assert.ok(given.has(key.key), `${key.key} is set for no service`);
   assert.equal(new Set(CONFIG_KEYS.map((k) => k.key)).size, CONFIG_KEYS.length);
 });
@@ -28,12 +28,12 @@ test('config keys follow the ORDERPIPE_<SECTION>__<KEY> convention', () => {
 test('DEPLOYING.md documents every config key and every service', () => {
   const doc = fs.readFileSync(path.join(__dirname, '..', 'DEPLOYING.md'), 'utf8');
   for (const { key } of CONFIG_KEYS) assert.ok(doc.includes(key), `DEPLOYING.md lacks ${key}`);
-  for (const name of SERVICE_NAMES) assert.ok(doc.includes(`\`${name}\``), `DEPLOYING.md lacks ${name}`);
+  for (const name of PROCESS_NAMES) assert.ok(doc.includes(`\`${name}\``), `DEPLOYING.md lacks ${name}`);
   assert.ok(doc.includes(configTableMarkdown()), 'the table in DEPLOYING.md is stale: npm run --silent docs:config-table');
 });
 
 test('services that call the command API also get the JWT settings to sign their tokens', () => {
-  for (const name of SERVICE_NAMES) {
+  for (const name of PROCESS_NAMES) {
     if (SERVICES[name].capabilities.includes('commandApiClient')) assert.ok(keysOf(name).includes('ORDERPIPE_AUTH__JWT_SECRET'), name);
   }
 });
@@ -90,8 +90,8 @@ test('listeners bind all interfaces only where the load balancer must reach them
   }
   // Nothing outside the task calls the admin endpoint: it stays on loopback in every service.
   const adminHost = CONFIG_KEYS.find((k) => k.key === 'ORDERPIPE_ADMIN__HOST')!;
-  assert.equal(adminHost.when, 'all');
-  assert.equal(adminHost.plain!({} as never), '127.0.0.1');
+  for (const name of SERVICE_NAMES) assert.ok(keysOf(name).includes('ORDERPIPE_ADMIN__HOST'), name);
+  assert.equal(adminHost.plain!({} as never, SERVICES.relay), '127.0.0.1');
 });
 
 const database = (prefix: string) => ['HOST', 'PORT', 'NAME', 'USERNAME', 'PASSWORD'].map((k) => `${prefix}${k}`);
@@ -133,6 +133,7 @@ test('projectors get exactly what projectors/src/runtime/settings.rs needs (sche
       'ORDERPIPE_DYNAMODB__PARKED_TABLE',
       'ORDERPIPE_DYNAMODB__ACTIVE_ORDERS_TABLE',
       'ORDERPIPE_DYNAMODB__STORE_METRICS_TABLE',
+      'ORDERPIPE_DYNAMODB__VIEWS_TABLE',
       'ORDERPIPE_SQS__PROJECTOR_DLQ_URL',
       ...database('ORDERPIPE_HISTORY__DATABASE__'),
       ...database('ORDERPIPE_ANALYTICS__DATABASE__'),
@@ -141,13 +142,76 @@ test('projectors get exactly what projectors/src/runtime/settings.rs needs (sche
   assert.deepEqual(SERVICES.projectors.command, ['run']);
 });
 
-test('DEPLOYING.md marks the services without a binary as planned, with provisional keys', () => {
-  const doc = fs.readFileSync(path.join(__dirname, '..', 'DEPLOYING.md'), 'utf8');
-  assert.ok(doc.includes('planned: keys are provisional until the binary exists'));
-  for (const name of SERVICE_NAMES) {
-    const marked = doc.includes(`\`${name}\` (planned)`);
-    assert.equal(marked, isPlanned(name), `${name} ${isPlanned(name) ? 'is not marked' : 'is marked'} planned`);
-    assert.equal(SERVICES[name].command === undefined, isPlanned(name), `${name}: only built binaries have a command`);
+const flows = [...common, 'AWS_REGION', 'ORDERPIPE_FLOWS__WORKERS', 'ORDERPIPE_COMMAND_API__URL', 'ORDERPIPE_AUTH__JWT_SECRET', 'ORDERPIPE_AUTH__ISSUER', 'ORDERPIPE_AUTH__AUDIENCE'];
+
+test('flows services get exactly what flows/src/settings.rs needs for their workers', () => {
+  // Settings::queue needs a queue's URL and its DLQ's together; worker_config needs the projector DLQ.
+  assert.deepEqual(
+    keysOf('flows-log').sort(),
+    [
+      ...flows,
+      'ORDERPIPE_KINESIS__STREAM_NAME',
+      'ORDERPIPE_DYNAMODB__LEASES_TABLE',
+      'ORDERPIPE_DYNAMODB__PARKED_TABLE',
+      'ORDERPIPE_SQS__PROJECTOR_DLQ_URL',
+      'ORDERPIPE_SQS__PAYMENTS_QUEUE_URL',
+      'ORDERPIPE_SQS__PAYMENTS_DLQ_URL',
+      'ORDERPIPE_SQS__NOTIFICATIONS_QUEUE_URL',
+      'ORDERPIPE_SQS__NOTIFICATIONS_DLQ_URL',
+    ].sort(),
+  );
+  assert.deepEqual(
+    keysOf('flows-payments').sort(),
+    [...flows, 'ORDERPIPE_SQS__PAYMENTS_QUEUE_URL', 'ORDERPIPE_SQS__PAYMENTS_DLQ_URL'].sort(),
+  );
+  assert.deepEqual(keysOf('flows-intake').sort(), [...flows, 'ORDERPIPE_SQS__INTAKE_QUEUE_URL', 'ORDERPIPE_SQS__INTAKE_DLQ_URL'].sort());
+  // Every worker of the binary runs in exactly one service, and only flows services name workers.
+  const workers = SERVICE_NAMES.flatMap((n) => SERVICES[n].flowsWorkers ?? []).sort();
+  assert.deepEqual(workers, ['intake', 'notifications', 'order_saga', 'payments']);
+  for (const name of PROCESS_NAMES) {
+    assert.equal(SERVICES[name].binary === 'flows', Boolean(SERVICES[name].flowsWorkers), name);
+    if (SERVICES[name].binary === 'flows') assert.deepEqual(SERVICES[name].command, ['run'], name);
   }
-  assert.deepEqual(SERVICE_NAMES.filter((n) => !isPlanned(n)), ['command-api', 'relay', 'projectors']);
+});
+
+test('dashboard gets exactly what dashboard/src/settings.rs needs (board.* and history.schema default in code)', () => {
+  assert.deepEqual(
+    keysOf('dashboard').sort(),
+    [
+      ...common,
+      'AWS_REGION',
+      'ORDERPIPE_HTTP__HOST',
+      'ORDERPIPE_HTTP__PORT',
+      'ORDERPIPE_DYNAMODB__ACTIVE_ORDERS_TABLE',
+      'ORDERPIPE_DYNAMODB__STORE_METRICS_TABLE',
+      'ORDERPIPE_DYNAMODB__VIEWS_TABLE',
+      ...database('ORDERPIPE_HISTORY__DATABASE__'),
+      'ORDERPIPE_AUTH__JWT_SECRET',
+      'ORDERPIPE_AUTH__ISSUER',
+      'ORDERPIPE_AUTH__AUDIENCE',
+      'ORDERPIPE_COMMAND_API__URL',
+    ].sort(),
+  );
+  assert.deepEqual(SERVICES.dashboard.command, ['serve']);
+});
+
+test('replay gets exactly what replay/src/settings.rs reads (no admin endpoint, no log settings)', () => {
+  assert.deepEqual(
+    keysOf('replay').sort(),
+    [
+      'AWS_REGION',
+      ...database('ORDERPIPE_DATABASE__'),
+      ...database('ORDERPIPE_HISTORY__DATABASE__'),
+      ...database('ORDERPIPE_ANALYTICS__DATABASE__'),
+      'ORDERPIPE_DYNAMODB__ACTIVE_ORDERS_TABLE',
+      'ORDERPIPE_DYNAMODB__STORE_METRICS_TABLE',
+      'ORDERPIPE_DYNAMODB__VIEWS_TABLE',
+      'ORDERPIPE_KINESIS__STREAM_NAME',
+    ].sort(),
+  );
+});
+
+test('the command API URL is the Service Connect name: the clients\' tonic channel has no TLS', () => {
+  const key = CONFIG_KEYS.find((k) => k.key === 'ORDERPIPE_COMMAND_API__URL')!;
+  assert.equal(key.plain!({ commandApiUrl: 'http://command-api:50051' } as never, SERVICES.dashboard), 'http://command-api:50051');
 });

@@ -55,6 +55,21 @@ test('depth of every dead-letter queue', () => {
   }
 });
 
+test('lag of each consuming service: the projectors and the flows\' saga and notifications groups', () => {
+  for (const service of ['projectors', 'flows-log']) {
+    const a = alarm(`${service}-consumer-lag`);
+    assert.equal(a.Namespace, 'Orderpipe');
+    assert.equal(a.MetricName, 'ConsumerLagMillis');
+    assert.equal(a.Statistic, 'Maximum');
+    assert.deepEqual(a.Dimensions, [
+      { Name: 'Service', Value: service },
+      { Name: 'Stage', Value: 'dev' },
+    ]);
+    assert.equal(a.Threshold, stage.alarms.iteratorAgeMs);
+    assert.equal(a.TreatMissingData, 'breaching');
+  }
+});
+
 test('outbox backlog from the relay; missing data is breaching (relay down)', () => {
   const a = alarm('outbox-backlog');
   assert.equal(a.Namespace, 'Orderpipe');
@@ -76,9 +91,11 @@ test('command API errors, load balancer 5xx and healthy gRPC targets', () => {
   assert.equal(errors.Period, 300);
   assert.equal(alarm('lb-5xx').MetricName, 'HTTPCode_ELB_5XX_Count');
   assert.equal(alarm('target-5xx').MetricName, 'HTTPCode_Target_5XX_Count');
-  const healthy = alarm('command-api-healthy-hosts');
-  assert.equal(healthy.MetricName, 'HealthyHostCount');
-  assert.equal(healthy.ComparisonOperator, 'LessThanThreshold');
+  for (const name of ['command-api', 'dashboard']) {
+    const healthy = alarm(`${name}-healthy-hosts`);
+    assert.equal(healthy.MetricName, 'HealthyHostCount');
+    assert.equal(healthy.ComparisonOperator, 'LessThanThreshold');
+  }
 });
 
 test('pipeline dashboard shows the alarms, the log, the queues and the services', () => {
@@ -86,7 +103,7 @@ test('pipeline dashboard shows the alarms, the log, the queues and the services'
   assert.equal(dashboards.length, 1);
   assert.equal(dashboards[0].Properties.DashboardName, 'orderpipe-dev-pipeline');
   const body = JSON.stringify(dashboards[0].Properties.DashboardBody);
-  for (const expected of ['GetRecords.IteratorAgeMilliseconds', 'OutboxBacklog', 'CommandErrors', 'ApproximateNumberOfMessagesVisible', 'CPUUtilization', 'ServerlessDatabaseCapacity', 'ObservabilityKinesisIteratorAge']) {
+  for (const expected of ['GetRecords.IteratorAgeMilliseconds', 'OutboxBacklog', 'CommandErrors', 'ApproximateNumberOfMessagesVisible', 'CPUUtilization', 'ServerlessDatabaseCapacity', 'ObservabilityKinesisIteratorAge', 'ConsumerLagMillis', 'orderpipe-dev-flows-payments', 'orderpipe-dev-flows-log', 'orderpipe-dev-dashboard', 'HealthyHostCount']) {
     assert.ok(body.includes(expected), `dashboard lacks ${expected}`);
   }
 });

@@ -1,17 +1,17 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { Match } from 'aws-cdk-lib/assertions';
-import { keysOf, SERVICE_NAMES, ServiceName } from '../lib/config';
+import { keysOf, ProcessName, SERVICE_NAMES, ServiceName, SERVICES } from '../lib/config';
 import { actionsOfRole, logicalId, referencedIds, statementsOfRole, synthStage } from './helpers';
 
 const { template, stage } = synthStage('dev');
 const resources = template.toJSON().Resources as Record<string, any>;
 
 const pascal = (name: string) => name.split('-').map((p) => p[0].toUpperCase() + p.slice(1)).join('');
-const taskRoleId = (name: ServiceName) => logicalId(template, 'AWS::IAM::Role', `Services${pascal(name)}TaskRole`);
-const executionRoleId = (name: ServiceName) => logicalId(template, 'AWS::IAM::Role', `Services${pascal(name)}ExecutionRole`);
-const taskDefinition = (name: ServiceName) => resources[logicalId(template, 'AWS::ECS::TaskDefinition', `Services${pascal(name)}Task`)].Properties;
-const appContainer = (name: ServiceName) => taskDefinition(name).ContainerDefinitions.find((c: any) => c.Name === name);
+const taskRoleId = (name: ProcessName) => logicalId(template, 'AWS::IAM::Role', `Services${pascal(name)}TaskRole`);
+const executionRoleId = (name: ProcessName) => logicalId(template, 'AWS::IAM::Role', `Services${pascal(name)}ExecutionRole`);
+const taskDefinition = (name: ProcessName) => resources[logicalId(template, 'AWS::ECS::TaskDefinition', `Services${pascal(name)}Task`)].Properties;
+const appContainer = (name: ProcessName) => taskDefinition(name).ContainerDefinitions.find((c: any) => c.Name === name);
 const service = (name: ServiceName) => resources[logicalId(template, 'AWS::ECS::Service', `Services${pascal(name)}Service`)].Properties;
 
 test('one Fargate service per binary, in private subnets without public IPs, with rollback on failure', () => {
@@ -27,15 +27,16 @@ test('one Fargate service per binary, in private subnets without public IPs, wit
   }
 });
 
-test('each service runs its own image from ECR at the context image tag', () => {
-  for (const name of SERVICE_NAMES) {
+test('each process runs its binary\'s image from ECR at the context image tag', () => {
+  for (const name of [...SERVICE_NAMES, 'replay'] as const) {
     const image = JSON.stringify(appContainer(name).Image);
-    assert.ok(image.includes(`/orderpipe/${name}:${stage.images.tag}`), image);
+    assert.ok(image.includes(`/orderpipe/${SERVICES[name].binary}:${stage.images.tag}`), image);
   }
+  assert.match(JSON.stringify(appContainer('flows-payments').Image), /\/orderpipe\/flows:/);
 });
 
 test('each container gets exactly the config keys its capabilities declare, secrets only from Secrets Manager', () => {
-  for (const name of SERVICE_NAMES) {
+  for (const name of [...SERVICE_NAMES, 'replay'] as const) {
     const c = appContainer(name);
     const plain = (c.Environment ?? []).map((e: any) => e.Name);
     const secret = (c.Secrets ?? []).map((e: any) => e.Name);
@@ -66,17 +67,22 @@ test('the command API reads the event store, the JWT settings and its ports', ()
   for (const name of ['relay', 'projectors'] as const) assert.deepEqual(appContainer(name).PortMappings ?? [], [], name);
 });
 
-test('each built binary runs its subcommand; planned ones keep the image default', () => {
+test('each binary runs its subcommand; the flows services choose their workers', () => {
   assert.deepEqual(appContainer('command-api').Command, ['serve']);
   assert.deepEqual(appContainer('relay').Command, ['run']);
   assert.deepEqual(appContainer('projectors').Command, ['run']);
-  for (const name of ['saga-worker', 'payment-worker', 'intake-worker', 'notification-worker', 'dashboard'] as const) {
-    assert.equal(appContainer(name).Command, undefined, name);
-  }
+  assert.deepEqual(appContainer('dashboard').Command, ['serve']);
+  assert.deepEqual(appContainer('replay').Command, ['list']);
+  const workers = (name: ProcessName) =>
+    appContainer(name).Environment.find((e: any) => e.Name === 'ORDERPIPE_FLOWS__WORKERS').Value;
+  assert.equal(workers('flows-log'), 'order_saga,notifications');
+  assert.equal(workers('flows-payments'), 'payments');
+  assert.equal(workers('flows-intake'), 'intake');
+  for (const name of ['flows-log', 'flows-payments', 'flows-intake'] as const) assert.deepEqual(appContainer(name).Command, ['run']);
 });
 
-test('relay and projectors are health-checked on /health of the loopback admin port; the command API by the load balancer', () => {
-  for (const name of ['relay', 'projectors'] as const) {
+test('every service without a load balancer is health-checked on /health of the loopback admin port', () => {
+  for (const name of ['relay', 'projectors', 'flows-log', 'flows-payments', 'flows-intake'] as const) {
     const check = appContainer(name).HealthCheck;
     assert.deepEqual(check.Command, ['CMD', 'curl', '--fail', '--silent', '--max-time', '4', 'http://127.0.0.1:9090/health'], name);
     assert.equal(check.Interval, 30);
@@ -86,15 +92,40 @@ test('relay and projectors are health-checked on /health of the loopback admin p
     assert.equal(env.ORDERPIPE_ADMIN__PORT, '9090');
     assert.equal(env.ORDERPIPE_ADMIN__HOST, '127.0.0.1');
   }
-  // gRPC health on 50051 through the load balancer (see the load balancer test), no container check.
+  // gRPC health on 50051 and the dashboard's /health on 8080 through the load balancer.
   assert.equal(appContainer('command-api').HealthCheck, undefined);
+  assert.equal(appContainer('dashboard').HealthCheck, undefined);
 });
 
-test('workers reach the command API through the internal load balancer over TLS', () => {
-  for (const name of ['saga-worker', 'payment-worker', 'intake-worker'] as const) {
+test('the flows and the dashboard reach the command API through Service Connect, admitted by its security group', () => {
+  const namespace = Object.values(template.findResources('AWS::ServiceDiscovery::HttpNamespace'));
+  assert.equal(namespace.length, 1);
+  assert.equal(namespace[0].Properties.Name, 'orderpipe-dev.internal');
+  const api = service('command-api').ServiceConnectConfiguration;
+  assert.equal(api.Enabled, true);
+  assert.deepEqual(api.Services, [
+    { PortName: 'grpc', ClientAliases: [{ DnsName: 'command-api', Port: 50051 }] },
+  ]);
+  const apiGroup = logicalId(template, 'AWS::EC2::SecurityGroup', 'ServicesCommandApiSecurityGroup');
+  const apiIngress = Object.values(template.findResources('AWS::EC2::SecurityGroupIngress'))
+    .filter((r) => r.Properties.GroupId['Fn::GetAtt']?.[0] === apiGroup && r.Properties.FromPort === 50051)
+    .map((r) => r.Properties.SourceSecurityGroupId['Fn::GetAtt'][0])
+    .sort();
+  const clients = ['flows-log', 'flows-payments', 'flows-intake', 'dashboard'] as const;
+  // The clients, and the load balancer for everyone else.
+  assert.deepEqual(
+    apiIngress,
+    [...clients.map((c) => `Services${pascal(c)}SecurityGroup`), 'ServicesLoadBalancerSecurityGroup']
+      .map((prefix) => logicalId(template, 'AWS::EC2::SecurityGroup', prefix))
+      .sort(),
+  );
+  for (const name of clients) {
+    assert.equal(service(name).ServiceConnectConfiguration.Enabled, true, name);
+    assert.equal(service(name).ServiceConnectConfiguration.Services, undefined, name);
     const env = Object.fromEntries(appContainer(name).Environment.map((e: any) => [e.Name, e.Value]));
-    assert.equal(env.ORDERPIPE_COMMAND_API__URL, 'https://api.dev.orderpipe.example.com');
+    assert.equal(env.ORDERPIPE_COMMAND_API__URL, 'http://command-api:50051', name);
   }
+  for (const name of ['relay', 'projectors'] as const) assert.equal(service(name).ServiceConnectConfiguration, undefined, name);
 });
 
 test('internal load balancer: HTTPS listener forwarding to a gRPC target group with gRPC health checks', () => {
@@ -135,8 +166,13 @@ test('the relay is a singleton: one task, old one stopped before the new one sta
   assert.equal(relay.DeploymentConfiguration.MaximumPercent, 100);
 });
 
-test('command API and relay publish their alarm metrics through a non-essential collector sidecar', () => {
-  for (const [name, metric] of [['command-api', 'CommandErrors'], ['relay', 'OutboxBacklog']] as const) {
+test('command API, relay and the log consumers publish their alarm metrics through a non-essential collector sidecar', () => {
+  for (const [name, metric] of [
+    ['command-api', 'CommandErrors'],
+    ['relay', 'OutboxBacklog'],
+    ['projectors', 'ConsumerLagMillis'],
+    ['flows-log', 'ConsumerLagMillis'],
+  ] as const) {
     const sidecar = taskDefinition(name).ContainerDefinitions.find((c: any) => c.Name === 'metrics-collector');
     assert.equal(sidecar.Essential, false);
     const value = sidecar.Environment.find((e: any) => e.Name === 'AOT_CONFIG_CONTENT').Value;
@@ -147,13 +183,17 @@ test('command API and relay publish their alarm metrics through a non-essential 
     assert.equal(config.processors.metricstransform.transforms[0].new_name, metric);
     assert.deepEqual(config.receivers.prometheus.config.scrape_configs[0].static_configs[0].targets, ['localhost:9090']);
   }
-  assert.equal(taskDefinition('projectors').ContainerDefinitions.length, 1);
+  for (const name of ['flows-payments', 'flows-intake', 'dashboard', 'replay'] as const) {
+    assert.equal(taskDefinition(name).ContainerDefinitions.length, 1, name);
+  }
 });
 
-test('one task role and one execution role per service, assumable only by this account\'s ECS tasks', () => {
-  const roleIds = SERVICE_NAMES.flatMap((n) => [taskRoleId(n), executionRoleId(n)]);
-  assert.equal(new Set(roleIds).size, SERVICE_NAMES.length * 2);
-  for (const name of SERVICE_NAMES) {
+const PROCESSES = [...SERVICE_NAMES, 'replay'] as const;
+
+test('one task role and one execution role per process, assumable only by this account\'s ECS tasks', () => {
+  const roleIds = PROCESSES.flatMap((n) => [taskRoleId(n), executionRoleId(n)]);
+  assert.equal(new Set(roleIds).size, PROCESSES.length * 2);
+  for (const name of PROCESSES) {
     const td = taskDefinition(name);
     assert.deepEqual(td.TaskRoleArn, { 'Fn::GetAtt': [taskRoleId(name), 'Arn'] });
     assert.deepEqual(td.ExecutionRoleArn, { 'Fn::GetAtt': [executionRoleId(name), 'Arn'] });
@@ -164,8 +204,8 @@ test('one task role and one execution role per service, assumable only by this a
 });
 
 test('task roles: least privilege per service', () => {
-  const actions = (name: ServiceName) => new Set(actionsOfRole(template, taskRoleId(name)));
-  const hasAny = (name: ServiceName, prefix: string) => [...actions(name)].some((a) => a.startsWith(prefix));
+  const actions = (name: ProcessName) => new Set(actionsOfRole(template, taskRoleId(name)));
+  const hasAny = (name: ProcessName, prefix: string) => [...actions(name)].some((a) => a.startsWith(prefix));
 
   // The command API touches no AWS data service: Aurora is reached over the network.
   assert.deepEqual([...actions('command-api')].sort(), ['logs:CreateLogStream', 'logs:PutLogEvents']);
@@ -176,16 +216,91 @@ test('task roles: least privilege per service', () => {
   for (const a of ['kinesis:GetRecords', 'kinesis:GetShardIterator', 'kinesis:ListShards', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'sqs:SendMessage']) {
     assert.ok(projectors.has(a), `projectors lack ${a}`);
   }
-  assert.ok(!projectors.has('kinesis:PutRecord') && !projectors.has('sqs:ReceiveMessage'));
+  assert.ok(!projectors.has('kinesis:PutRecord') && !projectors.has('sqs:ReceiveMessage') && !projectors.has('dynamodb:CreateTable'));
   // The dashboard only reads.
   const dashboard = actions('dashboard');
-  assert.ok(dashboard.has('dynamodb:Query') && dashboard.has('dynamodb:GetItem'));
-  for (const a of ['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:BatchWriteItem']) assert.ok(!dashboard.has(a));
-  // Queue workers consume their own queue only.
-  assert.ok(actions('payment-worker').has('sqs:ReceiveMessage'));
-  assert.ok(!hasAny('payment-worker', 'kinesis:') && !hasAny('payment-worker', 'dynamodb:'));
-  assert.ok(!hasAny('notification-worker', 'kinesis:') && !hasAny('notification-worker', 'dynamodb:'));
-  assert.ok(!actions('saga-worker').has('sqs:ReceiveMessage'));
+  assert.deepEqual(
+    [...dashboard].sort(),
+    ['dynamodb:DescribeTable', 'dynamodb:GetItem', 'dynamodb:Query', 'kms:Decrypt', 'kms:DescribeKey', 'kms:Encrypt', 'kms:GenerateDataKey*', 'kms:ReEncrypt*'],
+  );
+  // Queue consumers: their own queue and DLQ only; no stream, no table.
+  for (const name of ['flows-payments', 'flows-intake'] as const) {
+    assert.deepEqual(
+      [...actions(name)].filter((a) => !a.startsWith('kms:')).sort(),
+      ['sqs:ChangeMessageVisibility', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes', 'sqs:ReceiveMessage', 'sqs:SendMessage'],
+      name,
+    );
+  }
+  // The log consumers read the stream and send to queues; they consume none.
+  assert.ok(!actions('flows-log').has('sqs:ReceiveMessage') && actions('flows-log').has('kinesis:GetRecords'));
+  assert.ok(!hasAny('flows-log', 'kinesis:Put') && !actions('flows-log').has('dynamodb:GetItem'));
+  // Replay: no queue, no stream writes, no leases.
+  assert.ok(!hasAny('replay', 'sqs:') && !hasAny('replay', 'kinesis:Put'));
+});
+
+const tableId = (name: string) =>
+  Object.entries(template.findResources('AWS::DynamoDB::Table')).find(([, t]) => t.Properties.TableName === `orderpipe-dev-${name}`)![0];
+
+/** The role's statements with their actions sorted and the resources rendered as text. */
+const statementsOf = (name: ProcessName) =>
+  statementsOfRole(template, taskRoleId(name)).map((s: any) => ({
+    actions: (Array.isArray(s.Action) ? s.Action : [s.Action]).slice().sort() as string[],
+    resources: referencedIds(s.Resource),
+    text: JSON.stringify(s.Resource),
+    condition: s.Condition,
+  }));
+
+/** The actions a role has on resources whose ARN text ends with `suffix` (patterns built by Fn::Join). */
+const grantsOnPattern = (name: ProcessName, suffix: string) =>
+  statementsOf(name)
+    .filter((s) => s.text.includes(`:table/${suffix}"`))
+    .flatMap((s) => s.actions)
+    .sort();
+
+test('the active-orders view is granted on the table pattern replay creates tables under, indexes only to the dashboard', () => {
+  // After `replay rebuild active_orders --swap` the live tables are <base>-orders / <base>-stores.
+  assert.deepEqual(grantsOnPattern('projectors', 'orderpipe-dev-active-orders*'), ['dynamodb:GetItem', 'dynamodb:UpdateItem']);
+  assert.deepEqual(grantsOnPattern('dashboard', 'orderpipe-dev-active-orders*'), ['dynamodb:DescribeTable', 'dynamodb:GetItem', 'dynamodb:Query']);
+  assert.deepEqual(grantsOnPattern('dashboard', 'orderpipe-dev-active-orders*/index/*'), ['dynamodb:Query']);
+  assert.deepEqual(grantsOnPattern('projectors', 'orderpipe-dev-active-orders*/index/*'), []);
+  // The alias is read on every batch / read.
+  for (const name of ['projectors', 'dashboard'] as const) {
+    const onViews = statementsOf(name).filter((s) => s.resources.includes(tableId('views'))).flatMap((s) => s.actions);
+    assert.deepEqual(onViews, ['dynamodb:GetItem'], name);
+  }
+});
+
+test('replay: creates and drops only its own tables, moves the alias, reads the stream and the stores', () => {
+  assert.deepEqual(grantsOnPattern('replay', 'orderpipe-dev-active-orders-*'), ['dynamodb:CreateTable', 'dynamodb:DeleteTable']);
+  assert.deepEqual(grantsOnPattern('replay', 'orderpipe-dev-active-orders*'), [
+    'dynamodb:BatchWriteItem',
+    'dynamodb:DeleteItem',
+    'dynamodb:DescribeTable',
+    'dynamodb:GetItem',
+    'dynamodb:PutItem',
+    'dynamodb:Scan',
+    'dynamodb:UpdateItem',
+  ]);
+  const onViews = statementsOf('replay').filter((s) => s.resources.includes(tableId('views'))).flatMap((s) => s.actions).sort();
+  assert.deepEqual(onViews, ['dynamodb:CreateTable', 'dynamodb:DeleteItem', 'dynamodb:DescribeTable', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem']);
+  // The deployed tables can never be deleted by replay.
+  for (const s of statementsOf('replay')) {
+    if (s.actions.includes('dynamodb:DeleteTable')) assert.deepEqual(s.resources.filter((r) => r.startsWith('Data')), [], JSON.stringify(s));
+  }
+  const stream = logicalId(template, 'AWS::Kinesis::Stream', 'MessagingEventStream');
+  const onStream = statementsOf('replay').filter((s) => s.resources.includes(stream)).flatMap((s) => s.actions).sort();
+  assert.deepEqual(onStream, ['kinesis:DescribeStreamSummary', 'kinesis:GetRecords', 'kinesis:GetShardIterator', 'kinesis:ListShards']);
+  // A one-off task: a task definition, no service, its own security group admitted by Aurora and Redshift.
+  assert.ok(!Object.keys(template.findResources('AWS::ECS::Service')).some((id) => id.includes('Replay')));
+  assert.equal(taskDefinition('replay').Family, 'orderpipe-dev-replay');
+  const replayGroup = logicalId(template, 'AWS::EC2::SecurityGroup', 'ServicesReplaySecurityGroup');
+  const admittedBy = Object.values(template.findResources('AWS::EC2::SecurityGroupIngress'))
+    .filter((r) => r.Properties.SourceSecurityGroupId?.['Fn::GetAtt']?.[0] === replayGroup)
+    .map((r) => r.Properties.GroupId['Fn::GetAtt'][0].replace(/SecurityGroup.*$/, ''))
+    .sort();
+  assert.deepEqual(admittedBy, ['DataAurora', 'DataRedshift']);
+  template.hasOutput('ReplayTaskDefinitionFamily', {});
+  template.hasOutput('ReplaySecurityGroupId', {});
 });
 
 test('projectors: exactly the calls of their code, each on its own resource; the data key only via DynamoDB and SQS', () => {
@@ -193,8 +308,6 @@ test('projectors: exactly the calls of their code, each on its own resource; the
   const stream = id('AWS::Kinesis::Stream', 'MessagingEventStream');
   const dlq = id('AWS::SQS::Queue', 'MessagingProjectorDlq');
   const key = id('AWS::KMS::Key', 'DataKey');
-  const tableId = (name: string) =>
-    Object.entries(template.findResources('AWS::DynamoDB::Table')).find(([, t]) => t.Properties.TableName === `orderpipe-dev-${name}`)![0];
   const statements = statementsOfRole(template, taskRoleId('projectors')).map((s: any) => ({
     actions: (Array.isArray(s.Action) ? s.Action : [s.Action]).slice().sort(),
     resources: referencedIds(s.Resource),
@@ -206,8 +319,8 @@ test('projectors: exactly the calls of their code, each on its own resource; the
   assert.deepEqual(grantsOn(stream), ['kinesis:GetRecords', 'kinesis:GetShardIterator', 'kinesis:ListShards']);
   assert.deepEqual(grantsOn(tableId('projector-leases')), ['dynamodb:PutItem', 'dynamodb:Scan', 'dynamodb:UpdateItem']);
   assert.deepEqual(grantsOn(tableId('projector-parked')), ['dynamodb:DeleteItem', 'dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:Scan']);
-  assert.deepEqual(grantsOn(tableId('active-orders')), ['dynamodb:GetItem', 'dynamodb:UpdateItem']);
   assert.deepEqual(grantsOn(tableId('store-metrics')), ['dynamodb:GetItem', 'dynamodb:UpdateItem']);
+  assert.deepEqual(grantsOn(tableId('views')), ['dynamodb:GetItem']);
   assert.deepEqual(grantsOn(dlq), ['sqs:SendMessage']);
 
   const kms = statements.filter((s) => s.resources.includes(key));
@@ -217,9 +330,11 @@ test('projectors: exactly the calls of their code, each on its own resource; the
     StringEquals: { 'kms:ViaService': ['dynamodb.us-east-1.amazonaws.com', 'sqs.us-east-1.amazonaws.com'] },
   });
 
-  // Nothing else: every statement is one of the above, and no index or other table is reachable.
-  const covered = [stream, tableId('projector-leases'), tableId('projector-parked'), tableId('active-orders'), tableId('store-metrics'), dlq, key];
-  for (const s of statements) assert.ok(s.resources.length > 0 && s.resources.every((r) => covered.includes(r)), JSON.stringify(s));
+  // Nothing else: every statement is one of the above (or the active-orders pattern, tested
+  // above), and no index or other table is reachable.
+  const metricsLog = logicalId(template, 'AWS::Logs::LogGroup', 'ServicesMetricsLogGroup');
+  const covered = [stream, tableId('projector-leases'), tableId('projector-parked'), tableId('store-metrics'), tableId('views'), dlq, key, metricsLog];
+  for (const s of statements) assert.ok(s.resources.every((r) => covered.includes(r)), JSON.stringify(s));
   const json = JSON.stringify(statementsOfRole(template, taskRoleId('projectors')));
   assert.doesNotMatch(json, /index\//);
 });
@@ -227,23 +342,40 @@ test('projectors: exactly the calls of their code, each on its own resource; the
 test('queue grants point at the right queues', () => {
   const queueId = (name: string) =>
     Object.entries(template.findResources('AWS::SQS::Queue')).find(([, q]) => q.Properties.QueueName === name)![0];
-  const resourcesFor = (name: ServiceName, action: string) =>
+  const resourcesFor = (name: ProcessName, action: string) =>
     statementsOfRole(template, taskRoleId(name))
       .filter((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]).includes(action))
       .flatMap((s) => referencedIds(s.Resource))
       .sort();
-  assert.deepEqual(resourcesFor('intake-worker', 'sqs:ReceiveMessage'), [queueId('orderpipe-dev-intake')]);
-  assert.deepEqual(resourcesFor('intake-worker', 'sqs:SendMessage'), [queueId('orderpipe-dev-intake-dlq')]);
-  assert.deepEqual(resourcesFor('payment-worker', 'sqs:ReceiveMessage'), [queueId('orderpipe-dev-payments.fifo')]);
+  const ids = (...names: string[]) => names.map(queueId).sort();
+  assert.deepEqual(resourcesFor('flows-intake', 'sqs:ReceiveMessage'), ids('orderpipe-dev-intake'));
+  assert.deepEqual(resourcesFor('flows-intake', 'sqs:SendMessage'), ids('orderpipe-dev-intake-dlq'));
+  assert.deepEqual(resourcesFor('flows-intake', 'sqs:GetQueueAttributes'), ids('orderpipe-dev-intake-dlq'));
+  assert.deepEqual(resourcesFor('flows-payments', 'sqs:ReceiveMessage'), ids('orderpipe-dev-payments.fifo'));
+  assert.deepEqual(resourcesFor('flows-payments', 'sqs:ChangeMessageVisibility'), ids('orderpipe-dev-payments.fifo'));
+  assert.deepEqual(resourcesFor('flows-payments', 'sqs:DeleteMessage'), ids('orderpipe-dev-payments.fifo'));
+  assert.deepEqual(resourcesFor('flows-payments', 'sqs:SendMessage'), ids('orderpipe-dev-payments-dlq.fifo'));
   assert.deepEqual(
-    resourcesFor('saga-worker', 'sqs:SendMessage'),
-    [queueId('orderpipe-dev-notifications'), queueId('orderpipe-dev-payments.fifo')].sort(),
+    resourcesFor('flows-log', 'sqs:SendMessage'),
+    ids('orderpipe-dev-notifications', 'orderpipe-dev-payments.fifo', 'orderpipe-dev-projector-dlq'),
   );
-  assert.deepEqual(resourcesFor('notification-worker', 'sqs:ReceiveMessage'), [queueId('orderpipe-dev-notifications')]);
+  assert.deepEqual(
+    resourcesFor('flows-log', 'sqs:GetQueueAttributes'),
+    ids('orderpipe-dev-notifications-dlq', 'orderpipe-dev-payments-dlq.fifo'),
+  );
+  assert.deepEqual(resourcesFor('projectors', 'sqs:SendMessage'), ids('orderpipe-dev-projector-dlq'));
+});
+
+test('flows-log shares the projectors\' lease and parked tables (its consumer groups have their own keys)', () => {
+  for (const name of ['leases', 'parked'] as const) {
+    const table = tableId(`projector-${name}`);
+    const on = (p: ProcessName) => statementsOf(p).filter((s) => s.resources.includes(table)).flatMap((s) => s.actions).sort();
+    assert.deepEqual(on('flows-log'), on('projectors'), name);
+  }
 });
 
 test('no task role is granted a wildcard action or resource', () => {
-  for (const name of SERVICE_NAMES) {
+  for (const name of PROCESSES) {
     for (const s of statementsOfRole(template, taskRoleId(name))) {
       assert.equal(s.Effect, 'Allow');
       for (const a of Array.isArray(s.Action) ? s.Action : [s.Action]) assert.notEqual(a, '*');
@@ -253,8 +385,8 @@ test('no task role is granted a wildcard action or resource', () => {
   }
 });
 
-test('execution roles: only ecr:GetAuthorizationToken on *, secrets limited to what the service reads', () => {
-  for (const name of SERVICE_NAMES) {
+test('execution roles: only ecr:GetAuthorizationToken on *, secrets limited to what the process reads', () => {
+  for (const name of PROCESSES) {
     const statements = statementsOfRole(template, executionRoleId(name));
     for (const s of statements) {
       if (s.Resource === '*') assert.equal(s.Action, 'ecr:GetAuthorizationToken');
