@@ -4,7 +4,7 @@
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
 };
 use projectors::projections::{ActiveOrdersProjection, ActiveOrdersTables};
 use test_support::{aws_test_config, fresh_database, unique_name, TestDatabase, TestStream};
@@ -158,5 +158,25 @@ pub async fn create_table(
         .send()
         .await
         .map_err(|e| create_error(&format!("table {name}"), e))?;
-    Ok(())
+    // The emulators create tables asynchronously, like DynamoDB: writes fail until it is ACTIVE.
+    for _ in 0..200 {
+        let described = client
+            .describe_table()
+            .table_name(name)
+            .send()
+            .await
+            .map_err(|e| create_error(&format!("table {name}"), e))?;
+        if described
+            .table()
+            .and_then(|table| table.table_status())
+            .is_some_and(|status| *status == TableStatus::Active)
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Err(create_error(
+        &format!("table {name}"),
+        std::io::Error::other("not ACTIVE after 10 s"),
+    ))
 }
