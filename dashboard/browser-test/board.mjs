@@ -95,10 +95,13 @@ try {
   await page.locator(`#column-pending ${card(unpaid)}`).waitFor();
   timings.placed_to_card_ms = Date.now() - placedAt;
   await waitForText("#metric-orders-today", (text) => Number(text) === before.orders_today + 2, "orders today to grow by 2");
-  const paidCard = await textOf(card(paid));
-  for (const expected of ["Latte 12oz", "oat milk", "no sugar", "paid"]) {
-    if (!paidCard.includes(expected)) throw new Error(`the card lacks ${expected}: ${paidCard}`);
-  }
+  // The card can appear before the view has the payment (a later commit): wait for all of it.
+  const expectedOnPaidCard = ["Latte 12oz", "oat milk", "no sugar", "paid"];
+  await waitForText(
+    card(paid),
+    (text) => expectedOnPaidCard.every((expected) => text.includes(expected)),
+    `the paid card's ${expectedOnPaidCard.join(", ")}`,
+  );
   if (!(await textOf(card(unpaid))).includes("awaiting payment")) {
     throw new Error("the unpaid card does not say it awaits payment");
   }
