@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use aws_support::AwsSettings;
 use command_api::configuration::AuthSettings;
+pub use projectors::runtime::settings::KinesisSettings;
 use projectors::runtime::WorkerConfig;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -79,13 +80,6 @@ pub struct FlowsAuthSettings {
     pub issuer: String,
     /// The expected `aud` claim.
     pub audience: String,
-}
-
-/// The log.
-#[derive(Debug, Clone, Deserialize)]
-pub struct KinesisSettings {
-    /// The stream the relay publishes commits to.
-    pub stream_name: String,
 }
 
 /// The log consumers' DynamoDB tables (shared with the projectors: every lease and parked key
