@@ -129,10 +129,10 @@ where
         // Commands on one aggregate queue here instead of conflicting in the database; other
         // processes are still kept apart by the store's optimistic concurrency.
         let _turn = self.locks.lock(A::TYPE, aggregate_id).await;
+        // The idempotency key is not looked up first: the commit refuses a used key (as a
+        // conflict), and a command that already ran is usually refused by the state it left
+        // behind. Only then is the stored outcome read, so a first call costs no extra query.
         for attempt in 0..=self.conflict_retries {
-            if let Some(executed) = self.stored_outcome(call).await? {
-                return Ok(executed);
-            }
             let result = self
                 .cqrs
                 .execute_with_metadata(aggregate_id, command.clone(), call.metadata())
@@ -146,10 +146,18 @@ where
                     })
                 }
                 Err(AggregateError::AggregateConflict) => {
+                    if let Some(executed) = self.stored_outcome(call).await? {
+                        return Ok(executed);
+                    }
                     tracing::debug!(attempt, aggregate_id, "conflict; reloading");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
-                Err(AggregateError::UserError(error)) => return Err(ExecuteError::Domain(error)),
+                Err(AggregateError::UserError(error)) => {
+                    return match self.stored_outcome(call).await? {
+                        Some(executed) => Ok(executed),
+                        None => Err(ExecuteError::Domain(error)),
+                    }
+                }
                 Err(AggregateError::DatabaseConnectionError(error)) => {
                     return Err(match error.downcast::<StoreError>() {
                         Ok(store_error) => ExecuteError::Store(*store_error),

@@ -16,19 +16,22 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
 
-/// Locks the position counter. A separate statement on purpose: statements after it take their
-/// snapshot once the lock is held, so they see every commit that finished before ours.
-const LOCK_POSITION: &str = "SELECT last_position FROM event_position FOR UPDATE";
+/// Opens the batch's transaction and locks the position counter in one round trip (one simple
+/// query). The lock is its own statement on purpose: statements after it take their snapshot once
+/// the lock is held, so they see every commit that finished before ours.
+const BEGIN_AND_LOCK_POSITION: &str = "BEGIN; SELECT last_position FROM event_position FOR UPDATE";
 
-/// The current version of each aggregate in the batch, in batch order.
-const CURRENT_VERSIONS: &str = "\
-SELECT COALESCE((SELECT max(e.sequence) FROM events e
-                 WHERE e.aggregate_type = t.aggregate_type AND e.aggregate_id = t.aggregate_id), 0)
-FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(aggregate_type, aggregate_id, ord)
-ORDER BY t.ord";
-
-const EXISTING_KEYS: &str =
-    "SELECT idempotency_key FROM command_idempotency WHERE idempotency_key = ANY($1::text[])";
+/// Everything the batch's decisions need, in one round trip: the position counter, the current
+/// version of each aggregate in the batch (in batch order) and which of its keys are taken.
+const CHECK_BATCH: &str = "\
+SELECT (SELECT last_position FROM event_position),
+       ARRAY(SELECT COALESCE((SELECT max(e.sequence) FROM events e
+                              WHERE e.aggregate_type = t.aggregate_type
+                                AND e.aggregate_id = t.aggregate_id), 0)
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(aggregate_type, aggregate_id, ord)
+             ORDER BY t.ord),
+       ARRAY(SELECT idempotency_key FROM command_idempotency
+             WHERE idempotency_key = ANY($3::text[]))";
 
 /// Writes events, outbox rows, idempotency keys and snapshots in one round trip, then moves the
 /// position counter. The snapshot upsert never replaces a newer snapshot with an older one.
@@ -213,32 +216,22 @@ async fn try_write_batch(
     pool: &PgPool,
     commits: Vec<PendingCommit>,
 ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-    let mut tx = pool.begin().await?;
-    let last_position: i64 = sqlx::query_scalar(LOCK_POSITION)
-        .fetch_one(&mut *tx)
-        .await?;
-
+    // Four round trips in all: begin and lock, check, write, commit (and its WAL flush).
+    let mut tx = pool.begin_with(BEGIN_AND_LOCK_POSITION).await?;
     let aggregate_types: Vec<&str> = commits.iter().map(|c| c.aggregate_type).collect();
     let aggregate_ids: Vec<&str> = commits.iter().map(|c| c.aggregate_id.as_str()).collect();
-    let current_versions: Vec<i64> = sqlx::query_scalar(CURRENT_VERSIONS)
-        .bind(&aggregate_types)
-        .bind(&aggregate_ids)
-        .fetch_all(&mut *tx)
-        .await?;
     let keys: Vec<&str> = commits
         .iter()
         .filter_map(|c| c.idempotency.as_ref().map(|i| i.key.as_str()))
         .collect();
-    let mut used_keys: HashSet<String> = if keys.is_empty() {
-        HashSet::new()
-    } else {
-        sqlx::query_scalar(EXISTING_KEYS)
+    let (last_position, current_versions, taken_keys): (i64, Vec<i64>, Vec<String>) =
+        sqlx::query_as(CHECK_BATCH)
+            .bind(&aggregate_types)
+            .bind(&aggregate_ids)
             .bind(&keys)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect()
-    };
+            .fetch_one(&mut *tx)
+            .await?;
+    let mut used_keys: HashSet<String> = taken_keys.into_iter().collect();
 
     let mut versions: HashMap<(&str, &str), u64> = HashMap::new();
     for (commit, version) in commits.iter().zip(current_versions) {

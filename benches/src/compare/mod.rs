@@ -118,10 +118,14 @@ pub async fn run(options: &CompareOptions) -> Result<CompareReport, CompareError
     let mut paths = Vec::new();
     let mut ceiling_runs = Vec::new();
     for round in 1..=options.rounds.max(1) {
-        eprintln!("compare: round {round}: (a) baseline, event store, gRPC; (b) ceiling");
+        // One line as each part starts, so a profiler can be pointed at one of them.
+        eprintln!("compare: round {round}: (a) cqrs-es + postgres-es");
         paths.push(command_path::baseline(baseline_pool.clone(), clients, duration).await);
+        eprintln!("compare: round {round}: (a) cqrs-es + our event store");
         paths.push(command_path::event_store(&store, clients, duration).await);
+        eprintln!("compare: round {round}: (a) gRPC command API");
         paths.push(command_path::grpc(api_channel.clone(), JWT_SECRET, clients, duration).await);
+        eprintln!("compare: round {round}: (b) batched-insert ceiling");
         let payload = sample_payload(&events_pool).await?;
         ceiling_runs.push(
             raw_rates::batched_inserts(
