@@ -38,6 +38,12 @@ struct Cli {
     /// Seconds of ramp down.
     #[arg(long, default_value_t = 10)]
     ramp_down: u64,
+    /// Orders started per second at the peak, scaled down on the ramps (an arrival rate, as
+    /// customers arrive). Unset: a closed loop, every client starts its next order as soon as the
+    /// last one ends, which finds the write side's ceiling and starves the rest of the pipeline
+    /// when everything shares one machine.
+    #[arg(long)]
+    orders_per_second: Option<f64>,
     /// How orders end, as weights COMPLETED,CANCELLED,OPEN.
     #[arg(long, default_value = "80,10,10")]
     mix: OrderMix,
@@ -54,7 +60,7 @@ struct Cli {
     #[arg(long, default_value_t = 2)]
     shards: i32,
     /// Watch every n-th order for freshness.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 10)]
     freshness_every: u64,
     /// Seconds to wait after the rush for the outbox and the view to catch up.
     #[arg(long, default_value_t = 60)]
@@ -71,6 +77,11 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     anyhow::ensure!(cli.clients > 0, "--clients must be at least 1");
+    anyhow::ensure!(
+        cli.orders_per_second
+            .is_none_or(|rate| rate > 0.0 && rate.is_finite()),
+        "--orders-per-second must be a positive number"
+    );
     anyhow::ensure!(
         (0.0..=1.0).contains(&cli.hot_share),
         "--hot-share must be between 0 and 1"
@@ -93,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
             ramp_up: Duration::from_secs(cli.ramp_up),
             sustain: Duration::from_secs(cli.sustain),
             ramp_down: Duration::from_secs(cli.ramp_down),
+            peak_orders_per_second: cli.orders_per_second,
         },
         mix: cli.mix,
         stores: StorePicker::new("store", cli.stores, cli.hot_stores, cli.hot_share),

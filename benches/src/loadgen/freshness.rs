@@ -12,8 +12,10 @@ use crate::latency::Latencies;
 
 /// How often the view is polled; it bounds the measurement's resolution.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
-/// BatchGetItem's limit.
-const KEYS_PER_CALL: usize = 100;
+/// The most sampled orders read per poll (oldest first). The probe shares the DynamoDB endpoint
+/// with the projector it measures: reading every pending order every poll would put up to 4,000
+/// reads/s on the emulator exactly when the view falls behind, slowing the projector it waits for.
+const KEYS_PER_POLL: usize = 20;
 /// An order not visible after this long is counted as missing, not measured.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
 
@@ -107,7 +109,7 @@ async fn poll(
         oldest.sort_by_key(|(_, acknowledged)| **acknowledged);
         let ids: Vec<String> = oldest
             .into_iter()
-            .take(KEYS_PER_CALL)
+            .take(KEYS_PER_POLL)
             .map(|(id, _)| id.clone())
             .collect();
         if !ids.is_empty() {

@@ -25,7 +25,7 @@ use tonic::transport::Channel;
 
 use self::cluster::{scrape_max, Cluster};
 use self::freshness::{FreshnessProbe, FreshnessSampler};
-use self::profile::{OrderMix, Phase, RushProfile, StorePicker};
+use self::profile::{OrderMix, OrderPacer, Phase, RushProfile, StorePicker};
 use self::recorder::Recorder;
 use self::report::{LoadReport, PhaseFigures, ProcessMemory, Tick};
 use crate::api_flow::{ApiClients, TokenError};
@@ -200,6 +200,7 @@ async fn drive(
         options.freshness_every,
     );
     let started = Instant::now();
+    let pacer = OrderPacer::new(options.profile, started).map(Arc::new);
     let mut clients = Vec::new();
     for index in 0..options.profile.peak_clients {
         let api = ApiClients::new(channels[index % connections].clone(), &cluster.jwt_secret)?;
@@ -209,6 +210,7 @@ async fn drive(
             options.clone(),
             recorder.clone(),
             sampler.clone(),
+            pacer.clone(),
             started,
         )));
     }
@@ -257,13 +259,15 @@ async fn drive(
     Ok((recorder.take(), freshness, watch))
 }
 
-/// One client: runs orders back to back while the profile counts it as active.
+/// One client: runs orders back to back (or at the pacer's slots) while the profile counts it as
+/// active.
 async fn client(
     index: usize,
     mut api: ApiClients,
     options: LoadOptions,
     recorder: Arc<Recorder>,
     sampler: FreshnessSampler,
+    pacer: Option<Arc<OrderPacer>>,
     started: Instant,
 ) {
     let mut rng = fastrand::Rng::new();
@@ -275,6 +279,9 @@ async fn client(
         if index >= options.profile.clients_at(elapsed) {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
+        }
+        if let Some(pacer) = &pacer {
+            pacer.wait_turn().await;
         }
         let store = options.stores.pick(|| rng.f64()).to_owned();
         let fate = options.mix.pick(rng.f64());

@@ -2,7 +2,8 @@
 //! and how their orders end.
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -50,6 +51,9 @@ pub struct RushProfile {
     /// How long the ramp down takes.
     #[serde(serialize_with = "seconds")]
     pub ramp_down: Duration,
+    /// Orders started per second at the peak (scaled with the active clients on the ramps);
+    /// `None`: every client starts its next order as soon as the last one ends.
+    pub peak_orders_per_second: Option<f64>,
 }
 
 fn seconds<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -95,6 +99,45 @@ impl RushProfile {
             }
             Phase::Done => 0,
         }
+    }
+}
+
+/// Spaces the clients' order starts to the profile's rate: orders arrive as customers do, at a
+/// rate, instead of as fast as the clients can go (a closed loop that saturates whatever part is
+/// slowest and leaves nothing to the rest of the pipeline on a shared machine). A client that
+/// falls behind its slot starts at once; missed slots are not made up in a burst.
+#[derive(Debug)]
+pub struct OrderPacer {
+    profile: RushProfile,
+    peak_rate: f64,
+    started: Instant,
+    next_slot: Mutex<Instant>,
+}
+
+impl OrderPacer {
+    /// A pacer for `profile` from `started`; `None` when the profile sets no rate.
+    pub fn new(profile: RushProfile, started: Instant) -> Option<Self> {
+        let peak_rate = profile.peak_orders_per_second.filter(|rate| *rate > 0.0)?;
+        Some(Self {
+            profile,
+            peak_rate,
+            started,
+            next_slot: Mutex::new(started),
+        })
+    }
+
+    /// Waits for the next order's slot.
+    pub async fn wait_turn(&self) {
+        let slot = {
+            let mut next = self.next_slot.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let active = self.profile.clients_at(now - self.started).max(1);
+            let rate = self.peak_rate * active as f64 / self.profile.peak_clients.max(1) as f64;
+            let slot = (*next).max(now);
+            *next = slot + Duration::from_secs_f64(1.0 / rate);
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
     }
 }
 
@@ -204,6 +247,7 @@ mod tests {
             ramp_up: Duration::from_secs(10),
             sustain: Duration::from_secs(20),
             ramp_down: Duration::from_secs(10),
+            peak_orders_per_second: None,
         }
     }
 

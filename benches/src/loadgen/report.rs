@@ -101,10 +101,10 @@ impl LoadReport {
         let _ = writeln!(md, "# Morning rush load run, {}\n", self.started_at);
         let _ = writeln!(
             md,
-            "Machine: {}. Profile: {} -> {} clients over {:.0} s, {:.0} s at the peak, down over {:.0} s. Mix (completed, cancelled, open): {}, {}, {}. Stores: {}.\n",
+            "Machine: {}. Profile: {} -> {} clients over {:.0} s, {:.0} s at the peak, down over {:.0} s; {}. Mix (completed, cancelled, open): {}, {}, {}. Stores: {}.\n",
             self.machine, p.base_clients, p.peak_clients, p.ramp_up.as_secs_f64(),
-            p.sustain.as_secs_f64(), p.ramp_down.as_secs_f64(), self.mix.completed,
-            self.mix.cancelled, self.mix.open, self.stores
+            p.sustain.as_secs_f64(), p.ramp_down.as_secs_f64(), pacing(p.peak_orders_per_second),
+            self.mix.completed, self.mix.cancelled, self.mix.open, self.stores
         );
         md.push_str("| phase | seconds | commands | commands/s | errors | p50 ms | p90 ms | p99 ms | max ms |\n");
         md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -157,4 +157,11 @@ impl LoadReport {
 
 fn optional(value: Option<f64>, unit: &str) -> String {
     value.map_or_else(|| "not reported".to_owned(), |v| format!("{v:.0}{unit}"))
+}
+
+fn pacing(peak_orders_per_second: Option<f64>) -> String {
+    match peak_orders_per_second {
+        Some(rate) => format!("orders arrive at up to {rate:.0}/s (at the peak)"),
+        None => "closed loop (each client starts its next order at once)".to_owned(),
+    }
 }

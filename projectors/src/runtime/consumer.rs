@@ -20,7 +20,7 @@ use crate::runtime::dead_letters::{DeadLetter, DeadLetterQueue};
 use crate::runtime::kinesis::{self, GetRecordsError, KinesisRecord};
 use crate::runtime::leases::{Checkpoint, Lease, LeaseError, LeaseTable, SequenceNumber};
 use crate::runtime::meters;
-use crate::runtime::parked::{parked_key, ParkedRecord, ParkedStore};
+use crate::runtime::parked::{parked_key, ClearAggregates, ParkedRecord, ParkedStore};
 use crate::runtime::{error_chain, RuntimeError};
 
 /// First delay after a throttled or failed AWS call; doubles up to [`AWS_RETRY_MAX`].
@@ -86,6 +86,8 @@ pub(crate) struct ShardConsumer {
     pub(crate) shard_id: String,
     pub(crate) lease: Arc<SharedLease>,
     pub(crate) stop: watch::Receiver<bool>,
+    /// Aggregates found with nothing parked, not asked about again for a while.
+    pub(crate) clear: std::sync::Mutex<ClearAggregates>,
 }
 
 impl ShardConsumer {
@@ -227,22 +229,28 @@ impl ShardConsumer {
     }
 
     /// Whether each aggregate of the batch has parked commits: one strongly consistent query
-    /// per aggregate, [`PARKED_LOOKUPS`] at a time (the table is nearly always empty, but
-    /// another worker or an earlier life of this shard may have parked something).
+    /// per aggregate not known to be clear, [`PARKED_LOOKUPS`] at a time (the table is nearly
+    /// always empty, but another worker or an earlier life of this shard may have parked
+    /// something).
     async fn parked_aggregates(
         &self,
         decoded: &[(&KinesisRecord, LoggedCommit)],
     ) -> Result<HashMap<String, bool>, RuntimeError> {
         let name = self.projection.name();
+        let mut known: HashMap<String, bool> = HashMap::new();
         let mut aggregates: HashMap<String, (String, String)> = HashMap::new();
-        for (_, commit) in decoded {
-            aggregates
-                .entry(parked_key(
-                    name,
-                    &commit.aggregate_type,
-                    &commit.aggregate_id,
-                ))
-                .or_insert_with(|| (commit.aggregate_type.clone(), commit.aggregate_id.clone()));
+        {
+            let mut clear = self.clear.lock().unwrap_or_else(|e| e.into_inner());
+            for (_, commit) in decoded {
+                let key = parked_key(name, &commit.aggregate_type, &commit.aggregate_id);
+                if clear.is_clear(&key) {
+                    known.insert(key, false);
+                } else {
+                    aggregates.entry(key).or_insert_with(|| {
+                        (commit.aggregate_type.clone(), commit.aggregate_id.clone())
+                    });
+                }
+            }
         }
         // Collected first: a lazily mapped iterator inside the stream trips the compiler's
         // `Send` inference for the spawned consumer task.
@@ -259,7 +267,14 @@ impl ShardConsumer {
             .buffer_unordered(PARKED_LOOKUPS)
             .try_collect()
             .await?;
-        Ok(found.into_iter().collect())
+        let mut clear = self.clear.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, parked) in found {
+            if !parked {
+                clear.found_clear(key.clone());
+            }
+            known.insert(key, parked);
+        }
+        Ok(known)
     }
 
     /// Applies `commits` (read from `sources`) honouring the projection's contract: on poison
@@ -362,6 +377,14 @@ impl ShardConsumer {
             reason,
             record.data.clone(),
         );
+        self.clear
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .parked(&parked_key(
+                name,
+                &commit.aggregate_type,
+                &commit.aggregate_id,
+            ));
         self.retrying("park", || self.context.parked.park(&parked))
             .await?;
         tracing::warn!(

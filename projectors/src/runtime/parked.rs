@@ -5,7 +5,8 @@
 //! a string) and sort key `position` (the commit's first global position, a number): a query
 //! reads an aggregate's parked commits in log order. Every write is a single item.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -14,6 +15,52 @@ use commit_log::LoggedCommit;
 
 use crate::runtime::aws::AwsCallError;
 use crate::runtime::RuntimeError;
+
+/// How long a consumer trusts "nothing parked" for an aggregate before asking the table again.
+const CLEAR_FOR: Duration = Duration::from_secs(60);
+/// The most aggregates a consumer remembers as clear (memory stays bounded on a busy shard).
+const CLEAR_MAX: usize = 100_000;
+
+/// The aggregates one shard consumer has found with nothing parked, so each batch asks the table
+/// only about aggregates it has not seen lately: without it every projection made one query per
+/// aggregate per batch, most of the view store's load. Only the consumer holding a shard's
+/// lease parks that shard's aggregates, and it forgets an aggregate here when it parks one, so
+/// the answer stays true for the lease's life; the periodic reset bounds what a consumer that
+/// lost its lease without knowing could miss (and the projections' sequence checks catch a gap).
+#[derive(Debug)]
+pub(crate) struct ClearAggregates {
+    keys: HashSet<String>,
+    since: Instant,
+}
+
+impl Default for ClearAggregates {
+    fn default() -> Self {
+        Self {
+            keys: HashSet::new(),
+            since: Instant::now(),
+        }
+    }
+}
+
+impl ClearAggregates {
+    /// Whether `key` (a [`parked_key`]) was found clear lately.
+    pub(crate) fn is_clear(&mut self, key: &str) -> bool {
+        if self.since.elapsed() > CLEAR_FOR || self.keys.len() > CLEAR_MAX {
+            *self = Self::default();
+        }
+        self.keys.contains(key)
+    }
+
+    /// `key` has nothing parked.
+    pub(crate) fn found_clear(&mut self, key: String) {
+        self.keys.insert(key);
+    }
+
+    /// `key` has something parked now.
+    pub(crate) fn parked(&mut self, key: &str) {
+        self.keys.remove(key);
+    }
+}
 
 /// One parked commit.
 #[derive(Debug, Clone, PartialEq, Eq)]

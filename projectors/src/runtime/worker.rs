@@ -440,6 +440,7 @@ impl Coordinator<'_> {
             shard_id: lease.shard_id,
             lease: shared.clone(),
             stop: stop_requested,
+            clear: Default::default(),
         };
         let task = self.consumers.spawn(consumer.run());
         self.tasks.insert(task.id(), key.clone());

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Where the CPU goes while a benchmark runs: starts `compare` or `loadgen` (release builds, on the
+# local stack, as scripts/bench.sh does), waits for the part named below, samples every process
+# on the machine with `perf record -a -e cpu-clock` (a software clock: works where hardware
+# counters are not exposed, as on these VMs), then prints the CPU share of each process (idle
+# included) and the hottest symbols of the busiest ones.
+#
+#   scripts/profile.sh compare [SECONDS]   during (a), the gRPC command path (default 5 s)
+#   scripts/profile.sh loadgen [SECONDS] [LOADGEN ARGS]
+#                                          during the load run's sustained peak (default 20 s)
+#   scripts/profile.sh --help
+#
+# The raw profile and the benchmark's report stay in <target>/bench/profile-<time>/.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/lib.sh
+source "$repo/scripts/lib.sh"
+cd "$repo"
+
+usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+what="${1:-}"
+case "$what" in
+  -h | --help) usage; exit 0 ;;
+  compare) seconds=5; marker="(a) gRPC command API" ;;
+  loadgen) seconds=20; marker="sustain" ;;
+  *) usage >&2; exit 2 ;;
+esac
+shift
+if [[ "${1:-}" =~ ^[0-9]+$ ]]; then
+  seconds="$1"
+  shift
+fi
+[ "$seconds" -gt 0 ] || die "SECONDS must be at least 1"
+[ "$what" = loadgen ] || [ $# -eq 0 ] || die "compare takes no arguments besides SECONDS"
+
+if ! command -v perf > /dev/null; then
+  [[ $EUID -eq 0 ]] || die "perf is missing; install it (needs root): apt-get install linux-perf"
+  log "apt-get install linux-perf"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q linux-perf > /dev/null
+fi
+if [ -z "${DATABASE_URL:-}" ] || [ -z "${AWS_ENDPOINT_URL_DYNAMODB:-}" ]; then
+  scripts/stack.sh up
+  # shellcheck disable=SC1090 # the env file is generated
+  source "$(scripts/stack.sh env --path)"
+fi
+
+log "building the benchmarks and the pipeline (release)"
+cargo build --quiet --release --locked -p benches -p command-api -p relay -p projectors -p replay
+target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+out="$target_dir/bench/profile-$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$out"
+
+if [ "$what" = compare ]; then
+  "$target_dir/release/compare" --out "$out/report" > "$out/run.log" 2>&1 &
+else
+  "$target_dir/release/loadgen" --out "$out/report" "$@" > "$out/run.log" 2>&1 &
+fi
+bench=$!
+trap 'kill "$bench" 2> /dev/null || true' EXIT
+log "waiting for '$marker' (the run's log: $out/run.log)"
+until grep -qF "$marker" "$out/run.log"; do
+  kill -0 "$bench" 2> /dev/null || die "the benchmark ended before '$marker'; see $out/run.log"
+  sleep 0.2
+done
+sleep 1
+log "sampling every process for $seconds s"
+ps -eo pid=,comm= > "$out/processes.txt"
+perf record -a -q -F 499 -e cpu-clock -o "$out/perf.data" -- sleep "$seconds" 2> /dev/null
+ps -eo pid=,comm= >> "$out/processes.txt"
+wait "$bench" || die "the benchmark failed; see $out/run.log"
+trap - EXIT
+
+# Samples per process (threads folded into their process, named by the process, not the thread),
+# then the top symbols of the three busiest processes.
+perf script -i "$out/perf.data" -F pid,comm 2> /dev/null | awk '{ split($NF, ids, "/"); print ids[1] }' \
+  | sort | uniq -c | sort -rn > "$out/samples-by-pid.txt"
+python3 - "$out" "$seconds" << 'EOF'
+import subprocess, sys
+out, seconds = sys.argv[1], float(sys.argv[2])
+names = {}
+for line in open(f"{out}/processes.txt"):
+    pid, _, comm = line.strip().partition(" ")
+    names[pid] = comm.strip()
+rows = [line.split() for line in open(f"{out}/samples-by-pid.txt")]
+total = sum(int(count) for count, _ in rows) or 1
+print(f"\n## CPU by process over {seconds:.0f} s (share of all cores; pid 0 is idle)\n")
+print("| process | pid | share |")
+print("|---|---:|---:|")
+for count, pid in rows[:12]:
+    name = "idle" if pid == "0" else names.get(pid, "?")
+    print(f"| {name} | {pid} | {100 * int(count) / total:.1f}% |")
+for count, pid in [r for r in rows if r[1] != "0"][:3]:
+    name = names.get(pid, "?")
+    print(f"\n### hottest symbols of {name} ({pid})\n")
+    report = subprocess.run(
+        ["perf", "report", "-i", f"{out}/perf.data", "--pid", pid, "--sort", "dso,sym",
+         "--stdio", "--percent-limit", "0.3"],
+        capture_output=True, text=True).stdout
+    lines = [l for l in report.splitlines() if l.strip() and not l.startswith("#")]
+    print("```\n" + "\n".join(lines[:12]) + "\n```")
+EOF
+log "profile and report: $out"
