@@ -112,6 +112,56 @@ impl PipelineResources {
     }
 }
 
+impl PipelineResources {
+    /// Deletes the run's tables, stream and queue (the databases stay, in PostgreSQL's own
+    /// storage). The emulators keep everything in memory for their whole life: a run that left
+    /// its ~100k items behind would slow every later run on the same stack. Best effort: a
+    /// failure is reported, not fatal, since the figures are already measured.
+    pub async fn remove(&self) {
+        let dynamodb = aws_sdk_dynamodb::Client::new(&self.sdk);
+        delete_tables(
+            &dynamodb,
+            &[
+                &self.active_orders.orders,
+                &self.active_orders.stores,
+                &self.leases_table,
+                &self.parked_table,
+            ],
+        )
+        .await;
+        if let Err(error) = self
+            .stream
+            .client
+            .delete_stream()
+            .stream_name(&self.stream.name)
+            .send()
+            .await
+        {
+            eprintln!("could not delete stream {}: {error}", self.stream.name);
+        }
+        if let Err(error) = aws_sdk_sqs::Client::new(&self.sdk)
+            .delete_queue()
+            .queue_url(&self.dead_letter_queue_url)
+            .send()
+            .await
+        {
+            eprintln!(
+                "could not delete queue {}: {error}",
+                self.dead_letter_queue_url
+            );
+        }
+    }
+}
+
+/// Deletes benchmark tables, best effort (see [`PipelineResources::remove`]).
+pub async fn delete_tables(client: &aws_sdk_dynamodb::Client, tables: &[&str]) {
+    for table in tables {
+        if let Err(error) = client.delete_table().table_name(*table).send().await {
+            eprintln!("could not delete table {table}: {error}");
+        }
+    }
+}
+
 fn create_error(
     what: &str,
     source: impl std::error::Error + Send + Sync + 'static,

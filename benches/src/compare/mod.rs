@@ -33,7 +33,7 @@ use self::raw_rates::Rate;
 use self::report::{CompareReport, Ratio, ReplayMemory};
 use crate::api_flow::ApiClients;
 use crate::loadgen::{machine, now_rfc3339};
-use crate::resources::{check_environment, create_table, ResourceError};
+use crate::resources::{check_environment, create_table, delete_tables, ResourceError};
 
 /// What the issue asks of each figure.
 mod targets {
@@ -254,8 +254,14 @@ pub async fn run(options: &CompareOptions) -> Result<CompareReport, CompareError
     ActiveOrdersProjection::create_tables(&dynamodb, &tables)
         .await
         .map_err(|e| rebuilds::RebuildError::Setup(e.to_string()))?;
-    let projected =
-        rebuilds::active_orders_rate(&store, &views_pool, dynamodb, tables, through).await?;
+    let projected = rebuilds::active_orders_rate(
+        &store,
+        &views_pool,
+        dynamodb.clone(),
+        tables.clone(),
+        through,
+    )
+    .await?;
     ratios.push(Ratio {
         part: "(d)",
         what: format!("active-orders projector ({} events)", projected.units),
@@ -280,6 +286,7 @@ pub async fn run(options: &CompareOptions) -> Result<CompareReport, CompareError
         });
     }
 
+    delete_tables(&dynamodb, &[&raw_table, &tables.orders, &tables.stores]).await;
     Ok(CompareReport {
         started_at,
         machine: machine(),

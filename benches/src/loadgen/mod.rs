@@ -112,6 +112,7 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
         }))
         .collect();
     cluster.stop().await;
+    resources.remove().await;
     let (recorded, freshness, watch) = result?;
 
     let profile = options.profile;

@@ -84,9 +84,13 @@ pub(super) async fn apply(
             };
             fold(&mut changes, inventory_event, event.recorded_at);
         }
-        for (sku, change) in &changes {
-            write_sku(target, index, commit, applied, sku, change).await?;
-        }
+        // Each SKU item is conditioned on its own marker, so they are written at once.
+        futures::future::try_join_all(
+            changes
+                .iter()
+                .map(|(sku, change)| write_sku(target, index, commit, applied, sku, change)),
+        )
+        .await?;
         advance_marker(target, index, commit, applied).await?;
         marker = Some(commit.last_sequence());
     }
