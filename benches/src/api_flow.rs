@@ -20,6 +20,18 @@ use tonic::{Code, Status};
 
 use crate::order_flow::{ORDER_LINES, ORDER_TOTAL_CENTS};
 
+/// Clients sharing one gRPC connection (HTTP/2 multiplexes them). One connection for every
+/// client would make the connection's single framing task on each side the bottleneck, which no
+/// deployment has: callers are many services, each with its own connections.
+pub const CLIENTS_PER_CONNECTION: usize = 8;
+
+/// One lazily connected channel per [`CLIENTS_PER_CONNECTION`] of `clients`.
+pub fn channels(endpoint: &tonic::transport::Endpoint, clients: usize) -> Vec<Channel> {
+    (0..clients.div_ceil(CLIENTS_PER_CONNECTION).max(1))
+        .map(|_| endpoint.clone().connect_lazy())
+        .collect()
+}
+
 /// Sees every call: its RPC, how long it took and how it ended.
 pub trait CallObserver: Send + Sync {
     /// One call ended after `elapsed`, `Ok` or with the status code it failed with.

@@ -3,6 +3,7 @@
 //! gRPC command API, each with the same number of concurrent clients for the same time.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -96,21 +97,28 @@ pub async fn event_store(
 }
 
 /// Our whole command path: gRPC, auth, parsing, idempotency keys, the executor, the event store.
+/// The clients take turns over `channels` (see [`crate::api_flow::CLIENTS_PER_CONNECTION`]).
 pub async fn grpc(
-    channel: Channel,
+    channels: &[Channel],
     jwt_secret: &str,
     clients: usize,
     duration: Duration,
 ) -> PathFigures {
-    let Ok(api) = ApiClients::new(channel, jwt_secret) else {
-        return failed_path("gRPC command API (ours)", clients);
+    let apis: Result<Vec<ApiClients>, _> = channels
+        .iter()
+        .map(|channel| ApiClients::new(channel.clone(), jwt_secret))
+        .collect();
+    let apis = match apis {
+        Ok(apis) if !apis.is_empty() => Arc::new(apis),
+        _ => return failed_path("gRPC command API (ours)", clients),
     };
+    let turn = Arc::new(AtomicUsize::new(0));
     drive(
         "gRPC command API (ours)",
         clients,
         duration,
         move |observer| {
-            let mut api = api.clone();
+            let mut api = apis[turn.fetch_add(1, Ordering::Relaxed) % apis.len()].clone();
             async move {
                 let _ = api
                     .run_order(

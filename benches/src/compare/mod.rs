@@ -27,11 +27,11 @@ use secrecy::SecretString;
 use sqlx::PgPool;
 use test_support::{aws_test_config, fresh_database, unique_name, TestDatabase};
 use tokio::sync::watch;
-use tonic::transport::Channel;
+use tonic::transport::Endpoint;
 
 use self::raw_rates::Rate;
 use self::report::{CompareReport, Ratio, ReplayMemory};
-use crate::api_flow::ApiClients;
+use crate::api_flow::{self, ApiClients};
 use crate::loadgen::{machine, now_rfc3339};
 use crate::resources::{check_environment, create_table, delete_tables, ResourceError};
 
@@ -108,8 +108,9 @@ pub async fn run(options: &CompareOptions) -> Result<CompareReport, CompareError
     let views_pool = pool(&views_db, 8)?;
     command_path::create_baseline_schema(&baseline_pool).await?;
     let store = PgEventStore::open(events_pool.clone(), StoreConfig::default()).await?;
-    let (stop, api_channel) = start_api(&events_db, clients).await?;
-    ApiClients::new(api_channel.clone(), JWT_SECRET)
+    let (stop, api_endpoint) = start_api(&events_db, clients).await?;
+    let api_channels = api_flow::channels(&api_endpoint, clients);
+    ApiClients::new(api_channels[0].clone(), JWT_SECRET)
         .map_err(|e| CompareError::Api(e.to_string()))?
         .open_stores(&["bench-store".to_owned()], 1)
         .await
@@ -124,7 +125,7 @@ pub async fn run(options: &CompareOptions) -> Result<CompareReport, CompareError
         eprintln!("compare: round {round}: (a) cqrs-es + our event store");
         paths.push(command_path::event_store(&store, clients, duration).await);
         eprintln!("compare: round {round}: (a) gRPC command API");
-        paths.push(command_path::grpc(api_channel.clone(), JWT_SECRET, clients, duration).await);
+        paths.push(command_path::grpc(&api_channels, JWT_SECRET, clients, duration).await);
         eprintln!("compare: round {round}: (b) batched-insert ceiling");
         let payload = sample_payload(&events_pool).await?;
         ceiling_runs.push(
@@ -328,7 +329,7 @@ async fn sample_payload(events: &PgPool) -> Result<String, sqlx::Error> {
 async fn start_api(
     events: &TestDatabase,
     clients: usize,
-) -> Result<(watch::Sender<bool>, Channel), CompareError> {
+) -> Result<(watch::Sender<bool>, Endpoint), CompareError> {
     let mut database = events.settings(None);
     database.max_connections = u32::try_from(clients).unwrap_or(u32::MAX);
     database.acquire_timeout_ms = 30_000;
@@ -363,12 +364,11 @@ async fn start_api(
     })
     .await
     .map_err(|e| CompareError::Api(e.to_string()))?;
-    let channel = Channel::from_shared(format!("http://{}", app.grpc_address()))
-        .map_err(|e| CompareError::Api(e.to_string()))?
-        .connect_lazy();
+    let endpoint = Endpoint::from_shared(format!("http://{}", app.grpc_address()))
+        .map_err(|e| CompareError::Api(e.to_string()))?;
     let (stop, mut stopped) = watch::channel(false);
     tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     }));
-    Ok((stop, channel))
+    Ok((stop, endpoint))
 }

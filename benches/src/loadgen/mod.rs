@@ -28,14 +28,12 @@ use self::freshness::{FreshnessProbe, FreshnessSampler};
 use self::profile::{OrderMix, OrderPacer, Phase, RushProfile, StorePicker};
 use self::recorder::Recorder;
 use self::report::{LoadReport, PhaseFigures, ProcessMemory, Tick};
-use crate::api_flow::{ApiClients, TokenError};
+use crate::api_flow::{self, ApiClients, TokenError};
 use crate::memory::memory_of;
 use crate::resources::{PipelineResources, ResourceError};
 
 /// Stock each store starts with, per SKU: more than any run orders.
 const OPENING_STOCK: u32 = 10_000_000;
-/// Clients per gRPC connection (HTTP/2 multiplexes them).
-const CLIENTS_PER_CONNECTION: usize = 8;
 
 /// How a load run goes.
 #[derive(Debug, Clone)]
@@ -181,14 +179,7 @@ async fn drive(
 ) -> Result<Driven, LoadError> {
     let endpoint = Channel::from_shared(format!("http://{}", cluster.grpc_address))
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let connections = options
-        .profile
-        .peak_clients
-        .div_ceil(CLIENTS_PER_CONNECTION)
-        .max(1);
-    let channels: Vec<Channel> = (0..connections)
-        .map(|_| endpoint.clone().connect_lazy())
-        .collect();
+    let channels = api_flow::channels(&endpoint, options.profile.peak_clients);
     let mut setup = ApiClients::new(channels[0].clone(), &cluster.jwt_secret)?;
     setup
         .open_stores(&options.stores.stores, OPENING_STOCK)
@@ -204,7 +195,10 @@ async fn drive(
     let pacer = OrderPacer::new(options.profile, started).map(Arc::new);
     let mut clients = Vec::new();
     for index in 0..options.profile.peak_clients {
-        let api = ApiClients::new(channels[index % connections].clone(), &cluster.jwt_secret)?;
+        let api = ApiClients::new(
+            channels[index % channels.len()].clone(),
+            &cluster.jwt_secret,
+        )?;
         clients.push(tokio::spawn(client(
             index,
             api,
