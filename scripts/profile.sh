@@ -5,7 +5,9 @@
 # counters are not exposed, as on these VMs), then prints the CPU share of each process (idle
 # included) and the hottest symbols of the busiest ones.
 #
-#   scripts/profile.sh compare [SECONDS]   during (a), the gRPC command path (default 5 s)
+#   scripts/profile.sh compare [SECONDS] [a|c|d]
+#                                          during part (a), the gRPC command path (default), (c)
+#                                          the replays or (d) the projectors (default 5 s)
 #   scripts/profile.sh loadgen [SECONDS] [LOADGEN ARGS]
 #                                          during the load run's sustained peak (default 20 s)
 #   scripts/profile.sh --help
@@ -18,7 +20,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$repo/scripts/lib.sh"
 cd "$repo"
 
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 what="${1:-}"
 case "$what" in
@@ -33,7 +35,15 @@ if [[ "${1:-}" =~ ^[0-9]+$ ]]; then
   shift
 fi
 [ "$seconds" -gt 0 ] || die "SECONDS must be at least 1"
-[ "$what" = loadgen ] || [ $# -eq 0 ] || die "compare takes no arguments besides SECONDS"
+if [ "$what" = compare ]; then
+  case "${1:-a}" in
+    a) ;;
+    c) marker="(c) replay against COPY" ;;
+    d) marker="(d) projectors against raw writes" ;;
+    *) die "compare's part is a, c or d, not '$1'" ;;
+  esac
+  [ $# -le 1 ] || die "compare takes SECONDS and a part, nothing more"
+fi
 
 if ! command -v perf > /dev/null; then
   [[ $EUID -eq 0 ]] || die "perf is missing; install it (needs root): apt-get install linux-perf"
