@@ -2,8 +2,8 @@
 # Where the CPU goes while a benchmark runs: starts `compare` or `loadgen` (release builds, on the
 # local stack, as scripts/bench.sh does), waits for the part named below, samples every process
 # on the machine with `perf record -a -e cpu-clock` (a software clock: works where hardware
-# counters are not exposed, as on these VMs), then prints the CPU share of each process (idle
-# included) and the hottest symbols of the busiest ones.
+# counters are not exposed, as on these VMs), then prints the CPU share of each program (idle
+# included; PostgreSQL's backends summed) and the hottest symbols of the busiest ones.
 #
 #   scripts/profile.sh compare [SECONDS] [a|c|d]
 #                                          during part (a), the gRPC command path (default), (c)
@@ -82,30 +82,38 @@ ps -eo pid=,comm= >> "$out/processes.txt"
 wait "$bench" || die "the benchmark failed; see $out/run.log"
 trap - EXIT
 
-# Samples per process (threads folded into their process, named by the process, not the thread),
-# then the top symbols of the three busiest processes.
+# Samples per process (threads folded into their process), summed per program, then the top
+# symbols of the three busiest programs.
 perf script -i "$out/perf.data" -F pid,comm 2> /dev/null | awk '{ split($NF, ids, "/"); print ids[1] }' \
   | sort | uniq -c | sort -rn > "$out/samples-by-pid.txt"
 python3 - "$out" "$seconds" << 'EOF'
-import subprocess, sys
+import collections, subprocess, sys
 out, seconds = sys.argv[1], float(sys.argv[2])
 names = {}
 for line in open(f"{out}/processes.txt"):
     pid, _, comm = line.strip().partition(" ")
     names[pid] = comm.strip()
-rows = [line.split() for line in open(f"{out}/samples-by-pid.txt")]
-total = sum(int(count) for count, _ in rows) or 1
-print(f"\n## CPU by process over {seconds:.0f} s (share of all cores; pid 0 is idle)\n")
-print("| process | pid | share |")
-print("|---|---:|---:|")
-for count, pid in rows[:12]:
+samples = {pid: int(count) for count, pid in (line.split() for line in open(f"{out}/samples-by-pid.txt"))}
+total = sum(samples.values()) or 1
+# PostgreSQL runs a process per connection: its share is the sum over its processes.
+programs = collections.defaultdict(lambda: [0, []])
+for pid, count in samples.items():
     name = "idle" if pid == "0" else names.get(pid, "?")
-    print(f"| {name} | {pid} | {100 * int(count) / total:.1f}% |")
-for count, pid in [r for r in rows if r[1] != "0"][:3]:
-    name = names.get(pid, "?")
-    print(f"\n### hottest symbols of {name} ({pid})\n")
+    programs[name][0] += count
+    programs[name][1].append(pid)
+print(f"\n## CPU by program over {seconds:.0f} s (share of all cores' time)\n")
+print("| program | processes | share |")
+print("|---|---:|---:|")
+ranked = sorted(programs.items(), key=lambda item: -item[1][0])
+for name, (count, pids) in ranked[:10]:
+    print(f"| {name} | {len(pids)} | {100 * count / total:.1f}% |")
+for name, (count, pids) in [r for r in ranked if r[0] not in ("idle", "?")][:3]:
+    # Rust programs name their threads (tokio-rt-worker), so they are picked by pid; the
+    # others by their command name, which covers every process of the program.
+    selector = ["--pid", ",".join(pids)] if len(pids) <= 4 else ["--comm", name]
+    print(f"\n### hottest symbols of {name} (share of all samples)\n")
     report = subprocess.run(
-        ["perf", "report", "-i", f"{out}/perf.data", "--pid", pid, "--sort", "dso,sym",
+        ["perf", "report", "-i", f"{out}/perf.data", *selector, "--sort", "dso,sym",
          "--stdio", "--percent-limit", "0.3"],
         capture_output=True, text=True).stdout
     lines = [l for l in report.splitlines() if l.strip() and not l.startswith("#")]
