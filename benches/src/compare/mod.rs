@@ -99,7 +99,10 @@ pub async fn run(options: &CompareOptions) -> Result<CompareReport, CompareError
     let started_at = now_rfc3339();
     let clients = options.clients.max(1);
     let duration = Duration::from_secs(options.seconds.max(1));
+    // Each command path writes a database of its own, so each pays for its own tables' growth
+    // (index pages touched, full-page images after a checkpoint) and not for another path's.
     let baseline_db = fresh_database().await;
+    let direct_db = fresh_database().await;
     let events_db = fresh_database().await;
     let views_db = fresh_database().await;
     // A connection per client on every path, so the pool is never the difference.
@@ -107,6 +110,8 @@ pub async fn run(options: &CompareOptions) -> Result<CompareReport, CompareError
     let events_pool = pool(&events_db, clients)?;
     let views_pool = pool(&views_db, 8)?;
     command_path::create_baseline_schema(&baseline_pool).await?;
+    let direct_store =
+        PgEventStore::open(pool(&direct_db, clients)?, StoreConfig::default()).await?;
     let store = PgEventStore::open(events_pool.clone(), StoreConfig::default()).await?;
     let (stop, api_endpoint) = start_api(&events_db, clients).await?;
     let api_channels = api_flow::channels(&api_endpoint, clients);
@@ -125,7 +130,7 @@ pub async fn run(options: &CompareOptions) -> Result<CompareReport, CompareError
         paths.push(command_path::baseline(baseline_pool.clone(), clients, duration).await);
         checkpoint(&baseline_pool).await;
         eprintln!("compare: round {round}: (a) cqrs-es + our event store");
-        paths.push(command_path::event_store(&store, clients, duration).await);
+        paths.push(command_path::event_store(&direct_store, clients, duration).await);
         checkpoint(&baseline_pool).await;
         eprintln!("compare: round {round}: (a) gRPC command API");
         paths.push(command_path::grpc(&api_channels, JWT_SECRET, clients, duration).await);
