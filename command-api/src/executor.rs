@@ -131,7 +131,9 @@ where
         let _turn = self.locks.lock(A::TYPE, aggregate_id).await;
         // The idempotency key is not looked up first: the commit refuses a used key (as a
         // conflict), and a command that already ran is usually refused by the state it left
-        // behind. Only then is the stored outcome read, so a first call costs no extra query.
+        // behind, or changes nothing the second time (no events, so nothing reaches the
+        // commit's check). Only in those cases is the stored outcome read, so a first call that
+        // appends costs no extra query.
         for attempt in 0..=self.conflict_retries {
             let result = self
                 .cqrs
@@ -139,11 +141,17 @@ where
                 .await;
             match result {
                 Ok(()) => {
+                    let events = self.committed.take(call.idempotency_key());
+                    if events.is_empty() {
+                        if let Some(executed) = self.stored_outcome(call).await? {
+                            return Ok(executed);
+                        }
+                    }
                     return Ok(Executed {
                         aggregate_id: aggregate_id.to_owned(),
-                        events: self.committed.take(call.idempotency_key()),
+                        events,
                         replayed: false,
-                    })
+                    });
                 }
                 Err(AggregateError::AggregateConflict) => {
                     if let Some(executed) = self.stored_outcome(call).await? {

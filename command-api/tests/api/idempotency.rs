@@ -109,3 +109,45 @@ async fn a_key_reused_for_another_request_is_refused_and_keys_are_scoped_per_cal
         .unwrap();
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_retry_that_would_change_nothing_still_returns_the_first_outcome() {
+    // The menu records nothing for a price it already has, so the retry's second run appends
+    // no events and never reaches the commit's key check: the stored outcome must answer it.
+    let app = spawn_app().await;
+    app.seed_menu_and_stock(10).await;
+    let mut menu = app.menu(Role::Service, "back-office");
+    let change = |key: &str, cents| pb::ChangePriceRequest {
+        idempotency_key: key.into(),
+        sku: "LATTE-12".into(),
+        price: Some(pb::Money { cents }),
+    };
+
+    let first = menu.change_price(change("price-500", 500)).await.unwrap();
+    let events = app.event_count().await;
+    let retry = menu.change_price(change("price-500", 500)).await.unwrap();
+    let (first, retry) = (first.into_inner(), retry.into_inner());
+    assert!(!first.replayed);
+    assert!(retry.replayed, "the retry is the first call's outcome");
+    assert_eq!(retry.event_types, first.event_types);
+    assert_eq!(app.event_count().await, events);
+
+    // The same key on a different request that changes nothing (the latte is available
+    // already) is still refused, though that request appends no events either.
+    let reused = menu
+        .set_availability(pb::SetAvailabilityRequest {
+            idempotency_key: "price-500".into(),
+            sku: "LATTE-12".into(),
+            available: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::InvalidArgument, "{reused:?}");
+    assert!(
+        reused.message().contains("idempotency_key"),
+        "{}",
+        reused.message()
+    );
+    assert_eq!(app.event_count().await, events);
+    app.stop().await;
+}
