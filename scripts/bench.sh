@@ -26,19 +26,9 @@ case "$what" in
   *) usage >&2; exit 2 ;;
 esac
 
-# An environment already sourced (a stack's env file) is used as it is; otherwise the stack is
-# brought up (idempotent) and its env file sourced.
-if [ -z "${DATABASE_URL:-}" ] || [ -z "${AWS_ENDPOINT_URL_DYNAMODB:-}" ]; then
-  scripts/stack.sh up
-  # shellcheck disable=SC1090 # the env file is generated
-  source "$(scripts/stack.sh env --path)"
-fi
-
-log "building the benchmarks and the pipeline (release)"
-cargo build --quiet --release --locked -p benches -p command-api -p relay -p projectors -p replay
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-bin="$target_dir/release"
-out="$target_dir/bench/$(date -u +%Y%m%dT%H%M%SZ)"
+prepare_benchmarks
+bin="$BENCH_BIN"
+out="$BENCH_OUT/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
 
 if [ "$what" = all ] || [ "$what" = compare ]; then

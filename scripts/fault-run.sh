@@ -41,7 +41,7 @@ unset DATABASE_URL ORDERPIPE_STACK_PRIVATE_DATABASE_URL
 
 log "building the pipeline, replay and fault-run"
 cargo build --quiet --locked -p command-api -p relay -p projectors -p replay -p fault-run
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+target_dir="$(cargo_target_dir)"
 bin_dir="$target_dir/debug"
 if [[ " $* " == *" --help "* || " $* " == *" -h "* ]]; then
   exec "$bin_dir/fault-run" --help

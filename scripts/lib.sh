@@ -147,6 +147,30 @@ spawn() {
 }
 
 # ---------------------------------------------------------------- misc
+# cargo_target_dir: where cargo puts its builds (CARGO_TARGET_DIR or the workspace's target/).
+cargo_target_dir() {
+    cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'
+}
+
+# prepare_benchmarks: for scripts/bench.sh and scripts/profile.sh, run from the repository root.
+# Uses the stack env already sourced, or brings the stack up (idempotent) and sources its env
+# file; builds the benchmarks and the pipeline in release; sets BENCH_BIN (the release binaries)
+# and BENCH_OUT (<target>/bench).
+prepare_benchmarks() {
+    if [ -z "${DATABASE_URL:-}" ] || [ -z "${AWS_ENDPOINT_URL_DYNAMODB:-}" ]; then
+        scripts/stack.sh up
+        # shellcheck disable=SC1090 # the env file is generated
+        source "$(scripts/stack.sh env --path)"
+    fi
+    log "building the benchmarks and the pipeline (release)"
+    cargo build --quiet --release --locked -p benches -p command-api -p relay -p projectors -p replay
+    local target_dir
+    target_dir="$(cargo_target_dir)"
+    BENCH_BIN="$target_dir/release"
+    BENCH_OUT="$target_dir/bench"
+}
+
 # sha_of FILE...: a short content hash of the given files.
 sha_of() {
     cat "$@" 2>/dev/null | sha256sum | cut -c1-16

@@ -50,22 +50,14 @@ if ! command -v perf > /dev/null; then
   log "apt-get install linux-perf"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q linux-perf > /dev/null
 fi
-if [ -z "${DATABASE_URL:-}" ] || [ -z "${AWS_ENDPOINT_URL_DYNAMODB:-}" ]; then
-  scripts/stack.sh up
-  # shellcheck disable=SC1090 # the env file is generated
-  source "$(scripts/stack.sh env --path)"
-fi
-
-log "building the benchmarks and the pipeline (release)"
-cargo build --quiet --release --locked -p benches -p command-api -p relay -p projectors -p replay
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-out="$target_dir/bench/profile-$(date -u +%Y%m%dT%H%M%SZ)"
+prepare_benchmarks
+out="$BENCH_OUT/profile-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
 
 if [ "$what" = compare ]; then
-  "$target_dir/release/compare" --out "$out/report" > "$out/run.log" 2>&1 &
+  "$BENCH_BIN/compare" --out "$out/report" > "$out/run.log" 2>&1 &
 else
-  "$target_dir/release/loadgen" --out "$out/report" "$@" > "$out/run.log" 2>&1 &
+  "$BENCH_BIN/loadgen" --out "$out/report" "$@" > "$out/run.log" 2>&1 &
 fi
 bench=$!
 trap 'kill "$bench" 2> /dev/null || true' EXIT

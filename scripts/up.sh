@@ -50,7 +50,7 @@ ORDERPIPE_AUTH__JWT_SECRET="$(cat "$secret_file")"
 
 log "building command-api, relay, projectors, flows and dashboard"
 cargo build --quiet --locked -p command-api -p relay -p projectors -p flows -p dashboard
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+target_dir="$(cargo_target_dir)"
 api_bin="$target_dir/debug/command-api"
 
 # start_worker NAME DEFAULT_ADMIN_PORT ARGS...: starts a pipeline worker unless it runs already,
