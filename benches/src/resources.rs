@@ -153,6 +153,15 @@ impl PipelineResources {
     }
 }
 
+/// Runs a `CHECKPOINT`, so that what a part of a run measures does not include flushing the
+/// pages an earlier part (or an earlier run) left dirty. Best effort: `who` reports a failure
+/// (a server role without the right to checkpoint, say) and the run goes on.
+pub async fn checkpoint(pool: &sqlx::PgPool, who: &str) {
+    if let Err(error) = sqlx::query("CHECKPOINT").execute(pool).await {
+        eprintln!("{who}: CHECKPOINT failed, so earlier writes may slow what follows: {error}");
+    }
+}
+
 /// Deletes benchmark tables, best effort (see [`PipelineResources::remove`]).
 pub async fn delete_tables(client: &aws_sdk_dynamodb::Client, tables: &[&str]) {
     for table in tables {

@@ -4,13 +4,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use commit_log::LoggedCommit;
-use event_store::{PgEventStore, RecordedEvent, StoreError};
-use futures::stream::BoxStream;
+use event_store::{PgEventStore, RecordedEvent};
 use futures::{StreamExt, TryStreamExt};
 use projectors::projection::{Projection, ProjectionError};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
 
 use crate::commits::same_commit;
 use crate::error::ReplayError;
@@ -23,9 +21,6 @@ use crate::progress::ProgressStore;
 const LAST_POSITION_AT: &str = "\
 SELECT COALESCE(min(global_position) - 1, (SELECT last_position FROM event_position))
 FROM events WHERE recorded_at > $1";
-
-/// Decoded batches that may wait for the writer.
-const READ_AHEAD_BATCHES: usize = 2;
 
 /// How often a batch failing transiently is tried before the rebuild stops (it resumes when run
 /// again), and the pauses between tries.
@@ -179,7 +174,7 @@ async fn run(
     }
     let batch_commits = options.batch_commits.max(1);
     // One event past the bound tells whether the commit holding the bound ends there.
-    let events = match aggregate {
+    let mut events = match aggregate {
         None => store.read_range(started_after, through + 1).boxed(),
         Some(one) => store
             .read_aggregate_range(
@@ -190,34 +185,6 @@ async fn run(
             )
             .boxed(),
     };
-    // Reading and decoding the next batch overlaps with writing this one; at most
-    // READ_AHEAD_BATCHES wait, so memory stays flat however long the history.
-    let (batches, ready) = mpsc::channel(READ_AHEAD_BATCHES);
-    let read = read_batches(events, through, batch_commits, batches);
-    let write = async {
-        // Owned here, so a failed write drops it and the reader stops at its next batch.
-        let mut ready = ready;
-        while let Some(mut batch) = ready.recv().await {
-            apply(projection, progress, &mut batch, &mut state).await?;
-            on_batch(&state);
-        }
-        Ok::<(), ReplayError>(())
-    };
-    let (read, write) = futures::join!(read, write);
-    write?;
-    read?;
-    Ok(state)
-}
-
-/// Cuts `events` into commits through position `through` (leaving out a commit the bound
-/// splits), decodes them and sends them on in batches of `batch_commits`. Ends quietly when the
-/// writer has stopped.
-async fn read_batches(
-    mut events: BoxStream<'_, Result<RecordedEvent, StoreError>>,
-    through: i64,
-    batch_commits: usize,
-    batches: mpsc::Sender<Vec<LoggedCommit>>,
-) -> Result<(), ReplayError> {
     let mut pending: Vec<RecordedEvent> = Vec::new();
     let mut batch: Vec<LoggedCommit> = Vec::with_capacity(batch_commits);
     while let Some(event) = events.try_next().await? {
@@ -234,10 +201,8 @@ async fn read_batches(
             batch.push(decode(&pending)?);
             pending.clear();
             if batch.len() == batch_commits {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_commits));
-                if batches.send(full).await.is_err() {
-                    return Ok(());
-                }
+                apply(projection, progress, &mut batch, &mut state).await?;
+                on_batch(&state);
             }
         }
         if event.global_position > through {
@@ -249,10 +214,10 @@ async fn read_batches(
         batch.push(decode(&pending)?);
     }
     if !batch.is_empty() {
-        // A closed channel means the writer failed; its error is the one reported.
-        let _ = batches.send(batch).await;
+        apply(projection, progress, &mut batch, &mut state).await?;
+        on_batch(&state);
     }
-    Ok(())
+    Ok(state)
 }
 
 /// The last position a rebuild bounded by `until` includes: the bound, or the log's end now.

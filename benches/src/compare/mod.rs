@@ -33,7 +33,7 @@ use self::raw_rates::Rate;
 use self::report::{CompareReport, Ratio, ReplayMemory};
 use crate::api_flow::{self, ApiClients};
 use crate::loadgen::{machine, now_rfc3339};
-use crate::resources::{check_environment, create_table, delete_tables, ResourceError};
+use crate::resources::{check_environment, checkpoint, create_table, delete_tables, ResourceError};
 
 /// What the issue asks of each figure.
 mod targets {
@@ -125,16 +125,16 @@ pub async fn run(options: &CompareOptions) -> Result<CompareReport, CompareError
     let mut ceiling_runs = Vec::new();
     for round in 1..=options.rounds.max(1) {
         // One line as each part starts, so a profiler can be pointed at one of them.
-        checkpoint(&baseline_pool).await;
+        checkpoint(&baseline_pool, "compare").await;
         eprintln!("compare: round {round}: (a) cqrs-es + postgres-es");
         paths.push(command_path::baseline(baseline_pool.clone(), clients, duration).await);
-        checkpoint(&baseline_pool).await;
+        checkpoint(&baseline_pool, "compare").await;
         eprintln!("compare: round {round}: (a) cqrs-es + our event store");
         paths.push(command_path::event_store(&direct_store, clients, duration).await);
-        checkpoint(&baseline_pool).await;
+        checkpoint(&baseline_pool, "compare").await;
         eprintln!("compare: round {round}: (a) gRPC command API");
         paths.push(command_path::grpc(&api_channels, JWT_SECRET, clients, duration).await);
-        checkpoint(&baseline_pool).await;
+        checkpoint(&baseline_pool, "compare").await;
         eprintln!("compare: round {round}: (b) batched-insert ceiling");
         let payload = sample_payload(&events_pool).await?;
         ceiling_runs.push(
@@ -210,7 +210,7 @@ pub async fn run(options: &CompareOptions) -> Result<CompareReport, CompareError
         },
     ];
 
-    checkpoint(&baseline_pool).await;
+    checkpoint(&baseline_pool, "compare").await;
     eprintln!("compare: (c) replay against COPY");
     let mut replay_history = None;
     for model in [ReadModel::History, ReadModel::Analytics] {
@@ -305,15 +305,6 @@ pub async fn run(options: &CompareOptions) -> Result<CompareReport, CompareError
         paths,
         replay_memory,
     })
-}
-
-/// Flushes PostgreSQL's dirty pages before a part starts, so that no part pays for a checkpoint
-/// the writes of the part before it caused (the insert ceiling alone writes over a gigabyte of
-/// WAL a round; without this the path after it in the next round ran at half speed).
-async fn checkpoint(pool: &PgPool) {
-    if let Err(error) = sqlx::query("CHECKPOINT").execute(pool).await {
-        eprintln!("compare: CHECKPOINT failed, so parts may pay for each other's writes: {error}");
-    }
 }
 
 fn total(runs: &[Rate]) -> f64 {

@@ -30,7 +30,7 @@ use self::recorder::Recorder;
 use self::report::{LoadReport, PhaseFigures, ProcessMemory, Tick};
 use crate::api_flow::{self, ApiClients, TokenError};
 use crate::memory::memory_of;
-use crate::resources::{PipelineResources, ResourceError};
+use crate::resources::{checkpoint, PipelineResources, ResourceError};
 
 /// Stock each store starts with, per SKU: more than any run orders.
 const OPENING_STOCK: u32 = 10_000_000;
@@ -90,14 +90,9 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
     let started_at = now_rfc3339();
     eprintln!("loadgen: creating a fresh database, stream, tables and queue");
     let resources = PipelineResources::create(options.shards).await?;
-    // Flushes what earlier work left dirty (a comparison run writes gigabytes), so the rush does
-    // not share the disk with that checkpoint.
-    if let Err(error) = sqlx::query("CHECKPOINT")
-        .execute(&resources.events_db.pool)
-        .await
-    {
-        eprintln!("loadgen: CHECKPOINT failed; an earlier run's writes may slow this one: {error}");
-    }
+    // What earlier work left dirty (a comparison run writes gigabytes) is flushed first, so the
+    // rush does not share the disk with that checkpoint.
+    checkpoint(&resources.events_db.pool, "loadgen").await;
     eprintln!("loadgen: starting command-api, relay and projectors");
     let cluster =
         Cluster::start(&options.bin_dir, &options.out_dir.join("logs"), &resources).await?;
