@@ -39,8 +39,8 @@ export ORDERPIPE_STACK_PERSIST=1
 export ORDERPIPE_STACK_VENV="${ORDERPIPE_STACK_VENV:-$repo/.stack/venv}"
 unset DATABASE_URL ORDERPIPE_STACK_PRIVATE_DATABASE_URL
 
-log "building the pipeline, replay and fault-run"
-cargo build --quiet --locked -p command-api -p relay -p projectors -p replay -p fault-run
+log "building the pipeline, the flows, replay and fault-run"
+cargo build --quiet --locked -p command-api -p relay -p projectors -p flows -p replay -p fault-run
 target_dir="$(cargo_target_dir)"
 bin_dir="$target_dir/debug"
 if [[ " $* " == *" --help "* || " $* " == *" -h "* ]]; then

@@ -83,6 +83,50 @@ impl Fleet {
         self.start(index)
     }
 
+    /// Stops `name` with SIGSTOP for `how_long`, then lets it go on with SIGCONT. Meanwhile the
+    /// others are supervised as usual. The stopped process keeps its sockets open (the kernel
+    /// still acknowledges its TCP traffic), its leases and its locks: only timeouts can tell.
+    pub async fn pause(&mut self, name: &str, how_long: Duration) -> anyhow::Result<()> {
+        let index = self.index_of(name)?;
+        let Some(pid) = self.processes[index].child.as_ref().map(Child::id) else {
+            bail!("{name} is not running: nothing to pause");
+        };
+        signal(pid, "STOP").with_context(|| format!("SIGSTOP {name}"))?;
+        let until = tokio::time::Instant::now() + how_long;
+        while tokio::time::Instant::now() < until {
+            // A stopped child is not an exited one: try_wait leaves it alone.
+            self.restart_exited()?;
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            tokio::time::sleep(left.min(Duration::from_millis(500))).await;
+        }
+        signal(pid, "CONT").with_context(|| format!("SIGCONT {name}"))
+    }
+
+    /// Stops `name` gracefully (SIGTERM, SIGKILL after `grace`) and leaves it stopped until
+    /// [`Fleet::start_again`].
+    pub async fn stop(&mut self, name: &str, grace: Duration) -> anyhow::Result<()> {
+        let index = self.index_of(name)?;
+        if let Some(mut child) = self.processes[index].child.take() {
+            let _ = signal(child.id(), "TERM");
+            let deadline = tokio::time::Instant::now() + grace;
+            while matches!(child.try_wait(), Ok(None)) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _ = child.kill();
+            child.wait().with_context(|| format!("reaping {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// Starts `name` again after [`Fleet::stop`] (nothing when it is running).
+    pub fn start_again(&mut self, name: &str) -> anyhow::Result<()> {
+        let index = self.index_of(name)?;
+        if self.processes[index].child.is_none() {
+            self.start(index)?;
+        }
+        Ok(())
+    }
+
     /// Restarts every process that exited without being killed by the run (a process that
     /// cannot reach a dependency at startup exits; a supervisor starts it again). Returns the
     /// names of those restarted.
@@ -125,10 +169,9 @@ impl Fleet {
     pub async fn stop_all(&mut self, grace: Duration) {
         for process in &self.processes {
             if let Some(child) = &process.child {
-                // std's Child can only SIGKILL; the graceful path needs SIGTERM.
-                let _ = Command::new("kill")
-                    .args(["-TERM", &child.id().to_string()])
-                    .status();
+                let _ = signal(child.id(), "TERM");
+                // A paused process handles SIGTERM only once it runs again.
+                let _ = signal(child.id(), "CONT");
             }
         }
         let deadline = tokio::time::Instant::now() + grace;
@@ -197,6 +240,18 @@ impl Fleet {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Sends `SIGNAL` (e.g. `STOP`) to `pid` with kill(1): std's Child can only SIGKILL.
+fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .with_context(|| format!("running kill -{name} {pid}"))?;
+    if !status.success() {
+        bail!("kill -{name} {pid} failed ({status})");
+    }
+    Ok(())
 }
 
 /// A port on 127.0.0.1 that is free now (the OS picks it from the ephemeral range, so never one

@@ -1,8 +1,16 @@
 //! The load: clients taking orders through their lifecycle over gRPC while the faults happen.
-//! Every command carries an idempotency key; on UNAVAILABLE, a timeout, a dropped connection or
-//! ABORTED the client sends the same request with the same key again, as a real client does,
-//! until the API answers. Every acknowledged command and what it appended goes in the
-//! [`Ledger`], which the checks hold the store and the log against.
+//!
+//! A client places an order with a sandbox test card and lets the flows do the rest, as a real
+//! shop's front end does: the saga reserves stock and accepts the order, the payment processor
+//! charges the card and records the capture or the decline. The client then plays the barista
+//! (start preparing, mark ready, complete) or cancels; the saga commits or releases the stock,
+//! earns the points and has a refund sent.
+//!
+//! Every command carries an idempotency key; on UNAVAILABLE, a deadline, a dropped connection or
+//! ABORTED the client sends the same request with the same key again, to the other command-api
+//! (as a load balancer would), until the API answers. Every acknowledged command and what it
+//! appended goes in the [`Ledger`], which the checks hold the store and the log against; so does
+//! every answer that told the client its command failed.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -11,12 +19,10 @@ use std::time::Duration;
 use command_api::auth::{Role, TokenAuthority};
 use proto::v1 as pb;
 use proto::v1::inventory_service_client::InventoryServiceClient;
-use proto::v1::loyalty_service_client::LoyaltyServiceClient;
 use proto::v1::menu_service_client::MenuServiceClient;
 use proto::v1::order_service_client::OrderServiceClient;
 use serde::Serialize;
 use tokio::time::Instant;
-use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
@@ -28,10 +34,39 @@ const MENU: [(&str, &str, i64); 2] = [
     ("LATTE-12", "Latte 12oz", 450),
     ("CROISSANT", "Croissant", 325),
 ];
-/// Two lattes and a croissant.
-const ORDER_TOTAL_CENTS: i64 = 2 * 450 + 325;
-/// Each request's deadline: a call that hangs on a dead server is retried.
+/// What every store is stocked with per SKU: far more than a run sells, so no order is refused
+/// for stock.
+pub const STOCK_ON_HAND: u32 = 10_000_000;
+/// Each request's deadline as the client asks the server for it (`grpc-timeout`).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client waits for an answer before it gives up on the attempt and retries with
+/// the same key: the requested deadline plus a second for the answer to travel. A paused
+/// server never answers; without this the client would wait for as long as the pause.
+pub const CLIENT_DEADLINE: Duration = Duration::from_secs(6);
+/// How long a client waits for the saga and the payment processor to accept and charge an
+/// order before it leaves the order to them (the end checks judge what they did with it).
+const PAYMENT_PATIENCE: Duration = Duration::from_secs(45);
+/// Between two looks at an order that is waiting for its payment.
+const PAYMENT_POLL: Duration = Duration::from_millis(300);
+
+/// The sandbox gateway's test cards (`flows test-cards`) and how often the clients use each,
+/// in percent: mostly approvals, some declines, a few slow approvals and a few that never
+/// answer (those orders are settled by the payment deadline).
+const CARDS: [(&str, Card, u8); 5] = [
+    ("4242424242424242", Card::Approves, 78),
+    ("4000000000000077", Card::Approves, 7),
+    ("4000000000000002", Card::Declines, 7),
+    ("4000000000009995", Card::Declines, 5),
+    ("4000000000000119", Card::NeverAnswers, 3),
+];
+
+/// What a test card does, as far as the client needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Card {
+    Approves,
+    Declines,
+    NeverAnswers,
+}
 
 /// One acknowledged command and what the API said it appended.
 #[derive(Debug, Clone, Serialize)]
@@ -52,32 +87,57 @@ pub struct Ack {
     pub attempts: u32,
 }
 
+/// A command whose client was told it failed (an answer that is not retried).
+#[derive(Debug, Clone, Serialize)]
+pub struct ToldFailed {
+    /// The RPC.
+    pub rpc: &'static str,
+    /// The caller's idempotency key.
+    pub key: String,
+    /// What the API answered.
+    pub answer: String,
+}
+
 /// Everything the clients saw.
 #[derive(Debug, Default, Serialize)]
 pub struct Ledger {
     /// Every acknowledged command.
     pub acks: Vec<Ack>,
-    /// Commands the API refused (a refusal here means the pipeline broke a business rule).
+    /// Commands the API refused where no refusal was expected (the pipeline broke a rule).
     pub refused: Vec<String>,
+    /// Every command the client was told failed, expected or not: nothing of it may be stored.
+    pub told_failed: Vec<ToldFailed>,
     /// Commands the API never answered before the run gave up on them.
     pub unanswered: Vec<String>,
     /// Requests sent again after a retryable failure.
     pub retries: u64,
     /// Of those, failures with INTERNAL (counted apart: they should not happen).
     pub internal_errors: u64,
-    /// Orders placed, by how they were meant to end.
+    /// Answers with CANCELLED, which no client retries (the contract: a command that ran out
+    /// of time answers DEADLINE_EXCEEDED or UNAVAILABLE); retried here so the other checks
+    /// still see every command settled, and failed as a check of its own.
+    pub cancelled_answers: Vec<String>,
+    /// Attempts the client gave up waiting for ([`CLIENT_DEADLINE`]): a paused or cut-off
+    /// server, or a server that ignored the requested deadline.
+    pub client_deadlines: u64,
+    /// Orders placed, by how they ended for the client.
     pub orders: OrderCounts,
 }
 
-/// Orders by the end the client took them to.
+/// Orders by how they ended for the client.
 #[derive(Debug, Default, Serialize)]
 pub struct OrderCounts {
-    /// Taken through payment to completion, stock committed, points earned.
+    /// Paid, prepared and completed.
     pub completed: u64,
-    /// Accepted with stock reserved, left open.
+    /// Accepted and paid, left open.
     pub open: u64,
-    /// Cancelled before preparation.
+    /// Cancelled by the client.
     pub cancelled: u64,
+    /// Rejected by the flows (declined card, no payment by the deadline).
+    pub rejected: u64,
+    /// Not accepted and paid within the client's patience, left to the flows (the end checks
+    /// hold them to the payment deadline).
+    pub left_unpaid: u64,
 }
 
 /// Adds a bearer token to every call.
@@ -93,19 +153,17 @@ impl Interceptor for Bearer {
     }
 }
 
-type Authed = InterceptedService<Channel, Bearer>;
-
-/// What every client shares: the channel, the token issuer and the ledger.
+/// What every client shares: the channels, the token issuer and the ledger.
 #[derive(Clone)]
 pub struct Load {
-    channel: Channel,
+    channels: Vec<Channel>,
     tokens: TokenAuthority,
     ledger: Arc<Mutex<Ledger>>,
     /// Commands still unanswered at this moment are given up.
     give_up_at: Instant,
 }
 
-/// How an order ends up.
+/// How the client means an order to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fate {
     Completed,
@@ -113,14 +171,40 @@ enum Fate {
     Cancelled,
 }
 
+/// How a command ended for the client.
+enum Outcome {
+    Acknowledged,
+    /// Told it failed (a refusal).
+    Failed,
+    GaveUp,
+}
+
+/// Where an order stands once the flows had their say.
+enum Settled {
+    Paid,
+    Ended,
+    NotYet,
+}
+
 impl Load {
-    /// Clients of the API at `address`; commands unanswered at `give_up_at` are given up.
-    pub fn new(address: &str, tokens: TokenAuthority, give_up_at: Instant) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(format!("http://{address}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .connect_lazy();
+    /// Clients of the command-apis at `addresses` (a retry goes to the next one); commands
+    /// unanswered at `give_up_at` are given up.
+    pub fn new(
+        addresses: &[String],
+        tokens: TokenAuthority,
+        give_up_at: Instant,
+    ) -> anyhow::Result<Self> {
+        let channels = addresses
+            .iter()
+            .map(|address| {
+                Ok(Endpoint::from_shared(format!("http://{address}"))?
+                    .connect_timeout(Duration::from_secs(2))
+                    .connect_lazy())
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        anyhow::ensure!(!channels.is_empty(), "no command-api to send the load to");
         Ok(Self {
-            channel,
+            channels,
             tokens,
             ledger: Arc::default(),
             give_up_at,
@@ -132,7 +216,8 @@ impl Load {
         self.ledger.clone()
     }
 
-    fn bearer(&self, role: Role, subject: &str, store: Option<&str>) -> anyhow::Result<Bearer> {
+    /// A token for `subject` in `role`.
+    pub fn bearer(&self, role: Role, subject: &str, store: Option<&str>) -> anyhow::Result<Bearer> {
         // Valid for longer than any run: an expired token would be a refusal, not a fault.
         let token = self
             .tokens
@@ -140,23 +225,13 @@ impl Load {
         Ok(Bearer(format!("Bearer {token}").parse()?))
     }
 
-    fn orders(&self, bearer: &Bearer) -> OrderServiceClient<Authed> {
-        OrderServiceClient::with_interceptor(self.channel.clone(), bearer.clone())
-    }
-
-    fn inventory(&self, bearer: &Bearer) -> InventoryServiceClient<Authed> {
-        InventoryServiceClient::with_interceptor(self.channel.clone(), bearer.clone())
-    }
-
-    /// Puts the menu in place and stocks every store (far more than a run sells, so no order
-    /// is refused for stock).
+    /// Puts the menu in place and stocks every store with [`STOCK_ON_HAND`].
     pub async fn open_stores(&self) -> anyhow::Result<()> {
         let service = self.bearer(Role::Service, "fault-run-setup", None)?;
-        let menu = MenuServiceClient::with_interceptor(self.channel.clone(), service.clone());
         for (sku, name, cents) in MENU {
             let key = format!("menu-{sku}");
-            self.submit("AddMenuItem", &key, || {
-                let mut menu = menu.clone();
+            self.submit("AddMenuItem", &key, |channel| {
+                let mut menu = MenuServiceClient::with_interceptor(channel, service.clone());
                 let request = pb::AddMenuItemRequest {
                     idempotency_key: key.clone(),
                     sku: sku.into(),
@@ -173,14 +248,14 @@ impl Load {
             .await;
             for store in STORES {
                 let key = format!("stock-{store}-{sku}");
-                let inventory = self.inventory(&service);
-                self.submit("SetStock", &key, || {
-                    let mut inventory = inventory.clone();
+                self.submit("SetStock", &key, |channel| {
+                    let mut inventory =
+                        InventoryServiceClient::with_interceptor(channel, service.clone());
                     let request = pb::SetStockRequest {
                         idempotency_key: key.clone(),
                         store_id: store.into(),
                         sku: sku.into(),
-                        on_hand: 10_000_000,
+                        on_hand: STOCK_ON_HAND,
                         low_stock_threshold: 5,
                     };
                     async move {
@@ -197,10 +272,9 @@ impl Load {
     }
 
     /// One client: takes orders through their lifecycle until `until`, finishing the order in
-    /// hand. `client` names its customers; `seed` decides the orders' fates.
+    /// hand. `client` names its customers; `seed` decides the orders' cards and fates.
     pub async fn run_client(self, client: usize, seed: u64, until: Instant) -> anyhow::Result<()> {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let service = self.bearer(Role::Service, "saga", None)?;
         let mut n = 0usize;
         while Instant::now() < until {
             let store = STORES[rng.usize(..STORES.len())];
@@ -210,30 +284,44 @@ impl Load {
                 6..=7 => Fate::Open,
                 _ => Fate::Cancelled,
             };
+            let card = pick_card(&mut rng);
             let barista = self.bearer(Role::Barista, &format!("barista-{store}"), Some(store))?;
             let customer_token = self.bearer(Role::Customer, &customer, None)?;
-            self.run_order(store, &customer, fate, &customer_token, &barista, &service)
-                .await;
+            let cancel_at_once = rng.bool();
+            self.run_order(
+                store,
+                &customer,
+                card,
+                fate,
+                cancel_at_once,
+                &customer_token,
+                &barista,
+            )
+            .await;
             n += 1;
         }
         Ok(())
     }
 
-    /// Places an order and takes it to `fate`; stops at the first step that is not acknowledged.
+    /// Places an order and takes it to `fate`; stops at the first step that is not
+    /// acknowledged.
+    #[allow(clippy::too_many_arguments)]
     async fn run_order(
         &self,
         store: &str,
         customer: &str,
+        (token, card): (&str, Card),
         fate: Fate,
+        cancel_at_once: bool,
         customer_token: &Bearer,
         barista: &Bearer,
-        service: &Bearer,
     ) {
         let id = uuid::Uuid::new_v4().to_string();
         let key = format!("place-{id}");
         let placed = self
-            .submit("PlaceOrder", &key, || {
-                let mut orders = self.orders(customer_token);
+            .submit("PlaceOrder", &key, |channel| {
+                let mut orders =
+                    OrderServiceClient::with_interceptor(channel, customer_token.clone());
                 let request = pb::PlaceOrderRequest {
                     idempotency_key: key.clone(),
                     order_id: id.clone(),
@@ -252,9 +340,7 @@ impl Load {
                         },
                     ],
                     note: "no sugar".into(),
-                    // These clients play the saga's part themselves (reserve, accept, pay):
-                    // no card for the payment processor.
-                    payment_token: String::new(),
+                    payment_token: token.into(),
                 };
                 async move {
                     let response = orders.place_order(timed(request)).await?.into_inner();
@@ -264,194 +350,188 @@ impl Load {
                 }
             })
             .await;
-        if !placed {
+        if !matches!(placed, Outcome::Acknowledged) {
             return;
         }
-        let done = match fate {
-            Fate::Cancelled => self.cancel(&id, barista).await,
-            Fate::Open => self.accept(store, &id, service).await,
-            Fate::Completed => {
-                self.accept(store, &id, service).await
-                    && self.complete(store, customer, &id, barista, service).await
+        if fate == Fate::Cancelled && cancel_at_once {
+            // Races the saga: it may reserve and accept (then releases), or find the order
+            // cancelled already.
+            self.cancel(&id, barista).await;
+            return;
+        }
+        if card == Card::NeverAnswers {
+            // Nothing to wait for: the payment deadline settles this order.
+            self.lock().orders.left_unpaid += 1;
+            return;
+        }
+        match self.wait_until_settled(&id, barista).await {
+            Settled::Ended => {
+                self.lock().orders.rejected += 1;
+                return;
             }
-        };
-        if done {
-            let mut ledger = self.lock();
-            match fate {
-                Fate::Completed => ledger.orders.completed += 1,
-                Fate::Open => ledger.orders.open += 1,
-                Fate::Cancelled => ledger.orders.cancelled += 1,
+            Settled::NotYet => {
+                self.lock().orders.left_unpaid += 1;
+                return;
+            }
+            Settled::Paid => {}
+        }
+        match fate {
+            Fate::Cancelled => self.cancel(&id, barista).await,
+            Fate::Open => self.lock().orders.open += 1,
+            Fate::Completed => {
+                let done = self
+                    .transition("StartPreparing", "start", &id, barista)
+                    .await
+                    && self.transition("MarkReady", "ready", &id, barista).await
+                    && self
+                        .transition("CompleteOrder", "complete", &id, barista)
+                        .await;
+                if done {
+                    self.lock().orders.completed += 1;
+                }
             }
         }
     }
 
-    async fn cancel(&self, id: &str, barista: &Bearer) -> bool {
+    /// Cancels the order; a refusal because it ended meanwhile (rejected by the flows) is the
+    /// race a real client loses too, not a fault.
+    async fn cancel(&self, id: &str, barista: &Bearer) {
         let key = format!("cancel-{id}");
-        self.submit("CancelOrder", &key, || {
-            let mut orders = self.orders(barista);
-            let request = pb::CancelOrderRequest {
-                idempotency_key: key.clone(),
-                order_id: id.into(),
-                reason: "customer left".into(),
-            };
-            async move {
-                orders
-                    .cancel_order(timed(request))
-                    .await
-                    .map(|r| r.into_inner())
-            }
-        })
-        .await
-    }
-
-    async fn accept(&self, store: &str, id: &str, service: &Bearer) -> bool {
-        let key = format!("reserve-{id}");
-        let reserved = self
-            .submit("ReserveStock", &key, || {
-                let mut inventory = self.inventory(service);
-                let request = pb::ReserveStockRequest {
-                    idempotency_key: key.clone(),
-                    store_id: store.into(),
-                    order_id: id.into(),
-                    lines: vec![
-                        pb::StockLine {
-                            sku: "LATTE-12".into(),
-                            quantity: 2,
-                        },
-                        pb::StockLine {
-                            sku: "CROISSANT".into(),
-                            quantity: 1,
-                        },
-                    ],
-                };
-                async move {
-                    inventory
-                        .reserve_stock(timed(request))
-                        .await
-                        .map(|r| r.into_inner())
-                }
-            })
-            .await;
-        reserved && self.transition("AcceptOrder", "accept", id, service).await
-    }
-
-    async fn complete(
-        &self,
-        store: &str,
-        customer: &str,
-        id: &str,
-        barista: &Bearer,
-        service: &Bearer,
-    ) -> bool {
-        let key = format!("pay-{id}");
-        let paid = self
-            .submit("RecordPaymentCaptured", &key, || {
-                let mut orders = self.orders(service);
-                let request = pb::RecordPaymentCapturedRequest {
+        let outcome = self
+            .submit_expecting_refusal("CancelOrder", &key, |channel| {
+                let mut orders = OrderServiceClient::with_interceptor(channel, barista.clone());
+                let request = pb::CancelOrderRequest {
                     idempotency_key: key.clone(),
                     order_id: id.into(),
-                    payment_id: format!("pay_{}", &id[..8]),
-                    amount: Some(pb::Money {
-                        cents: ORDER_TOTAL_CENTS,
-                    }),
+                    reason: "customer left".into(),
                 };
                 async move {
                     orders
-                        .record_payment_captured(timed(request))
+                        .cancel_order(timed(request))
                         .await
                         .map(|r| r.into_inner())
                 }
             })
             .await;
-        if !(paid
-            && self
-                .transition("StartPreparing", "start", id, barista)
-                .await
-            && self.transition("MarkReady", "ready", id, barista).await
-            && self
-                .transition("CompleteOrder", "complete", id, barista)
-                .await)
-        {
-            return false;
+        match outcome {
+            Outcome::Acknowledged => self.lock().orders.cancelled += 1,
+            Outcome::Failed => self.lock().orders.rejected += 1,
+            Outcome::GaveUp => {}
         }
-        let key = format!("commit-{id}");
-        let committed = self
-            .submit("CommitReservation", &key, || {
-                let mut inventory = self.inventory(service);
-                let request = pb::CommitReservationRequest {
-                    idempotency_key: key.clone(),
-                    store_id: store.into(),
-                    order_id: id.into(),
-                };
-                async move {
-                    inventory
-                        .commit_reservation(timed(request))
-                        .await
-                        .map(|r| r.into_inner())
-                }
-            })
-            .await;
-        let key = format!("earn-{id}");
-        committed
-            && self
-                .submit("EarnPoints", &key, || {
-                    let mut loyalty = LoyaltyServiceClient::with_interceptor(
-                        self.channel.clone(),
-                        service.clone(),
-                    );
-                    let request = pb::EarnPointsRequest {
-                        idempotency_key: key.clone(),
-                        customer_id: customer.into(),
-                        order_id: id.into(),
-                        amount: Some(pb::Money {
-                            cents: ORDER_TOTAL_CENTS,
-                        }),
-                    };
-                    async move {
-                        loyalty
-                            .earn_points(timed(request))
-                            .await
-                            .map(|r| r.into_inner())
-                    }
-                })
-                .await
     }
 
-    /// A transition that needs only the order id (accept, start, ready, complete).
+    /// Looks at the order until the flows accepted and charged it, or ended it (rejected,
+    /// declined), or [`PAYMENT_PATIENCE`] runs out.
+    async fn wait_until_settled(&self, id: &str, barista: &Bearer) -> Settled {
+        let until = Instant::now() + PAYMENT_PATIENCE;
+        let mut attempt = 0usize;
+        while Instant::now() < until {
+            attempt += 1;
+            let mut orders =
+                OrderServiceClient::with_interceptor(self.channel(attempt), barista.clone());
+            let looked = tokio::time::timeout(
+                CLIENT_DEADLINE,
+                orders.get_order(timed(pb::GetOrderRequest {
+                    order_id: id.into(),
+                })),
+            )
+            .await;
+            if let Ok(Ok(order)) = looked {
+                let order = order.into_inner();
+                match order.status() {
+                    pb::OrderStatus::Rejected | pb::OrderStatus::Cancelled => {
+                        return Settled::Ended
+                    }
+                    pb::OrderStatus::Accepted if order.payment_captured => return Settled::Paid,
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(PAYMENT_POLL).await;
+        }
+        Settled::NotYet
+    }
+
+    /// A transition that needs only the order id (start, ready, complete).
     async fn transition(&self, rpc: &'static str, step: &str, id: &str, caller: &Bearer) -> bool {
         let key = format!("{step}-{id}");
-        self.submit(rpc, &key, || {
-            let mut orders = self.orders(caller);
-            let request = timed(pb::OrderTransitionRequest {
-                idempotency_key: key.clone(),
-                order_id: id.into(),
-            });
-            async move {
-                let response = match rpc {
-                    "AcceptOrder" => orders.accept_order(request).await,
-                    "StartPreparing" => orders.start_preparing(request).await,
-                    "MarkReady" => orders.mark_ready(request).await,
-                    _ => orders.complete_order(request).await,
-                };
-                response.map(|r| r.into_inner())
-            }
-        })
-        .await
+        let outcome = self
+            .submit(rpc, &key, |channel| {
+                let mut orders = OrderServiceClient::with_interceptor(channel, caller.clone());
+                let request = timed(pb::OrderTransitionRequest {
+                    idempotency_key: key.clone(),
+                    order_id: id.into(),
+                });
+                async move {
+                    let response = match rpc {
+                        "StartPreparing" => orders.start_preparing(request).await,
+                        "MarkReady" => orders.mark_ready(request).await,
+                        _ => orders.complete_order(request).await,
+                    };
+                    response.map(|r| r.into_inner())
+                }
+            })
+            .await;
+        matches!(outcome, Outcome::Acknowledged)
+    }
+
+    /// The channel of the `attempt`-th try: consecutive tries go to different command-apis.
+    fn channel(&self, attempt: usize) -> Channel {
+        self.channels[attempt % self.channels.len()].clone()
+    }
+
+    /// [`Load::submit`] where a refusal is a possible outcome (not counted as a failure of the
+    /// pipeline, but still one the client was told).
+    async fn submit_expecting_refusal<F, Fut>(
+        &self,
+        rpc: &'static str,
+        key: &str,
+        call: F,
+    ) -> Outcome
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<pb::CommitResult, Status>>,
+    {
+        self.send(rpc, key, call, true).await
     }
 
     /// Sends a command until the API acknowledges or refuses it (or the run gives up), and
-    /// records the outcome; `true` when acknowledged. `call` sends the same request (same
-    /// idempotency key) each time.
-    async fn submit<F, Fut>(&self, rpc: &'static str, key: &str, mut call: F) -> bool
+    /// records the outcome. `call` sends the same request (same idempotency key) each time, on
+    /// the channel it is given.
+    async fn submit<F, Fut>(&self, rpc: &'static str, key: &str, call: F) -> Outcome
     where
-        F: FnMut() -> Fut,
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<pb::CommitResult, Status>>,
+    {
+        self.send(rpc, key, call, false).await
+    }
+
+    async fn send<F, Fut>(
+        &self,
+        rpc: &'static str,
+        key: &str,
+        mut call: F,
+        refusal_expected: bool,
+    ) -> Outcome
+    where
+        F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<pb::CommitResult, Status>>,
     {
         let mut attempts = 0u32;
         let mut pause = Duration::from_millis(100);
+        let first_channel = fastrand::usize(..self.channels.len());
         loop {
             attempts += 1;
-            match call().await {
+            let channel = self.channel(first_channel + attempts as usize);
+            let answer = match tokio::time::timeout(CLIENT_DEADLINE, call(channel)).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    self.lock().client_deadlines += 1;
+                    Err(Status::deadline_exceeded(
+                        "no answer within the client's deadline",
+                    ))
+                }
+            };
+            match answer {
                 Ok(result) => {
                     self.lock().acks.push(Ack {
                         rpc,
@@ -462,32 +542,41 @@ impl Load {
                         event_types: result.event_types,
                         attempts,
                     });
-                    return true;
+                    return Outcome::Acknowledged;
                 }
                 Err(status) if retryable(status.code()) => {
                     {
                         let mut ledger = self.lock();
                         ledger.retries += 1;
-                        if status.code() == Code::Internal {
-                            ledger.internal_errors += 1;
+                        match status.code() {
+                            Code::Internal => ledger.internal_errors += 1,
+                            Code::Cancelled => ledger
+                                .cancelled_answers
+                                .push(format!("{rpc} {key}: {}", status.message())),
+                            _ => {}
                         }
                     }
                     if Instant::now() >= self.give_up_at {
                         self.lock().unanswered.push(format!(
                             "{rpc} {key}: still failing after {attempts} attempts: {status}"
                         ));
-                        return false;
+                        return Outcome::GaveUp;
                     }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(2));
                 }
                 Err(status) => {
-                    self.lock().refused.push(format!(
-                        "{rpc} {key}: {:?} {}",
-                        status.code(),
-                        status.message()
-                    ));
-                    return false;
+                    let mut ledger = self.lock();
+                    let answer = format!("{:?} {}", status.code(), status.message());
+                    if !(refusal_expected && status.code() == Code::FailedPrecondition) {
+                        ledger.refused.push(format!("{rpc} {key}: {answer}"));
+                    }
+                    ledger.told_failed.push(ToldFailed {
+                        rpc,
+                        key: key.to_owned(),
+                        answer,
+                    });
+                    return Outcome::Failed;
                 }
             }
         }
@@ -502,9 +591,22 @@ impl Load {
     }
 }
 
+/// A test card by the weights of [`CARDS`].
+fn pick_card(rng: &mut fastrand::Rng) -> (&'static str, Card) {
+    let mut roll = rng.u8(..100);
+    for (token, card, weight) in CARDS {
+        if roll < weight {
+            return (token, card);
+        }
+        roll -= weight;
+    }
+    (CARDS[0].0, CARDS[0].1)
+}
+
 /// What a client retries with the same key: the server (or the path to it) was away, the
-/// request timed out, or a concurrent command kept winning. INTERNAL is retried too (a real
-/// client would) but counted apart.
+/// request timed out, or a concurrent command kept winning. INTERNAL and CANCELLED are retried
+/// too (so the run still settles every command) but counted apart: the contract says neither
+/// should reach a client.
 fn retryable(code: Code) -> bool {
     matches!(
         code,
@@ -522,4 +624,17 @@ fn timed<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
     request.set_timeout(REQUEST_TIMEOUT);
     request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn card_weights_add_up_to_a_hundred() {
+        assert_eq!(
+            CARDS.iter().map(|(_, _, w)| u32::from(*w)).sum::<u32>(),
+            100
+        );
+    }
 }

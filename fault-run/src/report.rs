@@ -16,6 +16,8 @@ pub struct RunReport {
     pub started_at: String,
     /// The RNG seed (repeat the fault schedule with `--seed`).
     pub seed: u64,
+    /// The bounds the processes ran with and the fault lengths derived from them.
+    pub timeouts: String,
     /// How long the load and the faults lasted, in seconds.
     pub load_seconds: f64,
     /// Concurrent clients.
@@ -28,6 +30,10 @@ pub struct RunReport {
     pub retries: u64,
     /// Failures with INTERNAL among those (retried like the others).
     pub internal_errors: u64,
+    /// Attempts the clients gave up waiting for (a paused or cut-off server).
+    pub client_deadlines: u64,
+    /// Answers with CANCELLED (none expected).
+    pub cancelled_answers: usize,
     /// Commands the API refused (none expected).
     pub refused: Vec<String>,
     /// Commands never answered before the run gave up (none expected).
@@ -86,12 +92,21 @@ impl RunReport {
             ("retried requests", self.retries.to_string()),
             ("of which INTERNAL", self.internal_errors.to_string()),
             (
-                "orders completed / open / cancelled",
+                "orders completed / open / cancelled / rejected / left to the deadline",
                 format!(
-                    "{} / {} / {}",
-                    self.orders.completed, self.orders.open, self.orders.cancelled
+                    "{} / {} / {} / {} / {}",
+                    self.orders.completed,
+                    self.orders.open,
+                    self.orders.cancelled,
+                    self.orders.rejected,
+                    self.orders.left_unpaid
                 ),
             ),
+            (
+                "attempts given up at the client's deadline",
+                self.client_deadlines.to_string(),
+            ),
+            ("answers CANCELLED", self.cancelled_answers.to_string()),
             ("faults injected", self.faults.len().to_string()),
             ("commands refused", self.refused.len().to_string()),
             ("commands unanswered", self.unanswered.len().to_string()),
@@ -102,6 +117,7 @@ impl RunReport {
         ] {
             out += &format!("| {figure} | {value} |\n");
         }
+        out += &format!("\nTimeouts: {}.\n", self.timeouts);
         out += "\n| fault | times |\n|---|---|\n";
         for (kind, times) in self.faults_by_kind() {
             out += &format!("| {kind} | {times} |\n");

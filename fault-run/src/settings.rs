@@ -5,12 +5,15 @@ use std::time::Duration;
 
 use clap::Parser;
 
-/// Drives orderpipe's real processes (command API, relay, projectors) under load and injects
-/// faults at random moments: kill -9 and restart of each process, a PostgreSQL restart, an
-/// emulator stopped and restarted. Clients retry with their idempotency keys, as a real client
-/// would. At the end it checks that every acknowledged command's events are in the store
-/// exactly once, every event reached Kinesis, every projection equals a fresh replay, and no
-/// order was charged, reserved or credited twice.
+/// Drives orderpipe's real processes (two command APIs, relay, two projector workers, the
+/// flows) under load and injects faults at random moments: kill -9 and restart of each process,
+/// a pause (SIGSTOP/SIGCONT) longer than every lease and timeout, a silent network cut between a
+/// command API and PostgreSQL, a command-API outage longer than the flows' retry windows, a
+/// PostgreSQL restart, an emulator stopped and restarted. Clients place orders with sandbox
+/// test cards and retry with their idempotency keys, as a real client would. At the end it
+/// checks that every acknowledged command's events are in the store exactly once and nothing a
+/// client was told failed, every event reached Kinesis, every projection equals a fresh replay,
+/// nothing was charged, reserved or credited twice, and that the flows stranded nothing.
 ///
 /// It expects the environment of a stack of its own (DATABASE_URL, AWS_ENDPOINT_URL_*, the
 /// resource names): run it through `scripts/fault-run.sh`, which starts that stack, runs this
@@ -31,7 +34,7 @@ pub struct RunSettings {
     /// Concurrent clients, each taking orders through their lifecycle.
     #[arg(long, default_value_t = 4)]
     pub clients: usize,
-    /// Where the command-api, relay, projectors and replay binaries are.
+    /// Where the command-api, relay, projectors, flows and replay binaries are.
     #[arg(long, default_value = "target/debug")]
     pub bin_dir: PathBuf,
     /// The command that restarts one server of the run's stack, given `postgres`, `kinesis` or
@@ -44,6 +47,11 @@ pub struct RunSettings {
     /// Directory for the processes' logs and the report (report.md, report.json).
     #[arg(long, default_value = "target/fault-run")]
     pub out_dir: PathBuf,
+    /// How long the payment processor has to capture or decline a charge before the order is
+    /// rejected (the flows' payment deadline); the end checks fail on an order whose charge is
+    /// unresolved for longer.
+    #[arg(long, default_value_t = 60)]
+    pub payment_deadline_seconds: u64,
     /// How long the pipeline may take to settle after the last fault before the checks fail.
     #[arg(long, default_value_t = 300)]
     pub settle_seconds: u64,
@@ -53,6 +61,11 @@ impl RunSettings {
     /// The load's duration.
     pub fn duration(&self) -> Duration {
         Duration::from_secs(self.seconds)
+    }
+
+    /// The flows' payment deadline.
+    pub fn payment_deadline(&self) -> Duration {
+        Duration::from_secs(self.payment_deadline_seconds)
     }
 
     /// The settling deadline.
