@@ -47,7 +47,16 @@ impl Verdict {
 
 /// The subject prefix of the flows' service tokens (`flows-order-saga`, `flows-payments`, ...):
 /// their commands are acknowledged to the flows, not to the run's clients.
-const FLOWS_ACTOR_PREFIX: &str = "flows-";
+const FLOWS_SUBJECT_PREFIX: &str = "flows-";
+
+/// Whether a stored actor (`<role>:<subject>`, e.g. `service:flows-order-saga`) is one of the
+/// flows.
+fn is_flows_actor(actor: &str) -> bool {
+    actor
+        .rsplit(':')
+        .next()
+        .is_some_and(|subject| subject.starts_with(FLOWS_SUBJECT_PREFIX))
+}
 
 /// One stored event, as the checks need it.
 #[derive(Debug, Clone)]
@@ -107,7 +116,16 @@ pub async fn store_holds_every_acknowledged_command_once(
     pool: &PgPool,
     ledger: &Ledger,
 ) -> sqlx::Result<Verdict> {
-    let stored = events_by_aggregate(pool).await?;
+    Ok(acknowledged_exactly_once(
+        &events_by_aggregate(pool).await?,
+        ledger,
+    ))
+}
+
+fn acknowledged_exactly_once(
+    stored: &HashMap<String, Vec<StoredEvent>>,
+    ledger: &Ledger,
+) -> Verdict {
     let mut claimed: HashMap<&str, BTreeMap<u64, (u64, &str)>> = HashMap::new();
     let mut problems = Vec::new();
     for ack in ledger.acks.iter().filter(|ack| ack.last_sequence > 0) {
@@ -143,7 +161,7 @@ pub async fn store_holds_every_acknowledged_command_once(
     let mut flows_events = 0usize;
     // Per stored key: the aggregate and the sequences it appended.
     let mut commits_by_key: HashMap<&str, (&str, Vec<u64>)> = HashMap::new();
-    for (aggregate, sequences) in &stored {
+    for (aggregate, sequences) in stored {
         events += sequences.len();
         let ranges = claimed.get(aggregate.as_str());
         for event in sequences {
@@ -158,7 +176,7 @@ pub async fn store_holds_every_acknowledged_command_once(
                 ));
             }
             by_key.1.push(sequence);
-            if event.actor.starts_with(FLOWS_ACTOR_PREFIX) {
+            if is_flows_actor(&event.actor) {
                 flows_events += 1;
                 continue;
             }
@@ -185,14 +203,14 @@ pub async fn store_holds_every_acknowledged_command_once(
         }
     }
     let appending = ledger.acks.iter().filter(|a| a.last_sequence > 0).count();
-    Ok(Verdict::new(
+    Verdict::new(
         "every acknowledged command's events are in the store exactly once",
         &problems,
         format!(
             "{appending} appending commands acknowledged to the clients, {events} events stored \
-             ({flows_events} by the flows' commands, one commit per key)"
+             ({flows_events} by the flows' commands)"
         ),
-    ))
+    )
 }
 
 /// Nothing is stored under a key whose client was told the command failed (a refusal): a
@@ -202,10 +220,19 @@ pub async fn nothing_committed_that_a_client_was_told_failed(
     pool: &PgPool,
     ledger: &Ledger,
 ) -> sqlx::Result<Verdict> {
-    let stored = events_by_aggregate(pool).await?;
+    Ok(nothing_stored_for_failures(
+        &events_by_aggregate(pool).await?,
+        ledger,
+    ))
+}
+
+fn nothing_stored_for_failures(
+    stored: &HashMap<String, Vec<StoredEvent>>,
+    ledger: &Ledger,
+) -> Verdict {
     let mut problems = Vec::new();
     for failed in &ledger.told_failed {
-        for (aggregate, events) in &stored {
+        for (aggregate, events) in stored {
             for event in events {
                 if stored_key_is(&event.idempotency_key, &failed.key) {
                     problems.push(format!(
@@ -220,7 +247,7 @@ pub async fn nothing_committed_that_a_client_was_told_failed(
         "nothing is stored that a client was told failed",
         &problems,
         format!(
-            "{} commands answered with a refusal, nothing stored for them",
+            "{} commands answered with a refusal",
             ledger.told_failed.len()
         ),
     );
@@ -240,7 +267,7 @@ pub async fn nothing_committed_that_a_client_was_told_failed(
                 .join("; ")
         );
     }
-    Ok(verdict)
+    verdict
 }
 
 /// The outbox is empty and the stream holds every commit of every aggregate, in order, each
@@ -345,7 +372,7 @@ pub async fn nothing_happened_twice(pool: &PgPool) -> sqlx::Result<Vec<Verdict>>
         verdicts.push(Verdict::new(
             what,
             &problems,
-            format!("{total} {event_type} events, one per order"),
+            format!("{total} {event_type} events"),
         ));
     }
     Ok(verdicts)
@@ -396,4 +423,142 @@ async fn run(binary: &Path, args: &[&str]) -> anyhow::Result<(bool, String)> {
 fn last_lines(text: &str, count: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(count)..].join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{Ack, ToldFailed};
+
+    fn event(sequence: u64, event_type: &str, actor: &str, key: &str) -> StoredEvent {
+        StoredEvent {
+            sequence,
+            event_type: event_type.into(),
+            actor: actor.into(),
+            idempotency_key: key.into(),
+        }
+    }
+
+    fn ack(key: &str, aggregate: &str, first: u64, types: &[&str]) -> Ack {
+        Ack {
+            rpc: "StartPreparing",
+            key: key.into(),
+            aggregate_id: aggregate.into(),
+            first_sequence: first,
+            last_sequence: first + types.len() as u64 - 1,
+            event_types: types.iter().map(|t| (*t).to_owned()).collect(),
+            attempts: 1,
+        }
+    }
+
+    /// An order placed and accepted by the flows, and a barista's StartPreparing.
+    fn store(extra: Vec<StoredEvent>) -> HashMap<String, Vec<StoredEvent>> {
+        let mut events = vec![
+            event(
+                1,
+                "OrderPlaced",
+                "customer:cust-0-0",
+                "customer:cust-0-0/place-o1",
+            ),
+            event(
+                2,
+                "OrderAccepted",
+                "service:flows-order-saga",
+                "service:flows-order-saga/saga/o1/1/accept",
+            ),
+            event(3, "PreparationStarted", "barista:b", "barista:b/start-o1"),
+        ];
+        events.extend(extra);
+        HashMap::from([("o1".to_owned(), events)])
+    }
+
+    fn ledger() -> Ledger {
+        Ledger {
+            acks: vec![
+                ack("place-o1", "o1", 1, &["OrderPlaced"]),
+                ack("start-o1", "o1", 3, &["PreparationStarted"]),
+            ],
+            ..Ledger::default()
+        }
+    }
+
+    #[test]
+    fn check_one_passes_when_every_event_is_acknowledged_or_the_flows() {
+        let verdict = acknowledged_exactly_once(&store(vec![]), &ledger());
+        assert!(verdict.passed, "{}", verdict.detail);
+    }
+
+    #[test]
+    fn a_commit_whose_client_gave_up_fails_check_one() {
+        // A paused command-api resumes and commits a MarkReady whose client had stopped waiting
+        // (and never sent it again): stored, acknowledged to nobody.
+        let stored = store(vec![event(
+            4,
+            "OrderMarkedReady",
+            "barista:b",
+            "barista:b/ready-o1",
+        )]);
+        let verdict = acknowledged_exactly_once(&stored, &ledger());
+        assert!(!verdict.passed);
+        assert!(verdict.detail.contains("o1#4"), "{}", verdict.detail);
+    }
+
+    #[test]
+    fn a_key_committed_twice_fails_check_one_even_for_the_flows() {
+        // The saga's accept retried on another command-api and committed there, then the paused
+        // one resumed and committed it again under the same key.
+        let again = "service:flows-order-saga/saga/o1/1/accept";
+        let stored = store(vec![event(
+            4,
+            "OrderAccepted",
+            "service:flows-order-saga",
+            again,
+        )]);
+        let verdict = acknowledged_exactly_once(&stored, &ledger());
+        assert!(!verdict.passed);
+        assert!(
+            verdict.detail.contains("APPENDED TWICE"),
+            "{}",
+            verdict.detail
+        );
+    }
+
+    #[test]
+    fn a_commit_under_a_key_its_client_was_told_failed_fails_its_check() {
+        let mut ledger = ledger();
+        ledger.told_failed.push(ToldFailed {
+            rpc: "MarkReady",
+            key: "ready-o1".into(),
+            answer: "FailedPrecondition order is not preparing".into(),
+        });
+        assert!(nothing_stored_for_failures(&store(vec![]), &ledger).passed);
+        let stored = store(vec![event(
+            4,
+            "OrderMarkedReady",
+            "barista:b",
+            "barista:b/ready-o1",
+        )]);
+        let verdict = nothing_stored_for_failures(&stored, &ledger);
+        assert!(!verdict.passed);
+        assert!(verdict.detail.contains("ready-o1"), "{}", verdict.detail);
+    }
+
+    #[test]
+    fn a_cancelled_answer_fails_the_told_failed_check() {
+        let mut ledger = ledger();
+        ledger
+            .cancelled_answers
+            .push("MarkReady ready-o1: Timeout expired".into());
+        assert!(!nothing_stored_for_failures(&store(vec![]), &ledger).passed);
+    }
+
+    #[test]
+    fn stored_keys_match_their_client_key_whatever_the_scope() {
+        assert!(stored_key_is("service:saga/place-1", "place-1"));
+        assert!(stored_key_is("place-1", "place-1"));
+        assert!(!stored_key_is("service:saga/xplace-1", "place-1"));
+        assert!(is_flows_actor("service:flows-order-saga"));
+        assert!(is_flows_actor("flows-payments"));
+        assert!(!is_flows_actor("barista:barista-store-1"));
+    }
 }

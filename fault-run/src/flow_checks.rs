@@ -194,7 +194,7 @@ fn no_order_left_in_placed(stories: &HashMap<String, OrderStory>) -> Verdict {
     Verdict::new(
         "no order left in Placed (the saga accepted or rejected each)",
         &problems,
-        format!("{} orders, none in Placed", stories.len()),
+        format!("{} orders", stories.len()),
     )
 }
 
@@ -231,8 +231,7 @@ fn no_charge_unresolved_past_the_deadline(
         "no charge left unresolved past the payment deadline",
         &problems,
         format!(
-            "every requested charge captured, declined or its order ended; {pending} still \
-             within the {} s deadline",
+            "{pending} charge(s) unresolved but still within the {} s deadline",
             payment_deadline.as_secs()
         ),
     )
@@ -290,11 +289,7 @@ async fn reserved_stock_equals_open_reservations(
             ));
         }
     }
-    Verdict::new(
-        CHECK,
-        &problems,
-        format!("{total} units reserved in all, all by open orders"),
-    )
+    Verdict::new(CHECK, &problems, format!("{total} units reserved in all"))
 }
 
 /// `reserved` and `on_hand` per (store, SKU), from the API.
@@ -390,7 +385,7 @@ fn completed_orders_got_everything_once(stories: &HashMap<String, OrderStory>) -
     Verdict::new(
         "every completed order was charged, reserved, committed and credited once",
         &problems,
-        format!("{completed} completed orders, each with one of each"),
+        format!("{completed} completed orders"),
     )
 }
 
@@ -540,7 +535,7 @@ async fn nothing_left_parked(aws: &aws_config::SdkConfig) -> Verdict {
     Verdict::new(
         CHECK,
         &problems,
-        format!("the parked table is empty; dead-letter queues: {depths}"),
+        format!("dead-letter queue depths: {depths}"),
     )
 }
 
