@@ -108,7 +108,14 @@ impl Run {
         let ports = Ports {
             grpc: [free_port()?, free_port()?],
         };
-        let specs = process_specs(&settings.bin_dir, &ports, &auth, &proxied_url, &timeouts)?;
+        let specs = process_specs(
+            &settings.bin_dir,
+            &ports,
+            &auth,
+            &proxied_url,
+            &timeouts,
+            settings.payment_deadline(),
+        )?;
         let events = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
@@ -358,6 +365,10 @@ async fn run_timeouts(aws: &aws_config::SdkConfig) -> RunTimeouts {
         flows_lease: Duration::from_millis(3_000),
         api_request: Duration::from_millis(5_000),
         database_acquire: Duration::from_millis(3_000),
+        database_statement: Duration::from_millis(5_000),
+        database_lock: Duration::from_millis(2_000),
+        database_idle_in_transaction: Duration::from_millis(5_000),
+        writer_batch: Duration::from_millis(4_000),
         client_request: load::CLIENT_DEADLINE,
         flows_command_attempts: 3,
         flows_apply_attempts: 4,
@@ -388,6 +399,7 @@ fn process_specs(
     auth: &AuthSettings,
     proxied_database_url: &str,
     timeouts: &RunTimeouts,
+    payment_deadline: Duration,
 ) -> anyhow::Result<Vec<ProcessSpec>> {
     use secrecy::ExposeSecret;
     let binary = |name: &str| -> PathBuf { bin_dir.join(name) };
@@ -412,6 +424,25 @@ fn process_specs(
             (
                 "ORDERPIPE_DATABASE__ACQUIRE_TIMEOUT_MS".into(),
                 millis(timeouts.database_acquire),
+            ),
+            // The write side's bounds (issue 14), explicit so the fault lengths derived from
+            // them hold whatever the built-in defaults become. The writer's own lock,
+            // statement and idle bounds stay below the sessions' (their defaults).
+            (
+                "ORDERPIPE_DATABASE__SESSION__STATEMENT_TIMEOUT_MS".into(),
+                millis(timeouts.database_statement),
+            ),
+            (
+                "ORDERPIPE_DATABASE__SESSION__LOCK_TIMEOUT_MS".into(),
+                millis(timeouts.database_lock),
+            ),
+            (
+                "ORDERPIPE_DATABASE__SESSION__IDLE_IN_TRANSACTION_TIMEOUT_MS".into(),
+                millis(timeouts.database_idle_in_transaction),
+            ),
+            (
+                "ORDERPIPE_STORE__WRITER__BATCH_TIMEOUT_MS".into(),
+                millis(timeouts.writer_batch),
             ),
         ];
         if name == API_BEHIND_PROXY {
@@ -505,6 +536,12 @@ fn process_specs(
             (
                 "ORDERPIPE_PAYMENTS__GATEWAY_TIMEOUT_MS".into(),
                 "3000".into(),
+            ),
+            // A charge unresolved this long is given up: the order rejected, the stock
+            // released, a late capture refunded (the end checks hold the flows to it).
+            (
+                "ORDERPIPE_PAYMENTS__CHARGE_DEADLINE_MS".into(),
+                millis(payment_deadline),
             ),
         ],
         ready_port: flows_admin,

@@ -48,9 +48,9 @@ pub struct RunSettings {
     #[arg(long, default_value = "target/fault-run")]
     pub out_dir: PathBuf,
     /// How long the payment processor has to capture or decline a charge before the order is
-    /// rejected (the flows' payment deadline); the end checks fail on an order whose charge is
-    /// unresolved for longer.
-    #[arg(long, default_value_t = 60)]
+    /// rejected (the flows' `payments.charge_deadline_ms`); the end checks fail on an order whose
+    /// charge is unresolved for longer (plus the time the processor needs to act on it).
+    #[arg(long, default_value_t = 30)]
     pub payment_deadline_seconds: u64,
     /// How long the pipeline may take to settle after the last fault before the checks fail.
     #[arg(long, default_value_t = 300)]

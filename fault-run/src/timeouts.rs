@@ -33,6 +33,19 @@ pub struct RunTimeouts {
     /// How long a process waits for a pooled database connection
     /// (`ORDERPIPE_DATABASE__ACQUIRE_TIMEOUT_MS`).
     pub database_acquire: Duration,
+    /// The command-api's sessions: the longest statement
+    /// (`ORDERPIPE_DATABASE__SESSION__STATEMENT_TIMEOUT_MS`).
+    pub database_statement: Duration,
+    /// The command-api's sessions: the longest lock wait
+    /// (`ORDERPIPE_DATABASE__SESSION__LOCK_TIMEOUT_MS`).
+    pub database_lock: Duration,
+    /// The command-api's sessions: how long an open transaction may wait for its process before
+    /// PostgreSQL ends it (`ORDERPIPE_DATABASE__SESSION__IDLE_IN_TRANSACTION_TIMEOUT_MS`).
+    pub database_idle_in_transaction: Duration,
+    /// The command-api's group-commit writer: the bound on a batch as a whole
+    /// (`ORDERPIPE_STORE__WRITER__BATCH_TIMEOUT_MS`; its lock, statement and idle bounds are
+    /// set below the session's).
+    pub writer_batch: Duration,
     /// The load clients' deadline per request.
     pub client_request: Duration,
     /// Tries of one command by the flows' command client (`ORDERPIPE_COMMAND_API__ATTEMPTS`).
@@ -59,6 +72,10 @@ impl RunTimeouts {
             self.flows_lease,
             self.api_request,
             self.database_acquire,
+            self.database_statement,
+            self.database_lock,
+            self.database_idle_in_transaction,
+            self.writer_batch,
             self.client_request,
         ]
         .into_iter()
@@ -111,7 +128,8 @@ impl fmt::Display for RunTimeouts {
             f,
             "a pause or silent cut lasts {:.1} s (the longest timeout, {:.1} s, plus {:.0} s: \
              leases {:.1} s projectors / {:.1} s flows, request {:.1} s API / {:.1} s clients, \
-             connection acquire {:.1} s); a command-api outage lasts {:.1} s (the longest retry \
+             connection acquire {:.1} s, statement {:.1} s, lock {:.1} s, idle in transaction \
+             {:.1} s, writer batch {:.1} s); a command-api outage lasts {:.1} s (the longest retry \
              window plus {:.0} s: {:.1} s saga/notifications, {:.1} s payments queue)",
             timings.pause.as_secs_f64(),
             self.longest_timeout().as_secs_f64(),
@@ -121,6 +139,10 @@ impl fmt::Display for RunTimeouts {
             self.api_request.as_secs_f64(),
             self.client_request.as_secs_f64(),
             self.database_acquire.as_secs_f64(),
+            self.database_statement.as_secs_f64(),
+            self.database_lock.as_secs_f64(),
+            self.database_idle_in_transaction.as_secs_f64(),
+            self.writer_batch.as_secs_f64(),
             timings.api_outage.as_secs_f64(),
             MARGIN.as_secs_f64(),
             self.log_consumer_retry_window().as_secs_f64(),
@@ -139,6 +161,10 @@ mod tests {
             flows_lease: Duration::from_secs(3),
             api_request: Duration::from_secs(5),
             database_acquire: Duration::from_secs(3),
+            database_statement: Duration::from_secs(5),
+            database_lock: Duration::from_secs(2),
+            database_idle_in_transaction: Duration::from_secs(5),
+            writer_batch: Duration::from_secs(4),
             client_request: Duration::from_secs(6),
             flows_command_attempts: 3,
             flows_apply_attempts: 4,
