@@ -41,6 +41,12 @@ pub enum InventoryError {
         /// The order.
         order_id: OrderId,
     },
+    /// The order's reservation here was already released or committed; an order reserves once.
+    #[error("order {order_id} already had its reservation released or committed")]
+    ReservationClosed {
+        /// The order.
+        order_id: OrderId,
+    },
     /// The order holds no reservation here (never made, released or committed).
     #[error("order {order_id} holds no reservation")]
     NoSuchReservation {
@@ -98,6 +104,7 @@ impl InventoryError {
             InventoryError::UnknownSku { .. }
             | InventoryError::InsufficientStock { .. }
             | InventoryError::AlreadyReserved { .. }
+            | InventoryError::ReservationClosed { .. }
             | InventoryError::NegativeStock { .. }
             | InventoryError::BelowReserved { .. } => ErrorKind::FailedPrecondition,
         }
