@@ -151,3 +151,37 @@ async fn a_retry_that_would_change_nothing_still_returns_the_first_outcome() {
     assert_eq!(app.event_count().await, events);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn callers_whose_subject_and_key_join_to_the_same_text_keep_their_own_keys() {
+    // Scopes were "<subject>/<key>" with '/' allowed in both: service "saga/x" with key "k" and
+    // service "saga" with key "x/k" shared one scope, so the second caller's command was refused
+    // as a reused key (or, with an identical request, answered with the other caller's outcome).
+    let app = spawn_app().await;
+    app.seed_menu_and_stock(10).await;
+    let (first_order, second_order) = (new_order_id(), new_order_id());
+    let mut first_caller = app.orders(Role::Service, "saga/x");
+    let mut second_caller = app.orders(Role::Service, "saga");
+
+    let first = first_caller
+        .place_order(place_order("k", &first_order, "c-1", &[("LATTE-12", 1)]))
+        .await
+        .unwrap()
+        .into_inner()
+        .commit
+        .unwrap();
+    let second = second_caller
+        .place_order(place_order("x/k", &second_order, "c-2", &[("LATTE-12", 1)]))
+        .await
+        .expect("the second caller's key is its own")
+        .into_inner()
+        .commit
+        .unwrap();
+
+    assert_eq!((first.aggregate_id, first.replayed), (first_order, false));
+    assert_eq!(
+        (second.aggregate_id, second.replayed),
+        (second_order, false)
+    );
+    app.stop().await;
+}
