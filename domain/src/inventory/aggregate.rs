@@ -50,6 +50,9 @@ impl StoreInventory {
     /// closure in the snapshot.
     pub const RECENTLY_CLOSED_RESERVATIONS: usize = 1024;
 
+    /// The most lines one reservation may have: an order's lines.
+    pub const MAX_RESERVATION_LINES: usize = crate::order::Order::MAX_LINES;
+
     /// The store, once its inventory exists.
     pub fn store_id(&self) -> Option<&StoreId> {
         self.store_id.as_ref()
@@ -147,6 +150,12 @@ impl StoreInventory {
                 let store_id = self.store_id.as_ref().ok_or(InventoryError::NotFound)?;
                 if lines.is_empty() {
                     return Err(InventoryError::EmptyReservation);
+                }
+                if lines.len() > Self::MAX_RESERVATION_LINES {
+                    return Err(InventoryError::TooManyLines {
+                        count: lines.len(),
+                        max: Self::MAX_RESERVATION_LINES,
+                    });
                 }
                 if self.reservations.contains_key(&order_id) {
                     return Err(InventoryError::AlreadyReserved { order_id });

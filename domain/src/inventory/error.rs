@@ -53,6 +53,14 @@ pub enum InventoryError {
         /// The order.
         order_id: OrderId,
     },
+    /// A reservation has more lines than [`super::StoreInventory::MAX_RESERVATION_LINES`].
+    #[error("a reservation may have at most {max} lines, got {count}")]
+    TooManyLines {
+        /// Lines in the command.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A reservation needs at least one line.
     #[error("a reservation needs at least one line")]
     EmptyReservation,
@@ -99,6 +107,7 @@ impl InventoryError {
             }
             InventoryError::WrongStore { .. }
             | InventoryError::EmptyReservation
+            | InventoryError::TooManyLines { .. }
             | InventoryError::NoStockChange { .. }
             | InventoryError::StockOverflow { .. } => ErrorKind::InvalidArgument,
             InventoryError::UnknownSku { .. }

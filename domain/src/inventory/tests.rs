@@ -396,6 +396,20 @@ fn closed_reservations_are_remembered_for_the_most_recent_orders_only() {
 }
 
 #[test]
+fn a_reservation_has_at_most_an_orders_lines() {
+    let lines = |count: usize| vec![line("LATTE-12", 1); count];
+    let mut history = vec![latte_stocked()];
+    history.push(InventoryEvent::StockRestocked {
+        sku: sku("LATTE-12"),
+        quantity: 90,
+    });
+    let err = result(history.clone(), reserve(1, lines(51))).unwrap_err();
+    assert_eq!(err, InventoryError::TooManyLines { count: 51, max: 50 });
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(result(history, reserve(1, lines(50))).is_ok());
+}
+
+#[test]
 fn a_reservation_is_not_empty() {
     test()
         .given(vec![latte_stocked()])
