@@ -71,23 +71,31 @@ impl Application {
         .await?;
         let locks = Arc::new(AggregateLocks::new(LOCK_STRIPES));
         let retries = settings.store.conflict_retries;
-        let menu = store.aggregate_store::<Menu>(vec![]);
+        let menu = store
+            .aggregate_store::<Menu>(vec![])
+            .with_snapshot_version(Menu::SNAPSHOT_VERSION);
         let pricing = OrderServices::new(Arc::new(StoredMenu::new(menu.clone(), MENU_MAX_AGE)));
         let api = Arc::new(Api {
             orders: CommandExecutor::new(
-                store.aggregate_store::<Order>(vec![]),
+                store
+                    .aggregate_store::<Order>(vec![])
+                    .with_snapshot_version(Order::SNAPSHOT_VERSION),
                 pricing,
                 locks.clone(),
                 retries,
             ),
             inventory: CommandExecutor::new(
-                store.aggregate_store::<StoreInventory>(vec![]),
+                store
+                    .aggregate_store::<StoreInventory>(vec![])
+                    .with_snapshot_version(StoreInventory::SNAPSHOT_VERSION),
                 (),
                 locks.clone(),
                 retries,
             ),
             loyalty: CommandExecutor::new(
-                store.aggregate_store::<LoyaltyAccount>(vec![]),
+                store
+                    .aggregate_store::<LoyaltyAccount>(vec![])
+                    .with_snapshot_version(LoyaltyAccount::SNAPSHOT_VERSION),
                 (),
                 locks.clone(),
                 retries,

@@ -430,3 +430,131 @@ async fn the_outbox_backlog_counts_waiting_commits_and_ages_the_oldest() {
     store.remove_from_outbox(&[1]).await.unwrap();
     assert_eq!(store.outbox_backlog().await.unwrap().commits, 1);
 }
+
+/// A tally of six events with a snapshot every two, written by a store of snapshot schema
+/// version 1.
+async fn tally_with_snapshots(id: &str) -> PgEventStore {
+    let store = open_store(2).await;
+    let cqrs = CqrsFramework::new(
+        store
+            .aggregate_store::<Tally>(vec![])
+            .with_snapshot_version(1),
+        vec![],
+        (),
+    );
+    for amount in [1, 2, 3] {
+        cqrs.execute(id, TallyCommand::Add(vec![amount, amount * 10]))
+            .await
+            .unwrap();
+    }
+    let version: i64 = sqlx::query_scalar("SELECT version FROM snapshots WHERE aggregate_id = $1")
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(version, 6, "the tally has a snapshot to distrust");
+    store
+}
+
+#[tokio::test]
+async fn a_snapshot_of_an_older_schema_version_is_ignored_and_the_events_replayed() {
+    let store = tally_with_snapshots("t-old").await;
+    // What a build before a fix to `apply` would have snapshotted: a state no replay gives.
+    sqlx::query(
+        "UPDATE snapshots SET payload = '{\"total\": 999, \"applied\": 6, \"history\": []}'
+         WHERE aggregate_id = 't-old'",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let current = store
+        .aggregate_store::<Tally>(vec![])
+        .with_snapshot_version(2);
+
+    let loaded = current.load("t-old").await.unwrap();
+
+    let replayed = full_replay(&store, "t-old").await;
+    assert_eq!(
+        loaded.state(),
+        &replayed,
+        "the old snapshot was not trusted"
+    );
+    assert_eq!(loaded.version(), 6);
+    assert_eq!(replayed.total, 66);
+
+    // The next commit replaces the old snapshot with one of the current version, without
+    // waiting for the next snapshot boundary.
+    CqrsFramework::new(current.clone(), vec![], ())
+        .execute("t-old", TallyCommand::Add(vec![4]))
+        .await
+        .unwrap();
+    let (version, schema_version): (i64, i32) = sqlx::query_as(
+        "SELECT version, schema_version FROM snapshots WHERE aggregate_id = 't-old'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!((version, schema_version), (7, 2));
+    assert_eq!(
+        current.load("t-old").await.unwrap().state(),
+        &full_replay(&store, "t-old").await
+    );
+}
+
+#[tokio::test]
+async fn an_undecodable_snapshot_is_ignored_and_the_events_replayed() {
+    let store = tally_with_snapshots("t-garbled").await;
+    sqlx::query(
+        "UPDATE snapshots SET payload = '\"not a tally\"' WHERE aggregate_id = 't-garbled'",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let tallies = store
+        .aggregate_store::<Tally>(vec![])
+        .with_snapshot_version(1);
+
+    let loaded = tallies
+        .load("t-garbled")
+        .await
+        .expect("an undecodable snapshot does not make the aggregate unloadable");
+
+    assert_eq!(loaded.state(), &full_replay(&store, "t-garbled").await);
+    assert_eq!(loaded.version(), 6);
+    // Commands go on, and the next one writes a snapshot that decodes.
+    CqrsFramework::new(tallies.clone(), vec![], ())
+        .execute("t-garbled", TallyCommand::Add(vec![4]))
+        .await
+        .unwrap();
+    let payload: serde_json::Value =
+        sqlx::query_scalar("SELECT payload FROM snapshots WHERE aggregate_id = 't-garbled'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        serde_json::from_value::<Tally>(payload).unwrap(),
+        full_replay(&store, "t-garbled").await
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_of_the_current_schema_version_is_used() {
+    let store = tally_with_snapshots("t-current").await;
+    // A marker only the snapshot carries: were the events replayed instead, `applied` would be 6.
+    sqlx::query(
+        "UPDATE snapshots SET payload = jsonb_set(payload, '{applied}', '1006')
+         WHERE aggregate_id = 't-current'",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+
+    let loaded = store
+        .aggregate_store::<Tally>(vec![])
+        .with_snapshot_version(1)
+        .load("t-current")
+        .await
+        .unwrap();
+
+    assert_eq!(loaded.state().applied, 1006, "loaded from the snapshot");
+}

@@ -43,6 +43,11 @@ pub struct StoreInventory {
 }
 
 impl StoreInventory {
+    /// The schema version of this aggregate's snapshots: bump it whenever the serialised state or
+    /// `apply` changes, so the event store replays snapshots an older build wrote instead of
+    /// trusting them. Version 2: closed reservations are remembered.
+    pub const SNAPSHOT_VERSION: u32 = 2;
+
     /// How many released or committed reservations a store remembers, so an order cannot reserve
     /// again once its reservation closed. A store closes ~170 reservations a day at the brief's
     /// average (5M orders over 30k stores) and ~1,000 at a busy one: days of memory, where a

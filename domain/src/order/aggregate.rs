@@ -87,6 +87,11 @@ pub struct Order {
 }
 
 impl Order {
+    /// The schema version of this aggregate's snapshots: bump it whenever the serialised state or
+    /// `apply` changes, so the event store replays snapshots an older build wrote instead of
+    /// trusting them.
+    pub const SNAPSHOT_VERSION: u32 = 1;
+
     /// The most lines one order may have.
     pub const MAX_LINES: usize = 50;
 
