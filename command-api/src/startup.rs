@@ -202,6 +202,14 @@ impl Application {
                 stopped(stop_rx.clone()),
             );
 
+        // Prunes expired idempotency keys in the background; stops with the servers.
+        let pruner = tokio::spawn({
+            let store = self.store.clone();
+            let retention = self.settings.idempotency.retention();
+            let stop = stopped(stop_rx.clone());
+            async move { store.run_key_pruner(retention, stop).await }
+        });
+
         let admin = admin::serve(
             self.admin_listener,
             Arc::new(DatabaseHealth(self.store.pool().clone())),
@@ -236,6 +244,7 @@ impl Application {
                 tracing::warn!("grace period over; dropping requests still in flight");
             }
         }
+        pruner.abort();
         tracing::info!("stopped");
         Ok(())
     }

@@ -18,6 +18,7 @@
 mod aggregate_store;
 mod committer;
 mod error;
+mod idempotency;
 pub mod metadata;
 mod outbox;
 mod reader;
@@ -31,6 +32,7 @@ pub use aggregate_store::{
 };
 pub use committer::{GroupCommitConfig, GroupCommitter};
 pub use error::StoreError;
+pub use idempotency::KeyRetention;
 pub use outbox::{OutboxBacklog, OutboxCommit};
 pub use reader::RecordedEvent;
 

@@ -5,7 +5,9 @@ use futures::future::join_all;
 use proto::v1 as pb;
 use tonic::Code;
 
-use crate::helpers::{new_order_id, place_order, spawn_app, transition};
+use crate::helpers::{
+    new_order_id, place_order, spawn_app, transition, IDEMPOTENCY_RETENTION_SECS,
+};
 
 #[tokio::test]
 async fn a_retry_with_the_same_key_returns_the_first_outcome_and_appends_nothing() {
@@ -183,5 +185,61 @@ async fn callers_whose_subject_and_key_join_to_the_same_text_keep_their_own_keys
         (second.aggregate_id, second.replayed),
         (second_order, false)
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_after_the_retention_window_is_a_new_command() {
+    let app = spawn_app().await;
+    app.seed_menu_and_stock(10).await;
+    let order_id = new_order_id();
+    let mut saga = app.orders(Role::Service, "saga");
+    saga.place_order(place_order("p", &order_id, "c-1", &[("LATTE-12", 1)]))
+        .await
+        .unwrap();
+    saga.accept_order(transition("accept", &order_id))
+        .await
+        .unwrap();
+    // Inside the window a retry replays.
+    let retry = saga
+        .accept_order(transition("accept", &order_id))
+        .await
+        .unwrap();
+    assert!(retry.into_inner().replayed);
+
+    // The key's commit falls out of the window; the app's background pruner removes it.
+    sqlx::query(
+        "UPDATE command_idempotency
+         SET committed_at = committed_at - make_interval(secs => $1)
+         WHERE idempotency_key = 'service:saga/accept'",
+    )
+    .bind(IDEMPOTENCY_RETENTION_SECS as f64 + 60.0)
+    .execute(&app.database.pool)
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM command_idempotency WHERE idempotency_key = 'service:saga/accept'",
+        )
+        .fetch_one(&app.database.pool)
+        .await
+        .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key was not pruned"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // The same retry is now a new AcceptOrder, which the accepted order refuses.
+    let status = saga
+        .accept_order(transition("accept", &order_id))
+        .await
+        .expect_err("no stored outcome to replay");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     app.stop().await;
 }
