@@ -9,5 +9,6 @@ mod fuzz;
 mod helpers;
 mod idempotency;
 mod lifecycle;
+mod pricing;
 mod security;
 mod service;
