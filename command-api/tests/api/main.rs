@@ -12,3 +12,4 @@ mod lifecycle;
 mod pricing;
 mod security;
 mod service;
+mod snapshots;
