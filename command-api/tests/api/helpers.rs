@@ -303,3 +303,11 @@ pub async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// The value of the sample `series` (name and labels, as Prometheus prints them) on the app's
+/// `/metrics`, if present. Metrics are process-wide: every app of a test binary shares them.
+pub async fn metric_value(address: SocketAddr, series: &str) -> Option<f64> {
+    let (_, body) = http_get(address, "/metrics").await;
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}

@@ -6,7 +6,7 @@ use proto::v1 as pb;
 use tonic::Code;
 
 use crate::helpers::{
-    new_order_id, place_order, spawn_app, transition, IDEMPOTENCY_RETENTION_SECS,
+    metric_value, new_order_id, place_order, spawn_app, transition, IDEMPOTENCY_RETENTION_SECS,
 };
 
 #[tokio::test]
@@ -241,5 +241,11 @@ async fn a_retry_after_the_retention_window_is_a_new_command() {
         .await
         .expect_err("no stored outcome to replay");
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let pruned = metric_value(
+        app.admin_address,
+        "orderpipe_store_idempotency_keys_pruned_total",
+    )
+    .await;
+    assert!(pruned >= Some(1.0), "pruned keys are counted: {pruned:?}");
     app.stop().await;
 }

@@ -4,7 +4,7 @@ use command_api::auth::Role;
 use proto::v1 as pb;
 use tonic::Code;
 
-use crate::helpers::{new_order_id, spawn_app, STORE};
+use crate::helpers::{metric_value, new_order_id, spawn_app, STORE};
 
 #[tokio::test]
 async fn an_inventory_snapshot_from_before_closed_reservations_does_not_let_an_order_reserve_twice()
@@ -65,5 +65,14 @@ async fn an_inventory_snapshot_from_before_closed_reservations_does_not_let_an_o
         .await
         .expect_err("the order's reservation was released");
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let ignored = metric_value(
+        app.admin_address,
+        r#"orderpipe_store_snapshots_ignored_total{aggregate_type="inventory",reason="schema_version"}"#,
+    )
+    .await;
+    assert!(
+        ignored >= Some(1.0),
+        "the ignored snapshot is counted: {ignored:?}"
+    );
     app.stop().await;
 }
