@@ -64,7 +64,7 @@ pub struct LoadedAggregate<A> {
     aggregate_id: String,
     aggregate: A,
     version: u64,
-    /// Its stored snapshot was ignored (another schema version, or undecodable): the next
+    /// Its stored snapshot was ignored (an older schema version, or undecodable): the next
     /// commit replaces it instead of waiting for a snapshot boundary.
     snapshot_stale: bool,
 }
@@ -189,7 +189,10 @@ impl<A: Aggregate> AggregateStore<A> {
                         sequence,
                         IgnoredSnapshot::SchemaVersion(schema_version),
                     );
-                    loaded.snapshot_stale = true;
+                    // An older snapshot is replaced by the next commit. A newer one (a later
+                    // build during a rolling deploy) is left to the build that wrote it, so
+                    // the two do not overwrite each other's snapshot at every commit.
+                    loaded.snapshot_stale = schema_version < self.snapshot_version as i32;
                     continue;
                 }
                 match serde_json::from_value(payload) {

@@ -731,3 +731,36 @@ async fn a_pruner_skips_keys_another_transaction_holds_and_commits_go_on_meanwhi
     assert_eq!(store.prune_expired_keys(RETENTION, 100).await.unwrap(), 1);
     assert_eq!(stored_keys(&store).await, vec!["new"]);
 }
+
+#[tokio::test]
+async fn a_snapshot_of_a_newer_schema_version_is_ignored_but_left_to_its_build() {
+    // During a rolling deploy an older build meets the snapshot a newer one wrote.
+    let store = tally_with_snapshots("t-newer").await;
+    sqlx::query("UPDATE snapshots SET schema_version = 3 WHERE aggregate_id = 't-newer'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let older = store
+        .aggregate_store::<Tally>(vec![])
+        .with_snapshot_version(2);
+
+    assert_eq!(
+        older.load("t-newer").await.unwrap().state(),
+        &full_replay(&store, "t-newer").await
+    );
+    CqrsFramework::new(older, vec![], ())
+        .execute("t-newer", TallyCommand::Add(vec![4]))
+        .await
+        .unwrap();
+    let (version, schema_version): (i64, i32) = sqlx::query_as(
+        "SELECT version, schema_version FROM snapshots WHERE aggregate_id = 't-newer'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (version, schema_version),
+        (6, 3),
+        "not replaced before the next snapshot boundary"
+    );
+}
