@@ -392,7 +392,8 @@ fn millis(duration: Duration) -> String {
 /// The pipeline's processes: one entry each. Two command-apis share the database, one through
 /// the run's proxy (which a silent network cut stalls); two projector workers share the shards,
 /// so a killed one's leases are taken over while it is away; the flows worker runs the saga,
-/// notifications, payments and intake, calling command-api-a.
+/// notifications, payments and intake, calling command-api-b: while command-api-a is paused or
+/// cut off the flows go on, so the clients' commands (not only their polling) meet the fault.
 fn process_specs(
     bin_dir: &std::path::Path,
     ports: &Ports,
@@ -499,7 +500,7 @@ fn process_specs(
             secret,
             (
                 "ORDERPIPE_COMMAND_API__URL".into(),
-                format!("http://127.0.0.1:{}", ports.grpc[0]),
+                format!("http://127.0.0.1:{}", ports.grpc[1]),
             ),
             (
                 "ORDERPIPE_COMMAND_API__ATTEMPTS".into(),
