@@ -6,6 +6,7 @@
 //!   acknowledged;
 //! - [`faults`]: the seeded schedule and the injection;
 //! - [`timeouts`]: the bounds the processes run with, and the fault lengths derived from them;
+//! - [`probe`]: a writer timing its commits on one command-api while the other is stalled;
 //! - [`checks`]: what must hold once the pipeline settles ([`flow_checks`]: the flows' part);
 //! - [`report`]: the summary.
 
@@ -14,6 +15,7 @@ pub mod faults;
 pub mod fleet;
 pub mod flow_checks;
 pub mod load;
+pub mod probe;
 pub mod report;
 mod settings;
 pub mod timeouts;
@@ -51,6 +53,9 @@ const RESTARTABLE_SERVERS: [&str; 3] = ["postgres", "kinesis", "dynamodb"];
 const API_BEHIND_PROXY: &str = "command-api-a";
 /// The command-api that reaches PostgreSQL directly and keeps committing meanwhile.
 const API_DIRECT: &str = "command-api-b";
+/// The write probe's command-api (its index in the fleet's gRPC ports): the one that is never
+/// paused or cut off.
+const PROBED_API: usize = 1;
 /// The flows worker (`flows run`: saga, notifications, payments, intake).
 const FLOWS: &str = "flows";
 /// The processes a pause may hit: a command-api, the relay, a projector and the flows.
@@ -166,6 +171,7 @@ impl Run {
             })
             .collect();
 
+        let probe = tokio::spawn(probe::run(load.clone(), PROBED_API, start, until));
         let mut rng = fastrand::Rng::with_seed(self.seed);
         let plan = faults::schedule(
             &self.fault_kinds(),
@@ -196,15 +202,25 @@ impl Run {
         for client in clients {
             client.await??;
         }
+        let probes = probe.await??;
         let load_seconds = start.elapsed().as_secs_f64();
         println!("[{load_seconds:>7.1}s] load done; waiting for the pipeline to settle");
 
         let ledger = std::mem::take(&mut *load.ledger().lock().unwrap_or_else(|p| p.into_inner()));
         let settled_from = Instant::now();
         self.fleet.wait_all_ready().await?;
-        let verdicts = self
+        let mut verdicts = self
             .check(&ledger, settled_from + self.settings.settle_timeout())
             .await?;
+        verdicts.push(probe::the_other_writer_kept_committing(
+            &probes,
+            &injected,
+            &[
+                Fault::Pause(API_BEHIND_PROXY.to_owned()).to_string(),
+                Fault::NetworkCut(API_BEHIND_PROXY.to_owned()).to_string(),
+            ],
+            self.timeouts.other_writer_bound(),
+        ));
         let settle_seconds = settled_from.elapsed().as_secs_f64();
         self.fleet.stop_all(Duration::from_secs(15)).await;
 

@@ -225,9 +225,10 @@ impl Load {
         Ok(Bearer(format!("Bearer {token}").parse()?))
     }
 
-    /// Puts the menu in place and stocks every store with [`STOCK_ON_HAND`].
+    /// Puts the menu in place and stocks every store (and the write probe's) with
+    /// [`STOCK_ON_HAND`].
     pub async fn open_stores(&self) -> anyhow::Result<()> {
-        let service = self.bearer(Role::Service, "fault-run-setup", None)?;
+        let service = self.service_bearer()?;
         for (sku, name, cents) in MENU {
             let key = format!("menu-{sku}");
             self.submit("AddMenuItem", &key, |channel| {
@@ -246,7 +247,7 @@ impl Load {
                 }
             })
             .await;
-            for store in STORES {
+            for store in STORES.into_iter().chain([crate::probe::PROBE_STORE]) {
                 let key = format!("stock-{store}-{sku}");
                 self.submit("SetStock", &key, |channel| {
                     let mut inventory =
@@ -436,6 +437,9 @@ impl Load {
                 })),
             )
             .await;
+            if looked.is_err() {
+                self.lock().client_deadlines += 1;
+            }
             if let Ok(Ok(order)) = looked {
                 let order = order.into_inner();
                 match order.status() {
@@ -491,7 +495,7 @@ impl Load {
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<pb::CommitResult, Status>>,
     {
-        self.send(rpc, key, call, true).await
+        self.send(rpc, key, call, true, None).await
     }
 
     /// Sends a command until the API acknowledges or refuses it (or the run gives up), and
@@ -502,7 +506,31 @@ impl Load {
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<pb::CommitResult, Status>>,
     {
-        self.send(rpc, key, call, false).await
+        self.send(rpc, key, call, false, None).await
+    }
+
+    /// [`Load::submit`] to the command-api `api` only (its index in the addresses); whether it
+    /// was acknowledged.
+    pub(crate) async fn submit_to<F, Fut>(
+        &self,
+        api: usize,
+        rpc: &'static str,
+        key: &str,
+        call: F,
+    ) -> bool
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<pb::CommitResult, Status>>,
+    {
+        matches!(
+            self.send(rpc, key, call, false, Some(api)).await,
+            Outcome::Acknowledged
+        )
+    }
+
+    /// A token for the run's own service calls (setup, the write probe).
+    pub(crate) fn service_bearer(&self) -> anyhow::Result<Bearer> {
+        self.bearer(Role::Service, "fault-run-setup", None)
     }
 
     async fn send<F, Fut>(
@@ -511,6 +539,7 @@ impl Load {
         key: &str,
         mut call: F,
         refusal_expected: bool,
+        only_api: Option<usize>,
     ) -> Outcome
     where
         F: FnMut(Channel) -> Fut,
@@ -521,7 +550,10 @@ impl Load {
         let first_channel = fastrand::usize(..self.channels.len());
         loop {
             attempts += 1;
-            let channel = self.channel(first_channel + attempts as usize);
+            let channel = match only_api {
+                Some(api) => self.channels[api % self.channels.len()].clone(),
+                None => self.channel(first_channel + attempts as usize),
+            };
             let answer = match tokio::time::timeout(CLIENT_DEADLINE, call(channel)).await {
                 Ok(answer) => answer,
                 Err(_) => {
@@ -620,7 +652,7 @@ fn retryable(code: Code) -> bool {
     )
 }
 
-fn timed<T>(message: T) -> Request<T> {
+pub(crate) fn timed<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
     request.set_timeout(REQUEST_TIMEOUT);
     request

@@ -102,6 +102,17 @@ impl RunTimeouts {
         ) + per_receive * self.max_receive_count
     }
 
+    /// How long a commit on one command-api may take while another is paused or cut off
+    /// holding the position counter: PostgreSQL ends the stalled transaction after the idle or
+    /// statement bound (the writer's batch bound ends its own wait first), plus the client's
+    /// retry backoff (at most 2 s) and a second for the commit itself.
+    pub fn other_writer_bound(&self) -> Duration {
+        self.database_idle_in_transaction
+            .max(self.database_statement)
+            .max(self.writer_batch)
+            + Duration::from_secs(3)
+    }
+
     /// The fault lengths these bounds call for.
     pub fn fault_timings(&self) -> FaultTimings {
         FaultTimings {
