@@ -586,7 +586,9 @@ mod tests {
         ];
         let (completed, earlier) = life.split_last().expect("a life");
         let indexed: Vec<(usize, &LoggedCommit)> = earlier.iter().enumerate().collect();
-        apply(&target, &indexed).await.expect("the order's life so far");
+        apply(&target, &indexed)
+            .await
+            .expect("the order's life so far");
 
         // The slow writer reads the order (ready, sequence 4)...
         let stale = load(&target, 0, &id).await.expect("the order");
