@@ -11,7 +11,7 @@ mod swap;
 
 pub use compare::compare_tables;
 pub use progress::TablesProgress;
-pub use swap::{swap_in_tables, TablesSwap};
+pub use swap::{finish_handover, roll_back_handover, swap_in_tables, HandoverEnd, TablesSwap};
 
 use std::collections::HashMap;
 use std::time::Duration;
