@@ -3,7 +3,7 @@
 use event_store::PgEventStore;
 use projectors::projections::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
 
-use super::TablesProgress;
+use super::{copy_table_settings, SettingsCopied, TablesProgress};
 use crate::error::ReplayError;
 use crate::rebuild::{rebuild, RebuildOptions, RebuildProgress};
 
@@ -14,11 +14,16 @@ pub struct TablesSwap {
     pub retired: ActiveOrdersTables,
     /// What the catch-ups after the rebuild applied.
     pub tail: RebuildProgress,
+    /// The live tables' settings given to the rebuilt ones (empty when resuming a handover:
+    /// they were given before the alias moved).
+    pub settings: Vec<SettingsCopied>,
 }
 
 /// Makes `rebuilt` (built by a rebuild recording into `progress`) the live view:
 ///
-/// 1. catch it up with the store's end once more, so the next steps have little to do;
+/// 1. catch it up with the store's end once more, so the next steps have little to do, and
+///    give its tables the live tables' settings ([`copy_table_settings`]: TTL, point-in-time
+///    recovery, KMS key, deletion protection, tags);
 /// 2. move the alias to it with `handover` set (conditional on the alias still naming the live
 ///    tables): readers and the projector's next batches use the new tables from here on;
 /// 3. catch it up with the store's end read *after* the move: every commit the projector applied
@@ -45,6 +50,7 @@ pub async fn swap_in_tables(
     if live.rolling_back {
         return Err(ReplayError::RollingBack(live.tables.orders));
     }
+    let mut settings = Vec::new();
     let (retired, before_move) = if live.tables == *rebuilt {
         let Some(previous) = live.previous.filter(|_| live.handover) else {
             return Err(ReplayError::AlreadyLive(rebuilt.orders.clone()));
@@ -52,6 +58,12 @@ pub async fn swap_in_tables(
         (previous, None)
     } else {
         let caught_up = rebuild(store, &projection, progress, &options, &mut on_batch).await?;
+        for (from, to) in [
+            (&live.tables.orders, &rebuilt.orders),
+            (&live.tables.stores, &rebuilt.stores),
+        ] {
+            settings.push(copy_table_settings(alias.client(), from, to).await?);
+        }
         alias.begin_handover(&live.tables, rebuilt).await?;
         (live.tables, Some(caught_up))
     };
@@ -67,7 +79,11 @@ pub async fn swap_in_tables(
         },
         None => after_move,
     };
-    Ok(TablesSwap { retired, tail })
+    Ok(TablesSwap {
+        retired,
+        tail,
+        settings,
+    })
 }
 
 /// What [`finish_handover`] or [`roll_back_handover`] did.

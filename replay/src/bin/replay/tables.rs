@@ -161,6 +161,23 @@ pub async fn rebuild_tables(settings: &Settings, request: &RebuildRequest) -> an
         .await;
         line.finish();
         let swapped = swapped?;
+        for copied in &swapped.settings {
+            if !copied.applied.is_empty() {
+                println!(
+                    "{} got the live table's {}",
+                    copied.table,
+                    copied.applied.join(", ")
+                );
+            }
+            if !copied.unsupported.is_empty() {
+                println!(
+                    "warning: this DynamoDB endpoint cannot read or set {} on {}: check them by \
+                     hand",
+                    copied.unsupported.join(", "),
+                    copied.table
+                );
+            }
+        }
         println!(
             "swapped in: the view alias names {} and {}, caught up {} more events through \
              position {}; the old tables {} and {} are kept (delete them when satisfied)",
