@@ -549,3 +549,45 @@ async fn a_stuck_handover_is_finished_or_rolled_back_by_replay_handover() {
     let verify = operator.replay(&["verify", "active_orders"]).await;
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));
 }
+
+#[tokio::test]
+async fn verify_in_production_skips_ended_orders_that_ttl_deleted_and_says_so() {
+    let operator = Operator::new().await;
+    // The orders ended ten days ago: their tombstones are past their TTL (seven days).
+    sqlx::query("UPDATE events SET recorded_at = recorded_at - interval '10 days'")
+        .execute(operator.store.pool())
+        .await
+        .unwrap();
+    let client = aws_support::dynamodb(&aws_test_config().await);
+    operator.live_view(&client).await;
+    // DynamoDB's TTL has deleted them from the live table.
+    let live = operator.configured();
+    let tombstones: Vec<_> = client
+        .scan()
+        .table_name(&live.orders)
+        .filter_expression("attribute_exists(expires_at)")
+        .send()
+        .await
+        .unwrap()
+        .items()
+        .to_vec();
+    assert_eq!(tombstones.len(), 4, "completed twice, cancelled, rejected");
+    for tombstone in &tombstones {
+        client
+            .delete_item()
+            .table_name(&live.orders)
+            .key("pk", tombstone["pk"].clone())
+            .key("sk", tombstone["sk"].clone())
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let verify = operator.replay(&["verify", "active_orders"]).await;
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));
+    assert!(
+        text(&verify).contains("skipped 4 item(s): ended orders past their TTL"),
+        "{}",
+        text(&verify)
+    );
+}

@@ -10,7 +10,7 @@ mod progress;
 mod settings;
 mod swap;
 
-pub use compare::compare_tables;
+pub use compare::{compare_tables, compare_views, VerifyOptions};
 pub use progress::TablesProgress;
 pub use settings::{copy_table_settings, SettingsCopied};
 pub use swap::{finish_handover, roll_back_handover, swap_in_tables, HandoverEnd, TablesSwap};

@@ -181,9 +181,13 @@ enum Command {
     /// lag (its Kinesis checkpoints) is shown by `projectors leases`.
     List,
     /// Rebuild PROJECTION into a scratch target, compare it with the live view table by table
-    /// (row / item counts, every differing row or item), then drop the scratch target. Compare
-    /// while the live projector is caught up and no commands arrive, or live changes show up
-    /// as differences.
+    /// (row / item counts, every differing row or item), then drop the scratch target.
+    /// history/analytics: compare while the live projector is caught up and no commands
+    /// arrive, or live changes show up as differences. active_orders may run in production:
+    /// it streams both sides, skips ended orders past their TTL that DynamoDB deleted from the
+    /// live table, and compares an item only when its aggregate stands at the same sequence on
+    /// both sides, re-checking the others after 5 s (the scratch caught up again); it prints
+    /// how many it skipped and why.
     Verify {
         /// active_orders, history or analytics.
         projection: String,

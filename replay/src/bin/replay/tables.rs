@@ -5,8 +5,8 @@ use aws_sdk_dynamodb::Client;
 use event_store::PgEventStore;
 use projectors::projections::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
 use replay::dynamodb::{
-    compare_tables, drop_tables, empty_tables, existing_tables, finish_handover,
-    roll_back_handover, swap_in_tables, target_tables, HandoverEnd, TablesProgress,
+    compare_views, drop_tables, empty_tables, existing_tables, finish_handover, roll_back_handover,
+    swap_in_tables, target_tables, HandoverEnd, TablesProgress, VerifyOptions,
 };
 use replay::settings::Settings;
 use replay::{resolve_through, ProgressStore, RebuildOptions, RebuildProgress};
@@ -346,7 +346,15 @@ pub async fn verify_tables(settings: &Settings, scratch: Option<String>) -> anyh
             Source::Store,
         )
         .await?;
-        Ok::<_, anyhow::Error>(compare_tables(&client, &live, &scratch).await?)
+        // The re-check catches the scratch tables up with the store's end again, so commits
+        // the live projector applied meanwhile are on both sides.
+        let catch_up = || async {
+            let projection = ActiveOrdersProjection::new(client.clone(), scratch.clone());
+            replay::rebuild(&store, &projection, &progress, &options, |_| {}).await?;
+            Ok(())
+        };
+        let options = VerifyOptions::default();
+        Ok::<_, anyhow::Error>(compare_views(&client, &live, &scratch, &options, catch_up).await?)
     }
     .await;
     drop_tables(&client, &scratch)
