@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The soak-and-fault run (docs/reliability.md). Starts a stack of its own (a PostgreSQL cluster,
 # kinesalite and dynalite keeping their data on disk, moto) on ports of its own, runs the
-# pipeline's real processes on it under load, kills them and restarts its servers at random
-# moments, then checks that nothing acknowledged was lost or doubled. The stack is removed at
-# the end; the report and every process's log stay in .fault-run/<time>/.
+# pipeline's real processes (the flows included) on it under load, kills, pauses and cuts them
+# off and restarts its servers at random moments, then checks that nothing acknowledged was lost
+# or doubled and the flows stranded nothing. The report and logs stay in .fault-run/<time>/.
 #
 #   scripts/fault-run.sh                               10 minutes, 24 faults
 #   scripts/fault-run.sh --seconds 90 --faults 8       the short run scripts/test.sh runs
