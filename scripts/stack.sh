@@ -44,7 +44,9 @@ Commands:
   up              install what is missing, start everything that is not running,
                   create the databases, stream, tables and queues (idempotent; a
                   second 'up' changes nothing)
-  down [--purge]  stop what 'up' started (never an external DATABASE_URL server);
+  down [--purge] [NAME...]
+                  stop what 'up' started (never an external DATABASE_URL server), or only
+                  the named components (postgres, kinesis, dynamodb, moto);
                   data is kept. --purge also deletes the stack state (pg data, logs,
                   pid files, env file); the Python venv is kept as an install cache
                   (rm -rf the stack dir for a full wipe)
@@ -484,27 +486,37 @@ cmd_up() {
 }
 
 cmd_down() {
-    local purge=0 arg
+    local purge=0 arg names=() emulators=() stop_pg=0
     for arg in "$@"; do
         case $arg in
         --purge) purge=1 ;;
-        *) die "down: unknown option $arg" ;;
+        postgres) stop_pg=1 ;;
+        kinesis | dynamodb | moto) emulators+=("$arg") ;;
+        *) die "down: unknown option or component $arg (postgres, kinesis, dynamodb, moto, --purge)" ;;
         esac
     done
+    names=("${emulators[@]}")
+    ((stop_pg)) && names+=(postgres)
+    if ((${#names[@]} == 0)); then
+        emulators=(moto dynamodb kinesis)
+        stop_pg=1
+    elif ((purge)); then
+        die "down: --purge stops the whole stack; name no component with it"
+    fi
     lock_stack
     local name
-    for name in moto dynamodb kinesis; do # TERM all first, then wait for each
+    for name in "${emulators[@]}"; do # TERM all first, then wait for each
         if pid_alive "$RUN_DIR/$name.pid"; then
             log "stopping $name (pid $(<"$RUN_DIR/$name.pid"))"
             kill -TERM "$(<"$RUN_DIR/$name.pid")" 2>/dev/null || true
         fi
     done
-    for name in moto dynamodb kinesis; do
+    for name in "${emulators[@]}"; do
         stop_pidfile "$name" "$RUN_DIR/$name.pid" 10 quiet
     done
     find_pg_bin || true
     resolve_pg_dir
-    if private_pg_running_port >/dev/null; then
+    if ((stop_pg)) && private_pg_running_port >/dev/null; then
         log "stopping private PostgreSQL"
         as_pg "$PG_BIN/pg_ctl" stop -D "$PG_DATA" -m fast -w -t 60 >/dev/null ||
             warn "pg_ctl stop failed; see $LOG_DIR/postgres.log"
@@ -525,7 +537,11 @@ cmd_down() {
             rm -rf "$(pg_outside_dir)"
         fi
     fi
-    log "stack is down"
+    if ((${#names[@]})); then
+        log "stopped: ${names[*]}"
+    else
+        log "stack is down"
+    fi
 }
 
 cmd_restart() {
