@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # scripts/test.sh stops what it started (issue 19 item 1): run on a stack that is down, it
 # brings the stack up and stops it all again when it ends; run on a stack that is up, it leaves
-# it running. Runs scripts/test.sh for real (extra arguments, so no fault run or CDK tests) on a
+# it running; run on a stack that is partly up, it stops only the part it started. Runs scripts/test.sh for real (extra arguments, so no fault run or CDK tests) on a
 # stack dir and ports of its own, with a `cargo` on PATH that only records which stack
 # processes run while the tests would (no build: what is under test is the script).
 #
-#   scripts/tests/test-sh-stops-what-it-starts.sh     (scripts/test.sh runs it; about 40 s)
+#   scripts/tests/test-sh-stops-what-it-starts.sh     (scripts/test.sh runs it; about 80 s)
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -76,6 +76,18 @@ while read -r pid; do
   running "$pid" || fail "pid $pid was stopped by test.sh, which did not start it"
 done <"$work/up.pids"
 "$repo/scripts/stack.sh" status >/dev/null 2>&1 || fail "the stack is not up after test.sh"
+
+log "3. part of the stack is up: test.sh stops only what it started (dynamodb, moto)"
+"$repo/scripts/stack.sh" down dynamodb moto >/dev/null 2>&1 || fail "stack.sh down dynamodb moto exited $?"
+before="$(cat "$ORDERPIPE_STACK_DIR"/run/kinesis.pid; sed -n 1p "$(sed -n 's/^export ORDERPIPE_STACK_PG_DATA=//p' "$ORDERPIPE_STACK_DIR/env")/postmaster.pid")"
+run_test_sh "$work/partial.pids"
+while read -r pid; do
+  if grep -qx "$pid" <<<"$before"; then
+    running "$pid" || fail "pid $pid ran before test.sh and was stopped by it"
+  else
+    ! running "$pid" || fail "pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline")) was started by test.sh and still runs"
+  fi
+done <"$work/partial.pids"
 
 if ((failures)); then
   log "test-sh-stops-what-it-starts: $failures failure(s)"
