@@ -532,9 +532,13 @@ cmd_down() {
             *) rm -rf "$entry" ;;
             esac
         done
-        if [[ "$PG_DIR" == "$(pg_outside_dir)/pg" ]]; then
-            log "purging $(pg_outside_dir) (the PostgreSQL data of this stack)"
-            rm -rf "$(pg_outside_dir)"
+        local outside
+        outside=$(pg_outside_dir)
+        # Only a folder this stack made (see make_pg_outside_dir), never one another user owns.
+        if [[ "$PG_DIR" == "$outside/pg" && -d "$outside" && ! -L "$outside" ]] &&
+            [[ "$(stat -c %U "$outside")" == postgres || "$(stat -c %U "$outside")" == root ]]; then
+            log "purging $outside (the PostgreSQL data of this stack)"
+            rm -rf "$outside"
         fi
     fi
     if ((${#names[@]})); then

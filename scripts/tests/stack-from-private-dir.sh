@@ -3,7 +3,8 @@
 # repository's files into a folder of mode 700 (as root's home is), then runs `stack.sh up`,
 # `status` and `down` there with nothing set, on ports of its own, and checks that each exits 0,
 # that the PostgreSQL data went where the postgres user can reach it (when run as root), that
-# nothing it started is still running after `down`, and that `down --purge` removes that data.
+# nothing it started is still running after `down`, that `down --purge` removes that data, and
+# that a folder of that name made by another user is refused.
 #
 #   scripts/tests/stack-from-private-dir.sh      (scripts/test.sh runs it; about 15 s)
 #
@@ -101,6 +102,26 @@ fi
 scripts/stack.sh down --purge || fail "stack.sh down --purge exited $?"
 if [[ -n "$pg_data" && -e "$pg_data" ]]; then
   fail "down --purge left $pg_data"
+fi
+
+if [[ $EUID -eq 0 ]] && id -u nobody >/dev/null 2>&1; then
+  # /var/tmp is world-writable: a folder of the expected name made by another user is refused,
+  # and nothing starts.
+  squatted="/var/tmp/orderpipe-$(printf '%s' "$clone/.stack" | sha256sum | cut -c1-12)"
+  mkdir -m 777 "$squatted" && chown nobody: "$squatted"
+  if out="$(scripts/stack.sh up 2>&1)"; then
+    fail "stack.sh up accepted $squatted owned by nobody"
+  elif [[ $out != *"$squatted exists but belongs to nobody"* ]]; then
+    fail "stack.sh up refused $squatted without saying why: $out"
+  fi
+  [[ ! -e "$squatted/pg" ]] || fail "stack.sh up wrote into $squatted, owned by nobody"
+  for name in kinesis dynamodb moto; do
+    ! pid_alive ".stack/run/$name.pid" || fail "$name started although up was refused"
+  done
+  scripts/stack.sh down --purge >/dev/null 2>&1 || fail "stack.sh down --purge exited $? after a refused up"
+  [[ -d "$squatted" ]] || fail "down --purge removed $squatted, which another user owns"
+  log "a $squatted owned by nobody was refused: $(grep -o 'ERROR: .*' <<<"$out")"
+  rm -rf "$squatted"
 fi
 
 if ((failures)); then
