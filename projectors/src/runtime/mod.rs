@@ -10,8 +10,10 @@
 //!   shard consumers it starts and stops.
 //! - `consumer` (private): polls one shard, decodes records, applies them through the
 //!   [`Projection`](crate::projection::Projection), handles poison records, checkpoints.
-//! - [`dead_letters`] and [`parked`]: where poison records and the later commits of their
-//!   aggregates go; [`redrive`] applies parked commits once the projection is fixed.
+//! - [`dead_letters`] and [`parked`]: where poison records go, and the parked commits of a
+//!   stopped aggregate (poison, or not understood by this build, and every later commit);
+//!   [`redrive`] applies them once the projection is fixed, or on its own once a build that
+//!   understands them runs.
 //! - [`settings`] and [`app`]: the `projectors` binary's configuration and process shell.
 //! - [`kinesis`] and [`aws`]: thin per-operation wrappers over the SDK that keep its error and
 //!   classify it as retryable or not in one place.
@@ -30,8 +32,8 @@ pub mod settings;
 pub mod worker;
 
 pub use leases::{Checkpoint, Lease, LeaseTable, SequenceNumber};
-pub use parked::{ParkedRecord, ParkedStore};
-pub use redrive::{redrive, redrive_all, RedriveOutcome};
+pub use parked::{ParkedKind, ParkedRecord, ParkedStore};
+pub use redrive::{redrive, redrive_all, redrive_with, resume, RedriveOutcome, ResumeReport};
 pub use worker::{Worker, WorkerConfig, WorkerHealth};
 
 use std::error::Error;

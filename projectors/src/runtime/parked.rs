@@ -1,5 +1,8 @@
-//! Parked records: the commits of an aggregate that has a poison commit, kept in log order until
-//! an operator [redrives](crate::runtime::redrive) them, while every other aggregate proceeds.
+//! Parked records: the commits of an aggregate that is stopped, kept in log order while every
+//! other aggregate proceeds. An aggregate stops at a commit that fails deterministically
+//! (poison, until an operator [redrives](crate::runtime::redrive) it) or at a commit this build
+//! does not understand (until a build that knows its events resumes it, by a redrive or on its
+//! own: [`crate::runtime::redrive::resume`]); every later commit of it parks behind that one.
 //!
 //! A DynamoDB table with partition key `parked_key` (`<projection>#<aggregate_type>#<aggregate_id>`,
 //! a string) and sort key `position` (the commit's first global position, a number): a query
@@ -11,7 +14,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
-use commit_log::LoggedCommit;
+use commit_log::CommitHeader;
 
 use crate::runtime::aws::AwsCallError;
 use crate::runtime::RuntimeError;
@@ -62,6 +65,45 @@ impl ClearAggregates {
     }
 }
 
+/// Why a commit is parked; the head of an aggregate's queue says what resumes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ParkedKind {
+    /// It failed deterministically (also in the dead-letter queue): an operator fixes the
+    /// cause and redrives.
+    Poison,
+    /// This build does not understand its events (a writer deployed before its readers): a
+    /// build that does resumes it.
+    NotUnderstood,
+    /// An earlier commit of its aggregate is parked; at the head of the queue (its predecessor
+    /// was applied by a redrive that had already read the queue) it is resumed automatically.
+    Behind,
+}
+
+impl ParkedKind {
+    /// Its name in the table and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParkedKind::Poison => "poison",
+            ParkedKind::NotUnderstood => "not_understood",
+            ParkedKind::Behind => "behind",
+        }
+    }
+
+    fn parse(kind: Option<&str>, reason: &str) -> Self {
+        match kind {
+            Some("not_understood") => ParkedKind::NotUnderstood,
+            Some("behind") => ParkedKind::Behind,
+            Some(_) => ParkedKind::Poison,
+            // Parked before kinds were recorded: the reason tells.
+            None if reason == PARKED_BEHIND => ParkedKind::Behind,
+            None => ParkedKind::Poison,
+        }
+    }
+}
+
+/// The reason of a commit parked behind an earlier one of its aggregate.
+pub(crate) const PARKED_BEHIND: &str = "an earlier commit of this aggregate is parked";
+
 /// One parked commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParkedRecord {
@@ -77,29 +119,35 @@ pub struct ParkedRecord {
     pub shard_id: String,
     /// Its sequence number in that shard.
     pub sequence_number: String,
-    /// Why it was parked (the poison reason, or that an earlier commit is parked).
+    /// What resumes it.
+    pub kind: ParkedKind,
+    /// Why it was parked (the poison reason, what this build does not understand, or that an
+    /// earlier commit is parked).
     pub reason: String,
     /// The log record's bytes.
     pub data: Vec<u8>,
 }
 
 impl ParkedRecord {
-    /// The parked record of `commit`, read as `data` from `shard_id` at `sequence_number`.
+    /// The parked record of the commit `header` describes, read as `data` from `shard_id` at
+    /// `sequence_number`.
     pub fn new(
         projection: &str,
-        commit: &LoggedCommit,
+        header: &CommitHeader,
         shard_id: &str,
         sequence_number: &str,
+        kind: ParkedKind,
         reason: String,
         data: Vec<u8>,
     ) -> Self {
         Self {
             projection: projection.to_owned(),
-            aggregate_type: commit.aggregate_type.clone(),
-            aggregate_id: commit.aggregate_id.clone(),
-            position: commit.first_position(),
+            aggregate_type: header.aggregate_type.clone(),
+            aggregate_id: header.aggregate_id.clone(),
+            position: header.first_position,
             shard_id: shard_id.to_owned(),
             sequence_number: sequence_number.to_owned(),
+            kind,
             reason,
             data,
         }
@@ -157,6 +205,7 @@ impl ParkedStore {
                 "sequence_number",
                 AttributeValue::S(record.sequence_number.clone()),
             )
+            .item("kind", AttributeValue::S(record.kind.as_str().to_owned()))
             .item("reason", AttributeValue::S(record.reason.clone()))
             .item("record", AttributeValue::B(Blob::new(record.data.clone())))
             .condition_expression("attribute_not_exists(parked_key)")
@@ -294,7 +343,10 @@ fn parse_parked(item: &HashMap<String, AttributeValue>) -> Result<ParkedRecord, 
             .cloned()
             .ok_or_else(|| RuntimeError::MalformedParked(format!("no {name}")))
     };
+    let reason = text("reason")?;
     Ok(ParkedRecord {
+        kind: ParkedKind::parse(text("kind").ok().as_deref(), &reason),
+        reason,
         projection: text("projection")?,
         aggregate_type: text("aggregate_type")?,
         aggregate_id: text("aggregate_id")?,
@@ -305,7 +357,6 @@ fn parse_parked(item: &HashMap<String, AttributeValue>) -> Result<ParkedRecord, 
             .ok_or_else(|| RuntimeError::MalformedParked("no numeric position".into()))?,
         shard_id: text("shard_id")?,
         sequence_number: text("sequence_number")?,
-        reason: text("reason")?,
         data: item
             .get("record")
             .and_then(|v| v.as_b().ok())
