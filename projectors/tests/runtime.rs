@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use commit_log::Vocabulary;
 use projectors::projection::Projection;
-use projectors::runtime::{redrive, Checkpoint, ParkedKind, Worker};
+use projectors::runtime::{redrive, redrive_all, Checkpoint, ParkedKind, Worker};
 use runtime_support::{complete, eventually, rounds, Fixture, Recorder, LEASE_DURATION, TYPE};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -309,10 +309,12 @@ async fn a_poison_record_is_dead_lettered_its_aggregate_parked_and_redriven_once
     assert_eq!((early.applied, early.remaining), (0, 4));
     assert!(early.stopped_at.is_some());
     recorder.fix();
-    let outcome = redrive(recorder.as_ref(), &parked, TYPE, "sick")
-        .await
-        .unwrap();
-    assert_eq!((outcome.applied, outcome.stopped_at), (4, None));
+    // `projectors redrive --projection recorder` without --aggregate: every parked aggregate.
+    let outcomes = redrive_all(recorder.as_ref(), &parked).await.unwrap();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    let (kind, id, outcome) = &outcomes[0];
+    assert_eq!((kind.as_str(), id.as_str()), (TYPE, "sick"));
+    assert_eq!((outcome.applied, outcome.stopped_at.clone()), (4, None));
     assert_eq!(recorder.view().get("sick"), Some(&vec![1, 2, 3, 4, 5]));
     assert!(parked
         .list("recorder", TYPE, "sick")

@@ -297,7 +297,9 @@ impl ParkedStore {
                 .client
                 .scan()
                 .table_name(&self.table)
-                .filter_expression("projection = :projection")
+                // PROJECTION is a DynamoDB reserved word: it must go through a name placeholder.
+                .filter_expression("#projection = :projection")
+                .expression_attribute_names("#projection", "projection")
                 .expression_attribute_values(":projection", AttributeValue::S(projection.into()))
                 .consistent_read(true)
                 .set_exclusive_start_key(start_key)
