@@ -622,7 +622,8 @@ mod tests {
         // 1.1 added.
         let mut newer = recorded(1, 1, availability(true));
         newer.event_version = "1.1".into();
-        let (_, what) = not_understood_parts(decode(&encode(&[newer.clone()]).unwrap()).unwrap_err());
+        let (_, what) =
+            not_understood_parts(decode(&encode(&[newer.clone()]).unwrap()).unwrap_err());
         assert_eq!(what, "event MenuItemAvailabilityChanged v1.1");
 
         // v2.0 with a shape this build cannot parse at all: still not poison.

@@ -10,9 +10,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use futures::future::join_all;
 use projectors::projection::Projection;
-use projectors::runtime::{
-    self, error_chain, ParkedStore, RedriveOutcome, RuntimeError, Worker,
-};
+use projectors::runtime::{self, error_chain, ParkedStore, RedriveOutcome, RuntimeError, Worker};
 use service_kit::admin::{self, HealthCheck};
 use tokio::net::TcpListener;
 use tokio::sync::watch;

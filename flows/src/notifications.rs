@@ -167,7 +167,9 @@ impl Notifications {
             .await
             .map_err(|error| {
                 let refused = matches!(
-                    error.as_service_error().and_then(ProvideErrorMetadata::code),
+                    error
+                        .as_service_error()
+                        .and_then(ProvideErrorMetadata::code),
                     Some("InvalidMessageContents" | "InvalidParameterValue")
                 );
                 if refused && !aws_support::is_retryable(&error) {

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use projectors::runtime::app::{build_projections, Application};
-use projectors::runtime::settings::Settings;
 use projectors::runtime::redrive::describe_redrive;
+use projectors::runtime::settings::Settings;
 use projectors::runtime::{redrive, redrive_all, LeaseTable, ParkedStore};
 use service_kit::{shutdown, telemetry};
 

@@ -351,7 +351,11 @@ async fn a_dependency_down_longer_than_every_retry_parks_nothing_and_the_shard_r
     .await;
     let parked = fixture.parked();
     assert!(
-        parked.list("recorder", TYPE, "flaky").await.unwrap().is_empty(),
+        parked
+            .list("recorder", TYPE, "flaky")
+            .await
+            .unwrap()
+            .is_empty(),
         "a transient failure parks nothing"
     );
     assert!(parked
@@ -453,9 +457,11 @@ async fn an_event_this_build_does_not_know_stops_its_aggregate_and_is_never_dead
     })
     .await;
     let parked = fixture.parked();
-    eventually("the unknown commit and its successors are parked", WAIT, || async {
-        parked.list("recorder", TYPE, "ahead").await.unwrap().len() == 3
-    })
+    eventually(
+        "the unknown commit and its successors are parked",
+        WAIT,
+        || async { parked.list("recorder", TYPE, "ahead").await.unwrap().len() == 3 },
+    )
     .await;
     assert_eq!(recorder.view().get("ahead"), Some(&vec![1, 2]));
     let waiting = parked.list("recorder", TYPE, "ahead").await.unwrap();
@@ -526,8 +532,18 @@ async fn after_an_upgrade_a_restart_or_a_redrive_applies_the_stopped_aggregates_
     let parked = fixture.parked();
     eventually("the old build stops both aggregates", WAIT, || async {
         recorder.view().get("steady") == Some(&vec![1, 2, 3, 4, 5])
-            && parked.list("recorder", TYPE, "by-restart").await.unwrap().len() == 3
-            && parked.list("recorder", TYPE, "by-redrive").await.unwrap().len() == 3
+            && parked
+                .list("recorder", TYPE, "by-restart")
+                .await
+                .unwrap()
+                .len()
+                == 3
+            && parked
+                .list("recorder", TYPE, "by-redrive")
+                .await
+                .unwrap()
+                .len()
+                == 3
     })
     .await;
     let heads: Vec<ParkedKind> = parked
@@ -557,18 +573,30 @@ async fn after_an_upgrade_a_restart_or_a_redrive_applies_the_stopped_aggregates_
         .await
         .unwrap();
     assert_eq!((outcome.applied, outcome.stopped_at), (3, None));
-    assert_eq!(recorder.view().get("by-redrive"), Some(&vec![1, 2, 3, 4, 5]));
+    assert_eq!(
+        recorder.view().get("by-redrive"),
+        Some(&vec![1, 2, 3, 4, 5])
+    );
 
     // ...and the new build's worker resumes the other on its own when it starts.
-    let (task, stop) = start(&fixture, "new-build", &fixture.leases_table, recorder.clone());
-    eventually("the restart resumes the stopped aggregate", WAIT, || async {
-        recorder.view().get("by-restart") == Some(&vec![1, 2, 3, 4, 5])
-            && parked
-                .list("recorder", TYPE, "by-restart")
-                .await
-                .unwrap()
-                .is_empty()
-    })
+    let (task, stop) = start(
+        &fixture,
+        "new-build",
+        &fixture.leases_table,
+        recorder.clone(),
+    );
+    eventually(
+        "the restart resumes the stopped aggregate",
+        WAIT,
+        || async {
+            recorder.view().get("by-restart") == Some(&vec![1, 2, 3, 4, 5])
+                && parked
+                    .list("recorder", TYPE, "by-restart")
+                    .await
+                    .unwrap()
+                    .is_empty()
+        },
+    )
     .await;
     fixture.put(rounds(&fixture, &ids, 6..=6)).await;
     eventually("every aggregate is live again", WAIT, || async {

@@ -215,7 +215,9 @@ impl Projection for AnalyticsProjection {
             .execute(&mut *tx)
             .await
             .map_err(database_failure)?;
-        let mut applied = read_applied(&mut tx, commits).await.map_err(database_failure)?;
+        let mut applied = read_applied(&mut tx, commits)
+            .await
+            .map_err(database_failure)?;
         let mut batch = Batch::default();
         let tracked = [ORDER, INVENTORY, LOYALTY, MENU];
         let stopped = gather(commits, &tracked, &mut applied, |commit, before| {

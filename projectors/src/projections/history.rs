@@ -157,7 +157,9 @@ impl Projection for HistoryProjection {
             |commit, before| batch.add(commit, before).map(drop),
         );
         write(&batch, &mut tx).await.map_err(database_failure)?;
-        write_applied(&mut tx, &applied).await.map_err(database_failure)?;
+        write_applied(&mut tx, &applied)
+            .await
+            .map_err(database_failure)?;
         tx.commit().await.map_err(database_failure)?;
         stopped.map_or(Ok(()), Err)
     }

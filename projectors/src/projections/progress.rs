@@ -106,9 +106,9 @@ pub(crate) fn gap(index: usize, commit: &LoggedCommit, applied: u64) -> Projecti
 /// an operator must restore) is retried until it passes, never parked.
 pub(crate) fn database_failure(error: sqlx::Error) -> ProjectionError {
     let refused = match &error {
-        sqlx::Error::Database(database) => database
-            .code()
-            .is_some_and(|code| refuses_the_data(&code)),
+        sqlx::Error::Database(database) => {
+            database.code().is_some_and(|code| refuses_the_data(&code))
+        }
         _ => false,
     };
     if refused {
@@ -158,7 +158,9 @@ mod tests {
         }
         // Unique violations (a racing writer), serialization failures, deadlocks, lock and
         // statement timeouts, admin shutdowns, a missing table: retried.
-        for code in ["23505", "40001", "40P01", "55P03", "57014", "57P01", "42P01"] {
+        for code in [
+            "23505", "40001", "40P01", "55P03", "57014", "57P01", "42P01",
+        ] {
             assert!(!refuses_the_data(code), "{code}");
         }
     }
