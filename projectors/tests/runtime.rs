@@ -612,3 +612,96 @@ async fn after_an_upgrade_a_restart_or_a_redrive_applies_the_stopped_aggregates_
     task.await.unwrap();
     fixture.tear_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_reads_each_shard_once_for_all_its_projections() {
+    let fixture = Fixture::new(1).await;
+    let ids = aggregates("fan", 20);
+    // 300 records: 12 pages of 25.
+    fixture.put(rounds(&fixture, &ids, 1..=15)).await;
+    let first = Recorder::new("first");
+    let second = Recorder::new("second");
+    let third = Recorder::new("third");
+    let worker = Worker::new(
+        &fixture.sdk,
+        fixture.worker_config("fan-out", &fixture.leases_table),
+        vec![
+            first.clone() as Arc<dyn Projection>,
+            second.clone() as Arc<dyn Projection>,
+            third.clone() as Arc<dyn Projection>,
+        ],
+    );
+    let calls = worker.get_records_calls();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    eventually("every projection applies the whole shard", WAIT, || async {
+        [&first, &second, &third]
+            .iter()
+            .all(|recorder| complete(&recorder.view(), &ids, 15))
+    })
+    .await;
+    let used = calls.get();
+    // One reader: 12 pages once, plus the empty answers at the tip while the test looks. Three
+    // groups reading on their own would need 36 calls for the pages alone.
+    println!("{used} GetRecords calls for 12 pages and three projections");
+    assert!(used < 24, "{used} calls: the shard was read more than once");
+
+    // Idle at the tip: at most one call per poll interval (200 ms here) for all three.
+    let before = calls.get();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = calls.get() - before;
+    assert!(idle <= 11, "{idle} calls in 2 s at 200 ms");
+    for recorder in [&first, &second, &third] {
+        assert_eq!(recorder.gaps.load(Ordering::SeqCst), 0);
+    }
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    fixture.tear_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_stalled_on_its_store_holds_no_other_back_and_catches_up_behind_the_shared_reader(
+) {
+    let fixture = Fixture::new(1).await;
+    let ids = aggregates("lag", 20);
+    let fast = Recorder::new("fast");
+    let stalled = Recorder::new("stalled");
+    stalled.unreachable_for("lag-0");
+    let worker = Worker::new(
+        &fixture.sdk,
+        fixture.worker_config("two-paces", &fixture.leases_table),
+        vec![
+            fast.clone() as Arc<dyn Projection>,
+            stalled.clone() as Arc<dyn Projection>,
+        ],
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    // 400 records: twice what the reader keeps (8 pages of 25), so the stalled projection
+    // must read behind it on its own when its store is back.
+    for round in 1..=20 {
+        fixture.put(rounds(&fixture, &ids, round..=round)).await;
+    }
+    eventually("the fast projection applies everything", WAIT, || async {
+        complete(&fast.view(), &ids, 20)
+    })
+    .await;
+    assert!(
+        stalled.count() < 20,
+        "the stalled one is still at its first batch"
+    );
+    stalled.fix();
+    eventually("the stalled projection catches up", WAIT, || async {
+        complete(&stalled.view(), &ids, 20)
+    })
+    .await;
+    assert_eq!(fast.gaps.load(Ordering::SeqCst), 0);
+    assert_eq!(stalled.gaps.load(Ordering::SeqCst), 0);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    fixture.tear_down().await;
+}

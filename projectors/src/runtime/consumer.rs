@@ -1,5 +1,6 @@
-//! One projection's consumer of one shard: polls GetRecords within the shard's limits, decodes
-//! each record, applies batches through the projection, and checkpoints after each batch.
+//! One projection's consumer of one shard: reads the shard through the process's shared reader
+//! (one GetRecords pace per shard for every group), decodes each record, applies batches
+//! through the projection, and checkpoints after each batch.
 //!
 //! What cannot be applied now stops its aggregate, never the shard and never silently:
 //! - bytes that are not a commit envelope go to the dead-letter queue (no aggregate to stop);
@@ -21,18 +22,18 @@ use std::time::Duration;
 use commit_log::{CommitHeader, LoggedCommit, Vocabulary};
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::{watch, Mutex};
-use tokio::time::Instant;
 
 use crate::projection::{Projection, ProjectionError};
 use crate::runtime::aws::AwsCallError;
 use crate::runtime::backoff::Backoff;
 use crate::runtime::dead_letters::{DeadLetter, DeadLetterQueue};
-use crate::runtime::kinesis::{self, GetRecordsError, KinesisRecord};
+use crate::runtime::kinesis::{GetRecordsError, KinesisRecord};
 use crate::runtime::leases::{Checkpoint, Lease, LeaseError, LeaseTable, SequenceNumber};
 use crate::runtime::meters;
 use crate::runtime::parked::{
     parked_key, ClearAggregates, ParkedKind, ParkedRecord, ParkedStore, PARKED_BEHIND,
 };
+use crate::runtime::shard_reader::{Cursor, ShardReaders};
 use crate::runtime::{error_chain, RuntimeError};
 
 /// First delay after a throttled or failed AWS call; doubles up to [`AWS_RETRY_MAX`].
@@ -49,14 +50,11 @@ const PARKED_LOOKUPS: usize = 16;
 /// What every consumer of a worker shares.
 #[derive(Clone)]
 pub(crate) struct ConsumerContext {
-    pub(crate) kinesis: aws_sdk_kinesis::Client,
-    pub(crate) stream: String,
+    /// One reader per shard for every group of the process.
+    pub(crate) readers: Arc<ShardReaders>,
     pub(crate) leases: LeaseTable,
     pub(crate) parked: ParkedStore,
     pub(crate) dead_letters: DeadLetterQueue,
-    pub(crate) batch_size: i32,
-    /// Time between two GetRecords calls of one consumer.
-    pub(crate) poll_interval: Duration,
     /// Consecutive transient failures of one batch after which the shard counts as stalled
     /// (alarm gauge, error logs); the retries go on.
     pub(crate) max_apply_attempts: u32,
@@ -139,45 +137,38 @@ impl ShardConsumer {
             Checkpoint::TrimHorizon => None,
             Checkpoint::ShardEnd => return Ok(ConsumerExit::ShardEnded),
         };
-        let mut iterator = self.iterator(&start).await?;
+        // Shared with this process's other groups on the shard: it paces the calls.
+        let reader = self.context.readers.reader(&self.shard_id);
+        let mut cursor = Cursor::new(start);
         let mut throttled = Backoff::new(AWS_RETRY_INITIAL, AWS_RETRY_MAX);
-        let mut next_call = Instant::now();
         loop {
-            tokio::select! {
-                () = tokio::time::sleep_until(next_call) => {}
+            let page = tokio::select! {
+                page = reader.next_page(&mut cursor) => page,
                 () = stop_requested(self.stop.clone()) => return Ok(ConsumerExit::Stopped),
-            }
-            next_call = Instant::now() + self.context.poll_interval;
-            let Some(current) = iterator.as_deref() else {
-                return self.end_shard().await;
             };
-            let page = match kinesis::get_records(
-                &self.context.kinesis,
-                current,
-                self.context.batch_size,
-            )
-            .await
-            {
+            let page = match page {
                 Ok(page) => {
                     throttled.reset();
                     page
                 }
-                Err(GetRecordsError::ExpiredIterator) => {
-                    let checkpoint = self.lease.lease.lock().await.checkpoint.clone();
-                    iterator = self.iterator(&checkpoint).await?;
-                    continue;
-                }
                 Err(GetRecordsError::Call(error)) if error.retryable => {
                     self.count_error("kinesis");
                     tracing::warn!(shard = %self.shard_id, error = %error_chain(&error), "GetRecords failed; backing off");
-                    next_call = Instant::now() + throttled.next_delay();
-                    continue;
+                    tokio::select! {
+                        () = tokio::time::sleep(throttled.next_delay()) => continue,
+                        () = stop_requested(self.stop.clone()) => return Ok(ConsumerExit::Stopped),
+                    }
                 }
+                // The reader renews expired iterators itself.
+                Err(GetRecordsError::ExpiredIterator) => continue,
                 Err(GetRecordsError::Call(error)) => {
                     self.count_error("kinesis");
                     return Err(error.into());
                 }
             };
+            if page.ended {
+                return self.end_shard().await;
+            }
             if let Some(behind) = page.millis_behind_latest {
                 self.lease.millis_behind.store(behind, Ordering::Relaxed);
                 metrics::gauge!(
@@ -187,8 +178,8 @@ impl ShardConsumer {
                 )
                 .set(behind as f64);
             }
-            // Kinesis never repeats a record after AFTER_SEQUENCE_NUMBER; the filter keeps a
-            // checkpoint from ever moving backwards if an iterator misbehaves.
+            // The reader serves only records after the cursor; the filter keeps a checkpoint
+            // from ever moving backwards if an iterator misbehaves.
             let records: Vec<KinesisRecord> = page
                 .records
                 .into_iter()
@@ -214,7 +205,6 @@ impl ShardConsumer {
                 }
                 last_applied = Some(sequence);
             }
-            iterator = page.next_iterator;
         }
     }
 
@@ -226,19 +216,6 @@ impl ShardConsumer {
         } else {
             Ok(ConsumerExit::LeaseLost)
         }
-    }
-
-    async fn iterator(&self, checkpoint: &Checkpoint) -> Result<Option<String>, RuntimeError> {
-        Ok(self
-            .retrying("kinesis", || {
-                kinesis::shard_iterator(
-                    &self.context.kinesis,
-                    &self.context.stream,
-                    &self.shard_id,
-                    checkpoint,
-                )
-            })
-            .await?)
     }
 
     /// Decodes a batch, sets aside what cannot or must not be applied, applies the rest.

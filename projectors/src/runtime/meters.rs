@@ -25,6 +25,11 @@ pub(crate) const APPLY_STALLED: &str = "orderpipe_projector_apply_stalled";
 /// operator's redrive; `not_understood`: an upgraded build), as of the last resume pass.
 pub(crate) const PARKED_AGGREGATES: &str = "orderpipe_projector_parked_aggregates";
 
+/// Counter `{shard}`: GetRecords calls this process made on the shard, all its consumer groups
+/// together (one reader per shard per process). Its rate, summed over the processes reading the
+/// stream, must stay under Kinesis's 5 calls per second per shard.
+pub(crate) const GET_RECORDS_TOTAL: &str = "orderpipe_projector_get_records_total";
+
 /// Counts one error of `kind` on a shard.
 pub(crate) fn error(projection: &str, shard: &str, kind: &'static str) {
     metrics::counter!(

@@ -23,6 +23,7 @@ use crate::runtime::leases::{Checkpoint, Lease, LeaseError, LeaseTable};
 use crate::runtime::meters;
 use crate::runtime::parked::{ParkedKind, ParkedStore};
 use crate::runtime::redrive::resume;
+use crate::runtime::shard_reader::{GetRecordsCalls, ShardReaders};
 use crate::runtime::{error_chain, RuntimeError};
 
 /// What a worker needs to know.
@@ -47,9 +48,11 @@ pub struct WorkerConfig {
     /// stalled (alarm gauge `orderpipe_projector_apply_stalled`, error logs). The batch is
     /// retried until it passes whatever this is: a transient failure never parks anything.
     pub max_apply_attempts: u32,
-    /// Time between GetRecords calls on one shard, across all projections: each projection's
-    /// consumer waits this times the number of projections, so together they stay under
-    /// Kinesis's five calls per second per shard (200 ms does exactly that).
+    /// Least time between two GetRecords calls of this process on one shard, all its
+    /// projections together: they read each shard through one shared reader
+    /// ([`crate::runtime::shard_reader`]). Every process reading the stream spends its share of
+    /// Kinesis's five calls per second per shard: 400 ms (2.5 calls/s) each for one `projectors`
+    /// and one `flows` process; 200 ms for a process alone.
     pub poll_interval: Duration,
     /// How often the stream's shard list is read for new shards (also after a shard ends), and
     /// how often stopped aggregates that need no operator are resumed
@@ -127,18 +130,19 @@ impl Worker {
         let kinesis = aws_support::kinesis(sdk);
         let dynamodb = aws_support::dynamodb(sdk);
         let leases = LeaseTable::new(dynamodb.clone(), &config.leases_table);
-        let consumers = u32::try_from(projections.len().max(1)).unwrap_or(u32::MAX);
         let context = Arc::new(ConsumerContext {
-            kinesis: kinesis.clone(),
-            stream: config.stream_name.clone(),
+            readers: Arc::new(ShardReaders::new(
+                kinesis.clone(),
+                config.stream_name.clone(),
+                i32::try_from(config.batch_size.clamp(1, 10_000)).unwrap_or(10_000),
+                config.poll_interval,
+            )),
             leases: leases.clone(),
             parked: ParkedStore::new(dynamodb, &config.parked_table),
             dead_letters: DeadLetterQueue::new(
                 aws_support::sqs(sdk),
                 &config.dead_letter_queue_url,
             ),
-            batch_size: i32::try_from(config.batch_size.clamp(1, 10_000)).unwrap_or(10_000),
-            poll_interval: config.poll_interval * consumers,
             max_apply_attempts: config.max_apply_attempts.max(1),
             vocabulary: Vocabulary::this_build().clone(),
         });
@@ -159,6 +163,11 @@ impl Worker {
         context.vocabulary = vocabulary;
         self.context = Arc::new(context);
         self
+    }
+
+    /// The GetRecords calls this worker makes, all shards and projections together.
+    pub fn get_records_calls(&self) -> GetRecordsCalls {
+        self.context.readers.calls()
     }
 
     /// Its `/health` check.
