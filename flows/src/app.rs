@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
+use commit_log::Vocabulary;
 use futures::future::join_all;
 use projectors::projection::Projection;
 use projectors::runtime::{self, error_chain, ParkedStore, RedriveOutcome, RuntimeError, Worker};
@@ -241,6 +242,13 @@ impl Application {
             health: Arc::new(AllHealthy(checks)),
             admin_listener,
         })
+    }
+
+    /// The same process with its log consumers reading only the events `vocabulary` knows: the
+    /// flows of an older build, for the tests of rolling upgrades.
+    pub fn with_vocabulary(mut self, vocabulary: Vocabulary) -> Self {
+        self.worker = self.worker.map(|worker| worker.with_vocabulary(vocabulary));
+        self
     }
 
     /// The bound admin address (the real port when the settings said 0).

@@ -19,7 +19,7 @@ use crate::support::{create_table, eventually, Pipeline, SECRET, STORE};
 use crate::workload::{open_the_store, Clients};
 
 /// Settings of a flows process that runs only the saga, on fresh tables and queues.
-async fn saga_settings(pipeline: &Pipeline) -> Settings {
+pub(crate) async fn saga_settings(pipeline: &Pipeline) -> Settings {
     let sqs = aws_sdk_sqs::Client::new(&pipeline.sdk);
     let queue = |name: String| {
         let sqs = sqs.clone();
@@ -64,6 +64,32 @@ async fn saga_settings(pipeline: &Pipeline) -> Settings {
     settings
 }
 
+/// `customer` orders one latte ($4.50) with no payment token (the store records the payment);
+/// returns the order id.
+pub(crate) async fn place_order(pipeline: &Pipeline, customer: &str) -> String {
+    let order_id = uuid::Uuid::new_v4().to_string();
+    OrderServiceClient::with_interceptor(
+        pipeline.channel.clone(),
+        pipeline.bearer(Role::Customer, customer),
+    )
+    .place_order(pb::PlaceOrderRequest {
+        idempotency_key: format!("place-{order_id}"),
+        order_id: order_id.clone(),
+        store_id: STORE.into(),
+        customer_id: customer.into(),
+        lines: vec![pb::OrderLine {
+            sku: "LATTE-12".into(),
+            quantity: 1,
+            customisations: vec![],
+        }],
+        note: String::new(),
+        payment_token: String::new(),
+    })
+    .await
+    .unwrap();
+    order_id
+}
+
 #[tokio::test]
 async fn a_parked_saga_commit_is_applied_by_flows_redrive_once_the_cause_is_gone() {
     let pipeline = Pipeline::start().await;
@@ -80,26 +106,7 @@ async fn a_parked_saga_commit_is_applied_by_flows_redrive_once_the_cause_is_gone
     .unwrap();
     let flows = tokio::spawn(async move { app.run_until_stopped(pending()).await.unwrap() });
 
-    let order_id = uuid::Uuid::new_v4().to_string();
-    OrderServiceClient::with_interceptor(
-        pipeline.channel.clone(),
-        pipeline.bearer(Role::Customer, "c-1"),
-    )
-    .place_order(pb::PlaceOrderRequest {
-        idempotency_key: format!("place-{order_id}"),
-        order_id: order_id.clone(),
-        store_id: STORE.into(),
-        customer_id: "c-1".into(),
-        lines: vec![pb::OrderLine {
-            sku: "LATTE-12".into(),
-            quantity: 1,
-            customisations: vec![],
-        }],
-        note: String::new(),
-        payment_token: String::new(),
-    })
-    .await
-    .unwrap();
+    let order_id = place_order(&pipeline, "c-1").await;
 
     let parked = ParkedStore::new(pipeline.dynamodb.clone(), &settings.dynamodb.parked_table);
     eventually("the saga to park the order's commit", || async {
