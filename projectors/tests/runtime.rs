@@ -473,6 +473,8 @@ async fn an_event_this_build_does_not_know_stops_its_aggregate_and_is_never_dead
     );
     assert!(waiting.windows(2).all(|w| w[0].position < w[1].position));
     assert!(!waiting[0].data.is_empty(), "the raw record is kept");
+    assert_eq!(waiting[0].sequence_range, (3, 3), "with its header");
+    assert_eq!(waiting[0].last_position, waiting[0].position);
     let letters = fixture.dead_letters_within(Duration::from_secs(2)).await;
     assert!(letters.is_empty(), "never dead-lettered: {letters:?}");
 

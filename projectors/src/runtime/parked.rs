@@ -115,6 +115,11 @@ pub struct ParkedRecord {
     pub aggregate_id: String,
     /// Its first global position: parked commits are applied in this order.
     pub position: u64,
+    /// Its last global position.
+    pub last_position: u64,
+    /// Its first and last sequence within the aggregate (0 for records parked before they were
+    /// recorded).
+    pub sequence_range: (u64, u64),
     /// The shard it was read from.
     pub shard_id: String,
     /// Its sequence number in that shard.
@@ -145,6 +150,8 @@ impl ParkedRecord {
             aggregate_type: header.aggregate_type.clone(),
             aggregate_id: header.aggregate_id.clone(),
             position: header.first_position,
+            last_position: header.last_position,
+            sequence_range: (header.first_sequence, header.last_sequence),
             shard_id: shard_id.to_owned(),
             sequence_number: sequence_number.to_owned(),
             kind,
@@ -191,6 +198,18 @@ impl ParkedStore {
                 )),
             )
             .item("position", AttributeValue::N(record.position.to_string()))
+            .item(
+                "last_position",
+                AttributeValue::N(record.last_position.to_string()),
+            )
+            .item(
+                "first_sequence",
+                AttributeValue::N(record.sequence_range.0.to_string()),
+            )
+            .item(
+                "last_sequence",
+                AttributeValue::N(record.sequence_range.1.to_string()),
+            )
             .item("projection", AttributeValue::S(record.projection.clone()))
             .item(
                 "aggregate_type",
@@ -346,7 +365,16 @@ fn parse_parked(item: &HashMap<String, AttributeValue>) -> Result<ParkedRecord, 
             .ok_or_else(|| RuntimeError::MalformedParked(format!("no {name}")))
     };
     let reason = text("reason")?;
+    // Absent from records parked before they were written.
+    let number = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
     Ok(ParkedRecord {
+        last_position: number("last_position"),
+        sequence_range: (number("first_sequence"), number("last_sequence")),
         kind: ParkedKind::parse(text("kind").ok().as_deref(), &reason),
         reason,
         projection: text("projection")?,
