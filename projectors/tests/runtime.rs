@@ -707,3 +707,82 @@ async fn a_projection_stalled_on_its_store_holds_no_other_back_and_catches_up_be
     task.await.unwrap();
     fixture.tear_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_build_that_understands_a_commit_but_cannot_apply_it_marks_it_poison() {
+    let fixture = Fixture::new(1).await;
+    let recorder = Recorder::new("recorder");
+    let ids = vec!["refused".to_owned()];
+    let mut records = rounds(&fixture, &ids, 1..=1);
+    records.push((
+        "refused".to_owned(),
+        fixture.commit_of(
+            "refused",
+            2,
+            "MenuItemPriceChanged",
+            serde_json::json!({"MenuItemPriceChanged": {"sku": "LATTE-12", "price": 350}}),
+        ),
+    ));
+    records.extend(rounds(&fixture, &ids, 3..=3));
+    fixture.put(records).await;
+    let parked = fixture.parked();
+    let older = Vocabulary::this_build()
+        .clone()
+        .without_event(TYPE, "MenuItemPriceChanged");
+    let old_build = Worker::new(
+        &fixture.sdk,
+        fixture.worker_config("old-build", &fixture.leases_table),
+        vec![recorder.clone() as Arc<dyn Projection>],
+    )
+    .with_vocabulary(older);
+    let (stop_old, stopped) = oneshot::channel::<()>();
+    let old_task = tokio::spawn(old_build.run(async {
+        let _ = stopped.await;
+    }));
+    eventually(
+        "the old build parks the commit it does not know",
+        WAIT,
+        || async {
+            parked
+                .list("recorder", TYPE, "refused")
+                .await
+                .unwrap()
+                .len()
+                == 2
+        },
+    )
+    .await;
+    stop_old.send(()).unwrap();
+    old_task.await.unwrap();
+
+    // The new build knows the event, but the view refuses it: it becomes the operator's.
+    recorder.break_on("refused", 2);
+    let (task, stop) = start(
+        &fixture,
+        "new-build",
+        &fixture.leases_table,
+        recorder.clone(),
+    );
+    eventually("the resume pass marks it poison", WAIT, || async {
+        parked
+            .list("recorder", TYPE, "refused")
+            .await
+            .unwrap()
+            .first()
+            .is_some_and(|head| head.kind == ParkedKind::Poison)
+    })
+    .await;
+    let head = &parked.list("recorder", TYPE, "refused").await.unwrap()[0];
+    assert!(head.reason.contains("broken on purpose"), "{head:?}");
+    assert_eq!(recorder.view().get("refused"), Some(&vec![1]));
+
+    recorder.fix();
+    let outcome = redrive(recorder.as_ref(), &parked, TYPE, "refused")
+        .await
+        .unwrap();
+    assert_eq!((outcome.applied, outcome.stopped_at), (2, None));
+    assert_eq!(recorder.view().get("refused"), Some(&vec![1, 2, 3]));
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    fixture.tear_down().await;
+}

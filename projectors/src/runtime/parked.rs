@@ -336,6 +336,50 @@ impl ParkedStore {
         }
     }
 
+    /// Marks a parked commit as poison with `reason`: it was understood and applied, and failed
+    /// deterministically, so only an operator's redrive will move it now.
+    pub async fn mark_poison(
+        &self,
+        record: &ParkedRecord,
+        reason: &str,
+    ) -> Result<(), AwsCallError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(
+                "parked_key",
+                AttributeValue::S(parked_key(
+                    &record.projection,
+                    &record.aggregate_type,
+                    &record.aggregate_id,
+                )),
+            )
+            .key("position", AttributeValue::N(record.position.to_string()))
+            .update_expression("SET #kind = :kind, reason = :reason")
+            .condition_expression("attribute_exists(parked_key)")
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_values(
+                ":kind",
+                AttributeValue::S(ParkedKind::Poison.as_str().to_owned()),
+            )
+            .expression_attribute_values(":reason", AttributeValue::S(reason.to_owned()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Applied and removed by someone else meanwhile: nothing to mark.
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(AwsCallError::from_sdk("dynamodb:UpdateItem(parked)", error)),
+        }
+    }
+
     /// Removes a parked commit once it is applied.
     pub async fn remove(&self, record: &ParkedRecord) -> Result<(), AwsCallError> {
         self.client

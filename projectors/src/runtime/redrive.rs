@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use commit_log::{LoggedCommit, Vocabulary};
 
-use crate::projection::Projection;
+use crate::projection::{Projection, ProjectionError};
 use crate::runtime::parked::{ParkedKind, ParkedStore};
 use crate::runtime::{error_chain, RuntimeError};
 
@@ -68,7 +68,18 @@ pub async fn redrive_with(
         }
         for (done, record) in records.iter().enumerate() {
             let failure = match commit_log::decode_with(&record.data, vocabulary) {
-                Ok(commit) => apply_one(projection, commit).await.err(),
+                Ok(commit) => match apply_one(projection, commit).await {
+                    Ok(()) => None,
+                    Err(error) => {
+                        let reason = error_chain(&error);
+                        // Understood and refused for good: it waits for an operator now, whatever
+                        // parked it (a build that did not know it, or a predecessor).
+                        if !error.is_transient() && record.kind != ParkedKind::Poison {
+                            parked.mark_poison(record, &reason).await?;
+                        }
+                        Some(reason)
+                    }
+                },
                 Err(error) if error.is_poison() => {
                     Some(format!("undecodable record: {}", error_chain(&error)))
                 }
@@ -161,8 +172,15 @@ pub async fn resume(
             stopped = outcome.stopped_at.is_some(),
             "stopped aggregate resumed"
         );
-        if outcome.stopped_at.is_some() {
-            *report.waiting.entry(head.kind).or_default() += 1;
+        if let Some((position, _)) = &outcome.stopped_at {
+            // What it waits for now: the kind of the record it stopped at, as the table says.
+            let kind = parked
+                .list(projection.name(), &aggregate_type, &aggregate_id)
+                .await?
+                .into_iter()
+                .find(|record| record.position == *position)
+                .map_or(head.kind, |record| record.kind);
+            *report.waiting.entry(kind).or_default() += 1;
         }
         report.resumed.push((aggregate_type, aggregate_id, outcome));
     }
@@ -188,9 +206,9 @@ pub fn describe_redrive(outcomes: &[(String, String, RedriveOutcome)]) -> String
     report
 }
 
-async fn apply_one(projection: &dyn Projection, commit: LoggedCommit) -> Result<(), String> {
-    projection
-        .apply(std::slice::from_ref(&commit))
-        .await
-        .map_err(|error| error_chain(&error))
+async fn apply_one(
+    projection: &dyn Projection,
+    commit: LoggedCommit,
+) -> Result<(), ProjectionError> {
+    projection.apply(std::slice::from_ref(&commit)).await
 }
