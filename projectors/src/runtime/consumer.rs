@@ -113,7 +113,8 @@ impl SharedLease {
 pub(crate) enum ConsumerExit {
     /// The shard is closed and read to its end; its lease says SHARD_END.
     ShardEnded,
-    /// Asked to stop: its last batch is applied and checkpointed.
+    /// Asked to stop: every batch it applied is checkpointed (a batch still waiting for its
+    /// dependency is left unapplied, for the next holder of the lease to read again).
     Stopped,
     /// Another worker took the lease; nothing was checkpointed after that.
     LeaseLost,
