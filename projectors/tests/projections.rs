@@ -935,7 +935,9 @@ async fn a_nul_in_a_note_is_refused_as_deterministic_and_fails_only_its_own_comm
             store_id: StoreId::parse(STORE).unwrap(),
             customer_id: CustomerId::parse("c-2").unwrap(),
             lines: vec![line("LATTE-12", "Latte", 1, &[], 450)],
-            note: Note::parse("no\0sugar").unwrap(),
+            // Read as the log holds it (the command API refuses such a note now; events written
+            // before that still carry it).
+            note: serde_json::from_value::<Note>(serde_json::json!("no\u{0}sugar")).unwrap(),
             total: Money::from_cents(450),
             payment_token: None,
         }],
