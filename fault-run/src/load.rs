@@ -113,12 +113,14 @@ pub struct Ledger {
     pub retries: u64,
     /// Of those, failures with INTERNAL (counted apart: they should not happen).
     pub internal_errors: u64,
-    /// Answers with CANCELLED, which no client retries (the contract: a command that ran out
-    /// of time answers DEADLINE_EXCEEDED or UNAVAILABLE); retried here so the other checks
-    /// still see every command settled, and failed as a check of its own.
+    /// Answers with CANCELLED from the server, which no client retries (the contract: a command
+    /// that ran out of time answers DEADLINE_EXCEEDED or UNAVAILABLE); retried here so the other
+    /// checks still see every command settled, and failed as a check of its own. tonic's own
+    /// CANCELLED (the client-side deadline, a dropped connection) counts as a client deadline.
     pub cancelled_answers: Vec<String>,
-    /// Attempts the client gave up waiting for ([`CLIENT_DEADLINE`]): a paused or cut-off
-    /// server, or a server that ignored the requested deadline.
+    /// Attempts the client gave up waiting for: the deadline it asked for passed (tonic enforces
+    /// it on the client's side) or [`CLIENT_DEADLINE`] did, or the connection dropped mid-call:
+    /// a paused, cut-off or killed server.
     pub client_deadlines: u64,
     /// Orders placed, by how they ended for the client.
     pub orders: OrderCounts,
@@ -582,9 +584,12 @@ impl Load {
                         ledger.retries += 1;
                         match status.code() {
                             Code::Internal => ledger.internal_errors += 1,
-                            Code::Cancelled => ledger
+                            Code::Cancelled if answered_by_server(&status) => ledger
                                 .cancelled_answers
                                 .push(format!("{rpc} {key}: {}", status.message())),
+                            // tonic's own: the requested deadline passed on the client's side
+                            // ("Timeout expired") or the connection went away mid-call.
+                            Code::Cancelled => ledger.client_deadlines += 1,
                             _ => {}
                         }
                     }
@@ -621,6 +626,14 @@ impl Load {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Whether a failure came from the server (its headers and trailers are in the metadata), not
+/// from the client's own transport: tonic answers CANCELLED itself when the deadline it sent
+/// passes without an answer ("Timeout expired") or the connection drops mid-call, with no
+/// metadata at all.
+fn answered_by_server(status: &Status) -> bool {
+    !status.metadata().is_empty()
 }
 
 /// A test card by the weights of [`CARDS`].
@@ -660,7 +673,22 @@ pub(crate) fn timed<T>(message: T) -> Request<T> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn tonic_s_own_cancellations_are_not_the_server_s_answer() {
+        // What tonic's client makes of its own deadline: no headers from anyone.
+        assert!(!answered_by_server(&Status::cancelled("Timeout expired")));
+        let mut from_server = Status::cancelled("Timeout expired");
+        from_server.metadata_mut().insert(
+            "content-type",
+            "application/grpc"
+                .parse()
+                .unwrap_or_else(|_| unreachable!()),
+        );
+        assert!(answered_by_server(&from_server));
+    }
 
     #[test]
     fn card_weights_add_up_to_a_hundred() {
