@@ -15,10 +15,12 @@
 
 mod aggregate_store;
 mod committer;
+mod deadline;
 mod error;
 pub mod metadata;
 mod outbox;
 mod reader;
+mod writer_transaction;
 
 use cqrs_es::persist::EventUpcaster;
 use cqrs_es::Aggregate;
@@ -26,6 +28,7 @@ use sqlx::PgPool;
 
 pub use aggregate_store::{AggregateStore, CommitOutcome, LoadedAggregate};
 pub use committer::{GroupCommitConfig, GroupCommitter};
+pub use deadline::with_commit_deadline;
 pub use error::StoreError;
 pub use outbox::{OutboxBacklog, OutboxCommit};
 pub use reader::RecordedEvent;
@@ -88,5 +91,11 @@ impl PgEventStore {
     /// The connection pool, for health checks.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Whether the group-commit writer gets its batches through (see
+    /// [`GroupCommitter::health`]).
+    pub fn writer_health(&self) -> Result<(), String> {
+        self.committer.health()
     }
 }
