@@ -203,3 +203,28 @@ async fn a_lock_timeout_leaves_no_broken_connection_in_a_pool_of_one() {
     cqrs.execute("log-2", "and again".into()).await.unwrap();
     assert_eq!(event_count(&database).await, 2);
 }
+
+#[tokio::test]
+async fn a_commit_whose_caller_gave_up_is_never_written_afterwards() {
+    let database = fresh_database().await;
+    let store = PgEventStore::open(database.pool.clone(), StoreConfig::default())
+        .await
+        .unwrap();
+    let cqrs = cqrs(&store);
+
+    // The writer is stuck behind another process's batch; the caller stops waiting and is
+    // told its command failed. When the counter frees up, that commit must not appear.
+    let holder = hold_position_counter(&database).await;
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        cqrs.execute("log-1", "given up".into()),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the caller timed out: {gave_up:?}");
+    holder.close().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    assert_eq!(event_count(&database).await, 0, "nothing written after the caller left");
+    cqrs.execute("log-2", "still writing".into()).await.unwrap();
+    assert_eq!(event_count(&database).await, 1);
+}
