@@ -14,7 +14,7 @@ pub use aws::{aws_test_config, unique_name};
 pub use kinesis::{replay, Replayed, TestStream, PATIENCE};
 pub use proxy::CuttableProxy;
 
-use service_kit::settings::DatabaseSettings;
+use service_kit::settings::{DatabaseSettings, SessionSettings};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
@@ -61,6 +61,7 @@ impl TestDatabase {
             password: None,
             max_connections: 8,
             acquire_timeout_ms: 1_000,
+            session: SessionSettings::default(),
         }
     }
 
