@@ -507,7 +507,10 @@ mod tests {
     #[test]
     fn every_free_text_value_refuses_a_nul_naming_its_field() {
         let nul = "oat\u{0}milk";
-        assert_eq!(Customisation::parse(nul).unwrap_err().field, "customisation");
+        assert_eq!(
+            Customisation::parse(nul).unwrap_err().field,
+            "customisation"
+        );
         assert_eq!(Reason::parse(nul).unwrap_err().field, "reason");
         assert_eq!(ItemName::parse(nul).unwrap_err().field, "name");
         assert_eq!(ExternalRef::parse(nul).unwrap_err().field, "reference");

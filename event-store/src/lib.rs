@@ -24,7 +24,7 @@ mod writer_transaction;
 
 use cqrs_es::persist::EventUpcaster;
 use cqrs_es::Aggregate;
-use sqlx::PgPool;
+use sqlx::{Executor, PgPool};
 
 pub use aggregate_store::{AggregateStore, CommitOutcome, LoadedAggregate};
 pub use committer::{GroupCommitConfig, GroupCommitter};
@@ -65,7 +65,18 @@ impl PgEventStore {
     /// Applies the schema migrations (idempotent; safe with several instances starting at once,
     /// sqlx serialises them with an advisory lock) and starts the group-commit writer.
     pub async fn open(pool: PgPool, config: StoreConfig) -> Result<Self, StoreError> {
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        // The pool's sessions may carry statement and lock timeouts sized for commands; a
+        // migration (an index build, another instance's migration lock) may rightly take longer.
+        // It runs on a connection of its own without them, closed afterwards.
+        let mut connection = pool.acquire().await?;
+        connection
+            .execute(
+                "SET statement_timeout = 0; SET lock_timeout = 0; \
+                 SET idle_in_transaction_session_timeout = 0",
+            )
+            .await?;
+        sqlx::migrate!("./migrations").run(&mut *connection).await?;
+        connection.close().await?;
         let committer = GroupCommitter::start(pool.clone(), config.group_commit);
         Ok(Self {
             pool,

@@ -224,7 +224,11 @@ async fn a_commit_whose_caller_gave_up_is_never_written_afterwards() {
     holder.close().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    assert_eq!(event_count(&database).await, 0, "nothing written after the caller left");
+    assert_eq!(
+        event_count(&database).await,
+        0,
+        "nothing written after the caller left"
+    );
     cqrs.execute("log-2", "still writing".into()).await.unwrap();
     assert_eq!(event_count(&database).await, 1);
 }

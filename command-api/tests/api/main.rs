@@ -11,3 +11,4 @@ mod idempotency;
 mod lifecycle;
 mod security;
 mod service;
+mod write_bounds;
