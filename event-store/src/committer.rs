@@ -434,9 +434,10 @@ impl Writer<'_> {
                 }
             }
         }
+        // Every commit was decided above (each group is written, split, dropped or failed).
         let outcomes = outcomes
             .into_iter()
-            .map(|outcome| outcome.unwrap_or(Err(StoreError::DeadlinePassed)))
+            .map(|outcome| outcome.unwrap_or(Err(StoreError::ShuttingDown)))
             .collect();
         (outcomes, writer_failure)
     }
@@ -456,9 +457,10 @@ impl Writer<'_> {
         group: &[usize],
     ) -> Result<Vec<Result<(), StoreError>>, GroupFailure> {
         let deadline = Instant::now() + self.batch_timeout;
+        // Beginning and locking involve no commit's content: a failure there is never split.
         let mut transaction = WriterTransaction::begin(self.pool, self.begin_and_lock, deadline)
             .await
-            .map_err(GroupFailure::classify)?;
+            .map_err(GroupFailure::Failed)?;
         let commits: Vec<&PendingCommit> =
             group.iter().map(|&index| &self.commits[index]).collect();
         let decisions = match write_rows(&mut transaction, &commits).await {

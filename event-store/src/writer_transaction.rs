@@ -83,8 +83,8 @@ impl WriterTransaction {
         }
     }
 
-    /// The transaction's connection, for the batch's statements. Run them through
-    /// [`WriterTransaction::step`] so they are bounded.
+    /// The transaction's connection, for the batch's statements; each is run through
+    /// [`bounded`] with [`WriterTransaction::deadline`].
     pub fn connection(&mut self) -> &mut PgConnection {
         &mut self.connection
     }
