@@ -117,7 +117,7 @@ async fn a_command_that_runs_out_of_its_client_deadline_answers_deadline_exceede
 #[tokio::test]
 async fn a_command_that_runs_out_of_the_server_limit_answers_deadline_exceeded_not_cancelled() {
     let app = spawn_app_with(Options {
-        request_timeout_ms: Some(500),
+        request_timeout_ms: Some(1_000),
         ..Options::default()
     })
     .await;
