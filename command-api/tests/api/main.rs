@@ -9,6 +9,8 @@ mod fuzz;
 mod helpers;
 mod idempotency;
 mod lifecycle;
+mod pricing;
 mod security;
 mod service;
+mod snapshots;
 mod write_bounds;
