@@ -232,3 +232,136 @@ async fn a_commit_whose_caller_gave_up_is_never_written_afterwards() {
     cqrs.execute("log-2", "still writing".into()).await.unwrap();
     assert_eq!(event_count(&database).await, 1);
 }
+
+/// A store on a pool of one connection whose batches must finish within 300 ms.
+async fn impatient_store(database: &TestDatabase) -> PgEventStore {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&database.url)
+        .await
+        .unwrap();
+    PgEventStore::open(
+        pool,
+        StoreConfig {
+            group_commit: GroupCommitConfig {
+                batch_timeout: Duration::from_millis(300),
+                lock_timeout: Duration::from_secs(5),
+                statement_timeout: Duration::from_secs(10),
+                ..GroupCommitConfig::default()
+            },
+            ..StoreConfig::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn store_error(error: &AggregateError<Never>) -> &StoreError {
+    let AggregateError::DatabaseConnectionError(source) = error else {
+        panic!("not a store error: {error:?}");
+    };
+    source.downcast_ref::<StoreError>().unwrap()
+}
+
+async fn events_of(database: &TestDatabase, id: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1")
+        .bind(id)
+        .fetch_one(&database.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_database_that_stops_answering_mid_batch_times_out_and_its_connection_is_not_reused() {
+    let database = fresh_database().await;
+    let store = impatient_store(&database).await;
+    // PostgreSQL takes a second over one aggregate's rows: to the writer, a database that has
+    // stopped answering (its own statement_timeout is far away).
+    sqlx::raw_sql(
+        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_sleep(1); RETURN NEW; END $$;
+         CREATE TRIGGER stall BEFORE INSERT ON events FOR EACH ROW
+         WHEN (NEW.aggregate_id = 'stalled') EXECUTE FUNCTION stall();",
+    )
+    .execute(&database.pool)
+    .await
+    .unwrap();
+    let cqrs = cqrs(&store);
+
+    let stalled = tokio::time::timeout(
+        Duration::from_secs(5),
+        cqrs.execute("stalled", "never answered".into()),
+    )
+    .await
+    .expect("the batch timeout bounds the wait");
+    let error = stalled.unwrap_err();
+    assert!(
+        matches!(store_error(&error), StoreError::BatchTimedOut),
+        "{error:?}"
+    );
+
+    // The abandoned transaction holds the counter until PostgreSQL finishes the statement and
+    // finds its client gone; then it is rolled back.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(
+        events_of(&database, "stalled").await,
+        0,
+        "COMMIT was never sent"
+    );
+    // The pool's only connection was mid-statement: it was closed, not pooled, and the next
+    // command gets a fresh one.
+    cqrs.execute("log-1", "next".into())
+        .await
+        .expect("a fresh connection");
+    assert_eq!(events_of(&database, "log-1").await, 1);
+}
+
+#[tokio::test]
+async fn a_commit_whose_answer_never_came_is_reported_as_unknown_and_its_retry_finds_the_outcome() {
+    let database = fresh_database().await;
+    let store = impatient_store(&database).await;
+    // The COMMIT itself takes a second (a deferred trigger runs at commit time): the writer sent
+    // it and hears nothing within its batch timeout.
+    sqlx::raw_sql(
+        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON events
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+         WHEN (NEW.aggregate_id = 'slow') EXECUTE FUNCTION slow_commit();",
+    )
+    .execute(&database.pool)
+    .await
+    .unwrap();
+    let cqrs = cqrs(&store);
+    let metadata = std::collections::HashMap::from([
+        (
+            event_store::metadata::IDEMPOTENCY_KEY.to_owned(),
+            "k-slow".to_owned(),
+        ),
+        (
+            event_store::metadata::REQUEST_FINGERPRINT.to_owned(),
+            "slow request".to_owned(),
+        ),
+    ]);
+
+    let error = cqrs
+        .execute_with_metadata("slow", "maybe".into(), metadata)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(store_error(&error), StoreError::OutcomeUnknown(_)),
+        "{error:?}"
+    );
+
+    // It did commit: "unknown" was the honest answer, and the key's stored outcome settles it.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(events_of(&database, "slow").await, 1);
+    let outcome = store
+        .aggregate_store::<Log>(vec![])
+        .commit_outcome("k-slow", "slow request")
+        .await
+        .unwrap()
+        .expect("the retry finds the first outcome");
+    assert_eq!(outcome.events.len(), 1);
+}
