@@ -38,7 +38,7 @@ impl<S: NamedService> NamedService for Deadline<S> {
 
 impl<S, B> Service<Request<B>> for Deadline<S>
 where
-    S: Service<Request<B>, Response = Response<Body>>,
+    S: Service<Request<B>, Response = Response<Body>> + NamedService,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
@@ -53,14 +53,17 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let limit = client_timeout(request.headers()).map_or(self.limit, |t| t.min(self.limit));
         let deadline = tokio::time::Instant::now() + limit;
-        let path = request.uri().path().to_owned();
         let call = event_store::with_commit_deadline(deadline, self.inner.call(request));
         Box::pin(async move {
             match tokio::time::timeout_at(deadline, call).await {
                 Ok(response) => response,
                 Err(_) => {
                     metrics::counter!("orderpipe_command_deadline_exceeded_total").increment(1);
-                    tracing::warn!(rpc = %path, limit_ms = limit.as_millis() as u64, "call ran out of time");
+                    tracing::warn!(
+                        service = S::NAME,
+                        limit_ms = limit.as_millis() as u64,
+                        "call ran out of time"
+                    );
                     Ok(Status::deadline_exceeded(format!(
                         "the call ran out of its {} ms; it may or may not have been committed: \
                          retry with the same idempotency_key to get its outcome",
