@@ -228,8 +228,8 @@ struct WriterState {
     busy_since: AtomicU64,
     /// Milliseconds since `epoch` plus one of the last successful batch; 0 before any.
     last_success: AtomicU64,
-    /// The last writer-level failure (not a commit's own refusal) and when.
-    last_failure: Mutex<Option<(Instant, String)>>,
+    /// The last writer-level failure (not a commit's own refusal) and when (a stamp as above).
+    last_failure: Mutex<Option<(u64, String)>>,
 }
 
 impl WriterState {
@@ -257,10 +257,10 @@ impl WriterState {
     }
 
     fn batch_ended(&self, failure: Option<String>) {
-        let now = Instant::now();
+        let now = self.stamp(Instant::now());
         self.busy_since.store(0, Ordering::Relaxed);
         match failure {
-            None => self.last_success.store(self.stamp(now), Ordering::Relaxed),
+            None => self.last_success.store(now, Ordering::Relaxed),
             Some(reason) => {
                 *self
                     .last_failure
@@ -281,7 +281,7 @@ impl WriterState {
                 ));
             }
         }
-        let last_success = self.instant(self.last_success.load(Ordering::Relaxed));
+        let last_success = self.last_success.load(Ordering::Relaxed);
         let failure = self
             .last_failure
             .lock()
@@ -289,8 +289,10 @@ impl WriterState {
             .clone();
         match failure {
             Some((failed_at, reason))
-                if failed_at.elapsed() < FAILURE_REPORTED_FOR
-                    && last_success.is_none_or(|success| success < failed_at) =>
+                if failed_at > last_success
+                    && self
+                        .instant(failed_at)
+                        .is_some_and(|at| at.elapsed() < FAILURE_REPORTED_FOR) =>
             {
                 Err(format!("event store writer failing: {reason}"))
             }
@@ -687,5 +689,34 @@ impl<'a> BatchRows<'a> {
             .bind(self.snapshot_versions)
             .bind(self.snapshot_payloads)
             .bind(self.snapshot_schema_versions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_reports_a_batch_running_too_long_then_a_failure_until_a_success() {
+        let state = WriterState::new(Duration::from_millis(50));
+        assert_eq!(state.health(), Ok(()), "idle and nothing failed");
+
+        state.batch_started();
+        assert_eq!(state.health(), Ok(()), "a batch that just started");
+        std::thread::sleep(Duration::from_millis(80));
+        let stuck = state
+            .health()
+            .expect_err("a batch running past stuck_after");
+        assert!(stuck.contains("stuck"), "{stuck}");
+
+        state.batch_ended(Some("lock timeout".into()));
+        let failing = state
+            .health()
+            .expect_err("a failed batch and no success since");
+        assert!(failing.contains("lock timeout"), "{failing}");
+
+        state.batch_started();
+        state.batch_ended(None);
+        assert_eq!(state.health(), Ok(()), "a later success clears the failure");
     }
 }
