@@ -6,5 +6,7 @@ mod barista_board;
 mod crash;
 mod end_to_end;
 mod flows;
+mod flows_redrive;
 mod support;
+mod upgrade;
 mod workload;
