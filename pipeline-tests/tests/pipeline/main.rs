@@ -6,5 +6,6 @@ mod barista_board;
 mod crash;
 mod end_to_end;
 mod flows;
+mod saga_compensation;
 mod support;
 mod workload;
