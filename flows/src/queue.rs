@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 use futures::future::join_all;
 use projectors::runtime::error_chain;
 use service_kit::admin::HealthCheck;
@@ -38,6 +38,10 @@ pub struct Message {
     pub receive_count: u32,
     /// The FIFO message group, if any.
     pub group_id: Option<String>,
+    /// How many more times SQS will deliver it if this delivery does not settle it, before its
+    /// redrive policy moves it to the dead-letter queue (0: this is the last delivery); `None`
+    /// when the queue has no redrive policy or it could not be read yet.
+    pub deliveries_left: Option<u32>,
     receipt_handle: String,
 }
 
@@ -49,6 +53,9 @@ pub enum Handled {
     /// A transient failure: deliver it again after a backoff that grows with its receive count
     /// (past the queue's `maxReceiveCount`, SQS moves it to the dead-letter queue).
     Retry,
+    /// As [`Handled::Retry`], but delivered again within this long at the latest (a handler
+    /// with a deadline of its own, which must see the message again by then).
+    RetryWithin(Duration),
     /// It can never succeed: move it to the dead-letter queue with this reason.
     DeadLetter(String),
 }
@@ -134,6 +141,8 @@ pub struct QueueConsumer {
     config: ConsumerConfig,
     handler: Arc<dyn MessageHandler>,
     health: Arc<ConsumerHealth>,
+    /// The queue's `maxReceiveCount` (`None`: no redrive policy), read once it can be.
+    max_receives: tokio::sync::OnceCell<Option<u32>>,
 }
 
 impl QueueConsumer {
@@ -149,6 +158,38 @@ impl QueueConsumer {
             config,
             handler,
             health,
+            max_receives: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The queue's `maxReceiveCount`, from its redrive policy; `None` without a policy or while
+    /// it cannot be read (tried again with the next batch).
+    async fn max_receives(&self) -> Option<u32> {
+        let read = self
+            .max_receives
+            .get_or_try_init(|| async {
+                let output = self
+                    .sqs
+                    .get_queue_attributes()
+                    .queue_url(&self.config.queue_url)
+                    .attribute_names(QueueAttributeName::RedrivePolicy)
+                    .send()
+                    .await
+                    .map_err(|e| error_chain(&e))?;
+                Ok::<_, String>(
+                    output
+                        .attributes
+                        .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy).cloned())
+                        .and_then(|policy| max_receive_count(&policy)),
+                )
+            })
+            .await;
+        match read {
+            Ok(max) => *max,
+            Err(error) => {
+                tracing::warn!(queue = self.config.name, error = %error, "cannot read the queue's redrive policy");
+                None
+            }
         }
     }
 
@@ -196,6 +237,7 @@ impl QueueConsumer {
     }
 
     async fn receive(&self) -> Result<Vec<Message>, String> {
+        let max_receives = self.max_receives().await;
         let output = self
             .sqs
             .receive_message()
@@ -214,16 +256,18 @@ impl QueueConsumer {
             .into_iter()
             .filter_map(|message| {
                 let attributes = message.attributes.unwrap_or_default();
+                let receive_count = attributes
+                    .get(&MessageSystemAttributeName::ApproximateReceiveCount)
+                    .and_then(|count| count.parse().ok())
+                    .unwrap_or(1);
                 Some(Message {
                     id: message.message_id?,
                     body: message.body.unwrap_or_default(),
-                    receive_count: attributes
-                        .get(&MessageSystemAttributeName::ApproximateReceiveCount)
-                        .and_then(|count| count.parse().ok())
-                        .unwrap_or(1),
+                    receive_count,
                     group_id: attributes
                         .get(&MessageSystemAttributeName::MessageGroupId)
                         .cloned(),
+                    deliveries_left: max_receives.map(|max| max.saturating_sub(receive_count)),
                     receipt_handle: message.receipt_handle?,
                 })
             })
@@ -278,12 +322,15 @@ impl QueueConsumer {
         let name = self.config.name;
         let result = match &outcome {
             Handled::Done => self.delete(message).await,
-            Handled::Retry => {
-                let delay = Backoff {
+            Handled::Retry | Handled::RetryWithin(_) => {
+                let mut delay = Backoff {
                     initial: self.config.retry_initial,
                     max: self.config.retry_max,
                 }
                 .delay(message.receive_count);
+                if let Handled::RetryWithin(latest) = &outcome {
+                    delay = delay.min(*latest);
+                }
                 tracing::info!(queue = name, message_id = %message.id, receive_count = message.receive_count, delay_ms = delay.as_millis() as u64, "will retry message");
                 self.sqs
                     .change_message_visibility()
@@ -306,7 +353,7 @@ impl QueueConsumer {
         };
         let label = match outcome {
             Handled::Done => "done",
-            Handled::Retry => "retried",
+            Handled::Retry | Handled::RetryWithin(_) => "retried",
             Handled::DeadLetter(_) => "dead_lettered",
         };
         match result {
@@ -398,6 +445,17 @@ async fn heartbeat(
     }
 }
 
+/// The `maxReceiveCount` of a redrive policy (JSON; SQS writes the count as a string, some
+/// tools as a number).
+fn max_receive_count(policy: &str) -> Option<u32> {
+    let policy: serde_json::Value = serde_json::from_str(policy).ok()?;
+    match &policy["maxReceiveCount"] {
+        serde_json::Value::Number(count) => count.as_u64().and_then(|c| u32::try_from(c).ok()),
+        serde_json::Value::String(count) => count.parse().ok(),
+        _ => None,
+    }
+}
+
 /// A string message attribute.
 pub fn text_attribute(value: &str) -> MessageAttributeValue {
     MessageAttributeValue::builder()
@@ -405,4 +463,22 @@ pub fn text_attribute(value: &str) -> MessageAttributeValue {
         .string_value(value)
         .build()
         .expect("the data type, the only required field, is set")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delivery_limit_is_read_from_the_redrive_policy_in_either_spelling() {
+        assert_eq!(
+            max_receive_count(r#"{"deadLetterTargetArn":"arn:x","maxReceiveCount":"5"}"#),
+            Some(5)
+        );
+        assert_eq!(
+            max_receive_count(r#"{"deadLetterTargetArn":"arn:x","maxReceiveCount":3}"#),
+            Some(3)
+        );
+        assert_eq!(max_receive_count("not json"), None);
+    }
 }

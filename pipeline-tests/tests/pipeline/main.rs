@@ -6,6 +6,7 @@ mod barista_board;
 mod crash;
 mod end_to_end;
 mod flows;
+mod payment_deadline;
 mod saga_compensation;
 mod support;
 mod workload;

@@ -1,0 +1,154 @@
+//! A charge that never resolves cannot strand an order: past the payment deadline the order is
+//! rejected, its stock released, and a capture the gateway completes late is refunded, once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flows::notifications::NotificationKind;
+use flows::payments::{ChargeOutcome, PaymentAction, PaymentRequest, SandboxGateway, TestCard};
+use proto::v1 as pb;
+use time::OffsetDateTime;
+
+use crate::flows::{events_about, intake_order, order, order_id_of, stock, Rig};
+use crate::support::{eventually, Pipeline, STORE};
+use crate::workload::{open_the_store, Clients};
+
+/// What the customer is told when the payment deadline passed.
+const NOT_CONFIRMED: &str = "payment not confirmed in time";
+
+async fn is_rejected(pipeline: &Pipeline, order_id: &str) -> bool {
+    let mut clients = Clients::new(pipeline);
+    order(&mut clients, order_id)
+        .await
+        .is_some_and(|o| o.status() == pb::OrderStatus::Rejected)
+}
+
+fn all_stock_free() -> Vec<(String, u32, u32)> {
+    vec![("CROISSANT".into(), 20, 0), ("LATTE-12".into(), 20, 0)]
+}
+
+#[tokio::test]
+async fn a_charge_that_never_answers_rejects_the_order_at_its_deadline_and_releases_its_stock() {
+    let pipeline = Pipeline::start().await;
+    let mut rig = Rig::new(&pipeline).await;
+    rig.settings.payments.charge_deadline_ms = 2_000;
+    let mut clients = Clients::new(&pipeline);
+    open_the_store(&mut clients, 20).await;
+    let flows = rig.spawn("flows-1", Arc::new(rig.sandbox.clone())).await;
+
+    // The timeout card: every gateway call times out.
+    let body = intake_order("ubereats", "UE-NEVER", "c-never", TestCard::Timeout);
+    rig.drop_intake(&body).await;
+    let order_id = order_id_of(&body);
+    eventually("the order rejected past its payment deadline", || {
+        is_rejected(&pipeline, &order_id)
+    })
+    .await;
+    eventually("its stock released", || {
+        let mut clients = Clients::new(&pipeline);
+        async move { stock(&mut clients).await == all_stock_free() }
+    })
+    .await;
+    let seen = rig.notifications(1).await;
+    assert_eq!(
+        seen[0].message,
+        NotificationKind::OrderRejected {
+            order_id: order_id.clone(),
+            store_id: STORE.into(),
+            reason: NOT_CONFIRMED.into(),
+        }
+    );
+    // Resolved, not dead-lettered: nothing waits for an operator.
+    assert!(rig
+        .dead_letters("payments")
+        .list(10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(rig.sandbox.timeouts() >= 1);
+    assert!(rig.sandbox.ledger().is_empty(), "nothing captured");
+    flows.abort();
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn a_capture_completing_after_the_deadline_is_refunded_once_and_the_order_rejected() {
+    let pipeline = Pipeline::start().await;
+    let mut rig = Rig::new(&pipeline).await;
+    // The slow card's capture completes 6 s after the first call, whoever still waits for it;
+    // each call gives up after 1 s, and the deadline is 3 s after the request.
+    rig.sandbox = SandboxGateway::new(Duration::from_secs(6));
+    rig.settings.payments.gateway_timeout_ms = 1_000;
+    rig.settings.payments.charge_deadline_ms = 3_000;
+    let mut clients = Clients::new(&pipeline);
+    open_the_store(&mut clients, 20).await;
+    let flows = rig.spawn("flows-1", Arc::new(rig.sandbox.clone())).await;
+
+    let body = intake_order("ubereats", "UE-LATE", "c-late", TestCard::SlowApprove);
+    rig.drop_intake(&body).await;
+    let order_id = order_id_of(&body);
+    eventually("the order rejected past its payment deadline", || {
+        is_rejected(&pipeline, &order_id)
+    })
+    .await;
+    eventually("the late capture refunded", || async {
+        let ledger = rig.sandbox.ledger();
+        ledger.len() == 1
+            && matches!(ledger[0].outcome, ChargeOutcome::Captured { .. })
+            && ledger[0].refunded
+    })
+    .await;
+    eventually("its stock released", || {
+        let mut clients = Clients::new(&pipeline);
+        async move { stock(&mut clients).await == all_stock_free() }
+    })
+    .await;
+
+    // The saga's charge request delivered again, long past the queue's deduplication window
+    // and the deadline: nothing is charged again and nothing refunded twice.
+    let mut again = PaymentRequest::charge(
+        &order_id,
+        STORE,
+        "c-late",
+        1_225,
+        TestCard::SlowApprove.token(),
+    );
+    if let PaymentAction::Charge { requested_at, .. } = &mut again.action {
+        *requested_at = Some(OffsetDateTime::now_utc() - time::Duration::hours(1));
+    }
+    rig.sqs
+        .send_message()
+        .queue_url(rig.settings.sqs.payments_queue_url.as_deref().unwrap())
+        .message_body(serde_json::to_string(&again).unwrap())
+        .message_group_id(&order_id)
+        .message_deduplication_id(format!("{}-late-copy", uuid::Uuid::new_v4().simple()))
+        .send()
+        .await
+        .unwrap();
+    eventually("the late copy handled", || async {
+        rig.sandbox.ledger()[0].refund_calls >= 2
+    })
+    .await;
+    let ledger = rig.sandbox.ledger();
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!(ledger[0].refund_ids.len(), 1, "one refund: {ledger:?}");
+    for (event, expected) in [
+        ("OrderRejected", 1),
+        ("ReservationReleased", 1),
+        ("PaymentCaptured", 0),
+    ] {
+        assert_eq!(
+            events_about(&pipeline, event, &order_id).await,
+            expected,
+            "{event} events of the order"
+        );
+    }
+    assert!(rig
+        .dead_letters("payments")
+        .list(10)
+        .await
+        .unwrap()
+        .is_empty());
+    flows.abort();
+    pipeline.stop().await;
+}
