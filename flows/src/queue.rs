@@ -4,7 +4,9 @@
 //! that can never succeed.
 //!
 //! Messages of one FIFO message group are handled in the order received; different groups (and
-//! every message of a standard queue) concurrently. A message the handler keeps failing
+//! every message of a standard queue) concurrently. A group's message that is deferred (a retry)
+//! or cannot be settled holds back the group's later messages of the same batch: they are
+//! returned unhandled and come again after it. A message the handler keeps failing
 //! transiently is moved to the dead-letter queue by SQS itself, by the queue's redrive policy
 //! (`maxReceiveCount`).
 
@@ -302,12 +304,20 @@ impl QueueConsumer {
         join_all(groups.into_values().map(|group| {
             let pending = pending.clone();
             async move {
+                // Once a message of the group is not settled (deferred, or its settling
+                // failed), the group's later messages must wait for it: handling them now
+                // would reorder the group (a refund before its charge).
+                let mut held_back = false;
                 for message in group {
-                    let started = Instant::now();
-                    let outcome = self.handler.handle(&message).await;
-                    metrics::histogram!("orderpipe_flows_message_seconds", "queue" => name)
-                        .record(started.elapsed().as_secs_f64());
-                    self.settle(&message, outcome).await;
+                    if held_back {
+                        self.hold_back(&message).await;
+                    } else {
+                        let started = Instant::now();
+                        let outcome = self.handler.handle(&message).await;
+                        metrics::histogram!("orderpipe_flows_message_seconds", "queue" => name)
+                            .record(started.elapsed().as_secs_f64());
+                        held_back = !self.settle(&message, outcome).await;
+                    }
                     pending
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -318,7 +328,29 @@ impl QueueConsumer {
         .await;
     }
 
-    async fn settle(&self, message: &Message, outcome: Handled) {
+    /// Returns a message unhandled, behind an earlier message of its FIFO group that was not
+    /// settled: visible again at once, which SQS does not deliver while that earlier message is
+    /// in flight, and delivers after it, in order, once it is.
+    async fn hold_back(&self, message: &Message) {
+        let name = self.config.name;
+        let released = self
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.config.queue_url)
+            .receipt_handle(&message.receipt_handle)
+            .visibility_timeout(0)
+            .send()
+            .await;
+        metrics::counter!("orderpipe_flows_messages_total", "queue" => name, "outcome" => "held_back").increment(1);
+        if let Err(error) = released {
+            // It reappears after its visibility timeout instead, still behind the earlier one.
+            tracing::warn!(queue = name, message_id = %message.id, error = %error_chain(&error), "cannot return a held-back message");
+        }
+    }
+
+    /// Settles `message` as `outcome` says; true when it left the queue (done or
+    /// dead-lettered), so later messages of its group may be handled.
+    async fn settle(&self, message: &Message, outcome: Handled) -> bool {
         let name = self.config.name;
         let result = match &outcome {
             Handled::Done => self.delete(message).await,
@@ -351,18 +383,22 @@ impl QueueConsumer {
                 }
             }
         };
-        let label = match outcome {
+        let label = match &outcome {
             Handled::Done => "done",
             Handled::Retry | Handled::RetryWithin(_) => "retried",
             Handled::DeadLetter(_) => "dead_lettered",
         };
         match result {
-            Ok(()) => metrics::counter!("orderpipe_flows_messages_total", "queue" => name, "outcome" => label).increment(1),
+            Ok(()) => {
+                metrics::counter!("orderpipe_flows_messages_total", "queue" => name, "outcome" => label).increment(1);
+                !matches!(outcome, Handled::Retry | Handled::RetryWithin(_))
+            }
             // The message reappears after its visibility timeout and is handled again, which
             // handlers are built for.
             Err(error) => {
                 metrics::counter!("orderpipe_flows_messages_total", "queue" => name, "outcome" => "settle_failed").increment(1);
                 tracing::warn!(queue = name, message_id = %message.id, error = %error, "cannot settle message");
+                false
             }
         }
     }
