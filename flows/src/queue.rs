@@ -3,12 +3,19 @@
 //! (by visibility) on a transient failure, and the dead-letter queue with a reason for a message
 //! that can never succeed.
 //!
+//! A transient failure is retried until the dependency is back, never parked: a message that
+//! fails transiently when SQS would deliver it at most once more (its `maxReceiveCount`, read
+//! from the queue's redrive policy) is sent again as a new message (same body and group, its
+//! delivery count from zero; a standard queue's copy is delayed by the backoff) and deleted, so
+//! an outage longer than the queue's deliveries dead-letters nothing. The copy goes to the end
+//! of its FIFO group (every flow's handler is idempotent and order-tolerant there: a refund
+//! cancels a charge that is made later). Only a message a handler calls poison, or one whose
+//! deliveries all ended in crashes, reaches the dead-letter queue.
+//!
 //! Messages of one FIFO message group are handled in the order received; different groups (and
 //! every message of a standard queue) concurrently. A group's message that is deferred (a retry)
 //! or cannot be settled holds back the group's later messages of the same batch: they are
-//! returned unhandled and come again after it. A message the handler keeps failing
-//! transiently is moved to the dead-letter queue by SQS itself, by the queue's redrive policy
-//! (`maxReceiveCount`).
+//! returned unhandled and come again after it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
@@ -352,8 +359,8 @@ impl QueueConsumer {
     /// dead-lettered), so later messages of its group may be handled.
     async fn settle(&self, message: &Message, outcome: Handled) -> bool {
         let name = self.config.name;
-        let result = match &outcome {
-            Handled::Done => self.delete(message).await,
+        let (label, result) = match &outcome {
+            Handled::Done => ("done", self.delete(message).await),
             Handled::Retry | Handled::RetryWithin(_) => {
                 let mut delay = Backoff {
                     initial: self.config.retry_initial,
@@ -363,35 +370,31 @@ impl QueueConsumer {
                 if let Handled::RetryWithin(latest) = &outcome {
                     delay = delay.min(*latest);
                 }
-                tracing::info!(queue = name, message_id = %message.id, receive_count = message.receive_count, delay_ms = delay.as_millis() as u64, "will retry message");
-                self.sqs
-                    .change_message_visibility()
-                    .queue_url(&self.config.queue_url)
-                    .receipt_handle(&message.receipt_handle)
-                    // Whole seconds, at least one: the API's unit, and never an instant retry.
-                    .visibility_timeout(delay.as_secs().clamp(1, 43_200) as i32)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| error_chain(&e))
+                if message.deliveries_left.is_some_and(|left| left <= 1) {
+                    // One more failure (or a crash) and SQS would dead-letter it: a transient
+                    // failure starts over as a new message instead.
+                    tracing::info!(queue = name, message_id = %message.id, receive_count = message.receive_count, "requeueing message at its delivery limit");
+                    ("requeued", self.requeue(message, delay).await)
+                } else {
+                    tracing::info!(queue = name, message_id = %message.id, receive_count = message.receive_count, delay_ms = delay.as_millis() as u64, "will retry message");
+                    ("retried", self.postpone(message, delay).await)
+                }
             }
             Handled::DeadLetter(reason) => {
                 tracing::warn!(queue = name, message_id = %message.id, reason = %reason, "dead-lettering message");
-                match self.dead_letter(message, reason).await {
+                let moved = match self.dead_letter(message, reason).await {
                     Ok(()) => self.delete(message).await,
                     Err(error) => Err(error),
-                }
+                };
+                ("dead_lettered", moved)
             }
-        };
-        let label = match &outcome {
-            Handled::Done => "done",
-            Handled::Retry | Handled::RetryWithin(_) => "retried",
-            Handled::DeadLetter(_) => "dead_lettered",
         };
         match result {
             Ok(()) => {
                 metrics::counter!("orderpipe_flows_messages_total", "queue" => name, "outcome" => label).increment(1);
-                !matches!(outcome, Handled::Retry | Handled::RetryWithin(_))
+                // A retried message is still ahead of its group's later ones; a requeued copy
+                // is behind them by now, but they wait for the next receive all the same.
+                matches!(outcome, Handled::Done | Handled::DeadLetter(_))
             }
             // The message reappears after its visibility timeout and is handled again, which
             // handlers are built for.
@@ -401,6 +404,46 @@ impl QueueConsumer {
                 false
             }
         }
+    }
+
+    /// Makes `message` visible again after `delay` (whole seconds, at least one: the API's
+    /// unit, and never an instant retry).
+    async fn postpone(&self, message: &Message, delay: Duration) -> Result<(), String> {
+        self.sqs
+            .change_message_visibility()
+            .queue_url(&self.config.queue_url)
+            .receipt_handle(&message.receipt_handle)
+            .visibility_timeout(delay.as_secs().clamp(1, 43_200) as i32)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| error_chain(&e))
+    }
+
+    /// Sends `message` again as a new one (same body and group, a fresh deduplication id;
+    /// delayed by `delay` on a standard queue, which FIFO queues cannot do per message), then
+    /// deletes it. A crash in between leaves both: a duplicate, which handlers are built for.
+    async fn requeue(&self, message: &Message, delay: Duration) -> Result<(), String> {
+        let mut send = self
+            .sqs
+            .send_message()
+            .queue_url(&self.config.queue_url)
+            .message_body(&message.body);
+        if is_fifo(&self.config.queue_url) {
+            send = send
+                .message_group_id(
+                    message
+                        .group_id
+                        .clone()
+                        .unwrap_or_else(|| message.id.clone()),
+                )
+                .message_deduplication_id(format!("requeue-{}", uuid::Uuid::new_v4().simple()));
+        } else {
+            // At most 15 minutes, SQS's limit for a message delay.
+            send = send.delay_seconds(delay.as_secs().clamp(1, 900) as i32);
+        }
+        send.send().await.map_err(|e| error_chain(&e))?;
+        self.delete(message).await
     }
 
     async fn delete(&self, message: &Message) -> Result<(), String> {

@@ -6,16 +6,17 @@
 //! same key (the API answers with the stored outcome, appending nothing).
 //!
 //! **The payment deadline.** A charge the gateway does not resolve (timeouts, outages) is
-//! retried until `payments.charge_deadline_ms` after the saga requested it, or until the
-//! queue's second-to-last delivery, whichever comes first; then it is given up: the order is
+//! retried until `payments.charge_deadline_ms` after the saga requested it (past the queue's
+//! delivery limit the consumer requeues it; a request without a deadline, written by an older
+//! build, is given up at the queue's second-to-last delivery instead); then it is given up: the order is
 //! rejected (`RejectOrder`, reason "payment not confirmed in time", key `<request id>/expired`),
 //! which makes the saga release its stock, and the charge is cancelled or refunded at the
 //! gateway (refund id `<order id>/refund`, the same as any other refund of the order), so a
 //! capture the gateway completes later is given back. A charge past its deadline is never
 //! attempted again. Whoever enforces the deadline is the charge message itself: it stays in the
-//! queue (invisible between tries, retried within the deadline) until it is resolved or given
-//! up, so a crashed processor's successor sees it again; stopping one delivery short of the
-//! queue's limit leaves a spare delivery for a crash during the last try.
+//! queue (invisible between tries, retried within the deadline, requeued rather than
+//! dead-lettered) until it is resolved or given up, so a crashed processor's successor sees it
+//! again. A give-up that meets an unavailable command API is retried the same way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,7 +57,8 @@ enum Unresolved {
 enum GiveUpReason {
     /// Its deadline passed.
     Deadline,
-    /// The queue will deliver it at most once more.
+    /// It has no deadline (a request written before deadlines existed) and the queue will
+    /// deliver it at most once more.
     DeliveryLimit,
 }
 
@@ -70,8 +72,9 @@ impl GiveUpReason {
 }
 
 /// Decides about a charge the gateway left unresolved at `now`: given up once its `deadline`
-/// passed or when at most one delivery is left (one spare for a crash during the last try),
-/// else retried no later than the deadline.
+/// passed, else retried no later than the deadline (the consumer requeues it past the queue's
+/// delivery limit). A request without a deadline is given up when at most one delivery is left
+/// (one spare for a crash during the last try) instead of being retried for ever.
 fn unresolved(
     now: OffsetDateTime,
     deadline: Option<OffsetDateTime>,
@@ -80,7 +83,7 @@ fn unresolved(
     if deadline.is_some_and(|deadline| now >= deadline) {
         return Unresolved::GiveUp(GiveUpReason::Deadline);
     }
-    if deliveries_left.is_some_and(|left| left <= 1) {
+    if deadline.is_none() && deliveries_left.is_some_and(|left| left <= 1) {
         return Unresolved::GiveUp(GiveUpReason::DeliveryLimit);
     }
     Unresolved::RetryWithin(
@@ -393,21 +396,28 @@ mod tests {
     }
 
     #[test]
-    fn an_unresolved_charge_is_given_up_before_the_queue_would_dead_letter_it() {
+    fn a_charge_within_its_deadline_is_retried_whatever_the_deliveries_left() {
         let deadline = Some(datetime!(2026-12-07 05:00:00 UTC));
+        for left in [2, 1, 0] {
+            assert_eq!(
+                unresolved(NOW, deadline, Some(left)),
+                Unresolved::RetryWithin(Some(Duration::from_secs(3_600))),
+                "{left} deliveries left"
+            );
+        }
+    }
+
+    #[test]
+    fn a_charge_without_a_deadline_is_given_up_before_the_queue_would_dead_letter_it() {
         assert_eq!(
-            unresolved(NOW, deadline, Some(2)),
-            Unresolved::RetryWithin(Some(Duration::from_secs(3_600)))
+            unresolved(NOW, None, Some(2)),
+            Unresolved::RetryWithin(None)
         );
         for left in [1, 0] {
             assert_eq!(
-                unresolved(NOW, deadline, Some(left)),
+                unresolved(NOW, None, Some(left)),
                 Unresolved::GiveUp(GiveUpReason::DeliveryLimit),
                 "{left} deliveries left"
-            );
-            assert_eq!(
-                unresolved(NOW, None, Some(left)),
-                Unresolved::GiveUp(GiveUpReason::DeliveryLimit)
             );
         }
     }

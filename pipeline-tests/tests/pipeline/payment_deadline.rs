@@ -152,3 +152,84 @@ async fn a_capture_completing_after_the_deadline_is_refunded_once_and_the_order_
     flows.abort();
     pipeline.stop().await;
 }
+
+/// Makes the event store's database refuse every `PaymentCaptured` write with a transient
+/// error (SQLSTATE 57P03), as during a failover: the command API answers UNAVAILABLE to
+/// `RecordPaymentCaptured` and nothing else.
+async fn refuse_captures(pipeline: &Pipeline, refuse: bool) {
+    let statements: &[&str] = if refuse {
+        &[
+            "CREATE FUNCTION refuse_captures() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN \
+               IF NEW.event_type = 'PaymentCaptured' THEN \
+                 RAISE EXCEPTION 'the test refuses captures' USING ERRCODE = '57P03'; \
+               END IF; \
+               RETURN NEW; \
+             END $$",
+            "CREATE TRIGGER refuse_captures BEFORE INSERT ON events \
+             FOR EACH ROW EXECUTE FUNCTION refuse_captures()",
+        ]
+    } else {
+        &["DROP TRIGGER refuse_captures ON events"]
+    };
+    for statement in statements {
+        sqlx::query(statement)
+            .execute(&pipeline.events_db.pool)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_outage_longer_than_the_queues_deliveries_dead_letters_no_payment() {
+    let pipeline = Pipeline::start().await;
+    let rig = Rig::new(&pipeline).await;
+    let mut clients = Clients::new(&pipeline);
+    open_the_store(&mut clients, 20).await;
+    refuse_captures(&pipeline, true).await;
+    let flows = rig.spawn("flows-1", Arc::new(rig.sandbox.clone())).await;
+
+    let body = intake_order("ubereats", "UE-OUTAGE", "c-outage", TestCard::Approve);
+    rig.drop_intake(&body).await;
+    let order_id = order_id_of(&body);
+    // The card is charged, the capture cannot be recorded: every delivery fails transiently.
+    // Five deliveries (the queue's maxReceiveCount) take about ten seconds here; the outage
+    // lasts longer.
+    eventually("the charge made", || async {
+        !rig.sandbox.ledger().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(
+        rig.sandbox.ledger()[0].calls > 5,
+        "tried past the queue's delivery limit: {:?}",
+        rig.sandbox.ledger()
+    );
+    refuse_captures(&pipeline, false).await;
+
+    eventually("the payment recorded once the database is back", || {
+        let mut clients = Clients::new(&pipeline);
+        let order_id = order_id.clone();
+        async move {
+            order(&mut clients, &order_id)
+                .await
+                .is_some_and(|o| o.status() == pb::OrderStatus::Accepted && o.payment_captured)
+        }
+    })
+    .await;
+    assert!(rig
+        .dead_letters("payments")
+        .list(10)
+        .await
+        .unwrap()
+        .is_empty());
+    let ledger = rig.sandbox.ledger();
+    assert_eq!(ledger.len(), 1, "one charge: {ledger:?}");
+    assert!(!ledger[0].refunded);
+    assert_eq!(
+        events_about(&pipeline, "PaymentCaptured", &order_id).await,
+        1
+    );
+    flows.abort();
+    pipeline.stop().await;
+}
