@@ -186,6 +186,17 @@ impl SandboxGateway {
         entries
     }
 
+    /// How many charges are still in flight (the slow card's, before they complete).
+    pub fn charges_in_flight(&self) -> usize {
+        let now = tokio::time::Instant::now();
+        self.ledger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|charge| charge.completes_at > now)
+            .count()
+    }
+
     /// How many calls timed out.
     pub fn timeouts(&self) -> u32 {
         *self.timeout_calls.lock().unwrap_or_else(|e| e.into_inner())

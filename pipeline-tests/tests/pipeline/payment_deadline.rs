@@ -233,3 +233,50 @@ async fn an_outage_longer_than_the_queues_deliveries_dead_letters_no_payment() {
     flows.abort();
     pipeline.stop().await;
 }
+
+#[tokio::test]
+async fn an_order_cancelled_while_its_charge_is_in_flight_is_refunded_when_the_capture_lands() {
+    let pipeline = Pipeline::start().await;
+    let mut rig = Rig::new(&pipeline).await;
+    // The capture takes 4 s; the call waits for it (the gateway timeout is the default minute).
+    rig.sandbox = SandboxGateway::new(Duration::from_secs(4));
+    let mut clients = Clients::new(&pipeline);
+    open_the_store(&mut clients, 20).await;
+    let flows = rig.spawn("flows-1", Arc::new(rig.sandbox.clone())).await;
+
+    let body = intake_order("ubereats", "UE-RACE", "c-race", TestCard::SlowApprove);
+    rig.drop_intake(&body).await;
+    let order_id = order_id_of(&body);
+    eventually("the charge in flight", || async {
+        rig.sandbox.charges_in_flight() == 1
+    })
+    .await;
+    // Cancelled while the gateway is still capturing: nothing is captured on the order yet.
+    clients
+        .barista
+        .cancel_order(pb::CancelOrderRequest {
+            idempotency_key: format!("cancel-{order_id}"),
+            order_id: order_id.clone(),
+            reason: "the customer changed their mind".into(),
+        })
+        .await
+        .unwrap();
+    eventually("the late capture refunded and the stock released", || {
+        let mut clients = Clients::new(&pipeline);
+        let rig = &rig;
+        async move {
+            rig.sandbox.ledger().first().is_some_and(|c| c.refunded)
+                && stock(&mut clients).await == all_stock_free()
+        }
+    })
+    .await;
+    let ledger = rig.sandbox.ledger();
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!(ledger[0].refund_ids.len(), 1, "one refund: {ledger:?}");
+    assert_eq!(
+        order(&mut clients, &order_id).await.unwrap().status(),
+        pb::OrderStatus::Cancelled
+    );
+    flows.abort();
+    pipeline.stop().await;
+}
