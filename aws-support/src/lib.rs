@@ -3,10 +3,20 @@
 //! AWS or to a local emulator. The standard `AWS_ENDPOINT_URL_KINESIS` / `..._DYNAMODB` /
 //! `..._SQS` variables route one service each; [`AwsSettings::endpoint_url`] routes them all.
 //!
+//! Every client built here bounds every call ([`AwsTimeouts`]): a connect timeout, a read
+//! timeout, a per-attempt timeout and a total timeout over the SDK's own retries, so a service
+//! or emulator that accepts a connection and never answers delays its caller by at most that
+//! bound (a timeout error, which [`is_retryable`] calls retryable) instead of forever. This holds
+//! for clients built from an [`SdkConfig`] that did not come from [`sdk_config`] too (tests):
+//! bounds it lacks are filled in with the defaults.
+//!
 //! Locally and in tests, always set static credentials, a region and
 //! `AWS_EC2_METADATA_DISABLED=true` (`scripts/stack.sh` writes them to `.stack/env`), so the SDK
 //! never probes the instance metadata address.
 
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use serde::Deserialize;
 
@@ -18,6 +28,90 @@ pub struct AwsSettings {
     /// One endpoint for every service (an emulator); unset: AWS, or the per-service
     /// `AWS_ENDPOINT_URL_<SERVICE>` variables.
     pub endpoint_url: Option<String>,
+    /// The time limits of every call (settings keys `aws.timeouts.*`).
+    #[serde(default)]
+    pub timeouts: AwsTimeouts,
+}
+
+/// The time limits of every AWS call, in milliseconds (settings keys `aws.timeouts.connect_ms`,
+/// `read_ms`, `attempt_ms`, `call_ms`; e.g. `ORDERPIPE_AWS__TIMEOUTS__CALL_MS`).
+///
+/// SQS clients get at least [`SQS_LONG_POLL_BOUND`] for reads and attempts, whatever is set:
+/// a long-polling ReceiveMessage legitimately waits up to 20 s for its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct AwsTimeouts {
+    /// Opening a connection (default 3,000).
+    pub connect_ms: u64,
+    /// The first byte of an answer once the request is sent (default 10,000).
+    pub read_ms: u64,
+    /// One attempt of a call, from sending to the last byte of the answer (default 10,000).
+    pub attempt_ms: u64,
+    /// A whole call with the SDK's own retries and their backoff (default 30,000).
+    pub call_ms: u64,
+}
+
+impl Default for AwsTimeouts {
+    fn default() -> Self {
+        Self {
+            connect_ms: 3_000,
+            read_ms: 10_000,
+            attempt_ms: 10_000,
+            call_ms: 30_000,
+        }
+    }
+}
+
+/// The least read and attempt time an SQS client gets: the longest long poll (20 s) plus time
+/// for the answer to travel.
+pub const SQS_LONG_POLL_BOUND: Duration = Duration::from_secs(25);
+
+impl AwsTimeouts {
+    /// As the SDK's timeout configuration. A zero is raised to one millisecond: "no limit" is
+    /// not on offer.
+    pub fn config(&self) -> TimeoutConfig {
+        let ms = |value: u64| Duration::from_millis(value.max(1));
+        TimeoutConfig::builder()
+            .connect_timeout(ms(self.connect_ms))
+            .read_timeout(ms(self.read_ms))
+            .operation_attempt_timeout(ms(self.attempt_ms))
+            .operation_timeout(ms(self.call_ms.max(self.attempt_ms)))
+            .build()
+    }
+}
+
+/// `config`'s time limits, each one it lacks (unset or disabled) taken from
+/// [`AwsTimeouts::default`], and the read and attempt limits raised to `at_least`.
+fn bounded(config: &SdkConfig, at_least: Duration) -> TimeoutConfig {
+    let defaults = AwsTimeouts::default().config();
+    let given = config.timeout_config();
+    let pick = |own: Option<Duration>, default: Option<Duration>| own.or(default);
+    let connect = pick(
+        given.and_then(TimeoutConfig::connect_timeout),
+        defaults.connect_timeout(),
+    );
+    let read = pick(
+        given.and_then(TimeoutConfig::read_timeout),
+        defaults.read_timeout(),
+    )
+    .map(|read| read.max(at_least));
+    let attempt = pick(
+        given.and_then(TimeoutConfig::operation_attempt_timeout),
+        defaults.operation_attempt_timeout(),
+    )
+    .map(|attempt| attempt.max(at_least));
+    let call = pick(
+        given.and_then(TimeoutConfig::operation_timeout),
+        defaults.operation_timeout(),
+    )
+    .map(|call| call.max(attempt.unwrap_or_default()));
+    let mut builder = TimeoutConfig::builder();
+    builder
+        .set_connect_timeout(connect)
+        .set_read_timeout(read)
+        .set_operation_attempt_timeout(attempt)
+        .set_operation_timeout(call);
+    builder.build()
 }
 
 /// The shared SDK configuration.
@@ -29,22 +123,57 @@ pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
     if let Some(endpoint) = &settings.endpoint_url {
         loader = loader.endpoint_url(endpoint);
     }
-    loader.load().await
+    loader
+        .timeout_config(settings.timeouts.config())
+        .load()
+        .await
 }
 
-/// A Kinesis client.
+/// A Kinesis client, every call bounded (see the crate documentation).
 pub fn kinesis(config: &SdkConfig) -> aws_sdk_kinesis::Client {
-    aws_sdk_kinesis::Client::new(config)
+    let config = aws_sdk_kinesis::config::Builder::from(config)
+        .timeout_config(bounded(config, Duration::ZERO))
+        .build();
+    aws_sdk_kinesis::Client::from_conf(config)
 }
 
-/// A DynamoDB client.
+/// A DynamoDB client, every call bounded (see the crate documentation).
 pub fn dynamodb(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
-    aws_sdk_dynamodb::Client::new(config)
+    let config = aws_sdk_dynamodb::config::Builder::from(config)
+        .timeout_config(bounded(config, Duration::ZERO))
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
 }
 
-/// An SQS client.
+/// A DynamoDB client whose calls are bounded tighter than `config`'s: attempts by `attempt`,
+/// whole calls by `call`. For calls whose caller has a deadline of its own (a lease renewal
+/// must answer well before the lease could expire).
+pub fn dynamodb_within(
+    config: &SdkConfig,
+    attempt: Duration,
+    call: Duration,
+) -> aws_sdk_dynamodb::Client {
+    let bounds = bounded(config, Duration::ZERO);
+    let tighter =
+        |own: Option<Duration>, limit: Duration| Some(own.map_or(limit, |o| o.min(limit)));
+    let mut builder = bounds.to_builder();
+    builder
+        .set_read_timeout(tighter(bounds.read_timeout(), attempt))
+        .set_operation_attempt_timeout(tighter(bounds.operation_attempt_timeout(), attempt))
+        .set_operation_timeout(tighter(bounds.operation_timeout(), call.max(attempt)));
+    let config = aws_sdk_dynamodb::config::Builder::from(config)
+        .timeout_config(builder.build())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// An SQS client, every call bounded (see the crate documentation; reads and attempts at least
+/// [`SQS_LONG_POLL_BOUND`]).
 pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
-    aws_sdk_sqs::Client::new(config)
+    let config = aws_sdk_sqs::config::Builder::from(config)
+        .timeout_config(bounded(config, SQS_LONG_POLL_BOUND))
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
 }
 
 use aws_sdk_kinesis::error::ProvideErrorMetadata;

@@ -45,7 +45,7 @@ impl Call {
         digest.update(request.get_ref().encode_to_vec());
         Ok(Self {
             rpc,
-            idempotency_key: format!("{}/{client_key}", principal.subject()),
+            idempotency_key: scoped_key(&principal.subject(), client_key),
             principal,
             fingerprint: hex::encode(digest.finalize()),
             correlation_id: header(request, CORRELATION_HEADER)
@@ -104,6 +104,29 @@ impl Call {
     }
 }
 
+/// The stored idempotency key: the caller's subject and its key, joined so that no two
+/// (subject, key) pairs give the same text. Keys may contain '/' and so may subjects (a service
+/// token's `sub` is free text): a plain `subject/key` let service `saga/x` with key `k` and
+/// service `saga` with key `x/k` share one scope. The subject's '%' and '/' are
+/// percent-encoded, so the first '/' always ends the subject. A subject with neither character
+/// (every customer and store id, and the services this project mints tokens for) is unchanged,
+/// so keys stored before this encoding keep their meaning; only a subject that contains '%'
+/// gets a new scope, which at worst lets one retry of a command from before the upgrade run
+/// again (the aggregate's state refuses most such repeats).
+fn scoped_key(subject: &str, client_key: &str) -> String {
+    let mut scoped = String::with_capacity(subject.len() + client_key.len() + 1);
+    for c in subject.chars() {
+        match c {
+            '%' => scoped.push_str("%25"),
+            '/' => scoped.push_str("%2F"),
+            c => scoped.push(c),
+        }
+    }
+    scoped.push('/');
+    scoped.push_str(client_key);
+    scoped
+}
+
 fn validate_key(key: &str) -> Result<(), ApiError> {
     let valid =
         !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic());
@@ -125,4 +148,29 @@ fn header<M>(request: &Request<M>, name: &str) -> Option<String> {
         .and_then(|value| value.to_str().ok())
         .filter(|value| !value.is_empty() && value.len() <= MAX_KEY_LEN)
         .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scoped_key;
+
+    #[test]
+    fn a_scoped_key_tells_every_subject_and_key_apart() {
+        let pairs = [
+            ("service:saga/x", "k"),
+            ("service:saga", "x/k"),
+            ("service:saga%2Fx", "k"),
+            ("service:saga%", "2Fx/k"),
+            ("service:saga", "x%2Fk"),
+        ];
+        let scoped: std::collections::HashSet<String> =
+            pairs.iter().map(|(s, k)| scoped_key(s, k)).collect();
+        assert_eq!(scoped.len(), pairs.len(), "{scoped:?}");
+    }
+
+    #[test]
+    fn a_subject_without_slash_or_percent_keeps_its_stored_form() {
+        assert_eq!(scoped_key("customer:c-42", "k/1"), "customer:c-42/k/1");
+        assert_eq!(scoped_key("barista:s1:ann", "k"), "barista:s1:ann/k");
+    }
 }

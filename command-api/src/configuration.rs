@@ -24,6 +24,9 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Event store tuning.
     pub store: StoreSettings,
+    /// How long idempotency keys are kept (the section may be left out: its defaults apply).
+    #[serde(default)]
+    pub idempotency: IdempotencySettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -53,6 +56,42 @@ pub struct StoreSettings {
     /// How many times a command is reloaded and handled again after a concurrent change before
     /// the caller gets ABORTED.
     pub conflict_retries: u32,
+}
+
+/// Retention of client idempotency keys; any field left out takes its default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct IdempotencySettings {
+    /// How long a key is kept after its command committed: a retry within it returns the first
+    /// outcome; after it (once pruned) the retry is a new command.
+    pub retention_secs: u64,
+    /// Pause between pruning passes.
+    pub prune_interval_ms: u64,
+    /// Keys deleted per statement.
+    pub prune_batch: u32,
+}
+
+impl Default for IdempotencySettings {
+    /// The event store's defaults: keys kept 7 days, pruned every minute, 1,000 at a time.
+    fn default() -> Self {
+        let retention = event_store::KeyRetention::default();
+        Self {
+            retention_secs: retention.retention.as_secs(),
+            prune_interval_ms: retention.prune_interval.as_millis() as u64,
+            prune_batch: retention.prune_batch,
+        }
+    }
+}
+
+impl IdempotencySettings {
+    /// As the event store's pruner takes them.
+    pub fn retention(&self) -> event_store::KeyRetention {
+        event_store::KeyRetention {
+            retention: Duration::from_secs(self.retention_secs),
+            prune_interval: Duration::from_millis(self.prune_interval_ms),
+            prune_batch: self.prune_batch,
+        }
+    }
 }
 
 const DEFAULTS: &str = r#"
@@ -101,6 +140,18 @@ impl Settings {
         if self.auth.jwt_secret.expose_secret().len() < 32 {
             return Err(SettingsError::Rejected(
                 "auth.jwt_secret (ORDERPIPE_AUTH__JWT_SECRET) must be at least 32 bytes".into(),
+            ));
+        }
+        if self.idempotency.retention_secs < 3600 {
+            // Shorter than the longest a client may reasonably retry (the saga's and the
+            // queues' redeliveries span minutes to hours): a retry would run twice.
+            return Err(SettingsError::Rejected(
+                "idempotency.retention_secs must be at least 3600".into(),
+            ));
+        }
+        if self.idempotency.prune_batch == 0 || self.idempotency.prune_interval_ms == 0 {
+            return Err(SettingsError::Rejected(
+                "idempotency.prune_batch and idempotency.prune_interval_ms must be above 0".into(),
             ));
         }
         if self.grpc.max_message_bytes < 1024 {

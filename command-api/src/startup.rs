@@ -71,23 +71,31 @@ impl Application {
         .await?;
         let locks = Arc::new(AggregateLocks::new(LOCK_STRIPES));
         let retries = settings.store.conflict_retries;
-        let menu = store.aggregate_store::<Menu>(vec![]);
+        let menu = store
+            .aggregate_store::<Menu>(vec![])
+            .with_snapshot_version(Menu::SNAPSHOT_VERSION);
         let pricing = OrderServices::new(Arc::new(StoredMenu::new(menu.clone(), MENU_MAX_AGE)));
         let api = Arc::new(Api {
             orders: CommandExecutor::new(
-                store.aggregate_store::<Order>(vec![]),
+                store
+                    .aggregate_store::<Order>(vec![])
+                    .with_snapshot_version(Order::SNAPSHOT_VERSION),
                 pricing,
                 locks.clone(),
                 retries,
             ),
             inventory: CommandExecutor::new(
-                store.aggregate_store::<StoreInventory>(vec![]),
+                store
+                    .aggregate_store::<StoreInventory>(vec![])
+                    .with_snapshot_version(StoreInventory::SNAPSHOT_VERSION),
                 (),
                 locks.clone(),
                 retries,
             ),
             loyalty: CommandExecutor::new(
-                store.aggregate_store::<LoyaltyAccount>(vec![]),
+                store
+                    .aggregate_store::<LoyaltyAccount>(vec![])
+                    .with_snapshot_version(LoyaltyAccount::SNAPSHOT_VERSION),
                 (),
                 locks.clone(),
                 retries,
@@ -194,6 +202,14 @@ impl Application {
                 stopped(stop_rx.clone()),
             );
 
+        // Prunes expired idempotency keys in the background; stops with the servers.
+        let pruner = tokio::spawn({
+            let store = self.store.clone();
+            let retention = self.settings.idempotency.retention();
+            let stop = stopped(stop_rx.clone());
+            async move { store.run_key_pruner(retention, stop).await }
+        });
+
         let admin = admin::serve(
             self.admin_listener,
             Arc::new(DatabaseHealth(self.store.pool().clone())),
@@ -228,6 +244,7 @@ impl Application {
                 tracing::warn!("grace period over; dropping requests still in flight");
             }
         }
+        pruner.abort();
         tracing::info!("stopped");
         Ok(())
     }

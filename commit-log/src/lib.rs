@@ -142,17 +142,34 @@ impl LoggedCommit {
     }
 
     fn check_contiguous(&self) -> Result<(), DecodeError> {
+        // Checked: a crafted envelope may carry u64::MAX, where `+ 1` panics (debug) or wraps
+        // to 0 (release) and compares as if contiguous.
         let contiguous = self.events.windows(2).all(|pair| {
-            pair[1].sequence == pair[0].sequence + 1 && pair[1].position == pair[0].position + 1
+            follows(pair[0].sequence, pair[1].sequence)
+                && follows(pair[0].position, pair[1].position)
         });
-        if contiguous && self.first_sequence() > 0 && self.first_position() > 0 {
-            Ok(())
-        } else {
-            Err(DecodeError::Inconsistent(
+        if !contiguous || self.first_sequence() == 0 || self.first_position() == 0 {
+            return Err(DecodeError::Inconsistent(
                 "event sequences and positions must be contiguous and start at 1 or later".into(),
-            ))
+            ));
         }
+        // The store keeps both as BIGINT and every projection records them the same way: a
+        // larger value cannot be a real commit, and would turn negative in a checkpoint.
+        if self.last_sequence() > MAX_STORED || self.last_position() > MAX_STORED {
+            return Err(DecodeError::Inconsistent(format!(
+                "event sequences and positions must be at most {MAX_STORED}"
+            )));
+        }
+        Ok(())
     }
+}
+
+/// The largest sequence or global position the store can hold (its columns are BIGINT).
+const MAX_STORED: u64 = i64::MAX as u64;
+
+/// Whether `next` is the value right after `previous`, without overflowing.
+fn follows(previous: u64, next: u64) -> bool {
+    previous.checked_add(1) == Some(next)
 }
 
 /// Why a stored commit could not be encoded.
@@ -204,8 +221,8 @@ pub fn encode(events: &[RecordedEvent]) -> Result<Vec<u8>, EncodeError> {
     let one_commit = events.windows(2).all(|pair| {
         pair[1].aggregate_type == pair[0].aggregate_type
             && pair[1].aggregate_id == pair[0].aggregate_id
-            && pair[1].sequence == pair[0].sequence + 1
-            && pair[1].global_position == pair[0].global_position + 1
+            && pair[0].sequence.checked_add(1) == Some(pair[1].sequence)
+            && pair[0].global_position.checked_add(1) == Some(pair[1].global_position)
     });
     if !one_commit {
         return Err(EncodeError::NotOneCommit);

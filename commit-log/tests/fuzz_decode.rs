@@ -69,15 +69,27 @@ fn mutate(rng: &mut fastrand::Rng, mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
+/// A sequence or position to start from: mostly small, sometimes at the edges of the ranges the
+/// store (BIGINT) and the envelope (uint64) can hold, where adding one overflows.
+fn random_start(rng: &mut fastrand::Rng) -> u64 {
+    match rng.u8(0..8) {
+        0 => u64::MAX - rng.u64(0..3),
+        1 => i64::MAX as u64 - rng.u64(0..2),
+        _ => rng.u64(0..4).max(u64::from(rng.u8(0..8) != 0)),
+    }
+}
+
 fn random_envelope(rng: &mut fastrand::Rng) -> pb::CommitEnvelope {
-    let first_sequence = rng.u64(0..4).max(u64::from(rng.u8(0..8) != 0));
-    let first_position = rng.u64(0..4).max(u64::from(rng.u8(0..8) != 0));
+    let first_sequence = random_start(rng);
+    let first_position = random_start(rng);
     let events = (0..rng.usize(0..4).max(usize::from(rng.u8(0..8) != 0)))
         .map(|n| {
             let sample = rng.usize(..SAMPLES.len());
             pb::LoggedEvent {
-                sequence: first_sequence + n as u64 + u64::from(rng.u8(0..8) == 0),
-                position: first_position + n as u64,
+                sequence: first_sequence
+                    .wrapping_add(n as u64)
+                    .wrapping_add(u64::from(rng.u8(0..8) == 0)),
+                position: first_position.wrapping_add(n as u64),
                 event_type: SAMPLES[sample].0.into(),
                 event_version: ["1.0", "1.0", "1.0", "2.0", "", "x"][rng.usize(..6)].into(),
                 payload_json: {
@@ -113,9 +125,9 @@ fn random_envelope(rng: &mut fastrand::Rng) -> pb::CommitEnvelope {
             [rng.usize(..4)]
         .into(),
         first_sequence,
-        last_sequence: first_sequence + events.len().saturating_sub(1) as u64,
+        last_sequence: first_sequence.wrapping_add(events.len().saturating_sub(1) as u64),
         first_position,
-        last_position: first_position + events.len().saturating_sub(1) as u64,
+        last_position: first_position.wrapping_add(events.len().saturating_sub(1) as u64),
         committed_at: (rng.u8(0..8) != 0).then(|| prost_types::Timestamp {
             seconds: rng.i64(-100_000_000_000..100_000_000_000),
             nanos: if rng.bool() { 0 } else { rng.i32(..) },
@@ -151,8 +163,71 @@ fn decode_answers_every_input_without_panicking() {
                 commit.first_sequence() <= commit.last_sequence(),
                 "seed {seed}"
             );
+            assert!(
+                commit.last_sequence() <= i64::MAX as u64
+                    && commit.last_position() <= i64::MAX as u64,
+                "seed {seed}: a sequence or position the store cannot hold was accepted"
+            );
             decoded += 1;
         }
     }
     println!("{decoded} of {iterations} inputs decoded; the rest were refused as poison");
+}
+
+/// An envelope of `count` intact `OrderAccepted` events from `first_sequence` / `first_position`.
+fn envelope_at(first_sequence: u64, first_position: u64, count: u64) -> pb::CommitEnvelope {
+    let at = || prost_types::Timestamp {
+        seconds: 1_795_000_000,
+        nanos: 0,
+    };
+    let events = (0..count)
+        .map(|n| pb::LoggedEvent {
+            sequence: first_sequence.wrapping_add(n),
+            position: first_position.wrapping_add(n),
+            event_type: "OrderAccepted".into(),
+            event_version: "1.0".into(),
+            payload_json: br#"{"OrderAccepted": {}}"#.to_vec(),
+            recorded_at: Some(at()),
+        })
+        .collect();
+    pb::CommitEnvelope {
+        envelope_version: 1,
+        aggregate_type: "order".into(),
+        aggregate_id: "5f0c2d1e-0000-4000-8000-000000000000".into(),
+        first_sequence,
+        last_sequence: first_sequence.wrapping_add(count - 1),
+        first_position,
+        last_position: first_position.wrapping_add(count - 1),
+        committed_at: Some(at()),
+        correlation_id: String::new(),
+        causation_id: String::new(),
+        events,
+    }
+}
+
+#[test]
+fn a_sequence_or_position_at_the_end_of_its_range_is_refused_not_a_panic() {
+    // A crafted envelope whose next sequence (or position) would overflow u64: in a debug build
+    // the unchecked `+ 1` panicked, in release it wrapped to 0 and compared.
+    for (sequence, position) in [(u64::MAX, 1), (1, u64::MAX)] {
+        let record = envelope_at(sequence, position, 2).encode_to_vec();
+        let refused =
+            std::panic::catch_unwind(|| commit_log::decode(&record)).unwrap_or_else(|_| {
+                panic!("decode panicked at sequence {sequence}, position {position}")
+            });
+        assert!(
+            matches!(refused, Err(commit_log::DecodeError::Inconsistent(_))),
+            "sequence {sequence}, position {position}: {refused:?}"
+        );
+    }
+    // Beyond what the store's BIGINT columns (and every projection's checkpoint) can hold.
+    let beyond = envelope_at(i64::MAX as u64 + 1, 1, 1).encode_to_vec();
+    assert!(matches!(
+        commit_log::decode(&beyond),
+        Err(commit_log::DecodeError::Inconsistent(_))
+    ));
+    // The last value the store can hold still decodes.
+    let last = envelope_at(i64::MAX as u64, i64::MAX as u64, 1).encode_to_vec();
+    let commit = commit_log::decode(&last).unwrap();
+    assert_eq!(commit.last_sequence(), i64::MAX as u64);
 }

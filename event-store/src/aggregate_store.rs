@@ -11,22 +11,25 @@ use cqrs_es::{
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::committer::{GroupCommitter, IdempotencyRecord, NewEvent, PendingCommit};
+use crate::committer::{GroupCommitter, IdempotencyRecord, NewEvent, PendingCommit, Snapshot};
 use crate::error::StoreError;
 use crate::metadata;
 
 /// The latest snapshot (first row, `is_snapshot`) and the events after it, in one round trip.
+/// A snapshot of another schema version than `$3` is still returned (so it can be reported) but
+/// every event is read, as it will be ignored.
 const LOAD_AGGREGATE: &str = "\
 WITH snapshot AS (
-    SELECT version, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2
+    SELECT version, schema_version, payload FROM snapshots
+    WHERE aggregate_type = $1 AND aggregate_id = $2
 )
-SELECT TRUE AS is_snapshot, version AS sequence, NULL::text AS event_type,
+SELECT TRUE AS is_snapshot, version AS sequence, schema_version, NULL::text AS event_type,
        NULL::text AS event_version, payload, NULL::jsonb AS metadata
 FROM snapshot
 UNION ALL
-SELECT FALSE, sequence, event_type, event_version, payload, metadata FROM events
+SELECT FALSE, sequence, NULL::integer, event_type, event_version, payload, metadata FROM events
 WHERE aggregate_type = $1 AND aggregate_id = $2
-  AND sequence > COALESCE((SELECT version FROM snapshot), 0)
+  AND sequence > COALESCE((SELECT version FROM snapshot WHERE schema_version = $3), 0)
 ORDER BY is_snapshot DESC, sequence";
 
 const LOAD_EVENTS_AFTER: &str = "\
@@ -43,12 +46,27 @@ JOIN events e ON e.aggregate_type = k.aggregate_type AND e.aggregate_id = k.aggr
 WHERE k.idempotency_key = $1
 ORDER BY e.sequence";
 
+/// The snapshot schema version of a store that was not given one
+/// ([`AggregateStore::with_snapshot_version`]).
+pub const DEFAULT_SNAPSHOT_VERSION: u32 = 1;
+
+/// Why a stored snapshot was not used.
+enum IgnoredSnapshot {
+    /// Written with another schema version (an older build, or before a fix to `apply`).
+    SchemaVersion(i32),
+    /// Its payload no longer decodes as the aggregate.
+    Undecodable(serde_json::Error),
+}
+
 /// An aggregate as loaded for a command: its state and the version (number of events) it has.
 #[derive(Debug)]
 pub struct LoadedAggregate<A> {
     aggregate_id: String,
     aggregate: A,
     version: u64,
+    /// Its stored snapshot was ignored (an older schema version, or undecodable): the next
+    /// commit replaces it instead of waiting for a snapshot boundary.
+    snapshot_stale: bool,
 }
 
 impl<A> LoadedAggregate<A> {
@@ -89,6 +107,7 @@ pub struct AggregateStore<A> {
     pool: PgPool,
     committer: GroupCommitter,
     snapshot_every: u64,
+    snapshot_version: u32,
     upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
     aggregate: PhantomData<fn() -> A>,
 }
@@ -99,6 +118,7 @@ impl<A> Clone for AggregateStore<A> {
             pool: self.pool.clone(),
             committer: self.committer.clone(),
             snapshot_every: self.snapshot_every,
+            snapshot_version: self.snapshot_version,
             upcasters: self.upcasters.clone(),
             aggregate: PhantomData,
         }
@@ -116,16 +136,30 @@ impl<A: Aggregate> AggregateStore<A> {
             pool,
             committer,
             snapshot_every,
+            snapshot_version: DEFAULT_SNAPSHOT_VERSION,
             upcasters: Arc::new(upcasters),
             aggregate: PhantomData,
         }
     }
 
-    /// Loads an aggregate from its latest snapshot plus the events after it.
+    /// The same store, trusting only snapshots of schema version `version` and writing its
+    /// snapshots with it. An aggregate type declares its version next to its state (e.g.
+    /// `Order::SNAPSHOT_VERSION`) and bumps it whenever the serialised state or `apply` changes,
+    /// so a snapshot an older build wrote is replayed instead of trusted. Without this call the
+    /// version is [`DEFAULT_SNAPSHOT_VERSION`].
+    pub fn with_snapshot_version(mut self, version: u32) -> Self {
+        self.snapshot_version = version;
+        self
+    }
+
+    /// Loads an aggregate from its latest snapshot plus the events after it. A snapshot of
+    /// another schema version, or one that no longer decodes, is ignored (logged and counted in
+    /// `orderpipe_store_snapshots_ignored_total`) and the aggregate is rebuilt from its events.
     pub async fn load(&self, aggregate_id: &str) -> Result<LoadedAggregate<A>, StoreError> {
         type Row = (
             bool,
             i64,
+            Option<i32>,
             Option<String>,
             Option<String>,
             Value,
@@ -134,13 +168,45 @@ impl<A: Aggregate> AggregateStore<A> {
         let rows: Vec<Row> = sqlx::query_as(LOAD_AGGREGATE)
             .bind(A::TYPE)
             .bind(aggregate_id)
+            .bind(self.snapshot_version as i32)
             .fetch_all(&self.pool)
             .await?;
-        let mut aggregate = A::default();
-        let mut version = 0;
-        for (is_snapshot, sequence, event_type, event_version, payload, metadata) in rows {
+        let mut loaded = LoadedAggregate {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate: A::default(),
+            version: 0,
+            snapshot_stale: false,
+        };
+        for (is_snapshot, sequence, schema_version, event_type, event_version, payload, metadata) in
+            rows
+        {
             if is_snapshot {
-                aggregate = serde_json::from_value(payload)?;
+                let schema_version = schema_version.unwrap_or_default();
+                if schema_version != self.snapshot_version as i32 {
+                    // The query read every event for this case.
+                    self.ignore_snapshot(
+                        aggregate_id,
+                        sequence,
+                        IgnoredSnapshot::SchemaVersion(schema_version),
+                    );
+                    // An older snapshot is replaced by the next commit. A newer one (a later
+                    // build during a rolling deploy) is left to the build that wrote it, so
+                    // the two do not overwrite each other's snapshot at every commit.
+                    loaded.snapshot_stale = schema_version < self.snapshot_version as i32;
+                    continue;
+                }
+                match serde_json::from_value(payload) {
+                    Ok(aggregate) => loaded.aggregate = aggregate,
+                    Err(error) => {
+                        self.ignore_snapshot(
+                            aggregate_id,
+                            sequence,
+                            IgnoredSnapshot::Undecodable(error),
+                        );
+                        // The rows hold only the events after the snapshot: read them all.
+                        return self.replay(aggregate_id).await;
+                    }
+                }
             } else {
                 let envelope = self.deserialize(
                     aggregate_id,
@@ -150,15 +216,56 @@ impl<A: Aggregate> AggregateStore<A> {
                     payload,
                     metadata.unwrap_or_default(),
                 )?;
-                aggregate.apply(envelope.payload);
+                loaded.aggregate.apply(envelope.payload);
             }
-            version = sequence as u64;
+            loaded.version = sequence as u64;
         }
-        Ok(LoadedAggregate {
+        Ok(loaded)
+    }
+
+    /// Rebuilds an aggregate from all its events, for a snapshot that could not be used.
+    async fn replay(&self, aggregate_id: &str) -> Result<LoadedAggregate<A>, StoreError> {
+        let mut loaded = LoadedAggregate {
             aggregate_id: aggregate_id.to_owned(),
-            aggregate,
-            version,
-        })
+            aggregate: A::default(),
+            version: 0,
+            snapshot_stale: true,
+        };
+        for envelope in self.events_after(aggregate_id, 0).await? {
+            loaded.version = envelope.sequence as u64;
+            loaded.aggregate.apply(envelope.payload);
+        }
+        Ok(loaded)
+    }
+
+    fn ignore_snapshot(&self, aggregate_id: &str, snapshot_at: i64, why: IgnoredSnapshot) {
+        let reason = match &why {
+            IgnoredSnapshot::SchemaVersion(_) => "schema_version",
+            IgnoredSnapshot::Undecodable(_) => "undecodable",
+        };
+        metrics::counter!(
+            "orderpipe_store_snapshots_ignored_total",
+            "aggregate_type" => A::TYPE,
+            "reason" => reason
+        )
+        .increment(1);
+        match why {
+            IgnoredSnapshot::SchemaVersion(found) => tracing::info!(
+                aggregate_type = A::TYPE,
+                aggregate_id,
+                snapshot_at,
+                found,
+                expected = self.snapshot_version,
+                "snapshot of another schema version ignored; replaying the events"
+            ),
+            IgnoredSnapshot::Undecodable(error) => tracing::warn!(
+                aggregate_type = A::TYPE,
+                aggregate_id,
+                snapshot_at,
+                %error,
+                "snapshot does not decode; ignored, replaying the events"
+            ),
+        }
     }
 
     /// The events an earlier command committed under `idempotency_key`, if any. A key recorded
@@ -283,10 +390,17 @@ impl<A: Aggregate> AggregateStore<A> {
         let new_version = context.version + events.len() as u64;
         // The context's aggregate already has these events applied (cqrs-es's event sink applies
         // them during `handle`), so it is snapshotted as it is, never re-applied.
-        let snapshot = self
-            .crosses_snapshot_boundary(context.version, new_version)
+        // A snapshot that was ignored on load is replaced now rather than at the next boundary,
+        // so the aggregate is replayed in full only until its next commit.
+        let take_snapshot = self.crosses_snapshot_boundary(context.version, new_version)
+            || (self.snapshot_every > 0 && context.snapshot_stale);
+        let snapshot = take_snapshot
             .then(|| serde_json::to_value(&context.aggregate))
-            .transpose()?;
+            .transpose()?
+            .map(|payload| Snapshot {
+                schema_version: self.snapshot_version,
+                payload,
+            });
         let mut persisted_metadata = metadata.clone();
         let idempotency = persisted_metadata
             .remove(metadata::REQUEST_FINGERPRINT)

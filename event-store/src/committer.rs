@@ -63,15 +63,17 @@ WITH new_events AS (
          AS k(idempotency_key, request_fingerprint, aggregate_type, aggregate_id, first_sequence,
               last_sequence)
 ), new_snapshots AS (
-    INSERT INTO snapshots (aggregate_type, aggregate_id, version, payload, taken_at)
-    SELECT aggregate_type, aggregate_id, version, payload, statement_timestamp()
-    FROM unnest($21::text[], $22::text[], $23::bigint[], $24::jsonb[])
-         AS s(aggregate_type, aggregate_id, version, payload)
+    INSERT INTO snapshots (aggregate_type, aggregate_id, version, payload, taken_at,
+                           schema_version)
+    SELECT aggregate_type, aggregate_id, version, payload, statement_timestamp(), schema_version
+    FROM unnest($21::text[], $22::text[], $23::bigint[], $24::jsonb[], $25::integer[])
+         AS s(aggregate_type, aggregate_id, version, payload, schema_version)
     ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
-        SET version = EXCLUDED.version, payload = EXCLUDED.payload, taken_at = EXCLUDED.taken_at
+        SET version = EXCLUDED.version, payload = EXCLUDED.payload, taken_at = EXCLUDED.taken_at,
+            schema_version = EXCLUDED.schema_version
         WHERE snapshots.version < EXCLUDED.version
 )
-UPDATE event_position SET last_position = $25";
+UPDATE event_position SET last_position = $26";
 
 /// How the writer task batches.
 #[derive(Debug, Clone, Copy)]
@@ -117,7 +119,15 @@ pub(crate) struct PendingCommit {
     pub metadata: Value,
     pub idempotency: Option<IdempotencyRecord>,
     /// The aggregate after the events, when this commit crosses a snapshot boundary.
-    pub snapshot: Option<Value>,
+    pub snapshot: Option<Snapshot>,
+}
+
+/// An aggregate's state to store as its snapshot.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    /// The schema version its aggregate type declares.
+    pub schema_version: u32,
+    pub payload: Value,
 }
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
@@ -307,6 +317,7 @@ struct BatchRows {
     snapshot_aggregate_ids: Vec<String>,
     snapshot_versions: Vec<i64>,
     snapshot_payloads: Vec<Value>,
+    snapshot_schema_versions: Vec<i32>,
 }
 
 impl BatchRows {
@@ -348,7 +359,9 @@ impl BatchRows {
             self.snapshot_aggregate_ids
                 .push(commit.aggregate_id.clone());
             self.snapshot_versions.push(first_sequence + count - 1);
-            self.snapshot_payloads.push(snapshot);
+            self.snapshot_payloads.push(snapshot.payload);
+            self.snapshot_schema_versions
+                .push(snapshot.schema_version as i32);
         }
     }
 
@@ -381,5 +394,6 @@ impl BatchRows {
             .bind(self.snapshot_aggregate_ids)
             .bind(self.snapshot_versions)
             .bind(self.snapshot_payloads)
+            .bind(self.snapshot_schema_versions)
     }
 }

@@ -9,13 +9,16 @@
 //! - Every commit writes its outbox row in the same transaction; the relay reads the outbox
 //!   oldest first ([`PgEventStore::read_outbox`]), removes what the log acknowledged and watches
 //!   the backlog.
-//! - Snapshots store the aggregate exactly as the command context holds it after the commit.
+//! - Snapshots store the aggregate exactly as the command context holds it after the commit,
+//!   with the schema version its aggregate type declares; a snapshot of another version, or one
+//!   that no longer decodes, is ignored and the events replayed.
 //! - A commit may carry a client idempotency key ([`metadata::IDEMPOTENCY_KEY`]); its outcome can
 //!   be read back with [`AggregateStore::commit_outcome`].
 
 mod aggregate_store;
 mod committer;
 mod error;
+mod idempotency;
 pub mod metadata;
 mod outbox;
 mod reader;
@@ -24,9 +27,12 @@ use cqrs_es::persist::EventUpcaster;
 use cqrs_es::Aggregate;
 use sqlx::PgPool;
 
-pub use aggregate_store::{AggregateStore, CommitOutcome, LoadedAggregate};
+pub use aggregate_store::{
+    AggregateStore, CommitOutcome, LoadedAggregate, DEFAULT_SNAPSHOT_VERSION,
+};
 pub use committer::{GroupCommitConfig, GroupCommitter};
 pub use error::StoreError;
+pub use idempotency::KeyRetention;
 pub use outbox::{OutboxBacklog, OutboxCommit};
 pub use reader::RecordedEvent;
 

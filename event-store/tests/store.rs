@@ -3,10 +3,11 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework, DomainEvent, EventStore};
-use event_store::{metadata, PgEventStore, StoreConfig, StoreError};
+use event_store::{metadata, KeyRetention, PgEventStore, StoreConfig, StoreError};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use test_support::fresh_database;
@@ -429,4 +430,337 @@ async fn the_outbox_backlog_counts_waiting_commits_and_ages_the_oldest() {
 
     store.remove_from_outbox(&[1]).await.unwrap();
     assert_eq!(store.outbox_backlog().await.unwrap().commits, 1);
+}
+
+/// A tally of six events with a snapshot every two, written by a store of snapshot schema
+/// version 1.
+async fn tally_with_snapshots(id: &str) -> PgEventStore {
+    let store = open_store(2).await;
+    let cqrs = CqrsFramework::new(
+        store
+            .aggregate_store::<Tally>(vec![])
+            .with_snapshot_version(1),
+        vec![],
+        (),
+    );
+    for amount in [1, 2, 3] {
+        cqrs.execute(id, TallyCommand::Add(vec![amount, amount * 10]))
+            .await
+            .unwrap();
+    }
+    let version: i64 = sqlx::query_scalar("SELECT version FROM snapshots WHERE aggregate_id = $1")
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(version, 6, "the tally has a snapshot to distrust");
+    store
+}
+
+#[tokio::test]
+async fn a_snapshot_of_an_older_schema_version_is_ignored_and_the_events_replayed() {
+    let store = tally_with_snapshots("t-old").await;
+    // What a build before a fix to `apply` would have snapshotted: a state no replay gives.
+    sqlx::query(
+        "UPDATE snapshots SET payload = '{\"total\": 999, \"applied\": 6, \"history\": []}'
+         WHERE aggregate_id = 't-old'",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let current = store
+        .aggregate_store::<Tally>(vec![])
+        .with_snapshot_version(2);
+
+    let loaded = current.load("t-old").await.unwrap();
+
+    let replayed = full_replay(&store, "t-old").await;
+    assert_eq!(
+        loaded.state(),
+        &replayed,
+        "the old snapshot was not trusted"
+    );
+    assert_eq!(loaded.version(), 6);
+    assert_eq!(replayed.total, 66);
+
+    // The next commit replaces the old snapshot with one of the current version, without
+    // waiting for the next snapshot boundary.
+    CqrsFramework::new(current.clone(), vec![], ())
+        .execute("t-old", TallyCommand::Add(vec![4]))
+        .await
+        .unwrap();
+    let (version, schema_version): (i64, i32) = sqlx::query_as(
+        "SELECT version, schema_version FROM snapshots WHERE aggregate_id = 't-old'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!((version, schema_version), (7, 2));
+    assert_eq!(
+        current.load("t-old").await.unwrap().state(),
+        &full_replay(&store, "t-old").await
+    );
+}
+
+#[tokio::test]
+async fn an_undecodable_snapshot_is_ignored_and_the_events_replayed() {
+    let store = tally_with_snapshots("t-garbled").await;
+    sqlx::query(
+        "UPDATE snapshots SET payload = '\"not a tally\"' WHERE aggregate_id = 't-garbled'",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let tallies = store
+        .aggregate_store::<Tally>(vec![])
+        .with_snapshot_version(1);
+
+    let loaded = tallies
+        .load("t-garbled")
+        .await
+        .expect("an undecodable snapshot does not make the aggregate unloadable");
+
+    assert_eq!(loaded.state(), &full_replay(&store, "t-garbled").await);
+    assert_eq!(loaded.version(), 6);
+    // Commands go on, and the next one writes a snapshot that decodes.
+    CqrsFramework::new(tallies.clone(), vec![], ())
+        .execute("t-garbled", TallyCommand::Add(vec![4]))
+        .await
+        .unwrap();
+    let payload: serde_json::Value =
+        sqlx::query_scalar("SELECT payload FROM snapshots WHERE aggregate_id = 't-garbled'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        serde_json::from_value::<Tally>(payload).unwrap(),
+        full_replay(&store, "t-garbled").await
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_of_the_current_schema_version_is_used() {
+    let store = tally_with_snapshots("t-current").await;
+    // A marker only the snapshot carries: were the events replayed instead, `applied` would be 6.
+    sqlx::query(
+        "UPDATE snapshots SET payload = jsonb_set(payload, '{applied}', '1006')
+         WHERE aggregate_id = 't-current'",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+
+    let loaded = store
+        .aggregate_store::<Tally>(vec![])
+        .with_snapshot_version(1)
+        .load("t-current")
+        .await
+        .unwrap();
+
+    assert_eq!(loaded.state().applied, 1006, "loaded from the snapshot");
+}
+
+/// Commits one event under each key, on an aggregate of its own.
+async fn commit_keys(store: &PgEventStore, keys: &[&str]) {
+    let cqrs = CqrsFramework::new(store.aggregate_store::<Tally>(vec![]), vec![], ());
+    for key in keys {
+        cqrs.execute_with_metadata(
+            &format!("t-{key}"),
+            TallyCommand::Add(vec![1]),
+            keyed(key, "add 1"),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// Backdates a key's commit by `age`.
+async fn age_key(store: &PgEventStore, key: &str, age: Duration) {
+    sqlx::query(
+        "UPDATE command_idempotency
+         SET committed_at = statement_timestamp() - make_interval(secs => $2)
+         WHERE idempotency_key = $1",
+    )
+    .bind(key)
+    .bind(age.as_secs_f64())
+    .execute(store.pool())
+    .await
+    .unwrap();
+}
+
+async fn stored_keys(store: &PgEventStore) -> Vec<String> {
+    sqlx::query_scalar("SELECT idempotency_key FROM command_idempotency ORDER BY 1")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+}
+
+const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[tokio::test]
+async fn pruning_removes_only_expired_keys_in_small_batches() {
+    let store = open_store(0).await;
+    commit_keys(&store, &["old-1", "old-2", "old-3", "fresh", "inside"]).await;
+    for key in ["old-1", "old-2", "old-3"] {
+        age_key(&store, key, RETENTION + Duration::from_secs(60)).await;
+    }
+    age_key(&store, "inside", RETENTION - Duration::from_secs(60)).await;
+
+    // Batches of two: two expired keys, then the last one, then nothing is left to prune.
+    let mut pruned = Vec::new();
+    for _ in 0..3 {
+        pruned.push(store.prune_expired_keys(RETENTION, 2).await.unwrap());
+    }
+
+    assert_eq!(pruned, vec![2, 1, 0]);
+    assert_eq!(stored_keys(&store).await, vec!["fresh", "inside"]);
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(events, 5, "pruning keys leaves the events alone");
+}
+
+#[tokio::test]
+async fn a_retry_inside_the_retention_window_still_replays_and_one_after_it_is_new() {
+    let store = open_store(0).await;
+    let tallies = store.aggregate_store::<Tally>(vec![]);
+    commit_keys(&store, &["inside", "expired"]).await;
+    age_key(&store, "inside", RETENTION - Duration::from_secs(60)).await;
+    age_key(&store, "expired", RETENTION + Duration::from_secs(60)).await;
+    store.prune_expired_keys(RETENTION, 100).await.unwrap();
+
+    // Inside the window the first outcome is still there, and the key still refuses a commit.
+    let outcome = tallies.commit_outcome("inside", "add 1").await.unwrap();
+    assert_eq!(outcome.unwrap().aggregate_id, "t-inside");
+    let cqrs = CqrsFramework::new(tallies.clone(), vec![], ());
+    let again = cqrs
+        .execute_with_metadata(
+            "t-inside",
+            TallyCommand::Add(vec![1]),
+            keyed("inside", "add 1"),
+        )
+        .await;
+    assert!(matches!(again, Err(AggregateError::AggregateConflict)));
+
+    // After it the key is forgotten: the same command is a new one.
+    assert!(tallies
+        .commit_outcome("expired", "add 1")
+        .await
+        .unwrap()
+        .is_none());
+    cqrs.execute_with_metadata(
+        "t-expired",
+        TallyCommand::Add(vec![1]),
+        keyed("expired", "add 1"),
+    )
+    .await
+    .expect("an expired key is a new command");
+    assert_eq!(full_replay(&store, "t-expired").await.history, vec![1, 1]);
+}
+
+#[tokio::test]
+async fn the_key_pruner_runs_in_the_background_until_stopped() {
+    let store = open_store(0).await;
+    commit_keys(&store, &["old-1", "old-2", "old-3", "fresh"]).await;
+    for key in ["old-1", "old-2", "old-3"] {
+        age_key(&store, key, RETENTION + Duration::from_secs(60)).await;
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let pruner = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .run_key_pruner(
+                    KeyRetention {
+                        retention: RETENTION,
+                        prune_interval: Duration::from_millis(50),
+                        prune_batch: 2,
+                    },
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
+                .await
+        }
+    });
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stored_keys(&store).await != vec!["fresh"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired keys still stored: {:?}",
+            stored_keys(&store).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), pruner)
+        .await
+        .expect("the pruner stops when told")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_pruner_skips_keys_another_transaction_holds_and_commits_go_on_meanwhile() {
+    let store = open_store(0).await;
+    commit_keys(&store, &["old-1", "old-2"]).await;
+    for key in ["old-1", "old-2"] {
+        age_key(&store, key, RETENTION + Duration::from_secs(60)).await;
+    }
+    // Another pruner (or anything else) holds old-1's row.
+    let mut holder = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM command_idempotency WHERE idempotency_key = 'old-1' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    let pruned = tokio::time::timeout(
+        Duration::from_secs(3),
+        store.prune_expired_keys(RETENTION, 100),
+    )
+    .await
+    .expect("the pruner does not wait for held rows")
+    .unwrap();
+    assert_eq!(pruned, 1, "old-2 only");
+    tokio::time::timeout(Duration::from_secs(3), commit_keys(&store, &["new"]))
+        .await
+        .expect("commits are not blocked");
+
+    holder.rollback().await.unwrap();
+    assert_eq!(store.prune_expired_keys(RETENTION, 100).await.unwrap(), 1);
+    assert_eq!(stored_keys(&store).await, vec!["new"]);
+}
+
+#[tokio::test]
+async fn a_snapshot_of_a_newer_schema_version_is_ignored_but_left_to_its_build() {
+    // During a rolling deploy an older build meets the snapshot a newer one wrote.
+    let store = tally_with_snapshots("t-newer").await;
+    sqlx::query("UPDATE snapshots SET schema_version = 3 WHERE aggregate_id = 't-newer'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let older = store
+        .aggregate_store::<Tally>(vec![])
+        .with_snapshot_version(2);
+
+    assert_eq!(
+        older.load("t-newer").await.unwrap().state(),
+        &full_replay(&store, "t-newer").await
+    );
+    CqrsFramework::new(older, vec![], ())
+        .execute("t-newer", TallyCommand::Add(vec![4]))
+        .await
+        .unwrap();
+    let (version, schema_version): (i64, i32) = sqlx::query_as(
+        "SELECT version, schema_version FROM snapshots WHERE aggregate_id = 't-newer'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (version, schema_version),
+        (6, 3),
+        "not replaced before the next snapshot boundary"
+    );
 }

@@ -108,6 +108,12 @@ pub enum ReplayError {
     /// The tables are live already, with no swap left to finish.
     #[error("{0} is already the live active-orders view; nothing to swap")]
     AlreadyLive(String),
+    /// `replay handover` with no handover going on.
+    #[error("no swap is in handover: the view alias names {0}, caught up; nothing to finish or roll back")]
+    NoHandover(String),
+    /// A swap was asked while a rollback is catching the old tables up.
+    #[error("a rollback to {0} is in handover; finish it first with `replay handover --abort`")]
+    RollingBack(String),
 }
 
 impl ReplayError {

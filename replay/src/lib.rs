@@ -49,4 +49,4 @@ pub use rebuild::{
 pub use status::{view_status, ViewMarkers, ViewStatus};
 pub use swap::{swap_in, SwapPlan};
 pub use target::{drop_schema, schema_exists, ReadModel, ViewKind};
-pub use verify::{verify, Comparison, TableDifference};
+pub use verify::{verify, Comparison, Skipped, TableDifference};

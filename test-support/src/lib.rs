@@ -3,16 +3,19 @@
 //! Every test gets a database of its own, so tests run in parallel and never see each other's
 //! data. The server comes from `DATABASE_URL` (set by `scripts/stack.sh`); without it the
 //! machine's PostgreSQL on 127.0.0.1:5432 is used. [`CuttableProxy`] stands between a process
-//! and a dependency so a test can take the dependency away; [`http::request`] calls an HTTP service.
+//! and a dependency so a test can take the dependency away (or make it go silent);
+//! [`SilentListener`] is an endpoint that never answers; [`http::request`] calls an HTTP service.
 
 mod aws;
 pub mod http;
 mod kinesis;
 mod proxy;
+mod silent;
 
 pub use aws::{aws_test_config, unique_name};
 pub use kinesis::{replay, Replayed, TestStream, PATIENCE};
 pub use proxy::CuttableProxy;
+pub use silent::SilentListener;
 
 use service_kit::settings::DatabaseSettings;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -362,6 +362,7 @@ async fn start_api(
             issuer: "orderpipe".into(),
             audience: "orderpipe-api".into(),
         },
+        idempotency: command_api::configuration::IdempotencySettings::default(),
         store: StoreSettings {
             snapshot_every: 50,
             max_batch_commits: 256,

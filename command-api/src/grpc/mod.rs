@@ -2,7 +2,7 @@
 //! (parsing every field at this boundary) and outcomes into responses.
 
 /// A command request: it names its idempotency key and the aggregate it acts on.
-trait CommandRequest: prost::Message {
+trait CommandRequest: prost::Message + limits::Limited {
     fn idempotency_key(&self) -> &str;
     fn aggregate_id(&self) -> &str;
 }
@@ -22,6 +22,7 @@ macro_rules! command_requests {
 }
 
 mod inventory;
+pub mod limits;
 mod loyalty;
 mod menu;
 mod orders;
@@ -40,6 +41,7 @@ use crate::auth::{Principal, Role, TokenAuthority};
 use crate::call::Call;
 use crate::error::ApiError;
 use crate::executor::{CommandExecutor, Executed};
+use limits::Limited;
 
 pub use inventory::InventoryGrpc;
 pub use loyalty::LoyaltyGrpc;
@@ -73,8 +75,9 @@ impl Api {
         Ok(principal)
     }
 
-    /// An authenticated command call in one of `roles`.
-    fn command_call<M: prost::Message>(
+    /// An authenticated command call in one of `roles`, within the request's limits. The limits
+    /// are checked before anything else is done with the request (fingerprint, parsing).
+    fn command_call<M: prost::Message + Limited>(
         &self,
         rpc: &'static str,
         request: &Request<M>,
@@ -82,6 +85,7 @@ impl Api {
         roles: &[Role],
     ) -> Result<Call, ApiError> {
         let principal = self.caller(request, roles, rpc)?;
+        request.get_ref().check_limits()?;
         let call = Call::new(rpc, principal, request, client_key)?;
         tracing::Span::current().record("correlation_id", call.correlation_id());
         Ok(call)

@@ -340,3 +340,82 @@ async fn illegal_transitions_and_unknown_orders_are_refused() {
     .await;
     app.stop().await;
 }
+
+/// A place-order request of `lines` lines of malformed SKUs: each line would be a violation if
+/// it were parsed.
+fn order_of_bad_lines(key: &str, lines: usize) -> pb::PlaceOrderRequest {
+    let bad: Vec<(&str, u32)> = (0..lines).map(|_| ("not a sku", 0)).collect();
+    place_order(key, &new_order_id(), "c-1", &bad)
+}
+
+#[tokio::test]
+async fn a_place_order_one_line_over_the_limit_is_refused_before_its_lines_are_parsed() {
+    let app = spawn_app().await;
+    app.seed_menu_and_stock(10).await;
+    let mut customer = app.orders(Role::Customer, "c-1");
+
+    // 51 lines (the limit is 50), every one of them malformed: the count alone refuses it, with
+    // one violation at `lines`, instead of 102 parse errors from lines that were never needed.
+    let status = refused(
+        &app,
+        Code::InvalidArgument,
+        customer.place_order(order_of_bad_lines("limit-1", 51)),
+    )
+    .await;
+    assert_eq!(violated_fields(&status), vec!["lines"]);
+    assert!(
+        status.message().contains("at most 50"),
+        "{}",
+        status.message()
+    );
+
+    // 50 malformed lines are within the limit: they are parsed and each is reported.
+    let status = refused(
+        &app,
+        Code::InvalidArgument,
+        customer.place_order(order_of_bad_lines("limit-2", 50)),
+    )
+    .await;
+    assert_eq!(violated_fields(&status)[0], "lines[0].sku");
+
+    // 11 customisations on one line (the limit is 10).
+    let mut request = place_order("limit-3", &new_order_id(), "c-1", &[("LATTE-12", 1)]);
+    request.lines[0].customisations = (0..11).map(|n| format!("extra {n}")).collect();
+    let status = refused(&app, Code::InvalidArgument, customer.place_order(request)).await;
+    assert_eq!(violated_fields(&status), vec!["lines[0].customisations"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_reservation_one_line_over_the_limit_is_refused() {
+    let app = spawn_app().await;
+    app.seed_menu_and_stock(99).await;
+    let mut manager = app.inventory(Role::StoreManager, "manager");
+    let reservation = |key: &str, lines: usize| pb::ReserveStockRequest {
+        idempotency_key: key.into(),
+        store_id: crate::helpers::STORE.into(),
+        order_id: new_order_id(),
+        lines: (0..lines)
+            .map(|_| pb::StockLine {
+                sku: "LATTE-12".into(),
+                quantity: 1,
+            })
+            .collect(),
+    };
+
+    // 51 lines of one unit each: ReserveStock had no line cap at all.
+    let status = refused(
+        &app,
+        Code::InvalidArgument,
+        manager.reserve_stock(reservation("reserve-51", 51)),
+    )
+    .await;
+    assert_eq!(violated_fields(&status), vec!["lines"]);
+
+    // 50 lines are accepted.
+    manager
+        .reserve_stock(reservation("reserve-50", 50))
+        .await
+        .expect("50 lines are within the limit");
+    app.stop().await;
+}

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use command_api::auth::{Role, TokenAuthority};
 use command_api::configuration::{
-    AdminSettings, AuthSettings, GrpcSettings, LogFormat, LogSettings, Settings, StoreSettings,
+    AdminSettings, AuthSettings, GrpcSettings, IdempotencySettings, LogFormat, LogSettings,
+    Settings, StoreSettings,
 };
 use command_api::startup::Application;
 use proto::v1 as pb;
@@ -26,6 +27,9 @@ use tonic::{Request, Status};
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub const STORE: &str = "s1";
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// The test apps' idempotency key retention (the shortest the settings allow); tests backdate
+/// keys rather than wait for it.
+pub const IDEMPOTENCY_RETENTION_SECS: u64 = 3600;
 
 /// A running command API.
 pub struct TestApp {
@@ -88,6 +92,11 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         log: LogSettings {
             format: LogFormat::Pretty,
             filter: "warn".into(),
+        },
+        idempotency: IdempotencySettings {
+            retention_secs: IDEMPOTENCY_RETENTION_SECS,
+            prune_interval_ms: 100,
+            prune_batch: 100,
         },
     };
     let authority = TokenAuthority::new(&settings.auth);
@@ -293,4 +302,12 @@ pub async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The value of the sample `series` (name and labels, as Prometheus prints them) on the app's
+/// `/metrics`, if present. Metrics are process-wide: every app of a test binary shares them.
+pub async fn metric_value(address: SocketAddr, series: &str) -> Option<f64> {
+    let (_, body) = http_get(address, "/metrics").await;
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }

@@ -9,5 +9,7 @@ mod fuzz;
 mod helpers;
 mod idempotency;
 mod lifecycle;
+mod pricing;
 mod security;
 mod service;
+mod snapshots;

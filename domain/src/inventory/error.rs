@@ -41,11 +41,25 @@ pub enum InventoryError {
         /// The order.
         order_id: OrderId,
     },
+    /// The order's reservation here was already released or committed; an order reserves once.
+    #[error("order {order_id} already had its reservation released or committed")]
+    ReservationClosed {
+        /// The order.
+        order_id: OrderId,
+    },
     /// The order holds no reservation here (never made, released or committed).
     #[error("order {order_id} holds no reservation")]
     NoSuchReservation {
         /// The order.
         order_id: OrderId,
+    },
+    /// A reservation has more lines than [`super::StoreInventory::MAX_RESERVATION_LINES`].
+    #[error("a reservation may have at most {max} lines, got {count}")]
+    TooManyLines {
+        /// Lines in the command.
+        count: usize,
+        /// The limit.
+        max: usize,
     },
     /// A reservation needs at least one line.
     #[error("a reservation needs at least one line")]
@@ -93,11 +107,13 @@ impl InventoryError {
             }
             InventoryError::WrongStore { .. }
             | InventoryError::EmptyReservation
+            | InventoryError::TooManyLines { .. }
             | InventoryError::NoStockChange { .. }
             | InventoryError::StockOverflow { .. } => ErrorKind::InvalidArgument,
             InventoryError::UnknownSku { .. }
             | InventoryError::InsufficientStock { .. }
             | InventoryError::AlreadyReserved { .. }
+            | InventoryError::ReservationClosed { .. }
             | InventoryError::NegativeStock { .. }
             | InventoryError::BelowReserved { .. } => ErrorKind::FailedPrecondition,
         }

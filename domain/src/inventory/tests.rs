@@ -311,6 +311,104 @@ fn an_order_reserves_once() {
         });
 }
 
+fn released(order: u128, lines: Vec<StockLine>) -> InventoryEvent {
+    InventoryEvent::ReservationReleased {
+        order_id: order_id(order),
+        lines,
+        reason: reason("order cancelled"),
+    }
+}
+
+fn committed(order: u128, lines: Vec<StockLine>) -> InventoryEvent {
+    InventoryEvent::ReservationCommitted {
+        order_id: order_id(order),
+        lines,
+    }
+}
+
+#[test]
+fn an_order_cannot_reserve_again_after_its_reservation_was_released() {
+    let err = result(
+        vec![
+            latte_stocked(),
+            reserved(1, vec![line("LATTE-12", 2)]),
+            released(1, vec![line("LATTE-12", 2)]),
+        ],
+        reserve(1, vec![line("LATTE-12", 2)]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        InventoryError::ReservationClosed {
+            order_id: order_id(1)
+        }
+    );
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+}
+
+#[test]
+fn an_order_cannot_reserve_again_after_its_reservation_was_committed() {
+    test()
+        .given(vec![
+            latte_stocked(),
+            reserved(1, vec![line("LATTE-12", 2)]),
+            committed(1, vec![line("LATTE-12", 2)]),
+        ])
+        .when(reserve(1, vec![line("LATTE-12", 1)]))
+        .then_expect_error(InventoryError::ReservationClosed {
+            order_id: order_id(1),
+        });
+}
+
+#[test]
+fn other_orders_still_reserve_after_one_reservation_closed() {
+    test()
+        .given(vec![
+            latte_stocked(),
+            reserved(1, vec![line("LATTE-12", 2)]),
+            released(1, vec![line("LATTE-12", 2)]),
+        ])
+        .when(reserve(2, vec![line("LATTE-12", 2)]))
+        .then_expect_events(vec![reserved(2, vec![line("LATTE-12", 2)])]);
+}
+
+#[test]
+fn closed_reservations_are_remembered_for_the_most_recent_orders_only() {
+    // The memory is bounded (it travels in every snapshot of the store): after
+    // RECENTLY_CLOSED_RESERVATIONS later closures, the oldest order is forgotten.
+    let limit = StoreInventory::RECENTLY_CLOSED_RESERVATIONS as u128;
+    let mut history = vec![latte_stocked()];
+    for order in 1..=limit + 1 {
+        history.push(reserved(order, vec![line("LATTE-12", 1)]));
+        history.push(released(order, vec![line("LATTE-12", 1)]));
+    }
+    assert_eq!(
+        result(history.clone(), reserve(2, vec![line("LATTE-12", 1)])),
+        Err(InventoryError::ReservationClosed {
+            order_id: order_id(2)
+        })
+    );
+    assert_eq!(
+        result(history, reserve(1, vec![line("LATTE-12", 1)])),
+        Ok(vec![reserved(1, vec![line("LATTE-12", 1)])]),
+        "the oldest closure fell out of the window"
+    );
+}
+
+#[test]
+fn a_reservation_has_at_most_an_orders_lines() {
+    let lines = |count: usize| vec![line("LATTE-12", 1); count];
+    let mut history = vec![latte_stocked()];
+    history.push(InventoryEvent::StockRestocked {
+        sku: sku("LATTE-12"),
+        quantity: 90,
+    });
+    let err = result(history.clone(), reserve(1, lines(51))).unwrap_err();
+    assert_eq!(err, InventoryError::TooManyLines { count: 51, max: 50 });
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(result(history, reserve(1, lines(50))).is_ok());
+}
+
 #[test]
 fn a_reservation_is_not_empty() {
     test()
@@ -502,14 +600,19 @@ fn a_snapshot_round_trips_through_json() {
         latte_stocked(),
         croissant_stocked(4),
         reserved(1, vec![line("LATTE-12", 6), line("CROISSANT", 1)]),
+        reserved(2, vec![line("CROISSANT", 1)]),
+        released(2, vec![line("CROISSANT", 1)]),
     ];
     history.extend(raised(4, 6));
     history.into_iter().for_each(|e| inventory.apply(e));
     assert_eq!(inventory.store_id(), Some(&store("s1")));
     assert!(inventory.stock(&sku("LATTE-12")).unwrap().warning_active);
     let json = serde_json::to_string(&inventory).unwrap();
-    assert_eq!(
-        serde_json::from_str::<StoreInventory>(&json).unwrap(),
-        inventory
+    let restored = serde_json::from_str::<StoreInventory>(&json).unwrap();
+    assert_eq!(restored, inventory);
+    assert!(
+        restored.reservation_closed(&order_id(2)),
+        "the snapshot remembers closed reservations"
     );
+    assert!(!restored.reservation_closed(&order_id(1)), "still open");
 }

@@ -82,6 +82,11 @@ pub struct LoyaltyAccount {
 }
 
 impl LoyaltyAccount {
+    /// The schema version of this aggregate's snapshots: bump it whenever the serialised state or
+    /// `apply` changes, so the event store replays snapshots an older build wrote instead of
+    /// trusting them.
+    pub const SNAPSHOT_VERSION: u32 = 1;
+
     /// The account holder, once the account is open.
     pub fn customer_id(&self) -> Option<&CustomerId> {
         self.customer_id.as_ref()

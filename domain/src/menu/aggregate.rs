@@ -67,6 +67,11 @@ pub struct Menu {
 }
 
 impl Menu {
+    /// The schema version of this aggregate's snapshots: bump it whenever the serialised state or
+    /// `apply` changes, so the event store replays snapshots an older build wrote instead of
+    /// trusting them.
+    pub const SNAPSHOT_VERSION: u32 = 1;
+
     /// The aggregate id of the one menu.
     pub const ID: &'static str = "menu";
 

@@ -87,6 +87,11 @@ pub struct Order {
 }
 
 impl Order {
+    /// The schema version of this aggregate's snapshots: bump it whenever the serialised state or
+    /// `apply` changes, so the event store replays snapshots an older build wrote instead of
+    /// trusting them.
+    pub const SNAPSHOT_VERSION: u32 = 1;
+
     /// The most lines one order may have.
     pub const MAX_LINES: usize = 50;
 
@@ -163,16 +168,17 @@ async fn place(command: OrderCommand, services: &OrderServices) -> Result<OrderE
             max: OrderLineRequest::MAX_CUSTOMISATIONS,
         });
     }
+    // One menu for the whole order: a price change lands between orders, never inside one.
+    let menu = services
+        .menu
+        .current_menu()
+        .await
+        .map_err(OrderError::MenuUnavailable)?;
     let mut priced = Vec::with_capacity(lines.len());
     for line in lines {
-        let item = services
-            .menu
-            .menu_item(&line.sku)
-            .await
-            .map_err(OrderError::MenuUnavailable)?
-            .ok_or_else(|| OrderError::UnknownSku {
-                sku: line.sku.clone(),
-            })?;
+        let item = menu.item(&line.sku).ok_or_else(|| OrderError::UnknownSku {
+            sku: line.sku.clone(),
+        })?;
         if !item.available {
             return Err(OrderError::ItemUnavailable { sku: line.sku });
         }

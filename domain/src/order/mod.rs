@@ -18,4 +18,4 @@ pub use aggregate::{Order, OrderState, OrderStatus, PaymentStatus};
 pub use commands::{OrderCommand, OrderLineRequest};
 pub use error::OrderError;
 pub use events::{OrderEvent, PricedLine, RejectionReason};
-pub use services::{CatalogUnavailable, FixedMenu, MenuCatalog, OrderServices};
+pub use services::{CatalogUnavailable, FixedMenu, MenuCatalog, OrderServices, PriceList};

@@ -671,3 +671,47 @@ fn only_an_ended_order_with_a_captured_payment_is_refunded() {
             command: "RecordPaymentRefunded",
         });
 }
+
+/// A catalogue whose price of every item goes up a cent each time it is asked for the menu, as
+/// if the menu changed between any two calls.
+struct ChangingMenu(std::sync::atomic::AtomicI64);
+
+#[async_trait::async_trait]
+impl MenuCatalog for ChangingMenu {
+    async fn current_menu(&self) -> Result<Arc<dyn PriceList>, CatalogUnavailable> {
+        let price = Money::from_cents(self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        let items = crate::menu::sample_menu()
+            .iter()
+            .map(|item| MenuItemView {
+                price,
+                ..item.view()
+            })
+            .collect::<Vec<_>>();
+        FixedMenu::new(items).current_menu().await
+    }
+}
+
+#[test]
+fn every_line_of_an_order_is_priced_from_one_menu() {
+    let services = OrderServices::new(Arc::new(ChangingMenu(100.into())));
+    let lines = vec![
+        line("LATTE-12", 1, &[]),
+        line("CROISSANT", 1, &[]),
+        line("LATTE-12", 2, &[]),
+    ];
+    let events = TestFramework::<Order>::with(services)
+        .given_no_previous_events()
+        .when(place(lines, owner()))
+        .inspect_result()
+        .unwrap();
+    let [OrderEvent::OrderPlaced { lines, total, .. }] = events.as_slice() else {
+        panic!("expected one OrderPlaced, got {events:?}");
+    };
+    assert!(
+        lines
+            .iter()
+            .all(|line| line.unit_price == Money::from_cents(100)),
+        "{lines:?}"
+    );
+    assert_eq!(*total, Money::from_cents(400));
+}

@@ -1,4 +1,4 @@
-import { Arn, ArnFormat, Duration, Stack } from 'aws-cdk-lib';
+import { Arn, ArnFormat, Duration, Stack, Tags } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as kms from 'aws-cdk-lib/aws-kms';
@@ -10,6 +10,12 @@ import { NagSuppressions } from 'cdk-nag';
 import { Construct } from 'constructs';
 import { DatabaseSource, PORTS } from './config';
 import { logRetention, retainOrDestroy, snapshotOrDestroy, StageConfig } from './stage';
+
+/**
+ * The tag every table of the live active-orders view carries (the deployed ones, and the
+ * rebuilt ones replay swaps in, which get the live tables' tags): what the view's alarms select.
+ */
+export const ACTIVE_ORDERS_VIEW_TAG = { key: 'OrderpipeView', value: 'active-orders' } as const;
 
 export interface DataStoresProps {
   readonly stage: StageConfig;
@@ -94,6 +100,11 @@ export class DataStores extends Construct {
       partitionKey: { name: 'pk', type: dynamodb.AttributeType.STRING },
       sortKey: { name: 'sk', type: dynamodb.AttributeType.STRING },
     });
+    // The alarms find the view's tables by this tag, not by name: `replay rebuild --swap` moves
+    // the view to rebuilt tables (other names) and copies the live tables' tags onto them.
+    for (const table of [this.activeOrders, this.storeMetrics]) {
+      Tags.of(table).add(ACTIVE_ORDERS_VIEW_TAG.key, ACTIVE_ORDERS_VIEW_TAG.value);
+    }
     this.leases = new dynamodb.Table(this, 'ProjectorLeases', {
       ...tableDefaults,
       tableName: `${stage.prefix}-projector-leases`,

@@ -8,7 +8,7 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
 import { METRICS_NAMESPACE, SERVICE_NAMES, ServiceName, SERVICES } from './config';
-import { DataStores } from './data-stores';
+import { ACTIVE_ORDERS_VIEW_TAG, DataStores } from './data-stores';
 import { Messaging } from './messaging';
 import { Services } from './services';
 import { StageConfig } from './stage';
@@ -157,6 +157,40 @@ export class Observability extends Construct {
       treatMissingData: cloudwatch.TreatMissingData.BREACHING,
     });
 
+    // The active-orders view's tables change names when replay swaps a rebuild in, so these
+    // alarms name no table: a Metrics Insights query selects the tables by the view's tag,
+    // which replay copies onto the rebuilt tables (the retired ones keep it too, but carry no
+    // traffic). CfnAlarm: the L2 Alarm's math expression validation does not know SELECT.
+    const viewAlarms: cloudwatch.IAlarm[] = [];
+    for (const [id, metricName, what] of [
+      ['ActiveOrdersThrottles', 'ThrottledRequests', 'throttled requests'],
+      ['ActiveOrdersSystemErrors', 'SystemErrors', 'DynamoDB server errors'],
+    ] as const) {
+      const name = `${stage.prefix}-active-orders-${metricName === 'SystemErrors' ? 'system-errors' : 'throttles'}`;
+      const alarm = new cloudwatch.CfnAlarm(this, id, {
+        alarmName: name,
+        alarmDescription:
+          `${what} on the tables of the live active-orders view (selected by tag ` +
+          `${ACTIVE_ORDERS_VIEW_TAG.key}=${ACTIVE_ORDERS_VIEW_TAG.value}, so the alarm follows a replay swap).`,
+        metrics: [
+          {
+            id: 'view',
+            expression: activeOrdersViewQuery(metricName),
+            period: 300,
+            returnData: true,
+            label: `active-orders ${what}`,
+          },
+        ],
+        comparisonOperator: 'GreaterThanThreshold',
+        threshold: 0,
+        evaluationPeriods: 1,
+        treatMissingData: 'notBreaching',
+        alarmActions: [this.alarmTopic.topicArn],
+        okActions: [this.alarmTopic.topicArn],
+      });
+      viewAlarms.push(cloudwatch.Alarm.fromAlarmArn(this, `${id}Ref`, alarm.attrArn));
+    }
+
     const ecsMetric = (metricName: string, service: string) =>
       new cloudwatch.Metric({
         namespace: 'AWS/ECS',
@@ -172,7 +206,7 @@ export class Observability extends Construct {
       defaultInterval: Duration.hours(3),
     });
     this.dashboard.addWidgets(
-      new cloudwatch.AlarmStatusWidget({ title: 'Alarms', alarms: this.alarms, width: 24, height: 4 }),
+      new cloudwatch.AlarmStatusWidget({ title: 'Alarms', alarms: [...this.alarms, ...viewAlarms], width: 24, height: 4 }),
     );
     this.dashboard.addWidgets(
       new cloudwatch.GraphWidget({
@@ -294,6 +328,14 @@ export class Observability extends Construct {
     this.alarms.push(alarm);
     return alarm;
   }
+}
+
+/** A Metrics Insights query summing `metricName` over every table tagged as the live active-orders view. */
+export function activeOrdersViewQuery(metricName: string): string {
+  return (
+    `SELECT SUM(${metricName}) FROM SCHEMA("AWS/DynamoDB", TableName, Operation) ` +
+    `WHERE tag.${ACTIVE_ORDERS_VIEW_TAG.key} = '${ACTIVE_ORDERS_VIEW_TAG.value}'`
+  );
 }
 
 /** The projector runtime's lag gauge as published by `projectors` and `flows-log`. */

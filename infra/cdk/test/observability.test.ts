@@ -107,3 +107,27 @@ test('pipeline dashboard shows the alarms, the log, the queues and the services'
     assert.ok(body.includes(expected), `dashboard lacks ${expected}`);
   }
 });
+
+test('the active-orders view alarms follow a replay swap: they select tables by tag, not by name', () => {
+  for (const [name, metric] of [
+    ['active-orders-throttles', 'ThrottledRequests'],
+    ['active-orders-system-errors', 'SystemErrors'],
+  ]) {
+    const a = alarm(name);
+    assert.equal(a.Metrics.length, 1);
+    const query: string = a.Metrics[0].Expression;
+    assert.match(query, new RegExp(`^SELECT SUM\\(${metric}\\) FROM SCHEMA\\("AWS/DynamoDB", TableName, Operation\\)`));
+    assert.match(query, /WHERE tag\.OrderpipeView = 'active-orders'$/);
+    assert.ok(!query.includes('orderpipe-dev-active-orders'), 'names no table');
+    assert.equal(a.Threshold, 0);
+  }
+  for (const table of ['orderpipe-dev-active-orders', 'orderpipe-dev-store-metrics']) {
+    const found = Object.values(template.findResources('AWS::DynamoDB::Table')).find((t) => t.Properties.TableName === table);
+    assert.ok(found, table);
+    assert.deepEqual(
+      found.Properties.Tags.filter((tag: any) => tag.Key === 'OrderpipeView'),
+      [{ Key: 'OrderpipeView', Value: 'active-orders' }],
+      table,
+    );
+  }
+});

@@ -163,6 +163,7 @@ impl Pipeline {
             admin: loopback(),
             database: events_db.settings(None),
             auth: auth(),
+            idempotency: command_api::configuration::IdempotencySettings::default(),
             store: StoreSettings {
                 snapshot_every: 50,
                 max_batch_commits: 256,

@@ -9,6 +9,9 @@ pub(crate) const EVENTS_TOTAL: &str = "orderpipe_projector_events_total";
 pub(crate) const ERRORS_TOTAL: &str = "orderpipe_projector_errors_total";
 /// Gauge `{projection}`: leases this worker holds.
 pub(crate) const LEASES_HELD: &str = "orderpipe_projector_leases_held";
+/// Counter `{projection}`: consumers stopped by their watchdog because their lease was not
+/// renewed before its fence deadline (the lease table unreachable or slow): alarm on any.
+pub(crate) const LEASES_FENCED: &str = "orderpipe_projector_leases_fenced_total";
 /// Counter `{projection}`: records sent to the dead-letter queue.
 pub(crate) const DLQ_TOTAL: &str = "orderpipe_projector_dlq_total";
 /// Counter `{projection}`: commits parked behind a poison commit of their aggregate.

@@ -1,6 +1,17 @@
 //! The worker: discovers shards, keeps one lease per projection and shard in the lease table,
 //! renews what it holds, takes free and expired leases towards an even share, steals at most
 //! one lease per round from the most loaded worker, and runs a shard consumer per held lease.
+//!
+//! Self-fencing: another worker may take a lease once its counter has stood still for a lease
+//! duration *as that worker sees it*, which starts no earlier than the owner's last successful
+//! renewal was sent. So the owner gives every held lease a deadline, [`FENCE_MARGIN`] of a lease
+//! duration before that point, measured from when its last successful renewal (or its take)
+//! was *sent*, and a watchdog task per lease stops the lease's consumer at that deadline unless
+//! a renewal moved it. The watchdog does not depend on the coordinator's loop, which a slow
+//! call can hold up; the lease table's calls are bounded besides ([`lease_table_client`]), so the
+//! loop itself cannot hang on them either. A fenced lease is dropped from the held set without
+//! being released (this worker cannot reach the table) and taken again like any other once the
+//! table answers.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -22,6 +33,24 @@ use crate::runtime::leases::{Checkpoint, Lease, LeaseError, LeaseTable};
 use crate::runtime::meters;
 use crate::runtime::parked::ParkedStore;
 use crate::runtime::{error_chain, RuntimeError};
+
+/// How long before the earliest moment another worker could take a lease its owner stops the
+/// lease's consumer, as a fraction of the lease duration (a quarter): room for the abort to take
+/// effect, for a write already sent to land, and for the two workers' clocks to run at slightly
+/// different rates.
+pub const FENCE_MARGIN: f64 = 0.25;
+
+/// The lease table's client: each attempt bounded by a quarter of a lease duration and a whole
+/// call (with the SDK's retries) by a third (the renewal interval), so a renewal that gets no answer fails well
+/// before the lease's fence deadline, and the coordinator's loop is never held up for long.
+fn lease_table_client(sdk: &SdkConfig, lease_duration: Duration) -> aws_sdk_dynamodb::Client {
+    aws_support::dynamodb_within(sdk, lease_duration / 4, lease_duration / 3)
+}
+
+/// When a lease renewed (or taken) by a call sent at `sent_at` must stop being worked on.
+fn fence_deadline(sent_at: Instant, lease_duration: Duration) -> Instant {
+    sent_at + lease_duration.mul_f64(1.0 - FENCE_MARGIN)
+}
 
 /// What a worker needs to know.
 #[derive(Debug, Clone)]
@@ -120,7 +149,10 @@ impl Worker {
     ) -> Self {
         let kinesis = aws_support::kinesis(sdk);
         let dynamodb = aws_support::dynamodb(sdk);
-        let leases = LeaseTable::new(dynamodb.clone(), &config.leases_table);
+        let leases = LeaseTable::new(
+            lease_table_client(sdk, config.lease_duration),
+            &config.leases_table,
+        );
         let consumers = u32::try_from(projections.len().max(1)).unwrap_or(u32::MAX);
         let context = Arc::new(ConsumerContext {
             kinesis: kinesis.clone(),
@@ -202,7 +234,46 @@ struct Held {
     shared: Arc<SharedLease>,
     stop: watch::Sender<bool>,
     task: AbortHandle,
-    renewed_at: Instant,
+    /// When the consumer must stop unless a renewal moves it on; its watchdog watches it.
+    fence_at: watch::Sender<Instant>,
+    watchdog: AbortHandle,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.watchdog.abort();
+    }
+}
+
+/// Stops `consumer` once `fence_at` passes without being moved on.
+async fn watchdog(
+    lease_key: String,
+    projection: &'static str,
+    mut fence_at: watch::Receiver<Instant>,
+    consumer: AbortHandle,
+) {
+    loop {
+        let deadline = *fence_at.borrow_and_update();
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {
+                if *fence_at.borrow() <= Instant::now() {
+                    break;
+                }
+            }
+            changed = fence_at.changed() => {
+                if changed.is_err() {
+                    // The lease was let go of: nothing left to guard.
+                    return;
+                }
+            }
+        }
+    }
+    consumer.abort();
+    metrics::counter!(meters::LEASES_FENCED, "projection" => projection).increment(1);
+    tracing::error!(
+        lease = %lease_key,
+        "lease not renewed in time: its consumer is stopped before another worker may take it"
+    );
 }
 
 /// The worker's mutable state while it runs.
@@ -270,34 +341,55 @@ impl Coordinator<'_> {
         self.known_shards = shards.into_iter().map(|s| s.shard_id).collect();
     }
 
-    /// Renews every held lease; a lease lost (taken by another worker) or not renewed for a
-    /// whole lease duration stops its consumer at once.
+    /// Renews every held lease, moving its fence deadline on; a lease lost (taken by another
+    /// worker) or past its deadline stops its consumer at once. Bounded by a third of a lease
+    /// duration in all (a consumer may hold a lease's lock through a slow checkpoint): what
+    /// did not finish by then counts as a failed renewal.
     async fn renew_all(&mut self) {
         let leases = &self.worker.leases;
         let renewals = self.held.iter().map(|(key, held)| async move {
+            let sent_at = Instant::now();
             let mut lease = held.shared.lease.lock().await;
             let outcome = leases.renew(&lease, held.shared.millis_behind()).await;
             if let Ok(renewed) = &outcome {
                 *lease = renewed.clone();
             }
-            (key.clone(), outcome)
+            (key.clone(), sent_at, outcome)
         });
-        let outcomes = futures::future::join_all(renewals).await;
-        let now = Instant::now();
-        for (key, outcome) in outcomes {
+        let bound = self.worker.config.lease_duration / 3;
+        let outcomes = tokio::time::timeout(bound, futures::future::join_all(renewals))
+            .await
+            .unwrap_or_default();
+        let mut answered = HashSet::new();
+        for (key, sent_at, outcome) in outcomes {
+            answered.insert(key.clone());
             let Some(held) = self.held.get_mut(&key) else {
                 continue;
             };
             match outcome {
-                Ok(_) => held.renewed_at = now,
+                Ok(_) => {
+                    let deadline = fence_deadline(sent_at, self.worker.config.lease_duration);
+                    held.fence_at.send_modify(|at| *at = (*at).max(deadline));
+                }
                 Err(LeaseError::Lost) => self.lose(&key, "another worker took it"),
                 Err(LeaseError::Call(error)) => {
                     meters::error(held.projection, &key, "lease");
                     tracing::warn!(lease = %key, error = %error_chain(&error), "renewal failed");
-                    if now - held.renewed_at >= self.worker.config.lease_duration {
-                        self.lose(&key, "not renewed for a whole lease duration");
-                    }
                 }
+            }
+        }
+        let now = Instant::now();
+        let keys: Vec<String> = self.held.keys().cloned().collect();
+        for key in keys {
+            let Some(held) = self.held.get(&key) else {
+                continue;
+            };
+            if !answered.contains(&key) {
+                meters::error(held.projection, &key, "lease");
+                tracing::warn!(lease = %key, ?bound, "renewal did not answer in time");
+            }
+            if *held.fence_at.borrow() <= now {
+                self.lose(&key, "not renewed before its fence deadline");
             }
         }
     }
@@ -342,11 +434,13 @@ impl Coordinator<'_> {
                 .filter(|l| l.projection == projection.name())
                 .collect();
             for lease in self.leases_to_take(&mine, now) {
+                let sent_at = Instant::now();
                 match self.worker.leases.take(&lease, self.me()).await {
                     Ok(taken) => {
                         self.observed
                             .insert(taken.key(), (taken.counter, Instant::now()));
-                        self.start_consumer(projection.clone(), taken);
+                        let fence_at = fence_deadline(sent_at, self.worker.config.lease_duration);
+                        self.start_consumer(projection.clone(), taken, fence_at);
                     }
                     // Someone else was quicker (or the owner renewed): fine.
                     Err(LeaseError::Lost) => {}
@@ -429,7 +523,7 @@ impl Coordinator<'_> {
         }
     }
 
-    fn start_consumer(&mut self, projection: Arc<dyn Projection>, lease: Lease) {
+    fn start_consumer(&mut self, projection: Arc<dyn Projection>, lease: Lease, fence_at: Instant) {
         let key = lease.key();
         tracing::info!(lease = %key, checkpoint = %lease.checkpoint, "lease taken; consuming");
         let (stop, stop_requested) = watch::channel(false);
@@ -444,6 +538,14 @@ impl Coordinator<'_> {
         };
         let task = self.consumers.spawn(consumer.run());
         self.tasks.insert(task.id(), key.clone());
+        let (fence_at, fence_watched) = watch::channel(fence_at);
+        let watchdog = tokio::spawn(watchdog(
+            key.clone(),
+            projection.name(),
+            fence_watched,
+            task.clone(),
+        ))
+        .abort_handle();
         self.held.insert(
             key,
             Held {
@@ -451,7 +553,8 @@ impl Coordinator<'_> {
                 shared,
                 stop,
                 task,
-                renewed_at: Instant::now(),
+                fence_at,
+                watchdog,
             },
         );
     }
@@ -467,8 +570,12 @@ impl Coordinator<'_> {
         };
         let key = self.tasks.remove(&id)?;
         match outcome {
-            // Aborted because its lease was lost: already handled.
-            Err(error) if error.is_cancelled() => None,
+            // Aborted because its lease was lost (already handled) or by its watchdog (fenced:
+            // not released, this worker could not reach the table; taken again once it can).
+            Err(error) if error.is_cancelled() => {
+                self.lose(&key, "fenced: not renewed before its deadline");
+                None
+            }
             Ok(Ok(ConsumerExit::Stopped)) => Some(ConsumerExit::Stopped),
             Ok(Ok(ConsumerExit::LeaseLost)) => {
                 self.lose(&key, "a checkpoint found it taken");

@@ -7,11 +7,13 @@
 
 mod compare;
 mod progress;
+mod settings;
 mod swap;
 
-pub use compare::compare_tables;
+pub use compare::{compare_tables, compare_views, VerifyOptions};
 pub use progress::TablesProgress;
-pub use swap::{swap_in_tables, TablesSwap};
+pub use settings::{copy_table_settings, SettingsCopied};
+pub use swap::{finish_handover, roll_back_handover, swap_in_tables, HandoverEnd, TablesSwap};
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -10,7 +10,9 @@ use crate::progress::ProgressStore;
 
 /// The item `rebuild#<orders table>` of the views table: the last position applied into a
 /// target's tables. Its presence marks the tables as a replay target, which lets
-/// `replay rebuild` resume into them but never write into tables it did not create.
+/// `replay rebuild` resume into them but never write into tables it did not create. A rebuild
+/// meant to be swapped in also records which live tables it is to replace (`swap_of`), so
+/// `replay rebuild --swap` without `--target` finds it again after an interruption.
 #[derive(Debug, Clone)]
 pub struct TablesProgress {
     client: Client,
@@ -64,6 +66,55 @@ impl TablesProgress {
             }
             Err(error) => Err(ReplayError::dynamodb(&self.views_table, error)),
         }
+    }
+
+    /// Records that the target is being built to replace the live tables `live` (see
+    /// [`TablesProgress::swaps_of`]).
+    pub async fn mark_for_swap(&self, live: &ActiveOrdersTables) -> Result<(), ReplayError> {
+        self.client
+            .update_item()
+            .table_name(&self.views_table)
+            .key("name", self.key())
+            .update_expression("SET swap_of = :live")
+            .condition_expression("attribute_exists(#name)")
+            .expression_attribute_names("#name", "name")
+            .expression_attribute_values(":live", AttributeValue::S(live.orders.clone()))
+            .send()
+            .await
+            .map_err(|e| ReplayError::dynamodb(&self.views_table, e))?;
+        Ok(())
+    }
+
+    /// The targets of unfinished rebuilds marked to replace `live` (oldest name first). The
+    /// views table holds one alias and a few progress items, so a scan is cheap.
+    pub async fn swaps_of(
+        client: &Client,
+        views_table: &str,
+        live: &ActiveOrdersTables,
+    ) -> Result<Vec<ActiveOrdersTables>, ReplayError> {
+        let mut items = client
+            .scan()
+            .table_name(views_table)
+            .consistent_read(true)
+            .filter_expression("begins_with(#name, :rebuild) AND swap_of = :live")
+            .expression_attribute_names("#name", "name")
+            .expression_attribute_values(":rebuild", AttributeValue::S("rebuild#".into()))
+            .expression_attribute_values(":live", AttributeValue::S(live.orders.clone()))
+            .into_paginator()
+            .items()
+            .send();
+        let mut targets = Vec::new();
+        while let Some(item) = items.next().await {
+            let item = item.map_err(|e| ReplayError::dynamodb(views_table, e))?;
+            let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+            let (Some(name), Some(stores)) = (text("name"), text("stores_table")) else {
+                return Err(ReplayError::MalformedProgress(views_table.to_owned()));
+            };
+            let orders = name.trim_start_matches("rebuild#").to_owned();
+            targets.push(ActiveOrdersTables { orders, stores });
+        }
+        targets.sort_by(|a, b| a.orders.cmp(&b.orders));
+        Ok(targets)
     }
 
     /// Forgets the progress: the tables are live (swapped in) or gone.

@@ -11,6 +11,12 @@
 //! commit), so the catch-up covers it. Meanwhile the projector may meet a commit whose
 //! predecessor only the old tables hold yet: while `handover` is set such a gap is retried, not
 //! dead-lettered, and the catch-up fills it.
+//!
+//! A handover left unfinished (the swap was interrupted) is finished by catching the tables the
+//! alias names up and clearing `handover`, or rolled back by [`ViewAlias::begin_rollback`]:
+//! the alias goes back to the previous tables, still in handover and marked `rolling_back`,
+//! and those tables are caught up the same way (they lack what the projector wrote to the
+//! abandoned ones meanwhile). `replay handover --finish|--abort` does both.
 
 use std::collections::HashMap;
 
@@ -56,8 +62,10 @@ pub struct LiveView {
     /// A swap is catching the tables up: gaps are retried, not dead-lettered.
     pub handover: bool,
     /// The tables live before the last swap, if one happened (kept until an operator drops
-    /// them).
+    /// them); after a rollback, the abandoned rebuild.
     pub previous: Option<ActiveOrdersTables>,
+    /// The handover is a rollback to the tables live before an unfinished swap.
+    pub rolling_back: bool,
 }
 
 /// The views table holding the active-orders alias (settings key `dynamodb.views_table`).
@@ -131,6 +139,7 @@ impl ViewAlias {
             tables: self.configured.clone(),
             handover: false,
             previous: None,
+            rolling_back: false,
         };
         let output = match self
             .client
@@ -169,6 +178,11 @@ impl ViewAlias {
             previous: optional("previous_orders_table")
                 .zip(optional("previous_stores_table"))
                 .map(|(orders, stores)| ActiveOrdersTables { orders, stores }),
+            rolling_back: item
+                .get("rolling_back")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(false),
         })
     }
 
@@ -208,14 +222,63 @@ impl ViewAlias {
         self.put_if(item, condition, &from.orders).await
     }
 
-    /// Clears `handover` once the tables `live` names are caught up.
+    /// Rolls an unfinished swap back: the alias, in handover on `abandoned`, goes back to
+    /// `back_to` (the tables live before), still in handover and marked `rolling_back`, with
+    /// `abandoned` as its previous tables. Conditional on the alias still naming `abandoned`
+    /// in handover.
+    pub async fn begin_rollback(
+        &self,
+        abandoned: &ActiveOrdersTables,
+        back_to: &ActiveOrdersTables,
+    ) -> Result<(), AliasError> {
+        let item = HashMap::from([
+            ("name".to_owned(), AttributeValue::S(ALIAS_KEY.to_owned())),
+            (
+                "orders_table".to_owned(),
+                AttributeValue::S(back_to.orders.clone()),
+            ),
+            (
+                "stores_table".to_owned(),
+                AttributeValue::S(back_to.stores.clone()),
+            ),
+            ("handover".to_owned(), AttributeValue::Bool(true)),
+            ("rolling_back".to_owned(), AttributeValue::Bool(true)),
+            (
+                "previous_orders_table".to_owned(),
+                AttributeValue::S(abandoned.orders.clone()),
+            ),
+            (
+                "previous_stores_table".to_owned(),
+                AttributeValue::S(abandoned.stores.clone()),
+            ),
+        ]);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("orders_table = :from AND handover = :true")
+            .expression_attribute_values(":from", AttributeValue::S(abandoned.orders.clone()))
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failure(&error) => Err(AliasError::Moved {
+                expected: abandoned.orders.clone(),
+            }),
+            Err(error) => Err(self.failed(error)),
+        }
+    }
+
+    /// Clears `handover` (and `rolling_back`) once the tables `live` names are caught up.
     pub async fn end_handover(&self, live: &ActiveOrdersTables) -> Result<(), AliasError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("name", AttributeValue::S(ALIAS_KEY.to_owned()))
-            .update_expression("SET handover = :false")
+            .update_expression("SET handover = :false REMOVE rolling_back")
             .condition_expression("orders_table = :live")
             .expression_attribute_values(":false", AttributeValue::Bool(false))
             .expression_attribute_values(":live", AttributeValue::S(live.orders.clone()))

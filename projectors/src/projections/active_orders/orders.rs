@@ -6,9 +6,17 @@
 //!    (`order#<id>` = last sequence counted) being older than the commit: a retry after a crash
 //!    between steps 2 and 3 finds the entry and counts nothing twice;
 //! 3. the order item is updated, conditioned on `last_sequence` still being the one read;
-//! 4. once the order has ended, its metrics entry is removed (the tombstone's `last_sequence`
-//!    guards from then on), so metrics items stay small; a crash between steps 3 and 4 is
-//!    mended when the ending commit is delivered again (it is skipped, but step 4 runs).
+//! 4. once the order has ended, its metrics entry is replaced by its fingerprint in the item's
+//!    `ended` number set (see [`ENDED`]), so metrics items stay small; a crash between steps 3
+//!    and 4 is mended when the ending commit is delivered again (it is skipped, but step 4
+//!    runs).
+//!
+//! Why step 4 leaves a fingerprint rather than nothing: two writers can overlap on one order (a
+//! lease stolen from a slow worker, the live projector and replay's catch-up during a swap's
+//! handover). A writer that read the order before the other one ended it reaches step 2 with a
+//! stale `last_sequence`; had the entry simply been removed, its condition would find no entry
+//! and count the order a second time. The fingerprint makes step 2's condition fail for an
+//! ended order however late the stale writer comes, for as long as the day's item lives.
 
 use std::collections::HashMap;
 
@@ -74,58 +82,68 @@ pub(super) async fn apply(
             Some(known) => known,
             None => load(target, index, &commit.aggregate_id).await?,
         };
-        let applied = match Step::of(commit, before.last_sequence) {
-            Step::Skip => {
-                // The redelivered last commit of an ended order: the crash that caused the
-                // redelivery may have come between its tombstone (step 3) and the removal of
-                // its metrics entry (step 4). Removing again changes nothing otherwise.
-                let ended = before.status.is_some_and(Status::is_final);
-                if ended && commit.last_sequence() == before.last_sequence {
-                    if let Some(key) = before.metrics_key(&commit.aggregate_id) {
-                        forget(target, index, &key, before.last_sequence).await?;
-                    }
-                }
-                snapshot = Some(before);
-                continue;
-            }
-            Step::Gap { applied } => return Err(target.gap(index, commit, applied)),
-            Step::Apply { applied } => applied,
-        };
-        let mut changes = OrderChanges::default();
-        for event in unapplied(commit, applied) {
-            let DomainEvent::Order(order_event) = &event.event else {
-                return Err(ProjectionError::Poison {
-                    index,
-                    reason: "an order commit holds a non-order event".into(),
-                });
-            };
-            changes.apply(event.sequence, event.recorded_at, order_event);
-        }
-        let after = before.after(&changes, commit.last_sequence());
-        let (Some(store_id), Some(placed_at)) = (&after.store_id, after.placed_at) else {
-            return Err(ProjectionError::Poison {
-                index,
-                reason: "order events before OrderPlaced".into(),
-            });
-        };
-        let metrics_key = MetricsKey {
-            store_id: store_id.clone(),
-            day: business_day(placed_at),
-            order_id: commit.aggregate_id.clone(),
-        };
-        let counts = Counts::of(&before, &changes);
-        if counts.any() {
-            count(target, index, &metrics_key, &counts, applied, commit).await?;
-        }
-        write_order(target, index, commit, applied, &after, &changes).await?;
-        // Once ended (by this commit, or earlier with a crash before step 4), the tombstone's
-        // marker guards the order: its metrics entry goes.
-        if after.status.is_some_and(Status::is_final) {
-            forget(target, index, &metrics_key, commit.last_sequence()).await?;
-        }
-        snapshot = Some(after);
+        snapshot = Some(apply_commit(target, index, commit, before).await?);
     }
     Ok(())
+}
+
+/// Applies one commit onto `before`, the order as this writer last read or wrote it (which
+/// another writer may have moved on since), and returns the order after it.
+async fn apply_commit(
+    target: &Target<'_>,
+    index: usize,
+    commit: &LoggedCommit,
+    before: OrderSnapshot,
+) -> Result<OrderSnapshot, ProjectionError> {
+    let applied = match Step::of(commit, before.last_sequence) {
+        Step::Skip => {
+            // The redelivered last commit of an ended order: the crash that caused the
+            // redelivery may have come between its tombstone (step 3) and the removal of its
+            // metrics entry (step 4). Removing again changes nothing otherwise.
+            let ended = before.status.is_some_and(Status::is_final);
+            if ended && commit.last_sequence() == before.last_sequence {
+                if let Some(key) = before.metrics_key(&commit.aggregate_id) {
+                    forget(target, index, &key, before.last_sequence).await?;
+                }
+            }
+            return Ok(before);
+        }
+        Step::Gap { applied } => return Err(target.gap(index, commit, applied)),
+        Step::Apply { applied } => applied,
+    };
+    let mut changes = OrderChanges::default();
+    for event in unapplied(commit, applied) {
+        let DomainEvent::Order(order_event) = &event.event else {
+            return Err(ProjectionError::Poison {
+                index,
+                reason: "an order commit holds a non-order event".into(),
+            });
+        };
+        changes.apply(event.sequence, event.recorded_at, order_event);
+    }
+    let after = before.after(&changes, commit.last_sequence());
+    let (Some(store_id), Some(placed_at)) = (&after.store_id, after.placed_at) else {
+        return Err(ProjectionError::Poison {
+            index,
+            reason: "order events before OrderPlaced".into(),
+        });
+    };
+    let metrics_key = MetricsKey {
+        store_id: store_id.clone(),
+        day: business_day(placed_at),
+        order_id: commit.aggregate_id.clone(),
+    };
+    let counts = Counts::of(&before, &changes);
+    if counts.any() {
+        count(target, index, &metrics_key, &counts, applied, commit).await?;
+    }
+    write_order(target, index, commit, applied, &after, &changes).await?;
+    // Once ended (by this commit, or earlier with a crash before step 4), the tombstone's
+    // marker guards the order: its metrics entry goes.
+    if after.status.is_some_and(Status::is_final) {
+        forget(target, index, &metrics_key, commit.last_sequence()).await?;
+    }
+    Ok(after)
 }
 
 fn order_key(order_id: &str) -> HashMap<String, AttributeValue> {
@@ -328,6 +346,26 @@ impl MetricsKey {
     fn entry(&self) -> String {
         format!("order#{}", self.order_id)
     }
+
+    /// The order's fingerprint in the item's [`ENDED`] set.
+    fn fingerprint(&self) -> String {
+        fingerprint(&self.order_id).to_string()
+    }
+}
+
+/// The metrics item's number set of the fingerprints of its ended orders: what is left of an
+/// order's entry once it ended. About 20 bytes per order instead of the entry's ~45, and never
+/// removed (the item is one store's one day). Two orders of one store and day sharing a
+/// fingerprint (odds about n²/2⁶⁵ for n orders: 3·10⁻¹⁴ for a thousand) would leave the later
+/// one uncounted; nothing else depends on it.
+const ENDED: &str = "ended";
+
+/// 64-bit FNV-1a of the order id: stable across builds and platforms (unlike std's hasher),
+/// which the stored set depends on.
+fn fingerprint(order_id: &str) -> u64 {
+    order_id.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// What one commit adds to the store's metrics.
@@ -382,7 +420,9 @@ impl Counts {
 }
 
 /// Counts the commit in the metrics item, once: conditioned on the order's entry being older
-/// than the commit (a failed condition means this commit is already counted).
+/// than the commit, or on the order having neither an entry nor an ended fingerprint (its
+/// first count). A failed condition means this commit is already counted, or the order has
+/// ended since this writer read it (another writer counted everything up to its end).
 async fn count(
     target: &Target<'_>,
     index: usize,
@@ -408,8 +448,13 @@ async fn count(
         update.add(attribute, n(delta));
     }
     let entry = update.name(&key.entry());
+    let ended = update.name(ENDED);
     let counted_up_to = update.value(n(applied));
-    let condition = format!("attribute_not_exists({entry}) OR {entry} <= {counted_up_to}");
+    let fingerprint = update.value(n(key.fingerprint()));
+    let condition = format!(
+        "(attribute_not_exists({entry}) AND NOT contains({ended}, {fingerprint})) \
+         OR {entry} <= {counted_up_to}"
+    );
     update
         .send(
             target.client,
@@ -422,8 +467,8 @@ async fn count(
         .await
 }
 
-/// Removes an ended order's entry from the metrics item. Only the entry of this final commit is
-/// removed; if this step is lost, the entry merely stays.
+/// Replaces an ended order's entry in the metrics item by its fingerprint in [`ENDED`]. Only
+/// the entry of this final commit is replaced; if this step is lost, the entry merely stays.
 async fn forget(
     target: &Target<'_>,
     index: usize,
@@ -432,6 +477,7 @@ async fn forget(
 ) -> Result<(), ProjectionError> {
     let mut update = Update::default();
     update.remove(&key.entry());
+    update.add(ENDED, AttributeValue::Ns(vec![key.fingerprint()]));
     let entry = update.name(&key.entry());
     let last = update.value(n(last_sequence));
     // False when the entry is gone already: nothing to do.
@@ -446,4 +492,170 @@ async fn forget(
             index,
         )
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use commit_log::LoggedEvent;
+    use domain::order::OrderEvent;
+    use domain::{CustomerId, Money, Note, OrderId, StoreId};
+    use test_support::{aws_test_config, unique_name};
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::projections::active_orders::{ActiveOrdersProjection, ActiveOrdersTables};
+
+    const STORE: &str = "store-overlap";
+
+    fn commit(order_id: &str, sequence: u64, minute: i64, event: OrderEvent) -> LoggedCommit {
+        let at = datetime!(2025-03-03 08:00 UTC) + time::Duration::minutes(minute);
+        LoggedCommit {
+            aggregate_type: "order".into(),
+            aggregate_id: order_id.into(),
+            committed_at: at,
+            correlation_id: "overlap".into(),
+            causation_id: String::new(),
+            events: vec![LoggedEvent {
+                sequence,
+                position: sequence,
+                recorded_at: at,
+                event: DomainEvent::Order(event),
+            }],
+        }
+    }
+
+    fn placed(order_id: &str) -> OrderEvent {
+        OrderEvent::OrderPlaced {
+            order_id: OrderId::parse(order_id).expect("an order id"),
+            store_id: StoreId::parse(STORE).expect("a store id"),
+            customer_id: CustomerId::parse("c-overlap").expect("a customer id"),
+            lines: Vec::new(),
+            note: Note::parse("").expect("an empty note"),
+            total: Money::from_cents(0),
+            payment_token: None,
+        }
+    }
+
+    async fn metrics(target: &Target<'_>) -> HashMap<String, AttributeValue> {
+        target
+            .client
+            .get_item()
+            .table_name(&target.tables.stores)
+            .key("pk", s(format!("STORE#{STORE}")))
+            .key("sk", s("DAY#2025-03-03"))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("the metrics item is readable")
+            .item
+            .expect("the metrics item exists")
+    }
+
+    fn number(item: &HashMap<String, AttributeValue>, name: &str) -> i64 {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Two writers on one order (a lease stolen from a slow worker, or replay's catch-up next to
+    /// the live projector): the slow one read the order before the other ended it, and only
+    /// then reaches its metrics step, after the other has already cleaned the order's entry up.
+    #[tokio::test]
+    async fn a_second_writer_with_a_stale_read_does_not_count_an_ended_order_again() {
+        let client = aws_support::dynamodb(&aws_test_config().await);
+        let tables = ActiveOrdersTables {
+            orders: unique_name("overlap-orders"),
+            stores: unique_name("overlap-stores"),
+        };
+        ActiveOrdersProjection::create_tables(&client, &tables)
+            .await
+            .expect("tables");
+        let target = Target {
+            client: &client,
+            tables,
+            handover: false,
+        };
+        let id = OrderId::from(uuid::Uuid::new_v4()).to_string();
+        let life = [
+            commit(&id, 1, 0, placed(&id)),
+            commit(&id, 2, 1, OrderEvent::OrderAccepted {}),
+            commit(&id, 3, 2, OrderEvent::PreparationStarted {}),
+            commit(&id, 4, 6, OrderEvent::OrderMarkedReady {}),
+            commit(&id, 5, 7, OrderEvent::OrderCompleted {}),
+        ];
+        let (completed, earlier) = life.split_last().expect("a life");
+        let indexed: Vec<(usize, &LoggedCommit)> = earlier.iter().enumerate().collect();
+        apply(&target, &indexed)
+            .await
+            .expect("the order's life so far");
+
+        // The slow writer reads the order (ready, sequence 4)...
+        let stale = load(&target, 0, &id).await.expect("the order");
+        // ...the other writer completes it, counts it and cleans its entry up...
+        apply(&target, &[(0, completed)]).await.expect("completed");
+        let after_first = metrics(&target).await;
+        assert_eq!(number(&after_first, "orders_completed"), 1);
+        assert!(!after_first.contains_key(&format!("order#{id}")));
+        // ...then the slow writer goes on from what it read.
+        let second = apply_commit(&target, 0, completed, stale).await;
+
+        let after_second = metrics(&target).await;
+        assert_eq!(
+            number(&after_second, "orders_completed"),
+            1,
+            "completed counted twice: {after_second:?}"
+        );
+        assert_eq!(number(&after_second, "orders_active"), 0);
+        assert_eq!(number(&after_second, "orders_placed"), 1);
+        // Its order write finds the marker moved: a transient failure, whose retry re-reads
+        // the order and skips the commit.
+        assert!(
+            matches!(second, Err(ProjectionError::Transient(_))),
+            "{second:?}"
+        );
+        apply(&target, &[(0, completed)]).await.expect("the retry");
+        assert_eq!(number(&metrics(&target).await, "orders_completed"), 1);
+    }
+
+    /// The same for the order's first commit: a writer that read no order yet counts its
+    /// placement after the other writer has placed, ended and cleaned it up.
+    #[tokio::test]
+    async fn a_second_writer_that_read_no_order_does_not_count_an_ended_order_again() {
+        let client = aws_support::dynamodb(&aws_test_config().await);
+        let tables = ActiveOrdersTables {
+            orders: unique_name("overlap-orders"),
+            stores: unique_name("overlap-stores"),
+        };
+        ActiveOrdersProjection::create_tables(&client, &tables)
+            .await
+            .expect("tables");
+        let target = Target {
+            client: &client,
+            tables,
+            handover: false,
+        };
+        let id = OrderId::from(uuid::Uuid::new_v4()).to_string();
+        let first = commit(&id, 1, 0, placed(&id));
+        let cancelled = commit(
+            &id,
+            2,
+            1,
+            OrderEvent::OrderCancelled {
+                reason: domain::Reason::parse("changed my mind").expect("a reason"),
+                refund_due: false,
+                stock_reserved: false,
+            },
+        );
+        let stale = load(&target, 0, &id).await.expect("no order yet");
+        apply(&target, &[(0, &first), (1, &cancelled)])
+            .await
+            .expect("placed and cancelled");
+        let _ = apply_commit(&target, 0, &first, stale).await;
+
+        let counted = metrics(&target).await;
+        assert_eq!(number(&counted, "orders_placed"), 1, "{counted:?}");
+        assert_eq!(number(&counted, "orders_cancelled"), 1);
+        assert_eq!(number(&counted, "orders_active"), 0);
+    }
 }

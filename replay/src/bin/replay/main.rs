@@ -141,7 +141,9 @@ enum Command {
         /// next batch / read), catch up with the log's end read after the move, end the
         /// handover. Readers see the old view until the swap and the new one after. The old
         /// schema or tables are kept (drop them when satisfied). Run again after an
-        /// interruption, it finishes the swap.
+        /// interruption, it finishes the swap; for active_orders the same command without
+        /// --target finds the unfinished swap (the one in handover, else the rebuild marked
+        /// to replace the live tables) and resumes it.
         #[arg(long)]
         swap: bool,
         /// Rebuild the live view where it stands: empty its tables, then rebuild into them.
@@ -158,6 +160,20 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// active_orders: end a swap's handover left unfinished (the alias stuck in handover after
+    /// an interrupted `rebuild --swap`). --finish catches the tables the alias names up with
+    /// the log and ends the handover (as running the swap again does); --abort moves the alias
+    /// back to the tables live before the swap, catches those up (reading the whole log: they
+    /// lack what the projector wrote to the abandoned tables meanwhile) and ends the
+    /// handover. Either, run again after an interruption, resumes.
+    Handover {
+        /// Finish the swap.
+        #[arg(long, required_unless_present = "abort", conflicts_with = "abort")]
+        finish: bool,
+        /// Roll the swap back.
+        #[arg(long)]
+        abort: bool,
+    },
     /// For history and analytics: the configured live schema, whether it exists, its number of
     /// aggregates, the events of the store it reflects and does not reflect yet, the highest
     /// position among the reflected events, and the store's last position. For active_orders:
@@ -165,9 +181,13 @@ enum Command {
     /// lag (its Kinesis checkpoints) is shown by `projectors leases`.
     List,
     /// Rebuild PROJECTION into a scratch target, compare it with the live view table by table
-    /// (row / item counts, every differing row or item), then drop the scratch target. Compare
-    /// while the live projector is caught up and no commands arrive, or live changes show up
-    /// as differences.
+    /// (row / item counts, every differing row or item), then drop the scratch target.
+    /// history/analytics: compare while the live projector is caught up and no commands
+    /// arrive, or live changes show up as differences. active_orders may run in production:
+    /// it streams both sides, skips ended orders past their TTL that DynamoDB deleted from the
+    /// live table, and compares an item only when its aggregate stands at the same sequence on
+    /// both sides, re-checking the others after 5 s (the scratch caught up again); it prints
+    /// how many it skipped and why.
     Verify {
         /// active_orders, history or analytics.
         projection: String,
@@ -256,6 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 ),
             }
         }
+        Command::Handover { finish: _, abort } => tables::end_handover(&settings, abort).await,
         Command::List => {
             let store = open_store(&settings).await?;
             tables::list_tables(&settings, &store).await?;

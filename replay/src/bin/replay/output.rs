@@ -22,6 +22,12 @@ pub fn print_comparison(comparison: &Comparison, live: &str) {
             println!("  + only rebuilt: {row}");
         }
     }
+    for skipped in &comparison.skipped {
+        println!("skipped {} item(s): {}", skipped.count, skipped.reason);
+        for example in &skipped.examples {
+            println!("  ~ {example}");
+        }
+    }
     if comparison.is_equal() {
         println!(
             "{live}: {} tables equal to a rebuild from the event store",

@@ -5,8 +5,8 @@ use aws_sdk_dynamodb::Client;
 use event_store::PgEventStore;
 use projectors::projections::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
 use replay::dynamodb::{
-    compare_tables, drop_tables, empty_tables, existing_tables, swap_in_tables, target_tables,
-    TablesProgress,
+    compare_views, drop_tables, empty_tables, existing_tables, finish_handover, roll_back_handover,
+    swap_in_tables, target_tables, HandoverEnd, TablesProgress, VerifyOptions,
 };
 use replay::settings::Settings;
 use replay::{resolve_through, ProgressStore, RebuildOptions, RebuildProgress};
@@ -49,14 +49,36 @@ pub async fn rebuild_tables(settings: &Settings, request: &RebuildRequest) -> an
     } = request;
     let request_source = from_stream.as_ref().map_or(Source::Store, Source::Stream);
     let (until, swap, dry_run) = (*until, *swap, *dry_run);
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let base = target
-        .clone()
-        .unwrap_or_else(|| format!("{}-rebuild-{now}", settings.dynamodb.active_orders_table));
-    let target = target_tables(&base)?;
     let store = open_store(settings).await?;
     let (client, alias) = connect(settings).await?;
     let live = alias.live().await?;
+    if live.rolling_back {
+        bail!(
+            "a rollback to {} is in handover; finish it first with `replay handover --abort`",
+            live.tables.orders
+        );
+    }
+    let (target, base) = match target {
+        Some(base) => (target_tables(base)?, base.clone()),
+        None => {
+            let resumable = swap_to_resume(settings, &client, &live).await?;
+            match resumable {
+                Some(target) => {
+                    println!(
+                        "resuming the unfinished swap to {} and {}",
+                        target.orders, target.stores
+                    );
+                    let base = target.orders.clone();
+                    (target, base)
+                }
+                None => {
+                    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                    let base = format!("{}-rebuild-{now}", settings.dynamodb.active_orders_table);
+                    (target_tables(&base)?, base)
+                }
+            }
+        }
+    };
     let progress = progress_of(settings, &client, &target);
     let resuming = progress.exists().await?;
     let finishing_swap = live.tables == target && live.handover;
@@ -101,6 +123,12 @@ pub async fn rebuild_tables(settings: &Settings, request: &RebuildRequest) -> an
         return Ok(true);
     }
     if !finishing_swap {
+        if swap {
+            // Marked before the first batch, so an interruption anywhere leaves it findable.
+            ActiveOrdersProjection::create_tables(&client, &target).await?;
+            progress.start().await?;
+            progress.mark_for_swap(&live.tables).await?;
+        }
         let done = build(
             &store,
             &client,
@@ -133,6 +161,23 @@ pub async fn rebuild_tables(settings: &Settings, request: &RebuildRequest) -> an
         .await;
         line.finish();
         let swapped = swapped?;
+        for copied in &swapped.settings {
+            if !copied.applied.is_empty() {
+                println!(
+                    "{} got the live table's {}",
+                    copied.table,
+                    copied.applied.join(", ")
+                );
+            }
+            if !copied.unsupported.is_empty() {
+                println!(
+                    "warning: this DynamoDB endpoint cannot read or set {} on {}: check them by \
+                     hand",
+                    copied.unsupported.join(", "),
+                    copied.table
+                );
+            }
+        }
         println!(
             "swapped in: the view alias names {} and {}, caught up {} more events through \
              position {}; the old tables {} and {} are kept (delete them when satisfied)",
@@ -147,6 +192,66 @@ pub async fn rebuild_tables(settings: &Settings, request: &RebuildRequest) -> an
     Ok(true)
 }
 
+/// Which unfinished swap `replay rebuild active_orders --swap` without `--target` resumes: the
+/// one in handover, else the one rebuild marked to replace the live tables. Several such
+/// rebuilds are refused: the operator names one with `--target`.
+async fn swap_to_resume(
+    settings: &Settings,
+    client: &Client,
+    live: &projectors::projections::LiveView,
+) -> anyhow::Result<Option<ActiveOrdersTables>> {
+    if live.handover {
+        return Ok(Some(live.tables.clone()));
+    }
+    let mut pending =
+        TablesProgress::swaps_of(client, &settings.dynamodb.views_table, &live.tables).await?;
+    match pending.len() {
+        0 | 1 => Ok(pending.pop()),
+        _ => {
+            let names: Vec<&str> = pending.iter().map(|t| t.orders.as_str()).collect();
+            bail!(
+                "{} unfinished rebuilds are marked to replace {}: {}; name the one to resume \
+                 with --target (its base name: the orders table without -orders)",
+                pending.len(),
+                live.tables.orders,
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// `replay handover --finish|--abort`: ends a swap's handover left unfinished, by catching up
+/// the tables the alias names (finish) or by going back to the tables live before and catching
+/// those up (abort).
+pub async fn end_handover(settings: &Settings, abort: bool) -> anyhow::Result<bool> {
+    let store = open_store(settings).await?;
+    let (_, alias) = connect(settings).await?;
+    let mut line = ProgressLine::new(NAME);
+    let views = &settings.dynamodb.views_table;
+    let batch = settings.replay.batch_commits;
+    let ended = if abort {
+        roll_back_handover(&store, &alias, views, batch, |p| line.show(p)).await
+    } else {
+        finish_handover(&store, &alias, views, batch, |p| line.show(p)).await
+    };
+    line.finish();
+    let HandoverEnd { live, other, tail } = ended?;
+    let verb = if abort { "rolled back" } else { "finished" };
+    let other = other.map_or_else(String::new, |o| {
+        let role = if abort { "abandoned" } else { "old" };
+        format!(
+            "; the {role} tables {} and {} are kept (delete them when satisfied)",
+            o.orders, o.stores
+        )
+    });
+    println!(
+        "handover {verb}: the view alias names {} and {}, caught up {} events through position \
+         {}{other}",
+        live.orders, live.stores, tail.events, tail.applied_through
+    );
+    Ok(true)
+}
+
 /// `replay rebuild active_orders --in-place` (confirmed by the caller): empties the live tables
 /// (those the alias names) and rebuilds into them; run again after an interruption, it resumes.
 pub async fn rebuild_tables_in_place(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
@@ -155,8 +260,8 @@ pub async fn rebuild_tables_in_place(settings: &Settings, dry_run: bool) -> anyh
     let live = alias.live().await?;
     if live.handover {
         bail!(
-            "a swap to {} is not finished; run `replay rebuild active_orders --swap --target` \
-             with its target again first",
+            "a swap to {} is not finished; finish it with `replay handover --finish` (or roll \
+             it back with `--abort`) first",
             live.tables.orders
         );
     }
@@ -241,7 +346,15 @@ pub async fn verify_tables(settings: &Settings, scratch: Option<String>) -> anyh
             Source::Store,
         )
         .await?;
-        Ok::<_, anyhow::Error>(compare_tables(&client, &live, &scratch).await?)
+        // The re-check catches the scratch tables up with the store's end again, so commits
+        // the live projector applied meanwhile are on both sides.
+        let catch_up = || async {
+            let projection = ActiveOrdersProjection::new(client.clone(), scratch.clone());
+            replay::rebuild(&store, &projection, &progress, &options, |_| {}).await?;
+            Ok(())
+        };
+        let options = VerifyOptions::default();
+        Ok::<_, anyhow::Error>(compare_views(&client, &live, &scratch, &options, catch_up).await?)
     }
     .await;
     drop_tables(&client, &scratch)
@@ -269,10 +382,10 @@ pub async fn list_tables(settings: &Settings, store: &PgEventStore) -> anyhow::R
         };
         counts.push(format!("{table} ({count})"));
     }
-    let state = if live.handover {
-        ", a swap is catching up"
-    } else {
-        ""
+    let state = match (live.handover, live.rolling_back) {
+        (true, true) => ", a rollback is catching up (`replay handover --abort` finishes it)",
+        (true, false) => ", a swap is catching up (`replay handover --finish|--abort`)",
+        _ => "",
     };
     let previous = live.previous.map_or_else(String::new, |p| {
         format!("; previous tables {} and {}", p.orders, p.stores)
