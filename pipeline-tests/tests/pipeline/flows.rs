@@ -630,6 +630,10 @@ async fn a_gateway_that_keeps_timing_out_is_retried_past_the_queues_delivery_lim
 
     // Retried past the queue's delivery limit (requeued, never dead-lettered), then given up
     // at its deadline.
+    eventually("more gateway calls than the queue's deliveries", || async {
+        rig.sandbox.timeouts() > 5
+    })
+    .await;
     let unpaid_id = order_id_of(&timing_out);
     eventually("the timing-out order rejected", || {
         let mut clients = Clients::new(&pipeline);
