@@ -7,11 +7,11 @@
 //! | `OrderPlaced` (order already Rejected or Cancelled) | `ReleaseReservation` (an interrupted earlier run may have reserved) |
 //! | `OrderAccepted` (order Accepted, not paid, has a payment token) | a charge request on the payments FIFO queue |
 //! | `OrderRejected` / `OrderCancelled` | `ReleaseReservation`, always; a refund request when the payment was captured |
+//! | `OrderCompleted` | `CommitReservation` and `EarnPoints` |
 //!
 //! Compensation is unconditional: a release is sent on every path to a terminal status, and
 //! the inventory's "this order holds no reservation" refusal counts as done, so a release
 //! repeated by redelivery or by the two paths above frees the stock once.
-//! | `OrderCompleted` | `CommitReservation` and `EarnPoints` |
 //!
 //! Every command's idempotency key is `saga/<order id>/<sequence>/<step>`: the event that caused
 //! it and the step. A commit delivered again (relay retry, worker crash before its checkpoint,
