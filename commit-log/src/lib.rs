@@ -2,9 +2,24 @@
 //! aggregate in a versioned protobuf envelope (`orderpipe.v1.CommitEnvelope`).
 //!
 //! The relay [`encode`]s a stored commit; projectors, the saga and replay [`decode`] records (or
-//! read stored events with [`LoggedCommit::from_recorded`]) into typed domain events. Readers
-//! refuse envelope versions they do not know; such a record is poison, for the dead-letter queue.
-//! When an event gets a new `event_version`, its upcaster belongs in [`DomainEvent::parse`].
+//! read stored events with [`LoggedCommit::from_recorded`]) into typed domain events. When an
+//! event gets a new `event_version`, its upcaster belongs in [`DomainEvent::parse`].
+//!
+//! A decode error is one of two kinds ([`DecodeError::is_poison`]):
+//! - **poison**: the bytes are not a commit envelope, or the envelope contradicts itself or
+//!   carries a payload that is not the event it names. No build will ever read it: the reader
+//!   sends it to its dead-letter queue with the reason.
+//! - **not understood** ([`DecodeError::NotUnderstood`]): a well-formed envelope carrying an
+//!   aggregate type, event type or version (or a newer envelope version) that this build's
+//!   [`Vocabulary`] does not know: a writer deployed before its readers. It comes with its
+//!   [`CommitHeader`], so the reader can stop that aggregate and resume it, in order, once a
+//!   build that knows the event runs; it is never skipped.
+
+mod vocabulary;
+
+pub use vocabulary::{EventVersion, Vocabulary};
+
+use std::fmt;
 
 use cqrs_es::Aggregate;
 use domain::inventory::{InventoryEvent, StoreInventory};
@@ -55,6 +70,90 @@ impl DomainEvent {
             Menu::TYPE => DomainEvent::Menu(serde_json::from_value(payload).map_err(invalid)?),
             other => return Err(DecodeError::UnknownAggregateType(other.to_owned())),
         })
+    }
+
+    /// The event's type name, as stored and carried in the envelope.
+    pub fn event_type(&self) -> String {
+        use cqrs_es::DomainEvent as _;
+        match self {
+            DomainEvent::Order(event) => event.event_type(),
+            DomainEvent::Inventory(event) => event.event_type(),
+            DomainEvent::Loyalty(event) => event.event_type(),
+            DomainEvent::Menu(event) => event.event_type(),
+        }
+    }
+
+    /// The version this build writes of the event's type.
+    pub fn event_version(&self) -> String {
+        use cqrs_es::DomainEvent as _;
+        match self {
+            DomainEvent::Order(event) => event.event_version(),
+            DomainEvent::Inventory(event) => event.event_version(),
+            DomainEvent::Loyalty(event) => event.event_version(),
+            DomainEvent::Menu(event) => event.event_version(),
+        }
+    }
+}
+
+/// What a log record says about its commit outside the events: enough to keep the commit in
+/// its aggregate's order (park it, apply it later) without understanding its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitHeader {
+    /// The aggregate type (`order`, `inventory`, ... or one this build does not know).
+    pub aggregate_type: String,
+    /// The aggregate's id.
+    pub aggregate_id: String,
+    /// The first event's sequence.
+    pub first_sequence: u64,
+    /// The last event's sequence.
+    pub last_sequence: u64,
+    /// The first event's global position.
+    pub first_position: u64,
+    /// The last event's global position.
+    pub last_position: u64,
+}
+
+impl CommitHeader {
+    /// The header of `envelope`, checked to be one aggregate's contiguous range of its events.
+    fn of(envelope: &pb::CommitEnvelope) -> Result<Self, DecodeError> {
+        let header = CommitHeader {
+            aggregate_type: envelope.aggregate_type.clone(),
+            aggregate_id: envelope.aggregate_id.clone(),
+            first_sequence: envelope.first_sequence,
+            last_sequence: envelope.last_sequence,
+            first_position: envelope.first_position,
+            last_position: envelope.last_position,
+        };
+        let events = envelope.events.len() as u64;
+        let spans = |first: u64, last: u64| {
+            first >= 1 && last >= first && last.checked_sub(first) == events.checked_sub(1)
+        };
+        let sane = !header.aggregate_type.is_empty()
+            && !header.aggregate_id.is_empty()
+            && spans(header.first_sequence, header.last_sequence)
+            && spans(header.first_position, header.last_position);
+        if sane {
+            Ok(header)
+        } else {
+            Err(DecodeError::Inconsistent(
+                "the header does not describe one aggregate's contiguous events".into(),
+            ))
+        }
+    }
+}
+
+impl fmt::Display for CommitHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} sequences {}..={} positions {}..={}",
+            self.aggregate_type,
+            self.aggregate_id,
+            self.first_sequence,
+            self.last_sequence,
+            self.first_position,
+            self.last_position
+        )
     }
 }
 
@@ -107,6 +206,18 @@ impl LoggedCommit {
     /// The last event's global position.
     pub fn last_position(&self) -> u64 {
         self.events.last().map_or(0, |e| e.position)
+    }
+
+    /// Its header.
+    pub fn header(&self) -> CommitHeader {
+        CommitHeader {
+            aggregate_type: self.aggregate_type.clone(),
+            aggregate_id: self.aggregate_id.clone(),
+            first_sequence: self.first_sequence(),
+            last_sequence: self.last_sequence(),
+            first_position: self.first_position(),
+            last_position: self.last_position(),
+        }
     }
 
     /// A commit read straight from the store (replay): `events` are one commit's events, in
@@ -183,10 +294,21 @@ pub enum EncodeError {
     NotOneCommit,
 }
 
-/// Why a log record could not be decoded. Every variant is final: retrying cannot help, the
-/// record is poison.
+/// Why a log record could not be decoded. Every variant is final for this build: retrying
+/// cannot help. [`DecodeError::NotUnderstood`] waits for a build that knows the event; every
+/// other variant is poison ([`DecodeError::is_poison`]).
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// A well-formed envelope this build does not understand: a newer envelope version, or an
+    /// aggregate type, event type or event version its [`Vocabulary`] lacks. Not poison: the
+    /// aggregate waits, in order, for a build that knows it.
+    #[error("not understood by this build: {what} ({header})")]
+    NotUnderstood {
+        /// The commit's header, to keep it in its aggregate's order.
+        header: CommitHeader,
+        /// What this build does not know, e.g. `event OrderNoteAmended v1.0`.
+        what: String,
+    },
     /// Not a protobuf `CommitEnvelope`.
     #[error("not a commit envelope: {0}")]
     Protobuf(#[from] prost::DecodeError),
@@ -212,6 +334,22 @@ pub enum DecodeError {
         /// Why.
         source: serde_json::Error,
     },
+}
+
+impl DecodeError {
+    /// Whether no build can ever read the record (dead-letter it). `false` only for
+    /// [`DecodeError::NotUnderstood`], which a newer build reads.
+    pub fn is_poison(&self) -> bool {
+        !matches!(self, DecodeError::NotUnderstood { .. })
+    }
+
+    /// The header of a commit this build does not understand.
+    pub fn not_understood(&self) -> Option<&CommitHeader> {
+        match self {
+            DecodeError::NotUnderstood { header, .. } => Some(header),
+            _ => None,
+        }
+    }
 }
 
 /// Encodes one stored commit (its events in order, as read from the store) as a log record.
@@ -253,39 +391,96 @@ pub fn encode(events: &[RecordedEvent]) -> Result<Vec<u8>, EncodeError> {
     Ok(envelope.encode_to_vec())
 }
 
-/// Decodes one log record.
+/// Decodes one log record with everything this build knows ([`Vocabulary::this_build`]).
 pub fn decode(record: &[u8]) -> Result<LoggedCommit, DecodeError> {
+    decode_with(record, Vocabulary::this_build())
+}
+
+/// Decodes one log record, reading only the events `vocabulary` knows.
+pub fn decode_with(record: &[u8], vocabulary: &Vocabulary) -> Result<LoggedCommit, DecodeError> {
     let envelope = pb::CommitEnvelope::decode(record)?;
+    let not_understood = |what: String| match CommitHeader::of(&envelope) {
+        Ok(header) => DecodeError::NotUnderstood { header, what },
+        Err(inconsistent) => inconsistent,
+    };
+    if envelope.envelope_version > ENVELOPE_VERSION {
+        return Err(not_understood(format!(
+            "envelope version {} (this build reads {ENVELOPE_VERSION})",
+            envelope.envelope_version
+        )));
+    }
     if envelope.envelope_version != ENVELOPE_VERSION {
         return Err(DecodeError::UnsupportedVersion(envelope.envelope_version));
     }
     if envelope.events.is_empty() {
         return Err(DecodeError::Empty);
     }
-    let events = envelope
-        .events
-        .into_iter()
-        .map(|event| {
-            let payload = serde_json::from_slice(&event.payload_json).map_err(|source| {
-                DecodeError::Payload {
-                    event_type: event.event_type.clone(),
-                    event_version: event.event_version.clone(),
-                    source,
-                }
+    if !vocabulary.knows_aggregate(&envelope.aggregate_type) {
+        return Err(not_understood(format!(
+            "aggregate type {:?}",
+            envelope.aggregate_type
+        )));
+    }
+    let mut events = Vec::with_capacity(envelope.events.len());
+    for event in &envelope.events {
+        let what = || format!("event {} v{}", event.event_type, event.event_version);
+        let Some(reads_up_to) = vocabulary.event(&envelope.aggregate_type, &event.event_type)
+        else {
+            return Err(not_understood(what()));
+        };
+        let version = EventVersion::parse(&event.event_version).ok_or_else(|| {
+            DecodeError::Inconsistent(format!(
+                "event version {:?} is not major.minor",
+                event.event_version
+            ))
+        })?;
+        if reads_up_to.is_some_and(|newest| version > newest) {
+            return Err(not_understood(what()));
+        }
+        let payload =
+            serde_json::from_slice(&event.payload_json).map_err(|source| DecodeError::Payload {
+                event_type: event.event_type.clone(),
+                event_version: event.event_version.clone(),
+                source,
             })?;
-            Ok(LoggedEvent {
-                sequence: event.sequence,
-                position: event.position,
-                recorded_at: datetime(event.recorded_at)?,
-                event: DomainEvent::parse(
-                    &envelope.aggregate_type,
-                    &event.event_type,
-                    &event.event_version,
-                    payload,
-                )?,
-            })
-        })
-        .collect::<Result<Vec<_>, DecodeError>>()?;
+        let parsed = match DomainEvent::parse(
+            &envelope.aggregate_type,
+            &event.event_type,
+            &event.event_version,
+            payload,
+        ) {
+            Ok(parsed) => parsed,
+            // A newer version's new shape is for a newer build; at a version this build
+            // writes, a payload that does not parse is poison.
+            Err(_)
+                if version
+                    > reads_up_to.unwrap_or_else(|| {
+                        vocabulary::written_version(&envelope.aggregate_type, &event.event_type)
+                    }) =>
+            {
+                return Err(not_understood(what()))
+            }
+            Err(error) => return Err(error),
+        };
+        if parsed.event_type() != event.event_type {
+            return Err(DecodeError::Inconsistent(format!(
+                "the envelope says {} but the payload is {}",
+                event.event_type,
+                parsed.event_type()
+            )));
+        }
+        // Parsing a newer version as the one this build writes would drop what it added.
+        let written = EventVersion::parse(&parsed.event_version());
+        if reads_up_to.is_none() && written.is_some_and(|written| version > written) {
+            return Err(not_understood(what()));
+        }
+        events.push(LoggedEvent {
+            sequence: event.sequence,
+            position: event.position,
+            recorded_at: datetime(event.recorded_at)?,
+            event: parsed,
+        });
+    }
     let commit = LoggedCommit {
         aggregate_type: envelope.aggregate_type,
         aggregate_id: envelope.aggregate_id,
@@ -382,17 +577,143 @@ mod tests {
         let mut envelope =
             pb::CommitEnvelope::decode(&*encode(&[recorded(1, 1, availability(true))]).unwrap())
                 .unwrap();
-        envelope.envelope_version = 2;
-        assert!(matches!(
-            decode(&envelope.encode_to_vec()),
-            Err(DecodeError::UnsupportedVersion(2))
-        ));
+        envelope.envelope_version = 0;
+        let error = decode(&envelope.encode_to_vec()).unwrap_err();
+        assert!(matches!(error, DecodeError::UnsupportedVersion(0)));
+        assert!(error.is_poison());
 
+        // A known event type whose payload is another event, or not that event at all.
+        let mut mislabelled = recorded(
+            1,
+            1,
+            json!({"MenuItemPriceChanged": {"sku": "LATTE-12", "price": 350}}),
+        );
+        mislabelled.event_type = "MenuItemAvailabilityChanged".into();
+        let error = decode(&encode(&[mislabelled]).unwrap()).unwrap_err();
+        assert!(matches!(error, DecodeError::Inconsistent(_)), "{error}");
         let bad_payload = encode(&[recorded(1, 1, json!({"NoSuchEvent": {}}))]).unwrap();
-        assert!(matches!(
-            decode(&bad_payload),
-            Err(DecodeError::Payload { .. })
-        ));
+        let error = decode(&bad_payload).unwrap_err();
+        assert!(matches!(error, DecodeError::Payload { .. }), "{error}");
+        assert!(error.is_poison());
+        let mut bad_version = recorded(1, 1, availability(true));
+        bad_version.event_version = "one".into();
+        assert!(decode(&encode(&[bad_version]).unwrap())
+            .unwrap_err()
+            .is_poison());
+    }
+
+    fn not_understood_parts(error: DecodeError) -> (CommitHeader, String) {
+        match error {
+            DecodeError::NotUnderstood { header, what } => (header, what),
+            other => panic!("expected not understood, got poison: {other}"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_event_type_is_not_understood_with_its_header_not_poison() {
+        let mut retired = recorded(7, 41, json!({"MenuItemRetired": {"sku": "LATTE-12"}}));
+        retired.event_type = "MenuItemRetired".into();
+        let next = recorded(8, 42, availability(true));
+
+        let error = decode(&encode(&[retired, next]).unwrap()).unwrap_err();
+
+        assert!(!error.is_poison());
+        let (header, what) = not_understood_parts(error);
+        assert_eq!(what, "event MenuItemRetired v1.0");
+        assert_eq!(
+            header,
+            CommitHeader {
+                aggregate_type: "menu".into(),
+                aggregate_id: "menu".into(),
+                first_sequence: 7,
+                last_sequence: 8,
+                first_position: 41,
+                last_position: 42,
+            }
+        );
+    }
+
+    #[test]
+    fn a_newer_event_version_is_not_understood_even_when_it_parses() {
+        // v1.1 of an event this build writes at v1.0: serde would read it and drop whatever
+        // 1.1 added.
+        let mut newer = recorded(1, 1, availability(true));
+        newer.event_version = "1.1".into();
+        let (_, what) =
+            not_understood_parts(decode(&encode(&[newer.clone()]).unwrap()).unwrap_err());
+        assert_eq!(what, "event MenuItemAvailabilityChanged v1.1");
+
+        // v2.0 with a shape this build cannot parse at all: still not poison.
+        newer.event_version = "2.0".into();
+        newer.payload = json!({"MenuItemAvailabilityChanged": {"skus": ["LATTE-12"]}});
+        let (_, what) = not_understood_parts(decode(&encode(&[newer]).unwrap()).unwrap_err());
+        assert_eq!(what, "event MenuItemAvailabilityChanged v2.0");
+    }
+
+    #[test]
+    fn an_older_build_does_not_understand_what_was_added_since_and_this_build_does() {
+        let mut added = recorded(
+            3,
+            9,
+            json!({"MenuItemPriceChanged": {"sku": "LATTE-12", "price": 350}}),
+        );
+        added.event_type = "MenuItemPriceChanged".into();
+        let record = encode(&[added]).unwrap();
+        let older = Vocabulary::this_build()
+            .clone()
+            .without_event("menu", "MenuItemPriceChanged");
+
+        let (header, _) = not_understood_parts(decode_with(&record, &older).unwrap_err());
+        assert_eq!((header.first_position, header.last_position), (9, 9));
+        assert!(decode(&record).is_ok(), "the upgraded build reads it");
+
+        let one_point_oh = EventVersion::parse("1.0").unwrap();
+        let before_tokens =
+            Vocabulary::this_build()
+                .clone()
+                .reading_up_to("order", "OrderPlaced", one_point_oh);
+        let mut placed = recorded(
+            1,
+            1,
+            json!({"OrderPlaced": {
+            "order_id": "5cab9d76-5e8f-4dc8-b04b-3c054cbb5a9b", "store_id": "store-2",
+            "customer_id": "customer-1", "lines": [], "note": "", "total": 0,
+            "payment_token": "4242424242424242"}}),
+        );
+        placed.aggregate_type = "order".into();
+        placed.aggregate_id = "5cab9d76-5e8f-4dc8-b04b-3c054cbb5a9b".into();
+        placed.event_type = "OrderPlaced".into();
+        placed.event_version = "1.1".into();
+        let record = encode(&[placed.clone()]).unwrap();
+        assert!(!decode_with(&record, &before_tokens)
+            .unwrap_err()
+            .is_poison());
+        assert!(decode(&record).is_ok());
+        placed.event_version = "1.0".into();
+        assert!(decode_with(&encode(&[placed]).unwrap(), &before_tokens).is_ok());
+    }
+
+    #[test]
+    fn a_newer_envelope_or_aggregate_type_is_not_understood_unless_its_header_is_broken() {
+        let record = encode(&[recorded(5, 20, availability(true))]).unwrap();
+        let mut envelope = pb::CommitEnvelope::decode(&*record).unwrap();
+        envelope.envelope_version = 2;
+        let (header, what) = not_understood_parts(decode(&envelope.encode_to_vec()).unwrap_err());
+        assert_eq!(what, "envelope version 2 (this build reads 1)");
+        assert_eq!(header.first_sequence, 5);
+
+        let mut envelope = pb::CommitEnvelope::decode(&*record).unwrap();
+        envelope.aggregate_type = "voucher".into();
+        let (_, what) = not_understood_parts(decode(&envelope.encode_to_vec()).unwrap_err());
+        assert_eq!(what, "aggregate type \"voucher\"");
+
+        // Without a usable header it cannot be kept in order: poison.
+        envelope.aggregate_id = String::new();
+        assert!(decode(&envelope.encode_to_vec()).unwrap_err().is_poison());
+        let mut envelope = pb::CommitEnvelope::decode(&*record).unwrap();
+        envelope.envelope_version = 2;
+        envelope.last_position = 99;
+        assert!(decode(&envelope.encode_to_vec()).unwrap_err().is_poison());
     }
 
     #[test]

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
+use commit_log::Vocabulary;
 use futures::future::join_all;
 use projectors::projection::Projection;
-use projectors::runtime::{error_chain, Worker};
+use projectors::runtime::{self, error_chain, ParkedStore, RedriveOutcome, RuntimeError, Worker};
 use service_kit::admin::{self, HealthCheck};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -24,6 +25,7 @@ use crate::payments::{PaymentGateway, PaymentQueue, SandboxGateway};
 use crate::queue::{ConsumerConfig, MessageHandler, QueueConsumer};
 use crate::saga::{OrderSaga, SAGA_NAME};
 use crate::settings::{Settings, SettingsError, INTAKE, NOTIFICATIONS, PAYMENTS};
+use command_api::configuration::AuthSettings;
 
 /// How often the dead-letter queues' depths are read.
 const DEPTH_INTERVAL: Duration = Duration::from_secs(30);
@@ -34,6 +36,12 @@ pub enum AppError {
     /// Bad or missing settings.
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    /// The runtime's tables could not be read or written.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// A consumer group this build does not have.
+    #[error("unknown consumer group {0:?} (the flows have: order_saga, notifications)")]
+    UnknownGroup(String),
     /// The command API endpoint is not a URL.
     #[error("command_api.url is not a valid URL: {0}")]
     Endpoint(String),
@@ -43,6 +51,101 @@ pub enum AppError {
     /// The admin endpoint failed.
     #[error("admin endpoint failed: {0}")]
     Admin(#[source] std::io::Error),
+}
+
+/// The consumer groups on the log (each its own leases, checkpoints and parked commits).
+pub const LOG_GROUPS: [&str; 2] = [SAGA_NAME, NOTIFICATIONS_NAME];
+
+/// The command API's clients, one per flow: the subject scopes idempotency keys and shows in
+/// the API's logs.
+pub struct CommandClients {
+    channel: Channel,
+    auth: AuthSettings,
+    attempts: u32,
+}
+
+impl CommandClients {
+    /// Clients of `command_api.url`, signing with `auth.jwt_secret`; the channel connects on
+    /// first use.
+    pub fn new(settings: &Settings) -> Result<Self, AppError> {
+        let channel = Channel::from_shared(settings.command_api.url.clone())
+            .map_err(|e| AppError::Endpoint(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        Ok(Self {
+            channel,
+            auth: settings.auth()?,
+            attempts: settings.command_api.attempts,
+        })
+    }
+
+    /// The client acting as the service `subject`.
+    pub fn client(&self, subject: &str) -> Arc<CommandClient> {
+        Arc::new(CommandClient::new(
+            self.channel.clone(),
+            &self.auth,
+            subject,
+            self.attempts,
+        ))
+    }
+}
+
+/// Builds the log consumer groups `groups` names (`order_saga`, `notifications`), for the
+/// worker or for a redrive.
+pub fn log_consumers(
+    settings: &Settings,
+    sqs: &aws_sdk_sqs::Client,
+    clients: &CommandClients,
+    groups: &[&str],
+) -> Result<Vec<Arc<dyn Projection>>, AppError> {
+    let mut projections: Vec<Arc<dyn Projection>> = Vec::new();
+    for group in groups {
+        match *group {
+            SAGA_NAME => {
+                let payments = settings.queue(PAYMENTS)?;
+                projections.push(Arc::new(OrderSaga::new(
+                    clients.client("flows-order-saga"),
+                    PaymentQueue::new(sqs.clone(), payments.queue_url),
+                )));
+            }
+            NOTIFICATIONS_NAME => {
+                let notifications = settings.queue(NOTIFICATIONS)?;
+                projections.push(Arc::new(Notifications::new(
+                    clients.client("flows-notifications"),
+                    sqs.clone(),
+                    notifications.queue_url,
+                )));
+            }
+            other => return Err(AppError::UnknownGroup(other.to_owned())),
+        }
+    }
+    Ok(projections)
+}
+
+/// `flows redrive`: applies the parked commits of consumer group `group` (`order_saga`, also
+/// spelt `saga`, or `notifications`), of one aggregate (type, id) or of every parked one,
+/// oldest first, through the command API; each aggregate stops at its first commit that fails
+/// again.
+pub async fn redrive(
+    settings: &Settings,
+    group: &str,
+    aggregate: Option<(&str, &str)>,
+) -> Result<Vec<(String, String, RedriveOutcome)>, AppError> {
+    let group = if group == "saga" { SAGA_NAME } else { group };
+    let sdk = aws_support::sdk_config(&settings.aws).await;
+    let clients = CommandClients::new(settings)?;
+    let consumers = log_consumers(settings, &aws_support::sqs(&sdk), &clients, &[group])?;
+    let Some(consumer) = consumers.first() else {
+        return Err(AppError::UnknownGroup(group.to_owned()));
+    };
+    let parked = ParkedStore::new(aws_support::dynamodb(&sdk), &settings.dynamodb.parked_table);
+    Ok(match aggregate {
+        Some((kind, id)) => {
+            let outcome = runtime::redrive(consumer.as_ref(), &parked, kind, id).await?;
+            vec![(kind.to_owned(), id.to_owned(), outcome)]
+        }
+        None => runtime::redrive_all(consumer.as_ref(), &parked).await?,
+    })
 }
 
 /// The flows process, built and bound, not yet running.
@@ -69,37 +172,13 @@ impl Application {
     ) -> Result<Self, AppError> {
         let sdk = aws_support::sdk_config(&settings.aws).await;
         let sqs = aws_support::sqs(&sdk);
-        let channel = Channel::from_shared(settings.command_api.url.clone())
-            .map_err(|e| AppError::Endpoint(e.to_string()))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy();
-        let auth = settings.auth()?;
-        // One client per flow: the subject scopes idempotency keys and shows in the API's logs.
-        let client = |subject: &str| {
-            Arc::new(CommandClient::new(
-                channel.clone(),
-                &auth,
-                subject,
-                settings.command_api.attempts,
-            ))
-        };
-
-        let mut projections: Vec<Arc<dyn Projection>> = Vec::new();
-        if settings.runs(SAGA_NAME) {
-            let payments = settings.queue(PAYMENTS)?;
-            projections.push(Arc::new(OrderSaga::new(
-                client("flows-order-saga"),
-                PaymentQueue::new(sqs.clone(), payments.queue_url),
-            )));
-        }
-        if settings.runs(NOTIFICATIONS_NAME) {
-            let notifications = settings.queue(NOTIFICATIONS)?;
-            projections.push(Arc::new(Notifications::new(
-                client("flows-notifications"),
-                sqs.clone(),
-                notifications.queue_url,
-            )));
-        }
+        let clients = CommandClients::new(settings)?;
+        let client = |subject: &str| clients.client(subject);
+        let groups: Vec<&str> = LOG_GROUPS
+            .into_iter()
+            .filter(|group| settings.runs(group))
+            .collect();
+        let projections = log_consumers(settings, &sqs, &clients, &groups)?;
         let worker = if projections.is_empty() {
             None
         } else {
@@ -164,6 +243,13 @@ impl Application {
             health: Arc::new(AllHealthy(checks)),
             admin_listener,
         })
+    }
+
+    /// The same process with its log consumers reading only the events `vocabulary` knows: the
+    /// flows of an older build, for the tests of rolling upgrades.
+    pub fn with_vocabulary(mut self, vocabulary: Vocabulary) -> Self {
+        self.worker = self.worker.map(|worker| worker.with_vocabulary(vocabulary));
+        self
     }
 
     /// The bound admin address (the real port when the settings said 0).

@@ -60,6 +60,14 @@ pub enum CommandError {
 }
 
 impl CommandError {
+    /// Whether the same call may succeed later: the API (or its database) stayed unavailable
+    /// through every retry. The caller retries it until it is back, and never parks anything
+    /// for it. Every other failure (a refusal, a rejected request, a token that cannot be
+    /// signed) comes back the same every time.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CommandError::Unavailable { .. })
+    }
+
     /// The gRPC code of the answer, if there was one.
     pub fn code(&self) -> Option<Code> {
         match self {

@@ -8,6 +8,7 @@ use flows::app::Application;
 use flows::dead_letters::DeadLetters;
 use flows::payments::TestCard;
 use flows::settings::Settings;
+use projectors::runtime::redrive::describe_redrive;
 use service_kit::{shutdown, telemetry};
 
 /// orderpipe's asynchronous flows: the order saga and customer notifications (driven by the
@@ -20,6 +21,10 @@ use service_kit::{shutdown, telemetry};
 /// gateway is a sandbox with test cards: 4242424242424242 approves, 4000000000000002 declines,
 /// 4000000000009995 declines (insufficient funds), 4000000000000119 times out,
 /// 4000000000000077 approves slowly.
+///
+/// A log commit the saga or notifications cannot handle for good is parked with the rest of its
+/// aggregate (`flows redrive` applies it once the cause is gone); one this build does not
+/// understand waits for a build that does, which resumes it on its own.
 ///
 /// Settings come from built-in defaults, then the optional --config TOML file, then
 /// ORDERPIPE_<SECTION>__<KEY> environment variables (ORDERPIPE_AUTH__JWT_SECRET,
@@ -44,6 +49,18 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// Apply the parked commits of a log consumer group again, oldest first, once the cause is
+    /// gone (the command API is reachable again, a bug is fixed, a build that knows a new event
+    /// runs); each aggregate stops at its first commit that fails again (it and its successors
+    /// stay parked).
+    Redrive {
+        /// The consumer group: order_saga (or saga) or notifications.
+        #[arg(long, value_parser = ["order_saga", "saga", "notifications"])]
+        group: String,
+        /// One aggregate, as TYPE/ID (e.g. order/5f0c...); default: every parked aggregate.
+        #[arg(long, value_name = "TYPE/ID")]
+        aggregate: Option<String>,
     },
     /// Print the sandbox gateway's test cards.
     TestCards,
@@ -106,6 +123,21 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped(shutdown::signal()).await?;
         }
         Command::Dlq { command } => dead_letters(&settings, command).await?,
+        Command::Redrive { group, aggregate } => {
+            let aggregate = match &aggregate {
+                Some(aggregate) => Some(
+                    aggregate
+                        .split_once('/')
+                        .context("--aggregate takes TYPE/ID, e.g. order/1234")?,
+                ),
+                None => None,
+            };
+            let outcomes = flows::app::redrive(&settings, &group, aggregate).await?;
+            print!("{}", describe_redrive(&outcomes));
+            if outcomes.iter().any(|(_, _, o)| o.stopped_at.is_some()) {
+                anyhow::bail!("some parked commits failed again and stay parked");
+            }
+        }
         Command::SendIntake { file } => {
             let body = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use aws_sdk_sqs::error::ProvideErrorMetadata;
 use commit_log::{DomainEvent, LoggedCommit, LoggedEvent};
 use domain::{LoyaltyEvent, OrderEvent, Tier};
 use projectors::projection::{Projection, ProjectionError};
@@ -131,12 +132,15 @@ impl Notifications {
             )),
             _ => return Ok(None),
         }
-        .map_err(|error| match error {
-            CommandError::Unavailable { .. } => ProjectionError::Transient(Box::new(error)),
-            other => ProjectionError::Poison {
-                index: 0,
-                reason: other.to_string(),
-            },
+        .map_err(|error| {
+            if error.is_transient() {
+                ProjectionError::Transient(Box::new(error))
+            } else {
+                ProjectionError::Poison {
+                    index: 0,
+                    reason: error.to_string(),
+                }
+            }
         })?;
         Ok(Some(Notification {
             schema_version: NOTIFICATION_VERSION,
@@ -147,16 +151,36 @@ impl Notifications {
         }))
     }
 
-    async fn send(&self, notification: &Notification) -> Result<(), ProjectionError> {
-        let body = serde_json::to_string(notification)
-            .map_err(|e| ProjectionError::Transient(Box::new(e)))?;
+    /// Sends one notification of `commits[index]`. SQS refusing the message itself (contents it
+    /// does not accept) is that commit's poison; every other failure (throttling, the endpoint
+    /// away, a queue or permission an operator must restore) is retried until it passes.
+    async fn send(&self, index: usize, notification: &Notification) -> Result<(), ProjectionError> {
+        let body = serde_json::to_string(notification).map_err(|e| ProjectionError::Poison {
+            index,
+            reason: format!("the notification does not serialize: {e}"),
+        })?;
         self.sqs
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(body)
             .send()
             .await
-            .map_err(|error| ProjectionError::Transient(error_chain(&error).into()))?;
+            .map_err(|error| {
+                let refused = matches!(
+                    error
+                        .as_service_error()
+                        .and_then(ProvideErrorMetadata::code),
+                    Some("InvalidMessageContents" | "InvalidParameterValue")
+                );
+                if refused && !aws_support::is_retryable(&error) {
+                    ProjectionError::Poison {
+                        index,
+                        reason: format!("SQS refused the notification: {}", error_chain(&error)),
+                    }
+                } else {
+                    ProjectionError::Transient(error_chain(&error).into())
+                }
+            })?;
         metrics::counter!("orderpipe_flows_notifications_total").increment(1);
         Ok(())
     }
@@ -179,7 +203,7 @@ impl Projection for Notifications {
                     Err(other) => return Err(other),
                 };
                 if let Some(notification) = notification {
-                    self.send(&notification).await?;
+                    self.send(index, &notification).await?;
                 }
             }
         }

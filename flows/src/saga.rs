@@ -56,9 +56,10 @@ enum StepError {
 
 impl From<CommandError> for StepError {
     fn from(error: CommandError) -> Self {
-        match error {
-            CommandError::Unavailable { .. } => StepError::Transient(error.to_string()),
-            other => StepError::Poison(other.to_string()),
+        if error.is_transient() {
+            StepError::Transient(error.to_string())
+        } else {
+            StepError::Poison(error.to_string())
         }
     }
 }

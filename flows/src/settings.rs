@@ -131,11 +131,15 @@ pub struct RuntimeSettings {
     pub lease_duration_ms: u64,
     /// Most records per GetRecords call.
     pub batch_size: u32,
-    /// Tries of a batch that keeps failing transiently before its first commit is poison.
+    /// Tries of a batch that keeps failing transiently after which its shard counts as stalled
+    /// (alarm gauge); the batch is retried until it passes.
     pub max_apply_attempts: u32,
-    /// Time between GetRecords calls on one shard (at least 200).
+    /// Least time between two GetRecords calls of this process on one shard, the saga and
+    /// notifications together (at least 200; the default 400 leaves the other half of Kinesis's
+    /// five calls per second per shard to the `projectors` process).
     pub poll_interval_ms: u64,
-    /// How often the shard list is read for new shards.
+    /// How often the shard list is read for new shards, and stopped aggregates that need no
+    /// operator are resumed.
     pub shard_sync_interval_ms: u64,
 }
 
@@ -186,7 +190,7 @@ retry_max_ms = 120000
 lease_duration_ms = 10000
 batch_size = 100
 max_apply_attempts = 8
-poll_interval_ms = 200
+poll_interval_ms = 400
 shard_sync_interval_ms = 60000
 
 [payments]

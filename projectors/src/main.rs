@@ -5,16 +5,20 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use projectors::runtime::app::{build_projections, Application};
+use projectors::runtime::redrive::describe_redrive;
 use projectors::runtime::settings::Settings;
-use projectors::runtime::{redrive, redrive_all, LeaseTable, ParkedStore, RedriveOutcome};
+use projectors::runtime::{redrive, redrive_all, LeaseTable, ParkedStore};
 use service_kit::{shutdown, telemetry};
 
 /// orderpipe's projector worker: consumes the Kinesis log and builds the read models.
 ///
 /// Each projection is its own consumer group with its own leases and checkpoints in DynamoDB;
-/// several `projectors run` processes share the shards between them. A record that cannot be
-/// applied goes to the SQS dead-letter queue and the later commits of its aggregate are parked
-/// until an operator fixes the projection and runs `redrive`.
+/// several `projectors run` processes share the shards between them. A commit that cannot be
+/// applied for good goes to the SQS dead-letter queue and is parked with the later commits of
+/// its aggregate until an operator fixes the projection and runs `redrive`; one this build does
+/// not understand (an event type or version newer than it) is parked the same way and resumed
+/// in order by a build that understands it, at its start or by `redrive`. A failing dependency
+/// is retried until it is back; it parks nothing.
 ///
 /// Settings come from built-in defaults, then the optional --config TOML file, then
 /// ORDERPIPE_<SECTION>__<KEY> environment variables (e.g. ORDERPIPE_SQS__PROJECTOR_DLQ_URL,
@@ -83,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 None => redrive_all(projection.as_ref(), &parked).await?,
             };
-            print_redrive(&outcomes);
+            print!("{}", describe_redrive(&outcomes));
             if outcomes.iter().any(|(_, _, o)| o.stopped_at.is_some()) {
                 bail!("some parked commits failed again and stay parked");
             }
@@ -113,19 +117,4 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn print_redrive(outcomes: &[(String, String, RedriveOutcome)]) {
-    if outcomes.is_empty() {
-        println!("nothing parked");
-    }
-    for (kind, id, outcome) in outcomes {
-        match &outcome.stopped_at {
-            None => println!("{kind}/{id}: {} applied, none left", outcome.applied),
-            Some((position, reason)) => println!(
-                "{kind}/{id}: {} applied; stopped at position {position} ({reason}); {} still parked",
-                outcome.applied, outcome.remaining
-            ),
-        }
-    }
 }

@@ -26,11 +26,14 @@ pub trait Projection: Send + Sync + 'static {
     async fn apply(&self, commits: &[LoggedCommit]) -> Result<(), ProjectionError>;
 }
 
-/// Why `apply` stopped.
+/// Why `apply` stopped. Every failure is classified here, once, as transient (retry the
+/// batch until the dependency is back; never parked) or deterministic (this commit will fail
+/// the same way every time: parked, with its aggregate's later commits behind it).
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
-    /// A dependency failed (throttled, unreachable). Commits before the failure may or may not
-    /// be applied; retrying the same batch is safe.
+    /// A dependency failed (throttled, unreachable, timed out, a connection reset, a marker
+    /// moved by a racing writer). Commits before the failure may or may not be applied;
+    /// retrying the same batch is safe, and the runtime retries it until it succeeds.
     #[error("projection dependency failed: {0}")]
     Transient(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// `commits[index]` can never be applied (a gap, data the view cannot hold). Every commit
@@ -42,4 +45,17 @@ pub enum ProjectionError {
         /// Why, for the dead-letter queue.
         reason: String,
     },
+    /// Some commit of the batch can never be applied, but the store refused the batch as a
+    /// whole (one set-based statement), so which one is not known. Nothing of the batch was
+    /// kept (or what was is idempotent): the runtime applies the commits one at a time to find
+    /// the one that fails and parks exactly that one.
+    #[error("the batch was refused: {0}")]
+    Refused(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ProjectionError {
+    /// Whether trying the same batch again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ProjectionError::Transient(_))
+    }
 }

@@ -80,6 +80,9 @@ pub enum LoadError {
 #[derive(Default)]
 struct Watch {
     max_lag: Option<f64>,
+    /// The projectors' GetRecords count on their busiest shard at the last tick, and when.
+    last_get_records: Option<(f64, Duration)>,
+    max_get_records_rate: Option<f64>,
     max_backlog: Option<f64>,
     max_history_behind: Option<i64>,
     timeline: Vec<Tick>,
@@ -157,6 +160,7 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
         freshness: freshness.latencies.summary(),
         freshness_missing: freshness.missing + freshness.pending as u64,
         max_projector_lag_ms: watch.max_lag,
+        max_get_records_per_shard_per_second: watch.max_get_records_rate,
         max_outbox_backlog: watch.max_backlog,
         max_history_events_behind: watch.max_history_behind,
         memory,
@@ -314,6 +318,22 @@ async fn tick(
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     };
+    // A counter per shard: its rise since the last tick is the calls per second there.
+    let get_records = scrape_max(
+        cluster.projectors_admin,
+        "orderpipe_projector_get_records_total",
+    )
+    .await;
+    let get_records_rate = match (get_records, watch.last_get_records) {
+        (Some(now), Some((before, at))) if elapsed > at && now >= before => {
+            Some((now - before) / (elapsed - at).as_secs_f64())
+        }
+        _ => None,
+    };
+    if let Some(calls) = get_records {
+        watch.last_get_records = Some((calls, elapsed));
+    }
+    watch.max_get_records_rate = max(watch.max_get_records_rate, get_records_rate);
     let history_behind =
         backlog::history_events_behind(&resources.events_db.pool, &resources.views_db.pool).await;
     watch.max_history_behind = watch.max_history_behind.max(history_behind);
@@ -348,6 +368,7 @@ async fn tick(
         outbox_backlog: backlog,
         projector_lag_ms: lag,
         history_events_behind: history_behind,
+        get_records_per_shard_per_second: get_records_rate,
     });
 }
 

@@ -42,6 +42,9 @@ pub struct Tick {
     pub projector_lag_ms: Option<f64>,
     /// Events the history projector had not applied yet.
     pub history_events_behind: Option<i64>,
+    /// GetRecords calls per second the projectors made on their busiest shard in that second
+    /// (all projections together; Kinesis allows 5), if scraped.
+    pub get_records_per_shard_per_second: Option<f64>,
 }
 
 /// A process's peak memory.
@@ -78,6 +81,8 @@ pub struct LoadReport {
     pub freshness_missing: u64,
     /// Largest projector `millis_behind_latest` seen.
     pub max_projector_lag_ms: Option<f64>,
+    /// Most GetRecords calls per second the projectors made on one shard in one second.
+    pub max_get_records_per_shard_per_second: Option<f64>,
     /// Largest outbox backlog seen.
     pub max_outbox_backlog: Option<f64>,
     /// Most events the history projector was behind the store.
@@ -127,11 +132,13 @@ impl LoadReport {
         let fresh = &self.freshness;
         let _ = writeln!(
             md,
-            "\n| end to end | value |\n|---|---:|\n| freshness p50 (ack -> visible in DynamoDB) | {:.0} ms |\n| freshness p99 | {:.0} ms |\n| freshness samples (missing) | {} ({}) |\n| max projector lag (millis behind latest; kinesalite reports 0) | {} |\n| max history projector backlog (events not applied) | {} |\n| max outbox backlog (commits) | {} |",
+            "\n| end to end | value |\n|---|---:|\n| freshness p50 (ack -> visible in DynamoDB) | {:.0} ms |\n| freshness p99 | {:.0} ms |\n| freshness samples (missing) | {} ({}) |\n| max projector lag (millis behind latest; kinesalite reports 0) | {} |\n| max history projector backlog (events not applied) | {} |\n| max outbox backlog (commits) | {} |\n| max GetRecords calls per shard per second (projectors, all views; Kinesis allows 5) | {} |",
             fresh.p50_ms, fresh.p99_ms, fresh.count, self.freshness_missing,
             optional(self.max_projector_lag_ms, " ms"),
             optional(self.max_history_events_behind.map(|b| b as f64), ""),
-            optional(self.max_outbox_backlog, "")
+            optional(self.max_outbox_backlog, ""),
+            self.max_get_records_per_shard_per_second
+                .map_or_else(|| "not reported".to_owned(), |v| format!("{v:.1}"))
         );
         md.push_str("\n| process | peak resident memory |\n|---|---:|\n");
         for m in &self.memory {

@@ -17,6 +17,7 @@ use command_api::configuration::{
     AdminSettings, AuthSettings, GrpcSettings, LogFormat, LogSettings, Settings as ApiSettings,
     StoreSettings,
 };
+use commit_log::Vocabulary;
 use projectors::projection::Projection;
 use projectors::projections::{
     ActiveOrdersProjection, ActiveOrdersTables, AnalyticsProjection, HistoryProjection, SchemaName,
@@ -274,6 +275,17 @@ impl Pipeline {
     /// A projector worker building `views`, running until the pipeline stops (or its task is
     /// aborted: a crash).
     pub fn spawn_worker(&self, views: &Views, worker_id: &str) -> JoinHandle<()> {
+        self.spawn_worker_reading(views, worker_id, Vocabulary::this_build().clone())
+    }
+
+    /// [`Pipeline::spawn_worker`] of a build that reads only the events `vocabulary` knows (an
+    /// older build, in a rolling deploy).
+    pub fn spawn_worker_reading(
+        &self,
+        views: &Views,
+        worker_id: &str,
+        vocabulary: Vocabulary,
+    ) -> JoinHandle<()> {
         let projections: Vec<Arc<dyn Projection>> = vec![
             Arc::new(ActiveOrdersProjection::new(
                 self.dynamodb.clone(),
@@ -303,7 +315,8 @@ impl Pipeline {
                 shard_sync_interval: Duration::from_secs(5),
             },
             projections,
-        );
+        )
+        .with_vocabulary(vocabulary);
         tokio::spawn(worker.run(stopped(&self.stop)))
     }
 

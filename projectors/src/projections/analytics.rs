@@ -26,7 +26,7 @@ use time::{Date, OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
 use super::ledger::{ChangeBatch, LoyaltyEntry, StockMovement};
 use super::order_changes::{OrderChanges, PlacedOrder};
-use super::progress::{gather, transient, Applied, INVENTORY, LOYALTY, MENU, ORDER};
+use super::progress::{database_failure, gather, Applied, INVENTORY, LOYALTY, MENU, ORDER};
 use super::{SchemaName, SetupError, SET_SEARCH_PATH};
 use crate::projection::{Projection, ProjectionError};
 
@@ -205,23 +205,25 @@ impl Projection for AnalyticsProjection {
     }
 
     async fn apply(&self, commits: &[LoggedCommit]) -> Result<(), ProjectionError> {
-        let mut tx = self.pool.begin().await.map_err(transient)?;
+        let mut tx = self.pool.begin().await.map_err(database_failure)?;
         sqlx::query(SET_SEARCH_PATH)
             .bind(self.schema.as_str())
             .execute(&mut *tx)
             .await
-            .map_err(transient)?;
+            .map_err(database_failure)?;
         sqlx::query(LOCK_LOADS)
             .execute(&mut *tx)
             .await
-            .map_err(transient)?;
-        let mut applied = read_applied(&mut tx, commits).await.map_err(transient)?;
+            .map_err(database_failure)?;
+        let mut applied = read_applied(&mut tx, commits)
+            .await
+            .map_err(database_failure)?;
         let mut batch = Batch::default();
         let tracked = [ORDER, INVENTORY, LOYALTY, MENU];
         let stopped = gather(commits, &tracked, &mut applied, |commit, before| {
             batch.add(commit, before)
         });
-        batch.write(&mut tx).await.map_err(transient)?;
+        batch.write(&mut tx).await.map_err(database_failure)?;
         let changed: Vec<AppliedRow> = applied
             .into_iter()
             .filter(|(_, (_, changed))| *changed)
@@ -235,8 +237,8 @@ impl Projection for AnalyticsProjection {
             .collect();
         load(&mut tx, &APPLIED_SEQUENCES, &changed)
             .await
-            .map_err(transient)?;
-        tx.commit().await.map_err(transient)?;
+            .map_err(database_failure)?;
+        tx.commit().await.map_err(database_failure)?;
         stopped.map_or(Ok(()), Err)
     }
 }

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use super::ledger::ChangeBatch;
 use super::order_changes::{serialize_optional_time, serialize_time, OrderChanges};
-use super::progress::{gather, transient, Applied, INVENTORY, LOYALTY, ORDER};
+use super::progress::{database_failure, gather, Applied, INVENTORY, LOYALTY, ORDER};
 use super::{SchemaName, SetupError, SET_SEARCH_PATH};
 use crate::projection::{Projection, ProjectionError};
 
@@ -142,12 +142,12 @@ impl Projection for HistoryProjection {
     }
 
     async fn apply(&self, commits: &[LoggedCommit]) -> Result<(), ProjectionError> {
-        let mut tx = self.pool.begin().await.map_err(transient)?;
+        let mut tx = self.pool.begin().await.map_err(database_failure)?;
         sqlx::query(SET_SEARCH_PATH)
             .bind(self.schema.as_str())
             .execute(&mut *tx)
             .await
-            .map_err(transient)?;
+            .map_err(database_failure)?;
         let mut applied = lock_applied(&mut tx, commits).await?;
         let mut batch = ChangeBatch::default();
         let stopped = gather(
@@ -156,9 +156,11 @@ impl Projection for HistoryProjection {
             &mut applied,
             |commit, before| batch.add(commit, before).map(drop),
         );
-        write(&batch, &mut tx).await.map_err(transient)?;
-        write_applied(&mut tx, &applied).await.map_err(transient)?;
-        tx.commit().await.map_err(transient)?;
+        write(&batch, &mut tx).await.map_err(database_failure)?;
+        write_applied(&mut tx, &applied)
+            .await
+            .map_err(database_failure)?;
+        tx.commit().await.map_err(database_failure)?;
         stopped.map_or(Ok(()), Err)
     }
 }
@@ -176,7 +178,7 @@ async fn lock_applied(
         .bind(ids)
         .fetch_all(&mut **tx)
         .await
-        .map_err(transient)?;
+        .map_err(database_failure)?;
     Ok(rows
         .into_iter()
         .map(|(kind, id, sequence)| ((kind, id), (sequence as u64, false)))

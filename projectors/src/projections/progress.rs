@@ -97,9 +97,30 @@ pub(crate) fn gap(index: usize, commit: &LoggedCommit, applied: u64) -> Projecti
     }
 }
 
-/// A failed dependency: retrying the batch is safe.
-pub(crate) fn transient<E: std::error::Error + Send + Sync + 'static>(error: E) -> ProjectionError {
-    ProjectionError::Transient(Box::new(error))
+/// How a failed database call ends `apply` (the one place the PostgreSQL read models classify
+/// their failures). The database refusing the data itself (SQLSTATE class 22, e.g. a NUL byte
+/// or a value out of range; a NOT NULL or CHECK violation; a program limit such as a row too
+/// large) fails the same way every time: the batch is refused and the runtime finds the
+/// commit. Everything else (connection lost or refused, pool timeout, statement timeout,
+/// serialization failure, deadlock, a unique violation from a racing writer, a missing schema
+/// an operator must restore) is retried until it passes, never parked.
+pub(crate) fn database_failure(error: sqlx::Error) -> ProjectionError {
+    let refused = match &error {
+        sqlx::Error::Database(database) => {
+            database.code().is_some_and(|code| refuses_the_data(&code))
+        }
+        _ => false,
+    };
+    if refused {
+        ProjectionError::Refused(Box::new(error))
+    } else {
+        ProjectionError::Transient(Box::new(error))
+    }
+}
+
+/// SQLSTATEs that mean "this data can never be written here".
+fn refuses_the_data(code: &str) -> bool {
+    code.starts_with("22") || code.starts_with("54") || code == "23502" || code == "23514"
 }
 
 #[cfg(test)]
@@ -127,6 +148,20 @@ mod tests {
             correlation_id: String::new(),
             causation_id: String::new(),
             events: (first..=last).map(event).collect(),
+        }
+    }
+
+    #[test]
+    fn only_data_the_database_refuses_is_deterministic() {
+        for code in ["22021", "22003", "22001", "23502", "23514", "54000"] {
+            assert!(refuses_the_data(code), "{code}");
+        }
+        // Unique violations (a racing writer), serialization failures, deadlocks, lock and
+        // statement timeouts, admin shutdowns, a missing table: retried.
+        for code in [
+            "23505", "40001", "40P01", "55P03", "57014", "57P01", "42P01",
+        ] {
+            assert!(!refuses_the_data(code), "{code}");
         }
     }
 

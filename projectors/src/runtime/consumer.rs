@@ -1,6 +1,17 @@
-//! One projection's consumer of one shard: polls GetRecords within the shard's limits, decodes
-//! each record, applies batches through the projection, sends poison records to the dead-letter
-//! queue, parks the later commits of their aggregates, and checkpoints after each batch.
+//! One projection's consumer of one shard: reads the shard through the process's shared reader
+//! (one GetRecords pace per shard for every group), decodes each record, applies batches
+//! through the projection, and checkpoints after each batch.
+//!
+//! What cannot be applied now stops its aggregate, never the shard and never silently:
+//! - bytes that are not a commit envelope go to the dead-letter queue (no aggregate to stop);
+//! - a commit this build does not understand (a newer event type or version) is parked with
+//!   its header and raw record, counted on an alarm metric, and resumed in order by a build
+//!   that knows it;
+//! - a commit the projection refuses deterministically goes to the dead-letter queue and is
+//!   parked, exactly that commit;
+//! - every later commit of a stopped aggregate parks behind it;
+//! - a transient failure is retried with backoff until the dependency is back (an alarm gauge
+//!   says the shard is stalled), never parked.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -8,19 +19,21 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use commit_log::LoggedCommit;
+use commit_log::{CommitHeader, LoggedCommit, Vocabulary};
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::{watch, Mutex};
-use tokio::time::Instant;
 
 use crate::projection::{Projection, ProjectionError};
 use crate::runtime::aws::AwsCallError;
 use crate::runtime::backoff::Backoff;
 use crate::runtime::dead_letters::{DeadLetter, DeadLetterQueue};
-use crate::runtime::kinesis::{self, GetRecordsError, KinesisRecord};
+use crate::runtime::kinesis::{GetRecordsError, KinesisRecord};
 use crate::runtime::leases::{Checkpoint, Lease, LeaseError, LeaseTable, SequenceNumber};
 use crate::runtime::meters;
-use crate::runtime::parked::{parked_key, ClearAggregates, ParkedRecord, ParkedStore};
+use crate::runtime::parked::{
+    parked_key, ClearAggregates, ParkedKind, ParkedRecord, ParkedStore, PARKED_BEHIND,
+};
+use crate::runtime::shard_reader::{Cursor, ShardReaders};
 use crate::runtime::{error_chain, RuntimeError};
 
 /// First delay after a throttled or failed AWS call; doubles up to [`AWS_RETRY_MAX`].
@@ -31,21 +44,47 @@ const APPLY_RETRY_INITIAL: Duration = Duration::from_millis(100);
 const APPLY_RETRY_MAX: Duration = Duration::from_secs(30);
 /// `millis_behind` before the first GetRecords answer.
 const UNKNOWN: i64 = i64::MIN;
-const PARKED_BEHIND: &str = "an earlier commit of this aggregate is parked";
 /// Parked-table lookups in flight at once for one batch.
 const PARKED_LOOKUPS: usize = 16;
 
 /// What every consumer of a worker shares.
+#[derive(Clone)]
 pub(crate) struct ConsumerContext {
-    pub(crate) kinesis: aws_sdk_kinesis::Client,
-    pub(crate) stream: String,
+    /// One reader per shard for every group of the process.
+    pub(crate) readers: Arc<ShardReaders>,
     pub(crate) leases: LeaseTable,
     pub(crate) parked: ParkedStore,
     pub(crate) dead_letters: DeadLetterQueue,
-    pub(crate) batch_size: i32,
-    /// Time between two GetRecords calls of one consumer.
-    pub(crate) poll_interval: Duration,
+    /// Consecutive transient failures of one batch after which the shard counts as stalled
+    /// (alarm gauge, error logs); the retries go on.
     pub(crate) max_apply_attempts: u32,
+    /// The events this build reads.
+    pub(crate) vocabulary: Vocabulary,
+}
+
+/// One record of a batch, as far as this build reads it.
+enum Item {
+    /// A commit to apply.
+    Commit(LoggedCommit),
+    /// A commit this build does not understand: its header, and why.
+    NotUnderstood(CommitHeader, String),
+}
+
+impl Item {
+    fn aggregate(&self) -> (&str, &str) {
+        match self {
+            Item::Commit(commit) => (&commit.aggregate_type, &commit.aggregate_id),
+            Item::NotUnderstood(header, _) => (&header.aggregate_type, &header.aggregate_id),
+        }
+    }
+}
+
+/// Whether a batch was dealt with (applied, parked or dead-lettered: checkpoint it) or a stop
+/// was requested while its dependency was down (checkpoint nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Processed {
+    Done,
+    Interrupted,
 }
 
 /// A held lease, shared by its consumer (checkpoints) and the worker (renewals): every write
@@ -74,7 +113,8 @@ impl SharedLease {
 pub(crate) enum ConsumerExit {
     /// The shard is closed and read to its end; its lease says SHARD_END.
     ShardEnded,
-    /// Asked to stop: its last batch is applied and checkpointed.
+    /// Asked to stop: every batch it applied is checkpointed (a batch still waiting for its
+    /// dependency is left unapplied, for the next holder of the lease to read again).
     Stopped,
     /// Another worker took the lease; nothing was checkpointed after that.
     LeaseLost,
@@ -91,52 +131,45 @@ pub(crate) struct ShardConsumer {
 }
 
 impl ShardConsumer {
-    pub(crate) async fn run(mut self) -> Result<ConsumerExit, RuntimeError> {
+    pub(crate) async fn run(self) -> Result<ConsumerExit, RuntimeError> {
         let start = self.lease.lease.lock().await.checkpoint.clone();
         let mut last_applied = match &start {
             Checkpoint::After(sequence) => Some(sequence.clone()),
             Checkpoint::TrimHorizon => None,
             Checkpoint::ShardEnd => return Ok(ConsumerExit::ShardEnded),
         };
-        let mut iterator = self.iterator(&start).await?;
+        // Shared with this process's other groups on the shard: it paces the calls.
+        let reader = self.context.readers.reader(&self.shard_id);
+        let mut cursor = Cursor::new(start);
         let mut throttled = Backoff::new(AWS_RETRY_INITIAL, AWS_RETRY_MAX);
-        let mut next_call = Instant::now();
         loop {
-            tokio::select! {
-                () = tokio::time::sleep_until(next_call) => {}
-                () = stop_requested(&mut self.stop) => return Ok(ConsumerExit::Stopped),
-            }
-            next_call = Instant::now() + self.context.poll_interval;
-            let Some(current) = iterator.as_deref() else {
-                return self.end_shard().await;
+            let page = tokio::select! {
+                page = reader.next_page(&mut cursor) => page,
+                () = stop_requested(self.stop.clone()) => return Ok(ConsumerExit::Stopped),
             };
-            let page = match kinesis::get_records(
-                &self.context.kinesis,
-                current,
-                self.context.batch_size,
-            )
-            .await
-            {
+            let page = match page {
                 Ok(page) => {
                     throttled.reset();
                     page
                 }
-                Err(GetRecordsError::ExpiredIterator) => {
-                    let checkpoint = self.lease.lease.lock().await.checkpoint.clone();
-                    iterator = self.iterator(&checkpoint).await?;
-                    continue;
-                }
                 Err(GetRecordsError::Call(error)) if error.retryable => {
                     self.count_error("kinesis");
                     tracing::warn!(shard = %self.shard_id, error = %error_chain(&error), "GetRecords failed; backing off");
-                    next_call = Instant::now() + throttled.next_delay();
-                    continue;
+                    tokio::select! {
+                        () = tokio::time::sleep(throttled.next_delay()) => continue,
+                        () = stop_requested(self.stop.clone()) => return Ok(ConsumerExit::Stopped),
+                    }
                 }
+                // The reader renews expired iterators itself.
+                Err(GetRecordsError::ExpiredIterator) => continue,
                 Err(GetRecordsError::Call(error)) => {
                     self.count_error("kinesis");
                     return Err(error.into());
                 }
             };
+            if page.ended {
+                return self.end_shard().await;
+            }
             if let Some(behind) = page.millis_behind_latest {
                 self.lease.millis_behind.store(behind, Ordering::Relaxed);
                 metrics::gauge!(
@@ -146,8 +179,8 @@ impl ShardConsumer {
                 )
                 .set(behind as f64);
             }
-            // Kinesis never repeats a record after AFTER_SEQUENCE_NUMBER; the filter keeps a
-            // checkpoint from ever moving backwards if an iterator misbehaves.
+            // The reader serves only records after the cursor; the filter keeps a checkpoint
+            // from ever moving backwards if an iterator misbehaves.
             let records: Vec<KinesisRecord> = page
                 .records
                 .into_iter()
@@ -159,7 +192,9 @@ impl ShardConsumer {
                 .collect();
             if let Some(last_record) = records.last() {
                 let sequence = SequenceNumber::new(last_record.sequence_number.as_str());
-                self.process(&records).await?;
+                if self.process(&records).await? == Processed::Interrupted {
+                    return Ok(ConsumerExit::Stopped);
+                }
                 if !self
                     .checkpoint(
                         Checkpoint::After(sequence.clone()),
@@ -171,7 +206,6 @@ impl ShardConsumer {
                 }
                 last_applied = Some(sequence);
             }
-            iterator = page.next_iterator;
         }
     }
 
@@ -185,47 +219,100 @@ impl ShardConsumer {
         }
     }
 
-    async fn iterator(&self, checkpoint: &Checkpoint) -> Result<Option<String>, RuntimeError> {
-        Ok(self
-            .retrying("kinesis", || {
-                kinesis::shard_iterator(
-                    &self.context.kinesis,
-                    &self.context.stream,
-                    &self.shard_id,
-                    checkpoint,
-                )
-            })
-            .await?)
-    }
-
     /// Decodes a batch, sets aside what cannot or must not be applied, applies the rest.
-    async fn process(&self, records: &[KinesisRecord]) -> Result<(), RuntimeError> {
+    async fn process(&self, records: &[KinesisRecord]) -> Result<Processed, RuntimeError> {
         let name = self.projection.name();
-        let mut decoded = Vec::with_capacity(records.len());
+        let mut items = Vec::with_capacity(records.len());
         for record in records {
-            match commit_log::decode(&record.data) {
-                Ok(commit) => decoded.push((record, commit)),
+            match commit_log::decode_with(&record.data, &self.context.vocabulary) {
+                Ok(commit) => items.push((record, Item::Commit(commit))),
+                Err(commit_log::DecodeError::NotUnderstood { header, what }) => {
+                    items.push((record, Item::NotUnderstood(header, what)));
+                }
                 Err(error) => {
-                    // Its aggregate type is unknown, so it cannot be parked: the dead letter
-                    // (with the partition key) is the operator's record of it.
+                    // Not an envelope: its aggregate is unknown, so it cannot be parked; the
+                    // dead letter (with the partition key) is the operator's record of it.
                     let reason = format!("undecodable record: {}", error_chain(&error));
                     self.dead_letter(record, None, reason).await?;
                 }
             }
         }
-        let mut parked = self.parked_aggregates(&decoded).await?;
-        let mut commits = Vec::with_capacity(decoded.len());
-        let mut sources = Vec::with_capacity(decoded.len());
-        for (record, commit) in decoded {
-            let key = parked_key(name, &commit.aggregate_type, &commit.aggregate_id);
-            if parked.get(&key).copied().unwrap_or(false) {
-                self.park(record, &commit, PARKED_BEHIND.to_owned()).await?;
-            } else {
-                commits.push(commit);
-                sources.push(record);
+        let mut parked = self.parked_aggregates(&items).await?;
+        let mut commits = Vec::with_capacity(items.len());
+        let mut sources = Vec::with_capacity(items.len());
+        for (record, item) in items {
+            let (kind, id) = item.aggregate();
+            let key = parked_key(name, kind, id);
+            match item {
+                Item::NotUnderstood(header, what) => {
+                    // Its aggregate's earlier commits of this batch go first: a build that
+                    // understands this one may resume it at any moment.
+                    if commits.iter().any(|c: &LoggedCommit| {
+                        c.aggregate_type == header.aggregate_type
+                            && c.aggregate_id == header.aggregate_id
+                    }) && self
+                        .apply(
+                            std::mem::take(&mut commits),
+                            std::mem::take(&mut sources),
+                            &mut parked,
+                        )
+                        .await?
+                        == Processed::Interrupted
+                    {
+                        return Ok(Processed::Interrupted);
+                    }
+                    if parked.get(&key).copied().unwrap_or(false) {
+                        self.park(record, &header, ParkedKind::Behind, PARKED_BEHIND.into())
+                            .await?;
+                    } else {
+                        self.stop_not_understood(record, &header, what).await?;
+                        parked.insert(key, true);
+                    }
+                }
+                Item::Commit(commit) => {
+                    if parked.get(&key).copied().unwrap_or(false) {
+                        self.park(
+                            record,
+                            &commit.header(),
+                            ParkedKind::Behind,
+                            PARKED_BEHIND.into(),
+                        )
+                        .await?;
+                    } else {
+                        commits.push(commit);
+                        sources.push(record);
+                    }
+                }
             }
         }
         self.apply(commits, sources, &mut parked).await
+    }
+
+    /// Parks a commit this build does not understand at the head of its aggregate's queue.
+    async fn stop_not_understood(
+        &self,
+        record: &KinesisRecord,
+        header: &CommitHeader,
+        what: String,
+    ) -> Result<(), RuntimeError> {
+        let name = self.projection.name();
+        tracing::error!(
+            projection = name,
+            shard = %self.shard_id,
+            aggregate_type = %header.aggregate_type,
+            aggregate_id = %header.aggregate_id,
+            first_position = header.first_position,
+            %what,
+            "a commit this build does not understand: its aggregate stops until a build that knows it resumes it"
+        );
+        metrics::counter!(meters::NOT_UNDERSTOOD_TOTAL, "projection" => name).increment(1);
+        self.park(
+            record,
+            header,
+            ParkedKind::NotUnderstood,
+            format!("not understood by this build: {what}"),
+        )
+        .await
     }
 
     /// Whether each aggregate of the batch has parked commits: one strongly consistent query
@@ -234,21 +321,22 @@ impl ShardConsumer {
     /// something).
     async fn parked_aggregates(
         &self,
-        decoded: &[(&KinesisRecord, LoggedCommit)],
+        items: &[(&KinesisRecord, Item)],
     ) -> Result<HashMap<String, bool>, RuntimeError> {
         let name = self.projection.name();
         let mut known: HashMap<String, bool> = HashMap::new();
         let mut aggregates: HashMap<String, (String, String)> = HashMap::new();
         {
             let mut clear = self.clear.lock().unwrap_or_else(|e| e.into_inner());
-            for (_, commit) in decoded {
-                let key = parked_key(name, &commit.aggregate_type, &commit.aggregate_id);
+            for (_, item) in items {
+                let (kind, id) = item.aggregate();
+                let key = parked_key(name, kind, id);
                 if clear.is_clear(&key) {
                     known.insert(key, false);
                 } else {
-                    aggregates.entry(key).or_insert_with(|| {
-                        (commit.aggregate_type.clone(), commit.aggregate_id.clone())
-                    });
+                    aggregates
+                        .entry(key)
+                        .or_insert_with(|| (kind.to_owned(), id.to_owned()));
                 }
             }
         }
@@ -277,40 +365,59 @@ impl ShardConsumer {
         Ok(known)
     }
 
-    /// Applies `commits` (read from `sources`) honouring the projection's contract: on poison
-    /// the commits before it are applied, it goes to the dead-letter queue and is parked with
-    /// the later commits of its aggregate, and the others are applied; a transient failure is
-    /// retried with backoff, then its first commit counts as poison.
+    /// Applies `commits` (read from `sources`) honouring the projection's contract:
+    /// - a transient failure retries the batch with backoff until it passes (the shard counts
+    ///   as stalled after `max_apply_attempts` tries in a row), or until a stop is requested;
+    /// - on poison the commits before it are applied, it goes to the dead-letter queue and is
+    ///   parked with the later commits of its aggregate, and the others are applied;
+    /// - a batch refused as a whole is applied one commit at a time, which finds the commit
+    ///   that fails and parks exactly that one.
     async fn apply(
         &self,
         mut commits: Vec<LoggedCommit>,
         mut sources: Vec<&KinesisRecord>,
         parked: &mut HashMap<String, bool>,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Processed, RuntimeError> {
         let name = self.projection.name();
-        let mut attempts = 0;
+        let mut attempts = 0u32;
         let mut backoff = Backoff::new(APPLY_RETRY_INITIAL, APPLY_RETRY_MAX);
         while !commits.is_empty() {
             let (index, reason) = match self.projection.apply(&commits).await {
                 Ok(()) => {
                     self.count_events(&commits);
-                    return Ok(());
+                    self.stalled(false);
+                    return Ok(Processed::Done);
                 }
                 Err(ProjectionError::Poison { index, reason }) => {
                     (index.min(commits.len() - 1), reason)
+                }
+                Err(ProjectionError::Refused(error)) if commits.len() == 1 => {
+                    (0, error_chain(&*error))
+                }
+                Err(ProjectionError::Refused(error)) => {
+                    tracing::warn!(projection = name, shard = %self.shard_id, error = %error_chain(&*error), "batch refused; applying it one commit at a time to find the commit");
+                    return self.apply_one_by_one(commits, sources, parked).await;
                 }
                 Err(ProjectionError::Transient(error)) => {
                     attempts += 1;
                     self.count_error("apply");
                     let error = error_chain(&*error);
-                    if attempts < self.context.max_apply_attempts {
+                    if attempts >= self.context.max_apply_attempts {
+                        self.stalled(true);
+                        tracing::error!(projection = name, shard = %self.shard_id, attempts, %error, "apply keeps failing transiently; the shard is stalled until the dependency is back");
+                    } else {
                         tracing::warn!(projection = name, shard = %self.shard_id, attempts, %error, "apply failed; retrying the batch");
-                        tokio::time::sleep(backoff.next_delay()).await;
-                        continue;
                     }
-                    (0, format!("still failing after {attempts} tries: {error}"))
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff.next_delay()) => continue,
+                        () = stop_requested(self.stop.clone()) => {
+                            tracing::info!(projection = name, shard = %self.shard_id, "stopping with the batch unapplied; the next lease holder reads it again");
+                            return Ok(Processed::Interrupted);
+                        }
+                    }
                 }
             };
+            self.stalled(false);
             attempts = 0;
             backoff.reset();
             self.count_events(&commits[..index]);
@@ -323,21 +430,68 @@ impl ShardConsumer {
                 .await?;
             // Parked too, at the head of its aggregate's queue: once the projection is fixed,
             // a redrive applies it first and its successors after it, with no gap.
-            self.park(source, &poison, reason).await?;
+            self.park(source, &poison.header(), ParkedKind::Poison, reason)
+                .await?;
             let key = parked_key(name, &poison.aggregate_type, &poison.aggregate_id);
             parked.insert(key.clone(), true);
             commits = Vec::with_capacity(later_commits.len());
             sources = Vec::with_capacity(later_sources.len());
             for (commit, source) in later_commits.into_iter().zip(later_sources) {
                 if parked_key(name, &commit.aggregate_type, &commit.aggregate_id) == key {
-                    self.park(source, &commit, PARKED_BEHIND.to_owned()).await?;
+                    self.park(
+                        source,
+                        &commit.header(),
+                        ParkedKind::Behind,
+                        PARKED_BEHIND.into(),
+                    )
+                    .await?;
                 } else {
                     commits.push(commit);
                     sources.push(source);
                 }
             }
         }
-        Ok(())
+        Ok(Processed::Done)
+    }
+
+    /// Applies a refused batch one commit at a time, in order; a commit of an aggregate stopped
+    /// meanwhile parks behind it.
+    async fn apply_one_by_one(
+        &self,
+        commits: Vec<LoggedCommit>,
+        sources: Vec<&KinesisRecord>,
+        parked: &mut HashMap<String, bool>,
+    ) -> Result<Processed, RuntimeError> {
+        let name = self.projection.name();
+        for (commit, source) in commits.into_iter().zip(sources) {
+            let key = parked_key(name, &commit.aggregate_type, &commit.aggregate_id);
+            if parked.get(&key).copied().unwrap_or(false) {
+                self.park(
+                    source,
+                    &commit.header(),
+                    ParkedKind::Behind,
+                    PARKED_BEHIND.into(),
+                )
+                .await?;
+                continue;
+            }
+            // One commit: a refusal is that commit's, so this never recurses further.
+            let one = Box::pin(self.apply(vec![commit], vec![source], parked));
+            if one.await? == Processed::Interrupted {
+                return Ok(Processed::Interrupted);
+            }
+        }
+        Ok(Processed::Done)
+    }
+
+    /// Sets the alarm gauge of a shard whose batch keeps failing transiently.
+    fn stalled(&self, stalled: bool) {
+        metrics::gauge!(
+            meters::APPLY_STALLED,
+            "projection" => self.projection.name(),
+            "shard" => self.shard_id.clone()
+        )
+        .set(if stalled { 1.0 } else { 0.0 });
     }
 
     async fn dead_letter(
@@ -365,15 +519,17 @@ impl ShardConsumer {
     async fn park(
         &self,
         record: &KinesisRecord,
-        commit: &LoggedCommit,
+        header: &CommitHeader,
+        kind: ParkedKind,
         reason: String,
     ) -> Result<(), RuntimeError> {
         let name = self.projection.name();
         let parked = ParkedRecord::new(
             name,
-            commit,
+            header,
             &self.shard_id,
             &record.sequence_number,
+            kind,
             reason,
             record.data.clone(),
         );
@@ -382,19 +538,21 @@ impl ShardConsumer {
             .unwrap_or_else(|e| e.into_inner())
             .parked(&parked_key(
                 name,
-                &commit.aggregate_type,
-                &commit.aggregate_id,
+                &header.aggregate_type,
+                &header.aggregate_id,
             ));
         self.retrying("park", || self.context.parked.park(&parked))
             .await?;
         tracing::warn!(
             projection = name,
-            aggregate_type = %commit.aggregate_type,
-            aggregate_id = %commit.aggregate_id,
-            position = commit.first_position(),
+            aggregate_type = %header.aggregate_type,
+            aggregate_id = %header.aggregate_id,
+            position = header.first_position,
+            kind = kind.as_str(),
             "commit parked"
         );
-        metrics::counter!(meters::PARKED_TOTAL, "projection" => name).increment(1);
+        metrics::counter!(meters::PARKED_TOTAL, "projection" => name, "kind" => kind.as_str())
+            .increment(1);
         Ok(())
     }
 
@@ -470,6 +628,6 @@ impl ShardConsumer {
 }
 
 /// Completes once a stop is requested (or the worker is gone).
-async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+async fn stop_requested(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }

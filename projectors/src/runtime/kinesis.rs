@@ -26,6 +26,8 @@ pub struct KinesisRecord {
     pub partition_key: String,
     /// The record's bytes.
     pub data: Vec<u8>,
+    /// When it reached the stream (epoch milliseconds), if Kinesis said.
+    pub arrived_at_millis: Option<i64>,
 }
 
 /// What one GetRecords call returned.
@@ -158,6 +160,9 @@ pub async fn get_records(
                 sequence_number: record.sequence_number().to_owned(),
                 partition_key: record.partition_key().unwrap_or_default().to_owned(),
                 data: record.data().as_ref().to_vec(),
+                arrived_at_millis: record
+                    .approximate_arrival_timestamp()
+                    .and_then(|at| at.to_millis().ok()),
             })
             .collect(),
         next_iterator: output.next_shard_iterator().map(str::to_owned),

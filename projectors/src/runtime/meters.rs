@@ -14,8 +14,24 @@ pub(crate) const LEASES_HELD: &str = "orderpipe_projector_leases_held";
 pub(crate) const LEASES_FENCED: &str = "orderpipe_projector_leases_fenced_total";
 /// Counter `{projection}`: records sent to the dead-letter queue.
 pub(crate) const DLQ_TOTAL: &str = "orderpipe_projector_dlq_total";
-/// Counter `{projection}`: commits parked behind a poison commit of their aggregate.
+/// Counter `{projection, kind}`: commits parked (`poison`, `not_understood`, `behind` an
+/// earlier parked commit of their aggregate).
 pub(crate) const PARKED_TOTAL: &str = "orderpipe_projector_parked_total";
+/// Counter `{projection}`: commits this build does not understand (a newer event type or
+/// version), each stopping its aggregate. Alarm on any increase: a writer runs ahead of this
+/// reader, and the aggregates wait for its upgrade.
+pub(crate) const NOT_UNDERSTOOD_TOTAL: &str = "orderpipe_projector_not_understood_total";
+/// Gauge `{projection, shard}`: 1 while the shard's batch has failed transiently
+/// `max_apply_attempts` times in a row and is still retried (a dependency is down); alarm on it.
+pub(crate) const APPLY_STALLED: &str = "orderpipe_projector_apply_stalled";
+/// Gauge `{projection, kind}`: stopped aggregates by what their head waits for (`poison`: an
+/// operator's redrive; `not_understood`: an upgraded build), as of the last resume pass.
+pub(crate) const PARKED_AGGREGATES: &str = "orderpipe_projector_parked_aggregates";
+
+/// Counter `{shard}`: GetRecords calls this process made on the shard, all its consumer groups
+/// together (one reader per shard per process). Its rate, summed over the processes reading the
+/// stream, must stay under Kinesis's 5 calls per second per shard.
+pub(crate) const GET_RECORDS_TOTAL: &str = "orderpipe_projector_get_records_total";
 
 /// Counts one error of `kind` on a shard.
 pub(crate) fn error(projection: &str, shard: &str, kind: &'static str) {

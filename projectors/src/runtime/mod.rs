@@ -8,10 +8,14 @@
 //!   conditional single-item write, so the runtime works on dynalite (no transactions).
 //! - [`worker`]: shard discovery, lease renewal, expiry, balanced taking and stealing, and the
 //!   shard consumers it starts and stops.
-//! - `consumer` (private): polls one shard, decodes records, applies them through the
+//! - `consumer` (private): reads one shard, decodes records, applies them through the
 //!   [`Projection`](crate::projection::Projection), handles poison records, checkpoints.
-//! - [`dead_letters`] and [`parked`]: where poison records and the later commits of their
-//!   aggregates go; [`redrive`] applies parked commits once the projection is fixed.
+//! - `shard_reader` (private): one reader per shard per process, shared by the consumer
+//!   groups: one GetRecords pace per shard whatever the number of groups.
+//! - [`dead_letters`] and [`parked`]: where poison records go, and the parked commits of a
+//!   stopped aggregate (poison, or not understood by this build, and every later commit);
+//!   [`redrive`] applies them once the projection is fixed, or on its own once a build that
+//!   understands them runs.
 //! - [`settings`] and [`app`]: the `projectors` binary's configuration and process shell.
 //! - [`kinesis`] and [`aws`]: thin per-operation wrappers over the SDK that keep its error and
 //!   classify it as retryable or not in one place.
@@ -27,11 +31,13 @@ mod meters;
 pub mod parked;
 pub mod redrive;
 pub mod settings;
+mod shard_reader;
 pub mod worker;
 
 pub use leases::{Checkpoint, Lease, LeaseTable, SequenceNumber};
-pub use parked::{ParkedRecord, ParkedStore};
-pub use redrive::{redrive, redrive_all, RedriveOutcome};
+pub use parked::{ParkedKind, ParkedRecord, ParkedStore};
+pub use redrive::{redrive, redrive_all, redrive_with, resume, RedriveOutcome, ResumeReport};
+pub use shard_reader::GetRecordsCalls;
 pub use worker::{Worker, WorkerConfig, WorkerHealth};
 
 use std::error::Error;

@@ -1,5 +1,8 @@
-//! Parked records: the commits of an aggregate that has a poison commit, kept in log order until
-//! an operator [redrives](crate::runtime::redrive) them, while every other aggregate proceeds.
+//! Parked records: the commits of an aggregate that is stopped, kept in log order while every
+//! other aggregate proceeds. An aggregate stops at a commit that fails deterministically
+//! (poison, until an operator [redrives](crate::runtime::redrive) it) or at a commit this build
+//! does not understand (until a build that knows its events resumes it, by a redrive or on its
+//! own: [`crate::runtime::redrive::resume`]); every later commit of it parks behind that one.
 //!
 //! A DynamoDB table with partition key `parked_key` (`<projection>#<aggregate_type>#<aggregate_id>`,
 //! a string) and sort key `position` (the commit's first global position, a number): a query
@@ -11,7 +14,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
-use commit_log::LoggedCommit;
+use commit_log::CommitHeader;
 
 use crate::runtime::aws::AwsCallError;
 use crate::runtime::RuntimeError;
@@ -62,6 +65,45 @@ impl ClearAggregates {
     }
 }
 
+/// Why a commit is parked; the head of an aggregate's queue says what resumes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ParkedKind {
+    /// It failed deterministically (also in the dead-letter queue): an operator fixes the
+    /// cause and redrives.
+    Poison,
+    /// This build does not understand its events (a writer deployed before its readers): a
+    /// build that does resumes it.
+    NotUnderstood,
+    /// An earlier commit of its aggregate is parked; at the head of the queue (its predecessor
+    /// was applied by a redrive that had already read the queue) it is resumed automatically.
+    Behind,
+}
+
+impl ParkedKind {
+    /// Its name in the table and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParkedKind::Poison => "poison",
+            ParkedKind::NotUnderstood => "not_understood",
+            ParkedKind::Behind => "behind",
+        }
+    }
+
+    fn parse(kind: Option<&str>, reason: &str) -> Self {
+        match kind {
+            Some("not_understood") => ParkedKind::NotUnderstood,
+            Some("behind") => ParkedKind::Behind,
+            Some(_) => ParkedKind::Poison,
+            // Parked before kinds were recorded: the reason tells.
+            None if reason == PARKED_BEHIND => ParkedKind::Behind,
+            None => ParkedKind::Poison,
+        }
+    }
+}
+
+/// The reason of a commit parked behind an earlier one of its aggregate.
+pub(crate) const PARKED_BEHIND: &str = "an earlier commit of this aggregate is parked";
+
 /// One parked commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParkedRecord {
@@ -73,33 +115,46 @@ pub struct ParkedRecord {
     pub aggregate_id: String,
     /// Its first global position: parked commits are applied in this order.
     pub position: u64,
+    /// Its last global position.
+    pub last_position: u64,
+    /// Its first and last sequence within the aggregate (0 for records parked before they were
+    /// recorded).
+    pub sequence_range: (u64, u64),
     /// The shard it was read from.
     pub shard_id: String,
     /// Its sequence number in that shard.
     pub sequence_number: String,
-    /// Why it was parked (the poison reason, or that an earlier commit is parked).
+    /// What resumes it.
+    pub kind: ParkedKind,
+    /// Why it was parked (the poison reason, what this build does not understand, or that an
+    /// earlier commit is parked).
     pub reason: String,
     /// The log record's bytes.
     pub data: Vec<u8>,
 }
 
 impl ParkedRecord {
-    /// The parked record of `commit`, read as `data` from `shard_id` at `sequence_number`.
+    /// The parked record of the commit `header` describes, read as `data` from `shard_id` at
+    /// `sequence_number`.
     pub fn new(
         projection: &str,
-        commit: &LoggedCommit,
+        header: &CommitHeader,
         shard_id: &str,
         sequence_number: &str,
+        kind: ParkedKind,
         reason: String,
         data: Vec<u8>,
     ) -> Self {
         Self {
             projection: projection.to_owned(),
-            aggregate_type: commit.aggregate_type.clone(),
-            aggregate_id: commit.aggregate_id.clone(),
-            position: commit.first_position(),
+            aggregate_type: header.aggregate_type.clone(),
+            aggregate_id: header.aggregate_id.clone(),
+            position: header.first_position,
+            last_position: header.last_position,
+            sequence_range: (header.first_sequence, header.last_sequence),
             shard_id: shard_id.to_owned(),
             sequence_number: sequence_number.to_owned(),
+            kind,
             reason,
             data,
         }
@@ -143,6 +198,18 @@ impl ParkedStore {
                 )),
             )
             .item("position", AttributeValue::N(record.position.to_string()))
+            .item(
+                "last_position",
+                AttributeValue::N(record.last_position.to_string()),
+            )
+            .item(
+                "first_sequence",
+                AttributeValue::N(record.sequence_range.0.to_string()),
+            )
+            .item(
+                "last_sequence",
+                AttributeValue::N(record.sequence_range.1.to_string()),
+            )
             .item("projection", AttributeValue::S(record.projection.clone()))
             .item(
                 "aggregate_type",
@@ -157,6 +224,7 @@ impl ParkedStore {
                 "sequence_number",
                 AttributeValue::S(record.sequence_number.clone()),
             )
+            .item("kind", AttributeValue::S(record.kind.as_str().to_owned()))
             .item("reason", AttributeValue::S(record.reason.clone()))
             .item("record", AttributeValue::B(Blob::new(record.data.clone())))
             .condition_expression("attribute_not_exists(parked_key)")
@@ -248,7 +316,9 @@ impl ParkedStore {
                 .client
                 .scan()
                 .table_name(&self.table)
-                .filter_expression("projection = :projection")
+                // PROJECTION is a DynamoDB reserved word: it must go through a name placeholder.
+                .filter_expression("#projection = :projection")
+                .expression_attribute_names("#projection", "projection")
                 .expression_attribute_values(":projection", AttributeValue::S(projection.into()))
                 .consistent_read(true)
                 .set_exclusive_start_key(start_key)
@@ -263,6 +333,50 @@ impl ParkedStore {
                 Some(key) if !key.is_empty() => start_key = Some(key.clone()),
                 _ => return Ok(aggregates),
             }
+        }
+    }
+
+    /// Marks a parked commit as poison with `reason`: it was understood and applied, and failed
+    /// deterministically, so only an operator's redrive will move it now.
+    pub async fn mark_poison(
+        &self,
+        record: &ParkedRecord,
+        reason: &str,
+    ) -> Result<(), AwsCallError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(
+                "parked_key",
+                AttributeValue::S(parked_key(
+                    &record.projection,
+                    &record.aggregate_type,
+                    &record.aggregate_id,
+                )),
+            )
+            .key("position", AttributeValue::N(record.position.to_string()))
+            .update_expression("SET #kind = :kind, reason = :reason")
+            .condition_expression("attribute_exists(parked_key)")
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_values(
+                ":kind",
+                AttributeValue::S(ParkedKind::Poison.as_str().to_owned()),
+            )
+            .expression_attribute_values(":reason", AttributeValue::S(reason.to_owned()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Applied and removed by someone else meanwhile: nothing to mark.
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(AwsCallError::from_sdk("dynamodb:UpdateItem(parked)", error)),
         }
     }
 
@@ -294,7 +408,19 @@ fn parse_parked(item: &HashMap<String, AttributeValue>) -> Result<ParkedRecord, 
             .cloned()
             .ok_or_else(|| RuntimeError::MalformedParked(format!("no {name}")))
     };
+    let reason = text("reason")?;
+    // Absent from records parked before they were written.
+    let number = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
     Ok(ParkedRecord {
+        last_position: number("last_position"),
+        sequence_range: (number("first_sequence"), number("last_sequence")),
+        kind: ParkedKind::parse(text("kind").ok().as_deref(), &reason),
+        reason,
         projection: text("projection")?,
         aggregate_type: text("aggregate_type")?,
         aggregate_id: text("aggregate_id")?,
@@ -305,7 +431,6 @@ fn parse_parked(item: &HashMap<String, AttributeValue>) -> Result<ParkedRecord, 
             .ok_or_else(|| RuntimeError::MalformedParked("no numeric position".into()))?,
         shard_id: text("shard_id")?,
         sequence_number: text("sequence_number")?,
-        reason: text("reason")?,
         data: item
             .get("record")
             .and_then(|v| v.as_b().ok())

@@ -103,8 +103,9 @@ pub struct RuntimeSettings {
     pub batch_size: u32,
     /// Tries of a batch that keeps failing transiently before its first commit is poison.
     pub max_apply_attempts: u32,
-    /// Time between GetRecords calls on one shard across all projections (at least 200: the
-    /// Kinesis limit is five calls per second per shard).
+    /// Least time between two GetRecords calls of this process on one shard, all its projections
+    /// together (they share one reader per shard). At least 200 (Kinesis allows five calls per
+    /// second per shard); the default 400 leaves the other half to the `flows` process.
     pub poll_interval_ms: u64,
     /// How often the shard list is read for new shards.
     pub shard_sync_interval_ms: u64,
@@ -128,7 +129,7 @@ projections = ""
 lease_duration_ms = 10000
 batch_size = 500
 max_apply_attempts = 8
-poll_interval_ms = 200
+poll_interval_ms = 400
 shard_sync_interval_ms = 60000
 
 [history]

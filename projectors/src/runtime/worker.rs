@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
+use commit_log::Vocabulary;
 use service_kit::admin::HealthCheck;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, Id as TaskId, JoinError, JoinSet};
@@ -31,7 +32,9 @@ use crate::runtime::dead_letters::DeadLetterQueue;
 use crate::runtime::kinesis;
 use crate::runtime::leases::{Checkpoint, Lease, LeaseError, LeaseTable};
 use crate::runtime::meters;
-use crate::runtime::parked::ParkedStore;
+use crate::runtime::parked::{ParkedKind, ParkedStore};
+use crate::runtime::redrive::resume;
+use crate::runtime::shard_reader::{GetRecordsCalls, ShardReaders};
 use crate::runtime::{error_chain, RuntimeError};
 
 /// How long before the earliest moment another worker could take a lease its owner stops the
@@ -70,13 +73,19 @@ pub struct WorkerConfig {
     pub lease_duration: Duration,
     /// Most records per GetRecords call (Kinesis allows up to 10,000).
     pub batch_size: u32,
-    /// Tries of a batch that keeps failing transiently before its first commit counts as poison.
+    /// Tries of a batch that keeps failing transiently after which its shard counts as
+    /// stalled (alarm gauge `orderpipe_projector_apply_stalled`, error logs). The batch is
+    /// retried until it passes whatever this is: a transient failure never parks anything.
     pub max_apply_attempts: u32,
-    /// Time between GetRecords calls on one shard, across all projections: each projection's
-    /// consumer waits this times the number of projections, so together they stay under
-    /// Kinesis's five calls per second per shard (200 ms does exactly that).
+    /// Least time between two GetRecords calls of this process on one shard, all its
+    /// projections together: they read each shard through one shared reader
+    /// ([`crate::runtime::shard_reader`]). Every process reading the stream spends its share of
+    /// Kinesis's five calls per second per shard: 400 ms (2.5 calls/s) each for one `projectors`
+    /// and one `flows` process; 200 ms for a process alone.
     pub poll_interval: Duration,
-    /// How often the stream's shard list is read for new shards (also after a shard ends).
+    /// How often the stream's shard list is read for new shards (also after a shard ends), and
+    /// how often stopped aggregates that need no operator are resumed
+    /// ([`crate::runtime::redrive::resume`]; also at start).
     pub shard_sync_interval: Duration,
 }
 
@@ -153,19 +162,21 @@ impl Worker {
             lease_table_client(sdk, config.lease_duration),
             &config.leases_table,
         );
-        let consumers = u32::try_from(projections.len().max(1)).unwrap_or(u32::MAX);
         let context = Arc::new(ConsumerContext {
-            kinesis: kinesis.clone(),
-            stream: config.stream_name.clone(),
+            readers: Arc::new(ShardReaders::new(
+                kinesis.clone(),
+                config.stream_name.clone(),
+                i32::try_from(config.batch_size.clamp(1, 10_000)).unwrap_or(10_000),
+                config.poll_interval,
+            )),
             leases: leases.clone(),
             parked: ParkedStore::new(dynamodb, &config.parked_table),
             dead_letters: DeadLetterQueue::new(
                 aws_support::sqs(sdk),
                 &config.dead_letter_queue_url,
             ),
-            batch_size: i32::try_from(config.batch_size.clamp(1, 10_000)).unwrap_or(10_000),
-            poll_interval: config.poll_interval * consumers,
             max_apply_attempts: config.max_apply_attempts.max(1),
+            vocabulary: Vocabulary::this_build().clone(),
         });
         Self {
             health: Arc::new(WorkerHealth::new(config.lease_duration)),
@@ -175,6 +186,20 @@ impl Worker {
             context,
             projections,
         }
+    }
+
+    /// The same worker reading only the events `vocabulary` knows: the consumer of an older
+    /// build, for the tests of rolling upgrades (a real build reads what its domain defines).
+    pub fn with_vocabulary(mut self, vocabulary: Vocabulary) -> Self {
+        let mut context = (*self.context).clone();
+        context.vocabulary = vocabulary;
+        self.context = Arc::new(context);
+        self
+    }
+
+    /// The GetRecords calls this worker makes, all shards and projections together.
+    pub fn get_records_calls(&self) -> GetRecordsCalls {
+        self.context.readers.calls()
     }
 
     /// Its `/health` check.
@@ -208,6 +233,14 @@ impl Worker {
         take.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut sync = tokio::time::interval(self.config.shard_sync_interval);
         sync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Off the coordinator's loop: a long redrive must never delay a lease renewal. Dropped
+        // (aborted) at the end: a redrive stopped between two commits resumes next time.
+        let resuming = AbortOnDrop(tokio::spawn(resume_stopped_aggregates(
+            self.projections.clone(),
+            self.context.parked.clone(),
+            self.context.vocabulary.clone(),
+            self.config.shard_sync_interval,
+        )));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -225,7 +258,51 @@ impl Worker {
                 }
             }
         }
+        drop(resuming);
         coordinator.shut_down(&mut renew).await;
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Every `interval` (and at once), resumes each projection's stopped aggregates that need no
+/// operator, and reports the ones still waiting.
+async fn resume_stopped_aggregates(
+    projections: Vec<Arc<dyn Projection>>,
+    parked: ParkedStore,
+    vocabulary: Vocabulary,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for projection in &projections {
+            match resume(projection.as_ref(), &parked, &vocabulary).await {
+                Ok(report) => {
+                    for kind in [ParkedKind::Poison, ParkedKind::NotUnderstood] {
+                        let waiting = report.waiting.get(&kind).copied().unwrap_or(0);
+                        metrics::gauge!(
+                            meters::PARKED_AGGREGATES,
+                            "projection" => projection.name(),
+                            "kind" => kind.as_str()
+                        )
+                        .set(waiting as f64);
+                    }
+                }
+                Err(error) => {
+                    meters::error(projection.name(), "-", "resume");
+                    tracing::warn!(projection = projection.name(), error = %error_chain(&error), "cannot resume stopped aggregates; trying again later");
+                }
+            }
+        }
     }
 }
 

@@ -171,19 +171,59 @@ impl Fixture {
 
     /// One single-event commit of aggregate `id` at `sequence`, as a log record.
     pub fn commit(&self, id: &str, sequence: i64) -> Vec<u8> {
+        self.commit_of(
+            id,
+            sequence,
+            "MenuItemAvailabilityChanged",
+            json!({"MenuItemAvailabilityChanged": {"sku": "LATTE-12", "available": sequence % 2 == 0}}),
+        )
+    }
+
+    /// One single-event commit of aggregate `id` at `sequence` carrying `event_type` (v1.0)
+    /// with `payload`, as a log record.
+    pub fn commit_of(
+        &self,
+        id: &str,
+        sequence: i64,
+        event_type: &str,
+        payload: serde_json::Value,
+    ) -> Vec<u8> {
         let position = self.next_position.fetch_add(1, Ordering::SeqCst) as i64;
         let event = RecordedEvent {
             global_position: position,
             aggregate_type: TYPE.into(),
             aggregate_id: id.into(),
             sequence,
-            event_type: "MenuItemAvailabilityChanged".into(),
+            event_type: event_type.into(),
             event_version: "1.0".into(),
-            payload: json!({"MenuItemAvailabilityChanged": {"sku": "LATTE-12", "available": sequence % 2 == 0}}),
+            payload,
             metadata: json!({}),
             recorded_at: OffsetDateTime::now_utc(),
         };
         commit_log::encode(&[event]).expect("one event is one commit")
+    }
+
+    /// Whatever reaches the dead-letter queue within `wait`.
+    pub async fn dead_letters_within(&self, wait: Duration) -> Vec<serde_json::Value> {
+        let mut letters = Vec::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            let output = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.dlq_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("receive");
+            for message in output.messages() {
+                letters.push(
+                    serde_json::from_str(message.body().expect("a body")).expect("JSON body"),
+                );
+            }
+        }
+        letters
     }
 
     /// Puts `records` (partition key, data) with PutRecords, in order.
@@ -299,6 +339,11 @@ pub struct Recorder {
     broken: Mutex<Option<(String, u64)>>,
     /// Aggregate id whose commits fail as if the view's store were down.
     unreachable_for: Mutex<Option<String>>,
+    /// Transient failures answered so far.
+    pub transient_failures: AtomicUsize,
+    /// Aggregate id and sequence of a commit whose batch the store refuses as a whole (as a
+    /// set-based statement would), applying nothing of it, until fixed.
+    refused: Mutex<Option<(String, u64)>>,
     /// Gaps seen (a commit arriving before its predecessor): must stay 0.
     pub gaps: AtomicUsize,
     /// After this many applied commits, signal `crashed` and never return.
@@ -330,6 +375,11 @@ impl Recorder {
     pub fn fix(&self) {
         *self.broken.lock().expect("not poisoned") = None;
         *self.unreachable_for.lock().expect("not poisoned") = None;
+        *self.refused.lock().expect("not poisoned") = None;
+    }
+
+    pub fn refuse_batches_with(&self, aggregate_id: &str, sequence: u64) {
+        *self.refused.lock().expect("not poisoned") = Some((aggregate_id.to_owned(), sequence));
     }
 
     pub fn unreachable_for(&self, aggregate_id: &str) {
@@ -372,9 +422,21 @@ impl Projection for Recorder {
     }
 
     async fn apply(&self, commits: &[LoggedCommit]) -> Result<(), ProjectionError> {
+        let refused = self.refused.lock().expect("not poisoned").clone();
+        if let Some((id, sequence)) = refused {
+            if commits
+                .iter()
+                .any(|c| c.aggregate_id == id && c.first_sequence() == sequence)
+            {
+                return Err(ProjectionError::Refused(
+                    "the store refuses a value of this batch (on purpose)".into(),
+                ));
+            }
+        }
         for (index, commit) in commits.iter().enumerate() {
             let unreachable = self.unreachable_for.lock().expect("not poisoned").clone();
             if unreachable.as_deref() == Some(commit.aggregate_id.as_str()) {
+                self.transient_failures.fetch_add(1, Ordering::SeqCst);
                 return Err(ProjectionError::Transient(
                     "the view's store is down".into(),
                 ));

@@ -195,7 +195,9 @@ impl Projection for ActiveOrdersProjection {
         for result in results {
             match result {
                 Ok(()) => {}
-                Err(transient @ ProjectionError::Transient(_)) => return Err(transient),
+                Err(failure @ (ProjectionError::Transient(_) | ProjectionError::Refused(_))) => {
+                    return Err(failure)
+                }
                 Err(ProjectionError::Poison { index, reason }) => {
                     let lower = match &poison {
                         Some(ProjectionError::Poison { index: seen, .. }) => index < *seen,
