@@ -154,9 +154,8 @@ pub struct PaymentSettings {
     pub sandbox_slow_ms: u64,
     /// The payment deadline: a charge still unresolved this long after the saga requested it
     /// (the gateway timing out or unreachable) is given up: the order is rejected, its stock
-    /// released, and the charge cancelled or refunded at the gateway should it still capture.
-    /// Also enforced at the queue's second-to-last delivery, so SQS never dead-letters an
-    /// unresolved charge (see `docs/reliability.md`, "A charge that never resolves").
+    /// released, and the charge cancelled or refunded at the gateway should it still capture
+    /// (`docs/architecture.md`, "Compensation and the payment deadline").
     pub charge_deadline_ms: u64,
 }
 

@@ -307,9 +307,10 @@ impl PaymentProcessor {
 
 /// What a failed result command means for the message.
 fn command_failure(error: &CommandError) -> Handled {
-    match error {
-        CommandError::Unavailable { .. } => Handled::Retry,
-        other => Handled::DeadLetter(other.to_string()),
+    if error.is_transient() {
+        Handled::Retry
+    } else {
+        Handled::DeadLetter(error.to_string())
     }
 }
 
