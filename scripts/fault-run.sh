@@ -52,7 +52,7 @@ mkdir -p "$out_dir"
 finish() {
   local status=$?
   if [[ -d "$ORDERPIPE_STACK_DIR/logs" ]]; then
-    cp -r "$ORDERPIPE_STACK_DIR/logs" "$out_dir/stack-logs" 2>/dev/null || true
+    cp -rL "$ORDERPIPE_STACK_DIR/logs" "$out_dir/stack-logs" 2>/dev/null || true # -L: postgres.log may link out
   fi
   scripts/stack.sh down --purge >/dev/null 2>&1 || warn "stopping the fault-run stack failed"
   log "report and logs: $out_dir"

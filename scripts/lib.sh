@@ -167,7 +167,9 @@ prepare_benchmarks() {
     cargo build --quiet --release --locked -p benches -p command-api -p relay -p projectors -p replay
     local target_dir
     target_dir="$(cargo_target_dir)"
+    # shellcheck disable=SC2034 # read by the scripts that source this file
     BENCH_BIN="$target_dir/release"
+    # shellcheck disable=SC2034 # read by the scripts that source this file
     BENCH_OUT="$target_dir/bench"
 }
 

@@ -11,7 +11,7 @@ source "$SCRIPT_DIR/lib.sh"
 STACK_DIR=$(realpath -m "${ORDERPIPE_STACK_DIR:-$REPO_ROOT/.stack}")
 RUN_DIR=$STACK_DIR/run
 LOG_DIR=$STACK_DIR/logs
-PG_DIR=$STACK_DIR/pg
+PG_DIR= # resolve_pg_dir sets it: $STACK_DIR/pg, or a folder the postgres user can reach
 VENV=$(realpath -m "${ORDERPIPE_STACK_VENV:-$STACK_DIR/venv}")
 ENV_FILE=$STACK_DIR/env
 EMU_DIR=$SCRIPT_DIR/emulators
@@ -44,7 +44,9 @@ Commands:
   up              install what is missing, start everything that is not running,
                   create the databases, stream, tables and queues (idempotent; a
                   second 'up' changes nothing)
-  down [--purge]  stop what 'up' started (never an external DATABASE_URL server);
+  down [--purge] [NAME...]
+                  stop what 'up' started (never an external DATABASE_URL server), or only
+                  the named components (postgres, kinesis, dynamodb, moto);
                   data is kept. --purge also deletes the stack state (pg data, logs,
                   pid files, env file); the Python venv is kept as an install cache
                   (rm -rf the stack dir for a full wipe)
@@ -57,7 +59,8 @@ Commands:
   -h, --help      this help
 
 Components:
-  postgres    private cluster (data in \$STACK/pg) on port ${PG_PORT_DEFAULT} or the next free one,
+  postgres    private cluster (data in \$STACK/pg, or in /var/tmp/orderpipe-<hash>/pg
+              when the postgres user cannot reach \$STACK) on port ${PG_PORT_DEFAULT} or the next free one,
               or the server named by DATABASE_URL when it is set. Databases:
               ${DATABASES[*]}
   kinesis     kinesalite (npm), default port ${KINESIS_PORT_DEFAULT}
@@ -189,9 +192,65 @@ as_pg() {
     fi
 }
 
-PG_DATA=$PG_DIR/data
-PG_SOCK=$PG_DIR/run
+PG_DATA=
+PG_SOCK=
+PG_LOG=$LOG_DIR/postgres.log
 PG_PORT_FILE=$RUN_DIR/postgres.port
+
+# Where the private cluster lives when the postgres user cannot reach the stack dir (as root in
+# a clone under a private home, mode 700): outside it, stable per stack dir, so every command on
+# this stack (up, status, down, restart) finds the same cluster.
+pg_outside_dir() {
+    printf '/var/tmp/orderpipe-%s\n' "$(printf '%s' "$STACK_DIR" | sha256sum | cut -c1-12)"
+}
+
+# postgres_reaches DIR: the postgres user can enter DIR and every parent of it.
+postgres_reaches() {
+    id -u postgres >/dev/null 2>&1 && (cd / && runuser -u postgres -- test -x "$1") 2>/dev/null
+}
+
+# Sets PG_DIR, PG_DATA, PG_SOCK and PG_LOG. An existing cluster is used where it is; a new one
+# goes under the stack dir when the server's user can reach it, else under pg_outside_dir.
+resolve_pg_dir() {
+    local inside=$STACK_DIR/pg outside
+    outside=$(pg_outside_dir)/pg
+    if [[ -f "$inside/data/PG_VERSION" ]]; then
+        PG_DIR=$inside
+    elif [[ -f "$outside/data/PG_VERSION" ]]; then
+        PG_DIR=$outside
+    elif [[ $EUID -ne 0 ]] || postgres_reaches "$STACK_DIR"; then
+        PG_DIR=$inside
+    else
+        PG_DIR=$outside
+    fi
+    PG_DATA=$PG_DIR/data
+    PG_SOCK=$PG_DIR/run
+    # The server (run as postgres) opens its own log file, so it sits beside the data when the
+    # stack dir is out of its reach; $LOG_DIR/postgres.log then links to it.
+    if [[ "$PG_DIR" == "$inside" ]]; then
+        PG_LOG=$LOG_DIR/postgres.log
+    else
+        PG_LOG=$PG_DIR/postgres.log
+    fi
+}
+
+# Creates the folder outside the stack dir for the cluster: owned by postgres, mode 700, and
+# refused when someone else made it first (/var/tmp is world-writable).
+make_pg_outside_dir() {
+    local base owner
+    base=$(pg_outside_dir)
+    if [[ ! -d "$base" ]]; then
+        mkdir -m 700 "$base" || die "cannot create $base"
+        chown postgres: "$base"
+    fi
+    owner=$(stat -c %U "$base")
+    if [[ -L "$base" || ("$owner" != postgres && "$owner" != root) ]]; then
+        die "$base exists but belongs to $owner (or is a link); remove it or set ORDERPIPE_STACK_DIR elsewhere"
+    fi
+    mkdir -p "$PG_DIR"
+    chown postgres: "$base" "$PG_DIR"
+    chmod 700 "$base"
+}
 
 # Port of the running private cluster (from postmaster.pid), or nothing.
 private_pg_running_port() {
@@ -214,11 +273,16 @@ start_private_pg() {
 
     local pg_user=postgres
     [[ $EUID -eq 0 ]] || pg_user=$(id -un)
+    if [[ "$PG_DIR" != "$STACK_DIR/pg" ]]; then
+        log "the postgres user cannot reach $STACK_DIR (a parent folder is private):" \
+            "PostgreSQL data in $PG_DIR (removed by 'down --purge')"
+        make_pg_outside_dir
+    fi
     mkdir -p "$PG_DIR"
     if [[ $EUID -eq 0 ]]; then
         chown postgres: "$PG_DIR"
         as_pg test -x "$PG_DIR" -a -w "$PG_DIR" ||
-            die "user postgres cannot use $PG_DIR (a parent dir is private?); set ORDERPIPE_STACK_DIR elsewhere"
+            die "user postgres cannot use $PG_DIR; set ORDERPIPE_STACK_DIR elsewhere"
     fi
     if [[ ! -f "$PG_DATA/PG_VERSION" ]]; then
         log "initdb $PG_DATA ($("$PG_BIN/pg_ctl" --version))"
@@ -227,14 +291,15 @@ start_private_pg() {
             >>"$LOG_DIR/postgres-initdb.log" 2>&1 || die "initdb failed; see $LOG_DIR/postgres-initdb.log"
     fi
     as_pg mkdir -p "$PG_SOCK"
-    touch "$LOG_DIR/postgres.log"
-    [[ $EUID -ne 0 ]] || chown postgres: "$LOG_DIR/postgres.log"
+    touch "$PG_LOG"
+    [[ $EUID -ne 0 ]] || chown postgres: "$PG_LOG"
+    [[ "$PG_LOG" == "$LOG_DIR/postgres.log" ]] || ln -sfn "$PG_LOG" "$LOG_DIR/postgres.log"
 
     local saved=''
     [[ -f "$PG_PORT_FILE" ]] && saved=$(<"$PG_PORT_FILE")
     port=$(free_port "$saved" "$PG_PORT_DEFAULT") || die "no free port for PostgreSQL"
     log "starting PostgreSQL on 127.0.0.1:$port"
-    as_pg "$PG_BIN/pg_ctl" start -D "$PG_DATA" -l "$LOG_DIR/postgres.log" -w -t 60 \
+    as_pg "$PG_BIN/pg_ctl" start -D "$PG_DATA" -l "$PG_LOG" -w -t 60 \
         -o "-p $port -k $PG_SOCK -c listen_addresses=127.0.0.1 -c max_connections=200" \
         </dev/null >/dev/null 9>&- || die "PostgreSQL did not start; see $LOG_DIR/postgres.log"
     "$PG_ISREADY" -q -h 127.0.0.1 -p "$port" -t 30 || die "PostgreSQL does not answer on $port"
@@ -365,6 +430,7 @@ write_env_file() {
         echo "export ORDERPIPE_STACK_PG_MODE=$PG_MODE"
         if [[ "$PG_MODE" == private ]]; then
             echo "export ORDERPIPE_STACK_PRIVATE_DATABASE_URL=$(q "$DB_SERVER_URL")"
+            echo "export ORDERPIPE_STACK_PG_DATA=$(q "$PG_DATA")"
         fi
         echo
         echo "# PostgreSQL: DATABASE_URL is the server-level URL (tests create a database each)"
@@ -407,37 +473,50 @@ cmd_up() {
         EXTERNAL_DB_URL=
     fi
     ensure_pg_installed
+    resolve_pg_dir
     ensure_node_modules
     ensure_venv
     ensure_postgres
     ensure_emulators
     ensure_resources
     write_env_file
+    [[ "$PG_MODE" != private ]] || log "PostgreSQL data: $PG_DATA"
     log "stack is up in $((SECONDS - t0)) s: postgres ($PG_MODE) ${DB_SERVER_URL}, kinesis :$KINESIS_PORT, dynamodb :$DYNAMODB_PORT, moto :$MOTO_PORT"
     log "env: . $ENV_FILE"
 }
 
 cmd_down() {
-    local purge=0 arg
+    local purge=0 arg names=() emulators=() stop_pg=0
     for arg in "$@"; do
         case $arg in
         --purge) purge=1 ;;
-        *) die "down: unknown option $arg" ;;
+        postgres) stop_pg=1 ;;
+        kinesis | dynamodb | moto) emulators+=("$arg") ;;
+        *) die "down: unknown option or component $arg (postgres, kinesis, dynamodb, moto, --purge)" ;;
         esac
     done
+    names=("${emulators[@]}")
+    ((stop_pg)) && names+=(postgres)
+    if ((${#names[@]} == 0)); then
+        emulators=(moto dynamodb kinesis)
+        stop_pg=1
+    elif ((purge)); then
+        die "down: --purge stops the whole stack; name no component with it"
+    fi
     lock_stack
     local name
-    for name in moto dynamodb kinesis; do # TERM all first, then wait for each
+    for name in "${emulators[@]}"; do # TERM all first, then wait for each
         if pid_alive "$RUN_DIR/$name.pid"; then
             log "stopping $name (pid $(<"$RUN_DIR/$name.pid"))"
             kill -TERM "$(<"$RUN_DIR/$name.pid")" 2>/dev/null || true
         fi
     done
-    for name in moto dynamodb kinesis; do
+    for name in "${emulators[@]}"; do
         stop_pidfile "$name" "$RUN_DIR/$name.pid" 10 quiet
     done
     find_pg_bin || true
-    if private_pg_running_port >/dev/null; then
+    resolve_pg_dir
+    if ((stop_pg)) && private_pg_running_port >/dev/null; then
         log "stopping private PostgreSQL"
         as_pg "$PG_BIN/pg_ctl" stop -D "$PG_DATA" -m fast -w -t 60 >/dev/null ||
             warn "pg_ctl stop failed; see $LOG_DIR/postgres.log"
@@ -453,8 +532,20 @@ cmd_down() {
             *) rm -rf "$entry" ;;
             esac
         done
+        local outside
+        outside=$(pg_outside_dir)
+        # Only a folder this stack made (see make_pg_outside_dir), never one another user owns.
+        if [[ "$PG_DIR" == "$outside/pg" && -d "$outside" && ! -L "$outside" ]] &&
+            [[ "$(stat -c %U "$outside")" == postgres || "$(stat -c %U "$outside")" == root ]]; then
+            log "purging $outside (the PostgreSQL data of this stack)"
+            rm -rf "$outside"
+        fi
     fi
-    log "stack is down"
+    if ((${#names[@]})); then
+        log "stopped: ${names[*]}"
+    else
+        log "stack is down"
+    fi
 }
 
 cmd_restart() {
@@ -463,9 +554,10 @@ cmd_restart() {
     postgres)
         lock_stack
         find_pg_bin || die "no PostgreSQL installed"
+        resolve_pg_dir
         private_pg_running_port >/dev/null || die "the stack's private PostgreSQL is not running"
         log "restarting PostgreSQL (pg_ctl restart -m fast)"
-        as_pg "$PG_BIN/pg_ctl" restart -D "$PG_DATA" -l "$LOG_DIR/postgres.log" -m fast -w -t 60 \
+        as_pg "$PG_BIN/pg_ctl" restart -D "$PG_DATA" -l "$PG_LOG" -m fast -w -t 60 \
             </dev/null >/dev/null 9>&- ||
             die "pg_ctl restart failed; see $LOG_DIR/postgres.log"
         ;;
@@ -493,6 +585,7 @@ cmd_status() {
     local bad=0 port url state pid
     printf 'stack dir: %s\n' "$STACK_DIR"
     find_pg_clients || true
+    resolve_pg_dir
 
     # postgres
     local mode=private server_url=
@@ -503,7 +596,7 @@ cmd_status() {
     if [[ "$mode" == external ]]; then
         state="external"
     elif port=$(private_pg_running_port) && [[ -n "$port" ]]; then
-        state="running (pid $(sed -n 1p "$PG_DATA/postmaster.pid"))"
+        state="running (pid $(sed -n 1p "$PG_DATA/postmaster.pid"), data $PG_DATA)"
         server_url="postgres://postgres@127.0.0.1:$port/postgres"
     else
         state="stopped"

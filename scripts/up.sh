@@ -48,8 +48,10 @@ fi
 export ORDERPIPE_AUTH__JWT_SECRET
 ORDERPIPE_AUTH__JWT_SECRET="$(cat "$secret_file")"
 
-log "building command-api, relay, projectors, flows and dashboard"
-cargo build --quiet --locked -p command-api -p relay -p projectors -p flows -p dashboard
+# Everything it runs, and every binary the README has a user run after it (replay); a test
+# (scripts/tests/readme-binaries-built-by-up.sh) keeps this list in step with the README.
+log "building command-api, relay, projectors, flows, dashboard and replay"
+cargo build --quiet --locked -p command-api -p relay -p projectors -p flows -p dashboard -p replay
 target_dir="$(cargo_target_dir)"
 api_bin="$target_dir/debug/command-api"
 
@@ -146,6 +148,7 @@ orderpipe is running.
   flows       admin http://127.0.0.1:$flows_port/metrics and /health (saga, payments, intake, notifications)
   logs        $ORDERPIPE_STACK_DIR/logs/{command-api,relay,projectors,flows,dashboard}.log
   stack       scripts/stack.sh status
+  replay      $target_dir/debug/replay --help  (rebuild or verify a view; after: source $ORDERPIPE_STACK_DIR/env)
 
 See the views (README "Looking at the views"):
   scripts/views.sh store-1
