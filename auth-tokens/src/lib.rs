@@ -239,16 +239,36 @@ impl TokenAuthority {
     /// The principal behind the value of an `authorization` header (`Bearer <token>`); `None`
     /// when the request has no such header.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        self.authenticate_until(authorization)
+            .map(|(principal, _)| principal)
+    }
+
+    /// As [`TokenAuthority::authenticate`], with the instant the token stops being accepted
+    /// (its expiry plus the clock-skew leeway every check allows): a response that lasts (a
+    /// live stream) ends then, as a new request with the token would be refused.
+    pub fn authenticate_until(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<(Principal, SystemTime), AuthError> {
         let header = authorization
             .ok_or_else(|| AuthError::Unauthenticated("missing bearer token".into()))?;
         let token = header.strip_prefix("Bearer ").ok_or_else(|| {
             AuthError::Unauthenticated("authorization must be 'Bearer <token>'".into())
         })?;
-        self.verify(token)
+        let claims = self.verify_claims(token)?;
+        // A check refuses the token once the clock (whole seconds) is past `exp + leeway`.
+        let accepted_until =
+            UNIX_EPOCH + Duration::from_secs(claims.exp.saturating_add(self.validation.leeway + 1));
+        Ok((principal_from(claims)?, accepted_until))
     }
 
     /// The principal a bare token stands for.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        principal_from(self.verify_claims(token)?)
+    }
+
+    /// The claims of a valid token.
+    fn verify_claims(&self, token: &str) -> Result<Claims, AuthError> {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|error| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -264,7 +284,7 @@ impl TokenAuthority {
                 )
             })?
             .claims;
-        principal_from(claims)
+        Ok(claims)
     }
 }
 
@@ -297,6 +317,25 @@ fn principal_from(claims: Claims) -> Result<Principal, AuthError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_token_is_accepted_until_its_expiry_plus_the_leeway() {
+        let authority = authority("orderpipe");
+        let token = authority
+            .mint("ana", Role::Barista, Some("s1"), Duration::from_secs(60))
+            .unwrap();
+        let (principal, until) = authority
+            .authenticate_until(Some(&format!("Bearer {token}")))
+            .unwrap();
+        assert_eq!(principal.role(), Role::Barista);
+        let now = SystemTime::now();
+        let left = until.duration_since(now).unwrap();
+        // 60 s of validity, 5 s of leeway, and the second in which the clock reaches the end.
+        assert!(
+            left > Duration::from_secs(64) && left <= Duration::from_secs(66),
+            "{left:?}"
+        );
+    }
 
     fn authority(issuer: &str) -> TokenAuthority {
         TokenAuthority::new(&AuthSettings {

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use auth_tokens::AuthSettings;
+use event_store::GroupCommitConfig;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 pub use service_kit::settings::{
@@ -40,7 +41,8 @@ pub struct GrpcSettings {
     pub port: u16,
     /// Largest request message accepted, in bytes; larger ones get RESOURCE_EXHAUSTED.
     pub max_message_bytes: usize,
-    /// Upper bound on any request's time; a client's shorter `grpc-timeout` wins.
+    /// Upper bound on any request's time; a client's shorter `grpc-timeout` wins. A call that
+    /// runs out answers DEADLINE_EXCEEDED.
     pub request_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace_ms: u64,
@@ -56,6 +58,58 @@ pub struct StoreSettings {
     /// How many times a command is reloaded and handled again after a concurrent change before
     /// the caller gets ABORTED.
     pub conflict_retries: u32,
+    /// The bounds on every wait of the group-commit writer.
+    #[serde(default)]
+    pub writer: WriterSettings,
+}
+
+/// The bounds on the group-commit writer's waits (see `event_store::GroupCommitConfig`). The
+/// defaults keep a healthy burst working (a batch takes milliseconds) while a stalled process
+/// holding the position counter delays the others by about `idle_in_transaction_timeout_ms`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct WriterSettings {
+    /// How long a batch waits for the position counter.
+    pub lock_timeout_ms: u64,
+    /// The bound on each statement of a batch.
+    pub statement_timeout_ms: u64,
+    /// How long a batch's transaction may wait for this process before PostgreSQL ends it.
+    pub idle_in_transaction_timeout_ms: u64,
+    /// The bound on a batch as a whole, measured by the writer.
+    pub batch_timeout_ms: u64,
+    /// A batch running longer than this turns `/health` 503.
+    pub stuck_after_ms: u64,
+}
+
+impl Default for WriterSettings {
+    fn default() -> Self {
+        let defaults = GroupCommitConfig::default();
+        let millis = |duration: Duration| duration.as_millis() as u64;
+        Self {
+            lock_timeout_ms: millis(defaults.lock_timeout),
+            statement_timeout_ms: millis(defaults.statement_timeout),
+            idle_in_transaction_timeout_ms: millis(defaults.idle_in_transaction_timeout),
+            batch_timeout_ms: millis(defaults.batch_timeout),
+            stuck_after_ms: millis(defaults.stuck_after),
+        }
+    }
+}
+
+impl StoreSettings {
+    /// The group-commit writer's configuration.
+    pub fn group_commit(&self) -> GroupCommitConfig {
+        GroupCommitConfig {
+            max_batch_commits: self.max_batch_commits,
+            lock_timeout: Duration::from_millis(self.writer.lock_timeout_ms),
+            statement_timeout: Duration::from_millis(self.writer.statement_timeout_ms),
+            idle_in_transaction_timeout: Duration::from_millis(
+                self.writer.idle_in_transaction_timeout_ms,
+            ),
+            batch_timeout: Duration::from_millis(self.writer.batch_timeout_ms),
+            stuck_after: Duration::from_millis(self.writer.stuck_after_ms),
+            ..GroupCommitConfig::default()
+        }
+    }
 }
 
 /// Retention of client idempotency keys; any field left out takes its default.
@@ -114,6 +168,14 @@ username = "postgres"
 max_connections = 16
 acquire_timeout_ms = 3000
 
+# Every pooled session (loads, outcome reads, health pings); the writer's batches set their own
+# tighter bounds ([store.writer]). TCP keepalive keeps its service-kit defaults.
+[database.session]
+statement_timeout_ms = 5000
+lock_timeout_ms = 2000
+idle_in_transaction_timeout_ms = 5000
+application_name = "orderpipe-command-api"
+
 [auth]
 issuer = "orderpipe"
 audience = "orderpipe-api"
@@ -122,6 +184,13 @@ audience = "orderpipe-api"
 snapshot_every = 50
 max_batch_commits = 256
 conflict_retries = 8
+
+[store.writer]
+lock_timeout_ms = 2000
+statement_timeout_ms = 3000
+idle_in_transaction_timeout_ms = 1000
+batch_timeout_ms = 4000
+stuck_after_ms = 1000
 
 [log]
 format = "json"
@@ -140,6 +209,14 @@ impl Settings {
         if self.auth.jwt_secret.expose_secret().len() < 32 {
             return Err(SettingsError::Rejected(
                 "auth.jwt_secret (ORDERPIPE_AUTH__JWT_SECRET) must be at least 32 bytes".into(),
+            ));
+        }
+        let writer = &self.store.writer;
+        if writer.lock_timeout_ms == 0 || writer.batch_timeout_ms == 0 {
+            return Err(SettingsError::Rejected(
+                "store.writer.lock_timeout_ms and batch_timeout_ms must be above 0: \
+                 an unbounded wait lets one stalled process stop every writer"
+                    .into(),
             ));
         }
         if self.idempotency.retention_secs < 3600 {

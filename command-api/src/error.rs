@@ -30,12 +30,31 @@ pub enum ApiError {
     /// Concurrent commands kept winning; retrying is safe with the same idempotency key.
     #[error("the aggregate kept changing under concurrent commands; retry with the same idempotency_key")]
     Conflict,
-    /// A dependency (PostgreSQL) is down; retrying later is safe with the same idempotency key.
+    /// A dependency (PostgreSQL) is down, or the writer could not get its batch through in time;
+    /// nothing was committed, and retrying later is safe with the same idempotency key.
     #[error("the event store is unavailable; retry with the same idempotency_key")]
     Unavailable(#[source] StoreError),
+    /// The command ran out of time. Either before its commit was written (nothing changed), or
+    /// while `COMMIT` was on its way and no answer came (it may have committed); the retry with
+    /// the same idempotency key returns the stored outcome or runs it.
+    #[error("{}", deadline_message(.0))]
+    DeadlineExceeded(#[source] StoreError),
     /// A bug or corrupt data; details are logged, not sent.
     #[error("internal error")]
     Internal(String),
+}
+
+fn deadline_message(source: &StoreError) -> &'static str {
+    match source {
+        StoreError::DeadlinePassed => {
+            "the command ran out of time before it was committed; nothing was changed: \
+             retry with the same idempotency_key"
+        }
+        _ => {
+            "the event store did not confirm the commit in time; it may or may not have been \
+             committed: retry with the same idempotency_key to get its outcome"
+        }
+    }
 }
 
 impl ApiError {
@@ -116,6 +135,10 @@ impl From<ApiError> for Status {
                 tracing::warn!(error = %source, "event store unavailable");
                 Status::unavailable(message)
             }
+            ApiError::DeadlineExceeded(source) => {
+                tracing::warn!(error = %source, "command ran out of time");
+                Status::deadline_exceeded(message)
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(detail, "internal error");
                 Status::internal(message)
@@ -126,7 +149,12 @@ impl From<ApiError> for Status {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        if error.is_transient() {
+        if matches!(
+            error,
+            StoreError::DeadlinePassed | StoreError::OutcomeUnknown(_)
+        ) {
+            ApiError::DeadlineExceeded(error)
+        } else if error.is_transient() {
             ApiError::Unavailable(error)
         } else {
             ApiError::Internal(format!("{error:?}"))

@@ -8,8 +8,10 @@
 pub mod auth;
 pub mod call;
 pub mod configuration;
+pub mod deadline;
 pub mod error;
 pub mod executor;
 pub mod grpc;
+pub mod health;
 pub mod menu_catalog;
 pub mod startup;

@@ -9,12 +9,12 @@ use domain::inventory::StoreInventory;
 use domain::loyalty::LoyaltyAccount;
 use domain::order::OrderServices;
 use domain::{Menu, Order};
-use event_store::{GroupCommitConfig, PgEventStore, StoreConfig};
+use event_store::{PgEventStore, StoreConfig};
 use proto::v1::inventory_service_server::InventoryServiceServer;
 use proto::v1::loyalty_service_server::LoyaltyServiceServer;
 use proto::v1::menu_service_server::MenuServiceServer;
 use proto::v1::order_service_server::OrderServiceServer;
-use service_kit::admin::{self, DatabaseHealth};
+use service_kit::admin;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
@@ -23,8 +23,10 @@ use tonic::transport::Server;
 use crate::auth::TokenAuthority;
 use crate::call::CORRELATION_HEADER;
 use crate::configuration::Settings;
+use crate::deadline::Deadline;
 use crate::executor::{AggregateLocks, CommandExecutor};
 use crate::grpc::{Api, InventoryGrpc, LoyaltyGrpc, MenuGrpc, OrdersGrpc};
+use crate::health::CommandApiHealth;
 use crate::menu_catalog::StoredMenu;
 
 /// How many per-aggregate lock stripes a process keeps.
@@ -62,10 +64,7 @@ impl Application {
             settings.database.pool()?,
             StoreConfig {
                 snapshot_every: settings.store.snapshot_every,
-                group_commit: GroupCommitConfig {
-                    max_batch_commits: settings.store.max_batch_commits,
-                    ..GroupCommitConfig::default()
-                },
+                group_commit: settings.store.group_commit(),
             },
         )
         .await?;
@@ -157,9 +156,10 @@ impl Application {
             .map_err(std::io::Error::other)?;
 
         let max_message = self.settings.grpc.max_message_bytes;
+        // Not `Server::timeout`: it answers CANCELLED. See `deadline`.
+        let limit = self.settings.grpc.request_timeout();
         let api = self.api;
         let grpc = Server::builder()
-            .timeout(self.settings.grpc.request_timeout())
             .trace_fn(|request| {
                 let correlation_id = request
                     .headers()
@@ -180,21 +180,25 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(
+            .add_service(Deadline::new(
                 OrderServiceServer::new(OrdersGrpc::new(api.clone()))
                     .max_decoding_message_size(max_message),
-            )
-            .add_service(
+                limit,
+            ))
+            .add_service(Deadline::new(
                 InventoryServiceServer::new(InventoryGrpc::new(api.clone()))
                     .max_decoding_message_size(max_message),
-            )
-            .add_service(
+                limit,
+            ))
+            .add_service(Deadline::new(
                 LoyaltyServiceServer::new(LoyaltyGrpc::new(api.clone()))
                     .max_decoding_message_size(max_message),
-            )
-            .add_service(
+                limit,
+            ))
+            .add_service(Deadline::new(
                 MenuServiceServer::new(MenuGrpc::new(api)).max_decoding_message_size(max_message),
-            )
+                limit,
+            ))
             // Without TCP_NODELAY (which `serve_with_incoming` leaves to the incoming stream),
             // Nagle's algorithm holds small responses for the peer's delayed ACK: ~40 ms tails.
             .serve_with_incoming_shutdown(
@@ -212,7 +216,7 @@ impl Application {
 
         let admin = admin::serve(
             self.admin_listener,
-            Arc::new(DatabaseHealth(self.store.pool().clone())),
+            Arc::new(CommandApiHealth::new(self.store.clone())),
             stopped(stop_rx),
         );
 

@@ -188,6 +188,9 @@ function onEvent(name, data) {
     const banner = $("board-error");
     banner.textContent = `${JSON.parse(data).message}; showing the last board.`;
     banner.hidden = false;
+  } else if (name === "expired") {
+    // The server ends the stream when the token expires: sign in again.
+    showSignIn(JSON.parse(data).message);
   }
 }
 

@@ -53,7 +53,8 @@ text_value!(
     Customisation
 );
 text_value!(
-    /// A customer's note on an order: up to 280 characters, kept exactly as written.
+    /// A customer's note on an order: up to 280 characters, kept exactly as written; it may
+    /// span lines (`\n`, `\t`) but holds no other control character.
     Note
 );
 text_value!(
@@ -125,7 +126,9 @@ impl Customisation {
 }
 
 impl Note {
-    /// Parses a note; the empty note means "no note".
+    /// Parses a note; the empty note means "no note". A note may span lines: `\n` and `\t` are
+    /// kept, every other control character (NUL, `\r`, escape sequences, C1 controls) is
+    /// refused.
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
         let len = value.chars().count();
         if len > 280 {
@@ -134,6 +137,7 @@ impl Note {
                 format!("must be at most 280 characters, got {len}"),
             ));
         }
+        no_control_characters("note", value, &['\n', '\t'])?;
         Ok(Self(value.to_owned()))
     }
 
@@ -204,13 +208,41 @@ fn one_line(field: &'static str, value: &str, max: usize) -> Result<String, Vali
     if value.trim().is_empty() {
         return Err(ValidationError::new(field, "must not be blank"));
     }
-    if value.chars().any(char::is_control) {
-        return Err(ValidationError::new(
-            field,
-            "must be a single line without control characters",
-        ));
-    }
+    no_control_characters(field, value, &[])?;
     Ok(value.to_owned())
+}
+
+/// Refuses every control character (Unicode category Cc: U+0000 to U+001F and U+007F to
+/// U+009F) except those in `allowed`. Free text reaches events, the log and the dashboard: a NUL
+/// cannot be stored in PostgreSQL's `jsonb` at all (a group commit carrying one is refused by
+/// the database), and the others are terminal escapes or invisible breaks no reader expects.
+fn no_control_characters(
+    field: &'static str,
+    value: &str,
+    allowed: &[char],
+) -> Result<(), ValidationError> {
+    match value
+        .chars()
+        .find(|c| c.is_control() && !allowed.contains(c))
+    {
+        None => Ok(()),
+        Some(c) => {
+            let allowed = match allowed {
+                [] => "no control characters (it is a single line)".to_owned(),
+                some => format!(
+                    "no control characters other than {}",
+                    some.iter()
+                        .map(|c| format!("{c:?}"))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
+            };
+            Err(ValidationError::new(
+                field,
+                format!("may contain {allowed}, found U+{:04X}", u32::from(c)),
+            ))
+        }
+    }
 }
 
 /// An order's identifier, chosen by the caller (a UUID) so that retries address the same order.
@@ -452,6 +484,37 @@ mod tests {
         assert!(Note::parse("").unwrap().is_empty());
         assert!(Note::parse(&"é".repeat(280)).is_ok());
         assert!(Note::parse(&"é".repeat(281)).is_err());
+    }
+
+    #[test]
+    fn a_nul_in_a_note_is_refused_naming_the_note() {
+        // PostgreSQL's jsonb cannot hold U+0000: a NUL that got into an event would make the
+        // database refuse the whole group commit it travels in.
+        let err = Note::parse("extra hot\u{0}").unwrap_err();
+        assert_eq!(err.field, "note");
+        assert!(err.message.contains("U+0000"), "{}", err.message);
+    }
+
+    #[test]
+    fn notes_allow_newlines_and_tabs_but_no_other_control_characters() {
+        assert!(Note::parse("line one\nline two\tindented").is_ok());
+        for bad in ["\r", "\u{7}", "\u{1b}[2J", "\u{7f}", "\u{85}", "\u{9b}"] {
+            let err = Note::parse(&format!("hot{bad}")).unwrap_err();
+            assert_eq!(err.field, "note", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_free_text_value_refuses_a_nul_naming_its_field() {
+        let nul = "oat\u{0}milk";
+        assert_eq!(
+            Customisation::parse(nul).unwrap_err().field,
+            "customisation"
+        );
+        assert_eq!(Reason::parse(nul).unwrap_err().field, "reason");
+        assert_eq!(ItemName::parse(nul).unwrap_err().field, "name");
+        assert_eq!(ExternalRef::parse(nul).unwrap_err().field, "reference");
+        assert_eq!(Note::parse(nul).unwrap_err().field, "note");
     }
 
     #[test]

@@ -416,6 +416,7 @@ impl<A: Aggregate> AggregateStore<A> {
                 metadata: serde_json::to_value(&persisted_metadata)?,
                 idempotency,
                 snapshot,
+                deadline: None,
             })
             .await?;
 

@@ -6,20 +6,28 @@
 //! transaction locks it first, then checks aggregate versions and idempotency keys, then writes
 //! and releases it on commit. Commits are therefore serialised (the batching inside them is not),
 //! positions are handed out gap-free in commit order, and the checks cannot race.
+//!
+//! What one commit does never decides another's fate:
+//! - a batch PostgreSQL refuses for what is in it (a value `jsonb` cannot hold, a constraint) is
+//!   split in halves and retried until only the refused commit fails, with its own error;
+//! - a commit whose caller has gone (deadline passed, reply dropped) is not written, checked
+//!   before the batch starts and again right before `COMMIT`;
+//! - every wait is bounded ([`GroupCommitConfig`]): a writer stalled behind another process that
+//!   holds the counter answers [`StoreError`]s the API turns into UNAVAILABLE, and reports itself
+//!   unhealthy ([`GroupCommitter::health`]).
 
-use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::error::StoreError;
-
-/// Opens the batch's transaction and locks the position counter in one round trip (one simple
-/// query). The lock is its own statement on purpose: statements after it take their snapshot once
-/// the lock is held, so they see every commit that finished before ours.
-const BEGIN_AND_LOCK_POSITION: &str = "BEGIN; SELECT last_position FROM event_position FOR UPDATE";
+use crate::writer_transaction::{bounded, ServerBounds, WriterTransaction};
 
 /// Everything the batch's decisions need, in one round trip: the position counter, the current
 /// version of each aggregate in the batch (in batch order) and which of its keys are taken.
@@ -75,13 +83,27 @@ WITH new_events AS (
 )
 UPDATE event_position SET last_position = $26";
 
-/// How the writer task batches.
+/// How the writer task batches, and the bounds on every wait of a batch.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupCommitConfig {
     /// The most commits written in one transaction.
     pub max_batch_commits: usize,
     /// How many commits may wait for the writer before callers wait to enqueue (backpressure).
     pub queue_capacity: usize,
+    /// How long a batch waits for the position counter while another writer (another process)
+    /// holds it. Long enough for a healthy burst of other writers' batches; a paused holder is
+    /// ended by PostgreSQL after `idle_in_transaction_timeout`, so this is larger than that.
+    pub lock_timeout: Duration,
+    /// The bound on each statement of a batch, lock waits included.
+    pub statement_timeout: Duration,
+    /// How long a batch's open transaction may wait for this process (paused, cut off) before
+    /// PostgreSQL ends the session, rolls back and frees the counter for every other writer.
+    pub idle_in_transaction_timeout: Duration,
+    /// The bound on a batch as a whole, measured here: the backstop when PostgreSQL stops
+    /// answering at all (a silent network cut), where its own timeouts never reach us.
+    pub batch_timeout: Duration,
+    /// A batch running longer than this makes [`GroupCommitter::health`] report the writer stuck.
+    pub stuck_after: Duration,
 }
 
 impl Default for GroupCommitConfig {
@@ -89,9 +111,28 @@ impl Default for GroupCommitConfig {
         Self {
             max_batch_commits: 256,
             queue_capacity: 4096,
+            lock_timeout: Duration::from_millis(2_000),
+            statement_timeout: Duration::from_millis(3_000),
+            idle_in_transaction_timeout: Duration::from_millis(1_000),
+            batch_timeout: Duration::from_millis(4_000),
+            stuck_after: Duration::from_millis(1_000),
         }
     }
 }
+
+impl GroupCommitConfig {
+    fn server_bounds(&self) -> ServerBounds {
+        ServerBounds {
+            lock_timeout: self.lock_timeout,
+            statement_timeout: self.statement_timeout,
+            idle_in_transaction_timeout: self.idle_in_transaction_timeout,
+        }
+    }
+}
+
+/// How long after a failed batch the writer still reports itself failing when no batch has
+/// succeeded since (with no traffic, nothing else would clear it).
+const FAILURE_REPORTED_FOR: Duration = Duration::from_secs(10);
 
 /// An event ready to be written: already serialised, not yet positioned.
 #[derive(Debug, Clone)]
@@ -120,6 +161,8 @@ pub(crate) struct PendingCommit {
     pub idempotency: Option<IdempotencyRecord>,
     /// The aggregate after the events, when this commit crosses a snapshot boundary.
     pub snapshot: Option<Snapshot>,
+    /// When the caller stops waiting; the commit is not written after it.
+    pub deadline: Option<Instant>,
 }
 
 /// An aggregate's state to store as its snapshot.
@@ -137,18 +180,28 @@ type Reply = oneshot::Sender<Result<(), StoreError>>;
 #[derive(Debug, Clone)]
 pub struct GroupCommitter {
     queue: mpsc::Sender<(PendingCommit, Reply)>,
+    state: Arc<WriterState>,
 }
 
 impl GroupCommitter {
     /// Starts the writer task on the current tokio runtime.
     pub fn start(pool: PgPool, config: GroupCommitConfig) -> Self {
         let (queue, requests) = mpsc::channel(config.queue_capacity.max(1));
-        tokio::spawn(run_writer(pool, requests, config.max_batch_commits.max(1)));
-        Self { queue }
+        let state = Arc::new(WriterState::new(config.stuck_after));
+        tokio::spawn(run_writer(pool, requests, config, state.clone()));
+        Self { queue, state }
     }
 
-    /// Queues a commit and waits until it is durable or refused.
-    pub(crate) async fn commit(&self, commit: PendingCommit) -> Result<(), StoreError> {
+    /// Queues a commit and waits until it is durable or refused. Made inside
+    /// [`crate::with_commit_deadline`], the commit carries that deadline.
+    pub(crate) async fn commit(&self, mut commit: PendingCommit) -> Result<(), StoreError> {
+        commit.deadline = crate::deadline::current();
+        if commit
+            .deadline
+            .is_some_and(|deadline| deadline <= Instant::now())
+        {
+            return Err(StoreError::DeadlinePassed);
+        }
         let (reply, outcome) = oneshot::channel();
         self.queue
             .send((commit, reply))
@@ -156,54 +209,287 @@ impl GroupCommitter {
             .map_err(|_| StoreError::ShuttingDown)?;
         outcome.await.map_err(|_| StoreError::ShuttingDown)?
     }
+
+    /// `Ok` while the writer gets its batches through; otherwise why not: a batch has been
+    /// running longer than `stuck_after` (waiting for a counter another process holds, or for a
+    /// database that stopped answering), or the last batch failed for want of the database and
+    /// none has succeeded since.
+    pub fn health(&self) -> Result<(), String> {
+        self.state.health()
+    }
+}
+
+/// What the writer tells `/health`, shared lock-free with the handles.
+#[derive(Debug)]
+struct WriterState {
+    epoch: Instant,
+    stuck_after: Duration,
+    /// Milliseconds since `epoch` plus one when the running batch started; 0 while idle.
+    busy_since: AtomicU64,
+    /// Milliseconds since `epoch` plus one of the last successful batch; 0 before any.
+    last_success: AtomicU64,
+    /// The last writer-level failure (not a commit's own refusal) and when (a stamp as above).
+    last_failure: Mutex<Option<(u64, String)>>,
+}
+
+impl WriterState {
+    fn new(stuck_after: Duration) -> Self {
+        Self {
+            epoch: Instant::now(),
+            stuck_after,
+            busy_since: AtomicU64::new(0),
+            last_success: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
+        }
+    }
+
+    fn stamp(&self, at: Instant) -> u64 {
+        at.duration_since(self.epoch).as_millis() as u64 + 1
+    }
+
+    fn instant(&self, stamp: u64) -> Option<Instant> {
+        (stamp > 0).then(|| self.epoch + Duration::from_millis(stamp - 1))
+    }
+
+    fn batch_started(&self) {
+        self.busy_since
+            .store(self.stamp(Instant::now()), Ordering::Relaxed);
+    }
+
+    fn batch_ended(&self, failure: Option<String>) {
+        let now = self.stamp(Instant::now());
+        self.busy_since.store(0, Ordering::Relaxed);
+        match failure {
+            None => self.last_success.store(now, Ordering::Relaxed),
+            Some(reason) => {
+                *self
+                    .last_failure
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((now, reason));
+            }
+        }
+    }
+
+    fn health(&self) -> Result<(), String> {
+        if let Some(started) = self.instant(self.busy_since.load(Ordering::Relaxed)) {
+            let running = started.elapsed();
+            if running > self.stuck_after {
+                return Err(format!(
+                    "event store writer stuck: a batch has been running for {} ms \
+                     (waiting for the position counter or the database)",
+                    running.as_millis()
+                ));
+            }
+        }
+        let last_success = self.last_success.load(Ordering::Relaxed);
+        let failure = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        match failure {
+            Some((failed_at, reason))
+                if failed_at > last_success
+                    && self
+                        .instant(failed_at)
+                        .is_some_and(|at| at.elapsed() < FAILURE_REPORTED_FOR) =>
+            {
+                Err(format!("event store writer failing: {reason}"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 async fn run_writer(
     pool: PgPool,
     mut requests: mpsc::Receiver<(PendingCommit, Reply)>,
-    max_batch: usize,
+    config: GroupCommitConfig,
+    state: Arc<WriterState>,
 ) {
+    let max_batch = config.max_batch_commits.max(1);
+    let begin_and_lock = config.server_bounds().begin_and_lock_sql();
     let mut batch = Vec::with_capacity(max_batch);
     while requests.recv_many(&mut batch, max_batch).await > 0 {
         let (commits, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         metrics::histogram!("orderpipe_store_commit_batch_size").record(commits.len() as f64);
-        let outcomes = write_batch(&pool, commits).await;
+        state.batch_started();
+        let writer = Writer {
+            pool: &pool,
+            begin_and_lock: &begin_and_lock,
+            batch_timeout: config.batch_timeout,
+            commits: &commits,
+            replies: &replies,
+        };
+        let (outcomes, failure) = writer.write().await;
+        state.batch_ended(failure);
         metrics::histogram!("orderpipe_store_commit_seconds").record(started.elapsed());
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
-            if matches!(outcome, Err(StoreError::Conflict)) {
-                metrics::counter!("orderpipe_store_conflicts_total").increment(1);
+            let reason = match &outcome {
+                Ok(()) => None,
+                Err(StoreError::Conflict) => {
+                    metrics::counter!("orderpipe_store_conflicts_total").increment(1);
+                    None
+                }
+                Err(StoreError::DeadlinePassed) => Some("deadline_passed"),
+                Err(StoreError::BatchTimedOut) => Some("batch_timeout"),
+                Err(StoreError::OutcomeUnknown(_)) => Some("outcome_unknown"),
+                Err(error) if error.is_transient() => Some("unavailable"),
+                Err(_) => Some("refused"),
+            };
+            if let Some(reason) = reason {
+                metrics::counter!("orderpipe_store_commit_failures_total", "reason" => reason)
+                    .increment(1);
             }
-            // The caller may have given up (deadline); its commit stands regardless.
+            // The caller may have given up; an outcome it no longer waits for is dropped here.
             let _ = reply.send(outcome);
         }
     }
 }
 
-/// Writes a batch and returns one outcome per commit, in batch order.
-async fn write_batch(pool: &PgPool, commits: Vec<PendingCommit>) -> Vec<Result<(), StoreError>> {
-    let count = commits.len();
-    match try_write_batch(pool, commits).await {
-        Ok(outcomes) => outcomes,
-        Err(error) => {
-            // A unique violation means a writer that bypassed the position lock raced us: every
-            // commit in the batch is retried from a fresh load. Anything else fails them all.
-            let conflict = matches!(&error, StoreError::Database(e)
-                if e.as_database_error().is_some_and(|db| db.is_unique_violation()));
-            if conflict {
-                (0..count).map(|_| Err(StoreError::Conflict)).collect()
-            } else {
-                tracing::error!(error = %error, commits = count, "group commit failed");
-                (0..count).map(|_| Err(clone_failure(&error))).collect()
-            }
+/// How one transaction of a batch ended, when it did not commit.
+enum GroupFailure {
+    /// A unique violation: a writer that bypassed the position lock raced us. Every commit in
+    /// the group is retried by its caller from a fresh load.
+    Conflict,
+    /// PostgreSQL refused what the group wrote (class 22 data, 23 integrity, a trigger...): one
+    /// of its commits is bad, and the group is split to find it.
+    Refused(StoreError),
+    /// A caller's deadline passed before `COMMIT`; rolled back so the rest can go without it.
+    Abandoned,
+    /// The database was unavailable, a bound ran out, or the outcome is unknown: every commit
+    /// in the group gets this error (retryable with the same idempotency key).
+    Failed(StoreError),
+}
+
+impl GroupFailure {
+    fn classify(error: StoreError) -> Self {
+        let database_error = match &error {
+            StoreError::Database(e) => e.as_database_error(),
+            _ => None,
+        };
+        match database_error {
+            Some(db) if db.is_unique_violation() => GroupFailure::Conflict,
+            Some(_) if !error.is_transient() => GroupFailure::Refused(error),
+            _ => GroupFailure::Failed(error),
         }
     }
 }
 
-fn clone_failure(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Database(error) => StoreError::Database(error.clone()),
-        _ => StoreError::ShuttingDown,
+/// One batch being written: the commits the writer took from the queue and their callers.
+struct Writer<'a> {
+    pool: &'a PgPool,
+    begin_and_lock: &'a str,
+    batch_timeout: Duration,
+    commits: &'a [PendingCommit],
+    replies: &'a [Reply],
+}
+
+impl Writer<'_> {
+    /// Writes the batch and returns one outcome per commit, in batch order, and the writer-level
+    /// failure if there was one (for health).
+    async fn write(&self) -> (Vec<Result<(), StoreError>>, Option<String>) {
+        let mut outcomes: Vec<Option<Result<(), StoreError>>> =
+            (0..self.commits.len()).map(|_| None).collect();
+        let mut writer_failure = None;
+        // Groups still to write, in batch order: the whole batch first, halves after a refusal.
+        let mut groups = VecDeque::from([(0..self.commits.len()).collect::<Vec<_>>()]);
+        while let Some(mut group) = groups.pop_front() {
+            group.retain(|&index| {
+                let gone = self.abandoned(index);
+                if gone {
+                    outcomes[index] = Some(Err(StoreError::DeadlinePassed));
+                }
+                !gone
+            });
+            if group.is_empty() {
+                continue;
+            }
+            match self.write_group(&group).await {
+                Ok(decided) => {
+                    for (index, outcome) in group.into_iter().zip(decided) {
+                        outcomes[index] = Some(outcome);
+                    }
+                }
+                // The abandoned commits are dropped by the `retain` above on the next turn.
+                Err(GroupFailure::Abandoned) => groups.push_front(group),
+                Err(GroupFailure::Refused(error)) if group.len() == 1 => {
+                    tracing::warn!(
+                        error = %error,
+                        aggregate_type = self.commits[group[0]].aggregate_type,
+                        aggregate_id = %self.commits[group[0]].aggregate_id,
+                        "the database refused a commit; the rest of its batch goes on"
+                    );
+                    outcomes[group[0]] = Some(Err(error));
+                }
+                Err(GroupFailure::Refused(error)) => {
+                    tracing::debug!(error = %error, commits = group.len(), "batch refused; splitting");
+                    metrics::counter!("orderpipe_store_batch_splits_total").increment(1);
+                    let second_half = group.split_off(group.len() / 2);
+                    groups.push_front(second_half);
+                    groups.push_front(group);
+                }
+                Err(GroupFailure::Conflict) => {
+                    for index in group {
+                        outcomes[index] = Some(Err(StoreError::Conflict));
+                    }
+                }
+                Err(GroupFailure::Failed(error)) => {
+                    tracing::error!(error = %error, commits = self.commits.len(), "group commit failed");
+                    // The database is the problem, not a commit: the groups still waiting
+                    // would only fail the same way after waiting out the same bounds.
+                    for index in group.into_iter().chain(groups.drain(..).flatten()) {
+                        outcomes[index] = Some(Err(error.duplicate()));
+                    }
+                    writer_failure = Some(error.to_string());
+                }
+            }
+        }
+        // Every commit was decided above (each group is written, split, dropped or failed).
+        let outcomes = outcomes
+            .into_iter()
+            .map(|outcome| outcome.unwrap_or(Err(StoreError::ShuttingDown)))
+            .collect();
+        (outcomes, writer_failure)
+    }
+
+    /// Whether commit `index`'s caller no longer waits for it.
+    fn abandoned(&self, index: usize) -> bool {
+        self.replies[index].is_closed()
+            || self.commits[index]
+                .deadline
+                .is_some_and(|deadline| deadline <= Instant::now())
+    }
+
+    /// Writes the commits at `group` in one transaction: their outcomes when it committed (or
+    /// wrote nothing), else why not.
+    async fn write_group(
+        &self,
+        group: &[usize],
+    ) -> Result<Vec<Result<(), StoreError>>, GroupFailure> {
+        let deadline = Instant::now() + self.batch_timeout;
+        // Beginning and locking involve no commit's content: a failure there is never split.
+        let mut transaction = WriterTransaction::begin(self.pool, self.begin_and_lock, deadline)
+            .await
+            .map_err(GroupFailure::Failed)?;
+        let commits: Vec<&PendingCommit> =
+            group.iter().map(|&index| &self.commits[index]).collect();
+        let decisions = match write_rows(&mut transaction, &commits).await {
+            Ok(decisions) => decisions,
+            Err(error) => return Err(GroupFailure::classify(transaction.abort(error).await)),
+        };
+        if !decisions.iter().any(Decision::accepted) {
+            transaction.rollback().await;
+            return Ok(decisions.iter().map(Decision::outcome).collect());
+        }
+        // The last moment to leave out a caller who has gone: after this the commit is sent.
+        if group.iter().any(|&index| self.abandoned(index)) {
+            transaction.rollback().await;
+            return Err(GroupFailure::Abandoned);
+        }
+        transaction.commit().await.map_err(GroupFailure::classify)?;
+        Ok(decisions.iter().map(Decision::outcome).collect())
     }
 }
 
@@ -214,6 +500,10 @@ enum Decision {
 }
 
 impl Decision {
+    fn accepted(&self) -> bool {
+        matches!(self, Decision::Accepted { .. })
+    }
+
     fn outcome(&self) -> Result<(), StoreError> {
         match self {
             Decision::Accepted { .. } => Ok(()),
@@ -222,25 +512,29 @@ impl Decision {
     }
 }
 
-async fn try_write_batch(
-    pool: &PgPool,
-    commits: Vec<PendingCommit>,
-) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+/// Checks versions and keys and writes the accepted commits inside `transaction`; the decision
+/// for each commit (when none is accepted, nothing was written).
+async fn write_rows(
+    transaction: &mut WriterTransaction,
+    commits: &[&PendingCommit],
+) -> Result<Vec<Decision>, StoreError> {
     // Four round trips in all: begin and lock, check, write, commit (and its WAL flush).
-    let mut tx = pool.begin_with(BEGIN_AND_LOCK_POSITION).await?;
+    let deadline = transaction.deadline();
     let aggregate_types: Vec<&str> = commits.iter().map(|c| c.aggregate_type).collect();
     let aggregate_ids: Vec<&str> = commits.iter().map(|c| c.aggregate_id.as_str()).collect();
     let keys: Vec<&str> = commits
         .iter()
         .filter_map(|c| c.idempotency.as_ref().map(|i| i.key.as_str()))
         .collect();
-    let (last_position, current_versions, taken_keys): (i64, Vec<i64>, Vec<String>) =
+    let (last_position, current_versions, taken_keys): (i64, Vec<i64>, Vec<String>) = bounded(
+        deadline,
         sqlx::query_as(CHECK_BATCH)
             .bind(&aggregate_types)
             .bind(&aggregate_ids)
             .bind(&keys)
-            .fetch_one(&mut *tx)
-            .await?;
+            .fetch_one(transaction.connection()),
+    )
+    .await?;
     let mut used_keys: HashSet<String> = taken_keys.into_iter().collect();
 
     let mut versions: HashMap<(&str, &str), u64> = HashMap::new();
@@ -251,7 +545,7 @@ async fn try_write_batch(
     }
     let mut next_position = last_position as u64 + 1;
     let mut decisions = Vec::with_capacity(commits.len());
-    for commit in &commits {
+    for commit in commits {
         let version = versions
             .get_mut(&(commit.aggregate_type, commit.aggregate_id.as_str()))
             .expect("every commit's aggregate was looked up");
@@ -273,93 +567,93 @@ async fn try_write_batch(
     drop(versions);
 
     let mut rows = BatchRows::default();
-    for (commit, decision) in commits.into_iter().zip(&decisions) {
+    for (commit, decision) in commits.iter().zip(&decisions) {
         if let Decision::Accepted { first_position } = decision {
             rows.push(commit, *first_position);
         }
     }
     if rows.is_empty() {
-        tx.rollback().await?;
-        return Ok(decisions.iter().map(Decision::outcome).collect());
+        return Ok(decisions);
     }
-    rows.bind_to(sqlx::query(WRITE_BATCH))
-        .bind(next_position as i64 - 1)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(decisions.iter().map(Decision::outcome).collect())
+    bounded(
+        deadline,
+        rows.bind_to(sqlx::query(WRITE_BATCH))
+            .bind(next_position as i64 - 1)
+            .execute(transaction.connection()),
+    )
+    .await?;
+    Ok(decisions)
 }
 
 /// The batch's accepted rows as column arrays, bound to `WRITE_BATCH` through `unnest`.
 #[derive(Default)]
-struct BatchRows {
+struct BatchRows<'a> {
     event_positions: Vec<i64>,
     event_types_of_aggregate: Vec<&'static str>,
-    event_aggregate_ids: Vec<String>,
+    event_aggregate_ids: Vec<&'a str>,
     event_sequences: Vec<i64>,
-    event_types: Vec<String>,
-    event_versions: Vec<String>,
-    event_payloads: Vec<Value>,
-    event_metadata: Vec<Value>,
+    event_types: Vec<&'a str>,
+    event_versions: Vec<&'a str>,
+    event_payloads: Vec<&'a Value>,
+    event_metadata: Vec<&'a Value>,
     outbox_first_positions: Vec<i64>,
     outbox_last_positions: Vec<i64>,
     outbox_aggregate_types: Vec<&'static str>,
-    outbox_aggregate_ids: Vec<String>,
+    outbox_aggregate_ids: Vec<&'a str>,
     outbox_first_sequences: Vec<i64>,
     outbox_last_sequences: Vec<i64>,
-    key_values: Vec<String>,
-    key_fingerprints: Vec<String>,
+    key_values: Vec<&'a str>,
+    key_fingerprints: Vec<&'a str>,
     key_aggregate_types: Vec<&'static str>,
-    key_aggregate_ids: Vec<String>,
+    key_aggregate_ids: Vec<&'a str>,
     key_first_sequences: Vec<i64>,
     key_last_sequences: Vec<i64>,
     snapshot_aggregate_types: Vec<&'static str>,
-    snapshot_aggregate_ids: Vec<String>,
+    snapshot_aggregate_ids: Vec<&'a str>,
     snapshot_versions: Vec<i64>,
-    snapshot_payloads: Vec<Value>,
+    snapshot_payloads: Vec<&'a Value>,
     snapshot_schema_versions: Vec<i32>,
 }
 
-impl BatchRows {
+impl<'a> BatchRows<'a> {
     fn is_empty(&self) -> bool {
         self.outbox_first_positions.is_empty()
     }
 
-    fn push(&mut self, commit: PendingCommit, first_position: u64) {
+    fn push(&mut self, commit: &'a PendingCommit, first_position: u64) {
         let first_sequence = commit.expected_version as i64 + 1;
         let count = commit.events.len() as i64;
-        for (offset, event) in commit.events.into_iter().enumerate() {
+        for (offset, event) in commit.events.iter().enumerate() {
             self.event_positions
                 .push(first_position as i64 + offset as i64);
             self.event_types_of_aggregate.push(commit.aggregate_type);
-            self.event_aggregate_ids.push(commit.aggregate_id.clone());
+            self.event_aggregate_ids.push(&commit.aggregate_id);
             self.event_sequences.push(first_sequence + offset as i64);
-            self.event_types.push(event.event_type);
-            self.event_versions.push(event.event_version);
-            self.event_payloads.push(event.payload);
-            self.event_metadata.push(commit.metadata.clone());
+            self.event_types.push(&event.event_type);
+            self.event_versions.push(&event.event_version);
+            self.event_payloads.push(&event.payload);
+            self.event_metadata.push(&commit.metadata);
         }
         self.outbox_first_positions.push(first_position as i64);
         self.outbox_last_positions
             .push(first_position as i64 + count - 1);
         self.outbox_aggregate_types.push(commit.aggregate_type);
-        self.outbox_aggregate_ids.push(commit.aggregate_id.clone());
+        self.outbox_aggregate_ids.push(&commit.aggregate_id);
         self.outbox_first_sequences.push(first_sequence);
         self.outbox_last_sequences.push(first_sequence + count - 1);
-        if let Some(idempotency) = commit.idempotency {
-            self.key_values.push(idempotency.key);
-            self.key_fingerprints.push(idempotency.fingerprint);
+        if let Some(idempotency) = &commit.idempotency {
+            self.key_values.push(&idempotency.key);
+            self.key_fingerprints.push(&idempotency.fingerprint);
             self.key_aggregate_types.push(commit.aggregate_type);
-            self.key_aggregate_ids.push(commit.aggregate_id.clone());
+            self.key_aggregate_ids.push(&commit.aggregate_id);
             self.key_first_sequences.push(first_sequence);
             self.key_last_sequences.push(first_sequence + count - 1);
         }
-        if let Some(snapshot) = commit.snapshot {
+        if let Some(snapshot) = &commit.snapshot {
             self.snapshot_aggregate_types.push(commit.aggregate_type);
-            self.snapshot_aggregate_ids
-                .push(commit.aggregate_id.clone());
+            self.snapshot_aggregate_ids.push(&commit.aggregate_id);
             self.snapshot_versions.push(first_sequence + count - 1);
-            self.snapshot_payloads.push(snapshot.payload);
+            self.snapshot_payloads.push(&snapshot.payload);
             self.snapshot_schema_versions
                 .push(snapshot.schema_version as i32);
         }
@@ -367,8 +661,8 @@ impl BatchRows {
 
     fn bind_to(
         self,
-        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query: sqlx::query::Query<'a, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'a, sqlx::Postgres, sqlx::postgres::PgArguments> {
         query
             .bind(self.event_positions)
             .bind(self.event_types_of_aggregate)
@@ -395,5 +689,34 @@ impl BatchRows {
             .bind(self.snapshot_versions)
             .bind(self.snapshot_payloads)
             .bind(self.snapshot_schema_versions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_reports_a_batch_running_too_long_then_a_failure_until_a_success() {
+        let state = WriterState::new(Duration::from_millis(50));
+        assert_eq!(state.health(), Ok(()), "idle and nothing failed");
+
+        state.batch_started();
+        assert_eq!(state.health(), Ok(()), "a batch that just started");
+        std::thread::sleep(Duration::from_millis(80));
+        let stuck = state
+            .health()
+            .expect_err("a batch running past stuck_after");
+        assert!(stuck.contains("stuck"), "{stuck}");
+
+        state.batch_ended(Some("lock timeout".into()));
+        let failing = state
+            .health()
+            .expect_err("a failed batch and no success since");
+        assert!(failing.contains("lock timeout"), "{failing}");
+
+        state.batch_started();
+        state.batch_ended(None);
+        assert_eq!(state.health(), Ok(()), "a later success clears the failure");
     }
 }

@@ -27,6 +27,19 @@ pub enum StoreError {
     /// The group-commit task is gone (the store is shutting down).
     #[error("the event store is shutting down")]
     ShuttingDown,
+    /// The commit's batch did not finish within the writer's batch timeout (PostgreSQL stopped
+    /// answering, or the position counter stayed locked). Nothing was committed: `COMMIT` was
+    /// never sent.
+    #[error("the event store did not answer within the batch timeout; nothing was committed")]
+    BatchTimedOut,
+    /// `COMMIT` was sent but no answer came back (timeout, lost connection): the commit may or
+    /// may not be durable. A retry with the same idempotency key finds out.
+    #[error("the commit's outcome is unknown: {0}")]
+    OutcomeUnknown(String),
+    /// The caller's deadline passed before the commit was written; it was not written, and
+    /// never will be.
+    #[error("the caller's deadline passed before the commit was written; nothing was committed")]
+    DeadlinePassed,
 }
 
 impl StoreError {
@@ -46,13 +59,42 @@ impl StoreError {
                     .as_database_error()
                     .and_then(|db| db.code())
                     // Class 08: connection exception; 57P01..03: admin shutdown, crash, cannot connect now;
-                    // 53300: too many connections.
+                    // 53300: too many connections; 55P03: lock_timeout; 57014: statement_timeout
+                    // (or a cancel); 25P03: idle_in_transaction_session_timeout; 40001, 40P01:
+                    // serialization failure, deadlock.
                     .is_some_and(|code| {
-                        code.starts_with("08") || code.starts_with("57P") || code == "53300"
+                        code.starts_with("08")
+                            || code.starts_with("57P")
+                            || matches!(
+                                &*code,
+                                "53300" | "55P03" | "57014" | "25P03" | "40001" | "40P01"
+                            )
                     })
             }
-            StoreError::ShuttingDown => true,
+            StoreError::ShuttingDown
+            | StoreError::BatchTimedOut
+            | StoreError::OutcomeUnknown(_)
+            | StoreError::DeadlinePassed => true,
             _ => false,
+        }
+    }
+
+    /// The same failure again, for each commit of a batch that failed as a whole.
+    pub(crate) fn duplicate(&self) -> StoreError {
+        match self {
+            StoreError::Conflict => StoreError::Conflict,
+            StoreError::IdempotencyKeyReused { key } => {
+                StoreError::IdempotencyKeyReused { key: key.clone() }
+            }
+            StoreError::Database(error) => StoreError::Database(error.clone()),
+            StoreError::BatchTimedOut => StoreError::BatchTimedOut,
+            StoreError::OutcomeUnknown(reason) => StoreError::OutcomeUnknown(reason.clone()),
+            StoreError::DeadlinePassed => StoreError::DeadlinePassed,
+            // Not produced by a batch: no source to share, so reported as what a batch without
+            // its writer is.
+            StoreError::Migration(_) | StoreError::Serialization(_) | StoreError::ShuttingDown => {
+                StoreError::ShuttingDown
+            }
         }
     }
 }
@@ -70,7 +112,11 @@ impl<E: std::error::Error> From<StoreError> for AggregateError<E> {
             StoreError::Serialization(error) => {
                 AggregateError::DeserializationError(Box::new(error))
             }
-            error @ (StoreError::Database(_) | StoreError::ShuttingDown) => {
+            error @ (StoreError::Database(_)
+            | StoreError::ShuttingDown
+            | StoreError::BatchTimedOut
+            | StoreError::OutcomeUnknown(_)
+            | StoreError::DeadlinePassed) => {
                 AggregateError::DatabaseConnectionError(Box::new(error))
             }
             error => AggregateError::UnexpectedError(Box::new(error)),

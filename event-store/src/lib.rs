@@ -17,20 +17,23 @@
 
 mod aggregate_store;
 mod committer;
+mod deadline;
 mod error;
 mod idempotency;
 pub mod metadata;
 mod outbox;
 mod reader;
+mod writer_transaction;
 
 use cqrs_es::persist::EventUpcaster;
 use cqrs_es::Aggregate;
-use sqlx::PgPool;
+use sqlx::{Executor, PgPool};
 
 pub use aggregate_store::{
     AggregateStore, CommitOutcome, LoadedAggregate, DEFAULT_SNAPSHOT_VERSION,
 };
 pub use committer::{GroupCommitConfig, GroupCommitter};
+pub use deadline::with_commit_deadline;
 pub use error::StoreError;
 pub use idempotency::KeyRetention;
 pub use outbox::{OutboxBacklog, OutboxCommit};
@@ -68,7 +71,18 @@ impl PgEventStore {
     /// Applies the schema migrations (idempotent; safe with several instances starting at once,
     /// sqlx serialises them with an advisory lock) and starts the group-commit writer.
     pub async fn open(pool: PgPool, config: StoreConfig) -> Result<Self, StoreError> {
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        // The pool's sessions may carry statement and lock timeouts sized for commands; a
+        // migration (an index build, another instance's migration lock) may rightly take longer.
+        // It runs on a connection of its own without them, closed afterwards.
+        let mut connection = pool.acquire().await?;
+        connection
+            .execute(
+                "SET statement_timeout = 0; SET lock_timeout = 0; \
+                 SET idle_in_transaction_session_timeout = 0",
+            )
+            .await?;
+        sqlx::migrate!("./migrations").run(&mut *connection).await?;
+        connection.close().await?;
         let committer = GroupCommitter::start(pool.clone(), config.group_commit);
         Ok(Self {
             pool,
@@ -94,5 +108,11 @@ impl PgEventStore {
     /// The connection pool, for health checks.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Whether the group-commit writer gets its batches through (see
+    /// [`GroupCommitter::health`]).
+    pub fn writer_health(&self) -> Result<(), String> {
+        self.committer.health()
     }
 }

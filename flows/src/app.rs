@@ -194,6 +194,7 @@ impl Application {
                     gateway,
                     client("flows-payments"),
                     Duration::from_millis(settings.payments.gateway_timeout_ms),
+                    Duration::from_millis(settings.payments.charge_deadline_ms),
                 )),
             ));
         }

@@ -1,10 +1,23 @@
 //! The operator's view of a flow queue's dead-letter queue: list, show and redrive.
 //!
 //! SQS has no "peek": listing receives the messages (hiding them for a minute), then makes them
-//! visible again at once. Redriving sends a message back to its source queue (optionally with a
-//! corrected body) and deletes it from the dead-letter queue; for a FIFO queue it keeps the
-//! message group and uses a fresh deduplication id, so the corrected message is not taken for
-//! the original.
+//! visible again at once. Every receive long-polls ([`LONG_POLL`]), so every SQS server holding
+//! part of the queue answers (a short poll samples a few and can come back empty while messages
+//! wait), and a listing ends only at a long poll that finds nothing new. A message received
+//! again keeps its newest receipt handle, the only one SQS honours.
+//!
+//! Redriving works a page (one receive) at a time: each chosen message of the page is sent back
+//! to its source queue (optionally with a corrected body) and deleted here with the handle that
+//! page just received, so no handle can have gone stale in between, and deleting as it goes is
+//! what lets a FIFO dead-letter queue hand out a group's later messages (SQS holds them back
+//! while an earlier one is hidden). For a FIFO queue it keeps the message group and uses a fresh
+//! deduplication id, so the corrected message is not taken for the original. A crash between
+//! the send and the delete leaves the message in both queues: redriven again later, it is a
+//! duplicate, which every flow's handler is built for.
+//!
+//! On a FIFO dead-letter queue, `list` and `show` see a group's messages only as far as SQS hands
+//! them out in one pass (SQS never shows a group's next message while an earlier one is hidden,
+//! and showing it again puts it first); `redrive` of every message moves them all.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,6 +29,10 @@ use crate::queue::{is_fifo, REASON_ATTRIBUTE, SOURCE_ATTRIBUTE};
 
 /// How long a listed message stays hidden if the listing process dies before releasing it.
 const PEEK_VISIBILITY: Duration = Duration::from_secs(60);
+
+/// The long-polling wait of every receive (SQS allows 1 to 20 s; any of them asks every
+/// server). A listing ends with one such wait.
+pub const LONG_POLL: Duration = Duration::from_secs(2);
 
 /// The reason shown for a message SQS itself moved (its redrive policy).
 pub const MOVED_BY_SQS: &str =
@@ -75,19 +92,52 @@ impl DeadLetters {
 
     /// Up to `max` dead-lettered messages, left in the queue.
     pub async fn list(&self, max: usize) -> Result<Vec<DeadLetter>, DeadLetterError> {
-        let messages = self.receive(max).await?;
-        self.release(&messages).await;
-        Ok(messages)
+        let mut held = Held::default();
+        while held.letters.len() < max {
+            let page = self.receive_page(max - held.letters.len()).await;
+            let page = match page {
+                Ok(page) => page,
+                Err(error) => {
+                    self.release(&held.letters).await;
+                    return Err(error);
+                }
+            };
+            let mut news = false;
+            for letter in page {
+                news |= held.insert(letter);
+            }
+            if !news {
+                break;
+            }
+        }
+        self.release(&held.letters).await;
+        Ok(held.letters)
     }
 
     /// One dead-lettered message, left in the queue.
     pub async fn show(&self, message_id: &str) -> Result<DeadLetter, DeadLetterError> {
-        let messages = self.receive(usize::MAX).await?;
-        self.release(&messages).await;
-        messages
-            .into_iter()
-            .find(|m| m.message_id == message_id)
-            .ok_or_else(|| DeadLetterError::NotFound(message_id.to_owned()))
+        let mut held = Held::default();
+        let found = loop {
+            let page = match self.receive_page(10).await {
+                Ok(page) => page,
+                Err(error) => {
+                    self.release(&held.letters).await;
+                    return Err(error);
+                }
+            };
+            let mut news = false;
+            for letter in page {
+                news |= held.insert(letter);
+            }
+            if let Some(found) = held.letters.iter().find(|m| m.message_id == message_id) {
+                break Some(found.clone());
+            }
+            if !news {
+                break None;
+            }
+        };
+        self.release(&held.letters).await;
+        found.ok_or_else(|| DeadLetterError::NotFound(message_id.to_owned()))
     }
 
     /// Sends dead letters back to the source queue and deletes them here: the one with
@@ -97,80 +147,106 @@ impl DeadLetters {
         message_id: Option<&str>,
         body: Option<&str>,
     ) -> Result<usize, DeadLetterError> {
-        let messages = self.receive(usize::MAX).await?;
-        let (chosen, others): (Vec<DeadLetter>, Vec<DeadLetter>) = messages
-            .into_iter()
-            .partition(|m| message_id.is_none_or(|id| m.message_id == id));
-        self.release(&others).await;
-        if let (Some(id), true) = (message_id, chosen.is_empty()) {
-            return Err(DeadLetterError::NotFound(id.to_owned()));
-        }
+        // Messages not chosen stay hidden until the end, so later pages bring new ones.
+        let mut kept = Held::default();
         let mut moved = 0;
-        for message in &chosen {
-            let body = body.unwrap_or(&message.body);
-            let mut send = self
-                .sqs
-                .send_message()
-                .queue_url(&self.queue.queue_url)
-                .message_body(body);
-            if is_fifo(&self.queue.queue_url) {
-                send = send
-                    .message_group_id(
-                        message
-                            .group_id
-                            .clone()
-                            .unwrap_or_else(|| message.message_id.clone()),
-                    )
-                    .message_deduplication_id(format!("redrive-{}", uuid::Uuid::new_v4().simple()));
+        loop {
+            let page = match self.receive_page(10).await {
+                Ok(page) => page,
+                Err(error) => {
+                    self.release(&kept.letters).await;
+                    return Err(error);
+                }
+            };
+            let mut progressed = false;
+            let mut page = page.into_iter();
+            while let Some(letter) = page.next() {
+                let chosen = message_id.is_none_or(|id| letter.message_id == id);
+                if !chosen {
+                    progressed |= kept.insert(letter);
+                    continue;
+                }
+                if let Err(error) = self.move_back(&letter, body).await {
+                    let rest: Vec<DeadLetter> = std::iter::once(letter).chain(page).collect();
+                    self.release(&rest).await;
+                    self.release(&kept.letters).await;
+                    return Err(error);
+                }
+                moved += 1;
+                progressed = true;
             }
-            if let Err(error) = send.send().await {
-                self.release(&chosen[moved..]).await;
-                return Err(DeadLetterError::Sqs(error_chain(&error)));
-            }
-            self.sqs
-                .delete_message()
-                .queue_url(&self.queue.dead_letter_url)
-                .receipt_handle(&message.receipt_handle)
-                .send()
-                .await
-                .map_err(|e| DeadLetterError::Sqs(error_chain(&e)))?;
-            moved += 1;
-        }
-        Ok(moved)
-    }
-
-    /// Receives up to `max` messages, hiding them until released.
-    async fn receive(&self, max: usize) -> Result<Vec<DeadLetter>, DeadLetterError> {
-        let mut seen: HashMap<String, DeadLetter> = HashMap::new();
-        let mut found = Vec::new();
-        while found.len() < max {
-            let output = self
-                .sqs
-                .receive_message()
-                .queue_url(&self.queue.dead_letter_url)
-                .max_number_of_messages(((max - found.len()).min(10)) as i32)
-                .visibility_timeout(PEEK_VISIBILITY.as_secs() as i32)
-                .wait_time_seconds(0)
-                .message_system_attribute_names(MessageSystemAttributeName::All)
-                .message_attribute_names("All")
-                .send()
-                .await
-                .map_err(|e| DeadLetterError::Sqs(error_chain(&e)))?;
-            let messages = output.messages.unwrap_or_default();
-            if messages.is_empty() {
+            if !progressed || (message_id.is_some() && moved > 0) {
                 break;
             }
-            for message in messages {
-                let (Some(message_id), Some(receipt_handle)) =
-                    (message.message_id, message.receipt_handle)
-                else {
-                    continue;
-                };
+        }
+        self.release(&kept.letters).await;
+        match message_id {
+            Some(id) if moved == 0 => Err(DeadLetterError::NotFound(id.to_owned())),
+            _ => Ok(moved),
+        }
+    }
+
+    /// Sends `letter` back to its queue (with `body` when given) and deletes it here with the
+    /// receipt handle it was just received with.
+    async fn move_back(
+        &self,
+        letter: &DeadLetter,
+        body: Option<&str>,
+    ) -> Result<(), DeadLetterError> {
+        let mut send = self
+            .sqs
+            .send_message()
+            .queue_url(&self.queue.queue_url)
+            .message_body(body.unwrap_or(&letter.body));
+        if is_fifo(&self.queue.queue_url) {
+            send = send
+                .message_group_id(
+                    letter
+                        .group_id
+                        .clone()
+                        .unwrap_or_else(|| letter.message_id.clone()),
+                )
+                .message_deduplication_id(format!("redrive-{}", uuid::Uuid::new_v4().simple()));
+        }
+        send.send()
+            .await
+            .map_err(|e| DeadLetterError::Sqs(error_chain(&e)))?;
+        self.sqs
+            .delete_message()
+            .queue_url(&self.queue.dead_letter_url)
+            .receipt_handle(&letter.receipt_handle)
+            .send()
+            .await
+            .map_err(|e| DeadLetterError::Sqs(error_chain(&e)))?;
+        Ok(())
+    }
+
+    /// One long-polled receive of up to `max` (at most 10) messages, hidden until released.
+    async fn receive_page(&self, max: usize) -> Result<Vec<DeadLetter>, DeadLetterError> {
+        let output = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue.dead_letter_url)
+            .max_number_of_messages(max.clamp(1, 10) as i32)
+            .visibility_timeout(PEEK_VISIBILITY.as_secs() as i32)
+            .wait_time_seconds(LONG_POLL.as_secs() as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| DeadLetterError::Sqs(error_chain(&e)))?;
+        Ok(output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|message| {
+                let message_id = message.message_id?;
+                let receipt_handle = message.receipt_handle?;
                 let attributes = message.attributes.unwrap_or_default();
                 let custom = message.message_attributes.unwrap_or_default();
                 let text = |name: &str| custom.get(name).and_then(|v| v.string_value.clone());
-                let letter = DeadLetter {
-                    message_id: message_id.clone(),
+                Some(DeadLetter {
+                    message_id,
                     body: message.body.unwrap_or_default(),
                     reason: text(REASON_ATTRIBUTE).unwrap_or_else(|| MOVED_BY_SQS.to_owned()),
                     source_queue: text(SOURCE_ATTRIBUTE),
@@ -181,13 +257,9 @@ impl DeadLetters {
                         .get(&MessageSystemAttributeName::MessageGroupId)
                         .cloned(),
                     receipt_handle,
-                };
-                if seen.insert(message_id, letter.clone()).is_none() {
-                    found.push(letter);
-                }
-            }
-        }
-        Ok(found)
+                })
+            })
+            .collect())
     }
 
     /// Makes `messages` visible again at once.
@@ -205,5 +277,58 @@ impl DeadLetters {
                 tracing::warn!(message_id = %message.message_id, error = %error_chain(&error), "cannot release a listed message; it reappears within a minute");
             }
         }
+    }
+}
+
+/// Messages received and still hidden, each once, with its newest receipt handle.
+#[derive(Default)]
+struct Held {
+    letters: Vec<DeadLetter>,
+    index: HashMap<String, usize>,
+}
+
+impl Held {
+    /// Adds `letter`; true when it was not held yet. One received again (its visibility lapsed)
+    /// takes its new receipt handle: SQS honours only the newest.
+    fn insert(&mut self, letter: DeadLetter) -> bool {
+        match self.index.get(&letter.message_id) {
+            Some(&at) => {
+                self.letters[at].receipt_handle = letter.receipt_handle;
+                false
+            }
+            None => {
+                self.index
+                    .insert(letter.message_id.clone(), self.letters.len());
+                self.letters.push(letter);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(id: &str, handle: &str) -> DeadLetter {
+        DeadLetter {
+            message_id: id.into(),
+            body: String::new(),
+            reason: String::new(),
+            source_queue: None,
+            sent_at_ms: None,
+            group_id: None,
+            receipt_handle: handle.into(),
+        }
+    }
+
+    #[test]
+    fn a_message_received_again_keeps_its_newest_receipt_handle() {
+        let mut held = Held::default();
+        assert!(held.insert(letter("m-1", "first")));
+        assert!(held.insert(letter("m-2", "other")));
+        assert!(!held.insert(letter("m-1", "second")));
+        assert_eq!(held.letters.len(), 2);
+        assert_eq!(held.letters[0].receipt_handle, "second");
     }
 }

@@ -3,10 +3,19 @@
 //! (by visibility) on a transient failure, and the dead-letter queue with a reason for a message
 //! that can never succeed.
 //!
+//! A transient failure is retried until the dependency is back, never parked: a message that
+//! fails transiently when SQS would deliver it at most once more (its `maxReceiveCount`, read
+//! from the queue's redrive policy) is sent again as a new message (same body and group, its
+//! delivery count from zero; a standard queue's copy is delayed by the backoff) and deleted, so
+//! an outage longer than the queue's deliveries dead-letters nothing. The copy goes to the end
+//! of its FIFO group (every flow's handler is idempotent and order-tolerant there: a refund
+//! cancels a charge that is made later). Only a message a handler calls poison, or one whose
+//! deliveries all ended in crashes, reaches the dead-letter queue.
+//!
 //! Messages of one FIFO message group are handled in the order received; different groups (and
-//! every message of a standard queue) concurrently. A message the handler keeps failing
-//! transiently is moved to the dead-letter queue by SQS itself, by the queue's redrive policy
-//! (`maxReceiveCount`).
+//! every message of a standard queue) concurrently. A group's message that is deferred (a retry)
+//! or cannot be settled holds back the group's later messages of the same batch: they are
+//! returned unhandled and come again after it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
@@ -15,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 use futures::future::join_all;
 use projectors::runtime::error_chain;
 use service_kit::admin::HealthCheck;
@@ -38,6 +47,10 @@ pub struct Message {
     pub receive_count: u32,
     /// The FIFO message group, if any.
     pub group_id: Option<String>,
+    /// How many more times SQS will deliver it if this delivery does not settle it, before its
+    /// redrive policy moves it to the dead-letter queue (0: this is the last delivery); `None`
+    /// when the queue has no redrive policy or it could not be read yet.
+    pub deliveries_left: Option<u32>,
     receipt_handle: String,
 }
 
@@ -49,6 +62,9 @@ pub enum Handled {
     /// A transient failure: deliver it again after a backoff that grows with its receive count
     /// (past the queue's `maxReceiveCount`, SQS moves it to the dead-letter queue).
     Retry,
+    /// As [`Handled::Retry`], but delivered again within this long at the latest (a handler
+    /// with a deadline of its own, which must see the message again by then).
+    RetryWithin(Duration),
     /// It can never succeed: move it to the dead-letter queue with this reason.
     DeadLetter(String),
 }
@@ -134,6 +150,8 @@ pub struct QueueConsumer {
     config: ConsumerConfig,
     handler: Arc<dyn MessageHandler>,
     health: Arc<ConsumerHealth>,
+    /// The queue's `maxReceiveCount` (`None`: no redrive policy), read once it can be.
+    max_receives: tokio::sync::OnceCell<Option<u32>>,
 }
 
 impl QueueConsumer {
@@ -149,6 +167,38 @@ impl QueueConsumer {
             config,
             handler,
             health,
+            max_receives: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The queue's `maxReceiveCount`, from its redrive policy; `None` without a policy or while
+    /// it cannot be read (tried again with the next batch).
+    async fn max_receives(&self) -> Option<u32> {
+        let read = self
+            .max_receives
+            .get_or_try_init(|| async {
+                let output = self
+                    .sqs
+                    .get_queue_attributes()
+                    .queue_url(&self.config.queue_url)
+                    .attribute_names(QueueAttributeName::RedrivePolicy)
+                    .send()
+                    .await
+                    .map_err(|e| error_chain(&e))?;
+                Ok::<_, String>(
+                    output
+                        .attributes
+                        .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy).cloned())
+                        .and_then(|policy| max_receive_count(&policy)),
+                )
+            })
+            .await;
+        match read {
+            Ok(max) => *max,
+            Err(error) => {
+                tracing::warn!(queue = self.config.name, error = %error, "cannot read the queue's redrive policy");
+                None
+            }
         }
     }
 
@@ -196,6 +246,7 @@ impl QueueConsumer {
     }
 
     async fn receive(&self) -> Result<Vec<Message>, String> {
+        let max_receives = self.max_receives().await;
         let output = self
             .sqs
             .receive_message()
@@ -214,16 +265,18 @@ impl QueueConsumer {
             .into_iter()
             .filter_map(|message| {
                 let attributes = message.attributes.unwrap_or_default();
+                let receive_count = attributes
+                    .get(&MessageSystemAttributeName::ApproximateReceiveCount)
+                    .and_then(|count| count.parse().ok())
+                    .unwrap_or(1);
                 Some(Message {
                     id: message.message_id?,
                     body: message.body.unwrap_or_default(),
-                    receive_count: attributes
-                        .get(&MessageSystemAttributeName::ApproximateReceiveCount)
-                        .and_then(|count| count.parse().ok())
-                        .unwrap_or(1),
+                    receive_count,
                     group_id: attributes
                         .get(&MessageSystemAttributeName::MessageGroupId)
                         .cloned(),
+                    deliveries_left: max_receives.map(|max| max.saturating_sub(receive_count)),
                     receipt_handle: message.receipt_handle?,
                 })
             })
@@ -258,12 +311,20 @@ impl QueueConsumer {
         join_all(groups.into_values().map(|group| {
             let pending = pending.clone();
             async move {
+                // Once a message of the group is not settled (deferred, or its settling
+                // failed), the group's later messages must wait for it: handling them now
+                // would reorder the group (a refund before its charge).
+                let mut held_back = false;
                 for message in group {
-                    let started = Instant::now();
-                    let outcome = self.handler.handle(&message).await;
-                    metrics::histogram!("orderpipe_flows_message_seconds", "queue" => name)
-                        .record(started.elapsed().as_secs_f64());
-                    self.settle(&message, outcome).await;
+                    if held_back {
+                        self.hold_back(&message).await;
+                    } else {
+                        let started = Instant::now();
+                        let outcome = self.handler.handle(&message).await;
+                        metrics::histogram!("orderpipe_flows_message_seconds", "queue" => name)
+                            .record(started.elapsed().as_secs_f64());
+                        held_back = !self.settle(&message, outcome).await;
+                    }
                     pending
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -274,50 +335,115 @@ impl QueueConsumer {
         .await;
     }
 
-    async fn settle(&self, message: &Message, outcome: Handled) {
+    /// Returns a message unhandled, behind an earlier message of its FIFO group that was not
+    /// settled: visible again at once, which SQS does not deliver while that earlier message is
+    /// in flight, and delivers after it, in order, once it is.
+    async fn hold_back(&self, message: &Message) {
         let name = self.config.name;
-        let result = match &outcome {
-            Handled::Done => self.delete(message).await,
-            Handled::Retry => {
-                let delay = Backoff {
+        let released = self
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.config.queue_url)
+            .receipt_handle(&message.receipt_handle)
+            .visibility_timeout(0)
+            .send()
+            .await;
+        metrics::counter!("orderpipe_flows_messages_total", "queue" => name, "outcome" => "held_back").increment(1);
+        if let Err(error) = released {
+            // It reappears after its visibility timeout instead, still behind the earlier one.
+            tracing::warn!(queue = name, message_id = %message.id, error = %error_chain(&error), "cannot return a held-back message");
+        }
+    }
+
+    /// Settles `message` as `outcome` says; true when it left the queue (done or
+    /// dead-lettered), so later messages of its group may be handled.
+    async fn settle(&self, message: &Message, outcome: Handled) -> bool {
+        let name = self.config.name;
+        let (label, result) = match &outcome {
+            Handled::Done => ("done", self.delete(message).await),
+            Handled::Retry | Handled::RetryWithin(_) => {
+                let mut delay = Backoff {
                     initial: self.config.retry_initial,
                     max: self.config.retry_max,
                 }
                 .delay(message.receive_count);
-                tracing::info!(queue = name, message_id = %message.id, receive_count = message.receive_count, delay_ms = delay.as_millis() as u64, "will retry message");
-                self.sqs
-                    .change_message_visibility()
-                    .queue_url(&self.config.queue_url)
-                    .receipt_handle(&message.receipt_handle)
-                    // Whole seconds, at least one: the API's unit, and never an instant retry.
-                    .visibility_timeout(delay.as_secs().clamp(1, 43_200) as i32)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| error_chain(&e))
+                if let Handled::RetryWithin(latest) = &outcome {
+                    delay = delay.min(*latest);
+                }
+                if message.deliveries_left.is_some_and(|left| left <= 1) {
+                    // One more failure (or a crash) and SQS would dead-letter it: a transient
+                    // failure starts over as a new message instead.
+                    tracing::info!(queue = name, message_id = %message.id, receive_count = message.receive_count, "requeueing message at its delivery limit");
+                    ("requeued", self.requeue(message, delay).await)
+                } else {
+                    tracing::info!(queue = name, message_id = %message.id, receive_count = message.receive_count, delay_ms = delay.as_millis() as u64, "will retry message");
+                    ("retried", self.postpone(message, delay).await)
+                }
             }
             Handled::DeadLetter(reason) => {
                 tracing::warn!(queue = name, message_id = %message.id, reason = %reason, "dead-lettering message");
-                match self.dead_letter(message, reason).await {
+                let moved = match self.dead_letter(message, reason).await {
                     Ok(()) => self.delete(message).await,
                     Err(error) => Err(error),
-                }
+                };
+                ("dead_lettered", moved)
             }
         };
-        let label = match outcome {
-            Handled::Done => "done",
-            Handled::Retry => "retried",
-            Handled::DeadLetter(_) => "dead_lettered",
-        };
         match result {
-            Ok(()) => metrics::counter!("orderpipe_flows_messages_total", "queue" => name, "outcome" => label).increment(1),
+            Ok(()) => {
+                metrics::counter!("orderpipe_flows_messages_total", "queue" => name, "outcome" => label).increment(1);
+                // A retried message is still ahead of its group's later ones; a requeued copy
+                // is behind them by now, but they wait for the next receive all the same.
+                matches!(outcome, Handled::Done | Handled::DeadLetter(_))
+            }
             // The message reappears after its visibility timeout and is handled again, which
             // handlers are built for.
             Err(error) => {
                 metrics::counter!("orderpipe_flows_messages_total", "queue" => name, "outcome" => "settle_failed").increment(1);
                 tracing::warn!(queue = name, message_id = %message.id, error = %error, "cannot settle message");
+                false
             }
         }
+    }
+
+    /// Makes `message` visible again after `delay` (whole seconds, at least one: the API's
+    /// unit, and never an instant retry).
+    async fn postpone(&self, message: &Message, delay: Duration) -> Result<(), String> {
+        self.sqs
+            .change_message_visibility()
+            .queue_url(&self.config.queue_url)
+            .receipt_handle(&message.receipt_handle)
+            .visibility_timeout(delay.as_secs().clamp(1, 43_200) as i32)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| error_chain(&e))
+    }
+
+    /// Sends `message` again as a new one (same body and group, a fresh deduplication id;
+    /// delayed by `delay` on a standard queue, which FIFO queues cannot do per message), then
+    /// deletes it. A crash in between leaves both: a duplicate, which handlers are built for.
+    async fn requeue(&self, message: &Message, delay: Duration) -> Result<(), String> {
+        let mut send = self
+            .sqs
+            .send_message()
+            .queue_url(&self.config.queue_url)
+            .message_body(&message.body);
+        if is_fifo(&self.config.queue_url) {
+            send = send
+                .message_group_id(
+                    message
+                        .group_id
+                        .clone()
+                        .unwrap_or_else(|| message.id.clone()),
+                )
+                .message_deduplication_id(format!("requeue-{}", uuid::Uuid::new_v4().simple()));
+        } else {
+            // At most 15 minutes, SQS's limit for a message delay.
+            send = send.delay_seconds(delay.as_secs().clamp(1, 900) as i32);
+        }
+        send.send().await.map_err(|e| error_chain(&e))?;
+        self.delete(message).await
     }
 
     async fn delete(&self, message: &Message) -> Result<(), String> {
@@ -398,6 +524,17 @@ async fn heartbeat(
     }
 }
 
+/// The `maxReceiveCount` of a redrive policy (JSON; SQS writes the count as a string, some
+/// tools as a number).
+fn max_receive_count(policy: &str) -> Option<u32> {
+    let policy: serde_json::Value = serde_json::from_str(policy).ok()?;
+    match &policy["maxReceiveCount"] {
+        serde_json::Value::Number(count) => count.as_u64().and_then(|c| u32::try_from(c).ok()),
+        serde_json::Value::String(count) => count.parse().ok(),
+        _ => None,
+    }
+}
+
 /// A string message attribute.
 pub fn text_attribute(value: &str) -> MessageAttributeValue {
     MessageAttributeValue::builder()
@@ -405,4 +542,22 @@ pub fn text_attribute(value: &str) -> MessageAttributeValue {
         .string_value(value)
         .build()
         .expect("the data type, the only required field, is set")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delivery_limit_is_read_from_the_redrive_policy_in_either_spelling() {
+        assert_eq!(
+            max_receive_count(r#"{"deadLetterTargetArn":"arn:x","maxReceiveCount":"5"}"#),
+            Some(5)
+        );
+        assert_eq!(
+            max_receive_count(r#"{"deadLetterTargetArn":"arn:x","maxReceiveCount":3}"#),
+            Some(3)
+        );
+        assert_eq!(max_receive_count("not json"), None);
+    }
 }

@@ -4,9 +4,14 @@
 //! | event | the saga |
 //! |---|---|
 //! | `OrderPlaced` (order still Placed) | `ReserveStock`; reserved -> `AcceptOrder` (refused: `ReleaseReservation`); refused -> `RejectOrder(OUT_OF_STOCK)` |
+//! | `OrderPlaced` (order already Rejected or Cancelled) | `ReleaseReservation` (an interrupted earlier run may have reserved) |
 //! | `OrderAccepted` (order Accepted, not paid, has a payment token) | a charge request on the payments FIFO queue |
-//! | `OrderRejected` / `OrderCancelled` | `ReleaseReservation` when stock was reserved; a refund request when the payment was captured |
+//! | `OrderRejected` / `OrderCancelled` | `ReleaseReservation`, always; a refund request when the payment was captured |
 //! | `OrderCompleted` | `CommitReservation` and `EarnPoints` |
+//!
+//! Compensation is unconditional: a release is sent on every path to a terminal status, and
+//! the inventory's "this order holds no reservation" refusal counts as done, so a release
+//! repeated by redelivery or by the two paths above frees the stock once.
 //!
 //! Every command's idempotency key is `saga/<order id>/<sequence>/<step>`: the event that caused
 //! it and the step. A commit delivered again (relay retry, worker crash before its checkpoint,
@@ -103,21 +108,11 @@ impl OrderSaga {
             }
             OrderEvent::OrderAccepted {} => self.request_payment(&step).await,
             OrderEvent::OrderRejected {
-                reason,
-                refund_due,
-                stock_reserved,
-            } => {
-                self.undo(&step, *stock_reserved, *refund_due, &reason.to_string())
-                    .await
-            }
+                reason, refund_due, ..
+            } => self.undo(&step, *refund_due, &reason.to_string()).await,
             OrderEvent::OrderCancelled {
-                reason,
-                refund_due,
-                stock_reserved,
-            } => {
-                self.undo(&step, *stock_reserved, *refund_due, reason.as_str())
-                    .await
-            }
+                reason, refund_due, ..
+            } => self.undo(&step, *refund_due, reason.as_str()).await,
             OrderEvent::OrderCompleted {} => self.complete(&step).await,
             OrderEvent::PaymentCaptured { .. }
             | OrderEvent::PaymentDeclined { .. }
@@ -137,9 +132,19 @@ impl OrderSaga {
         store_id: &str,
         lines: Vec<pb::StockLine>,
     ) -> Result<(), StepError> {
-        // A late redelivery of OrderPlaced finds the order moved on: nothing left to decide.
-        if self.order(step).await?.status() != pb::OrderStatus::Placed {
-            return Ok(());
+        match self.order(step).await?.status() {
+            pb::OrderStatus::Placed => {}
+            // This step may have reserved in an earlier run that was interrupted (a crash, an
+            // outage) before the acceptance, and the order ended meanwhile: its end event says
+            // nothing was reserved, because the order never got to Accepted. Release whatever
+            // is held; "nothing held" is the usual answer.
+            pb::OrderStatus::Cancelled | pb::OrderStatus::Rejected => {
+                return self
+                    .release(step, store_id, "order ended before its acceptance")
+                    .await;
+            }
+            // A late redelivery of OrderPlaced finds the order moved on: nothing left to decide.
+            _ => return Ok(()),
         }
         let reserved = refused(
             self.commands
@@ -228,20 +233,13 @@ impl OrderSaga {
         Ok(())
     }
 
-    async fn undo(
-        &self,
-        step: &Step<'_>,
-        stock_reserved: bool,
-        refund_due: bool,
-        reason: &str,
-    ) -> Result<(), StepError> {
-        if !stock_reserved && !refund_due {
-            return Ok(());
-        }
+    /// Undoes what an order held when it ended (rejected or cancelled). The release is sent
+    /// whatever the event's `stock_reserved` says: that flag only knows whether the order got
+    /// to Accepted, not whether a reservation step was interrupted before the acceptance, and
+    /// a release of nothing is refused harmlessly.
+    async fn undo(&self, step: &Step<'_>, refund_due: bool, reason: &str) -> Result<(), StepError> {
         let order = self.order(step).await?;
-        if stock_reserved {
-            self.release(step, &order.store_id, reason).await?;
-        }
+        self.release(step, &order.store_id, reason).await?;
         if refund_due {
             let request =
                 PaymentRequest::refund(step.order_id, order.total.map_or(0, |m| m.cents), reason);
@@ -277,11 +275,16 @@ impl OrderSaga {
                 )
                 .await,
         )?;
-        metrics::counter!("orderpipe_flows_saga_steps_total", "step" => "release_stock")
-            .increment(1);
-        if let Err(why) = released {
-            tracing::info!(order_id = step.order_id, reason = %why, "nothing to release");
-        }
+        // The inventory refuses only "this order holds no reservation" (never made, already
+        // released or committed): the stock is free either way.
+        let outcome = match released {
+            Ok(_) => "release_stock",
+            Err(why) => {
+                tracing::info!(order_id = step.order_id, reason = %why, "nothing to release");
+                "release_nothing_held"
+            }
+        };
+        metrics::counter!("orderpipe_flows_saga_steps_total", "step" => outcome).increment(1);
         Ok(())
     }
 

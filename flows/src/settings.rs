@@ -152,6 +152,11 @@ pub struct PaymentSettings {
     pub gateway_timeout_ms: u64,
     /// How long the sandbox's slow test card takes to approve.
     pub sandbox_slow_ms: u64,
+    /// The payment deadline: a charge still unresolved this long after the saga requested it
+    /// (the gateway timing out or unreachable) is given up: the order is rejected, its stock
+    /// released, and the charge cancelled or refunded at the gateway should it still capture
+    /// (`docs/architecture.md`, "Compensation and the payment deadline").
+    pub charge_deadline_ms: u64,
 }
 
 const DEFAULTS: &str = r#"
@@ -191,6 +196,7 @@ shard_sync_interval_ms = 60000
 gateway = "sandbox"
 gateway_timeout_ms = 60000
 sandbox_slow_ms = 45000
+charge_deadline_ms = 300000
 
 [admin]
 host = "127.0.0.1"
@@ -242,6 +248,11 @@ impl Settings {
         }
         if self.runtime.lease_duration_ms < 300 {
             return Err(rejected("runtime.lease_duration_ms must be at least 300"));
+        }
+        if self.payments.charge_deadline_ms < 1_000 {
+            return Err(rejected(
+                "payments.charge_deadline_ms must be at least 1000",
+            ));
         }
         if self.payments.gateway != "sandbox" {
             return Err(rejected(

@@ -67,11 +67,100 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// How long to wait for a connection before the operation fails as unavailable.
     pub acquire_timeout_ms: u64,
+    /// Bounds PostgreSQL enforces on every session of the pool, and its TCP keepalive.
+    #[serde(default)]
+    pub session: SessionSettings,
+}
+
+/// Settings sent to PostgreSQL when a connection starts (the startup packet's `options`), so
+/// they hold for every statement on every pooled connection at no cost per statement.
+///
+/// A timeout of 0 leaves the server's own setting (usually: none). The defaults here are what
+/// every process gets; a binary with stricter needs sets them in its own defaults (the command
+/// API does).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct SessionSettings {
+    /// `statement_timeout`: the longest any statement may run, lock waits included.
+    pub statement_timeout_ms: u64,
+    /// `lock_timeout`: the longest a statement waits for a lock.
+    pub lock_timeout_ms: u64,
+    /// `idle_in_transaction_session_timeout`: how long an open transaction may wait for this
+    /// process (paused, cut off) before PostgreSQL ends the session and releases its locks.
+    pub idle_in_transaction_timeout_ms: u64,
+    /// `tcp_keepalives_idle`: seconds of silence before the server probes this client; with
+    /// the interval and count below, a client host that vanished without closing (power loss, a
+    /// silent network cut) is noticed and its session and locks ended within about
+    /// idle + interval x count seconds instead of the kernel's default two hours.
+    pub tcp_keepalives_idle_s: u32,
+    /// `tcp_keepalives_interval`: seconds between unanswered probes.
+    pub tcp_keepalives_interval_s: u32,
+    /// `tcp_keepalives_count`: unanswered probes before the server drops the connection.
+    pub tcp_keepalives_count: u32,
+    /// `tcp_user_timeout`: how long data the server sent may stay unacknowledged before it
+    /// drops the connection (covers a cut while the server is sending, where keepalive does not
+    /// probe).
+    pub tcp_user_timeout_ms: u64,
+    /// `application_name`: shown in `pg_stat_activity`, so an operator sees which process holds
+    /// what.
+    pub application_name: Option<String>,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            statement_timeout_ms: 0,
+            lock_timeout_ms: 0,
+            idle_in_transaction_timeout_ms: 0,
+            tcp_keepalives_idle_s: 30,
+            tcp_keepalives_interval_s: 10,
+            tcp_keepalives_count: 3,
+            tcp_user_timeout_ms: 30_000,
+            application_name: None,
+        }
+    }
+}
+
+impl SessionSettings {
+    /// The settings as startup parameters (`-c name=value`), zeros left out.
+    pub fn startup_parameters(&self) -> Vec<(&'static str, String)> {
+        [
+            ("statement_timeout", self.statement_timeout_ms),
+            ("lock_timeout", self.lock_timeout_ms),
+            (
+                "idle_in_transaction_session_timeout",
+                self.idle_in_transaction_timeout_ms,
+            ),
+            ("tcp_keepalives_idle", u64::from(self.tcp_keepalives_idle_s)),
+            (
+                "tcp_keepalives_interval",
+                u64::from(self.tcp_keepalives_interval_s),
+            ),
+            ("tcp_keepalives_count", u64::from(self.tcp_keepalives_count)),
+            ("tcp_user_timeout", self.tcp_user_timeout_ms),
+        ]
+        .into_iter()
+        .filter(|(_, value)| *value > 0)
+        .map(|(name, value)| (name, value.to_string()))
+        .collect()
+    }
+
+    fn apply(&self, options: PgConnectOptions) -> PgConnectOptions {
+        let options = options.options(self.startup_parameters());
+        match &self.application_name {
+            Some(name) => options.application_name(name),
+            None => options,
+        }
+    }
 }
 
 impl DatabaseSettings {
-    /// Connection options from the URL or the parts.
+    /// Connection options from the URL or the parts, with the [`SessionSettings`].
     pub fn connect_options(&self) -> Result<PgConnectOptions, SettingsError> {
+        Ok(self.session.apply(self.server_options()?))
+    }
+
+    fn server_options(&self) -> Result<PgConnectOptions, SettingsError> {
         match &self.url {
             Some(url) => url.expose_secret().parse().map_err(|_| {
                 // The URL may hold a password: never echo it.
@@ -127,4 +216,23 @@ pub enum LogFormat {
     Json,
     /// Human-readable lines.
     Pretty,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SessionSettings;
+
+    #[test]
+    fn session_settings_become_startup_parameters_without_the_zeros() {
+        let settings = SessionSettings {
+            statement_timeout_ms: 5_000,
+            idle_in_transaction_timeout_ms: 1_000,
+            ..SessionSettings::default()
+        };
+        let parameters = settings.startup_parameters();
+        assert!(parameters.contains(&("statement_timeout", "5000".into())));
+        assert!(parameters.contains(&("idle_in_transaction_session_timeout", "1000".into())));
+        assert!(parameters.contains(&("tcp_keepalives_idle", "30".into())));
+        assert!(!parameters.iter().any(|(name, _)| *name == "lock_timeout"));
+    }
 }

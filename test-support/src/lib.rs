@@ -17,7 +17,7 @@ pub use kinesis::{replay, Replayed, TestStream, PATIENCE};
 pub use proxy::CuttableProxy;
 pub use silent::SilentListener;
 
-use service_kit::settings::DatabaseSettings;
+use service_kit::settings::{DatabaseSettings, SessionSettings};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
@@ -64,6 +64,7 @@ impl TestDatabase {
             password: None,
             max_connections: 8,
             acquire_timeout_ms: 1_000,
+            session: SessionSettings::default(),
         }
     }
 

@@ -367,6 +367,7 @@ async fn start_api(
             snapshot_every: 50,
             max_batch_commits: 256,
             conflict_retries: 8,
+            writer: Default::default(),
         },
         log: LogSettings {
             format: LogFormat::Pretty,

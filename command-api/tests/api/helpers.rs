@@ -51,6 +51,8 @@ pub struct Options {
     pub through_proxy: bool,
     /// Share this database with another app (two processes on one store).
     pub database: Option<TestDatabase>,
+    /// The server's request limit instead of 10 s.
+    pub request_timeout_ms: Option<u64>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -71,7 +73,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             host: "127.0.0.1".into(),
             port: 0,
             max_message_bytes: MAX_MESSAGE_BYTES,
-            request_timeout_ms: 10_000,
+            request_timeout_ms: options.request_timeout_ms.unwrap_or(10_000),
             shutdown_grace_ms: 2_000,
         },
         admin: AdminSettings {
@@ -88,6 +90,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             snapshot_every: 3,
             max_batch_commits: 256,
             conflict_retries: 8,
+            writer: Default::default(),
         },
         log: LogSettings {
             format: LogFormat::Pretty,

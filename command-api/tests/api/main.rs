@@ -13,3 +13,4 @@ mod pricing;
 mod security;
 mod service;
 mod snapshots;
+mod write_bounds;

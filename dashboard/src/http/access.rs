@@ -1,6 +1,8 @@
 //! Who may see a store's board: its own staff (baristas and store managers), with the same
 //! tokens as the command API. Customers and services have no board.
 
+use std::time::SystemTime;
+
 use auth_tokens::{Principal, TokenAuthority};
 use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
@@ -14,6 +16,17 @@ pub fn caller(tokens: &TokenAuthority, headers: &HeaderMap) -> Result<Principal,
         .get(AUTHORIZATION)
         .map(|value| value.to_str().unwrap_or_default());
     Ok(tokens.authenticate(authorization)?)
+}
+
+/// As [`caller`], with the instant the token stops being accepted.
+pub fn caller_until(
+    tokens: &TokenAuthority,
+    headers: &HeaderMap,
+) -> Result<(Principal, SystemTime), HttpError> {
+    let authorization = headers
+        .get(AUTHORIZATION)
+        .map(|value| value.to_str().unwrap_or_default());
+    Ok(tokens.authenticate_until(authorization)?)
 }
 
 /// The store a principal works at; `None` for customers and services.

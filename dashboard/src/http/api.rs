@@ -7,7 +7,7 @@
 //! | `GET /api/stores/{store}/orders` | open orders by column (`pending`, `preparing`, `ready`) |
 //! | `GET /api/stores/{store}/metrics` | today's figures (UTC day) |
 //! | `GET /api/stores/{store}/stock-warnings` | low-stock SKUs |
-//! | `GET /api/stores/{store}/events` | server-sent events: `board` on every change, `unavailable` |
+//! | `GET /api/stores/{store}/events` | server-sent events: `board` on every change, `unavailable`, `expired` (then the stream ends) |
 //! | `GET /api/orders/{id}/history` | the order's lines and timeline, from the history |
 //! | `POST /api/orders/{id}/advance` | `{"step": "start_preparing" \| "mark_ready" \| "complete"}` |
 //!
@@ -16,7 +16,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use auth_tokens::Principal;
 use axum::extract::rejection::JsonRejection;
@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::access::{caller, require_staff, require_staff_of, store_of};
+use super::access::{caller, caller_until, require_staff, require_staff_of, store_of};
 use super::error::HttpError;
 use super::AppState;
 use crate::advance::Step;
@@ -78,9 +78,18 @@ async fn known_store_of_staff(
     store: &str,
 ) -> Result<StoreId, HttpError> {
     let principal = caller(&state.tokens, headers)?;
+    known_store_of(state, &principal, store).await
+}
+
+/// `store`, if the view knows it and `principal` is its staff.
+async fn known_store_of(
+    state: &AppState,
+    principal: &Principal,
+    store: &str,
+) -> Result<StoreId, HttpError> {
     let store = StoreId::parse(store)
         .map_err(|error| HttpError::BadRequest(format!("store id: {error}")))?;
-    require_staff_of(&principal, &store)?;
+    require_staff_of(principal, &store)?;
     if !state.view.store_known(&store).await? {
         return Err(HttpError::UnknownStore(store));
     }
@@ -139,7 +148,9 @@ async fn stock_warnings(
     Ok(Json(state.view.stock_warnings(&store).await?))
 }
 
-/// Server-sent events of a store's board: the current board at once, then every change.
+/// Server-sent events of a store's board: the current board at once, then every change,
+/// until the token stops being accepted: then an `expired` event, and the stream ends (the
+/// page's reconnection is then refused with 401 and it asks for a new sign-in).
 ///
 /// The page reads this with `fetch` (not `EventSource`, which cannot send an `Authorization`
 /// header), so the token never appears in a URL, a server log or the browser history.
@@ -148,14 +159,31 @@ async fn events(
     headers: HeaderMap,
     Path(store): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, HttpError> {
-    let store = known_store_of_staff(&state, &headers, &store).await?;
+    let (principal, accepted_until) = caller_until(&state.tokens, &headers)?;
+    let store = known_store_of(&state, &principal, &store).await?;
     let mut updates = state.live.watch(&store);
     // The first `changed` returns at once with whatever the poller already has.
     updates.mark_changed();
-    let stream = stream::unfold(updates, |mut updates| async move {
+    let left = accepted_until
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    let expiry = Box::pin(tokio::time::sleep(left));
+    let stream = stream::unfold(Some((updates, expiry)), |live| async move {
+        let (mut updates, mut expiry) = live?;
         loop {
+            let changed = tokio::select! {
+                () = &mut expiry => {
+                    metrics::counter!("orderpipe_dashboard_streams_expired_total").increment(1);
+                    let event = Event::default().event("expired").data(
+                        json!({ "message": "your token expired: sign in again" }).to_string(),
+                    );
+                    // Sent, then the stream ends.
+                    return Some((Ok(event), None));
+                }
+                changed = updates.changed() => changed,
+            };
             // Ends when the poller stops (shutdown), which ends the response.
-            updates.changed().await.ok()?;
+            changed.ok()?;
             let update = updates.borrow_and_update().clone();
             let event = match update {
                 None => continue,
@@ -166,7 +194,7 @@ async fn events(
                     json!({ "message": "the board's view cannot be read right now" }).to_string(),
                 ),
             };
-            return Some((Ok(event), updates));
+            return Some((Ok(event), Some((updates, expiry))));
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))

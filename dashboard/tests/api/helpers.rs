@@ -187,9 +187,18 @@ impl TestDashboard {
 
     /// A token for `subject` in `role`, of `store` for staff.
     pub fn token(&self, role: Role, subject: &str, store: Option<&str>) -> String {
-        self.tokens
-            .mint(subject, role, store, Duration::from_secs(600))
-            .unwrap()
+        self.token_valid_for(role, subject, store, Duration::from_secs(600))
+    }
+
+    /// A token as [`TestDashboard::token`], expiring after `ttl`.
+    pub fn token_valid_for(
+        &self,
+        role: Role,
+        subject: &str,
+        store: Option<&str>,
+        ttl: Duration,
+    ) -> String {
+        self.tokens.mint(subject, role, store, ttl).unwrap()
     }
 
     /// `GET path` with `token`.

@@ -41,3 +41,37 @@ async fn watchers_get_the_board_at_once_and_again_when_the_view_changes() {
     );
     dashboard.stop().await;
 }
+
+#[tokio::test]
+async fn the_live_stream_ends_when_its_token_expires() {
+    let dashboard = TestDashboard::start().await;
+    // Valid for one second (plus the five seconds of clock-skew leeway every check allows).
+    let token = dashboard.token_valid_for(
+        Role::Barista,
+        "ana",
+        Some(KNOWN_STORE),
+        std::time::Duration::from_secs(1),
+    );
+    let url = format!("{}/api/stores/{KNOWN_STORE}/events", dashboard.address);
+    let mut stream = event_stream(&url, &token).await;
+    assert_eq!(stream.next_event().await.unwrap().name, "board");
+
+    // No board change comes; what comes is the end of the token's validity, then of the stream.
+    let bound = std::time::Duration::from_secs(15);
+    let expired = tokio::time::timeout(bound, stream.next_event())
+        .await
+        .expect("the stream outlived its token")
+        .expect("the stream ended without saying why");
+    assert_eq!(expired.name, "expired");
+    assert!(expired.data.contains("sign in again"), "{}", expired.data);
+    let after = tokio::time::timeout(bound, stream.next_event())
+        .await
+        .expect("the stream stayed open after its token expired");
+    assert!(after.is_none(), "{after:?}");
+    // And the same token cannot open a new one.
+    let again = dashboard
+        .get(&format!("/api/stores/{KNOWN_STORE}/board"), Some(&token))
+        .await;
+    assert_eq!(again.status, 401);
+    dashboard.stop().await;
+}

@@ -56,13 +56,18 @@ pub enum GatewayError {
 }
 
 /// A card processor. Implementations must be idempotent per `idempotency_id`, as real gateways
-/// are: a repeated call returns the first call's outcome and charges nothing more.
+/// are: a repeated call returns the first call's outcome and charges nothing more. A charge the
+/// caller stopped waiting for still completes at the gateway (the caller's timeout is not the
+/// gateway's), and a repeated call then returns its outcome.
 #[async_trait]
 pub trait PaymentGateway: Send + Sync + 'static {
     /// Charges a payment token.
     async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, GatewayError>;
-    /// Refunds an earlier charge and returns the refund's id (the same id for a repeated call;
-    /// also `Ok` when nothing was captured, with nothing refunded).
+    /// Cancels or refunds an earlier charge, whatever its state (as card processors' "cancel or
+    /// refund" by the original reference does): a captured charge is refunded; a charge still
+    /// in flight is refunded the moment it captures; a charge never made can no longer be made
+    /// (a later charge call with its id is declined). Returns the refund's id (the same id for
+    /// a repeated call; also `Ok` when nothing was or will be captured).
     async fn refund(&self, request: &RefundRequest) -> Result<String, GatewayError>;
 }
 
@@ -78,7 +83,7 @@ pub enum TestCard {
     /// `4000000000000119`: never answers in time (every call times out).
     Timeout,
     /// `4000000000000077`: approved after the sandbox's slow delay (to exercise visibility
-    /// extension of long calls).
+    /// extension of long calls, and captures that complete after the caller gave up).
     SlowApprove,
 }
 
@@ -122,15 +127,34 @@ pub struct LedgerEntry {
     pub calls: u32,
     /// Whether it was refunded.
     pub refunded: bool,
+    /// The distinct refund ids applied to it (one refund, however many calls).
+    pub refund_ids: Vec<String>,
+    /// How many refund calls named it (redeliveries included).
+    pub refund_calls: u32,
+}
+
+/// A charge as the sandbox keeps it: possibly still in flight.
+#[derive(Debug, Clone)]
+struct SandboxCharge {
+    entry: LedgerEntry,
+    /// When the outcome becomes final (the slow card's capture); until then the charge is in
+    /// flight and calls wait for it.
+    completes_at: tokio::time::Instant,
 }
 
 /// The default gateway: deterministic, in memory, no network. Outcomes depend only on the
 /// token ([`TestCard`]); charges are idempotent per id, like a real gateway's. Its ledger lives
 /// as long as the process (a real gateway's outlives any worker; tests share one sandbox between
 /// a worker they kill and its successor).
+///
+/// The slow card's charge is in flight for the slow delay from its first call and completes
+/// then whether or not anyone still waits (a caller's timeout does not stop a real gateway);
+/// later calls wait for it (bounded by their caller's timeout) and get its outcome.
 #[derive(Debug, Clone)]
 pub struct SandboxGateway {
-    ledger: Arc<Mutex<HashMap<String, LedgerEntry>>>,
+    ledger: Arc<Mutex<HashMap<String, SandboxCharge>>>,
+    /// Charge ids cancelled before any charge was made: a later charge with one is declined.
+    cancelled: Arc<Mutex<HashMap<String, String>>>,
     timeout_calls: Arc<Mutex<u32>>,
     slow_delay: Duration,
 }
@@ -140,22 +164,37 @@ impl SandboxGateway {
     pub fn new(slow_delay: Duration) -> Self {
         Self {
             ledger: Arc::default(),
+            cancelled: Arc::default(),
             timeout_calls: Arc::default(),
             slow_delay,
         }
     }
 
-    /// Every charge made so far, by idempotency id.
+    /// Every charge completed so far (in-flight ones appear once they complete), by
+    /// idempotency id.
     pub fn ledger(&self) -> Vec<LedgerEntry> {
+        let now = tokio::time::Instant::now();
         let mut entries: Vec<LedgerEntry> = self
             .ledger
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .cloned()
+            .filter(|charge| charge.completes_at <= now)
+            .map(|charge| charge.entry.clone())
             .collect();
         entries.sort_by(|a, b| a.idempotency_id.cmp(&b.idempotency_id));
         entries
+    }
+
+    /// How many charges are still in flight (the slow card's, before they complete).
+    pub fn charges_in_flight(&self) -> usize {
+        let now = tokio::time::Instant::now();
+        self.ledger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|charge| charge.completes_at > now)
+            .count()
     }
 
     /// How many calls timed out.
@@ -175,14 +214,16 @@ impl SandboxGateway {
 impl PaymentGateway for SandboxGateway {
     async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, GatewayError> {
         let card = TestCard::from_token(&request.payment_token);
-        match card {
-            Some(TestCard::Timeout) => {
-                *self.timeout_calls.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-                return Err(GatewayError::Timeout);
-            }
-            Some(TestCard::SlowApprove) => tokio::time::sleep(self.slow_delay).await,
-            _ => {}
+        if card == Some(TestCard::Timeout) {
+            *self.timeout_calls.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            return Err(GatewayError::Timeout);
         }
+        let cancelled = self
+            .cancelled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&request.idempotency_id)
+            .cloned();
         let outcome = match card {
             Some(TestCard::Approve | TestCard::SlowApprove) => ChargeOutcome::Captured {
                 payment_id: Self::payment_id(&request.idempotency_id),
@@ -197,28 +238,64 @@ impl PaymentGateway for SandboxGateway {
                 reason: "card not recognised by the sandbox".to_owned(),
             },
         };
-        let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = ledger
-            .entry(request.idempotency_id.clone())
-            .or_insert_with(|| LedgerEntry {
-                idempotency_id: request.idempotency_id.clone(),
-                outcome,
-                amount_cents: request.amount_cents,
-                calls: 0,
-                refunded: false,
-            });
-        entry.calls += 1;
-        Ok(entry.outcome.clone())
+        let outcome = match cancelled {
+            Some(_) => ChargeOutcome::Declined {
+                reason: "charge cancelled before it was made".to_owned(),
+            },
+            None => outcome,
+        };
+        let delay = match card {
+            Some(TestCard::SlowApprove) => self.slow_delay,
+            _ => Duration::ZERO,
+        };
+        let (outcome, completes_at) = {
+            let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+            let charge = ledger
+                .entry(request.idempotency_id.clone())
+                .or_insert_with(|| SandboxCharge {
+                    entry: LedgerEntry {
+                        idempotency_id: request.idempotency_id.clone(),
+                        outcome,
+                        amount_cents: request.amount_cents,
+                        calls: 0,
+                        refunded: false,
+                        refund_ids: Vec::new(),
+                        refund_calls: 0,
+                    },
+                    completes_at: tokio::time::Instant::now() + delay,
+                });
+            charge.entry.calls += 1;
+            (charge.entry.outcome.clone(), charge.completes_at)
+        };
+        // Dropped by a caller that stops waiting; the charge completes all the same.
+        tokio::time::sleep_until(completes_at).await;
+        Ok(outcome)
     }
 
     async fn refund(&self, request: &RefundRequest) -> Result<String, GatewayError> {
+        let refund_id = Self::payment_id(&request.idempotency_id);
         let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = ledger.get_mut(&request.charge_id) {
-            if matches!(entry.outcome, ChargeOutcome::Captured { .. }) {
-                entry.refunded = true;
+        match ledger.get_mut(&request.charge_id) {
+            // Captured, or capturing: refunded (when it captures, for one in flight).
+            Some(charge) => {
+                let entry = &mut charge.entry;
+                entry.refund_calls += 1;
+                if matches!(entry.outcome, ChargeOutcome::Captured { .. }) {
+                    entry.refunded = true;
+                    if !entry.refund_ids.contains(&refund_id) {
+                        entry.refund_ids.push(refund_id.clone());
+                    }
+                }
+            }
+            // Never made: it never will be.
+            None => {
+                self.cancelled
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(request.charge_id.clone(), refund_id.clone());
             }
         }
-        Ok(Self::payment_id(&request.idempotency_id))
+        Ok(refund_id)
     }
 }
 
@@ -285,5 +362,50 @@ mod tests {
             .await
             .unwrap();
         assert!(sandbox.ledger()[0].refunded);
+    }
+
+    fn refund_of(charge_id: &str) -> RefundRequest {
+        RefundRequest {
+            idempotency_id: format!("{charge_id}-refund"),
+            charge_id: charge_id.into(),
+            amount_cents: 1275,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_capture_completes_after_its_caller_gave_up_and_a_cancel_refunds_it_once() {
+        let sandbox = SandboxGateway::new(Duration::from_millis(600));
+        let slow = charge("o-2/charge", TestCard::SlowApprove);
+        let gave_up = tokio::time::timeout(Duration::from_millis(100), sandbox.charge(&slow)).await;
+        assert!(gave_up.is_err(), "the caller stopped waiting");
+        assert!(sandbox.ledger().is_empty(), "still in flight");
+        // Cancelled while in flight, twice: refunded when it captures, once.
+        sandbox.refund(&refund_of("o-2/charge")).await.unwrap();
+        sandbox.refund(&refund_of("o-2/charge")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let ledger = sandbox.ledger();
+        assert_eq!(ledger.len(), 1);
+        assert!(matches!(ledger[0].outcome, ChargeOutcome::Captured { .. }));
+        assert!(ledger[0].refunded);
+        assert_eq!(ledger[0].refund_ids.len(), 1);
+        assert_eq!(ledger[0].refund_calls, 2);
+        // Asked again, the gateway answers with the completed charge and charges nothing more.
+        assert!(matches!(
+            sandbox.charge(&slow).await,
+            Ok(ChargeOutcome::Captured { .. })
+        ));
+        assert_eq!(sandbox.ledger()[0].calls, 2);
+    }
+
+    #[tokio::test]
+    async fn a_charge_cancelled_before_it_was_made_is_declined() {
+        let sandbox = SandboxGateway::new(Duration::ZERO);
+        sandbox.refund(&refund_of("o-3/charge")).await.unwrap();
+        assert!(matches!(
+            sandbox
+                .charge(&charge("o-3/charge", TestCard::Approve))
+                .await,
+            Ok(ChargeOutcome::Declined { .. })
+        ));
     }
 }

@@ -18,6 +18,7 @@ pub use gateway::{
 
 use projectors::runtime::error_chain;
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 /// The schema version this build writes and reads.
 pub const PAYMENT_REQUEST_VERSION: u32 = 1;
@@ -51,6 +52,14 @@ pub enum PaymentAction {
         amount_cents: i64,
         /// The payment token given with the order.
         payment_token: String,
+        /// When the saga requested the charge: the payment deadline runs from here. Absent in
+        /// requests written before the deadline existed (only the delivery limit applies then).
+        #[serde(
+            default,
+            with = "time::serde::rfc3339::option",
+            skip_serializing_if = "Option::is_none"
+        )]
+        requested_at: Option<OffsetDateTime>,
     },
     /// Give a captured payment back (the order was cancelled or rejected after capture).
     Refund {
@@ -62,7 +71,7 @@ pub enum PaymentAction {
 }
 
 impl PaymentRequest {
-    /// The charge of `order_id`'s total.
+    /// The charge of `order_id`'s total, requested now.
     pub fn charge(
         order_id: &str,
         store_id: &str,
@@ -79,6 +88,7 @@ impl PaymentRequest {
                 customer_id: customer_id.to_owned(),
                 amount_cents,
                 payment_token: payment_token.to_owned(),
+                requested_at: Some(OffsetDateTime::now_utc()),
             },
         }
     }
@@ -150,19 +160,40 @@ mod tests {
 
     #[test]
     fn a_charge_request_has_a_documented_flat_json_shape() {
-        let request = PaymentRequest::charge("o-1", "s1", "c-1", 1275, "4242424242424242");
+        let mut request = PaymentRequest::charge("o-1", "s1", "c-1", 1275, "4242424242424242");
+        if let PaymentAction::Charge { requested_at, .. } = &mut request.action {
+            *requested_at = Some(time::macros::datetime!(2026-12-07 04:05:06 UTC));
+        }
         let json = serde_json::to_value(&request).unwrap();
         assert_eq!(
             json,
             serde_json::json!({
                 "schema_version": 1, "request_id": "o-1/charge", "order_id": "o-1",
                 "kind": "charge", "store_id": "s1", "customer_id": "c-1",
-                "amount_cents": 1275, "payment_token": "4242424242424242"
+                "amount_cents": 1275, "payment_token": "4242424242424242",
+                "requested_at": "2026-12-07T04:05:06Z"
             })
         );
         assert_eq!(
             serde_json::from_value::<PaymentRequest>(json).unwrap(),
             request
         );
+    }
+
+    #[test]
+    fn a_charge_request_written_before_the_deadline_existed_still_reads() {
+        let json = serde_json::json!({
+            "schema_version": 1, "request_id": "o-1/charge", "order_id": "o-1",
+            "kind": "charge", "store_id": "s1", "customer_id": "c-1",
+            "amount_cents": 1275, "payment_token": "4242424242424242"
+        });
+        let request: PaymentRequest = serde_json::from_value(json).unwrap();
+        assert!(matches!(
+            request.action,
+            PaymentAction::Charge {
+                requested_at: None,
+                ..
+            }
+        ));
     }
 }

@@ -7,6 +7,8 @@ mod crash;
 mod end_to_end;
 mod flows;
 mod flows_redrive;
+mod payment_deadline;
+mod saga_compensation;
 mod support;
 mod upgrade;
 mod workload;

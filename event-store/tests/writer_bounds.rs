@@ -1,0 +1,367 @@
+//! The group-commit writer against a real PostgreSQL when something goes wrong: a commit the
+//! database refuses, a position counter held by someone else, a caller that gave up.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, AggregateError, CqrsFramework, DomainEvent};
+use event_store::{GroupCommitConfig, PgEventStore, StoreConfig, StoreError};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection};
+use test_support::{fresh_database, TestDatabase};
+
+/// The smallest aggregate that commits: every command appends one `Noted` event with a text.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Log {
+    lines: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum LogEvent {
+    Noted(String),
+}
+
+impl DomainEvent for LogEvent {
+    fn event_type(&self) -> String {
+        "Noted".into()
+    }
+    fn event_version(&self) -> String {
+        "1.0".into()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+impl Aggregate for Log {
+    const TYPE: &'static str = "log";
+    type Command = String;
+    type Event = LogEvent;
+    type Error = Never;
+    type Services = ();
+
+    async fn handle(&mut self, text: String, _: &(), sink: &EventSink<Self>) -> Result<(), Never> {
+        sink.write(LogEvent::Noted(text), self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: LogEvent) {
+        let LogEvent::Noted(text) = event;
+        self.lines.push(text);
+    }
+}
+
+type Cqrs = CqrsFramework<Log, event_store::AggregateStore<Log>>;
+
+fn cqrs(store: &PgEventStore) -> Cqrs {
+    CqrsFramework::new(store.aggregate_store::<Log>(vec![]), vec![], ())
+}
+
+/// The SQLSTATE of a store error that came from PostgreSQL.
+fn sqlstate(error: &AggregateError<Never>) -> Option<String> {
+    let AggregateError::DatabaseConnectionError(source) = error else {
+        return None;
+    };
+    let store_error = source.downcast_ref::<StoreError>()?;
+    match store_error {
+        StoreError::Database(error) => error
+            .as_database_error()
+            .and_then(|db| db.code())
+            .map(|code| code.into_owned()),
+        _ => None,
+    }
+}
+
+/// A connection of the test's own that takes the position counter and keeps it until dropped or
+/// rolled back: another writer stalled while holding it.
+async fn hold_position_counter(database: &TestDatabase) -> PgConnection {
+    let mut holder = PgConnection::connect(&database.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; SELECT last_position FROM event_position FOR UPDATE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    holder
+}
+
+async fn event_count(database: &TestDatabase) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&database.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_commit_the_database_refuses_fails_alone_and_the_rest_of_its_batch_commits() {
+    let database = fresh_database().await;
+    let store = PgEventStore::open(database.pool.clone(), StoreConfig::default())
+        .await
+        .unwrap();
+    // Below the domain layer nothing validates: a trigger stands for any reason PostgreSQL has
+    // to refuse one commit's rows (a NUL in jsonb, a check constraint, a value too long).
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'poisoned commit of %', NEW.aggregate_id; END $$;
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON events FOR EACH ROW
+         WHEN (NEW.aggregate_id = 'poison') EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(&database.pool)
+    .await
+    .unwrap();
+
+    // While another writer holds the counter, every command queues behind the first one, so
+    // the poisoned commit and its neighbours are written in one batch once it is released.
+    let holder = hold_position_counter(&database).await;
+    let cqrs = std::sync::Arc::new(cqrs(&store));
+    let mut tasks = Vec::new();
+    for n in 0..20 {
+        let cqrs = cqrs.clone();
+        let id = if n == 10 {
+            "poison".to_owned()
+        } else {
+            format!("log-{n}")
+        };
+        tasks.push(tokio::spawn(async move {
+            let outcome = cqrs.execute(&id, format!("line {n}")).await;
+            (id, outcome)
+        }));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    holder.close().await.unwrap();
+
+    for task in tasks {
+        let (id, outcome) = task.await.unwrap();
+        if id == "poison" {
+            let error = outcome.unwrap_err();
+            assert_eq!(
+                sqlstate(&error).as_deref(),
+                Some("P0001"),
+                "the refused commit gets the database's own refusal: {error:?}"
+            );
+        } else {
+            assert!(outcome.is_ok(), "{id}: {outcome:?}");
+        }
+    }
+    assert_eq!(event_count(&database).await, 19);
+    let positions: Vec<i64> =
+        sqlx::query_scalar("SELECT global_position FROM events ORDER BY global_position")
+            .fetch_all(&database.pool)
+            .await
+            .unwrap();
+    assert_eq!(positions, (1..=19).collect::<Vec<_>>(), "still gap-free");
+}
+
+#[tokio::test]
+async fn a_lock_timeout_leaves_no_broken_connection_in_a_pool_of_one() {
+    let database = fresh_database().await;
+    // One connection: if a failed lock statement put it back inside an aborted transaction,
+    // every later command would fail with 25P02.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&database.url)
+        .await
+        .unwrap();
+    let store = PgEventStore::open(
+        pool,
+        StoreConfig {
+            group_commit: GroupCommitConfig {
+                lock_timeout: Duration::from_millis(200),
+                ..GroupCommitConfig::default()
+            },
+            ..StoreConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let cqrs = cqrs(&store);
+
+    let holder = hold_position_counter(&database).await;
+    let blocked = tokio::time::timeout(
+        Duration::from_secs(10),
+        cqrs.execute("log-1", "blocked".into()),
+    )
+    .await
+    .expect("the lock wait is bounded by lock_timeout");
+    let error = blocked.unwrap_err();
+    let AggregateError::DatabaseConnectionError(source) = &error else {
+        panic!("a lock timeout is a store error: {error:?}");
+    };
+    let store_error = source.downcast_ref::<StoreError>().unwrap();
+    assert!(
+        store_error.is_transient(),
+        "a lock timeout is retryable: {store_error:?}"
+    );
+    holder.close().await.unwrap();
+
+    cqrs.execute("log-1", "after".into())
+        .await
+        .expect("the pool's only connection still works");
+    cqrs.execute("log-2", "and again".into()).await.unwrap();
+    assert_eq!(event_count(&database).await, 2);
+}
+
+#[tokio::test]
+async fn a_commit_whose_caller_gave_up_is_never_written_afterwards() {
+    let database = fresh_database().await;
+    let store = PgEventStore::open(database.pool.clone(), StoreConfig::default())
+        .await
+        .unwrap();
+    let cqrs = cqrs(&store);
+
+    // The writer is stuck behind another process's batch; the caller stops waiting and is
+    // told its command failed. When the counter frees up, that commit must not appear.
+    let holder = hold_position_counter(&database).await;
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        cqrs.execute("log-1", "given up".into()),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the caller timed out: {gave_up:?}");
+    holder.close().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    assert_eq!(
+        event_count(&database).await,
+        0,
+        "nothing written after the caller left"
+    );
+    cqrs.execute("log-2", "still writing".into()).await.unwrap();
+    assert_eq!(event_count(&database).await, 1);
+}
+
+/// A store on a pool of one connection whose batches must finish within 300 ms.
+async fn impatient_store(database: &TestDatabase) -> PgEventStore {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&database.url)
+        .await
+        .unwrap();
+    PgEventStore::open(
+        pool,
+        StoreConfig {
+            group_commit: GroupCommitConfig {
+                batch_timeout: Duration::from_millis(300),
+                lock_timeout: Duration::from_secs(5),
+                statement_timeout: Duration::from_secs(10),
+                ..GroupCommitConfig::default()
+            },
+            ..StoreConfig::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn store_error(error: &AggregateError<Never>) -> &StoreError {
+    let AggregateError::DatabaseConnectionError(source) = error else {
+        panic!("not a store error: {error:?}");
+    };
+    source.downcast_ref::<StoreError>().unwrap()
+}
+
+async fn events_of(database: &TestDatabase, id: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1")
+        .bind(id)
+        .fetch_one(&database.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_database_that_stops_answering_mid_batch_times_out_and_its_connection_is_not_reused() {
+    let database = fresh_database().await;
+    let store = impatient_store(&database).await;
+    // PostgreSQL takes a second over one aggregate's rows: to the writer, a database that has
+    // stopped answering (its own statement_timeout is far away).
+    sqlx::raw_sql(
+        "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_sleep(1); RETURN NEW; END $$;
+         CREATE TRIGGER stall BEFORE INSERT ON events FOR EACH ROW
+         WHEN (NEW.aggregate_id = 'stalled') EXECUTE FUNCTION stall();",
+    )
+    .execute(&database.pool)
+    .await
+    .unwrap();
+    let cqrs = cqrs(&store);
+
+    let stalled = tokio::time::timeout(
+        Duration::from_secs(5),
+        cqrs.execute("stalled", "never answered".into()),
+    )
+    .await
+    .expect("the batch timeout bounds the wait");
+    let error = stalled.unwrap_err();
+    assert!(
+        matches!(store_error(&error), StoreError::BatchTimedOut),
+        "{error:?}"
+    );
+
+    // The abandoned transaction holds the counter until PostgreSQL finishes the statement and
+    // finds its client gone; then it is rolled back.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(
+        events_of(&database, "stalled").await,
+        0,
+        "COMMIT was never sent"
+    );
+    // The pool's only connection was mid-statement: it was closed, not pooled, and the next
+    // command gets a fresh one.
+    cqrs.execute("log-1", "next".into())
+        .await
+        .expect("a fresh connection");
+    assert_eq!(events_of(&database, "log-1").await, 1);
+}
+
+#[tokio::test]
+async fn a_commit_whose_answer_never_came_is_reported_as_unknown_and_its_retry_finds_the_outcome() {
+    let database = fresh_database().await;
+    let store = impatient_store(&database).await;
+    // The COMMIT itself takes a second (a deferred trigger runs at commit time): the writer sent
+    // it and hears nothing within its batch timeout.
+    sqlx::raw_sql(
+        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON events
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+         WHEN (NEW.aggregate_id = 'slow') EXECUTE FUNCTION slow_commit();",
+    )
+    .execute(&database.pool)
+    .await
+    .unwrap();
+    let cqrs = cqrs(&store);
+    let metadata = std::collections::HashMap::from([
+        (
+            event_store::metadata::IDEMPOTENCY_KEY.to_owned(),
+            "k-slow".to_owned(),
+        ),
+        (
+            event_store::metadata::REQUEST_FINGERPRINT.to_owned(),
+            "slow request".to_owned(),
+        ),
+    ]);
+
+    let error = cqrs
+        .execute_with_metadata("slow", "maybe".into(), metadata)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(store_error(&error), StoreError::OutcomeUnknown(_)),
+        "{error:?}"
+    );
+
+    // It did commit: "unknown" was the honest answer, and the key's stored outcome settles it.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(events_of(&database, "slow").await, 1);
+    let outcome = store
+        .aggregate_store::<Log>(vec![])
+        .commit_outcome("k-slow", "slow request")
+        .await
+        .unwrap()
+        .expect("the retry finds the first outcome");
+    assert_eq!(outcome.events.len(), 1);
+}
