@@ -62,6 +62,7 @@ pub struct CommandClients {
     channel: Channel,
     auth: AuthSettings,
     attempts: u32,
+    call_timeout: Duration,
 }
 
 impl CommandClients {
@@ -76,17 +77,16 @@ impl CommandClients {
             channel,
             auth: settings.auth()?,
             attempts: settings.command_api.attempts,
+            call_timeout: Duration::from_millis(settings.command_api.call_timeout_ms),
         })
     }
 
     /// The client acting as the service `subject`.
     pub fn client(&self, subject: &str) -> Arc<CommandClient> {
-        Arc::new(CommandClient::new(
-            self.channel.clone(),
-            &self.auth,
-            subject,
-            self.attempts,
-        ))
+        Arc::new(
+            CommandClient::new(self.channel.clone(), &self.auth, subject, self.attempts)
+                .with_call_timeout(self.call_timeout),
+        )
     }
 }
 

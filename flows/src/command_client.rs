@@ -24,6 +24,39 @@ use crate::retry::Backoff;
 /// How long a minted service token lives; a fresh one is minted after half of it.
 const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 
+/// Each attempt's deadline unless [`CommandClient::with_call_timeout`] sets another.
+const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one attempt's answer means for the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// A business outcome (FAILED_PRECONDITION, NOT_FOUND): the caller decides.
+    Refused,
+    /// May succeed later with the same key: retry.
+    Retry,
+    /// The request itself is wrong: retrying cannot help.
+    Rejected,
+}
+
+/// Classifies a failed attempt by its gRPC code, in one place.
+///
+/// CANCELLED is retried: the command API never answers it (an out-of-time command answers
+/// DEADLINE_EXCEEDED), so it comes from this side: tonic's own deadline (`grpc-timeout`
+/// expired) or a connection dropped mid-call when the API stopped. Either way the command may
+/// or may not have committed, and a retry with the same key settles it.
+fn classify(code: Code) -> Answer {
+    match code {
+        Code::FailedPrecondition | Code::NotFound => Answer::Refused,
+        Code::Unavailable
+        | Code::Aborted
+        | Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::ResourceExhausted
+        | Code::Unknown => Answer::Retry,
+        _ => Answer::Rejected,
+    }
+}
+
 /// Why a command or query did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -120,6 +153,7 @@ pub struct CommandClient {
     tokens: ServiceTokens,
     backoff: Backoff,
     attempts: u32,
+    call_timeout: Duration,
 }
 
 impl CommandClient {
@@ -138,11 +172,19 @@ impl CommandClient {
                 max: Duration::from_secs(2),
             },
             attempts: attempts.max(1),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
         }
     }
 
-    /// Sends `message` with `send`, retrying UNAVAILABLE, ABORTED, DEADLINE_EXCEEDED and
-    /// RESOURCE_EXHAUSTED (the API says retrying with the same key is safe).
+    /// Gives each attempt `timeout` (sent as `grpc-timeout`, enforced on this side too), so a
+    /// paused or silently cut-off API delays a flow by at most that per attempt.
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// Sends `message` with `send`, each attempt within the call timeout, retrying what
+    /// [`classify`] says may succeed later (retrying with the same key is safe).
     async fn call<M, R, F, Fut>(
         &self,
         rpc: &'static str,
@@ -159,6 +201,7 @@ impl CommandClient {
         loop {
             attempt += 1;
             let mut request = Request::new(message.clone());
+            request.set_timeout(self.call_timeout);
             let metadata = request.metadata_mut();
             if let Ok(value) = MetadataValue::try_from(self.tokens.bearer()?) {
                 metadata.insert("authorization", value);
@@ -175,22 +218,16 @@ impl CommandClient {
                 Ok(response) => return Ok(response.into_inner()),
                 Err(status) => status,
             };
-            match status.code() {
-                Code::FailedPrecondition | Code::NotFound => {
-                    return Err(CommandError::Refused { rpc, status })
-                }
-                Code::Unavailable
-                | Code::Aborted
-                | Code::DeadlineExceeded
-                | Code::ResourceExhausted
-                | Code::Unknown => {
+            match classify(status.code()) {
+                Answer::Refused => return Err(CommandError::Refused { rpc, status }),
+                Answer::Retry => {
                     if attempt >= self.attempts {
                         return Err(CommandError::Unavailable { rpc, status });
                     }
                     tracing::debug!(rpc, attempt, code = ?status.code(), "retrying command");
                     tokio::time::sleep(self.backoff.delay(attempt)).await;
                 }
-                _ => return Err(CommandError::Rejected { rpc, status }),
+                Answer::Rejected => return Err(CommandError::Rejected { rpc, status }),
             }
         }
     }
@@ -397,5 +434,37 @@ impl CommandClient {
             },
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_that_may_have_committed_is_retried_with_the_same_key() {
+        // CANCELLED is what tonic reports for its own expired deadline and for a connection
+        // dropped mid-call (a command API stopped during an outage): retried, never a
+        // rejection that would park the saga's commit as poison.
+        for code in [
+            Code::Unavailable,
+            Code::Aborted,
+            Code::DeadlineExceeded,
+            Code::Cancelled,
+            Code::ResourceExhausted,
+            Code::Unknown,
+        ] {
+            assert_eq!(classify(code), Answer::Retry, "{code:?}");
+        }
+        for code in [Code::FailedPrecondition, Code::NotFound] {
+            assert_eq!(classify(code), Answer::Refused, "{code:?}");
+        }
+        for code in [
+            Code::InvalidArgument,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+        ] {
+            assert_eq!(classify(code), Answer::Rejected, "{code:?}");
+        }
     }
 }

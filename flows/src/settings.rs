@@ -69,6 +69,9 @@ pub struct CommandApiSettings {
     /// Tries of a command that keeps meeting UNAVAILABLE or ABORTED before giving up (the
     /// worker then retries the whole batch or message later).
     pub attempts: u32,
+    /// Each attempt's deadline, sent as `grpc-timeout` and enforced by the client too, so a
+    /// paused or silently cut-off API delays a flow by at most this per attempt.
+    pub call_timeout_ms: u64,
 }
 
 /// The command API's token settings; the secret is needed by `run` only (not by `dlq`).
@@ -166,6 +169,7 @@ workers = ""
 [command_api]
 url = "http://127.0.0.1:50051"
 attempts = 5
+call_timeout_ms = 10000
 
 [auth]
 issuer = "orderpipe"
@@ -231,6 +235,9 @@ impl Settings {
                     WORKERS.join(", ")
                 )));
             }
+        }
+        if self.command_api.call_timeout_ms < 100 {
+            return Err(rejected("command_api.call_timeout_ms must be at least 100"));
         }
         if self.sqs.wait_time_seconds > 20 {
             return Err(rejected("sqs.wait_time_seconds must be 0 to 20"));
