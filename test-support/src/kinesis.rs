@@ -11,6 +11,23 @@ use crate::{aws_test_config, unique_name};
 /// How long a test waits for something that should happen within a second or two.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
+/// A Kinesis client for the emulator whose every call is bounded (as the pipeline's own clients
+/// are, through `aws-support`): kinesalite has been seen, rarely, to leave a GetRecords
+/// unanswered on an open connection, and a client without limits then hangs its test forever
+/// instead of failing the attempt as a timeout that the code under test retries.
+async fn bounded_kinesis_client() -> aws_sdk_kinesis::Client {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .read_timeout(Duration::from_secs(10))
+        .operation_attempt_timeout(Duration::from_secs(10))
+        .operation_timeout(Duration::from_secs(30))
+        .build();
+    let config = aws_sdk_kinesis::config::Builder::from(&aws_test_config().await)
+        .timeout_config(timeouts)
+        .build();
+    aws_sdk_kinesis::Client::from_conf(config)
+}
+
 /// A fresh stream on kinesalite.
 pub struct TestStream {
     /// A client for the emulator.
@@ -22,7 +39,7 @@ pub struct TestStream {
 impl TestStream {
     /// Creates a stream of `shards` shards and waits until it is ACTIVE.
     pub async fn create(shards: i32) -> Self {
-        let client = aws_sdk_kinesis::Client::new(&aws_test_config().await);
+        let client = bounded_kinesis_client().await;
         let name = unique_name("stream");
         client
             .create_stream()
