@@ -59,7 +59,7 @@ step "buf lint and buf breaking (proto/, against proto/released)"
 scripts/proto-check.sh
 
 step "browser test dependencies (chromium, playwright-core)"
-dashboard/browser-test/setup.sh
+crates/read/dashboard/browser-test/setup.sh
 
 step "cargo test"
 # Includes the dashboard's browser test (pipeline-tests: barista_board); its screenshots are in

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use command_api::auth::{Role, TokenAuthority};
-use command_api::configuration::AuthSettings;
+use command_api::settings::AuthSettings;
 use proto::v1 as pb;
 use proto::v1::inventory_service_client::InventoryServiceClient;
 use proto::v1::loyalty_service_client::LoyaltyServiceClient;

@@ -2,16 +2,16 @@
 //! into domain commands, and runs them through cqrs-es against the PostgreSQL event store, once
 //! per idempotency key.
 //!
-//! `main` only parses arguments and settings; [`startup::Application`] binds its listeners
+//! `main` only parses arguments and settings; [`app::Application`] binds its listeners
 //! itself (port 0 works, for tests) and runs until a shutdown future completes.
 
+pub mod app;
 pub mod auth;
 pub mod call;
-pub mod configuration;
 pub mod deadline;
 pub mod error;
 pub mod executor;
 pub mod grpc;
 pub mod health;
 pub mod menu_catalog;
-pub mod startup;
+pub mod settings;

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use command_api::app::Application;
 use command_api::auth::{Role, TokenAuthority};
-use command_api::configuration::Settings;
-use command_api::startup::Application;
+use command_api::settings::Settings;
 use service_kit::{shutdown, telemetry};
 
 /// orderpipe's gRPC command API: places and moves orders, manages stock, loyalty and the menu.

@@ -16,7 +16,7 @@ pub mod report;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use command_api::configuration::{
+use command_api::settings::{
     AdminSettings, AuthSettings, GrpcSettings, LogFormat, LogSettings, Settings as ApiSettings,
     StoreSettings,
 };
@@ -347,7 +347,7 @@ async fn start_api(
         host: "127.0.0.1".into(),
         port: 0,
     };
-    let app = command_api::startup::Application::build(ApiSettings {
+    let app = command_api::app::Application::build(ApiSettings {
         grpc: GrpcSettings {
             host: "127.0.0.1".into(),
             port: 0,
@@ -362,7 +362,7 @@ async fn start_api(
             issuer: "orderpipe".into(),
             audience: "orderpipe-api".into(),
         },
-        idempotency: command_api::configuration::IdempotencySettings::default(),
+        idempotency: command_api::settings::IdempotencySettings::default(),
         store: StoreSettings {
             snapshot_every: 50,
             max_batch_commits: 256,

@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use command_api::app::Application;
 use command_api::auth::{Role, TokenAuthority};
-use command_api::configuration::{
+use command_api::settings::{
     AdminSettings, AuthSettings, GrpcSettings, IdempotencySettings, LogFormat, LogSettings,
     Settings, StoreSettings,
 };
-use command_api::startup::Application;
 use proto::v1 as pb;
 use proto::v1::inventory_service_client::InventoryServiceClient;
 use proto::v1::loyalty_service_client::LoyaltyServiceClient;

@@ -3,7 +3,7 @@
  *
  * The Rust binaries read layered config whose environment overrides are `ORDERPIPE_<SECTION>__<KEY>`
  * (`__` separates sections). Keep `CONFIG_KEYS` in step with the Rust settings structs (each
- * binary's `settings.rs` / `configuration.rs` and its DEFAULTS): a process gets exactly the keys of
+ * binary's `settings.rs` and its DEFAULTS): a process gets exactly the keys of
  * the capabilities it declares in `SERVICES`, and `services.ts` derives its IAM grants from the same
  * capabilities, so config and permissions cannot drift apart. Keys with a default in the binary
  * that suits AWS (pool sizes, timeouts, schema names) are not set.
@@ -48,7 +48,7 @@ export type ProcessName = ServiceName | OneOffTaskName;
  */
 export type BinaryName = 'command-api' | 'relay' | 'projectors' | 'flows' | 'dashboard' | 'replay';
 
-/** The workers of the `flows` binary (`flows/src/settings.rs` `WORKERS`). */
+/** The workers of the `flows` binary (`crates/queues/flows/src/settings.rs` `WORKERS`). */
 export type FlowsWorker = 'order_saga' | 'notifications' | 'payments' | 'intake';
 
 /** Ports the binaries listen on. */

@@ -518,7 +518,7 @@ export class Services extends Construct {
         return 'dynamodb';
       case 'activeOrdersRead':
         // dashboard views.rs: Query the stores table and the orders table's open-by-store index,
-        // GetItem a store's day; startup.rs health check DescribeTable on the orders table.
+        // GetItem a store's day; app.rs health check DescribeTable on the orders table.
         allow(role, ['dynamodb:GetItem', 'dynamodb:Query'], liveViewTables);
         allow(role, ['dynamodb:Query'], [data.activeOrdersIndexesPattern()]);
         allow(role, ['dynamodb:DescribeTable'], [data.activeOrdersTablesPattern()]);

@@ -98,7 +98,7 @@ const database = (prefix: string) => ['HOST', 'PORT', 'NAME', 'USERNAME', 'PASSW
 const common = ['ORDERPIPE_LOG__FORMAT', 'ORDERPIPE_ADMIN__HOST', 'ORDERPIPE_ADMIN__PORT'];
 
 // The keys the built binaries read without a default in code (their Settings structs), and nothing else.
-test('command-api gets exactly what command-api/src/configuration.rs needs (no AWS SDK, so no AWS_REGION)', () => {
+test('command-api gets exactly what command-api/src/settings.rs needs (no AWS SDK, so no AWS_REGION)', () => {
   assert.deepEqual(
     keysOf('command-api').sort(),
     [
@@ -114,7 +114,7 @@ test('command-api gets exactly what command-api/src/configuration.rs needs (no A
   assert.deepEqual(SERVICES['command-api'].command, ['serve']);
 });
 
-test('relay gets exactly what relay/src/configuration.rs needs', () => {
+test('relay gets exactly what crates/log/relay/src/settings.rs needs', () => {
   assert.deepEqual(
     keysOf('relay').sort(),
     ['AWS_REGION', ...common, ...database('ORDERPIPE_DATABASE__'), 'ORDERPIPE_KINESIS__STREAM_NAME'].sort(),
@@ -144,7 +144,7 @@ test('projectors get exactly what projectors/src/runtime/settings.rs needs (sche
 
 const flows = [...common, 'AWS_REGION', 'ORDERPIPE_FLOWS__WORKERS', 'ORDERPIPE_COMMAND_API__URL', 'ORDERPIPE_AUTH__JWT_SECRET', 'ORDERPIPE_AUTH__ISSUER', 'ORDERPIPE_AUTH__AUDIENCE'];
 
-test('flows services get exactly what flows/src/settings.rs needs for their workers', () => {
+test('flows services get exactly what crates/queues/flows/src/settings.rs needs for their workers', () => {
   // Settings::queue needs a queue's URL and its DLQ's together; worker_config needs the projector DLQ.
   assert.deepEqual(
     keysOf('flows-log').sort(),
@@ -174,7 +174,7 @@ test('flows services get exactly what flows/src/settings.rs needs for their work
   }
 });
 
-test('dashboard gets exactly what dashboard/src/settings.rs needs (board.* and history.schema default in code)', () => {
+test('dashboard gets exactly what crates/read/dashboard/src/settings.rs needs (board.* and history.schema default in code)', () => {
   assert.deepEqual(
     keysOf('dashboard').sort(),
     [

@@ -1,0 +1,42 @@
+//! The outbox relay (BRIEF §3.3): publishes every commit of the event store's outbox to the
+//! Kinesis log, one record per commit (the `commit_log` envelope), partition key = aggregate id,
+//! at least once, and per aggregate in order.
+//!
+//! - **One active relay per deployment**: the holder of a PostgreSQL session advisory lock on a
+//!   dedicated connection; standby relays try every second and take over when the holder's
+//!   session ends. A relay whose lock connection fails stops publishing at once.
+//! - **Order per aggregate**: a PutRecords call carries at most one commit per aggregate, and an
+//!   aggregate whose record was refused sends nothing more until that record is stored.
+//! - **At least once**: an outbox row is removed only after its record was acknowledged, so a
+//!   crash in between publishes the commit again; readers skip sequences they have applied.
+//!
+//! [`app::Application`] wires it; [`record_log::RecordLog`] is the port to the log, with
+//! its Kinesis adapter.
+
+pub mod app;
+mod backoff;
+mod health;
+mod leadership;
+mod publisher;
+pub mod record_log;
+mod round;
+pub mod settings;
+
+pub use round::{MAX_CALL_BYTES, MAX_RECORD_BYTES};
+
+/// An error and its sources on one line, for logs: SDK and sqlx errors put the useful part
+/// (the service's code, the socket error) in their sources.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some errors (sqlx's) already repeat their source in their own message.
+        if !line.contains(&cause_text) {
+            line.push_str(": ");
+            line.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    line
+}

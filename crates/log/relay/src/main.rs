@@ -1,0 +1,53 @@
+//! `relay`: publish the event store's outbox to the Kinesis log.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use relay::app::Application;
+use relay::settings::Settings;
+use service_kit::{shutdown, telemetry};
+
+/// orderpipe's outbox relay: publishes every commit of the event store to the Kinesis stream,
+/// one record per commit (partition key = aggregate id), at least once and in order per
+/// aggregate.
+///
+/// Run several for availability: they elect one active relay through a PostgreSQL advisory lock
+/// (relay.lock_key); the others stand by and take over within about a second when it stops.
+///
+/// Settings come from built-in defaults, then the optional --config TOML file, then
+/// ORDERPIPE_<SECTION>__<KEY> environment variables, e.g. ORDERPIPE_KINESIS__STREAM_NAME,
+/// ORDERPIPE_DATABASE__URL, ORDERPIPE_RELAY__BATCH_SIZE (see docs/architecture.md, "The relay").
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// A TOML settings file layered over the defaults.
+    #[arg(long, global = true, env = "ORDERPIPE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Relay the outbox to Kinesis and serve the admin endpoint (/metrics, /health) until
+    /// SIGINT or SIGTERM; then finish the PutRecords call in flight and release the lock.
+    Run,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Run => {
+            telemetry::init_logging(&settings.log);
+            let app = Application::build(settings)
+                .await
+                .context("relay could not start")?;
+            tracing::info!(admin = %app.admin_address(), "relay started");
+            app.run_until_stopped(shutdown::signal()).await?;
+        }
+    }
+    Ok(())
+}

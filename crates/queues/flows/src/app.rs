@@ -1,0 +1,355 @@
+//! The `flows run` process: the log consumers (saga, notifications) on the projector runtime,
+//! the queue consumers (payments, intake), the dead-letter depth gauge and the admin endpoint.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use commit_log::Vocabulary;
+use futures::future::join_all;
+use projectors::projection::Projection;
+use projectors::runtime::{self, error_chain, ParkedStore, RedriveOutcome, RuntimeError, Worker};
+use service_kit::admin::{self, HealthCheck};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use crate::command_client::CommandClient;
+use crate::intake::IntakeHandler;
+use crate::notifications::{Notifications, NOTIFICATIONS_NAME};
+use crate::payments::processor::PaymentProcessor;
+use crate::payments::{PaymentGateway, PaymentQueue, SandboxGateway};
+use crate::queue::{ConsumerConfig, MessageHandler, QueueConsumer};
+use crate::saga::{OrderSaga, SAGA_NAME};
+use crate::settings::{Settings, SettingsError, INTAKE, NOTIFICATIONS, PAYMENTS};
+use command_api::settings::AuthSettings;
+
+/// How often the dead-letter queues' depths are read.
+const DEPTH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Why the process could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Bad or missing settings.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The runtime's tables could not be read or written.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// A consumer group this build does not have.
+    #[error("unknown consumer group {0:?} (the flows have: order_saga, notifications)")]
+    UnknownGroup(String),
+    /// The command API endpoint is not a URL.
+    #[error("command_api.url is not a valid URL: {0}")]
+    Endpoint(String),
+    /// The admin listener could not be bound.
+    #[error(transparent)]
+    Bind(#[from] admin::BindError),
+    /// The admin endpoint failed.
+    #[error("admin endpoint failed: {0}")]
+    Admin(#[source] std::io::Error),
+}
+
+/// The consumer groups on the log (each its own leases, checkpoints and parked commits).
+pub const LOG_GROUPS: [&str; 2] = [SAGA_NAME, NOTIFICATIONS_NAME];
+
+/// The command API's clients, one per flow: the subject scopes idempotency keys and shows in
+/// the API's logs.
+pub struct CommandClients {
+    channel: Channel,
+    auth: AuthSettings,
+    attempts: u32,
+    call_timeout: Duration,
+}
+
+impl CommandClients {
+    /// Clients of `command_api.url`, signing with `auth.jwt_secret`; the channel connects on
+    /// first use.
+    pub fn new(settings: &Settings) -> Result<Self, AppError> {
+        let channel = Channel::from_shared(settings.command_api.url.clone())
+            .map_err(|e| AppError::Endpoint(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        Ok(Self {
+            channel,
+            auth: settings.auth()?,
+            attempts: settings.command_api.attempts,
+            call_timeout: Duration::from_millis(settings.command_api.call_timeout_ms),
+        })
+    }
+
+    /// The client acting as the service `subject`.
+    pub fn client(&self, subject: &str) -> Arc<CommandClient> {
+        Arc::new(
+            CommandClient::new(self.channel.clone(), &self.auth, subject, self.attempts)
+                .with_call_timeout(self.call_timeout),
+        )
+    }
+}
+
+/// Builds the log consumer groups `groups` names (`order_saga`, `notifications`), for the
+/// worker or for a redrive.
+pub fn log_consumers(
+    settings: &Settings,
+    sqs: &aws_sdk_sqs::Client,
+    clients: &CommandClients,
+    groups: &[&str],
+) -> Result<Vec<Arc<dyn Projection>>, AppError> {
+    let mut projections: Vec<Arc<dyn Projection>> = Vec::new();
+    for group in groups {
+        match *group {
+            SAGA_NAME => {
+                let payments = settings.queue(PAYMENTS)?;
+                projections.push(Arc::new(OrderSaga::new(
+                    clients.client("flows-order-saga"),
+                    PaymentQueue::new(sqs.clone(), payments.queue_url),
+                )));
+            }
+            NOTIFICATIONS_NAME => {
+                let notifications = settings.queue(NOTIFICATIONS)?;
+                projections.push(Arc::new(Notifications::new(
+                    clients.client("flows-notifications"),
+                    sqs.clone(),
+                    notifications.queue_url,
+                )));
+            }
+            other => return Err(AppError::UnknownGroup(other.to_owned())),
+        }
+    }
+    Ok(projections)
+}
+
+/// `flows redrive`: applies the parked commits of consumer group `group` (`order_saga`, also
+/// spelt `saga`, or `notifications`), of one aggregate (type, id) or of every parked one,
+/// oldest first, through the command API; each aggregate stops at its first commit that fails
+/// again.
+pub async fn redrive(
+    settings: &Settings,
+    group: &str,
+    aggregate: Option<(&str, &str)>,
+) -> Result<Vec<(String, String, RedriveOutcome)>, AppError> {
+    let group = if group == "saga" { SAGA_NAME } else { group };
+    let sdk = aws_support::sdk_config(&settings.aws).await;
+    let clients = CommandClients::new(settings)?;
+    let consumers = log_consumers(settings, &aws_support::sqs(&sdk), &clients, &[group])?;
+    let Some(consumer) = consumers.first() else {
+        return Err(AppError::UnknownGroup(group.to_owned()));
+    };
+    let parked = ParkedStore::new(aws_support::dynamodb(&sdk), &settings.dynamodb.parked_table);
+    Ok(match aggregate {
+        Some((kind, id)) => {
+            let outcome = runtime::redrive(consumer.as_ref(), &parked, kind, id).await?;
+            vec![(kind.to_owned(), id.to_owned(), outcome)]
+        }
+        None => runtime::redrive_all(consumer.as_ref(), &parked).await?,
+    })
+}
+
+/// The flows process, built and bound, not yet running.
+pub struct Application {
+    worker: Option<Worker>,
+    consumers: Vec<QueueConsumer>,
+    dead_letter_queues: Vec<(&'static str, String)>,
+    sqs: aws_sdk_sqs::Client,
+    health: Arc<AllHealthy>,
+    admin_listener: TcpListener,
+}
+
+impl Application {
+    /// Builds every worker `flows.workers` names, with the sandbox gateway.
+    pub async fn build(settings: &Settings) -> Result<Self, AppError> {
+        let sandbox = SandboxGateway::new(Duration::from_millis(settings.payments.sandbox_slow_ms));
+        Self::build_with_gateway(settings, Arc::new(sandbox)).await
+    }
+
+    /// Builds every worker `flows.workers` names, paying through `gateway`.
+    pub async fn build_with_gateway(
+        settings: &Settings,
+        gateway: Arc<dyn PaymentGateway>,
+    ) -> Result<Self, AppError> {
+        let sdk = aws_support::sdk_config(&settings.aws).await;
+        let sqs = aws_support::sqs(&sdk);
+        let clients = CommandClients::new(settings)?;
+        let client = |subject: &str| clients.client(subject);
+        let groups: Vec<&str> = LOG_GROUPS
+            .into_iter()
+            .filter(|group| settings.runs(group))
+            .collect();
+        let projections = log_consumers(settings, &sqs, &clients, &groups)?;
+        let worker = if projections.is_empty() {
+            None
+        } else {
+            Some(Worker::new(&sdk, settings.worker_config()?, projections))
+        };
+
+        let mut consumers = Vec::new();
+        let mut handlers: Vec<(&str, Arc<dyn MessageHandler>)> = Vec::new();
+        if settings.runs(PAYMENTS) {
+            handlers.push((
+                PAYMENTS,
+                Arc::new(PaymentProcessor::new(
+                    gateway,
+                    client("flows-payments"),
+                    Duration::from_millis(settings.payments.gateway_timeout_ms),
+                    Duration::from_millis(settings.payments.charge_deadline_ms),
+                )),
+            ));
+        }
+        if settings.runs(INTAKE) {
+            handlers.push((INTAKE, Arc::new(IntakeHandler::new(client("flows-intake")))));
+        }
+        for (name, handler) in handlers {
+            let queue = settings.queue(name)?;
+            consumers.push(QueueConsumer::new(
+                sqs.clone(),
+                ConsumerConfig {
+                    name: queue.name,
+                    queue_url: queue.queue_url,
+                    dead_letter_url: queue.dead_letter_url,
+                    wait_time: Duration::from_secs(settings.sqs.wait_time_seconds),
+                    visibility_timeout: Duration::from_secs(
+                        settings.sqs.visibility_timeout_seconds,
+                    ),
+                    max_messages: settings.sqs.max_messages,
+                    retry_initial: Duration::from_millis(settings.sqs.retry_initial_ms),
+                    retry_max: Duration::from_millis(settings.sqs.retry_max_ms),
+                },
+                handler,
+            ));
+        }
+
+        let mut dead_letter_queues = Vec::new();
+        for name in [INTAKE, PAYMENTS, NOTIFICATIONS] {
+            if let Ok(queue) = settings.queue(name) {
+                dead_letter_queues.push((queue.name, queue.dead_letter_url));
+            }
+        }
+        let mut checks: Vec<Arc<dyn HealthCheck>> = Vec::new();
+        if let Some(worker) = &worker {
+            checks.push(worker.health());
+        }
+        for consumer in &consumers {
+            checks.push(consumer.health());
+        }
+        let admin_listener = admin::bind(&settings.admin.host, settings.admin.port).await?;
+        Ok(Self {
+            worker,
+            consumers,
+            dead_letter_queues,
+            sqs,
+            health: Arc::new(AllHealthy(checks)),
+            admin_listener,
+        })
+    }
+
+    /// The same process with its log consumers reading only the events `vocabulary` knows: the
+    /// flows of an older build, for the tests of rolling upgrades.
+    pub fn with_vocabulary(mut self, vocabulary: Vocabulary) -> Self {
+        self.worker = self.worker.map(|worker| worker.with_vocabulary(vocabulary));
+        self
+    }
+
+    /// The bound admin address (the real port when the settings said 0).
+    pub fn admin_address(&self) -> Result<SocketAddr, AppError> {
+        self.admin_listener.local_addr().map_err(AppError::Admin)
+    }
+
+    /// Runs until `shutdown` completes, then stops gracefully: queue consumers finish the
+    /// messages in hand, log consumers finish and checkpoint their batches and release their
+    /// leases, and the admin endpoint stops last. Dropping the future instead is a crash, which
+    /// every flow is built to survive.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let (stop, _) = watch::channel(false);
+        let stopped = |stop: &watch::Sender<bool>| {
+            let mut receiver = stop.subscribe();
+            async move {
+                let _ = receiver.wait_for(|stop| *stop).await;
+            }
+        };
+        let admin = tokio::spawn(admin::serve(
+            self.admin_listener,
+            self.health.clone(),
+            stopped(&stop),
+        ));
+        let depth = tokio::spawn(report_depths(self.sqs.clone(), self.dead_letter_queues));
+        let mut running: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
+        if let Some(worker) = self.worker {
+            running.push(Box::pin(worker.run(stopped(&stop))));
+        }
+        for consumer in self.consumers {
+            running.push(Box::pin(consumer.run(stopped(&stop))));
+        }
+        let all = join_all(running);
+        tokio::pin!(all);
+        tokio::select! {
+            _ = &mut all => {}
+            () = shutdown => {
+                let _ = stop.send(true);
+                all.await;
+            }
+        }
+        let _ = stop.send(true);
+        depth.abort();
+        match admin.await {
+            Ok(result) => result.map_err(AppError::Admin),
+            Err(join) => Err(AppError::Admin(std::io::Error::other(join))),
+        }
+    }
+}
+
+/// Healthy when every part is.
+struct AllHealthy(Vec<Arc<dyn HealthCheck>>);
+
+impl HealthCheck for AllHealthy {
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            let problems: Vec<String> = join_all(self.0.iter().map(|check| check.check()))
+                .await
+                .into_iter()
+                .filter_map(Result::err)
+                .collect();
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(problems.join("; "))
+            }
+        })
+    }
+}
+
+/// Publishes `orderpipe_flows_dlq_depth{queue}`: the messages waiting in each dead-letter queue.
+async fn report_depths(sqs: aws_sdk_sqs::Client, queues: Vec<(&'static str, String)>) {
+    loop {
+        for (name, url) in &queues {
+            let depth = sqs
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                .send()
+                .await;
+            match depth {
+                Ok(output) => {
+                    let count = output
+                        .attributes
+                        .and_then(|a| {
+                            a.get(&QueueAttributeName::ApproximateNumberOfMessages)
+                                .cloned()
+                        })
+                        .and_then(|n| n.parse::<f64>().ok())
+                        .unwrap_or(0.0);
+                    metrics::gauge!("orderpipe_flows_dlq_depth", "queue" => *name).set(count);
+                }
+                Err(error) => {
+                    tracing::warn!(queue = name, error = %error_chain(&error), "cannot read dead-letter queue depth")
+                }
+            }
+        }
+        tokio::time::sleep(DEPTH_INTERVAL).await;
+    }
+}

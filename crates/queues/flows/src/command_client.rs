@@ -1,0 +1,470 @@
+//! A gRPC client of the command API for the flows: the `service` role, a caller-chosen
+//! idempotency key on every command, retries of what may succeed later, and one classification
+//! of every other failure.
+//!
+//! A refused command (FAILED_PRECONDITION, NOT_FOUND) is a business outcome the caller decides
+//! about (an order cancelled meanwhile, stock that ran out), never something to retry.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use command_api::auth::{Role, TokenAuthority};
+use command_api::settings::AuthSettings;
+use proto::v1 as pb;
+use proto::v1::inventory_service_client::InventoryServiceClient;
+use proto::v1::loyalty_service_client::LoyaltyServiceClient;
+use proto::v1::order_service_client::OrderServiceClient;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+
+use crate::retry::Backoff;
+
+/// How long a minted service token lives; a fresh one is minted after half of it.
+const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// Each attempt's deadline unless [`CommandClient::with_call_timeout`] sets another.
+const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one attempt's answer means for the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// A business outcome (FAILED_PRECONDITION, NOT_FOUND): the caller decides.
+    Refused,
+    /// May succeed later with the same key: retry.
+    Retry,
+    /// The request itself is wrong: retrying cannot help.
+    Rejected,
+}
+
+/// Classifies a failed attempt by its gRPC code, in one place.
+///
+/// CANCELLED is retried: the command API never answers it (an out-of-time command answers
+/// DEADLINE_EXCEEDED), so it comes from this side: tonic's own deadline (`grpc-timeout`
+/// expired) or a connection dropped mid-call when the API stopped. Either way the command may
+/// or may not have committed, and a retry with the same key settles it.
+fn classify(code: Code) -> Answer {
+    match code {
+        Code::FailedPrecondition | Code::NotFound => Answer::Refused,
+        Code::Unavailable
+        | Code::Aborted
+        | Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::ResourceExhausted
+        | Code::Unknown => Answer::Retry,
+        _ => Answer::Rejected,
+    }
+}
+
+/// Why a command or query did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The business refused it (illegal transition, not enough stock, no such order): an
+    /// outcome to act on, not to retry.
+    #[error("{rpc} refused: {}", .status.message())]
+    Refused {
+        /// The RPC.
+        rpc: &'static str,
+        /// The API's answer.
+        status: Status,
+    },
+    /// The API or its database stayed unavailable through every retry; trying later is safe
+    /// (same idempotency key).
+    #[error("{rpc} unavailable after retries: {}", .status.message())]
+    Unavailable {
+        /// The RPC.
+        rpc: &'static str,
+        /// The last answer.
+        status: Status,
+    },
+    /// The request itself is wrong (invalid, not permitted, bad credentials): retrying cannot
+    /// help; a bug, a configuration error, or bad input that passed the caller's validation.
+    #[error("{rpc} rejected ({:?}): {}", .status.code(), .status.message())]
+    Rejected {
+        /// The RPC.
+        rpc: &'static str,
+        /// The API's answer.
+        status: Status,
+    },
+    /// A service token could not be signed (the signing library's message).
+    #[error("cannot sign a service token: {0}")]
+    Token(String),
+}
+
+impl CommandError {
+    /// Whether the same call may succeed later: the API (or its database) stayed unavailable
+    /// through every retry. The caller retries it until it is back, and never parks anything
+    /// for it. Every other failure (a refusal, a rejected request, a token that cannot be
+    /// signed) comes back the same every time.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CommandError::Unavailable { .. })
+    }
+
+    /// The gRPC code of the answer, if there was one.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            CommandError::Refused { status, .. }
+            | CommandError::Unavailable { status, .. }
+            | CommandError::Rejected { status, .. } => Some(status.code()),
+            CommandError::Token(_) => None,
+        }
+    }
+}
+
+/// What caused a command: carried to the API as `x-correlation-id` / `x-causation-id`, so the
+/// events it appends can be traced back.
+#[derive(Debug, Clone, Default)]
+pub struct Cause {
+    /// The business flow (an order id).
+    pub correlation_id: String,
+    /// The event or message that led to the command.
+    pub causation_id: String,
+}
+
+/// Signs short-lived `service` tokens for one subject; the subject also scopes the idempotency
+/// keys, so each flow has its own.
+struct ServiceTokens {
+    authority: TokenAuthority,
+    subject: String,
+    current: Mutex<Option<(String, Instant)>>,
+}
+
+impl ServiceTokens {
+    fn bearer(&self) -> Result<String, CommandError> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((token, minted)) = current.as_ref() {
+            if minted.elapsed() < TOKEN_TTL / 2 {
+                return Ok(format!("Bearer {token}"));
+            }
+        }
+        let token = self
+            .authority
+            .mint(&self.subject, Role::Service, None, TOKEN_TTL)
+            .map_err(|e| CommandError::Token(e.to_string()))?;
+        *current = Some((token.clone(), Instant::now()));
+        Ok(format!("Bearer {token}"))
+    }
+}
+
+/// The command API as one flow sees it.
+pub struct CommandClient {
+    channel: Channel,
+    tokens: ServiceTokens,
+    backoff: Backoff,
+    attempts: u32,
+    call_timeout: Duration,
+}
+
+impl CommandClient {
+    /// A client on `channel` acting as the service `subject`, with tokens signed by `auth`;
+    /// transient failures are tried `attempts` times in all.
+    pub fn new(channel: Channel, auth: &AuthSettings, subject: &str, attempts: u32) -> Self {
+        Self {
+            channel,
+            tokens: ServiceTokens {
+                authority: TokenAuthority::new(auth),
+                subject: subject.to_owned(),
+                current: Mutex::new(None),
+            },
+            backoff: Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(2),
+            },
+            attempts: attempts.max(1),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+        }
+    }
+
+    /// Gives each attempt `timeout` (sent as `grpc-timeout`, enforced on this side too), so a
+    /// paused or silently cut-off API delays a flow by at most that per attempt.
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// Sends `message` with `send`, each attempt within the call timeout, retrying what
+    /// [`classify`] says may succeed later (retrying with the same key is safe).
+    async fn call<M, R, F, Fut>(
+        &self,
+        rpc: &'static str,
+        message: M,
+        cause: &Cause,
+        send: F,
+    ) -> Result<R, CommandError>
+    where
+        M: Clone,
+        F: Fn(Channel, Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = Request::new(message.clone());
+            request.set_timeout(self.call_timeout);
+            let metadata = request.metadata_mut();
+            if let Ok(value) = MetadataValue::try_from(self.tokens.bearer()?) {
+                metadata.insert("authorization", value);
+            }
+            for (name, value) in [
+                ("x-correlation-id", &cause.correlation_id),
+                ("x-causation-id", &cause.causation_id),
+            ] {
+                if let (false, Ok(value)) = (value.is_empty(), MetadataValue::try_from(value)) {
+                    metadata.insert(name, value);
+                }
+            }
+            let status = match send(self.channel.clone(), request).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => status,
+            };
+            match classify(status.code()) {
+                Answer::Refused => return Err(CommandError::Refused { rpc, status }),
+                Answer::Retry => {
+                    if attempt >= self.attempts {
+                        return Err(CommandError::Unavailable { rpc, status });
+                    }
+                    tracing::debug!(rpc, attempt, code = ?status.code(), "retrying command");
+                    tokio::time::sleep(self.backoff.delay(attempt)).await;
+                }
+                Answer::Rejected => return Err(CommandError::Rejected { rpc, status }),
+            }
+        }
+    }
+
+    /// `OrderService/PlaceOrder`.
+    pub async fn place_order(
+        &self,
+        request: pb::PlaceOrderRequest,
+        cause: &Cause,
+    ) -> Result<pb::PlaceOrderResponse, CommandError> {
+        self.call(
+            "PlaceOrder",
+            request,
+            cause,
+            |channel, request| async move {
+                OrderServiceClient::new(channel).place_order(request).await
+            },
+        )
+        .await
+    }
+
+    /// `OrderService/GetOrder`.
+    pub async fn get_order(
+        &self,
+        order_id: &str,
+        cause: &Cause,
+    ) -> Result<pb::Order, CommandError> {
+        let request = pb::GetOrderRequest {
+            order_id: order_id.to_owned(),
+        };
+        self.call("GetOrder", request, cause, |channel, request| async move {
+            OrderServiceClient::new(channel).get_order(request).await
+        })
+        .await
+    }
+
+    /// `OrderService/AcceptOrder`.
+    pub async fn accept_order(
+        &self,
+        key: String,
+        order_id: &str,
+        cause: &Cause,
+    ) -> Result<pb::CommitResult, CommandError> {
+        let request = pb::OrderTransitionRequest {
+            idempotency_key: key,
+            order_id: order_id.to_owned(),
+        };
+        self.call(
+            "AcceptOrder",
+            request,
+            cause,
+            |channel, request| async move {
+                OrderServiceClient::new(channel).accept_order(request).await
+            },
+        )
+        .await
+    }
+
+    /// `OrderService/RejectOrder`.
+    pub async fn reject_order(
+        &self,
+        request: pb::RejectOrderRequest,
+        cause: &Cause,
+    ) -> Result<pb::CommitResult, CommandError> {
+        self.call(
+            "RejectOrder",
+            request,
+            cause,
+            |channel, request| async move {
+                OrderServiceClient::new(channel).reject_order(request).await
+            },
+        )
+        .await
+    }
+
+    /// `OrderService/RecordPaymentCaptured`.
+    pub async fn record_payment_captured(
+        &self,
+        request: pb::RecordPaymentCapturedRequest,
+        cause: &Cause,
+    ) -> Result<pb::CommitResult, CommandError> {
+        self.call(
+            "RecordPaymentCaptured",
+            request,
+            cause,
+            |channel, request| async move {
+                OrderServiceClient::new(channel)
+                    .record_payment_captured(request)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// `OrderService/RecordPaymentDeclined`.
+    pub async fn record_payment_declined(
+        &self,
+        request: pb::RecordPaymentDeclinedRequest,
+        cause: &Cause,
+    ) -> Result<pb::CommitResult, CommandError> {
+        self.call(
+            "RecordPaymentDeclined",
+            request,
+            cause,
+            |channel, request| async move {
+                OrderServiceClient::new(channel)
+                    .record_payment_declined(request)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// `OrderService/RecordPaymentRefunded`.
+    pub async fn record_payment_refunded(
+        &self,
+        request: pb::RecordPaymentRefundedRequest,
+        cause: &Cause,
+    ) -> Result<pb::CommitResult, CommandError> {
+        self.call(
+            "RecordPaymentRefunded",
+            request,
+            cause,
+            |channel, request| async move {
+                OrderServiceClient::new(channel)
+                    .record_payment_refunded(request)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// `InventoryService/ReserveStock`.
+    pub async fn reserve_stock(
+        &self,
+        request: pb::ReserveStockRequest,
+        cause: &Cause,
+    ) -> Result<pb::CommitResult, CommandError> {
+        self.call(
+            "ReserveStock",
+            request,
+            cause,
+            |channel, request| async move {
+                InventoryServiceClient::new(channel)
+                    .reserve_stock(request)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// `InventoryService/ReleaseReservation`.
+    pub async fn release_reservation(
+        &self,
+        request: pb::ReleaseReservationRequest,
+        cause: &Cause,
+    ) -> Result<pb::CommitResult, CommandError> {
+        self.call(
+            "ReleaseReservation",
+            request,
+            cause,
+            |channel, request| async move {
+                InventoryServiceClient::new(channel)
+                    .release_reservation(request)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// `InventoryService/CommitReservation`.
+    pub async fn commit_reservation(
+        &self,
+        request: pb::CommitReservationRequest,
+        cause: &Cause,
+    ) -> Result<pb::CommitResult, CommandError> {
+        self.call(
+            "CommitReservation",
+            request,
+            cause,
+            |channel, request| async move {
+                InventoryServiceClient::new(channel)
+                    .commit_reservation(request)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// `LoyaltyService/EarnPoints`.
+    pub async fn earn_points(
+        &self,
+        request: pb::EarnPointsRequest,
+        cause: &Cause,
+    ) -> Result<pb::CommitResult, CommandError> {
+        self.call(
+            "EarnPoints",
+            request,
+            cause,
+            |channel, request| async move {
+                LoyaltyServiceClient::new(channel)
+                    .earn_points(request)
+                    .await
+            },
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_that_may_have_committed_is_retried_with_the_same_key() {
+        // CANCELLED is what tonic reports for its own expired deadline and for a connection
+        // dropped mid-call (a command API stopped during an outage): retried, never a
+        // rejection that would park the saga's commit as poison.
+        for code in [
+            Code::Unavailable,
+            Code::Aborted,
+            Code::DeadlineExceeded,
+            Code::Cancelled,
+            Code::ResourceExhausted,
+            Code::Unknown,
+        ] {
+            assert_eq!(classify(code), Answer::Retry, "{code:?}");
+        }
+        for code in [Code::FailedPrecondition, Code::NotFound] {
+            assert_eq!(classify(code), Answer::Refused, "{code:?}");
+        }
+        for code in [
+            Code::InvalidArgument,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+        ] {
+            assert_eq!(classify(code), Answer::Rejected, "{code:?}");
+        }
+    }
+}

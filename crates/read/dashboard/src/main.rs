@@ -1,0 +1,59 @@
+//! `dashboard`: serve the barista dashboard and its read API.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dashboard::app::Application;
+use dashboard::settings::Settings;
+use service_kit::{shutdown, telemetry};
+
+/// orderpipe's barista dashboard: a live board of a store's open orders, today's metrics and
+/// low-stock warnings, read from the projected views (DynamoDB active orders, PostgreSQL
+/// history); its buttons move orders on through the command API with the barista's token.
+///
+/// Settings come from built-in defaults, then the optional --config TOML file, then
+/// ORDERPIPE_<SECTION>__<KEY> environment variables: ORDERPIPE_HTTP__PORT (8080),
+/// ORDERPIPE_ADMIN__PORT (9093), ORDERPIPE_DYNAMODB__ACTIVE_ORDERS_TABLE,
+/// ORDERPIPE_DYNAMODB__STORE_METRICS_TABLE, ORDERPIPE_HISTORY__DATABASE__URL,
+/// ORDERPIPE_AUTH__JWT_SECRET (required; the command API's), ORDERPIPE_COMMAND_API__URL
+/// (http://127.0.0.1:50051), ORDERPIPE_BOARD__POLL_INTERVAL_MS (400). See docs/architecture.md
+/// ("The barista dashboard").
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// A TOML settings file layered over the defaults.
+    #[arg(long, global = true, env = "ORDERPIPE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the page and the read API, and the admin endpoint (/metrics, /health), until
+    /// SIGINT or SIGTERM. Prints the page's address.
+    Serve,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => {
+            telemetry::init_logging(&settings.log);
+            let app = Application::build(settings)
+                .await
+                .context("the dashboard could not start")?;
+            tracing::info!(
+                http = %app.http_address(),
+                admin = %app.admin_address(),
+                "dashboard listening"
+            );
+            println!("dashboard: http://{}/", app.http_address());
+            app.run_until_stopped(shutdown::signal()).await?;
+        }
+    }
+    Ok(())
+}
