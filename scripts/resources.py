@@ -86,7 +86,7 @@ STREAMS: tuple[Stream, ...] = (
 )
 
 TABLES: tuple[Table, ...] = (
-    # The barista dashboard's view (projectors/src/projections/active_orders): one item per order
+    # The barista dashboard's view (crates/read/read-models/src/active_orders): one item per order
     # (pk ORDER#<id>, sk ORDER); sparse indexes hold open orders only. TTL on `expires_at` is
     # enabled by the deployment (dynalite has no UpdateTimeToLive).
     Table("orderpipe-active-orders", "pk", "sk", env="ORDERPIPE_DYNAMODB__ACTIVE_ORDERS_TABLE",
@@ -96,7 +96,7 @@ TABLES: tuple[Table, ...] = (
     # Per store (pk STORE#<id>): daily metrics (sk DAY#<date>), stock per SKU (sk SKU#<sku>), the
     # inventory marker (sk INVENTORY).
     Table("orderpipe-store-metrics", "pk", "sk", env="ORDERPIPE_DYNAMODB__STORE_METRICS_TABLE"),
-    # Records parked behind a poison record of their aggregate (projectors/src/runtime/parked.rs):
+    # Records parked behind a poison record of their aggregate (crates/log/kinesis-consumer/src/parked.rs):
     # pk <projection>#<aggregate type>#<aggregate id>, sk the global position.
     # The live active-orders tables once replay has swapped a rebuilt view in (item
     # alias#active_orders), and replay's progress on DynamoDB targets (rebuild#<orders table>).

@@ -6,7 +6,7 @@ use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
 };
-use projectors::projections::{ActiveOrdersProjection, ActiveOrdersTables};
+use read_models::{ActiveOrdersProjection, ActiveOrdersTables};
 use test_support::{aws_test_config, fresh_database, unique_name, TestDatabase, TestStream};
 
 /// Why the resources could not be made.

@@ -10,12 +10,15 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::projection::Projection;
-use crate::projections::{
+use commit_log::projection::Projection;
+use kinesis_consumer::Worker;
+use read_models::settings::ReadModelDatabase;
+use read_models::{
     ActiveOrdersProjection, AnalyticsProjection, HistoryProjection, SchemaName, SetupError,
 };
-use crate::runtime::settings::{ReadModelDatabase, Settings, SettingsError};
-use crate::runtime::worker::Worker;
+use service_kit::settings::SettingsError;
+
+use crate::settings::Settings;
 
 /// Every read model this build runs, by name.
 pub const PROJECTIONS: [&str; 3] = ["active_orders", "history", "analytics"];
@@ -61,6 +64,7 @@ pub async fn build_projections(
             "active_orders" => projections.push(Arc::new(ActiveOrdersProjection::following(
                 settings
                     .dynamodb
+                    .views
                     .active_orders_alias(aws_support::dynamodb(sdk)),
             ))),
             "history" => {

@@ -1,14 +1,18 @@
 //! `projectors`: run the projector worker, redrive parked commits, list leases.
 
+mod app;
+mod settings;
+
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use projectors::runtime::app::{build_projections, Application};
-use projectors::runtime::redrive::describe_redrive;
-use projectors::runtime::settings::Settings;
-use projectors::runtime::{redrive, redrive_all, LeaseTable, ParkedStore};
+use kinesis_consumer::redrive::describe_redrive;
+use kinesis_consumer::{redrive, redrive_all, LeaseTable, ParkedStore};
 use service_kit::{shutdown, telemetry};
+
+use crate::app::{build_projections, Application};
+use crate::settings::Settings;
 
 /// orderpipe's projector worker: consumes the Kinesis log and builds the read models.
 ///

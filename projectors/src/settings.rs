@@ -5,11 +5,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use aws_support::AwsSettings;
+use kinesis_consumer::settings::{default_worker_id, KinesisSettings};
+use kinesis_consumer::WorkerConfig;
+use read_models::settings::{ReadModelDatabase, ViewTables};
 use serde::Deserialize;
-pub use service_kit::settings::{AdminSettings, DatabaseSettings, LogSettings, SettingsError};
-
-use crate::projections::{ActiveOrdersTables, ViewAlias};
-use crate::runtime::worker::WorkerConfig;
+use service_kit::settings::{AdminSettings, LogSettings, SettingsError};
 
 /// Everything the projector worker and its operator commands read.
 #[derive(Debug, Clone, Deserialize)]
@@ -35,52 +35,16 @@ pub struct Settings {
     pub log: LogSettings,
 }
 
-/// The Kinesis stream.
-#[derive(Debug, Clone, Deserialize)]
-pub struct KinesisSettings {
-    /// The stream the relay publishes commits to.
-    pub stream_name: String,
-}
-
-/// The runtime's DynamoDB tables.
+/// The DynamoDB tables: the runtime's and the active-orders view's.
 #[derive(Debug, Clone, Deserialize)]
 pub struct DynamoDbSettings {
     /// Leases and checkpoints (partition key `lease_key`, a string).
     pub leases_table: String,
     /// Parked commits (partition key `parked_key` string, sort key `position` number).
     pub parked_table: String,
-    /// The `active_orders` read model's order table.
-    pub active_orders_table: String,
-    /// The `active_orders` read model's per-store table.
-    pub store_metrics_table: String,
-    /// The views table (hash key `name`): the alias naming the live active-orders tables once
-    /// replay has swapped a rebuilt view in, and replay's progress on DynamoDB targets.
-    pub views_table: String,
-}
-
-impl DynamoDbSettings {
-    /// The configured active-orders tables: the live view until a swap moves the alias.
-    pub fn active_orders_tables(&self) -> ActiveOrdersTables {
-        ActiveOrdersTables {
-            orders: self.active_orders_table.clone(),
-            stores: self.store_metrics_table.clone(),
-        }
-    }
-
-    /// The alias naming the live active-orders tables.
-    pub fn active_orders_alias(&self, client: aws_sdk_dynamodb::Client) -> ViewAlias {
-        ViewAlias::new(client, &self.views_table, self.active_orders_tables())
-    }
-}
-
-/// Where a PostgreSQL-protocol read model writes.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ReadModelDatabase {
-    /// The database: a full `url`, or its parts as Secrets Manager hands them out
-    /// (`ORDERPIPE_HISTORY__DATABASE__URL`, or `..._HOST`, `..._PASSWORD`, ...).
-    pub database: DatabaseSettings,
-    /// The schema the projection writes to (replay builds a fresh one and swaps it in).
-    pub schema: String,
+    /// The `active_orders` read model's tables, keys of the same section.
+    #[serde(flatten)]
+    pub views: ViewTables,
 }
 
 /// The dead-letter queue.
@@ -235,17 +199,6 @@ fn rejected(message: &str) -> SettingsError {
     SettingsError::Rejected(message.to_owned())
 }
 
-/// `<hostname>-<pid>`: unique per process, and says where the process runs.
-pub fn default_worker_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "projector".to_owned());
-    format!("{host}-{}", std::process::id())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +209,7 @@ mod tests {
             service_kit::settings::load_defaults(DEFAULTS).expect("the defaults parse");
         assert!(settings.validate().is_ok());
         assert_eq!(settings.admin.port, 9092);
+        assert_eq!(settings.dynamodb.views.views_table, "orderpipe-views");
         assert!(settings.projection_names().is_empty());
         settings.runtime.projections = " history, analytics ,".into();
         assert_eq!(settings.projection_names(), ["history", "analytics"]);

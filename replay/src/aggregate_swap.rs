@@ -12,7 +12,7 @@
 //! aggregate (analytics dimensions, add-only sets) stay as they are.
 
 use event_store::PgEventStore;
-use projectors::projections::SchemaName;
+use read_models::SchemaName;
 use sqlx::PgPool;
 
 use crate::error::ReplayError;

@@ -1,9 +1,9 @@
 //! The one error type of the replay library.
 
+use commit_log::projection::ProjectionError;
 use commit_log::DecodeError;
 use event_store::StoreError;
-use projectors::projection::ProjectionError;
-use projectors::projections::{AliasError, SetupError};
+use read_models::{AliasError, SetupError};
 
 /// Why a rebuild or a comparison failed.
 #[derive(Debug, thiserror::Error)]

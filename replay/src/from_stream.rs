@@ -17,12 +17,12 @@
 use std::collections::HashSet;
 
 use aws_sdk_kinesis::Client;
+use commit_log::projection::Projection;
 use commit_log::LoggedCommit;
-use projectors::projection::Projection;
-use projectors::runtime::kinesis::{
+use kinesis_consumer::kinesis::{
     get_records, list_shards, shard_iterator, shard_iterator_at, GetRecordsError, ShardInfo,
 };
-use projectors::runtime::{Checkpoint, SequenceNumber};
+use kinesis_consumer::{Checkpoint, SequenceNumber};
 use time::OffsetDateTime;
 
 use crate::error::ReplayError;

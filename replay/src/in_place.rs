@@ -4,7 +4,7 @@
 //! predecessors the rebuild has not reached yet, would be a gap and dead-lettered), which is why
 //! the `replay` binary asks for an explicit confirmation.
 
-use projectors::projections::SchemaName;
+use read_models::SchemaName;
 use sqlx::PgPool;
 
 use crate::error::ReplayError;

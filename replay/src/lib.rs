@@ -2,7 +2,7 @@
 //! compares two targets.
 //!
 //! - [`rebuild`]: streams the store in commit order (constant memory, upcasters applied by
-//!   [`commit_log::LoggedCommit::from_recorded`]) into a [`Projection`](projectors::projection::Projection),
+//!   [`commit_log::LoggedCommit::from_recorded`]) into a [`Projection`](commit_log::projection::Projection),
 //!   in batches, up to an optional [`Until`] bound, recording its progress in the target's
 //!   [`ProgressTable`] so an interrupted rebuild resumes where it stopped.
 //! - [`rebuild_from_stream`]: the same from the Kinesis log, shards in parent-first order.

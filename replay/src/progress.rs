@@ -2,7 +2,7 @@
 //! `replay_progress` table a rebuild keeps inside its target schema.
 
 use async_trait::async_trait;
-use projectors::projections::SchemaName;
+use read_models::SchemaName;
 use sqlx::PgPool;
 
 use crate::error::ReplayError;

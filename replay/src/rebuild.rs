@@ -3,10 +3,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use commit_log::projection::{Projection, ProjectionError};
 use commit_log::LoggedCommit;
 use event_store::{PgEventStore, RecordedEvent};
 use futures::{StreamExt, TryStreamExt};
-use projectors::projection::{Projection, ProjectionError};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 

@@ -6,7 +6,8 @@
 use std::path::Path;
 
 pub use aws_support::AwsSettings;
-pub use projectors::runtime::settings::{DynamoDbSettings, KinesisSettings, ReadModelDatabase};
+pub use kinesis_consumer::settings::KinesisSettings;
+pub use read_models::settings::{ReadModelDatabase, ViewTables};
 use serde::Deserialize;
 pub use service_kit::settings::{DatabaseSettings, SettingsError};
 
@@ -23,7 +24,7 @@ pub struct Settings {
     pub analytics: ReadModelDatabase,
     /// The `active_orders` read model's configured tables and the views table holding its
     /// alias (only those keys are read; the runtime's are the projectors').
-    pub dynamodb: DynamoDbSettings,
+    pub dynamodb: ViewTables,
     /// The stream `--from-stream` reads.
     pub kinesis: KinesisSettings,
     /// Where the DynamoDB client points (region, optional endpoint override).
@@ -75,8 +76,6 @@ acquire_timeout_ms = 3000
 stream_name = "orderpipe-events"
 
 [dynamodb]
-leases_table = "orderpipe-projector-leases"
-parked_table = "orderpipe-projector-parked"
 active_orders_table = "orderpipe-active-orders"
 store_metrics_table = "orderpipe-store-metrics"
 views_table = "orderpipe-views"

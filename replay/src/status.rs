@@ -11,7 +11,7 @@
 
 use event_store::PgEventStore;
 use futures::TryStreamExt;
-use projectors::projections::SchemaName;
+use read_models::SchemaName;
 use sqlx::PgPool;
 
 use crate::error::ReplayError;

@@ -19,7 +19,7 @@
 //! marker without a gap.
 
 use event_store::PgEventStore;
-use projectors::projections::SchemaName;
+use read_models::SchemaName;
 use sqlx::PgPool;
 
 use crate::error::ReplayError;

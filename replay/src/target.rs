@@ -2,8 +2,8 @@
 
 use std::str::FromStr;
 
-use projectors::projection::Projection;
-use projectors::projections::{AnalyticsProjection, HistoryProjection, SchemaName};
+use commit_log::projection::Projection;
+use read_models::{AnalyticsProjection, HistoryProjection, SchemaName};
 use sqlx::PgPool;
 
 use crate::error::ReplayError;
@@ -65,7 +65,7 @@ impl ReadModel {
     }
 
     /// The aggregate types the projection reads (the `tracked` lists of
-    /// `projectors/src/projections/{history,analytics}.rs`); events of other types change
+    /// `crates/read/read-models/src/{history,analytics}.rs`); events of other types change
     /// nothing in the view.
     pub fn aggregate_types(self) -> &'static [&'static str] {
         match self {
@@ -76,7 +76,7 @@ impl ReadModel {
 
     /// The tables holding one aggregate's rows and the column naming the aggregate in each,
     /// parents first (the `aggregate_type`s of the projections' SQL, in
-    /// `projectors/migrations/history` and `projectors/sql/analytics`). Analytics dimensions
+    /// `crates/read/read-models/migrations/history` and `crates/read/read-models/sql/analytics`). Analytics dimensions
     /// are shared by all aggregates and belong to none; the menu has only dimensions.
     pub fn aggregate_rows(self, aggregate_type: &str) -> &'static [(&'static str, &'static str)] {
         match (self, aggregate_type) {

@@ -3,7 +3,7 @@
 //! Runs on PostgreSQL (the history database and the local analytics stand-in): row text
 //! (`t::text`) and `string_agg` are not in Redshift's SQL.
 
-use projectors::projections::SchemaName;
+use read_models::SchemaName;
 use sqlx::PgPool;
 
 use crate::error::ReplayError;

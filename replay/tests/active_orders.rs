@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
+use commit_log::projection::{Projection, ProjectionError};
 use commit_log::LoggedCommit;
 use common::{logged_commits, write_history, write_orders, FailAfter};
 use event_store::{PgEventStore, StoreConfig};
-use projectors::projection::{Projection, ProjectionError};
-use projectors::projections::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
+use read_models::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
 use replay::dynamodb::{compare_tables, swap_in_tables, target_tables, TablesProgress};
 use replay::{rebuild, Comparison, ProgressStore, RebuildOptions, ReplayError, Until};
 use test_support::{aws_test_config, fresh_database, unique_name};

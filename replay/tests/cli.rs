@@ -8,10 +8,10 @@ mod common;
 
 use std::process::Output;
 
+use commit_log::projection::Projection;
 use common::{write_history, write_orders};
 use event_store::{PgEventStore, StoreConfig};
-use projectors::projection::Projection;
-use projectors::projections::ActiveOrdersProjection;
+use read_models::ActiveOrdersProjection;
 use replay::dynamodb::target_tables;
 use test_support::{aws_test_config, fresh_database, unique_name};
 
@@ -179,7 +179,7 @@ async fn an_operator_rebuilds_swaps_and_verifies_the_active_orders_view() {
     let operator = Operator::new().await;
     // The live view exists but is empty, as after a projector bug dropped everything.
     let client = aws_support::dynamodb(&aws_test_config().await);
-    let configured = projectors::projections::ActiveOrdersTables {
+    let configured = read_models::ActiveOrdersTables {
         orders: operator
             .var("ORDERPIPE_DYNAMODB__ACTIVE_ORDERS_TABLE")
             .to_owned(),
@@ -304,8 +304,8 @@ async fn the_binary_reads_the_configured_stream_with_from_stream() {
 // ------------------------------------------------------------------ interrupted swaps
 
 impl Operator {
-    fn configured(&self) -> projectors::projections::ActiveOrdersTables {
-        projectors::projections::ActiveOrdersTables {
+    fn configured(&self) -> read_models::ActiveOrdersTables {
+        read_models::ActiveOrdersTables {
             orders: self
                 .var("ORDERPIPE_DYNAMODB__ACTIVE_ORDERS_TABLE")
                 .to_owned(),
@@ -315,8 +315,8 @@ impl Operator {
         }
     }
 
-    fn alias(&self, client: &aws_sdk_dynamodb::Client) -> projectors::projections::ViewAlias {
-        projectors::projections::ViewAlias::new(
+    fn alias(&self, client: &aws_sdk_dynamodb::Client) -> read_models::ViewAlias {
+        read_models::ViewAlias::new(
             client.clone(),
             self.var("ORDERPIPE_DYNAMODB__VIEWS_TABLE"),
             self.configured(),
@@ -335,12 +335,9 @@ impl Operator {
             .apply(&commits)
             .await
             .unwrap();
-        projectors::projections::ViewAlias::create_table(
-            client,
-            self.var("ORDERPIPE_DYNAMODB__VIEWS_TABLE"),
-        )
-        .await
-        .unwrap();
+        read_models::ViewAlias::create_table(client, self.var("ORDERPIPE_DYNAMODB__VIEWS_TABLE"))
+            .await
+            .unwrap();
     }
 
     /// What `replay rebuild active_orders --swap` (no --target) leaves when it is interrupted
@@ -351,7 +348,7 @@ impl Operator {
         &self,
         client: &aws_sdk_dynamodb::Client,
         batches: usize,
-    ) -> projectors::projections::ActiveOrdersTables {
+    ) -> read_models::ActiveOrdersTables {
         use aws_sdk_dynamodb::types::AttributeValue;
         let base = format!(
             "{}-rebuild-{}",
@@ -399,7 +396,7 @@ impl Operator {
     async fn interrupted_handover(
         &self,
         client: &aws_sdk_dynamodb::Client,
-    ) -> projectors::projections::ActiveOrdersTables {
+    ) -> read_models::ActiveOrdersTables {
         let target = target_tables(&unique_name("cli-handover")).unwrap();
         ActiveOrdersProjection::create_tables(client, &target)
             .await

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::StreamStatus;
+use commit_log::projection::Projection;
 use commit_log::LoggedCommit;
 use common::{logged_commits, write_history, write_orders};
 use event_store::{PgEventStore, StoreConfig};
 use futures::TryStreamExt;
-use projectors::projection::Projection;
-use projectors::projections::{ActiveOrdersProjection, SchemaName};
+use read_models::{ActiveOrdersProjection, SchemaName};
 use replay::dynamodb::compare_tables;
 use replay::{
     rebuild, rebuild_from_stream, verify, ProgressTable, ReadModel, RebuildOptions, ReplayError,

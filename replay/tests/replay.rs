@@ -17,7 +17,7 @@ use domain::inventory::{InventoryCommand, StoreInventory};
 use domain::values::{Sku, StoreId};
 use event_store::{AggregateStore, PgEventStore, StoreConfig};
 use futures::TryStreamExt;
-use projectors::projections::SchemaName;
+use read_models::SchemaName;
 use replay::{
     rebuild, swap_in, verify, view_status, ProgressStore, ProgressTable, ReadModel, RebuildOptions,
     ReplayError, SwapPlan, Until,

@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use common::write_orders;
 use event_store::{PgEventStore, StoreConfig};
-use projectors::projections::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
+use read_models::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
 use replay::dynamodb::{swap_in_tables, target_tables, TablesProgress};
 use replay::{rebuild, RebuildOptions};
 use test_support::{aws_test_config, fresh_database, unique_name};

@@ -21,7 +21,7 @@ use command_api::settings::{
     StoreSettings,
 };
 use event_store::{PgEventStore, StoreConfig};
-use projectors::projections::{ActiveOrdersProjection, ActiveOrdersTables};
+use read_models::{ActiveOrdersProjection, ActiveOrdersTables};
 use replay::ReadModel;
 use secrecy::SecretString;
 use sqlx::PgPool;

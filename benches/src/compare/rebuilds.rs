@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use commit_log::projection::Projection;
 use event_store::PgEventStore;
-use projectors::projection::Projection;
-use projectors::projections::{ActiveOrdersProjection, ActiveOrdersTables, SchemaName};
+use read_models::{ActiveOrdersProjection, ActiveOrdersTables, SchemaName};
 use replay::{rebuild, ProgressTable, ReadModel, RebuildOptions, Until};
 use sqlx::PgPool;
 use test_support::unique_name;

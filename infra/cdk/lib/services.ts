@@ -498,7 +498,7 @@ export class Services extends Construct {
         allow(role, ['kinesis:PutRecords'], [stream]);
         return undefined;
       case 'streamRead':
-        // projectors runtime/kinesis.rs (also under flows' saga and notifications): ListShards
+        // kinesis-consumer kinesis.rs (also under flows' saga and notifications): ListShards
         // (by stream name), GetShardIterator, GetRecords.
         allow(role, ['kinesis:ListShards', 'kinesis:GetShardIterator', 'kinesis:GetRecords'], [stream]);
         return undefined;
@@ -554,12 +554,12 @@ export class Services extends Construct {
         );
         return 'dynamodb';
       case 'leases':
-        // projectors runtime/leases.rs: PutItem (new lease), UpdateItem (take, renew, checkpoint,
+        // kinesis-consumer leases.rs: PutItem (new lease), UpdateItem (take, renew, checkpoint,
         // release), Scan (the worker's lease list, and `projectors leases`).
         allow(role, ['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:Scan'], [data.leases.tableArn]);
         return 'dynamodb';
       case 'parked':
-        // projectors runtime/parked.rs: PutItem (park), Query (has_parked, list), DeleteItem and
+        // kinesis-consumer parked.rs: PutItem (park), Query (has_parked, list), DeleteItem and
         // Scan (`projectors redrive`, which runs as a one-off task of this task definition).
         allow(role, ['dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:DeleteItem', 'dynamodb:Scan'], [data.parked.tableArn]);
         return 'dynamodb';
@@ -580,7 +580,7 @@ export class Services extends Construct {
         watchDepth(role, messaging.notifications);
         return 'sqs';
       case 'projectorDeadLetter':
-        // projectors runtime/dead_letters.rs: SendMessage to the queue URL it is given.
+        // kinesis-consumer dead_letters.rs: SendMessage to the queue URL it is given.
         allow(role, ['sqs:SendMessage'], [messaging.projectorDlq.queueArn]);
         return 'sqs';
     }

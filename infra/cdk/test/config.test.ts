@@ -122,7 +122,7 @@ test('relay gets exactly what crates/log/relay/src/settings.rs needs', () => {
   assert.deepEqual(SERVICES.relay.command, ['run']);
 });
 
-test('projectors get exactly what projectors/src/runtime/settings.rs needs (schemas default in code)', () => {
+test('projectors get exactly what projectors/src/settings.rs needs (schemas default in code)', () => {
   assert.deepEqual(
     keysOf('projectors').sort(),
     [

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use aws_sdk_dynamodb::Client;
-use projectors::projections::ActiveOrdersTables;
+use read_models::ActiveOrdersTables;
 
 use crate::error::ReplayError;
 use crate::verify::{Comparison, Skipped, TableDifference};

@@ -3,7 +3,7 @@
 //! DynamoDB has no schemas and cannot rename a table, so a target is a pair of fresh tables
 //! named after a base (`<base>-orders`, `<base>-stores`), replay's progress lives in the views
 //! table next to the alias (item `rebuild#<orders table>`), and a swap moves the alias
-//! ([`projectors::projections::ViewAlias`]) instead of renaming anything.
+//! ([`read_models::ViewAlias`]) instead of renaming anything.
 
 mod compare;
 mod progress;
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
 use aws_sdk_dynamodb::Client;
-use projectors::projections::ActiveOrdersTables;
+use read_models::ActiveOrdersTables;
 
 use crate::error::ReplayError;
 

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
-use projectors::projections::ActiveOrdersTables;
+use read_models::ActiveOrdersTables;
 
 use crate::error::ReplayError;
 use crate::progress::ProgressStore;

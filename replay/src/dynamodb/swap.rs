@@ -1,7 +1,7 @@
 //! Swapping rebuilt active-orders tables in by moving the view alias.
 
 use event_store::PgEventStore;
-use projectors::projections::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
+use read_models::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
 
 use super::{copy_table_settings, SettingsCopied, TablesProgress};
 use crate::error::ReplayError;

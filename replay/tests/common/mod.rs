@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use commit_log::projection::{Projection, ProjectionError};
 use commit_log::LoggedCommit;
 use cqrs_es::CqrsFramework;
 use domain::inventory::{InventoryCommand, StoreInventory};
@@ -20,7 +21,6 @@ use domain::values::{
 };
 use event_store::{AggregateStore, PgEventStore};
 use futures::TryStreamExt;
-use projectors::projection::{Projection, ProjectionError};
 use test_support::unique_name;
 
 /// Commits written concurrently to several inventories and loyalty accounts, so they interleave

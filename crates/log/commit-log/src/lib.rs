@@ -14,7 +14,11 @@
 //!   [`Vocabulary`] does not know: a writer deployed before its readers. It comes with its
 //!   [`CommitHeader`], so the reader can stop that aggregate and resume it, in order, once a
 //!   build that knows the event runs; it is never skipped.
+//!
+//! [`projection`] holds the port every consumer of these commits implements, whichever way
+//! they arrive (the Kinesis consumer runtime, replay from the event store).
 
+pub mod projection;
 mod vocabulary;
 
 pub use vocabulary::{EventVersion, Vocabulary};

@@ -1,7 +1,7 @@
 //! The port every read model implements, and the contract the runtime relies on.
 
+use crate::LoggedCommit;
 use async_trait::async_trait;
-use commit_log::LoggedCommit;
 
 /// A read model built from the log.
 ///

@@ -23,18 +23,18 @@ use commit_log::{CommitHeader, LoggedCommit, Vocabulary};
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::{watch, Mutex};
 
-use crate::projection::{Projection, ProjectionError};
-use crate::runtime::aws::AwsCallError;
-use crate::runtime::backoff::Backoff;
-use crate::runtime::dead_letters::{DeadLetter, DeadLetterQueue};
-use crate::runtime::kinesis::{GetRecordsError, KinesisRecord};
-use crate::runtime::leases::{Checkpoint, Lease, LeaseError, LeaseTable, SequenceNumber};
-use crate::runtime::meters;
-use crate::runtime::parked::{
+use crate::aws::AwsCallError;
+use crate::backoff::Backoff;
+use crate::dead_letters::{DeadLetter, DeadLetterQueue};
+use crate::kinesis::{GetRecordsError, KinesisRecord};
+use crate::leases::{Checkpoint, Lease, LeaseError, LeaseTable, SequenceNumber};
+use crate::meters;
+use crate::parked::{
     parked_key, ClearAggregates, ParkedKind, ParkedRecord, ParkedStore, PARKED_BEHIND,
 };
-use crate::runtime::shard_reader::{Cursor, ShardReaders};
-use crate::runtime::{error_chain, RuntimeError};
+use crate::shard_reader::{Cursor, ShardReaders};
+use crate::{error_chain, RuntimeError};
+use commit_log::projection::{Projection, ProjectionError};
 
 /// First delay after a throttled or failed AWS call; doubles up to [`AWS_RETRY_MAX`].
 const AWS_RETRY_INITIAL: Duration = Duration::from_millis(200);

@@ -15,9 +15,9 @@ use std::fmt;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 
-use crate::runtime::aws::AwsCallError;
-use crate::runtime::kinesis::ShardInfo;
-use crate::runtime::RuntimeError;
+use crate::aws::AwsCallError;
+use crate::kinesis::ShardInfo;
+use crate::RuntimeError;
 
 const TRIM_HORIZON: &str = "TRIM_HORIZON";
 const SHARD_END: &str = "SHARD_END";

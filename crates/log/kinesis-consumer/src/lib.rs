@@ -1,6 +1,8 @@
 //! The Kinesis consumer runtime: what the Kinesis Client Library would do if it existed for Rust.
 //!
-//! One [`Worker`] process runs every projection it is given. Each projection is its own consumer
+//! One [`Worker`] process runs every projection it is given (a
+//! [`Projection`](commit_log::projection::Projection): the read models of `read-models`, the
+//! saga and notifications of `flows`). Each projection is its own consumer
 //! group: its leases are keyed `<projection>#<shard_id>` in a DynamoDB table, so it has its own
 //! checkpoints and a slow projection never holds back another.
 //!
@@ -9,18 +11,18 @@
 //! - [`worker`]: shard discovery, lease renewal, expiry, balanced taking and stealing, and the
 //!   shard consumers it starts and stops.
 //! - `consumer` (private): reads one shard, decodes records, applies them through the
-//!   [`Projection`](crate::projection::Projection), handles poison records, checkpoints.
+//!   [`Projection`](commit_log::projection::Projection), handles poison records, checkpoints.
 //! - `shard_reader` (private): one reader per shard per process, shared by the consumer
 //!   groups: one GetRecords pace per shard whatever the number of groups.
 //! - [`dead_letters`] and [`parked`]: where poison records go, and the parked commits of a
 //!   stopped aggregate (poison, or not understood by this build, and every later commit);
 //!   [`redrive`] applies them once the projection is fixed, or on its own once a build that
 //!   understands them runs.
-//! - [`settings`] and [`app`]: the `projectors` binary's configuration and process shell.
+//! - [`settings`]: the settings keys every consuming process shares (the stream, the worker's
+//!   default name).
 //! - [`kinesis`] and [`aws`]: thin per-operation wrappers over the SDK that keep its error and
 //!   classify it as retryable or not in one place.
 
-pub mod app;
 pub mod aws;
 mod backoff;
 mod consumer;

@@ -1,8 +1,8 @@
 //! Parked records: the commits of an aggregate that is stopped, kept in log order while every
 //! other aggregate proceeds. An aggregate stops at a commit that fails deterministically
-//! (poison, until an operator [redrives](crate::runtime::redrive) it) or at a commit this build
+//! (poison, until an operator [redrives](crate::redrive) it) or at a commit this build
 //! does not understand (until a build that knows its events resumes it, by a redrive or on its
-//! own: [`crate::runtime::redrive::resume`]); every later commit of it parks behind that one.
+//! own: [`crate::redrive::resume`]); every later commit of it parks behind that one.
 //!
 //! A DynamoDB table with partition key `parked_key` (`<projection>#<aggregate_type>#<aggregate_id>`,
 //! a string) and sort key `position` (the commit's first global position, a number): a query
@@ -16,8 +16,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use commit_log::CommitHeader;
 
-use crate::runtime::aws::AwsCallError;
-use crate::runtime::RuntimeError;
+use crate::aws::AwsCallError;
+use crate::RuntimeError;
 
 /// How long a consumer trusts "nothing parked" for an aggregate before asking the table again.
 const CLEAR_FOR: Duration = Duration::from_secs(60);

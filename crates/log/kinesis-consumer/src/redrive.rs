@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 
 use commit_log::{LoggedCommit, Vocabulary};
 
-use crate::projection::{Projection, ProjectionError};
-use crate::runtime::parked::{ParkedKind, ParkedStore};
-use crate::runtime::{error_chain, RuntimeError};
+use crate::parked::{ParkedKind, ParkedStore};
+use crate::{error_chain, RuntimeError};
+use commit_log::projection::{Projection, ProjectionError};
 
 /// What a redrive of one aggregate did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -31,9 +31,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-use crate::runtime::kinesis::{self, GetRecordsError, KinesisRecord};
-use crate::runtime::leases::{Checkpoint, SequenceNumber};
-use crate::runtime::meters;
+use crate::kinesis::{self, GetRecordsError, KinesisRecord};
+use crate::leases::{Checkpoint, SequenceNumber};
+use crate::meters;
 
 /// How many pages (of `runtime.batch_size` records) a shard's reader keeps for groups that are a
 /// little behind the fastest one.

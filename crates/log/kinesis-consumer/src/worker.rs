@@ -26,16 +26,16 @@ use tokio::sync::watch;
 use tokio::task::{AbortHandle, Id as TaskId, JoinError, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::projection::Projection;
-use crate::runtime::consumer::{ConsumerContext, ConsumerExit, ShardConsumer, SharedLease};
-use crate::runtime::dead_letters::DeadLetterQueue;
-use crate::runtime::kinesis;
-use crate::runtime::leases::{Checkpoint, Lease, LeaseError, LeaseTable};
-use crate::runtime::meters;
-use crate::runtime::parked::{ParkedKind, ParkedStore};
-use crate::runtime::redrive::resume;
-use crate::runtime::shard_reader::{GetRecordsCalls, ShardReaders};
-use crate::runtime::{error_chain, RuntimeError};
+use crate::consumer::{ConsumerContext, ConsumerExit, ShardConsumer, SharedLease};
+use crate::dead_letters::DeadLetterQueue;
+use crate::kinesis;
+use crate::leases::{Checkpoint, Lease, LeaseError, LeaseTable};
+use crate::meters;
+use crate::parked::{ParkedKind, ParkedStore};
+use crate::redrive::resume;
+use crate::shard_reader::{GetRecordsCalls, ShardReaders};
+use crate::{error_chain, RuntimeError};
+use commit_log::projection::Projection;
 
 /// How long before the earliest moment another worker could take a lease its owner stops the
 /// lease's consumer, as a fraction of the lease duration (a quarter): room for the abort to take
@@ -79,13 +79,13 @@ pub struct WorkerConfig {
     pub max_apply_attempts: u32,
     /// Least time between two GetRecords calls of this process on one shard, all its
     /// projections together: they read each shard through one shared reader
-    /// ([`crate::runtime::shard_reader`]). Every process reading the stream spends its share of
+    /// ([`crate::shard_reader`]). Every process reading the stream spends its share of
     /// Kinesis's five calls per second per shard: 400 ms (2.5 calls/s) each for one `projectors`
     /// and one `flows` process; 200 ms for a process alone.
     pub poll_interval: Duration,
     /// How often the stream's shard list is read for new shards (also after a shard ends), and
     /// how often stopped aggregates that need no operator are resumed
-    /// ([`crate::runtime::redrive::resume`]; also at start).
+    /// ([`crate::redrive::resume`]; also at start).
     pub shard_sync_interval: Duration,
 }
 
@@ -394,7 +394,7 @@ impl Coordinator<'_> {
         };
         for projection in &self.worker.projections {
             for shard in &shards {
-                let key = crate::runtime::leases::lease_key(projection.name(), &shard.shard_id);
+                let key = crate::leases::lease_key(projection.name(), &shard.shard_id);
                 if existing.contains(&key) {
                     continue;
                 }

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use commit_log::projection::{Projection, ProjectionError};
 use commit_log::LoggedCommit;
-use projectors::projection::{Projection, ProjectionError};
-use projectors::runtime::{Checkpoint, Worker};
+use kinesis_consumer::{Checkpoint, Worker};
 use runtime_support::{eventually, Fixture, LEASE_DURATION};
 use test_support::CuttableProxy;
 use tokio::sync::oneshot;

@@ -11,9 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use commit_log::projection::Projection;
 use commit_log::Vocabulary;
-use projectors::projection::Projection;
-use projectors::runtime::{redrive, redrive_all, Checkpoint, ParkedKind, Worker};
+use kinesis_consumer::{redrive, redrive_all, Checkpoint, ParkedKind, Worker};
 use runtime_support::{complete, eventually, rounds, Fixture, Recorder, LEASE_DURATION, TYPE};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -48,7 +48,7 @@ fn start(
     (task, stop)
 }
 
-fn owners(leases: &[projectors::runtime::Lease]) -> BTreeMap<String, usize> {
+fn owners(leases: &[kinesis_consumer::Lease]) -> BTreeMap<String, usize> {
     let mut owners = BTreeMap::new();
     for lease in leases
         .iter()

@@ -82,6 +82,7 @@ impl AwsTimeouts {
 
 /// `config`'s time limits, each one it lacks (unset or disabled) taken from
 /// [`AwsTimeouts::default`], and the read and attempt limits raised to `at_least`.
+#[cfg(any(feature = "kinesis", feature = "dynamodb", feature = "sqs"))]
 fn bounded(config: &SdkConfig, at_least: Duration) -> TimeoutConfig {
     let defaults = AwsTimeouts::default().config();
     let given = config.timeout_config();
@@ -130,6 +131,7 @@ pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
 }
 
 /// A Kinesis client, every call bounded (see the crate documentation).
+#[cfg(feature = "kinesis")]
 pub fn kinesis(config: &SdkConfig) -> aws_sdk_kinesis::Client {
     let config = aws_sdk_kinesis::config::Builder::from(config)
         .timeout_config(bounded(config, Duration::ZERO))
@@ -138,6 +140,7 @@ pub fn kinesis(config: &SdkConfig) -> aws_sdk_kinesis::Client {
 }
 
 /// A DynamoDB client, every call bounded (see the crate documentation).
+#[cfg(feature = "dynamodb")]
 pub fn dynamodb(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
     let config = aws_sdk_dynamodb::config::Builder::from(config)
         .timeout_config(bounded(config, Duration::ZERO))
@@ -148,6 +151,7 @@ pub fn dynamodb(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
 /// A DynamoDB client whose calls are bounded tighter than `config`'s: attempts by `attempt`,
 /// whole calls by `call`. For calls whose caller has a deadline of its own (a lease renewal
 /// must answer well before the lease could expire).
+#[cfg(feature = "dynamodb")]
 pub fn dynamodb_within(
     config: &SdkConfig,
     attempt: Duration,
@@ -169,6 +173,7 @@ pub fn dynamodb_within(
 
 /// An SQS client, every call bounded (see the crate documentation; reads and attempts at least
 /// [`SQS_LONG_POLL_BOUND`]).
+#[cfg(feature = "sqs")]
 pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
     let config = aws_sdk_sqs::config::Builder::from(config)
         .timeout_config(bounded(config, SQS_LONG_POLL_BOUND))
@@ -176,9 +181,11 @@ pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(config)
 }
 
-use aws_sdk_kinesis::error::ProvideErrorMetadata;
-/// The SDK's error type (the same type behind every service crate's re-export).
-pub use aws_sdk_kinesis::error::SdkError;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+/// The SDK's error type (the same type behind every service crate's `error::SdkError`, taken
+/// from the runtime they share so that no service crate is needed for it).
+pub type SdkError<E, R = HttpResponse> = aws_smithy_runtime_api::client::result::SdkError<E, R>;
 
 /// Error codes that mean "slow down or try again", across Kinesis, DynamoDB and SQS.
 const RETRYABLE_CODES: &[&str] = &[

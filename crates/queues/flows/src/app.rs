@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
+use commit_log::projection::Projection;
 use commit_log::Vocabulary;
 use futures::future::join_all;
-use projectors::projection::Projection;
-use projectors::runtime::{self, error_chain, ParkedStore, RedriveOutcome, RuntimeError, Worker};
+use kinesis_consumer::{error_chain, ParkedStore, RedriveOutcome, RuntimeError, Worker};
 use service_kit::admin::{self, HealthCheck};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -141,10 +141,10 @@ pub async fn redrive(
     let parked = ParkedStore::new(aws_support::dynamodb(&sdk), &settings.dynamodb.parked_table);
     Ok(match aggregate {
         Some((kind, id)) => {
-            let outcome = runtime::redrive(consumer.as_ref(), &parked, kind, id).await?;
+            let outcome = kinesis_consumer::redrive(consumer.as_ref(), &parked, kind, id).await?;
             vec![(kind.to_owned(), id.to_owned(), outcome)]
         }
-        None => runtime::redrive_all(consumer.as_ref(), &parked).await?,
+        None => kinesis_consumer::redrive_all(consumer.as_ref(), &parked).await?,
     })
 }
 

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use projectors::runtime::error_chain;
+use kinesis_consumer::error_chain;
 
 use crate::queue::{is_fifo, REASON_ATTRIBUTE, SOURCE_ATTRIBUTE};
 

@@ -8,7 +8,7 @@ use flows::app::Application;
 use flows::dead_letters::DeadLetters;
 use flows::payments::TestCard;
 use flows::settings::Settings;
-use projectors::runtime::redrive::describe_redrive;
+use kinesis_consumer::redrive::describe_redrive;
 use service_kit::{shutdown, telemetry};
 
 /// orderpipe's asynchronous flows: the order saga and customer notifications (driven by the

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
+use commit_log::projection::{Projection, ProjectionError};
 use commit_log::{DomainEvent, LoggedCommit, LoggedEvent};
 use domain::{LoyaltyEvent, OrderEvent, Tier};
-use projectors::projection::{Projection, ProjectionError};
-use projectors::runtime::error_chain;
+use kinesis_consumer::error_chain;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 use futures::future::join_all;
-use projectors::runtime::error_chain;
+use kinesis_consumer::error_chain;
 use service_kit::admin::HealthCheck;
 
 use crate::retry::Backoff;

@@ -22,10 +22,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use commit_log::projection::{Projection, ProjectionError};
 use commit_log::{DomainEvent, LoggedCommit, LoggedEvent};
 use cqrs_es::Aggregate;
 use domain::OrderEvent;
-use projectors::projection::{Projection, ProjectionError};
 use proto::v1 as pb;
 
 use crate::command_client::{Cause, CommandClient, CommandError};

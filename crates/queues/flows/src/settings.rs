@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use aws_support::AwsSettings;
 use command_api::settings::AuthSettings;
-pub use projectors::runtime::settings::KinesisSettings;
-use projectors::runtime::WorkerConfig;
+pub use kinesis_consumer::settings::KinesisSettings;
+use kinesis_consumer::WorkerConfig;
 use secrecy::SecretString;
 use serde::Deserialize;
 pub use service_kit::settings::{AdminSettings, LogSettings, SettingsError};
@@ -363,10 +363,7 @@ fn rejected(message: &str) -> SettingsError {
 
 /// `flows-<hostname>-<pid>`, so the lease table shows which process kind holds a lease.
 fn default_worker_id() -> String {
-    format!(
-        "flows-{}",
-        projectors::runtime::settings::default_worker_id()
-    )
+    format!("flows-{}", kinesis_consumer::settings::default_worker_id())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auth_tokens::TokenAuthority;
-use projectors::projections::{SchemaName, SetupError, ViewAlias};
+use read_models::{SchemaName, SetupError, ViewAlias};
 use service_kit::admin::{self, HealthCheck};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -52,7 +52,7 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let sdk = aws_support::sdk_config(&settings.aws).await;
         let dynamodb = aws_support::dynamodb(&sdk);
-        let alias = settings.dynamodb.alias(dynamodb);
+        let alias = settings.dynamodb.active_orders_alias(dynamodb);
         let view = ActiveOrdersView::new(alias.clone());
         let history = OrderHistoryReader::new(
             settings.history.database.pool()?,

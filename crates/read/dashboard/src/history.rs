@@ -3,7 +3,7 @@
 //! transaction with `set_config('search_path', ...)`, as the projection does, so the queries stay
 //! constants and a swapped-in schema (replay) is followed by name.
 
-use projectors::projections::SchemaName;
+use read_models::SchemaName;
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;

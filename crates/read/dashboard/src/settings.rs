@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use auth_tokens::AuthSettings;
 use aws_support::AwsSettings;
-use projectors::projections::{ActiveOrdersTables, ViewAlias};
-use projectors::runtime::settings::ReadModelDatabase;
+use read_models::settings::{ReadModelDatabase, ViewTables};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 pub use service_kit::settings::{AdminSettings, LogSettings, SettingsError};
@@ -45,32 +44,6 @@ pub struct HttpSettings {
     pub host: String,
     /// Port to bind; 0 picks a free one.
     pub port: u16,
-}
-
-/// The active-orders view's tables (the projectors' settings keys).
-#[derive(Debug, Clone, Deserialize)]
-pub struct ViewTables {
-    /// One item per order.
-    pub active_orders_table: String,
-    /// Per-store metrics and stock.
-    pub store_metrics_table: String,
-    /// The views table whose alias item names the live tables once replay swapped a rebuilt
-    /// view in (`dynamodb.views_table`, as for the projectors and replay).
-    pub views_table: String,
-}
-
-impl ViewTables {
-    /// The alias naming the live tables; the configured ones until a swap moves it.
-    pub fn alias(&self, client: aws_sdk_dynamodb::Client) -> ViewAlias {
-        ViewAlias::new(
-            client,
-            &self.views_table,
-            ActiveOrdersTables {
-                orders: self.active_orders_table.clone(),
-                stores: self.store_metrics_table.clone(),
-            },
-        )
-    }
 }
 
 /// The gRPC command API.

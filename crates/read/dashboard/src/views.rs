@@ -1,5 +1,5 @@
 //! Reads of the DynamoDB active-orders view (written by `projectors`, layout in
-//! `projectors::projections::ActiveOrdersProjection`'s docs): a store's open orders through the
+//! `read_models::ActiveOrdersProjection`'s docs): a store's open orders through the
 //! sparse `open-by-store` index, its day's metrics item and its low-stock SKU items. The
 //! dashboard never reads the event store.
 
@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use domain::StoreId;
-use projectors::projections::{ActiveOrdersTables, ViewAlias, OPEN_BY_STORE_INDEX};
+use read_models::{ActiveOrdersTables, ViewAlias, OPEN_BY_STORE_INDEX};
 
 use crate::board::{Board, BoardItem, BoardOrder, DayMetrics, OrdersByColumn, StockWarning};
 

@@ -28,10 +28,10 @@ use super::ledger::{ChangeBatch, LoyaltyEntry, StockMovement};
 use super::order_changes::{OrderChanges, PlacedOrder};
 use super::progress::{database_failure, gather, Applied, INVENTORY, LOYALTY, MENU, ORDER};
 use super::{SchemaName, SetupError, SET_SEARCH_PATH};
-use crate::projection::{Projection, ProjectionError};
+use commit_log::projection::{Projection, ProjectionError};
 
-/// The analytics tables (`projectors/sql/analytics/schema.sql`): idempotent DDL.
-const SCHEMA: &str = include_str!("../../sql/analytics/schema.sql");
+/// The analytics tables (`crates/read/read-models/sql/analytics/schema.sql`): idempotent DDL.
+const SCHEMA: &str = include_str!("../sql/analytics/schema.sql");
 
 /// Loads run one at a time (Redshift and PostgreSQL both accept `LOCK name`).
 const LOCK_LOADS: &str = "LOCK applied_sequences";

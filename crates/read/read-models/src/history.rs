@@ -19,10 +19,10 @@ use super::ledger::ChangeBatch;
 use super::order_changes::{serialize_optional_time, serialize_time, OrderChanges};
 use super::progress::{database_failure, gather, Applied, INVENTORY, LOYALTY, ORDER};
 use super::{SchemaName, SetupError, SET_SEARCH_PATH};
-use crate::projection::{Projection, ProjectionError};
+use commit_log::projection::{Projection, ProjectionError};
 
-/// The history schema's migrations (`projectors/migrations/history/`), run inside the target
-/// schema (their bookkeeping table `_sqlx_migrations` lives there too).
+/// The history schema's migrations (`crates/read/read-models/migrations/history/`), run inside
+/// the target schema (their bookkeeping table `_sqlx_migrations` lives there too).
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/history");
 
 /// Selects the schema for the rest of the session (the migration connection is closed after).

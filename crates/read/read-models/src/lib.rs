@@ -1,5 +1,5 @@
-//! The read models. Each one implements [`Projection`](crate::projection::Projection) and keeps
-//! its own idempotency marker next to the data it writes:
+//! The read models. Each one implements [`Projection`](commit_log::projection::Projection) and
+//! keeps its own idempotency marker next to the data it writes:
 //!
 //! | projection | store | marker, written atomically with the view change |
 //! |---|---|---|
@@ -9,7 +9,8 @@
 //!
 //! Targets (table names, schema names) are constructor parameters so that replay can build a
 //! fresh target and swap it in. `docs/architecture.md` ("Read models") describes keys, queries,
-//! schemas and the Redshift SQL subset.
+//! schemas and the Redshift SQL subset. [`settings`] holds the settings keys the processes that
+//! write, read or rebuild them share.
 
 mod active_orders;
 mod analytics;
@@ -17,6 +18,7 @@ mod history;
 mod ledger;
 mod order_changes;
 mod progress;
+pub mod settings;
 
 pub use active_orders::{
     ActiveOrdersProjection, ActiveOrdersTables, AliasError, LiveView, ViewAlias, BY_STATUS_INDEX,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use commit_log::{LoggedCommit, LoggedEvent};
 
-use crate::projection::ProjectionError;
+use commit_log::projection::ProjectionError;
 
 /// The order aggregate's type (`domain::Order`'s `Aggregate::TYPE`).
 pub(crate) const ORDER: &str = "order";

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
+use commit_log::projection::{Projection, ProjectionError};
 use commit_log::{DomainEvent, LoggedCommit, LoggedEvent};
 use domain::inventory::{InventoryEvent, StockLine};
 use domain::loyalty::LoyaltyEvent;
@@ -16,8 +17,7 @@ use domain::{
     CustomerId, Customisation, ExternalRef, ItemName, MenuEvent, Money, Note, OrderId, Points,
     Quantity, Reason, Sku, StoreId, Tier,
 };
-use projectors::projection::{Projection, ProjectionError};
-use projectors::projections::{
+use read_models::{
     ActiveOrdersProjection, ActiveOrdersTables, AnalyticsProjection, HistoryProjection, SchemaName,
     BY_STATUS_INDEX, OPEN_BY_STORE_INDEX,
 };

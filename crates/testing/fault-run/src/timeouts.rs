@@ -18,7 +18,7 @@ const MARGIN: Duration = Duration::from_secs(5);
 /// (`crates/queues/flows/src/command_client.rs`, `Backoff { initial: 100 ms, max: 2 s }`).
 const COMMAND_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 /// First and longest delay of the projector runtime between tries of one batch
-/// (`projectors/src/runtime/consumer.rs`, `APPLY_RETRY_INITIAL` / `APPLY_RETRY_MAX`).
+/// (`crates/log/kinesis-consumer/src/consumer.rs`, `APPLY_RETRY_INITIAL` / `APPLY_RETRY_MAX`).
 const APPLY_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(30));
 
 /// Every bound the run sets on its processes, by what it bounds.

@@ -11,8 +11,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use commit_log::projection::Projection;
 use event_store::{PgEventStore, StoreConfig};
-use projectors::projection::Projection;
 use replay::settings::Settings;
 use replay::{
     rebuild, rebuild_aggregate, rebuild_from_stream, AggregateRef, ProgressStore, RebuildOptions,

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use event_store::PgEventStore;
-use projectors::projections::SchemaName;
+use read_models::SchemaName;
 use replay::settings::Settings;
 use replay::{
     drop_schema, empty_schema, resolve_through, schema_exists, swap_aggregate_in, swap_in, verify,

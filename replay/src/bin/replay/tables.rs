@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 use aws_sdk_dynamodb::Client;
 use event_store::PgEventStore;
-use projectors::projections::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
+use read_models::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
 use replay::dynamodb::{
     compare_views, drop_tables, empty_tables, existing_tables, finish_handover, roll_back_handover,
     swap_in_tables, target_tables, HandoverEnd, TablesProgress, VerifyOptions,
@@ -198,7 +198,7 @@ pub async fn rebuild_tables(settings: &Settings, request: &RebuildRequest) -> an
 async fn swap_to_resume(
     settings: &Settings,
     client: &Client,
-    live: &projectors::projections::LiveView,
+    live: &read_models::LiveView,
 ) -> anyhow::Result<Option<ActiveOrdersTables>> {
     if live.handover {
         return Ok(Some(live.tables.clone()));

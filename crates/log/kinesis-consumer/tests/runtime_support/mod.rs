@@ -13,10 +13,10 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+use commit_log::projection::{Projection, ProjectionError};
 use commit_log::LoggedCommit;
 use event_store::RecordedEvent;
-use projectors::projection::{Projection, ProjectionError};
-use projectors::runtime::{Lease, LeaseTable, ParkedStore, WorkerConfig};
+use kinesis_consumer::{Lease, LeaseTable, ParkedStore, WorkerConfig};
 use serde_json::json;
 use test_support::{aws_test_config, unique_name};
 use time::OffsetDateTime;

@@ -16,7 +16,7 @@ pub use gateway::{
     SandboxGateway, TestCard,
 };
 
-use projectors::runtime::error_chain;
+use kinesis_consumer::error_chain;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 

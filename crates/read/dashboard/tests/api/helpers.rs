@@ -7,12 +7,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use dashboard::app::Application;
 use dashboard::settings::{
     AdminSettings, BoardSettings, CommandApiSettings, HttpSettings, LogSettings, Settings,
-    ViewTables,
 };
-use projectors::projections::{
-    ActiveOrdersProjection, ActiveOrdersTables, HistoryProjection, SchemaName,
-};
-use projectors::runtime::settings::ReadModelDatabase;
+use read_models::settings::{ReadModelDatabase, ViewTables};
+use read_models::{ActiveOrdersProjection, ActiveOrdersTables, HistoryProjection, SchemaName};
 use secrecy::SecretString;
 use service_kit::settings::LogFormat;
 use test_support::http::{request, JsonResponse};

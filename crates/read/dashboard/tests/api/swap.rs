@@ -1,7 +1,7 @@
 //! The dashboard follows the view alias: a view replay swaps in is served from the next read.
 
 use auth_tokens::Role;
-use projectors::projections::{ActiveOrdersTables, ViewAlias};
+use read_models::{ActiveOrdersTables, ViewAlias};
 use test_support::unique_name;
 
 use crate::helpers::{create_known_store_tables, TestDashboard, KNOWN_STORE};

@@ -27,7 +27,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use super::{wait_until_active, ActiveOrdersTables};
-use crate::projections::SetupError;
+use crate::SetupError;
 
 /// The alias item's key in the views table.
 const ALIAS_KEY: &str = "alias#active_orders";

@@ -38,7 +38,7 @@ use futures::stream::{self, StreamExt};
 
 use super::progress::{gap, INVENTORY, ORDER};
 use super::SetupError;
-use crate::projection::{Projection, ProjectionError};
+use commit_log::projection::{Projection, ProjectionError};
 
 /// The index of a store's open orders, oldest first (`gsi2pk = STORE#<store>`,
 /// `gsi2sk = <placed at>#<order id>`).

@@ -26,11 +26,9 @@ use time::OffsetDateTime;
 
 use super::update::{n, s, OnConditionFailed, Update};
 use super::{dynamodb_failure, Target, TOMBSTONE_TTL};
-use crate::projection::ProjectionError;
-use crate::projections::order_changes::{
-    business_day, parse_time, sortable_time, OrderChanges, Status,
-};
-use crate::projections::progress::{unapplied, Step};
+use crate::order_changes::{business_day, parse_time, sortable_time, OrderChanges, Status};
+use crate::progress::{unapplied, Step};
+use commit_log::projection::ProjectionError;
 
 /// What the projection needs to know about an order it has seen: read from the order item.
 #[derive(Debug, Clone, Default)]
@@ -503,7 +501,7 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-    use crate::projections::active_orders::{ActiveOrdersProjection, ActiveOrdersTables};
+    use crate::active_orders::{ActiveOrdersProjection, ActiveOrdersTables};
 
     const STORE: &str = "store-overlap";
 

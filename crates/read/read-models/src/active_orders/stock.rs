@@ -16,9 +16,9 @@ use time::OffsetDateTime;
 
 use super::update::{n, s, OnConditionFailed, Update};
 use super::{dynamodb_failure, Target};
-use crate::projection::ProjectionError;
-use crate::projections::order_changes::sortable_time;
-use crate::projections::progress::{unapplied, Step};
+use crate::order_changes::sortable_time;
+use crate::progress::{unapplied, Step};
+use commit_log::projection::ProjectionError;
 
 /// A change of the low-stock state.
 #[derive(Debug, Clone, Copy)]

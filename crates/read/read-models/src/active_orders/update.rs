@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 
 use super::dynamodb_failure;
-use crate::projection::ProjectionError;
+use commit_log::projection::ProjectionError;
 
 /// The parts of one `UpdateItem` call.
 #[derive(Debug, Default)]

@@ -10,10 +10,10 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 
 use command_api::auth::Role;
 use dashboard::settings::{
-    BoardSettings, CommandApiSettings, HttpSettings, Settings as DashboardSettings, ViewTables,
+    BoardSettings, CommandApiSettings, HttpSettings, Settings as DashboardSettings,
 };
-use projectors::runtime::settings::ReadModelDatabase;
 use proto::v1 as pb;
+use read_models::settings::{ReadModelDatabase, ViewTables};
 use test_support::http::request;
 use tokio::sync::{mpsc, oneshot};
 

@@ -1,7 +1,7 @@
 //! One morning's commands end up, in order, on the log and in every read model.
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use projectors::projections::OPEN_BY_STORE_INDEX;
+use read_models::OPEN_BY_STORE_INDEX;
 use test_support::replay;
 
 use crate::support::{Pipeline, STORE};

@@ -10,7 +10,7 @@ use command_api::auth::Role;
 use flows::app::Application;
 use flows::payments::SandboxGateway;
 use flows::settings::Settings;
-use projectors::runtime::{ParkedKind, ParkedStore};
+use kinesis_consumer::{ParkedKind, ParkedStore};
 use proto::v1 as pb;
 use proto::v1::order_service_client::OrderServiceClient;
 use test_support::unique_name;

@@ -17,12 +17,12 @@ use command_api::settings::{
     AdminSettings, AuthSettings, GrpcSettings, LogFormat, LogSettings, Settings as ApiSettings,
     StoreSettings,
 };
+use commit_log::projection::Projection;
 use commit_log::Vocabulary;
-use projectors::projection::Projection;
-use projectors::projections::{
+use kinesis_consumer::{Checkpoint, LeaseTable, Worker, WorkerConfig};
+use read_models::{
     ActiveOrdersProjection, ActiveOrdersTables, AnalyticsProjection, HistoryProjection, SchemaName,
 };
-use projectors::runtime::{Checkpoint, LeaseTable, Worker, WorkerConfig};
 use relay::record_log::KinesisLog;
 use relay::settings::{KinesisSettings, RelaySettings, Settings as RelaySettingsRoot};
 use secrecy::SecretString;

@@ -12,7 +12,7 @@ use commit_log::Vocabulary;
 use flows::app::Application;
 use flows::payments::SandboxGateway;
 use flows::settings::Settings;
-use projectors::runtime::{ParkedKind, ParkedStore};
+use kinesis_consumer::{ParkedKind, ParkedStore};
 use proto::v1 as pb;
 use tokio::task::JoinHandle;
 

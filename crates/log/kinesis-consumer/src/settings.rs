@@ -1,0 +1,22 @@
+//! The settings keys every process consuming the log shares (`projectors`, `flows`, `replay
+//! --from-stream`).
+
+use serde::Deserialize;
+
+/// The Kinesis stream.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KinesisSettings {
+    /// The stream the relay publishes commits to.
+    pub stream_name: String,
+}
+
+/// `<hostname>-<pid>`: unique per process, and says where the process runs.
+pub fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "projector".to_owned());
+    format!("{host}-{}", std::process::id())
+}
