@@ -19,7 +19,7 @@ pub struct Settings {
     pub aws: AwsSettings,
     /// The log.
     pub kinesis: KinesisSettings,
-    /// The runtime's tables.
+    /// The runtime's tables and the active-orders view's.
     pub dynamodb: DynamoDbSettings,
     /// The dead-letter queue.
     pub sqs: SqsSettings,
