@@ -96,8 +96,9 @@ TABLES: tuple[Table, ...] = (
     # Per store (pk STORE#<id>): daily metrics (sk DAY#<date>), stock per SKU (sk SKU#<sku>), the
     # inventory marker (sk INVENTORY).
     Table("orderpipe-store-metrics", "pk", "sk", env="ORDERPIPE_DYNAMODB__STORE_METRICS_TABLE"),
-    # Records parked behind a poison record of their aggregate (crates/log/kinesis-consumer/src/parked.rs):
-    # pk <projection>#<aggregate type>#<aggregate id>, sk the global position.
+    # Records parked behind a poison record of their aggregate
+    # (crates/log/kinesis-consumer/src/parked.rs): pk <projection>#<aggregate type>#<aggregate
+    # id>, sk the global position.
     # The live active-orders tables once replay has swapped a rebuilt view in (item
     # alias#active_orders), and replay's progress on DynamoDB targets (rebuild#<orders table>).
     Table("orderpipe-views", "name", None, env="ORDERPIPE_DYNAMODB__VIEWS_TABLE"),

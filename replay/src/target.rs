@@ -76,8 +76,9 @@ impl ReadModel {
 
     /// The tables holding one aggregate's rows and the column naming the aggregate in each,
     /// parents first (the `aggregate_type`s of the projections' SQL, in
-    /// `crates/read/read-models/migrations/history` and `crates/read/read-models/sql/analytics`). Analytics dimensions
-    /// are shared by all aggregates and belong to none; the menu has only dimensions.
+    /// `crates/read/read-models/migrations/history` and `crates/read/read-models/sql/analytics`).
+    /// Analytics dimensions are shared by all aggregates and belong to none; the menu has only
+    /// dimensions.
     pub fn aggregate_rows(self, aggregate_type: &str) -> &'static [(&'static str, &'static str)] {
         match (self, aggregate_type) {
             (ReadModel::History, "order") => &[
