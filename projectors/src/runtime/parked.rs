@@ -16,8 +16,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use commit_log::CommitHeader;
 
-use crate::runtime::aws::AwsCallError;
 use crate::runtime::RuntimeError;
+use aws_support::AwsCallError;
 
 /// How long a consumer trusts "nothing parked" for an aggregate before asking the table again.
 const CLEAR_FOR: Duration = Duration::from_secs(60);
@@ -230,17 +230,8 @@ impl ParkedStore {
             .condition_expression("attribute_not_exists(parked_key)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(AwsCallError::from_sdk("dynamodb:PutItem(park)", error)),
-        }
+        aws_support::written("dynamodb:PutItem(park)", result)?;
+        Ok(())
     }
 
     /// Whether the aggregate has parked commits (a strongly consistent read, so a commit
@@ -366,18 +357,9 @@ impl ParkedStore {
             .expression_attribute_values(":reason", AttributeValue::S(reason.to_owned()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Applied and removed by someone else meanwhile: nothing to mark.
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(AwsCallError::from_sdk("dynamodb:UpdateItem(parked)", error)),
-        }
+        // Not written: applied and removed by someone else meanwhile, nothing to mark.
+        aws_support::written("dynamodb:UpdateItem(parked)", result)?;
+        Ok(())
     }
 
     /// Removes a parked commit once it is applied.

@@ -10,10 +10,11 @@
 use std::collections::BTreeMap;
 
 use commit_log::{LoggedCommit, Vocabulary};
+use service_kit::error_chain;
 
 use crate::projection::{Projection, ProjectionError};
 use crate::runtime::parked::{ParkedKind, ParkedStore};
-use crate::runtime::{error_chain, RuntimeError};
+use crate::runtime::RuntimeError;
 
 /// What a redrive of one aggregate did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -22,6 +22,7 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use commit_log::Vocabulary;
 use service_kit::admin::HealthCheck;
+use service_kit::error_chain;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, Id as TaskId, JoinError, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -35,7 +36,7 @@ use crate::runtime::meters;
 use crate::runtime::parked::{ParkedKind, ParkedStore};
 use crate::runtime::redrive::resume;
 use crate::runtime::shard_reader::{GetRecordsCalls, ShardReaders};
-use crate::runtime::{error_chain, RuntimeError};
+use crate::runtime::RuntimeError;
 
 /// How long before the earliest moment another worker could take a lease its owner stops the
 /// lease's consumer, as a fraction of the lease duration (a quarter): room for the abort to take
