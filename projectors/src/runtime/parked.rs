@@ -11,6 +11,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
@@ -243,15 +244,7 @@ impl ParkedStore {
         aggregate_id: &str,
     ) -> Result<bool, AwsCallError> {
         let page = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("parked_key = :key")
-            .expression_attribute_values(
-                ":key",
-                AttributeValue::S(parked_key(projection, aggregate_type, aggregate_id)),
-            )
-            .consistent_read(true)
+            .query_aggregate(projection, aggregate_type, aggregate_id)
             .limit(1)
             .send()
             .await
@@ -270,16 +263,7 @@ impl ParkedStore {
         let mut start_key = None;
         loop {
             let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("parked_key = :key")
-                .expression_attribute_values(
-                    ":key",
-                    AttributeValue::S(parked_key(projection, aggregate_type, aggregate_id)),
-                )
-                .consistent_read(true)
-                .scan_index_forward(true)
+                .query_aggregate(projection, aggregate_type, aggregate_id)
                 .set_exclusive_start_key(start_key)
                 .send()
                 .await
@@ -292,6 +276,25 @@ impl ParkedStore {
                 _ => return Ok(records),
             }
         }
+    }
+
+    /// A strongly consistent query of the aggregate's parked commits, in log order.
+    fn query_aggregate(
+        &self,
+        projection: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("parked_key = :key")
+            .expression_attribute_values(
+                ":key",
+                AttributeValue::S(parked_key(projection, aggregate_type, aggregate_id)),
+            )
+            .consistent_read(true)
+            .scan_index_forward(true)
     }
 
     /// The aggregates (type, id) with parked commits for `projection`. A scan: the table holds
