@@ -2,6 +2,8 @@
 //! call is classified.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod support;
+
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
@@ -10,15 +12,7 @@ use service_kit::error_chain;
 use test_support::{aws_test_config, unique_name};
 
 async fn queue(sqs: &aws_sdk_sqs::Client, name: String, fifo: bool) -> SqsQueue {
-    let mut create = sqs.create_queue();
-    if fifo {
-        create = create
-            .queue_name(format!("{name}.fifo"))
-            .attributes(QueueAttributeName::FifoQueue, "true");
-    } else {
-        create = create.queue_name(name);
-    }
-    SqsQueue::new(sqs.clone(), create.send().await.unwrap().queue_url.unwrap())
+    SqsQueue::new(sqs.clone(), support::queue(sqs, &name, fifo).await)
 }
 
 const RECEIVE: Receive<'static> = Receive {
