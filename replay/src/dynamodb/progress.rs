@@ -57,13 +57,7 @@ impl TablesProgress {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
+            Err(error) if aws_support::is_condition_failed(&error) => Ok(()),
             Err(error) => Err(ReplayError::dynamodb(&self.views_table, error)),
         }
     }

@@ -1,7 +1,7 @@
 //! Swapping rebuilt active-orders tables in by moving the view alias.
 
 use event_store::PgEventStore;
-use read_models::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
+use read_models::{ActiveOrdersProjection, ActiveOrdersTables, LiveView, ViewAlias};
 
 use super::{copy_table_settings, SettingsCopied, TablesProgress};
 use crate::error::ReplayError;
@@ -109,10 +109,7 @@ pub async fn finish_handover(
     batch_commits: usize,
     on_batch: impl FnMut(&RebuildProgress),
 ) -> Result<HandoverEnd, ReplayError> {
-    let live = alias.live().await?;
-    if !live.handover {
-        return Err(ReplayError::NoHandover(live.tables.orders));
-    }
+    let live = in_handover(alias).await?;
     let progress = TablesProgress::new(alias.client().clone(), views_table, live.tables.clone());
     // A rollback's tables were live before, so they hold no progress item yet: the catch-up
     // starts from the store's first position and skips what they hold.
@@ -146,10 +143,7 @@ pub async fn roll_back_handover(
     batch_commits: usize,
     on_batch: impl FnMut(&RebuildProgress),
 ) -> Result<HandoverEnd, ReplayError> {
-    let live = alias.live().await?;
-    if !live.handover {
-        return Err(ReplayError::NoHandover(live.tables.orders));
-    }
+    let live = in_handover(alias).await?;
     if !live.rolling_back {
         let Some(previous) = live.previous else {
             return Err(ReplayError::NoHandover(live.tables.orders));
@@ -157,4 +151,13 @@ pub async fn roll_back_handover(
         alias.begin_rollback(&live.tables, &previous).await?;
     }
     finish_handover(store, alias, views_table, batch_commits, on_batch).await
+}
+
+/// What the alias names now, refused unless a handover is going on.
+async fn in_handover(alias: &ViewAlias) -> Result<LiveView, ReplayError> {
+    let live = alias.live().await?;
+    if !live.handover {
+        return Err(ReplayError::NoHandover(live.tables.orders));
+    }
+    Ok(live)
 }

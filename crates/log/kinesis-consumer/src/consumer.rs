@@ -19,12 +19,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_support::AwsCallError;
 use commit_log::{CommitHeader, LoggedCommit, Vocabulary};
 use futures::{StreamExt, TryStreamExt};
+use service_kit::{error_chain, Backoff};
 use tokio::sync::{watch, Mutex};
 
-use crate::aws::AwsCallError;
-use crate::backoff::Backoff;
+use commit_log::projection::{Projection, ProjectionError};
 use crate::dead_letters::{DeadLetter, DeadLetterQueue};
 use crate::kinesis::{GetRecordsError, KinesisRecord};
 use crate::leases::{Checkpoint, Lease, LeaseError, LeaseTable, SequenceNumber};
@@ -33,15 +34,13 @@ use crate::parked::{
     parked_key, ClearAggregates, ParkedKind, ParkedRecord, ParkedStore, PARKED_BEHIND,
 };
 use crate::shard_reader::{Cursor, ShardReaders};
-use crate::{error_chain, RuntimeError};
-use commit_log::projection::{Projection, ProjectionError};
+use crate::RuntimeError;
 
-/// First delay after a throttled or failed AWS call; doubles up to [`AWS_RETRY_MAX`].
-const AWS_RETRY_INITIAL: Duration = Duration::from_millis(200);
-const AWS_RETRY_MAX: Duration = Duration::from_secs(10);
-/// First delay before a projection's batch is tried again after a transient failure.
-const APPLY_RETRY_INITIAL: Duration = Duration::from_millis(100);
-const APPLY_RETRY_MAX: Duration = Duration::from_secs(30);
+/// The waits after a throttled or failed AWS call: up to 200 ms first, doubling up to 10 s.
+const AWS_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+/// The waits before a projection's batch is tried again after a transient failure: up to
+/// 100 ms first, doubling up to 30 s.
+const APPLY_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
 /// `millis_behind` before the first GetRecords answer.
 const UNKNOWN: i64 = i64::MIN;
 /// Parked-table lookups in flight at once for one batch.
@@ -141,7 +140,7 @@ impl ShardConsumer {
         // Shared with this process's other groups on the shard: it paces the calls.
         let reader = self.context.readers.reader(&self.shard_id);
         let mut cursor = Cursor::new(start);
-        let mut throttled = Backoff::new(AWS_RETRY_INITIAL, AWS_RETRY_MAX);
+        let mut throttled = AWS_RETRY;
         loop {
             let page = tokio::select! {
                 page = reader.next_page(&mut cursor) => page,
@@ -149,14 +148,14 @@ impl ShardConsumer {
             };
             let page = match page {
                 Ok(page) => {
-                    throttled.reset();
+                    throttled.succeeded();
                     page
                 }
                 Err(GetRecordsError::Call(error)) if error.retryable => {
                     self.count_error("kinesis");
                     tracing::warn!(shard = %self.shard_id, error = %error_chain(&error), "GetRecords failed; backing off");
                     tokio::select! {
-                        () = tokio::time::sleep(throttled.next_delay()) => continue,
+                        () = tokio::time::sleep(throttled.failed()) => continue,
                         () = stop_requested(self.stop.clone()) => return Ok(ConsumerExit::Stopped),
                     }
                 }
@@ -270,15 +269,7 @@ impl ShardConsumer {
                     }
                 }
                 Item::Commit(commit) => {
-                    if parked.get(&key).copied().unwrap_or(false) {
-                        self.park(
-                            record,
-                            &commit.header(),
-                            ParkedKind::Behind,
-                            PARKED_BEHIND.into(),
-                        )
-                        .await?;
-                    } else {
+                    if !self.park_if_behind(record, &commit, &key, &parked).await? {
                         commits.push(commit);
                         sources.push(record);
                     }
@@ -380,7 +371,7 @@ impl ShardConsumer {
     ) -> Result<Processed, RuntimeError> {
         let name = self.projection.name();
         let mut attempts = 0u32;
-        let mut backoff = Backoff::new(APPLY_RETRY_INITIAL, APPLY_RETRY_MAX);
+        let mut backoff = APPLY_RETRY;
         while !commits.is_empty() {
             let (index, reason) = match self.projection.apply(&commits).await {
                 Ok(()) => {
@@ -409,7 +400,7 @@ impl ShardConsumer {
                         tracing::warn!(projection = name, shard = %self.shard_id, attempts, %error, "apply failed; retrying the batch");
                     }
                     tokio::select! {
-                        () = tokio::time::sleep(backoff.next_delay()) => continue,
+                        () = tokio::time::sleep(backoff.failed()) => continue,
                         () = stop_requested(self.stop.clone()) => {
                             tracing::info!(projection = name, shard = %self.shard_id, "stopping with the batch unapplied; the next lease holder reads it again");
                             return Ok(Processed::Interrupted);
@@ -419,7 +410,7 @@ impl ShardConsumer {
             };
             self.stalled(false);
             attempts = 0;
-            backoff.reset();
+            backoff.succeeded();
             self.count_events(&commits[..index]);
             let later_commits = commits.split_off(index + 1);
             let later_sources = sources.split_off(index + 1);
@@ -437,15 +428,8 @@ impl ShardConsumer {
             commits = Vec::with_capacity(later_commits.len());
             sources = Vec::with_capacity(later_sources.len());
             for (commit, source) in later_commits.into_iter().zip(later_sources) {
-                if parked_key(name, &commit.aggregate_type, &commit.aggregate_id) == key {
-                    self.park(
-                        source,
-                        &commit.header(),
-                        ParkedKind::Behind,
-                        PARKED_BEHIND.into(),
-                    )
-                    .await?;
-                } else {
+                let key = parked_key(name, &commit.aggregate_type, &commit.aggregate_id);
+                if !self.park_if_behind(source, &commit, &key, parked).await? {
                     commits.push(commit);
                     sources.push(source);
                 }
@@ -465,14 +449,7 @@ impl ShardConsumer {
         let name = self.projection.name();
         for (commit, source) in commits.into_iter().zip(sources) {
             let key = parked_key(name, &commit.aggregate_type, &commit.aggregate_id);
-            if parked.get(&key).copied().unwrap_or(false) {
-                self.park(
-                    source,
-                    &commit.header(),
-                    ParkedKind::Behind,
-                    PARKED_BEHIND.into(),
-                )
-                .await?;
+            if self.park_if_behind(source, &commit, &key, parked).await? {
                 continue;
             }
             // One commit: a refusal is that commit's, so this never recurses further.
@@ -482,6 +459,28 @@ impl ShardConsumer {
             }
         }
         Ok(Processed::Done)
+    }
+
+    /// Parks `commit` (read from `record`) behind the commit that stopped its aggregate, when
+    /// `parked` says its aggregate (`key`) is stopped; whether it parked it.
+    async fn park_if_behind(
+        &self,
+        record: &KinesisRecord,
+        commit: &LoggedCommit,
+        key: &str,
+        parked: &HashMap<String, bool>,
+    ) -> Result<bool, RuntimeError> {
+        if !parked.get(key).copied().unwrap_or(false) {
+            return Ok(false);
+        }
+        self.park(
+            record,
+            &commit.header(),
+            ParkedKind::Behind,
+            PARKED_BEHIND.into(),
+        )
+        .await?;
+        Ok(true)
     }
 
     /// Sets the alarm gauge of a shard whose batch keeps failing transiently.
@@ -562,7 +561,7 @@ impl ShardConsumer {
         checkpoint: Checkpoint,
         millis_behind: Option<i64>,
     ) -> Result<bool, RuntimeError> {
-        let mut backoff = Backoff::new(AWS_RETRY_INITIAL, AWS_RETRY_MAX);
+        let mut backoff = AWS_RETRY;
         loop {
             let mut lease = self.lease.lease.lock().await;
             match self
@@ -580,7 +579,7 @@ impl ShardConsumer {
                     drop(lease);
                     self.count_error("lease");
                     tracing::warn!(shard = %self.shard_id, error = %error_chain(&error), "checkpoint failed; retrying");
-                    tokio::time::sleep(backoff.next_delay()).await;
+                    tokio::time::sleep(backoff.failed()).await;
                 }
                 Err(LeaseError::Call(error)) => {
                     self.count_error("lease");
@@ -596,7 +595,7 @@ impl ShardConsumer {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, AwsCallError>>,
     {
-        let mut backoff = Backoff::new(AWS_RETRY_INITIAL, AWS_RETRY_MAX);
+        let mut backoff = AWS_RETRY;
         loop {
             match call().await {
                 Ok(value) => return Ok(value),
@@ -606,7 +605,7 @@ impl ShardConsumer {
                         return Err(error);
                     }
                     tracing::warn!(shard = %self.shard_id, error = %error_chain(&error), "retrying");
-                    tokio::time::sleep(backoff.next_delay()).await;
+                    tokio::time::sleep(backoff.failed()).await;
                 }
             }
         }

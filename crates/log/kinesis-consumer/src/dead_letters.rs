@@ -6,8 +6,8 @@ use commit_log::LoggedCommit;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::aws::AwsCallError;
 use crate::kinesis::KinesisRecord;
+use aws_support::AwsCallError;
 
 /// SQS takes messages up to 256 KiB; a larger one is sent without the raw record (the parked
 /// table keeps it when its aggregate is known, and the log keeps it for its retention).

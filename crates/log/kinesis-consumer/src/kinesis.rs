@@ -4,8 +4,8 @@
 use aws_sdk_kinesis::types::ShardIteratorType;
 use aws_sdk_kinesis::Client;
 
-use crate::aws::AwsCallError;
 use crate::leases::Checkpoint;
+use aws_support::AwsCallError;
 
 /// A shard as listed by ListShards.
 #[derive(Debug, Clone, PartialEq, Eq)]

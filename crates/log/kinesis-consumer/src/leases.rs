@@ -15,9 +15,9 @@ use std::fmt;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 
-use crate::aws::AwsCallError;
 use crate::kinesis::ShardInfo;
 use crate::RuntimeError;
+use aws_support::AwsCallError;
 
 const TRIM_HORIZON: &str = "TRIM_HORIZON";
 const SHARD_END: &str = "SHARD_END";
@@ -182,17 +182,7 @@ impl LeaseTable {
             .condition_expression("attribute_not_exists(lease_key)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(AwsCallError::from_sdk("dynamodb:PutItem", error)),
-        }
+        aws_support::written("dynamodb:PutItem", result)
     }
 
     /// Every lease of every projection (a strongly consistent scan: the table holds one item
@@ -343,13 +333,11 @@ fn conditional<R>(
 where
     R: fmt::Debug + Send + Sync + 'static,
 {
-    if error
-        .as_service_error()
-        .is_some_and(|e| e.is_conditional_check_failed_exception())
-    {
+    let error = AwsCallError::from_sdk(operation, error);
+    if error.is_condition_failed() {
         LeaseError::Lost
     } else {
-        LeaseError::Call(AwsCallError::from_sdk(operation, error))
+        LeaseError::Call(error)
     }
 }
 

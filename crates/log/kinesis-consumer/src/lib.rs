@@ -20,11 +20,9 @@
 //!   understands them runs.
 //! - [`settings`]: the settings keys every consuming process shares (the stream, the worker's
 //!   default name).
-//! - [`kinesis`] and [`aws`]: thin per-operation wrappers over the SDK that keep its error and
-//!   classify it as retryable or not in one place.
+//! - [`kinesis`]: thin per-operation wrappers over the SDK that keep its error as an
+//!   [`AwsCallError`], classified as retryable or not by `aws-support`, in one place.
 
-pub mod aws;
-mod backoff;
 mod consumer;
 pub mod dead_letters;
 pub mod kinesis;
@@ -42,14 +40,14 @@ pub use redrive::{redrive, redrive_all, redrive_with, resume, RedriveOutcome, Re
 pub use shard_reader::GetRecordsCalls;
 pub use worker::{Worker, WorkerConfig, WorkerHealth};
 
-use std::error::Error;
+use aws_support::AwsCallError;
 
 /// Why the runtime stopped or an operator command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// An AWS call failed for good (or a retryable one was not retried here).
     #[error(transparent)]
-    Aws(#[from] aws::AwsCallError),
+    Aws(#[from] AwsCallError),
     /// The lease table holds an item the runtime cannot read.
     #[error("lease item {key:?} is malformed: {reason}")]
     MalformedLease {
@@ -61,21 +59,4 @@ pub enum RuntimeError {
     /// The parked table holds an item the runtime cannot read.
     #[error("parked item is malformed: {0}")]
     MalformedParked(String),
-}
-
-/// An error and its sources on one line, for logs and dead-letter reasons (SDK errors keep the
-/// useful part, the service's message, in their sources).
-pub fn error_chain(error: &(dyn Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // SDK errors often repeat their source's message; keep each part once.
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -11,13 +11,14 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use commit_log::CommitHeader;
 
-use crate::aws::AwsCallError;
 use crate::RuntimeError;
+use aws_support::AwsCallError;
 
 /// How long a consumer trusts "nothing parked" for an aggregate before asking the table again.
 const CLEAR_FOR: Duration = Duration::from_secs(60);
@@ -230,17 +231,8 @@ impl ParkedStore {
             .condition_expression("attribute_not_exists(parked_key)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(AwsCallError::from_sdk("dynamodb:PutItem(park)", error)),
-        }
+        aws_support::written("dynamodb:PutItem(park)", result)?;
+        Ok(())
     }
 
     /// Whether the aggregate has parked commits (a strongly consistent read, so a commit
@@ -252,15 +244,7 @@ impl ParkedStore {
         aggregate_id: &str,
     ) -> Result<bool, AwsCallError> {
         let page = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("parked_key = :key")
-            .expression_attribute_values(
-                ":key",
-                AttributeValue::S(parked_key(projection, aggregate_type, aggregate_id)),
-            )
-            .consistent_read(true)
+            .query_aggregate(projection, aggregate_type, aggregate_id)
             .limit(1)
             .send()
             .await
@@ -279,16 +263,7 @@ impl ParkedStore {
         let mut start_key = None;
         loop {
             let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("parked_key = :key")
-                .expression_attribute_values(
-                    ":key",
-                    AttributeValue::S(parked_key(projection, aggregate_type, aggregate_id)),
-                )
-                .consistent_read(true)
-                .scan_index_forward(true)
+                .query_aggregate(projection, aggregate_type, aggregate_id)
                 .set_exclusive_start_key(start_key)
                 .send()
                 .await
@@ -301,6 +276,25 @@ impl ParkedStore {
                 _ => return Ok(records),
             }
         }
+    }
+
+    /// A strongly consistent query of the aggregate's parked commits, in log order.
+    fn query_aggregate(
+        &self,
+        projection: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("parked_key = :key")
+            .expression_attribute_values(
+                ":key",
+                AttributeValue::S(parked_key(projection, aggregate_type, aggregate_id)),
+            )
+            .consistent_read(true)
+            .scan_index_forward(true)
     }
 
     /// The aggregates (type, id) with parked commits for `projection`. A scan: the table holds
@@ -366,18 +360,9 @@ impl ParkedStore {
             .expression_attribute_values(":reason", AttributeValue::S(reason.to_owned()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Applied and removed by someone else meanwhile: nothing to mark.
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(AwsCallError::from_sdk("dynamodb:UpdateItem(parked)", error)),
-        }
+        // Not written: applied and removed by someone else meanwhile, nothing to mark.
+        aws_support::written("dynamodb:UpdateItem(parked)", result)?;
+        Ok(())
     }
 
     /// Removes a parked commit once it is applied.

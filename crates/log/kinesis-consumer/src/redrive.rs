@@ -10,10 +10,11 @@
 use std::collections::BTreeMap;
 
 use commit_log::{LoggedCommit, Vocabulary};
+use service_kit::error_chain;
 
-use crate::parked::{ParkedKind, ParkedStore};
-use crate::{error_chain, RuntimeError};
 use commit_log::projection::{Projection, ProjectionError};
+use crate::parked::{ParkedKind, ParkedStore};
+use crate::RuntimeError;
 
 /// What a redrive of one aggregate did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -22,10 +22,12 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use commit_log::Vocabulary;
 use service_kit::admin::HealthCheck;
+use service_kit::error_chain;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, Id as TaskId, JoinError, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use commit_log::projection::Projection;
 use crate::consumer::{ConsumerContext, ConsumerExit, ShardConsumer, SharedLease};
 use crate::dead_letters::DeadLetterQueue;
 use crate::kinesis;
@@ -34,8 +36,7 @@ use crate::meters;
 use crate::parked::{ParkedKind, ParkedStore};
 use crate::redrive::resume;
 use crate::shard_reader::{GetRecordsCalls, ShardReaders};
-use crate::{error_chain, RuntimeError};
-use commit_log::projection::Projection;
+use crate::RuntimeError;
 
 /// How long before the earliest moment another worker could take a lease its owner stops the
 /// lease's consumer, as a fraction of the lease duration (a quarter): room for the abort to take

@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use event_store::{PgEventStore, StoreConfig};
-use service_kit::admin;
+use service_kit::{admin, Backoff};
 use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::backoff::Backoff;
 use crate::health::{RelayHealth, RelayStatus};
 use crate::leadership::Candidate;
 use crate::publisher::{self, Publisher};

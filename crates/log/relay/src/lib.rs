@@ -14,7 +14,6 @@
 //! its Kinesis adapter.
 
 pub mod app;
-mod backoff;
 mod health;
 mod leadership;
 mod publisher;
@@ -23,20 +22,3 @@ mod round;
 pub mod settings;
 
 pub use round::{MAX_CALL_BYTES, MAX_RECORD_BYTES};
-
-/// An error and its sources on one line, for logs: SDK and sqlx errors put the useful part
-/// (the service's code, the socket error) in their sources.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // Some errors (sqlx's) already repeat their source in their own message.
-        if !line.contains(&cause_text) {
-            line.push_str(": ");
-            line.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    line
-}

@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use event_store::{PgEventStore, StoreError};
+use service_kit::{error_chain, Backoff};
 use tokio::sync::watch;
 
-use crate::backoff::Backoff;
-use crate::error_chain;
 use crate::health::RelayStatus;
 use crate::leadership::{Candidate, Leadership, LockError};
 use crate::record_log::{PutOutcome, RecordLog, RecordLogError, THROTTLED};

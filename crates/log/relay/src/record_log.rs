@@ -6,12 +6,10 @@
 
 use std::time::Duration;
 
-use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::config::timeout::TimeoutConfig;
-use aws_sdk_kinesis::error::SdkError;
-use aws_sdk_kinesis::operation::put_records::PutRecordsError;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use aws_support::AwsCallError;
 use futures::future::BoxFuture;
 
 /// Kinesis's error code for a shard over its write limit; the usual per-record failure.
@@ -55,9 +53,9 @@ pub enum PutOutcome {
 /// Why a whole put failed: no record of it is known to be stored (some may be).
 #[derive(Debug, thiserror::Error)]
 pub enum RecordLogError {
-    /// The PutRecords call failed. Boxed: the SDK's error is large and failures are rare.
-    #[error("PutRecords failed")]
-    Kinesis(#[source] Box<SdkError<PutRecordsError, HttpResponse>>),
+    /// The PutRecords call failed.
+    #[error(transparent)]
+    Kinesis(#[from] AwsCallError),
     /// The answer did not have one result per record sent, so no result can be trusted.
     #[error("PutRecords answered {answered} results for {sent} records")]
     MismatchedResults {
@@ -75,7 +73,7 @@ impl RecordLogError {
     /// complains.
     pub fn is_retryable(&self) -> bool {
         match self {
-            RecordLogError::Kinesis(error) => aws_support::is_retryable(error.as_ref()),
+            RecordLogError::Kinesis(error) => error.retryable,
             RecordLogError::MismatchedResults { .. } => true,
         }
     }
@@ -149,7 +147,7 @@ impl KinesisLog {
             .set_records(Some(entries))
             .send()
             .await
-            .map_err(|error| RecordLogError::Kinesis(Box::new(error)))?;
+            .map_err(|error| AwsCallError::from_sdk("kinesis:PutRecords", error))?;
         Ok(output
             .records()
             .iter()

@@ -10,6 +10,10 @@
 //! for clients built from an [`SdkConfig`] that did not come from [`sdk_config`] too (tests):
 //! bounds it lacks are filled in with the defaults.
 //!
+//! Every SDK error is classified in one place ([`AwsCallError`], [`is_retryable`],
+//! [`is_condition_failed`]): callers keep the SDK's error as the source and decide on the
+//! classification, never on error text.
+//!
 //! Locally and in tests, always set static credentials, a region and
 //! `AWS_EC2_METADATA_DISABLED=true` (`scripts/stack.sh` writes them to `.stack/env`), so the SDK
 //! never probes the instance metadata address.
@@ -181,40 +185,6 @@ pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(config)
 }
 
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-/// The SDK's error type (the same type behind every service crate's `error::SdkError`, taken
-/// from the runtime they share so that no service crate is needed for it).
-pub type SdkError<E, R = HttpResponse> = aws_smithy_runtime_api::client::result::SdkError<E, R>;
+mod call_error;
 
-/// Error codes that mean "slow down or try again", across Kinesis, DynamoDB and SQS.
-const RETRYABLE_CODES: &[&str] = &[
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "Throttling",
-    "LimitExceededException",
-    "RequestLimitExceeded",
-    "KMSThrottlingException",
-    "InternalFailure",
-    "InternalServerError",
-    "InternalError",
-    "ServiceUnavailable",
-    "ServiceUnavailableException",
-    "TransactionConflictException",
-];
-
-/// Whether trying the same call again later may succeed: timeouts, connection failures,
-/// unreadable responses, throttling and server-side faults. Everything else (validation, missing
-/// resources, failed conditions) is final.
-pub fn is_retryable<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
-    match error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(service) => service
-            .err()
-            .code()
-            .is_some_and(|code| RETRYABLE_CODES.contains(&code)),
-        _ => false,
-    }
-}
+pub use call_error::{is_condition_failed, is_retryable, written, AwsCallError, SdkError};

@@ -1,9 +1,15 @@
 //! What every orderpipe process shares, so each binary stays thin: layered settings
 //! ([`settings`]), the PostgreSQL pool settings, JSON logs and the Prometheus recorder
-//! ([`telemetry`]), the admin HTTP endpoint with `/metrics` and `/health` ([`admin`]), and the
-//! shutdown signal ([`shutdown`]).
+//! ([`telemetry`]), the admin HTTP endpoint with `/metrics` and `/health` ([`admin`]), the
+//! shutdown signal ([`shutdown`]), the one retry policy ([`Backoff`]) and errors on one line
+//! ([`error_chain()`]).
 
 pub mod admin;
+pub mod backoff;
+mod error_chain;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+
+pub use backoff::Backoff;
+pub use error_chain::error_chain;

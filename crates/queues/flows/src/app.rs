@@ -11,8 +11,9 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use commit_log::projection::Projection;
 use commit_log::Vocabulary;
 use futures::future::join_all;
-use kinesis_consumer::{error_chain, ParkedStore, RedriveOutcome, RuntimeError, Worker};
+use kinesis_consumer::{ParkedStore, RedriveOutcome, RuntimeError, Worker};
 use service_kit::admin::{self, HealthCheck};
+use service_kit::error_chain;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -25,6 +26,7 @@ use crate::payments::{PaymentGateway, PaymentQueue, SandboxGateway};
 use crate::queue::{ConsumerConfig, MessageHandler, QueueConsumer};
 use crate::saga::{OrderSaga, SAGA_NAME};
 use crate::settings::{Settings, SettingsError, INTAKE, NOTIFICATIONS, PAYMENTS};
+use crate::sqs::SqsQueue;
 use command_api::settings::AuthSettings;
 
 /// How often the dead-letter queues' depths are read.
@@ -325,24 +327,18 @@ impl HealthCheck for AllHealthy {
 
 /// Publishes `orderpipe_flows_dlq_depth{queue}`: the messages waiting in each dead-letter queue.
 async fn report_depths(sqs: aws_sdk_sqs::Client, queues: Vec<(&'static str, String)>) {
+    let queues: Vec<(&str, SqsQueue)> = queues
+        .into_iter()
+        .map(|(name, url)| (name, SqsQueue::new(sqs.clone(), url)))
+        .collect();
     loop {
-        for (name, url) in &queues {
-            let depth = sqs
-                .get_queue_attributes()
-                .queue_url(url)
-                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-                .send()
+        for (name, queue) in &queues {
+            let depth = queue
+                .attribute(QueueAttributeName::ApproximateNumberOfMessages)
                 .await;
             match depth {
-                Ok(output) => {
-                    let count = output
-                        .attributes
-                        .and_then(|a| {
-                            a.get(&QueueAttributeName::ApproximateNumberOfMessages)
-                                .cloned()
-                        })
-                        .and_then(|n| n.parse::<f64>().ok())
-                        .unwrap_or(0.0);
+                Ok(depth) => {
+                    let count = depth.and_then(|n| n.parse::<f64>().ok()).unwrap_or(0.0);
                     metrics::gauge!("orderpipe_flows_dlq_depth", "queue" => *name).set(count);
                 }
                 Err(error) => {

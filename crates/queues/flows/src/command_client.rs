@@ -15,14 +15,16 @@ use proto::v1 as pb;
 use proto::v1::inventory_service_client::InventoryServiceClient;
 use proto::v1::loyalty_service_client::LoyaltyServiceClient;
 use proto::v1::order_service_client::OrderServiceClient;
+use service_kit::Backoff;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
-use crate::retry::Backoff;
-
 /// How long a minted service token lives; a fresh one is minted after half of it.
 const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// The waits between tries of one command: up to 100 ms first, doubling up to 2 s.
+const COMMAND_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
 
 /// Each attempt's deadline unless [`CommandClient::with_call_timeout`] sets another.
 const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -151,7 +153,6 @@ impl ServiceTokens {
 pub struct CommandClient {
     channel: Channel,
     tokens: ServiceTokens,
-    backoff: Backoff,
     attempts: u32,
     call_timeout: Duration,
 }
@@ -166,10 +167,6 @@ impl CommandClient {
                 authority: TokenAuthority::new(auth),
                 subject: subject.to_owned(),
                 current: Mutex::new(None),
-            },
-            backoff: Backoff {
-                initial: Duration::from_millis(100),
-                max: Duration::from_secs(2),
             },
             attempts: attempts.max(1),
             call_timeout: DEFAULT_CALL_TIMEOUT,
@@ -198,6 +195,7 @@ impl CommandClient {
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
         let mut attempt = 0;
+        let mut backoff = COMMAND_RETRY;
         loop {
             attempt += 1;
             let mut request = Request::new(message.clone());
@@ -225,7 +223,7 @@ impl CommandClient {
                         return Err(CommandError::Unavailable { rpc, status });
                     }
                     tracing::debug!(rpc, attempt, code = ?status.code(), "retrying command");
-                    tokio::time::sleep(self.backoff.delay(attempt)).await;
+                    tokio::time::sleep(backoff.failed()).await;
                 }
                 Answer::Rejected => return Err(CommandError::Rejected { rpc, status }),
             }

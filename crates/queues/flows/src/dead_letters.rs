@@ -23,9 +23,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use kinesis_consumer::error_chain;
+use aws_support::AwsCallError;
+use service_kit::error_chain;
 
-use crate::queue::{is_fifo, REASON_ATTRIBUTE, SOURCE_ATTRIBUTE};
+use crate::queue::{REASON_ATTRIBUTE, SOURCE_ATTRIBUTE};
+use crate::sqs::{Outgoing, Receive, SqsQueue};
 
 /// How long a listed message stays hidden if the listing process dies before releasing it.
 const PEEK_VISIBILITY: Duration = Duration::from_secs(60);
@@ -42,8 +44,8 @@ pub const MOVED_BY_SQS: &str =
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
     /// An SQS call failed.
-    #[error("SQS call failed: {0}")]
-    Sqs(String),
+    #[error(transparent)]
+    Sqs(#[from] AwsCallError),
     /// No dead-lettered message has that id.
     #[error("no message {0} in the dead-letter queue")]
     NotFound(String),
@@ -80,33 +82,25 @@ pub struct QueuePair {
 
 /// Lists, shows and redrives one queue's dead letters.
 pub struct DeadLetters {
-    sqs: aws_sdk_sqs::Client,
-    queue: QueuePair,
+    source: SqsQueue,
+    dead_letters: SqsQueue,
 }
 
 impl DeadLetters {
     /// The dead letters of `queue`.
     pub fn new(sqs: aws_sdk_sqs::Client, queue: QueuePair) -> Self {
-        Self { sqs, queue }
+        Self {
+            source: SqsQueue::new(sqs.clone(), queue.queue_url),
+            dead_letters: SqsQueue::new(sqs, queue.dead_letter_url),
+        }
     }
 
     /// Up to `max` dead-lettered messages, left in the queue.
     pub async fn list(&self, max: usize) -> Result<Vec<DeadLetter>, DeadLetterError> {
         let mut held = Held::default();
         while held.letters.len() < max {
-            let page = self.receive_page(max - held.letters.len()).await;
-            let page = match page {
-                Ok(page) => page,
-                Err(error) => {
-                    self.release(&held.letters).await;
-                    return Err(error);
-                }
-            };
-            let mut news = false;
-            for letter in page {
-                news |= held.insert(letter);
-            }
-            if !news {
+            let wanted = max - held.letters.len();
+            if !self.receive_more(&mut held, wanted).await? {
                 break;
             }
         }
@@ -118,17 +112,7 @@ impl DeadLetters {
     pub async fn show(&self, message_id: &str) -> Result<DeadLetter, DeadLetterError> {
         let mut held = Held::default();
         let found = loop {
-            let page = match self.receive_page(10).await {
-                Ok(page) => page,
-                Err(error) => {
-                    self.release(&held.letters).await;
-                    return Err(error);
-                }
-            };
-            let mut news = false;
-            for letter in page {
-                news |= held.insert(letter);
-            }
+            let news = self.receive_more(&mut held, 10).await?;
             if let Some(found) = held.letters.iter().find(|m| m.message_id == message_id) {
                 break Some(found.clone());
             }
@@ -138,6 +122,32 @@ impl DeadLetters {
         };
         self.release(&held.letters).await;
         found.ok_or_else(|| DeadLetterError::NotFound(message_id.to_owned()))
+    }
+
+    /// Receives a page of up to `max` messages into `held`; whether it brought one not held
+    /// yet.
+    async fn receive_more(&self, held: &mut Held, max: usize) -> Result<bool, DeadLetterError> {
+        let mut news = false;
+        // Every letter goes in (a repeat takes its newest receipt handle), not only up to the
+        // first new one.
+        for letter in self.receive_holding(held, max).await? {
+            news |= held.insert(letter);
+        }
+        Ok(news)
+    }
+
+    /// One page ([`DeadLetters::receive_page`]); when the receive fails, the messages `held`
+    /// are released before the error returns.
+    async fn receive_holding(
+        &self,
+        held: &Held,
+        max: usize,
+    ) -> Result<Vec<DeadLetter>, DeadLetterError> {
+        let page = self.receive_page(max).await;
+        if page.is_err() {
+            self.release(&held.letters).await;
+        }
+        page
     }
 
     /// Sends dead letters back to the source queue and deletes them here: the one with
@@ -151,13 +161,7 @@ impl DeadLetters {
         let mut kept = Held::default();
         let mut moved = 0;
         loop {
-            let page = match self.receive_page(10).await {
-                Ok(page) => page,
-                Err(error) => {
-                    self.release(&kept.letters).await;
-                    return Err(error);
-                }
-            };
+            let page = self.receive_holding(&kept, 10).await?;
             let mut progressed = false;
             let mut page = page.into_iter();
             while let Some(letter) = page.next() {
@@ -193,51 +197,27 @@ impl DeadLetters {
         letter: &DeadLetter,
         body: Option<&str>,
     ) -> Result<(), DeadLetterError> {
-        let mut send = self
-            .sqs
-            .send_message()
-            .queue_url(&self.queue.queue_url)
-            .message_body(body.unwrap_or(&letter.body));
-        if is_fifo(&self.queue.queue_url) {
-            send = send
-                .message_group_id(
-                    letter
-                        .group_id
-                        .clone()
-                        .unwrap_or_else(|| letter.message_id.clone()),
-                )
-                .message_deduplication_id(format!("redrive-{}", uuid::Uuid::new_v4().simple()));
-        }
-        send.send()
-            .await
-            .map_err(|e| DeadLetterError::Sqs(error_chain(&e)))?;
-        self.sqs
-            .delete_message()
-            .queue_url(&self.queue.dead_letter_url)
-            .receipt_handle(&letter.receipt_handle)
-            .send()
-            .await
-            .map_err(|e| DeadLetterError::Sqs(error_chain(&e)))?;
+        let group = letter.group_id.as_deref().unwrap_or(&letter.message_id);
+        let message = Outgoing::new(body.unwrap_or(&letter.body))
+            .in_group(group, format!("redrive-{}", uuid::Uuid::new_v4().simple()));
+        self.source.send(message).await?;
+        self.dead_letters.delete(&letter.receipt_handle).await?;
         Ok(())
     }
 
     /// One long-polled receive of up to `max` (at most 10) messages, hidden until released.
     async fn receive_page(&self, max: usize) -> Result<Vec<DeadLetter>, DeadLetterError> {
-        let output = self
-            .sqs
-            .receive_message()
-            .queue_url(&self.queue.dead_letter_url)
-            .max_number_of_messages(max.clamp(1, 10) as i32)
-            .visibility_timeout(PEEK_VISIBILITY.as_secs() as i32)
-            .wait_time_seconds(LONG_POLL.as_secs() as i32)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .map_err(|e| DeadLetterError::Sqs(error_chain(&e)))?;
-        Ok(output
-            .messages
-            .unwrap_or_default()
+        let received = self
+            .dead_letters
+            .receive(&Receive {
+                max_messages: max.clamp(1, 10) as i32,
+                wait: LONG_POLL,
+                visibility: PEEK_VISIBILITY,
+                system_attributes: &[MessageSystemAttributeName::All],
+                message_attributes: true,
+            })
+            .await?;
+        Ok(received
             .into_iter()
             .filter_map(|message| {
                 let message_id = message.message_id?;
@@ -266,12 +246,8 @@ impl DeadLetters {
     async fn release(&self, messages: &[DeadLetter]) {
         for message in messages {
             let released = self
-                .sqs
-                .change_message_visibility()
-                .queue_url(&self.queue.dead_letter_url)
-                .receipt_handle(&message.receipt_handle)
-                .visibility_timeout(0)
-                .send()
+                .dead_letters
+                .change_visibility(&message.receipt_handle, Duration::ZERO)
                 .await;
             if let Err(error) = released {
                 tracing::warn!(message_id = %message.message_id, error = %error_chain(&error), "cannot release a listed message; it reappears within a minute");

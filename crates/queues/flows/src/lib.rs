@@ -12,6 +12,7 @@
 //! Every effect goes through the gRPC command API ([`command_client`]) with the `service` role and
 //! an idempotency key derived from what caused it, so redelivered events and messages never apply
 //! twice. [`dead_letters`] is the operator's view of the dead-letter queues (list, show, redrive).
+//! Every SQS call goes through [`sqs`]'s thin per-operation wrappers.
 
 pub mod app;
 pub mod command_client;
@@ -20,6 +21,6 @@ pub mod intake;
 pub mod notifications;
 pub mod payments;
 pub mod queue;
-mod retry;
 pub mod saga;
 pub mod settings;
+pub mod sqs;

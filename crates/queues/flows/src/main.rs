@@ -8,6 +8,7 @@ use flows::app::Application;
 use flows::dead_letters::DeadLetters;
 use flows::payments::TestCard;
 use flows::settings::Settings;
+use flows::sqs::{Outgoing, SqsQueue};
 use kinesis_consumer::redrive::describe_redrive;
 use service_kit::{shutdown, telemetry};
 
@@ -143,18 +144,11 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let queue = settings.queue(flows::settings::INTAKE)?;
             let sdk = aws_support::sdk_config(&settings.aws).await;
-            let sent = aws_support::sqs(&sdk)
-                .send_message()
-                .queue_url(&queue.queue_url)
-                .message_body(body)
-                .send()
+            let message_id = SqsQueue::new(aws_support::sqs(&sdk), &queue.queue_url)
+                .send(Outgoing::new(&body))
                 .await
                 .context("cannot send to the intake queue")?;
-            println!(
-                "sent message {} to {}",
-                sent.message_id.unwrap_or_default(),
-                queue.queue_url
-            );
+            println!("sent message {message_id} to {}", queue.queue_url);
         }
         Command::TestCards => {}
     }

@@ -9,15 +9,15 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_sdk_sqs::error::ProvideErrorMetadata;
-use commit_log::projection::{Projection, ProjectionError};
 use commit_log::{DomainEvent, LoggedCommit, LoggedEvent};
 use domain::{LoyaltyEvent, OrderEvent, Tier};
-use kinesis_consumer::error_chain;
+use commit_log::projection::{Projection, ProjectionError};
 use serde::{Deserialize, Serialize};
+use service_kit::error_chain;
 use time::format_description::well_known::Rfc3339;
 
 use crate::command_client::{Cause, CommandClient, CommandError};
+use crate::sqs::{Outgoing, SqsQueue};
 
 /// The projection's name in the lease table, metrics and dead letters.
 pub const NOTIFICATIONS_NAME: &str = "notifications";
@@ -73,8 +73,7 @@ pub enum NotificationKind {
 /// Turns log events into notification messages.
 pub struct Notifications {
     commands: Arc<CommandClient>,
-    sqs: aws_sdk_sqs::Client,
-    queue_url: String,
+    queue: SqsQueue,
 }
 
 impl Notifications {
@@ -82,8 +81,7 @@ impl Notifications {
     pub fn new(commands: Arc<CommandClient>, sqs: aws_sdk_sqs::Client, queue_url: String) -> Self {
         Self {
             commands,
-            sqs,
-            queue_url,
+            queue: SqsQueue::new(sqs, queue_url),
         }
     }
 
@@ -159,26 +157,21 @@ impl Notifications {
             index,
             reason: format!("the notification does not serialize: {e}"),
         })?;
-        self.sqs
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(body)
-            .send()
+        self.queue
+            .send(Outgoing::new(&body))
             .await
             .map_err(|error| {
                 let refused = matches!(
-                    error
-                        .as_service_error()
-                        .and_then(ProvideErrorMetadata::code),
+                    error.code.as_deref(),
                     Some("InvalidMessageContents" | "InvalidParameterValue")
                 );
-                if refused && !aws_support::is_retryable(&error) {
+                if refused && !error.retryable {
                     ProjectionError::Poison {
                         index,
                         reason: format!("SQS refused the notification: {}", error_chain(&error)),
                     }
                 } else {
-                    ProjectionError::Transient(error_chain(&error).into())
+                    ProjectionError::Transient(Box::new(error))
                 }
             })?;
         metrics::counter!("orderpipe_flows_notifications_total").increment(1);

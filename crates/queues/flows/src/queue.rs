@@ -24,17 +24,26 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_support::AwsCallError;
 use futures::future::join_all;
-use kinesis_consumer::error_chain;
 use service_kit::admin::HealthCheck;
+use service_kit::{error_chain, Backoff};
 
-use crate::retry::Backoff;
+use crate::sqs::{Outgoing, Receive, SqsQueue};
 
 /// The message attribute that says why a message was dead-lettered by a handler.
 pub const REASON_ATTRIBUTE: &str = "reason";
 /// The message attribute naming the queue a dead-lettered message came from.
 pub const SOURCE_ATTRIBUTE: &str = "source_queue";
+
+/// The pauses between failed receives: up to 500 ms first, doubling up to 30 s.
+const RECEIVE_RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+/// The system attributes every received message comes with.
+const RECEIVED_ATTRIBUTES: &[MessageSystemAttributeName] = &[
+    MessageSystemAttributeName::ApproximateReceiveCount,
+    MessageSystemAttributeName::MessageGroupId,
+];
 
 /// One received message, as a handler sees it.
 #[derive(Debug, Clone)]
@@ -52,6 +61,13 @@ pub struct Message {
     /// when the queue has no redrive policy or it could not be read yet.
     pub deliveries_left: Option<u32>,
     receipt_handle: String,
+}
+
+impl Message {
+    /// Its FIFO message group, or its own id where it has none: the unit handled in order.
+    pub fn group(&self) -> &str {
+        self.group_id.as_deref().unwrap_or(&self.id)
+    }
 }
 
 /// What became of a message.
@@ -95,11 +111,6 @@ pub struct ConsumerConfig {
     pub retry_initial: Duration,
     /// The longest delay between deliveries.
     pub retry_max: Duration,
-}
-
-/// Whether `url` names a FIFO queue.
-pub fn is_fifo(url: &str) -> bool {
-    url.ends_with(".fifo")
 }
 
 /// `/health` of a consumer: healthy while ReceiveMessage succeeded recently.
@@ -146,7 +157,8 @@ impl HealthCheck for ConsumerHealth {
 
 /// Polls one queue and hands its messages to a [`MessageHandler`].
 pub struct QueueConsumer {
-    sqs: aws_sdk_sqs::Client,
+    queue: SqsQueue,
+    dead_letters: SqsQueue,
     config: ConsumerConfig,
     handler: Arc<dyn MessageHandler>,
     health: Arc<ConsumerHealth>,
@@ -163,7 +175,8 @@ impl QueueConsumer {
     ) -> Self {
         let health = Arc::new(ConsumerHealth::new(&config));
         Self {
-            sqs,
+            queue: SqsQueue::new(sqs.clone(), &config.queue_url),
+            dead_letters: SqsQueue::new(sqs, &config.dead_letter_url),
             config,
             handler,
             health,
@@ -177,26 +190,17 @@ impl QueueConsumer {
         let read = self
             .max_receives
             .get_or_try_init(|| async {
-                let output = self
-                    .sqs
-                    .get_queue_attributes()
-                    .queue_url(&self.config.queue_url)
-                    .attribute_names(QueueAttributeName::RedrivePolicy)
-                    .send()
-                    .await
-                    .map_err(|e| error_chain(&e))?;
-                Ok::<_, String>(
-                    output
-                        .attributes
-                        .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy).cloned())
-                        .and_then(|policy| max_receive_count(&policy)),
-                )
+                let policy = self
+                    .queue
+                    .attribute(QueueAttributeName::RedrivePolicy)
+                    .await?;
+                Ok::<_, AwsCallError>(policy.and_then(|policy| max_receive_count(&policy)))
             })
             .await;
         match read {
             Ok(max) => *max,
             Err(error) => {
-                tracing::warn!(queue = self.config.name, error = %error, "cannot read the queue's redrive policy");
+                tracing::warn!(queue = self.config.name, error = %error_chain(&error), "cannot read the queue's redrive policy");
                 None
             }
         }
@@ -212,7 +216,7 @@ impl QueueConsumer {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let name = self.config.name;
-        let mut failures = 0;
+        let mut pause = RECEIVE_RETRY;
         loop {
             let received = tokio::select! {
                 () = &mut shutdown => break,
@@ -220,24 +224,19 @@ impl QueueConsumer {
             };
             match received {
                 Ok(messages) => {
-                    failures = 0;
+                    pause.succeeded();
                     self.health.record(None);
                     if !messages.is_empty() {
                         self.handle_batch(messages).await;
                     }
                 }
                 Err(error) => {
-                    failures += 1;
+                    let error = error_chain(&error);
                     tracing::warn!(queue = name, error = %error, "cannot receive messages");
-                    self.health.record(Some(error.clone()));
-                    let pause = Backoff {
-                        initial: Duration::from_millis(500),
-                        max: Duration::from_secs(30),
-                    }
-                    .delay(failures);
+                    self.health.record(Some(error));
                     tokio::select! {
                         () = &mut shutdown => break,
-                        () = tokio::time::sleep(pause) => {}
+                        () = tokio::time::sleep(pause.failed()) => {}
                     }
                 }
             }
@@ -245,23 +244,19 @@ impl QueueConsumer {
         tracing::info!(queue = name, "consumer stopped");
     }
 
-    async fn receive(&self) -> Result<Vec<Message>, String> {
+    async fn receive(&self) -> Result<Vec<Message>, AwsCallError> {
         let max_receives = self.max_receives().await;
-        let output = self
-            .sqs
-            .receive_message()
-            .queue_url(&self.config.queue_url)
-            .max_number_of_messages(self.config.max_messages)
-            .wait_time_seconds(self.config.wait_time.as_secs() as i32)
-            .visibility_timeout(self.config.visibility_timeout.as_secs() as i32)
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
-            .send()
-            .await
-            .map_err(|e| error_chain(&e))?;
-        Ok(output
-            .messages
-            .unwrap_or_default()
+        let received = self
+            .queue
+            .receive(&Receive {
+                max_messages: self.config.max_messages,
+                wait: self.config.wait_time,
+                visibility: self.config.visibility_timeout,
+                system_attributes: RECEIVED_ATTRIBUTES,
+                message_attributes: false,
+            })
+            .await?;
+        Ok(received
             .into_iter()
             .filter_map(|message| {
                 let attributes = message.attributes.unwrap_or_default();
@@ -295,18 +290,16 @@ impl QueueConsumer {
         // Aborted when this future ends or is dropped (a crash must stop extending, so that the
         // messages reappear for another consumer).
         let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat(
-            self.sqs.clone(),
-            self.config.queue_url.clone(),
+            self.queue.clone(),
             self.config.visibility_timeout,
             pending.clone(),
         )));
         let mut groups: BTreeMap<String, Vec<Message>> = BTreeMap::new();
         for message in messages {
-            let group = message
-                .group_id
-                .clone()
-                .unwrap_or_else(|| message.id.clone());
-            groups.entry(group).or_default().push(message);
+            groups
+                .entry(message.group().to_owned())
+                .or_default()
+                .push(message);
         }
         join_all(groups.into_values().map(|group| {
             let pending = pending.clone();
@@ -341,12 +334,8 @@ impl QueueConsumer {
     async fn hold_back(&self, message: &Message) {
         let name = self.config.name;
         let released = self
-            .sqs
-            .change_message_visibility()
-            .queue_url(&self.config.queue_url)
-            .receipt_handle(&message.receipt_handle)
-            .visibility_timeout(0)
-            .send()
+            .queue
+            .change_visibility(&message.receipt_handle, Duration::ZERO)
             .await;
         metrics::counter!("orderpipe_flows_messages_total", "queue" => name, "outcome" => "held_back").increment(1);
         if let Err(error) = released {
@@ -362,11 +351,8 @@ impl QueueConsumer {
         let (label, result) = match &outcome {
             Handled::Done => ("done", self.delete(message).await),
             Handled::Retry | Handled::RetryWithin(_) => {
-                let mut delay = Backoff {
-                    initial: self.config.retry_initial,
-                    max: self.config.retry_max,
-                }
-                .delay(message.receive_count);
+                let mut delay = Backoff::new(self.config.retry_initial, self.config.retry_max)
+                    .delay(message.receive_count);
                 if let Handled::RetryWithin(latest) = &outcome {
                     delay = delay.min(*latest);
                 }
@@ -400,7 +386,7 @@ impl QueueConsumer {
             // handlers are built for.
             Err(error) => {
                 metrics::counter!("orderpipe_flows_messages_total", "queue" => name, "outcome" => "settle_failed").increment(1);
-                tracing::warn!(queue = name, message_id = %message.id, error = %error, "cannot settle message");
+                tracing::warn!(queue = name, message_id = %message.id, error = %error_chain(&error), "cannot settle message");
                 false
             }
         }
@@ -408,74 +394,37 @@ impl QueueConsumer {
 
     /// Makes `message` visible again after `delay` (whole seconds, at least one: the API's
     /// unit, and never an instant retry).
-    async fn postpone(&self, message: &Message, delay: Duration) -> Result<(), String> {
-        self.sqs
-            .change_message_visibility()
-            .queue_url(&self.config.queue_url)
-            .receipt_handle(&message.receipt_handle)
-            .visibility_timeout(delay.as_secs().clamp(1, 43_200) as i32)
-            .send()
+    async fn postpone(&self, message: &Message, delay: Duration) -> Result<(), AwsCallError> {
+        self.queue
+            .change_visibility(&message.receipt_handle, delay.max(Duration::from_secs(1)))
             .await
-            .map(|_| ())
-            .map_err(|e| error_chain(&e))
     }
 
     /// Sends `message` again as a new one (same body and group, a fresh deduplication id;
-    /// delayed by `delay` on a standard queue, which FIFO queues cannot do per message), then
-    /// deletes it. A crash in between leaves both: a duplicate, which handlers are built for.
-    async fn requeue(&self, message: &Message, delay: Duration) -> Result<(), String> {
-        let mut send = self
-            .sqs
-            .send_message()
-            .queue_url(&self.config.queue_url)
-            .message_body(&message.body);
-        if is_fifo(&self.config.queue_url) {
-            send = send
-                .message_group_id(
-                    message
-                        .group_id
-                        .clone()
-                        .unwrap_or_else(|| message.id.clone()),
-                )
-                .message_deduplication_id(format!("requeue-{}", uuid::Uuid::new_v4().simple()));
-        } else {
-            // At most 15 minutes, SQS's limit for a message delay.
-            send = send.delay_seconds(delay.as_secs().clamp(1, 900) as i32);
-        }
-        send.send().await.map_err(|e| error_chain(&e))?;
+    /// delayed by `delay`, at least a second, on a standard queue, which FIFO queues cannot do
+    /// per message), then deletes it. A crash in between leaves both: a duplicate, which
+    /// handlers are built for.
+    async fn requeue(&self, message: &Message, delay: Duration) -> Result<(), AwsCallError> {
+        let copy = Outgoing::new(&message.body)
+            .in_group(
+                message.group(),
+                format!("requeue-{}", uuid::Uuid::new_v4().simple()),
+            )
+            .delayed(delay.max(Duration::from_secs(1)));
+        self.queue.send(copy).await?;
         self.delete(message).await
     }
 
-    async fn delete(&self, message: &Message) -> Result<(), String> {
-        self.sqs
-            .delete_message()
-            .queue_url(&self.config.queue_url)
-            .receipt_handle(&message.receipt_handle)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| error_chain(&e))
+    async fn delete(&self, message: &Message) -> Result<(), AwsCallError> {
+        self.queue.delete(&message.receipt_handle).await
     }
 
-    async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), String> {
-        let mut send = self
-            .sqs
-            .send_message()
-            .queue_url(&self.config.dead_letter_url)
-            .message_body(&message.body)
-            .message_attributes(REASON_ATTRIBUTE, text_attribute(reason))
-            .message_attributes(SOURCE_ATTRIBUTE, text_attribute(&self.config.queue_url));
-        if is_fifo(&self.config.dead_letter_url) {
-            send = send
-                .message_group_id(
-                    message
-                        .group_id
-                        .clone()
-                        .unwrap_or_else(|| message.id.clone()),
-                )
-                .message_deduplication_id(&message.id);
-        }
-        send.send().await.map(|_| ()).map_err(|e| error_chain(&e))
+    async fn dead_letter(&self, message: &Message, reason: &str) -> Result<(), AwsCallError> {
+        let letter = Outgoing::new(&message.body)
+            .attribute(REASON_ATTRIBUTE, reason)
+            .attribute(SOURCE_ATTRIBUTE, &self.config.queue_url)
+            .in_group(message.group(), &message.id);
+        self.dead_letters.send(letter).await.map(drop)
     }
 }
 
@@ -489,12 +438,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// Extends the visibility of every pending message every half visibility timeout.
-async fn heartbeat(
-    sqs: aws_sdk_sqs::Client,
-    queue_url: String,
-    visibility: Duration,
-    pending: Arc<Mutex<HashSet<String>>>,
-) {
+async fn heartbeat(queue: SqsQueue, visibility: Duration, pending: Arc<Mutex<HashSet<String>>>) {
     let period = (visibility / 2).max(Duration::from_millis(500));
     loop {
         tokio::time::sleep(period).await;
@@ -505,15 +449,8 @@ async fn heartbeat(
             .cloned()
             .collect();
         for handle in handles {
-            let extended = sqs
-                .change_message_visibility()
-                .queue_url(&queue_url)
-                .receipt_handle(handle)
-                .visibility_timeout(visibility.as_secs() as i32)
-                .send()
-                .await;
-            match extended {
-                Ok(_) => {
+            match queue.change_visibility(&handle, visibility).await {
+                Ok(()) => {
                     metrics::counter!("orderpipe_flows_visibility_extensions_total").increment(1)
                 }
                 Err(error) => {
@@ -533,15 +470,6 @@ fn max_receive_count(policy: &str) -> Option<u32> {
         serde_json::Value::String(count) => count.parse().ok(),
         _ => None,
     }
-}
-
-/// A string message attribute.
-pub fn text_attribute(value: &str) -> MessageAttributeValue {
-    MessageAttributeValue::builder()
-        .data_type("String")
-        .string_value(value)
-        .build()
-        .expect("the data type, the only required field, is set")
 }
 
 #[cfg(test)]

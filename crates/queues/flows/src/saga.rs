@@ -27,6 +27,7 @@ use commit_log::{DomainEvent, LoggedCommit, LoggedEvent};
 use cqrs_es::Aggregate;
 use domain::OrderEvent;
 use proto::v1 as pb;
+use service_kit::error_chain;
 
 use crate::command_client::{Cause, CommandClient, CommandError};
 use crate::payments::{PaymentQueue, PaymentRequest};
@@ -222,10 +223,10 @@ impl OrderSaga {
             &order.payment_token,
         );
         self.payments.send(&request).await.map_err(|error| {
-            if error.retryable {
-                StepError::Transient(error.to_string())
+            if error.is_retryable() {
+                StepError::Transient(error_chain(&error))
             } else {
-                StepError::Poison(error.to_string())
+                StepError::Poison(error_chain(&error))
             }
         })?;
         metrics::counter!("orderpipe_flows_saga_steps_total", "step" => "request_payment")
@@ -244,10 +245,10 @@ impl OrderSaga {
             let request =
                 PaymentRequest::refund(step.order_id, order.total.map_or(0, |m| m.cents), reason);
             self.payments.send(&request).await.map_err(|error| {
-                if error.retryable {
-                    StepError::Transient(error.to_string())
+                if error.is_retryable() {
+                    StepError::Transient(error_chain(&error))
                 } else {
-                    StepError::Poison(error.to_string())
+                    StepError::Poison(error_chain(&error))
                 }
             })?;
             metrics::counter!("orderpipe_flows_saga_steps_total", "step" => "request_refund")

@@ -4,21 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use flows::dead_letters::{DeadLetters, QueuePair};
-use test_support::{aws_test_config, unique_name};
+mod support;
 
-async fn queue(sqs: &aws_sdk_sqs::Client, name: &str, fifo: bool) -> String {
-    let mut create = sqs.create_queue();
-    if fifo {
-        create = create
-            .queue_name(format!("{name}.fifo"))
-            .attributes(QueueAttributeName::FifoQueue, "true");
-    } else {
-        create = create.queue_name(name);
-    }
-    create.send().await.unwrap().queue_url.unwrap()
-}
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use flows::dead_letters::{DeadLetters, QueuePair};
+use support::queue;
+use test_support::{aws_test_config, unique_name};
 
 async fn pair(sqs: &aws_sdk_sqs::Client, name: &str, fifo: bool) -> QueuePair {
     QueuePair {

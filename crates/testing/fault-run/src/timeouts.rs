@@ -7,6 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
+use service_kit::Backoff;
 
 use crate::faults::FaultTimings;
 
@@ -14,12 +15,12 @@ use crate::faults::FaultTimings;
 /// surely fired (and the process reacting to it has had time to act) before the fault ends.
 const MARGIN: Duration = Duration::from_secs(5);
 
-/// First and longest delay of the flows' command client between tries of one command
-/// (`crates/queues/flows/src/command_client.rs`, `Backoff { initial: 100 ms, max: 2 s }`).
-const COMMAND_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
-/// First and longest delay of the projector runtime between tries of one batch
-/// (`crates/log/kinesis-consumer/src/consumer.rs`, `APPLY_RETRY_INITIAL` / `APPLY_RETRY_MAX`).
-const APPLY_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(30));
+/// The flows' command client's waits between tries of one command
+/// (`crates/queues/flows/src/command_client.rs`, `COMMAND_RETRY`: 100 ms doubling to 2 s).
+const COMMAND_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+/// The projector runtime's waits between tries of one batch
+/// (`crates/log/kinesis-consumer/src/consumer.rs`, `APPLY_RETRY`: 100 ms doubling to 30 s).
+const APPLY_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
 
 /// Every bound the run sets on its processes, by what it bounds.
 #[derive(Debug, Clone, Serialize)]
@@ -97,7 +98,7 @@ impl RunTimeouts {
         let per_receive =
             backoff_total(COMMAND_RETRY, self.flows_command_attempts) + self.queue_wait;
         backoff_total(
-            (self.queue_retry_initial, self.queue_retry_max),
+            Backoff::new(self.queue_retry_initial, self.queue_retry_max),
             self.max_receive_count,
         ) + per_receive * self.max_receive_count
     }
@@ -125,11 +126,9 @@ impl RunTimeouts {
     }
 }
 
-/// The sum of the delays between `tries` tries: `initial` doubled per try, capped at `max`.
-fn backoff_total((initial, max): (Duration, Duration), tries: u32) -> Duration {
-    (1..tries)
-        .map(|retry| initial.saturating_mul(1 << (retry - 1).min(20)).min(max))
-        .sum()
+/// The longest `policy` waits in all between `tries` tries (every wait at its ceiling).
+fn backoff_total(policy: Backoff, tries: u32) -> Duration {
+    policy.longest_wait(tries.saturating_sub(1))
 }
 
 impl fmt::Display for RunTimeouts {

@@ -4,7 +4,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::SdkError;
+use aws_sdk_kinesis::operation::put_records::PutRecordsError;
+use aws_support::AwsCallError;
 use futures::future::BoxFuture;
 use relay::record_log::{KinesisLog, LogRecord, PutOutcome, RecordLog, RecordLogError, THROTTLED};
 use test_support::fresh_database;
@@ -34,9 +37,10 @@ impl RecordLog for Flaky {
             }
             if call % 5 == 4 {
                 self.failed_calls.fetch_add(1, Ordering::SeqCst);
-                return Err(RecordLogError::Kinesis(Box::new(SdkError::timeout_error(
+                let timeout = SdkError::<PutRecordsError, HttpResponse>::timeout_error(
                     "injected: the call timed out",
-                ))));
+                );
+                return Err(AwsCallError::from_sdk("kinesis:PutRecords", timeout).into());
             }
             let refuse = |index: usize| (call + index).is_multiple_of(3);
             let sent: Vec<LogRecord> = records

@@ -16,9 +16,11 @@ pub use gateway::{
     SandboxGateway, TestCard,
 };
 
-use kinesis_consumer::error_chain;
+use aws_support::AwsCallError;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+
+use crate::sqs::{Outgoing, SqsQueue};
 
 /// The schema version this build writes and reads.
 pub const PAYMENT_REQUEST_VERSION: u32 = 1;
@@ -107,48 +109,49 @@ impl PaymentRequest {
     }
 }
 
-/// A payments queue could not be written to.
+/// A payment request could not be put on the payments queue.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot send to the payments queue: {message}")]
-pub struct SendError {
-    /// Whether trying again may succeed.
-    pub retryable: bool,
-    /// The SDK error, with its sources.
-    pub message: String,
+pub enum SendError {
+    /// The request does not serialize (a timestamp out of RFC 3339's range): sending it again
+    /// cannot help.
+    #[error("the payment request does not serialize")]
+    Encode(#[source] serde_json::Error),
+    /// SQS did not take it.
+    #[error("cannot send to the payments queue")]
+    Queue(#[source] AwsCallError),
+}
+
+impl SendError {
+    /// Whether sending the same request later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SendError::Encode(_) => false,
+            SendError::Queue(error) => error.retryable,
+        }
+    }
 }
 
 /// The sending side of the payments FIFO queue.
 #[derive(Clone)]
 pub struct PaymentQueue {
-    sqs: aws_sdk_sqs::Client,
-    queue_url: String,
+    queue: SqsQueue,
 }
 
 impl PaymentQueue {
     /// The queue at `queue_url` (a `.fifo` queue).
     pub fn new(sqs: aws_sdk_sqs::Client, queue_url: String) -> Self {
-        Self { sqs, queue_url }
+        Self {
+            queue: SqsQueue::new(sqs, queue_url),
+        }
     }
 
     /// Sends `request`: message group = the order, deduplication id = the request id, so a
     /// request sent twice within five minutes is stored once.
     pub async fn send(&self, request: &PaymentRequest) -> Result<(), SendError> {
-        let body = serde_json::to_string(request).map_err(|e| SendError {
-            retryable: false,
-            message: e.to_string(),
-        })?;
-        self.sqs
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(body)
-            .message_group_id(&request.order_id)
-            .message_deduplication_id(request.request_id.replace('/', "-"))
-            .send()
-            .await
-            .map_err(|error| SendError {
-                retryable: aws_support::is_retryable(&error),
-                message: error_chain(&error),
-            })?;
+        let body = serde_json::to_string(request).map_err(SendError::Encode)?;
+        let message =
+            Outgoing::new(&body).in_group(&request.order_id, request.request_id.replace('/', "-"));
+        self.queue.send(message).await.map_err(SendError::Queue)?;
         Ok(())
     }
 }

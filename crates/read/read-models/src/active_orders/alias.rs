@@ -264,7 +264,7 @@ impl ViewAlias {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(error) if is_condition_failure(&error) => Err(AliasError::Moved {
+            Err(error) if aws_support::is_condition_failed(&error) => Err(AliasError::Moved {
                 expected: abandoned.orders.clone(),
             }),
             Err(error) => Err(self.failed(error)),
@@ -286,7 +286,7 @@ impl ViewAlias {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(error) if is_condition_failure(&error) => Err(AliasError::Moved {
+            Err(error) if aws_support::is_condition_failed(&error) => Err(AliasError::Moved {
                 expected: live.orders.clone(),
             }),
             Err(error) => Err(self.failed(error)),
@@ -312,7 +312,7 @@ impl ViewAlias {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(error) if is_condition_failure(&error) => Err(AliasError::Moved {
+            Err(error) if aws_support::is_condition_failed(&error) => Err(AliasError::Moved {
                 expected: expected.to_owned(),
             }),
             Err(error) => Err(self.failed(error)),
@@ -328,14 +328,4 @@ impl ViewAlias {
             source: Box::new(error),
         }
     }
-}
-
-fn is_condition_failure<E>(error: &aws_sdk_dynamodb::error::SdkError<E>) -> bool
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    error
-        .as_service_error()
-        .and_then(aws_sdk_dynamodb::error::ProvideErrorMetadata::code)
-        == Some("ConditionalCheckFailedException")
 }

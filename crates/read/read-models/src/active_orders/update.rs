@@ -114,18 +114,10 @@ impl Update {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                match on_failed {
-                    OnConditionFailed::AlreadyApplied => Ok(()),
-                    OnConditionFailed::MarkerMoved => {
-                        Err(ProjectionError::Transient(Box::new(error)))
-                    }
-                }
-            }
+            Err(error) if aws_support::is_condition_failed(&error) => match on_failed {
+                OnConditionFailed::AlreadyApplied => Ok(()),
+                OnConditionFailed::MarkerMoved => Err(ProjectionError::Transient(Box::new(error))),
+            },
             Err(error) => Err(dynamodb_failure(index, error)),
         }
     }
