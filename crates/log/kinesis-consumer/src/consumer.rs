@@ -25,7 +25,6 @@ use futures::{StreamExt, TryStreamExt};
 use service_kit::{error_chain, Backoff};
 use tokio::sync::{watch, Mutex};
 
-use commit_log::projection::{Projection, ProjectionError};
 use crate::dead_letters::{DeadLetter, DeadLetterQueue};
 use crate::kinesis::{GetRecordsError, KinesisRecord};
 use crate::leases::{Checkpoint, Lease, LeaseError, LeaseTable, SequenceNumber};
@@ -35,6 +34,7 @@ use crate::parked::{
 };
 use crate::shard_reader::{Cursor, ShardReaders};
 use crate::RuntimeError;
+use commit_log::projection::{Projection, ProjectionError};
 
 /// The waits after a throttled or failed AWS call: up to 200 ms first, doubling up to 10 s.
 const AWS_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));

@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use commit_log::{LoggedCommit, Vocabulary};
 use service_kit::error_chain;
 
-use commit_log::projection::{Projection, ProjectionError};
 use crate::parked::{ParkedKind, ParkedStore};
 use crate::RuntimeError;
+use commit_log::projection::{Projection, ProjectionError};
 
 /// What a redrive of one aggregate did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -27,7 +27,6 @@ use tokio::sync::watch;
 use tokio::task::{AbortHandle, Id as TaskId, JoinError, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use commit_log::projection::Projection;
 use crate::consumer::{ConsumerContext, ConsumerExit, ShardConsumer, SharedLease};
 use crate::dead_letters::DeadLetterQueue;
 use crate::kinesis;
@@ -37,6 +36,7 @@ use crate::parked::{ParkedKind, ParkedStore};
 use crate::redrive::resume;
 use crate::shard_reader::{GetRecordsCalls, ShardReaders};
 use crate::RuntimeError;
+use commit_log::projection::Projection;
 
 /// How long before the earliest moment another worker could take a lease its owner stops the
 /// lease's consumer, as a fraction of the lease duration (a quarter): room for the abort to take

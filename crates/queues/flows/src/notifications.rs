@@ -9,9 +9,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use commit_log::projection::{Projection, ProjectionError};
 use commit_log::{DomainEvent, LoggedCommit, LoggedEvent};
 use domain::{LoyaltyEvent, OrderEvent, Tier};
-use commit_log::projection::{Projection, ProjectionError};
 use serde::{Deserialize, Serialize};
 use service_kit::error_chain;
 use time::format_description::well_known::Rfc3339;
