@@ -1,20 +1,26 @@
 //! Edges of the projector runtime against kinesalite, dynalite and moto SQS: a parent shard the
-//! stream no longer lists, and `/health` when the lease table goes away.
+//! stream no longer lists, an expired shard iterator, and `/health` when the lease table goes
+//! away.
 
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
 mod runtime_support;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
+
 use projectors::projection::Projection;
-use projectors::runtime::kinesis::ShardInfo;
-use projectors::runtime::{Checkpoint, Worker};
+use projectors::runtime::kinesis::{self, ShardInfo};
+use projectors::runtime::{Checkpoint, Worker, WorkerConfig};
 use runtime_support::{complete, eventually, rounds, start, Fixture, Recorder};
 use service_kit::admin;
 use test_support::http::request;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -106,5 +112,230 @@ async fn health_turns_503_when_the_lease_table_cannot_be_read() {
     running.await.unwrap();
     stop_admin.send(()).unwrap();
     admin.await.unwrap().unwrap();
+    fixture.tear_down().await;
+}
+
+/// An HTTP/1.1 relay in front of kinesalite that answers chosen GetRecords calls itself with
+/// the error Kinesis gives for an iterator older than five minutes (kinesalite's iterators
+/// expire after five real minutes, too long for a test), and every later call with the same
+/// iterator too; every other call goes through.
+struct ExpiringProxy {
+    address: std::net::SocketAddr,
+    /// GetRecords calls seen so far.
+    get_records: Arc<AtomicUsize>,
+    /// GetShardIterator calls seen so far.
+    get_shard_iterator: Arc<AtomicUsize>,
+}
+
+impl ExpiringProxy {
+    /// Relays to `upstream` (`http://host:port`), expiring the GetRecords calls whose 1-based
+    /// numbers are in `expire`.
+    async fn start(upstream: &str, expire: &'static [usize]) -> Self {
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let get_records = Arc::new(AtomicUsize::new(0));
+        let get_shard_iterator = Arc::new(AtomicUsize::new(0));
+        let counters = (get_records.clone(), get_shard_iterator.clone());
+        let expired = Arc::new(Mutex::new(HashSet::new()));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let (get_records, get_shard_iterator) = counters.clone();
+                let expired = expired.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut client, mut server) = (BufReader::new(client), BufReader::new(server));
+                    while let Some((head, body)) = read_message(&mut client).await {
+                        let target = head.to_ascii_lowercase();
+                        if target.contains("x-amz-target: kinesis_20131202.getshard") {
+                            get_shard_iterator.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if target.contains("x-amz-target: kinesis_20131202.getrecords") {
+                            let call = get_records.fetch_add(1, Ordering::SeqCst) + 1;
+                            let iterator = serde_json::from_slice::<serde_json::Value>(&body)
+                                .ok()
+                                .and_then(|v| v["ShardIterator"].as_str().map(str::to_owned))
+                                .unwrap_or_default();
+                            // Once expired, an iterator stays expired, as in Kinesis.
+                            let is_expired = {
+                                let mut expired = expired.lock().unwrap();
+                                if expire.contains(&call) {
+                                    expired.insert(iterator.clone());
+                                }
+                                expired.contains(&iterator)
+                            };
+                            if is_expired {
+                                let body = r#"{"__type":"ExpiredIteratorException","message":"Iterator expired."}"#;
+                                let response = format!(
+                                    "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{body}",
+                                    body.len()
+                                );
+                                if client
+                                    .get_mut()
+                                    .write_all(response.as_bytes())
+                                    .await
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                                continue;
+                            }
+                        }
+                        let relayed = async {
+                            server.get_mut().write_all(head.as_bytes()).await?;
+                            server.get_mut().write_all(&body).await?;
+                            let Some((head, body)) = read_message(&mut server).await else {
+                                return Err(std::io::Error::other("kinesalite closed"));
+                            };
+                            client.get_mut().write_all(head.as_bytes()).await?;
+                            client.get_mut().write_all(&body).await
+                        };
+                        if relayed.await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            address,
+            get_records,
+            get_shard_iterator,
+        }
+    }
+}
+
+/// One HTTP/1.1 message with a Content-Length body: its head (with the blank line) and body.
+async fn read_message<R: AsyncBufRead + Unpin>(reader: &mut R) -> Option<(String, Vec<u8>)> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let length = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.ok()?;
+    Some((head, body))
+}
+
+/// The SDK config of `fixture` with Kinesis reached through `proxy` (DynamoDB and SQS as
+/// before): the service's endpoint variable is what the SDK looks up first.
+#[derive(Debug)]
+struct KinesisThrough {
+    proxy: String,
+    rest: aws_config::SdkConfig,
+}
+
+impl LoadServiceConfig for KinesisThrough {
+    fn load_config(&self, key: ServiceConfigKey<'_>) -> Option<String> {
+        if key.service_id() == "Kinesis" && key.env() == "AWS_ENDPOINT_URL" {
+            return Some(self.proxy.clone());
+        }
+        self.rest.service_config()?.load_config(key)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_shard_iterator_is_renewed_from_the_last_record_read() {
+    let fixture = Fixture::new(1).await;
+    let kinesalite = std::env::var("AWS_ENDPOINT_URL_KINESIS").unwrap();
+    // The third and the fifth GetRecords call find their iterator expired: one while the
+    // reader is mid-way through the records, one once it has caught up.
+    let proxy = ExpiringProxy::start(&kinesalite, &[3, 5]).await;
+    let through = |proxy: &ExpiringProxy| {
+        fixture
+            .sdk
+            .to_builder()
+            .service_config(KinesisThrough {
+                proxy: format!("http://{}", proxy.address),
+                rest: fixture.sdk.clone(),
+            })
+            .build()
+    };
+    let sdk = through(&proxy);
+
+    // What the proxy answers is what the SDK and the runtime take for an expired iterator.
+    let probe = ExpiringProxy::start(&kinesalite, &[1]).await;
+    let client = aws_support::kinesis(&through(&probe));
+    let shard = &kinesis::list_shards(&client, &fixture.stream)
+        .await
+        .unwrap()[0];
+    let iterator = kinesis::shard_iterator(
+        &client,
+        &fixture.stream,
+        &shard.shard_id,
+        &Checkpoint::TrimHorizon,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let expired = kinesis::get_records(&client, &iterator, 10).await;
+    assert!(
+        matches!(expired, Err(kinesis::GetRecordsError::ExpiredIterator)),
+        "{expired:?}"
+    );
+    let again = kinesis::get_records(&client, &iterator, 10).await;
+    assert!(
+        matches!(again, Err(kinesis::GetRecordsError::ExpiredIterator)),
+        "{again:?}"
+    );
+    let renewed = kinesis::shard_iterator(
+        &client,
+        &fixture.stream,
+        &shard.shard_id,
+        &Checkpoint::TrimHorizon,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(kinesis::get_records(&client, &renewed, 10).await.is_ok());
+    let ids: Vec<String> = (0..10).map(|i| format!("expiring-{i}")).collect();
+    fixture.put(rounds(&fixture, &ids, 1..=4)).await;
+    let recorder = Recorder::new("recorder");
+    let config = WorkerConfig {
+        // Forty records, ten per call: the reader needs several calls to catch up.
+        batch_size: 10,
+        ..fixture.worker_config("only", &fixture.leases_table)
+    };
+    let worker = Worker::new(&sdk, config, vec![recorder.clone() as Arc<dyn Projection>]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    eventually("the records before the expiries", WAIT, || async {
+        complete(&recorder.view(), &ids, 4)
+    })
+    .await;
+    fixture.put(rounds(&fixture, &ids, 5..=6)).await;
+    eventually("the records after them", WAIT, || async {
+        complete(&recorder.view(), &ids, 6)
+    })
+    .await;
+    stop.send(()).unwrap();
+    running.await.unwrap();
+
+    assert!(
+        proxy.get_records.load(Ordering::SeqCst) > 5,
+        "both expiries were answered"
+    );
+    // One iterator at the start, and a new one after each expiry.
+    assert!(proxy.get_shard_iterator.load(Ordering::SeqCst) >= 3);
+    assert_eq!(recorder.gaps.load(Ordering::SeqCst), 0);
     fixture.tear_down().await;
 }
