@@ -17,7 +17,7 @@ use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
 use projectors::projection::Projection;
 use projectors::runtime::kinesis::{self, ShardInfo};
 use projectors::runtime::{Checkpoint, Worker, WorkerConfig};
-use runtime_support::{complete, eventually, rounds, start, Fixture, Recorder};
+use runtime_support::{complete, eventually, rounds, run, start, Fixture, Recorder};
 use service_kit::admin;
 use test_support::http::request;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -88,10 +88,7 @@ async fn health_turns_503_when_the_lease_table_cannot_be_read() {
     let admin = tokio::spawn(admin::serve(listener, worker.health(), async {
         let _ = admin_stopped.await;
     }));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let (running, stop) = run(worker);
     let status = || async { request("GET", &health, None, None).await.status };
 
     eventually("a healthy worker", WAIT, || async { status().await == 200 }).await;
@@ -276,34 +273,27 @@ async fn an_expired_shard_iterator_is_renewed_from_the_last_record_read() {
     let shard = &kinesis::list_shards(&client, &fixture.stream)
         .await
         .unwrap()[0];
-    let iterator = kinesis::shard_iterator(
-        &client,
-        &fixture.stream,
-        &shard.shard_id,
-        &Checkpoint::TrimHorizon,
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let expired = kinesis::get_records(&client, &iterator, 10).await;
-    assert!(
-        matches!(expired, Err(kinesis::GetRecordsError::ExpiredIterator)),
-        "{expired:?}"
-    );
-    let again = kinesis::get_records(&client, &iterator, 10).await;
-    assert!(
-        matches!(again, Err(kinesis::GetRecordsError::ExpiredIterator)),
-        "{again:?}"
-    );
-    let renewed = kinesis::shard_iterator(
-        &client,
-        &fixture.stream,
-        &shard.shard_id,
-        &Checkpoint::TrimHorizon,
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let fresh_iterator = || async {
+        kinesis::shard_iterator(
+            &client,
+            &fixture.stream,
+            &shard.shard_id,
+            &Checkpoint::TrimHorizon,
+        )
+        .await
+        .unwrap()
+        .unwrap()
+    };
+    let iterator = fresh_iterator().await;
+    // Expired at the first call, and for good.
+    for _ in 0..2 {
+        let expired = kinesis::get_records(&client, &iterator, 10).await;
+        assert!(
+            matches!(expired, Err(kinesis::GetRecordsError::ExpiredIterator)),
+            "{expired:?}"
+        );
+    }
+    let renewed = fresh_iterator().await;
     assert!(kinesis::get_records(&client, &renewed, 10).await.is_ok());
     let ids: Vec<String> = (0..10).map(|i| format!("expiring-{i}")).collect();
     fixture.put(rounds(&fixture, &ids, 1..=4)).await;
@@ -313,11 +303,11 @@ async fn an_expired_shard_iterator_is_renewed_from_the_last_record_read() {
         batch_size: 10,
         ..fixture.worker_config("only", &fixture.leases_table)
     };
-    let worker = Worker::new(&sdk, config, vec![recorder.clone() as Arc<dyn Projection>]);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let (running, stop) = run(Worker::new(
+        &sdk,
+        config,
+        vec![recorder.clone() as Arc<dyn Projection>],
+    ));
     eventually("the records before the expiries", WAIT, || async {
         complete(&recorder.view(), &ids, 4)
     })

@@ -145,16 +145,9 @@ async fn a_command_that_conflicts_on_every_attempt_gets_aborted_after_conflict_r
     .unwrap();
     let before = app.event_count().await;
 
-    let status = app
-        .orders(Role::Customer, "c-1")
-        .place_order(place_order(
-            "contested",
-            &order_id,
-            "c-1",
-            &[("LATTE-12", 1)],
-        ))
-        .await
-        .unwrap_err();
+    let contested = place_order("contested", &order_id, "c-1", &[("LATTE-12", 1)]);
+    let mut customer = app.orders(Role::Customer, "c-1");
+    let status = customer.place_order(contested.clone()).await.unwrap_err();
     assert_eq!(status.code(), Code::Aborted, "{status:?}");
     let attempts: i64 = sqlx::query_scalar("SELECT last_value FROM conflicting_appends")
         .fetch_one(&app.database.pool)
@@ -172,14 +165,6 @@ async fn a_command_that_conflicts_on_every_attempt_gets_aborted_after_conflict_r
         .execute(&app.database.pool)
         .await
         .unwrap();
-    app.orders(Role::Customer, "c-1")
-        .place_order(place_order(
-            "contested",
-            &order_id,
-            "c-1",
-            &[("LATTE-12", 1)],
-        ))
-        .await
-        .unwrap();
+    customer.place_order(contested).await.unwrap();
     app.stop().await;
 }

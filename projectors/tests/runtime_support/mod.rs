@@ -316,11 +316,15 @@ pub fn start(
     leases_table: &str,
     projection: Arc<dyn Projection>,
 ) -> (JoinHandle<()>, oneshot::Sender<()>) {
-    let worker = Worker::new(
+    run(Worker::new(
         &fixture.sdk,
         fixture.worker_config(worker_id, leases_table),
         vec![projection],
-    );
+    ))
+}
+
+/// Runs `worker` until the returned sender fires (graceful) or the task is aborted (a crash).
+pub fn run(worker: Worker) -> (JoinHandle<()>, oneshot::Sender<()>) {
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         worker

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use relay::record_log::{KinesisLog, LogRecord, PutOutcome, RecordLog, RecordLogError};
-use test_support::fresh_database;
+use test_support::{fresh_database, TestDatabase};
 
-use crate::helpers::{kinesis_log, replay, spawn_relay, stores, TestStream, Writer, PATIENCE};
+use crate::helpers::{
+    kinesis_log, replay, spawn_relay, stores, TestRelay, TestStream, Writer, PATIENCE,
+};
 
 /// Counts the records a relay sends through the real adapter.
 struct Counted {
@@ -39,17 +41,42 @@ impl RecordLog for Counted {
     }
 }
 
+/// Two relays on one fresh database and stream, each publishing through a counted log.
+struct TwoRelays {
+    database: TestDatabase,
+    stream: TestStream,
+    writer: Writer,
+    relays: [(TestRelay, Arc<Counted>); 2],
+}
+
+impl TwoRelays {
+    async fn start() -> Self {
+        let database = fresh_database().await;
+        let stream = TestStream::create(2).await;
+        let writer = Writer::open(&database).await;
+        let (log_a, log_b) = (
+            Counted::new(kinesis_log(&stream)),
+            Counted::new(kinesis_log(&stream)),
+        );
+        let relay_a = spawn_relay(&database, log_a.clone(), false).await;
+        let relay_b = spawn_relay(&database, log_b.clone(), false).await;
+        Self {
+            database,
+            stream,
+            writer,
+            relays: [(relay_a, log_a), (relay_b, log_b)],
+        }
+    }
+}
+
 #[tokio::test]
 async fn of_two_relays_one_publishes_and_the_other_takes_over_when_it_stops() {
-    let database = fresh_database().await;
-    let stream = TestStream::create(2).await;
-    let mut writer = Writer::open(&database).await;
-    let (log_a, log_b) = (
-        Counted::new(kinesis_log(&stream)),
-        Counted::new(kinesis_log(&stream)),
-    );
-    let relay_a = spawn_relay(&database, log_a.clone(), false).await;
-    let relay_b = spawn_relay(&database, log_b.clone(), false).await;
+    let TwoRelays {
+        database: _,
+        stream,
+        mut writer,
+        relays: [(relay_a, log_a), (relay_b, log_b)],
+    } = TwoRelays::start().await;
 
     writer.write(&stores(8), 5).await;
     stream.wait_for_records(writer.commits).await;
@@ -87,7 +114,7 @@ async fn of_two_relays_one_publishes_and_the_other_takes_over_when_it_stops() {
 }
 
 /// `select` (an aggregate) over the sessions holding relay lock 7, the test relays' key.
-async fn over_lock_holders(database: &test_support::TestDatabase, select: &str) -> i64 {
+async fn over_lock_holders(database: &TestDatabase, select: &str) -> i64 {
     sqlx::query_scalar(&format!(
         "SELECT {select} FROM pg_locks l JOIN pg_database d ON d.oid = l.database
           WHERE d.datname = current_database() AND l.locktype = 'advisory' AND l.granted
@@ -100,15 +127,12 @@ async fn over_lock_holders(database: &test_support::TestDatabase, select: &str) 
 
 #[tokio::test]
 async fn a_relay_that_loses_its_lock_while_alive_stops_publishing_and_one_relay_goes_on() {
-    let database = fresh_database().await;
-    let stream = TestStream::create(2).await;
-    let mut writer = Writer::open(&database).await;
-    let (log_a, log_b) = (
-        Counted::new(kinesis_log(&stream)),
-        Counted::new(kinesis_log(&stream)),
-    );
-    let relay_a = spawn_relay(&database, log_a.clone(), false).await;
-    let relay_b = spawn_relay(&database, log_b.clone(), false).await;
+    let TwoRelays {
+        database,
+        stream,
+        mut writer,
+        relays: [(relay_a, log_a), (relay_b, log_b)],
+    } = TwoRelays::start().await;
     writer.write(&stores(6), 3).await;
     stream.wait_for_records(writer.commits).await;
 
