@@ -1,26 +1,34 @@
 //! Rebuilds of the DynamoDB active-orders view from a real event store (on PostgreSQL) into
 //! fresh tables (on the DynamoDB emulator), compared with views built live, and swapped in
-//! through the view alias.
+//! through the view alias while the live projector (a real projectors worker on kinesalite)
+//! goes on applying new commits.
 
 // Unwrapping is how a test says "this must work".
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
+};
 use aws_sdk_dynamodb::Client;
 use commit_log::projection::{Projection, ProjectionError};
 use commit_log::LoggedCommit;
-use common::{logged_commits, write_history, write_orders, FailAfter};
+use common::{commits_after, logged_commits, publish, write_history, write_orders, FailAfter};
 use event_store::{PgEventStore, StoreConfig};
+use kinesis_consumer::{Checkpoint, LeaseTable, SequenceNumber, Worker, WorkerConfig};
 use read_models::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
 use replay::dynamodb::{compare_tables, swap_in_tables, target_tables, TablesProgress};
 use replay::{rebuild, Comparison, ProgressStore, RebuildOptions, ReplayError, Until};
-use test_support::{aws_test_config, fresh_database, unique_name};
+use test_support::{aws_test_config, fresh_database, unique_name, TestStream, PATIENCE};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 struct Setup {
     store: PgEventStore,
@@ -305,26 +313,164 @@ async fn keep_ordering(store: PgEventStore, stop: Arc<AtomicBool>) {
     }
 }
 
-/// What a live projector does: applies every commit in the store it has not applied yet, in
-/// commit order, one small batch at a time, to whatever tables the alias names.
-async fn project_live(store: PgEventStore, alias: ViewAlias, stop: Arc<AtomicBool>) {
-    let projection = ActiveOrdersProjection::following(alias);
-    let mut applied = 0;
-    loop {
-        let stopping = stop.load(Ordering::SeqCst);
-        let commits = logged_commits(&store).await;
-        for batch in commits[applied..].chunks(2) {
-            // Gaps during the handover are transient: retried until the catch-up fills them.
-            while let Err(error) = projection.apply(batch).await {
-                assert!(matches!(error, ProjectionError::Transient(_)), "{error}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+/// Waits until `check` holds; fails the test with `what` after [`PATIENCE`].
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Creates a DynamoDB table keyed by the string `hash` (and the number `range`).
+async fn create_table(client: &Client, name: &str, hash: &str, range: Option<&str>) {
+    let attribute = |name: &str, kind: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(kind)
+            .build()
+            .unwrap()
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
+    let mut request = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute(hash, ScalarAttributeType::S))
+        .key_schema(key(hash, KeyType::Hash));
+    if let Some(range) = range {
+        request = request
+            .attribute_definitions(attribute(range, ScalarAttributeType::N))
+            .key_schema(key(range, KeyType::Range));
+    }
+    request.send().await.unwrap();
+}
+
+/// The stream the live projector reads, fed with the store's commits as the relay feeds it.
+struct Feed {
+    stream: TestStream,
+    leases: LeaseTable,
+    /// The last position published.
+    published: AtomicI64,
+    /// Per shard, the sequence number of the last record put.
+    last_put: Mutex<HashMap<String, String>>,
+}
+
+impl Feed {
+    /// Publishes the commits written since the last call, in commit order; how many.
+    async fn publish(&self, store: &PgEventStore) -> usize {
+        let commits = commits_after(store, self.published.load(Ordering::SeqCst)).await;
+        for (first, last) in &commits {
+            let (shard, sequence) = publish(store, &self.stream, *first, *last).await;
+            self.last_put.lock().unwrap().insert(shard, sequence);
+            self.published.store(*last, Ordering::SeqCst);
         }
-        applied = commits.len();
-        if stopping {
-            return;
+        commits.len()
+    }
+
+    /// Per shard, the last record put so far.
+    fn marks(&self) -> HashMap<String, String> {
+        self.last_put.lock().unwrap().clone()
+    }
+
+    /// Whether the live projector checkpointed every shard at or past `marks`.
+    async fn checkpointed_past(&self, marks: &HashMap<String, String>) -> bool {
+        let leases = self.leases.list().await.unwrap();
+        marks.iter().all(|(shard, mark)| {
+            leases.iter().any(|lease| {
+                &lease.shard_id == shard
+                    && matches!(&lease.checkpoint, Checkpoint::After(at)
+                        if *at >= SequenceNumber::new(mark.as_str()))
+            })
+        })
+    }
+
+    /// Waits until the live projector applied and checkpointed everything published.
+    async fn caught_up(&self) {
+        let marks = self.marks();
+        eventually("the live projector to catch up", || {
+            self.checkpointed_past(&marks)
+        })
+        .await;
+    }
+}
+
+/// The live projector, for real: a projectors worker running the active-orders projection
+/// that follows the view alias (as `projectors run` does), reading its own Kinesis stream. The
+/// commits already in the store when it starts are those the live view was built from: only
+/// later ones are published.
+struct LiveProjector {
+    feed: Arc<Feed>,
+    stop: oneshot::Sender<()>,
+    running: JoinHandle<()>,
+}
+
+impl LiveProjector {
+    async fn start(s: &Setup, alias: &ViewAlias) -> Self {
+        let sdk = aws_test_config().await;
+        let stream = TestStream::create(1).await;
+        let leases_table = unique_name("live-leases");
+        let parked_table = unique_name("live-parked");
+        create_table(&s.client, &leases_table, "lease_key", None).await;
+        create_table(&s.client, &parked_table, "parked_key", Some("position")).await;
+        let dead_letters = aws_sdk_sqs::Client::new(&sdk)
+            .create_queue()
+            .queue_name(unique_name("live-dlq"))
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let worker = Worker::new(
+            &sdk,
+            WorkerConfig {
+                worker_id: "live".into(),
+                stream_name: stream.name.clone(),
+                leases_table: leases_table.clone(),
+                parked_table,
+                dead_letter_queue_url: dead_letters,
+                lease_duration: Duration::from_secs(2),
+                batch_size: 100,
+                max_apply_attempts: 3,
+                poll_interval: Duration::from_millis(100),
+                shard_sync_interval: Duration::from_millis(500),
+            },
+            vec![Arc::new(ActiveOrdersProjection::following(alias.clone()))],
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = tokio::spawn(worker.run(async {
+            let _ = stopped.await;
+        }));
+        let feed = Arc::new(Feed {
+            stream,
+            leases: LeaseTable::new(s.client.clone(), leases_table),
+            published: AtomicI64::new(s.store.last_position().await.unwrap()),
+            last_put: Mutex::default(),
+        });
+        Self {
+            feed,
+            stop,
+            running,
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    /// Stops the worker gracefully (its batch finishes and is checkpointed).
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.running.await.unwrap();
     }
 }
 
@@ -346,6 +492,7 @@ async fn a_swap_moves_readers_and_the_live_projector_to_the_rebuilt_view() {
         .collect();
     let stale = build_live(&s.client, &all_but_one).await;
     let alias = ViewAlias::new(s.client.clone(), &s.views_table, stale.clone());
+    let live_projector = LiveProjector::start(&s, &alias).await;
     let (rebuilt, progress) = target(&s).await;
     rebuild_into(&s, &rebuilt, &progress, &options(None, 10))
         .await
@@ -356,8 +503,10 @@ async fn a_swap_moves_readers_and_the_live_projector_to_the_rebuilt_view() {
 
     // A reader counting the live view's orders through the alias, during the swap.
     let stop_reading = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
     let reader = tokio::spawn({
-        let (client, alias, stop) = (s.client.clone(), alias.clone(), stop_reading.clone());
+        let (client, alias) = (s.client.clone(), alias.clone());
+        let (stop, reads) = (stop_reading.clone(), reads.clone());
         async move {
             let mut seen = Vec::new();
             while !stop.load(Ordering::SeqCst) {
@@ -366,15 +515,24 @@ async fn a_swap_moves_readers_and_the_live_projector_to_the_rebuilt_view() {
                 if seen.last() != Some(&n) {
                     seen.push(n);
                 }
+                reads.fetch_add(1, Ordering::SeqCst);
             }
             seen
         }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("the reader to read the old view", || async {
+        reads.load(Ordering::SeqCst) > 0
+    })
+    .await;
     let swapped = swap_in_tables(&s.store, &alias, &rebuilt, &progress, 10, |_| {})
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The read in progress may have started before the swap; the one after it did not.
+    let at_swap = reads.load(Ordering::SeqCst);
+    eventually("the reader to read after the swap", || async {
+        reads.load(Ordering::SeqCst) >= at_swap + 2
+    })
+    .await;
     stop_reading.store(true, Ordering::SeqCst);
     assert_eq!(swapped.retired, stale);
     assert_eq!(reader.await.unwrap(), vec![old_count, new_count]);
@@ -389,6 +547,20 @@ async fn a_swap_moves_readers_and_the_live_projector_to_the_rebuilt_view() {
         matches!(again, Err(ReplayError::AlreadyLive(_))),
         "{again:?}"
     );
+
+    // Orders placed after the swap reach the rebuilt view through the live projector, and the
+    // retired view gets none of them.
+    write_orders(&s.store).await;
+    assert!(live_projector.feed.publish(&s.store).await > 0);
+    live_projector.feed.caught_up().await;
+    live_projector.stop().await;
+    assert_eq!(count(&s.client, &stale.orders).await, old_count);
+    assert!(count(&s.client, &rebuilt.orders).await > new_count);
+    let (check, check_progress) = target(&s).await;
+    rebuild_into(&s, &check, &check_progress, &options(None, 50))
+        .await
+        .unwrap();
+    assert_same(&s, &rebuilt, &check).await;
 }
 
 #[tokio::test]
@@ -396,17 +568,36 @@ async fn a_live_projector_writing_around_the_swap_ends_equal_to_a_full_rebuild()
     let s = setup().await;
     let live = build_live(&s.client, &s.commits).await;
     let alias = ViewAlias::new(s.client.clone(), &s.views_table, live.clone());
-    let (stop_writing, stop_projecting) = (
+    let live_projector = LiveProjector::start(&s, &alias).await;
+    let (stop_writing, stop_publishing) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
     );
     let writer = tokio::spawn(keep_ordering(s.store.clone(), stop_writing.clone()));
-    let projector = tokio::spawn(project_live(
-        s.store.clone(),
-        alias.clone(),
-        stop_projecting.clone(),
-    ));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The relay's part: commits reach the stream while they are written.
+    let publisher = tokio::spawn({
+        let (feed, store, stop) = (
+            live_projector.feed.clone(),
+            s.store.clone(),
+            stop_publishing.clone(),
+        );
+        async move {
+            while !stop.load(Ordering::SeqCst) {
+                feed.publish(&store).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    let feed = live_projector.feed.clone();
+    eventually("orders of this morning to be published", || async {
+        !feed.marks().is_empty()
+    })
+    .await;
+    let marks = feed.marks();
+    eventually("the live projector to apply them", || {
+        feed.checkpointed_past(&marks)
+    })
+    .await;
     let (rebuilt, progress) = target(&s).await;
     rebuild_into(&s, &rebuilt, &progress, &options(None, 10))
         .await
@@ -414,12 +605,26 @@ async fn a_live_projector_writing_around_the_swap_ends_equal_to_a_full_rebuild()
     swap_in_tables(&s.store, &alias, &rebuilt, &progress, 10, |_| {})
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // The writer finishes its round first, so the projector's last pass sees every commit.
+    // The live projector goes on into the rebuilt view: it applies orders written after the
+    // swap before the morning ends.
+    let after_swap = s.store.last_position().await.unwrap();
+    eventually("orders written after the swap to be published", || async {
+        feed.published.load(Ordering::SeqCst) > after_swap
+    })
+    .await;
+    let marks = feed.marks();
+    eventually("the live projector to apply them", || {
+        feed.checkpointed_past(&marks)
+    })
+    .await;
+    // The writer finishes its round first, so the last publishing sees every commit.
     stop_writing.store(true, Ordering::SeqCst);
     writer.await.unwrap();
-    stop_projecting.store(true, Ordering::SeqCst);
-    projector.await.unwrap();
+    stop_publishing.store(true, Ordering::SeqCst);
+    publisher.await.unwrap();
+    feed.publish(&s.store).await;
+    feed.caught_up().await;
+    live_projector.stop().await;
     // Every commit, before, during and after the swap, is in the view the alias names now,
     // exactly once: it equals a rebuild of the whole store.
     let (check, check_progress) = target(&s).await;

@@ -8,13 +8,11 @@ mod common;
 
 use std::time::Duration;
 
-use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::StreamStatus;
 use commit_log::projection::Projection;
 use commit_log::LoggedCommit;
-use common::{logged_commits, write_history, write_orders};
+use common::{commits_after, logged_commits, publish, write_history, write_orders};
 use event_store::{PgEventStore, StoreConfig};
-use futures::TryStreamExt;
 use read_models::{ActiveOrdersProjection, SchemaName};
 use replay::dynamodb::compare_tables;
 use replay::{
@@ -30,11 +28,7 @@ use test_support::{aws_test_config, fresh_database, unique_name, TestStream};
 /// before it.
 async fn publish_with_a_reshard(store: &PgEventStore) -> (TestStream, time::OffsetDateTime, i64) {
     let stream = TestStream::create(2).await;
-    let ranges: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT first_position, last_position FROM outbox ORDER BY 1")
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
+    let ranges = commits_after(store, 0).await;
     let shards = stream
         .client
         .list_shards()
@@ -51,20 +45,7 @@ async fn publish_with_a_reshard(store: &PgEventStore) -> (TestStream, time::Offs
             quarter = (time::OffsetDateTime::now_utc(), first - 1);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let events: Vec<_> = store
-            .read_range(first - 1, *last)
-            .try_collect()
-            .await
-            .unwrap();
-        stream
-            .client
-            .put_record()
-            .stream_name(&stream.name)
-            .partition_key(&events[0].aggregate_id)
-            .data(Blob::new(commit_log::encode(&events).unwrap()))
-            .send()
-            .await
-            .unwrap();
+        publish(store, &stream, *first, *last).await;
         if index == ranges.len() / 2 {
             stream
                 .client

@@ -5,7 +5,7 @@ use futures::future::join_all;
 use proto::v1 as pb;
 use tonic::Code;
 
-use crate::helpers::{new_order_id, spawn_app, spawn_app_with, Options, STORE};
+use crate::helpers::{new_order_id, place_order, spawn_app, spawn_app_with, Options, STORE};
 
 #[tokio::test]
 async fn fifty_concurrent_reservations_on_one_store_lose_nothing_and_never_go_below_zero() {
@@ -113,5 +113,58 @@ async fn fifty_concurrent_restocks_all_count() {
         .find(|level| level.sku == "CROISSANT")
         .unwrap();
     assert_eq!(croissant.on_hand, 100);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_command_that_conflicts_on_every_attempt_gets_aborted_after_conflict_retries() {
+    const RETRIES: u32 = 3;
+    let app = spawn_app_with(Options {
+        conflict_retries: Some(RETRIES),
+        ..Options::default()
+    })
+    .await;
+    app.seed_menu_and_stock(10).await;
+    let order_id = new_order_id();
+    // Another writer that always wins the race for this order: every append of its events
+    // meets a unique violation, as when a writer bypassing the position lock took the same
+    // sequence. A sequence is not rolled back with the failed transaction, so it counts the
+    // attempts.
+    sqlx::raw_sql(&format!(
+        "CREATE SEQUENCE conflicting_appends;
+         CREATE FUNCTION always_taken() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             PERFORM nextval('conflicting_appends');
+             RAISE unique_violation USING MESSAGE = 'sequence taken by another writer';
+         END $$;
+         CREATE TRIGGER always_taken BEFORE INSERT ON events FOR EACH ROW
+             WHEN (NEW.aggregate_id = '{order_id}') EXECUTE FUNCTION always_taken();"
+    ))
+    .execute(&app.database.pool)
+    .await
+    .unwrap();
+    let before = app.event_count().await;
+
+    let contested = place_order("contested", &order_id, "c-1", &[("LATTE-12", 1)]);
+    let mut customer = app.orders(Role::Customer, "c-1");
+    let status = customer.place_order(contested.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    let attempts: i64 = sqlx::query_scalar("SELECT last_value FROM conflicting_appends")
+        .fetch_one(&app.database.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        attempts,
+        i64::from(RETRIES) + 1,
+        "the first attempt and conflict_retries reloads, no more"
+    );
+    assert_eq!(app.event_count().await, before, "ABORTED: nothing appended");
+
+    // Once the other writer is gone, the same key goes through.
+    sqlx::raw_sql("DROP TRIGGER always_taken ON events")
+        .execute(&app.database.pool)
+        .await
+        .unwrap();
+    customer.place_order(contested).await.unwrap();
     app.stop().await;
 }

@@ -53,6 +53,10 @@ pub struct Options {
     pub database: Option<TestDatabase>,
     /// The server's request limit instead of 10 s.
     pub request_timeout_ms: Option<u64>,
+    /// Reloads after a conflict before ABORTED, instead of 8.
+    pub conflict_retries: Option<u32>,
+    /// How long shutdown waits for in-flight commands, instead of 2 s.
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -74,7 +78,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             port: 0,
             max_message_bytes: MAX_MESSAGE_BYTES,
             request_timeout_ms: options.request_timeout_ms.unwrap_or(10_000),
-            shutdown_grace_ms: 2_000,
+            shutdown_grace_ms: options.shutdown_grace_ms.unwrap_or(2_000),
         },
         admin: AdminSettings {
             host: "127.0.0.1".into(),
@@ -89,7 +93,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         store: StoreSettings {
             snapshot_every: 3,
             max_batch_commits: 256,
-            conflict_retries: 8,
+            conflict_retries: options.conflict_retries.unwrap_or(8),
             writer: Default::default(),
         },
         log: LogSettings {

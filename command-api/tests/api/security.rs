@@ -1,12 +1,15 @@
 //! Abuse of the API: every role against every RPC, forged and misdirected tokens, secrets in
 //! logs, and input that looks like SQL or markup.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use command_api::auth::{Claims, Role};
 use jsonwebtoken::{EncodingKey, Header};
+use prost::Message;
+use prost_types::FileDescriptorSet;
 use proto::v1 as pb;
 use proto::v1::order_service_client::OrderServiceClient;
 use tonic::metadata::MetadataValue;
@@ -37,6 +40,7 @@ const MATRIX: &[(&str, &[Role])] = {
         ("CompleteOrder", &[B, M, S]),
         ("RecordPaymentCaptured", &[M, S]),
         ("RecordPaymentDeclined", &[M, S]),
+        ("RecordPaymentRefunded", &[M, S]),
         ("CancelOrder", &[C, B, M, S]),
         ("GetOrder", &[C, B, M, S]),
         ("SetStock", &[M, S]),
@@ -123,6 +127,15 @@ async fn call(app: &TestApp, rpc: &str, role: Role, order: &str) -> Result<(), S
                 idempotency_key: key,
                 order_id: order,
                 reason: "card declined".into(),
+            })
+            .await
+            .map(drop),
+        "RecordPaymentRefunded" => orders
+            .record_payment_refunded(pb::RecordPaymentRefundedRequest {
+                idempotency_key: key,
+                order_id: order,
+                refund_id: "refund_1".into(),
+                amount: Some(pb::Money { cents: 450 }),
             })
             .await
             .map(drop),
@@ -254,12 +267,48 @@ async fn call(app: &TestApp, rpc: &str, role: Role, order: &str) -> Result<(), S
     }
 }
 
+/// Every RPC of the command services, as the descriptor set the reflection service serves
+/// declares them (the services of package `orderpipe.v1`).
+fn rpcs_the_services_declare() -> BTreeSet<String> {
+    let descriptors = FileDescriptorSet::decode(proto::FILE_DESCRIPTOR_SET).unwrap();
+    descriptors
+        .file
+        .iter()
+        .filter(|file| file.package() == "orderpipe.v1")
+        .flat_map(|file| &file.service)
+        .flat_map(|service| &service.method)
+        .map(|method| method.name().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_matrix_has_one_row_for_every_rpc_the_services_declare() {
+    let declared = rpcs_the_services_declare();
+    assert!(
+        declared.len() > 20,
+        "the descriptor lists the RPCs: {declared:?}"
+    );
+    let rows: BTreeSet<String> = MATRIX.iter().map(|(rpc, _)| (*rpc).to_owned()).collect();
+    assert_eq!(MATRIX.len(), rows.len(), "an RPC has two rows");
+    let without_row: Vec<_> = declared.difference(&rows).collect();
+    let not_declared: Vec<_> = rows.difference(&declared).collect();
+    assert!(
+        without_row.is_empty() && not_declared.is_empty(),
+        "RPCs without a row: {without_row:?}; rows of no RPC: {not_declared:?}"
+    );
+}
+
 #[tokio::test]
 async fn every_role_against_every_rpc_is_allowed_or_denied_as_the_table_says() {
     let app = spawn_app().await;
     app.seed_menu_and_stock(1_000).await;
     let mut mismatches = Vec::new();
-    for (rpc, allowed) in MATRIX {
+    // The RPCs come from the descriptor, so one added without a row fails here.
+    for rpc in rpcs_the_services_declare() {
+        let Some((_, allowed)) = MATRIX.iter().find(|(row, _)| *row == rpc) else {
+            mismatches.push(format!("{rpc} has no row in MATRIX"));
+            continue;
+        };
         for role in ROLES {
             // A fresh order per call, so an earlier call's transition never stands in the way.
             let order = new_order_id();
@@ -267,7 +316,7 @@ async fn every_role_against_every_rpc_is_allowed_or_denied_as_the_table_says() {
                 .place_order(place_order(&order, &order, CUSTOMER, &[("LATTE-12", 1)]))
                 .await
                 .unwrap();
-            let outcome = call(&app, rpc, role, &order).await;
+            let outcome = call(&app, &rpc, role, &order).await;
             let denied = matches!(&outcome, Err(s) if s.code() == Code::PermissionDenied);
             let unauthenticated = matches!(&outcome, Err(s) if s.code() == Code::Unauthenticated);
             let should_be_allowed = allowed.contains(&role);

@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use aws_sdk_kinesis::primitives::Blob;
 use commit_log::projection::{Projection, ProjectionError};
 use commit_log::LoggedCommit;
 use cqrs_es::CqrsFramework;
@@ -21,7 +22,7 @@ use domain::values::{
 };
 use event_store::{AggregateStore, PgEventStore};
 use futures::TryStreamExt;
-use test_support::unique_name;
+use test_support::{unique_name, TestStream};
 
 /// Commits written concurrently to several inventories and loyalty accounts, so they interleave
 /// and group commits batch them.
@@ -90,11 +91,7 @@ pub async fn write_history(store: &PgEventStore) {
 /// The true commits, from the outbox (no relay runs here), in commit order: what the projectors
 /// receive live.
 pub async fn logged_commits(store: &PgEventStore) -> Vec<LoggedCommit> {
-    let ranges: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT first_position, last_position FROM outbox ORDER BY 1")
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
+    let ranges = commits_after(store, 0).await;
     let mut commits = Vec::new();
     for (first, last) in ranges {
         let events: Vec<_> = store
@@ -105,6 +102,42 @@ pub async fn logged_commits(store: &PgEventStore) -> Vec<LoggedCommit> {
         commits.push(LoggedCommit::from_recorded(&events).unwrap());
     }
     commits
+}
+
+/// Publishes the commit at positions `first..=last` to `stream` as the relay does (one record,
+/// partition key = aggregate id); the shard it went to and its sequence number.
+pub async fn publish(
+    store: &PgEventStore,
+    stream: &TestStream,
+    first: i64,
+    last: i64,
+) -> (String, String) {
+    let events: Vec<_> = store
+        .read_range(first - 1, last)
+        .try_collect()
+        .await
+        .unwrap();
+    let put = stream
+        .client
+        .put_record()
+        .stream_name(&stream.name)
+        .partition_key(&events[0].aggregate_id)
+        .data(Blob::new(commit_log::encode(&events).unwrap()))
+        .send()
+        .await
+        .unwrap();
+    (put.shard_id, put.sequence_number)
+}
+
+/// The outbox's commits after `position`, as (first, last) positions in commit order.
+pub async fn commits_after(store: &PgEventStore, position: i64) -> Vec<(i64, i64)> {
+    sqlx::query_as(
+        "SELECT first_position, last_position FROM outbox WHERE first_position > $1 ORDER BY 1",
+    )
+    .bind(position)
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
 }
 
 /// What an order goes through in [`write_orders`].

@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use crate::kinesis::{self, GetRecordsError, KinesisRecord};
 use crate::leases::{Checkpoint, SequenceNumber};
 use crate::meters;
+use service_kit::error_chain;
 
 /// How many pages (of `runtime.batch_size` records) a shard's reader keeps for groups that are a
 /// little behind the fastest one.
@@ -403,10 +404,23 @@ impl ShardReader {
     ) -> Result<Option<String>, GetRecordsError> {
         tokio::time::sleep_until(pacing.next_call).await;
         pacing.next_call = Instant::now() + self.interval;
-        Ok(
-            kinesis::shard_iterator(&self.kinesis, &self.stream, &self.shard_id, checkpoint)
-                .await?,
-        )
+        match kinesis::shard_iterator(&self.kinesis, &self.stream, &self.shard_id, checkpoint).await
+        {
+            Ok(iterator) => Ok(iterator),
+            // A closed shard whose records all passed the retention period is no longer listed
+            // and has no iterator, even if this group never read it to its end: nothing of it is
+            // left to read, so it counts as ended (its children may start). Only when the stream
+            // answers without it: a stream that cannot be listed proves nothing.
+            Err(error) if !error.retryable => {
+                let shards = kinesis::list_shards(&self.kinesis, &self.stream).await?;
+                if shards.iter().any(|shard| shard.shard_id == self.shard_id) {
+                    return Err(error.into());
+                }
+                tracing::warn!(shard = %self.shard_id, error = %error_chain(&error), "the stream no longer lists this shard (trimmed): nothing is left to read");
+                Ok(None)
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// One GetRecords call, no sooner than the interval after the last one.

@@ -532,10 +532,34 @@ impl Coordinator<'_> {
         }
     }
 
+    /// Which of one projection's leases to take this round (see [`Balance::leases_to_take`]).
+    fn leases_to_take(&self, leases: &[&Lease], now: Instant) -> Vec<Lease> {
+        Balance {
+            me: self.me(),
+            held: &self.held,
+            observed: &self.observed,
+            known_shards: &self.known_shards,
+            lease_duration: self.worker.config.lease_duration,
+        }
+        .leases_to_take(leases, now)
+    }
+}
+
+/// What a worker knows when it balances one projection's leases: who it is, what it holds,
+/// since when it has seen each lease's counter stand still, and which shards the stream lists.
+struct Balance<'a, H> {
+    me: &'a str,
+    held: &'a HashMap<String, H>,
+    observed: &'a HashMap<String, (u64, Instant)>,
+    known_shards: &'a HashSet<String>,
+    lease_duration: Duration,
+}
+
+impl<H> Balance<'_, H> {
     /// Which of one projection's leases to take this round: free or expired ones up to an even
     /// share, else one stolen from the most loaded worker if it holds more than its share.
     fn leases_to_take(&self, leases: &[&Lease], now: Instant) -> Vec<Lease> {
-        let me = self.me();
+        let me = self.me;
         let by_shard: HashMap<&str, &Lease> =
             leases.iter().map(|l| (l.shard_id.as_str(), *l)).collect();
         // A child shard is read only after all its parents reached SHARD_END. A parent with no
@@ -557,7 +581,7 @@ impl Coordinator<'_> {
             Some(_) => self
                 .observed
                 .get(&lease.key())
-                .is_some_and(|(_, since)| now - *since >= self.worker.config.lease_duration),
+                .is_some_and(|(_, since)| now - *since >= self.lease_duration),
         };
         let candidates: Vec<&Lease> = leases.iter().copied().filter(|l| ready(l)).collect();
         if candidates.is_empty() {
@@ -600,7 +624,9 @@ impl Coordinator<'_> {
             _ => Vec::new(),
         }
     }
+}
 
+impl Coordinator<'_> {
     fn start_consumer(&mut self, projection: Arc<dyn Projection>, lease: Lease, fence_at: Instant) {
         let key = lease.key();
         tracing::info!(lease = %key, checkpoint = %lease.checkpoint, "lease taken; consuming");
@@ -734,5 +760,229 @@ impl Coordinator<'_> {
             self.release(&key).await;
         }
         tracing::info!("projector worker stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(10);
+
+    fn lease(shard: &str, owner: Option<&str>, counter: u64) -> Lease {
+        Lease {
+            projection: "history".into(),
+            shard_id: shard.into(),
+            owner: owner.map(str::to_owned),
+            counter,
+            checkpoint: Checkpoint::TrimHorizon,
+            parent_shard_ids: Vec::new(),
+            millis_behind_latest: None,
+        }
+    }
+
+    fn child_of(shard: &str, parents: &[&str]) -> Lease {
+        Lease {
+            parent_shard_ids: parents.iter().map(|p| (*p).to_owned()).collect(),
+            ..lease(shard, None, 0)
+        }
+    }
+
+    /// A worker's view: `me`, the lease keys it holds, when it first saw each lease's
+    /// current counter, and the shards the stream lists.
+    struct View {
+        me: &'static str,
+        held: HashMap<String, ()>,
+        observed: HashMap<String, (u64, Instant)>,
+        known_shards: HashSet<String>,
+    }
+
+    impl View {
+        fn of(me: &'static str, leases: &[Lease]) -> Self {
+            Self {
+                me,
+                held: HashMap::new(),
+                observed: HashMap::new(),
+                known_shards: leases.iter().map(|l| l.shard_id.clone()).collect(),
+            }
+        }
+
+        /// Every lease's counter seen standing still since `since`.
+        fn seen(mut self, leases: &[Lease], since: Instant) -> Self {
+            for lease in leases {
+                self.observed.insert(lease.key(), (lease.counter, since));
+            }
+            self
+        }
+
+        fn holding(mut self, leases: &[Lease]) -> Self {
+            for lease in leases
+                .iter()
+                .filter(|l| l.owner.as_deref() == Some(self.me))
+            {
+                self.held.insert(lease.key(), ());
+            }
+            self
+        }
+
+        fn take(&self, leases: &[Lease], now: Instant) -> Vec<String> {
+            let leases: Vec<&Lease> = leases.iter().collect();
+            let mut taken: Vec<String> = Balance {
+                me: self.me,
+                held: &self.held,
+                observed: &self.observed,
+                known_shards: &self.known_shards,
+                lease_duration: LEASE,
+            }
+            .leases_to_take(&leases, now)
+            .into_iter()
+            .map(|l| l.shard_id)
+            .collect();
+            taken.sort();
+            taken
+        }
+    }
+
+    #[test]
+    fn a_worker_alone_takes_every_free_lease() {
+        let leases = [
+            lease("a", None, 1),
+            lease("b", None, 1),
+            lease("c", None, 1),
+        ];
+        let now = Instant::now();
+        assert_eq!(View::of("w1", &leases).take(&leases, now), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn free_leases_are_taken_only_up_to_an_even_share() {
+        let leases = [
+            lease("a", Some("w2"), 5),
+            lease("b", Some("w2"), 5),
+            lease("c", None, 1),
+            lease("d", None, 1),
+        ];
+        let now = Instant::now();
+        let view = View::of("w1", &leases).seen(&leases, now);
+        // Two workers, four leases: a share of two, both free ones.
+        assert_eq!(view.take(&leases, now), ["c", "d"]);
+        let three_free = [
+            lease("a", Some("w2"), 5),
+            lease("b", None, 1),
+            lease("c", None, 1),
+            lease("d", None, 1),
+        ];
+        let view = View::of("w1", &three_free).seen(&three_free, now);
+        assert_eq!(
+            view.take(&three_free, now).len(),
+            2,
+            "a share of two out of four"
+        );
+    }
+
+    #[test]
+    fn a_lease_whose_counter_stood_still_for_a_lease_duration_is_expired() {
+        let leases = [
+            lease("a", Some("dead"), 7),
+            lease("b", Some("dead"), 7),
+            lease("c", Some("w1"), 7),
+        ];
+        let start = Instant::now();
+        let view = View::of("w1", &leases)
+            .seen(&leases, start)
+            .holding(&leases);
+        // Seen still for less than a lease duration: its owner counts as alive, and with two
+        // leases it holds no more than its share of three, so nothing moves.
+        assert_eq!(view.take(&leases, start + LEASE / 2), Vec::<String>::new());
+        assert_eq!(view.take(&leases, start + LEASE), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_lease_never_seen_moving_is_not_expired_on_first_sight() {
+        let leases = [lease("a", Some("w2"), 3)];
+        let now = Instant::now();
+        // No observation yet: the worker has not watched the counter for a lease duration.
+        assert_eq!(
+            View::of("w1", &leases).take(&leases, now + LEASE * 5),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn one_lease_is_stolen_from_a_worker_holding_more_than_its_share() {
+        let leases = [
+            lease("a", Some("w2"), 1),
+            lease("b", Some("w2"), 1),
+            lease("c", Some("w2"), 1),
+            lease("d", Some("w2"), 1),
+        ];
+        let now = Instant::now();
+        let view = View::of("w1", &leases).seen(&leases, now);
+        assert_eq!(
+            view.take(&leases, now).len(),
+            1,
+            "one per round, not the whole share"
+        );
+        // At its share the thief takes nothing more.
+        let balanced = [
+            lease("a", Some("w1"), 1),
+            lease("b", Some("w1"), 1),
+            lease("c", Some("w2"), 1),
+            lease("d", Some("w2"), 1),
+        ];
+        let view = View::of("w1", &balanced)
+            .seen(&balanced, now)
+            .holding(&balanced);
+        assert_eq!(view.take(&balanced, now), Vec::<String>::new());
+    }
+
+    #[test]
+    fn its_own_lease_from_an_earlier_life_is_taken_back_at_once() {
+        let leases = [lease("a", Some("w1"), 9)];
+        let now = Instant::now();
+        let view = View::of("w1", &leases).seen(&leases, now);
+        assert_eq!(view.take(&leases, now), ["a"]);
+        let view = view.holding(&leases);
+        assert_eq!(
+            view.take(&leases, now),
+            Vec::<String>::new(),
+            "held already"
+        );
+    }
+
+    #[test]
+    fn a_child_waits_until_every_parent_reached_its_end() {
+        let mut parent = lease("parent", Some("w2"), 4);
+        let other_parent = Lease {
+            checkpoint: Checkpoint::ShardEnd,
+            ..lease("other-parent", None, 4)
+        };
+        let child = child_of("child", &["parent", "other-parent"]);
+        let now = Instant::now();
+        let leases = [parent.clone(), other_parent.clone(), child.clone()];
+        let view = View::of("w1", &leases).seen(&leases, now);
+        assert_eq!(view.take(&leases, now), Vec::<String>::new());
+
+        parent.checkpoint = Checkpoint::ShardEnd;
+        let leases = [parent, other_parent, child];
+        let view = View::of("w1", &leases).seen(&leases, now);
+        assert_eq!(
+            view.take(&leases, now),
+            ["child"],
+            "ended shards are never taken"
+        );
+    }
+
+    #[test]
+    fn a_child_whose_parent_was_trimmed_from_the_stream_is_ready() {
+        let child = child_of("child", &["trimmed"]);
+        let leases = [child];
+        let now = Instant::now();
+        // No lease, and the stream no longer lists it: nothing of it is left to read.
+        assert_eq!(View::of("w1", &leases).take(&leases, now), ["child"]);
+        // Listed by the stream but without a lease yet: its lease is about to be created.
+        let mut view = View::of("w1", &leases);
+        view.known_shards.insert("trimmed".into());
+        assert_eq!(view.take(&leases, now), Vec::<String>::new());
     }
 }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use commit_log::projection::{Projection, ProjectionError};
 use commit_log::LoggedCommit;
 use kinesis_consumer::{Checkpoint, Worker};
-use runtime_support::{eventually, Fixture, LEASE_DURATION};
+use runtime_support::{eventually, run, Fixture, LEASE_DURATION};
 use test_support::CuttableProxy;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -75,16 +75,7 @@ fn start(
     let mut config = fixture.worker_config(writer.worker, &fixture.leases_table);
     // Retries the failing batch for as long as it is allowed to.
     config.max_apply_attempts = 10_000;
-    let worker = Worker::new(sdk, config, vec![writer]);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        worker
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    (task, stop)
+    run(Worker::new(sdk, config, vec![writer]))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,38 +14,15 @@ use std::time::Duration;
 use commit_log::projection::Projection;
 use commit_log::Vocabulary;
 use kinesis_consumer::{redrive, redrive_all, Checkpoint, ParkedKind, Worker};
-use runtime_support::{complete, eventually, rounds, Fixture, Recorder, LEASE_DURATION, TYPE};
+use runtime_support::{
+    complete, eventually, rounds, start, Fixture, Recorder, LEASE_DURATION, TYPE,
+};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn aggregates(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
-}
-
-/// Starts a worker; it runs until the returned sender fires (graceful) or the task is aborted
-/// (a crash).
-fn start(
-    fixture: &Fixture,
-    worker_id: &str,
-    leases_table: &str,
-    projection: Arc<dyn Projection>,
-) -> (JoinHandle<()>, oneshot::Sender<()>) {
-    let worker = Worker::new(
-        &fixture.sdk,
-        fixture.worker_config(worker_id, leases_table),
-        vec![projection],
-    );
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        worker
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    (task, stop)
 }
 
 fn owners(leases: &[kinesis_consumer::Lease]) -> BTreeMap<String, usize> {
@@ -160,7 +137,21 @@ async fn two_workers_share_the_shards_and_one_takes_over_when_the_other_dies() {
     })
     .await;
     let takeover = died.elapsed();
-    println!("takeover after {takeover:?} (lease duration {LEASE_DURATION:?})");
+    // The bound follows from the lease settings, not from this machine's speed. The dead
+    // worker's last renewal (at most when it died) is first seen at the survivor's next take
+    // round (every half lease duration); the lease is expired once its counter has stood still
+    // for a lease duration as the survivor measures it, from that round's answer, so the round
+    // that finds it expired may be the one after the one a lease duration later (the lease
+    // table's answers take a little time each round). Slack: another half lease duration for
+    // the lease table's calls and this test's polling.
+    let take_interval = LEASE_DURATION / 2;
+    let slack = LEASE_DURATION / 2;
+    let bound = take_interval + LEASE_DURATION + take_interval + slack;
+    println!("takeover after {takeover:?} (lease duration {LEASE_DURATION:?}, bound {bound:?})");
+    assert!(
+        takeover <= bound,
+        "the leases moved {takeover:?} after the owner died; the lease settings bound it to {bound:?}"
+    );
     fixture.put(rounds(&fixture, &ids, 11..=12)).await;
     eventually("nothing is lost after the takeover", WAIT, || async {
         complete(&recorder.view(), &ids, 12)

@@ -88,6 +88,11 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
+    /// The live boards (their pollers, counted).
+    pub fn live_boards(&self) -> LiveBoards {
+        self.state.live.clone()
+    }
+
     /// The bound admin address.
     pub fn admin_address(&self) -> SocketAddr {
         self.admin_listener

@@ -8,6 +8,7 @@
 //! first tick after its last watcher left, so an idle dashboard reads nothing.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ pub struct LiveBoards {
     view: ActiveOrdersView,
     interval: Duration,
     watched: Arc<Mutex<Watched>>,
+    pollers: Arc<AtomicUsize>,
     stop: watch::Receiver<bool>,
 }
 
@@ -46,8 +48,15 @@ impl LiveBoards {
             view,
             interval,
             watched: Arc::new(Mutex::new(HashMap::new())),
+            pollers: Arc::new(AtomicUsize::new(0)),
             stop,
         }
+    }
+
+    /// How many pollers are running now (gauge `orderpipe_dashboard_pollers`): one per
+    /// watched store, however many pages watch it.
+    pub fn pollers(&self) -> usize {
+        self.pollers.load(Ordering::SeqCst)
     }
 
     /// The updates of `store`'s board: `None` until the first read, then the latest update.
@@ -60,11 +69,12 @@ impl LiveBoards {
         let (sender, receiver) = watch::channel(None);
         watched.insert(store.clone(), sender.clone());
         metrics::gauge!("orderpipe_dashboard_watched_stores").set(watched.len() as f64);
-        tokio::spawn(self.clone().poll(store.clone(), sender));
+        let running = Running::start(self.pollers.clone());
+        tokio::spawn(self.clone().poll(store.clone(), sender, running));
         receiver
     }
 
-    async fn poll(self, store: StoreId, sender: watch::Sender<Option<Update>>) {
+    async fn poll(self, store: StoreId, sender: watch::Sender<Option<Update>>, _running: Running) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut stop = self.stop.clone();
@@ -103,6 +113,24 @@ impl LiveBoards {
             }
         }
         lock(&self.watched).remove(&store);
+    }
+}
+
+/// Counts a poller from its start until its task ends, however it ends.
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn start(pollers: Arc<AtomicUsize>) -> Self {
+        let now = pollers.fetch_add(1, Ordering::SeqCst) + 1;
+        metrics::gauge!("orderpipe_dashboard_pollers").set(now as f64);
+        Self(pollers)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let now = self.0.fetch_sub(1, Ordering::SeqCst) - 1;
+        metrics::gauge!("orderpipe_dashboard_pollers").set(now as f64);
     }
 }
 

@@ -16,11 +16,12 @@ use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 use commit_log::projection::{Projection, ProjectionError};
 use commit_log::LoggedCommit;
 use event_store::RecordedEvent;
-use kinesis_consumer::{Lease, LeaseTable, ParkedStore, WorkerConfig};
+use kinesis_consumer::{Lease, LeaseTable, ParkedStore, Worker, WorkerConfig};
 use serde_json::json;
 use test_support::{aws_test_config, unique_name};
 use time::OffsetDateTime;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinHandle;
 
 /// The aggregate type of every test commit (its events parse as real menu events).
 pub const TYPE: &str = "menu";
@@ -305,6 +306,34 @@ fn key(name: &str, kind: KeyType) -> KeySchemaElement {
         .key_type(kind)
         .build()
         .expect("complete")
+}
+
+/// Starts a worker; it runs until the returned sender fires (graceful) or the task is aborted
+/// (a crash).
+pub fn start(
+    fixture: &Fixture,
+    worker_id: &str,
+    leases_table: &str,
+    projection: Arc<dyn Projection>,
+) -> (JoinHandle<()>, oneshot::Sender<()>) {
+    run(Worker::new(
+        &fixture.sdk,
+        fixture.worker_config(worker_id, leases_table),
+        vec![projection],
+    ))
+}
+
+/// Runs `worker` until the returned sender fires (graceful) or the task is aborted (a crash).
+pub fn run(worker: Worker) -> (JoinHandle<()>, oneshot::Sender<()>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        worker
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    (task, stop)
 }
 
 /// Short, so failover happens within seconds.

@@ -147,3 +147,19 @@ async fn order_routes_refuse_bad_ids_bodies_and_unknown_orders() {
     assert_eq!(not_staff.status, 403);
     dashboard.stop().await;
 }
+
+#[tokio::test]
+async fn health_turns_503_when_a_view_cannot_be_read() {
+    let dashboard = TestDashboard::start().await;
+    assert_eq!(dashboard.get("/health", None).await.status, 200);
+    dashboard
+        .dynamodb
+        .delete_table()
+        .table_name(&dashboard.tables.orders)
+        .send()
+        .await
+        .unwrap();
+    let health = dashboard.get("/health", None).await;
+    assert_eq!(health.status, 503, "the orders table is gone");
+    dashboard.stop().await;
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 use auth_tokens::{AuthSettings, Role, TokenAuthority};
 use aws_sdk_dynamodb::types::AttributeValue;
 use dashboard::app::Application;
+use dashboard::live::LiveBoards;
 use dashboard::settings::{
     AdminSettings, BoardSettings, CommandApiSettings, HttpSettings, LogSettings, Settings,
 };
@@ -59,6 +60,8 @@ pub struct TestDashboard {
     /// The views table the dashboard reads the alias from (not created: no alias, the
     /// configured tables are live).
     pub views_table: String,
+    /// The dashboard's live boards, to count their pollers.
+    pub live: LiveBoards,
     tokens: TokenAuthority,
     _history_db: TestDatabase,
     stop: Option<oneshot::Sender<()>>,
@@ -120,6 +123,7 @@ impl TestDashboard {
         .await
         .unwrap();
         let address = format!("http://{}", app.http_address());
+        let live = app.live_boards();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -129,6 +133,7 @@ impl TestDashboard {
             dynamodb,
             tables,
             views_table,
+            live,
             tokens: TokenAuthority::new(&auth()),
             _history_db: history_db,
             stop: Some(stop),

@@ -1,7 +1,7 @@
 //! The live stream: the board at once, then a push when the view changes, one poller per store
 //! however many pages watch it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use auth_tokens::Role;
 use test_support::http::event_stream;
@@ -39,7 +39,24 @@ async fn watchers_get_the_board_at_once_and_again_when_the_view_changes() {
         "view change pushed to both watchers after {} ms",
         written.elapsed().as_millis()
     );
+    assert_eq!(dashboard.live.pollers(), 1, "one poller for both watchers");
+
+    // Once the last watcher leaves, the store's poller stops: an idle dashboard reads nothing.
+    drop((first, second));
+    wait_until("the poller stops", || dashboard.live.pollers() == 0).await;
+    let mut third = event_stream(&url, &token).await;
+    assert_eq!(third.next_event().await.unwrap().name, "board");
+    assert_eq!(dashboard.live.pollers(), 1, "a new watcher, a new poller");
     dashboard.stop().await;
+}
+
+/// Waits until `condition` holds, for at most ten seconds.
+async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

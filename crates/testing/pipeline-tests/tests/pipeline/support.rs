@@ -36,6 +36,8 @@ use tonic::service::Interceptor;
 use tonic::transport::Channel;
 
 pub const STORE: &str = "s1";
+/// Most records per GetRecords call of the test projector workers.
+pub const WORKER_BATCH: u32 = 25;
 /// The command API's token signing secret in these tests.
 pub const SECRET: &str = "end-to-end-secret-end-to-end-secret-0001";
 
@@ -287,7 +289,12 @@ impl Pipeline {
         worker_id: &str,
         vocabulary: Vocabulary,
     ) -> JoinHandle<()> {
-        let projections: Vec<Arc<dyn Projection>> = vec![
+        self.spawn_worker_of(views, worker_id, self.projections(views), vocabulary)
+    }
+
+    /// The three read models of `views`, as a projector process builds them.
+    pub fn projections(&self, views: &Views) -> Vec<Arc<dyn Projection>> {
+        vec![
             Arc::new(ActiveOrdersProjection::new(
                 self.dynamodb.clone(),
                 views.tables.clone(),
@@ -300,7 +307,18 @@ impl Pipeline {
                 self.views_db.pool.clone(),
                 views.analytics.clone(),
             )),
-        ];
+        ]
+    }
+
+    /// A projector worker running `projections` in the consumer group of `views` (batches of
+    /// [`WORKER_BATCH`] records), until the pipeline stops or its task is aborted.
+    pub fn spawn_worker_of(
+        &self,
+        views: &Views,
+        worker_id: &str,
+        projections: Vec<Arc<dyn Projection>>,
+        vocabulary: Vocabulary,
+    ) -> JoinHandle<()> {
         let worker = Worker::new(
             &self.sdk,
             WorkerConfig {
@@ -310,7 +328,7 @@ impl Pipeline {
                 parked_table: views.parked_table.clone(),
                 dead_letter_queue_url: views.dead_letters.clone(),
                 lease_duration: Duration::from_secs(2),
-                batch_size: 25,
+                batch_size: WORKER_BATCH,
                 max_apply_attempts: 3,
                 poll_interval: Duration::from_millis(200),
                 shard_sync_interval: Duration::from_secs(5),
