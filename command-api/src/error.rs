@@ -1,11 +1,8 @@
 //! The API's errors and the one place they become gRPC statuses.
 
-/// The `domain` of the `google.rpc.ErrorInfo` detail every refusal carries: its `reason` is an
-/// [`ErrorReason`] code, unique within this domain.
-pub const ERROR_DOMAIN: &str = "orderpipe.v1";
-
 use domain::{DomainError, ErrorKind, ErrorReason, ValidationError};
 use event_store::StoreError;
+use proto::ERROR_DOMAIN;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
