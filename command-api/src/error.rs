@@ -210,4 +210,26 @@ mod tests {
             assert_eq!(status.message(), "wording that may change");
         }
     }
+
+    /// `FailedPrecondition` -> `FAILED_PRECONDITION`: a status code as the gRPC spec spells it.
+    fn spelt(code: Code) -> String {
+        let mut name = String::new();
+        for (index, c) in format!("{code:?}").chars().enumerate() {
+            if c.is_ascii_uppercase() && index > 0 {
+                name.push('_');
+            }
+            name.push(c.to_ascii_uppercase());
+        }
+        name
+    }
+
+    #[test]
+    fn the_proto_readme_lists_every_reason_code_with_its_status() {
+        let readme = include_str!("../../proto/README.md");
+        for reason in ErrorReason::ALL {
+            let status = Status::from(ApiError::refused(*reason, "refused"));
+            let row = format!("| `{}` | `{}` |", reason.code(), spelt(status.code()));
+            assert!(readme.contains(&row), "proto/README.md lacks the row {row}");
+        }
+    }
 }
