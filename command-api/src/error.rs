@@ -1,7 +1,8 @@
 //! The API's errors and the one place they become gRPC statuses.
 
-use domain::{DomainError, ErrorKind, ValidationError};
+use domain::{DomainError, ErrorKind, ErrorReason, ValidationError};
 use event_store::StoreError;
+use proto::ERROR_DOMAIN;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -22,9 +23,9 @@ pub enum ApiError {
     /// A business rule refused the command, or the thing does not exist.
     #[error("{message}")]
     Domain {
-        /// How the domain classified it.
-        kind: ErrorKind,
-        /// The domain's explanation.
+        /// Why, as the stable code sent to the caller; its kind gives the status code.
+        reason: ErrorReason,
+        /// The domain's explanation, for people.
         message: String,
     },
     /// Concurrent commands kept winning; retrying is safe with the same idempotency key.
@@ -58,6 +59,14 @@ fn deadline_message(source: &StoreError) -> &'static str {
 }
 
 impl ApiError {
+    /// A refusal for `reason`, explained by `message`.
+    pub fn refused(reason: ErrorReason, message: impl Into<String>) -> Self {
+        ApiError::Domain {
+            reason,
+            message: message.into(),
+        }
+    }
+
     /// One malformed field.
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         ApiError::Invalid(vec![ValidationError::new(field, message)])
@@ -104,7 +113,8 @@ impl From<auth_tokens::AuthError> for ApiError {
 
 impl From<ApiError> for Status {
     /// The mapping of every API error to its status code, with field violations in a
-    /// `google.rpc.BadRequest` detail for malformed requests.
+    /// `google.rpc.BadRequest` detail for malformed requests and the reason's code in a
+    /// `google.rpc.ErrorInfo` detail for refusals.
     fn from(error: ApiError) -> Status {
         let message = error.to_string();
         match error {
@@ -120,16 +130,21 @@ impl From<ApiError> for Status {
             }
             ApiError::Unauthenticated(_) => Status::unauthenticated(message),
             ApiError::PermissionDenied(_) => Status::permission_denied(message),
-            ApiError::Domain { kind, .. } => Status::new(
-                match kind {
+            ApiError::Domain { reason, .. } => {
+                let code = match reason.kind() {
                     ErrorKind::InvalidArgument => Code::InvalidArgument,
                     ErrorKind::FailedPrecondition => Code::FailedPrecondition,
                     ErrorKind::NotFound => Code::NotFound,
                     ErrorKind::PermissionDenied => Code::PermissionDenied,
                     ErrorKind::Unavailable => Code::Unavailable,
-                },
-                message,
-            ),
+                };
+                let details = ErrorDetails::with_error_info(
+                    reason.code(),
+                    ERROR_DOMAIN,
+                    std::collections::HashMap::new(),
+                );
+                Status::with_error_details(code, message, details)
+            }
             ApiError::Conflict => Status::aborted(message),
             ApiError::Unavailable(source) => {
                 tracing::warn!(error = %source, "event store unavailable");
@@ -165,10 +180,7 @@ impl From<StoreError> for ApiError {
 impl<E: DomainError> From<ExecuteError<E>> for ApiError {
     fn from(error: ExecuteError<E>) -> Self {
         match error {
-            ExecuteError::Domain(error) => ApiError::Domain {
-                kind: error.kind(),
-                message: error.to_string(),
-            },
+            ExecuteError::Domain(error) => ApiError::refused(error.reason(), error.to_string()),
             ExecuteError::Conflict => ApiError::Conflict,
             ExecuteError::KeyReused => ApiError::invalid(
                 "idempotency_key",
@@ -176,6 +188,48 @@ impl<E: DomainError> From<ExecuteError<E>> for ApiError {
             ),
             ExecuteError::Store(error) => error.into(),
             ExecuteError::Internal(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_carries_its_reason_code_beside_the_message() {
+        for reason in ErrorReason::ALL {
+            let status = Status::from(ApiError::refused(*reason, "wording that may change"));
+            let info = status
+                .get_details_error_info()
+                .unwrap_or_else(|| panic!("{reason:?}: no ErrorInfo"));
+            assert_eq!(
+                (info.reason.as_str(), info.domain.as_str()),
+                (reason.code(), ERROR_DOMAIN)
+            );
+            assert_eq!(status.message(), "wording that may change");
+        }
+    }
+
+    /// `FailedPrecondition` -> `FAILED_PRECONDITION`: a status code as the gRPC spec spells it.
+    fn spelt(code: Code) -> String {
+        let mut name = String::new();
+        for (index, c) in format!("{code:?}").chars().enumerate() {
+            if c.is_ascii_uppercase() && index > 0 {
+                name.push('_');
+            }
+            name.push(c.to_ascii_uppercase());
+        }
+        name
+    }
+
+    #[test]
+    fn the_proto_readme_lists_every_reason_code_with_its_status() {
+        let readme = include_str!("../../proto/README.md");
+        for reason in ErrorReason::ALL {
+            let status = Status::from(ApiError::refused(*reason, "refused"));
+            let row = format!("| `{}` | `{}` |", reason.code(), spelt(status.code()));
+            assert!(readme.contains(&row), "proto/README.md lacks the row {row}");
         }
     }
 }

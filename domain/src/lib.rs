@@ -2,8 +2,8 @@
 //!
 //! The crate does no I/O. Every aggregate implements [`cqrs_es::Aggregate`]: `handle` decides from
 //! state and command (what it needs from outside arrives through the aggregate's `Services`),
-//! `apply` folds an event into state. Errors classify themselves with [`ErrorKind`] so the API
-//! maps them to status codes in one place.
+//! `apply` folds an event into state. Every error names its [`ErrorReason`], a stable code with
+//! one [`ErrorKind`], so the API sends the code and maps the kind to a status code in one place.
 //!
 //! | aggregate | `TYPE` | aggregate id |
 //! |---|---|---|
@@ -21,7 +21,7 @@ pub mod order;
 mod test_support;
 pub mod values;
 
-pub use error::{DomainError, ErrorKind, ValidationError};
+pub use error::{DomainError, ErrorKind, ErrorReason, ValidationError};
 pub use inventory::{InventoryCommand, InventoryError, InventoryEvent, StoreInventory};
 pub use loyalty::{LoyaltyAccount, LoyaltyCommand, LoyaltyError, LoyaltyEvent, Tier};
 pub use menu::{Menu, MenuCommand, MenuError, MenuEvent, MenuItemView};

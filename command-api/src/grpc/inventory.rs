@@ -175,10 +175,10 @@ impl InventoryService for InventoryGrpc {
             .await
             .map_err(ApiError::from)?;
         if loaded.state().store_id().is_none() {
-            return Err(ApiError::Domain {
-                kind: domain::ErrorKind::NotFound,
-                message: format!("store {store_id} has no inventory"),
-            }
+            return Err(ApiError::refused(
+                domain::ErrorReason::InventoryNotFound,
+                format!("store {store_id} has no inventory"),
+            )
             .into());
         }
         Ok(Response::new(pb::Inventory {

@@ -104,10 +104,10 @@ impl LoyaltyService for LoyaltyGrpc {
             .map_err(ApiError::from)?;
         let account = loaded.state();
         if account.customer_id().is_none() {
-            return Err(ApiError::Domain {
-                kind: domain::ErrorKind::NotFound,
-                message: format!("customer {customer_id} has no loyalty account yet"),
-            }
+            return Err(ApiError::refused(
+                domain::ErrorReason::LoyaltyAccountNotFound,
+                format!("customer {customer_id} has no loyalty account yet"),
+            )
             .into());
         }
         Ok(Response::new(pb::LoyaltyAccount {

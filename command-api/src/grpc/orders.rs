@@ -225,9 +225,11 @@ impl OrderService for OrdersGrpc {
             .await
             .map_err(ApiError::from)?;
         let order = loaded.state();
-        let state = order.state().ok_or_else(|| ApiError::Domain {
-            kind: domain::ErrorKind::NotFound,
-            message: format!("order {order_id} does not exist"),
+        let state = order.state().ok_or_else(|| {
+            ApiError::refused(
+                domain::ErrorReason::OrderNotFound,
+                format!("order {order_id} does not exist"),
+            )
         })?;
         if !order.visible_to(&principal.actor()) {
             return Err(

@@ -10,6 +10,7 @@ mod helpers;
 mod idempotency;
 mod lifecycle;
 mod pricing;
+mod refusals;
 mod security;
 mod service;
 mod snapshots;

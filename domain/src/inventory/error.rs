@@ -1,4 +1,4 @@
-use crate::error::ErrorKind;
+use crate::error::ErrorReason;
 use crate::values::{OrderId, Sku, StoreId};
 
 /// Why a store's inventory refused a command.
@@ -99,23 +99,22 @@ pub enum InventoryError {
 }
 
 impl InventoryError {
-    /// How the API should classify this error.
-    pub fn kind(&self) -> ErrorKind {
+    /// Why, as the stable code the API sends.
+    pub fn reason(&self) -> ErrorReason {
         match self {
-            InventoryError::NotFound | InventoryError::NoSuchReservation { .. } => {
-                ErrorKind::NotFound
-            }
-            InventoryError::WrongStore { .. }
-            | InventoryError::EmptyReservation
-            | InventoryError::TooManyLines { .. }
-            | InventoryError::NoStockChange { .. }
-            | InventoryError::StockOverflow { .. } => ErrorKind::InvalidArgument,
-            InventoryError::UnknownSku { .. }
-            | InventoryError::InsufficientStock { .. }
-            | InventoryError::AlreadyReserved { .. }
-            | InventoryError::ReservationClosed { .. }
-            | InventoryError::NegativeStock { .. }
-            | InventoryError::BelowReserved { .. } => ErrorKind::FailedPrecondition,
+            InventoryError::NotFound => ErrorReason::InventoryNotFound,
+            InventoryError::WrongStore { .. } => ErrorReason::WrongStore,
+            InventoryError::UnknownSku { .. } => ErrorReason::SkuNotStocked,
+            InventoryError::InsufficientStock { .. } => ErrorReason::OutOfStock,
+            InventoryError::AlreadyReserved { .. } => ErrorReason::AlreadyReserved,
+            InventoryError::ReservationClosed { .. } => ErrorReason::ReservationClosed,
+            InventoryError::NoSuchReservation { .. } => ErrorReason::NoSuchReservation,
+            InventoryError::TooManyLines { .. } => ErrorReason::TooManyLines,
+            InventoryError::EmptyReservation => ErrorReason::EmptyReservation,
+            InventoryError::NoStockChange { .. } => ErrorReason::NoStockChange,
+            InventoryError::StockOverflow { .. } => ErrorReason::StockOverflow,
+            InventoryError::NegativeStock { .. } => ErrorReason::NegativeStock,
+            InventoryError::BelowReserved { .. } => ErrorReason::BelowReserved,
         }
     }
 }

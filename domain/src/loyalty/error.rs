@@ -1,4 +1,4 @@
-use crate::error::ErrorKind;
+use crate::error::ErrorReason;
 use crate::values::{CustomerId, Money, OrderId, Points};
 
 /// Why a loyalty account refused a command.
@@ -41,16 +41,15 @@ pub enum LoyaltyError {
 }
 
 impl LoyaltyError {
-    /// How the API should classify this error.
-    pub fn kind(&self) -> ErrorKind {
+    /// Why, as the stable code the API sends.
+    pub fn reason(&self) -> ErrorReason {
         match self {
-            LoyaltyError::NotFound => ErrorKind::NotFound,
-            LoyaltyError::WrongCustomer { .. }
-            | LoyaltyError::NegativeAmount { .. }
-            | LoyaltyError::NothingToRedeem => ErrorKind::InvalidArgument,
-            LoyaltyError::AlreadyEarned { .. } | LoyaltyError::InsufficientPoints { .. } => {
-                ErrorKind::FailedPrecondition
-            }
+            LoyaltyError::NotFound => ErrorReason::LoyaltyAccountNotFound,
+            LoyaltyError::WrongCustomer { .. } => ErrorReason::WrongCustomer,
+            LoyaltyError::NegativeAmount { .. } => ErrorReason::NegativeAmount,
+            LoyaltyError::AlreadyEarned { .. } => ErrorReason::PointsAlreadyEarned,
+            LoyaltyError::NothingToRedeem => ErrorReason::NothingToRedeem,
+            LoyaltyError::InsufficientPoints { .. } => ErrorReason::InsufficientPoints,
         }
     }
 }

@@ -1,4 +1,4 @@
-use crate::error::ErrorKind;
+use crate::error::ErrorReason;
 use crate::values::{Money, Sku};
 
 /// Why the menu refused a command.
@@ -27,12 +27,12 @@ pub enum MenuError {
 }
 
 impl MenuError {
-    /// How the API should classify this error.
-    pub fn kind(&self) -> ErrorKind {
+    /// Why, as the stable code the API sends.
+    pub fn reason(&self) -> ErrorReason {
         match self {
-            MenuError::DuplicateSku { .. } => ErrorKind::FailedPrecondition,
-            MenuError::UnknownSku { .. } => ErrorKind::NotFound,
-            MenuError::InvalidPrice { .. } => ErrorKind::InvalidArgument,
+            MenuError::DuplicateSku { .. } => ErrorReason::SkuAlreadyOnMenu,
+            MenuError::UnknownSku { .. } => ErrorReason::MenuItemNotFound,
+            MenuError::InvalidPrice { .. } => ErrorReason::InvalidPrice,
         }
     }
 }

@@ -1,5 +1,5 @@
 use super::{CatalogUnavailable, OrderStatus};
-use crate::error::ErrorKind;
+use crate::error::ErrorReason;
 use crate::values::{Actor, Money, OrderId, Sku};
 
 /// Why an order refused a command.
@@ -97,25 +97,25 @@ pub enum OrderError {
 }
 
 impl OrderError {
-    /// How the API should classify this error.
-    pub fn kind(&self) -> ErrorKind {
+    /// Why, as the stable code the API sends.
+    pub fn reason(&self) -> ErrorReason {
         match self {
-            OrderError::NotFound => ErrorKind::NotFound,
-            OrderError::NotPermitted { .. } => ErrorKind::PermissionDenied,
-            OrderError::EmptyOrder
-            | OrderError::TooManyLines { .. }
-            | OrderError::TooManyCustomisations { .. }
-            | OrderError::UnknownSku { .. } => ErrorKind::InvalidArgument,
-            OrderError::MenuUnavailable(_) => ErrorKind::Unavailable,
-            OrderError::AlreadyExists { .. }
-            | OrderError::ItemUnavailable { .. }
-            | OrderError::IllegalTransition { .. }
-            | OrderError::PaymentAlreadyCaptured
-            | OrderError::PaymentAmountMismatch { .. }
-            | OrderError::PaymentNotCaptured
-            | OrderError::NothingToRefund
-            | OrderError::PaymentAlreadyRefunded
-            | OrderError::RefundAmountMismatch { .. } => ErrorKind::FailedPrecondition,
+            OrderError::NotFound => ErrorReason::OrderNotFound,
+            OrderError::AlreadyExists { .. } => ErrorReason::OrderAlreadyExists,
+            OrderError::NotPermitted { .. } => ErrorReason::NotPermitted,
+            OrderError::EmptyOrder => ErrorReason::EmptyOrder,
+            OrderError::TooManyLines { .. } => ErrorReason::TooManyLines,
+            OrderError::TooManyCustomisations { .. } => ErrorReason::TooManyCustomisations,
+            OrderError::UnknownSku { .. } => ErrorReason::UnknownSku,
+            OrderError::ItemUnavailable { .. } => ErrorReason::ItemUnavailable,
+            OrderError::MenuUnavailable(_) => ErrorReason::MenuUnavailable,
+            OrderError::IllegalTransition { .. } => ErrorReason::IllegalTransition,
+            OrderError::PaymentAlreadyCaptured => ErrorReason::PaymentAlreadyCaptured,
+            OrderError::PaymentAmountMismatch { .. } => ErrorReason::PaymentAmountMismatch,
+            OrderError::PaymentNotCaptured => ErrorReason::PaymentNotCaptured,
+            OrderError::NothingToRefund => ErrorReason::NothingToRefund,
+            OrderError::PaymentAlreadyRefunded => ErrorReason::PaymentAlreadyRefunded,
+            OrderError::RefundAmountMismatch { .. } => ErrorReason::RefundAmountMismatch,
         }
     }
 }

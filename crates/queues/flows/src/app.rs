@@ -107,7 +107,7 @@ pub fn log_consumers(
                 let payments = settings.queue(PAYMENTS)?;
                 projections.push(Arc::new(OrderSaga::new(
                     clients.client("flows-order-saga"),
-                    PaymentQueue::new(sqs.clone(), payments.queue_url),
+                    Arc::new(PaymentQueue::new(sqs.clone(), payments.queue_url)),
                 )));
             }
             NOTIFICATIONS_NAME => {

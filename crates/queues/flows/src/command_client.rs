@@ -3,7 +3,9 @@
 //! of every other failure.
 //!
 //! A refused command (FAILED_PRECONDITION, NOT_FOUND) is a business outcome the caller decides
-//! about (an order cancelled meanwhile, stock that ran out), never something to retry.
+//! about (an order cancelled meanwhile, stock that ran out), never something to retry; it comes
+//! with the API's reason code ([`ErrorReason`], from the `google.rpc.ErrorInfo` detail), which is
+//! what callers act on: the message is for people and its wording may change.
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use command_api::auth::{Role, TokenAuthority};
 use command_api::settings::AuthSettings;
+use domain::ErrorReason;
 use proto::v1 as pb;
 use proto::v1::inventory_service_client::InventoryServiceClient;
 use proto::v1::loyalty_service_client::LoyaltyServiceClient;
@@ -19,6 +22,7 @@ use service_kit::Backoff;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
+use tonic_types::StatusExt;
 
 /// How long a minted service token lives; a fresh one is minted after half of it.
 const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
@@ -64,10 +68,13 @@ fn classify(code: Code) -> Answer {
 pub enum CommandError {
     /// The business refused it (illegal transition, not enough stock, no such order): an
     /// outcome to act on, not to retry.
-    #[error("{rpc} refused: {}", .status.message())]
+    #[error("{rpc} refused ({}): {}", .reason.map_or("no reason code", ErrorReason::code), .status.message())]
     Refused {
         /// The RPC.
         rpc: &'static str,
+        /// Why, from the answer's `ErrorInfo` detail: `None` when it has none or a code this
+        /// build does not know (a newer API's), a refusal nothing specific can be done about.
+        reason: Option<ErrorReason>,
         /// The API's answer.
         status: Status,
     },
@@ -95,6 +102,25 @@ pub enum CommandError {
 }
 
 impl CommandError {
+    /// The refusal `status` is, with the reason code it carries.
+    fn refused(rpc: &'static str, status: Status) -> Self {
+        CommandError::Refused {
+            rpc,
+            reason: refusal_reason(&status),
+            status,
+        }
+    }
+
+    /// The error a call's last answer `status` is, by its gRPC code ([`classify`]): a
+    /// retryable code that is still the answer after every retry is [`CommandError::Unavailable`].
+    pub fn classified(rpc: &'static str, status: Status) -> Self {
+        match classify(status.code()) {
+            Answer::Refused => CommandError::refused(rpc, status),
+            Answer::Retry => CommandError::Unavailable { rpc, status },
+            Answer::Rejected => CommandError::Rejected { rpc, status },
+        }
+    }
+
     /// Whether the same call may succeed later: the API (or its database) stayed unavailable
     /// through every retry. The caller retries it until it is back, and never parks anything
     /// for it. Every other failure (a refusal, a rejected request, a token that cannot be
@@ -112,6 +138,15 @@ impl CommandError {
             CommandError::Token(_) => None,
         }
     }
+}
+
+/// The reason code of a refusal: the `reason` of its `google.rpc.ErrorInfo` detail in the
+/// command API's domain ([`proto::ERROR_DOMAIN`]). The message is never read.
+fn refusal_reason(status: &Status) -> Option<ErrorReason> {
+    status
+        .get_details_error_info()
+        .filter(|info| info.domain == proto::ERROR_DOMAIN)
+        .and_then(|info| ErrorReason::from_code(&info.reason))
 }
 
 /// What caused a command: carried to the API as `x-correlation-id` / `x-causation-id`, so the
@@ -216,17 +251,11 @@ impl CommandClient {
                 Ok(response) => return Ok(response.into_inner()),
                 Err(status) => status,
             };
-            match classify(status.code()) {
-                Answer::Refused => return Err(CommandError::Refused { rpc, status }),
-                Answer::Retry => {
-                    if attempt >= self.attempts {
-                        return Err(CommandError::Unavailable { rpc, status });
-                    }
-                    tracing::debug!(rpc, attempt, code = ?status.code(), "retrying command");
-                    tokio::time::sleep(backoff.failed()).await;
-                }
-                Answer::Rejected => return Err(CommandError::Rejected { rpc, status }),
+            if classify(status.code()) != Answer::Retry || attempt >= self.attempts {
+                return Err(CommandError::classified(rpc, status));
             }
+            tracing::debug!(rpc, attempt, code = ?status.code(), "retrying command");
+            tokio::time::sleep(backoff.failed()).await;
         }
     }
 
@@ -437,7 +466,53 @@ impl CommandClient {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use tonic_types::ErrorDetails;
+
     use super::*;
+
+    fn refusal(message: &str, domain: &str, code: &str) -> Status {
+        Status::with_error_details(
+            Code::FailedPrecondition,
+            message,
+            ErrorDetails::with_error_info(code, domain, HashMap::new()),
+        )
+    }
+
+    #[test]
+    fn a_refusal_is_read_by_its_code_never_by_its_message() {
+        for (message, code, reason) in [
+            (
+                "order 5f0c already holds a reservation",
+                "OUT_OF_STOCK",
+                ErrorReason::OutOfStock,
+            ),
+            (
+                "the reservation exists",
+                "ALREADY_RESERVED",
+                ErrorReason::AlreadyReserved,
+            ),
+        ] {
+            let error =
+                CommandError::refused("ReserveStock", refusal(message, proto::ERROR_DOMAIN, code));
+            assert!(
+                matches!(error, CommandError::Refused { reason: Some(read), .. } if read == reason),
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refusal_without_a_code_of_ours_has_no_reason() {
+        for status in [
+            Status::failed_precondition("order 5f0c already holds a reservation"),
+            refusal("x", "another.service", "ALREADY_RESERVED"),
+            refusal("x", proto::ERROR_DOMAIN, "A_CODE_FROM_A_NEWER_API"),
+        ] {
+            assert_eq!(refusal_reason(&status), None, "{status:?}");
+        }
+    }
 
     #[test]
     fn an_answer_that_may_have_committed_is_retried_with_the_same_key() {
