@@ -9,8 +9,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use command_api::auth::{Role, TokenAuthority};
-use command_api::settings::AuthSettings;
+use auth_tokens::{AuthSettings, Role, TokenAuthority};
 use proto::v1 as pb;
 use proto::v1::inventory_service_client::InventoryServiceClient;
 use proto::v1::loyalty_service_client::LoyaltyServiceClient;

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use auth_tokens::AuthSettings;
 use aws_support::AwsSettings;
-use command_api::settings::AuthSettings;
 pub use projectors::runtime::settings::KinesisSettings;
 use projectors::runtime::WorkerConfig;
 use secrecy::SecretString;

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use auth_tokens::client::Bearer;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
@@ -31,8 +32,6 @@ use test_support::{
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
 use tonic::transport::Channel;
 
 pub const STORE: &str = "s1";
@@ -73,26 +72,6 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
-
-/// Adds a bearer token to every call.
-#[derive(Clone)]
-pub struct Bearer(String);
-
-impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.0).parse().unwrap(),
-        );
-        Ok(request)
-    }
-}
-
-/// A gRPC channel that carries a token.
-pub type Authed = InterceptedService<Channel, Bearer>;
 
 /// One set of read models: tables, schemas and the consumer group's lease table.
 #[derive(Clone)]
@@ -222,7 +201,7 @@ impl Pipeline {
 
     /// A client credential for `subject` in `role` (staff belong to [`STORE`]).
     pub fn bearer(&self, role: Role, subject: &str) -> Bearer {
-        Bearer(self.token(role, subject))
+        Bearer::new(&self.token(role, subject)).expect("a minted token is ASCII")
     }
 
     /// A bearer token for `subject` in `role` (staff belong to [`STORE`]).
