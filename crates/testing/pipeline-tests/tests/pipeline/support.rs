@@ -8,10 +8,7 @@ use std::time::Duration;
 
 use auth_tokens::client::Bearer;
 use aws_config::SdkConfig;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use command_api::auth::{Role, TokenAuthority};
 use command_api::settings::{
@@ -23,7 +20,7 @@ use projectors::projection::Projection;
 use projectors::projections::{
     ActiveOrdersProjection, ActiveOrdersTables, AnalyticsProjection, HistoryProjection, SchemaName,
 };
-use projectors::runtime::{Checkpoint, LeaseTable, Worker, WorkerConfig};
+use projectors::runtime::{Checkpoint, LeaseTable, ParkedStore, Worker, WorkerConfig};
 use relay::record_log::KinesisLog;
 use relay::settings::{KinesisSettings, RelaySettings, Settings as RelaySettingsRoot};
 use secrecy::SecretString;
@@ -235,14 +232,12 @@ impl Pipeline {
         ActiveOrdersProjection::create_tables(&self.dynamodb, &views.tables)
             .await
             .unwrap();
-        create_table(&self.dynamodb, &views.leases_table, "lease_key", None).await;
-        create_table(
-            &self.dynamodb,
-            &views.parked_table,
-            "parked_key",
-            Some(("position", ScalarAttributeType::N)),
-        )
-        .await;
+        LeaseTable::create_table(&self.dynamodb, &views.leases_table)
+            .await
+            .unwrap();
+        ParkedStore::create_table(&self.dynamodb, &views.parked_table)
+            .await
+            .unwrap();
         HistoryProjection::create_schema(&self.views_db.pool, &views.history)
             .await
             .unwrap();
@@ -466,39 +461,4 @@ fn canonical(value: &AttributeValue) -> String {
         }
         other => format!("{other:?}"),
     }
-}
-
-/// Creates a DynamoDB table keyed by the string `hash` (and `range`).
-pub async fn create_table(
-    client: &aws_sdk_dynamodb::Client,
-    name: &str,
-    hash: &str,
-    range: Option<(&str, ScalarAttributeType)>,
-) {
-    let attribute = |name: &str, kind: ScalarAttributeType| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(kind)
-            .build()
-            .unwrap()
-    };
-    let key = |name: &str, kind: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .unwrap()
-    };
-    let mut request = client
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute(hash, ScalarAttributeType::S))
-        .key_schema(key(hash, KeyType::Hash));
-    if let Some((range, kind)) = range {
-        request = request
-            .attribute_definitions(attribute(range, kind))
-            .key_schema(key(range, KeyType::Range));
-    }
-    request.send().await.unwrap();
 }
