@@ -145,6 +145,9 @@ enum Command {
         #[arg(long)]
         scratch: Option<String>,
     },
+    /// Print every settings key replay reads (its ORDERPIPE_* environment variable), one a
+    /// line, with "required" (no default: a deployment must set it) or "optional".
+    SettingsKeys,
 }
 
 #[tokio::main]
@@ -160,14 +163,18 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let Some(operation) = operation(cli.command)? else {
+        service_kit::settings_keys::print(&Settings::keys());
+        return Ok(Outcome::Done);
+    };
     let settings = Settings::load(cli.config.as_deref())?;
-    let operation = operation(cli.command)?;
     Ok(replay::operations::run(&settings, operation).await?)
 }
 
-/// The subcommand's arguments, parsed into what the library takes.
-fn operation(command: Command) -> anyhow::Result<Operation> {
-    Ok(match command {
+/// The subcommand's arguments, parsed into what the library takes; `None` for
+/// `settings-keys`, which needs no settings.
+fn operation(command: Command) -> anyhow::Result<Option<Operation>> {
+    Ok(Some(match command {
         Command::Rebuild {
             projection,
             target,
@@ -203,7 +210,8 @@ fn operation(command: Command) -> anyhow::Result<Operation> {
             live,
             scratch,
         },
-    })
+        Command::SettingsKeys => return Ok(None),
+    }))
 }
 
 /// Where `--from-stream` starts: at `--since`, or at the trim horizon.
