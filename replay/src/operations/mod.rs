@@ -197,6 +197,11 @@ struct Target {
 }
 
 impl Target {
+    /// `--target`, `--until`, `--swap` and `--dry-run`.
+    fn options(&self) -> (&Option<String>, Option<Until>, bool, bool) {
+        (&self.name, self.until, self.swap, self.dry_run)
+    }
+
     /// Where the rebuild reads its commits: the stream if asked, else the store.
     fn source(&self) -> Source<'_> {
         self.from_stream

@@ -19,15 +19,8 @@ pub async fn rebuild_schema(
     model: ReadModel,
     request: &Target,
 ) -> Result<Outcome, ReplayError> {
-    let Target {
-        name: target,
-        until,
-        swap,
-        dry_run,
-        from_stream: _,
-    } = request;
+    let (target, until, swap, dry_run) = request.options();
     let request_source = request.source();
-    let (until, swap, dry_run) = (*until, *swap, *dry_run);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let live = &settings.read_model(model).schema;
     let target = match target {
@@ -107,10 +100,7 @@ pub async fn rebuild_aggregate_rows(
     request: &Target,
 ) -> Result<Outcome, ReplayError> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let live = schema_name(
-        &format!("{}.schema", model.name()),
-        &settings.read_model(model).schema,
-    )?;
+    let live = live_schema(settings, model)?;
     let target = match &request.name {
         Some(name) => schema_name("--target", name)?,
         None => schema_name("--target", &format!("{live}_agg_{now}"))?,
@@ -182,16 +172,10 @@ pub async fn rebuild_schema_in_place(
     model: ReadModel,
     dry_run: bool,
 ) -> Result<Outcome, ReplayError> {
-    let live = schema_name(
-        &format!("{}.schema", model.name()),
-        &settings.read_model(model).schema,
-    )?;
+    let live = live_schema(settings, model)?;
     let store = open_store(settings).await?;
     let pool = read_model_pool(settings, model)?;
-    if !schema_exists(&pool, &live)
-        .await
-        .map_err(|e| unreachable(model, e))?
-    {
+    if !read_model_has(&pool, model, &live).await? {
         refuse!("the live schema {live} does not exist; build it with --target {live}");
     }
     let resuming = ProgressTable::exists(&pool, &live).await?;
@@ -226,10 +210,7 @@ pub async fn rebuild_schema_in_place(
 /// `replay list`, the schema read models' lines.
 pub async fn list_schemas(settings: &Settings, store: &PgEventStore) -> Result<(), ReplayError> {
     for model in [ReadModel::History, ReadModel::Analytics] {
-        let schema = schema_name(
-            &format!("{}.schema", model.name()),
-            &settings.read_model(model).schema,
-        )?;
+        let schema = live_schema(settings, model)?;
         let pool = read_model_pool(settings, model)?;
         let status = view_status(store, &pool, model, &schema)
             .await
@@ -260,10 +241,7 @@ pub async fn verify_schema(
     };
     let store = open_store(settings).await?;
     let pool = read_model_pool(settings, model)?;
-    if !schema_exists(&pool, &live)
-        .await
-        .map_err(|e| unreachable(model, e))?
-    {
+    if !read_model_has(&pool, model, &live).await? {
         refuse!("the live schema {live} does not exist");
     }
     if schema_exists(&pool, &scratch).await? {
@@ -302,11 +280,26 @@ fn default_scratch(model: ReadModel) -> String {
     format!("{}_verify_{now}", model.name())
 }
 
-fn unreachable(model: ReadModel, error: ReplayError) -> ReplayError {
-    ReplayError::ReadModelUnreachable {
-        model: model.name(),
-        source: Box::new(error),
-    }
+/// Whether `schema` exists in `model`'s database, which not answering is reported as such.
+async fn read_model_has(
+    pool: &PgPool,
+    model: ReadModel,
+    schema: &SchemaName,
+) -> Result<bool, ReplayError> {
+    schema_exists(pool, schema)
+        .await
+        .map_err(|error| ReplayError::ReadModelUnreachable {
+            model: model.name(),
+            source: Box::new(error),
+        })
+}
+
+/// The live schema of `model`, as configured (`<model>.schema`).
+fn live_schema(settings: &Settings, model: ReadModel) -> Result<SchemaName, ReplayError> {
+    schema_name(
+        &format!("{}.schema", model.name()),
+        &settings.read_model(model).schema,
+    )
 }
 
 fn read_model_pool(settings: &Settings, model: ReadModel) -> Result<PgPool, ReplayError> {
@@ -320,10 +313,7 @@ async fn check_target(
     model: ReadModel,
     target: &SchemaName,
 ) -> Result<bool, ReplayError> {
-    if !schema_exists(pool, target)
-        .await
-        .map_err(|e| unreachable(model, e))?
-    {
+    if !read_model_has(pool, model, target).await? {
         return Ok(false);
     }
     if ProgressTable::exists(pool, target).await? {

@@ -40,15 +40,8 @@ fn progress_of(
 
 /// `replay rebuild active_orders`.
 pub async fn rebuild_tables(settings: &Settings, request: &Target) -> Result<Outcome, ReplayError> {
-    let Target {
-        name: target,
-        until,
-        swap,
-        dry_run,
-        from_stream: _,
-    } = request;
+    let (target, until, swap, dry_run) = request.options();
     let request_source = request.source();
-    let (until, swap, dry_run) = (*until, *swap, *dry_run);
     let store = open_store(settings).await?;
     let (client, alias) = connect(settings).await?;
     let live = alias.live().await?;
