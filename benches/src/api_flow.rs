@@ -5,16 +5,14 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use command_api::auth::{Role, TokenAuthority};
-use command_api::settings::AuthSettings;
+use auth_tokens::client::{AuthedChannel, Bearer};
+use auth_tokens::{AuthSettings, Role, TokenAuthority};
 use proto::v1 as pb;
 use proto::v1::inventory_service_client::InventoryServiceClient;
 use proto::v1::loyalty_service_client::LoyaltyServiceClient;
 use proto::v1::menu_service_client::MenuServiceClient;
 use proto::v1::order_service_client::OrderServiceClient;
 use secrecy::SecretString;
-use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -53,28 +51,13 @@ pub enum Fate {
     OrderOnly,
 }
 
-/// Adds the bearer token to every call.
-#[derive(Clone)]
-pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-type Authed = InterceptedService<Channel, Bearer>;
-
 /// One client's stubs, sharing a channel.
 #[derive(Clone)]
 pub struct ApiClients {
-    orders: OrderServiceClient<Authed>,
-    inventory: InventoryServiceClient<Authed>,
-    loyalty: LoyaltyServiceClient<Authed>,
-    menu: MenuServiceClient<Authed>,
+    orders: OrderServiceClient<AuthedChannel>,
+    inventory: InventoryServiceClient<AuthedChannel>,
+    loyalty: LoyaltyServiceClient<AuthedChannel>,
+    menu: MenuServiceClient<AuthedChannel>,
 }
 
 impl ApiClients {
@@ -94,11 +77,7 @@ impl ApiClients {
                 Duration::from_secs(24 * 3600),
             )
             .map_err(|e| TokenError(e.to_string()))?;
-        let bearer = Bearer(
-            format!("Bearer {token}")
-                .parse()
-                .map_err(|_| TokenError("token is not ASCII".into()))?,
-        );
+        let bearer = Bearer::new(&token).map_err(|e| TokenError(e.to_string()))?;
         Ok(Self {
             orders: OrderServiceClient::with_interceptor(channel.clone(), bearer.clone()),
             inventory: InventoryServiceClient::with_interceptor(channel.clone(), bearer.clone()),

@@ -3,9 +3,7 @@
 //! never disturbs the pipeline of `scripts/up.sh` or another engineer's tests.
 
 use aws_config::SdkConfig;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
-};
+use kinesis_consumer::{LeaseTable, ParkedStore};
 use read_models::{ActiveOrdersProjection, ActiveOrdersTables};
 use test_support::{aws_test_config, fresh_database, unique_name, TestDatabase, TestStream};
 
@@ -82,15 +80,13 @@ impl PipelineResources {
             .await
             .map_err(|e| create_error("the active-orders tables", e))?;
         let leases_table = unique_name("bench-leases");
-        create_table(&dynamodb, &leases_table, "lease_key", None).await?;
+        LeaseTable::create_table(&dynamodb, &leases_table)
+            .await
+            .map_err(|e| create_error("the lease table", e))?;
         let parked_table = unique_name("bench-parked");
-        create_table(
-            &dynamodb,
-            &parked_table,
-            "parked_key",
-            Some(("position", ScalarAttributeType::N)),
-        )
-        .await?;
+        ParkedStore::create_table(&dynamodb, &parked_table)
+            .await
+            .map_err(|e| create_error("the parked table", e))?;
         let dead_letter_queue_url = aws_sdk_sqs::Client::new(&sdk)
             .create_queue()
             .queue_name(unique_name("bench-projector-dlq"))
@@ -171,7 +167,8 @@ pub async fn delete_tables(client: &aws_sdk_dynamodb::Client, tables: &[&str]) {
     }
 }
 
-fn create_error(
+/// A resource that could not be made, its cause kept.
+pub fn create_error(
     what: &str,
     source: impl std::error::Error + Send + Sync + 'static,
 ) -> ResourceError {
@@ -179,63 +176,4 @@ fn create_error(
         what: what.to_owned(),
         source: Box::new(source),
     }
-}
-
-/// Creates a table with a string partition key and an optional sort key (on-demand billing).
-pub async fn create_table(
-    client: &aws_sdk_dynamodb::Client,
-    name: &str,
-    hash: &str,
-    range: Option<(&str, ScalarAttributeType)>,
-) -> Result<(), ResourceError> {
-    let attribute = |name: &str, kind: ScalarAttributeType| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(kind)
-            .build()
-            .expect("name and type are set")
-    };
-    let key = |name: &str, kind: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .expect("name and key type are set")
-    };
-    let mut request = client
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute(hash, ScalarAttributeType::S))
-        .key_schema(key(hash, KeyType::Hash));
-    if let Some((range, kind)) = range {
-        request = request
-            .attribute_definitions(attribute(range, kind))
-            .key_schema(key(range, KeyType::Range));
-    }
-    request
-        .send()
-        .await
-        .map_err(|e| create_error(&format!("table {name}"), e))?;
-    // The emulators create tables asynchronously, like DynamoDB: writes fail until it is ACTIVE.
-    for _ in 0..200 {
-        let described = client
-            .describe_table()
-            .table_name(name)
-            .send()
-            .await
-            .map_err(|e| create_error(&format!("table {name}"), e))?;
-        if described
-            .table()
-            .and_then(|table| table.table_status())
-            .is_some_and(|status| *status == TableStatus::Active)
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    Err(create_error(
-        &format!("table {name}"),
-        std::io::Error::other("not ACTIVE after 10 s"),
-    ))
 }

@@ -44,13 +44,22 @@ enum Command {
         #[arg(long, default_value_t = 480)]
         ttl_minutes: u64,
     },
+    /// Print every settings key this binary reads (its ORDERPIPE_* environment variable), one a
+    /// line, with "required" (no default: a deployment must set it) or "optional".
+    SettingsKeys,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::SettingsKeys) {
+        service_kit::settings_keys::print(&Settings::keys());
+        return Ok(());
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
+        // Printed above: it needs no settings, and loading them needs the required keys.
+        Command::SettingsKeys => {}
         Command::Serve => {
             telemetry::init_logging(&settings.log);
             let app = Application::build(settings)

@@ -1,8 +1,5 @@
 //! `projectors`: run the projector worker, redrive parked commits, list leases.
 
-mod app;
-mod settings;
-
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -11,8 +8,8 @@ use kinesis_consumer::redrive::describe_redrive;
 use kinesis_consumer::{redrive, redrive_all, LeaseTable, ParkedStore};
 use service_kit::{shutdown, telemetry};
 
-use crate::app::{build_projections, Application};
-use crate::settings::Settings;
+use projectors::app::{build_projections, Application};
+use projectors::settings::Settings;
 
 /// orderpipe's projector worker: consumes the Kinesis log and builds the read models.
 ///
@@ -55,13 +52,22 @@ enum Command {
     },
     /// List the leases: projection, shard, owner, checkpoint, milliseconds behind the tip.
     Leases,
+    /// Print every settings key this binary reads (its ORDERPIPE_* environment variable), one a
+    /// line, with "required" (no default: a deployment must set it) or "optional".
+    SettingsKeys,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::SettingsKeys) {
+        service_kit::settings_keys::print(&Settings::keys());
+        return Ok(());
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
+        // Printed above: it needs no settings, and loading them needs the required keys.
+        Command::SettingsKeys => {}
         Command::Run => {
             telemetry::init_logging(&settings.log);
             let app = Application::build(&settings)

@@ -4,6 +4,7 @@ use commit_log::projection::ProjectionError;
 use commit_log::DecodeError;
 use event_store::StoreError;
 use read_models::{AliasError, SetupError};
+use service_kit::settings::SettingsError;
 
 /// Why a rebuild or a comparison failed.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +115,56 @@ pub enum ReplayError {
     /// A swap was asked while a rollback is catching the old tables up.
     #[error("a rollback to {0} is in handover; finish it first with `replay handover --abort`")]
     RollingBack(String),
+    /// What the operator asked cannot be done as asked (a target that is the live view, a
+    /// schema replay did not create, a swap with nothing to replace, an unconfirmed
+    /// `--in-place`...): the message says why and what to do instead. Nothing was changed.
+    #[error("{0}")]
+    Refused(String),
+    /// A schema or scratch name given on the command line (or in the settings) that is not a
+    /// valid schema name.
+    #[error("{option} is not a valid schema name")]
+    InvalidSchemaName {
+        /// The option or setting that named it.
+        option: String,
+        /// Why.
+        source: SetupError,
+    },
+    /// The event store did not answer (opening it checks it is reachable).
+    #[error("cannot reach the event store (database settings)")]
+    StoreUnreachable(#[source] StoreError),
+    /// A read model's database did not answer.
+    #[error("cannot reach the {model} database ({model}.database settings)")]
+    ReadModelUnreachable {
+        /// The read model.
+        model: &'static str,
+        /// Why.
+        source: Box<ReplayError>,
+    },
+    /// DynamoDB did not answer, or the views table could not be created.
+    #[error("cannot reach DynamoDB or create the views table (aws, dynamodb settings)")]
+    ViewsTableUnreachable(#[source] SetupError),
+    /// A view's markers (what it reflects of the store) could not be read.
+    #[error("cannot read the {model} view's markers")]
+    Markers {
+        /// The read model.
+        model: &'static str,
+        /// Why.
+        source: Box<ReplayError>,
+    },
+    /// A verify's scratch target could not be removed; it is left behind for the operator.
+    #[error("cannot {what}")]
+    ScratchLeft {
+        /// What was left, as "drop the scratch schema x" or "delete the scratch tables of x".
+        what: String,
+        /// Why.
+        source: Box<ReplayError>,
+    },
+    /// A read model's database settings do not make a pool.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The operator's terminal could not be read (the `--in-place` confirmation).
+    #[error("cannot read the confirmation: {0}")]
+    Console(#[from] std::io::Error),
 }
 
 impl ReplayError {

@@ -18,6 +18,8 @@
 //! - [`ReadModel`]: the projections replay builds into a schema (`history`, `analytics`).
 //! - [`dynamodb`]: the active-orders view's targets (pairs of tables), their progress, their
 //!   comparison, and the swap that moves the view alias ([`ViewKind`] tells the two kinds apart).
+//! - [`operations`]: the `replay` subcommands built from the above, as the operator runs them
+//!   (the binary parses the arguments and calls [`operations::run`]).
 //!
 //! Resumption relies on the projections' idempotency, not on a shared transaction: the
 //! projections commit their own transactions, so progress is stored after each batch and a
@@ -29,6 +31,7 @@ pub mod dynamodb;
 mod error;
 mod from_stream;
 mod in_place;
+pub mod operations;
 mod progress;
 mod rebuild;
 pub mod settings;

@@ -85,6 +85,12 @@ batch_commits = 500
 "#;
 
 impl Settings {
+    /// Every settings key the binary reads (its `ORDERPIPE_*` variable) and whether a
+    /// deployment must set it: what `settings-keys` prints.
+    pub fn keys() -> Vec<service_kit::settings_keys::SettingKey> {
+        service_kit::settings_keys::settings_keys::<Self>(DEFAULTS)
+    }
+
     /// Loads defaults, then `file` if given, then `ORDERPIPE_*` environment variables.
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
         let settings: Settings = service_kit::settings::load(DEFAULTS, file)?;

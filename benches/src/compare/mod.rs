@@ -33,7 +33,7 @@ use self::raw_rates::Rate;
 use self::report::{CompareReport, Ratio, ReplayMemory};
 use crate::api_flow::{self, ApiClients};
 use crate::loadgen::{machine, now_rfc3339};
-use crate::resources::{check_environment, checkpoint, create_table, delete_tables, ResourceError};
+use crate::resources::{check_environment, checkpoint, create_error, delete_tables, ResourceError};
 
 /// What the issue asks of each figure.
 mod targets {
@@ -248,13 +248,11 @@ pub async fn run(options: &CompareOptions) -> Result<CompareReport, CompareError
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let through = options.projector_events.min(last);
     let raw_table = unique_name("bench-raw-puts");
-    create_table(
-        &dynamodb,
-        &raw_table,
-        "pk",
-        Some(("sk", aws_sdk_dynamodb::types::ScalarAttributeType::S)),
-    )
-    .await?;
+    // Shaped like the view's tables, so the raw rate is of the same kind of writes.
+    ActiveOrdersProjection::STORES_SHAPE
+        .create(&dynamodb, &raw_table)
+        .await
+        .map_err(|e| create_error("the raw-puts table", e))?;
     let puts = raw_rates::dynamodb_puts(&dynamodb, &raw_table, through as u64, 16)
         .await
         .map_err(Box::new)?;

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use auth_tokens::client::{AuthedChannel, Bearer};
 use command_api::app::Application;
 use command_api::auth::{Role, TokenAuthority};
 use command_api::settings::{
@@ -18,11 +19,7 @@ use proto::v1::order_service_client::OrderServiceClient;
 use secrecy::SecretString;
 use test_support::{fresh_database, CuttableProxy, TestDatabase};
 use tokio::sync::oneshot;
-use tonic::metadata::MetadataValue;
-use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
 use tonic::transport::Channel;
-use tonic::{Request, Status};
 
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub const STORE: &str = "s1";
@@ -130,23 +127,6 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     }
 }
 
-/// Adds `authorization: Bearer <token>` to every request (or nothing, for anonymous calls).
-#[derive(Clone)]
-pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-pub type Authed = InterceptedService<Channel, Bearer>;
-
 impl TestApp {
     /// A token for `subject` in `role` (staff tokens belong to [`STORE`]).
     pub fn token(&self, role: Role, subject: &str) -> String {
@@ -157,32 +137,34 @@ impl TestApp {
     }
 
     pub fn bearer(&self, token: Option<&str>) -> Bearer {
-        Bearer(token.map(|token| format!("Bearer {token}").parse().expect("ascii token")))
+        token.map_or_else(Bearer::anonymous, |token| {
+            Bearer::new(token).expect("a minted token is ASCII")
+        })
     }
 
-    pub fn orders_as(&self, token: Option<&str>) -> OrderServiceClient<Authed> {
+    pub fn orders_as(&self, token: Option<&str>) -> OrderServiceClient<AuthedChannel> {
         OrderServiceClient::with_interceptor(self.channel.clone(), self.bearer(token))
     }
 
-    pub fn orders(&self, role: Role, subject: &str) -> OrderServiceClient<Authed> {
+    pub fn orders(&self, role: Role, subject: &str) -> OrderServiceClient<AuthedChannel> {
         self.orders_as(Some(&self.token(role, subject)))
     }
 
-    pub fn inventory(&self, role: Role, subject: &str) -> InventoryServiceClient<Authed> {
+    pub fn inventory(&self, role: Role, subject: &str) -> InventoryServiceClient<AuthedChannel> {
         InventoryServiceClient::with_interceptor(
             self.channel.clone(),
             self.bearer(Some(&self.token(role, subject))),
         )
     }
 
-    pub fn loyalty(&self, role: Role, subject: &str) -> LoyaltyServiceClient<Authed> {
+    pub fn loyalty(&self, role: Role, subject: &str) -> LoyaltyServiceClient<AuthedChannel> {
         LoyaltyServiceClient::with_interceptor(
             self.channel.clone(),
             self.bearer(Some(&self.token(role, subject))),
         )
     }
 
-    pub fn menu(&self, role: Role, subject: &str) -> MenuServiceClient<Authed> {
+    pub fn menu(&self, role: Role, subject: &str) -> MenuServiceClient<AuthedChannel> {
         MenuServiceClient::with_interceptor(
             self.channel.clone(),
             self.bearer(Some(&self.token(role, subject))),

@@ -2,8 +2,10 @@
  * The one place that says which configuration each process reads and where its value comes from.
  *
  * The Rust binaries read layered config whose environment overrides are `ORDERPIPE_<SECTION>__<KEY>`
- * (`__` separates sections). Keep `CONFIG_KEYS` in step with the Rust settings structs (each
- * binary's `settings.rs` and its DEFAULTS): a process gets exactly the keys of
+ * (`__` separates sections). `CONFIG_KEYS` is held against what the binaries read:
+ * `settings-keys.json` (the binaries' `settings-keys` output, kept current by a Rust test) lists
+ * each binary's keys and which it requires, and test/config.test.ts checks that every process sets
+ * only keys its binary reads and every key it requires. A process gets exactly the keys of
  * the capabilities it declares in `SERVICES`, and `services.ts` derives its IAM grants from the same
  * capabilities, so config and permissions cannot drift apart. Keys with a default in the binary
  * that suits AWS (pool sizes, timeouts, schema names) are not set.

@@ -14,6 +14,7 @@ use std::fmt;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
+use aws_support::tables::{CreateTableError, KeyAttribute, TableShape};
 
 use crate::kinesis::ShardInfo;
 use crate::RuntimeError;
@@ -147,6 +148,19 @@ pub struct LeaseTable {
 }
 
 impl LeaseTable {
+    /// The table's key schema: partition key `lease_key` (`<projection>#<shard_id>`).
+    pub const SHAPE: TableShape = TableShape {
+        hash: KeyAttribute::string("lease_key"),
+        range: None,
+        indexes: &[],
+    };
+
+    /// Creates the lease table `table` ([`LeaseTable::SHAPE`]) unless it exists, and waits
+    /// until it is active.
+    pub async fn create_table(client: &Client, table: &str) -> Result<(), CreateTableError> {
+        Self::SHAPE.create(client, table).await
+    }
+
     /// The table `table` (partition key `lease_key`, a string).
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {

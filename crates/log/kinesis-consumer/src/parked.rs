@@ -15,6 +15,7 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
+use aws_support::tables::{CreateTableError, KeyAttribute, TableShape};
 use commit_log::CommitHeader;
 
 use crate::RuntimeError;
@@ -175,6 +176,21 @@ pub struct ParkedStore {
 }
 
 impl ParkedStore {
+    /// The table's key schema: partition key `parked_key` (a [`parked_key`]), sort key
+    /// `position` (the commit's first global position), so a query reads an aggregate's parked
+    /// commits in log order.
+    pub const SHAPE: TableShape = TableShape {
+        hash: KeyAttribute::string("parked_key"),
+        range: Some(KeyAttribute::number("position")),
+        indexes: &[],
+    };
+
+    /// Creates the parked-records table `table` ([`ParkedStore::SHAPE`]) unless it exists, and
+    /// waits until it is active.
+    pub async fn create_table(client: &Client, table: &str) -> Result<(), CreateTableError> {
+        Self::SHAPE.create(client, table).await
+    }
+
     /// The table `table`.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {

@@ -33,13 +33,22 @@ enum Command {
     /// Relay the outbox to Kinesis and serve the admin endpoint (/metrics, /health) until
     /// SIGINT or SIGTERM; then finish the PutRecords call in flight and release the lock.
     Run,
+    /// Print every settings key this binary reads (its ORDERPIPE_* environment variable), one a
+    /// line, with "required" (no default: a deployment must set it) or "optional".
+    SettingsKeys,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::SettingsKeys) {
+        service_kit::settings_keys::print(&Settings::keys());
+        return Ok(());
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
+        // Printed above: it needs no settings, and loading them needs the required keys.
+        Command::SettingsKeys => {}
         Command::Run => {
             telemetry::init_logging(&settings.log);
             let app = Application::build(settings)

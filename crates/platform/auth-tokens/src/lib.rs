@@ -5,6 +5,12 @@
 //! Roles: a **customer** acts on their own orders and loyalty account; a **barista** works the
 //! orders of their store; a **store manager** also manages that store's stock; an **internal
 //! service** (the saga, the payment processor, intake) may call everything.
+//!
+//! With the `grpc-client` feature, [`client::Bearer`] is the callers' side: the tonic
+//! interceptor that puts a token on every call.
+
+#[cfg(feature = "grpc-client")]
+pub mod client;
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

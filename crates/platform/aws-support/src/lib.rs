@@ -18,6 +18,8 @@
 //! `AWS_EC2_METADATA_DISABLED=true` (`scripts/stack.sh` writes them to `.stack/env`), so the SDK
 //! never probes the instance metadata address.
 
+pub mod tables;
+
 use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;

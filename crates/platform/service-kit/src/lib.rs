@@ -1,13 +1,14 @@
 //! What every orderpipe process shares, so each binary stays thin: layered settings
-//! ([`settings`]), the PostgreSQL pool settings, JSON logs and the Prometheus recorder
-//! ([`telemetry`]), the admin HTTP endpoint with `/metrics` and `/health` ([`admin`]), the
-//! shutdown signal ([`shutdown`]), the one retry policy ([`Backoff`]) and errors on one line
-//! ([`error_chain()`]).
+//! ([`settings`]) and the keys a binary reads ([`settings_keys`]), the PostgreSQL pool settings,
+//! JSON logs and the Prometheus recorder ([`telemetry`]), the admin HTTP endpoint with `/metrics`
+//! and `/health` ([`admin`]), the shutdown signal ([`shutdown`]), the one retry policy
+//! ([`Backoff`]) and errors on one line ([`error_chain()`]).
 
 pub mod admin;
 pub mod backoff;
 mod error_chain;
 pub mod settings;
+pub mod settings_keys;
 pub mod shutdown;
 pub mod telemetry;
 

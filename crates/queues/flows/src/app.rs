@@ -27,7 +27,7 @@ use crate::queue::{ConsumerConfig, MessageHandler, QueueConsumer};
 use crate::saga::{OrderSaga, SAGA_NAME};
 use crate::settings::{Settings, SettingsError, INTAKE, NOTIFICATIONS, PAYMENTS};
 use crate::sqs::SqsQueue;
-use command_api::settings::AuthSettings;
+use auth_tokens::AuthSettings;
 
 /// How often the dead-letter queues' depths are read.
 const DEPTH_INTERVAL: Duration = Duration::from_secs(30);

@@ -11,8 +11,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use command_api::auth::{Role, TokenAuthority};
-use command_api::settings::AuthSettings;
+use auth_tokens::{AuthSettings, Role, TokenAuthority};
 use domain::ErrorReason;
 use proto::v1 as pb;
 use proto::v1::inventory_service_client::InventoryServiceClient;

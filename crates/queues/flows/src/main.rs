@@ -71,6 +71,9 @@ enum Command {
         /// A JSON intake order, e.g. docs/flows/intake-order.example.json.
         file: PathBuf,
     },
+    /// Print every settings key this binary reads (its ORDERPIPE_* environment variable), one a
+    /// line, with "required" (no default: a deployment must set it) or "optional".
+    SettingsKeys,
 }
 
 #[derive(Subcommand)]
@@ -107,6 +110,10 @@ enum DlqCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::SettingsKeys) {
+        service_kit::settings_keys::print(&Settings::keys());
+        return Ok(());
+    }
     if let Command::TestCards = cli.command {
         for (token, card) in TestCard::ALL {
             println!("{token}  {card:?}");
@@ -115,6 +122,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
+        // Printed above: it needs no settings, and loading them needs the required keys.
+        Command::SettingsKeys => {}
         Command::Run => {
             telemetry::init_logging(&settings.log);
             let app = Application::build(&settings)

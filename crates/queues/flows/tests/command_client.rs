@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use command_api::settings::AuthSettings;
+use auth_tokens::AuthSettings;
 use flows::command_client::{Cause, CommandClient, CommandError};
 use secrecy::SecretString;
 use test_support::SilentListener;

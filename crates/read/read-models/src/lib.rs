@@ -51,6 +51,15 @@ pub enum SetupError {
     },
 }
 
+impl From<aws_support::tables::CreateTableError> for SetupError {
+    fn from(error: aws_support::tables::CreateTableError) -> Self {
+        SetupError::DynamoDb {
+            table: error.table,
+            source: error.source,
+        }
+    }
+}
+
 /// A validated PostgreSQL / Redshift schema name: the one identifier that reaches SQL text
 /// (`CREATE SCHEMA` cannot take a parameter). Everything else selects it through
 /// `set_config('search_path', $1, true)`, so the queries themselves stay constants.

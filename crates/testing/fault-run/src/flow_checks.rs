@@ -18,8 +18,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use auth_tokens::client::Bearer;
+use auth_tokens::{Role, TokenAuthority};
 use aws_sdk_sqs::types::QueueAttributeName;
-use command_api::auth::{Role, TokenAuthority};
 use proto::v1 as pb;
 use proto::v1::inventory_service_client::InventoryServiceClient;
 use serde::Deserialize;
@@ -313,19 +314,11 @@ async fn stock_levels(
         None,
         Duration::from_secs(600),
     )?;
-    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
+    let bearer = Bearer::new(&token)?;
     let mut levels = BTreeMap::new();
     for store in STORES {
-        let bearer = bearer.clone();
-        let mut inventory = InventoryServiceClient::with_interceptor(
-            channel.clone(),
-            move |mut request: tonic::Request<()>| {
-                request
-                    .metadata_mut()
-                    .insert("authorization", bearer.clone());
-                Ok(request)
-            },
-        );
+        let mut inventory =
+            InventoryServiceClient::with_interceptor(channel.clone(), bearer.clone());
         let answer = inventory
             .get_inventory(pb::GetInventoryRequest {
                 store_id: store.into(),

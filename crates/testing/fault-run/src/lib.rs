@@ -29,8 +29,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use command_api::auth::TokenAuthority;
-use command_api::settings::AuthSettings;
+use auth_tokens::{AuthSettings, TokenAuthority};
 use secrecy::SecretString;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;

@@ -16,14 +16,14 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use command_api::auth::{Role, TokenAuthority};
+use auth_tokens::client::Bearer;
+use auth_tokens::{Role, TokenAuthority};
 use proto::v1 as pb;
 use proto::v1::inventory_service_client::InventoryServiceClient;
 use proto::v1::menu_service_client::MenuServiceClient;
 use proto::v1::order_service_client::OrderServiceClient;
 use serde::Serialize;
 use tokio::time::Instant;
-use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
@@ -142,19 +142,6 @@ pub struct OrderCounts {
     pub left_unpaid: u64,
 }
 
-/// Adds a bearer token to every call.
-#[derive(Clone)]
-pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
 /// What every client shares: the channels, the token issuer and the ledger.
 #[derive(Clone)]
 pub struct Load {
@@ -224,7 +211,7 @@ impl Load {
         let token = self
             .tokens
             .mint(subject, role, store, Duration::from_secs(24 * 3600))?;
-        Ok(Bearer(format!("Bearer {token}").parse()?))
+        Ok(Bearer::new(&token)?)
     }
 
     /// Puts the menu in place and stocks every store (and the write probe's) with

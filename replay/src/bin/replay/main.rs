@@ -1,71 +1,15 @@
 //! `replay`: rebuild a read model from the event store into a fresh target, swap it in, or
-//! verify the live one against a rebuild.
+//! verify the live one against a rebuild. The arguments are parsed here; the library's
+//! [`replay::operations`] carries them out.
 
-mod output;
-mod schemas;
-mod tables;
-
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use commit_log::projection::Projection;
-use event_store::{PgEventStore, StoreConfig};
+use replay::operations::{Operation, Outcome, RebuildRequest};
 use replay::settings::Settings;
-use replay::{
-    rebuild, rebuild_aggregate, rebuild_from_stream, AggregateRef, ProgressStore, RebuildOptions,
-    RebuildProgress, StreamSource, StreamStart, Until, ViewKind,
-};
-
-/// Where a rebuild reads its commits.
-#[derive(Clone, Copy)]
-pub enum Source<'a> {
-    /// The event store, every aggregate.
-    Store,
-    /// The event store, one aggregate.
-    Aggregate(&'a AggregateRef),
-    /// The Kinesis stream.
-    Stream(&'a StreamSource),
-}
-
-/// Runs a rebuild of `projection` from `source`, with the progress bar on stderr.
-pub async fn run_rebuild(
-    store: &PgEventStore,
-    projection: &dyn Projection,
-    progress: &dyn ProgressStore,
-    options: &RebuildOptions,
-    source: Source<'_>,
-) -> anyhow::Result<RebuildProgress> {
-    let mut line = output::ProgressLine::new(projection.name());
-    let show = |p: &RebuildProgress| line.show(p);
-    let done = match source {
-        Source::Store => rebuild(store, projection, progress, options, show).await,
-        Source::Aggregate(one) => {
-            rebuild_aggregate(store, projection, progress, options, one, show).await
-        }
-        Source::Stream(stream) => {
-            rebuild_from_stream(stream, projection, options.batch_commits, show).await
-        }
-    };
-    line.finish();
-    Ok(done?)
-}
-
-/// What `replay rebuild` was asked, parsed (the projection and `--aggregate` apart).
-pub struct RebuildRequest {
-    /// `--target`.
-    pub target: Option<String>,
-    /// `--until`.
-    pub until: Option<Until>,
-    /// `--swap`.
-    pub swap: bool,
-    /// `--dry-run`.
-    pub dry_run: bool,
-    /// `--from-stream [--since]`: read the Kinesis stream instead of the store.
-    pub from_stream: Option<StreamSource>,
-}
+use replay::StreamStart;
 
 /// orderpipe's replay tool: rebuilds a read model (active_orders, history or analytics) from the
 /// event store into a fresh target, swaps it in, or verifies the live view against a rebuild.
@@ -201,13 +145,16 @@ enum Command {
         #[arg(long)]
         scratch: Option<String>,
     },
+    /// Print every settings key replay reads (its ORDERPIPE_* environment variable), one a
+    /// line, with "required" (no default: a deployment must set it) or "optional".
+    SettingsKeys,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     match run(Cli::parse()).await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Differences) => ExitCode::from(1),
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(2)
@@ -215,10 +162,19 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Ok(false): verify found differences.
-async fn run(cli: Cli) -> anyhow::Result<bool> {
+async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let Some(operation) = operation(cli.command)? else {
+        service_kit::settings_keys::print(&Settings::keys());
+        return Ok(Outcome::Done);
+    };
     let settings = Settings::load(cli.config.as_deref())?;
-    match cli.command {
+    Ok(replay::operations::run(&settings, operation).await?)
+}
+
+/// The subcommand's arguments, parsed into what the library takes; `None` for
+/// `settings-keys`, which needs no settings.
+fn operation(command: Command) -> anyhow::Result<Option<Operation>> {
+    Ok(Some(match command {
         Command::Rebuild {
             projection,
             target,
@@ -230,121 +186,41 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             in_place,
             yes,
             dry_run,
-        } => {
-            let kind: ViewKind = projection.parse()?;
-            let from_stream = if from_stream {
-                Some(stream_source(&settings, since.as_deref()).await?)
-            } else {
-                None
-            };
-            let request = RebuildRequest {
-                target,
-                until: until.as_deref().map(str::parse::<Until>).transpose()?,
-                swap,
-                dry_run,
-                from_stream,
-            };
-            let aggregate = aggregate
-                .as_deref()
-                .map(str::parse::<AggregateRef>)
-                .transpose()?;
-            if in_place {
-                if !dry_run {
-                    confirm_in_place(&projection, yes)?;
-                }
-                return match kind {
-                    ViewKind::Schema(model) => {
-                        schemas::rebuild_schema_in_place(&settings, model, dry_run).await
-                    }
-                    ViewKind::ActiveOrders => {
-                        tables::rebuild_tables_in_place(&settings, dry_run).await
-                    }
-                };
-            }
-            match (kind, aggregate) {
-                (ViewKind::Schema(model), None) => {
-                    schemas::rebuild_schema(&settings, model, &request).await
-                }
-                (ViewKind::Schema(model), Some(aggregate)) => {
-                    schemas::rebuild_aggregate_rows(&settings, model, &aggregate, &request).await
-                }
-                (ViewKind::ActiveOrders, None) => tables::rebuild_tables(&settings, &request).await,
-                (ViewKind::ActiveOrders, Some(_)) => anyhow::bail!(
-                    "--aggregate is for history and analytics: the active-orders view keeps \
-                     per-store daily counters that one order's rows cannot be taken out of \
-                     exactly; rebuild the view with --swap instead"
-                ),
-            }
-        }
-        Command::Handover { finish: _, abort } => tables::end_handover(&settings, abort).await,
-        Command::List => {
-            let store = open_store(&settings).await?;
-            tables::list_tables(&settings, &store).await?;
-            schemas::list_schemas(&settings, &store).await?;
-            Ok(true)
-        }
+        } => Operation::Rebuild(RebuildRequest {
+            view: projection.parse()?,
+            from_stream: from_stream
+                .then(|| stream_start(since.as_deref()))
+                .transpose()?,
+            until: until.as_deref().map(str::parse).transpose()?,
+            aggregate: aggregate.as_deref().map(str::parse).transpose()?,
+            target,
+            swap,
+            in_place,
+            confirmed: yes,
+            dry_run,
+        }),
+        Command::Handover { finish: _, abort } => Operation::Handover { abort },
+        Command::List => Operation::List,
         Command::Verify {
             projection,
             live,
             scratch,
-        } => match projection.parse()? {
-            ViewKind::Schema(model) => {
-                schemas::verify_schema(&settings, model, live, scratch).await
-            }
-            ViewKind::ActiveOrders => {
-                if live.is_some() {
-                    anyhow::bail!(
-                        "--live is for history and analytics; active_orders compares the tables \
-                         the view alias names"
-                    );
-                }
-                tables::verify_tables(&settings, scratch).await
-            }
+        } => Operation::Verify {
+            view: projection.parse()?,
+            live,
+            scratch,
         },
-    }
+        Command::SettingsKeys => return Ok(None),
+    }))
 }
 
-/// The stream `--from-stream` reads, from `--since` or the trim horizon.
-async fn stream_source(settings: &Settings, since: Option<&str>) -> anyhow::Result<StreamSource> {
-    let start = match since {
+/// Where `--from-stream` starts: at `--since`, or at the trim horizon.
+fn stream_start(since: Option<&str>) -> anyhow::Result<StreamStart> {
+    Ok(match since {
         None => StreamStart::TrimHorizon,
         Some(text) => StreamStart::At(
             time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
                 .with_context(|| format!("--since takes an RFC 3339 time, got {text:?}"))?,
         ),
-    };
-    Ok(StreamSource {
-        client: aws_sdk_kinesis::Client::new(&aws_support::sdk_config(&settings.aws).await),
-        stream: settings.kinesis.stream_name.clone(),
-        start,
     })
-}
-
-/// `--in-place` empties a live view: the operator types the projection's name to go on, or
-/// passed --yes. Without a terminal to ask at, only --yes goes on.
-fn confirm_in_place(projection: &str, yes: bool) -> anyhow::Result<()> {
-    if yes {
-        return Ok(());
-    }
-    if !std::io::stdin().is_terminal() {
-        anyhow::bail!("--in-place empties the live {projection} view: confirm with --yes");
-    }
-    eprint!(
-        "This empties the live {projection} view and rebuilds it; readers see it empty meanwhile, \
-         and its projector must be stopped.\nType {projection} to go on: "
-    );
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    if answer.trim() != projection {
-        anyhow::bail!("not confirmed; nothing changed");
-    }
-    Ok(())
-}
-
-/// Opening the store also checks it is reachable (it runs the store's migrations, a no-op on an
-/// up-to-date store).
-async fn open_store(settings: &Settings) -> anyhow::Result<PgEventStore> {
-    PgEventStore::open(settings.database.pool()?, StoreConfig::default())
-        .await
-        .context("cannot reach the event store (database settings)")
 }

@@ -8,9 +8,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
-};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 use commit_log::projection::{Projection, ProjectionError};
@@ -64,12 +61,12 @@ impl Fixture {
             .await
             .expect("create stream");
         fixture.wait_stream_active().await;
-        let leases_table = fixture.leases_table.clone();
-        fixture.create_table(&leases_table, "lease_key", None).await;
-        let parked_table = fixture.parked_table.clone();
-        fixture
-            .create_table(&parked_table, "parked_key", Some("position"))
-            .await;
+        LeaseTable::create_table(&fixture.dynamodb, &fixture.leases_table)
+            .await
+            .expect("create the lease table");
+        ParkedStore::create_table(&fixture.dynamodb, &fixture.parked_table)
+            .await
+            .expect("create the parked table");
         let dlq_url = fixture
             .sqs
             .create_queue()
@@ -86,7 +83,9 @@ impl Fixture {
     /// A lease table of its own, for a second consumer group over the same stream.
     pub async fn another_lease_table(&mut self) -> String {
         let name = unique_name("leases");
-        self.create_table(&name, "lease_key", None).await;
+        LeaseTable::create_table(&self.dynamodb, &name)
+            .await
+            .expect("create the lease table");
         self.extra_tables.push(name.clone());
         name
     }
@@ -112,30 +111,6 @@ impl Fixture {
             .queue_url(&self.dlq_url)
             .send()
             .await;
-    }
-
-    async fn create_table(&self, name: &str, hash: &str, range: Option<&str>) {
-        let mut request = self
-            .dynamodb
-            .create_table()
-            .table_name(name)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attribute(hash, ScalarAttributeType::S))
-            .key_schema(key(hash, KeyType::Hash));
-        if let Some(range) = range {
-            request = request
-                .attribute_definitions(attribute(range, ScalarAttributeType::N))
-                .key_schema(key(range, KeyType::Range));
-        }
-        request.send().await.expect("create table");
-        eventually("table active", Duration::from_secs(20), || async {
-            let table = self.dynamodb.describe_table().table_name(name).send().await;
-            table
-                .ok()
-                .and_then(|t| t.table().and_then(|t| t.table_status().cloned()))
-                == Some(TableStatus::Active)
-        })
-        .await;
     }
 
     pub async fn wait_stream_active(&self) {
@@ -290,22 +265,6 @@ impl Fixture {
         }
         letters
     }
-}
-
-fn attribute(name: &str, kind: ScalarAttributeType) -> AttributeDefinition {
-    AttributeDefinition::builder()
-        .attribute_name(name)
-        .attribute_type(kind)
-        .build()
-        .expect("complete")
-}
-
-fn key(name: &str, kind: KeyType) -> KeySchemaElement {
-    KeySchemaElement::builder()
-        .attribute_name(name)
-        .key_type(kind)
-        .build()
-        .expect("complete")
 }
 
 /// Starts a worker; it runs until the returned sender fires (graceful) or the task is aborted

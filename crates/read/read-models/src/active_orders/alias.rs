@@ -20,13 +20,11 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
+use aws_support::tables::{KeyAttribute, TableShape};
 
-use super::{wait_until_active, ActiveOrdersTables};
+use super::ActiveOrdersTables;
 use crate::SetupError;
 
 /// The alias item's key in the views table.
@@ -96,39 +94,17 @@ impl ViewAlias {
         &self.client
     }
 
-    /// Creates the views table (hash key `name`) if missing and waits until it is active.
+    /// The views table's key schema: partition key `name` (the alias item
+    /// `alias#active_orders`, replay's progress items `rebuild#<orders table>`).
+    pub const SHAPE: TableShape = TableShape {
+        hash: KeyAttribute::string("name"),
+        range: None,
+        indexes: &[],
+    };
+
+    /// Creates the views table ([`ViewAlias::SHAPE`]) if missing and waits until it is active.
     pub async fn create_table(client: &Client, table: &str) -> Result<(), SetupError> {
-        let failed = |source: Box<dyn std::error::Error + Send + Sync>| SetupError::DynamoDb {
-            table: table.to_owned(),
-            source,
-        };
-        let attribute = AttributeDefinition::builder()
-            .attribute_name("name")
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(|e| failed(e.into()))?;
-        let key = KeySchemaElement::builder()
-            .attribute_name("name")
-            .key_type(KeyType::Hash)
-            .build()
-            .map_err(|e| failed(e.into()))?;
-        let created = client
-            .create_table()
-            .table_name(table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attribute)
-            .key_schema(key)
-            .send()
-            .await;
-        if let Err(error) = created {
-            if !error
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_in_use_exception())
-            {
-                return Err(failed(error.into()));
-            }
-        }
-        wait_until_active(client, table).await
+        Ok(Self::SHAPE.create(client, table).await?)
     }
 
     /// The live view (a strongly consistent read, so a swap is seen at once). Without the

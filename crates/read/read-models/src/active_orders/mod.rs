@@ -28,11 +28,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    Projection as IndexProjection, ProjectionType, ScalarAttributeType, TableStatus,
-};
 use aws_sdk_dynamodb::Client;
+use aws_support::tables::{IndexShape, KeyAttribute, TableShape};
 use commit_log::LoggedCommit;
 use futures::stream::{self, StreamExt};
 
@@ -121,6 +118,31 @@ impl ActiveOrdersProjection {
         }
     }
 
+    /// The orders table's key schema: `pk`, `sk`, and the two sparse indexes of open orders.
+    pub const ORDERS_SHAPE: TableShape = TableShape {
+        hash: KeyAttribute::string("pk"),
+        range: Some(KeyAttribute::string("sk")),
+        indexes: &[
+            IndexShape {
+                name: OPEN_BY_STORE_INDEX,
+                hash: "gsi2pk",
+                range: "gsi2sk",
+            },
+            IndexShape {
+                name: BY_STATUS_INDEX,
+                hash: "gsi1pk",
+                range: "gsi1sk",
+            },
+        ],
+    };
+
+    /// The stores table's key schema: `pk`, `sk`.
+    pub const STORES_SHAPE: TableShape = TableShape {
+        hash: KeyAttribute::string("pk"),
+        range: Some(KeyAttribute::string("sk")),
+        indexes: &[],
+    };
+
     /// Creates both tables with their indexes (on-demand billing) and waits until they are
     /// active; tables that exist already are left as they are. TTL on `expires_at` is switched
     /// on by the deployment (CDK): the local emulators have no `UpdateTimeToLive`.
@@ -128,12 +150,8 @@ impl ActiveOrdersProjection {
         client: &Client,
         tables: &ActiveOrdersTables,
     ) -> Result<(), SetupError> {
-        let indexes = [
-            (OPEN_BY_STORE_INDEX, "gsi2pk", "gsi2sk"),
-            (BY_STATUS_INDEX, "gsi1pk", "gsi1sk"),
-        ];
-        create_table(client, &tables.orders, &indexes).await?;
-        create_table(client, &tables.stores, &[]).await
+        Self::ORDERS_SHAPE.create(client, &tables.orders).await?;
+        Ok(Self::STORES_SHAPE.create(client, &tables.stores).await?)
     }
 
     async fn target(&self) -> Result<Target<'_>, ProjectionError> {
@@ -248,91 +266,4 @@ where
     } else {
         ProjectionError::Transient(Box::new(error))
     }
-}
-
-/// Creates one table (`pk`, `sk` strings) with `indexes` (name, hash key, range key).
-async fn create_table(
-    client: &Client,
-    table: &str,
-    indexes: &[(&str, &str, &str)],
-) -> Result<(), SetupError> {
-    let failed = |source: Box<dyn std::error::Error + Send + Sync>| SetupError::DynamoDb {
-        table: table.to_owned(),
-        source,
-    };
-    let string_attribute = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-    };
-    let key = |name: &str, key_type: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(key_type)
-            .build()
-    };
-    let mut request = client
-        .create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(string_attribute("pk").map_err(|e| failed(e.into()))?)
-        .attribute_definitions(string_attribute("sk").map_err(|e| failed(e.into()))?)
-        .key_schema(key("pk", KeyType::Hash).map_err(|e| failed(e.into()))?)
-        .key_schema(key("sk", KeyType::Range).map_err(|e| failed(e.into()))?);
-    for (name, hash, range) in indexes {
-        let index = GlobalSecondaryIndex::builder()
-            .index_name(*name)
-            .key_schema(key(hash, KeyType::Hash).map_err(|e| failed(e.into()))?)
-            .key_schema(key(range, KeyType::Range).map_err(|e| failed(e.into()))?)
-            .projection(
-                IndexProjection::builder()
-                    .projection_type(ProjectionType::All)
-                    .build(),
-            )
-            .build()
-            .map_err(|e| failed(e.into()))?;
-        request = request
-            .attribute_definitions(string_attribute(hash).map_err(|e| failed(e.into()))?)
-            .attribute_definitions(string_attribute(range).map_err(|e| failed(e.into()))?)
-            .global_secondary_indexes(index);
-    }
-    if let Err(error) = request.send().await {
-        let exists = error
-            .as_service_error()
-            .is_some_and(|e| e.is_resource_in_use_exception());
-        if !exists {
-            return Err(failed(error.into()));
-        }
-    }
-    wait_until_active(client, table).await
-}
-
-async fn wait_until_active(client: &Client, table: &str) -> Result<(), SetupError> {
-    for _ in 0..600 {
-        let description = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(|e| SetupError::DynamoDb {
-                table: table.to_owned(),
-                source: e.into(),
-            })?;
-        let description = description.table();
-        let table_active = description.and_then(|t| t.table_status()) == Some(&TableStatus::Active);
-        let indexes_active = description.is_none_or(|t| {
-            t.global_secondary_indexes().iter().all(|index| {
-                index.index_status() == Some(&aws_sdk_dynamodb::types::IndexStatus::Active)
-            })
-        });
-        if table_active && indexes_active {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(SetupError::DynamoDb {
-        table: table.to_owned(),
-        source: "the table did not become active within a minute".into(),
-    })
 }

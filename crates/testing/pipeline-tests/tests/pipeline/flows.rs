@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::ScalarAttributeType;
 use aws_sdk_sqs::types::QueueAttributeName;
 use flows::app::Application;
 use flows::dead_letters::DeadLetters;
@@ -18,11 +17,12 @@ use flows::payments::{
     SandboxGateway, TestCard,
 };
 use flows::settings::Settings;
+use kinesis_consumer::{LeaseTable, ParkedStore};
 use proto::v1 as pb;
 use test_support::{unique_name, PATIENCE};
 use tokio::task::JoinHandle;
 
-use crate::support::{create_table, eventually, Pipeline, SECRET, STORE};
+use crate::support::{eventually, Pipeline, SECRET, STORE};
 use crate::workload::{open_the_store, Clients};
 
 /// The flows' queues, tables and settings for one test, and the sandbox gateway every flows
@@ -77,14 +77,12 @@ impl Rig {
     pub(crate) async fn new_consumer_groups(&mut self, pipeline: &Pipeline) {
         let leases_table = unique_name("flows-leases");
         let parked_table = unique_name("flows-parked");
-        create_table(&pipeline.dynamodb, &leases_table, "lease_key", None).await;
-        create_table(
-            &pipeline.dynamodb,
-            &parked_table,
-            "parked_key",
-            Some(("position", ScalarAttributeType::N)),
-        )
-        .await;
+        LeaseTable::create_table(&pipeline.dynamodb, &leases_table)
+            .await
+            .unwrap();
+        ParkedStore::create_table(&pipeline.dynamodb, &parked_table)
+            .await
+            .unwrap();
         self.settings.dynamodb.leases_table = leases_table;
         self.settings.dynamodb.parked_table = parked_table;
     }

@@ -5,17 +5,16 @@
 use std::future::pending;
 use std::sync::Arc;
 
-use aws_sdk_dynamodb::types::ScalarAttributeType;
 use command_api::auth::Role;
 use flows::app::Application;
 use flows::payments::SandboxGateway;
 use flows::settings::Settings;
-use kinesis_consumer::{ParkedKind, ParkedStore};
+use kinesis_consumer::{LeaseTable, ParkedKind, ParkedStore};
 use proto::v1 as pb;
 use proto::v1::order_service_client::OrderServiceClient;
 use test_support::unique_name;
 
-use crate::support::{create_table, eventually, Pipeline, SECRET, STORE};
+use crate::support::{eventually, Pipeline, SECRET, STORE};
 use crate::workload::{open_the_store, Clients};
 
 /// Settings of a flows process that runs only the saga, on fresh tables and queues.
@@ -43,20 +42,12 @@ pub(crate) async fn saga_settings(pipeline: &Pipeline) -> Settings {
     settings.sqs.payments_dlq_url = Some(queue(unique_name("redrive-payments-dlq")).await);
     settings.dynamodb.leases_table = unique_name("redrive-leases");
     settings.dynamodb.parked_table = unique_name("redrive-parked");
-    create_table(
-        &pipeline.dynamodb,
-        &settings.dynamodb.leases_table,
-        "lease_key",
-        None,
-    )
-    .await;
-    create_table(
-        &pipeline.dynamodb,
-        &settings.dynamodb.parked_table,
-        "parked_key",
-        Some(("position", ScalarAttributeType::N)),
-    )
-    .await;
+    LeaseTable::create_table(&pipeline.dynamodb, &settings.dynamodb.leases_table)
+        .await
+        .unwrap();
+    ParkedStore::create_table(&pipeline.dynamodb, &settings.dynamodb.parked_table)
+        .await
+        .unwrap();
     settings.runtime.lease_duration_ms = 1_500;
     settings.runtime.worker_id = Some("saga-1".into());
     settings.admin.port = 0;

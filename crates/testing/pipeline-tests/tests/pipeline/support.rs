@@ -6,11 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use auth_tokens::client::Bearer;
 use aws_config::SdkConfig;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use command_api::auth::{Role, TokenAuthority};
 use command_api::settings::{
@@ -19,7 +17,7 @@ use command_api::settings::{
 };
 use commit_log::projection::Projection;
 use commit_log::Vocabulary;
-use kinesis_consumer::{Checkpoint, LeaseTable, Worker, WorkerConfig};
+use kinesis_consumer::{Checkpoint, LeaseTable, ParkedStore, Worker, WorkerConfig};
 use read_models::{
     ActiveOrdersProjection, ActiveOrdersTables, AnalyticsProjection, HistoryProjection, SchemaName,
 };
@@ -31,8 +29,6 @@ use test_support::{
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
 use tonic::transport::Channel;
 
 pub const STORE: &str = "s1";
@@ -75,26 +71,6 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
-
-/// Adds a bearer token to every call.
-#[derive(Clone)]
-pub struct Bearer(String);
-
-impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.0).parse().unwrap(),
-        );
-        Ok(request)
-    }
-}
-
-/// A gRPC channel that carries a token.
-pub type Authed = InterceptedService<Channel, Bearer>;
 
 /// One set of read models: tables, schemas and the consumer group's lease table.
 #[derive(Clone)]
@@ -224,7 +200,7 @@ impl Pipeline {
 
     /// A client credential for `subject` in `role` (staff belong to [`STORE`]).
     pub fn bearer(&self, role: Role, subject: &str) -> Bearer {
-        Bearer(self.token(role, subject))
+        Bearer::new(&self.token(role, subject)).expect("a minted token is ASCII")
     }
 
     /// A bearer token for `subject` in `role` (staff belong to [`STORE`]).
@@ -258,14 +234,12 @@ impl Pipeline {
         ActiveOrdersProjection::create_tables(&self.dynamodb, &views.tables)
             .await
             .unwrap();
-        create_table(&self.dynamodb, &views.leases_table, "lease_key", None).await;
-        create_table(
-            &self.dynamodb,
-            &views.parked_table,
-            "parked_key",
-            Some(("position", ScalarAttributeType::N)),
-        )
-        .await;
+        LeaseTable::create_table(&self.dynamodb, &views.leases_table)
+            .await
+            .unwrap();
+        ParkedStore::create_table(&self.dynamodb, &views.parked_table)
+            .await
+            .unwrap();
         HistoryProjection::create_schema(&self.views_db.pool, &views.history)
             .await
             .unwrap();
@@ -505,39 +479,4 @@ fn canonical(value: &AttributeValue) -> String {
         }
         other => format!("{other:?}"),
     }
-}
-
-/// Creates a DynamoDB table keyed by the string `hash` (and `range`).
-pub async fn create_table(
-    client: &aws_sdk_dynamodb::Client,
-    name: &str,
-    hash: &str,
-    range: Option<(&str, ScalarAttributeType)>,
-) {
-    let attribute = |name: &str, kind: ScalarAttributeType| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(kind)
-            .build()
-            .unwrap()
-    };
-    let key = |name: &str, kind: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .unwrap()
-    };
-    let mut request = client
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute(hash, ScalarAttributeType::S))
-        .key_schema(key(hash, KeyType::Hash));
-    if let Some((range, kind)) = range {
-        request = request
-            .attribute_definitions(attribute(range, kind))
-            .key_schema(key(range, KeyType::Range));
-    }
-    request.send().await.unwrap();
 }

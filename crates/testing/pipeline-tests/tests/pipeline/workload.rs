@@ -1,6 +1,7 @@
 //! What a morning at a store sends over gRPC: the menu and stock, then orders that complete,
 //! stay open or are cancelled, with reservations, payments and loyalty points.
 
+use auth_tokens::client::AuthedChannel;
 use command_api::auth::Role;
 use proto::v1 as pb;
 use proto::v1::inventory_service_client::InventoryServiceClient;
@@ -8,7 +9,7 @@ use proto::v1::loyalty_service_client::LoyaltyServiceClient;
 use proto::v1::menu_service_client::MenuServiceClient;
 use proto::v1::order_service_client::OrderServiceClient;
 
-use crate::support::{Authed, Pipeline, STORE};
+use crate::support::{Pipeline, STORE};
 
 /// How an order of the workload ends up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,11 +23,11 @@ pub enum Fate {
 
 /// The clients the workload uses.
 pub struct Clients {
-    pub menu: MenuServiceClient<Authed>,
-    pub inventory: InventoryServiceClient<Authed>,
-    pub loyalty: LoyaltyServiceClient<Authed>,
-    pub saga: OrderServiceClient<Authed>,
-    pub barista: OrderServiceClient<Authed>,
+    pub menu: MenuServiceClient<AuthedChannel>,
+    pub inventory: InventoryServiceClient<AuthedChannel>,
+    pub loyalty: LoyaltyServiceClient<AuthedChannel>,
+    pub saga: OrderServiceClient<AuthedChannel>,
+    pub barista: OrderServiceClient<AuthedChannel>,
 }
 
 impl Clients {

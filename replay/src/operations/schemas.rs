@@ -1,34 +1,26 @@
 //! `replay` on the schema read models (`history`, `analytics`).
 
-use anyhow::{bail, Context};
 use event_store::PgEventStore;
 use read_models::SchemaName;
-use replay::settings::Settings;
-use replay::{
-    drop_schema, empty_schema, resolve_through, schema_exists, swap_aggregate_in, swap_in, verify,
-    view_status, AggregateRef, ProgressStore, ProgressTable, ReadModel, RebuildOptions,
-    RebuildProgress, SwapPlan, Until, ViewStatus,
-};
 use sqlx::PgPool;
 
-use crate::output::{print_comparison, ProgressLine};
-use crate::{open_store, run_rebuild, RebuildRequest, Source};
+use super::console::{print_comparison, ProgressLine};
+use super::{open_store, run_rebuild, Outcome, Source, Target};
+use crate::settings::Settings;
+use crate::{
+    drop_schema, empty_schema, resolve_through, schema_exists, swap_aggregate_in, swap_in, verify,
+    view_status, AggregateRef, ProgressStore, ProgressTable, ReadModel, RebuildOptions,
+    RebuildProgress, ReplayError, SwapPlan, Until, ViewStatus,
+};
 
 /// `replay rebuild history|analytics`.
 pub async fn rebuild_schema(
     settings: &Settings,
     model: ReadModel,
-    request: &RebuildRequest,
-) -> anyhow::Result<bool> {
-    let RebuildRequest {
-        target,
-        until,
-        swap,
-        dry_run,
-        from_stream,
-    } = request;
-    let request_source = from_stream.as_ref().map_or(Source::Store, Source::Stream);
-    let (until, swap, dry_run) = (*until, *swap, *dry_run);
+    request: &Target,
+) -> Result<Outcome, ReplayError> {
+    let (target, until, swap, dry_run) = request.options();
+    let request_source = request.source();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let live = &settings.read_model(model).schema;
     let target = match target {
@@ -42,7 +34,7 @@ pub async fn rebuild_schema(
             retired: schema_name("the retired schema", &format!("{live}_old_{now}"))?,
         };
         if plan.live == plan.rebuilt {
-            bail!("--target {target} is the live schema; choose another");
+            refuse!("--target {target} is the live schema; choose another");
         }
         Some(plan)
     } else {
@@ -66,7 +58,7 @@ pub async fn rebuild_schema(
                 plan.rebuilt, plan.live, plan.retired
             );
         }
-        return Ok(true);
+        return Ok(Outcome::Done);
     }
     let done = build(&store, &pool, model, &target, &options, request_source).await?;
     println!(
@@ -96,7 +88,7 @@ pub async fn rebuild_schema(
             plan.live, tail.events, tail.applied_through, plan.retired
         );
     }
-    Ok(true)
+    Ok(Outcome::Done)
 }
 
 /// `replay rebuild history|analytics --aggregate TYPE/ID`: the aggregate alone into a target,
@@ -105,25 +97,22 @@ pub async fn rebuild_aggregate_rows(
     settings: &Settings,
     model: ReadModel,
     aggregate: &AggregateRef,
-    request: &RebuildRequest,
-) -> anyhow::Result<bool> {
+    request: &Target,
+) -> Result<Outcome, ReplayError> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let live = schema_name(
-        &format!("{}.schema", model.name()),
-        &settings.read_model(model).schema,
-    )?;
-    let target = match &request.target {
+    let live = live_schema(settings, model)?;
+    let target = match &request.name {
         Some(name) => schema_name("--target", name)?,
         None => schema_name("--target", &format!("{live}_agg_{now}"))?,
     };
     if target == live {
-        bail!("--target {target} is the live schema; choose another");
+        refuse!("--target {target} is the live schema; choose another");
     }
     let store = open_store(settings).await?;
     let pool = read_model_pool(settings, model)?;
     let resuming = check_target(&pool, model, &target).await?;
     if request.swap && !schema_exists(&pool, &live).await? {
-        bail!("the live schema {live} does not exist; there are no rows to replace");
+        refuse!("the live schema {live} does not exist; there are no rows to replace");
     }
     if request.dry_run {
         let through = resolve_through(&store, request.until).await?;
@@ -137,7 +126,7 @@ pub async fn rebuild_aggregate_rows(
                 String::new()
             }
         );
-        return Ok(true);
+        return Ok(Outcome::Done);
     }
     let options = RebuildOptions {
         until: request.until,
@@ -173,7 +162,7 @@ pub async fn rebuild_aggregate_rows(
             tail.events
         );
     }
-    Ok(true)
+    Ok(Outcome::Done)
 }
 
 /// `replay rebuild history|analytics --in-place` (confirmed by the caller): empties the live
@@ -182,18 +171,12 @@ pub async fn rebuild_schema_in_place(
     settings: &Settings,
     model: ReadModel,
     dry_run: bool,
-) -> anyhow::Result<bool> {
-    let live = schema_name(
-        &format!("{}.schema", model.name()),
-        &settings.read_model(model).schema,
-    )?;
+) -> Result<Outcome, ReplayError> {
+    let live = live_schema(settings, model)?;
     let store = open_store(settings).await?;
     let pool = read_model_pool(settings, model)?;
-    if !schema_exists(&pool, &live)
-        .await
-        .with_context(|| unreachable(model))?
-    {
-        bail!("the live schema {live} does not exist; build it with --target {live}");
+    if !read_model_has(&pool, model, &live).await? {
+        refuse!("the live schema {live} does not exist; build it with --target {live}");
     }
     let resuming = ProgressTable::exists(&pool, &live).await?;
     if dry_run {
@@ -201,7 +184,7 @@ pub async fn rebuild_schema_in_place(
             println!("dry run: would empty every table of the live schema {live}");
         }
         print_plan(&store, &pool, model, &live, resuming, None).await?;
-        return Ok(true);
+        return Ok(Outcome::Done);
     }
     if resuming {
         println!("resuming the in-place rebuild of {live}");
@@ -221,20 +204,20 @@ pub async fn rebuild_schema_in_place(
         done.commits,
         done.applied_through,
     );
-    Ok(true)
+    Ok(Outcome::Done)
 }
 
 /// `replay list`, the schema read models' lines.
-pub async fn list_schemas(settings: &Settings, store: &PgEventStore) -> anyhow::Result<()> {
+pub async fn list_schemas(settings: &Settings, store: &PgEventStore) -> Result<(), ReplayError> {
     for model in [ReadModel::History, ReadModel::Analytics] {
-        let schema = schema_name(
-            &format!("{}.schema", model.name()),
-            &settings.read_model(model).schema,
-        )?;
+        let schema = live_schema(settings, model)?;
         let pool = read_model_pool(settings, model)?;
         let status = view_status(store, &pool, model, &schema)
             .await
-            .with_context(|| format!("cannot read the {} view's markers", model.name()))?;
+            .map_err(|e| ReplayError::Markers {
+                model: model.name(),
+                source: Box::new(e),
+            })?;
         print_status(model, &status);
     }
     Ok(())
@@ -246,7 +229,7 @@ pub async fn verify_schema(
     model: ReadModel,
     live: Option<String>,
     scratch: Option<String>,
-) -> anyhow::Result<bool> {
+) -> Result<Outcome, ReplayError> {
     let live = schema_name(
         "--live",
         live.as_deref()
@@ -258,14 +241,11 @@ pub async fn verify_schema(
     };
     let store = open_store(settings).await?;
     let pool = read_model_pool(settings, model)?;
-    if !schema_exists(&pool, &live)
-        .await
-        .with_context(|| unreachable(model))?
-    {
-        bail!("the live schema {live} does not exist");
+    if !read_model_has(&pool, model, &live).await? {
+        refuse!("the live schema {live} does not exist");
     }
     if schema_exists(&pool, &scratch).await? {
-        bail!("the scratch schema {scratch} already exists; choose another --scratch");
+        refuse!("the scratch schema {scratch} already exists; choose another --scratch");
     }
     let options = RebuildOptions {
         until: None,
@@ -274,19 +254,25 @@ pub async fn verify_schema(
     // The scratch schema goes whatever happens, so a failed verify leaves nothing behind.
     let compared = async {
         build(&store, &pool, model, &scratch, &options, Source::Store).await?;
-        Ok::<_, anyhow::Error>(verify(&pool, &live, &scratch).await?)
+        verify(&pool, &live, &scratch).await
     }
     .await;
     drop_schema(&pool, &scratch)
         .await
-        .with_context(|| format!("cannot drop the scratch schema {scratch}"))?;
+        .map_err(|e| ReplayError::ScratchLeft {
+            what: format!("drop the scratch schema {scratch}"),
+            source: Box::new(e),
+        })?;
     let comparison = compared?;
     print_comparison(&comparison, live.as_str());
-    Ok(comparison.is_equal())
+    Ok(Outcome::of(&comparison))
 }
 
-fn schema_name(option: &str, value: &str) -> anyhow::Result<SchemaName> {
-    SchemaName::parse(value).with_context(|| format!("{option} is not a valid schema name"))
+fn schema_name(option: &str, value: &str) -> Result<SchemaName, ReplayError> {
+    SchemaName::parse(value).map_err(|source| ReplayError::InvalidSchemaName {
+        option: option.to_owned(),
+        source,
+    })
 }
 
 fn default_scratch(model: ReadModel) -> String {
@@ -294,15 +280,29 @@ fn default_scratch(model: ReadModel) -> String {
     format!("{}_verify_{now}", model.name())
 }
 
-fn unreachable(model: ReadModel) -> String {
-    format!(
-        "cannot reach the {} database ({}.database settings)",
-        model.name(),
-        model.name()
+/// Whether `schema` exists in `model`'s database, which not answering is reported as such.
+async fn read_model_has(
+    pool: &PgPool,
+    model: ReadModel,
+    schema: &SchemaName,
+) -> Result<bool, ReplayError> {
+    schema_exists(pool, schema)
+        .await
+        .map_err(|error| ReplayError::ReadModelUnreachable {
+            model: model.name(),
+            source: Box::new(error),
+        })
+}
+
+/// The live schema of `model`, as configured (`<model>.schema`).
+fn live_schema(settings: &Settings, model: ReadModel) -> Result<SchemaName, ReplayError> {
+    schema_name(
+        &format!("{}.schema", model.name()),
+        &settings.read_model(model).schema,
     )
 }
 
-fn read_model_pool(settings: &Settings, model: ReadModel) -> anyhow::Result<PgPool> {
+fn read_model_pool(settings: &Settings, model: ReadModel) -> Result<PgPool, ReplayError> {
     Ok(settings.read_model(model).database.pool()?)
 }
 
@@ -312,33 +312,30 @@ async fn check_target(
     pool: &PgPool,
     model: ReadModel,
     target: &SchemaName,
-) -> anyhow::Result<bool> {
-    if !schema_exists(pool, target)
-        .await
-        .with_context(|| unreachable(model))?
-    {
+) -> Result<bool, ReplayError> {
+    if !read_model_has(pool, model, target).await? {
         return Ok(false);
     }
     if ProgressTable::exists(pool, target).await? {
         return Ok(true);
     }
-    bail!(
+    refuse!(
         "schema {target} exists and was not created by replay (no replay_progress table); \
          choose a new --target"
     )
 }
 
 /// The live schema must exist (there is nothing to swap otherwise) and the retired name be free.
-async fn check_swap(pool: &PgPool, plan: &SwapPlan) -> anyhow::Result<()> {
+async fn check_swap(pool: &PgPool, plan: &SwapPlan) -> Result<(), ReplayError> {
     if !schema_exists(pool, &plan.live).await? {
-        bail!(
+        refuse!(
             "the live schema {} does not exist; build it with --target {} instead",
             plan.live,
             plan.live
         );
     }
     if schema_exists(pool, &plan.retired).await? {
-        bail!(
+        refuse!(
             "schema {} already exists; try again in a second",
             plan.retired
         );
@@ -353,7 +350,7 @@ async fn build(
     target: &SchemaName,
     options: &RebuildOptions,
     source: Source<'_>,
-) -> anyhow::Result<RebuildProgress> {
+) -> Result<RebuildProgress, ReplayError> {
     model.create_schema(pool, target).await?;
     let progress = ProgressTable::new(pool.clone(), target.clone());
     progress.create().await?;
@@ -368,7 +365,7 @@ async fn print_plan(
     target: &SchemaName,
     resuming: bool,
     until: Option<Until>,
-) -> anyhow::Result<()> {
+) -> Result<(), ReplayError> {
     let after = if resuming {
         ProgressTable::new(pool.clone(), target.clone())
             .load(model.name())

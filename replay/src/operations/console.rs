@@ -1,9 +1,10 @@
-//! Display: the progress line a rebuild keeps on stderr, and a comparison's report.
+//! What the operator sees and answers: the progress line a rebuild keeps on stderr, a
+//! comparison's report, and the confirmation `--in-place` asks for.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use replay::{Comparison, RebuildProgress};
+use crate::{Comparison, RebuildProgress, ReplayError};
 
 /// Prints every differing table and row of `comparison`, `live` being the live view's name.
 pub fn print_comparison(comparison: &Comparison, live: &str) {
@@ -54,6 +55,7 @@ pub struct ProgressLine {
 impl ProgressLine {
     const WIDTH: usize = 30;
 
+    /// A line for the rebuild of projection `name`, drawn on the first progress.
     pub fn new(name: &'static str) -> Self {
         Self {
             name,
@@ -63,6 +65,7 @@ impl ProgressLine {
         }
     }
 
+    /// Redraws the line for `progress` (unless it was drawn too recently and is not the end).
     pub fn show(&mut self, progress: &RebuildProgress) {
         let every = if self.terminal {
             Duration::from_millis(100)
@@ -113,9 +116,31 @@ impl ProgressLine {
         self.drawn = Some(Instant::now());
     }
 
+    /// Ends the line on a terminal, so what follows starts on a line of its own.
     pub fn finish(&self) {
         if self.terminal && self.drawn.is_some() {
             eprintln!();
         }
     }
+}
+
+/// `--in-place` empties a live view: the operator types the projection's name to go on, or
+/// passed `--yes` (`confirmed`). Without a terminal to ask at, only `--yes` goes on.
+pub fn confirm_in_place(projection: &str, confirmed: bool) -> Result<(), ReplayError> {
+    if confirmed {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        refuse!("--in-place empties the live {projection} view: confirm with --yes");
+    }
+    eprint!(
+        "This empties the live {projection} view and rebuilds it; readers see it empty meanwhile, \
+         and its projector must be stopped.\nType {projection} to go on: "
+    );
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if answer.trim() != projection {
+        refuse!("not confirmed; nothing changed");
+    }
+    Ok(())
 }

@@ -1,27 +1,27 @@
 //! `replay` on the DynamoDB active-orders view.
 
-use anyhow::{bail, Context};
 use aws_sdk_dynamodb::Client;
 use event_store::PgEventStore;
 use read_models::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
-use replay::dynamodb::{
+
+use super::console::{print_comparison, ProgressLine};
+use super::{open_store, run_rebuild, Outcome, Source, Target};
+use crate::dynamodb::{
     compare_views, drop_tables, empty_tables, existing_tables, finish_handover, roll_back_handover,
     swap_in_tables, target_tables, HandoverEnd, TablesProgress, VerifyOptions,
 };
-use replay::settings::Settings;
-use replay::{resolve_through, ProgressStore, RebuildOptions, RebuildProgress};
+use crate::settings::Settings;
+use crate::{resolve_through, ProgressStore, RebuildOptions, RebuildProgress, ReplayError};
 
-use crate::output::{print_comparison, ProgressLine};
-use crate::{open_store, run_rebuild, RebuildRequest, Source};
-
-const NAME: &str = "active_orders";
+/// The view's name, as its projection reports it.
+pub(super) const NAME: &str = "active_orders";
 
 /// The DynamoDB client and the view alias, the views table created if missing.
-async fn connect(settings: &Settings) -> anyhow::Result<(Client, ViewAlias)> {
+async fn connect(settings: &Settings) -> Result<(Client, ViewAlias), ReplayError> {
     let client = aws_support::dynamodb(&aws_support::sdk_config(&settings.aws).await);
     ViewAlias::create_table(&client, &settings.dynamodb.views_table)
         .await
-        .context("cannot reach DynamoDB or create the views table (aws, dynamodb settings)")?;
+        .map_err(ReplayError::ViewsTableUnreachable)?;
     let alias = settings.dynamodb.active_orders_alias(client.clone());
     Ok((client, alias))
 }
@@ -39,21 +39,14 @@ fn progress_of(
 }
 
 /// `replay rebuild active_orders`.
-pub async fn rebuild_tables(settings: &Settings, request: &RebuildRequest) -> anyhow::Result<bool> {
-    let RebuildRequest {
-        target,
-        until,
-        swap,
-        dry_run,
-        from_stream,
-    } = request;
-    let request_source = from_stream.as_ref().map_or(Source::Store, Source::Stream);
-    let (until, swap, dry_run) = (*until, *swap, *dry_run);
+pub async fn rebuild_tables(settings: &Settings, request: &Target) -> Result<Outcome, ReplayError> {
+    let (target, until, swap, dry_run) = request.options();
+    let request_source = request.source();
     let store = open_store(settings).await?;
     let (client, alias) = connect(settings).await?;
     let live = alias.live().await?;
     if live.rolling_back {
-        bail!(
+        refuse!(
             "a rollback to {} is in handover; finish it first with `replay handover --abort`",
             live.tables.orders
         );
@@ -83,14 +76,14 @@ pub async fn rebuild_tables(settings: &Settings, request: &RebuildRequest) -> an
     let resuming = progress.exists().await?;
     let finishing_swap = live.tables == target && live.handover;
     if live.tables == target && !finishing_swap {
-        bail!(
+        refuse!(
             "--target {base} is the live view ({}); choose another",
             target.orders
         );
     }
     let existing = existing_tables(&client, &target).await?;
     if !existing.is_empty() && !resuming && !finishing_swap {
-        bail!(
+        refuse!(
             "table(s) {} exist and were not created by replay (no rebuild progress in {}); \
              choose a new --target",
             existing.join(", "),
@@ -120,7 +113,7 @@ pub async fn rebuild_tables(settings: &Settings, request: &RebuildRequest) -> an
                 live.tables.orders, target.orders
             );
         }
-        return Ok(true);
+        return Ok(Outcome::Done);
     }
     if !finishing_swap {
         if swap {
@@ -189,7 +182,7 @@ pub async fn rebuild_tables(settings: &Settings, request: &RebuildRequest) -> an
             swapped.retired.stores
         );
     }
-    Ok(true)
+    Ok(Outcome::Done)
 }
 
 /// Which unfinished swap `replay rebuild active_orders --swap` without `--target` resumes: the
@@ -199,7 +192,7 @@ async fn swap_to_resume(
     settings: &Settings,
     client: &Client,
     live: &read_models::LiveView,
-) -> anyhow::Result<Option<ActiveOrdersTables>> {
+) -> Result<Option<ActiveOrdersTables>, ReplayError> {
     if live.handover {
         return Ok(Some(live.tables.clone()));
     }
@@ -209,7 +202,7 @@ async fn swap_to_resume(
         0 | 1 => Ok(pending.pop()),
         _ => {
             let names: Vec<&str> = pending.iter().map(|t| t.orders.as_str()).collect();
-            bail!(
+            refuse!(
                 "{} unfinished rebuilds are marked to replace {}: {}; name the one to resume \
                  with --target (its base name: the orders table without -orders)",
                 pending.len(),
@@ -223,7 +216,7 @@ async fn swap_to_resume(
 /// `replay handover --finish|--abort`: ends a swap's handover left unfinished, by catching up
 /// the tables the alias names (finish) or by going back to the tables live before and catching
 /// those up (abort).
-pub async fn end_handover(settings: &Settings, abort: bool) -> anyhow::Result<bool> {
+pub async fn end_handover(settings: &Settings, abort: bool) -> Result<Outcome, ReplayError> {
     let store = open_store(settings).await?;
     let (_, alias) = connect(settings).await?;
     let mut line = ProgressLine::new(NAME);
@@ -249,17 +242,20 @@ pub async fn end_handover(settings: &Settings, abort: bool) -> anyhow::Result<bo
          {}{other}",
         live.orders, live.stores, tail.events, tail.applied_through
     );
-    Ok(true)
+    Ok(Outcome::Done)
 }
 
 /// `replay rebuild active_orders --in-place` (confirmed by the caller): empties the live tables
 /// (those the alias names) and rebuilds into them; run again after an interruption, it resumes.
-pub async fn rebuild_tables_in_place(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
+pub async fn rebuild_tables_in_place(
+    settings: &Settings,
+    dry_run: bool,
+) -> Result<Outcome, ReplayError> {
     let store = open_store(settings).await?;
     let (client, alias) = connect(settings).await?;
     let live = alias.live().await?;
     if live.handover {
-        bail!(
+        refuse!(
             "a swap to {} is not finished; finish it with `replay handover --finish` (or roll \
              it back with `--abort`) first",
             live.tables.orders
@@ -283,7 +279,7 @@ pub async fn rebuild_tables_in_place(settings: &Settings, dry_run: bool) -> anyh
             after + 1,
             through
         );
-        return Ok(true);
+        return Ok(Outcome::Done);
     }
     if resuming {
         println!(
@@ -304,11 +300,14 @@ pub async fn rebuild_tables_in_place(settings: &Settings, dry_run: bool) -> anyh
         "{NAME} rebuilt in place in {} and {}: {} events in {} commits, through position {}",
         live.orders, live.stores, done.events, done.commits, done.applied_through
     );
-    Ok(true)
+    Ok(Outcome::Done)
 }
 
 /// `replay verify active_orders`: the live tables (the alias's) against a scratch rebuild.
-pub async fn verify_tables(settings: &Settings, scratch: Option<String>) -> anyhow::Result<bool> {
+pub async fn verify_tables(
+    settings: &Settings,
+    scratch: Option<String>,
+) -> Result<Outcome, ReplayError> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let base = scratch
         .unwrap_or_else(|| format!("{}-verify-{now}", settings.dynamodb.active_orders_table));
@@ -317,18 +316,18 @@ pub async fn verify_tables(settings: &Settings, scratch: Option<String>) -> anyh
     let (client, alias) = connect(settings).await?;
     let live = alias.live().await?.tables;
     if live.orders == scratch.orders || live.stores == scratch.stores {
-        bail!("--scratch {base} names the live tables; choose another");
+        refuse!("--scratch {base} names the live tables; choose another");
     }
     let existing = existing_tables(&client, &live).await?;
     if existing.len() < 2 {
-        bail!(
+        refuse!(
             "the live tables {} and {} do not both exist",
             live.orders,
             live.stores
         );
     }
     if !existing_tables(&client, &scratch).await?.is_empty() {
-        bail!("scratch table(s) for {base} already exist; choose another --scratch");
+        refuse!("scratch table(s) for {base} already exist; choose another --scratch");
     }
     let progress = progress_of(settings, &client, &scratch);
     let options = RebuildOptions {
@@ -350,25 +349,28 @@ pub async fn verify_tables(settings: &Settings, scratch: Option<String>) -> anyh
         // the live projector applied meanwhile are on both sides.
         let catch_up = || async {
             let projection = ActiveOrdersProjection::new(client.clone(), scratch.clone());
-            replay::rebuild(&store, &projection, &progress, &options, |_| {}).await?;
+            crate::rebuild(&store, &projection, &progress, &options, |_| {}).await?;
             Ok(())
         };
         let options = VerifyOptions::default();
-        Ok::<_, anyhow::Error>(compare_views(&client, &live, &scratch, &options, catch_up).await?)
+        compare_views(&client, &live, &scratch, &options, catch_up).await
     }
     .await;
     drop_tables(&client, &scratch)
         .await
-        .with_context(|| format!("cannot delete the scratch tables of {base}"))?;
+        .map_err(|e| ReplayError::ScratchLeft {
+            what: format!("delete the scratch tables of {base}"),
+            source: Box::new(e),
+        })?;
     progress.remove().await?;
     let comparison = compared?;
     print_comparison(&comparison, &format!("{} + {}", live.orders, live.stores));
-    Ok(comparison.is_equal())
+    Ok(Outcome::of(&comparison))
 }
 
 /// `replay list`, the active-orders line: the tables the alias names, whether a swap is
 /// finishing, and their approximate item counts (DynamoDB refreshes them every few hours).
-pub async fn list_tables(settings: &Settings, store: &PgEventStore) -> anyhow::Result<()> {
+pub async fn list_tables(settings: &Settings, store: &PgEventStore) -> Result<(), ReplayError> {
     let (client, alias) = connect(settings).await?;
     let live = alias.live().await?;
     let mut counts = Vec::new();
@@ -406,7 +408,7 @@ async fn build(
     progress: &TablesProgress,
     options: &RebuildOptions,
     source: Source<'_>,
-) -> anyhow::Result<RebuildProgress> {
+) -> Result<RebuildProgress, ReplayError> {
     ActiveOrdersProjection::create_tables(client, target).await?;
     progress.start().await?;
     let projection = ActiveOrdersProjection::new(client.clone(), target.clone());
