@@ -64,7 +64,7 @@ pub async fn build_projections(
             "active_orders" => projections.push(Arc::new(ActiveOrdersProjection::following(
                 settings
                     .dynamodb
-                    .views
+                    .views()
                     .active_orders_alias(aws_support::dynamodb(sdk)),
             ))),
             "history" => {

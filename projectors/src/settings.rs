@@ -42,9 +42,24 @@ pub struct DynamoDbSettings {
     pub leases_table: String,
     /// Parked commits (partition key `parked_key` string, sort key `position` number).
     pub parked_table: String,
-    /// The `active_orders` read model's tables, keys of the same section.
-    #[serde(flatten)]
-    pub views: ViewTables,
+    /// The `active_orders` read model's order table.
+    pub active_orders_table: String,
+    /// The `active_orders` read model's per-store table.
+    pub store_metrics_table: String,
+    /// The views table: the alias naming the live active-orders tables.
+    pub views_table: String,
+}
+
+impl DynamoDbSettings {
+    /// The active-orders view's tables, as every reader of the view takes them. (Listed here
+    /// rather than `#[serde(flatten)]`ed in: the settings-keys walker sees only named fields.)
+    pub fn views(&self) -> ViewTables {
+        ViewTables {
+            active_orders_table: self.active_orders_table.clone(),
+            store_metrics_table: self.store_metrics_table.clone(),
+            views_table: self.views_table.clone(),
+        }
+    }
 }
 
 /// The dead-letter queue.
@@ -215,7 +230,7 @@ mod tests {
             service_kit::settings::load_defaults(DEFAULTS).expect("the defaults parse");
         assert!(settings.validate().is_ok());
         assert_eq!(settings.admin.port, 9092);
-        assert_eq!(settings.dynamodb.views.views_table, "orderpipe-views");
+        assert_eq!(settings.dynamodb.views_table, "orderpipe-views");
         assert!(settings.projection_names().is_empty());
         settings.runtime.projections = " history, analytics ,".into();
         assert_eq!(settings.projection_names(), ["history", "analytics"]);
