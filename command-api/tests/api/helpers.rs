@@ -90,6 +90,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             snapshot_every: 3,
             max_batch_commits: 256,
             conflict_retries: 8,
+            aggregate_cache: 10_000,
             writer: Default::default(),
         },
         log: LogSettings {
