@@ -4,16 +4,24 @@
 use command_api::auth::Role;
 use proto::v1 as pb;
 
-use crate::helpers::{metric_value, spawn_app, spawn_app_with, Options, STORE};
+use crate::helpers::{metric_value, spawn_app_with, Options, STORE};
+
+/// The command API's default.
+const CACHED: usize = 10_000;
 
 const STALE: &str =
     "orderpipe_store_aggregate_cache_total{aggregate_type=\"inventory\",outcome=\"stale\"}";
 
 #[tokio::test]
 async fn interleaved_commands_through_two_instances_lose_nothing_and_keep_their_order() {
-    let first = spawn_app().await;
+    let first = spawn_app_with(Options {
+        aggregate_cache: CACHED,
+        ..Options::default()
+    })
+    .await;
     let second = spawn_app_with(Options {
         database: Some(first.database.clone()),
+        aggregate_cache: CACHED,
         ..Options::default()
     })
     .await;
@@ -73,19 +81,7 @@ async fn interleaved_commands_through_two_instances_lose_nothing_and_keep_their_
     );
     // Both instances see the sum, whichever cached what.
     for app in [&first, &second] {
-        let inventory = app
-            .inventory(Role::StoreManager, "manager")
-            .get_inventory(pb::GetInventoryRequest {
-                store_id: STORE.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let croissant = inventory
-            .levels
-            .iter()
-            .find(|level| level.sku == "CROISSANT")
-            .unwrap();
+        let croissant = app.stock_level("CROISSANT").await;
         assert_eq!(croissant.on_hand, quantities.iter().sum::<u32>());
     }
     second.stop().await;
