@@ -10,7 +10,20 @@
 #                                          the replays or (d) the projectors (default 5 s)
 #   scripts/profile.sh loadgen [SECONDS] [LOADGEN ARGS]
 #                                          during the load run's sustained peak (default 20 s)
+#   scripts/profile.sh budget [ORDERS] [CLIENTS]
+#                                          the per-command budget (default 100 orders, 8 clients)
 #   scripts/profile.sh --help
+#
+# `budget` counts instead of sampling, so its figures repeat on a busy machine: the command API
+# (release build) runs under `valgrind --tool=callgrind` on a scratch PostgreSQL cluster of its
+# own (pg_stat_statements loaded); after a warm-up, ORDERS orders of six commands are sent by
+# the `budget` client and the script prints, per command: instructions in the command API by
+# stage (gRPC/HTTP2, the service method, auth, fingerprint, the executor, aggregate load, the
+# group-commit writer, logging), statements and group-commit transactions in PostgreSQL, and
+# TCP segments (round trips) and bytes on the connections to PostgreSQL. Settings of the
+# command API can be passed in the environment (e.g. ORDERPIPE_STORE__AGGREGATE_CACHE=0 for a
+# cold cache); BUDGET_API_BIN=PATH measures another build of it (a before/after table). Its
+# files stay in <target>/bench/budget-<time>/.
 #
 # The raw profile and the benchmark's report stay in <target>/bench/profile-<time>/.
 set -euo pipefail
@@ -20,13 +33,14 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$repo/scripts/lib.sh"
 cd "$repo"
 
-usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 what="${1:-}"
 case "$what" in
   -h | --help) usage; exit 0 ;;
   compare) seconds=5; marker="(a) gRPC command API" ;;
   loadgen) seconds=20; marker="sustain" ;;
+  budget) shift; exec "$repo/scripts/profile-budget.sh" "$@" ;;
   *) usage >&2; exit 2 ;;
 esac
 shift

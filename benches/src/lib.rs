@@ -7,7 +7,8 @@
 //! | `group_commit` bench | `cargo bench -p benches --bench group_commit` | commands/s through cqrs-es and the event store at 1 to 128 clients, beside single-row INSERT transactions/s |
 //! | `aggregates` bench (criterion) | `cargo bench -p benches --bench aggregates` | `handle` and `apply` per aggregate |
 //! | `envelope` bench (criterion) | `cargo bench -p benches --bench envelope` | log envelope encode and decode |
-//! | `compare` binary ([`compare`]) | `scripts/bench.sh` | (a)-(d): command path vs cqrs-es + postgres-es, events/s vs the batched-insert ceiling, replay vs `COPY`, projectors vs raw writes; each ratio |
+//! | `compare` binary ([`compare`]) | `scripts/bench.sh` | (a)-(d): command path (the command API in a process of its own) vs cqrs-es + postgres-es and vs tonic's empty-call ceiling, events/s vs the batched-insert ceiling, replay vs `COPY`, projectors vs raw writes; each ratio |
+//! | `budget` binary | `scripts/profile.sh budget` | nothing itself: the fixed workload (orders of six commands from a few clients) the command API's per-command budget is counted under |
 //! | `loadgen` binary ([`loadgen`]) | `scripts/bench.sh` or `loadgen --help` | the morning rush through the real processes: commands/s, latency, freshness, projector lag, peak memory |
 //!
 //! The library holds what the binaries share: the workloads ([`order_flow`] as domain commands,

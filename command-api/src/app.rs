@@ -70,15 +70,18 @@ impl Application {
         .await?;
         let locks = Arc::new(AggregateLocks::new(LOCK_STRIPES));
         let retries = settings.store.conflict_retries;
+        let cache = settings.store.aggregate_cache;
         let menu = store
             .aggregate_store::<Menu>(vec![])
-            .with_snapshot_version(Menu::SNAPSHOT_VERSION);
+            .with_snapshot_version(Menu::SNAPSHOT_VERSION)
+            .with_cache(cache);
         let pricing = OrderServices::new(Arc::new(StoredMenu::new(menu.clone(), MENU_MAX_AGE)));
         let api = Arc::new(Api {
             orders: CommandExecutor::new(
                 store
                     .aggregate_store::<Order>(vec![])
-                    .with_snapshot_version(Order::SNAPSHOT_VERSION),
+                    .with_snapshot_version(Order::SNAPSHOT_VERSION)
+                    .with_cache(cache),
                 pricing,
                 locks.clone(),
                 retries,
@@ -86,7 +89,8 @@ impl Application {
             inventory: CommandExecutor::new(
                 store
                     .aggregate_store::<StoreInventory>(vec![])
-                    .with_snapshot_version(StoreInventory::SNAPSHOT_VERSION),
+                    .with_snapshot_version(StoreInventory::SNAPSHOT_VERSION)
+                    .with_cache(cache),
                 (),
                 locks.clone(),
                 retries,
@@ -94,7 +98,8 @@ impl Application {
             loyalty: CommandExecutor::new(
                 store
                     .aggregate_store::<LoyaltyAccount>(vec![])
-                    .with_snapshot_version(LoyaltyAccount::SNAPSHOT_VERSION),
+                    .with_snapshot_version(LoyaltyAccount::SNAPSHOT_VERSION)
+                    .with_cache(cache),
                 (),
                 locks.clone(),
                 retries,

@@ -134,7 +134,12 @@ where
         // behind, or changes nothing the second time (no events, so nothing reaches the
         // commit's check). Only in those cases is the stored outcome read, so a first call that
         // appends costs no extra query.
-        for attempt in 0..=self.conflict_retries {
+        // A conflict on an aggregate this process had cached means another process moved it
+        // on since: reloading is the cache's normal price, not contention, so it is retried at
+        // once and does not count against `conflict_retries`.
+        let mut stale_cache_retry = self.store.is_cached(aggregate_id);
+        let mut attempt = 0;
+        loop {
             let result = self
                 .cqrs
                 .execute_with_metadata(aggregate_id, command.clone(), call.metadata())
@@ -157,8 +162,16 @@ where
                     if let Some(executed) = self.stored_outcome(call).await? {
                         return Ok(executed);
                     }
+                    if std::mem::take(&mut stale_cache_retry) {
+                        tracing::debug!(aggregate_id, "cached aggregate was stale; reloading");
+                        continue;
+                    }
+                    if attempt == self.conflict_retries {
+                        return Err(ExecuteError::Conflict);
+                    }
                     tracing::debug!(attempt, aggregate_id, "conflict; reloading");
                     tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
                 }
                 Err(AggregateError::UserError(error)) => {
                     return match self.stored_outcome(call).await? {
@@ -175,7 +188,6 @@ where
                 Err(other) => return Err(ExecuteError::Internal(other.to_string())),
             }
         }
-        Err(ExecuteError::Conflict)
     }
 
     async fn stored_outcome(

@@ -58,6 +58,11 @@ pub struct StoreSettings {
     /// How many times a command is reloaded and handled again after a concurrent change before
     /// the caller gets ABORTED.
     pub conflict_retries: u32,
+    /// How many aggregates of each type a process keeps in memory as its own commits left
+    /// them, so a command on one of them reads nothing from the database (0: none). Each
+    /// costs the aggregate's state; several processes on one database stay correct (the
+    /// commit's version check refuses a stale entry, which is then reloaded).
+    pub aggregate_cache: usize,
     /// The bounds on every wait of the group-commit writer.
     #[serde(default)]
     pub writer: WriterSettings,
@@ -184,6 +189,7 @@ audience = "orderpipe-api"
 snapshot_every = 50
 max_batch_commits = 256
 conflict_retries = 8
+aggregate_cache = 10000
 
 [store.writer]
 lock_timeout_ms = 2000

@@ -6,12 +6,13 @@ use anyhow::Context;
 use benches::compare::{self, CompareOptions};
 use clap::Parser;
 
-/// Runs, in one process and one run, each of orderpipe's performance comparisons and prints the
-/// ratios as a Markdown table:
+/// Runs, in one run, each of orderpipe's performance comparisons and prints the ratios as a
+/// Markdown table:
 ///
 /// (a) the order lifecycle (place, accept, pay, prepare, ready, complete) through our gRPC command
-/// API and through cqrs-es on our event store, against the same commands through plain cqrs-es +
-/// postgres-es; (b) our events/s against batched multi-row INSERTs of event-sized rows; (c) replay
+/// API (the release `command-api` as a process of its own, the clients in this one) and through
+/// cqrs-es on our event store, against the same commands through plain cqrs-es + postgres-es,
+/// and the gRPC path against tonic's empty-call ceiling on the same server; (b) our events/s against batched multi-row INSERTs of event-sized rows; (c) replay
 /// of history and analytics against a raw COPY of the events table; (d) the active-orders
 /// projector against raw DynamoDB PutItem calls, and the history projector against batched
 /// INSERTs on one connection.
@@ -39,8 +40,9 @@ struct Cli {
     /// Events the active-orders projector applies (and items the raw PutItem run writes).
     #[arg(long, default_value_t = 5_000)]
     projector_events: i64,
-    /// Directory of the `replay` binary, to measure its memory at two history sizes (default:
-    /// this binary's directory; skipped when it has no `replay`).
+    /// Directory of the release binaries: `command-api` (run as a process of its own for the
+    /// gRPC path) and `replay` (its memory at two history sizes; skipped when absent). Default:
+    /// this binary's directory.
     #[arg(long)]
     bin_dir: Option<PathBuf>,
     /// Also write report.md and report.json here.
@@ -54,10 +56,14 @@ async fn main() -> anyhow::Result<()> {
     let bin_dir = cli
         .bin_dir
         .or_else(|| std::env::current_exe().ok()?.parent().map(PathBuf::from))
-        .filter(|dir| dir.join("replay").is_file());
-    if bin_dir.is_none() {
+        .context("cannot tell this binary's directory; pass --bin-dir")?;
+    if !bin_dir.join("replay").is_file() {
         eprintln!("compare: no replay binary found; skipping its memory measurement");
     }
+    let log_dir = cli
+        .out
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("orderpipe-compare"));
     let report = compare::run(&CompareOptions {
         clients: cli.clients,
         seconds: cli.seconds,
@@ -66,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
         batch_rows: cli.batch_rows,
         projector_events: cli.projector_events,
         bin_dir,
+        log_dir,
     })
     .await?;
     let markdown = report.to_markdown();

@@ -1,6 +1,7 @@
 //! (a) The command path: the same order lifecycle on the same `Order` aggregate through plain
 //! cqrs-es + postgres-es (the baseline), through cqrs-es on our event store, and through our
-//! gRPC command API, each with the same number of concurrent clients for the same time.
+//! gRPC command API, each with the same number of concurrent clients for the same time; and the
+//! ceiling of any gRPC call on that server: tonic's empty call.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +14,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use tonic::transport::Channel;
 use tonic::Code;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 use crate::api_flow::{ApiClients, CallObserver, Fate};
 use crate::latency::{Latencies, LatencySummary};
@@ -80,13 +83,23 @@ pub async fn baseline(pool: PgPool, clients: usize, duration: Duration) -> PathF
     .await
 }
 
-/// cqrs-es on our event store (group commit, outbox, snapshots every 50), without gRPC.
+/// Aggregates our store keeps in memory on the direct path: the command API's default.
+const AGGREGATE_CACHE: usize = 10_000;
+
+/// The path name of [`empty_calls`].
+pub const EMPTY_CALLS: &str = "tonic's empty-call ceiling";
+
+/// cqrs-es on our event store (group commit, outbox, snapshots every 50, the aggregate cache),
+/// without gRPC.
 pub async fn event_store(
     store: &event_store::PgEventStore,
     clients: usize,
     duration: Duration,
 ) -> PathFigures {
-    let cqrs = CqrsFramework::new(store.aggregate_store::<Order>(vec![]), vec![], services());
+    let store = store
+        .aggregate_store::<Order>(vec![])
+        .with_cache(AGGREGATE_CACHE);
+    let cqrs = CqrsFramework::new(store, vec![], services());
     run_cqrs(
         "cqrs-es + our event store",
         Arc::new(cqrs),
@@ -132,6 +145,33 @@ pub async fn grpc(
             }
         },
     )
+    .await
+}
+
+/// What any gRPC call costs on the command API's server: the standard health `Check` (a map
+/// lookup, no database, no token), from the same clients over the same connections as
+/// [`grpc`], one call per order step. The command path's share of it says how much of the
+/// server's capacity its own work takes.
+pub async fn empty_calls(channels: &[Channel], clients: usize, duration: Duration) -> PathFigures {
+    let turn = Arc::new(AtomicUsize::new(0));
+    let channels = Arc::new(channels.to_vec());
+    drive(EMPTY_CALLS, clients, duration, move |observer| {
+        let channel = channels[turn.fetch_add(1, Ordering::Relaxed) % channels.len()].clone();
+        async move {
+            let mut health = HealthClient::new(channel);
+            let started = Instant::now();
+            let outcome = health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await;
+            observer.observe(
+                "Check",
+                started.elapsed(),
+                outcome.map(|_| ()).map_err(|status| status.code()),
+            );
+        }
+    })
     .await
 }
 

@@ -100,6 +100,11 @@ impl CompareReport {
                 unit = r.unit,
             );
         }
+        md.push_str(
+            "\nThe log's targets of issue 16 come from the load run (`loadgen`): commits per \
+             Kinesis record at the rush load (target >= 5), and the relay's share of ack -> \
+             Kinesis, p99 (target < 20 ms; the relay's commit -> acknowledged histogram).\n",
+        );
         md.push_str("\n| command path | clients | commands | errors | seconds | commands/s | p50 ms | p99 ms |\n");
         md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
         for p in &self.paths {

@@ -48,10 +48,58 @@ pub enum ClusterError {
     Io(#[from] std::io::Error),
 }
 
-/// One running process of the pipeline.
-struct Process {
+/// One running process of the pipeline, started from its built binary.
+pub struct Process {
     name: &'static str,
     child: Child,
+}
+
+impl Process {
+    /// Starts `<bin_dir>/<name> <command>` with `env` (on top of this process's environment,
+    /// without `ORDERPIPE_CONFIG`), logging to `log`, and waits until it listens on `port`.
+    pub async fn start(
+        bin_dir: &Path,
+        name: &'static str,
+        command: &str,
+        env: Vec<(&str, String)>,
+        log: &Path,
+        port: SocketAddr,
+    ) -> Result<Self, ClusterError> {
+        let child = spawn(bin_dir, name, command, env, log)?;
+        let process = Self { name, child };
+        if !wait_for_port(port).await {
+            process.stop().await;
+            return Err(ClusterError::NotListening {
+                name,
+                address: port,
+                log: log.display().to_string(),
+            });
+        }
+        Ok(process)
+    }
+
+    /// Its memory now, and its peak so far.
+    pub fn memory(&self) -> Option<MemoryUsage> {
+        self.child.id().and_then(memory_of)
+    }
+
+    /// Stops it with SIGTERM, killing it if it does not exit in time.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // tokio's Child can only SIGKILL; a graceful stop needs SIGTERM.
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(SHUTDOWN_PATIENCE, self.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("{} did not stop after SIGTERM; killing it", self.name);
+            let _ = self.child.kill().await;
+        }
+    }
 }
 
 /// The command API, the relay and the projectors, running.
@@ -94,14 +142,13 @@ impl Cluster {
                 ),
             ]
         };
-        let mut api_env = common(api_admin);
-        api_env.extend([
-            ("ORDERPIPE_GRPC__HOST", grpc_address.ip().to_string()),
-            ("ORDERPIPE_GRPC__PORT", grpc_address.port().to_string()),
-            ("ORDERPIPE_AUTH__JWT_SECRET", jwt_secret.clone()),
-            // One connection per concurrent client, so the pool is not what the figures measure.
-            ("ORDERPIPE_DATABASE__MAX_CONNECTIONS", "32".to_owned()),
-        ]);
+        let api_env = command_api_env(
+            &resources.events_db.url,
+            grpc_address,
+            api_admin,
+            &jwt_secret,
+            32,
+        );
         let mut projectors_env = common(projectors_admin);
         projectors_env.extend([
             (
@@ -142,21 +189,18 @@ impl Cluster {
             jwt_secret,
             processes: Vec::new(),
         };
-        for (name, args, env, port) in [
+        for (name, command, env, port) in [
             ("command-api", "serve", api_env, grpc_address),
             ("relay", "run", common(relay_admin), relay_admin),
             ("projectors", "run", projectors_env, projectors_admin),
         ] {
             let log = log_dir.join(format!("{name}.log"));
-            let child = spawn(bin_dir, name, args, env, &log)?;
-            cluster.processes.push(Process { name, child });
-            if !wait_for_port(port).await {
-                cluster.stop().await;
-                return Err(ClusterError::NotListening {
-                    name,
-                    address: port,
-                    log: log.display().to_string(),
-                });
+            match Process::start(bin_dir, name, command, env, &log, port).await {
+                Ok(process) => cluster.processes.push(process),
+                Err(error) => {
+                    cluster.stop().await;
+                    return Err(error);
+                }
             }
         }
         Ok(cluster)
@@ -166,7 +210,7 @@ impl Cluster {
     pub fn memory(&self) -> Vec<(&'static str, Option<MemoryUsage>)> {
         self.processes
             .iter()
-            .map(|p| (p.name, p.child.id().and_then(memory_of)))
+            .map(|p| (p.name, p.memory()))
             .collect()
     }
 
@@ -188,23 +232,35 @@ impl Cluster {
 
     /// Stops every process (SIGTERM, in reverse start order), killing what does not exit in time.
     pub async fn stop(mut self) {
-        while let Some(mut process) = self.processes.pop() {
-            if let Some(pid) = process.child.id() {
-                // tokio's Child can only SIGKILL; a graceful stop needs SIGTERM.
-                let _ = Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status()
-                    .await;
-            }
-            if tokio::time::timeout(SHUTDOWN_PATIENCE, process.child.wait())
-                .await
-                .is_err()
-            {
-                eprintln!("{} did not stop after SIGTERM; killing it", process.name);
-                let _ = process.child.kill().await;
-            }
+        while let Some(process) = self.processes.pop() {
+            process.stop().await;
         }
     }
+}
+
+/// The command API's settings for a benchmark: its database, listeners and token secret, quiet
+/// logs, and a pool of `connections` (one per concurrent client, so the pool is not what the
+/// figures measure).
+pub fn command_api_env(
+    database_url: &str,
+    grpc: SocketAddr,
+    admin: SocketAddr,
+    jwt_secret: &str,
+    connections: usize,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("ORDERPIPE_DATABASE__URL", database_url.to_owned()),
+        (
+            "ORDERPIPE_DATABASE__MAX_CONNECTIONS",
+            connections.to_string(),
+        ),
+        ("ORDERPIPE_ADMIN__HOST", admin.ip().to_string()),
+        ("ORDERPIPE_ADMIN__PORT", admin.port().to_string()),
+        ("ORDERPIPE_GRPC__HOST", grpc.ip().to_string()),
+        ("ORDERPIPE_GRPC__PORT", grpc.port().to_string()),
+        ("ORDERPIPE_AUTH__JWT_SECRET", jwt_secret.to_owned()),
+        ("ORDERPIPE_LOG__FILTER", "warn".to_owned()),
+    ]
 }
 
 fn spawn(
@@ -233,7 +289,7 @@ fn spawn(
 
 /// A loopback address with a port free right now (the OS's ephemeral range, so never one of the
 /// fixed ports of `scripts/up.sh`).
-fn free_address() -> std::io::Result<SocketAddr> {
+pub fn free_address() -> std::io::Result<SocketAddr> {
     std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
@@ -253,6 +309,13 @@ async fn wait_for_port(address: SocketAddr) -> bool {
 /// ours and answers it, and no HTTP client crate is needed for one request a second.
 pub async fn scrape_max(address: SocketAddr, metric: &str) -> Option<f64> {
     max_sample(&fetch_metrics(address).await?, metric)
+}
+
+/// The `quantile` (0 to 1) of histogram `metric` on `http://<address>/metrics`, interpolated
+/// within its buckets as Prometheus's `histogram_quantile` does (so only as fine as the
+/// buckets); `None` when unreachable, absent or empty.
+pub async fn scrape_quantile(address: SocketAddr, metric: &str, quantile: f64) -> Option<f64> {
+    histogram_quantile(&fetch_metrics(address).await?, metric, quantile)
 }
 
 /// The body of `http://<address>/metrics`.
@@ -285,9 +348,64 @@ fn max_sample(exposition: &str, metric: &str) -> Option<f64> {
         .reduce(f64::max)
 }
 
+fn histogram_quantile(exposition: &str, metric: &str, quantile: f64) -> Option<f64> {
+    let prefix = format!("{metric}_bucket{{");
+    let mut buckets: Vec<(f64, f64)> = exposition
+        .lines()
+        .filter(|line| line.starts_with(&prefix))
+        .filter_map(|line| {
+            let bound = line.split("le=\"").nth(1)?.split('"').next()?;
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().ok()?
+            };
+            Some((bound, line.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = quantile * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (bound, count) in buckets {
+        if count >= rank {
+            if bound.is_infinite() {
+                // Past the largest bucket: all that can be said is "more than it".
+                return Some(lower);
+            }
+            let share = if count > below {
+                (rank - below) / (count - below)
+            } else {
+                1.0
+            };
+            return Some(lower + (bound - lower) * share);
+        }
+        (lower, below) = (bound, count);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quantile_is_interpolated_within_its_bucket() {
+        let body = "h_bucket{le=\"0.01\"} 50\nh_bucket{le=\"0.02\"} 90\nh_bucket{le=\"+Inf\"} 100\nh_sum 1\nh_count 100\n";
+        let p50 = histogram_quantile(body, "h", 0.5).expect("p50");
+        assert!((p50 - 0.01).abs() < 1e-9, "{p50}");
+        let p70 = histogram_quantile(body, "h", 0.7).expect("p70");
+        assert!((p70 - 0.015).abs() < 1e-9, "{p70}");
+        assert_eq!(
+            histogram_quantile(body, "h", 0.99),
+            Some(0.02),
+            "beyond the last bound"
+        );
+        assert_eq!(histogram_quantile(body, "missing", 0.5), None);
+    }
 
     #[test]
     fn the_largest_sample_of_a_metric_is_found_among_its_labels() {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 
-use self::cluster::{scrape_max, Cluster};
+use self::cluster::{scrape_max, scrape_quantile, Cluster};
 use self::freshness::{FreshnessProbe, FreshnessSampler};
 use self::profile::{OrderMix, OrderPacer, Phase, RushProfile, StorePicker};
 use self::recorder::Recorder;
@@ -100,6 +100,12 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
     let cluster =
         Cluster::start(&options.bin_dir, &options.out_dir.join("logs"), &resources).await?;
     let result = drive(&options, &resources, &cluster).await;
+    let relay_p99 = scrape_quantile(
+        cluster.relay_admin,
+        "orderpipe_relay_commit_to_log_seconds",
+        0.99,
+    )
+    .await;
     cluster
         .save_metrics(&options.out_dir.join("metrics"))
         .await?;
@@ -162,6 +168,7 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
         max_projector_lag_ms: watch.max_lag,
         max_get_records_per_shard_per_second: watch.max_get_records_rate,
         max_outbox_backlog: watch.max_backlog,
+        relay_commit_to_log_p99_ms: relay_p99.map(|seconds| seconds * 1000.0),
         max_history_events_behind: watch.max_history_behind,
         memory,
         timeline: watch.timeline,

@@ -85,6 +85,9 @@ pub struct LoadReport {
     pub max_get_records_per_shard_per_second: Option<f64>,
     /// Largest outbox backlog seen.
     pub max_outbox_backlog: Option<f64>,
+    /// The relay's share of ack -> Kinesis, p99: from a commit to its removal from the outbox
+    /// once Kinesis acknowledged its record (the relay's histogram, interpolated in its buckets).
+    pub relay_commit_to_log_p99_ms: Option<f64>,
     /// Most events the history projector was behind the store.
     pub max_history_events_behind: Option<i64>,
     /// Peak memory per process.
@@ -132,11 +135,12 @@ impl LoadReport {
         let fresh = &self.freshness;
         let _ = writeln!(
             md,
-            "\n| end to end | value |\n|---|---:|\n| freshness p50 (ack -> visible in DynamoDB) | {:.0} ms |\n| freshness p99 | {:.0} ms |\n| freshness samples (missing) | {} ({}) |\n| max projector lag (millis behind latest; kinesalite reports 0) | {} |\n| max history projector backlog (events not applied) | {} |\n| max outbox backlog (commits) | {} |\n| max GetRecords calls per shard per second (projectors, all views; Kinesis allows 5) | {} |",
+            "\n| end to end | value |\n|---|---:|\n| freshness p50 (ack -> visible in DynamoDB) | {:.0} ms |\n| freshness p99 | {:.0} ms |\n| freshness samples (missing) | {} ({}) |\n| max projector lag (millis behind latest; kinesalite reports 0) | {} |\n| max history projector backlog (events not applied) | {} |\n| max outbox backlog (commits) | {} |\n| relay: commit -> acknowledged by Kinesis, p99 (from the relay's histogram buckets) | {} |\n| max GetRecords calls per shard per second (projectors, all views; Kinesis allows 5) | {} |",
             fresh.p50_ms, fresh.p99_ms, fresh.count, self.freshness_missing,
             optional(self.max_projector_lag_ms, " ms"),
             optional(self.max_history_events_behind.map(|b| b as f64), ""),
             optional(self.max_outbox_backlog, ""),
+            optional(self.relay_commit_to_log_p99_ms, " ms"),
             self.max_get_records_per_shard_per_second
                 .map_or_else(|| "not reported".to_owned(), |v| format!("{v:.1}"))
         );

@@ -48,19 +48,7 @@ async fn fifty_concurrent_reservations_on_one_store_lose_nothing_and_never_go_be
         refused.iter().all(|code| *code == Code::FailedPrecondition),
         "the rest were refused for lack of stock, not lost: {refused:?}"
     );
-    let inventory = first
-        .inventory(Role::StoreManager, "manager")
-        .get_inventory(pb::GetInventoryRequest {
-            store_id: STORE.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let latte = inventory
-        .levels
-        .iter()
-        .find(|level| level.sku == "LATTE-12")
-        .unwrap();
+    let latte = first.stock_level("LATTE-12").await;
     assert_eq!(
         (latte.on_hand, latte.reserved, latte.available),
         (30, 30, 0)
@@ -99,19 +87,7 @@ async fn fifty_concurrent_restocks_all_count() {
         outcome.unwrap();
     }
 
-    let inventory = app
-        .inventory(Role::StoreManager, "manager")
-        .get_inventory(pb::GetInventoryRequest {
-            store_id: STORE.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let croissant = inventory
-        .levels
-        .iter()
-        .find(|level| level.sku == "CROISSANT")
-        .unwrap();
+    let croissant = app.stock_level("CROISSANT").await;
     assert_eq!(croissant.on_hand, 100);
     app.stop().await;
 }

@@ -54,6 +54,10 @@ pub struct Options {
     pub conflict_retries: Option<u32>,
     /// How long shutdown waits for in-flight commands, instead of 2 s.
     pub shutdown_grace_ms: Option<u64>,
+    /// Aggregates the app keeps in memory per type. 0 (the default): none, so every command
+    /// reads the database, which some tests change behind the app's back (a snapshot an older
+    /// build would have written).
+    pub aggregate_cache: usize,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -91,6 +95,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             snapshot_every: 3,
             max_batch_commits: 256,
             conflict_retries: options.conflict_retries.unwrap_or(8),
+            aggregate_cache: options.aggregate_cache,
             writer: Default::default(),
         },
         log: LogSettings {
@@ -203,6 +208,21 @@ impl TestApp {
                 .await
                 .expect("stock set");
         }
+    }
+
+    /// Store [`STORE`]'s stock level of `sku`, as a store manager reads it.
+    pub async fn stock_level(&self, sku: &str) -> pb::StockLevel {
+        self.inventory(Role::StoreManager, "manager")
+            .get_inventory(pb::GetInventoryRequest {
+                store_id: STORE.into(),
+            })
+            .await
+            .expect("inventory read")
+            .into_inner()
+            .levels
+            .into_iter()
+            .find(|level| level.sku == sku)
+            .expect("the SKU is stocked")
     }
 
     /// Number of events in the store.

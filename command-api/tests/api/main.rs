@@ -4,6 +4,7 @@
 
 mod availability;
 mod bad_input;
+mod cache;
 mod concurrency;
 mod fuzz;
 mod helpers;

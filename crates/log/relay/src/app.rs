@@ -89,12 +89,13 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let relay = &self.settings.relay;
         let status = Arc::new(RelayStatus::default());
-        let candidate = Candidate::new(self.lock_options, relay.lock_key);
+        let candidate = Candidate::new(self.lock_options.clone(), relay.lock_key);
         let publisher = Publisher {
             store: self.store.clone(),
             log: self.log,
             batch_size: relay.batch_size,
             poll_interval: relay.poll_interval(),
+            commit_listener: self.lock_options,
             backoff: Backoff::new(
                 Duration::from_millis(relay.retry_initial_ms),
                 Duration::from_millis(relay.retry_max_ms),

@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 
 use event_store::{PgEventStore, StoreError};
 use service_kit::{error_chain, Backoff};
+use sqlx::postgres::PgConnectOptions;
 use tokio::sync::watch;
 
 use crate::health::RelayStatus;
 use crate::leadership::{Candidate, Leadership, LockError};
 use crate::record_log::{PutOutcome, RecordLog, RecordLogError, THROTTLED};
 use crate::round::{Round, Unpublishable, Wave};
+use crate::wakeup::CommitWakeup;
 
 /// How often every relay, active or standby, reports the outbox backlog.
 const BACKLOG_INTERVAL: Duration = Duration::from_secs(1);
@@ -28,6 +30,8 @@ pub(crate) struct Publisher {
     pub log: Arc<dyn RecordLog>,
     pub batch_size: u32,
     pub poll_interval: Duration,
+    /// Where to listen for commits (see [`crate::wakeup`]).
+    pub commit_listener: PgConnectOptions,
     pub backoff: Backoff,
     pub status: Arc<RelayStatus>,
 }
@@ -101,6 +105,7 @@ impl Publisher {
         leadership: &mut Leadership,
         stop: &mut watch::Receiver<bool>,
     ) -> Ended {
+        let wakeup = CommitWakeup::start(self.commit_listener.clone());
         loop {
             if *stop.borrow() {
                 return Ended::Stopped;
@@ -118,7 +123,10 @@ impl Publisher {
                     }
                     // Empty, or only commits that cannot be published (already reported).
                     tracing::trace!(read = report.read, "nothing to publish");
-                    self.poll_interval
+                    if wakeup.wait(stop, self.poll_interval).await {
+                        return Ended::Stopped;
+                    }
+                    continue;
                 }
                 Err(RoundError::LockLost(error)) => return Ended::LockLost(error),
                 Err(RoundError::Database(error)) => {
@@ -219,10 +227,14 @@ impl Publisher {
                 );
             }
             metrics::counter!("orderpipe_relay_records_total").increment(stored.len() as u64);
-            self.store
-                .remove_from_outbox(&stored)
+            let waited = self
+                .store
+                .remove_published(&stored)
                 .await
                 .map_err(RoundError::Database)?;
+            for in_outbox in waited {
+                metrics::histogram!("orderpipe_relay_commit_to_log_seconds").record(in_outbox);
+            }
             report.published += stored.len();
         }
         Ok(report)

@@ -12,7 +12,9 @@
 #[cfg(feature = "grpc-client")]
 pub mod client;
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use domain::{Actor, CustomerId, StoreId};
@@ -181,7 +183,7 @@ impl Principal {
     }
 }
 
-/// Verifies tokens and mints them for local use.
+/// Verifies tokens and mints them for local use. Clones share one cache of verified tokens.
 #[derive(Clone)]
 pub struct TokenAuthority {
     decoding: DecodingKey,
@@ -189,6 +191,49 @@ pub struct TokenAuthority {
     validation: Validation,
     issuer: String,
     audience: String,
+    verified: Arc<VerifiedTokens>,
+}
+
+/// How many verified tokens an authority remembers.
+const VERIFIED_TOKENS_KEPT: usize = 10_000;
+
+/// Tokens this authority verified, each with its principal until it stops being accepted: a
+/// caller sends the same token with every call, and checking its signature and claims again
+/// each time is most of authentication's cost. Only tokens that passed every check are kept,
+/// keyed by the whole token, so a token that differs in any byte is verified afresh. Bounded:
+/// when full it starts over (verifying again costs microseconds, not correctness).
+#[derive(Default)]
+struct VerifiedTokens {
+    entries: Mutex<HashMap<String, (Principal, SystemTime)>>,
+}
+
+impl VerifiedTokens {
+    fn get(&self, token: &str, now: SystemTime) -> Option<(Principal, SystemTime)> {
+        let mut entries = self.lock();
+        match entries.get(token) {
+            Some((principal, until)) if now < *until => Some((principal.clone(), *until)),
+            Some(_) => {
+                entries.remove(token);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, token: &str, principal: &Principal, until: SystemTime) {
+        let mut entries = self.lock();
+        if entries.len() >= VERIFIED_TOKENS_KEPT {
+            entries.clear();
+        }
+        entries.insert(token.to_owned(), (principal.clone(), until));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Principal, SystemTime)>> {
+        // Entries are inserted whole: a panic elsewhere cannot leave one half-written.
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl fmt::Debug for TokenAuthority {
@@ -215,6 +260,7 @@ impl TokenAuthority {
             validation,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
+            verified: Arc::default(),
         }
     }
 
@@ -261,11 +307,16 @@ impl TokenAuthority {
         let token = header.strip_prefix("Bearer ").ok_or_else(|| {
             AuthError::Unauthenticated("authorization must be 'Bearer <token>'".into())
         })?;
+        if let Some(verified) = self.verified.get(token, SystemTime::now()) {
+            return Ok(verified);
+        }
         let claims = self.verify_claims(token)?;
         // A check refuses the token once the clock (whole seconds) is past `exp + leeway`.
         let accepted_until =
             UNIX_EPOCH + Duration::from_secs(claims.exp.saturating_add(self.validation.leeway + 1));
-        Ok((principal_from(claims)?, accepted_until))
+        let principal = principal_from(claims)?;
+        self.verified.put(token, &principal, accepted_until);
+        Ok((principal, accepted_until))
     }
 
     /// The principal a bare token stands for.
@@ -323,6 +374,44 @@ fn principal_from(claims: Claims) -> Result<Principal, AuthError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_remembered_token_is_accepted_only_until_it_would_stop_being_accepted() {
+        let verified = VerifiedTokens::default();
+        let until = UNIX_EPOCH + Duration::from_secs(1_000);
+        verified.put("t", &Principal::Service("saga".into()), until);
+        let before = until - Duration::from_millis(1);
+        assert_eq!(
+            verified.get("t", before),
+            Some((Principal::Service("saga".into()), until))
+        );
+        assert_eq!(verified.get("t", until), None, "expired: verified afresh");
+        assert_eq!(
+            verified.get("t", before),
+            None,
+            "an expired entry is forgotten"
+        );
+    }
+
+    #[test]
+    fn a_token_differing_in_one_byte_from_a_remembered_one_is_verified_afresh() {
+        let authority = authority("orderpipe");
+        let token = authority
+            .mint("saga", Role::Service, None, Duration::from_secs(60))
+            .unwrap();
+        let header = format!("Bearer {token}");
+        assert!(authority.authenticate(Some(&header)).is_ok());
+        assert!(authority.authenticate(Some(&header)).is_ok(), "remembered");
+        // Another signature on the same claims.
+        let mut forged = header.clone().into_bytes();
+        let last = forged.len() - 2;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        assert!(matches!(
+            authority.authenticate(Some(&forged)),
+            Err(AuthError::Unauthenticated(_))
+        ));
+    }
 
     #[test]
     fn a_token_is_accepted_until_its_expiry_plus_the_leeway() {

@@ -11,6 +11,7 @@ use cqrs_es::{
 use serde_json::Value;
 use sqlx::PgPool;
 
+use crate::aggregate_cache::{AggregateCache, CachedAggregate};
 use crate::committer::{GroupCommitter, IdempotencyRecord, NewEvent, PendingCommit, Snapshot};
 use crate::error::StoreError;
 use crate::metadata;
@@ -67,6 +68,8 @@ pub struct LoadedAggregate<A> {
     /// Its stored snapshot was ignored (an older schema version, or undecodable): the next
     /// commit replaces it instead of waiting for a snapshot boundary.
     snapshot_stale: bool,
+    /// Taken from the process's aggregate cache rather than read from the database.
+    from_cache: bool,
 }
 
 impl<A> LoadedAggregate<A> {
@@ -83,6 +86,12 @@ impl<A> LoadedAggregate<A> {
     /// How many events the aggregate has; 0 when it does not exist yet.
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// Whether it came from the aggregate cache ([`AggregateStore::with_cache`]) instead of the
+    /// database.
+    pub fn from_cache(&self) -> bool {
+        self.from_cache
     }
 }
 
@@ -109,6 +118,8 @@ pub struct AggregateStore<A> {
     snapshot_every: u64,
     snapshot_version: u32,
     upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
+    /// Shared by every clone; `None` without [`AggregateStore::with_cache`].
+    cache: Option<Arc<AggregateCache<A>>>,
     aggregate: PhantomData<fn() -> A>,
 }
 
@@ -120,6 +131,7 @@ impl<A> Clone for AggregateStore<A> {
             snapshot_every: self.snapshot_every,
             snapshot_version: self.snapshot_version,
             upcasters: self.upcasters.clone(),
+            cache: self.cache.clone(),
             aggregate: PhantomData,
         }
     }
@@ -138,6 +150,7 @@ impl<A: Aggregate> AggregateStore<A> {
             snapshot_every,
             snapshot_version: DEFAULT_SNAPSHOT_VERSION,
             upcasters: Arc::new(upcasters),
+            cache: None,
             aggregate: PhantomData,
         }
     }
@@ -150,6 +163,63 @@ impl<A: Aggregate> AggregateStore<A> {
     pub fn with_snapshot_version(mut self, version: u32) -> Self {
         self.snapshot_version = version;
         self
+    }
+
+    /// The same store, keeping up to `capacity` aggregates in memory as this process's commits
+    /// left them, so a command on a recently used aggregate reads nothing (see
+    /// [`EventStore::load_aggregate`]); 0 keeps none. Safe with several processes on one
+    /// database: a command decided on an entry another process has since moved past is refused
+    /// by the commit's version check ([`StoreError::Conflict`], with
+    /// [`LoadedAggregate::from_cache`] set) and its next load reads the database.
+    /// [`AggregateStore::load`] always reads the database.
+    pub fn with_cache(mut self, capacity: usize) -> Self {
+        self.cache = (capacity > 0).then(|| Arc::new(AggregateCache::new(capacity)));
+        self
+    }
+
+    /// Whether the aggregate cache holds `aggregate_id` (a command's load would not read it).
+    pub fn is_cached(&self, aggregate_id: &str) -> bool {
+        self.cache
+            .as_ref()
+            .is_some_and(|cache| cache.contains(aggregate_id))
+    }
+
+    /// The cached aggregate if there is one (taken out: see [`crate::aggregate_cache`]), else
+    /// [`AggregateStore::load`].
+    async fn load_for_command(&self, aggregate_id: &str) -> Result<LoadedAggregate<A>, StoreError> {
+        let Some(cache) = &self.cache else {
+            return self.load(aggregate_id).await;
+        };
+        match cache.take(aggregate_id) {
+            Some(cached) => {
+                cache_outcome::<A>("hit");
+                Ok(LoadedAggregate {
+                    aggregate_id: aggregate_id.to_owned(),
+                    aggregate: cached.aggregate,
+                    version: cached.version,
+                    snapshot_stale: cached.snapshot_stale,
+                    from_cache: true,
+                })
+            }
+            None => {
+                cache_outcome::<A>("miss");
+                self.load(aggregate_id).await
+            }
+        }
+    }
+
+    /// Puts a command's aggregate back once its outcome is known to be stored.
+    fn keep(&self, context: LoadedAggregate<A>, version: u64, snapshot_stale: bool) {
+        if let Some(cache) = &self.cache {
+            cache.put(
+                context.aggregate_id,
+                CachedAggregate {
+                    aggregate: context.aggregate,
+                    version,
+                    snapshot_stale,
+                },
+            );
+        }
     }
 
     /// Loads an aggregate from its latest snapshot plus the events after it. A snapshot of
@@ -176,6 +246,7 @@ impl<A: Aggregate> AggregateStore<A> {
             aggregate: A::default(),
             version: 0,
             snapshot_stale: false,
+            from_cache: false,
         };
         for (is_snapshot, sequence, schema_version, event_type, event_version, payload, metadata) in
             rows
@@ -230,6 +301,7 @@ impl<A: Aggregate> AggregateStore<A> {
             aggregate: A::default(),
             version: 0,
             snapshot_stale: true,
+            from_cache: false,
         };
         for envelope in self.events_after(aggregate_id, 0).await? {
             loaded.version = envelope.sequence as u64;
@@ -375,6 +447,9 @@ impl<A: Aggregate> AggregateStore<A> {
         metadata: HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<A>>, StoreError> {
         if events.is_empty() {
+            // Nothing changed: the aggregate is as current as it was when loaded.
+            let (version, snapshot_stale) = (context.version, context.snapshot_stale);
+            self.keep(context, version, snapshot_stale);
             return Ok(Vec::new());
         }
         let new_events = events
@@ -407,7 +482,9 @@ impl<A: Aggregate> AggregateStore<A> {
             .zip(metadata.get(metadata::IDEMPOTENCY_KEY).cloned())
             .map(|(fingerprint, key)| IdempotencyRecord { key, fingerprint });
 
-        self.committer
+        let snapshot_stale = context.snapshot_stale && snapshot.is_none();
+        let committed = self
+            .committer
             .commit(PendingCommit {
                 aggregate_type: A::TYPE,
                 aggregate_id: context.aggregate_id.clone(),
@@ -418,18 +495,28 @@ impl<A: Aggregate> AggregateStore<A> {
                 snapshot,
                 deadline: None,
             })
-            .await?;
+            .await;
+        if let Err(error) = committed {
+            // The context is dropped: whatever the failure, the next load reads the database.
+            if context.from_cache && matches!(error, StoreError::Conflict) {
+                cache_outcome::<A>("stale");
+            }
+            return Err(error);
+        }
 
-        Ok(events
+        let first_sequence = context.version + 1;
+        let envelopes = events
             .into_iter()
-            .zip(context.version + 1..)
+            .zip(first_sequence..)
             .map(|(payload, sequence)| EventEnvelope {
                 aggregate_id: context.aggregate_id.clone(),
                 sequence: sequence as usize,
                 payload,
                 metadata: persisted_metadata.clone(),
             })
-            .collect())
+            .collect();
+        self.keep(context, new_version, snapshot_stale);
+        Ok(envelopes)
     }
 
     fn crosses_snapshot_boundary(&self, old_version: u64, new_version: u64) -> bool {
@@ -448,11 +535,13 @@ impl<A: Aggregate> EventStore<A> for AggregateStore<A> {
         Ok(self.events_after(aggregate_id, 0).await?)
     }
 
+    /// The cached aggregate when [`AggregateStore::with_cache`] holds it, else
+    /// [`AggregateStore::load`].
     async fn load_aggregate(
         &self,
         aggregate_id: &str,
     ) -> Result<LoadedAggregate<A>, AggregateError<A::Error>> {
-        Ok(self.load(aggregate_id).await?)
+        Ok(self.load_for_command(aggregate_id).await?)
     }
 
     async fn commit(
@@ -463,4 +552,14 @@ impl<A: Aggregate> EventStore<A> for AggregateStore<A> {
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
         Ok(self.append(events, context, metadata).await?)
     }
+}
+
+/// Counts a cache lookup (`hit`, `miss`) or a cached aggregate the commit found stale.
+fn cache_outcome<A: Aggregate>(outcome: &'static str) {
+    metrics::counter!(
+        "orderpipe_store_aggregate_cache_total",
+        "aggregate_type" => A::TYPE,
+        "outcome" => outcome
+    )
+    .increment(1);
 }

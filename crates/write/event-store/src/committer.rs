@@ -43,6 +43,8 @@ SELECT (SELECT last_position FROM event_position),
 
 /// Writes events, outbox rows, idempotency keys and snapshots in one round trip, then moves the
 /// position counter. The snapshot upsert never replaces a newer snapshot with an older one.
+/// The `NOTIFY` on [`crate::OUTBOX_CHANNEL`] is delivered when the transaction commits (and
+/// not at all if it rolls back): it wakes the relay for the new outbox rows.
 const WRITE_BATCH: &str = "\
 WITH new_events AS (
     INSERT INTO events (global_position, aggregate_type, aggregate_id, sequence, event_type,
@@ -80,8 +82,10 @@ WITH new_events AS (
         SET version = EXCLUDED.version, payload = EXCLUDED.payload, taken_at = EXCLUDED.taken_at,
             schema_version = EXCLUDED.schema_version
         WHERE snapshots.version < EXCLUDED.version
+), announced AS (
+    SELECT pg_notify('orderpipe_outbox', '')
 )
-UPDATE event_position SET last_position = $26";
+UPDATE event_position SET last_position = $26 FROM announced";
 
 /// How the writer task batches, and the bounds on every wait of a batch.
 #[derive(Debug, Clone, Copy)]
@@ -695,6 +699,12 @@ impl<'a> BatchRows<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_write_announces_on_the_channel_the_relay_listens_on() {
+        let announce = format!("pg_notify('{}', '')", crate::OUTBOX_CHANNEL);
+        assert!(WRITE_BATCH.contains(&announce), "{WRITE_BATCH}");
+    }
 
     #[test]
     fn health_reports_a_batch_running_too_long_then_a_failure_until_a_success() {

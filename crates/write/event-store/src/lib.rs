@@ -12,9 +12,13 @@
 //! - Snapshots store the aggregate exactly as the command context holds it after the commit,
 //!   with the schema version its aggregate type declares; a snapshot of another version, or one
 //!   that no longer decodes, is ignored and the events replayed.
+//! - A store may keep the aggregates this process committed in memory
+//!   ([`AggregateStore::with_cache`]): the next command on one loads nothing, and the commit's
+//!   version check refuses a command decided on an entry another process has moved past.
 //! - A commit may carry a client idempotency key ([`metadata::IDEMPOTENCY_KEY`]); its outcome can
 //!   be read back with [`AggregateStore::commit_outcome`].
 
+mod aggregate_cache;
 mod aggregate_store;
 mod committer;
 mod deadline;
@@ -38,6 +42,10 @@ pub use error::StoreError;
 pub use idempotency::KeyRetention;
 pub use outbox::{OutboxBacklog, OutboxCommit};
 pub use reader::RecordedEvent;
+
+/// The PostgreSQL `NOTIFY` channel every group commit announces itself on, once its outbox rows
+/// are visible; the relay listens on it instead of waiting for its next poll.
+pub const OUTBOX_CHANNEL: &str = "orderpipe_outbox";
 
 /// Tuning of the event store.
 #[derive(Debug, Clone, Copy)]

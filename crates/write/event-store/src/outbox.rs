@@ -26,7 +26,11 @@ FROM oldest o
 JOIN events e ON e.global_position BETWEEN o.first_position AND o.last_position
 ORDER BY e.global_position";
 
-const REMOVE: &str = "DELETE FROM outbox WHERE first_position = ANY($1::bigint[])";
+/// Removes published commits and tells how long each waited since its commit, on the database's
+/// clock (the one that stamped `committed_at`), so the relay's clock skew never shows.
+const REMOVE: &str = "\
+DELETE FROM outbox WHERE first_position = ANY($1::bigint[])
+RETURNING EXTRACT(EPOCH FROM clock_timestamp() - committed_at)::float8";
 
 /// The age is measured on the database's clock, the same clock that stamped `committed_at`, so
 /// the relay's own clock skew never shows up in the metric.
@@ -94,14 +98,26 @@ impl PgEventStore {
     /// Removes published commits from the outbox by their first position; returns how many rows
     /// went. Positions already removed are ignored, so repeating a removal is harmless.
     pub async fn remove_from_outbox(&self, first_positions: &[i64]) -> Result<u64, StoreError> {
+        Ok(self.remove_published(first_positions).await?.len() as u64)
+    }
+
+    /// [`PgEventStore::remove_from_outbox`], answering for each removed commit how long it
+    /// waited in the outbox: from its commit to its removal, after the log acknowledged it.
+    pub async fn remove_published(
+        &self,
+        first_positions: &[i64],
+    ) -> Result<Vec<Duration>, StoreError> {
         if first_positions.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
-        Ok(sqlx::query(REMOVE)
+        let waited: Vec<f64> = sqlx::query_scalar(REMOVE)
             .bind(first_positions)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(waited
+            .into_iter()
+            .map(|seconds| Duration::from_secs_f64(seconds.max(0.0)))
+            .collect())
     }
 
     /// The number of waiting commits and the age of the oldest. Counts every row, which is cheap

@@ -129,6 +129,16 @@ pub async fn spawn_relay(
     log: Arc<dyn RecordLog>,
     through_proxy: bool,
 ) -> TestRelay {
+    spawn_relay_polling(database, log, through_proxy, 20).await
+}
+
+/// [`spawn_relay`], polling the outbox every `poll_interval_ms` when it finds nothing.
+pub async fn spawn_relay_polling(
+    database: &TestDatabase,
+    log: Arc<dyn RecordLog>,
+    through_proxy: bool,
+    poll_interval_ms: u64,
+) -> TestRelay {
     let proxy = match through_proxy {
         true => Some(database.proxy().await),
         false => None,
@@ -151,7 +161,7 @@ pub async fn spawn_relay(
         relay: RelaySettings {
             // Small rounds, so a test's commits take several rounds and waves.
             batch_size: 40,
-            poll_interval_ms: 20,
+            poll_interval_ms,
             lock_key: 7,
             standby_retry_ms: 200,
             retry_initial_ms: 10,

@@ -2,7 +2,9 @@ use std::sync::Arc;
 
 use test_support::fresh_database;
 
-use crate::helpers::{kinesis_log, replay, spawn_relay, stores, TestStream, Writer};
+use crate::helpers::{
+    kinesis_log, replay, spawn_relay, spawn_relay_polling, stores, TestStream, Writer,
+};
 
 #[tokio::test]
 async fn every_commit_reaches_the_stream_once_in_order_per_aggregate_and_leaves_the_outbox() {
@@ -40,4 +42,22 @@ async fn every_commit_reaches_the_stream_once_in_order_per_aggregate_and_leaves_
         0,
         "published commits leave the outbox"
     );
+}
+
+#[tokio::test]
+async fn a_commit_wakes_the_relay_without_waiting_for_its_poll() {
+    let database = fresh_database().await;
+    let stream = TestStream::create(1).await;
+    let mut writer = Writer::open(&database).await;
+    // A poll far beyond the test's patience: only the commits' notifications can wake it.
+    let relay =
+        spawn_relay_polling(&database, Arc::new(kinesis_log(&stream)), false, 3_600_000).await;
+    // Idle first (it took the lock and found the outbox empty), then woken, twice.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    writer.write(&stores(1), 1).await;
+    stream.wait_for_records(writer.commits).await;
+    writer.write(&stores(1), 2).await;
+    let records = stream.wait_for_records(writer.commits).await;
+    assert_eq!(replay(&records).commits_applied, writer.commits);
+    relay.stop().await;
 }

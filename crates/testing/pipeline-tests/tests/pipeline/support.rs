@@ -147,6 +147,7 @@ impl Pipeline {
                 snapshot_every: 50,
                 max_batch_commits: 256,
                 conflict_retries: 8,
+                aggregate_cache: 10_000,
                 writer: Default::default(),
             },
             log: quiet_log(),
