@@ -105,8 +105,12 @@ impl View {
     }
 
     async fn metrics(&self, store: &str) -> HashMap<String, AttributeValue> {
-        self.item(&self.tables.stores, format!("STORE#{store}"), &format!("DAY#{DAY}"))
-            .await
+        self.item(
+            &self.tables.stores,
+            format!("STORE#{store}"),
+            &format!("DAY#{DAY}"),
+        )
+        .await
     }
 
     /// The sequences of the order's timeline entries, in the order they were appended.
@@ -167,10 +171,18 @@ async fn a_lease_taken_back_after_another_process_wrote_rereads_and_neither_lose
     a.apply(&life[..2]).await.unwrap();
     assert_eq!(a.usage().reads, 0, "a new order is not read");
     b.apply(&life[..4]).await.unwrap();
-    assert_eq!(b.usage().reads, 1, "B assumed a new order, was refused and read it");
+    assert_eq!(
+        b.usage().reads,
+        1,
+        "B assumed a new order, was refused and read it"
+    );
     a.apply(&life[2..]).await.unwrap();
 
-    assert_eq!(a.usage().reads, 1, "A read the order once, after its condition failed");
+    assert_eq!(
+        a.usage().reads,
+        1,
+        "A read the order once, after its condition failed"
+    );
     assert_eq!(view.timeline(&id).await, vec![1, 2, 3, 4, 5]);
     assert_counted_once(&view.metrics(store).await, &id);
 }
