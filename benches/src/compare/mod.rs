@@ -6,7 +6,7 @@
 //! | (a) | commands/s and latency of the order lifecycle through our gRPC API, and through cqrs-es on our event store | the same commands through plain cqrs-es + postgres-es |
 //! | (b) | events/s through our gRPC API | batched multi-row INSERTs of event-sized rows (the ceiling) |
 //! | (c) | replay (history, analytics) events/s | `COPY (SELECT ... FROM events ORDER BY position) TO STDOUT` |
-//! | (d) | active-orders projector events/s; history projector events/s | DynamoDB PutItem/s on the emulator; batched INSERTs on one connection |
+//! | (d) | active-orders projector: items written/s (the target), events/s, DynamoDB calls per event; history projector events/s | DynamoDB PutItem/s on the emulator; batched INSERTs on one connection |
 
 pub mod command_path;
 pub mod raw_rates;
