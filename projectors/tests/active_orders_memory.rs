@@ -255,7 +255,9 @@ async fn a_batch_counts_several_orders_of_one_store_and_day_together_and_once() 
         assert!(!ended.contains_key(&format!("order#{id}")));
         assert_eq!(view.timeline(id).await, vec![1, 2, 3, 4, 5]);
     }
+    // An open order's entry stands at its last counted commit (placed, 1), where applying the
+    // commits one by one leaves it, not at the fold's last: a rebuild compares equal.
     for id in &busy_orders[10..] {
-        assert_eq!(number(&ended, &format!("order#{id}")), 3);
+        assert_eq!(number(&ended, &format!("order#{id}")), 1);
     }
 }

@@ -216,6 +216,19 @@ impl<'c> OrderPlan<'c> {
         total
     }
 
+    /// The last sequence of the last commit that counts in the metrics: where the order's entry
+    /// stands after the plan, as it would after its commits applied one by one (live and
+    /// rebuilt views are compared item by item, so it must not depend on how batches fold).
+    fn last_counted(&self) -> u64 {
+        self.steps
+            .iter()
+            .rev()
+            .find(|step| step.counts.any())
+            .map_or(self.after().last_sequence, |step| {
+                step.commit.last_sequence()
+            })
+    }
+
     /// The plan ends the order.
     fn ends(&self) -> bool {
         !self.steps.is_empty() && self.after().ended()
@@ -868,7 +881,7 @@ async fn count_together(
             update.remove(&key.entry());
             ended.push(key.fingerprint());
         } else {
-            update.set(&key.entry(), n(plan.after().last_sequence));
+            update.set(&key.entry(), n(plan.last_counted()));
         }
     }
     for (attribute, delta) in total.deltas() {
