@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use commit_log::projection::Projection;
 use event_store::PgEventStore;
-use read_models::{ActiveOrdersProjection, ActiveOrdersTables, SchemaName};
+use read_models::{ActiveOrdersProjection, ActiveOrdersTables, DynamoDbCalls, SchemaName};
 use replay::{rebuild, ProgressTable, ReadModel, RebuildOptions, Until};
 use sqlx::PgPool;
 use test_support::unique_name;
@@ -47,14 +47,14 @@ pub async fn replay_rate(
 }
 
 /// Applies the first `through` positions of `store` to the active-orders projection writing into
-/// `tables` (which must exist); events applied per second.
+/// `tables` (which must exist); events applied per second, and the DynamoDB calls it made.
 pub async fn active_orders_rate(
     store: &PgEventStore,
     views: &PgPool,
     client: aws_sdk_dynamodb::Client,
     tables: ActiveOrdersTables,
     through: i64,
-) -> Result<Rate, RebuildError> {
+) -> Result<(Rate, DynamoDbCalls), RebuildError> {
     // The rebuild keeps its progress in a PostgreSQL schema; this one holds nothing else.
     let schema = fresh_schema("active_orders_progress")?;
     sqlx::query(&format!("CREATE SCHEMA {}", schema.as_str()))
@@ -62,14 +62,15 @@ pub async fn active_orders_rate(
         .await
         .map_err(|e| RebuildError::Setup(e.to_string()))?;
     let projection = ActiveOrdersProjection::new(client, tables);
-    measure(
+    let rate = measure(
         store,
         views,
         &projection,
         &schema,
         Some(Until::Position(through)),
     )
-    .await
+    .await?;
+    Ok((rate, projection.usage()))
 }
 
 async fn measure(

@@ -318,6 +318,12 @@ pub async fn scrape_quantile(address: SocketAddr, metric: &str, quantile: f64) -
     histogram_quantile(&fetch_metrics(address).await?, metric, quantile)
 }
 
+/// Fetches `http://<address>/metrics` and returns the sum of the samples of `metric` whose
+/// labels include `label` (`("", "")`: every sample); `None` when unreachable or absent.
+pub async fn scrape_sum(address: SocketAddr, metric: &str, label: (&str, &str)) -> Option<f64> {
+    sum_samples(&fetch_metrics(address).await?, metric, label)
+}
+
 /// The body of `http://<address>/metrics`.
 async fn fetch_metrics(address: SocketAddr) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -338,13 +344,8 @@ async fn fetch_metrics(address: SocketAddr) -> Option<String> {
 }
 
 fn max_sample(exposition: &str, metric: &str) -> Option<f64> {
-    exposition
-        .lines()
-        .filter(|line| {
-            line.strip_prefix(metric)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+    samples(exposition, metric)
+        .map(|(_, value)| value)
         .reduce(f64::max)
 }
 
@@ -388,6 +389,26 @@ fn histogram_quantile(exposition: &str, metric: &str, quantile: f64) -> Option<f
     None
 }
 
+fn sum_samples(exposition: &str, metric: &str, (name, value): (&str, &str)) -> Option<f64> {
+    let wanted = format!("{name}=\"{value}\"");
+    samples(exposition, metric)
+        .filter(|(labels, _)| name.is_empty() || labels.contains(&wanted))
+        .map(|(_, value)| value)
+        .reduce(|a, b| a + b)
+}
+
+/// The samples of `metric`: each line's labels (`{...}`, or empty) and value.
+fn samples<'e>(exposition: &'e str, metric: &'e str) -> impl Iterator<Item = (&'e str, f64)> {
+    exposition.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(metric)?;
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            return None;
+        }
+        let (labels, value) = rest.rsplit_once(' ')?;
+        Some((labels, value.parse::<f64>().ok()?))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,5 +433,13 @@ mod tests {
         let body = "# TYPE lag gauge\nlag{shard=\"a\"} 12\nlag{shard=\"b\"} 340\nlag_total 9999\n";
         assert_eq!(max_sample(body, "lag"), Some(340.0));
         assert_eq!(max_sample(body, "missing"), None);
+    }
+
+    #[test]
+    fn samples_with_a_label_are_summed() {
+        let body = "calls{projection=\"a\",kind=\"write\"} 5\ncalls{projection=\"b\",kind=\"write\"} 7\ncalls{projection=\"a\",kind=\"read\"} 2\ncalls_total 100\n";
+        assert_eq!(sum_samples(body, "calls", ("kind", "write")), Some(12.0));
+        assert_eq!(sum_samples(body, "calls", ("", "")), Some(14.0));
+        assert_eq!(sum_samples(body, "calls", ("kind", "delete")), None);
     }
 }

@@ -8,9 +8,11 @@
 //! | [`recorder`] | every call's latency and outcome |
 //! | [`freshness`] | acknowledgement -> visible in the DynamoDB active-orders view |
 //! | [`backlog`] | events the history projector has not applied yet |
+//! | [`bill`] | the AWS billable units and dollars per order |
 //! | [`report`] | the results as JSON and Markdown |
 
 pub mod backlog;
+pub mod bill;
 pub mod cluster;
 pub mod freshness;
 pub mod profile;
@@ -23,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 
-use self::cluster::{scrape_max, scrape_quantile, Cluster};
+use self::bill::{Bill, BillableUnits};
+use self::cluster::{scrape_max, scrape_quantile, scrape_sum, Cluster};
 use self::freshness::{FreshnessProbe, FreshnessSampler};
 use self::profile::{OrderMix, OrderPacer, Phase, RushProfile, StorePicker};
 use self::recorder::Recorder;
@@ -121,6 +124,8 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
             peak_mib: u.peak_mib(),
         }))
         .collect();
+    // After the memory figures: reading the stream back is the load generator's own work.
+    let units = billable_units(&resources, &cluster).await;
     cluster.stop().await;
     resources.remove().await;
     let (recorded, freshness, watch) = result?;
@@ -172,6 +177,7 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
         max_history_events_behind: watch.max_history_behind,
         memory,
         timeline: watch.timeline,
+        bill: units.map(|units| Bill::new(units, recorded.orders, recorded.completed_orders)),
     };
     std::fs::create_dir_all(&options.out_dir)?;
     std::fs::write(
@@ -296,12 +302,53 @@ async fn client(
         let fate = options.mix.pick(rng.f64());
         let customer = format!("customer-{}", rng.u32(0..100_000));
         // A failed call ends the order; the recorder counted it, the next order starts.
-        let _ = api
+        let ran = api
             .run_order(fate, &store, &customer, recorder.as_ref(), |id, at| {
                 sampler.offer(id, at)
             })
             .await;
+        if ran.is_ok() {
+            recorder.finished(fate);
+        }
     }
+}
+
+/// The billable units the run caused (see [`bill`]), once the views have caught up; `None`
+/// when the projectors' counters cannot be read.
+async fn billable_units(resources: &PipelineResources, cluster: &Cluster) -> Option<BillableUnits> {
+    let projectors = cluster.projectors_admin;
+    let milli_units = |kind: &'static str| {
+        scrape_sum(
+            projectors,
+            read_models::DYNAMODB_CAPACITY_UNITS,
+            ("kind", kind),
+        )
+    };
+    let calls =
+        |kind: &'static str| scrape_sum(projectors, read_models::DYNAMODB_CALLS, ("kind", kind));
+    let put_payload_units = match resources.stream.put_payload_units().await {
+        Ok(units) => units as f64,
+        Err(error) => {
+            eprintln!("loadgen: cannot read the stream back for its PUT payload units: {error}");
+            return None;
+        }
+    };
+    Some(BillableUnits {
+        kinesis_put_payload_units: put_payload_units,
+        kinesis_get_records_calls: scrape_sum(
+            projectors,
+            "orderpipe_projector_get_records_total",
+            ("", ""),
+        )
+        .await?,
+        dynamodb_write_units: milli_units("write").await? / 1000.0,
+        dynamodb_read_units: milli_units("read").await.unwrap_or(0.0) / 1000.0,
+        dynamodb_write_calls: calls("write").await?,
+        dynamodb_read_calls: calls("read").await.unwrap_or(0.0),
+        sqs_requests: scrape_sum(projectors, "orderpipe_projector_dlq_total", ("", ""))
+            .await
+            .unwrap_or(0.0),
+    })
 }
 
 /// One progress line, and what it saw for the report.

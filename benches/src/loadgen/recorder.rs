@@ -1,5 +1,5 @@
 //! What the load generator's clients report: every call's latency by phase and RPC, the errors,
-//! and a one-second window for the progress display.
+//! the orders that ran to their end, and a one-second window for the progress display.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use tonic::Code;
 
 use super::profile::Phase;
-use crate::api_flow::CallObserver;
+use crate::api_flow::{CallObserver, Fate};
 use crate::latency::Latencies;
 
 /// Calls seen in one phase.
@@ -27,6 +27,8 @@ struct Inner {
     by_rpc: BTreeMap<&'static str, Latencies>,
     errors: BTreeMap<String, u64>,
     window: Latencies,
+    orders: u64,
+    completed_orders: u64,
 }
 
 /// Shared by every client task.
@@ -41,6 +43,10 @@ pub struct Recorded {
     pub by_rpc: BTreeMap<&'static str, Latencies>,
     /// Failed calls per gRPC status code.
     pub errors: BTreeMap<String, u64>,
+    /// Orders that ran all their commands.
+    pub orders: u64,
+    /// Of them, completed ones.
+    pub completed_orders: u64,
 }
 
 impl Recorder {
@@ -52,6 +58,15 @@ impl Recorder {
     /// The calls since the last call of this function (the progress display's window).
     pub fn take_window(&self) -> Latencies {
         std::mem::take(&mut self.lock().window)
+    }
+
+    /// An order of `fate` ran all its commands.
+    pub fn finished(&self, fate: Fate) {
+        let mut inner = self.lock();
+        inner.orders += 1;
+        if fate == Fate::Completed {
+            inner.completed_orders += 1;
+        }
     }
 
     /// Failed calls so far.
@@ -66,6 +81,8 @@ impl Recorder {
             by_phase: std::mem::take(&mut inner.by_phase),
             by_rpc: std::mem::take(&mut inner.by_rpc),
             errors: std::mem::take(&mut inner.errors),
+            orders: std::mem::take(&mut inner.orders),
+            completed_orders: std::mem::take(&mut inner.completed_orders),
         }
     }
 

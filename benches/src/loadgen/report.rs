@@ -5,6 +5,8 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use super::bill::Bill;
+
 use super::profile::{OrderMix, RushProfile};
 use crate::latency::LatencySummary;
 
@@ -94,6 +96,8 @@ pub struct LoadReport {
     pub memory: Vec<ProcessMemory>,
     /// The run second by second.
     pub timeline: Vec<Tick>,
+    /// The AWS bill per order, when its counters could be read.
+    pub bill: Option<Bill>,
 }
 
 impl LoadReport {
@@ -155,6 +159,10 @@ impl LoadReport {
                 "| {rpc} | {} | {:.1} | {:.1} | {:.1} |",
                 l.count, l.p50_ms, l.p99_ms, l.max_ms
             );
+        }
+        if let Some(bill) = &self.bill {
+            md.push('\n');
+            md.push_str(&bill.to_markdown());
         }
         if !self.errors.is_empty() {
             md.push_str("\n| failed calls | count |\n|---|---:|\n");

@@ -1,22 +1,21 @@
 //! Order history in PostgreSQL (Aurora in AWS): orders, their items and status timeline, the
 //! loyalty ledger and stock movements, in one schema of the projection's own.
 //!
-//! One `apply` is one transaction: it locks the batch's `applied_sequences` rows, decides per
-//! commit (skip / apply / gap), writes every table with one set-based statement each (rows go
-//! in as one JSON array per table) and advances `applied_sequences` before committing. Every
-//! table's primary key is the event's identity, so even two workers racing on one aggregate
-//! cannot both insert: the loser fails, retries and skips.
+//! One `apply` is one transaction of two statements: it locks the batch's `applied_sequences`
+//! rows, decides per commit (skip / apply / gap), then writes every table and advances
+//! `applied_sequences` with one statement ([`WRITE_BATCH`]): each table's rows go in as typed
+//! arrays, one per column, unnested server-side (no JSON to parse), each table in one
+//! data-modifying `WITH` part. Every table's primary key is the event's identity, so even two
+//! workers racing on one aggregate cannot both insert: the loser fails, retries and skips.
 
 use async_trait::async_trait;
 use commit_log::LoggedCommit;
-use serde::Serialize;
 use sqlx::migrate::Migrator;
-use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 
 use super::ledger::ChangeBatch;
-use super::order_changes::{serialize_optional_time, serialize_time, OrderChanges};
+use super::order_changes::OrderChanges;
 use super::progress::{database_failure, gather, Applied, INVENTORY, LOYALTY, ORDER};
 use super::{SchemaName, SetupError, SET_SEARCH_PATH};
 use commit_log::projection::{Projection, ProjectionError};
@@ -37,73 +36,72 @@ JOIN UNNEST($1::text[], $2::text[]) AS k (aggregate_type, aggregate_id)
 ORDER BY a.aggregate_type, a.aggregate_id
 FOR UPDATE OF a";
 
-const UPSERT_APPLIED: &str = "\
+/// Everything one batch writes, markers included, in one statement. Each `WITH` part takes its
+/// table's columns as arrays of one element per row; order rows carry `placed` (a new order:
+/// inserted; else only what the batch says changes is updated). An order item's customisations
+/// are a slice (`first`, `count`, 1-based) of one flat array, as SQL arrays cannot nest rows of
+/// different lengths. All parts see the same snapshot, and the items' and timeline's foreign
+/// keys are checked at the end of the statement, after the orders are in.
+const WRITE_BATCH: &str = "\
+WITH order_rows AS (
+    SELECT * FROM UNNEST($1::boolean[], $2::text[]::uuid[], $3::text[], $4::text[], $5::text[],
+        $6::text[], $7::bigint[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[],
+        $11::text[], $12::bigint[], $13::boolean[], $14::timestamptz[], $15::timestamptz[],
+        $16::timestamptz[], $17::text[], $18::boolean[])
+        AS r (placed, order_id, store_id, customer_id, status, note, total_cents, placed_at,
+            accepted_at, payment_captured_at, payment_id, captured_cents, payment_declined,
+            preparing_at, ready_at, ended_at, end_reason, refund_due)
+), placed AS (
+    INSERT INTO orders (order_id, store_id, customer_id, status, note, total_cents, placed_at,
+        accepted_at, payment_captured_at, payment_id, captured_cents, payment_declined,
+        preparing_at, ready_at, ended_at, end_reason, refund_due)
+    SELECT order_id, store_id, customer_id, status, note, total_cents, placed_at,
+        accepted_at, payment_captured_at, payment_id, captured_cents, payment_declined,
+        preparing_at, ready_at, ended_at, end_reason, refund_due
+    FROM order_rows WHERE placed
+), updated AS (
+    UPDATE orders AS o SET
+        status = COALESCE(r.status, o.status),
+        accepted_at = COALESCE(r.accepted_at, o.accepted_at),
+        payment_captured_at = COALESCE(r.payment_captured_at, o.payment_captured_at),
+        payment_id = COALESCE(r.payment_id, o.payment_id),
+        captured_cents = COALESCE(r.captured_cents, o.captured_cents),
+        payment_declined = o.payment_declined OR r.payment_declined,
+        preparing_at = COALESCE(r.preparing_at, o.preparing_at),
+        ready_at = COALESCE(r.ready_at, o.ready_at),
+        ended_at = COALESCE(r.ended_at, o.ended_at),
+        end_reason = COALESCE(r.end_reason, o.end_reason),
+        refund_due = COALESCE(r.refund_due, o.refund_due)
+    FROM order_rows AS r
+    WHERE NOT r.placed AND o.order_id = r.order_id
+), items AS (
+    INSERT INTO order_items (order_id, line_no, sku, name, quantity, customisations,
+        unit_price_cents, line_total_cents)
+    SELECT order_id, line_no, sku, name, quantity,
+        COALESCE(($27::text[])[first : first + count - 1], '{}'), unit_price_cents,
+        line_total_cents
+    FROM UNNEST($19::text[]::uuid[], $20::integer[], $21::text[], $22::text[], $23::integer[],
+        $24::integer[], $25::integer[], $26::bigint[], $28::bigint[])
+        AS r (order_id, line_no, sku, name, quantity, first, count, unit_price_cents,
+            line_total_cents)
+), timeline AS (
+    INSERT INTO order_status_changes (order_id, sequence, event_type, status, changed_at, detail)
+    SELECT * FROM UNNEST($29::text[]::uuid[], $30::bigint[], $31::text[], $32::text[],
+        $33::timestamptz[], $34::text[])
+), loyalty AS (
+    INSERT INTO loyalty_ledger (customer_id, sequence, entry_type, points, order_id,
+        amount_cents, tier, reference, recorded_at)
+    SELECT * FROM UNNEST($35::text[], $36::bigint[], $37::text[], $38::bigint[],
+        $39::text[]::uuid[], $40::bigint[], $41::text[], $42::text[], $43::timestamptz[])
+), stock AS (
+    INSERT INTO stock_movements (store_id, sequence, line_no, sku, movement, quantity, order_id,
+        reason, recorded_at)
+    SELECT * FROM UNNEST($44::text[], $45::bigint[], $46::integer[], $47::text[], $48::text[],
+        $49::bigint[], $50::text[]::uuid[], $51::text[], $52::timestamptz[])
+)
 INSERT INTO applied_sequences (aggregate_type, aggregate_id, last_sequence)
-SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[])
+SELECT * FROM UNNEST($53::text[], $54::text[], $55::bigint[])
 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence";
-
-const INSERT_ORDERS: &str = "\
-INSERT INTO orders (order_id, store_id, customer_id, status, note, total_cents, placed_at,
-    accepted_at, payment_captured_at, payment_id, captured_cents, payment_declined,
-    preparing_at, ready_at, ended_at, end_reason, refund_due)
-SELECT order_id, store_id, customer_id, status, note, total_cents, placed_at,
-    accepted_at, payment_captured_at, payment_id, captured_cents, payment_declined,
-    preparing_at, ready_at, ended_at, end_reason, refund_due
-FROM jsonb_to_recordset($1) AS r (order_id uuid, store_id text, customer_id text, status text,
-    note text, total_cents bigint, placed_at timestamptz, accepted_at timestamptz,
-    payment_captured_at timestamptz, payment_id text, captured_cents bigint,
-    payment_declined boolean, preparing_at timestamptz, ready_at timestamptz,
-    ended_at timestamptz, end_reason text, refund_due boolean)";
-
-/// Later events of orders placed in an earlier batch: only what the batch says changes.
-const UPDATE_ORDERS: &str = "\
-UPDATE orders AS o SET
-    status = COALESCE(r.status, o.status),
-    accepted_at = COALESCE(r.accepted_at, o.accepted_at),
-    payment_captured_at = COALESCE(r.payment_captured_at, o.payment_captured_at),
-    payment_id = COALESCE(r.payment_id, o.payment_id),
-    captured_cents = COALESCE(r.captured_cents, o.captured_cents),
-    payment_declined = o.payment_declined OR r.payment_declined,
-    preparing_at = COALESCE(r.preparing_at, o.preparing_at),
-    ready_at = COALESCE(r.ready_at, o.ready_at),
-    ended_at = COALESCE(r.ended_at, o.ended_at),
-    end_reason = COALESCE(r.end_reason, o.end_reason),
-    refund_due = COALESCE(r.refund_due, o.refund_due)
-FROM jsonb_to_recordset($1) AS r (order_id uuid, store_id text, customer_id text, status text,
-    note text, total_cents bigint, placed_at timestamptz, accepted_at timestamptz,
-    payment_captured_at timestamptz, payment_id text, captured_cents bigint,
-    payment_declined boolean, preparing_at timestamptz, ready_at timestamptz,
-    ended_at timestamptz, end_reason text, refund_due boolean)
-WHERE o.order_id = r.order_id";
-
-const INSERT_ORDER_ITEMS: &str = "\
-INSERT INTO order_items (order_id, line_no, sku, name, quantity, customisations,
-    unit_price_cents, line_total_cents)
-SELECT order_id, line_no, sku, name, quantity, customisations, unit_price_cents, line_total_cents
-FROM jsonb_to_recordset($1) AS r (order_id uuid, line_no integer, sku text, name text,
-    quantity integer, customisations text[], unit_price_cents bigint, line_total_cents bigint)";
-
-const INSERT_STATUS_CHANGES: &str = "\
-INSERT INTO order_status_changes (order_id, sequence, event_type, status, changed_at, detail)
-SELECT order_id, sequence, event_type, status, changed_at, detail
-FROM jsonb_to_recordset($1) AS r (order_id uuid, sequence bigint, event_type text, status text,
-    changed_at timestamptz, detail text)";
-
-const INSERT_LOYALTY: &str = "\
-INSERT INTO loyalty_ledger (customer_id, sequence, entry_type, points, order_id, amount_cents,
-    tier, reference, recorded_at)
-SELECT customer_id, sequence, entry_type, points, order_id, amount_cents, tier, reference,
-    recorded_at
-FROM jsonb_to_recordset($1) AS r (customer_id text, sequence bigint, entry_type text,
-    points bigint, order_id uuid, amount_cents bigint, tier text, reference text,
-    recorded_at timestamptz)";
-
-const INSERT_STOCK_MOVEMENTS: &str = "\
-INSERT INTO stock_movements (store_id, sequence, line_no, sku, movement, quantity, order_id,
-    reason, recorded_at)
-SELECT store_id, sequence, line_no, sku, movement, quantity, order_id, reason, recorded_at
-FROM jsonb_to_recordset($1) AS r (store_id text, sequence bigint, line_no integer, sku text,
-    movement text, quantity bigint, order_id uuid, reason text, recorded_at timestamptz)";
 
 /// The history projection (name `history`).
 #[derive(Debug, Clone)]
@@ -156,8 +154,7 @@ impl Projection for HistoryProjection {
             &mut applied,
             |commit, before| batch.add(commit, before).map(drop),
         );
-        write(&batch, &mut tx).await.map_err(database_failure)?;
-        write_applied(&mut tx, &applied)
+        write(&batch, &applied, &mut tx)
             .await
             .map_err(database_failure)?;
         tx.commit().await.map_err(database_failure)?;
@@ -185,9 +182,102 @@ async fn lock_applied(
         .collect())
 }
 
-async fn write_applied(
-    tx: &mut Transaction<'_, Postgres>,
+/// The columns of [`WRITE_BATCH`], one vector per parameter.
+#[derive(Debug, Default)]
+struct Columns<'b> {
+    // orders
+    placed: Vec<bool>,
+    order_id: Vec<&'b str>,
+    store_id: Vec<Option<&'b str>>,
+    customer_id: Vec<Option<&'b str>>,
+    status: Vec<Option<&'static str>>,
+    note: Vec<Option<&'b str>>,
+    total_cents: Vec<Option<i64>>,
+    placed_at: Vec<Option<OffsetDateTime>>,
+    accepted_at: Vec<Option<OffsetDateTime>>,
+    payment_captured_at: Vec<Option<OffsetDateTime>>,
+    payment_id: Vec<Option<&'b str>>,
+    captured_cents: Vec<Option<i64>>,
+    payment_declined: Vec<bool>,
+    preparing_at: Vec<Option<OffsetDateTime>>,
+    ready_at: Vec<Option<OffsetDateTime>>,
+    ended_at: Vec<Option<OffsetDateTime>>,
+    end_reason: Vec<Option<&'b str>>,
+    refund_due: Vec<Option<bool>>,
+    // order_items
+    item_order_id: Vec<&'b str>,
+    item_line_no: Vec<i32>,
+    item_sku: Vec<String>,
+    item_name: Vec<&'b str>,
+    item_quantity: Vec<i32>,
+    item_customisations_first: Vec<i32>,
+    item_customisations_count: Vec<i32>,
+    item_unit_price_cents: Vec<i64>,
+    customisations: Vec<&'b str>,
+    item_line_total_cents: Vec<i64>,
+    // order_status_changes
+    change_order_id: Vec<&'b str>,
+    change_sequence: Vec<i64>,
+    change_event_type: Vec<&'static str>,
+    change_status: Vec<Option<&'static str>>,
+    change_at: Vec<OffsetDateTime>,
+    change_detail: Vec<Option<&'b str>>,
+}
+
+impl<'b> Columns<'b> {
+    fn add_order(&mut self, order_id: &'b str, changes: &'b OrderChanges) {
+        let placed = changes.placed.as_ref();
+        self.placed.push(placed.is_some());
+        self.order_id.push(order_id);
+        self.store_id.push(placed.map(|p| p.store_id.as_str()));
+        self.customer_id
+            .push(placed.map(|p| p.customer_id.as_str()));
+        self.status.push(changes.status.map(|s| s.as_str()));
+        self.note.push(placed.map(|p| p.note.as_str()));
+        self.total_cents.push(placed.map(|p| p.total_cents));
+        self.placed_at.push(placed.map(|p| p.placed_at));
+        self.accepted_at.push(changes.accepted_at);
+        self.payment_captured_at.push(changes.payment_captured_at);
+        self.payment_id.push(changes.payment_id.as_deref());
+        self.captured_cents.push(changes.captured_cents);
+        self.payment_declined.push(changes.payment_declined);
+        self.preparing_at.push(changes.preparing_at);
+        self.ready_at.push(changes.ready_at);
+        self.ended_at.push(changes.ended_at);
+        self.end_reason.push(changes.end_reason.as_deref());
+        self.refund_due.push(changes.refund_due);
+        for (line_no, line) in placed.iter().flat_map(|p| p.lines.iter().enumerate()) {
+            self.item_order_id.push(order_id);
+            self.item_line_no.push(line_no as i32);
+            self.item_sku.push(line.sku.to_string());
+            self.item_name.push(line.name.as_str());
+            self.item_quantity.push(line.quantity.get() as i32);
+            self.item_customisations_first
+                .push(self.customisations.len() as i32 + 1);
+            self.item_customisations_count
+                .push(line.customisations.len() as i32);
+            self.customisations
+                .extend(line.customisations.iter().map(|c| c.as_str()));
+            self.item_unit_price_cents.push(line.unit_price.cents());
+            self.item_line_total_cents.push(line.line_total.cents());
+        }
+        for entry in &changes.timeline {
+            self.change_order_id.push(order_id);
+            self.change_sequence.push(entry.sequence as i64);
+            self.change_event_type.push(entry.event);
+            self.change_status.push(entry.status.map(|s| s.as_str()));
+            self.change_at.push(entry.at);
+            self.change_detail.push(entry.detail.as_deref());
+        }
+    }
+}
+
+/// Writes what one `apply` gathered and the markers it moved, in one statement (none when the
+/// batch changed nothing).
+async fn write(
+    batch: &ChangeBatch,
     applied: &Applied,
+    tx: &mut Transaction<'_, Postgres>,
 ) -> Result<(), sqlx::Error> {
     let changed: Vec<_> = applied
         .iter()
@@ -196,152 +286,114 @@ async fn write_applied(
     if changed.is_empty() {
         return Ok(());
     }
-    let types: Vec<&str> = changed.iter().map(|((kind, _), _)| kind.as_str()).collect();
-    let ids: Vec<&str> = changed.iter().map(|((_, id), _)| id.as_str()).collect();
-    let sequences: Vec<i64> = changed.iter().map(|(_, (seq, _))| *seq as i64).collect();
-    sqlx::query(UPSERT_APPLIED)
-        .bind(types)
-        .bind(ids)
-        .bind(sequences)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// An order row; identity fields are empty for orders placed in an earlier batch.
-#[derive(Debug, Serialize)]
-struct OrderRow {
-    order_id: String,
-    store_id: Option<String>,
-    customer_id: Option<String>,
-    status: Option<&'static str>,
-    note: Option<String>,
-    total_cents: Option<i64>,
-    #[serde(serialize_with = "serialize_optional_time")]
-    placed_at: Option<OffsetDateTime>,
-    #[serde(serialize_with = "serialize_optional_time")]
-    accepted_at: Option<OffsetDateTime>,
-    #[serde(serialize_with = "serialize_optional_time")]
-    payment_captured_at: Option<OffsetDateTime>,
-    payment_id: Option<String>,
-    captured_cents: Option<i64>,
-    payment_declined: bool,
-    #[serde(serialize_with = "serialize_optional_time")]
-    preparing_at: Option<OffsetDateTime>,
-    #[serde(serialize_with = "serialize_optional_time")]
-    ready_at: Option<OffsetDateTime>,
-    #[serde(serialize_with = "serialize_optional_time")]
-    ended_at: Option<OffsetDateTime>,
-    end_reason: Option<String>,
-    refund_due: Option<bool>,
-}
-
-impl OrderRow {
-    fn of(order_id: &str, changes: &OrderChanges) -> OrderRow {
-        let placed = changes.placed.as_ref();
-        OrderRow {
-            order_id: order_id.to_owned(),
-            store_id: placed.map(|p| p.store_id.clone()),
-            customer_id: placed.map(|p| p.customer_id.clone()),
-            status: changes.status.map(|s| s.as_str()),
-            note: placed.map(|p| p.note.clone()),
-            total_cents: placed.map(|p| p.total_cents),
-            placed_at: placed.map(|p| p.placed_at),
-            accepted_at: changes.accepted_at,
-            payment_captured_at: changes.payment_captured_at,
-            payment_id: changes.payment_id.clone(),
-            captured_cents: changes.captured_cents,
-            payment_declined: changes.payment_declined,
-            preparing_at: changes.preparing_at,
-            ready_at: changes.ready_at,
-            ended_at: changes.ended_at,
-            end_reason: changes.end_reason.clone(),
-            refund_due: changes.refund_due,
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct OrderItemRow {
-    order_id: String,
-    line_no: i32,
-    sku: String,
-    name: String,
-    quantity: i32,
-    customisations: Vec<String>,
-    unit_price_cents: i64,
-    line_total_cents: i64,
-}
-
-#[derive(Debug, Serialize)]
-struct StatusChangeRow {
-    order_id: String,
-    sequence: i64,
-    event_type: &'static str,
-    status: Option<&'static str>,
-    #[serde(serialize_with = "serialize_time")]
-    changed_at: OffsetDateTime,
-    detail: Option<String>,
-}
-
-/// Writes what one `apply` gathered.
-async fn write(batch: &ChangeBatch, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
-    let mut placed = Vec::new();
-    let mut updated = Vec::new();
-    let mut items = Vec::new();
-    let mut timeline = Vec::new();
+    let mut columns = Columns::default();
     for (order_id, changes) in &batch.orders {
-        let row = OrderRow::of(order_id, changes);
-        if let Some(order) = &changes.placed {
-            placed.push(row);
-            items.extend(order.lines.iter().enumerate().map(|(line_no, line)| {
-                OrderItemRow {
-                    order_id: order_id.clone(),
-                    line_no: line_no as i32,
-                    sku: line.sku.to_string(),
-                    name: line.name.to_string(),
-                    quantity: line.quantity.get() as i32,
-                    customisations: line
-                        .customisations
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect(),
-                    unit_price_cents: line.unit_price.cents(),
-                    line_total_cents: line.line_total.cents(),
-                }
-            }));
-        } else {
-            updated.push(row);
-        }
-        timeline.extend(changes.timeline.iter().map(|entry| StatusChangeRow {
-            order_id: order_id.clone(),
-            sequence: entry.sequence as i64,
-            event_type: entry.event,
-            status: entry.status.map(|s| s.as_str()),
-            changed_at: entry.at,
-            detail: entry.detail.clone(),
-        }));
+        columns.add_order(order_id, changes);
     }
-    // Parents first: items and timeline rows reference their order.
-    insert(tx, INSERT_ORDERS, &placed).await?;
-    insert(tx, UPDATE_ORDERS, &updated).await?;
-    insert(tx, INSERT_ORDER_ITEMS, &items).await?;
-    insert(tx, INSERT_STATUS_CHANGES, &timeline).await?;
-    insert(tx, INSERT_LOYALTY, &batch.loyalty).await?;
-    insert(tx, INSERT_STOCK_MOVEMENTS, &batch.stock).await
-}
-
-/// Runs `statement` with `rows` as its JSON array parameter, unless there are none.
-async fn insert<T: Serialize>(
-    tx: &mut Transaction<'_, Postgres>,
-    statement: &str,
-    rows: &[T],
-) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(statement)
-        .bind(Json(rows))
+    let c = columns;
+    let loyalty = &batch.loyalty;
+    let stock = &batch.stock;
+    sqlx::query(WRITE_BATCH)
+        .bind(c.placed)
+        .bind(c.order_id)
+        .bind(c.store_id)
+        .bind(c.customer_id)
+        .bind(c.status)
+        .bind(c.note)
+        .bind(c.total_cents)
+        .bind(c.placed_at)
+        .bind(c.accepted_at)
+        .bind(c.payment_captured_at)
+        .bind(c.payment_id)
+        .bind(c.captured_cents)
+        .bind(c.payment_declined)
+        .bind(c.preparing_at)
+        .bind(c.ready_at)
+        .bind(c.ended_at)
+        .bind(c.end_reason)
+        .bind(c.refund_due)
+        .bind(c.item_order_id)
+        .bind(c.item_line_no)
+        .bind(c.item_sku)
+        .bind(c.item_name)
+        .bind(c.item_quantity)
+        .bind(c.item_customisations_first)
+        .bind(c.item_customisations_count)
+        .bind(c.item_unit_price_cents)
+        .bind(c.customisations)
+        .bind(c.item_line_total_cents)
+        .bind(c.change_order_id)
+        .bind(c.change_sequence)
+        .bind(c.change_event_type)
+        .bind(c.change_status)
+        .bind(c.change_at)
+        .bind(c.change_detail)
+        .bind(
+            loyalty
+                .iter()
+                .map(|e| e.customer_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(loyalty.iter().map(|e| e.sequence).collect::<Vec<_>>())
+        .bind(loyalty.iter().map(|e| e.entry_type).collect::<Vec<_>>())
+        .bind(loyalty.iter().map(|e| e.points).collect::<Vec<_>>())
+        .bind(
+            loyalty
+                .iter()
+                .map(|e| e.order_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(loyalty.iter().map(|e| e.amount_cents).collect::<Vec<_>>())
+        .bind(loyalty.iter().map(|e| e.tier).collect::<Vec<_>>())
+        .bind(
+            loyalty
+                .iter()
+                .map(|e| e.reference.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(loyalty.iter().map(|e| e.recorded_at).collect::<Vec<_>>())
+        .bind(
+            stock
+                .iter()
+                .map(|m| m.store_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(stock.iter().map(|m| m.sequence).collect::<Vec<_>>())
+        .bind(stock.iter().map(|m| m.line_no).collect::<Vec<_>>())
+        .bind(stock.iter().map(|m| m.sku.as_str()).collect::<Vec<_>>())
+        .bind(stock.iter().map(|m| m.movement).collect::<Vec<_>>())
+        .bind(stock.iter().map(|m| m.quantity).collect::<Vec<_>>())
+        .bind(
+            stock
+                .iter()
+                .map(|m| m.order_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            stock
+                .iter()
+                .map(|m| m.reason.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(stock.iter().map(|m| m.recorded_at).collect::<Vec<_>>())
+        .bind(
+            changed
+                .iter()
+                .map(|((kind, _), _)| kind.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changed
+                .iter()
+                .map(|((_, id), _)| id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changed
+                .iter()
+                .map(|(_, (sequence, _))| *sequence as i64)
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut **tx)
         .await?;
     Ok(())

@@ -223,17 +223,6 @@ pub(crate) fn serialize_time<S: serde::Serializer>(
     serializer.serialize_str(&sortable_time(*at))
 }
 
-/// [`serialize_time`] for an optional time.
-pub(crate) fn serialize_optional_time<S: serde::Serializer>(
-    at: &Option<OffsetDateTime>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match at {
-        Some(at) => serializer.serialize_some(&sortable_time(*at)),
-        None => serializer.serialize_none(),
-    }
-}
-
 /// Parses a time written by [`sortable_time`].
 pub(crate) fn parse_time(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &Rfc3339).ok()

@@ -68,14 +68,49 @@ impl TestStream {
 
     /// Every record of every shard from the start, decoded: per shard, in the shard's order.
     pub async fn read_all(&self) -> BTreeMap<String, Vec<LoggedCommit>> {
+        let mut by_shard: BTreeMap<String, Vec<LoggedCommit>> = BTreeMap::new();
+        let shards = self
+            .each_record(|shard, record| {
+                let commit = commit_log::decode(record.data().as_ref())
+                    .expect("every record is a commit envelope");
+                assert_eq!(
+                    record.partition_key(),
+                    Some(commit.aggregate_id.as_str()),
+                    "partition key = aggregate id"
+                );
+                by_shard.entry(shard.to_owned()).or_default().push(commit);
+            })
+            .await
+            .expect("the stream reads back");
+        for shard in shards {
+            by_shard.entry(shard).or_default();
+        }
+        by_shard
+    }
+
+    /// The Kinesis PUT payload units of every record on the stream: each record's data in
+    /// 25 KB chunks, as AWS bills them. Read page by page, nothing kept.
+    pub async fn put_payload_units(&self) -> Result<u64, aws_sdk_kinesis::Error> {
+        let mut units = 0;
+        self.each_record(|_, record| {
+            units += record.data().as_ref().len().div_ceil(25 * 1024).max(1) as u64;
+        })
+        .await?;
+        Ok(units)
+    }
+
+    /// Calls `visit` with every record of every shard from the start (shard id, record), each
+    /// shard in its order; returns the shards' ids.
+    async fn each_record(
+        &self,
+        mut visit: impl FnMut(&str, &aws_sdk_kinesis::types::Record),
+    ) -> Result<Vec<String>, aws_sdk_kinesis::Error> {
         let shards = self
             .client
             .list_shards()
             .stream_name(&self.name)
             .send()
-            .await
-            .expect("ListShards");
-        let mut by_shard = BTreeMap::new();
+            .await?;
         for shard in shards.shards() {
             let mut iterator = self
                 .client
@@ -84,41 +119,30 @@ impl TestStream {
                 .shard_id(shard.shard_id())
                 .shard_iterator_type(ShardIteratorType::TrimHorizon)
                 .send()
-                .await
-                .expect("GetShardIterator")
-                .shard_iterator
-                .expect("an iterator");
-            let mut commits = Vec::new();
-            loop {
+                .await?
+                .shard_iterator;
+            while let Some(current) = iterator {
                 let page = self
                     .client
                     .get_records()
-                    .shard_iterator(&iterator)
+                    .shard_iterator(&current)
                     .limit(10_000)
                     .send()
-                    .await
-                    .expect("GetRecords");
+                    .await?;
                 if page.records().is_empty() {
                     break;
                 }
                 for record in page.records() {
-                    let commit = commit_log::decode(record.data().as_ref())
-                        .expect("every record is a commit envelope");
-                    assert_eq!(
-                        record.partition_key(),
-                        Some(commit.aggregate_id.as_str()),
-                        "partition key = aggregate id"
-                    );
-                    commits.push(commit);
+                    visit(shard.shard_id(), record);
                 }
-                match page.next_shard_iterator {
-                    Some(next) => iterator = next,
-                    None => break,
-                }
+                iterator = page.next_shard_iterator;
             }
-            by_shard.insert(shard.shard_id().to_owned(), commits);
         }
-        by_shard
+        Ok(shards
+            .shards()
+            .iter()
+            .map(|shard| shard.shard_id().to_owned())
+            .collect())
     }
 
     /// Reads until at least `count` records are on the stream.

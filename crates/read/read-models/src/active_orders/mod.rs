@@ -24,6 +24,9 @@ mod update;
 
 pub use alias::{AliasError, LiveView, ViewAlias};
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -48,9 +51,14 @@ pub const BY_STATUS_INDEX: &str = "by-status";
 /// the last checkpoint) is far shorter.
 pub const TOMBSTONE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// How many aggregates are written at the same time; one aggregate's commits are always
-/// written one after the other.
-const CONCURRENT_AGGREGATES: usize = 16;
+/// How many items are written at the same time (orders, store days, inventories); one
+/// aggregate's writes are always made one after the other.
+const CONCURRENT_WRITES: usize = 16;
+
+/// How many aggregates' last applied sequences the projection remembers; past it, it forgets
+/// them all and reads each again when it next meets it (a worker holds the leases of a few
+/// shards, whose open orders are far fewer).
+const REMEMBERED_AGGREGATES: usize = 200_000;
 
 /// The two tables of the view.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,10 +71,108 @@ pub struct ActiveOrdersTables {
 }
 
 /// The active-orders projection (name `active_orders`).
+///
+/// It remembers what it last wrote or read of each order (its `last_sequence` and what the
+/// metrics need) and each inventory's marker, so a later batch of the same aggregate reads
+/// nothing first. What it remembers is only a guess: another writer (a lease stolen meanwhile
+/// and taken back, replay's catch-up during a swap) may have moved the item since. Every write
+/// stays conditioned on the marker it expects, so a stale guess fails its condition (or shows
+/// a gap) and the aggregate is read again and redone; it never loses or doubles an update.
 #[derive(Debug, Clone)]
 pub struct ActiveOrdersProjection {
     client: Client,
     tables: Tables,
+    memory: Arc<Mutex<Memory>>,
+    usage: Arc<DynamoDbUsage>,
+}
+
+/// What the projection remembers of the aggregates it wrote, for one pair of tables.
+#[derive(Debug, Default)]
+struct Memory {
+    /// The orders table the entries describe: a swap to other tables forgets them.
+    orders_table: String,
+    orders: HashMap<String, orders::OrderSnapshot>,
+    inventories: HashMap<String, u64>,
+}
+
+impl Memory {
+    fn remember_order(&mut self, order_id: &str, snapshot: orders::OrderSnapshot) {
+        self.make_room();
+        self.orders.insert(order_id.to_owned(), snapshot);
+    }
+
+    fn remember_inventory(&mut self, store_id: &str, last_sequence: u64) {
+        self.make_room();
+        self.inventories.insert(store_id.to_owned(), last_sequence);
+    }
+
+    fn make_room(&mut self) {
+        if self.orders.len() + self.inventories.len() >= REMEMBERED_AGGREGATES {
+            self.orders.clear();
+            self.inventories.clear();
+        }
+    }
+}
+
+/// The DynamoDB calls the projection made and the capacity units they consumed, as DynamoDB
+/// (or the emulator) reported them through `ReturnConsumedCapacity`; a call that reports none
+/// (a refused condition) counts one unit, what an item under 1 KB costs. Also exported as the
+/// counters [`DYNAMODB_CALLS`] and [`DYNAMODB_CAPACITY_UNITS`].
+#[derive(Debug, Default)]
+pub struct DynamoDbUsage {
+    reads: AtomicU64,
+    writes: AtomicU64,
+    read_milli_units: AtomicU64,
+    write_milli_units: AtomicU64,
+}
+
+/// Counter `{projection, kind = read | write}`: DynamoDB calls of a projection.
+pub const DYNAMODB_CALLS: &str = "orderpipe_projector_dynamodb_calls_total";
+/// Counter `{projection, kind = read | write}`: DynamoDB capacity units a projection consumed,
+/// in thousandths (read and write request units on on-demand tables).
+pub const DYNAMODB_CAPACITY_UNITS: &str = "orderpipe_projector_dynamodb_milli_capacity_units_total";
+
+/// A copy of [`DynamoDbUsage`]'s counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DynamoDbCalls {
+    /// GetItem calls.
+    pub reads: u64,
+    /// UpdateItem calls.
+    pub writes: u64,
+    /// Read request units consumed.
+    pub read_units: f64,
+    /// Write request units consumed.
+    pub write_units: f64,
+}
+
+impl DynamoDbUsage {
+    fn read(&self, units: Option<f64>) {
+        self.count(&self.reads, &self.read_milli_units, "read", units);
+    }
+
+    fn wrote(&self, units: Option<f64>) {
+        self.count(&self.writes, &self.write_milli_units, "write", units);
+    }
+
+    fn count(&self, calls: &AtomicU64, milli: &AtomicU64, kind: &'static str, units: Option<f64>) {
+        let milli_units = (units.unwrap_or(1.0) * 1000.0).round() as u64;
+        calls.fetch_add(1, Ordering::Relaxed);
+        milli.fetch_add(milli_units, Ordering::Relaxed);
+        metrics::counter!(DYNAMODB_CALLS, "projection" => "active_orders", "kind" => kind)
+            .increment(1);
+        metrics::counter!(DYNAMODB_CAPACITY_UNITS, "projection" => "active_orders", "kind" => kind)
+            .increment(milli_units);
+    }
+
+    /// The counts so far.
+    pub fn snapshot(&self) -> DynamoDbCalls {
+        DynamoDbCalls {
+            reads: self.reads.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            read_units: self.read_milli_units.load(Ordering::Relaxed) as f64 / 1000.0,
+            write_units: self.write_milli_units.load(Ordering::Relaxed) as f64 / 1000.0,
+        }
+    }
 }
 
 /// Where the projection writes.
@@ -84,9 +190,28 @@ struct Target<'a> {
     tables: ActiveOrdersTables,
     /// A swap is catching these tables up: see [`Target::gap`].
     handover: bool,
+    memory: &'a Mutex<Memory>,
+    usage: &'a DynamoDbUsage,
 }
 
 impl Target<'_> {
+    /// What the projection remembers of these tables.
+    fn memory(&self) -> MutexGuard<'_, Memory> {
+        // A panic while holding the lock leaves at worst a stale guess, which the conditional
+        // writes catch.
+        let mut memory = self
+            .memory
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if memory.orders_table != self.tables.orders {
+            *memory = Memory {
+                orders_table: self.tables.orders.clone(),
+                ..Memory::default()
+            };
+        }
+        memory
+    }
+
     /// A commit whose predecessor the tables lack. Normally poison; during a swap's handover the
     /// predecessor is on its way (replay's catch-up writes it), so the batch is retried.
     fn gap(&self, index: usize, commit: &LoggedCommit, applied: u64) -> ProjectionError {
@@ -106,6 +231,8 @@ impl ActiveOrdersProjection {
         Self {
             client,
             tables: Tables::Fixed(tables),
+            memory: Arc::default(),
+            usage: Arc::default(),
         }
     }
 
@@ -115,6 +242,8 @@ impl ActiveOrdersProjection {
         Self {
             client: alias.client().clone(),
             tables: Tables::Following(alias),
+            memory: Arc::default(),
+            usage: Arc::default(),
         }
     }
 
@@ -169,23 +298,14 @@ impl ActiveOrdersProjection {
             client: &self.client,
             tables,
             handover,
+            memory: &self.memory,
+            usage: &self.usage,
         })
     }
-}
 
-/// Applies one aggregate's commits (`(index in the batch, commit)`, in log order).
-async fn apply_aggregate(
-    target: &Target<'_>,
-    commits: Vec<(usize, &LoggedCommit)>,
-) -> Result<(), ProjectionError> {
-    let Some((_, first)) = commits.first() else {
-        return Ok(());
-    };
-    match first.aggregate_type.as_str() {
-        ORDER => orders::apply(target, &commits).await,
-        INVENTORY => stock::apply(target, &commits).await,
-        // Loyalty and menu events have no place on the barista dashboard.
-        _ => Ok(()),
+    /// The DynamoDB calls and capacity units this projection (and its clones) used so far.
+    pub fn usage(&self) -> DynamoDbCalls {
+        self.usage.snapshot()
     }
 }
 
@@ -196,17 +316,33 @@ impl Projection for ActiveOrdersProjection {
     }
 
     async fn apply(&self, commits: &[LoggedCommit]) -> Result<(), ProjectionError> {
+        let target = self.target().await?;
+        let mut order_groups = Vec::new();
+        let mut inventory_groups = Vec::new();
+        for group in group_by_aggregate(commits) {
+            match group
+                .first()
+                .map(|(_, commit)| commit.aggregate_type.as_str())
+            {
+                Some(ORDER) => order_groups.push(group),
+                Some(INVENTORY) => inventory_groups.push(group),
+                // Loyalty and menu events have no place on the barista dashboard.
+                _ => {}
+            }
+        }
         // A loop, not a closure: a closure over the borrowed groups would make the future
         // higher-ranked over their lifetime, which async-trait's `Send` future cannot name.
-        let target = self.target().await?;
-        let mut writes = Vec::new();
-        for group in group_by_aggregate(commits) {
-            writes.push(apply_aggregate(&target, group));
+        let mut inventories = Vec::new();
+        for group in inventory_groups {
+            inventories.push(stock::apply(&target, group));
         }
-        let results: Vec<Result<(), ProjectionError>> = stream::iter(writes)
-            .buffer_unordered(CONCURRENT_AGGREGATES)
-            .collect()
-            .await;
+        let (mut results, inventory_results) = futures::join!(
+            orders::apply(&target, order_groups),
+            stream::iter(inventories)
+                .buffer_unordered(CONCURRENT_WRITES)
+                .collect::<Vec<_>>()
+        );
+        results.extend(inventory_results);
         // Every aggregate stopped at its own first failure, so every commit before the lowest
         // poison index is applied; a transient failure anywhere means "retry the batch".
         let mut poison: Option<ProjectionError> = None;

@@ -1,38 +1,59 @@
 //! Order commits: the order item, and the store's daily metrics item.
 //!
-//! Per commit, without transactions:
-//! 1. the order item's `last_sequence` decides skip / apply / gap (read once per batch);
-//! 2. the metrics item counts the commit, conditioned on its per-order entry
-//!    (`order#<id>` = last sequence counted) being older than the commit: a retry after a crash
-//!    between steps 2 and 3 finds the entry and counts nothing twice;
-//! 3. the order item is updated, conditioned on `last_sequence` still being the one read;
-//! 4. once the order has ended, its metrics entry is replaced by its fingerprint in the item's
-//!    `ended` number set (see [`ENDED`]), so metrics items stay small; a crash between steps 3
-//!    and 4 is mended when the ending commit is delivered again (it is skipped, but step 4
-//!    runs).
+//! One batch's commits of one order are folded into one change ([`OrderPlan`]) and written
+//! without transactions:
+//! 1. the order's `last_sequence` decides skip / apply / gap. It is what the projection
+//!    remembers of the order; an order it does not remember whose first commit in the batch
+//!    starts at sequence 1 is taken as new; any other is read. A remembered or assumed
+//!    sequence that shows a gap is read before anything is written;
+//! 2. the metrics item counts the order's commits, conditioned on its per-order entry
+//!    (`order#<id>` = last sequence counted) being older than the first of them: a retry after
+//!    a crash between steps 2 and 3 finds the entry and counts nothing twice. The orders of one
+//!    store and day in a batch are counted by one update ([`MAX_ORDERS_PER_UPDATE`] at most),
+//!    their conditions joined; when any of them fails, each order is counted again alone, one
+//!    commit at a time, each commit conditioned as above (an entry always stands at a commit's
+//!    last sequence, because a batch may be cut elsewhere on its retry). An order that ends in
+//!    the batch has its entry replaced by its fingerprint in the `ended` number set (see
+//!    [`ENDED`]) in the same update, so metrics items stay small: the fingerprint fails any
+//!    later count of it the way the entry would;
+//! 3. the order item is updated, conditioned on `last_sequence` still being the one remembered,
+//!    assumed or read. When a remembered or assumed one fails the condition (another writer
+//!    moved the order: a lease lost and taken back, replay's catch-up during a swap), the order
+//!    is read and steps 1-3 are redone; when a read one fails, the batch is retried.
 //!
-//! Why step 4 leaves a fingerprint rather than nothing: two writers can overlap on one order (a
-//! lease stolen from a slow worker, the live projector and replay's catch-up during a swap's
-//! handover). A writer that read the order before the other one ended it reaches step 2 with a
-//! stale `last_sequence`; had the entry simply been removed, its condition would find no entry
-//! and count the order a second time. The fingerprint makes step 2's condition fail for an
-//! ended order however late the stale writer comes, for as long as the day's item lives.
+//! Items of different orders and store days are written concurrently; one order's writes
+//! follow each other.
+//!
+//! Why an ended order leaves a fingerprint rather than nothing: two writers can overlap on one
+//! order (a lease stolen from a slow worker, the live projector and replay's catch-up during a
+//! swap's handover). A writer that read the order before the other one ended it reaches step 2
+//! with a stale `last_sequence`; had the entry simply been removed, its condition would find
+//! no entry and count the order a second time. The fingerprint makes step 2's condition fail
+//! for an ended order however late the stale writer comes, for as long as the day's item lives.
+//! Older builds removed the entry in a fourth call after the order write; an ending commit
+//! delivered again mends an entry such a build left behind.
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use commit_log::{DomainEvent, LoggedCommit};
+use futures::stream::{self, StreamExt};
 use time::OffsetDateTime;
 
-use super::update::{n, s, OnConditionFailed, Update};
-use super::{dynamodb_failure, Target, TOMBSTONE_TTL};
+use super::update::{n, s, OnConditionFailed, Update, Written};
+use super::{dynamodb_failure, Target, CONCURRENT_WRITES, TOMBSTONE_TTL};
 use crate::order_changes::{business_day, parse_time, sortable_time, OrderChanges, Status};
 use crate::progress::{unapplied, Step};
 use commit_log::projection::ProjectionError;
 
-/// What the projection needs to know about an order it has seen: read from the order item.
+/// The most orders one metrics update counts: DynamoDB allows 300 operators and 4 KB per
+/// expression, and each order's condition takes 7 operators and about 80 characters.
+const MAX_ORDERS_PER_UPDATE: usize = 20;
+
+/// What the projection needs to know about an order it has seen: read from the order item, or
+/// remembered from its last write.
 #[derive(Debug, Clone, Default)]
-struct OrderSnapshot {
+pub(super) struct OrderSnapshot {
     last_sequence: u64,
     store_id: Option<String>,
     placed_at: Option<OffsetDateTime>,
@@ -67,81 +88,458 @@ impl OrderSnapshot {
             status: changes.status.or(self.status),
         }
     }
-}
 
-/// Applies one order's commits in order.
-pub(super) async fn apply(
-    target: &Target<'_>,
-    commits: &[(usize, &LoggedCommit)],
-) -> Result<(), ProjectionError> {
-    let mut snapshot: Option<OrderSnapshot> = None;
-    for &(index, commit) in commits {
-        let before = match snapshot.take() {
-            Some(known) => known,
-            None => load(target, index, &commit.aggregate_id).await?,
-        };
-        snapshot = Some(apply_commit(target, index, commit, before).await?);
+    fn ended(&self) -> bool {
+        self.status.is_some_and(Status::is_final)
     }
-    Ok(())
 }
 
-/// Applies one commit onto `before`, the order as this writer last read or wrote it (which
-/// another writer may have moved on since), and returns the order after it.
-async fn apply_commit(
-    target: &Target<'_>,
+/// Where a plan's starting point came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    /// Read from the order item in this batch.
+    Read,
+    /// Remembered from an earlier batch, or assumed new: another writer may have moved it.
+    Guessed,
+}
+
+/// One commit of a plan, with what it changes on its own (for counting it alone).
+#[derive(Debug)]
+struct CommitStep<'c> {
     index: usize,
-    commit: &LoggedCommit,
+    commit: &'c LoggedCommit,
+    /// The order's last applied sequence before it.
+    applied: u64,
+    changes: OrderChanges,
+    counts: Counts,
+    /// The order after it.
+    after: OrderSnapshot,
+}
+
+/// What one batch does to one order, decided from its starting point before anything is
+/// written.
+#[derive(Debug)]
+struct OrderPlan<'c> {
+    order_id: String,
+    known: Known,
     before: OrderSnapshot,
-) -> Result<OrderSnapshot, ProjectionError> {
-    let applied = match Step::of(commit, before.last_sequence) {
-        Step::Skip => {
-            // The redelivered last commit of an ended order: the crash that caused the
-            // redelivery may have come between its tombstone (step 3) and the removal of its
-            // metrics entry (step 4). Removing again changes nothing otherwise.
-            let ended = before.status.is_some_and(Status::is_final);
-            if ended && commit.last_sequence() == before.last_sequence {
-                if let Some(key) = before.metrics_key(&commit.aggregate_id) {
-                    forget(target, index, &key, before.last_sequence).await?;
+    /// The commits to apply, in order.
+    steps: Vec<CommitStep<'c>>,
+    /// The steps' changes folded into one.
+    folded: OrderChanges,
+    /// The ended order's last commit came again: index of that commit (its entry may be left).
+    mend: Option<usize>,
+    /// The commit the order stops at (a gap, a commit the view cannot hold), after the steps.
+    stop: Option<ProjectionError>,
+    /// `stop` is a gap.
+    gapped: bool,
+}
+
+impl<'c> OrderPlan<'c> {
+    fn new(
+        target: &Target<'_>,
+        known: Known,
+        before: OrderSnapshot,
+        commits: &[(usize, &'c LoggedCommit)],
+    ) -> Self {
+        let order_id = commits
+            .first()
+            .map(|(_, commit)| commit.aggregate_id.clone())
+            .unwrap_or_default();
+        let mut plan = OrderPlan {
+            order_id,
+            known,
+            before: before.clone(),
+            steps: Vec::new(),
+            folded: OrderChanges::default(),
+            mend: None,
+            stop: None,
+            gapped: false,
+        };
+        let mut snapshot = before;
+        for &(index, commit) in commits {
+            let applied = match Step::of(commit, snapshot.last_sequence) {
+                Step::Skip => {
+                    let repeated_end =
+                        snapshot.ended() && commit.last_sequence() == snapshot.last_sequence;
+                    if repeated_end && plan.steps.is_empty() {
+                        plan.mend = Some(index);
+                    }
+                    continue;
+                }
+                Step::Gap { applied } => {
+                    plan.gapped = true;
+                    plan.stop = Some(target.gap(index, commit, applied));
+                    break;
+                }
+                Step::Apply { applied } => applied,
+            };
+            match CommitStep::of(index, commit, applied, &snapshot) {
+                Ok(step) => {
+                    for event in unapplied(commit, applied) {
+                        if let DomainEvent::Order(order_event) = &event.event {
+                            plan.folded
+                                .apply(event.sequence, event.recorded_at, order_event);
+                        }
+                    }
+                    snapshot = step.after.clone();
+                    plan.steps.push(step);
+                }
+                Err(poison) => {
+                    plan.stop = Some(poison);
+                    break;
                 }
             }
-            return Ok(before);
         }
-        Step::Gap { applied } => return Err(target.gap(index, commit, applied)),
-        Step::Apply { applied } => applied,
-    };
-    let mut changes = OrderChanges::default();
-    for event in unapplied(commit, applied) {
-        let DomainEvent::Order(order_event) = &event.event else {
+        plan
+    }
+
+    /// The order after the plan's steps.
+    fn after(&self) -> &OrderSnapshot {
+        self.steps.last().map_or(&self.before, |step| &step.after)
+    }
+
+    /// The order's sequence before the first step.
+    fn applied(&self) -> u64 {
+        self.steps
+            .first()
+            .map_or(self.before.last_sequence, |step| step.applied)
+    }
+
+    fn counts(&self) -> Counts {
+        let mut total = Counts::default();
+        for step in &self.steps {
+            total.add(&step.counts);
+        }
+        total
+    }
+
+    /// The last sequence of the last commit that counts in the metrics: where the order's entry
+    /// stands after the plan, as it would after its commits applied one by one (live and
+    /// rebuilt views are compared item by item, so it must not depend on how batches fold).
+    fn last_counted(&self) -> u64 {
+        self.steps
+            .iter()
+            .rev()
+            .find(|step| step.counts.any())
+            .map_or(self.after().last_sequence, |step| {
+                step.commit.last_sequence()
+            })
+    }
+
+    /// The plan ends the order.
+    fn ends(&self) -> bool {
+        !self.steps.is_empty() && self.after().ended()
+    }
+
+    /// The plan changes the order's metrics item.
+    fn counts_anything(&self) -> bool {
+        self.counts().any() || self.ends()
+    }
+}
+
+impl<'c> CommitStep<'c> {
+    fn of(
+        index: usize,
+        commit: &'c LoggedCommit,
+        applied: u64,
+        before: &OrderSnapshot,
+    ) -> Result<Self, ProjectionError> {
+        let mut changes = OrderChanges::default();
+        for event in unapplied(commit, applied) {
+            let DomainEvent::Order(order_event) = &event.event else {
+                return Err(ProjectionError::Poison {
+                    index,
+                    reason: "an order commit holds a non-order event".into(),
+                });
+            };
+            changes.apply(event.sequence, event.recorded_at, order_event);
+        }
+        let after = before.after(&changes, commit.last_sequence());
+        if after.store_id.is_none() || after.placed_at.is_none() {
             return Err(ProjectionError::Poison {
                 index,
-                reason: "an order commit holds a non-order event".into(),
+                reason: "order events before OrderPlaced".into(),
             });
-        };
-        changes.apply(event.sequence, event.recorded_at, order_event);
-    }
-    let after = before.after(&changes, commit.last_sequence());
-    let (Some(store_id), Some(placed_at)) = (&after.store_id, after.placed_at) else {
-        return Err(ProjectionError::Poison {
+        }
+        Ok(CommitStep {
             index,
-            reason: "order events before OrderPlaced".into(),
+            commit,
+            applied,
+            counts: Counts::of(before, &changes),
+            changes,
+            after,
+        })
+    }
+}
+
+/// What writing a plan came to.
+#[derive(Debug)]
+enum Outcome {
+    /// Written (up to its stop, if it has one).
+    Written,
+    /// Its guessed starting point was wrong: read the order and plan again.
+    Redo,
+}
+
+/// Applies a batch's order commits, one group per order (each in log order), and returns one
+/// result per group.
+pub(super) async fn apply(
+    target: &Target<'_>,
+    groups: Vec<Vec<(usize, &LoggedCommit)>>,
+) -> Vec<Result<(), ProjectionError>> {
+    let guesses: Vec<Option<OrderSnapshot>> = {
+        let memory = target.memory();
+        groups
+            .iter()
+            .map(|group| {
+                let (_, first) = group.first()?;
+                match memory.orders.get(&first.aggregate_id) {
+                    Some(remembered) => Some(remembered.clone()),
+                    None if first.first_sequence() == 1 => Some(OrderSnapshot::default()),
+                    None => None,
+                }
+            })
+            .collect()
+    };
+    let mut planned = Vec::new();
+    for (group, guess) in groups.iter().zip(guesses) {
+        planned.push(plan(target, group, guess));
+    }
+    let planned: Vec<Result<OrderPlan<'_>, ProjectionError>> = stream::iter(planned)
+        .buffered(CONCURRENT_WRITES)
+        .collect()
+        .await;
+    let mut results: Vec<Option<Result<(), ProjectionError>>> = Vec::new();
+    let mut plans = Vec::new();
+    for outcome in planned {
+        match outcome {
+            Ok(plan) => {
+                plans.push((results.len(), plan));
+                results.push(None);
+            }
+            Err(failure) => results.push(Some(Err(failure))),
+        }
+    }
+    let written = write_plans(target, &plans).await;
+    let mut redo = Vec::new();
+    for ((slot, plan), outcome) in plans.into_iter().zip(written) {
+        match outcome {
+            Ok(Outcome::Written) => results[slot] = Some(finish(target, plan)),
+            Ok(Outcome::Redo) => redo.push((slot, plan.order_id)),
+            Err(failure) => {
+                target.memory().orders.remove(&plan.order_id);
+                results[slot] = Some(Err(failure));
+            }
+        }
+    }
+    if !redo.is_empty() {
+        let mut reread = Vec::new();
+        for (slot, _) in &redo {
+            reread.push(plan(target, &groups[*slot], None));
+        }
+        let reread: Vec<_> = stream::iter(reread)
+            .buffered(CONCURRENT_WRITES)
+            .collect()
+            .await;
+        let mut plans = Vec::new();
+        for ((slot, order_id), outcome) in redo.into_iter().zip(reread) {
+            match outcome {
+                Ok(plan) => plans.push((slot, plan)),
+                Err(failure) => {
+                    target.memory().orders.remove(&order_id);
+                    results[slot] = Some(Err(failure));
+                }
+            }
+        }
+        let written = write_plans(target, &plans).await;
+        for ((slot, plan), outcome) in plans.into_iter().zip(written) {
+            results[slot] = Some(match outcome {
+                Ok(Outcome::Written) => finish(target, plan),
+                Ok(Outcome::Redo) => unreachable_redo(&plan.order_id),
+                Err(failure) => {
+                    target.memory().orders.remove(&plan.order_id);
+                    Err(failure)
+                }
+            });
+        }
+    }
+    results
+        .into_iter()
+        .map(|result| result.unwrap_or(Ok(())))
+        .collect()
+}
+
+/// A read starting point cannot be redone: [`write_order_plan`] turns its failed condition
+/// into a transient failure. Kept as an error rather than a panic all the same.
+fn unreachable_redo(order_id: &str) -> Result<(), ProjectionError> {
+    Err(ProjectionError::Transient(
+        format!("order {order_id}: moved by another writer while this one read it").into(),
+    ))
+}
+
+/// Remembers the order as the written plan left it and returns where it stopped. An ended
+/// order is forgotten: no later commit comes, and a redelivered one is read and skipped.
+fn finish(target: &Target<'_>, plan: OrderPlan<'_>) -> Result<(), ProjectionError> {
+    let after = plan.after().clone();
+    let mut memory = target.memory();
+    if after.ended() || after.last_sequence == 0 {
+        memory.orders.remove(&plan.order_id);
+    } else {
+        memory.remember_order(&plan.order_id, after);
+    }
+    plan.stop.map_or(Ok(()), Err)
+}
+
+/// Plans one order's commits from `guess`, or from a read when there is none or when it shows
+/// a gap.
+async fn plan<'c>(
+    target: &Target<'_>,
+    commits: &[(usize, &'c LoggedCommit)],
+    guess: Option<OrderSnapshot>,
+) -> Result<OrderPlan<'c>, ProjectionError> {
+    if let Some(guess) = guess {
+        let planned = OrderPlan::new(target, Known::Guessed, guess, commits);
+        if !planned.gapped {
+            return Ok(planned);
+        }
+    }
+    let Some(&(index, first)) = commits.first() else {
+        return Ok(OrderPlan::new(
+            target,
+            Known::Read,
+            OrderSnapshot::default(),
+            commits,
+        ));
+    };
+    let before = load(target, index, &first.aggregate_id).await?;
+    Ok(OrderPlan::new(target, Known::Read, before, commits))
+}
+
+/// Writes `plans`: first every metrics item (one update per store day and
+/// [`MAX_ORDERS_PER_UPDATE`] orders), then every order item. One result per plan.
+async fn write_plans(
+    target: &Target<'_>,
+    plans: &[(usize, OrderPlan<'_>)],
+) -> Vec<Result<Outcome, ProjectionError>> {
+    let mut by_day: HashMap<(String, String), Vec<&OrderPlan<'_>>> = HashMap::new();
+    let mut mends = Vec::new();
+    for (_, plan) in plans {
+        if let (Some(index), Some(key)) = (plan.mend, plan.before.metrics_key(&plan.order_id)) {
+            mends.push(forget(target, index, key, plan.before.last_sequence));
+        }
+        if plan.counts_anything() {
+            if let Some(key) = plan.after().metrics_key(&plan.order_id) {
+                by_day
+                    .entry((key.store_id, key.day))
+                    .or_default()
+                    .push(plan);
+            }
+        }
+    }
+    let mut counted = Vec::new();
+    for plans in by_day.values() {
+        for chunk in plans.chunks(MAX_ORDERS_PER_UPDATE) {
+            counted.push(count_together(target, chunk));
+        }
+    }
+    let (mended, counted) = futures::join!(
+        stream::iter(mends)
+            .buffer_unordered(CONCURRENT_WRITES)
+            .collect::<Vec<_>>(),
+        stream::iter(counted)
+            .buffer_unordered(CONCURRENT_WRITES)
+            .collect::<Vec<_>>()
+    );
+    let mut failed: HashMap<String, ProjectionError> = HashMap::new();
+    for result in mended {
+        if let Err(failure) = result {
+            return plans.iter().map(|_| Err(copy_of(&failure))).collect();
+        }
+    }
+    for chunk in counted {
+        for (order_id, result) in chunk {
+            if let Err(failure) = result {
+                if failure.is_transient() {
+                    return plans.iter().map(|_| Err(copy_of(&failure))).collect();
+                }
+                failed.insert(order_id, failure);
+            }
+        }
+    }
+    let mut writes = Vec::new();
+    for (_, plan) in plans {
+        let failure = failed.remove(&plan.order_id);
+        writes.push(async move {
+            match failure {
+                Some(failure) => Err(failure),
+                None => write_order_plan(target, plan).await,
+            }
         });
-    };
-    let metrics_key = MetricsKey {
-        store_id: store_id.clone(),
-        day: business_day(placed_at),
-        order_id: commit.aggregate_id.clone(),
-    };
-    let counts = Counts::of(&before, &changes);
-    if counts.any() {
-        count(target, index, &metrics_key, &counts, applied, commit).await?;
     }
-    write_order(target, index, commit, applied, &after, &changes).await?;
-    // Once ended (by this commit, or earlier with a crash before step 4), the tombstone's
-    // marker guards the order: its metrics entry goes.
-    if after.status.is_some_and(Status::is_final) {
-        forget(target, index, &metrics_key, commit.last_sequence()).await?;
+    stream::iter(writes)
+        .buffered(CONCURRENT_WRITES)
+        .collect()
+        .await
+}
+
+/// A failure repeated for every plan of a batch that stops on it (the batch is retried).
+fn copy_of(failure: &ProjectionError) -> ProjectionError {
+    match failure {
+        ProjectionError::Poison { index, reason } => ProjectionError::Poison {
+            index: *index,
+            reason: reason.clone(),
+        },
+        other => ProjectionError::Transient(other.to_string().into()),
     }
-    Ok(after)
+}
+
+/// Writes the order item for a plan's steps, folded into one update. A folded write the view
+/// cannot hold (an item grown past 400 KB) is written again one commit at a time, so that
+/// exactly the commit that does not fit is poison.
+async fn write_order_plan(
+    target: &Target<'_>,
+    plan: &OrderPlan<'_>,
+) -> Result<Outcome, ProjectionError> {
+    let (Some(first), Some(last)) = (plan.steps.first(), plan.steps.last()) else {
+        return Ok(Outcome::Written);
+    };
+    let written = write_order(
+        target,
+        first.index,
+        &plan.order_id,
+        first.applied,
+        last.commit.last_sequence(),
+        &last.after,
+        &plan.folded,
+    )
+    .await;
+    match written {
+        Ok(Written::Yes) => Ok(Outcome::Written),
+        Ok(Written::ConditionFailed(error)) => match plan.known {
+            Known::Guessed => Ok(Outcome::Redo),
+            Known::Read => Err(ProjectionError::Transient(error)),
+        },
+        Err(ProjectionError::Poison { .. }) if plan.steps.len() > 1 => {
+            for step in &plan.steps {
+                let written = write_order(
+                    target,
+                    step.index,
+                    &plan.order_id,
+                    step.applied,
+                    step.commit.last_sequence(),
+                    &step.after,
+                    &step.changes,
+                )
+                .await?;
+                if let Written::ConditionFailed(error) = written {
+                    return Err(ProjectionError::Transient(error));
+                }
+            }
+            Ok(Outcome::Written)
+        }
+        Err(failure) => Err(failure),
+    }
 }
 
 fn order_key(order_id: &str) -> HashMap<String, AttributeValue> {
@@ -164,9 +562,13 @@ async fn load(
         .consistent_read(true)
         .projection_expression("last_sequence, store_id, placed_at, preparing_at, #status")
         .expression_attribute_names("#status", "status")
+        .return_consumed_capacity(ReturnConsumedCapacity::Total)
         .send()
         .await
         .map_err(|e| dynamodb_failure(index, e))?;
+    target
+        .usage
+        .read(output.consumed_capacity().and_then(|c| c.capacity_units()));
     let Some(item) = output.item() else {
         return Ok(OrderSnapshot::default());
     };
@@ -188,21 +590,22 @@ async fn load(
     })
 }
 
-/// Writes the order item: conditioned on the marker read, advancing it to the commit's last
-/// sequence together with the view change.
+/// Writes the order item: conditioned on the marker being `applied`, advancing it to
+/// `last_sequence` together with the view change (`changes`, leaving the order as `after`).
 async fn write_order(
     target: &Target<'_>,
     index: usize,
-    commit: &LoggedCommit,
+    order_id: &str,
     applied: u64,
+    last_sequence: u64,
     after: &OrderSnapshot,
     changes: &OrderChanges,
-) -> Result<(), ProjectionError> {
+) -> Result<Written, ProjectionError> {
     let mut update = Update::default();
     let store_id = after.store_id.clone().unwrap_or_default();
-    update.set("last_sequence", n(commit.last_sequence()));
+    update.set("last_sequence", n(last_sequence));
     if let Some(placed) = &changes.placed {
-        update.set("order_id", s(&commit.aggregate_id));
+        update.set("order_id", s(order_id));
         update.set("store_id", s(&placed.store_id));
         update.set("customer_id", s(&placed.customer_id));
         update.set("placed_at", s(sortable_time(placed.placed_at)));
@@ -219,11 +622,7 @@ async fn write_order(
             update.set("gsi2pk", s(format!("STORE#{store_id}")));
             update.set(
                 "gsi2sk",
-                s(format!(
-                    "{}#{}",
-                    sortable_time(placed.placed_at),
-                    commit.aggregate_id
-                )),
+                s(format!("{}#{}", sortable_time(placed.placed_at), order_id)),
             );
         }
     }
@@ -266,11 +665,7 @@ async fn write_order(
             );
             update.set(
                 "gsi1sk",
-                s(format!(
-                    "{}#{}",
-                    sortable_time(status_at),
-                    commit.aggregate_id
-                )),
+                s(format!("{}#{}", sortable_time(status_at), order_id)),
             );
         }
     }
@@ -300,12 +695,11 @@ async fn write_order(
     let expected = update.value(n(applied));
     let condition = format!("attribute_not_exists({pk}) OR {marker} = {expected}");
     update
-        .send(
-            target.client,
+        .try_send(
+            target,
             &target.tables.orders,
-            order_key(&commit.aggregate_id),
+            order_key(order_id),
             condition,
-            OnConditionFailed::MarkerMoved,
             index,
         )
         .await
@@ -326,6 +720,7 @@ fn line(line: &domain::order::PricedLine) -> AttributeValue {
 }
 
 /// The metrics item an order counts in: its store's item for the UTC day it was placed on.
+#[derive(Debug, Clone)]
 struct MetricsKey {
     store_id: String,
     day: String,
@@ -407,6 +802,29 @@ impl Counts {
         counts
     }
 
+    fn add(&mut self, other: &Counts) {
+        self.placed += other.placed;
+        self.active += other.active;
+        self.completed += other.completed;
+        self.cancelled += other.cancelled;
+        self.rejected += other.rejected;
+        self.prep_ms += other.prep_ms;
+        self.prepared += other.prepared;
+    }
+
+    /// The counters' attributes and what this adds to each.
+    fn deltas(&self) -> [(&'static str, i64); 7] {
+        [
+            ("orders_placed", self.placed),
+            ("orders_active", self.active),
+            ("orders_completed", self.completed),
+            ("orders_cancelled", self.cancelled),
+            ("orders_rejected", self.rejected),
+            ("prep_ms_total", self.prep_ms),
+            ("prep_count", self.prepared),
+        ]
+    }
+
     fn any(&self) -> bool {
         self.placed != 0
             || self.active != 0
@@ -417,50 +835,134 @@ impl Counts {
     }
 }
 
-/// Counts the commit in the metrics item, once: conditioned on the order's entry being older
-/// than the commit, or on the order having neither an entry nor an ended fingerprint (its
-/// first count). A failed condition means this commit is already counted, or the order has
-/// ended since this writer read it (another writer counted everything up to its end).
-async fn count(
-    target: &Target<'_>,
-    index: usize,
-    key: &MetricsKey,
-    counts: &Counts,
-    applied: u64,
-    commit: &LoggedCommit,
-) -> Result<(), ProjectionError> {
-    let mut update = Update::default();
-    update.set("store_id", s(&key.store_id));
-    update.set("business_day", s(&key.day));
-    update.set(&key.entry(), n(commit.last_sequence()));
-    let counters = [
-        ("orders_placed", counts.placed),
-        ("orders_active", counts.active),
-        ("orders_completed", counts.completed),
-        ("orders_cancelled", counts.cancelled),
-        ("orders_rejected", counts.rejected),
-        ("prep_ms_total", counts.prep_ms),
-        ("prep_count", counts.prepared),
-    ];
-    for (attribute, delta) in counters {
-        update.add(attribute, n(delta));
-    }
+/// The condition under which an order's commits after `applied` are not counted yet: its
+/// entry is not newer than `applied`, or it has neither an entry nor an ended fingerprint (its
+/// first count). False when they are counted already, or when the order has ended since this
+/// writer read it (another writer counted everything up to its end).
+fn uncounted(update: &mut Update, key: &MetricsKey, applied: u64) -> String {
     let entry = update.name(&key.entry());
     let ended = update.name(ENDED);
     let counted_up_to = update.value(n(applied));
     let fingerprint = update.value(n(key.fingerprint()));
-    let condition = format!(
-        "(attribute_not_exists({entry}) AND NOT contains({ended}, {fingerprint})) \
-         OR {entry} <= {counted_up_to}"
-    );
+    format!(
+        "((attribute_not_exists({entry}) AND NOT contains({ended}, {fingerprint})) \
+         OR {entry} <= {counted_up_to})"
+    )
+}
+
+/// Counts the orders of `plans` (one store and day) in their metrics item with one update,
+/// each order's entry moved to its last commit (or, for an order that ends, replaced by its
+/// fingerprint), conditioned on none of them being counted yet. When that fails, each order is
+/// counted alone, commit by commit ([`count_alone`]). One result per order.
+async fn count_together(
+    target: &Target<'_>,
+    plans: &[&OrderPlan<'_>],
+) -> Vec<(String, Result<(), ProjectionError>)> {
+    let keys: Vec<MetricsKey> = plans
+        .iter()
+        .filter_map(|plan| plan.after().metrics_key(&plan.order_id))
+        .collect();
+    let (Some(first_key), Some(first_plan)) = (keys.first(), plans.first()) else {
+        return Vec::new();
+    };
+    let index = first_plan.steps.first().map_or(0, |step| step.index);
+    let mut update = Update::default();
+    update.set("store_id", s(&first_key.store_id));
+    update.set("business_day", s(&first_key.day));
+    let mut total = Counts::default();
+    let mut ended = Vec::new();
+    let mut conditions = Vec::new();
+    for (plan, key) in plans.iter().zip(&keys) {
+        total.add(&plan.counts());
+        conditions.push(uncounted(&mut update, key, plan.applied()));
+        if plan.ends() {
+            update.remove(&key.entry());
+            ended.push(key.fingerprint());
+        } else {
+            update.set(&key.entry(), n(plan.last_counted()));
+        }
+    }
+    for (attribute, delta) in total.deltas() {
+        update.add(attribute, n(delta));
+    }
+    if !ended.is_empty() {
+        ended.sort();
+        ended.dedup();
+        update.add(ENDED, AttributeValue::Ns(ended));
+    }
+    let condition = conditions.join(" AND ");
+    let together = update
+        .try_send(
+            target,
+            &target.tables.stores,
+            first_key.key(),
+            condition,
+            index,
+        )
+        .await;
+    match together {
+        Ok(Written::Yes) => plans
+            .iter()
+            .map(|plan| (plan.order_id.clone(), Ok(())))
+            .collect(),
+        Err(failure) if failure.is_transient() => plans
+            .iter()
+            .map(|plan| (plan.order_id.clone(), Err(copy_of(&failure))))
+            .collect(),
+        // A condition failed (a redelivery, a second writer) or the item refused the update:
+        // each order alone finds what is counted, or which commit the item cannot hold.
+        Ok(Written::ConditionFailed(_)) | Err(_) => {
+            let mut alone = Vec::new();
+            for (plan, key) in plans.iter().zip(keys) {
+                alone.push(async move {
+                    (plan.order_id.clone(), count_alone(target, plan, &key).await)
+                });
+            }
+            futures::future::join_all(alone).await
+        }
+    }
+}
+
+/// Counts a plan's commits one by one, then replaces the entry of an order that ends by its
+/// fingerprint. Every step is conditioned on its own, so what is counted already is skipped.
+async fn count_alone(
+    target: &Target<'_>,
+    plan: &OrderPlan<'_>,
+    key: &MetricsKey,
+) -> Result<(), ProjectionError> {
+    for step in &plan.steps {
+        if step.counts.any() {
+            count(target, step, key).await?;
+        }
+    }
+    if let Some(last) = plan.steps.last().filter(|_| plan.ends()) {
+        forget(target, last.index, key.clone(), last.commit.last_sequence()).await?;
+    }
+    Ok(())
+}
+
+/// Counts one commit in the metrics item, once (see [`uncounted`]).
+async fn count(
+    target: &Target<'_>,
+    step: &CommitStep<'_>,
+    key: &MetricsKey,
+) -> Result<(), ProjectionError> {
+    let mut update = Update::default();
+    update.set("store_id", s(&key.store_id));
+    update.set("business_day", s(&key.day));
+    update.set(&key.entry(), n(step.commit.last_sequence()));
+    for (attribute, delta) in step.counts.deltas() {
+        update.add(attribute, n(delta));
+    }
+    let condition = uncounted(&mut update, key, step.applied);
     update
         .send(
-            target.client,
+            target,
             &target.tables.stores,
             key.key(),
             condition,
             OnConditionFailed::AlreadyApplied,
-            index,
+            step.index,
         )
         .await
 }
@@ -470,7 +972,7 @@ async fn count(
 async fn forget(
     target: &Target<'_>,
     index: usize,
-    key: &MetricsKey,
+    key: MetricsKey,
     last_sequence: u64,
 ) -> Result<(), ProjectionError> {
     let mut update = Update::default();
@@ -482,7 +984,7 @@ async fn forget(
     let condition = format!("{entry} <= {last}");
     update
         .send(
-            target.client,
+            target,
             &target.tables.stores,
             key.key(),
             condition,
@@ -500,8 +1002,31 @@ mod tests {
     use test_support::{aws_test_config, unique_name};
     use time::macros::datetime;
 
+    use std::sync::Mutex;
+
     use super::*;
-    use crate::active_orders::{ActiveOrdersProjection, ActiveOrdersTables};
+    use crate::active_orders::{ActiveOrdersProjection, ActiveOrdersTables, DynamoDbUsage};
+
+    /// Applies one order's commits as a batch holding only them.
+    async fn apply_one(
+        target: &Target<'_>,
+        commits: &[(usize, &LoggedCommit)],
+    ) -> Result<(), ProjectionError> {
+        let mut results = apply(target, vec![commits.to_vec()]).await;
+        results.pop().expect("one result")
+    }
+
+    /// Applies `commit` onto `before`, as a writer that read `before` would.
+    async fn apply_commit(
+        target: &Target<'_>,
+        index: usize,
+        commit: &LoggedCommit,
+        before: OrderSnapshot,
+    ) -> Result<(), ProjectionError> {
+        let plan = OrderPlan::new(target, Known::Read, before, &[(index, commit)]);
+        let mut written = write_plans(target, &[(0, plan)]).await;
+        written.pop().expect("one result").map(drop)
+    }
 
     const STORE: &str = "store-overlap";
 
@@ -569,10 +1094,13 @@ mod tests {
         ActiveOrdersProjection::create_tables(&client, &tables)
             .await
             .expect("tables");
+        let (memory, usage) = (Mutex::default(), DynamoDbUsage::default());
         let target = Target {
             client: &client,
             tables,
             handover: false,
+            memory: &memory,
+            usage: &usage,
         };
         let id = OrderId::from(uuid::Uuid::new_v4()).to_string();
         let life = [
@@ -584,14 +1112,16 @@ mod tests {
         ];
         let (completed, earlier) = life.split_last().expect("a life");
         let indexed: Vec<(usize, &LoggedCommit)> = earlier.iter().enumerate().collect();
-        apply(&target, &indexed)
+        apply_one(&target, &indexed)
             .await
             .expect("the order's life so far");
 
         // The slow writer reads the order (ready, sequence 4)...
         let stale = load(&target, 0, &id).await.expect("the order");
         // ...the other writer completes it, counts it and cleans its entry up...
-        apply(&target, &[(0, completed)]).await.expect("completed");
+        apply_one(&target, &[(0, completed)])
+            .await
+            .expect("completed");
         let after_first = metrics(&target).await;
         assert_eq!(number(&after_first, "orders_completed"), 1);
         assert!(!after_first.contains_key(&format!("order#{id}")));
@@ -612,7 +1142,9 @@ mod tests {
             matches!(second, Err(ProjectionError::Transient(_))),
             "{second:?}"
         );
-        apply(&target, &[(0, completed)]).await.expect("the retry");
+        apply_one(&target, &[(0, completed)])
+            .await
+            .expect("the retry");
         assert_eq!(number(&metrics(&target).await, "orders_completed"), 1);
     }
 
@@ -628,10 +1160,13 @@ mod tests {
         ActiveOrdersProjection::create_tables(&client, &tables)
             .await
             .expect("tables");
+        let (memory, usage) = (Mutex::default(), DynamoDbUsage::default());
         let target = Target {
             client: &client,
             tables,
             handover: false,
+            memory: &memory,
+            usage: &usage,
         };
         let id = OrderId::from(uuid::Uuid::new_v4()).to_string();
         let first = commit(&id, 1, 0, placed(&id));
@@ -646,7 +1181,7 @@ mod tests {
             },
         );
         let stale = load(&target, 0, &id).await.expect("no order yet");
-        apply(&target, &[(0, &first), (1, &cancelled)])
+        apply_one(&target, &[(0, &first), (1, &cancelled)])
             .await
             .expect("placed and cancelled");
         let _ = apply_commit(&target, 0, &first, stale).await;

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use commit_log::{DomainEvent, LoggedCommit};
 use domain::inventory::InventoryEvent;
 use time::OffsetDateTime;
@@ -54,17 +54,45 @@ impl SkuChange {
     }
 }
 
-/// Applies one store inventory's commits in order.
+/// Applies one store inventory's commits in order, starting from the marker the projection
+/// remembers (read when it remembers none, or when the remembered one shows a gap: another
+/// writer may have moved it on). Whatever fails, the inventory is forgotten, so the retry reads
+/// its marker again.
 pub(super) async fn apply(
     target: &Target<'_>,
-    commits: &[(usize, &LoggedCommit)],
+    commits: Vec<(usize, &LoggedCommit)>,
 ) -> Result<(), ProjectionError> {
+    let Some((_, first)) = commits.first() else {
+        return Ok(());
+    };
+    let store_id = first.aggregate_id.clone();
+    let remembered = target.memory().inventories.get(&store_id).copied();
+    let result = apply_from(target, &commits, remembered).await;
+    let mut memory = target.memory();
+    match result {
+        Ok(last_sequence) => memory.remember_inventory(&store_id, last_sequence),
+        Err(_) => {
+            memory.inventories.remove(&store_id);
+        }
+    }
+    result.map(drop)
+}
+
+/// [`apply`] from `remembered`; returns the marker after the commits.
+async fn apply_from(
+    target: &Target<'_>,
+    commits: &[(usize, &LoggedCommit)],
+    mut remembered: Option<u64>,
+) -> Result<u64, ProjectionError> {
     let mut marker: Option<u64> = None;
     for &(index, commit) in commits {
         let store_id = &commit.aggregate_id;
         let last_applied = match marker {
             Some(known) => known,
-            None => load_marker(target, index, store_id).await?,
+            None => match remembered.take() {
+                Some(guess) if !matches!(Step::of(commit, guess), Step::Gap { .. }) => guess,
+                _ => load_marker(target, index, store_id).await?,
+            },
         };
         let applied = match Step::of(commit, last_applied) {
             Step::Skip => {
@@ -94,7 +122,7 @@ pub(super) async fn apply(
         advance_marker(target, index, commit, applied).await?;
         marker = Some(commit.last_sequence());
     }
-    Ok(())
+    Ok(marker.unwrap_or_default())
 }
 
 fn fold(changes: &mut BTreeMap<String, SkuChange>, event: &InventoryEvent, at: OffsetDateTime) {
@@ -184,9 +212,13 @@ async fn load_marker(
         .table_name(&target.tables.stores)
         .set_key(Some(key(store_id, "INVENTORY".into())))
         .consistent_read(true)
+        .return_consumed_capacity(ReturnConsumedCapacity::Total)
         .send()
         .await
         .map_err(|e| dynamodb_failure(index, e))?;
+    target
+        .usage
+        .read(output.consumed_capacity().and_then(|c| c.capacity_units()));
     Ok(output
         .item()
         .and_then(|item| item.get("last_sequence"))
@@ -244,7 +276,7 @@ async fn write_sku(
     let condition = format!("attribute_not_exists({marker}) OR {marker} <= {expected}");
     update
         .send(
-            target.client,
+            target,
             &target.tables.stores,
             key(&commit.aggregate_id, format!("SKU#{sku}")),
             condition,
@@ -268,7 +300,7 @@ async fn advance_marker(
     let condition = format!("attribute_not_exists({marker}) OR {marker} = {expected}");
     update
         .send(
-            target.client,
+            target,
             &target.tables.stores,
             key(&commit.aggregate_id, "INVENTORY".into()),
             condition,

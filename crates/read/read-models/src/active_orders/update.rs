@@ -4,10 +4,9 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 
-use super::dynamodb_failure;
+use super::{dynamodb_failure, Target};
 use commit_log::projection::ProjectionError;
 
 /// The parts of one `UpdateItem` call.
@@ -93,16 +92,35 @@ impl Update {
     /// other failure is classified by [`dynamodb_failure`] for commit `index`.
     pub(super) async fn send(
         self,
-        client: &Client,
+        target: &Target<'_>,
         table: &str,
         key: HashMap<String, AttributeValue>,
         condition: String,
         on_failed: OnConditionFailed,
         index: usize,
     ) -> Result<(), ProjectionError> {
+        match self.try_send(target, table, key, condition, index).await? {
+            Written::Yes => Ok(()),
+            Written::ConditionFailed(error) => match on_failed {
+                OnConditionFailed::AlreadyApplied => Ok(()),
+                OnConditionFailed::MarkerMoved => Err(ProjectionError::Transient(error)),
+            },
+        }
+    }
+
+    /// [`Update::send`] for a caller that decides itself what a failed condition means.
+    pub(super) async fn try_send(
+        self,
+        target: &Target<'_>,
+        table: &str,
+        key: HashMap<String, AttributeValue>,
+        condition: String,
+        index: usize,
+    ) -> Result<Written, ProjectionError> {
         let expression = self.expression();
         let (names, values) = self.into_parts();
-        let result = client
+        let result = target
+            .client
             .update_item()
             .table_name(table)
             .set_key(Some(key))
@@ -110,17 +128,33 @@ impl Update {
             .condition_expression(condition)
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(()),
-            Err(error) if aws_support::is_condition_failed(&error) => match on_failed {
-                OnConditionFailed::AlreadyApplied => Ok(()),
-                OnConditionFailed::MarkerMoved => Err(ProjectionError::Transient(Box::new(error))),
-            },
+            Ok(output) => {
+                target
+                    .usage
+                    .wrote(output.consumed_capacity().and_then(|c| c.capacity_units()));
+                Ok(Written::Yes)
+            }
+            Err(error) if aws_support::is_condition_failed(&error) => {
+                // A refused condition is billed as a write of the item as it is.
+                target.usage.wrote(None);
+                Ok(Written::ConditionFailed(Box::new(error)))
+            }
             Err(error) => Err(dynamodb_failure(index, error)),
         }
     }
+}
+
+/// What a conditional write did.
+#[derive(Debug)]
+pub(super) enum Written {
+    /// The condition held and the item was written.
+    Yes,
+    /// The condition did not hold: nothing was written.
+    ConditionFailed(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// What a failed write condition means.
