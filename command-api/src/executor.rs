@@ -134,9 +134,9 @@ where
         // behind, or changes nothing the second time (no events, so nothing reaches the
         // commit's check). Only in those cases is the stored outcome read, so a first call that
         // appends costs no extra query.
-        // A conflict on an aggregate this process had cached means another process moved it
-        // on since: reloading is the cache's normal price, not contention, so it is retried at
-        // once and does not count against `conflict_retries`.
+        // A conflict (or a refusal) on an aggregate this process had cached may mean another
+        // process moved it on since: reloading is the cache's normal price, not contention, so
+        // it is retried at once and does not count against `conflict_retries`.
         let mut stale_cache_retry = self.store.is_cached(aggregate_id);
         let mut attempt = 0;
         loop {
@@ -150,6 +150,15 @@ where
                     if events.is_empty() {
                         if let Some(executed) = self.stored_outcome(call).await? {
                             return Ok(executed);
+                        }
+                        // "Nothing to do" decided on a cached aggregate is as unproven as a
+                        // refusal (no commit checked its version): decided again on the store.
+                        if std::mem::take(&mut stale_cache_retry) {
+                            tracing::debug!(
+                                aggregate_id,
+                                "no change on a cached aggregate; reloading"
+                            );
+                            continue;
                         }
                     }
                     return Ok(Executed {
@@ -174,10 +183,19 @@ where
                     attempt += 1;
                 }
                 Err(AggregateError::UserError(error)) => {
-                    return match self.stored_outcome(call).await? {
-                        Some(executed) => Ok(executed),
-                        None => Err(ExecuteError::Domain(error)),
+                    if let Some(executed) = self.stored_outcome(call).await? {
+                        return Ok(executed);
                     }
+                    // A refusal never reaches the commit's version check, so a cached
+                    // aggregate that another process moved on since would refuse what the
+                    // stored state allows (stock restocked, a payment captured elsewhere).
+                    // The load took the entry out of the cache: deciding again reads the
+                    // store, once.
+                    if std::mem::take(&mut stale_cache_retry) {
+                        tracing::debug!(aggregate_id, "refused on a cached aggregate; reloading");
+                        continue;
+                    }
+                    return Err(ExecuteError::Domain(error));
                 }
                 Err(AggregateError::DatabaseConnectionError(error)) => {
                     return Err(match error.downcast::<StoreError>() {

@@ -13,16 +13,13 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use commit_log::projection::{Projection, ProjectionError};
 use commit_log::LoggedCommit;
 use common::{commits_after, logged_commits, publish, write_history, write_orders, FailAfter};
 use event_store::{PgEventStore, StoreConfig};
-use kinesis_consumer::{Checkpoint, LeaseTable, SequenceNumber, Worker, WorkerConfig};
+use kinesis_consumer::{Checkpoint, LeaseTable, ParkedStore, SequenceNumber, Worker, WorkerConfig};
 use read_models::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
 use replay::dynamodb::{compare_tables, swap_in_tables, target_tables, TablesProgress};
 use replay::{rebuild, Comparison, ProgressStore, RebuildOptions, ReplayError, Until};
@@ -329,36 +326,6 @@ where
     }
 }
 
-/// Creates a DynamoDB table keyed by the string `hash` (and the number `range`).
-async fn create_table(client: &Client, name: &str, hash: &str, range: Option<&str>) {
-    let attribute = |name: &str, kind: ScalarAttributeType| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(kind)
-            .build()
-            .unwrap()
-    };
-    let key = |name: &str, kind: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .unwrap()
-    };
-    let mut request = client
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute(hash, ScalarAttributeType::S))
-        .key_schema(key(hash, KeyType::Hash));
-    if let Some(range) = range {
-        request = request
-            .attribute_definitions(attribute(range, ScalarAttributeType::N))
-            .key_schema(key(range, KeyType::Range));
-    }
-    request.send().await.unwrap();
-}
-
 /// The stream the live projector reads, fed with the store's commits as the relay feeds it.
 struct Feed {
     stream: TestStream,
@@ -424,8 +391,12 @@ impl LiveProjector {
         let stream = TestStream::create(1).await;
         let leases_table = unique_name("live-leases");
         let parked_table = unique_name("live-parked");
-        create_table(&s.client, &leases_table, "lease_key", None).await;
-        create_table(&s.client, &parked_table, "parked_key", Some("position")).await;
+        LeaseTable::create_table(&s.client, &leases_table)
+            .await
+            .unwrap();
+        ParkedStore::create_table(&s.client, &parked_table)
+            .await
+            .unwrap();
         let dead_letters = aws_sdk_sqs::Client::new(&sdk)
             .create_queue()
             .queue_name(unique_name("live-dlq"))

@@ -87,3 +87,63 @@ async fn interleaved_commands_through_two_instances_lose_nothing_and_keep_their_
     second.stop().await;
     first.stop().await;
 }
+
+/// A refusal decided on a cached aggregate never reaches the commit's version check, so the
+/// cache alone cannot see that another instance moved the aggregate on: the command is decided
+/// again on the stored state before the refusal is answered. Found by the fault run: a refund
+/// recorded through the instance that had cached the order before its capture and cancellation
+/// (made through the other instance) was refused, and the order ended charged without a refund.
+#[tokio::test]
+async fn a_command_refused_on_a_stale_cached_aggregate_is_decided_again_on_the_stored_one() {
+    let first = spawn_app_with(Options {
+        aggregate_cache: CACHED,
+        ..Options::default()
+    })
+    .await;
+    let second = spawn_app_with(Options {
+        database: Some(first.database.clone()),
+        aggregate_cache: CACHED,
+        ..Options::default()
+    })
+    .await;
+    first.seed_menu_and_stock(0).await;
+    let restock = |key: &str, quantity: u32| pb::RestockRequest {
+        idempotency_key: key.into(),
+        store_id: STORE.into(),
+        sku: "CROISSANT".into(),
+        quantity,
+    };
+    // The first instance caches the store's inventory with 2 croissants on hand.
+    first
+        .inventory(Role::StoreManager, "manager")
+        .restock(restock("delivery-1", 2))
+        .await
+        .expect("restocked through the first instance");
+    // The second restocks 10 more: the first's cached inventory is now behind.
+    second
+        .inventory(Role::StoreManager, "manager")
+        .restock(restock("delivery-2", 10))
+        .await
+        .expect("restocked through the second instance");
+
+    // 5 are on hand in the store (12), not in the first instance's cache (2).
+    let reserved = first
+        .inventory(Role::Service, "saga")
+        .reserve_stock(pb::ReserveStockRequest {
+            idempotency_key: "reserve-5".into(),
+            store_id: STORE.into(),
+            order_id: crate::helpers::new_order_id(),
+            lines: vec![pb::StockLine {
+                sku: "CROISSANT".into(),
+                quantity: 5,
+            }],
+        })
+        .await;
+    assert!(
+        reserved.is_ok(),
+        "a reservation the stored stock allows is not refused on a stale cache: {reserved:?}"
+    );
+    assert_eq!(first.stock_level("CROISSANT").await.reserved, 5);
+    second.stop().await;
+    first.stop().await;
+}

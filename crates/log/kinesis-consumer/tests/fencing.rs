@@ -125,7 +125,7 @@ async fn a_worker_whose_renewals_get_no_answer_stops_before_another_takes_its_le
     // The first worker's DynamoDB goes silent (its renewals never answer) while it is in the
     // middle of a batch its view keeps refusing: it retries that batch on and on.
     first.failing.store(true, Ordering::SeqCst);
-    proxy.silence();
+    proxy.stall();
     let silenced = Instant::now();
     fixture
         .put(vec![("x".into(), fixture.commit("x", 2))])

@@ -1,7 +1,7 @@
 //! A loopback TCP proxy that a test can cut (every open connection dropped, new ones refused),
-//! stall (nothing forwarded, nothing closed: a silent network partition), silence (every open
-//! connection dropped, new ones accepted and never answered: a paused or black-holed dependency)
-//! and restore, to see how a process behaves when a dependency goes away and comes back.
+//! stall (nothing forwarded, nothing closed: a silent network partition, a paused or
+//! black-holed dependency) and restore, to see how a process behaves when a dependency goes away
+//! and comes back.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +17,6 @@ use tokio::task::JoinHandle;
 pub struct CuttableProxy {
     address: SocketAddr,
     cut: Arc<AtomicBool>,
-    silent: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
     stalled: watch::Sender<bool>,
     accept_loop: JoinHandle<()>,
@@ -34,20 +33,18 @@ impl CuttableProxy {
             .expect("a free loopback port");
         let address = listener.local_addr().expect("bound address");
         let cut = Arc::new(AtomicBool::new(false));
-        let silent = Arc::new(AtomicBool::new(false));
         let (generation, _) = watch::channel(0u64);
         let (stalled, _) = watch::channel(false);
         let accept_loop = tokio::spawn(accept(
             listener,
             upstream,
-            (cut.clone(), silent.clone()),
+            cut.clone(),
             generation.clone(),
             stalled.clone(),
         ));
         Self {
             address,
             cut,
-            silent,
             generation,
             stalled,
             accept_loop,
@@ -74,23 +71,11 @@ impl CuttableProxy {
         self.stalled.send_replace(true);
     }
 
-    /// Drops every open connection; new ones are accepted and held open, but nothing is
-    /// forwarded either way until [`CuttableProxy::restore`]: a client without time limits
-    /// waits forever.
-    pub fn silence(&self) {
-        self.silent.store(true, Ordering::SeqCst);
-        self.generation.send_modify(|generation| *generation += 1);
-    }
-
-    /// Forwards again: accepts connections after a cut, delivers what a stall held (its
-    /// connections carry on), and drops the connections a silence held, so their clients
-    /// reconnect.
+    /// Forwards again: accepts connections after a cut, and delivers what a stall held (its
+    /// connections carry on).
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
         self.stalled.send_replace(false);
-        if self.silent.swap(false, Ordering::SeqCst) {
-            self.generation.send_modify(|generation| *generation += 1);
-        }
     }
 }
 
@@ -104,7 +89,7 @@ impl Drop for CuttableProxy {
 async fn accept(
     listener: TcpListener,
     upstream: SocketAddr,
-    (cut, silent): (Arc<AtomicBool>, Arc<AtomicBool>),
+    cut: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
     stalled: watch::Sender<bool>,
 ) {
@@ -113,14 +98,6 @@ async fn accept(
             continue; // dropping the socket refuses the client
         }
         let mut cuts = generation.subscribe();
-        if silent.load(Ordering::SeqCst) {
-            // Held, unanswered, until the next cut, silence or restore drops it.
-            tokio::spawn(async move {
-                let _held = client;
-                let _ = cuts.changed().await;
-            });
-            continue;
-        }
         let stalls = stalled.subscribe();
         tokio::spawn(async move {
             tokio::select! {
@@ -250,45 +227,6 @@ mod tests {
                 .await
                 .unwrap(),
             b"late"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_silenced_proxy_drops_open_connections_and_never_answers_new_ones() {
-        let proxy = CuttableProxy::start(echo_server().await).await;
-        let mut open = TcpStream::connect(proxy.address()).await.unwrap();
-        open.write_all(b"x").await.unwrap();
-        assert_eq!(
-            read_within(&mut open, Duration::from_secs(5))
-                .await
-                .unwrap(),
-            b"x"
-        );
-        proxy.silence();
-        assert_eq!(
-            read_within(&mut open, Duration::from_secs(5)).await,
-            Some(Vec::new()),
-            "a silence closes what was open"
-        );
-        let mut held = TcpStream::connect(proxy.address()).await.unwrap();
-        held.write_all(b"y").await.unwrap();
-        assert_eq!(
-            read_within(&mut held, Duration::from_millis(500)).await,
-            None
-        );
-        proxy.restore();
-        assert_eq!(
-            read_within(&mut held, Duration::from_secs(5)).await,
-            Some(Vec::new()),
-            "a restore drops the held connections so their clients reconnect"
-        );
-        let mut fresh = TcpStream::connect(proxy.address()).await.unwrap();
-        fresh.write_all(b"z").await.unwrap();
-        assert_eq!(
-            read_within(&mut fresh, Duration::from_secs(5))
-                .await
-                .unwrap(),
-            b"z"
         );
     }
 

@@ -447,9 +447,13 @@ impl<A: Aggregate> AggregateStore<A> {
         metadata: HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<A>>, StoreError> {
         if events.is_empty() {
-            // Nothing changed: the aggregate is as current as it was when loaded.
-            let (version, snapshot_stale) = (context.version, context.snapshot_stale);
-            self.keep(context, version, snapshot_stale);
+            // Nothing changed: the aggregate is as current as it was when loaded, unless it came
+            // from the cache, which only a commit's version check proves current; that one is
+            // dropped, so the next load reads the store.
+            if !context.from_cache {
+                let (version, snapshot_stale) = (context.version, context.snapshot_stale);
+                self.keep(context, version, snapshot_stale);
+            }
             return Ok(Vec::new());
         }
         let new_events = events
