@@ -15,6 +15,7 @@ use proto::v1::loyalty_service_server::LoyaltyServiceServer;
 use proto::v1::menu_service_server::MenuServiceServer;
 use proto::v1::order_service_server::OrderServiceServer;
 use service_kit::admin;
+use service_kit::grpc_tls::GrpcTlsError;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
@@ -46,6 +47,12 @@ pub enum StartupError {
     /// A listener could not be bound.
     #[error(transparent)]
     Bind(#[from] service_kit::admin::BindError),
+    /// The TLS files in `grpc.tls` are missing, unreadable or do not belong together.
+    #[error("cannot serve TLS: {0}")]
+    Tls(#[from] GrpcTlsError),
+    /// tonic refused the TLS configuration.
+    #[error("cannot serve TLS: grpc.tls refused")]
+    TlsRefused(#[source] tonic::transport::Error),
 }
 
 /// The command API, built and bound, not yet serving.
@@ -53,6 +60,7 @@ pub struct Application {
     settings: Settings,
     api: Arc<Api>,
     store: PgEventStore,
+    grpc_server: Server,
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
 }
@@ -60,6 +68,8 @@ pub struct Application {
 impl Application {
     /// Opens the event store (applying migrations), wires the services and binds both listeners.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        // First: a bad certificate stops the start before the database is touched.
+        let grpc_server = grpc_server(&settings)?;
         let store = PgEventStore::open(
             settings.database.pool()?,
             StoreConfig {
@@ -113,6 +123,7 @@ impl Application {
             settings,
             api,
             store,
+            grpc_server,
             grpc_listener,
             admin_listener,
         })
@@ -164,7 +175,8 @@ impl Application {
         // Not `Server::timeout`: it answers CANCELLED. See `deadline`.
         let limit = self.settings.grpc.request_timeout();
         let api = self.api;
-        let grpc = Server::builder()
+        let grpc = self
+            .grpc_server
             .trace_fn(|request| {
                 let correlation_id = request
                     .headers()
@@ -256,6 +268,27 @@ impl Application {
         pruner.abort();
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The gRPC server: TLS (and mTLS) as `grpc.tls` says, checked before anything listens, or
+/// plaintext when it says nothing.
+fn grpc_server(settings: &Settings) -> Result<Server, StartupError> {
+    let tls = &settings.grpc.tls;
+    match tls.server_config("grpc.tls")? {
+        None => {
+            tracing::info!("gRPC is plaintext (grpc.tls is not set)");
+            Ok(Server::builder())
+        }
+        Some(config) => {
+            tracing::info!(
+                client_certificates_required = tls.requires_client_certificates(),
+                "gRPC serves TLS"
+            );
+            Server::builder()
+                .tls_config(config)
+                .map_err(StartupError::TlsRefused)
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub use auth_tokens::AuthSettings;
 use event_store::GroupCommitConfig;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
+pub use service_kit::grpc_tls::ServerTlsSettings;
 pub use service_kit::settings::{
     AdminSettings, DatabaseSettings, LogFormat, LogSettings, SettingsError,
 };
@@ -46,6 +47,9 @@ pub struct GrpcSettings {
     pub request_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace_ms: u64,
+    /// TLS, and mTLS when `client_ca_file` is set; left out: plaintext (the local default).
+    #[serde(default)]
+    pub tls: ServerTlsSettings,
 }
 
 /// Event store tuning.

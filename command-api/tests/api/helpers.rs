@@ -9,7 +9,7 @@ use command_api::app::Application;
 use command_api::auth::{Role, TokenAuthority};
 use command_api::settings::{
     AdminSettings, AuthSettings, GrpcSettings, IdempotencySettings, LogFormat, LogSettings,
-    Settings, StoreSettings,
+    ServerTlsSettings, Settings, StoreSettings,
 };
 use proto::v1 as pb;
 use proto::v1::inventory_service_client::InventoryServiceClient;
@@ -58,13 +58,24 @@ pub struct Options {
     /// reads the database, which some tests change behind the app's back (a snapshot an older
     /// build would have written).
     pub aggregate_cache: usize,
+    /// The listener's TLS (default: plaintext). A TLS app's [`TestApp::channel`] is plaintext
+    /// and so refused: its tests build their own (`tls.rs`).
+    pub tls: ServerTlsSettings,
 }
 
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default()).await
 }
 
-pub async fn spawn_app_with(options: Options) -> TestApp {
+/// What [`spawn_app_with`] starts the app with, before it starts it.
+pub struct Prepared {
+    pub settings: Settings,
+    pub database: TestDatabase,
+    pub proxy: Option<CuttableProxy>,
+}
+
+/// The database (and proxy) and the settings an app of `options` runs with.
+pub async fn prepare(options: Options) -> Prepared {
     let database = match options.database {
         Some(database) => database,
         None => fresh_database().await,
@@ -80,6 +91,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             max_message_bytes: MAX_MESSAGE_BYTES,
             request_timeout_ms: options.request_timeout_ms.unwrap_or(10_000),
             shutdown_grace_ms: options.shutdown_grace_ms.unwrap_or(2_000),
+            tls: options.tls,
         },
         admin: AdminSettings {
             host: "127.0.0.1".into(),
@@ -108,6 +120,19 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             prune_batch: 100,
         },
     };
+    Prepared {
+        settings,
+        database,
+        proxy,
+    }
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    let Prepared {
+        settings,
+        database,
+        proxy,
+    } = prepare(options).await;
     let authority = TokenAuthority::new(&settings.auth);
     let app = Application::build(settings).await.expect("app starts");
     let grpc_address = app.grpc_address();

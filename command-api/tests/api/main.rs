@@ -15,4 +15,5 @@ mod refusals;
 mod security;
 mod service;
 mod snapshots;
+mod tls;
 mod write_bounds;

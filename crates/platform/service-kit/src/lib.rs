@@ -2,11 +2,12 @@
 //! ([`settings`]) and the keys a binary reads ([`settings_keys`]), the PostgreSQL pool settings,
 //! JSON logs and the Prometheus recorder ([`telemetry`]), the admin HTTP endpoint with `/metrics`
 //! and `/health` ([`admin`]), the shutdown signal ([`shutdown`]), the one retry policy
-//! ([`Backoff`]) and errors on one line ([`error_chain()`]).
+//! ([`Backoff`]), errors on one line ([`error_chain()`]) and TLS on the gRPC hops ([`grpc_tls`]).
 
 pub mod admin;
 pub mod backoff;
 mod error_chain;
+pub mod grpc_tls;
 pub mod settings;
 pub mod settings_keys;
 pub mod shutdown;

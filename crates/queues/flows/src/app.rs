@@ -14,6 +14,7 @@ use futures::future::join_all;
 use kinesis_consumer::{ParkedStore, RedriveOutcome, RuntimeError, Worker};
 use service_kit::admin::{self, HealthCheck};
 use service_kit::error_chain;
+use service_kit::grpc_tls::{self, GrpcTlsError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -44,9 +45,9 @@ pub enum AppError {
     /// A consumer group this build does not have.
     #[error("unknown consumer group {0:?} (the flows have: order_saga, notifications)")]
     UnknownGroup(String),
-    /// The command API endpoint is not a URL.
-    #[error("command_api.url is not a valid URL: {0}")]
-    Endpoint(String),
+    /// The command API's URL or its TLS files are not usable.
+    #[error(transparent)]
+    Endpoint(#[from] GrpcTlsError),
     /// The admin listener could not be bound.
     #[error(transparent)]
     Bind(#[from] admin::BindError),
@@ -68,11 +69,11 @@ pub struct CommandClients {
 }
 
 impl CommandClients {
-    /// Clients of `command_api.url`, signing with `auth.jwt_secret`; the channel connects on
+    /// Clients of `command_api.url` (over TLS when it is `https://`), signing with `auth.jwt_secret`; the channel connects on
     /// first use.
     pub fn new(settings: &Settings) -> Result<Self, AppError> {
-        let channel = Channel::from_shared(settings.command_api.url.clone())
-            .map_err(|e| AppError::Endpoint(e.to_string()))?
+        let command_api = &settings.command_api;
+        let channel = grpc_tls::client_endpoint("command_api", &command_api.url, &command_api.tls)?
             .connect_timeout(Duration::from_secs(5))
             .connect_lazy();
         Ok(Self {

@@ -10,6 +10,7 @@ pub use kinesis_consumer::settings::KinesisSettings;
 use kinesis_consumer::WorkerConfig;
 use secrecy::SecretString;
 use serde::Deserialize;
+pub use service_kit::grpc_tls::ClientTlsSettings;
 pub use service_kit::settings::{AdminSettings, LogSettings, SettingsError};
 
 use crate::dead_letters::QueuePair;
@@ -64,7 +65,8 @@ pub struct FlowsSettings {
 /// The command API.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CommandApiSettings {
-    /// Its gRPC endpoint, e.g. `http://127.0.0.1:50051`.
+    /// Its gRPC endpoint: `http://127.0.0.1:50051` (plaintext) or `https://…` (TLS, as `tls`
+    /// says).
     pub url: String,
     /// Tries of a command that keeps meeting UNAVAILABLE or ABORTED before giving up (the
     /// worker then retries the whole batch or message later).
@@ -72,6 +74,9 @@ pub struct CommandApiSettings {
     /// Each attempt's deadline, sent as `grpc-timeout` and enforced by the client too, so a
     /// paused or silently cut-off API delays a flow by at most this per attempt.
     pub call_timeout_ms: u64,
+    /// The CA to trust and the client certificate to present for an `https://` URL.
+    #[serde(default)]
+    pub tls: ClientTlsSettings,
 }
 
 /// The command API's token settings; the secret is needed by `run` only (not by `dlq`).

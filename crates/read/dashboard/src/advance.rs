@@ -7,8 +7,9 @@ use std::time::Duration;
 use proto::v1 as pb;
 use proto::v1::order_service_client::OrderServiceClient;
 use serde::Deserialize;
+use service_kit::grpc_tls::{self, ClientTlsSettings, GrpcTlsError};
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use uuid::Uuid;
 
 /// One step of an order through the kitchen.
@@ -56,23 +57,20 @@ pub struct CommandApi {
     timeout: Duration,
 }
 
-/// The command API's address is not a URL.
+/// The command API's address is not a URL, or its TLS files are not usable.
 #[derive(Debug, thiserror::Error)]
-#[error("command_api.url {url:?} is not a valid URL: {source}")]
-pub struct InvalidUrl {
-    url: String,
-    #[source]
-    source: tonic::transport::Error,
-}
+#[error(transparent)]
+pub struct InvalidUrl(#[from] GrpcTlsError);
 
 impl CommandApi {
     /// A client that connects on first use (the dashboard starts while the API is down and
-    /// reports UNAVAILABLE on the button until it is back).
-    pub fn connect_lazy(url: &str, timeout: Duration) -> Result<Self, InvalidUrl> {
-        let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|source| InvalidUrl {
-            url: url.to_owned(),
-            source,
-        })?;
+    /// reports UNAVAILABLE on the button until it is back), over TLS when `url` is `https://`.
+    pub fn connect_lazy(
+        url: &str,
+        tls: &ClientTlsSettings,
+        timeout: Duration,
+    ) -> Result<Self, InvalidUrl> {
+        let endpoint = grpc_tls::client_endpoint("command_api", url, tls)?;
         Ok(Self {
             orders: OrderServiceClient::new(endpoint.connect_timeout(timeout).connect_lazy()),
             timeout,

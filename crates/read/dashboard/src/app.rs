@@ -66,6 +66,7 @@ impl Application {
             history,
             commands: CommandApi::connect_lazy(
                 &settings.command_api.url,
+                &settings.command_api.tls,
                 Duration::from_millis(settings.command_api.timeout_ms),
             )?,
         });

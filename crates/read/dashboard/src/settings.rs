@@ -11,6 +11,7 @@ use aws_support::AwsSettings;
 use read_models::settings::{ReadModelDatabase, ViewTables};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
+pub use service_kit::grpc_tls::ClientTlsSettings;
 pub use service_kit::settings::{AdminSettings, LogSettings, SettingsError};
 
 /// Everything the dashboard reads at start-up.
@@ -49,10 +50,13 @@ pub struct HttpSettings {
 /// The gRPC command API.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CommandApiSettings {
-    /// Its address, e.g. `http://127.0.0.1:50051`.
+    /// Its address: `http://127.0.0.1:50051` (plaintext) or `https://…` (TLS, as `tls` says).
     pub url: String,
     /// Upper bound on one command's time.
     pub timeout_ms: u64,
+    /// The CA to trust and the client certificate to present for an `https://` URL.
+    #[serde(default)]
+    pub tls: ClientTlsSettings,
 }
 
 /// Live updates of a store's board.

@@ -4,13 +4,15 @@
 //! data. The server comes from `DATABASE_URL` (set by `scripts/stack.sh`); without it the
 //! machine's PostgreSQL on 127.0.0.1:5432 is used. [`CuttableProxy`] stands between a process
 //! and a dependency so a test can take the dependency away (or make it go silent);
-//! [`SilentListener`] is an endpoint that never answers; [`http::request`] calls an HTTP service.
+//! [`SilentListener`] is an endpoint that never answers; [`http::request`] calls an HTTP service;
+//! [`tls::TestCa`] is a throwaway certificate authority.
 
 mod aws;
 pub mod http;
 mod kinesis;
 mod proxy;
 mod silent;
+pub mod tls;
 
 pub use aws::{aws_test_config, unique_name};
 pub use kinesis::{replay, Replayed, TestStream, PATIENCE};

@@ -111,6 +111,7 @@ impl TestDashboard {
                 // Nothing listens there; no test of this file sends a command.
                 url: "http://127.0.0.1:9".into(),
                 timeout_ms: 1_000,
+                tls: Default::default(),
             },
             board: BoardSettings {
                 poll_interval_ms: 100,

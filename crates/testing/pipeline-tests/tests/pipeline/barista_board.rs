@@ -143,6 +143,7 @@ async fn start_dashboard(
         command_api: CommandApiSettings {
             url: format!("http://{}", pipeline.grpc_address),
             timeout_ms: 10_000,
+            tls: Default::default(),
         },
         board: BoardSettings {
             poll_interval_ms: 200,
