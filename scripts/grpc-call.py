@@ -9,6 +9,10 @@ method and message from the server's reflection service, like grpcurl.
 Requests and responses are JSON (protobuf's JSON mapping: lowerCamelCase field names). The
 address defaults to ORDERPIPE_GRPC_ADDRESS or 127.0.0.1:50051. Exit status 1 on a gRPC error,
 which is printed as its status code and message.
+
+TLS (a command API started by `scripts/up.sh --tls`): --ca-file trusts that CA; --cert-file and
+--key-file present a client certificate (mTLS); --server-name when the address is not a name
+on the server's certificate.
 """
 
 import argparse
@@ -28,6 +32,10 @@ def main() -> int:
     parser.add_argument("--address", default=os.environ.get("ORDERPIPE_GRPC_ADDRESS", "127.0.0.1:50051"))
     parser.add_argument("--token", default=os.environ.get("ORDERPIPE_TOKEN"), help="bearer token (or ORDERPIPE_TOKEN)")
     parser.add_argument("--header", action="append", default=[], metavar="NAME=VALUE", help="extra request metadata")
+    parser.add_argument("--ca-file", default=os.environ.get("ORDERPIPE_GRPC_CA_FILE"), help="connect over TLS, trusting this CA (PEM)")
+    parser.add_argument("--cert-file", default=os.environ.get("ORDERPIPE_GRPC_CERT_FILE"), help="client certificate (PEM) for mTLS")
+    parser.add_argument("--key-file", default=os.environ.get("ORDERPIPE_GRPC_KEY_FILE"), help="client key (PEM) for mTLS")
+    parser.add_argument("--server-name", help="the name the server's certificate must carry")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list the services")
     describe = commands.add_parser("describe", help="list a service's methods with their message types")
@@ -37,7 +45,7 @@ def main() -> int:
     call.add_argument("request", nargs="?", default="{}", help="JSON request body (default {})")
     args = parser.parse_args()
 
-    channel = grpc.insecure_channel(args.address)
+    channel = open_channel(args)
     reflection = ProtoReflectionDescriptorDatabase(channel)
     pool = descriptor_pool.DescriptorPool(reflection)
 
@@ -71,6 +79,28 @@ def main() -> int:
         return 1
     print(json_format.MessageToJson(response, always_print_fields_with_no_presence=True))
     return 0
+
+
+def open_channel(args: argparse.Namespace) -> grpc.Channel:
+    """Plaintext, or TLS (and mTLS) when a CA file is given."""
+    if not args.ca_file:
+        if args.cert_file or args.key_file:
+            sys.exit("--cert-file/--key-file need --ca-file (they are for a TLS server)")
+        return grpc.insecure_channel(args.address)
+    if bool(args.cert_file) != bool(args.key_file):
+        sys.exit("--cert-file and --key-file go together")
+
+    def read(path):
+        with open(path, "rb") as file:
+            return file.read()
+
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read(args.ca_file),
+        private_key=read(args.key_file) if args.key_file else None,
+        certificate_chain=read(args.cert_file) if args.cert_file else None,
+    )
+    options = [("grpc.ssl_target_name_override", args.server_name)] if args.server_name else []
+    return grpc.secure_channel(args.address, credentials, options)
 
 
 if __name__ == "__main__":

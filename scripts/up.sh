@@ -8,6 +8,9 @@
 #
 #   scripts/up.sh          start (build if needed); print the dashboard's address and a token,
 #                          how to call the API and see the views
+#   scripts/up.sh --tls    the same with TLS on every gRPC hop: a throwaway CA and certificates in
+#                          $ORDERPIPE_STACK_DIR/tls (scripts/dev-tls.sh); the command API requires
+#                          client certificates (mTLS) and flows and the dashboard present theirs
 #   scripts/up.sh stop     stop the pipeline processes (the stack stays; scripts/stack.sh down)
 #   scripts/up.sh --help
 set -euo pipefail
@@ -17,7 +20,17 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$repo/scripts/lib.sh"
 cd "$repo"
 
-usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+tls=false
+arguments=()
+for argument in "$@"; do
+  case "$argument" in
+    --tls) tls=true ;;
+    *) arguments+=("$argument") ;;
+  esac
+done
+set -- "${arguments[@]+"${arguments[@]}"}"
 
 case "${1:-start}" in
   -h | --help) usage; exit 0 ;;
@@ -47,6 +60,36 @@ if [ ! -s "$secret_file" ]; then
 fi
 export ORDERPIPE_AUTH__JWT_SECRET
 ORDERPIPE_AUTH__JWT_SECRET="$(cat "$secret_file")"
+
+# TLS on every gRPC hop (--tls), else plaintext. The scheme is recorded with the running command
+# API: the other mode needs a restart (`scripts/up.sh stop` first).
+scheme_file="$run_dir/command-api.scheme"
+scheme=http
+[ "$tls" = false ] || scheme=https
+if pid_matches "$api_pid" command-api && [ "$(cat "$scheme_file" 2>/dev/null || echo http)" != "$scheme" ]; then
+  die "command-api is running with $(cat "$scheme_file" 2>/dev/null || echo http); run scripts/up.sh stop first to switch to $scheme"
+fi
+tls_dir="$ORDERPIPE_STACK_DIR/tls"
+[ "$tls" = false ] || scripts/dev-tls.sh "$tls_dir"
+# The command API's URL as its clients use it: the name on its certificate under TLS.
+if [ "$tls" = true ]; then api_host=localhost; else api_host=127.0.0.1; fi
+# server_tls_env / client_tls_env NAME: the TLS settings of the command API / of client NAME
+# (exported in the subshell that starts it); nothing without --tls.
+server_tls_env() {
+  [ "$tls" = true ] || return 0
+  export ORDERPIPE_GRPC__TLS__CERT_FILE="$tls_dir/command-api.pem"
+  export ORDERPIPE_GRPC__TLS__KEY_FILE="$tls_dir/command-api-key.pem"
+  export ORDERPIPE_GRPC__TLS__CLIENT_CA_FILE="$tls_dir/ca.pem"
+}
+client_tls_env() {
+  [ "$tls" = true ] || return 0
+  export ORDERPIPE_COMMAND_API__TLS__CA_FILE="$tls_dir/ca.pem"
+  export ORDERPIPE_COMMAND_API__TLS__CERT_FILE="$tls_dir/$1.pem"
+  export ORDERPIPE_COMMAND_API__TLS__KEY_FILE="$tls_dir/$1-key.pem"
+}
+grpc_call_tls=()
+[ "$tls" = false ] || grpc_call_tls=(--ca-file "$tls_dir/ca.pem" --cert-file "$tls_dir/local-tools.pem"
+  --key-file "$tls_dir/local-tools-key.pem" --server-name localhost)
 
 # Everything it runs, and every binary the README has a user run after it (replay); a test
 # (scripts/tests/readme-binaries-built-by-up.sh) keeps this list in step with the README.
@@ -83,16 +126,23 @@ else
   OP_RESERVED_PORTS="$grpc_port"
   admin_port="$(free_port "${ORDERPIPE_ADMIN__PORT:-}" 9090)"
   echo "$grpc_port $admin_port" >"$port_file"
-  ORDERPIPE_GRPC__PORT="$grpc_port" ORDERPIPE_ADMIN__PORT="$admin_port" \
-    spawn "$api_pid" "$ORDERPIPE_STACK_DIR/logs/command-api.log" "$api_bin" serve
+  echo "$scheme" >"$scheme_file"
+  (
+    server_tls_env
+    ORDERPIPE_GRPC__PORT="$grpc_port" ORDERPIPE_ADMIN__PORT="$admin_port" \
+      spawn "$api_pid" "$ORDERPIPE_STACK_DIR/logs/command-api.log" "$api_bin" serve
+  )
   wait_for_port "$grpc_port" 60 "$(cat "$api_pid")" ||
     die "command-api did not start; see $ORDERPIPE_STACK_DIR/logs/command-api.log"
-  log "command-api started (pid $(cat "$api_pid")): gRPC 127.0.0.1:$grpc_port, admin 127.0.0.1:$admin_port"
+  log "command-api started (pid $(cat "$api_pid")): gRPC $scheme://$api_host:$grpc_port, admin 127.0.0.1:$admin_port"
 fi
 
 relay_port="$(start_worker relay 9091 run)"
 projectors_port="$(start_worker projectors 9092 run)"
-flows_port="$(ORDERPIPE_COMMAND_API__URL="http://127.0.0.1:$grpc_port" start_worker flows 9093 run)"
+flows_port="$(
+  client_tls_env flows
+  ORDERPIPE_COMMAND_API__URL="$scheme://$api_host:$grpc_port" start_worker flows 9093 run
+)"
 
 # The dashboard: its page on 8080 (or the next free port) and its admin endpoint.
 dashboard_pid="$run_dir/dashboard.pid"
@@ -105,16 +155,20 @@ else
   OP_RESERVED_PORTS="$OP_RESERVED_PORTS $dashboard_http_port"
   dashboard_admin_port="$(free_port 9093)"
   echo "$dashboard_http_port $dashboard_admin_port" >"$dashboard_ports"
-  ORDERPIPE_HTTP__PORT="$dashboard_http_port" ORDERPIPE_ADMIN__PORT="$dashboard_admin_port" \
-    ORDERPIPE_COMMAND_API__URL="http://127.0.0.1:$grpc_port" \
-    spawn "$dashboard_pid" "$ORDERPIPE_STACK_DIR/logs/dashboard.log" "$target_dir/debug/dashboard" serve
+  (
+    client_tls_env dashboard
+    ORDERPIPE_HTTP__PORT="$dashboard_http_port" ORDERPIPE_ADMIN__PORT="$dashboard_admin_port" \
+      ORDERPIPE_COMMAND_API__URL="$scheme://$api_host:$grpc_port" \
+      spawn "$dashboard_pid" "$ORDERPIPE_STACK_DIR/logs/dashboard.log" "$target_dir/debug/dashboard" serve
+  )
   wait_for_port "$dashboard_http_port" 60 "$(cat "$dashboard_pid")" ||
     die "dashboard did not start; see $ORDERPIPE_STACK_DIR/logs/dashboard.log"
   log "dashboard started (pid $(cat "$dashboard_pid")), admin 127.0.0.1:$dashboard_admin_port"
 fi
 
 grpc_call() {
-  "$ORDERPIPE_STACK_DIR/venv/bin/python" scripts/grpc-call.py --address "127.0.0.1:$grpc_port" "$@"
+  "$ORDERPIPE_STACK_DIR/venv/bin/python" scripts/grpc-call.py --address "127.0.0.1:$grpc_port" \
+    "${grpc_call_tls[@]+"${grpc_call_tls[@]}"}" "$@"
 }
 token() { "$api_bin" mint-token "$@"; }
 
@@ -141,7 +195,8 @@ cat <<EOF
 orderpipe is running.
   dashboard   http://127.0.0.1:$dashboard_http_port/  (store-1; sign in with the barista token below)
               admin http://127.0.0.1:$dashboard_admin_port/metrics and /health
-  command-api gRPC 127.0.0.1:$grpc_port (reflection on; health: grpc.health.v1.Health)
+  command-api gRPC $scheme://$api_host:$grpc_port (reflection on; health: grpc.health.v1.Health)
+$([ "$tls" = true ] && echo "              TLS + mTLS: CA and certificates in $tls_dir (flows, dashboard, local-tools)")
               admin http://127.0.0.1:$admin_port/metrics and /health
   relay       admin http://127.0.0.1:$relay_port/metrics and /health
   projectors  admin http://127.0.0.1:$projectors_port/metrics and /health
@@ -156,7 +211,7 @@ See the views (README "Looking at the views"):
 Call it with the generic reflection client (or any gRPC client that speaks reflection):
   export ORDERPIPE_AUTH__JWT_SECRET=\$(cat $secret_file)
   TOKEN=\$($api_bin mint-token --role customer --subject c-42)
-  alias grpc-call='$ORDERPIPE_STACK_DIR/venv/bin/python scripts/grpc-call.py --address 127.0.0.1:$grpc_port'
+  alias grpc-call='$ORDERPIPE_STACK_DIR/venv/bin/python scripts/grpc-call.py --address 127.0.0.1:$grpc_port${grpc_call_tls[*]+ ${grpc_call_tls[*]}}'
   grpc-call list
   grpc-call --token "\$TOKEN" call orderpipe.v1.OrderService/PlaceOrder \\
     '{"idempotencyKey":"k1","orderId":"'\$(cat /proc/sys/kernel/random/uuid)'","storeId":"store-1","customerId":"c-42","lines":[{"sku":"LATTE-12","quantity":1}]}'

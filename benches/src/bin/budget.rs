@@ -2,6 +2,7 @@
 //! number of orders (place, accept, capture the payment, prepare, ready, complete: six commands
 //! each) sent by a few concurrent clients to a running command API, counted exactly.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use benches::api_flow::{self, ApiClients, CallObserver, Fate};
 use clap::Parser;
-use tonic::transport::Endpoint;
+use service_kit::grpc_tls::{client_endpoint, ClientTlsSettings};
 use tonic::Code;
 
 /// Sends a fixed number of orders to a running command API and prints how many commands were
@@ -17,9 +18,19 @@ use tonic::Code;
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
-    /// The command API's gRPC address.
+    /// The command API's gRPC address: `http://HOST:PORT`, or `https://HOST:PORT` for TLS.
     #[arg(long)]
     address: String,
+    /// With an `https://` address: the CA (PEM) the API's certificate must chain to (default:
+    /// the system's roots).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// With an `https://` address: a client certificate (PEM) for an API that requires mTLS.
+    #[arg(long, requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "cert_file")]
+    key_file: Option<PathBuf>,
     /// The secret the command API verifies tokens with.
     #[arg(long, env = "ORDERPIPE_AUTH__JWT_SECRET", hide_env_values = true)]
     jwt_secret: String,
@@ -54,8 +65,13 @@ impl CallObserver for Counts {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let endpoint = Endpoint::from_shared(cli.address.clone())
-        .with_context(|| format!("bad address {}", cli.address))?;
+    let tls = ClientTlsSettings {
+        ca_file: cli.ca_file.clone(),
+        cert_file: cli.cert_file.clone(),
+        key_file: cli.key_file.clone(),
+        domain_name: None,
+    };
+    let endpoint = client_endpoint("budget", &cli.address, &tls)?;
     let clients = cli.clients.max(1);
     let channels = api_flow::channels(&endpoint, clients);
     if cli.seed {

@@ -24,6 +24,7 @@ async fn spawn_tls_app(ca: &TestCa, client_ca: Option<&TestCa>) -> TestApp {
             cert_file: Some(server.cert_file),
             key_file: Some(server.key_file),
             client_ca_file: client_ca.map(|ca| ca.cert_file.clone()),
+            self_signed: false,
         },
         ..Options::default()
     })
@@ -168,6 +169,7 @@ async fn unreadable_or_mismatched_certificate_files_stop_the_start_with_the_sett
         cert_file: Some(server.cert_file.clone()),
         key_file: Some(missing.clone()),
         client_ca_file: None,
+        self_signed: false,
     })
     .await;
     let message = error_chain(&error);
@@ -183,6 +185,7 @@ async fn unreadable_or_mismatched_certificate_files_stop_the_start_with_the_sett
         cert_file: Some(server.cert_file.clone()),
         key_file: Some(other.key_file.clone()),
         client_ca_file: None,
+        self_signed: false,
     })
     .await;
     let message = error_chain(&error);
@@ -201,6 +204,7 @@ async fn unreadable_or_mismatched_certificate_files_stop_the_start_with_the_sett
         cert_file: Some(server.key_file.clone()),
         key_file: Some(server.key_file.clone()),
         client_ca_file: None,
+        self_signed: false,
     })
     .await;
     assert!(
@@ -214,6 +218,7 @@ async fn unreadable_or_mismatched_certificate_files_stop_the_start_with_the_sett
         cert_file: None,
         key_file: None,
         client_ca_file: Some(ca.cert_file.clone()),
+        self_signed: false,
     })
     .await;
     assert!(
@@ -229,9 +234,55 @@ async fn unreadable_or_mismatched_certificate_files_stop_the_start_with_the_sett
         cert_file: Some(server.cert_file),
         key_file: Some(server.key_file),
         client_ca_file: Some(garbage),
+        self_signed: false,
     })
     .await;
     let message = error_chain(&error);
     assert!(message.contains("grpc.tls.client_ca_file"), "{message}");
     assert!(!migrated);
+}
+
+#[tokio::test]
+async fn a_self_signed_listener_serves_tls_that_only_a_non_verifying_peer_accepts() {
+    // What an AWS ALB target runs: a certificate made at start, which the load balancer
+    // encrypts to without checking. A client that checks refuses it at the handshake, which
+    // shows the listener speaks TLS (a plaintext listener would never get that far).
+    let app = spawn_app_with(Options {
+        tls: ServerTlsSettings {
+            self_signed: true,
+            ..ServerTlsSettings::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let ca = TestCa::new("orderpipe-test-ca");
+    let refused = add_menu_item(&app, tls_channel(&app, &ca, None), "FLAT-WHITE")
+        .await
+        .expect_err("nobody's CA signed a self-signed certificate");
+    let reason = described(&refused);
+    assert!(reason.contains("invalid peer certificate"), "{reason}");
+    let plaintext = add_menu_item(&app, app.channel(), "CORTADO")
+        .await
+        .expect_err("a self-signed listener is still TLS only");
+    assert!(
+        described(&plaintext).contains("connection error"),
+        "{}",
+        described(&plaintext)
+    );
+    assert_eq!(app.event_count().await, 0);
+
+    // Files and a start-up certificate at once is a mistake, refused.
+    let server = ca.server("command-api", &["localhost"]);
+    let (error, _) = refused_start(ServerTlsSettings {
+        cert_file: Some(server.cert_file),
+        key_file: Some(server.key_file),
+        client_ca_file: None,
+        self_signed: true,
+    })
+    .await;
+    assert!(
+        error_chain(&error).contains("grpc.tls.self_signed"),
+        "{}",
+        error_chain(&error)
+    );
 }

@@ -66,9 +66,6 @@ export const PORTS = {
 /** Namespace of the custom CloudWatch metrics the alarms use. */
 export const METRICS_NAMESPACE = 'Orderpipe';
 
-/** DNS name under which ECS Service Connect serves the command API to the other services. */
-export const COMMAND_API_SERVICE_CONNECT_NAME = 'command-api';
-
 /**
  * What a process uses. Each capability brings its config keys (`CONFIG_KEYS`) and its IAM grants
  * and network access (`grantCapability` in services.ts).
@@ -378,6 +375,14 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   // Listeners default to 127.0.0.1; the load balancer reaches the task on its VPC address.
   { key: 'ORDERPIPE_GRPC__HOST', when: ['grpcServer'], source: '`0.0.0.0` (reachable by the load balancer)', plain: () => '0.0.0.0' },
   { key: 'ORDERPIPE_GRPC__PORT', when: ['grpcServer'], source: `\`${PORTS.grpc}\``, plain: () => String(PORTS.grpc) },
+  // The load balancer reaches the API over TLS and does not check the target's certificate, so a
+  // certificate made at each start is enough: no key to store, ship or rotate (DEPLOYING.md).
+  {
+    key: 'ORDERPIPE_GRPC__TLS__SELF_SIGNED',
+    when: ['grpcServer'],
+    source: '`true` (TLS from the load balancer, with a certificate made at start)',
+    plain: () => 'true',
+  },
   { key: 'ORDERPIPE_HTTP__HOST', when: ['httpServer'], source: '`0.0.0.0` (reachable by the load balancer)', plain: () => '0.0.0.0' },
   {
     key: 'ORDERPIPE_HTTP__PORT',
@@ -456,7 +461,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   {
     key: 'ORDERPIPE_COMMAND_API__URL',
     when: ['commandApiClient'],
-    source: `ECS Service Connect, \`http://${COMMAND_API_SERVICE_CONNECT_NAME}:${PORTS.grpc}\``,
+    source: 'internal load balancer, `https://<dns.apiRecord>.<zone>` (its ACM certificate, trusted through the system roots)',
     plain: (s) => s.commandApiUrl,
   },
 ];

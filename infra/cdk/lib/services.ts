@@ -10,12 +10,10 @@ import * as route53 from 'aws-cdk-lib/aws-route53';
 import * as route53Targets from 'aws-cdk-lib/aws-route53-targets';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
-import * as servicediscovery from 'aws-cdk-lib/aws-servicediscovery';
 import { NagSuppressions } from 'cdk-nag';
 import { Construct } from 'constructs';
 import {
   Capability,
-  COMMAND_API_SERVICE_CONNECT_NAME,
   ConfigSources,
   METRICS_NAMESPACE,
   PORTS,
@@ -64,6 +62,8 @@ const GRPC_HEALTH_CHECK_PATH = '/grpc.health.v1.Health/Check';
 export class Services extends Construct {
   readonly cluster: ecs.Cluster;
   readonly loadBalancer: elbv2.ApplicationLoadBalancer;
+  /** The load balancer's security group: the command API's clients are admitted on 443 here. */
+  readonly loadBalancerSecurityGroup: ec2.SecurityGroup;
   readonly grpcTargetGroup: elbv2.ApplicationTargetGroup;
   readonly dashboardTargetGroup: elbv2.ApplicationTargetGroup;
   readonly jwtSecret: secretsmanager.Secret;
@@ -86,14 +86,6 @@ export class Services extends Construct {
       clusterName: stage.prefix,
       vpc,
       containerInsightsV2: ecs.ContainerInsights.ENHANCED,
-      // ECS Service Connect: the flows and the dashboard reach the command API as
-      // `command-api:50051` over plaintext HTTP/2 inside the VPC. Their gRPC client is built
-      // without TLS, and the load balancer speaks gRPC only over HTTPS.
-      defaultCloudMapNamespace: {
-        name: `${stage.prefix}.internal`,
-        type: servicediscovery.NamespaceType.HTTP,
-        useForServiceConnect: true,
-      },
     });
 
     this.jwtSecret = new secretsmanager.Secret(this, 'JwtSecret', {
@@ -131,11 +123,11 @@ export class Services extends Construct {
       validation: acm.CertificateValidation.fromDns(zone),
     });
 
-    const lbSecurityGroup = new ec2.SecurityGroup(this, 'LoadBalancerSecurityGroup', {
+    const lbSecurityGroup = (this.loadBalancerSecurityGroup = new ec2.SecurityGroup(this, 'LoadBalancerSecurityGroup', {
       vpc,
       description: 'Internal load balancer: HTTPS from the VPC and the configured internal networks',
       allowAllOutbound: false,
-    });
+    }));
     lbSecurityGroup.addIngressRule(ec2.Peer.ipv4(stage.vpcCidr), ec2.Port.tcp(443), 'gRPC/HTTPS from inside the VPC');
     for (const cidr of stage.internalClientCidrs) {
       lbSecurityGroup.addIngressRule(ec2.Peer.ipv4(cidr), ec2.Port.tcp(443), `gRPC/HTTPS from ${cidr}`);
@@ -172,10 +164,13 @@ export class Services extends Construct {
     });
     this.loadBalancer.logAccessLogs(accessLogs, 'internal-lb');
 
+    // HTTPS to the targets: the bearer tokens stay encrypted on the load balancer -> task hop too.
+    // The load balancer does not check a target's certificate; the API makes its own at start
+    // (ORDERPIPE_GRPC__TLS__SELF_SIGNED).
     this.grpcTargetGroup = new elbv2.ApplicationTargetGroup(this, 'CommandApiTargetGroup', {
       vpc,
       targetType: elbv2.TargetType.IP,
-      protocol: elbv2.ApplicationProtocol.HTTP,
+      protocol: elbv2.ApplicationProtocol.HTTPS,
       protocolVersion: elbv2.ApplicationProtocolVersion.GRPC,
       port: PORTS.grpc,
       deregistrationDelay: Duration.seconds(30),
@@ -240,7 +235,10 @@ export class Services extends Construct {
       payments: { url: messaging.payments.queue.queueUrl, dlqUrl: messaging.payments.dlq.queueUrl },
       notifications: { url: messaging.notifications.queue.queueUrl, dlqUrl: messaging.notifications.dlq.queueUrl },
       projectorDlqUrl: messaging.projectorDlq.queueUrl,
-      commandApiUrl: `http://${COMMAND_API_SERVICE_CONNECT_NAME}:${PORTS.grpc}`,
+      // The internal clients call the API through the load balancer, as every caller does: TLS
+      // end to end with its ACM certificate (trusted through the image's system roots), and
+      // per-call balancing over the API's tasks.
+      commandApiUrl: `https://${this.apiDomainName}`,
     };
 
     // The command API first: its clients' grants open its security group to them.
@@ -292,27 +290,8 @@ export class Services extends Construct {
       propagateTags: ecs.PropagatedTagSource.SERVICE,
       enableExecuteCommand: false,
       ...(spec.ingress ? { healthCheckGracePeriod: Duration.seconds(60) } : {}),
-      ...this.serviceConnect(name, task.logGroup),
     });
     return { ...task, name, service };
-  }
-
-  /**
-   * Service Connect: the command API is served under `command-api:50051`; services with
-   * `commandApiClient` get the proxy that resolves that name. Others take no part.
-   */
-  private serviceConnect(name: ServiceName, logGroup: logs.LogGroup): Partial<ecs.FargateServiceProps> {
-    const logDriver = ecs.LogDrivers.awsLogs({ logGroup, streamPrefix: 'service-connect', mode: ecs.AwsLogDriverMode.NON_BLOCKING });
-    if (name === 'command-api') {
-      return {
-        serviceConnectConfiguration: {
-          services: [{ portMappingName: 'grpc', dnsName: COMMAND_API_SERVICE_CONNECT_NAME, port: PORTS.grpc }],
-          logDriver,
-        },
-      };
-    }
-    if (SERVICES[name].capabilities.includes('commandApiClient')) return { serviceConnectConfiguration: { logDriver } };
-    return {};
   }
 
   /** The task definition, roles, log group and security group of one process, with its grants. */
@@ -361,7 +340,7 @@ export class Services extends Construct {
     // The admin port is not mapped: it listens on loopback (ORDERPIPE_ADMIN__HOST) for the task's
     // own collector sidecar and health check; only the serving port of an ingress service is mapped.
     const portMappings: ecs.PortMapping[] = [];
-    if (spec.ingress === 'grpc') portMappings.push({ containerPort: PORTS.grpc, name: 'grpc', appProtocol: ecs.AppProtocol.grpc });
+    if (spec.ingress === 'grpc') portMappings.push({ containerPort: PORTS.grpc, name: 'grpc' });
     if (spec.ingress === 'http') portMappings.push({ containerPort: PORTS.dashboardHttp, name: 'http', appProtocol: ecs.AppProtocol.http });
 
     taskDefinition.addContainer('app', {
@@ -482,7 +461,9 @@ export class Services extends Construct {
         return undefined;
       case 'commandApiClient':
         if (!to.commandApi) throw new Error(`${name} calls the command API, which must be added before it`);
-        to.commandApi.securityGroup.addIngressRule(securityGroup, ec2.Port.tcp(PORTS.grpc), `gRPC from ${name} (Service Connect)`);
+        // Through the load balancer (TLS), like every other caller: the API's own port admits
+        // only the load balancer.
+        this.loadBalancerSecurityGroup.addIngressRule(securityGroup, ec2.Port.tcp(443), `gRPC over TLS from ${name}`);
         return undefined;
       case 'adminEndpoint':
       case 'structuredLogs':

@@ -97,35 +97,38 @@ test('every service without a load balancer is health-checked on /health of the 
   assert.equal(appContainer('dashboard').HealthCheck, undefined);
 });
 
-test('the flows and the dashboard reach the command API through Service Connect, admitted by its security group', () => {
-  const namespace = Object.values(template.findResources('AWS::ServiceDiscovery::HttpNamespace'));
-  assert.equal(namespace.length, 1);
-  assert.equal(namespace[0].Properties.Name, 'orderpipe-dev.internal');
-  const api = service('command-api').ServiceConnectConfiguration;
-  assert.equal(api.Enabled, true);
-  assert.deepEqual(api.Services, [
-    { PortName: 'grpc', ClientAliases: [{ DnsName: 'command-api', Port: 50051 }] },
-  ]);
-  const apiGroup = logicalId(template, 'AWS::EC2::SecurityGroup', 'ServicesCommandApiSecurityGroup');
-  const apiIngress = Object.values(template.findResources('AWS::EC2::SecurityGroupIngress'))
-    .filter((r) => r.Properties.GroupId['Fn::GetAtt']?.[0] === apiGroup && r.Properties.FromPort === 50051)
-    .map((r) => r.Properties.SourceSecurityGroupId['Fn::GetAtt'][0])
-    .sort();
+test('the flows and the dashboard reach the command API through the load balancer over TLS; no hop is plaintext', () => {
+  // No Service Connect: every caller, internal or not, goes through the HTTPS listener.
+  assert.equal(Object.keys(template.findResources('AWS::ServiceDiscovery::HttpNamespace')).length, 0);
   const clients = ['flows-log', 'flows-payments', 'flows-intake', 'dashboard'] as const;
-  // The clients, and the load balancer for everyone else.
-  assert.deepEqual(
-    apiIngress,
-    [...clients.map((c) => `Services${pascal(c)}SecurityGroup`), 'ServicesLoadBalancerSecurityGroup']
-      .map((prefix) => logicalId(template, 'AWS::EC2::SecurityGroup', prefix))
-      .sort(),
-  );
-  for (const name of clients) {
-    assert.equal(service(name).ServiceConnectConfiguration.Enabled, true, name);
-    assert.equal(service(name).ServiceConnectConfiguration.Services, undefined, name);
-    const env = Object.fromEntries(appContainer(name).Environment.map((e: any) => [e.Name, e.Value]));
-    assert.equal(env.ORDERPIPE_COMMAND_API__URL, 'http://command-api:50051', name);
+  for (const name of [...clients, 'command-api', 'relay', 'projectors'] as const) {
+    assert.equal(service(name).ServiceConnectConfiguration, undefined, name);
   }
-  for (const name of ['relay', 'projectors'] as const) assert.equal(service(name).ServiceConnectConfiguration, undefined, name);
+  for (const name of clients) {
+    const env = Object.fromEntries(appContainer(name).Environment.map((e: any) => [e.Name, e.Value]));
+    assert.equal(env.ORDERPIPE_COMMAND_API__URL, `https://${stage.dns.apiRecord}.${stage.dns.hostedZoneName}`, name);
+  }
+  // The load balancer -> task hop is TLS too: HTTPS targets, and the API serves TLS.
+  template.hasResourceProperties('AWS::ElasticLoadBalancingV2::TargetGroup', {
+    Port: 50051,
+    Protocol: 'HTTPS',
+    ProtocolVersion: 'GRPC',
+  });
+  const apiEnv = Object.fromEntries(appContainer('command-api').Environment.map((e: any) => [e.Name, e.Value]));
+  assert.equal(apiEnv.ORDERPIPE_GRPC__TLS__SELF_SIGNED, 'true');
+  // The API's port admits only the load balancer; the load balancer admits the clients on 443.
+  const apiGroup = logicalId(template, 'AWS::EC2::SecurityGroup', 'ServicesCommandApiSecurityGroup');
+  const lbGroup = logicalId(template, 'AWS::EC2::SecurityGroup', 'ServicesLoadBalancerSecurityGroup');
+  const ingressTo = (group: string, port: number) =>
+    Object.values(template.findResources('AWS::EC2::SecurityGroupIngress'))
+      .filter((r) => r.Properties.GroupId['Fn::GetAtt']?.[0] === group && r.Properties.FromPort === port)
+      .map((r) => r.Properties.SourceSecurityGroupId['Fn::GetAtt'][0])
+      .sort();
+  assert.deepEqual(ingressTo(apiGroup, 50051), [lbGroup]);
+  assert.deepEqual(
+    ingressTo(lbGroup, 443),
+    clients.map((c) => logicalId(template, 'AWS::EC2::SecurityGroup', `Services${pascal(c)}SecurityGroup`)).sort(),
+  );
 });
 
 test('internal load balancer: HTTPS listener forwarding to a gRPC target group with gRPC health checks', () => {

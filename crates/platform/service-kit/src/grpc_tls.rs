@@ -34,6 +34,11 @@ pub struct ServerTlsSettings {
     pub key_file: Option<PathBuf>,
     /// When set, every caller must present a certificate signed by this CA (PEM): mTLS.
     pub client_ca_file: Option<PathBuf>,
+    /// Serve TLS with a certificate made at start-up (self-signed, new key each start) instead of
+    /// `cert_file`/`key_file`: for a listener behind a load balancer that encrypts to its
+    /// targets without checking their certificate (an AWS ALB), so there is no key to ship or
+    /// rotate. No client can verify it: internal clients call the load balancer.
+    pub self_signed: bool,
 }
 
 /// The client side of a gRPC hop's TLS, used when the URL is `https://`.
@@ -124,6 +129,9 @@ pub enum GrpcTlsError {
         /// The URL.
         url: String,
     },
+    /// The start-up certificate could not be made.
+    #[error("cannot make the self-signed certificate")]
+    SelfSigned(#[source] rcgen::Error),
     /// tonic refused the configuration.
     #[error("{setting}: TLS configuration refused")]
     Transport {
@@ -138,7 +146,10 @@ pub enum GrpcTlsError {
 impl ServerTlsSettings {
     /// Whether TLS is configured at all.
     pub fn enabled(&self) -> bool {
-        self.cert_file.is_some() || self.key_file.is_some() || self.client_ca_file.is_some()
+        self.cert_file.is_some()
+            || self.key_file.is_some()
+            || self.client_ca_file.is_some()
+            || self.self_signed
     }
 
     /// Whether callers must present a certificate.
@@ -152,18 +163,28 @@ impl ServerTlsSettings {
         if !self.enabled() {
             return Ok(None);
         }
-        let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) else {
-            return Err(GrpcTlsError::Incomplete(format!(
-                "{prefix}.cert_file and {prefix}.key_file must both be set to serve TLS \
-                 ({prefix}.client_ca_file needs them too)"
-            )));
+        let identity = match (&self.cert_file, &self.key_file, self.self_signed) {
+            (Some(cert), Some(key), false) => identity(prefix, cert, key)?,
+            (None, None, true) => self_signed_identity()?,
+            (_, _, true) => {
+                return Err(GrpcTlsError::Incomplete(format!(
+                    "{prefix}.self_signed makes its own certificate: leave {prefix}.cert_file \
+                     and {prefix}.key_file unset"
+                )))
+            }
+            _ => {
+                return Err(GrpcTlsError::Incomplete(format!(
+                    "{prefix}.cert_file and {prefix}.key_file must both be set to serve TLS \
+                     ({prefix}.client_ca_file needs them too, or {prefix}.self_signed)"
+                )))
+            }
         };
         // tonic builds its server config with the process's default provider: make it the one
         // this workspace compiles (aws-lc-rs), so no other rustls user's features can make it
         // ambiguous. An earlier install (the same provider) is fine.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut config = ServerTlsConfig::new()
-            .identity(identity(prefix, cert, key)?)
+            .identity(identity)
             .timeout(HANDSHAKE_TIMEOUT);
         if let Some(ca) = &self.client_ca_file {
             config = config
@@ -255,6 +276,15 @@ fn identity(prefix: &str, cert: &Path, key: &Path) -> Result<Identity, GrpcTlsEr
         }
     })?;
     Ok(Identity::from_pem(cert_pem, key_pem))
+}
+
+/// A certificate for `localhost`, signed by its own new key.
+fn self_signed_identity() -> Result<Identity, GrpcTlsError> {
+    let key = rcgen::KeyPair::generate().map_err(GrpcTlsError::SelfSigned)?;
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .and_then(|params| params.self_signed(&key))
+        .map_err(GrpcTlsError::SelfSigned)?;
+    Ok(Identity::from_pem(cert.pem(), key.serialize_pem()))
 }
 
 /// A CA bundle, checked to hold at least one certificate that can be a trust anchor.

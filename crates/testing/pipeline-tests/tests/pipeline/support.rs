@@ -138,6 +138,8 @@ impl Pipeline {
                 max_message_bytes: 65_536,
                 request_timeout_ms: 10_000,
                 shutdown_grace_ms: 2_000,
+                // Plaintext: TLS on this hop is command-api's tests/api/tls.rs.
+                tls: Default::default(),
             },
             admin: loopback(),
             database: events_db.settings(None),
