@@ -74,6 +74,7 @@ if [ $# -eq 0 ]; then
   scripts/tests/test-sh-stops-what-it-starts.sh
   scripts/tests/readme-binaries-built-by-up.sh
   scripts/tests/proto-breaking-changes-fail.sh
+  scripts/tests/dev-tls-certificates.sh
 fi
 
 if [ $# -eq 0 ]; then
