@@ -241,7 +241,8 @@ export class Services extends Construct {
       commandApiUrl: `https://${this.apiDomainName}`,
     };
 
-    // The command API first: its clients' grants open its security group to them.
+    // The command API first: its clients are added knowing it is there (they reach it through the
+    // load balancer, whose security group their grants open).
     const services = {} as Record<ServiceName, PipelineService>;
     for (const name of SERVICE_NAMES) {
       services[name] = this.addService(name, sources, services['command-api']);
