@@ -87,6 +87,13 @@ pub enum ProjectionError {
     Refused(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl ProjectionError {
+    /// Whether trying the same batch again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ProjectionError::Transient(_))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,12 +109,5 @@ mod tests {
         assert!(policy.is_due(100, Duration::ZERO));
         assert!(policy.is_due(1, Duration::from_secs(5)));
         assert!(FlushPolicy::EVERY_READ.is_due(1, Duration::ZERO));
-    }
-}
-
-impl ProjectionError {
-    /// Whether trying the same batch again later may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, ProjectionError::Transient(_))
     }
 }

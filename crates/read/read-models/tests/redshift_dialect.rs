@@ -6,6 +6,8 @@
 //! sqlfluff comes from the local stack's Python venv (`scripts/emulators/requirements.txt`,
 //! installed by `scripts/stack.sh up`); `ORDERPIPE_SQLFLUFF` names another executable.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
