@@ -174,7 +174,7 @@ ensure_venv() {
             python3 -m venv "$VENV" >>"$LOG_DIR/install.log" 2>&1 || die "python3 -m venv failed"
         fi
     fi
-    log "pip install -r scripts/emulators/requirements.txt (moto[server], boto3)"
+    log "pip install -r scripts/emulators/requirements.txt (moto[server], grpcio, sqlfluff)"
     local t0=$SECONDS
     "$VENV/bin/pip" install -q --disable-pip-version-check -r "$EMU_DIR/requirements.txt" \
         >>"$LOG_DIR/install.log" 2>&1 || die "pip install failed; see $LOG_DIR/install.log"

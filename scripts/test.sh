@@ -2,9 +2,9 @@
 # The whole test suite, as CI runs it: brings the local stack up (installing what is missing),
 # then formatting, lints (Rust, shell, protobuf), the gRPC contract's breaking-change check,
 # every Rust test against the real PostgreSQL and emulators (with the dashboard's browser test in
-# headless Chromium), the tests of the scripts themselves, the short fault run, and the
-# infra/cdk tests. What it starts of the stack it stops at the end; a stack that was already
-# running is left running.
+# headless Chromium, and the analytics SQL parsed with sqlfluff's Redshift dialect), the tests
+# of the scripts themselves, the short fault run, and the infra/cdk tests. What it starts of the
+# stack it stops at the end; a stack that was already running is left running.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh -p domain  extra arguments go to `cargo test` (no script tests, fault run
@@ -63,7 +63,8 @@ crates/read/dashboard/browser-test/setup.sh
 
 step "cargo test"
 # Includes the dashboard's browser test (pipeline-tests: barista_board); its screenshots are in
-# target/dashboard-screenshots/.
+# target/dashboard-screenshots/, and the Redshift dialect check of every statement sent to the
+# analytics database (read-models: redshift_dialect, sqlfluff from the stack's venv).
 cargo test --workspace --locked "$@"
 
 if [ $# -eq 0 ]; then

@@ -85,7 +85,10 @@ pub async fn build_projections(
                         projection: "analytics",
                         source,
                     })?;
-                projections.push(Arc::new(AnalyticsProjection::new(pool, schema)));
+                projections.push(Arc::new(
+                    AnalyticsProjection::new(pool, schema)
+                        .with_flush(settings.analytics_flush.policy()),
+                ));
             }
             other => return Err(AppError::UnknownProjection(other.to_owned())),
         }

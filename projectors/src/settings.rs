@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use aws_support::AwsSettings;
+use commit_log::projection::FlushPolicy;
 use kinesis_consumer::settings::{default_worker_id, KinesisSettings};
 use kinesis_consumer::WorkerConfig;
 use read_models::settings::{ReadModelDatabase, ViewTables};
@@ -29,6 +30,8 @@ pub struct Settings {
     pub history: ReadModelDatabase,
     /// The `analytics` read model's Redshift (PostgreSQL locally).
     pub analytics: ReadModelDatabase,
+    /// How the `analytics` projection micro-batches its loads.
+    pub analytics_flush: AnalyticsFlushSettings,
     /// The admin HTTP listener (`/metrics`, `/health`).
     pub admin: AdminSettings,
     /// Logging.
@@ -90,6 +93,28 @@ pub struct RuntimeSettings {
     pub shard_sync_interval_ms: u64,
 }
 
+/// The `analytics` projection's micro-batches: what a shard's consumer has read waits until
+/// `max_commits` commits wait or the oldest has waited `interval_ms`, then one load (one
+/// transaction of a bounded number of statements) applies it and the checkpoint follows.
+/// Locally sub-second; in production seconds to minutes (the CDK app sets 60 s).
+#[derive(Debug, Clone, Deserialize)]
+pub struct AnalyticsFlushSettings {
+    /// The longest a read commit waits for its load (plus up to one `runtime.poll_interval_ms`).
+    pub interval_ms: u64,
+    /// A load starts at once when this many commits wait (1 to 100,000).
+    pub max_commits: usize,
+}
+
+impl AnalyticsFlushSettings {
+    /// The runtime's flush policy.
+    pub fn policy(&self) -> FlushPolicy {
+        FlushPolicy {
+            max_commits: self.max_commits,
+            max_wait: Duration::from_millis(self.interval_ms),
+        }
+    }
+}
+
 const DEFAULTS: &str = r#"
 [kinesis]
 stream_name = "orderpipe-events"
@@ -134,6 +159,10 @@ username = "postgres"
 max_connections = 4
 acquire_timeout_ms = 3000
 
+[analytics_flush]
+interval_ms = 500
+max_commits = 10000
+
 [admin]
 host = "127.0.0.1"
 port = 9092
@@ -167,6 +196,16 @@ impl Settings {
         }
         if runtime.max_apply_attempts == 0 {
             return Err(rejected("runtime.max_apply_attempts must be at least 1"));
+        }
+        if !(1..=100_000).contains(&self.analytics_flush.max_commits) {
+            return Err(rejected(
+                "analytics_flush.max_commits must be between 1 and 100000",
+            ));
+        }
+        if self.analytics_flush.interval_ms > 15 * 60 * 1000 {
+            return Err(rejected(
+                "analytics_flush.interval_ms must be at most 900000 (15 minutes)",
+            ));
         }
         if runtime.poll_interval_ms < 200 {
             return Err(rejected(

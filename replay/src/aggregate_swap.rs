@@ -18,19 +18,19 @@ use sqlx::PgPool;
 use crate::error::ReplayError;
 use crate::progress::ProgressTable;
 use crate::rebuild::{rebuild_aggregate, AggregateRef, RebuildOptions, RebuildProgress};
-use crate::swap::LOCK_LIVE_MARKERS;
 use crate::target::ReadModel;
 
+// The analytics statements are `read_models::analytics_sql::replay`'s (parsed for Redshift).
+use read_models::analytics_sql::replay::{
+    copy_aggregate_rows, copy_marker, delete_aggregate_rows, delete_marker, lock_live_markers,
+};
+
+/// History only (its database is PostgreSQL): `::text` because history keys orders by `uuid`.
 /// `{live}.{table}` and the key column are identifiers from [`ReadModel::aggregate_rows`] and
-/// validated schema names; the aggregate's id is a parameter. `::text` because history keys
-/// orders by `uuid`, analytics by `VARCHAR`.
-const DELETE_ROWS: &str = r#"DELETE FROM "{live}".{table} WHERE {column}::text = $1"#;
-const COPY_ROWS: &str =
+/// validated schema names; the aggregate's id is a parameter.
+const HISTORY_DELETE_ROWS: &str = r#"DELETE FROM "{live}".{table} WHERE {column}::text = $1"#;
+const HISTORY_COPY_ROWS: &str =
     r#"INSERT INTO "{live}".{table} SELECT * FROM "{rebuilt}".{table} WHERE {column}::text = $1"#;
-const DELETE_MARKER: &str =
-    r#"DELETE FROM "{live}".applied_sequences WHERE aggregate_type = $1 AND aggregate_id = $2"#;
-const COPY_MARKER: &str = r#"INSERT INTO "{live}".applied_sequences
-SELECT * FROM "{rebuilt}".applied_sequences WHERE aggregate_type = $1 AND aggregate_id = $2"#;
 
 /// Replaces `aggregate`'s rows in `live` by those rebuilt into `rebuilt` (see the module
 /// documentation), returning the catch-up done under the lock. `pool` needs two connections:
@@ -49,8 +49,19 @@ pub async fn swap_aggregate_in(
             .replace("{table}", table)
             .replace("{column}", column)
     };
+    // (delete, copy) of one table's rows of the aggregate.
+    let row_statements = |table: &str, column: &str| match model {
+        ReadModel::History => (
+            fill(HISTORY_DELETE_ROWS, table, column),
+            fill(HISTORY_COPY_ROWS, table, column),
+        ),
+        ReadModel::Analytics => (
+            delete_aggregate_rows(live, table, column),
+            copy_aggregate_rows((live, rebuilt), table, column),
+        ),
+    };
     let mut tx = pool.begin().await?;
-    sqlx::query(&LOCK_LIVE_MARKERS.replace("{schema}", live.as_str()))
+    sqlx::query(&lock_live_markers(live))
         .execute(&mut *tx)
         .await?;
     let progress = ProgressTable::new(pool.clone(), rebuilt.clone());
@@ -72,19 +83,19 @@ pub async fn swap_aggregate_in(
     // Children before parents going out, parents before children coming in (history's order
     // items reference their order).
     for (table, column) in rows.iter().rev() {
-        sqlx::query(&fill(DELETE_ROWS, table, column))
+        sqlx::query(&row_statements(table, column).0)
             .bind(&aggregate.aggregate_id)
             .execute(&mut *tx)
             .await?;
     }
     for (table, column) in rows {
-        sqlx::query(&fill(COPY_ROWS, table, column))
+        sqlx::query(&row_statements(table, column).1)
             .bind(&aggregate.aggregate_id)
             .execute(&mut *tx)
             .await?;
     }
-    for marker in [DELETE_MARKER, COPY_MARKER] {
-        sqlx::query(&fill(marker, "", ""))
+    for marker in [delete_marker(live), copy_marker((live, rebuilt))] {
+        sqlx::query(&marker)
             .bind(&aggregate.aggregate_type)
             .bind(&aggregate.aggregate_id)
             .execute(&mut *tx)

@@ -8,29 +8,44 @@ use read_models::SchemaName;
 use sqlx::PgPool;
 
 use crate::error::ReplayError;
-use crate::progress::CREATE_PROGRESS;
+use read_models::analytics_sql::replay::{empty_table, CREATE_PROGRESS};
+use read_models::analytics_sql::SET_SEARCH_PATH;
+
+use crate::target::ReadModel;
 use crate::verify::{qualified, tables};
 
-/// `TRUNCATE` takes no parameter; `{tables}` lists qualified names of validated identifiers. One
-/// statement for all of them, because history's tables reference each other. (Redshift's
-/// `TRUNCATE` takes one table and commits at once; the in-place path is tested on the
-/// PostgreSQL stand-in only.)
+/// History only (its database is PostgreSQL): `TRUNCATE` takes no parameter; `{tables}` lists
+/// qualified names of validated identifiers. One statement for all of them, because history's
+/// tables reference each other. Analytics tables are emptied by one `DELETE` each instead
+/// (`analytics_sql::replay::empty_table`): Redshift's `TRUNCATE` takes one table and commits at
+/// once.
 const TRUNCATE: &str = "TRUNCATE {tables}";
-
-/// Selects the schema for the rest of the transaction (the progress DDL stays a constant).
-const SET_SEARCH_PATH: &str = "SELECT set_config('search_path', $1, true)";
 
 /// Empties every table of `schema` and creates its `replay_progress` table, in one transaction
 /// (PostgreSQL's `TRUNCATE` is transactional), so that an interruption leaves either the view
 /// untouched or an empty view marked as a rebuild target, which the same command resumes.
-pub async fn empty_schema(pool: &PgPool, schema: &SchemaName) -> Result<(), ReplayError> {
+pub async fn empty_schema(
+    pool: &PgPool,
+    model: ReadModel,
+    schema: &SchemaName,
+) -> Result<(), ReplayError> {
     let names = tables(pool, schema).await?;
     let mut tx = pool.begin().await?;
-    if !names.is_empty() {
-        let tables: Vec<String> = names.iter().map(|t| qualified(schema, t)).collect();
-        sqlx::query(&TRUNCATE.replace("{tables}", &tables.join(", ")))
-            .execute(&mut *tx)
-            .await?;
+    match model {
+        ReadModel::History if !names.is_empty() => {
+            let tables: Vec<String> = names.iter().map(|t| qualified(schema, t)).collect();
+            sqlx::query(&TRUNCATE.replace("{tables}", &tables.join(", ")))
+                .execute(&mut *tx)
+                .await?;
+        }
+        ReadModel::History => {}
+        ReadModel::Analytics => {
+            for table in &names {
+                sqlx::query(&empty_table(schema, table))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
     }
     sqlx::query(SET_SEARCH_PATH)
         .bind(schema.as_str())

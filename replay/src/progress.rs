@@ -7,29 +7,12 @@ use sqlx::PgPool;
 
 use crate::error::ReplayError;
 
-/// Selects the target schema for the rest of the transaction (the queries stay constants).
-const SET_SEARCH_PATH: &str = "SELECT set_config('search_path', $1, true)";
-
-/// Within the Redshift SQL subset the analytics target also uses (no `ON CONFLICT`, no `TEXT`).
-pub(crate) const CREATE_PROGRESS: &str = "\
-CREATE TABLE IF NOT EXISTS replay_progress (
-    projection    VARCHAR(64) NOT NULL PRIMARY KEY,
-    last_position BIGINT      NOT NULL
-)";
-
-/// A schema stops being a replay target once live: `replay rebuild` resumes into any schema
-/// holding this table, which must never be the live one. `{schema}` is a validated
-/// [`SchemaName`].
-pub(crate) const DROP_PROGRESS: &str = r#"DROP TABLE "{schema}".replay_progress"#;
-
-const PROGRESS_EXISTS: &str = "\
-SELECT EXISTS (SELECT 1 FROM information_schema.tables
-               WHERE table_schema = $1 AND table_name = 'replay_progress')";
-
-const SELECT_PROGRESS: &str = "SELECT last_position FROM replay_progress WHERE projection = $1";
-const DELETE_PROGRESS: &str = "DELETE FROM replay_progress WHERE projection = $1";
-const INSERT_PROGRESS: &str =
-    "INSERT INTO replay_progress (projection, last_position) VALUES ($1, $2)";
+// The SQL is `read_models::analytics_sql::replay`'s: the dialect check parses it for Redshift.
+use read_models::analytics_sql::replay::{
+    drop_progress, CREATE_PROGRESS, DELETE_PROGRESS, INSERT_PROGRESS, PROGRESS_EXISTS,
+    SELECT_PROGRESS,
+};
+use read_models::analytics_sql::SET_SEARCH_PATH;
 
 /// The last global position a rebuild applied into its target, saved after every batch so that
 /// the same command resumes after an interruption.
@@ -68,7 +51,7 @@ impl ProgressTable {
 
     /// Drops the table: the schema is live again (an in-place rebuild finished).
     pub async fn drop_table(&self) -> Result<(), ReplayError> {
-        sqlx::query(&DROP_PROGRESS.replace("{schema}", self.schema.as_str()))
+        sqlx::query(&drop_progress(&self.schema))
             .execute(&self.pool)
             .await?;
         Ok(())

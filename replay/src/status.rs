@@ -17,12 +17,7 @@ use sqlx::PgPool;
 use crate::error::ReplayError;
 use crate::target::{schema_exists, ReadModel};
 
-/// `{schema}` is a validated [`SchemaName`].
-const MARKER_TOTALS: &str =
-    r#"SELECT count(*), COALESCE(sum(last_sequence), 0)::bigint FROM "{schema}".applied_sequences"#;
-
-const MARKERS: &str =
-    r#"SELECT aggregate_type, aggregate_id, last_sequence FROM "{schema}".applied_sequences"#;
+use read_models::analytics_sql::replay::{marker_totals, markers as markers_sql};
 
 const STORE_EVENTS_OF_TYPES: &str =
     "SELECT count(*) FROM events WHERE aggregate_type = ANY($1::text[])";
@@ -101,11 +96,10 @@ async fn markers(
     pool: &PgPool,
     schema: &SchemaName,
 ) -> Result<ViewMarkers, ReplayError> {
-    let (aggregates, events_reflected): (i64, i64) =
-        sqlx::query_as(&MARKER_TOTALS.replace("{schema}", schema.as_str()))
-            .fetch_one(pool)
-            .await?;
-    let sql = MARKERS.replace("{schema}", schema.as_str());
+    let (aggregates, events_reflected): (i64, i64) = sqlx::query_as(&marker_totals(schema))
+        .fetch_one(pool)
+        .await?;
+    let sql = markers_sql(schema);
     let mut rows = sqlx::query_as::<_, (String, String, i64)>(&sql).fetch(pool);
     let mut chunk = Vec::with_capacity(MARKER_CHUNK);
     let mut highest_position = None;

@@ -23,17 +23,11 @@ use read_models::SchemaName;
 use sqlx::PgPool;
 
 use crate::error::ReplayError;
-use crate::progress::{ProgressTable, DROP_PROGRESS};
+use read_models::analytics_sql::replay::{drop_progress, lock_live_markers, rename_schema};
+
+use crate::progress::ProgressTable;
 use crate::rebuild::{rebuild, RebuildOptions, RebuildProgress};
 use crate::target::ReadModel;
-
-/// Waits for in-flight projector transactions and makes new ones wait. `LOCK` without a mode is
-/// ACCESS EXCLUSIVE in PostgreSQL, and the only mode Redshift has. `{schema}` is a validated
-/// [`SchemaName`].
-pub(crate) const LOCK_LIVE_MARKERS: &str = r#"LOCK "{schema}".applied_sequences"#;
-
-/// `ALTER SCHEMA` takes no parameters; both names are validated [`SchemaName`]s.
-const RENAME_SCHEMA: &str = r#"ALTER SCHEMA "{from}" RENAME TO "{to}""#;
 
 /// The schemas a swap moves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +55,7 @@ pub async fn swap_in(
     on_batch: impl FnMut(&RebuildProgress),
 ) -> Result<RebuildProgress, ReplayError> {
     let mut tx = pool.begin().await?;
-    sqlx::query(&LOCK_LIVE_MARKERS.replace("{schema}", plan.live.as_str()))
+    sqlx::query(&lock_live_markers(&plan.live))
         .execute(&mut *tx)
         .await?;
     let progress = ProgressTable::new(pool.clone(), plan.rebuilt.clone());
@@ -72,14 +66,13 @@ pub async fn swap_in(
     };
     // Other connections of the pool: the rebuilt schema's tables are not locked by `tx`.
     let tail = rebuild(store, projection.as_ref(), &progress, &options, on_batch).await?;
-    sqlx::query(&DROP_PROGRESS.replace("{schema}", plan.rebuilt.as_str()))
+    sqlx::query(&drop_progress(&plan.rebuilt))
         .execute(&mut *tx)
         .await?;
     for (from, to) in [(&plan.live, &plan.retired), (&plan.rebuilt, &plan.live)] {
-        let rename = RENAME_SCHEMA
-            .replace("{from}", from.as_str())
-            .replace("{to}", to.as_str());
-        sqlx::query(&rename).execute(&mut *tx).await?;
+        sqlx::query(&rename_schema(from, to))
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(tail)

@@ -8,11 +8,7 @@ use sqlx::PgPool;
 
 use crate::error::ReplayError;
 
-const SCHEMA_EXISTS: &str =
-    "SELECT EXISTS (SELECT 1 FROM information_schema.schemata WHERE schema_name = $1)";
-
-/// `DROP SCHEMA` takes no parameter; `{schema}` is replaced by a validated [`SchemaName`] only.
-const DROP_SCHEMA: &str = r#"DROP SCHEMA IF EXISTS "{schema}" CASCADE"#;
+use read_models::analytics_sql::replay::{drop_schema as drop_schema_sql, SCHEMA_EXISTS};
 
 /// A projection replay can rebuild, by the kind of target it builds into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,9 +126,7 @@ pub async fn schema_exists(pool: &PgPool, schema: &SchemaName) -> Result<bool, R
 
 /// Drops `schema` and everything in it (a scratch target), if it exists.
 pub async fn drop_schema(pool: &PgPool, schema: &SchemaName) -> Result<(), ReplayError> {
-    sqlx::query(&DROP_SCHEMA.replace("{schema}", schema.as_str()))
-        .execute(pool)
-        .await?;
+    sqlx::query(&drop_schema_sql(schema)).execute(pool).await?;
     Ok(())
 }
 

@@ -1,30 +1,17 @@
 //! Comparing two schemas of one database, table by table.
 //!
-//! Runs on PostgreSQL (the history database and the local analytics stand-in): row text
-//! (`t::text`) and `string_agg` are not in Redshift's SQL.
+//! The same SQL on PostgreSQL (history, the local analytics stand-in) and Redshift
+//! (`read_models::analytics_sql::replay`): row counts, then each side's distinct rows with their
+//! number of copies `EXCEPT` the other side's (Redshift has neither `EXCEPT ALL` nor a
+//! row-to-text cast nor `string_agg`, which an earlier checksum used).
 
+use read_models::analytics_sql::replay::{
+    count_rows, rows_only_in as rows_only_in_sql, ComparedColumn, LIST_COLUMNS, LIST_TABLES,
+};
 use read_models::SchemaName;
 use sqlx::PgPool;
 
 use crate::error::ReplayError;
-
-/// The tables of `$1`, except bookkeeping that differs between two builds of the same view by
-/// construction: sqlx's migration record (install times) and replay's own progress.
-const LIST_TABLES: &str = "\
-SELECT table_name::text FROM information_schema.tables
-WHERE table_schema = $1 AND table_type = 'BASE TABLE'
-  AND table_name NOT IN ('_sqlx_migrations', 'replay_progress')
-ORDER BY 1";
-
-/// Row count and an order-independent checksum of `{table}` (a qualified name built from
-/// validated identifiers only).
-const TABLE_SUMMARY: &str = "\
-SELECT count(*), md5(COALESCE(string_agg(md5(t::text), '' ORDER BY md5(t::text)), ''))
-FROM {table} t";
-
-/// Rows of `{left}` missing from `{right}`, duplicates counted.
-const ROWS_ONLY_IN: &str = "\
-SELECT t::text FROM {left} t EXCEPT ALL SELECT u::text FROM {right} u ORDER BY 1";
 
 /// How two schemas compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,14 +52,15 @@ pub struct TableDifference {
     pub left_rows: Option<i64>,
     /// Its row count on the right; `None`: the table is missing there.
     pub right_rows: Option<i64>,
-    /// Rows (as PostgreSQL row text) on the left only.
+    /// Rows on the left only, as `(value,value,...)` (NULL as nothing), with ` x N` when the
+    /// left holds N copies of a row the right holds a different number of times.
     pub only_in_left: Vec<String>,
-    /// Rows (as PostgreSQL row text) on the right only.
+    /// Rows on the right only, likewise.
     pub only_in_right: Vec<String>,
 }
 
-/// Compares the tables of `left` and `right`: row counts and checksums first, and for each table
-/// whose checksums differ, every row found on one side only. Tables must have the same columns
+/// Compares the tables of `left` and `right`: row counts, and every row found on one side only
+/// (or a different number of times). Tables must have the same columns
 /// in the same order on both sides (two builds of one read model do).
 pub async fn verify(
     pool: &PgPool,
@@ -88,27 +76,30 @@ pub async fn verify(
     };
     for table in &left_tables {
         if !right_tables.contains(table) {
-            let (rows, _) = summary(pool, left, table).await?;
+            let rows = row_count(pool, left, table).await?;
             comparison
                 .differences
                 .push(missing(table, Some(rows), None));
             continue;
         }
         comparison.tables_compared += 1;
-        let (left_rows, left_sum) = summary(pool, left, table).await?;
-        let (right_rows, right_sum) = summary(pool, right, table).await?;
-        if left_rows != right_rows || left_sum != right_sum {
+        let left_rows = row_count(pool, left, table).await?;
+        let right_rows = row_count(pool, right, table).await?;
+        let columns = columns(pool, left, table).await?;
+        let only_in_left = rows_only_in(pool, (left, right), table, &columns).await?;
+        let only_in_right = rows_only_in(pool, (right, left), table, &columns).await?;
+        if left_rows != right_rows || !only_in_left.is_empty() || !only_in_right.is_empty() {
             comparison.differences.push(TableDifference {
                 table: table.as_str().to_owned(),
                 left_rows: Some(left_rows),
                 right_rows: Some(right_rows),
-                only_in_left: rows_only_in(pool, (left, right), table).await?,
-                only_in_right: rows_only_in(pool, (right, left), table).await?,
+                only_in_left,
+                only_in_right,
             });
         }
     }
     for table in right_tables.iter().filter(|t| !left_tables.contains(t)) {
-        let (rows, _) = summary(pool, right, table).await?;
+        let rows = row_count(pool, right, table).await?;
         comparison
             .differences
             .push(missing(table, None, Some(rows)));
@@ -148,22 +139,52 @@ pub(crate) fn qualified(schema: &SchemaName, table: &SchemaName) -> String {
     format!(r#""{schema}"."{table}""#)
 }
 
-async fn summary(
+async fn row_count(
     pool: &PgPool,
     schema: &SchemaName,
     table: &SchemaName,
-) -> Result<(i64, String), ReplayError> {
-    let sql = TABLE_SUMMARY.replace("{table}", &qualified(schema, table));
-    Ok(sqlx::query_as(&sql).fetch_one(pool).await?)
+) -> Result<i64, ReplayError> {
+    Ok(sqlx::query_scalar(&count_rows(schema, table))
+        .fetch_one(pool)
+        .await?)
+}
+
+/// The table's columns in order; their names pass the identifier check, as table names do.
+async fn columns(
+    pool: &PgPool,
+    schema: &SchemaName,
+    table: &SchemaName,
+) -> Result<Vec<ComparedColumn>, ReplayError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(LIST_COLUMNS)
+        .bind(schema.as_str())
+        .bind(table.as_str())
+        .fetch_all(pool)
+        .await?;
+    rows.into_iter()
+        .map(|(name, data_type)| {
+            Ok(ComparedColumn {
+                name: SchemaName::parse(&name)
+                    .map_err(|_| ReplayError::UnsupportedTableName(format!("{table}.{name}")))?,
+                boolean: data_type.eq_ignore_ascii_case("boolean"),
+            })
+        })
+        .collect()
 }
 
 async fn rows_only_in(
     pool: &PgPool,
-    (from, other): (&SchemaName, &SchemaName),
+    sides: (&SchemaName, &SchemaName),
     table: &SchemaName,
+    columns: &[ComparedColumn],
 ) -> Result<Vec<String>, ReplayError> {
-    let sql = ROWS_ONLY_IN
-        .replace("{left}", &qualified(from, table))
-        .replace("{right}", &qualified(other, table));
-    Ok(sqlx::query_scalar(&sql).fetch_all(pool).await?)
+    let rows: Vec<(String, i64)> = sqlx::query_as(&rows_only_in_sql(sides, table, columns))
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(row, copies)| match copies {
+            1 => row,
+            n => format!("{row} x {n}"),
+        })
+        .collect())
 }

@@ -250,6 +250,68 @@ async fn verify_lists_every_differing_row() {
     assert_ne!(stock.only_in_left, stock.only_in_right);
 }
 
+/// Redshift does not enforce primary keys, so a load bug can leave a row twice: verify (the
+/// same SQL on Redshift and PostgreSQL, without `EXCEPT ALL`) counts copies, and a value changed
+/// in a boolean column shows on both sides.
+#[tokio::test]
+async fn verify_of_analytics_finds_a_duplicated_row_and_a_changed_boolean() {
+    let s = setup().await;
+    let left = build_live(&s.views, ReadModel::Analytics, &s.commits).await;
+    let right = build_live(&s.views, ReadModel::Analytics, &s.commits).await;
+    assert!(verify(&s.views, &left, &right).await.unwrap().is_equal());
+    // The table loses its (PostgreSQL-enforced) primary key, as on Redshift.
+    let drop_key =
+        format!("ALTER TABLE {right}.fact_order_items DROP CONSTRAINT fact_order_items_pkey");
+    sqlx::query(&drop_key).execute(&s.views).await.unwrap();
+    let duplicate = format!(
+        "INSERT INTO {right}.fact_order_items \
+         SELECT * FROM {right}.fact_order_items ORDER BY order_id, line_no LIMIT 1"
+    );
+    sqlx::query(&duplicate).execute(&s.views).await.unwrap();
+    // The test log has no menu events: the same menu item on both sides, then flipped on one.
+    for schema in [&left, &right] {
+        let item = format!(
+            "INSERT INTO {schema}.dim_item VALUES \
+             ('TEA-1', 'Tea', 'drink', 300, true, '2025-03-03 08:00:00')"
+        );
+        sqlx::query(&item).execute(&s.views).await.unwrap();
+    }
+    let flipped =
+        format!("UPDATE {right}.dim_item SET available = NOT available WHERE sku = 'TEA-1'");
+    assert_eq!(
+        sqlx::query(&flipped)
+            .execute(&s.views)
+            .await
+            .unwrap()
+            .rows_affected(),
+        1
+    );
+
+    let comparison = verify(&s.views, &left, &right).await.unwrap();
+    let tables: Vec<_> = comparison
+        .differences
+        .iter()
+        .map(|d| d.table.as_str())
+        .collect();
+    assert_eq!(tables, ["dim_item", "fact_order_items"]);
+    let items = &comparison.differences[0];
+    assert_eq!(
+        (items.only_in_left.len(), items.only_in_right.len()),
+        (1, 1)
+    );
+    let (before, after) = (&items.only_in_left[0], &items.only_in_right[0]);
+    assert!(
+        (before.contains(",t,") && after.contains(",f,"))
+            || (before.contains(",f,") && after.contains(",t,")),
+        "{before} / {after}"
+    );
+    let lines = &comparison.differences[1];
+    assert_eq!(lines.right_rows.unwrap(), lines.left_rows.unwrap() + 1);
+    assert_eq!(lines.only_in_left.len(), 1, "{lines:?}");
+    assert_eq!(lines.only_in_right.len(), 1, "{lines:?}");
+    assert!(lines.only_in_right[0].ends_with(" x 2"), "{lines:?}");
+}
+
 #[tokio::test]
 async fn an_in_place_rebuild_empties_the_live_view_and_ends_equal() {
     let s = setup().await;
@@ -266,7 +328,7 @@ async fn an_in_place_rebuild_empties_the_live_view_and_ends_equal() {
             .unwrap()
             .is_equal());
 
-        replay::empty_schema(&s.views, &live).await.unwrap();
+        replay::empty_schema(&s.views, model, &live).await.unwrap();
         assert_eq!(count(&s.views, &live, table).await.unwrap(), 0);
         let progress = ProgressTable::new(s.views.clone(), live.clone());
         assert!(ProgressTable::exists(&s.views, &live).await.unwrap());

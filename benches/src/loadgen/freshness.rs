@@ -1,5 +1,6 @@
-//! End-to-end freshness: from a PlaceOrder's acknowledgement to the order being visible in the
-//! DynamoDB active-orders view, measured by polling the view for a sample of orders.
+//! End-to-end freshness: from a PlaceOrder's acknowledgement to the order being visible in a
+//! view (the DynamoDB active-orders view, the analytics `fact_orders`), measured by polling the
+//! view for a sample of orders.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,10 +31,50 @@ pub struct Freshness {
     pub pending: usize,
 }
 
-/// Hands sampled orders to the probe.
+/// A view the probe polls.
+#[derive(Clone)]
+pub enum ProbedView {
+    /// The DynamoDB active-orders table.
+    ActiveOrders {
+        /// Its client.
+        client: aws_sdk_dynamodb::Client,
+        /// The orders table.
+        table: String,
+    },
+    /// The analytics projection's `fact_orders`, in schema `analytics` (the projectors'
+    /// default) of `pool`'s database.
+    Analytics {
+        /// The analytics database.
+        pool: sqlx::PgPool,
+    },
+}
+
+impl ProbedView {
+    /// Which of `ids` the view holds now.
+    async fn visible(&self, ids: &[String]) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+        match self {
+            ProbedView::ActiveOrders { client, table } => {
+                Ok(visible_in_dynamodb(client, table, ids).await?)
+            }
+            ProbedView::Analytics { pool } => {
+                let mut query = sqlx::QueryBuilder::new(
+                    "SELECT order_id FROM analytics.fact_orders WHERE order_id IN (",
+                );
+                let mut separated = query.separated(", ");
+                for id in ids {
+                    separated.push_bind(id);
+                }
+                query.push(")");
+                Ok(query.build_query_scalar().fetch_all(pool).await?)
+            }
+        }
+    }
+}
+
+/// Hands sampled orders to the probes.
 #[derive(Clone)]
 pub struct FreshnessSampler {
-    sender: mpsc::UnboundedSender<(String, Instant)>,
+    senders: Vec<mpsc::UnboundedSender<(String, Instant)>>,
     every: u64,
     counter: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -45,8 +86,16 @@ impl FreshnessSampler {
             .counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if n.is_multiple_of(self.every) {
-            let _ = self.sender.send((order_id.to_owned(), acknowledged));
+            for sender in &self.senders {
+                let _ = sender.send((order_id.to_owned(), acknowledged));
+            }
         }
+    }
+
+    /// One sampler feeding both probes the same sampled orders.
+    pub fn and(mut self, other: FreshnessSampler) -> FreshnessSampler {
+        self.senders.extend(other.senders);
+        self
     }
 }
 
@@ -57,17 +106,13 @@ pub struct FreshnessProbe {
 }
 
 impl FreshnessProbe {
-    /// Starts polling `orders_table` for every `every`-th offered order.
-    pub fn start(
-        client: aws_sdk_dynamodb::Client,
-        orders_table: String,
-        every: u64,
-    ) -> (Self, FreshnessSampler) {
+    /// Starts polling `view` for every `every`-th offered order.
+    pub fn start(view: ProbedView, every: u64) -> (Self, FreshnessSampler) {
         let (sender, receiver) = mpsc::unbounded_channel();
         let state = Arc::new(Mutex::new(Freshness::default()));
-        let task = tokio::spawn(poll(client, orders_table, receiver, state.clone()));
+        let task = tokio::spawn(poll(view, receiver, state.clone()));
         let sampler = FreshnessSampler {
-            sender,
+            senders: vec![sender],
             every: every.max(1),
             counter: Arc::default(),
         };
@@ -87,8 +132,7 @@ impl FreshnessProbe {
 }
 
 async fn poll(
-    client: aws_sdk_dynamodb::Client,
-    table: String,
+    view: ProbedView,
     mut receiver: mpsc::UnboundedReceiver<(String, Instant)>,
     state: Arc<Mutex<Freshness>>,
 ) {
@@ -113,7 +157,7 @@ async fn poll(
             .map(|(id, _)| id.clone())
             .collect();
         if !ids.is_empty() {
-            if let Ok(seen) = visible(&client, &table, &ids).await {
+            if let Ok(seen) = view.visible(&ids).await {
                 let now = Instant::now();
                 let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
                 for id in seen {
@@ -129,7 +173,7 @@ async fn poll(
 }
 
 /// Which of `ids` the view holds now (a consistent read; unprocessed keys count as not seen).
-async fn visible(
+async fn visible_in_dynamodb(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     ids: &[String],

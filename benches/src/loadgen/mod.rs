@@ -6,7 +6,7 @@
 //! | [`profile`] | the rush's shape: clients over time, hot stores, the order mix |
 //! | [`cluster`] | command-api, relay and projectors as child processes; their memory and metrics |
 //! | [`recorder`] | every call's latency and outcome |
-//! | [`freshness`] | acknowledgement -> visible in the DynamoDB active-orders view |
+//! | [`freshness`] | acknowledgement -> visible in the DynamoDB active-orders view and in analytics |
 //! | [`backlog`] | events the history projector has not applied yet |
 //! | [`bill`] | the AWS billable units and dollars per order |
 //! | [`report`] | the results as JSON and Markdown |
@@ -27,10 +27,10 @@ use tonic::transport::Channel;
 
 use self::bill::{Bill, BillableUnits};
 use self::cluster::{scrape_max, scrape_quantile, scrape_sum, Cluster};
-use self::freshness::{FreshnessProbe, FreshnessSampler};
+use self::freshness::{FreshnessProbe, FreshnessSampler, ProbedView};
 use self::profile::{OrderMix, OrderPacer, Phase, RushProfile, StorePicker};
 use self::recorder::Recorder;
-use self::report::{LoadReport, PhaseFigures, ProcessMemory, Tick};
+use self::report::{AnalyticsLoads, LoadReport, PhaseFigures, ProcessMemory, Tick};
 use crate::api_flow::{self, ApiClients, TokenError};
 use crate::memory::memory_of;
 use crate::resources::{checkpoint, PipelineResources, ResourceError};
@@ -109,6 +109,7 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
         0.99,
     )
     .await;
+    let analytics_loads = AnalyticsLoads::scrape(cluster.projectors_admin).await;
     cluster
         .save_metrics(&options.out_dir.join("metrics"))
         .await?;
@@ -128,7 +129,7 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
     let units = billable_units(&resources, &cluster).await;
     cluster.stop().await;
     resources.remove().await;
-    let (recorded, freshness, watch) = result?;
+    let (recorded, freshness, analytics_freshness, watch) = result?;
 
     let profile = options.profile;
     let phases = [
@@ -170,11 +171,15 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
         errors: recorded.errors,
         freshness: freshness.latencies.summary(),
         freshness_missing: freshness.missing + freshness.pending as u64,
+        analytics_freshness: analytics_freshness.latencies.summary(),
+        analytics_freshness_missing: analytics_freshness.missing
+            + analytics_freshness.pending as u64,
         max_projector_lag_ms: watch.max_lag,
         max_get_records_per_shard_per_second: watch.max_get_records_rate,
         max_outbox_backlog: watch.max_backlog,
         relay_commit_to_log_p99_ms: relay_p99.map(|seconds| seconds * 1000.0),
         max_history_events_behind: watch.max_history_behind,
+        analytics_loads,
         memory,
         timeline: watch.timeline,
         bill: units.map(|units| Bill::new(units, recorded.orders, recorded.completed_orders)),
@@ -188,7 +193,13 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
     Ok(report)
 }
 
-type Driven = (recorder::Recorded, freshness::Freshness, Watch);
+/// What a run recorded: the calls, freshness in the DynamoDB view and in analytics, the watch.
+type Driven = (
+    recorder::Recorded,
+    freshness::Freshness,
+    freshness::Freshness,
+    Watch,
+);
 
 /// Opens the stores, runs the clients through the profile with a progress line a second, then
 /// waits for the views to catch up.
@@ -207,10 +218,19 @@ async fn drive(
 
     let recorder = Arc::new(Recorder::default());
     let (probe, sampler) = FreshnessProbe::start(
-        aws_sdk_dynamodb::Client::new(&resources.sdk),
-        resources.active_orders.orders.clone(),
+        ProbedView::ActiveOrders {
+            client: aws_sdk_dynamodb::Client::new(&resources.sdk),
+            table: resources.active_orders.orders.clone(),
+        },
         options.freshness_every,
     );
+    let (analytics_probe, analytics_sampler) = FreshnessProbe::start(
+        ProbedView::Analytics {
+            pool: resources.views_db.pool.clone(),
+        },
+        options.freshness_every,
+    );
+    let sampler = sampler.and(analytics_sampler);
     let started = Instant::now();
     let pacer = OrderPacer::new(options.profile, started).map(Arc::new);
     let mut clients = Vec::new();
@@ -270,8 +290,14 @@ async fn drive(
             break;
         }
     }
+    // The analytics view loads in micro-batches: give it its flush interval and a poll more.
+    let patience = Instant::now() + Duration::from_secs(30);
+    while analytics_probe.snapshot().pending > 0 && Instant::now() < patience {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let freshness = probe.stop();
-    Ok((recorder.take(), freshness, watch))
+    let analytics_freshness = analytics_probe.stop();
+    Ok((recorder.take(), freshness, analytics_freshness, watch))
 }
 
 /// One client: runs orders back to back (or at the pacer's slots) while the profile counts it as

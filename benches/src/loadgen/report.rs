@@ -81,6 +81,10 @@ pub struct LoadReport {
     pub freshness: LatencySummary,
     /// Sampled orders that never became visible within the probe's patience.
     pub freshness_missing: u64,
+    /// PlaceOrder acknowledged -> the order in the analytics `fact_orders` (micro-batched loads).
+    pub analytics_freshness: LatencySummary,
+    /// Sampled orders never seen in analytics within the probe's patience.
+    pub analytics_freshness_missing: u64,
     /// Largest projector `millis_behind_latest` seen.
     pub max_projector_lag_ms: Option<f64>,
     /// Most GetRecords calls per second the projectors made on one shard in one second.
@@ -92,6 +96,8 @@ pub struct LoadReport {
     pub relay_commit_to_log_p99_ms: Option<f64>,
     /// Most events the history projector was behind the store.
     pub max_history_events_behind: Option<i64>,
+    /// The analytics projection's loads and the statements they sent (its counters at the end).
+    pub analytics_loads: Option<AnalyticsLoads>,
     /// Peak memory per process.
     pub memory: Vec<ProcessMemory>,
     /// The run second by second.
@@ -148,6 +154,19 @@ impl LoadReport {
             self.max_get_records_per_shard_per_second
                 .map_or_else(|| "not reported".to_owned(), |v| format!("{v:.1}"))
         );
+        let analytics = &self.analytics_freshness;
+        let _ = writeln!(
+            md,
+            "| analytics freshness p50 / p99 (ack -> in fact_orders), samples (missing) | {:.0} / {:.0} ms, {} ({}) |",
+            analytics.p50_ms, analytics.p99_ms, analytics.count, self.analytics_freshness_missing
+        );
+        if let Some(loads) = &self.analytics_loads {
+            let _ = writeln!(
+                md,
+                "| analytics loads / statements sent / statements per load | {} / {} / {:.1} |",
+                loads.loads, loads.statements, loads.statements_per_load
+            );
+        }
         md.push_str("\n| process | peak resident memory |\n|---|---:|\n");
         for m in &self.memory {
             let _ = writeln!(md, "| {} | {:.0} MiB |", m.process, m.peak_mib);
@@ -182,5 +201,30 @@ fn pacing(peak_orders_per_second: Option<f64>) -> String {
     match peak_orders_per_second {
         Some(rate) => format!("orders arrive at up to {rate:.0}/s (at the peak)"),
         None => "closed loop (each client starts its next order at once)".to_owned(),
+    }
+}
+
+/// What the analytics projection sent over the run (`orderpipe_analytics_flushes_total` and
+/// `orderpipe_analytics_statements_total` on the projectors' `/metrics`).
+#[derive(Debug, Clone, Serialize)]
+pub struct AnalyticsLoads {
+    /// Loads (micro-batches) committed.
+    pub loads: f64,
+    /// Statements sent, the commits included.
+    pub statements: f64,
+    /// `statements / loads`.
+    pub statements_per_load: f64,
+}
+
+impl AnalyticsLoads {
+    /// The projectors' counters at `admin`; `None` when they are not there (no load ran).
+    pub async fn scrape(admin: std::net::SocketAddr) -> Option<AnalyticsLoads> {
+        let loads = super::cluster::scrape_max(admin, read_models::FLUSHES).await?;
+        let statements = super::cluster::scrape_max(admin, read_models::STATEMENTS).await?;
+        (loads > 0.0).then(|| AnalyticsLoads {
+            loads,
+            statements,
+            statements_per_load: statements / loads,
+        })
     }
 }

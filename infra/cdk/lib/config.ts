@@ -80,6 +80,8 @@ export type Capability =
   /** The history schema, read only (the dashboard's order timeline). */
   | 'historyRead'
   | 'analyticsStore'
+  /** Loading the analytics view from the log, micro-batched (`analytics_flush.*`: projectors). */
+  | 'analyticsLoad'
   | 'jwt'
   | 'grpcServer'
   | 'httpServer'
@@ -197,6 +199,7 @@ export const SERVICES: Record<ProcessName, ServiceSpec> = {
       'viewsRead',
       'historyStore',
       'analyticsStore',
+      'analyticsLoad',
       'projectorDeadLetter',
     ],
     publishedMetrics: [CONSUMER_LAG],
@@ -393,6 +396,20 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   ...databaseKeys('ORDERPIPE_DATABASE__', ['eventStore'], 'Aurora writer (event store)', (s) => s.eventStore),
   ...databaseKeys('ORDERPIPE_HISTORY__DATABASE__', ['historyStore', 'historyRead'], 'Aurora writer (history schema)', (s) => s.history),
   ...databaseKeys('ORDERPIPE_ANALYTICS__DATABASE__', ['analyticsStore'], 'Redshift Serverless workgroup', (s) => s.analytics),
+  // Redshift takes few large loads best: one load a minute per shard (docs/architecture.md,
+  // "Analytics"); the analytics view is then at most about a minute behind the log.
+  {
+    key: 'ORDERPIPE_ANALYTICS_FLUSH__INTERVAL_MS',
+    when: ['analyticsLoad'],
+    source: '`60000` (one Redshift load a minute per shard)',
+    plain: () => '60000',
+  },
+  {
+    key: 'ORDERPIPE_ANALYTICS_FLUSH__MAX_COMMITS',
+    when: ['analyticsLoad'],
+    source: '`20000` (a load starts early once this many commits wait)',
+    plain: () => '20000',
+  },
   {
     key: 'ORDERPIPE_AUTH__JWT_SECRET',
     when: ['jwt'],

@@ -472,6 +472,7 @@ export class Services extends Construct {
       case 'grpcServer':
       case 'httpServer':
       case 'flowsWorkers':
+      case 'analyticsLoad':
         // Secrets are read by the execution role at task start; listeners need no IAM.
         return undefined;
       case 'streamWrite':

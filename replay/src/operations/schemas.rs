@@ -189,7 +189,7 @@ pub async fn rebuild_schema_in_place(
     if resuming {
         println!("resuming the in-place rebuild of {live}");
     } else {
-        empty_schema(&pool, &live).await?;
+        empty_schema(&pool, model, &live).await?;
     }
     let options = RebuildOptions {
         until: None,

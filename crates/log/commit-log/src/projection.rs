@@ -1,7 +1,35 @@
 //! The port every read model implements, and the contract the runtime relies on.
 
+use std::time::Duration;
+
 use crate::LoggedCommit;
 use async_trait::async_trait;
+
+/// How a consumer groups what it reads before it calls [`Projection::apply`] (and checkpoints):
+/// the records read so far are applied once `max_commits` of them are waiting, or once the
+/// oldest has waited `max_wait`, whichever comes first. Nothing waiting is checkpointed, so a
+/// crash between flushes reads the waiting records again and nothing is lost or applied twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushPolicy {
+    /// Apply as soon as this many commits wait (at least 1).
+    pub max_commits: usize,
+    /// Apply once the oldest waiting commit has waited this long (checked after every
+    /// GetRecords answer, so a flush may come up to one poll interval later).
+    pub max_wait: Duration,
+}
+
+impl FlushPolicy {
+    /// Apply every GetRecords answer at once: the default, for views read live.
+    pub const EVERY_READ: FlushPolicy = FlushPolicy {
+        max_commits: 1,
+        max_wait: Duration::ZERO,
+    };
+
+    /// Whether `waiting` commits, the oldest read `waited` ago, are due.
+    pub fn is_due(&self, waiting: usize, waited: Duration) -> bool {
+        waiting > 0 && (waiting >= self.max_commits.max(1) || waited >= self.max_wait)
+    }
+}
 
 /// A read model built from the log.
 ///
@@ -21,6 +49,12 @@ pub trait Projection: Send + Sync + 'static {
     /// The projection's stable name (`active_orders`, `history`, `analytics`): leases,
     /// checkpoints, parked records and metrics are keyed by it.
     fn name(&self) -> &'static str;
+
+    /// How the runtime groups records into `apply` calls: by default every GetRecords answer
+    /// at once; a warehouse load prefers fewer, larger calls.
+    fn flush_policy(&self) -> FlushPolicy {
+        FlushPolicy::EVERY_READ
+    }
 
     /// Applies `commits`; see the trait's contract.
     async fn apply(&self, commits: &[LoggedCommit]) -> Result<(), ProjectionError>;
@@ -57,5 +91,23 @@ impl ProjectionError {
     /// Whether trying the same batch again later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, ProjectionError::Transient(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flush_is_due_by_size_or_by_age_and_never_empty() {
+        let policy = FlushPolicy {
+            max_commits: 100,
+            max_wait: Duration::from_secs(5),
+        };
+        assert!(!policy.is_due(0, Duration::from_secs(60)));
+        assert!(!policy.is_due(99, Duration::from_secs(4)));
+        assert!(policy.is_due(100, Duration::ZERO));
+        assert!(policy.is_due(1, Duration::from_secs(5)));
+        assert!(FlushPolicy::EVERY_READ.is_due(1, Duration::ZERO));
     }
 }

@@ -119,6 +119,43 @@ pub(crate) enum ConsumerExit {
     LeaseLost,
 }
 
+/// Records read but not yet applied (the projection's [`FlushPolicy`](commit_log::projection::FlushPolicy)
+/// says when they are): never checkpointed, so a crash reads them again.
+#[derive(Default)]
+struct Waiting {
+    records: Vec<KinesisRecord>,
+    /// When the oldest of them was read.
+    since: Option<tokio::time::Instant>,
+    /// The latest GetRecords answer's distance from the tip, for the checkpoint.
+    millis_behind: Option<i64>,
+}
+
+impl Waiting {
+    fn add(&mut self, records: impl Iterator<Item = KinesisRecord>, millis_behind: Option<i64>) {
+        let before = self.records.len();
+        self.records.extend(records);
+        if before == 0 && !self.records.is_empty() {
+            self.since = Some(tokio::time::Instant::now());
+        }
+        self.millis_behind = millis_behind;
+    }
+
+    fn waited(&self) -> Duration {
+        self.since.map_or(Duration::ZERO, |since| since.elapsed())
+    }
+}
+
+/// How a flush ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flushed {
+    /// Applied and checkpointed (or nothing was waiting).
+    Done,
+    /// A stop was requested while the projection's dependency was down: nothing checkpointed.
+    Interrupted,
+    /// Another worker holds the lease now.
+    LeaseLost,
+}
+
 pub(crate) struct ShardConsumer {
     pub(crate) context: Arc<ConsumerContext>,
     pub(crate) projection: Arc<dyn Projection>,
@@ -141,10 +178,19 @@ impl ShardConsumer {
         let reader = self.context.readers.reader(&self.shard_id);
         let mut cursor = Cursor::new(start);
         let mut throttled = AWS_RETRY;
+        let flush = self.projection.flush_policy();
+        let mut waiting = Waiting::default();
         loop {
             let page = tokio::select! {
                 page = reader.next_page(&mut cursor) => page,
-                () = stop_requested(self.stop.clone()) => return Ok(ConsumerExit::Stopped),
+                () = stop_requested(self.stop.clone()) => {
+                    // Graceful: what was read but not yet applied is applied and checkpointed
+                    // first (an interrupted apply leaves it for the next holder).
+                    return Ok(match self.flush(&mut waiting, &mut last_applied).await? {
+                        Flushed::LeaseLost => ConsumerExit::LeaseLost,
+                        Flushed::Done | Flushed::Interrupted => ConsumerExit::Stopped,
+                    });
+                }
             };
             let page = match page {
                 Ok(page) => {
@@ -167,7 +213,11 @@ impl ShardConsumer {
                 }
             };
             if page.ended {
-                return self.end_shard().await;
+                return match self.flush(&mut waiting, &mut last_applied).await? {
+                    Flushed::Done => self.end_shard().await,
+                    Flushed::Interrupted => Ok(ConsumerExit::Stopped),
+                    Flushed::LeaseLost => Ok(ConsumerExit::LeaseLost),
+                };
             }
             if let Some(behind) = page.millis_behind_latest {
                 self.lease.millis_behind.store(behind, Ordering::Relaxed);
@@ -180,32 +230,50 @@ impl ShardConsumer {
             }
             // The reader serves only records after the cursor; the filter keeps a checkpoint
             // from ever moving backwards if an iterator misbehaves.
-            let records: Vec<KinesisRecord> = page
+            let newest = waiting
                 .records
-                .into_iter()
-                .filter(|record| {
-                    last_applied.as_ref().is_none_or(|last| {
-                        SequenceNumber::new(record.sequence_number.as_str()) > *last
-                    })
-                })
-                .collect();
-            if let Some(last_record) = records.last() {
-                let sequence = SequenceNumber::new(last_record.sequence_number.as_str());
-                if self.process(&records).await? == Processed::Interrupted {
-                    return Ok(ConsumerExit::Stopped);
+                .last()
+                .map(|record| SequenceNumber::new(record.sequence_number.as_str()))
+                .or_else(|| last_applied.clone());
+            let records = page.records.into_iter().filter(|record| {
+                newest
+                    .as_ref()
+                    .is_none_or(|last| SequenceNumber::new(record.sequence_number.as_str()) > *last)
+            });
+            waiting.add(records, page.millis_behind_latest);
+            if flush.is_due(waiting.records.len(), waiting.waited()) {
+                match self.flush(&mut waiting, &mut last_applied).await? {
+                    Flushed::Done => {}
+                    Flushed::Interrupted => return Ok(ConsumerExit::Stopped),
+                    Flushed::LeaseLost => return Ok(ConsumerExit::LeaseLost),
                 }
-                if !self
-                    .checkpoint(
-                        Checkpoint::After(sequence.clone()),
-                        page.millis_behind_latest,
-                    )
-                    .await?
-                {
-                    return Ok(ConsumerExit::LeaseLost);
-                }
-                last_applied = Some(sequence);
             }
         }
+    }
+
+    /// Applies and checkpoints the records waiting, if any.
+    async fn flush(
+        &self,
+        waiting: &mut Waiting,
+        last_applied: &mut Option<SequenceNumber>,
+    ) -> Result<Flushed, RuntimeError> {
+        let records = std::mem::take(&mut waiting.records);
+        waiting.since = None;
+        let Some(last_record) = records.last() else {
+            return Ok(Flushed::Done);
+        };
+        let sequence = SequenceNumber::new(last_record.sequence_number.as_str());
+        if self.process(&records).await? == Processed::Interrupted {
+            return Ok(Flushed::Interrupted);
+        }
+        if !self
+            .checkpoint(Checkpoint::After(sequence.clone()), waiting.millis_behind)
+            .await?
+        {
+            return Ok(Flushed::LeaseLost);
+        }
+        *last_applied = Some(sequence);
+        Ok(Flushed::Done)
     }
 
     /// The shard is read to its end: record SHARD_END so its children may start.

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[allow(dead_code)]
 mod runtime_support;
 
 use std::collections::BTreeMap;

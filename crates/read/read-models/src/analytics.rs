@@ -15,154 +15,83 @@
 //!    commits.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use commit_log::{DomainEvent, LoggedCommit};
 use domain::MenuEvent;
 use sqlx::postgres::Postgres;
 use sqlx::query_builder::Separated;
-use sqlx::{PgPool, QueryBuilder, Transaction};
+use sqlx::{PgConnection, PgPool, QueryBuilder, Transaction};
 use time::{Date, OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
+use super::analytics_sql::{
+    schema_statements, StagedTable, APPLIED_SEQUENCES, DIM_HOUR, DIM_ITEM, DIM_STORE, FACT_LOYALTY,
+    FACT_ORDERS, FACT_ORDER_ITEMS, FACT_STOCK_MOVEMENTS, LOCK_LOADS, SELECT_APPLIED, SELECT_ITEMS,
+    SELECT_ORDERS,
+};
 use super::ledger::{ChangeBatch, LoyaltyEntry, StockMovement};
 use super::order_changes::{OrderChanges, PlacedOrder};
 use super::progress::{database_failure, gather, Applied, INVENTORY, LOYALTY, MENU, ORDER};
 use super::{SchemaName, SetupError, SET_SEARCH_PATH};
-use commit_log::projection::{Projection, ProjectionError};
-
-/// The analytics tables (`crates/read/read-models/sql/analytics/schema.sql`): idempotent DDL.
-const SCHEMA: &str = include_str!("../sql/analytics/schema.sql");
-
-/// Loads run one at a time (Redshift and PostgreSQL both accept `LOCK name`).
-const LOCK_LOADS: &str = "LOCK applied_sequences";
-const SELECT_APPLIED: &str =
-    "SELECT aggregate_type, aggregate_id, last_sequence FROM applied_sequences WHERE aggregate_id IN ";
-const SELECT_ORDERS: &str = "SELECT order_id, store_id, customer_id, hour_key, placed_at, status, \
-total_cents, line_count, item_quantity, accepted_at, preparing_at, ready_at, ended_at, \
-prep_seconds, end_reason FROM fact_orders WHERE order_id IN ";
-const SELECT_ITEMS: &str =
-    "SELECT sku, name, category, price_cents, available, updated_at FROM dim_item WHERE sku IN ";
+use commit_log::projection::{FlushPolicy, Projection, ProjectionError};
 
 /// At most this many values in one `IN (...)` list or one multi-row `INSERT`: far below the
 /// protocol's 65,535 parameters and Redshift's 16 MB statement limit.
 const MAX_ROWS_PER_STATEMENT: usize = 1000;
 
-/// The SQL that moves one table's rows through its staging table.
-struct StagedTable {
-    create: &'static str,
-    /// `INSERT INTO stage (columns) `, followed by `VALUES (...), (...)`.
-    insert: &'static str,
-    /// Staging table -> target, in order.
-    merge: &'static [&'static str],
-    drop: &'static str,
-}
-
-const FACT_ORDERS: StagedTable = StagedTable {
-    create: "CREATE TEMP TABLE stage_fact_orders (LIKE fact_orders)",
-    insert: "INSERT INTO stage_fact_orders (order_id, store_id, customer_id, hour_key, placed_at, \
-status, total_cents, line_count, item_quantity, accepted_at, preparing_at, ready_at, ended_at, \
-prep_seconds, end_reason) ",
-    merge: &[
-        "DELETE FROM fact_orders USING stage_fact_orders s WHERE fact_orders.order_id = s.order_id",
-        "INSERT INTO fact_orders SELECT * FROM stage_fact_orders",
-    ],
-    drop: "DROP TABLE stage_fact_orders",
-};
-
-const FACT_ORDER_ITEMS: StagedTable = StagedTable {
-    create: "CREATE TEMP TABLE stage_fact_order_items (LIKE fact_order_items)",
-    insert: "INSERT INTO stage_fact_order_items (order_id, line_no, store_id, sku, hour_key, \
-placed_at, quantity, unit_price_cents, line_total_cents, customisation_count) ",
-    merge: &[
-        "DELETE FROM fact_order_items USING stage_fact_order_items s \
-WHERE fact_order_items.order_id = s.order_id AND fact_order_items.line_no = s.line_no",
-        "INSERT INTO fact_order_items SELECT * FROM stage_fact_order_items",
-    ],
-    drop: "DROP TABLE stage_fact_order_items",
-};
-
-const FACT_LOYALTY: StagedTable = StagedTable {
-    create: "CREATE TEMP TABLE stage_fact_loyalty (LIKE fact_loyalty)",
-    insert: "INSERT INTO stage_fact_loyalty (customer_id, sequence, entry_type, points, order_id, \
-amount_cents, tier, hour_key, recorded_at) ",
-    merge: &[
-        "DELETE FROM fact_loyalty USING stage_fact_loyalty s \
-WHERE fact_loyalty.customer_id = s.customer_id AND fact_loyalty.sequence = s.sequence",
-        "INSERT INTO fact_loyalty SELECT * FROM stage_fact_loyalty",
-    ],
-    drop: "DROP TABLE stage_fact_loyalty",
-};
-
-const FACT_STOCK_MOVEMENTS: StagedTable = StagedTable {
-    create: "CREATE TEMP TABLE stage_fact_stock_movements (LIKE fact_stock_movements)",
-    insert: "INSERT INTO stage_fact_stock_movements (store_id, sequence, line_no, sku, movement, \
-quantity, order_id, hour_key, recorded_at) ",
-    merge: &[
-        "DELETE FROM fact_stock_movements USING stage_fact_stock_movements s \
-WHERE fact_stock_movements.store_id = s.store_id AND fact_stock_movements.sequence = s.sequence \
-AND fact_stock_movements.line_no = s.line_no",
-        "INSERT INTO fact_stock_movements SELECT * FROM stage_fact_stock_movements",
-    ],
-    drop: "DROP TABLE stage_fact_stock_movements",
-};
-
-const DIM_ITEM: StagedTable = StagedTable {
-    create: "CREATE TEMP TABLE stage_dim_item (LIKE dim_item)",
-    insert: "INSERT INTO stage_dim_item (sku, name, category, price_cents, available, updated_at) ",
-    merge: &[
-        "DELETE FROM dim_item USING stage_dim_item s WHERE dim_item.sku = s.sku",
-        "INSERT INTO dim_item SELECT * FROM stage_dim_item",
-    ],
-    drop: "DROP TABLE stage_dim_item",
-};
-
-/// A store keeps the earliest time any projection run saw it, so live and replayed builds agree
-/// whatever order shards deliver in.
-const DIM_STORE: StagedTable = StagedTable {
-    create: "CREATE TEMP TABLE stage_dim_store (LIKE dim_store)",
-    insert: "INSERT INTO stage_dim_store (store_id, first_seen_at) ",
-    merge: &[
-        "UPDATE dim_store SET first_seen_at = s.first_seen_at FROM stage_dim_store s \
-WHERE dim_store.store_id = s.store_id AND s.first_seen_at < dim_store.first_seen_at",
-        "INSERT INTO dim_store (store_id, first_seen_at) SELECT s.store_id, s.first_seen_at \
-FROM stage_dim_store s LEFT JOIN dim_store d ON d.store_id = s.store_id WHERE d.store_id IS NULL",
-    ],
-    drop: "DROP TABLE stage_dim_store",
-};
-
-const DIM_HOUR: StagedTable = StagedTable {
-    create: "CREATE TEMP TABLE stage_dim_hour (LIKE dim_hour)",
-    insert: "INSERT INTO stage_dim_hour (hour_key, hour_start, day, hour_of_day, day_of_week, \
-month, year) ",
-    merge: &["INSERT INTO dim_hour SELECT s.* FROM stage_dim_hour s \
-LEFT JOIN dim_hour d ON d.hour_key = s.hour_key WHERE d.hour_key IS NULL"],
-    drop: "DROP TABLE stage_dim_hour",
-};
-
-const APPLIED_SEQUENCES: StagedTable = StagedTable {
-    create: "CREATE TEMP TABLE stage_applied_sequences (LIKE applied_sequences)",
-    insert: "INSERT INTO stage_applied_sequences (aggregate_type, aggregate_id, last_sequence) ",
-    merge: &[
-        "DELETE FROM applied_sequences USING stage_applied_sequences s \
-WHERE applied_sequences.aggregate_type = s.aggregate_type \
-AND applied_sequences.aggregate_id = s.aggregate_id",
-        "INSERT INTO applied_sequences SELECT * FROM stage_applied_sequences",
-    ],
-    drop: "DROP TABLE stage_applied_sequences",
-};
+/// Statements sent by the analytics loads of this process (the projection's and replay's),
+/// the commit included: with [`FLUSHES`], statements per flush.
+pub const STATEMENTS: &str = "orderpipe_analytics_statements_total";
+/// Analytics loads (flushes) committed by this process.
+pub const FLUSHES: &str = "orderpipe_analytics_flushes_total";
 
 /// The analytics projection (name `analytics`).
 #[derive(Debug, Clone)]
 pub struct AnalyticsProjection {
     pool: PgPool,
     schema: SchemaName,
+    flush: FlushPolicy,
+    sent: Arc<SentCounts>,
+}
+
+/// What one projection instance sent: flushes and statements, for measurements and tests.
+#[derive(Debug, Default)]
+struct SentCounts {
+    flushes: AtomicU64,
+    statements: AtomicU64,
 }
 
 impl AnalyticsProjection {
     /// A projection loading into `schema` through `pool` (settings `analytics.database`;
-    /// Redshift's PostgreSQL wire protocol).
+    /// Redshift's PostgreSQL wire protocol), one load per `apply` call: the runtime calls it
+    /// per GetRecords answer unless [`Self::with_flush`] sets a policy.
     pub fn new(pool: PgPool, schema: SchemaName) -> Self {
-        Self { pool, schema }
+        Self {
+            pool,
+            schema,
+            flush: FlushPolicy::EVERY_READ,
+            sent: Arc::default(),
+        }
+    }
+
+    /// Loads micro-batched by `policy` (settings `analytics_flush.*`): the runtime gathers
+    /// what it reads until `policy.max_commits` commits wait or the oldest has waited
+    /// `policy.max_wait`, then calls `apply` once, so the statements per minute stay bounded
+    /// however fast events arrive.
+    pub fn with_flush(mut self, policy: FlushPolicy) -> Self {
+        self.flush = policy;
+        self
+    }
+
+    /// `(flushes, statements)` this instance committed and sent so far (a failed flush's
+    /// statements count, its flush does not).
+    pub fn sent(&self) -> (u64, u64) {
+        (
+            self.sent.flushes.load(Ordering::Relaxed),
+            self.sent.statements.load(Ordering::Relaxed),
+        )
     }
 
     /// Creates `schema` and its tables where missing (idempotent DDL: Redshift has no advisory
@@ -184,46 +113,73 @@ impl AnalyticsProjection {
     }
 }
 
-/// The DDL file's statements: comment lines dropped, split at each `;`.
-fn schema_statements() -> Vec<String> {
-    let code: Vec<&str> = SCHEMA
-        .lines()
-        .filter(|line| !line.trim_start().starts_with("--"))
-        .collect();
-    code.join("\n")
-        .split(';')
-        .map(str::trim)
-        .filter(|statement| !statement.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 #[async_trait]
 impl Projection for AnalyticsProjection {
     fn name(&self) -> &'static str {
         "analytics"
     }
 
+    fn flush_policy(&self) -> FlushPolicy {
+        self.flush
+    }
+
     async fn apply(&self, commits: &[LoggedCommit]) -> Result<(), ProjectionError> {
-        let mut tx = self.pool.begin().await.map_err(database_failure)?;
+        let mut tx = Load {
+            tx: self.pool.begin().await.map_err(database_failure)?,
+            statements: 0,
+        };
+        let loaded = self.load(&mut tx, commits).await;
+        let committed = match loaded {
+            Ok(stopped) => {
+                tx.statements += 1;
+                tx.tx.commit().await.map(|()| stopped)
+            }
+            Err(error) => Err(error),
+        };
+        self.sent
+            .statements
+            .fetch_add(tx.statements, Ordering::Relaxed);
+        metrics::counter!(STATEMENTS).increment(tx.statements);
+        let stopped = committed.map_err(database_failure)?;
+        self.sent.flushes.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(FLUSHES).increment(1);
+        stopped.map_or(Ok(()), Err)
+    }
+}
+
+/// One load's transaction, counting the statements sent through it.
+struct Load {
+    tx: Transaction<'static, Postgres>,
+    statements: u64,
+}
+
+impl Load {
+    /// The connection for the next statement, counted.
+    fn statement(&mut self) -> &mut PgConnection {
+        self.statements += 1;
+        &mut self.tx
+    }
+}
+
+impl AnalyticsProjection {
+    /// Everything of one load but its commit; the commits the load stopped at, if any.
+    async fn load(
+        &self,
+        tx: &mut Load,
+        commits: &[LoggedCommit],
+    ) -> Result<Option<ProjectionError>, sqlx::Error> {
         sqlx::query(SET_SEARCH_PATH)
             .bind(self.schema.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(database_failure)?;
-        sqlx::query(LOCK_LOADS)
-            .execute(&mut *tx)
-            .await
-            .map_err(database_failure)?;
-        let mut applied = read_applied(&mut tx, commits)
-            .await
-            .map_err(database_failure)?;
+            .execute(tx.statement())
+            .await?;
+        sqlx::query(LOCK_LOADS).execute(tx.statement()).await?;
+        let mut applied = read_applied(tx, commits).await?;
         let mut batch = Batch::default();
         let tracked = [ORDER, INVENTORY, LOYALTY, MENU];
         let stopped = gather(commits, &tracked, &mut applied, |commit, before| {
             batch.add(commit, before)
         });
-        batch.write(&mut tx).await.map_err(database_failure)?;
+        batch.write(tx).await?;
         let changed: Vec<AppliedRow> = applied
             .into_iter()
             .filter(|(_, (_, changed))| *changed)
@@ -235,18 +191,12 @@ impl Projection for AnalyticsProjection {
                 },
             )
             .collect();
-        load(&mut tx, &APPLIED_SEQUENCES, &changed)
-            .await
-            .map_err(database_failure)?;
-        tx.commit().await.map_err(database_failure)?;
-        stopped.map_or(Ok(()), Err)
+        load(tx, &APPLIED_SEQUENCES, &changed).await?;
+        Ok(stopped)
     }
 }
 
-async fn read_applied(
-    tx: &mut Transaction<'_, Postgres>,
-    commits: &[LoggedCommit],
-) -> Result<Applied, sqlx::Error> {
+async fn read_applied(tx: &mut Load, commits: &[LoggedCommit]) -> Result<Applied, sqlx::Error> {
     let mut ids: Vec<&str> = commits.iter().map(|c| c.aggregate_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -258,7 +208,7 @@ async fn read_applied(
     for chunk in ids.chunks(MAX_ROWS_PER_STATEMENT) {
         let rows: Vec<(String, String, i64)> = in_list(SELECT_APPLIED, chunk)
             .build_query_as()
-            .fetch_all(&mut **tx)
+            .fetch_all(tx.statement())
             .await?;
         for (kind, id, sequence) in rows {
             if wanted.contains(&(kind.as_str(), id.as_str())) {
@@ -283,23 +233,22 @@ fn in_list<'a>(prefix: &'static str, keys: &'a [&'a str]) -> QueryBuilder<'a, Po
 
 /// Moves `rows` into their target through its staging table.
 async fn load<R: StageRow>(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut Load,
     table: &StagedTable,
     rows: &[R],
 ) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
-    sqlx::query(table.create).execute(&mut **tx).await?;
     for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Postgres>::new(table.insert);
         insert.push_values(chunk, |mut values, row| row.bind(&mut values));
-        insert.build().execute(&mut **tx).await?;
+        insert.build().execute(tx.statement()).await?;
     }
     for statement in table.merge {
-        sqlx::query(statement).execute(&mut **tx).await?;
+        sqlx::query(statement).execute(tx.statement()).await?;
     }
-    sqlx::query(table.drop).execute(&mut **tx).await?;
+    sqlx::query(table.clear).execute(tx.statement()).await?;
     Ok(())
 }
 
@@ -621,7 +570,7 @@ impl Batch {
         entry.at = change.at.or(entry.at);
     }
 
-    async fn write(self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+    async fn write(self, tx: &mut Load) -> Result<(), sqlx::Error> {
         let earlier: Vec<&str> = self
             .changes
             .orders
@@ -633,7 +582,7 @@ impl Batch {
         for chunk in earlier.chunks(MAX_ROWS_PER_STATEMENT) {
             let rows: Vec<FactOrder> = in_list(SELECT_ORDERS, chunk)
                 .build_query_as()
-                .fetch_all(&mut **tx)
+                .fetch_all(tx.statement())
                 .await?;
             current.extend(rows.into_iter().map(|row| (row.order_id.clone(), row)));
         }
@@ -703,16 +652,13 @@ impl Batch {
     }
 
     /// The batch's menu changes on top of the current `dim_item` rows.
-    async fn items_with_current(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-    ) -> Result<Vec<DimItem>, sqlx::Error> {
+    async fn items_with_current(&self, tx: &mut Load) -> Result<Vec<DimItem>, sqlx::Error> {
         let skus: Vec<&str> = self.items.keys().map(String::as_str).collect();
         let mut current: HashMap<String, DimItem> = HashMap::new();
         for chunk in skus.chunks(MAX_ROWS_PER_STATEMENT) {
             let rows: Vec<DimItem> = in_list(SELECT_ITEMS, chunk)
                 .build_query_as()
-                .fetch_all(&mut **tx)
+                .fetch_all(tx.statement())
                 .await?;
             current.extend(rows.into_iter().map(|row| (row.sku.clone(), row)));
         }
@@ -758,16 +704,5 @@ mod tests {
         let hour = DimHour::of(at);
         assert_eq!(hour.hour_start, datetime!(2025-02-28 22:00:00));
         assert_eq!(hour.day, time::macros::date!(2025 - 02 - 28));
-    }
-
-    #[test]
-    fn the_schema_file_splits_into_statements() {
-        let statements = schema_statements();
-        assert_eq!(statements.len(), 8);
-        assert!(statements
-            .iter()
-            .all(|s| s.contains("CREATE TABLE IF NOT EXISTS")));
-        assert!(!SCHEMA.to_uppercase().contains("ON CONFLICT"));
-        assert!(!SCHEMA.to_uppercase().contains("JSONB"));
     }
 }

@@ -14,6 +14,7 @@
 
 mod active_orders;
 mod analytics;
+pub mod analytics_sql;
 mod history;
 mod ledger;
 mod order_changes;
@@ -25,7 +26,7 @@ pub use active_orders::{
     ViewAlias, BY_STATUS_INDEX, DYNAMODB_CALLS, DYNAMODB_CAPACITY_UNITS, OPEN_BY_STORE_INDEX,
     TOMBSTONE_TTL,
 };
-pub use analytics::AnalyticsProjection;
+pub use analytics::{AnalyticsProjection, FLUSHES, STATEMENTS};
 pub use history::HistoryProjection;
 
 use std::fmt;
@@ -101,7 +102,7 @@ impl fmt::Display for SchemaName {
 
 /// Selects the projection's schema for the rest of the current transaction. Accepted by
 /// PostgreSQL and Redshift alike.
-const SET_SEARCH_PATH: &str = "SELECT set_config('search_path', $1, true)";
+use analytics_sql::SET_SEARCH_PATH;
 
 #[cfg(test)]
 mod tests {

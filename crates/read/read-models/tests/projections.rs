@@ -1117,3 +1117,53 @@ async fn analytics_is_the_same_live_replayed_and_redelivered_and_refuses_gaps() 
 
     assert_gap_is_poison(&live_projection).await;
 }
+
+/// What one analytics load sends does not grow with the commits it carries (below 1,000 rows a
+/// table): the same statements for 10 orders as for 400, none of them DDL, and the staging
+/// tables are empty again after each load.
+#[tokio::test]
+async fn an_analytics_load_sends_as_many_statements_for_ten_orders_as_for_four_hundred() {
+    let database = fresh_database().await;
+    let mut sent = Vec::new();
+    for (orders, name) in [(10u128, "analytics_small"), (400, "analytics_large")] {
+        let schema = SchemaName::parse(name).unwrap();
+        AnalyticsProjection::create_schema(&database.pool, &schema)
+            .await
+            .unwrap();
+        let mut log = Log::default();
+        for n in 0..orders {
+            log.order_life(n, STORE, &format!("c-{}", n % 7), (n % 50) as i64, 5);
+        }
+        let projection = AnalyticsProjection::new(database.pool.clone(), schema);
+        projection.apply(&log.commits).await.unwrap();
+        let (flushes, statements) = projection.sent();
+        println!(
+            "{name}: {} commits in {flushes} load(s), {statements} statements",
+            log.commits.len()
+        );
+        sent.push((flushes, statements));
+        let orders_loaded: i64 =
+            sqlx::query_scalar(&format!("SELECT count(*) FROM {name}.fact_orders"))
+                .fetch_one(&database.pool)
+                .await
+                .unwrap();
+        assert_eq!(orders_loaded, orders as i64);
+        let staged: i64 = sqlx::query_scalar(&format!(
+            "SELECT (SELECT count(*) FROM {name}.stage_fact_orders) \
+                  + (SELECT count(*) FROM {name}.stage_fact_order_items) \
+                  + (SELECT count(*) FROM {name}.stage_applied_sequences)"
+        ))
+        .fetch_one(&database.pool)
+        .await
+        .unwrap();
+        assert_eq!(staged, 0, "the staging tables are emptied by each load");
+    }
+    assert_eq!(
+        sent[0], sent[1],
+        "(loads, statements) for 10 and 400 orders"
+    );
+    // Search path, lock, the markers' read (every order is placed in the load: no earlier
+    // orders to read), dim_store 4, dim_hour 3, fact_orders and fact_order_items 4 each, the
+    // markers 4, the commit (no loyalty, stock or menu rows).
+    assert_eq!(sent[0], (1, 2 + 1 + 4 + 3 + 4 + 4 + 4 + 1));
+}

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
-use commit_log::projection::{Projection, ProjectionError};
+use commit_log::projection::{FlushPolicy, Projection, ProjectionError};
 use commit_log::LoggedCommit;
 use event_store::RecordedEvent;
 use kinesis_consumer::{Lease, LeaseTable, ParkedStore, Worker, WorkerConfig};
@@ -338,6 +338,10 @@ pub struct Recorder {
     hang_after: Mutex<Option<usize>>,
     pub hanging: Notify,
     total: AtomicUsize,
+    /// What `flush_policy` answers (`None`: the default, every read).
+    flush: Mutex<Option<FlushPolicy>>,
+    /// The number of commits of every `apply` call, in order.
+    batches: Mutex<Vec<usize>>,
 }
 
 impl Recorder {
@@ -372,6 +376,15 @@ impl Recorder {
 
     pub fn unreachable_for(&self, aggregate_id: &str) {
         *self.unreachable_for.lock().expect("not poisoned") = Some(aggregate_id.to_owned());
+    }
+
+    pub fn flush_by(&self, policy: FlushPolicy) {
+        *self.flush.lock().expect("not poisoned") = Some(policy);
+    }
+
+    /// The number of commits of every `apply` call so far.
+    pub fn batches(&self) -> Vec<usize> {
+        self.batches.lock().expect("not poisoned").clone()
     }
 
     pub fn hang_after(&self, applied: Option<usize>) {
@@ -409,7 +422,18 @@ impl Projection for Recorder {
         self.name
     }
 
+    fn flush_policy(&self) -> FlushPolicy {
+        self.flush
+            .lock()
+            .expect("not poisoned")
+            .unwrap_or(FlushPolicy::EVERY_READ)
+    }
+
     async fn apply(&self, commits: &[LoggedCommit]) -> Result<(), ProjectionError> {
+        self.batches
+            .lock()
+            .expect("not poisoned")
+            .push(commits.len());
         let refused = self.refused.lock().expect("not poisoned").clone();
         if let Some((id, sequence)) = refused {
             if commits

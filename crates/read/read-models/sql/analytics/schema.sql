@@ -99,3 +99,17 @@ CREATE TABLE IF NOT EXISTS fact_stock_movements (
     recorded_at TIMESTAMP   NOT NULL,
     PRIMARY KEY (store_id, sequence, line_no)
 );
+
+-- Staging tables, one per loaded table, created once with the schema and reused by every flush
+-- (Redshift commits DDL slowly and serialises it in its commit queue, so no flush creates or
+-- drops a table). Loads run one at a time (each flush first takes LOCK applied_sequences), so
+-- one set is enough; a flush fills them, merges them into their targets and empties them again
+-- in its own transaction, so they are empty whenever no flush runs.
+CREATE TABLE IF NOT EXISTS stage_applied_sequences (LIKE applied_sequences);
+CREATE TABLE IF NOT EXISTS stage_dim_store (LIKE dim_store);
+CREATE TABLE IF NOT EXISTS stage_dim_item (LIKE dim_item);
+CREATE TABLE IF NOT EXISTS stage_dim_hour (LIKE dim_hour);
+CREATE TABLE IF NOT EXISTS stage_fact_orders (LIKE fact_orders);
+CREATE TABLE IF NOT EXISTS stage_fact_order_items (LIKE fact_order_items);
+CREATE TABLE IF NOT EXISTS stage_fact_loyalty (LIKE fact_loyalty);
+CREATE TABLE IF NOT EXISTS stage_fact_stock_movements (LIKE fact_stock_movements);
