@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use command_api::app::Application;
 use command_api::auth::{Role, TokenAuthority};
-use command_api::settings::Settings;
+use command_api::settings::{LayeredSettings, Settings};
 use service_kit::{shutdown, telemetry};
 
 /// orderpipe's gRPC command API: places and moves orders, manages stock, loyalty and the menu.
@@ -52,13 +52,12 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::SettingsKeys) {
-        service_kit::settings_keys::print(&Settings::keys());
+    let print_keys = matches!(cli.command, Command::SettingsKeys);
+    let Some(settings) = Settings::load_unless_printing_keys(print_keys, cli.config.as_deref())?
+    else {
         return Ok(());
-    }
-    let settings = Settings::load(cli.config.as_deref())?;
+    };
     match cli.command {
-        // Printed above: it needs no settings, and loading them needs the required keys.
         Command::SettingsKeys => {}
         Command::Serve => {
             telemetry::init_logging(&settings.log);

@@ -9,7 +9,7 @@ use kinesis_consumer::{redrive, redrive_all, LeaseTable, ParkedStore};
 use service_kit::{shutdown, telemetry};
 
 use projectors::app::{build_projections, Application};
-use projectors::settings::Settings;
+use projectors::settings::{LayeredSettings, Settings};
 
 /// orderpipe's projector worker: consumes the Kinesis log and builds the read models.
 ///
@@ -60,13 +60,12 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::SettingsKeys) {
-        service_kit::settings_keys::print(&Settings::keys());
+    let print_keys = matches!(cli.command, Command::SettingsKeys);
+    let Some(settings) = Settings::load_unless_printing_keys(print_keys, cli.config.as_deref())?
+    else {
         return Ok(());
-    }
-    let settings = Settings::load(cli.config.as_deref())?;
+    };
     match cli.command {
-        // Printed above: it needs no settings, and loading them needs the required keys.
         Command::SettingsKeys => {}
         Command::Run => {
             telemetry::init_logging(&settings.log);

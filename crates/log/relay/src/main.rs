@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use relay::app::Application;
-use relay::settings::Settings;
+use relay::settings::{LayeredSettings, Settings};
 use service_kit::{shutdown, telemetry};
 
 /// orderpipe's outbox relay: publishes every commit of the event store to the Kinesis stream,
@@ -41,13 +41,12 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::SettingsKeys) {
-        service_kit::settings_keys::print(&Settings::keys());
+    let print_keys = matches!(cli.command, Command::SettingsKeys);
+    let Some(settings) = Settings::load_unless_printing_keys(print_keys, cli.config.as_deref())?
+    else {
         return Ok(());
-    }
-    let settings = Settings::load(cli.config.as_deref())?;
+    };
     match cli.command {
-        // Printed above: it needs no settings, and loading them needs the required keys.
         Command::SettingsKeys => {}
         Command::Run => {
             telemetry::init_logging(&settings.log);

@@ -1,5 +1,7 @@
-//! Typed, layered settings: a binary's built-in defaults (TOML), then an optional TOML file, then
-//! `ORDERPIPE_<SECTION>__<KEY>` environment variables (e.g. `ORDERPIPE_DATABASE__PORT=5432`).
+//! Typed, layered settings: a binary's built-in defaults (TOML, and the names of the resources it
+//! uses), then an optional TOML file, then `ORDERPIPE_<SECTION>__<KEY>` environment variables
+//! (e.g. `ORDERPIPE_DATABASE__PORT=5432`). Every binary's settings type implements
+//! [`LayeredSettings`], which loads, validates and lists the keys the same way for all of them.
 
 use std::path::Path;
 use std::time::Duration;
@@ -21,10 +23,109 @@ pub enum SettingsError {
     Rejected(String),
 }
 
-/// Loads `T` from `defaults` (TOML text), then `file` if given, then `ORDERPIPE_*` variables.
-pub fn load<T: DeserializeOwned>(defaults: &str, file: Option<&Path>) -> Result<T, SettingsError> {
-    let mut builder = config::Config::builder()
-        .add_source(config::File::from_str(defaults, config::FileFormat::Toml));
+/// A binary's built-in defaults: TOML text, and values its code gives (the resources' default
+/// names, declared once beside the code that uses each resource, see
+/// `aws_support::resources`).
+#[derive(Debug, Clone, Default)]
+pub struct Defaults {
+    /// Defaults as TOML text.
+    pub toml: &'static str,
+    /// Defaults given by code, as (dotted settings key, value); the TOML text wins where both
+    /// give one.
+    pub values: Vec<(&'static str, String)>,
+}
+
+impl Defaults {
+    /// The defaults as the first layer of a configuration.
+    fn builder(
+        &self,
+    ) -> Result<config::ConfigBuilder<config::builder::DefaultState>, SettingsError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(self.toml, config::FileFormat::Toml));
+        for (key, value) in &self.values {
+            builder = builder.set_default(*key, value.as_str())?;
+        }
+        Ok(builder)
+    }
+
+    /// The defaults alone, as a configuration (what `settings_keys` asks whether a key has a
+    /// default).
+    pub fn config(&self) -> Result<config::Config, SettingsError> {
+        Ok(self.builder()?.build()?)
+    }
+}
+
+/// A binary's settings: built-in defaults, then an optional TOML file, then `ORDERPIPE_*`
+/// environment variables, then [`LayeredSettings::validate`]. A binary implements the
+/// defaults and the validation; loading, the defaults alone (for tests) and the list of keys
+/// (`<binary> settings-keys`) are the same for every binary.
+pub trait LayeredSettings: DeserializeOwned {
+    /// The built-in defaults as TOML text.
+    const DEFAULTS: &'static str;
+
+    /// Built-in defaults given by code, as (dotted settings key, value): the names of the
+    /// resources the binary uses (`aws_support::resources::Resources::default_names`). None
+    /// unless the binary says so.
+    fn default_values() -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
+    /// Rejects values that parse but that the binary cannot work with (the message names the
+    /// key). Accepts everything unless the binary says otherwise.
+    fn validate(&self) -> Result<(), SettingsError> {
+        Ok(())
+    }
+
+    /// Every built-in default.
+    fn defaults() -> Defaults {
+        Defaults {
+            toml: Self::DEFAULTS,
+            values: Self::default_values(),
+        }
+    }
+
+    /// Loads the defaults, then `file` if given, then `ORDERPIPE_*` environment variables, and
+    /// validates the result.
+    fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let settings: Self = load(&Self::defaults(), file)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The built-in defaults alone, not validated, ignoring files and the environment: for
+    /// tests, which must not depend on the variables of the shell that runs them (and which
+    /// then point the settings at their own resources).
+    fn built_in() -> Result<Self, SettingsError> {
+        load_defaults(&Self::defaults())
+    }
+
+    /// Every settings key the binary reads (its `ORDERPIPE_*` variable) and whether a
+    /// deployment must set it: what `<binary> settings-keys` prints.
+    fn keys() -> Vec<crate::settings_keys::SettingKey> {
+        crate::settings_keys::settings_keys::<Self>(&Self::defaults())
+    }
+
+    /// What every binary's `main` does first. For its `settings-keys` subcommand
+    /// (`print_keys`), prints the keys and gives `None`: printing needs no settings, and
+    /// loading them needs the required keys. Otherwise loads the settings ([`Self::load`]).
+    fn load_unless_printing_keys(
+        print_keys: bool,
+        file: Option<&Path>,
+    ) -> Result<Option<Self>, SettingsError> {
+        if print_keys {
+            crate::settings_keys::print(&Self::keys());
+            return Ok(None);
+        }
+        Self::load(file).map(Some)
+    }
+}
+
+/// Loads `T` from `defaults`, then `file` if given, then `ORDERPIPE_*` variables.
+pub fn load<T: DeserializeOwned>(
+    defaults: &Defaults,
+    file: Option<&Path>,
+) -> Result<T, SettingsError> {
+    let mut builder = defaults.builder()?;
     if let Some(file) = file {
         builder = builder.add_source(config::File::from(file).required(true));
     }
@@ -40,11 +141,8 @@ pub fn load<T: DeserializeOwned>(defaults: &str, file: Option<&Path>) -> Result<
 
 /// Loads `T` from `defaults` alone, ignoring files and the environment: for tests of a binary's
 /// defaults, which must not depend on the variables of the shell that runs them.
-pub fn load_defaults<T: DeserializeOwned>(defaults: &str) -> Result<T, SettingsError> {
-    Ok(config::Config::builder()
-        .add_source(config::File::from_str(defaults, config::FileFormat::Toml))
-        .build()?
-        .try_deserialize()?)
+pub fn load_defaults<T: DeserializeOwned>(defaults: &Defaults) -> Result<T, SettingsError> {
+    Ok(defaults.config()?.try_deserialize()?)
 }
 
 /// A PostgreSQL database: a full `url`, or its parts (as AWS Secrets Manager hands them out for

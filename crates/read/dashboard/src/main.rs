@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dashboard::app::Application;
-use dashboard::settings::Settings;
+use dashboard::settings::{LayeredSettings, Settings};
 use service_kit::{shutdown, telemetry};
 
 /// orderpipe's barista dashboard: a live board of a store's open orders, today's metrics and
@@ -42,13 +42,12 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::SettingsKeys) {
-        service_kit::settings_keys::print(&Settings::keys());
+    let print_keys = matches!(cli.command, Command::SettingsKeys);
+    let Some(settings) = Settings::load_unless_printing_keys(print_keys, cli.config.as_deref())?
+    else {
         return Ok(());
-    }
-    let settings = Settings::load(cli.config.as_deref())?;
+    };
     match cli.command {
-        // Printed above: it needs no settings, and loading them needs the required keys.
         Command::SettingsKeys => {}
         Command::Serve => {
             telemetry::init_logging(&settings.log);

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use replay::operations::{Operation, Outcome, RebuildRequest};
-use replay::settings::Settings;
+use replay::settings::{LayeredSettings, Settings};
 use replay::StreamStart;
 
 /// orderpipe's replay tool: rebuilds a read model (active_orders, history or analytics) from the

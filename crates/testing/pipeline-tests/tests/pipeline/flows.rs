@@ -41,7 +41,7 @@ impl Rig {
         let (notifications, notifications_dlq) = queue_pair(&sqs, "notifications", false).await;
         let projector_dlq = create_queue(&sqs, &unique_name("flows-poison"), false, None).await;
 
-        let mut settings = Settings::defaults().unwrap();
+        let mut settings = Settings::built_in().unwrap();
         settings.auth.jwt_secret = Some(SECRET.into());
         settings.command_api.url = format!("http://{}", pipeline.grpc_address);
         settings.kinesis.stream_name = pipeline.stream.name.clone();

@@ -32,7 +32,7 @@ pub(crate) async fn saga_settings(pipeline: &Pipeline) -> Settings {
                 .unwrap()
         }
     };
-    let mut settings = Settings::defaults().unwrap();
+    let mut settings = Settings::built_in().unwrap();
     settings.flows.workers = "order_saga".into();
     settings.command_api.url = format!("http://{}", pipeline.grpc_address);
     settings.command_api.attempts = 2;
