@@ -1,6 +1,5 @@
 //! `command-api`: serve the gRPC command API, or mint a development token.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -8,7 +7,7 @@ use clap::{Parser, Subcommand};
 use command_api::app::Application;
 use command_api::auth::{Role, TokenAuthority};
 use command_api::settings::{LayeredSettings, Settings};
-use service_kit::{shutdown, telemetry};
+use service_kit::{cli::SettingsFile, shutdown, telemetry};
 
 /// orderpipe's gRPC command API: places and moves orders, manages stock, loyalty and the menu.
 ///
@@ -17,9 +16,8 @@ use service_kit::{shutdown, telemetry};
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
-    /// A TOML settings file layered over the defaults.
-    #[arg(long, global = true, env = "ORDERPIPE_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: SettingsFile,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,7 +51,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let print_keys = matches!(cli.command, Command::SettingsKeys);
-    let Some(settings) = Settings::load_unless_printing_keys(print_keys, cli.config.as_deref())?
+    let Some(settings) = Settings::load_unless_printing_keys(print_keys, cli.settings.path())?
     else {
         return Ok(());
     };

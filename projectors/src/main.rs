@@ -1,12 +1,10 @@
 //! `projectors`: run the projector worker, redrive parked commits, list leases.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use kinesis_consumer::redrive::describe_redrive;
 use kinesis_consumer::{redrive, redrive_all, LeaseTable, ParkedStore};
-use service_kit::{shutdown, telemetry};
+use service_kit::{cli::SettingsFile, shutdown, telemetry};
 
 use projectors::app::{build_projections, Application};
 use projectors::settings::{LayeredSettings, Settings};
@@ -27,9 +25,8 @@ use projectors::settings::{LayeredSettings, Settings};
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
-    /// A TOML settings file layered over the defaults.
-    #[arg(long, global = true, env = "ORDERPIPE_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: SettingsFile,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,7 +58,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let print_keys = matches!(cli.command, Command::SettingsKeys);
-    let Some(settings) = Settings::load_unless_printing_keys(print_keys, cli.config.as_deref())?
+    let Some(settings) = Settings::load_unless_printing_keys(print_keys, cli.settings.path())?
     else {
         return Ok(());
     };

@@ -318,7 +318,53 @@ pub enum LogFormat {
 
 #[cfg(test)]
 mod tests {
-    use super::SessionSettings;
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A binary's settings in miniature: a name given by code, a batch size by TOML.
+    #[derive(Debug, Deserialize)]
+    struct Sample {
+        table: String,
+        batch: u32,
+    }
+
+    impl LayeredSettings for Sample {
+        const DEFAULTS: &'static str = "batch = 10\n";
+
+        fn default_values() -> Vec<(&'static str, String)> {
+            vec![("table", "orderpipe-things".into())]
+        }
+
+        fn validate(&self) -> Result<(), SettingsError> {
+            if self.batch == 0 {
+                return Err(SettingsError::Rejected("batch must be at least 1".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn code_given_defaults_sit_under_a_file_and_the_result_is_validated() {
+        let built_in = Sample::built_in().unwrap();
+        assert_eq!(
+            (built_in.table.as_str(), built_in.batch),
+            ("orderpipe-things", 10)
+        );
+        let keys = Sample::keys();
+        assert!(keys.iter().all(|key| !key.required), "{keys:?}");
+
+        let dir = std::env::temp_dir().join(format!("service-kit-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("override.toml");
+        std::fs::write(&file, "table = \"mine\"\nbatch = 3\n").unwrap();
+        let loaded = Sample::load(Some(&file)).unwrap();
+        assert_eq!((loaded.table.as_str(), loaded.batch), ("mine", 3));
+
+        std::fs::write(&file, "batch = 0\n").unwrap();
+        let refused = Sample::load(Some(&file)).unwrap_err().to_string();
+        assert!(refused.contains("batch must be at least 1"), "{refused}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn session_settings_become_startup_parameters_without_the_zeros() {

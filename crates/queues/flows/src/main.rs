@@ -10,7 +10,7 @@ use flows::payments::TestCard;
 use flows::settings::{LayeredSettings, Settings};
 use flows::sqs::{Outgoing, SqsQueue};
 use kinesis_consumer::redrive::describe_redrive;
-use service_kit::{shutdown, telemetry};
+use service_kit::{cli::SettingsFile, shutdown, telemetry};
 
 /// orderpipe's asynchronous flows: the order saga and customer notifications (driven by the
 /// Kinesis log), the payment processor (payments FIFO queue) and delivery-platform intake
@@ -34,9 +34,8 @@ use service_kit::{shutdown, telemetry};
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
-    /// A TOML settings file layered over the defaults.
-    #[arg(long, global = true, env = "ORDERPIPE_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: SettingsFile,
     #[command(subcommand)]
     command: Command,
 }
@@ -117,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let print_keys = matches!(cli.command, Command::SettingsKeys);
-    let Some(settings) = Settings::load_unless_printing_keys(print_keys, cli.config.as_deref())?
+    let Some(settings) = Settings::load_unless_printing_keys(print_keys, cli.settings.path())?
     else {
         return Ok(());
     };

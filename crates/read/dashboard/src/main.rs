@@ -1,12 +1,10 @@
 //! `dashboard`: serve the barista dashboard and its read API.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dashboard::app::Application;
 use dashboard::settings::{LayeredSettings, Settings};
-use service_kit::{shutdown, telemetry};
+use service_kit::{cli::SettingsFile, shutdown, telemetry};
 
 /// orderpipe's barista dashboard: a live board of a store's open orders, today's metrics and
 /// low-stock warnings, read from the projected views (DynamoDB active orders, PostgreSQL
@@ -22,9 +20,8 @@ use service_kit::{shutdown, telemetry};
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
-    /// A TOML settings file layered over the defaults.
-    #[arg(long, global = true, env = "ORDERPIPE_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: SettingsFile,
     #[command(subcommand)]
     command: Command,
 }
@@ -43,7 +40,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let print_keys = matches!(cli.command, Command::SettingsKeys);
-    let Some(settings) = Settings::load_unless_printing_keys(print_keys, cli.config.as_deref())?
+    let Some(settings) = Settings::load_unless_printing_keys(print_keys, cli.settings.path())?
     else {
         return Ok(());
     };
