@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""The AWS resources of the orderpipe local stack, in ONE place.
+"""Creates (or checks) the orderpipe local stack's AWS resources on the emulators.
 
-Add a stream, table or queue here and `scripts/stack.sh up` creates it (idempotently) on the
-local emulators and exports its name / URL in `.stack/env`.
+What to create is not listed here: every stream, table and queue is declared once in the Rust
+code, beside the code that uses it (`aws_support::resources`), and the generated manifest
+`infra/cdk/resources.json` carries the declarations to this script (which runs before anything
+is built) and to the CDK app. Add a resource in Rust, regenerate the manifest
+(`ORDERPIPE_WRITE_RESOURCES=1 cargo test -p pipeline-tests --test resources_manifest`) and
+`scripts/stack.sh up` creates it (idempotently) and exports its name / URL in `.stack/env`.
 
 Usage (stack.sh runs it with the venv's python and the stack's endpoints in the environment):
 
@@ -18,11 +22,13 @@ instance-metadata lookup is always disabled, so nothing ever probes 169.254.169.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 # Never let botocore look for cloud credentials or metadata: set before importing boto3.
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -38,6 +44,9 @@ os.environ.setdefault("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
 
 
 # ============================================================== the resource list
+MANIFEST = Path(__file__).resolve().parent.parent / "infra" / "cdk" / "resources.json"
+
+
 @dataclass(frozen=True)
 class Stream:
     name: str
@@ -49,69 +58,75 @@ class Stream:
 class Index:
     name: str
     hash_key: str
-    range_key: str | None = None
+    range_key: str
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    kind: str  # "S" or "N"
 
 
 @dataclass(frozen=True)
 class Table:
     name: str
-    hash_key: str
-    range_key: str | None
+    hash_key: Key
+    range_key: Key | None
     env: str  # variable that carries the table name
-    gsis: tuple[Index, ...] = field(default_factory=tuple)
-    range_key_type: str = "S"  # "N" for numeric sort keys
+    gsis: tuple[Index, ...]
 
 
 @dataclass(frozen=True)
 class Queue:
-    name: str  # without ".fifo"
-    env: str  # variable prefix: <env>_QUEUE_URL, <env>_DLQ_URL, <env>_QUEUE_NAME, <env>_DLQ_NAME
-    fifo: bool = False
-    max_receive_count: int = 5
-    # Only the dead-letter queue exists: a worker sends to it directly (the projectors' poison
-    # records), no main queue redrives into it.
-    dead_letter_only: bool = False
+    queue_name: str | None  # None: only the dead-letter queue exists (a worker sends to it)
+    dlq_name: str
+    fifo: bool
+    max_receive_count: int | None
+    queue_url_env: str | None
+    dlq_url_env: str
 
     @property
-    def queue_name(self) -> str:
-        return self.name + (".fifo" if self.fifo else "")
-
-    @property
-    def dlq_name(self) -> str:
-        return self.name + "-dlq" + (".fifo" if self.fifo else "")
+    def dead_letter_only(self) -> bool:
+        return self.queue_name is None
 
 
-STREAMS: tuple[Stream, ...] = (
-    Stream("orderpipe-events", shards=2, env="ORDERPIPE_KINESIS__STREAM_NAME"),
-)
+def _name_env(url_env: str) -> str:
+    """The variable exporting a queue's name beside the one carrying its URL."""
+    return url_env.removesuffix("_URL") + "_NAME"
 
-TABLES: tuple[Table, ...] = (
-    # The barista dashboard's view (crates/read/read-models/src/active_orders): one item per order
-    # (pk ORDER#<id>, sk ORDER); sparse indexes hold open orders only. TTL on `expires_at` is
-    # enabled by the deployment (dynalite has no UpdateTimeToLive).
-    Table("orderpipe-active-orders", "pk", "sk", env="ORDERPIPE_DYNAMODB__ACTIVE_ORDERS_TABLE",
-          gsis=(Index("by-status", "gsi1pk", "gsi1sk"),
-                Index("open-by-store", "gsi2pk", "gsi2sk"))),
-    Table("orderpipe-projector-leases", "lease_key", None, env="ORDERPIPE_DYNAMODB__LEASES_TABLE"),
-    # Per store (pk STORE#<id>): daily metrics (sk DAY#<date>), stock per SKU (sk SKU#<sku>), the
-    # inventory marker (sk INVENTORY).
-    Table("orderpipe-store-metrics", "pk", "sk", env="ORDERPIPE_DYNAMODB__STORE_METRICS_TABLE"),
-    # Records parked behind a poison record of their aggregate
-    # (crates/log/kinesis-consumer/src/parked.rs): pk <projection>#<aggregate type>#<aggregate
-    # id>, sk the global position.
-    # The live active-orders tables once replay has swapped a rebuilt view in (item
-    # alias#active_orders), and replay's progress on DynamoDB targets (rebuild#<orders table>).
-    Table("orderpipe-views", "name", None, env="ORDERPIPE_DYNAMODB__VIEWS_TABLE"),
-    Table("orderpipe-projector-parked", "parked_key", "position", range_key_type="N",
-          env="ORDERPIPE_DYNAMODB__PARKED_TABLE"),
-)
 
-QUEUES: tuple[Queue, ...] = (
-    Queue("orderpipe-intake", env="ORDERPIPE_SQS__INTAKE"),
-    Queue("orderpipe-payments", env="ORDERPIPE_SQS__PAYMENTS", fifo=True),
-    Queue("orderpipe-notifications", env="ORDERPIPE_SQS__NOTIFICATIONS"),
-    Queue("orderpipe-projector", env="ORDERPIPE_SQS__PROJECTOR", dead_letter_only=True),
-)
+def load_manifest(path: Path = MANIFEST) -> tuple[tuple[Stream, ...], tuple[Table, ...], tuple[Queue, ...]]:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        sys.exit(f"resources.py: cannot read the resource manifest {path}: {e}")
+    prefix = manifest["local_prefix"] + "-"
+    streams = tuple(Stream(prefix + s["name"], s["local_shards"], s["env"]) for s in manifest["streams"])
+    tables = tuple(
+        Table(
+            prefix + t["name"],
+            Key(t["hash"]["name"], t["hash"]["kind"]),
+            Key(t["range"]["name"], t["range"]["kind"]) if t["range"] else None,
+            t["env"],
+            tuple(Index(i["name"], i["hash"], i["range"]) for i in t["indexes"]),
+        )
+        for t in manifest["tables"]
+    )
+    queues = tuple(
+        Queue(
+            prefix + q["queue_name"] if q["queue_name"] else None,
+            prefix + q["dead_letter_name"],
+            q["fifo"],
+            q["max_receive_count"],
+            q["queue_url_env"],
+            q["dead_letter_url_env"],
+        )
+        for q in manifest["queues"]
+    )
+    return streams, tables, queues
+
+
+STREAMS, TABLES, QUEUES = load_manifest()
 
 
 # ============================================================== clients
@@ -167,18 +182,18 @@ def ensure_streams(kinesis, create: bool) -> list[str]:
 
 # ============================================================== dynamodb
 def _table_spec(t: Table) -> dict:
-    attrs = {t.hash_key: "S"}
-    schema = [{"AttributeName": t.hash_key, "KeyType": "HASH"}]
+    attrs = {t.hash_key.name: t.hash_key.kind}
+    schema = [{"AttributeName": t.hash_key.name, "KeyType": "HASH"}]
     if t.range_key:
-        attrs[t.range_key] = t.range_key_type
-        schema.append({"AttributeName": t.range_key, "KeyType": "RANGE"})
+        attrs[t.range_key.name] = t.range_key.kind
+        schema.append({"AttributeName": t.range_key.name, "KeyType": "RANGE"})
     gsis = []
     for g in t.gsis:
-        attrs[g.hash_key] = "S"
-        ks = [{"AttributeName": g.hash_key, "KeyType": "HASH"}]
-        if g.range_key:
-            attrs[g.range_key] = "S"
-            ks.append({"AttributeName": g.range_key, "KeyType": "RANGE"})
+        # Index keys are strings (aws_support::tables::IndexShape).
+        attrs.setdefault(g.hash_key, "S")
+        attrs.setdefault(g.range_key, "S")
+        ks = [{"AttributeName": g.hash_key, "KeyType": "HASH"},
+              {"AttributeName": g.range_key, "KeyType": "RANGE"}]
         gsis.append({"IndexName": g.name, "KeySchema": ks, "Projection": {"ProjectionType": "ALL"}})
     spec = {
         "TableName": t.name,
@@ -228,8 +243,6 @@ def _queue_url(sqs, name: str) -> str | None:
 
 
 def ensure_queues(sqs, create: bool) -> tuple[list[str], dict[str, str]]:
-    import json
-
     missing: list[str] = []
     env: dict[str, str] = {}
     for q in QUEUES:
@@ -241,9 +254,9 @@ def ensure_queues(sqs, create: bool) -> tuple[list[str], dict[str, str]]:
             else:
                 dlq_url = sqs.create_queue(QueueName=q.dlq_name, Attributes=dict(fifo_attrs))["QueueUrl"]
                 print(f"created sqs queue {q.dlq_name}", file=sys.stderr)
-        env[f"{q.env}_DLQ_NAME"] = q.dlq_name
+        env[_name_env(q.dlq_url_env)] = q.dlq_name
         if dlq_url:
-            env[f"{q.env}_DLQ_URL"] = dlq_url
+            env[q.dlq_url_env] = dlq_url
         if q.dead_letter_only:
             continue
         url = _queue_url(sqs, q.queue_name)
@@ -268,9 +281,9 @@ def ensure_queues(sqs, create: bool) -> tuple[list[str], dict[str, str]]:
                     sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": json.dumps(want)})
                     print(f"set redrive policy {q.queue_name} -> {q.dlq_name} "
                           f"(maxReceiveCount {q.max_receive_count})", file=sys.stderr)
-        env[f"{q.env}_QUEUE_NAME"] = q.queue_name
+        env[_name_env(q.queue_url_env)] = q.queue_name
         if url:
-            env[f"{q.env}_QUEUE_URL"] = url
+            env[q.queue_url_env] = url
     return missing, env
 
 

@@ -16,6 +16,8 @@ VENV=$(realpath -m "${ORDERPIPE_STACK_VENV:-$STACK_DIR/venv}")
 ENV_FILE=$STACK_DIR/env
 EMU_DIR=$SCRIPT_DIR/emulators
 RESOURCES_PY=$SCRIPT_DIR/resources.py
+# What resources.py creates: generated from the Rust declarations (aws_support::resources).
+RESOURCES_MANIFEST=$SCRIPT_DIR/../infra/cdk/resources.json
 
 PG_PORT_DEFAULT=${ORDERPIPE_STACK_PG_PORT:-54329}
 KINESIS_PORT_DEFAULT=${ORDERPIPE_STACK_KINESIS_PORT:-4567}
@@ -82,7 +84,8 @@ Environment:
   ORDERPIPE_STACK_PERSIST=1      kinesalite/dynalite keep their data on disk under the
                                  stack dir (default: in memory, empty after a restart)
 
-Resources (stream, tables, queues) are listed in scripts/resources.py.
+Resources (stream, tables, queues) are declared in the Rust code; scripts/resources.py creates
+them from the generated manifest infra/cdk/resources.json (see scripts/README.md).
 EOF
 }
 
@@ -404,9 +407,9 @@ aws_endpoint_env() {
 
 ensure_resources() {
     # Emulator state lives in their processes (or their data dirs): when the same
-    # processes still run and resources.py is unchanged, the resources are there.
+    # processes still run and resources.py and the manifest are unchanged, the resources are there.
     local stamp_file=$RUN_DIR/resources.stamp want
-    want="$(sha_of "$RESOURCES_PY") $(cat "$RUN_DIR"/kinesis.pid "$RUN_DIR"/dynamodb.pid "$RUN_DIR"/moto.pid | tr '\n' ' ')$KINESIS_PORT $DYNAMODB_PORT $MOTO_PORT"
+    want="$(sha_of "$RESOURCES_PY" "$RESOURCES_MANIFEST") $(cat "$RUN_DIR"/kinesis.pid "$RUN_DIR"/dynamodb.pid "$RUN_DIR"/moto.pid | tr '\n' ' ')$KINESIS_PORT $DYNAMODB_PORT $MOTO_PORT"
     if [[ -f "$stamp_file" && "$(<"$stamp_file")" == "$want" && -s "$RUN_DIR/resources.env" ]]; then
         return 0
     fi

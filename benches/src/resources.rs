@@ -3,6 +3,7 @@
 //! never disturbs the pipeline of `scripts/up.sh` or another engineer's tests.
 
 use aws_config::SdkConfig;
+use kinesis_consumer::dead_letters::DeadLetterQueue;
 use kinesis_consumer::{LeaseTable, ParkedStore};
 use read_models::{ActiveOrdersProjection, ActiveOrdersTables};
 use test_support::{aws_test_config, fresh_database, unique_name, TestDatabase, TestStream};
@@ -87,14 +88,10 @@ impl PipelineResources {
         ParkedStore::create_table(&dynamodb, &parked_table)
             .await
             .map_err(|e| create_error("the parked table", e))?;
-        let dead_letter_queue_url = aws_sdk_sqs::Client::new(&sdk)
-            .create_queue()
-            .queue_name(unique_name("bench-projector-dlq"))
-            .send()
-            .await
-            .map_err(|e| create_error("the dead-letter queue", e))?
-            .queue_url
-            .unwrap_or_default();
+        let dead_letter_queue_url =
+            DeadLetterQueue::create_queue(&aws_sdk_sqs::Client::new(&sdk), &unique_name("bench"))
+                .await
+                .map_err(|e| create_error("the dead-letter queue", e))?;
         Ok(Self {
             events_db: fresh_database().await,
             views_db: fresh_database().await,

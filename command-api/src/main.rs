@@ -1,14 +1,13 @@
 //! `command-api`: serve the gRPC command API, or mint a development token.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use command_api::app::Application;
 use command_api::auth::{Role, TokenAuthority};
-use command_api::settings::Settings;
-use service_kit::{shutdown, telemetry};
+use command_api::settings::{LayeredSettings, Settings};
+use service_kit::{cli::SettingsFile, shutdown, telemetry};
 
 /// orderpipe's gRPC command API: places and moves orders, manages stock, loyalty and the menu.
 ///
@@ -17,9 +16,8 @@ use service_kit::{shutdown, telemetry};
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
-    /// A TOML settings file layered over the defaults.
-    #[arg(long, global = true, env = "ORDERPIPE_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: SettingsFile,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,13 +50,12 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::SettingsKeys) {
-        service_kit::settings_keys::print(&Settings::keys());
+    let print_keys = matches!(cli.command, Command::SettingsKeys);
+    let Some(settings) = Settings::load_unless_printing_keys(print_keys, cli.settings.path())?
+    else {
         return Ok(());
-    }
-    let settings = Settings::load(cli.config.as_deref())?;
+    };
     match cli.command {
-        // Printed above: it needs no settings, and loading them needs the required keys.
         Command::SettingsKeys => {}
         Command::Serve => {
             telemetry::init_logging(&settings.log);

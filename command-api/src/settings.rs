@@ -1,7 +1,6 @@
 //! Typed, layered configuration: built-in defaults, then an optional TOML file, then
 //! `ORDERPIPE_<SECTION>__<KEY>` environment variables (e.g. `ORDERPIPE_GRPC__PORT=50051`).
 
-use std::path::Path;
 use std::time::Duration;
 
 pub use auth_tokens::AuthSettings;
@@ -10,7 +9,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 pub use service_kit::grpc_tls::ServerTlsSettings;
 pub use service_kit::settings::{
-    AdminSettings, DatabaseSettings, LogFormat, LogSettings, SettingsError,
+    AdminSettings, DatabaseSettings, LayeredSettings, LogFormat, LogSettings, SettingsError,
 };
 
 /// Everything the command API reads at start-up.
@@ -207,19 +206,8 @@ format = "json"
 filter = "info"
 "#;
 
-impl Settings {
-    /// Every settings key the binary reads (its `ORDERPIPE_*` variable) and whether a
-    /// deployment must set it: what `settings-keys` prints.
-    pub fn keys() -> Vec<service_kit::settings_keys::SettingKey> {
-        service_kit::settings_keys::settings_keys::<Self>(DEFAULTS)
-    }
-
-    /// Loads defaults, then `file` if given, then `ORDERPIPE_*` environment variables.
-    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        let settings: Settings = service_kit::settings::load(DEFAULTS, file)?;
-        settings.validate()?;
-        Ok(settings)
-    }
+impl LayeredSettings for Settings {
+    const DEFAULTS: &'static str = DEFAULTS;
 
     fn validate(&self) -> Result<(), SettingsError> {
         if self.auth.jwt_secret.expose_secret().len() < 32 {

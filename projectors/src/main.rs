@@ -1,15 +1,13 @@
 //! `projectors`: run the projector worker, redrive parked commits, list leases.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use kinesis_consumer::redrive::describe_redrive;
 use kinesis_consumer::{redrive, redrive_all, LeaseTable, ParkedStore};
-use service_kit::{shutdown, telemetry};
+use service_kit::{cli::SettingsFile, shutdown, telemetry};
 
 use projectors::app::{build_projections, Application};
-use projectors::settings::Settings;
+use projectors::settings::{LayeredSettings, Settings};
 
 /// orderpipe's projector worker: consumes the Kinesis log and builds the read models.
 ///
@@ -27,9 +25,8 @@ use projectors::settings::Settings;
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
-    /// A TOML settings file layered over the defaults.
-    #[arg(long, global = true, env = "ORDERPIPE_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: SettingsFile,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,13 +57,12 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::SettingsKeys) {
-        service_kit::settings_keys::print(&Settings::keys());
+    let print_keys = matches!(cli.command, Command::SettingsKeys);
+    let Some(settings) = Settings::load_unless_printing_keys(print_keys, cli.settings.path())?
+    else {
         return Ok(());
-    }
-    let settings = Settings::load(cli.config.as_deref())?;
+    };
     match cli.command {
-        // Printed above: it needs no settings, and loading them needs the required keys.
         Command::SettingsKeys => {}
         Command::Run => {
             telemetry::init_logging(&settings.log);

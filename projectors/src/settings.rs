@@ -1,7 +1,6 @@
 //! The `projectors` binary's settings: built-in defaults, then an optional TOML file, then
 //! `ORDERPIPE_<SECTION>__<KEY>` environment variables (e.g. `ORDERPIPE_RUNTIME__BATCH_SIZE=500`).
 
-use std::path::Path;
 use std::time::Duration;
 
 use aws_support::AwsSettings;
@@ -10,6 +9,7 @@ use kinesis_consumer::settings::{default_worker_id, KinesisSettings};
 use kinesis_consumer::WorkerConfig;
 use read_models::settings::{ReadModelDatabase, ViewTables};
 use serde::Deserialize;
+pub use service_kit::settings::LayeredSettings;
 use service_kit::settings::{AdminSettings, LogSettings, SettingsError};
 
 /// Everything the projector worker and its operator commands read.
@@ -115,17 +115,9 @@ impl AnalyticsFlushSettings {
     }
 }
 
+/// Built-in defaults; the stream's and the tables' names come from their declarations
+/// ([`LayeredSettings::default_values`]).
 const DEFAULTS: &str = r#"
-[kinesis]
-stream_name = "orderpipe-events"
-
-[dynamodb]
-leases_table = "orderpipe-projector-leases"
-parked_table = "orderpipe-projector-parked"
-active_orders_table = "orderpipe-active-orders"
-store_metrics_table = "orderpipe-store-metrics"
-views_table = "orderpipe-views"
-
 [sqs]
 
 [runtime]
@@ -172,18 +164,14 @@ format = "json"
 filter = "info"
 "#;
 
-impl Settings {
-    /// Every settings key the binary reads (its `ORDERPIPE_*` variable) and whether a
-    /// deployment must set it: what `settings-keys` prints.
-    pub fn keys() -> Vec<service_kit::settings_keys::SettingKey> {
-        service_kit::settings_keys::settings_keys::<Self>(DEFAULTS)
-    }
+impl LayeredSettings for Settings {
+    const DEFAULTS: &'static str = DEFAULTS;
 
-    /// Loads defaults, then `file` if given, then `ORDERPIPE_*` environment variables.
-    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        let settings: Settings = service_kit::settings::load(DEFAULTS, file)?;
-        settings.validate()?;
-        Ok(settings)
+    /// The names of the stream, the runtime's tables and the active-orders view's.
+    fn default_values() -> Vec<(&'static str, String)> {
+        kinesis_consumer::resources()
+            .and(read_models::resources())
+            .default_names()
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
@@ -214,7 +202,9 @@ impl Settings {
         }
         Ok(())
     }
+}
 
+impl Settings {
     /// The projection names `runtime.projections` lists (empty: all).
     pub fn projection_names(&self) -> Vec<String> {
         self.runtime
@@ -265,11 +255,12 @@ mod tests {
 
     #[test]
     fn defaults_load_and_projection_lists_split() {
-        let mut settings: Settings =
-            service_kit::settings::load_defaults(DEFAULTS).expect("the defaults parse");
+        let mut settings = Settings::built_in().expect("the defaults parse");
         assert!(settings.validate().is_ok());
         assert_eq!(settings.admin.port, 9092);
         assert_eq!(settings.dynamodb.views_table, "orderpipe-views");
+        assert_eq!(settings.kinesis.stream_name, "orderpipe-events");
+        assert_eq!(settings.dynamodb.leases_table, "orderpipe-projector-leases");
         assert!(settings.projection_names().is_empty());
         settings.runtime.projections = " history, analytics ,".into();
         assert_eq!(settings.projection_names(), ["history", "analytics"]);

@@ -3,13 +3,11 @@
 //! (`database`, the event store) and the projectors' (`history`, `analytics`, `dynamodb`,
 //! `aws`).
 
-use std::path::Path;
-
 pub use aws_support::AwsSettings;
 pub use kinesis_consumer::settings::KinesisSettings;
 pub use read_models::settings::{ReadModelDatabase, ViewTables};
 use serde::Deserialize;
-pub use service_kit::settings::{DatabaseSettings, SettingsError};
+pub use service_kit::settings::{DatabaseSettings, LayeredSettings, SettingsError};
 
 use crate::target::ReadModel;
 
@@ -41,6 +39,8 @@ pub struct ReplaySettings {
     pub batch_commits: usize,
 }
 
+/// Built-in defaults; the stream's and the view's table names come from their declarations
+/// ([`LayeredSettings::default_values`]).
 const DEFAULTS: &str = r#"
 [database]
 host = "127.0.0.1"
@@ -72,36 +72,34 @@ username = "postgres"
 max_connections = 2
 acquire_timeout_ms = 3000
 
-[kinesis]
-stream_name = "orderpipe-events"
-
-[dynamodb]
-active_orders_table = "orderpipe-active-orders"
-store_metrics_table = "orderpipe-store-metrics"
-views_table = "orderpipe-views"
-
 [replay]
 batch_commits = 500
 "#;
 
-impl Settings {
-    /// Every settings key the binary reads (its `ORDERPIPE_*` variable) and whether a
-    /// deployment must set it: what `settings-keys` prints.
-    pub fn keys() -> Vec<service_kit::settings_keys::SettingKey> {
-        service_kit::settings_keys::settings_keys::<Self>(DEFAULTS)
+impl LayeredSettings for Settings {
+    const DEFAULTS: &'static str = DEFAULTS;
+
+    /// The names of the stream `--from-stream` reads and of the active-orders view's tables.
+    fn default_values() -> Vec<(&'static str, String)> {
+        aws_support::resources::Resources {
+            streams: vec![kinesis_consumer::settings::EVENT_STREAM],
+            ..Default::default()
+        }
+        .and(read_models::resources())
+        .default_names()
     }
 
-    /// Loads defaults, then `file` if given, then `ORDERPIPE_*` environment variables.
-    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        let settings: Settings = service_kit::settings::load(DEFAULTS, file)?;
-        if !(1..=10_000).contains(&settings.replay.batch_commits) {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if !(1..=10_000).contains(&self.replay.batch_commits) {
             return Err(SettingsError::Rejected(
                 "replay.batch_commits must be between 1 and 10000".into(),
             ));
         }
-        Ok(settings)
+        Ok(())
     }
+}
 
+impl Settings {
     /// Where `model` lives.
     pub fn read_model(&self, model: ReadModel) -> &ReadModelDatabase {
         match model {
@@ -117,8 +115,10 @@ mod tests {
 
     #[test]
     fn defaults_load() {
-        let settings: Settings =
-            service_kit::settings::load_defaults(DEFAULTS).expect("the defaults parse");
+        let settings = Settings::built_in().expect("the defaults parse");
+        settings.validate().expect("the defaults are valid");
+        assert_eq!(settings.kinesis.stream_name, "orderpipe-events");
+        assert_eq!(settings.dynamodb.views_table, "orderpipe-views");
         assert_eq!(settings.replay.batch_commits, 500);
         assert_eq!(
             settings.read_model(ReadModel::Analytics).schema,

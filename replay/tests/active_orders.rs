@@ -19,6 +19,7 @@ use commit_log::projection::{Projection, ProjectionError};
 use commit_log::LoggedCommit;
 use common::{commits_after, logged_commits, publish, write_history, write_orders, FailAfter};
 use event_store::{PgEventStore, StoreConfig};
+use kinesis_consumer::dead_letters::DeadLetterQueue;
 use kinesis_consumer::{Checkpoint, LeaseTable, ParkedStore, SequenceNumber, Worker, WorkerConfig};
 use read_models::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
 use replay::dynamodb::{compare_tables, swap_in_tables, target_tables, TablesProgress};
@@ -397,14 +398,10 @@ impl LiveProjector {
         ParkedStore::create_table(&s.client, &parked_table)
             .await
             .unwrap();
-        let dead_letters = aws_sdk_sqs::Client::new(&sdk)
-            .create_queue()
-            .queue_name(unique_name("live-dlq"))
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
+        let dead_letters =
+            DeadLetterQueue::create_queue(&aws_sdk_sqs::Client::new(&sdk), &unique_name("live"))
+                .await
+                .unwrap();
         let worker = Worker::new(
             &sdk,
             WorkerConfig {

@@ -9,6 +9,7 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { NagSuppressions } from 'cdk-nag';
 import { Construct } from 'constructs';
 import { DatabaseSource, PORTS } from './config';
+import { attribute, constructId, RESOURCES } from './resources';
 import { logRetention, retainOrDestroy, snapshotOrDestroy, StageConfig } from './stage';
 
 /**
@@ -58,6 +59,7 @@ export class DataStores extends Construct {
   readonly redshiftSecurityGroup: ec2.SecurityGroup;
 
   private readonly prefix: string;
+  private readonly tablesByName = new Map<string, dynamodb.Table>();
 
   constructor(scope: Construct, id: string, props: DataStoresProps) {
     super(scope, id);
@@ -74,56 +76,38 @@ export class DataStores extends Construct {
       deletionProtection: stage.deletionProtection,
       removalPolicy: retainOrDestroy(stage),
     };
-    this.activeOrders = new dynamodb.Table(this, 'ActiveOrders', {
-      ...tableDefaults,
-      tableName: `${stage.prefix}-active-orders`,
-      partitionKey: { name: 'pk', type: dynamodb.AttributeType.STRING },
-      sortKey: { name: 'sk', type: dynamodb.AttributeType.STRING },
-      timeToLiveAttribute: 'expires_at',
-    });
-    this.activeOrders.addGlobalSecondaryIndex({
-      indexName: 'by-status',
-      partitionKey: { name: 'gsi1pk', type: dynamodb.AttributeType.STRING },
-      sortKey: { name: 'gsi1sk', type: dynamodb.AttributeType.STRING },
-      projectionType: dynamodb.ProjectionType.ALL,
-    });
-    // A store's open orders, oldest first (sparse: only open orders carry gsi2pk/gsi2sk).
-    this.activeOrders.addGlobalSecondaryIndex({
-      indexName: 'open-by-store',
-      partitionKey: { name: 'gsi2pk', type: dynamodb.AttributeType.STRING },
-      sortKey: { name: 'gsi2sk', type: dynamodb.AttributeType.STRING },
-      projectionType: dynamodb.ProjectionType.ALL,
-    });
-    this.storeMetrics = new dynamodb.Table(this, 'StoreMetrics', {
-      ...tableDefaults,
-      tableName: `${stage.prefix}-store-metrics`,
-      partitionKey: { name: 'pk', type: dynamodb.AttributeType.STRING },
-      sortKey: { name: 'sk', type: dynamodb.AttributeType.STRING },
-    });
+    // Every table the code declares (resources.json), keyed as the code keys it.
+    for (const declaration of RESOURCES.tables) {
+      const table = new dynamodb.Table(this, constructId(declaration.name), {
+        ...tableDefaults,
+        tableName: `${stage.prefix}-${declaration.name}`,
+        partitionKey: attribute(declaration.hash),
+        sortKey: declaration.range ? attribute(declaration.range) : undefined,
+        timeToLiveAttribute: declaration.time_to_live ?? undefined,
+      });
+      // By name, so the template does not change with the order the code lists them in.
+      for (const index of [...declaration.indexes].sort((a, b) => a.name.localeCompare(b.name))) {
+        table.addGlobalSecondaryIndex({
+          indexName: index.name,
+          partitionKey: { name: index.hash, type: dynamodb.AttributeType.STRING },
+          sortKey: { name: index.range, type: dynamodb.AttributeType.STRING },
+          projectionType: dynamodb.ProjectionType.ALL,
+        });
+      }
+      this.tablesByName.set(declaration.name, table);
+    }
+    this.activeOrders = this.table('active-orders');
+    this.storeMetrics = this.table('store-metrics');
     // The alarms find the view's tables by this tag, not by name: `replay rebuild --swap` moves
     // the view to rebuilt tables (other names) and copies the live tables' tags onto them.
     for (const table of [this.activeOrders, this.storeMetrics]) {
       Tags.of(table).add(ACTIVE_ORDERS_VIEW_TAG.key, ACTIVE_ORDERS_VIEW_TAG.value);
     }
-    this.leases = new dynamodb.Table(this, 'ProjectorLeases', {
-      ...tableDefaults,
-      tableName: `${stage.prefix}-projector-leases`,
-      partitionKey: { name: 'lease_key', type: dynamodb.AttributeType.STRING },
-    });
+    this.leases = this.table('projector-leases');
     // Commits a projection could not apply, and the later commits of their aggregates, waiting
     // for `projectors redrive` (one item per projection, aggregate and log position).
-    this.parked = new dynamodb.Table(this, 'ProjectorParked', {
-      ...tableDefaults,
-      tableName: `${stage.prefix}-projector-parked`,
-      partitionKey: { name: 'parked_key', type: dynamodb.AttributeType.STRING },
-      sortKey: { name: 'position', type: dynamodb.AttributeType.NUMBER },
-    });
-
-    this.views = new dynamodb.Table(this, 'Views', {
-      ...tableDefaults,
-      tableName: `${stage.prefix}-views`,
-      partitionKey: { name: 'name', type: dynamodb.AttributeType.STRING },
-    });
+    this.parked = this.table('projector-parked');
+    this.views = this.table('views');
 
     // Aurora PostgreSQL Serverless v2: the event store (source of truth) and the history schema.
     const clusterIdentifier = `${stage.prefix}-aurora`;
@@ -233,7 +217,14 @@ export class DataStores extends Construct {
 
   /** Every DynamoDB table, for dashboards. */
   tables(): dynamodb.Table[] {
-    return [this.activeOrders, this.storeMetrics, this.views, this.leases, this.parked];
+    return [...this.tablesByName.values()];
+  }
+
+  /** The table the code declares as `name` (resources.json). */
+  private table(name: string): dynamodb.Table {
+    const table = this.tablesByName.get(name);
+    if (!table) throw new Error(`resources.json declares no table named ${name} (regenerate it from the Rust code)`);
+    return table;
   }
 
   /**

@@ -4,10 +4,16 @@ import * as kms from 'aws-cdk-lib/aws-kms';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { NagSuppressions } from 'cdk-nag';
 import { Construct } from 'constructs';
+import { constructId, RESOURCES, streamDeclaration } from './resources';
 import { retainOrDestroy, StageConfig } from './stage';
 
-/** Times a message is received before it moves to its dead-letter queue. */
-export const MAX_RECEIVE_COUNT = 5;
+/**
+ * How long a received message stays invisible unless the consumer says otherwise (the flows
+ * set their own per receive): a deployment choice, so it lives here, not in the declarations.
+ * Payments get longer: a gateway call may take up to its 60-second timeout.
+ */
+const DEFAULT_VISIBILITY_TIMEOUT = Duration.seconds(60);
+const VISIBILITY_TIMEOUTS: Record<string, Duration> = { payments: Duration.seconds(120) };
 
 export interface MessagingProps {
   readonly stage: StageConfig;
@@ -32,12 +38,15 @@ export class Messaging extends Construct {
   readonly notifications: QueuePair;
   readonly projectorDlq: sqs.Queue;
 
+  private readonly pairs = new Map<string, QueuePair>();
+  private readonly deadLetters = new Map<string, sqs.Queue>();
+
   constructor(scope: Construct, id: string, props: MessagingProps) {
     super(scope, id);
     const { stage, key } = props;
 
     this.stream = new kinesis.Stream(this, 'EventStream', {
-      streamName: `${stage.prefix}-events`,
+      streamName: `${stage.prefix}-${streamDeclaration('events').name}`,
       streamMode: kinesis.StreamMode.ON_DEMAND,
       // KMS with the AWS managed key: a customer key would add a KMS call per producer and consumer
       // data key for no control the stream needs (cdk-nag KDS3).
@@ -53,22 +62,37 @@ export class Messaging extends Construct {
       enforceSSL: true,
       removalPolicy: retainOrDestroy(stage),
     };
-    const pair = (id: string, name: string, options: { fifo?: boolean; visibilityTimeout: Duration }): QueuePair => {
-      const suffix = options.fifo ? '.fifo' : '';
+    // Every queue the code declares (resources.json): its name, FIFO or not, and its redrive to
+    // the dead-letter queue after the declared number of receives.
+    for (const declaration of RESOURCES.queues) {
+      const id = constructId(declaration.name);
+      const fifo = declaration.fifo ? true : undefined;
       const dlq = new sqs.Queue(this, `${id}Dlq`, {
         ...queueDefaults,
-        queueName: `${stage.prefix}-${name}-dlq${suffix}`,
-        fifo: options.fifo,
+        queueName: `${stage.prefix}-${declaration.dead_letter_name}`,
+        fifo,
         retentionPeriod: Duration.days(14),
       });
+      this.deadLetters.set(declaration.name, dlq);
+      if (declaration.queue_name === null || declaration.max_receive_count === null) {
+        NagSuppressions.addResourceSuppressions(dlq, [
+          {
+            id: 'AwsSolutions-SQS3',
+            reason:
+              'This queue is itself a dead-letter queue: the projectors send it malformed Kinesis records with the ' +
+              'reason attached. No SQS redrive policy points at it because its source is a stream, not a queue.',
+          },
+        ]);
+        continue;
+      }
       const queue = new sqs.Queue(this, id, {
         ...queueDefaults,
-        queueName: `${stage.prefix}-${name}${suffix}`,
-        fifo: options.fifo,
-        visibilityTimeout: options.visibilityTimeout,
+        queueName: `${stage.prefix}-${declaration.queue_name}`,
+        fifo,
+        visibilityTimeout: VISIBILITY_TIMEOUTS[declaration.name] ?? DEFAULT_VISIBILITY_TIMEOUT,
         retentionPeriod: Duration.days(4),
-        deadLetterQueue: { queue: dlq, maxReceiveCount: MAX_RECEIVE_COUNT },
-        ...(options.fifo
+        deadLetterQueue: { queue: dlq, maxReceiveCount: declaration.max_receive_count },
+        ...(declaration.fifo
           ? {
               // Producers may set a deduplication id (the command's idempotency key); without one the body is the id.
               contentBasedDeduplication: true,
@@ -78,35 +102,25 @@ export class Messaging extends Construct {
             }
           : {}),
       });
-      return { queue, dlq };
-    };
-
-    this.intake = pair('Intake', 'intake', { visibilityTimeout: Duration.seconds(60) });
-    this.payments = pair('Payments', 'payments', { fifo: true, visibilityTimeout: Duration.seconds(120) });
-    this.notifications = pair('Notifications', 'notifications', { visibilityTimeout: Duration.seconds(60) });
-
-    this.projectorDlq = new sqs.Queue(this, 'ProjectorDlq', {
-      ...queueDefaults,
-      queueName: `${stage.prefix}-projector-dlq`,
-      retentionPeriod: Duration.days(14),
-    });
-    NagSuppressions.addResourceSuppressions(this.projectorDlq, [
-      {
-        id: 'AwsSolutions-SQS3',
-        reason:
-          'This queue is itself a dead-letter queue: the projectors send it malformed Kinesis records with the ' +
-          'reason attached. No SQS redrive policy points at it because its source is a stream, not a queue.',
-      },
-    ]);
+      this.pairs.set(declaration.name, { queue, dlq });
+    }
+    this.intake = this.pair('intake');
+    this.payments = this.pair('payments');
+    this.notifications = this.pair('notifications');
+    const projectorDlq = this.deadLetters.get('projector');
+    if (!projectorDlq) throw new Error('resources.json declares no queue named projector (regenerate it from the Rust code)');
+    this.projectorDlq = projectorDlq;
   }
 
-  /** Every dead-letter queue, with a short name for alarms and dashboards. */
+  /** The work queue the code declares as `name`, with its dead-letter queue. */
+  private pair(name: string): QueuePair {
+    const pair = this.pairs.get(name);
+    if (!pair) throw new Error(`resources.json declares no work queue named ${name} (regenerate it from the Rust code)`);
+    return pair;
+  }
+
+  /** Every dead-letter queue, with a short name (the declared one) for alarms and dashboards. */
   deadLetterQueues(): Array<{ name: string; queue: sqs.Queue }> {
-    return [
-      { name: 'intake', queue: this.intake.dlq },
-      { name: 'payments', queue: this.payments.dlq },
-      { name: 'notifications', queue: this.notifications.dlq },
-      { name: 'projector', queue: this.projectorDlq },
-    ];
+    return [...this.deadLetters].map(([name, queue]) => ({ name, queue }));
   }
 }

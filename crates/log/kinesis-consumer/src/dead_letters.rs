@@ -2,6 +2,8 @@
 //! operator needs to understand and replay it.
 
 use aws_sdk_sqs::Client;
+use aws_support::queues::CreateQueueError;
+use aws_support::resources::{QueueKind, QueueResource, QueueShape};
 use commit_log::LoggedCommit;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -74,6 +76,29 @@ pub struct DeadLetterQueue {
 }
 
 impl DeadLetterQueue {
+    /// The log consumers' dead-letter queue (`projector-dlq`, settings key
+    /// `sqs.projector_dlq_url`): records that are no envelope at all are sent here directly, so
+    /// no work queue redrives into it.
+    pub const RESOURCE: QueueResource = QueueResource {
+        name: "projector",
+        shape: QueueShape {
+            fifo: false,
+            kind: QueueKind::DeadLetterOnly,
+        },
+        queue_url_key: None,
+        dead_letter_url_key: "sqs.projector_dlq_url",
+    };
+
+    /// Creates a dead-letter queue `<base>-dlq` shaped as [`DeadLetterQueue::RESOURCE`]
+    /// (tests and benchmarks, which need one of their own) and returns its URL.
+    pub async fn create_queue(client: &Client, base: &str) -> Result<String, CreateQueueError> {
+        Ok(Self::RESOURCE
+            .shape
+            .create(client, base)
+            .await?
+            .dead_letter_url)
+    }
+
     /// The queue at `queue_url`.
     pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
         Self {

@@ -14,6 +14,7 @@ use std::fmt;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
+use aws_support::resources::TableResource;
 use aws_support::tables::{CreateTableError, KeyAttribute, TableShape};
 
 use crate::kinesis::ShardInfo;
@@ -153,6 +154,15 @@ impl LeaseTable {
         hash: KeyAttribute::string("lease_key"),
         range: None,
         indexes: &[],
+    };
+
+    /// The lease table, as the local stack and the deployment create it (settings key
+    /// `dynamodb.leases_table`, shared by every log-consuming process).
+    pub const RESOURCE: TableResource = TableResource {
+        name: "projector-leases",
+        settings_key: "dynamodb.leases_table",
+        shape: Self::SHAPE,
+        time_to_live: None,
     };
 
     /// Creates the lease table `table` ([`LeaseTable::SHAPE`]) unless it exists, and waits

@@ -34,6 +34,17 @@ pub mod settings;
 mod shard_reader;
 pub mod worker;
 
+/// The resources this crate's code uses: the event stream, the lease and parked tables, the
+/// dead-letter queue (each declared beside its code; listed here for the manifest and the
+/// binaries' defaults).
+pub fn resources() -> aws_support::resources::Resources {
+    aws_support::resources::Resources {
+        streams: vec![settings::EVENT_STREAM],
+        tables: vec![LeaseTable::RESOURCE, ParkedStore::RESOURCE],
+        queues: vec![dead_letters::DeadLetterQueue::RESOURCE],
+    }
+}
+
 pub use leases::{Checkpoint, Lease, LeaseTable, SequenceNumber};
 pub use parked::{ParkedKind, ParkedRecord, ParkedStore};
 pub use redrive::{redrive, redrive_all, redrive_with, resume, RedriveOutcome, ResumeReport};

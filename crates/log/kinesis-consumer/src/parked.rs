@@ -15,6 +15,7 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
+use aws_support::resources::TableResource;
 use aws_support::tables::{CreateTableError, KeyAttribute, TableShape};
 use commit_log::CommitHeader;
 
@@ -183,6 +184,15 @@ impl ParkedStore {
         hash: KeyAttribute::string("parked_key"),
         range: Some(KeyAttribute::number("position")),
         indexes: &[],
+    };
+
+    /// The parked-records table, as the local stack and the deployment create it (settings key
+    /// `dynamodb.parked_table`).
+    pub const RESOURCE: TableResource = TableResource {
+        name: "projector-parked",
+        settings_key: "dynamodb.parked_table",
+        shape: Self::SHAPE,
+        time_to_live: None,
     };
 
     /// Creates the parked-records table `table` ([`ParkedStore::SHAPE`]) unless it exists, and

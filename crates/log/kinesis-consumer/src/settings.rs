@@ -1,7 +1,16 @@
 //! The settings keys every process consuming the log shares (`projectors`, `flows`, `replay
 //! --from-stream`).
 
+use aws_support::resources::StreamResource;
 use serde::Deserialize;
+
+/// The event log: the relay publishes every commit to it, the consumers read it (settings key
+/// `kinesis.stream_name`, which the relay reads too).
+pub const EVENT_STREAM: StreamResource = StreamResource {
+    name: "events",
+    settings_key: "kinesis.stream_name",
+    local_shards: 2,
+};
 
 /// The Kinesis stream.
 #[derive(Debug, Clone, Deserialize)]

@@ -15,7 +15,7 @@ use crate::health::{RelayHealth, RelayStatus};
 use crate::leadership::Candidate;
 use crate::publisher::{self, Publisher};
 use crate::record_log::{KinesisLog, RecordLog};
-use crate::settings::Settings;
+use crate::settings::{LayeredSettings, Settings};
 
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]

@@ -1,12 +1,10 @@
 //! `relay`: publish the event store's outbox to the Kinesis log.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use relay::app::Application;
-use relay::settings::Settings;
-use service_kit::{shutdown, telemetry};
+use relay::settings::{LayeredSettings, Settings};
+use service_kit::{cli::SettingsFile, shutdown, telemetry};
 
 /// orderpipe's outbox relay: publishes every commit of the event store to the Kinesis stream,
 /// one record per commit (partition key = aggregate id), at least once and in order per
@@ -21,9 +19,8 @@ use service_kit::{shutdown, telemetry};
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
-    /// A TOML settings file layered over the defaults.
-    #[arg(long, global = true, env = "ORDERPIPE_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: SettingsFile,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,13 +38,12 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::SettingsKeys) {
-        service_kit::settings_keys::print(&Settings::keys());
+    let print_keys = matches!(cli.command, Command::SettingsKeys);
+    let Some(settings) = Settings::load_unless_printing_keys(print_keys, cli.settings.path())?
+    else {
         return Ok(());
-    }
-    let settings = Settings::load(cli.config.as_deref())?;
+    };
     match cli.command {
-        // Printed above: it needs no settings, and loading them needs the required keys.
         Command::SettingsKeys => {}
         Command::Run => {
             telemetry::init_logging(&settings.log);

@@ -1,13 +1,12 @@
 //! Typed, layered configuration: built-in defaults, then an optional TOML file, then
 //! `ORDERPIPE_<SECTION>__<KEY>` environment variables (e.g. `ORDERPIPE_KINESIS__STREAM_NAME`).
 
-use std::path::Path;
 use std::time::Duration;
 
 pub use aws_support::AwsSettings;
 use serde::Deserialize;
 pub use service_kit::settings::{
-    AdminSettings, DatabaseSettings, LogFormat, LogSettings, SettingsError,
+    AdminSettings, DatabaseSettings, LayeredSettings, LogFormat, LogSettings, SettingsError,
 };
 
 /// The most records one PutRecords call accepts (a Kinesis limit).
@@ -84,22 +83,13 @@ retry_initial_ms = 100
 retry_max_ms = 10000
 "#;
 
-impl Settings {
-    /// Every settings key the binary reads (its `ORDERPIPE_*` variable) and whether a
-    /// deployment must set it: what `settings-keys` prints.
-    pub fn keys() -> Vec<service_kit::settings_keys::SettingKey> {
-        service_kit::settings_keys::settings_keys::<Self>(DEFAULTS)
-    }
-
-    /// Loads defaults, then `file` if given, then `ORDERPIPE_*` environment variables.
-    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        let settings: Settings = service_kit::settings::load(DEFAULTS, file)?;
-        settings.validate()?;
-        Ok(settings)
-    }
+/// No resource names among the defaults: the stream's name (`kinesis.stream_name`) is one a
+/// deployment must set for the relay.
+impl LayeredSettings for Settings {
+    const DEFAULTS: &'static str = DEFAULTS;
 
     /// Rejects values the relay cannot work with.
-    pub fn validate(&self) -> Result<(), SettingsError> {
+    fn validate(&self) -> Result<(), SettingsError> {
         if self.kinesis.stream_name.trim().is_empty() {
             return Err(SettingsError::Rejected(
                 "kinesis.stream_name (ORDERPIPE_KINESIS__STREAM_NAME) is empty".into(),
@@ -139,7 +129,10 @@ mod tests {
 
     #[test]
     fn the_defaults_load_with_only_the_stream_name_missing() {
-        let defaults = format!("{DEFAULTS}\n[kinesis]\nstream_name = \"events\"\n");
+        let defaults = service_kit::settings::Defaults {
+            values: vec![("kinesis.stream_name", "events".into())],
+            ..Settings::defaults()
+        };
         let settings: Settings = service_kit::settings::load_defaults(&defaults).unwrap();
         settings.validate().unwrap();
         assert_eq!(settings.relay.batch_size, 500);

@@ -18,6 +18,9 @@
 //! `AWS_EC2_METADATA_DISABLED=true` (`scripts/stack.sh` writes them to `.stack/env`), so the SDK
 //! never probes the instance metadata address.
 
+#[cfg(feature = "sqs")]
+pub mod queues;
+pub mod resources;
 pub mod tables;
 
 use std::time::Duration;

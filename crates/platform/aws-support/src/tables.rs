@@ -2,31 +2,40 @@
 //! [`TableShape`] beside the code that reads and writes the table (`LeaseTable::SHAPE`,
 //! `ParkedStore::SHAPE`, the active-orders view's, the views table's), and every table is
 //! created by [`TableShape::create`]: by the binaries, by tests that need fresh tables of their
-//! own, by the benchmarks. The deployment (infra/cdk) declares the same shapes for AWS.
+//! own, by the benchmarks. A [`crate::resources::TableResource`] names the table and carries its
+//! shape into the generated manifest the local stack and the deployment (infra/cdk) read.
 
+#[cfg(feature = "dynamodb")]
 use std::error::Error;
+#[cfg(feature = "dynamodb")]
 use std::time::Duration;
 
+#[cfg(feature = "dynamodb")]
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, IndexStatus, KeySchemaElement, KeyType,
     Projection, ProjectionType, ScalarAttributeType, TableStatus,
 };
+#[cfg(feature = "dynamodb")]
 use aws_sdk_dynamodb::Client;
+use serde::Serialize;
 
 /// How long [`TableShape::create`] waits for a table and its indexes to become active.
+#[cfg(feature = "dynamodb")]
 const ACTIVE_WITHIN: Duration = Duration::from_secs(60);
 
-/// The type of a key attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The type of a key attribute (serialized as DynamoDB's attribute type, `S` or `N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum KeyKind {
     /// A string (`S`).
+    #[serde(rename = "S")]
     String,
     /// A number (`N`).
+    #[serde(rename = "N")]
     Number,
 }
 
 /// A key attribute: its name and type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct KeyAttribute {
     /// The attribute's name.
     pub name: &'static str,
@@ -53,7 +62,7 @@ impl KeyAttribute {
 }
 
 /// A global secondary index projecting every attribute, with string keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct IndexShape {
     /// The index's name.
     pub name: &'static str,
@@ -64,7 +73,7 @@ pub struct IndexShape {
 }
 
 /// The key schema of a DynamoDB table (on-demand billing): what creating it needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct TableShape {
     /// The partition key.
     pub hash: KeyAttribute,
@@ -75,6 +84,7 @@ pub struct TableShape {
 }
 
 /// A table that could not be created or did not become active.
+#[cfg(feature = "dynamodb")]
 #[derive(Debug, thiserror::Error)]
 #[error("cannot create the DynamoDB table {table}: {source}")]
 pub struct CreateTableError {
@@ -84,6 +94,7 @@ pub struct CreateTableError {
     pub source: Box<dyn Error + Send + Sync>,
 }
 
+#[cfg(feature = "dynamodb")]
 impl TableShape {
     /// Creates `table` with this shape and waits until it and its indexes are active. A table
     /// that exists already is left as it is (its shape is not compared), so running this again
@@ -144,6 +155,7 @@ impl TableShape {
     }
 }
 
+#[cfg(feature = "dynamodb")]
 fn definition(
     name: &str,
     kind: KeyKind,
@@ -157,6 +169,7 @@ fn definition(
         .build()
 }
 
+#[cfg(feature = "dynamodb")]
 fn key(name: &str, role: KeyType) -> Result<KeySchemaElement, aws_sdk_dynamodb::error::BuildError> {
     KeySchemaElement::builder()
         .attribute_name(name)
@@ -164,6 +177,7 @@ fn key(name: &str, role: KeyType) -> Result<KeySchemaElement, aws_sdk_dynamodb::
         .build()
 }
 
+#[cfg(feature = "dynamodb")]
 async fn wait_until_active(
     client: &Client,
     table: &str,

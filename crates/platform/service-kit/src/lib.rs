@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod backoff;
+pub mod cli;
 mod error_chain;
 pub mod grpc_tls;
 pub mod settings;

@@ -1,5 +1,7 @@
-//! Typed, layered settings: a binary's built-in defaults (TOML), then an optional TOML file, then
-//! `ORDERPIPE_<SECTION>__<KEY>` environment variables (e.g. `ORDERPIPE_DATABASE__PORT=5432`).
+//! Typed, layered settings: a binary's built-in defaults (TOML, and the names of the resources it
+//! uses), then an optional TOML file, then `ORDERPIPE_<SECTION>__<KEY>` environment variables
+//! (e.g. `ORDERPIPE_DATABASE__PORT=5432`). Every binary's settings type implements
+//! [`LayeredSettings`], which loads, validates and lists the keys the same way for all of them.
 
 use std::path::Path;
 use std::time::Duration;
@@ -21,10 +23,109 @@ pub enum SettingsError {
     Rejected(String),
 }
 
-/// Loads `T` from `defaults` (TOML text), then `file` if given, then `ORDERPIPE_*` variables.
-pub fn load<T: DeserializeOwned>(defaults: &str, file: Option<&Path>) -> Result<T, SettingsError> {
-    let mut builder = config::Config::builder()
-        .add_source(config::File::from_str(defaults, config::FileFormat::Toml));
+/// A binary's built-in defaults: TOML text, and values its code gives (the resources' default
+/// names, declared once beside the code that uses each resource, see
+/// `aws_support::resources`).
+#[derive(Debug, Clone, Default)]
+pub struct Defaults {
+    /// Defaults as TOML text.
+    pub toml: &'static str,
+    /// Defaults given by code, as (dotted settings key, value); the TOML text wins where both
+    /// give one.
+    pub values: Vec<(&'static str, String)>,
+}
+
+impl Defaults {
+    /// The defaults as the first layer of a configuration.
+    fn builder(
+        &self,
+    ) -> Result<config::ConfigBuilder<config::builder::DefaultState>, SettingsError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(self.toml, config::FileFormat::Toml));
+        for (key, value) in &self.values {
+            builder = builder.set_default(*key, value.as_str())?;
+        }
+        Ok(builder)
+    }
+
+    /// The defaults alone, as a configuration (what `settings_keys` asks whether a key has a
+    /// default).
+    pub fn config(&self) -> Result<config::Config, SettingsError> {
+        Ok(self.builder()?.build()?)
+    }
+}
+
+/// A binary's settings: built-in defaults, then an optional TOML file, then `ORDERPIPE_*`
+/// environment variables, then [`LayeredSettings::validate`]. A binary implements the
+/// defaults and the validation; loading, the defaults alone (for tests) and the list of keys
+/// (`<binary> settings-keys`) are the same for every binary.
+pub trait LayeredSettings: DeserializeOwned {
+    /// The built-in defaults as TOML text.
+    const DEFAULTS: &'static str;
+
+    /// Built-in defaults given by code, as (dotted settings key, value): the names of the
+    /// resources the binary uses (`aws_support::resources::Resources::default_names`). None
+    /// unless the binary says so.
+    fn default_values() -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
+    /// Rejects values that parse but that the binary cannot work with (the message names the
+    /// key). Accepts everything unless the binary says otherwise.
+    fn validate(&self) -> Result<(), SettingsError> {
+        Ok(())
+    }
+
+    /// Every built-in default.
+    fn defaults() -> Defaults {
+        Defaults {
+            toml: Self::DEFAULTS,
+            values: Self::default_values(),
+        }
+    }
+
+    /// Loads the defaults, then `file` if given, then `ORDERPIPE_*` environment variables, and
+    /// validates the result.
+    fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let settings: Self = load(&Self::defaults(), file)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The built-in defaults alone, not validated, ignoring files and the environment: for
+    /// tests, which must not depend on the variables of the shell that runs them (and which
+    /// then point the settings at their own resources).
+    fn built_in() -> Result<Self, SettingsError> {
+        load_defaults(&Self::defaults())
+    }
+
+    /// Every settings key the binary reads (its `ORDERPIPE_*` variable) and whether a
+    /// deployment must set it: what `<binary> settings-keys` prints.
+    fn keys() -> Vec<crate::settings_keys::SettingKey> {
+        crate::settings_keys::settings_keys::<Self>(&Self::defaults())
+    }
+
+    /// What every binary's `main` does first. For its `settings-keys` subcommand
+    /// (`print_keys`), prints the keys and gives `None`: printing needs no settings, and
+    /// loading them needs the required keys. Otherwise loads the settings ([`Self::load`]).
+    fn load_unless_printing_keys(
+        print_keys: bool,
+        file: Option<&Path>,
+    ) -> Result<Option<Self>, SettingsError> {
+        if print_keys {
+            crate::settings_keys::print(&Self::keys());
+            return Ok(None);
+        }
+        Self::load(file).map(Some)
+    }
+}
+
+/// Loads `T` from `defaults`, then `file` if given, then `ORDERPIPE_*` variables.
+pub fn load<T: DeserializeOwned>(
+    defaults: &Defaults,
+    file: Option<&Path>,
+) -> Result<T, SettingsError> {
+    let mut builder = defaults.builder()?;
     if let Some(file) = file {
         builder = builder.add_source(config::File::from(file).required(true));
     }
@@ -40,11 +141,8 @@ pub fn load<T: DeserializeOwned>(defaults: &str, file: Option<&Path>) -> Result<
 
 /// Loads `T` from `defaults` alone, ignoring files and the environment: for tests of a binary's
 /// defaults, which must not depend on the variables of the shell that runs them.
-pub fn load_defaults<T: DeserializeOwned>(defaults: &str) -> Result<T, SettingsError> {
-    Ok(config::Config::builder()
-        .add_source(config::File::from_str(defaults, config::FileFormat::Toml))
-        .build()?
-        .try_deserialize()?)
+pub fn load_defaults<T: DeserializeOwned>(defaults: &Defaults) -> Result<T, SettingsError> {
+    Ok(defaults.config()?.try_deserialize()?)
 }
 
 /// A PostgreSQL database: a full `url`, or its parts (as AWS Secrets Manager hands them out for
@@ -220,7 +318,53 @@ pub enum LogFormat {
 
 #[cfg(test)]
 mod tests {
-    use super::SessionSettings;
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A binary's settings in miniature: a name given by code, a batch size by TOML.
+    #[derive(Debug, Deserialize)]
+    struct Sample {
+        table: String,
+        batch: u32,
+    }
+
+    impl LayeredSettings for Sample {
+        const DEFAULTS: &'static str = "batch = 10\n";
+
+        fn default_values() -> Vec<(&'static str, String)> {
+            vec![("table", "orderpipe-things".into())]
+        }
+
+        fn validate(&self) -> Result<(), SettingsError> {
+            if self.batch == 0 {
+                return Err(SettingsError::Rejected("batch must be at least 1".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn code_given_defaults_sit_under_a_file_and_the_result_is_validated() {
+        let built_in = Sample::built_in().unwrap();
+        assert_eq!(
+            (built_in.table.as_str(), built_in.batch),
+            ("orderpipe-things", 10)
+        );
+        let keys = Sample::keys();
+        assert!(keys.iter().all(|key| !key.required), "{keys:?}");
+
+        let dir = std::env::temp_dir().join(format!("service-kit-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("override.toml");
+        std::fs::write(&file, "table = \"mine\"\nbatch = 3\n").unwrap();
+        let loaded = Sample::load(Some(&file)).unwrap();
+        assert_eq!((loaded.table.as_str(), loaded.batch), ("mine", 3));
+
+        std::fs::write(&file, "batch = 0\n").unwrap();
+        let refused = Sample::load(Some(&file)).unwrap_err().to_string();
+        assert!(refused.contains("batch must be at least 1"), "{refused}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn session_settings_become_startup_parameters_without_the_zeros() {

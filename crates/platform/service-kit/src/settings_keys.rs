@@ -18,6 +18,8 @@ use serde::de::{
 };
 use serde::Serialize;
 
+use crate::settings::Defaults;
+
 /// The environment variables' prefix.
 const PREFIX: &str = "ORDERPIPE";
 
@@ -44,19 +46,16 @@ impl fmt::Display for SettingKey {
 }
 
 /// Every setting `T` reads, in the order of its fields, and whether each is required given the
-/// built-in `defaults` (TOML text, as [`crate::settings::load`] takes them).
+/// built-in `defaults`.
 ///
 /// Panics if `T` cannot be walked (a field type that refuses every placeholder value); the
 /// binaries' tests print their keys, so such a type is caught there.
-pub fn settings_keys<T: DeserializeOwned>(defaults: &str) -> Vec<SettingKey> {
+pub fn settings_keys<T: DeserializeOwned>(defaults: &Defaults) -> Vec<SettingKey> {
     let seen = RefCell::new(Vec::new());
     if let Err(error) = T::deserialize(Walker::new(&seen, None)) {
         panic!("the settings type cannot be walked: {error}");
     }
-    let defaults = config::Config::builder()
-        .add_source(config::File::from_str(defaults, config::FileFormat::Toml))
-        .build()
-        .ok();
+    let defaults = defaults.config().ok();
     let paths = seen.into_inner();
     paths
         .iter()
@@ -78,7 +77,13 @@ pub fn print(keys: &[SettingKey]) {
     }
 }
 
-fn env_name(path: &[&'static str]) -> String {
+/// The environment variable of the settings key `key`, a dotted path
+/// (`dynamodb.leases_table` -> `ORDERPIPE_DYNAMODB__LEASES_TABLE`).
+pub fn env_var(key: &str) -> String {
+    env_name(&key.split('.').collect::<Vec<_>>())
+}
+
+fn env_name(path: &[&str]) -> String {
     let mut name = String::from(PREFIX);
     for (index, part) in path.iter().enumerate() {
         name.push_str(if index == 0 { "_" } else { "__" });
@@ -87,7 +92,7 @@ fn env_name(path: &[&'static str]) -> String {
     name
 }
 
-/// Whether `defaults` (TOML text) gives `path` a value. Defaults that do not parse give none
+/// Whether `defaults` gives `path` a value. Defaults that do not parse give none
 /// (the binaries' tests load their defaults, so such defaults cannot ship).
 fn defaults_give(defaults: Option<&config::Config>, path: &[&str]) -> bool {
     defaults.is_some_and(|config| config.get::<config::Value>(&path.join(".")).is_ok())
@@ -394,7 +399,11 @@ mod tests {
 
     #[test]
     fn every_leaf_is_a_key_and_only_what_nothing_gives_is_required() {
-        let keys = settings_keys::<Sample>("[database]\nport = 5432\n");
+        let defaults = Defaults {
+            toml: "[database]\nport = 5432\n",
+            values: vec![("mode", "json".into())],
+        };
+        let keys = settings_keys::<Sample>(&defaults);
         assert_eq!(
             keys,
             [
@@ -403,8 +412,16 @@ mod tests {
                 key("ORDERPIPE_DATABASE__PASSWORD", false),
                 key("ORDERPIPE_QUEUE_URL", false),
                 key("ORDERPIPE_TUNING__BATCH", false),
-                key("ORDERPIPE_MODE", true),
+                key("ORDERPIPE_MODE", false),
             ]
+        );
+    }
+
+    #[test]
+    fn a_dotted_key_becomes_its_variable() {
+        assert_eq!(
+            env_var("dynamodb.leases_table"),
+            "ORDERPIPE_DYNAMODB__LEASES_TABLE"
         );
     }
 

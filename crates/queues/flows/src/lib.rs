@@ -21,6 +21,7 @@ pub mod intake;
 pub mod notifications;
 pub mod payments;
 pub mod queue;
+pub mod queues;
 pub mod saga;
 pub mod settings;
 pub mod sqs;

@@ -7,10 +7,10 @@ use clap::{Parser, Subcommand};
 use flows::app::Application;
 use flows::dead_letters::DeadLetters;
 use flows::payments::TestCard;
-use flows::settings::Settings;
+use flows::settings::{LayeredSettings, Settings};
 use flows::sqs::{Outgoing, SqsQueue};
 use kinesis_consumer::redrive::describe_redrive;
-use service_kit::{shutdown, telemetry};
+use service_kit::{cli::SettingsFile, shutdown, telemetry};
 
 /// orderpipe's asynchronous flows: the order saga and customer notifications (driven by the
 /// Kinesis log), the payment processor (payments FIFO queue) and delivery-platform intake
@@ -34,9 +34,8 @@ use service_kit::{shutdown, telemetry};
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
-    /// A TOML settings file layered over the defaults.
-    #[arg(long, global = true, env = "ORDERPIPE_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: SettingsFile,
     #[command(subcommand)]
     command: Command,
 }
@@ -110,19 +109,19 @@ enum DlqCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::SettingsKeys) {
-        service_kit::settings_keys::print(&Settings::keys());
-        return Ok(());
-    }
     if let Command::TestCards = cli.command {
         for (token, card) in TestCard::ALL {
             println!("{token}  {card:?}");
         }
         return Ok(());
     }
-    let settings = Settings::load(cli.config.as_deref())?;
+    let print_keys = matches!(cli.command, Command::SettingsKeys);
+    let Some(settings) = Settings::load_unless_printing_keys(print_keys, cli.settings.path())?
+    else {
+        return Ok(());
+    };
     match cli.command {
-        // Printed above: it needs no settings, and loading them needs the required keys.
+        // Printed by `load_unless_printing_keys`; test cards above: neither needs settings.
         Command::SettingsKeys => {}
         Command::Run => {
             telemetry::init_logging(&settings.log);

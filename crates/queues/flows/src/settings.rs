@@ -1,7 +1,6 @@
 //! The `flows` binary's settings: built-in defaults, then an optional TOML file, then
 //! `ORDERPIPE_<SECTION>__<KEY>` environment variables (e.g. `ORDERPIPE_SQS__INTAKE_QUEUE_URL`).
 
-use std::path::Path;
 use std::time::Duration;
 
 use auth_tokens::AuthSettings;
@@ -11,7 +10,7 @@ use kinesis_consumer::WorkerConfig;
 use secrecy::SecretString;
 use serde::Deserialize;
 pub use service_kit::grpc_tls::ClientTlsSettings;
-pub use service_kit::settings::{AdminSettings, LogSettings, SettingsError};
+pub use service_kit::settings::{AdminSettings, LayeredSettings, LogSettings, SettingsError};
 
 use crate::dead_letters::QueuePair;
 use crate::notifications::NOTIFICATIONS_NAME;
@@ -167,6 +166,8 @@ pub struct PaymentSettings {
     pub charge_deadline_ms: u64,
 }
 
+/// Built-in defaults; the stream's and the tables' names come from their declarations
+/// ([`LayeredSettings::default_values`]).
 const DEFAULTS: &str = r#"
 [flows]
 workers = ""
@@ -179,13 +180,6 @@ call_timeout_ms = 10000
 [auth]
 issuer = "orderpipe"
 audience = "orderpipe-api"
-
-[kinesis]
-stream_name = "orderpipe-events"
-
-[dynamodb]
-leases_table = "orderpipe-projector-leases"
-parked_table = "orderpipe-projector-parked"
 
 [sqs]
 wait_time_seconds = 20
@@ -216,26 +210,12 @@ format = "json"
 filter = "info"
 "#;
 
-impl Settings {
-    /// Every settings key the binary reads (its `ORDERPIPE_*` variable) and whether a
-    /// deployment must set it: what `settings-keys` prints.
-    pub fn keys() -> Vec<service_kit::settings_keys::SettingKey> {
-        service_kit::settings_keys::settings_keys::<Self>(DEFAULTS)
-    }
+impl LayeredSettings for Settings {
+    const DEFAULTS: &'static str = DEFAULTS;
 
-    /// Loads defaults, then `file` if given, then `ORDERPIPE_*` environment variables.
-    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        let settings: Settings = service_kit::settings::load(DEFAULTS, file)?;
-        settings.validate()?;
-        Ok(settings)
-    }
-
-    /// The built-in defaults alone (no file, no environment): for tests, which then point the
-    /// settings at their own resources.
-    pub fn defaults() -> Result<Self, SettingsError> {
-        let settings: Settings = service_kit::settings::load_defaults(DEFAULTS)?;
-        settings.validate()?;
-        Ok(settings)
+    /// The names of the stream and of the log consumers' tables (the queues' URLs have none).
+    fn default_values() -> Vec<(&'static str, String)> {
+        crate::queues::resources().default_names()
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
@@ -279,7 +259,9 @@ impl Settings {
         }
         Ok(())
     }
+}
 
+impl Settings {
     /// The workers to run (every one when `flows.workers` is empty).
     pub fn worker_names(&self) -> Vec<String> {
         let listed: Vec<String> = self
@@ -384,7 +366,10 @@ mod tests {
 
     #[test]
     fn defaults_run_every_worker_and_name_missing_queues_by_their_variable() {
-        let mut settings = Settings::defaults().unwrap();
+        let mut settings = Settings::built_in().unwrap();
+        settings.validate().unwrap();
+        assert_eq!(settings.kinesis.stream_name, "orderpipe-events");
+        assert_eq!(settings.dynamodb.parked_table, "orderpipe-projector-parked");
         assert!(settings.auth().is_err(), "run needs the signing secret");
         assert_eq!(settings.worker_names(), WORKERS);
         assert_eq!(settings.admin.port, 9093);

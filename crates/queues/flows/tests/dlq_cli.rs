@@ -3,7 +3,8 @@
 
 use std::process::Command;
 
-use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
+use aws_sdk_sqs::types::MessageAttributeValue;
+use flows::queues::INTAKE_QUEUE;
 use test_support::{aws_test_config, unique_name};
 
 /// Runs the `flows` binary with the intake queue pair set, and returns its standard output.
@@ -28,23 +29,9 @@ fn flows(queue: &str, dlq: &str, args: &[&str]) -> String {
 async fn the_cli_lists_shows_and_redrives_a_corrected_message() {
     let sqs = aws_sdk_sqs::Client::new(&aws_test_config().await);
     let name = unique_name("cli-intake");
-    let dlq = sqs
-        .create_queue()
-        .queue_name(format!("{name}-dlq"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let queue = sqs
-        .create_queue()
-        .queue_name(&name)
-        .attributes(QueueAttributeName::VisibilityTimeout, "30")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    // The intake pair as the stack and the deployment shape it.
+    let created = INTAKE_QUEUE.shape.create(&sqs, &name).await.unwrap();
+    let (queue, dlq) = (created.queue_url.unwrap(), created.dead_letter_url);
     let reason = "invalid intake order: lines[0].sku: must be uppercase";
     let sent = sqs
         .send_message()

@@ -1,12 +1,10 @@
 //! `dashboard`: serve the barista dashboard and its read API.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dashboard::app::Application;
-use dashboard::settings::Settings;
-use service_kit::{shutdown, telemetry};
+use dashboard::settings::{LayeredSettings, Settings};
+use service_kit::{cli::SettingsFile, shutdown, telemetry};
 
 /// orderpipe's barista dashboard: a live board of a store's open orders, today's metrics and
 /// low-stock warnings, read from the projected views (DynamoDB active orders, PostgreSQL
@@ -22,9 +20,8 @@ use service_kit::{shutdown, telemetry};
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
-    /// A TOML settings file layered over the defaults.
-    #[arg(long, global = true, env = "ORDERPIPE_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: SettingsFile,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,13 +39,12 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::SettingsKeys) {
-        service_kit::settings_keys::print(&Settings::keys());
+    let print_keys = matches!(cli.command, Command::SettingsKeys);
+    let Some(settings) = Settings::load_unless_printing_keys(print_keys, cli.settings.path())?
+    else {
         return Ok(());
-    }
-    let settings = Settings::load(cli.config.as_deref())?;
+    };
     match cli.command {
-        // Printed above: it needs no settings, and loading them needs the required keys.
         Command::SettingsKeys => {}
         Command::Serve => {
             telemetry::init_logging(&settings.log);

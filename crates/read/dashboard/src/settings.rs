@@ -3,7 +3,6 @@
 //! The table names, the history database and the auth keys are the ones the projectors and the
 //! command API read, so one environment serves every process.
 
-use std::path::Path;
 use std::time::Duration;
 
 use auth_tokens::AuthSettings;
@@ -12,7 +11,7 @@ use read_models::settings::{ReadModelDatabase, ViewTables};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 pub use service_kit::grpc_tls::ClientTlsSettings;
-pub use service_kit::settings::{AdminSettings, LogSettings, SettingsError};
+pub use service_kit::settings::{AdminSettings, LayeredSettings, LogSettings, SettingsError};
 
 /// Everything the dashboard reads at start-up.
 #[derive(Debug, Clone, Deserialize)]
@@ -74,6 +73,8 @@ impl BoardSettings {
     }
 }
 
+/// Built-in defaults; the view's table names come from their declarations
+/// ([`LayeredSettings::default_values`]).
 const DEFAULTS: &str = r#"
 [http]
 host = "127.0.0.1"
@@ -82,11 +83,6 @@ port = 8080
 [admin]
 host = "127.0.0.1"
 port = 9093
-
-[dynamodb]
-active_orders_table = "orderpipe-active-orders"
-store_metrics_table = "orderpipe-store-metrics"
-views_table = "orderpipe-views"
 
 [history]
 schema = "history"
@@ -115,18 +111,12 @@ format = "json"
 filter = "info"
 "#;
 
-impl Settings {
-    /// Every settings key the binary reads (its `ORDERPIPE_*` variable) and whether a
-    /// deployment must set it: what `settings-keys` prints.
-    pub fn keys() -> Vec<service_kit::settings_keys::SettingKey> {
-        service_kit::settings_keys::settings_keys::<Self>(DEFAULTS)
-    }
+impl LayeredSettings for Settings {
+    const DEFAULTS: &'static str = DEFAULTS;
 
-    /// Loads defaults, then `file` if given, then `ORDERPIPE_*` environment variables.
-    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        let settings: Settings = service_kit::settings::load(DEFAULTS, file)?;
-        settings.validate()?;
-        Ok(settings)
+    /// The names of the active-orders view's tables.
+    fn default_values() -> Vec<(&'static str, String)> {
+        read_models::resources().default_names()
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
@@ -152,11 +142,12 @@ mod tests {
 
     /// The defaults alone (never the shell's environment), with a secret added.
     fn defaults() -> Settings {
-        let with_secret = DEFAULTS.replace(
-            "[auth]\n",
-            "[auth]\njwt_secret = \"a-test-secret-that-is-long-enough-1234\"\n",
-        );
-        service_kit::settings::load_defaults(&with_secret).unwrap()
+        let mut defaults = Settings::defaults();
+        defaults.values.push((
+            "auth.jwt_secret",
+            "a-test-secret-that-is-long-enough-1234".into(),
+        ));
+        service_kit::settings::load_defaults(&defaults).unwrap()
     }
 
     #[test]

@@ -27,6 +27,19 @@ pub use active_orders::{
     TOMBSTONE_TTL,
 };
 pub use analytics::{AnalyticsProjection, FLUSHES, STATEMENTS};
+
+/// The tables of the active-orders view (each declared beside its code; listed here for the
+/// manifest and the binaries' defaults).
+pub fn resources() -> aws_support::resources::Resources {
+    aws_support::resources::Resources {
+        tables: vec![
+            ActiveOrdersProjection::ORDERS_RESOURCE,
+            ActiveOrdersProjection::STORES_RESOURCE,
+            ViewAlias::RESOURCE,
+        ],
+        ..Default::default()
+    }
+}
 pub use history::HistoryProjection;
 
 use std::fmt;

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use service_kit::settings::LayeredSettings;
 use service_kit::settings_keys::SettingKey;
 
 fn keys_of_every_binary() -> BTreeMap<&'static str, Vec<SettingKey>> {

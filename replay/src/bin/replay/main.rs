@@ -2,14 +2,14 @@
 //! verify the live one against a rebuild. The arguments are parsed here; the library's
 //! [`replay::operations`] carries them out.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use replay::operations::{Operation, Outcome, RebuildRequest};
-use replay::settings::Settings;
+use replay::settings::{LayeredSettings, Settings};
 use replay::StreamStart;
+use service_kit::cli::SettingsFile;
 
 /// orderpipe's replay tool: rebuilds a read model (active_orders, history or analytics) from the
 /// event store into a fresh target, swaps it in, or verifies the live view against a rebuild.
@@ -32,9 +32,8 @@ use replay::StreamStart;
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
-    /// A TOML settings file layered over the defaults.
-    #[arg(long, global = true, env = "ORDERPIPE_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: SettingsFile,
     #[command(subcommand)]
     command: Command,
 }
@@ -167,7 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         service_kit::settings_keys::print(&Settings::keys());
         return Ok(Outcome::Done);
     };
-    let settings = Settings::load(cli.config.as_deref())?;
+    let settings = Settings::load(cli.settings.path())?;
     Ok(replay::operations::run(&settings, operation).await?)
 }
 

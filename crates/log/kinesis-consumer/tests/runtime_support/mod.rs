@@ -13,6 +13,7 @@ use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 use commit_log::projection::{FlushPolicy, Projection, ProjectionError};
 use commit_log::LoggedCommit;
 use event_store::RecordedEvent;
+use kinesis_consumer::dead_letters::DeadLetterQueue;
 use kinesis_consumer::{Lease, LeaseTable, ParkedStore, Worker, WorkerConfig};
 use serde_json::json;
 use test_support::{aws_test_config, unique_name};
@@ -67,16 +68,9 @@ impl Fixture {
         ParkedStore::create_table(&fixture.dynamodb, &fixture.parked_table)
             .await
             .expect("create the parked table");
-        let dlq_url = fixture
-            .sqs
-            .create_queue()
-            .queue_name(unique_name("projector-dlq"))
-            .send()
+        let dlq_url = DeadLetterQueue::create_queue(&fixture.sqs, &unique_name("projector"))
             .await
-            .expect("create queue")
-            .queue_url()
-            .expect("a queue url")
-            .to_owned();
+            .expect("create the dead-letter queue");
         Self { dlq_url, ..fixture }
     }
 

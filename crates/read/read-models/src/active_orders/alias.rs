@@ -22,6 +22,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
+use aws_support::resources::TableResource;
 use aws_support::tables::{KeyAttribute, TableShape};
 
 use super::ActiveOrdersTables;
@@ -100,6 +101,15 @@ impl ViewAlias {
         hash: KeyAttribute::string("name"),
         range: None,
         indexes: &[],
+    };
+
+    /// The views table, as the local stack and the deployment create it (settings key
+    /// `dynamodb.views_table`).
+    pub const RESOURCE: TableResource = TableResource {
+        name: "views",
+        settings_key: "dynamodb.views_table",
+        shape: Self::SHAPE,
+        time_to_live: None,
     };
 
     /// Creates the views table ([`ViewAlias::SHAPE`]) if missing and waits until it is active.

@@ -32,6 +32,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::Client;
+use aws_support::resources::TableResource;
 use aws_support::tables::{IndexShape, KeyAttribute, TableShape};
 use commit_log::LoggedCommit;
 use futures::stream::{self, StreamExt};
@@ -270,6 +271,24 @@ impl ActiveOrdersProjection {
         hash: KeyAttribute::string("pk"),
         range: Some(KeyAttribute::string("sk")),
         indexes: &[],
+    };
+
+    /// The live orders table, as the local stack and the deployment create it (settings key
+    /// `dynamodb.active_orders_table`). Its tombstones expire by `expires_at`.
+    pub const ORDERS_RESOURCE: TableResource = TableResource {
+        name: "active-orders",
+        settings_key: "dynamodb.active_orders_table",
+        shape: Self::ORDERS_SHAPE,
+        time_to_live: Some("expires_at"),
+    };
+
+    /// The live stores table, as the local stack and the deployment create it (settings key
+    /// `dynamodb.store_metrics_table`).
+    pub const STORES_RESOURCE: TableResource = TableResource {
+        name: "store-metrics",
+        settings_key: "dynamodb.store_metrics_table",
+        shape: Self::STORES_SHAPE,
+        time_to_live: None,
     };
 
     /// Creates both tables with their indexes (on-demand billing) and waits until they are

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_sdk_sqs::types::QueueAttributeName;
+use aws_support::queues::QueueUrls;
+use aws_support::resources::QueueResource;
 use flows::app::Application;
 use flows::dead_letters::DeadLetters;
 use flows::intake::IntakeOrder;
@@ -16,7 +17,9 @@ use flows::payments::{
     ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, PaymentRequest, RefundRequest,
     SandboxGateway, TestCard,
 };
-use flows::settings::Settings;
+use flows::queues::{INTAKE_QUEUE, NOTIFICATIONS_QUEUE, PAYMENTS_QUEUE};
+use flows::settings::{LayeredSettings, Settings};
+use kinesis_consumer::dead_letters::DeadLetterQueue;
 use kinesis_consumer::{LeaseTable, ParkedStore};
 use proto::v1 as pb;
 use test_support::{unique_name, PATIENCE};
@@ -36,23 +39,23 @@ pub(crate) struct Rig {
 impl Rig {
     pub(crate) async fn new(pipeline: &Pipeline) -> Self {
         let sqs = aws_sdk_sqs::Client::new(&pipeline.sdk);
-        let (intake, intake_dlq) = queue_pair(&sqs, "intake", false).await;
-        let (payments, payments_dlq) = queue_pair(&sqs, "payments", true).await;
-        let (notifications, notifications_dlq) = queue_pair(&sqs, "notifications", false).await;
-        let projector_dlq = create_queue(&sqs, &unique_name("flows-poison"), false, None).await;
+        let intake = fresh_queue(&sqs, INTAKE_QUEUE).await;
+        let payments = fresh_queue(&sqs, PAYMENTS_QUEUE).await;
+        let notifications = fresh_queue(&sqs, NOTIFICATIONS_QUEUE).await;
+        let poison = fresh_queue(&sqs, DeadLetterQueue::RESOURCE).await;
 
-        let mut settings = Settings::defaults().unwrap();
+        let mut settings = Settings::built_in().unwrap();
         settings.auth.jwt_secret = Some(SECRET.into());
         settings.command_api.url = format!("http://{}", pipeline.grpc_address);
         settings.kinesis.stream_name = pipeline.stream.name.clone();
         let queues = &mut settings.sqs;
-        queues.projector_dlq_url = Some(projector_dlq);
-        queues.intake_queue_url = Some(intake);
-        queues.intake_dlq_url = Some(intake_dlq);
-        queues.payments_queue_url = Some(payments);
-        queues.payments_dlq_url = Some(payments_dlq);
-        queues.notifications_queue_url = Some(notifications);
-        queues.notifications_dlq_url = Some(notifications_dlq);
+        queues.projector_dlq_url = Some(poison.dead_letter_url);
+        queues.intake_queue_url = intake.queue_url;
+        queues.intake_dlq_url = Some(intake.dead_letter_url);
+        queues.payments_queue_url = payments.queue_url;
+        queues.payments_dlq_url = Some(payments.dead_letter_url);
+        queues.notifications_queue_url = notifications.queue_url;
+        queues.notifications_dlq_url = Some(notifications.dead_letter_url);
         // Short waits so a killed worker's messages and leases come back quickly.
         queues.wait_time_seconds = 1;
         queues.visibility_timeout_seconds = 2;
@@ -160,46 +163,14 @@ impl Rig {
     }
 }
 
-pub(crate) async fn create_queue(
-    sqs: &aws_sdk_sqs::Client,
-    name: &str,
-    fifo: bool,
-    redrive_to: Option<&str>,
-) -> String {
-    let mut request = sqs.create_queue().queue_name(name);
-    if fifo {
-        request = request.attributes(QueueAttributeName::FifoQueue, "true");
-    }
-    if let Some(arn) = redrive_to {
-        request = request.attributes(
-            QueueAttributeName::RedrivePolicy,
-            serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": "5"}).to_string(),
-        );
-    }
-    request.send().await.unwrap().queue_url.unwrap()
-}
-
-/// A queue and its dead-letter queue, as `scripts/resources.py` declares them.
-pub(crate) async fn queue_pair(
-    sqs: &aws_sdk_sqs::Client,
-    name: &str,
-    fifo: bool,
-) -> (String, String) {
-    let base = unique_name(&format!("flows-{name}"));
-    let suffix = if fifo { ".fifo" } else { "" };
-    let dlq = create_queue(sqs, &format!("{base}-dlq{suffix}"), fifo, None).await;
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
+/// Fresh queues shaped as `queue` declares them (the local stack and the deployment create
+/// theirs from the same declaration), under a name of their own.
+pub(crate) async fn fresh_queue(sqs: &aws_sdk_sqs::Client, queue: QueueResource) -> QueueUrls {
+    queue
+        .shape
+        .create(sqs, &unique_name(&format!("flows-{}", queue.name)))
         .await
         .unwrap()
-        .attributes
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    let queue = create_queue(sqs, &format!("{base}{suffix}"), fifo, Some(&arn)).await;
-    (queue, dlq)
 }
 
 /// An intake order from `platform` for two oat lattes and a croissant ($12.25).

@@ -8,38 +8,31 @@ use std::sync::Arc;
 use command_api::auth::Role;
 use flows::app::Application;
 use flows::payments::SandboxGateway;
-use flows::settings::Settings;
+use flows::queues::PAYMENTS_QUEUE;
+use flows::settings::{LayeredSettings, Settings};
+use kinesis_consumer::dead_letters::DeadLetterQueue;
 use kinesis_consumer::{LeaseTable, ParkedKind, ParkedStore};
 use proto::v1 as pb;
 use proto::v1::order_service_client::OrderServiceClient;
 use test_support::unique_name;
 
+use crate::flows::fresh_queue;
 use crate::support::{eventually, Pipeline, SECRET, STORE};
 use crate::workload::{open_the_store, Clients};
 
 /// Settings of a flows process that runs only the saga, on fresh tables and queues.
 pub(crate) async fn saga_settings(pipeline: &Pipeline) -> Settings {
     let sqs = aws_sdk_sqs::Client::new(&pipeline.sdk);
-    let queue = |name: String| {
-        let sqs = sqs.clone();
-        async move {
-            sqs.create_queue()
-                .queue_name(name)
-                .send()
-                .await
-                .unwrap()
-                .queue_url
-                .unwrap()
-        }
-    };
-    let mut settings = Settings::defaults().unwrap();
+    let poison = fresh_queue(&sqs, DeadLetterQueue::RESOURCE).await;
+    let payments = fresh_queue(&sqs, PAYMENTS_QUEUE).await;
+    let mut settings = Settings::built_in().unwrap();
     settings.flows.workers = "order_saga".into();
     settings.command_api.url = format!("http://{}", pipeline.grpc_address);
     settings.command_api.attempts = 2;
     settings.kinesis.stream_name = pipeline.stream.name.clone();
-    settings.sqs.projector_dlq_url = Some(queue(unique_name("redrive-poison")).await);
-    settings.sqs.payments_queue_url = Some(queue(unique_name("redrive-payments")).await);
-    settings.sqs.payments_dlq_url = Some(queue(unique_name("redrive-payments-dlq")).await);
+    settings.sqs.projector_dlq_url = Some(poison.dead_letter_url);
+    settings.sqs.payments_queue_url = payments.queue_url;
+    settings.sqs.payments_dlq_url = Some(payments.dead_letter_url);
     settings.dynamodb.leases_table = unique_name("redrive-leases");
     settings.dynamodb.parked_table = unique_name("redrive-parked");
     LeaseTable::create_table(&pipeline.dynamodb, &settings.dynamodb.leases_table)

@@ -17,6 +17,7 @@ use command_api::settings::{
 };
 use commit_log::projection::Projection;
 use commit_log::Vocabulary;
+use kinesis_consumer::dead_letters::DeadLetterQueue;
 use kinesis_consumer::{Checkpoint, LeaseTable, ParkedStore, Worker, WorkerConfig};
 use read_models::{
     ActiveOrdersProjection, ActiveOrdersTables, AnalyticsProjection, HistoryProjection, SchemaName,
@@ -225,14 +226,12 @@ impl Pipeline {
             analytics: SchemaName::parse(&format!("analytics_{name}")).unwrap(),
             leases_table: unique_name(&format!("{name}-leases")),
             parked_table: unique_name(&format!("{name}-parked")),
-            dead_letters: aws_sdk_sqs::Client::new(&self.sdk)
-                .create_queue()
-                .queue_name(unique_name(&format!("{name}-dlq")))
-                .send()
-                .await
-                .unwrap()
-                .queue_url
-                .unwrap(),
+            dead_letters: DeadLetterQueue::create_queue(
+                &aws_sdk_sqs::Client::new(&self.sdk),
+                &unique_name(name),
+            )
+            .await
+            .unwrap(),
         };
         ActiveOrdersProjection::create_tables(&self.dynamodb, &views.tables)
             .await
