@@ -12,8 +12,11 @@ CREATE TABLE view_progress (
 
 -- Keyset pagination, newest first: the order id breaks ties between orders placed in the same
 -- microsecond, so "after this row" is one index range. They replace the indexes of 0001,
--- which are their prefixes.
-DROP INDEX orders_by_customer;
-CREATE INDEX orders_by_customer_newest ON orders (customer_id, placed_at DESC, order_id DESC);
-DROP INDEX orders_by_store_and_time;
-CREATE INDEX orders_by_store_newest ON orders (store_id, placed_at DESC, order_id DESC);
+-- which are their prefixes. IF NOT EXISTS: on a large table an operator builds them first with
+-- CREATE INDEX CONCURRENTLY (not allowed inside this migration's transaction), and this
+-- migration then only drops the old ones.
+CREATE INDEX IF NOT EXISTS orders_by_customer_newest
+    ON orders (customer_id, placed_at DESC, order_id DESC);
+CREATE INDEX IF NOT EXISTS orders_by_store_newest ON orders (store_id, placed_at DESC, order_id DESC);
+DROP INDEX IF EXISTS orders_by_customer;
+DROP INDEX IF EXISTS orders_by_store_and_time;
