@@ -13,7 +13,9 @@ use event_store::{PgEventStore, StoreConfig};
 use proto::v1::inventory_service_server::InventoryServiceServer;
 use proto::v1::loyalty_service_server::LoyaltyServiceServer;
 use proto::v1::menu_service_server::MenuServiceServer;
+use proto::v1::order_history_service_server::OrderHistoryServiceServer;
 use proto::v1::order_service_server::OrderServiceServer;
+use read_models::{HistoryQueries, SchemaName};
 use service_kit::admin;
 use service_kit::grpc_tls::GrpcTlsError;
 use tokio::net::TcpListener;
@@ -25,10 +27,10 @@ use crate::auth::TokenAuthority;
 use crate::call::CORRELATION_HEADER;
 use crate::deadline::Deadline;
 use crate::executor::{AggregateLocks, CommandExecutor};
-use crate::grpc::{Api, InventoryGrpc, LoyaltyGrpc, MenuGrpc, OrdersGrpc};
+use crate::grpc::{Api, InventoryGrpc, LoyaltyGrpc, MenuGrpc, OrderHistoryGrpc, OrdersGrpc};
 use crate::health::CommandApiHealth;
 use crate::menu_catalog::StoredMenu;
-use crate::settings::Settings;
+use crate::settings::{Settings, SettingsError};
 
 /// How many per-aggregate lock stripes a process keeps.
 const LOCK_STRIPES: usize = 1024;
@@ -116,6 +118,14 @@ impl Application {
             ),
             menu: CommandExecutor::new(menu, (), locks, retries),
             tokens: TokenAuthority::new(&settings.auth),
+            history: HistoryQueries::new(
+                settings.history.database.pool()?,
+                SchemaName::parse(&settings.history.schema).map_err(|error| {
+                    StartupError::Settings(SettingsError::Rejected(format!(
+                        "history.schema (ORDERPIPE_HISTORY__SCHEMA): {error}"
+                    )))
+                })?,
+            ),
         });
         let grpc_listener = admin::bind(&settings.grpc.host, settings.grpc.port).await?;
         let admin_listener = admin::bind(&settings.admin.host, settings.admin.port).await?;
@@ -159,6 +169,9 @@ impl Application {
             .set_serving::<LoyaltyServiceServer<LoyaltyGrpc>>()
             .await;
         health.set_serving::<MenuServiceServer<MenuGrpc>>().await;
+        health
+            .set_serving::<OrderHistoryServiceServer<OrderHistoryGrpc>>()
+            .await;
         // Both reflection versions: v1 for current clients, v1alpha for the many tools (grpcurl,
         // Python's grpcio-reflection) that still ask for it.
         let reflection = || {
@@ -213,6 +226,11 @@ impl Application {
                 limit,
             ))
             .add_service(Deadline::new(
+                OrderHistoryServiceServer::new(OrderHistoryGrpc::new(api.clone()))
+                    .max_decoding_message_size(max_message),
+                limit,
+            ))
+            .add_service(Deadline::new(
                 MenuServiceServer::new(MenuGrpc::new(api)).max_decoding_message_size(max_message),
                 limit,
             ))
@@ -246,6 +264,7 @@ impl Application {
                 "orderpipe.v1.InventoryService",
                 "orderpipe.v1.LoyaltyService",
                 "orderpipe.v1.MenuService",
+                "orderpipe.v1.OrderHistoryService",
             ] {
                 health
                     .set_service_status(service, tonic_health::ServingStatus::NotServing)

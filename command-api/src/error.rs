@@ -35,6 +35,10 @@ pub enum ApiError {
     /// nothing was committed, and retrying later is safe with the same idempotency key.
     #[error("the event store is unavailable; retry with the same idempotency_key")]
     Unavailable(#[source] StoreError),
+    /// The history view's database failed or timed out; nothing was changed (queries never
+    /// write), and asking again later is safe.
+    #[error("the history view is unavailable; retry later")]
+    ViewUnavailable(#[source] read_models::QueryError),
     /// The command ran out of time. Either before its commit was written (nothing changed), or
     /// while `COMMIT` was on its way and no answer came (it may have committed); the retry with
     /// the same idempotency key returns the stored outcome or runs it.
@@ -148,6 +152,10 @@ impl From<ApiError> for Status {
             ApiError::Conflict => Status::aborted(message),
             ApiError::Unavailable(source) => {
                 tracing::warn!(error = %source, "event store unavailable");
+                Status::unavailable(message)
+            }
+            ApiError::ViewUnavailable(source) => {
+                tracing::warn!(error = %source, "history view unavailable");
                 Status::unavailable(message)
             }
             ApiError::DeadlineExceeded(source) => {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 pub use auth_tokens::AuthSettings;
 use event_store::GroupCommitConfig;
+pub use read_models::settings::ReadModelDatabase;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 pub use service_kit::grpc_tls::ServerTlsSettings;
@@ -21,6 +22,11 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// The event store's PostgreSQL.
     pub database: DatabaseSettings,
+    /// The history view, read only (ListOrders, ListLoyaltyTransactions): the projectors' keys
+    /// (`ORDERPIPE_HISTORY__DATABASE__*`, `ORDERPIPE_HISTORY__SCHEMA`), ideally pointing at an
+    /// Aurora reader endpoint. A pool of its own, so queries never take the event store's
+    /// connections.
+    pub history: ReadModelDatabase,
     /// Bearer-token verification.
     pub auth: AuthSettings,
     /// Event store tuning.
@@ -183,6 +189,25 @@ statement_timeout_ms = 5000
 lock_timeout_ms = 2000
 idle_in_transaction_timeout_ms = 5000
 application_name = "orderpipe-command-api"
+
+# The history view's database (the projectors write it; this process only reads). Small pool,
+# tight bounds: a slow query costs its caller, never a command.
+[history]
+schema = "history"
+
+[history.database]
+host = "127.0.0.1"
+port = 5432
+name = "orderpipe_history"
+username = "postgres"
+max_connections = 4
+acquire_timeout_ms = 2000
+
+[history.database.session]
+statement_timeout_ms = 3000
+lock_timeout_ms = 1000
+idle_in_transaction_timeout_ms = 5000
+application_name = "orderpipe-command-api-history"
 
 [auth]
 issuer = "orderpipe"

@@ -18,6 +18,7 @@
 //! - [`ReadModel`]: the projections replay builds into a schema (`history`, `analytics`).
 //! - [`dynamodb`]: the active-orders view's targets (pairs of tables), their progress, their
 //!   comparison, and the swap that moves the view alias ([`ViewKind`] tells the two kinds apart).
+//! - [`report`]: sales reports from the analytics view (`replay report`), read only.
 //! - [`operations`]: the `replay` subcommands built from the above, as the operator runs them
 //!   (the binary parses the arguments and calls [`operations::run`]).
 //!
@@ -34,6 +35,7 @@ mod in_place;
 pub mod operations;
 mod progress;
 mod rebuild;
+pub mod report;
 pub mod settings;
 mod status;
 mod swap;

@@ -21,6 +21,7 @@ macro_rules! command_requests {
     };
 }
 
+mod history;
 mod inventory;
 pub mod limits;
 mod loyalty;
@@ -43,6 +44,7 @@ use crate::error::ApiError;
 use crate::executor::{CommandExecutor, Executed};
 use limits::Limited;
 
+pub use history::OrderHistoryGrpc;
 pub use inventory::InventoryGrpc;
 pub use loyalty::LoyaltyGrpc;
 pub use menu::MenuGrpc;
@@ -60,6 +62,8 @@ pub struct Api {
     pub menu: CommandExecutor<Menu>,
     /// Verifies bearer tokens.
     pub tokens: TokenAuthority,
+    /// Reads the history view (ListOrders, ListLoyaltyTransactions); never writes.
+    pub history: read_models::HistoryQueries,
 }
 
 impl Api {

@@ -340,7 +340,7 @@ fn order_view(state: &OrderState, version: u64) -> pb::Order {
     }
 }
 
-fn pb_status(status: OrderStatus) -> pb::OrderStatus {
+pub(super) fn pb_status(status: OrderStatus) -> pb::OrderStatus {
     match status {
         OrderStatus::Placed => pb::OrderStatus::Placed,
         OrderStatus::Accepted => pb::OrderStatus::Accepted,

@@ -9,12 +9,13 @@ use command_api::app::Application;
 use command_api::auth::{Role, TokenAuthority};
 use command_api::settings::{
     AdminSettings, AuthSettings, GrpcSettings, IdempotencySettings, LogFormat, LogSettings,
-    ServerTlsSettings, Settings, StoreSettings,
+    ReadModelDatabase, ServerTlsSettings, Settings, StoreSettings,
 };
 use proto::v1 as pb;
 use proto::v1::inventory_service_client::InventoryServiceClient;
 use proto::v1::loyalty_service_client::LoyaltyServiceClient;
 use proto::v1::menu_service_client::MenuServiceClient;
+use proto::v1::order_history_service_client::OrderHistoryServiceClient;
 use proto::v1::order_service_client::OrderServiceClient;
 use secrecy::SecretString;
 use test_support::{fresh_database, CuttableProxy, TestDatabase};
@@ -24,6 +25,8 @@ use tonic::transport::Channel;
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub const STORE: &str = "s1";
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// The schema the test apps read the history view from.
+pub const HISTORY_SCHEMA: &str = "history";
 /// The test apps' idempotency key retention (the shortest the settings allow); tests backdate
 /// keys rather than wait for it.
 pub const IDEMPOTENCY_RETENTION_SECS: u64 = 3600;
@@ -98,6 +101,12 @@ pub async fn prepare(options: Options) -> Prepared {
             port: 0,
         },
         database: database.settings(proxy.as_ref()),
+        // The history view in the same test database, schema `history` (made by
+        // `project_history`), read through a pool of its own as in production.
+        history: ReadModelDatabase {
+            database: database.settings(None),
+            schema: HISTORY_SCHEMA.into(),
+        },
         auth: AuthSettings {
             jwt_secret: SecretString::from(JWT_SECRET),
             issuer: "orderpipe".into(),
@@ -269,6 +278,44 @@ impl TestApp {
                 .expect("app task")
                 .expect("app stopped cleanly");
         }
+    }
+}
+
+/// The history view of a test app: built from its event store by replay's rebuild, the path
+/// an operator's rebuild takes (the same projection the projectors run on the log).
+impl TestApp {
+    pub fn history(&self, role: Role, subject: &str) -> OrderHistoryServiceClient<AuthedChannel> {
+        OrderHistoryServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.bearer(Some(&self.token(role, subject))),
+        )
+    }
+
+    /// Creates the history schema (once) and applies every commit stored since the last call,
+    /// in batches of 3 commits, so views are built across many `apply` calls.
+    pub async fn project_history(&self) {
+        let pool = self.database.pool.clone();
+        let schema = read_models::SchemaName::parse(HISTORY_SCHEMA).unwrap();
+        read_models::HistoryProjection::create_schema(&pool, &schema)
+            .await
+            .expect("history schema");
+        let progress = replay::ProgressTable::new(pool.clone(), schema.clone());
+        progress.create().await.expect("replay progress table");
+        let store = event_store::PgEventStore::open(pool.clone(), Default::default())
+            .await
+            .expect("event store");
+        replay::rebuild(
+            &store,
+            &read_models::HistoryProjection::new(pool, schema),
+            &progress,
+            &replay::RebuildOptions {
+                until: None,
+                batch_commits: 3,
+            },
+            |_| {},
+        )
+        .await
+        .expect("history rebuilt from the store");
     }
 }
 

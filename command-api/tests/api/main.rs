@@ -8,6 +8,7 @@ mod cache;
 mod concurrency;
 mod fuzz;
 mod helpers;
+mod history;
 mod idempotency;
 mod lifecycle;
 mod pricing;

@@ -57,6 +57,9 @@ const MATRIX: &[(&str, &[Role])] = {
         ("ChangePrice", &[S]),
         ("SetAvailability", &[S]),
         ("GetMenu", &[C, B, M, S]),
+        // History queries: customers their own, staff their own store's, services any.
+        ("ListOrders", &[C, B, M, S]),
+        ("ListLoyaltyTransactions", &[C, S]),
     ]
 };
 
@@ -263,6 +266,28 @@ async fn call(app: &TestApp, rpc: &str, role: Role, order: &str) -> Result<(), S
             .await
             .map(drop),
         "GetMenu" => menu.get_menu(pb::GetMenuRequest {}).await.map(drop),
+        "ListOrders" => {
+            use pb::list_orders_request::Owner;
+            let owner = match role {
+                Role::Barista | Role::StoreManager => Owner::StoreId(STORE.into()),
+                Role::Customer | Role::Service => Owner::CustomerId(CUSTOMER.into()),
+            };
+            app.history(role, subject)
+                .list_orders(pb::ListOrdersRequest {
+                    owner: Some(owner),
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+        }
+        "ListLoyaltyTransactions" => app
+            .history(role, subject)
+            .list_loyalty_transactions(pb::ListLoyaltyTransactionsRequest {
+                customer_id: CUSTOMER.into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
         other => panic!("no call for {other}"),
     }
 }
@@ -302,6 +327,7 @@ fn the_matrix_has_one_row_for_every_rpc_the_services_declare() {
 async fn every_role_against_every_rpc_is_allowed_or_denied_as_the_table_says() {
     let app = spawn_app().await;
     app.seed_menu_and_stock(1_000).await;
+    app.project_history().await;
     let mut mismatches = Vec::new();
     // The RPCs come from the descriptor, so one added without a row fails here.
     for rpc in rpcs_the_services_declare() {

@@ -77,7 +77,7 @@ export type Capability =
   | 'structuredLogs'
   | 'eventStore'
   | 'historyStore'
-  /** The history schema, read only (the dashboard's order timeline). */
+  /** The history schema, read only (the dashboard's order timeline, the command API's history queries). */
   | 'historyRead'
   | 'analyticsStore'
   /** Loading the analytics view from the log, micro-batched (`analytics_flush.*`: projectors). */
@@ -158,11 +158,12 @@ const CONSUMER_LAG: PublishedMetric = {
 /** Every process and what it uses. */
 export const SERVICES: Record<ProcessName, ServiceSpec> = {
   'command-api': {
-    description: 'gRPC command API: validates commands, appends events and outbox rows to the event store',
+    description:
+      'gRPC command API: validates commands, appends events and outbox rows to the event store; answers history queries (ListOrders, ListLoyaltyTransactions) from the history schema, read only',
     binary: 'command-api',
     // `command-api serve`: gRPC (with grpc.health.v1, checked by the load balancer) and the admin endpoint.
     command: ['serve'],
-    capabilities: ['adminEndpoint', 'structuredLogs', 'eventStore', 'jwt', 'grpcServer'],
+    capabilities: ['adminEndpoint', 'structuredLogs', 'eventStore', 'jwt', 'grpcServer', 'historyRead'],
     ingress: 'grpc',
     // command-api records every command in this histogram; outcome="error" is a store or internal failure.
     publishedMetrics: [

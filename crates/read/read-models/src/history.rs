@@ -7,6 +7,8 @@
 //! arrays, one per column, unnested server-side (no JSON to parse), each table in one
 //! data-modifying `WITH` part. Every table's primary key is the event's identity, so even two
 //! workers racing on one aggregate cannot both insert: the loser fails, retries and skips.
+//! The same statement moves `view_progress` to the newest commit applied, which the history
+//! queries report as the view's freshness.
 
 use async_trait::async_trait;
 use commit_log::LoggedCommit;
@@ -98,6 +100,12 @@ WITH order_rows AS (
         reason, recorded_at)
     SELECT * FROM UNNEST($44::text[], $45::bigint[], $46::integer[], $47::text[], $48::text[],
         $49::bigint[], $50::text[]::uuid[], $51::text[], $52::timestamptz[])
+), progress AS (
+    INSERT INTO view_progress (last_position, last_committed_at)
+    VALUES ($56, $57)
+    ON CONFLICT (only_row) DO UPDATE
+    SET last_position = EXCLUDED.last_position, last_committed_at = EXCLUDED.last_committed_at
+    WHERE view_progress.last_position < EXCLUDED.last_position
 )
 INSERT INTO applied_sequences (aggregate_type, aggregate_id, last_sequence)
 SELECT * FROM UNNEST($53::text[], $54::text[], $55::bigint[])
@@ -148,13 +156,18 @@ impl Projection for HistoryProjection {
             .map_err(database_failure)?;
         let mut applied = lock_applied(&mut tx, commits).await?;
         let mut batch = ChangeBatch::default();
+        let mut newest = NewestCommit::default();
         let stopped = gather(
             commits,
             &[ORDER, INVENTORY, LOYALTY],
             &mut applied,
-            |commit, before| batch.add(commit, before).map(drop),
+            |commit, before| {
+                batch.add(commit, before)?;
+                newest.saw(commit);
+                Ok(())
+            },
         );
-        write(&batch, &applied, &mut tx)
+        write(&batch, &applied, newest, &mut tx)
             .await
             .map_err(database_failure)?;
         tx.commit().await.map_err(database_failure)?;
@@ -180,6 +193,28 @@ async fn lock_applied(
         .into_iter()
         .map(|(kind, id, sequence)| ((kind, id), (sequence as u64, false)))
         .collect())
+}
+
+/// The newest commit (by global position) one `apply` wrote: where `view_progress` moves.
+/// Only applied commits count, so a view built live and one built by replay end at the same
+/// row whatever their batches.
+#[derive(Debug, Default, Clone, Copy)]
+struct NewestCommit {
+    position: i64,
+    committed_at: Option<OffsetDateTime>,
+}
+
+impl NewestCommit {
+    fn saw(&mut self, commit: &LoggedCommit) {
+        let position = commit
+            .events
+            .last()
+            .map_or(0, |event| event.position as i64);
+        if position > self.position {
+            self.position = position;
+            self.committed_at = Some(commit.committed_at);
+        }
+    }
 }
 
 /// The columns of [`WRITE_BATCH`], one vector per parameter.
@@ -277,12 +312,17 @@ impl<'b> Columns<'b> {
 async fn write(
     batch: &ChangeBatch,
     applied: &Applied,
+    newest: NewestCommit,
     tx: &mut Transaction<'_, Postgres>,
 ) -> Result<(), sqlx::Error> {
     let changed: Vec<_> = applied
         .iter()
         .filter(|(_, (_, changed))| *changed)
         .collect();
+    // A marker moves only when a commit was applied, and then `newest` holds it.
+    let Some(newest_committed_at) = newest.committed_at else {
+        return Ok(());
+    };
     if changed.is_empty() {
         return Ok(());
     }
@@ -394,6 +434,8 @@ async fn write(
                 .map(|(_, (sequence, _))| *sequence as i64)
                 .collect::<Vec<_>>(),
         )
+        .bind(newest.position)
+        .bind(newest_committed_at)
         .execute(&mut **tx)
         .await?;
     Ok(())

@@ -9,15 +9,18 @@
 //!
 //! Targets (table names, schema names) are constructor parameters so that replay can build a
 //! fresh target and swap it in. `docs/architecture.md` ("Read models") describes keys, queries,
-//! schemas and the Redshift SQL subset. [`settings`] holds the settings keys the processes that
+//! schemas and the Redshift SQL subset. [`HistoryQueries`] is the history view's read side
+//! (ListOrders, ListLoyaltyTransactions), read only. [`settings`] holds the settings keys the processes that
 //! write, read or rebuild them share.
 
 mod active_orders;
 mod analytics;
 pub mod analytics_sql;
 mod history;
+mod history_queries;
 mod ledger;
 mod order_changes;
+mod page_token;
 mod progress;
 pub mod settings;
 
@@ -41,6 +44,11 @@ pub fn resources() -> aws_support::resources::Resources {
     }
 }
 pub use history::HistoryProjection;
+pub use history_queries::{
+    Freshness, HistoryQueries, LoyaltyEntryKind, LoyaltyEntryRow, LoyaltyQuery, OrderLineRow,
+    OrderOwner, OrderQuery, OrderRow, Page, PageSize, QueryError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
+};
+pub use page_token::{PageTokenError, MAX_TOKEN_CHARS as MAX_PAGE_TOKEN_CHARS};
 
 use std::fmt;
 

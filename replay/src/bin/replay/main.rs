@@ -2,11 +2,13 @@
 //! verify the live one against a rebuild. The arguments are parsed here; the library's
 //! [`replay::operations`] carries them out.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use replay::operations::{Operation, Outcome, RebuildRequest};
+use replay::report::{Format, GroupBy, ReportRequest};
 use replay::settings::{LayeredSettings, Settings};
 use replay::StreamStart;
 use service_kit::cli::SettingsFile;
@@ -144,6 +146,39 @@ enum Command {
         #[arg(long)]
         scratch: Option<String>,
     },
+    /// Print sales, order counts, average ticket and preparation times from the analytics
+    /// view, for orders placed from --from through --to (UTC days, both included) that were
+    /// not cancelled or rejected, one row per item, hour of day, store or loyalty tier.
+    /// Reads the live schema (analytics.schema), or with --schema an as-of schema built by
+    /// `replay rebuild analytics --target S --until T`; read only. Money: dollars in the
+    /// table, integer cents in CSV and JSON.
+    ///
+    /// Example: replay report --from 2026-03-01 --to 2026-03-07 --by item --format csv
+    /// --output week.csv
+    Report {
+        /// The first day, YYYY-MM-DD (UTC).
+        #[arg(long, value_parser = date_argument)]
+        from: time::Date,
+        /// The last day, YYYY-MM-DD (UTC), included; at most 366 days after --from.
+        #[arg(long, value_parser = date_argument)]
+        to: time::Date,
+        /// item, hour, store or tier (the tier the order earned loyalty points at; none when
+        /// it earned none).
+        #[arg(long, value_parser = choice_argument::<GroupBy>)]
+        by: GroupBy,
+        /// Only this store's orders.
+        #[arg(long)]
+        store: Option<String>,
+        /// table (default), csv or json.
+        #[arg(long, default_value = "table", value_parser = choice_argument::<Format>)]
+        format: Format,
+        /// Write the report to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// The analytics schema to read instead of the live one (an as-of rebuild).
+        #[arg(long)]
+        schema: Option<String>,
+    },
     /// Print every settings key replay reads (its ORDERPIPE_* environment variable), one a
     /// line, with "required" (no default: a deployment must set it) or "optional".
     SettingsKeys,
@@ -162,6 +197,31 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    if let Command::Report {
+        from,
+        to,
+        by,
+        store,
+        format,
+        output,
+        schema,
+    } = cli.command
+    {
+        let request = ReportRequest::new(from, to, by, store)?;
+        let settings = Settings::load(cli.settings.path())?;
+        let schema = read_models::SchemaName::parse(
+            schema.as_deref().unwrap_or(&settings.analytics.schema),
+        )?;
+        let pool = settings.analytics.database.pool()?;
+        let report = replay::report::sales_report(&pool, &schema, &request).await?;
+        let text = replay::report::render(&report, format);
+        match output {
+            Some(path) => std::fs::write(&path, text)
+                .with_context(|| format!("cannot write the report to {}", path.display()))?,
+            None => print!("{text}"),
+        }
+        return Ok(Outcome::Done);
+    }
     let Some(operation) = operation(cli.command)? else {
         service_kit::settings_keys::print(&Settings::keys());
         return Ok(Outcome::Done);
@@ -210,7 +270,18 @@ fn operation(command: Command) -> anyhow::Result<Option<Operation>> {
             scratch,
         },
         Command::SettingsKeys => return Ok(None),
+        Command::Report { .. } => unreachable!("run handles report before operations"),
     }))
+}
+
+/// A `--from` / `--to` date, refused by clap (exit status 2) when it is not YYYY-MM-DD.
+fn date_argument(text: &str) -> Result<time::Date, replay::report::ReportError> {
+    replay::report::parse_date(text)
+}
+
+/// A `--by` / `--format` choice, refused by clap with the valid ones.
+fn choice_argument<T: std::str::FromStr>(text: &str) -> Result<T, T::Err> {
+    text.parse()
 }
 
 /// Where `--from-stream` starts: at `--since`, or at the trim horizon.

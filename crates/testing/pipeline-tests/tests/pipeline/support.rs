@@ -144,6 +144,10 @@ impl Pipeline {
             },
             admin: loopback(),
             database: events_db.settings(None),
+            history: command_api::settings::ReadModelDatabase {
+                database: views_db.settings(None),
+                schema: "history".into(),
+            },
             auth: auth(),
             idempotency: command_api::settings::IdempotencySettings::default(),
             store: StoreSettings {
