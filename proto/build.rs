@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/orderpipe/v1/loyalty.proto",
         "proto/orderpipe/v1/menu.proto",
         "proto/orderpipe/v1/envelope.proto",
+        "proto/orderpipe/v1/subscriptions.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={file}");

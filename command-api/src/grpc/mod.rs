@@ -26,6 +26,9 @@ pub mod limits;
 mod loyalty;
 mod menu;
 mod orders;
+mod streaming;
+mod subscriptions;
+mod watch_order;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -39,6 +42,7 @@ use tonic::Request;
 
 use crate::auth::{Principal, Role, TokenAuthority};
 use crate::call::Call;
+use crate::commit_feed::CommitFeed;
 use crate::error::ApiError;
 use crate::executor::{CommandExecutor, Executed};
 use limits::Limited;
@@ -47,6 +51,7 @@ pub use inventory::InventoryGrpc;
 pub use loyalty::LoyaltyGrpc;
 pub use menu::MenuGrpc;
 pub use orders::OrdersGrpc;
+pub use subscriptions::SubscriptionsGrpc;
 
 /// What every service shares: the command executors and the token authority.
 pub struct Api {
@@ -60,6 +65,8 @@ pub struct Api {
     pub menu: CommandExecutor<Menu>,
     /// Verifies bearer tokens.
     pub tokens: TokenAuthority,
+    /// The live log the streaming RPCs follow.
+    pub feed: CommitFeed,
 }
 
 impl Api {

@@ -15,4 +15,6 @@ mod refusals;
 mod security;
 mod service;
 mod snapshots;
+mod subscriptions;
+mod watch;
 mod write_bounds;
