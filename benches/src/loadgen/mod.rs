@@ -10,6 +10,7 @@
 //! | [`backlog`] | events the history projector has not applied yet |
 //! | [`bill`] | the AWS billable units and dollars per order |
 //! | [`report`] | the results as JSON and Markdown |
+//! | [`watchers`] | `--watchers`: a WatchOrder stream on every order while it is open |
 
 pub mod backlog;
 pub mod bill;
@@ -18,6 +19,7 @@ pub mod freshness;
 pub mod profile;
 pub mod recorder;
 pub mod report;
+pub mod watchers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,9 +33,13 @@ use self::freshness::{FreshnessProbe, FreshnessSampler};
 use self::profile::{OrderMix, OrderPacer, Phase, RushProfile, StorePicker};
 use self::recorder::Recorder;
 use self::report::{LoadReport, PhaseFigures, ProcessMemory, Tick};
-use crate::api_flow::{self, ApiClients, TokenError};
+use self::watchers::{WatcherFigures, Watchers};
+use crate::api_flow::{self, ApiClients, TokenError, CLIENTS_PER_CONNECTION};
 use crate::memory::memory_of;
 use crate::resources::{checkpoint, PipelineResources, ResourceError};
+
+/// Connections the watchers' streams share (each takes a share of the run's open orders).
+const WATCHER_CONNECTIONS: usize = 16;
 
 /// Stock each store starts with, per SKU: more than any run orders.
 const OPENING_STOCK: u32 = 10_000_000;
@@ -55,6 +61,8 @@ pub struct LoadOptions {
     pub shards: i32,
     /// Every n-th order is watched for freshness.
     pub freshness_every: u64,
+    /// A WatchOrder stream on every order while it is open ([`watchers`]).
+    pub watchers: bool,
     /// How long to wait after the profile for the views to catch up.
     pub drain_timeout: Duration,
 }
@@ -128,7 +136,7 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
     let units = billable_units(&resources, &cluster).await;
     cluster.stop().await;
     resources.remove().await;
-    let (recorded, freshness, watch) = result?;
+    let (recorded, freshness, watch, watcher_figures) = result?;
 
     let profile = options.profile;
     let phases = [
@@ -178,6 +186,7 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
         memory,
         timeline: watch.timeline,
         bill: units.map(|units| Bill::new(units, recorded.orders, recorded.completed_orders)),
+        watchers: watcher_figures,
     };
     std::fs::create_dir_all(&options.out_dir)?;
     std::fs::write(
@@ -188,7 +197,12 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
     Ok(report)
 }
 
-type Driven = (recorder::Recorded, freshness::Freshness, Watch);
+type Driven = (
+    recorder::Recorded,
+    freshness::Freshness,
+    Watch,
+    Option<WatcherFigures>,
+);
 
 /// Opens the stores, runs the clients through the profile with a progress line a second, then
 /// waits for the views to catch up.
@@ -211,6 +225,17 @@ async fn drive(
         resources.active_orders.orders.clone(),
         options.freshness_every,
     );
+    let watchers = match options.watchers {
+        true => Some(Watchers::new(
+            api_flow::channels(&endpoint, WATCHER_CONNECTIONS * CLIENTS_PER_CONNECTION)
+                .into_iter()
+                .map(|channel| {
+                    ApiClients::new(channel, &cluster.jwt_secret).map(|api| api.orders())
+                })
+                .collect::<Result<_, _>>()?,
+        )),
+        false => None,
+    };
     let started = Instant::now();
     let pacer = OrderPacer::new(options.profile, started).map(Arc::new);
     let mut clients = Vec::new();
@@ -225,6 +250,7 @@ async fn drive(
             options.clone(),
             recorder.clone(),
             sampler.clone(),
+            watchers.clone(),
             pacer.clone(),
             started,
         )));
@@ -271,7 +297,8 @@ async fn drive(
         }
     }
     let freshness = probe.stop();
-    Ok((recorder.take(), freshness, watch))
+    let watcher_figures = watchers.map(|watchers| watchers.stop());
+    Ok((recorder.take(), freshness, watch, watcher_figures))
 }
 
 /// One client: runs orders back to back (or at the pacer's slots) while the profile counts it as
@@ -282,6 +309,7 @@ async fn client(
     options: LoadOptions,
     recorder: Arc<Recorder>,
     sampler: FreshnessSampler,
+    watchers: Option<Watchers>,
     pacer: Option<Arc<OrderPacer>>,
     started: Instant,
 ) {
@@ -304,7 +332,10 @@ async fn client(
         // A failed call ends the order; the recorder counted it, the next order starts.
         let ran = api
             .run_order(fate, &store, &customer, recorder.as_ref(), |id, at| {
-                sampler.offer(id, at)
+                sampler.offer(id, at);
+                if let Some(watchers) = &watchers {
+                    watchers.watch(id);
+                }
             })
             .await;
         if ran.is_ok() {

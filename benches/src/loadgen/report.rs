@@ -6,6 +6,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use super::bill::Bill;
+use super::watchers::WatcherFigures;
 
 use super::profile::{OrderMix, RushProfile};
 use crate::latency::LatencySummary;
@@ -98,6 +99,8 @@ pub struct LoadReport {
     pub timeline: Vec<Tick>,
     /// The AWS bill per order, when its counters could be read.
     pub bill: Option<Bill>,
+    /// What the WatchOrder streams saw, when the run had them (`--watchers`).
+    pub watchers: Option<WatcherFigures>,
 }
 
 impl LoadReport {
@@ -148,6 +151,13 @@ impl LoadReport {
             self.max_get_records_per_shard_per_second
                 .map_or_else(|| "not reported".to_owned(), |v| format!("{v:.1}"))
         );
+        if let Some(w) = &self.watchers {
+            let _ = writeln!(
+                md,
+                "\n| WatchOrder streams (one per order while open) | value |\n|---|---:|\n| opened | {} |\n| most open at once | {} |\n| ended with their order | {} |\n| changes received | {} |\n| failed | {} |",
+                w.opened, w.max_open, w.ended_with_order, w.changes, w.failed
+            );
+        }
         md.push_str("\n| process | peak resident memory |\n|---|---:|\n");
         for m in &self.memory {
             let _ = writeln!(md, "| {} | {:.0} MiB |", m.process, m.peak_mib);
