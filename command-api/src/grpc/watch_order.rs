@@ -1,7 +1,7 @@
 //! `OrderService.WatchOrder`: an order's state, then every change as it commits.
 //!
 //! The stream's task reads the order's events from the store once, then takes its new events
-//! from the process's [`CommitFeed`](crate::commit_feed::CommitFeed), skipping the rest. The
+//! from the order's channel on the process's [`CommitFeed`](crate::commit_feed::CommitFeed). The
 //! order's version is the resume point: a change whose sequence is not the next one (the feed
 //! started after it, or this stream lagged behind the feed) makes the task reread the order's
 //! events after its version from the store, so nothing is missed and nothing repeated.
@@ -31,7 +31,10 @@ pub(super) async fn watch_order(
     let order_id = parse_field("order_id", OrderId::parse(&request.get_ref().order_id))?;
     let after_version = request.get_ref().after_version;
     // Subscribed before the store is read, so a change committed in between reaches the feed.
-    let subscription = api.feed.subscribe().await?;
+    let subscription = api
+        .feed
+        .subscribe_aggregate(Order::TYPE, &order_id.to_string())
+        .await?;
     let mut watched = WatchedOrder::new(order_id.to_string());
     let history = watched.read_changes(api).await?;
     if watched.order.state().is_none() {
@@ -88,7 +91,6 @@ async fn follow(
             received = subscription.events.recv() => received,
         };
         let changes = match received {
-            Ok(event) if !watched.concerns(&event) => continue,
             Ok(event) if event.sequence as u64 <= watched.version => continue,
             Ok(event) if event.sequence as u64 == watched.version + 1 => {
                 watched.apply(&event).map(|change| vec![change])
@@ -140,10 +142,6 @@ impl WatchedOrder {
             order: Order::default(),
             version: 0,
         }
-    }
-
-    fn concerns(&self, event: &RecordedEvent) -> bool {
-        event.aggregate_type == Order::TYPE && event.aggregate_id == self.id
     }
 
     /// Reads and applies the order's events after its version, one change per event.
