@@ -249,8 +249,10 @@ async fn drive(
             api,
             options.clone(),
             recorder.clone(),
-            sampler.clone(),
-            watchers.clone(),
+            OnPlaced {
+                sampler: sampler.clone(),
+                watchers: watchers.clone(),
+            },
             pacer.clone(),
             started,
         )));
@@ -301,6 +303,24 @@ async fn drive(
     Ok((recorder.take(), freshness, watch, watcher_figures))
 }
 
+/// What follows an order from the moment PlaceOrder is acknowledged.
+#[derive(Clone)]
+struct OnPlaced {
+    /// The freshness probe's sampler.
+    sampler: FreshnessSampler,
+    /// `--watchers`: a WatchOrder stream on it.
+    watchers: Option<Watchers>,
+}
+
+impl OnPlaced {
+    fn placed(&self, order_id: &str, at: Instant) {
+        self.sampler.offer(order_id, at);
+        if let Some(watchers) = &self.watchers {
+            watchers.watch(order_id);
+        }
+    }
+}
+
 /// One client: runs orders back to back (or at the pacer's slots) while the profile counts it as
 /// active.
 async fn client(
@@ -308,8 +328,7 @@ async fn client(
     mut api: ApiClients,
     options: LoadOptions,
     recorder: Arc<Recorder>,
-    sampler: FreshnessSampler,
-    watchers: Option<Watchers>,
+    on_placed: OnPlaced,
     pacer: Option<Arc<OrderPacer>>,
     started: Instant,
 ) {
@@ -332,10 +351,7 @@ async fn client(
         // A failed call ends the order; the recorder counted it, the next order starts.
         let ran = api
             .run_order(fate, &store, &customer, recorder.as_ref(), |id, at| {
-                sampler.offer(id, at);
-                if let Some(watchers) = &watchers {
-                    watchers.watch(id);
-                }
+                on_placed.placed(id, at)
             })
             .await;
         if ran.is_ok() {
