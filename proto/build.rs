@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/orderpipe/v1/menu.proto",
         "proto/orderpipe/v1/envelope.proto",
         "proto/orderpipe/v1/history.proto",
+        "proto/orderpipe/v1/subscriptions.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={file}");

@@ -5,8 +5,11 @@ method and message from the server's reflection service, like grpcurl.
   grpc-call.py list
   grpc-call.py describe orderpipe.v1.OrderService
   grpc-call.py call orderpipe.v1.OrderService/GetOrder '{"orderId": "..."}' --token "$TOKEN"
+  grpc-call.py call orderpipe.v1.OrderService/WatchOrder '{"orderId": "..."}' --token "$TOKEN"
 
-Requests and responses are JSON (protobuf's JSON mapping: lowerCamelCase field names). The
+Requests and responses are JSON (protobuf's JSON mapping: lowerCamelCase field names); a
+server-streaming method prints one compact JSON line per message as it arrives, until the stream
+ends (or --timeout passes, default none for streams, 10 s for single calls). The
 address defaults to ORDERPIPE_GRPC_ADDRESS or 127.0.0.1:50051. Exit status 1 on a gRPC error,
 which is printed as its status code and message.
 
@@ -21,7 +24,7 @@ import os
 import sys
 
 import grpc
-from google.protobuf import descriptor_pool, json_format, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -43,6 +46,7 @@ def main() -> int:
     call = commands.add_parser("call", help="call SERVICE/METHOD with a JSON request")
     call.add_argument("method", metavar="SERVICE/METHOD")
     call.add_argument("request", nargs="?", default="{}", help="JSON request body (default {})")
+    call.add_argument("--timeout", type=float, help="seconds (default 10, none for a stream)")
     args = parser.parse_args()
 
     channel = open_channel(args)
@@ -67,17 +71,22 @@ def main() -> int:
     metadata = [tuple(header.split("=", 1)) for header in args.header]
     if args.token:
         metadata.append(("authorization", f"Bearer {args.token}"))
-    stub = channel.unary_unary(
-        f"/{service_name}/{method_name}",
-        request_serializer=request_type.SerializeToString,
-        response_deserializer=response_type.FromString,
-    )
+    shape = descriptor_pb2.MethodDescriptorProto()
+    method.CopyToProto(shape)
+    path = f"/{service_name}/{method_name}"
+    codec = dict(request_serializer=request_type.SerializeToString, response_deserializer=response_type.FromString)
     try:
-        response = stub(request, metadata=metadata, timeout=10)
+        if shape.server_streaming:
+            for response in channel.unary_stream(path, **codec)(request, metadata=metadata, timeout=args.timeout):
+                print(json_format.MessageToJson(response, indent=None, always_print_fields_with_no_presence=True), flush=True)
+        else:
+            response = channel.unary_unary(path, **codec)(request, metadata=metadata, timeout=args.timeout or 10)
+            print(json_format.MessageToJson(response, always_print_fields_with_no_presence=True))
     except grpc.RpcError as error:
         print(json.dumps({"code": error.code().name, "message": error.details()}), file=sys.stderr)
         return 1
-    print(json_format.MessageToJson(response, always_print_fields_with_no_presence=True))
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

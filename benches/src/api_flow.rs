@@ -86,6 +86,11 @@ impl ApiClients {
         })
     }
 
+    /// The order service stub (its service token may watch any order).
+    pub fn orders(&self) -> OrderServiceClient<AuthedChannel> {
+        self.orders.clone()
+    }
+
     /// Puts the benchmark's items on the menu at the sample menu's prices and stocks every store
     /// with `on_hand` of each (fixed idempotency keys: running it twice changes nothing).
     pub async fn open_stores(&mut self, stores: &[String], on_hand: u32) -> Result<(), Status> {

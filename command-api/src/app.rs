@@ -16,6 +16,7 @@ use proto::v1::menu_service_server::MenuServiceServer;
 use proto::v1::order_history_service_server::OrderHistoryServiceServer;
 use proto::v1::order_service_server::OrderServiceServer;
 use read_models::{HistoryQueries, SchemaName};
+use proto::v1::subscription_service_server::SubscriptionServiceServer;
 use service_kit::admin;
 use service_kit::grpc_tls::GrpcTlsError;
 use tokio::net::TcpListener;
@@ -25,9 +26,12 @@ use tonic::transport::Server;
 
 use crate::auth::TokenAuthority;
 use crate::call::CORRELATION_HEADER;
+use crate::commit_feed::CommitFeed;
 use crate::deadline::Deadline;
 use crate::executor::{AggregateLocks, CommandExecutor};
-use crate::grpc::{Api, InventoryGrpc, LoyaltyGrpc, MenuGrpc, OrderHistoryGrpc, OrdersGrpc};
+use crate::grpc::{
+    Api, InventoryGrpc, LoyaltyGrpc, MenuGrpc, OrderHistoryGrpc, OrdersGrpc, SubscriptionsGrpc,
+};
 use crate::health::CommandApiHealth;
 use crate::menu_catalog::StoredMenu;
 use crate::settings::{Settings, SettingsError};
@@ -126,6 +130,7 @@ impl Application {
                     )))
                 })?,
             ),
+            feed: CommitFeed::new(store.clone()),
         });
         let grpc_listener = admin::bind(&settings.grpc.host, settings.grpc.port).await?;
         let admin_listener = admin::bind(&settings.admin.host, settings.admin.port).await?;
@@ -171,6 +176,9 @@ impl Application {
         health.set_serving::<MenuServiceServer<MenuGrpc>>().await;
         health
             .set_serving::<OrderHistoryServiceServer<OrderHistoryGrpc>>()
+            .await;
+        health
+            .set_serving::<SubscriptionServiceServer<SubscriptionsGrpc>>()
             .await;
         // Both reflection versions: v1 for current clients, v1alpha for the many tools (grpcurl,
         // Python's grpcio-reflection) that still ask for it.
@@ -231,7 +239,14 @@ impl Application {
                 limit,
             ))
             .add_service(Deadline::new(
-                MenuServiceServer::new(MenuGrpc::new(api)).max_decoding_message_size(max_message),
+                MenuServiceServer::new(MenuGrpc::new(api.clone()))
+                    .max_decoding_message_size(max_message),
+                limit,
+            ))
+            // The deadline bounds opening the stream (checks and the first read), not its life.
+            .add_service(Deadline::new(
+                SubscriptionServiceServer::new(SubscriptionsGrpc::new(api.clone()))
+                    .max_decoding_message_size(max_message),
                 limit,
             ))
             // Without TCP_NODELAY (which `serve_with_incoming` leaves to the incoming stream),
@@ -265,12 +280,16 @@ impl Application {
                 "orderpipe.v1.LoyaltyService",
                 "orderpipe.v1.MenuService",
                 "orderpipe.v1.OrderHistoryService",
+                "orderpipe.v1.SubscriptionService",
             ] {
                 health
                     .set_service_status(service, tonic_health::ServingStatus::NotServing)
                     .await;
             }
             let _ = stop_tx.send(true);
+            // Open streams end now (UNAVAILABLE, with where to resume) instead of holding the
+            // server open for the whole grace period.
+            api.feed.close();
             // Returns only when the grace period is over: whichever finishes first wins below.
             tokio::time::sleep(grace).await;
         };

@@ -44,6 +44,14 @@ pub enum ApiError {
     /// the same idempotency key returns the stored outcome or runs it.
     #[error("{}", deadline_message(.0))]
     DeadlineExceeded(#[source] StoreError),
+    /// A stream was cut short (the server is stopping, or the store could not be read): the
+    /// message names where to resume, on this server or another.
+    #[error("{0}")]
+    Interrupted(String),
+    /// A limit on streams was reached, or a subscriber fell too far behind the live log: the
+    /// message says why and where to resume.
+    #[error("{0}")]
+    Exhausted(String),
     /// A bug or corrupt data; details are logged, not sent.
     #[error("internal error")]
     Internal(String),
@@ -162,6 +170,8 @@ impl From<ApiError> for Status {
                 tracing::warn!(error = %source, "command ran out of time");
                 Status::deadline_exceeded(message)
             }
+            ApiError::Interrupted(_) => Status::unavailable(message),
+            ApiError::Exhausted(_) => Status::resource_exhausted(message),
             ApiError::Internal(detail) => {
                 tracing::error!(detail, "internal error");
                 Status::internal(message)

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod auth;
 pub mod call;
+pub mod commit_feed;
 pub mod deadline;
 pub mod error;
 pub mod executor;

@@ -62,6 +62,11 @@ struct Cli {
     /// Watch every n-th order for freshness.
     #[arg(long, default_value_t = 10)]
     freshness_every: u64,
+    /// Keep a WatchOrder stream open on every order from its placing until it ends (the
+    /// customer app tracking each order), to compare command latency and view freshness with
+    /// and without watchers.
+    #[arg(long)]
+    watchers: bool,
     /// Seconds to wait after the rush for the outbox and the view to catch up.
     #[arg(long, default_value_t = 60)]
     drain_timeout: u64,
@@ -110,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
         stores: StorePicker::new("store", cli.stores, cli.hot_stores, cli.hot_share),
         shards: cli.shards,
         freshness_every: cli.freshness_every,
+        watchers: cli.watchers,
         drain_timeout: Duration::from_secs(cli.drain_timeout),
     })
     .await?;

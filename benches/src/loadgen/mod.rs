@@ -10,6 +10,7 @@
 //! | [`backlog`] | events the history projector has not applied yet |
 //! | [`bill`] | the AWS billable units and dollars per order |
 //! | [`report`] | the results as JSON and Markdown |
+//! | [`watchers`] | `--watchers`: a WatchOrder stream on every order while it is open |
 
 pub mod backlog;
 pub mod bill;
@@ -18,6 +19,7 @@ pub mod freshness;
 pub mod profile;
 pub mod recorder;
 pub mod report;
+pub mod watchers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,9 +33,13 @@ use self::freshness::{FreshnessProbe, FreshnessSampler, ProbedView};
 use self::profile::{OrderMix, OrderPacer, Phase, RushProfile, StorePicker};
 use self::recorder::Recorder;
 use self::report::{AnalyticsLoads, LoadReport, PhaseFigures, ProcessMemory, Tick};
-use crate::api_flow::{self, ApiClients, TokenError};
+use self::watchers::{WatcherFigures, Watchers};
+use crate::api_flow::{self, ApiClients, TokenError, CLIENTS_PER_CONNECTION};
 use crate::memory::memory_of;
 use crate::resources::{checkpoint, PipelineResources, ResourceError};
+
+/// Connections the watchers' streams share (each takes a share of the run's open orders).
+const WATCHER_CONNECTIONS: usize = 16;
 
 /// Stock each store starts with, per SKU: more than any run orders.
 const OPENING_STOCK: u32 = 10_000_000;
@@ -55,6 +61,8 @@ pub struct LoadOptions {
     pub shards: i32,
     /// Every n-th order is watched for freshness.
     pub freshness_every: u64,
+    /// A WatchOrder stream on every order while it is open ([`watchers`]).
+    pub watchers: bool,
     /// How long to wait after the profile for the views to catch up.
     pub drain_timeout: Duration,
 }
@@ -129,7 +137,7 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
     let units = billable_units(&resources, &cluster).await;
     cluster.stop().await;
     resources.remove().await;
-    let (recorded, freshness, analytics_freshness, watch) = result?;
+    let (recorded, freshness, analytics_freshness, watch, watcher_figures) = result?;
 
     let profile = options.profile;
     let phases = [
@@ -183,6 +191,7 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
         memory,
         timeline: watch.timeline,
         bill: units.map(|units| Bill::new(units, recorded.orders, recorded.completed_orders)),
+        watchers: watcher_figures,
     };
     std::fs::create_dir_all(&options.out_dir)?;
     std::fs::write(
@@ -193,12 +202,14 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
     Ok(report)
 }
 
-/// What a run recorded: the calls, freshness in the DynamoDB view and in analytics, the watch.
+/// What a run recorded: the calls, freshness in the DynamoDB view and in analytics, the watch,
+/// and the watchers' figures (`--watchers`).
 type Driven = (
     recorder::Recorded,
     freshness::Freshness,
     freshness::Freshness,
     Watch,
+    Option<WatcherFigures>,
 );
 
 /// Opens the stores, runs the clients through the profile with a progress line a second, then
@@ -231,6 +242,17 @@ async fn drive(
         options.freshness_every,
     );
     let sampler = sampler.and(analytics_sampler);
+    let watchers = match options.watchers {
+        true => Some(Watchers::new(
+            api_flow::channels(&endpoint, WATCHER_CONNECTIONS * CLIENTS_PER_CONNECTION)
+                .into_iter()
+                .map(|channel| {
+                    ApiClients::new(channel, &cluster.jwt_secret).map(|api| api.orders())
+                })
+                .collect::<Result<_, _>>()?,
+        )),
+        false => None,
+    };
     let started = Instant::now();
     let pacer = OrderPacer::new(options.profile, started).map(Arc::new);
     let mut clients = Vec::new();
@@ -244,7 +266,10 @@ async fn drive(
             api,
             options.clone(),
             recorder.clone(),
-            sampler.clone(),
+            OnPlaced {
+                sampler: sampler.clone(),
+                watchers: watchers.clone(),
+            },
             pacer.clone(),
             started,
         )));
@@ -297,7 +322,32 @@ async fn drive(
     }
     let freshness = probe.stop();
     let analytics_freshness = analytics_probe.stop();
-    Ok((recorder.take(), freshness, analytics_freshness, watch))
+    let watcher_figures = watchers.map(|watchers| watchers.stop());
+    Ok((
+        recorder.take(),
+        freshness,
+        analytics_freshness,
+        watch,
+        watcher_figures,
+    ))
+}
+
+/// What follows an order from the moment PlaceOrder is acknowledged.
+#[derive(Clone)]
+struct OnPlaced {
+    /// The freshness probe's sampler.
+    sampler: FreshnessSampler,
+    /// `--watchers`: a WatchOrder stream on it.
+    watchers: Option<Watchers>,
+}
+
+impl OnPlaced {
+    fn placed(&self, order_id: &str, at: Instant) {
+        self.sampler.offer(order_id, at);
+        if let Some(watchers) = &self.watchers {
+            watchers.watch(order_id);
+        }
+    }
 }
 
 /// One client: runs orders back to back (or at the pacer's slots) while the profile counts it as
@@ -307,7 +357,7 @@ async fn client(
     mut api: ApiClients,
     options: LoadOptions,
     recorder: Arc<Recorder>,
-    sampler: FreshnessSampler,
+    on_placed: OnPlaced,
     pacer: Option<Arc<OrderPacer>>,
     started: Instant,
 ) {
@@ -330,7 +380,7 @@ async fn client(
         // A failed call ends the order; the recorder counted it, the next order starts.
         let ran = api
             .run_order(fate, &store, &customer, recorder.as_ref(), |id, at| {
-                sampler.offer(id, at)
+                on_placed.placed(id, at)
             })
             .await;
         if ran.is_ok() {

@@ -6,6 +6,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use super::bill::Bill;
+use super::watchers::WatcherFigures;
 
 use super::profile::{OrderMix, RushProfile};
 use crate::latency::LatencySummary;
@@ -104,6 +105,8 @@ pub struct LoadReport {
     pub timeline: Vec<Tick>,
     /// The AWS bill per order, when its counters could be read.
     pub bill: Option<Bill>,
+    /// What the WatchOrder streams saw, when the run had them (`--watchers`).
+    pub watchers: Option<WatcherFigures>,
 }
 
 impl LoadReport {
@@ -165,6 +168,13 @@ impl LoadReport {
                 md,
                 "| analytics loads / statements sent / statements per load | {} / {} / {:.1} |",
                 loads.loads, loads.statements, loads.statements_per_load
+            );
+        }
+        if let Some(w) = &self.watchers {
+            let _ = writeln!(
+                md,
+                "\n| WatchOrder streams (one per order while open) | value |\n|---|---:|\n| opened | {} |\n| most open at once | {} |\n| ended with their order | {} |\n| changes received | {} |\n| failed | {} |",
+                w.opened, w.max_open, w.ended_with_order, w.changes, w.failed
             );
         }
         md.push_str("\n| process | peak resident memory |\n|---|---:|\n");

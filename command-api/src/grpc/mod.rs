@@ -27,6 +27,9 @@ pub mod limits;
 mod loyalty;
 mod menu;
 mod orders;
+mod streaming;
+mod subscriptions;
+mod watch_order;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -40,6 +43,7 @@ use tonic::Request;
 
 use crate::auth::{Principal, Role, TokenAuthority};
 use crate::call::Call;
+use crate::commit_feed::CommitFeed;
 use crate::error::ApiError;
 use crate::executor::{CommandExecutor, Executed};
 use limits::Limited;
@@ -49,6 +53,7 @@ pub use inventory::InventoryGrpc;
 pub use loyalty::LoyaltyGrpc;
 pub use menu::MenuGrpc;
 pub use orders::OrdersGrpc;
+pub use subscriptions::SubscriptionsGrpc;
 
 /// What every service shares: the command executors and the token authority.
 pub struct Api {
@@ -64,6 +69,8 @@ pub struct Api {
     pub tokens: TokenAuthority,
     /// Reads the history view (ListOrders, ListLoyaltyTransactions); never writes.
     pub history: read_models::HistoryQueries,
+    /// The live log the streaming RPCs follow.
+    pub feed: CommitFeed,
 }
 
 impl Api {

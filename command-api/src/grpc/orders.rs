@@ -55,6 +55,15 @@ command_requests!(
 
 #[tonic::async_trait]
 impl OrderService for OrdersGrpc {
+    type WatchOrderStream = super::streaming::ResponseStream<pb::OrderChange>;
+
+    async fn watch_order(
+        &self,
+        request: Request<pb::WatchOrderRequest>,
+    ) -> Result<Response<Self::WatchOrderStream>, Status> {
+        super::watch_order::watch_order(&self.api, request).await
+    }
+
     async fn place_order(
         &self,
         request: Request<pb::PlaceOrderRequest>,
@@ -302,7 +311,7 @@ fn place_order_command(
     })
 }
 
-fn order_view(state: &OrderState, version: u64) -> pb::Order {
+pub(super) fn order_view(state: &OrderState, version: u64) -> pb::Order {
     pb::Order {
         order_id: state.id.to_string(),
         store_id: state.store_id.to_string(),

@@ -17,4 +17,6 @@ mod security;
 mod service;
 mod snapshots;
 mod tls;
+mod subscriptions;
+mod watch;
 mod write_bounds;

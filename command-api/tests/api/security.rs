@@ -12,6 +12,7 @@ use prost::Message;
 use prost_types::FileDescriptorSet;
 use proto::v1 as pb;
 use proto::v1::order_service_client::OrderServiceClient;
+use proto::v1::subscription_service_client::SubscriptionServiceClient;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -60,6 +61,9 @@ const MATRIX: &[(&str, &[Role])] = {
         // History queries: customers their own, staff their own store's, services any.
         ("ListOrders", &[C, B, M, S]),
         ("ListLoyaltyTransactions", &[C, S]),
+        // Streams (issue 20): an order's watchers, the whole log's subscribers.
+        ("WatchOrder", &[C, B, M, S]),
+        ("SubscribeCommits", &[S]),
     ]
 };
 
@@ -288,6 +292,21 @@ async fn call(app: &TestApp, rpc: &str, role: Role, order: &str) -> Result<(), S
             })
             .await
             .map(drop),
+        // Streams: the role check answers before the first message.
+        "WatchOrder" => orders
+            .watch_order(pb::WatchOrderRequest {
+                order_id: order,
+                after_version: 0,
+            })
+            .await
+            .map(drop),
+        "SubscribeCommits" => SubscriptionServiceClient::with_interceptor(
+            app.channel(),
+            app.bearer(Some(&app.token(role, subject))),
+        )
+        .subscribe_commits(pb::SubscribeCommitsRequest::default())
+        .await
+        .map(drop),
         other => panic!("no call for {other}"),
     }
 }

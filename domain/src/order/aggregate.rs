@@ -100,6 +100,18 @@ impl Order {
         self.state.as_ref()
     }
 
+    /// Whether nothing more will happen to the order: completed, or rejected or cancelled with
+    /// no captured payment left to refund. A watcher's stream ends here.
+    pub fn has_ended(&self) -> bool {
+        self.state.as_ref().is_some_and(|state| match state.status {
+            OrderStatus::Completed => true,
+            OrderStatus::Rejected | OrderStatus::Cancelled => {
+                !matches!(state.payment, PaymentStatus::Captured { .. })
+            }
+            _ => false,
+        })
+    }
+
     /// Whether `actor` may see this order: its customer, staff of its store, or a service.
     pub fn visible_to(&self, actor: &Actor) -> bool {
         self.state

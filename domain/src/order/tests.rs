@@ -715,3 +715,34 @@ fn every_line_of_an_order_is_priced_from_one_menu() {
     );
     assert_eq!(*total, Money::from_cents(400));
 }
+
+fn folded(events: Vec<OrderEvent>) -> Order {
+    let mut order = Order::default();
+    for event in events {
+        order.apply(event);
+    }
+    order
+}
+
+#[test]
+fn an_order_has_ended_once_completed_or_refused_with_nothing_left_to_refund() {
+    for status in [
+        OrderStatus::Placed,
+        OrderStatus::Accepted,
+        OrderStatus::Preparing,
+        OrderStatus::Ready,
+    ] {
+        assert!(!folded(history_until(status)).has_ended(), "{status}");
+    }
+    assert!(folded(history_until(OrderStatus::Completed)).has_ended());
+    assert!(folded(vec![placed(), cancelled()]).has_ended());
+    // Cancelled after the capture: the refund is still to come.
+    let mut refund_due = vec![placed(), accepted(), captured(), cancelled()];
+    assert!(!folded(refund_due.clone()).has_ended());
+    refund_due.push(OrderEvent::PaymentRefunded {
+        refund_id: ExternalRef::parse("refund_1").unwrap(),
+        amount: Money::from_cents(1275),
+    });
+    assert!(folded(refund_due).has_ended());
+    assert!(!Order::default().has_ended(), "an order never placed");
+}

@@ -8,7 +8,7 @@
 //! - **Order per aggregate**: a PutRecords call carries at most one commit per aggregate, and an
 //!   aggregate whose record was refused sends nothing more until that record is stored.
 //! - **Woken on commit**: the group commit's `NOTIFY` wakes the active relay at once
-//!   ([`wakeup`]); the outbox poll stays as the fallback.
+//!   ([`event_store::CommitWakeup`]); the outbox poll stays as the fallback.
 //! - **At least once**: an outbox row is removed only after its record was acknowledged, so a
 //!   crash in between publishes the commit again; readers skip sequences they have applied.
 //!
@@ -22,6 +22,5 @@ mod publisher;
 pub mod record_log;
 mod round;
 pub mod settings;
-mod wakeup;
 
 pub use round::{MAX_CALL_BYTES, MAX_RECORD_BYTES};

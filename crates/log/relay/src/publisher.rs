@@ -19,7 +19,7 @@ use crate::health::RelayStatus;
 use crate::leadership::{Candidate, Leadership, LockError};
 use crate::record_log::{PutOutcome, RecordLog, RecordLogError, THROTTLED};
 use crate::round::{Round, Unpublishable, Wave};
-use crate::wakeup::CommitWakeup;
+use event_store::CommitWakeup;
 
 /// How often every relay, active or standby, reports the outbox backlog.
 const BACKLOG_INTERVAL: Duration = Duration::from_secs(1);
@@ -30,7 +30,7 @@ pub(crate) struct Publisher {
     pub log: Arc<dyn RecordLog>,
     pub batch_size: u32,
     pub poll_interval: Duration,
-    /// Where to listen for commits (see [`crate::wakeup`]).
+    /// Where to listen for commits (see [`event_store::CommitWakeup`]).
     pub commit_listener: PgConnectOptions,
     pub backoff: Backoff,
     pub status: Arc<RelayStatus>,
@@ -105,7 +105,7 @@ impl Publisher {
         leadership: &mut Leadership,
         stop: &mut watch::Receiver<bool>,
     ) -> Ended {
-        let wakeup = CommitWakeup::start(self.commit_listener.clone());
+        let wakeup = CommitWakeup::start(self.commit_listener.clone(), "orderpipe-relay-wakeup");
         loop {
             if *stop.borrow() {
                 return Ended::Stopped;

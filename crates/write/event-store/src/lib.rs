@@ -20,6 +20,7 @@
 
 mod aggregate_cache;
 mod aggregate_store;
+mod commit_wakeup;
 mod committer;
 mod deadline;
 mod error;
@@ -36,6 +37,7 @@ use sqlx::{Executor, PgPool};
 pub use aggregate_store::{
     AggregateStore, CommitOutcome, LoadedAggregate, DEFAULT_SNAPSHOT_VERSION,
 };
+pub use commit_wakeup::CommitWakeup;
 pub use committer::{GroupCommitConfig, GroupCommitter};
 pub use deadline::with_commit_deadline;
 pub use error::StoreError;
@@ -44,7 +46,8 @@ pub use outbox::{OutboxBacklog, OutboxCommit};
 pub use reader::RecordedEvent;
 
 /// The PostgreSQL `NOTIFY` channel every group commit announces itself on, once its outbox rows
-/// are visible; the relay listens on it instead of waiting for its next poll.
+/// are visible; the relay and the command API's commit feed listen on it ([`CommitWakeup`])
+/// instead of waiting for their next poll.
 pub const OUTBOX_CHANNEL: &str = "orderpipe_outbox";
 
 /// Tuning of the event store.

@@ -26,6 +26,13 @@ FROM events WHERE aggregate_type = $1 AND aggregate_id = $2
               AND global_position > $3 AND global_position <= $4
 ORDER BY sequence";
 
+/// Through the unique index events_aggregate_sequence.
+const READ_AGGREGATE_AFTER: &str = "\
+SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload,
+       metadata, recorded_at
+FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3
+ORDER BY sequence";
+
 const LAST_POSITION: &str = "SELECT last_position FROM event_position";
 
 /// An event as stored, of any aggregate type.
@@ -94,6 +101,22 @@ impl PgEventStore {
             .bind(through)
             .fetch(&self.pool)
             .map_err(StoreError::from)
+    }
+
+    /// One aggregate's events after its sequence `after_sequence`, in order (the changes a
+    /// watcher of the aggregate has not seen yet).
+    pub async fn read_aggregate_after(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after_sequence: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        Ok(sqlx::query_as::<_, RecordedEvent>(READ_AGGREGATE_AFTER)
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(after_sequence)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// The position of the last committed event (0 for an empty store).

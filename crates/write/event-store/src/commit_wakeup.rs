@@ -1,14 +1,15 @@
-//! Wakes the active relay when a commit lands, so a commit is published within a round trip
-//! instead of waiting for the next poll.
+//! Wakes a reader of the log when a commit lands, so it reads the commit within a round trip
+//! instead of waiting for its next poll: the relay (to publish the outbox) and the command API's
+//! commit feed (to stream new events to watchers and subscribers) each hold one.
 //!
-//! The event store's group commit sends `NOTIFY` on [`event_store::OUTBOX_CHANNEL`] in every batch
-//! transaction (PostgreSQL delivers it on commit, when the outbox rows are visible). A task of
-//! the active relay listens on a connection of its own and turns each notification into a
-//! wake-up; the publishing loop waits for one, or for the poll interval, whichever comes first.
-//! The poll stays as the fallback: a notification lost with a dropped connection, or a listener
-//! that cannot connect, costs at most one poll interval, never a commit.
+//! The group commit sends `NOTIFY` on [`crate::OUTBOX_CHANNEL`] in every batch transaction
+//! (PostgreSQL delivers it on commit, when the batch's events and outbox rows are visible). A
+//! task listens on a connection of its own and turns each notification into a wake-up; the
+//! reading loop waits for one, or for its poll interval, whichever comes first. The poll stays
+//! as the fallback: a notification lost with a dropped connection, or a listener that cannot
+//! connect, costs at most one poll interval, never a commit.
 //!
-//! The task reads notifications as they come, whatever the publishing loop is doing: a listener
+//! The task reads notifications as they come, whatever the reading loop is doing: a listener
 //! that stopped reading would hold PostgreSQL's notification queue, shared by the whole
 //! server, until it filled and refused every commit that notifies.
 
@@ -19,23 +20,23 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use service_kit::error_chain;
-
 /// How long connecting the listener may take, and the pause before it tries again.
 const LISTENER_RETRY: Duration = Duration::from_secs(2);
 
 /// Wake-ups on commit, for as long as this value lives.
-pub(crate) struct CommitWakeup {
+#[derive(Debug)]
+pub struct CommitWakeup {
     wake: Arc<Notify>,
     listening: JoinHandle<()>,
 }
 
 impl CommitWakeup {
-    /// Starts listening on a connection of its own to the database of `options`.
-    pub fn start(options: PgConnectOptions) -> Self {
+    /// Starts listening on a connection of its own to the database of `options`, named
+    /// `application_name` in `pg_stat_activity`.
+    pub fn start(options: PgConnectOptions, application_name: &str) -> Self {
         let wake = Arc::new(Notify::new());
         let listening = tokio::spawn(listen(
-            options.application_name("orderpipe-relay-wakeup"),
+            options.application_name(application_name),
             wake.clone(),
         ));
         Self { wake, listening }
@@ -61,7 +62,7 @@ impl Drop for CommitWakeup {
 }
 
 /// Listens until aborted, reconnecting after failures; every notification, and every loss of
-/// the connection (notifications may have been missed), wakes the publishing loop.
+/// the connection (notifications may have been missed), wakes the reading loop.
 async fn listen(options: PgConnectOptions, wake: Arc<Notify>) {
     let pool = PgPoolOptions::new()
         .max_connections(1)
@@ -80,7 +81,7 @@ async fn listen(options: PgConnectOptions, wake: Arc<Notify>) {
                         Ok(None) => wake.notify_one(),
                         Err(error) => {
                             tracing::debug!(
-                                error = %error_chain(&error),
+                                error = %error,
                                 "commit listener failed; polling until it is back"
                             );
                             break;
@@ -89,7 +90,7 @@ async fn listen(options: PgConnectOptions, wake: Arc<Notify>) {
                 }
             }
             Err(error) => tracing::debug!(
-                error = %error_chain(&error),
+                error = %error,
                 "cannot listen for commits; polling until it can"
             ),
         }
@@ -101,7 +102,7 @@ async fn listen(options: PgConnectOptions, wake: Arc<Notify>) {
 async fn connect(pool: &sqlx::PgPool) -> Result<PgListener, sqlx::Error> {
     let listening = async {
         let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(event_store::OUTBOX_CHANNEL).await?;
+        listener.listen(crate::OUTBOX_CHANNEL).await?;
         Ok(listener)
     };
     tokio::time::timeout(LISTENER_RETRY, listening)
