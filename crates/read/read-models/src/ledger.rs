@@ -231,13 +231,27 @@ impl StockMovement {
             InventoryEvent::ReorderRequested {
                 sku,
                 suggested_quantity,
+                reorder_number,
             } => vec![row(
                 0,
                 sku,
                 "reorder_requested",
                 i64::from(*suggested_quantity),
                 None,
+                // A 1.0 suggestion (number 0) opened no reorder.
+                (*reorder_number > 0).then(|| format!("reorder {reorder_number}")),
+            )],
+            InventoryEvent::DeliveryReceived {
+                reorder_number,
+                sku,
+                quantity,
+            } => vec![row(
+                0,
+                sku,
+                "delivered",
+                i64::from(*quantity),
                 None,
+                Some(format!("reorder {reorder_number}")),
             )],
             InventoryEvent::LowStockWarningCleared { sku, available } => vec![row(
                 0,
