@@ -110,6 +110,7 @@ QUEUES: tuple[Queue, ...] = (
     Queue("orderpipe-intake", env="ORDERPIPE_SQS__INTAKE"),
     Queue("orderpipe-payments", env="ORDERPIPE_SQS__PAYMENTS", fifo=True),
     Queue("orderpipe-notifications", env="ORDERPIPE_SQS__NOTIFICATIONS"),
+    Queue("orderpipe-purchase-orders", env="ORDERPIPE_SQS__PURCHASE_ORDERS", fifo=True),
     Queue("orderpipe-projector", env="ORDERPIPE_SQS__PROJECTOR", dead_letter_only=True),
 )
 

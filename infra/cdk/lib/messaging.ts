@@ -22,7 +22,8 @@ export interface QueuePair {
 
 /**
  * The event log (Kinesis, on-demand, KMS) and the SQS work queues: intake, payments (FIFO, one
- * message group per order) and notifications, each with a dead-letter queue, plus the queue the
+ * message group per order), notifications and purchase orders (FIFO, one message group per store),
+ * each with a dead-letter queue, plus the queue the
  * projectors move malformed log records to.
  */
 export class Messaging extends Construct {
@@ -30,6 +31,8 @@ export class Messaging extends Construct {
   readonly intake: QueuePair;
   readonly payments: QueuePair;
   readonly notifications: QueuePair;
+  /** Purchase orders for the supplier integration (FIFO, one message group per store). */
+  readonly purchaseOrders: QueuePair;
   readonly projectorDlq: sqs.Queue;
 
   constructor(scope: Construct, id: string, props: MessagingProps) {
@@ -84,6 +87,7 @@ export class Messaging extends Construct {
     this.intake = pair('Intake', 'intake', { visibilityTimeout: Duration.seconds(60) });
     this.payments = pair('Payments', 'payments', { fifo: true, visibilityTimeout: Duration.seconds(120) });
     this.notifications = pair('Notifications', 'notifications', { visibilityTimeout: Duration.seconds(60) });
+    this.purchaseOrders = pair('PurchaseOrders', 'purchase-orders', { fifo: true, visibilityTimeout: Duration.seconds(60) });
 
     this.projectorDlq = new sqs.Queue(this, 'ProjectorDlq', {
       ...queueDefaults,
@@ -106,6 +110,7 @@ export class Messaging extends Construct {
       { name: 'intake', queue: this.intake.dlq },
       { name: 'payments', queue: this.payments.dlq },
       { name: 'notifications', queue: this.notifications.dlq },
+      { name: 'purchase_orders', queue: this.purchaseOrders.dlq },
       { name: 'projector', queue: this.projectorDlq },
     ];
   }

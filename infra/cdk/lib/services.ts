@@ -239,6 +239,7 @@ export class Services extends Construct {
       intake: { url: messaging.intake.queue.queueUrl, dlqUrl: messaging.intake.dlq.queueUrl },
       payments: { url: messaging.payments.queue.queueUrl, dlqUrl: messaging.payments.dlq.queueUrl },
       notifications: { url: messaging.notifications.queue.queueUrl, dlqUrl: messaging.notifications.dlq.queueUrl },
+      purchaseOrders: { url: messaging.purchaseOrders.queue.queueUrl, dlqUrl: messaging.purchaseOrders.dlq.queueUrl },
       projectorDlqUrl: messaging.projectorDlq.queueUrl,
       commandApiUrl: `http://${COMMAND_API_SERVICE_CONNECT_NAME}:${PORTS.grpc}`,
     };
@@ -578,6 +579,11 @@ export class Services extends Construct {
         // flows notifications.rs: SendMessage.
         allow(role, ['sqs:SendMessage'], [messaging.notifications.queue.queueArn]);
         watchDepth(role, messaging.notifications);
+        return 'sqs';
+      case 'purchaseOrdersSend':
+        // flows purchase_orders.rs: SendMessage (FIFO, group = store, dedup id = purchase order id).
+        allow(role, ['sqs:SendMessage'], [messaging.purchaseOrders.queue.queueArn]);
+        watchDepth(role, messaging.purchaseOrders);
         return 'sqs';
       case 'projectorDeadLetter':
         // kinesis-consumer dead_letters.rs: SendMessage to the queue URL it is given.

@@ -41,9 +41,9 @@ impl ChangeBatch {
                         self.orders.push((id.clone(), OrderChanges::default()));
                         self.orders.len() - 1
                     });
-                    self.orders[slot]
-                        .1
-                        .apply(event.sequence, event.recorded_at, order_event);
+                    let changes = &mut self.orders[slot].1;
+                    changes.apply(event.sequence, event.recorded_at, order_event);
+                    changes.record_actor(&commit.actor);
                 }
                 (DomainEvent::Loyalty(loyalty_event), LOYALTY) => self.loyalty.push(
                     LoyaltyEntry::of(id, event.sequence, event.recorded_at, loyalty_event),
