@@ -39,6 +39,8 @@ impl Rig {
         let (intake, intake_dlq) = queue_pair(&sqs, "intake", false).await;
         let (payments, payments_dlq) = queue_pair(&sqs, "payments", true).await;
         let (notifications, notifications_dlq) = queue_pair(&sqs, "notifications", false).await;
+        let (purchase_orders, purchase_orders_dlq) =
+            queue_pair(&sqs, "purchase-orders", true).await;
         let projector_dlq = create_queue(&sqs, &unique_name("flows-poison"), false, None).await;
 
         let mut settings = Settings::defaults().unwrap();
@@ -53,6 +55,8 @@ impl Rig {
         queues.payments_dlq_url = Some(payments_dlq);
         queues.notifications_queue_url = Some(notifications);
         queues.notifications_dlq_url = Some(notifications_dlq);
+        queues.purchase_orders_queue_url = Some(purchase_orders);
+        queues.purchase_orders_dlq_url = Some(purchase_orders_dlq);
         // Short waits so a killed worker's messages and leases come back quickly.
         queues.wait_time_seconds = 1;
         queues.visibility_timeout_seconds = 2;
@@ -533,7 +537,10 @@ async fn duplicate_deliveries_and_a_worker_killed_mid_payment_never_double_charg
     let third = rig.spawn("flows-3", Arc::new(rig.sandbox.clone())).await;
     pipeline.wait_published().await;
     pipeline
-        .wait_groups_caught_up(&rig.settings.dynamodb.leases_table, 2)
+        .wait_groups_caught_up(
+            &rig.settings.dynamodb.leases_table,
+            flows::app::LOG_GROUPS.len(),
+        )
         .await;
 
     let ledger = rig.sandbox.ledger();
