@@ -9,7 +9,7 @@
 //! one reorder twice: the message's `purchase_order_id` (`<store>/reorder/<number>`) is stable
 //! per reorder and is the FIFO queue's deduplication id, so SQS drops a redelivered commit's copy
 //! within its five-minute window, and the supplier deduplicates by the same id beyond it (a
-//! replay of old history). The message group is the store, so one store's purchase orders are
+//! replay of old history; moto, the local emulator, forgets an id once its message is deleted). The message group is the store, so one store's purchase orders are
 //! read in the order they were opened.
 
 use async_trait::async_trait;
