@@ -95,7 +95,7 @@ impl Call {
                 self.correlation_id.clone(),
             ),
             ("command".to_owned(), self.rpc.to_owned()),
-            ("actor".to_owned(), self.principal.subject()),
+            (metadata::ACTOR.to_owned(), self.principal.subject()),
         ]);
         if let Some(causation_id) = &self.causation_id {
             metadata.insert(metadata::CAUSATION_ID.to_owned(), causation_id.clone());

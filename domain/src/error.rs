@@ -155,6 +155,12 @@ error_reasons! {
     NegativeStock = "NEGATIVE_STOCK" => FailedPrecondition,
     /// On-hand stock would fall below what orders have reserved.
     BelowReserved = "BELOW_RESERVED" => FailedPrecondition,
+    /// The store never requested the reorder a delivery names.
+    NoSuchReorder = "NO_SUCH_REORDER" => NotFound,
+    /// The delivery of that reorder was already received: the reorder is closed.
+    ReorderAlreadyDelivered = "REORDER_ALREADY_DELIVERED" => FailedPrecondition,
+    /// A delivery names another SKU than its reorder's.
+    DeliveryOfWrongSku = "DELIVERY_OF_WRONG_SKU" => FailedPrecondition,
     /// The customer has no loyalty account yet.
     LoyaltyAccountNotFound = "LOYALTY_ACCOUNT_NOT_FOUND" => NotFound,
     /// A command named a customer other than the account's.

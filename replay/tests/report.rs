@@ -52,6 +52,7 @@ impl Log {
             committed_at: at,
             correlation_id: String::new(),
             causation_id: String::new(),
+            actor: String::new(),
             events,
         });
     }

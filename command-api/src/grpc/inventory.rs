@@ -49,7 +49,8 @@ command_requests!(
     pb::AdjustStockRequest,
     pb::ReserveStockRequest,
     pb::ReleaseReservationRequest,
-    pb::CommitReservationRequest
+    pb::CommitReservationRequest,
+    pb::ReceiveDeliveryRequest
 );
 
 #[tonic::async_trait]
@@ -161,6 +162,32 @@ impl InventoryService for InventoryGrpc {
         .await
     }
 
+    /// Managers receive goods at their store; services stand for the supplier integration.
+    /// Baristas do not: a delivery changes what the store owes its supplier.
+    async fn receive_delivery(
+        &self,
+        request: Request<pb::ReceiveDeliveryRequest>,
+    ) -> Result<Response<pb::CommitResult>, Status> {
+        self.execute("ReceiveDelivery", request, MANAGERS, |r, _| {
+            let mut fields = Violations::default();
+            let sku = fields.check("sku", Sku::parse(&r.sku));
+            if r.reorder_number == 0 {
+                fields.add("reorder_number", "must name a reorder (numbers start at 1)");
+            }
+            if r.quantity == 0 {
+                fields.add("quantity", "must be above zero");
+            }
+            fields.finish(|| {
+                Some(InventoryCommand::ReceiveDelivery {
+                    reorder_number: r.reorder_number,
+                    sku: sku?,
+                    quantity: r.quantity,
+                })
+            })
+        })
+        .await
+    }
+
     async fn get_inventory(
         &self,
         request: Request<pb::GetInventoryRequest>,
@@ -186,13 +213,16 @@ impl InventoryService for InventoryGrpc {
             levels: loaded
                 .state()
                 .levels()
-                .map(|(sku, level)| pb::StockLevel {
+                .map(|(sku, level)| (sku, level, loaded.state().open_reorder(sku)))
+                .map(|(sku, level, open_reorder)| pb::StockLevel {
                     sku: sku.to_string(),
                     on_hand: level.on_hand,
                     reserved: level.reserved,
                     available: level.available(),
                     low_stock_threshold: level.low_stock_threshold,
                     low_stock: level.warning_active,
+                    open_reorder_number: open_reorder.map_or(0, |r| r.reorder_number),
+                    open_reorder_quantity: open_reorder.map_or(0, |r| r.suggested_quantity),
                 })
                 .collect(),
             version: loaded.version(),

@@ -147,6 +147,7 @@ unlimited!(
     pb::AddMenuItemRequest,
     pb::ChangePriceRequest,
     pb::SetAvailabilityRequest,
+    pb::ReceiveDeliveryRequest,
 );
 
 #[cfg(test)]

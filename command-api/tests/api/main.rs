@@ -13,6 +13,7 @@ mod idempotency;
 mod lifecycle;
 mod pricing;
 mod refusals;
+mod reorders;
 mod security;
 mod service;
 mod snapshots;

@@ -64,6 +64,9 @@ const MATRIX: &[(&str, &[Role])] = {
         // Streams (issue 20): an order's watchers, the whole log's subscribers.
         ("WatchOrder", &[C, B, M, S]),
         ("SubscribeCommits", &[S]),
+        // Reorders: a store's manager receives goods; a service stands for the supplier's
+        // integration. Baristas do not: a delivery settles what the store ordered.
+        ("ReceiveDelivery", &[M, S]),
     ]
 };
 
@@ -307,6 +310,17 @@ async fn call(app: &TestApp, rpc: &str, role: Role, order: &str) -> Result<(), S
         .subscribe_commits(pb::SubscribeCommitsRequest::default())
         .await
         .map(drop),
+        // No reorder is open: an allowed caller is told NOT_FOUND, the others PERMISSION_DENIED.
+        "ReceiveDelivery" => inventory
+            .receive_delivery(pb::ReceiveDeliveryRequest {
+                idempotency_key: key,
+                store_id: STORE.into(),
+                reorder_number: 1,
+                sku: "LATTE-12".into(),
+                quantity: 10,
+            })
+            .await
+            .map(drop),
         other => panic!("no call for {other}"),
     }
 }

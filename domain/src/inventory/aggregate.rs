@@ -27,6 +27,15 @@ impl StockLevel {
     }
 }
 
+/// A purchase order the store has open for one SKU: requested, its delivery not yet received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenReorder {
+    /// Its number at this store, from 1.
+    pub reorder_number: u64,
+    /// The quantity requested.
+    pub suggested_quantity: u32,
+}
+
 /// The inventory aggregate of one store; its id is the store id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreInventory {
@@ -40,13 +49,20 @@ pub struct StoreInventory {
     /// it costs less than the load itself.
     #[serde(default)]
     closed_reservations: VecDeque<OrderId>,
+    /// The reorder open per SKU: at most one, so a SKU that keeps falling below its threshold
+    /// never orders twice before the delivery arrives.
+    #[serde(default)]
+    open_reorders: BTreeMap<Sku, OpenReorder>,
+    /// How many reorders the store requested: the last reorder number.
+    #[serde(default)]
+    reorders_requested: u64,
 }
 
 impl StoreInventory {
     /// The schema version of this aggregate's snapshots: bump it whenever the serialised state or
     /// `apply` changes, so the event store replays snapshots an older build wrote instead of
-    /// trusting them. Version 2: closed reservations are remembered.
-    pub const SNAPSHOT_VERSION: u32 = 2;
+    /// trusting them. Version 2: closed reservations are remembered. Version 3: open reorders.
+    pub const SNAPSHOT_VERSION: u32 = 3;
 
     /// How many released or committed reservations a store remembers, so an order cannot reserve
     /// again once its reservation closed. A store closes ~170 reservations a day at the brief's
@@ -82,6 +98,16 @@ impl StoreInventory {
     /// [`Self::RECENTLY_CLOSED_RESERVATIONS`] most recent closures).
     pub fn reservation_closed(&self, order_id: &OrderId) -> bool {
         self.closed_reservations.contains(order_id)
+    }
+
+    /// The reorder open for `sku`, if any.
+    pub fn open_reorder(&self, sku: &Sku) -> Option<&OpenReorder> {
+        self.open_reorders.get(sku)
+    }
+
+    /// Every open reorder, in SKU order.
+    pub fn open_reorders(&self) -> impl Iterator<Item = (&Sku, &OpenReorder)> {
+        self.open_reorders.iter()
     }
 
     /// The event `command` produces; low-stock signals are derived afterwards from the new state.
@@ -200,7 +226,54 @@ impl StoreInventory {
                     order_id,
                 })
             }
+            InventoryCommand::ReceiveDelivery {
+                reorder_number,
+                sku,
+                quantity,
+            } => self.receive_delivery(reorder_number, sku, quantity),
         }
+    }
+
+    /// A delivery closes the open reorder it names, of that reorder's SKU, with a countable
+    /// quantity; a reorder never requested and one already delivered are told apart.
+    fn receive_delivery(
+        &self,
+        reorder_number: u64,
+        sku: Sku,
+        quantity: u32,
+    ) -> Result<InventoryEvent, InventoryError> {
+        let store_id = self.store_id.as_ref().ok_or(InventoryError::NotFound)?;
+        if reorder_number == 0 || reorder_number > self.reorders_requested {
+            return Err(InventoryError::NoSuchReorder {
+                store_id: store_id.clone(),
+                reorder_number,
+            });
+        }
+        let Some((reorder_sku, _)) = self
+            .open_reorders
+            .iter()
+            .find(|(_, open)| open.reorder_number == reorder_number)
+        else {
+            return Err(InventoryError::ReorderAlreadyDelivered { reorder_number });
+        };
+        if *reorder_sku != sku {
+            return Err(InventoryError::DeliveryOfWrongSku {
+                reorder_number,
+                expected: reorder_sku.clone(),
+                got: sku,
+            });
+        }
+        if quantity == 0 {
+            return Err(InventoryError::NoStockChange { sku });
+        }
+        if self.level(&sku)?.on_hand.checked_add(quantity).is_none() {
+            return Err(InventoryError::StockOverflow { sku });
+        }
+        Ok(InventoryEvent::DeliveryReceived {
+            reorder_number,
+            sku,
+            quantity,
+        })
     }
 
     fn level(&self, sku: &Sku) -> Result<&StockLevel, InventoryError> {
@@ -220,33 +293,39 @@ impl StoreInventory {
             .ok_or(InventoryError::NoSuchReservation { order_id })
     }
 
-    /// The warning events the current state of `sku` calls for. Comparing with
+    /// The warning and reorder events the current state of `sku` calls for. Comparing with
     /// `warning_active` rather than with the previous level is what makes the warning fire
-    /// exactly once per crossing, whatever moved the stock.
+    /// exactly once per crossing, whatever moved the stock. A reorder is wanted whenever stock
+    /// is low and none is open: once per crossing while deliveries keep up, again after a
+    /// delivery that left the stock low, and never a second one while one is open, however
+    /// often the stock crosses the threshold meanwhile.
     fn low_stock_signals(&self, sku: &Sku) -> Vec<InventoryEvent> {
         let Some(level) = self.stock.get(sku) else {
             return Vec::new();
         };
         let available = level.available();
         let threshold = level.low_stock_threshold;
-        match (level.warning_active, available < threshold) {
-            (false, true) => vec![
-                InventoryEvent::LowStockWarningRaised {
-                    sku: sku.clone(),
-                    available,
-                    threshold,
-                },
-                InventoryEvent::ReorderRequested {
-                    sku: sku.clone(),
-                    suggested_quantity: threshold.saturating_mul(2).saturating_sub(available),
-                },
-            ],
+        let low = available < threshold;
+        let mut signals = match (level.warning_active, low) {
+            (false, true) => vec![InventoryEvent::LowStockWarningRaised {
+                sku: sku.clone(),
+                available,
+                threshold,
+            }],
             (true, false) => vec![InventoryEvent::LowStockWarningCleared {
                 sku: sku.clone(),
                 available,
             }],
             _ => Vec::new(),
+        };
+        if low && !self.open_reorders.contains_key(sku) {
+            signals.push(InventoryEvent::ReorderRequested {
+                sku: sku.clone(),
+                suggested_quantity: threshold.saturating_mul(2).saturating_sub(available),
+                reorder_number: self.reorders_requested + 1,
+            });
         }
+        signals
     }
 
     /// Ends `order_id`'s reservation and remembers that it ended.
@@ -270,7 +349,8 @@ fn touched_skus(event: &InventoryEvent) -> BTreeSet<Sku> {
     match event {
         InventoryEvent::StockSet { sku, .. }
         | InventoryEvent::StockRestocked { sku, .. }
-        | InventoryEvent::StockAdjusted { sku, .. } => BTreeSet::from([sku.clone()]),
+        | InventoryEvent::StockAdjusted { sku, .. }
+        | InventoryEvent::DeliveryReceived { sku, .. } => BTreeSet::from([sku.clone()]),
         InventoryEvent::StockReserved { lines, .. }
         | InventoryEvent::ReservationReleased { lines, .. } => {
             lines.iter().map(|line| line.sku.clone()).collect()
@@ -365,7 +445,29 @@ impl Aggregate for StoreInventory {
             InventoryEvent::LowStockWarningCleared { sku, .. } => {
                 self.update(&sku, |level| level.warning_active = false);
             }
-            InventoryEvent::ReorderRequested { .. } => {}
+            InventoryEvent::ReorderRequested {
+                sku,
+                suggested_quantity,
+                reorder_number,
+            } => {
+                // Number 0: a 1.0 suggestion from before reorders were tracked; it opened nothing.
+                if reorder_number > 0 {
+                    self.reorders_requested = self.reorders_requested.max(reorder_number);
+                    self.open_reorders.insert(
+                        sku,
+                        OpenReorder {
+                            reorder_number,
+                            suggested_quantity,
+                        },
+                    );
+                }
+            }
+            InventoryEvent::DeliveryReceived { sku, quantity, .. } => {
+                self.update(&sku, |level| {
+                    level.on_hand = level.on_hand.saturating_add(quantity)
+                });
+                self.open_reorders.remove(&sku);
+            }
         }
     }
 }

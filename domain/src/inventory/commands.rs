@@ -52,4 +52,13 @@ pub enum InventoryCommand {
         /// The order.
         order_id: OrderId,
     },
+    /// The delivery of an open reorder arrived: restocks the SKU and closes the reorder.
+    ReceiveDelivery {
+        /// The open reorder it answers.
+        reorder_number: u64,
+        /// The item; must be the reorder's.
+        sku: Sku,
+        /// How many arrived; above zero.
+        quantity: u32,
+    },
 }

@@ -96,6 +96,30 @@ pub enum InventoryError {
         /// Reserved stock.
         reserved: u32,
     },
+    /// `ReceiveDelivery` named a reorder this store never requested.
+    #[error("store {store_id} has no reorder {reorder_number}")]
+    NoSuchReorder {
+        /// The store.
+        store_id: StoreId,
+        /// The reorder named.
+        reorder_number: u64,
+    },
+    /// `ReceiveDelivery` named a reorder whose delivery was already received.
+    #[error("reorder {reorder_number} was already delivered")]
+    ReorderAlreadyDelivered {
+        /// The reorder named.
+        reorder_number: u64,
+    },
+    /// `ReceiveDelivery` named another SKU than the reorder's.
+    #[error("reorder {reorder_number} is for {expected}, not {got}")]
+    DeliveryOfWrongSku {
+        /// The reorder named.
+        reorder_number: u64,
+        /// The reorder's SKU.
+        expected: Sku,
+        /// The SKU delivered.
+        got: Sku,
+    },
 }
 
 impl InventoryError {
@@ -115,6 +139,9 @@ impl InventoryError {
             InventoryError::StockOverflow { .. } => ErrorReason::StockOverflow,
             InventoryError::NegativeStock { .. } => ErrorReason::NegativeStock,
             InventoryError::BelowReserved { .. } => ErrorReason::BelowReserved,
+            InventoryError::NoSuchReorder { .. } => ErrorReason::NoSuchReorder,
+            InventoryError::ReorderAlreadyDelivered { .. } => ErrorReason::ReorderAlreadyDelivered,
+            InventoryError::DeliveryOfWrongSku { .. } => ErrorReason::DeliveryOfWrongSku,
         }
     }
 }

@@ -77,12 +77,29 @@ pub enum InventoryEvent {
         /// The threshold crossed.
         threshold: u32,
     },
-    /// A reorder is suggested; always follows `LowStockWarningRaised`.
+    /// A purchase order for the SKU is opened (version 1.1): available stock is below the
+    /// threshold and no reorder of the SKU is open. It stays open until a `DeliveryReceived`
+    /// names it, and while it is open no other reorder of the SKU is requested.
     ReorderRequested {
         /// The item.
         sku: Sku,
         /// Enough to bring available stock to twice the threshold.
         suggested_quantity: u32,
+        /// The reorder's number at this store, from 1 (version 1.1). Version 1.0 events were
+        /// suggestions nothing acted on and that never opened a reorder; they have no number and
+        /// read as 0, which is what an upcaster from 1.0 would write, so the default is the
+        /// upcaster.
+        #[serde(default)]
+        reorder_number: u64,
+    },
+    /// The delivery of an open reorder arrived: the stock is added and the reorder closed.
+    DeliveryReceived {
+        /// The reorder it answers.
+        reorder_number: u64,
+        /// The item, the reorder's own.
+        sku: Sku,
+        /// How many arrived (may differ from what was suggested).
+        quantity: u32,
     },
     /// Available stock of a SKU is back at or above its threshold; the warning re-arms.
     LowStockWarningCleared {
@@ -105,11 +122,16 @@ impl DomainEvent for InventoryEvent {
             InventoryEvent::LowStockWarningRaised { .. } => "LowStockWarningRaised",
             InventoryEvent::ReorderRequested { .. } => "ReorderRequested",
             InventoryEvent::LowStockWarningCleared { .. } => "LowStockWarningCleared",
+            InventoryEvent::DeliveryReceived { .. } => "DeliveryReceived",
         }
         .to_owned()
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        match self {
+            InventoryEvent::ReorderRequested { .. } => "1.1",
+            _ => "1.0",
+        }
+        .to_owned()
     }
 }

@@ -58,18 +58,25 @@ fn reserved(order: u128, lines: Vec<StockLine>) -> InventoryEvent {
     }
 }
 
-fn raised(available: u32, suggested_quantity: u32) -> [InventoryEvent; 2] {
-    [
-        InventoryEvent::LowStockWarningRaised {
-            sku: sku("LATTE-12"),
-            available,
-            threshold: 5,
-        },
-        InventoryEvent::ReorderRequested {
-            sku: sku("LATTE-12"),
-            suggested_quantity,
-        },
-    ]
+/// LATTE-12 crossing its threshold of 5 with no reorder open: the warning and reorder `number`.
+fn raised(number: u64, available: u32, suggested_quantity: u32) -> [InventoryEvent; 2] {
+    [warned(available), reorder(number, suggested_quantity)]
+}
+
+fn warned(available: u32) -> InventoryEvent {
+    InventoryEvent::LowStockWarningRaised {
+        sku: sku("LATTE-12"),
+        available,
+        threshold: 5,
+    }
+}
+
+fn reorder(number: u64, suggested_quantity: u32) -> InventoryEvent {
+    InventoryEvent::ReorderRequested {
+        sku: sku("LATTE-12"),
+        suggested_quantity,
+        reorder_number: number,
+    }
 }
 
 fn adjust(delta: i32) -> InventoryCommand {
@@ -103,7 +110,7 @@ fn stock_set_below_its_threshold_warns_at_once() {
         on_hand: 2,
         low_stock_threshold: 5,
     }];
-    expected.extend(raised(2, 8));
+    expected.extend(raised(1, 2, 8));
     test()
         .given_no_previous_events()
         .when(InventoryCommand::SetStock {
@@ -239,7 +246,7 @@ fn an_adjustment_may_cross_the_threshold_either_way() {
         delta: -6,
         reason: reason("dropped a tray"),
     }];
-    expected.extend(raised(4, 6));
+    expected.extend(raised(1, 4, 6));
     test()
         .given(vec![latte_stocked()])
         .when(adjust(-6))
@@ -516,7 +523,7 @@ fn committing_consumes_the_reserved_items() {
 #[test]
 fn low_stock_is_raised_once_per_crossing() {
     let mut crossing = vec![reserved(1, vec![line("LATTE-12", 6)])];
-    crossing.extend(raised(4, 6));
+    crossing.extend(raised(1, 4, 6));
     test()
         .given(vec![latte_stocked()])
         .when(reserve(1, vec![line("LATTE-12", 6)]))
@@ -532,9 +539,9 @@ fn low_stock_is_raised_once_per_crossing() {
 }
 
 #[test]
-fn low_stock_clears_at_the_threshold_and_re_arms() {
+fn low_stock_clears_at_the_threshold_and_re_arms_but_never_orders_twice_while_a_reorder_is_open() {
     let mut history = vec![latte_stocked(), reserved(1, vec![line("LATTE-12", 6)])];
-    history.extend(raised(4, 6));
+    history.extend(raised(1, 4, 6));
     let released = InventoryEvent::ReservationReleased {
         order_id: order_id(1),
         lines: vec![line("LATTE-12", 6)],
@@ -553,18 +560,17 @@ fn low_stock_clears_at_the_threshold_and_re_arms() {
         .then_expect_events(vec![released.clone(), cleared.clone()]);
 
     history.extend([released, cleared]);
-    let mut crossing_again = vec![reserved(2, vec![line("LATTE-12", 8)])];
-    crossing_again.extend(raised(2, 8));
+    // Reorder 1 is still open: the second crossing warns, and orders nothing.
     test()
         .given(history)
         .when(reserve(2, vec![line("LATTE-12", 8)]))
-        .then_expect_events(crossing_again);
+        .then_expect_events(vec![reserved(2, vec![line("LATTE-12", 8)]), warned(2)]);
 }
 
 #[test]
 fn a_restock_to_exactly_the_threshold_clears_the_warning() {
     let mut history = vec![latte_stocked(), reserved(1, vec![line("LATTE-12", 7)])];
-    history.extend(raised(3, 7));
+    history.extend(raised(1, 3, 7));
     test()
         .given(history)
         .when(InventoryCommand::Restock {
@@ -591,6 +597,218 @@ fn a_zero_threshold_never_warns() {
         .then_expect_events(vec![reserved(1, vec![line("CROISSANT", 1)])]);
 }
 
+// --- reorders and deliveries ---
+
+/// LATTE-12 with 4 available (6 reserved by order 1), warned and reorder 1 open for 6.
+fn reorder_open() -> Vec<InventoryEvent> {
+    let mut history = vec![latte_stocked(), reserved(1, vec![line("LATTE-12", 6)])];
+    history.extend(raised(1, 4, 6));
+    history
+}
+
+fn receive(number: u64, code: &str, quantity: u32) -> InventoryCommand {
+    InventoryCommand::ReceiveDelivery {
+        reorder_number: number,
+        sku: sku(code),
+        quantity,
+    }
+}
+
+fn delivered(number: u64, quantity: u32) -> InventoryEvent {
+    InventoryEvent::DeliveryReceived {
+        reorder_number: number,
+        sku: sku("LATTE-12"),
+        quantity,
+    }
+}
+
+#[test]
+fn a_low_stock_crossing_opens_a_numbered_reorder() {
+    let mut inventory = StoreInventory::default();
+    reorder_open().into_iter().for_each(|e| inventory.apply(e));
+    assert_eq!(
+        inventory.open_reorder(&sku("LATTE-12")),
+        Some(&OpenReorder {
+            reorder_number: 1,
+            suggested_quantity: 6
+        })
+    );
+    assert_eq!(inventory.open_reorders().count(), 1);
+}
+
+#[test]
+fn a_delivery_restocks_closes_its_reorder_and_clears_the_warning() {
+    let mut history = reorder_open();
+    test()
+        .given(history.clone())
+        .when(receive(1, "LATTE-12", 6))
+        .then_expect_events(vec![
+            delivered(1, 6),
+            InventoryEvent::LowStockWarningCleared {
+                sku: sku("LATTE-12"),
+                available: 10,
+            },
+        ]);
+
+    // Closed: the next crossing opens reorder 2.
+    history.extend([
+        delivered(1, 6),
+        InventoryEvent::LowStockWarningCleared {
+            sku: sku("LATTE-12"),
+            available: 10,
+        },
+    ]);
+    let mut crossing = vec![reserved(2, vec![line("LATTE-12", 7)])];
+    crossing.extend(raised(2, 3, 7));
+    test()
+        .given(history)
+        .when(reserve(2, vec![line("LATTE-12", 7)]))
+        .then_expect_events(crossing);
+}
+
+#[test]
+fn a_delivery_that_leaves_stock_low_requests_the_next_reorder() {
+    let mut history = vec![latte_stocked(), reserved(1, vec![line("LATTE-12", 8)])];
+    history.extend(raised(1, 2, 8));
+    test()
+        .given(history)
+        .when(receive(1, "LATTE-12", 1))
+        .then_expect_events(vec![delivered(1, 1), reorder(2, 7)]);
+}
+
+#[test]
+fn a_repeated_low_stock_event_never_orders_twice() {
+    // Stock falls further, is corrected up and down across the threshold: reorder 1 stays the
+    // only one until its delivery.
+    let mut history = reorder_open();
+    history.push(reserved(2, vec![line("LATTE-12", 1)]));
+    test()
+        .given(history.clone())
+        .when(adjust(3))
+        .then_expect_events(vec![
+            InventoryEvent::StockAdjusted {
+                sku: sku("LATTE-12"),
+                delta: 3,
+                reason: reason("dropped a tray"),
+            },
+            InventoryEvent::LowStockWarningCleared {
+                sku: sku("LATTE-12"),
+                available: 6,
+            },
+        ]);
+    history.extend([
+        InventoryEvent::StockAdjusted {
+            sku: sku("LATTE-12"),
+            delta: 3,
+            reason: reason("dropped a tray"),
+        },
+        InventoryEvent::LowStockWarningCleared {
+            sku: sku("LATTE-12"),
+            available: 6,
+        },
+    ]);
+    test()
+        .given(history)
+        .when(adjust(-3))
+        .then_expect_events(vec![
+            InventoryEvent::StockAdjusted {
+                sku: sku("LATTE-12"),
+                delta: -3,
+                reason: reason("dropped a tray"),
+            },
+            warned(3),
+        ]);
+}
+
+#[test]
+fn a_delivery_names_a_reorder_the_store_requested() {
+    for number in [0, 2] {
+        assert_eq!(
+            result(reorder_open(), receive(number, "LATTE-12", 6)),
+            Err(InventoryError::NoSuchReorder {
+                store_id: store("s1"),
+                reorder_number: number,
+            }),
+            "reorder {number}"
+        );
+    }
+    assert_eq!(
+        result(vec![], receive(1, "LATTE-12", 6)),
+        Err(InventoryError::NotFound)
+    );
+}
+
+#[test]
+fn a_reorder_is_delivered_once() {
+    let mut history = reorder_open();
+    history.extend([
+        delivered(1, 6),
+        InventoryEvent::LowStockWarningCleared {
+            sku: sku("LATTE-12"),
+            available: 10,
+        },
+    ]);
+    let refused = result(history, receive(1, "LATTE-12", 6));
+    assert_eq!(
+        refused,
+        Err(InventoryError::ReorderAlreadyDelivered { reorder_number: 1 })
+    );
+    assert_eq!(refused.unwrap_err().kind(), ErrorKind::FailedPrecondition);
+}
+
+#[test]
+fn a_delivery_is_of_its_reorders_sku_and_adds_something_countable() {
+    let mut history = reorder_open();
+    history.push(croissant_stocked(4));
+    assert_eq!(
+        result(history.clone(), receive(1, "CROISSANT", 6)),
+        Err(InventoryError::DeliveryOfWrongSku {
+            reorder_number: 1,
+            expected: sku("LATTE-12"),
+            got: sku("CROISSANT"),
+        })
+    );
+    assert_eq!(
+        result(history.clone(), receive(1, "LATTE-12", 0)),
+        Err(InventoryError::NoStockChange {
+            sku: sku("LATTE-12")
+        })
+    );
+    history.push(InventoryEvent::StockRestocked {
+        sku: sku("LATTE-12"),
+        quantity: u32::MAX - 10,
+    });
+    assert_eq!(
+        result(history, receive(1, "LATTE-12", 1)),
+        Err(InventoryError::StockOverflow {
+            sku: sku("LATTE-12")
+        })
+    );
+}
+
+#[test]
+fn a_version_1_0_reorder_suggestion_reads_as_unnumbered_and_opens_nothing() {
+    let suggestion: InventoryEvent = serde_json::from_value(serde_json::json!({
+        "ReorderRequested": {"sku": "LATTE-12", "suggested_quantity": 6}
+    }))
+    .unwrap();
+    assert_eq!(suggestion, reorder(0, 6));
+    let history = vec![
+        latte_stocked(),
+        reserved(1, vec![line("LATTE-12", 6)]),
+        warned(4),
+        suggestion,
+    ];
+    let mut inventory = StoreInventory::default();
+    history.iter().cloned().for_each(|e| inventory.apply(e));
+    assert_eq!(inventory.open_reorders().count(), 0);
+    // Still low with nothing open: the next change of the SKU opens reorder 1.
+    test()
+        .given(history)
+        .when(reserve(2, vec![line("LATTE-12", 1)]))
+        .then_expect_events(vec![reserved(2, vec![line("LATTE-12", 1)]), reorder(1, 7)]);
+}
+
 // --- state ---
 
 #[test]
@@ -603,7 +821,7 @@ fn a_snapshot_round_trips_through_json() {
         reserved(2, vec![line("CROISSANT", 1)]),
         released(2, vec![line("CROISSANT", 1)]),
     ];
-    history.extend(raised(4, 6));
+    history.extend(raised(1, 4, 6));
     history.into_iter().for_each(|e| inventory.apply(e));
     assert_eq!(inventory.store_id(), Some(&store("s1")));
     assert!(inventory.stock(&sku("LATTE-12")).unwrap().warning_active);
@@ -615,4 +833,11 @@ fn a_snapshot_round_trips_through_json() {
         "the snapshot remembers closed reservations"
     );
     assert!(!restored.reservation_closed(&order_id(1)), "still open");
+    assert_eq!(
+        restored
+            .open_reorder(&sku("LATTE-12"))
+            .map(|r| r.reorder_number),
+        Some(1),
+        "the snapshot remembers open reorders"
+    );
 }

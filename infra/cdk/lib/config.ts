@@ -51,7 +51,7 @@ export type ProcessName = ServiceName | OneOffTaskName;
 export type BinaryName = 'command-api' | 'relay' | 'projectors' | 'flows' | 'dashboard' | 'replay';
 
 /** The workers of the `flows` binary (`crates/queues/flows/src/settings.rs` `WORKERS`). */
-export type FlowsWorker = 'order_saga' | 'notifications' | 'payments' | 'intake';
+export type FlowsWorker = 'order_saga' | 'notifications' | 'purchase_orders' | 'payments' | 'intake';
 
 /** Ports the binaries listen on. */
 export const PORTS = {
@@ -104,6 +104,7 @@ export type Capability =
   | 'paymentsConsume'
   | 'paymentsSend'
   | 'notificationsSend'
+  | 'purchaseOrdersSend'
   | 'projectorDeadLetter'
   | 'commandApiClient';
 
@@ -206,10 +207,11 @@ export const SERVICES: Record<ProcessName, ServiceSpec> = {
     publishedMetrics: [CONSUMER_LAG],
   },
   'flows-log': {
-    description: 'flows run: the order saga and notifications, consumer groups on the event log (leases shared with the projectors)',
+    description:
+      'flows run: the order saga, notifications and purchase orders, consumer groups on the event log (leases shared with the projectors)',
     binary: 'flows',
     command: ['run'],
-    flowsWorkers: ['order_saga', 'notifications'],
+    flowsWorkers: ['order_saga', 'notifications', 'purchase_orders'],
     adminHealthCheck: true,
     capabilities: [
       'adminEndpoint',
@@ -221,9 +223,10 @@ export const SERVICES: Record<ProcessName, ServiceSpec> = {
       'leases',
       'parked',
       'projectorDeadLetter',
-      // The saga requests charges and refunds; notifications are put on their queue.
+      // The saga requests charges and refunds; notifications and purchase orders are put on their queues.
       'paymentsSend',
       'notificationsSend',
+      'purchaseOrdersSend',
     ],
     publishedMetrics: [CONSUMER_LAG],
   },
@@ -301,6 +304,7 @@ export interface ConfigSources {
   readonly intake: QueueUrls;
   readonly payments: QueueUrls;
   readonly notifications: QueueUrls;
+  readonly purchaseOrders: QueueUrls;
   readonly projectorDlqUrl: string;
   readonly commandApiUrl: string;
 }
@@ -346,12 +350,14 @@ const AWS_SDK_CAPABILITIES: readonly Capability[] = [
   'paymentsConsume',
   'paymentsSend',
   'notificationsSend',
+  'purchaseOrdersSend',
   'projectorDeadLetter',
 ];
 
 /** The `flows` binary needs a queue's URL and its DLQ's URL together (`Settings::queue`). */
 const PAYMENTS_QUEUE: readonly Capability[] = ['paymentsConsume', 'paymentsSend'];
 const NOTIFICATIONS_QUEUE: readonly Capability[] = ['notificationsSend'];
+const PURCHASE_ORDERS_QUEUE: readonly Capability[] = ['purchaseOrdersSend'];
 const INTAKE_QUEUE: readonly Capability[] = ['intakeConsume'];
 const ACTIVE_ORDERS_VIEW: readonly Capability[] = ['activeOrdersRead', 'activeOrdersWrite', 'viewsRebuild'];
 
@@ -469,6 +475,18 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     when: NOTIFICATIONS_QUEUE,
     source: 'notifications DLQ URL',
     plain: (s) => s.notifications.dlqUrl,
+  },
+  {
+    key: 'ORDERPIPE_SQS__PURCHASE_ORDERS_QUEUE_URL',
+    when: PURCHASE_ORDERS_QUEUE,
+    source: 'purchase orders FIFO queue URL',
+    plain: (s) => s.purchaseOrders.url,
+  },
+  {
+    key: 'ORDERPIPE_SQS__PURCHASE_ORDERS_DLQ_URL',
+    when: PURCHASE_ORDERS_QUEUE,
+    source: 'purchase orders FIFO DLQ URL',
+    plain: (s) => s.purchaseOrders.dlqUrl,
   },
   {
     key: 'ORDERPIPE_SQS__PROJECTOR_DLQ_URL',

@@ -28,14 +28,16 @@ export interface QueuePair {
 
 /**
  * The event log (Kinesis, on-demand, KMS) and the SQS work queues: intake, payments (FIFO, one
- * message group per order) and notifications, each with a dead-letter queue, plus the queue the
- * projectors move malformed log records to.
+ * message group per order), notifications and purchase orders (FIFO, one group per store), each
+ * with a dead-letter queue, plus the queue the projectors move malformed log records to.
  */
 export class Messaging extends Construct {
   readonly stream: kinesis.Stream;
   readonly intake: QueuePair;
   readonly payments: QueuePair;
   readonly notifications: QueuePair;
+  /** Purchase orders for the supplier integration (FIFO, one message group per store). */
+  readonly purchaseOrders: QueuePair;
   readonly projectorDlq: sqs.Queue;
 
   private readonly pairs = new Map<string, QueuePair>();
@@ -107,6 +109,7 @@ export class Messaging extends Construct {
     this.intake = this.pair('intake');
     this.payments = this.pair('payments');
     this.notifications = this.pair('notifications');
+    this.purchaseOrders = this.pair('purchase-orders');
     const projectorDlq = this.deadLetters.get('projector');
     if (!projectorDlq) throw new Error('resources.json declares no queue named projector (regenerate it from the Rust code)');
     this.projectorDlq = projectorDlq;

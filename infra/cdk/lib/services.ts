@@ -234,6 +234,7 @@ export class Services extends Construct {
       intake: { url: messaging.intake.queue.queueUrl, dlqUrl: messaging.intake.dlq.queueUrl },
       payments: { url: messaging.payments.queue.queueUrl, dlqUrl: messaging.payments.dlq.queueUrl },
       notifications: { url: messaging.notifications.queue.queueUrl, dlqUrl: messaging.notifications.dlq.queueUrl },
+      purchaseOrders: { url: messaging.purchaseOrders.queue.queueUrl, dlqUrl: messaging.purchaseOrders.dlq.queueUrl },
       projectorDlqUrl: messaging.projectorDlq.queueUrl,
       // The internal clients call the API through the load balancer, as every caller does: TLS
       // end to end with its ACM certificate (trusted through the image's system roots), and
@@ -561,6 +562,11 @@ export class Services extends Construct {
         // flows notifications.rs: SendMessage.
         allow(role, ['sqs:SendMessage'], [messaging.notifications.queue.queueArn]);
         watchDepth(role, messaging.notifications);
+        return 'sqs';
+      case 'purchaseOrdersSend':
+        // flows purchase_orders.rs: SendMessage (FIFO, group = store, dedup id = purchase order id).
+        allow(role, ['sqs:SendMessage'], [messaging.purchaseOrders.queue.queueArn]);
+        watchDepth(role, messaging.purchaseOrders);
         return 'sqs';
       case 'projectorDeadLetter':
         // kinesis-consumer dead_letters.rs: SendMessage to the queue URL it is given.

@@ -134,7 +134,7 @@ test('each service runs its binary\'s long-running subcommand', () => {
 
 test('flows services run exactly the workers of the binary, each worker in one service', () => {
   const workers = SERVICE_NAMES.flatMap((n) => SERVICES[n].flowsWorkers ?? []).sort();
-  assert.deepEqual(workers, ['intake', 'notifications', 'order_saga', 'payments']);
+  assert.deepEqual(workers, ['intake', 'notifications', 'order_saga', 'payments', 'purchase_orders']);
   for (const name of PROCESS_NAMES) {
     assert.equal(SERVICES[name].binary === 'flows', Boolean(SERVICES[name].flowsWorkers), name);
     if (SERVICES[name].binary === 'flows') {

@@ -20,11 +20,12 @@ test('Kinesis event stream: on-demand, KMS-encrypted, 7-day retention', () => {
   });
 });
 
-test('intake, payments (FIFO) and notifications each redrive to their own DLQ after 5 receives', () => {
+test('intake, payments (FIFO), notifications and purchase orders (FIFO) each redrive to their own DLQ after 5 receives', () => {
   for (const [name, dlq] of [
     ['orderpipe-dev-intake', 'orderpipe-dev-intake-dlq'],
     ['orderpipe-dev-payments.fifo', 'orderpipe-dev-payments-dlq.fifo'],
     ['orderpipe-dev-notifications', 'orderpipe-dev-notifications-dlq'],
+    ['orderpipe-dev-purchase-orders.fifo', 'orderpipe-dev-purchase-orders-dlq.fifo'],
   ]) {
     const q = queue(name);
     const d = queue(dlq);
@@ -50,7 +51,7 @@ test('projector dead-letter queue for malformed log records', () => {
 
 test('every queue is KMS-encrypted and refuses non-TLS access', () => {
   const queues = template.findResources('AWS::SQS::Queue');
-  assert.equal(Object.keys(queues).length, 7);
+  assert.equal(Object.keys(queues).length, 9);
   for (const q of Object.values(queues)) assert.deepEqual(referencedIds(q.Properties.KmsMasterKeyId), [kmsKeyId]);
   const policies = Object.values(template.findResources('AWS::SQS::QueuePolicy'));
   const protectedQueues = new Set<string>();

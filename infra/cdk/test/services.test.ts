@@ -75,7 +75,7 @@ test('each binary runs its subcommand; the flows services choose their workers',
   assert.deepEqual(appContainer('replay').Command, ['list']);
   const workers = (name: ProcessName) =>
     appContainer(name).Environment.find((e: any) => e.Name === 'ORDERPIPE_FLOWS__WORKERS').Value;
-  assert.equal(workers('flows-log'), 'order_saga,notifications');
+  assert.equal(workers('flows-log'), 'order_saga,notifications,purchase_orders');
   assert.equal(workers('flows-payments'), 'payments');
   assert.equal(workers('flows-intake'), 'intake');
   for (const name of ['flows-log', 'flows-payments', 'flows-intake'] as const) assert.deepEqual(appContainer(name).Command, ['run']);
@@ -360,11 +360,16 @@ test('queue grants point at the right queues', () => {
   assert.deepEqual(resourcesFor('flows-payments', 'sqs:SendMessage'), ids('orderpipe-dev-payments-dlq.fifo'));
   assert.deepEqual(
     resourcesFor('flows-log', 'sqs:SendMessage'),
-    ids('orderpipe-dev-notifications', 'orderpipe-dev-payments.fifo', 'orderpipe-dev-projector-dlq'),
+    ids(
+      'orderpipe-dev-notifications',
+      'orderpipe-dev-payments.fifo',
+      'orderpipe-dev-projector-dlq',
+      'orderpipe-dev-purchase-orders.fifo',
+    ),
   );
   assert.deepEqual(
     resourcesFor('flows-log', 'sqs:GetQueueAttributes'),
-    ids('orderpipe-dev-notifications-dlq', 'orderpipe-dev-payments-dlq.fifo'),
+    ids('orderpipe-dev-notifications-dlq', 'orderpipe-dev-payments-dlq.fifo', 'orderpipe-dev-purchase-orders-dlq.fifo'),
   );
   assert.deepEqual(resourcesFor('projectors', 'sqs:SendMessage'), ids('orderpipe-dev-projector-dlq'));
 });

@@ -187,6 +187,8 @@ pub struct LoggedCommit {
     pub correlation_id: String,
     /// What caused the command (may be empty).
     pub causation_id: String,
+    /// Who issued the command (the caller's subject, e.g. `barista:s1:ana`; may be empty).
+    pub actor: String,
     /// The events, in sequence order; never empty.
     pub events: Vec<LoggedEvent>,
 }
@@ -250,6 +252,7 @@ impl LoggedCommit {
             committed_at: first.recorded_at,
             correlation_id: metadata_field(&first.metadata, metadata::CORRELATION_ID),
             causation_id: metadata_field(&first.metadata, metadata::CAUSATION_ID),
+            actor: metadata_field(&first.metadata, metadata::ACTOR),
             events: logged,
         };
         commit.check_contiguous()?;
@@ -380,6 +383,7 @@ pub fn encode(events: &[RecordedEvent]) -> Result<Vec<u8>, EncodeError> {
         committed_at: Some(timestamp(first.recorded_at)),
         correlation_id: metadata_field(&first.metadata, metadata::CORRELATION_ID),
         causation_id: metadata_field(&first.metadata, metadata::CAUSATION_ID),
+        actor: metadata_field(&first.metadata, metadata::ACTOR),
         events: events
             .iter()
             .map(|event| pb::LoggedEvent {
@@ -491,6 +495,7 @@ pub fn decode_with(record: &[u8], vocabulary: &Vocabulary) -> Result<LoggedCommi
         committed_at: datetime(envelope.committed_at)?,
         correlation_id: envelope.correlation_id,
         causation_id: envelope.causation_id,
+        actor: envelope.actor,
         events,
     };
     commit.check_contiguous()?;
@@ -543,7 +548,7 @@ mod tests {
             event_type: "MenuItemAvailabilityChanged".into(),
             event_version: "1.0".into(),
             payload,
-            metadata: json!({"correlation_id": "flow-1"}),
+            metadata: json!({"correlation_id": "flow-1", "actor": "barista:s1:ana"}),
             recorded_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
         }
     }
@@ -568,6 +573,7 @@ mod tests {
             (10, 11)
         );
         assert_eq!(decoded.correlation_id, "flow-1");
+        assert_eq!(decoded.actor, "barista:s1:ana", "who issued the command");
         assert!(matches!(decoded.events[0].event, DomainEvent::Menu(_)));
     }
 

@@ -29,11 +29,18 @@ use serde::de::{self, Deserialize, Visitor};
 /// own `event_version()` cannot be asked): every event is at 1.0 except those listed. Only the
 /// classification of unparsable payloads depends on it (newer than this: not understood; else
 /// poison), and both outcomes stop the aggregate, so a stale entry cannot let a commit pass.
-const WRITTEN_VERSIONS: &[(&str, &str, EventVersion)] = &[(
-    Order::TYPE,
-    "OrderPlaced",
-    EventVersion { major: 1, minor: 1 },
-)];
+const WRITTEN_VERSIONS: &[(&str, &str, EventVersion)] = &[
+    (
+        Order::TYPE,
+        "OrderPlaced",
+        EventVersion { major: 1, minor: 1 },
+    ),
+    (
+        StoreInventory::TYPE,
+        "ReorderRequested",
+        EventVersion { major: 1, minor: 1 },
+    ),
+];
 
 /// An event version, `major.minor` (e.g. `1.1`); ordered as numbers, not text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

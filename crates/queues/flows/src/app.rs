@@ -24,9 +24,10 @@ use crate::intake::IntakeHandler;
 use crate::notifications::{Notifications, NOTIFICATIONS_NAME};
 use crate::payments::processor::PaymentProcessor;
 use crate::payments::{PaymentGateway, PaymentQueue, SandboxGateway};
+use crate::purchase_orders::{PurchaseOrders, PURCHASE_ORDERS_NAME};
 use crate::queue::{ConsumerConfig, MessageHandler, QueueConsumer};
 use crate::saga::{OrderSaga, SAGA_NAME};
-use crate::settings::{Settings, SettingsError, INTAKE, NOTIFICATIONS, PAYMENTS};
+use crate::settings::{Settings, SettingsError, INTAKE, NOTIFICATIONS, PAYMENTS, PURCHASE_ORDERS};
 use crate::sqs::SqsQueue;
 use auth_tokens::AuthSettings;
 
@@ -43,7 +44,9 @@ pub enum AppError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     /// A consumer group this build does not have.
-    #[error("unknown consumer group {0:?} (the flows have: order_saga, notifications)")]
+    #[error(
+        "unknown consumer group {0:?} (the flows have: order_saga, notifications, purchase_orders)"
+    )]
     UnknownGroup(String),
     /// The command API's URL or its TLS files are not usable.
     #[error(transparent)]
@@ -57,7 +60,7 @@ pub enum AppError {
 }
 
 /// The consumer groups on the log (each its own leases, checkpoints and parked commits).
-pub const LOG_GROUPS: [&str; 2] = [SAGA_NAME, NOTIFICATIONS_NAME];
+pub const LOG_GROUPS: [&str; 3] = [SAGA_NAME, NOTIFICATIONS_NAME, PURCHASE_ORDERS_NAME];
 
 /// The command API's clients, one per flow: the subject scopes idempotency keys and shows in
 /// the API's logs.
@@ -93,7 +96,8 @@ impl CommandClients {
     }
 }
 
-/// Builds the log consumer groups `groups` names (`order_saga`, `notifications`), for the
+/// Builds the log consumer groups `groups` names (`order_saga`, `notifications`,
+/// `purchase_orders`), for the
 /// worker or for a redrive.
 pub fn log_consumers(
     settings: &Settings,
@@ -119,6 +123,13 @@ pub fn log_consumers(
                     notifications.queue_url,
                 )));
             }
+            PURCHASE_ORDERS_NAME => {
+                let purchase_orders = settings.queue(PURCHASE_ORDERS)?;
+                projections.push(Arc::new(PurchaseOrders::new(
+                    sqs.clone(),
+                    purchase_orders.queue_url,
+                )));
+            }
             other => return Err(AppError::UnknownGroup(other.to_owned())),
         }
     }
@@ -126,7 +137,7 @@ pub fn log_consumers(
 }
 
 /// `flows redrive`: applies the parked commits of consumer group `group` (`order_saga`, also
-/// spelt `saga`, or `notifications`), of one aggregate (type, id) or of every parked one,
+/// spelt `saga`, `notifications` or `purchase_orders`), of one aggregate (type, id) or of every parked one,
 /// oldest first, through the command API; each aggregate stops at its first commit that fails
 /// again.
 pub async fn redrive(
@@ -225,7 +236,7 @@ impl Application {
         }
 
         let mut dead_letter_queues = Vec::new();
-        for name in [INTAKE, PAYMENTS, NOTIFICATIONS] {
+        for name in [INTAKE, PAYMENTS, NOTIFICATIONS, PURCHASE_ORDERS] {
             if let Ok(queue) = settings.queue(name) {
                 dead_letter_queues.push((queue.name, queue.dead_letter_url));
             }

@@ -3,8 +3,9 @@
 //! Two kinds of workers, run by one `flows run` process:
 //! - on the **log** (Kinesis, through the projector runtime's leases and checkpoints): the
 //!   [`saga`] (the order process manager: reserve stock, accept or reject, request the payment,
-//!   release or commit stock, earn loyalty points, refund) and [`notifications`] (order ready,
-//!   order rejected, tier upgraded, onto the notifications queue);
+//!   release or commit stock, earn loyalty points, refund), [`notifications`] (order ready,
+//!   order rejected, tier upgraded, onto the notifications queue) and [`purchase_orders`]
+//!   (every reorder a store opens, onto the supplier's purchase-orders queue);
 //! - on **SQS** (one shared [`queue`] consumer loop): the [`payments`] processor (payments FIFO
 //!   queue -> a [`payments::PaymentGateway`] -> results back as commands) and the delivery-platform
 //!   [`intake`] (validated, deduplicated orders placed through the API).
@@ -20,6 +21,7 @@ pub mod dead_letters;
 pub mod intake;
 pub mod notifications;
 pub mod payments;
+pub mod purchase_orders;
 pub mod queue;
 pub mod queues;
 pub mod saga;

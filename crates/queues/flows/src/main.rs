@@ -12,8 +12,8 @@ use flows::sqs::{Outgoing, SqsQueue};
 use kinesis_consumer::redrive::describe_redrive;
 use service_kit::{cli::SettingsFile, shutdown, telemetry};
 
-/// orderpipe's asynchronous flows: the order saga and customer notifications (driven by the
-/// Kinesis log), the payment processor (payments FIFO queue) and delivery-platform intake
+/// orderpipe's asynchronous flows: the order saga, customer notifications and purchase orders
+/// for reorders (driven by the Kinesis log), the payment processor (payments FIFO queue) and delivery-platform intake
 /// (intake queue).
 ///
 /// The saga reserves stock, accepts or rejects orders, requests payments, releases or commits
@@ -42,10 +42,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the workers of flows.workers (default: order_saga, notifications, payments, intake)
+    /// Run the workers of flows.workers (default: order_saga, notifications, purchase_orders,
+    /// payments, intake)
     /// and the admin endpoint (/metrics, /health) until SIGINT or SIGTERM.
     Run,
-    /// Inspect or redrive a dead-letter queue: intake, payments or notifications.
+    /// Inspect or redrive a dead-letter queue: intake, payments, notifications or
+    /// purchase_orders.
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
@@ -55,8 +57,8 @@ enum Command {
     /// runs); each aggregate stops at its first commit that fails again (it and its successors
     /// stay parked).
     Redrive {
-        /// The consumer group: order_saga (or saga) or notifications.
-        #[arg(long, value_parser = ["order_saga", "saga", "notifications"])]
+        /// The consumer group: order_saga (or saga), notifications or purchase_orders.
+        #[arg(long, value_parser = ["order_saga", "saga", "notifications", "purchase_orders"])]
         group: String,
         /// One aggregate, as TYPE/ID (e.g. order/5f0c...); default: every parked aggregate.
         #[arg(long, value_name = "TYPE/ID")]
@@ -79,7 +81,7 @@ enum Command {
 enum DlqCommand {
     /// List dead-lettered messages with why they are there (they stay in the queue).
     List {
-        /// intake, payments or notifications.
+        /// intake, payments, notifications or purchase_orders.
         queue: String,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
@@ -87,7 +89,7 @@ enum DlqCommand {
     },
     /// Print one dead-lettered message: its reason and its whole body.
     Show {
-        /// intake, payments or notifications.
+        /// intake, payments, notifications or purchase_orders.
         queue: String,
         /// The message id `list` printed.
         message_id: String,
@@ -95,7 +97,7 @@ enum DlqCommand {
     /// Send dead-lettered messages back to their queue: one (--message-id), optionally with a
     /// corrected body (--body-file), or all of them.
     Redrive {
-        /// intake, payments or notifications.
+        /// intake, payments, notifications or purchase_orders.
         queue: String,
         /// Only this message; default: every message in the dead-letter queue.
         #[arg(long)]

@@ -13,7 +13,6 @@ use commit_log::projection::{Projection, ProjectionError};
 use commit_log::{DomainEvent, LoggedCommit, LoggedEvent};
 use domain::{LoyaltyEvent, OrderEvent, Tier};
 use serde::{Deserialize, Serialize};
-use service_kit::error_chain;
 use time::format_description::well_known::Rfc3339;
 
 use crate::command_client::{Cause, CommandClient, CommandError};
@@ -149,9 +148,8 @@ impl Notifications {
         }))
     }
 
-    /// Sends one notification of `commits[index]`. SQS refusing the message itself (contents it
-    /// does not accept) is that commit's poison; every other failure (throttling, the endpoint
-    /// away, a queue or permission an operator must restore) is retried until it passes.
+    /// Sends one notification of `commits[index]` (failures classified by
+    /// [`crate::sqs::projection_error`]).
     async fn send(&self, index: usize, notification: &Notification) -> Result<(), ProjectionError> {
         let body = serde_json::to_string(notification).map_err(|e| ProjectionError::Poison {
             index,
@@ -160,20 +158,7 @@ impl Notifications {
         self.queue
             .send(Outgoing::new(&body))
             .await
-            .map_err(|error| {
-                let refused = matches!(
-                    error.code.as_deref(),
-                    Some("InvalidMessageContents" | "InvalidParameterValue")
-                );
-                if refused && !error.retryable {
-                    ProjectionError::Poison {
-                        index,
-                        reason: format!("SQS refused the notification: {}", error_chain(&error)),
-                    }
-                } else {
-                    ProjectionError::Transient(Box::new(error))
-                }
-            })?;
+            .map_err(|error| crate::sqs::projection_error(index, error, "notification"))?;
         metrics::counter!("orderpipe_flows_notifications_total").increment(1);
         Ok(())
     }

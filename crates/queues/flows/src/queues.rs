@@ -55,8 +55,27 @@ pub const NOTIFICATIONS_QUEUE: QueueResource = QueueResource {
     dead_letter_url_key: "sqs.notifications_dlq_url",
 };
 
+/// Purchase orders for the supplier integration (written by the `purchase_orders` worker, read
+/// by the supplier): FIFO, one message group per store, deduplicated by purchase order id.
+pub const PURCHASE_ORDERS_QUEUE: QueueResource = QueueResource {
+    name: "purchase-orders",
+    shape: QueueShape {
+        fifo: true,
+        kind: QueueKind::WithDeadLetters {
+            max_receive_count: MAX_RECEIVE_COUNT,
+        },
+    },
+    queue_url_key: Some("sqs.purchase_orders_queue_url"),
+    dead_letter_url_key: "sqs.purchase_orders_dlq_url",
+};
+
 /// Every work queue of the flows.
-pub const QUEUES: [QueueResource; 3] = [INTAKE_QUEUE, PAYMENTS_QUEUE, NOTIFICATIONS_QUEUE];
+pub const QUEUES: [QueueResource; 4] = [
+    INTAKE_QUEUE,
+    PAYMENTS_QUEUE,
+    NOTIFICATIONS_QUEUE,
+    PURCHASE_ORDERS_QUEUE,
+];
 
 /// The resources the flows use: their queues, and those of the log consumer runtime they run
 /// on (the stream, the lease and parked tables, the dead-letter queue of poison records).

@@ -14,16 +14,25 @@ pub use service_kit::settings::{AdminSettings, LayeredSettings, LogSettings, Set
 
 use crate::dead_letters::QueuePair;
 use crate::notifications::NOTIFICATIONS_NAME;
+use crate::purchase_orders::PURCHASE_ORDERS_NAME;
 use crate::saga::SAGA_NAME;
 
 /// Every worker this build has: the log consumers, then the queue consumers.
-pub const WORKERS: [&str; 4] = [SAGA_NAME, NOTIFICATIONS_NAME, PAYMENTS, INTAKE];
+pub const WORKERS: [&str; 5] = [
+    SAGA_NAME,
+    NOTIFICATIONS_NAME,
+    PURCHASE_ORDERS_NAME,
+    PAYMENTS,
+    INTAKE,
+];
 /// The payments queue consumer's name.
 pub const PAYMENTS: &str = "payments";
 /// The intake queue consumer's name.
 pub const INTAKE: &str = "intake";
 /// The notifications queue's name (written, not consumed here).
 pub const NOTIFICATIONS: &str = "notifications";
+/// The purchase-orders queue's name (written for the supplier integration, not consumed here).
+pub const PURCHASE_ORDERS: &str = PURCHASE_ORDERS_NAME;
 
 /// Everything `flows` reads.
 #[derive(Debug, Clone, Deserialize)]
@@ -56,7 +65,8 @@ pub struct Settings {
 /// Which workers run.
 #[derive(Debug, Clone, Deserialize)]
 pub struct FlowsSettings {
-    /// Comma-separated subset of `order_saga,notifications,payments,intake`; empty: all (one
+    /// Comma-separated subset of `order_saga,notifications,purchase_orders,payments,intake`;
+    /// empty: all (one
     /// deployment may run each in its own service).
     pub workers: String,
 }
@@ -116,6 +126,10 @@ pub struct SqsSettings {
     pub notifications_queue_url: Option<String>,
     /// Their dead-letter queue (for the notification sender's failures).
     pub notifications_dlq_url: Option<String>,
+    /// Purchase orders for the supplier integration (FIFO, one group per store).
+    pub purchase_orders_queue_url: Option<String>,
+    /// Their dead-letter queue (FIFO, for the supplier integration's failures).
+    pub purchase_orders_dlq_url: Option<String>,
     /// Long-polling wait per ReceiveMessage, 0 to 20 seconds.
     pub wait_time_seconds: u64,
     /// How long a received message stays invisible (extended while it is handled).
@@ -316,7 +330,8 @@ impl Settings {
         })
     }
 
-    /// The queue `name` (`intake`, `payments`, `notifications`) and its dead-letter queue.
+    /// The queue `name` (`intake`, `payments`, `notifications`, `purchase_orders`) and its
+    /// dead-letter queue.
     pub fn queue(&self, name: &str) -> Result<QueuePair, SettingsError> {
         let sqs = &self.sqs;
         let (name, queue, dlq) = match name {
@@ -327,9 +342,14 @@ impl Settings {
                 &sqs.notifications_queue_url,
                 &sqs.notifications_dlq_url,
             ),
+            PURCHASE_ORDERS => (
+                PURCHASE_ORDERS,
+                &sqs.purchase_orders_queue_url,
+                &sqs.purchase_orders_dlq_url,
+            ),
             other => {
                 return Err(rejected(&format!(
-                    "unknown queue {other:?} (intake, payments, notifications)"
+                    "unknown queue {other:?} (intake, payments, notifications, purchase_orders)"
                 )))
             }
         };

@@ -8,6 +8,8 @@ use aws_sdk_sqs::types::{
     Message, MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
 };
 use aws_support::AwsCallError;
+use commit_log::projection::ProjectionError;
+use service_kit::error_chain;
 
 /// SQS's longest visibility timeout: 12 hours.
 const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
@@ -71,6 +73,25 @@ impl<'a> Outgoing<'a> {
     pub fn attribute(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.attributes.push((name, value.into()));
         self
+    }
+}
+
+/// How a log consumer that sends to a queue treats a failed send of `commits[index]`'s `what`:
+/// SQS refusing the message itself (contents it does not accept) is that commit's poison; every
+/// other failure (throttling, the endpoint away, a queue or permission an operator must restore)
+/// is retried until it passes.
+pub fn projection_error(index: usize, error: AwsCallError, what: &str) -> ProjectionError {
+    let refused = matches!(
+        error.code.as_deref(),
+        Some("InvalidMessageContents" | "InvalidParameterValue")
+    );
+    if refused && !error.retryable {
+        ProjectionError::Poison {
+            index,
+            reason: format!("SQS refused the {what}: {}", error_chain(&error)),
+        }
+    } else {
+        ProjectionError::Transient(Box::new(error))
     }
 }
 

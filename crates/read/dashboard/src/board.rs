@@ -135,6 +135,22 @@ pub struct StockWarning {
     pub reorder_suggested: Option<i64>,
 }
 
+/// A purchase order the store has open: requested from the supplier, its delivery not yet
+/// received (`ReceiveDelivery` closes it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpenReorder {
+    /// The SKU.
+    pub sku: String,
+    /// The reorder's number at the store (what `ReceiveDelivery` names).
+    pub reorder_number: i64,
+    /// The quantity ordered.
+    pub quantity: i64,
+    /// Since when it is open (UTC, RFC 3339).
+    pub since: Option<String>,
+    /// On hand minus reserved now.
+    pub available: i64,
+}
+
 /// Everything the page shows for a store: what the live stream pushes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Board {
@@ -146,6 +162,8 @@ pub struct Board {
     pub metrics: DayMetrics,
     /// Low-stock SKUs.
     pub stock_warnings: Vec<StockWarning>,
+    /// Reorders awaiting their delivery.
+    pub open_reorders: Vec<OpenReorder>,
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use read_models::SchemaName;
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 /// Selects the history schema for the current transaction only.
@@ -106,9 +106,8 @@ impl OrderHistoryReader {
         &self.pool
     }
 
-    /// The order's history; `None` when the history has no such order.
-    pub async fn order(&self, order_id: Uuid) -> Result<Option<OrderHistory>, sqlx::Error> {
-        // One read-only transaction: the order, lines and timeline are one consistent picture.
+    /// A read-only transaction on the history schema: what it reads is one consistent picture.
+    pub(crate) async fn read_only(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         let mut transaction = self.pool.begin().await?;
         sqlx::query("SET TRANSACTION READ ONLY")
             .execute(&mut *transaction)
@@ -117,6 +116,12 @@ impl OrderHistoryReader {
             .bind(self.schema.as_str())
             .execute(&mut *transaction)
             .await?;
+        Ok(transaction)
+    }
+
+    /// The order's history; `None` when the history has no such order.
+    pub async fn order(&self, order_id: Uuid) -> Result<Option<OrderHistory>, sqlx::Error> {
+        let mut transaction = self.read_only().await?;
         let Some(mut order) = sqlx::query_as::<_, OrderHistory>(ORDER)
             .bind(order_id)
             .fetch_optional(&mut *transaction)

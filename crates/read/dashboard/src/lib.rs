@@ -3,7 +3,8 @@
 //! warnings, updated live; and the JSON read API behind it.
 //!
 //! It reads the projected views only, never the event store: the DynamoDB active-orders view
-//! ([`views`]) for the board and the PostgreSQL history ([`history`]) for one order's timeline.
+//! ([`views`]) for the board and the PostgreSQL history ([`history`]) for one order's timeline
+//! and the day's barista and store performance ([`performance`]).
 //! Watched boards are polled once per store and pushed to every page watching it ([`live`]).
 //! The advance buttons call the command API over gRPC with the barista's own token
 //! ([`advance`]). Sign-in uses the command API's tokens (`auth-tokens`): a store's board is
@@ -18,6 +19,7 @@ pub mod board;
 pub mod history;
 pub mod http;
 pub mod live;
+pub mod performance;
 pub mod settings;
 pub mod views;
 

@@ -1,7 +1,7 @@
 //! Reads of the DynamoDB active-orders view (written by `projectors`, layout in
 //! `read_models::ActiveOrdersProjection`'s docs): a store's open orders through the
-//! sparse `open-by-store` index, its day's metrics item and its low-stock SKU items. The
-//! dashboard never reads the event store.
+//! sparse `open-by-store` index, its day's metrics item and its SKU items that are low on stock
+//! or have a reorder open. The dashboard never reads the event store.
 
 use std::collections::HashMap;
 
@@ -10,7 +10,9 @@ use aws_sdk_dynamodb::Client;
 use domain::StoreId;
 use read_models::{ActiveOrdersTables, ViewAlias, OPEN_BY_STORE_INDEX};
 
-use crate::board::{Board, BoardItem, BoardOrder, DayMetrics, OrdersByColumn, StockWarning};
+use crate::board::{
+    Board, BoardItem, BoardOrder, DayMetrics, OpenReorder, OrdersByColumn, StockWarning,
+};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -87,16 +89,17 @@ impl ActiveOrdersView {
     /// The whole board of `store` on `business_day` (`YYYY-MM-DD`, UTC).
     pub async fn board(&self, store: &StoreId, business_day: &str) -> Result<Board, ViewError> {
         let tables = live_tables(&self.alias).await?;
-        let (orders, metrics, stock_warnings) = tokio::try_join!(
+        let (orders, metrics, stock) = tokio::try_join!(
             self.open_orders_in(&tables, store),
             self.day_metrics_in(&tables, store, business_day),
-            self.stock_warnings_in(&tables, store),
+            self.stock_in(&tables, store),
         )?;
         Ok(Board {
             store_id: store.to_string(),
             metrics: with_active(metrics, orders.len()),
             orders: OrdersByColumn::from_open(orders),
-            stock_warnings,
+            stock_warnings: stock.warnings,
+            open_reorders: stock.open_reorders,
         })
     }
 
@@ -125,7 +128,13 @@ impl ActiveOrdersView {
     /// The store's low-stock SKUs, by SKU.
     pub async fn stock_warnings(&self, store: &StoreId) -> Result<Vec<StockWarning>, ViewError> {
         let tables = live_tables(&self.alias).await?;
-        self.stock_warnings_in(&tables, store).await
+        Ok(self.stock_in(&tables, store).await?.warnings)
+    }
+
+    /// The store's open reorders (purchase orders awaiting their delivery), by SKU.
+    pub async fn open_reorders(&self, store: &StoreId) -> Result<Vec<OpenReorder>, ViewError> {
+        let tables = live_tables(&self.alias).await?;
+        Ok(self.stock_in(&tables, store).await?.open_reorders)
     }
 
     async fn open_orders_in(
@@ -195,12 +204,14 @@ impl ActiveOrdersView {
         })
     }
 
-    async fn stock_warnings_in(
+    /// The SKU items that are low on stock or have a reorder open, in one query: the board
+    /// shows both, and most SKUs are neither.
+    async fn stock_in(
         &self,
         tables: &ActiveOrdersTables,
         store: &StoreId,
-    ) -> Result<Vec<StockWarning>, ViewError> {
-        let mut warnings = Vec::new();
+    ) -> Result<StockNeeds, ViewError> {
+        let mut needs = StockNeeds::default();
         let mut start: Option<Item> = None;
         loop {
             let output = self
@@ -208,7 +219,7 @@ impl ActiveOrdersView {
                 .query()
                 .table_name(&tables.stores)
                 .key_condition_expression("pk = :store AND begins_with(sk, :sku)")
-                .filter_expression("low_stock = :low")
+                .filter_expression("low_stock = :low OR attribute_exists(open_reorder_number)")
                 .expression_attribute_values(":store", store_key(store))
                 .expression_attribute_values(":sku", AttributeValue::S("SKU#".into()))
                 .expression_attribute_values(":low", AttributeValue::Bool(true))
@@ -223,20 +234,38 @@ impl ActiveOrdersView {
                 })?;
                 let on_hand = number(item, "on_hand").unwrap_or(0);
                 let reserved = number(item, "reserved").unwrap_or(0);
-                warnings.push(StockWarning {
-                    sku,
-                    available: on_hand - reserved,
-                    threshold: number(item, "low_stock_threshold").unwrap_or(0),
-                    since: text(item, "low_stock_since"),
-                    reorder_suggested: number(item, "reorder_suggested"),
-                });
+                if let Some(reorder_number) = number(item, "open_reorder_number") {
+                    needs.open_reorders.push(OpenReorder {
+                        sku: sku.clone(),
+                        reorder_number,
+                        quantity: number(item, "open_reorder_quantity").unwrap_or(0),
+                        since: text(item, "open_reorder_since"),
+                        available: on_hand - reserved,
+                    });
+                }
+                if item.get("low_stock").and_then(|v| v.as_bool().ok()) == Some(&true) {
+                    needs.warnings.push(StockWarning {
+                        sku,
+                        available: on_hand - reserved,
+                        threshold: number(item, "low_stock_threshold").unwrap_or(0),
+                        since: text(item, "low_stock_since"),
+                        reorder_suggested: number(item, "reorder_suggested"),
+                    });
+                }
             }
             match output.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(warnings),
+                _ => return Ok(needs),
             }
         }
     }
+}
+
+/// A store's SKUs that need attention: low on stock, or awaiting a delivery.
+#[derive(Debug, Default)]
+struct StockNeeds {
+    warnings: Vec<StockWarning>,
+    open_reorders: Vec<OpenReorder>,
 }
 
 /// The day's metrics with `active` taken from the board: the orders open now, whatever day they

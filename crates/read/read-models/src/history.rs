@@ -87,9 +87,10 @@ WITH order_rows AS (
         AS r (order_id, line_no, sku, name, quantity, first, count, unit_price_cents,
             line_total_cents)
 ), timeline AS (
-    INSERT INTO order_status_changes (order_id, sequence, event_type, status, changed_at, detail)
+    INSERT INTO order_status_changes (order_id, sequence, event_type, status, changed_at, detail,
+        actor)
     SELECT * FROM UNNEST($29::text[]::uuid[], $30::bigint[], $31::text[], $32::text[],
-        $33::timestamptz[], $34::text[])
+        $33::timestamptz[], $34::text[], $58::text[])
 ), loyalty AS (
     INSERT INTO loyalty_ledger (customer_id, sequence, entry_type, points, order_id,
         amount_cents, tier, reference, recorded_at)
@@ -257,6 +258,7 @@ struct Columns<'b> {
     change_status: Vec<Option<&'static str>>,
     change_at: Vec<OffsetDateTime>,
     change_detail: Vec<Option<&'b str>>,
+    change_actor: Vec<Option<&'b str>>,
 }
 
 impl<'b> Columns<'b> {
@@ -303,6 +305,7 @@ impl<'b> Columns<'b> {
             self.change_status.push(entry.status.map(|s| s.as_str()));
             self.change_at.push(entry.at);
             self.change_detail.push(entry.detail.as_deref());
+            self.change_actor.push(entry.actor.as_deref());
         }
     }
 }
@@ -436,6 +439,7 @@ async fn write(
         )
         .bind(newest.position)
         .bind(newest_committed_at)
+        .bind(c.change_actor)
         .execute(&mut **tx)
         .await?;
     Ok(())

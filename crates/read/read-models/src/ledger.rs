@@ -41,9 +41,9 @@ impl ChangeBatch {
                         self.orders.push((id.clone(), OrderChanges::default()));
                         self.orders.len() - 1
                     });
-                    self.orders[slot]
-                        .1
-                        .apply(event.sequence, event.recorded_at, order_event);
+                    let changes = &mut self.orders[slot].1;
+                    changes.apply(event.sequence, event.recorded_at, order_event);
+                    changes.record_actor(&commit.actor);
                 }
                 (DomainEvent::Loyalty(loyalty_event), LOYALTY) => self.loyalty.push(
                     LoyaltyEntry::of(id, event.sequence, event.recorded_at, loyalty_event),
@@ -231,13 +231,27 @@ impl StockMovement {
             InventoryEvent::ReorderRequested {
                 sku,
                 suggested_quantity,
+                reorder_number,
             } => vec![row(
                 0,
                 sku,
                 "reorder_requested",
                 i64::from(*suggested_quantity),
                 None,
+                // A 1.0 suggestion (number 0) opened no reorder.
+                (*reorder_number > 0).then(|| format!("reorder {reorder_number}")),
+            )],
+            InventoryEvent::DeliveryReceived {
+                reorder_number,
+                sku,
+                quantity,
+            } => vec![row(
+                0,
+                sku,
+                "delivered",
+                i64::from(*quantity),
                 None,
+                Some(format!("reorder {reorder_number}")),
             )],
             InventoryEvent::LowStockWarningCleared { sku, available } => vec![row(
                 0,

@@ -76,6 +76,8 @@ pub(crate) struct TimelineEntry {
     pub(crate) status: Option<Status>,
     pub(crate) at: OffsetDateTime,
     pub(crate) detail: Option<String>,
+    /// Who issued the command (the commit's actor), where the history records it.
+    pub(crate) actor: Option<String>,
 }
 
 /// The changes a run of one order's events makes. Fields are `None` when the run says nothing
@@ -185,7 +187,15 @@ impl OrderChanges {
             status,
             at,
             detail,
+            actor: None,
         });
+    }
+
+    /// Records `actor` (empty: not known) as who issued the event [`Self::apply`] folded last.
+    pub(crate) fn record_actor(&mut self, actor: &str) {
+        if let Some(entry) = self.timeline.last_mut() {
+            entry.actor = (!actor.is_empty()).then(|| actor.to_owned());
+        }
     }
 }
 

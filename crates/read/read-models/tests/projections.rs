@@ -76,6 +76,7 @@ impl Log {
             committed_at: at,
             correlation_id: "flow".into(),
             causation_id: String::new(),
+            actor: String::new(),
             events,
         };
         self.commits.push(commit.clone());
@@ -251,6 +252,7 @@ fn morning() -> Vec<LoggedCommit> {
             InventoryEvent::ReorderRequested {
                 sku: Sku::parse("LATTE-12").unwrap(),
                 suggested_quantity: 4,
+                reorder_number: 1,
             },
         ],
     );

@@ -9,3 +9,5 @@ pub const REQUEST_FINGERPRINT: &str = "request_fingerprint";
 pub const CORRELATION_ID: &str = "correlation_id";
 /// The id of what caused the command (a request, an event).
 pub const CAUSATION_ID: &str = "causation_id";
+/// Who issued the command: the caller's subject (`barista:<store>:<name>`, ...).
+pub const ACTOR: &str = "actor";

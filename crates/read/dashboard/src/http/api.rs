@@ -5,8 +5,9 @@
 //! | `GET /api/me` | who the token is for: `subject`, `role`, `store_id` |
 //! | `GET /api/stores/{store}/board` | the whole board (orders by column, metrics, warnings) |
 //! | `GET /api/stores/{store}/orders` | open orders by column (`pending`, `preparing`, `ready`) |
-//! | `GET /api/stores/{store}/metrics` | today's figures (UTC day) |
+//! | `GET /api/stores/{store}/metrics` | today's figures (UTC day), with per-barista figures and the store's p90 wait (history) |
 //! | `GET /api/stores/{store}/stock-warnings` | low-stock SKUs |
+//! | `GET /api/stores/{store}/reorders` | open reorders: purchase orders awaiting their delivery |
 //! | `GET /api/stores/{store}/events` | server-sent events: `board` on every change, `unavailable`, `expired` (then the stream ends) |
 //! | `GET /api/orders/{id}/history` | the order's lines and timeline, from the history |
 //! | `POST /api/orders/{id}/advance` | `{"step": "start_preparing" \| "mark_ready" \| "complete"}` |
@@ -35,9 +36,10 @@ use super::access::{caller, caller_until, require_staff, require_staff_of, store
 use super::error::HttpError;
 use super::AppState;
 use crate::advance::Step;
-use crate::board::{Board, DayMetrics, OrdersByColumn, StockWarning};
+use crate::board::{Board, DayMetrics, OpenReorder, OrdersByColumn, StockWarning};
 use crate::history::OrderHistory;
 use crate::live::Update;
+use crate::performance::{PerformanceReader, StorePerformance};
 
 type Shared = State<Arc<AppState>>;
 
@@ -49,6 +51,7 @@ pub fn routes(state: Arc<AppState>) -> axum::Router {
         .route("/api/stores/{store}/orders", get(orders))
         .route("/api/stores/{store}/metrics", get(day_metrics))
         .route("/api/stores/{store}/stock-warnings", get(stock_warnings))
+        .route("/api/stores/{store}/reorders", get(open_reorders))
         .route("/api/stores/{store}/events", get(events))
         .route("/api/orders/{order_id}/history", get(history))
         .route("/api/orders/{order_id}/advance", post(advance))
@@ -130,13 +133,40 @@ async fn orders(
     Ok(Json(state.view.open_orders(&store).await?))
 }
 
+/// The day's figures from the view, and its performance from the history.
+#[derive(Debug, Serialize)]
+struct StoreMetrics {
+    #[serde(flatten)]
+    day: DayMetrics,
+    #[serde(flatten)]
+    performance: StorePerformance,
+}
+
 async fn day_metrics(
     State(state): Shared,
     headers: HeaderMap,
     Path(store): Path<String>,
-) -> Result<Json<DayMetrics>, HttpError> {
+) -> Result<Json<StoreMetrics>, HttpError> {
     let store = known_store_of_staff(&state, &headers, &store).await?;
-    Ok(Json(state.view.day_metrics(&store, &crate::today()).await?))
+    let today = crate::today();
+    let performance = PerformanceReader::new(state.history.clone());
+    let (day, performance) = tokio::join!(
+        state.view.day_metrics(&store, &today),
+        performance.day(store.as_str(), &today),
+    );
+    Ok(Json(StoreMetrics {
+        day: day?,
+        performance: performance?,
+    }))
+}
+
+async fn open_reorders(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(store): Path<String>,
+) -> Result<Json<Vec<OpenReorder>>, HttpError> {
+    let store = known_store_of_staff(&state, &headers, &store).await?;
+    Ok(Json(state.view.open_reorders(&store).await?))
 }
 
 async fn stock_warnings(

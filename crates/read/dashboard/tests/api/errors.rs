@@ -5,7 +5,14 @@ use auth_tokens::Role;
 
 use crate::helpers::{TestDashboard, KNOWN_STORE};
 
-const STORE_ROUTES: [&str; 5] = ["board", "orders", "metrics", "stock-warnings", "events"];
+const STORE_ROUTES: [&str; 6] = [
+    "board",
+    "orders",
+    "metrics",
+    "stock-warnings",
+    "reorders",
+    "events",
+];
 
 #[tokio::test]
 async fn every_store_route_needs_a_valid_token() {

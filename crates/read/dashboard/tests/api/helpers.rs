@@ -63,7 +63,8 @@ pub struct TestDashboard {
     /// The dashboard's live boards, to count their pollers.
     pub live: LiveBoards,
     tokens: TokenAuthority,
-    _history_db: TestDatabase,
+    /// The history database the dashboard reads (schema `history`).
+    pub history_db: TestDatabase,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
 }
@@ -136,7 +137,7 @@ impl TestDashboard {
             views_table,
             live,
             tokens: TokenAuthority::new(&auth()),
-            _history_db: history_db,
+            history_db,
             stop: Some(stop),
             server,
         }

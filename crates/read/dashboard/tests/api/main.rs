@@ -5,4 +5,6 @@
 mod errors;
 mod helpers;
 mod live;
+mod performance;
+mod reorders;
 mod swap;

@@ -1,5 +1,5 @@
-//! Inventory commits: one item per store and SKU (stock, reservations, low-stock warning) and
-//! the store inventory's marker item.
+//! Inventory commits: one item per store and SKU (stock, reservations, low-stock warning, the
+//! open reorder) and the store inventory's marker item.
 //!
 //! A commit may touch several SKUs. Each SKU item records the last inventory sequence applied to
 //! it (`applied_sequence`) and is updated on the condition that it is older than the commit, so
@@ -33,6 +33,18 @@ enum Warning {
     },
 }
 
+/// A change of the SKU's open reorder (the last in a commit wins: a delivery and the next
+/// reorder it calls for may share one).
+#[derive(Debug, Clone, Copy)]
+enum OpenReorder {
+    Opened {
+        number: u64,
+        quantity: u32,
+        at: OffsetDateTime,
+    },
+    Delivered,
+}
+
 /// What one commit does to one SKU.
 #[derive(Debug, Default)]
 struct SkuChange {
@@ -43,6 +55,7 @@ struct SkuChange {
     threshold: Option<u32>,
     warning: Option<Warning>,
     reorder: Option<u32>,
+    open_reorder: Option<OpenReorder>,
 }
 
 impl SkuChange {
@@ -181,8 +194,23 @@ fn fold(changes: &mut BTreeMap<String, SkuChange>, event: &InventoryEvent, at: O
         InventoryEvent::ReorderRequested {
             sku,
             suggested_quantity,
+            reorder_number,
         } => {
-            change(changes, sku).reorder = Some(*suggested_quantity);
+            let change = change(changes, sku);
+            change.reorder = Some(*suggested_quantity);
+            // A 1.0 suggestion (number 0) opened no reorder.
+            if *reorder_number > 0 {
+                change.open_reorder = Some(OpenReorder::Opened {
+                    number: *reorder_number,
+                    quantity: *suggested_quantity,
+                    at,
+                });
+            }
+        }
+        InventoryEvent::DeliveryReceived { sku, quantity, .. } => {
+            let change = change(changes, sku);
+            change.add_on_hand(i64::from(*quantity));
+            change.open_reorder = Some(OpenReorder::Delivered);
         }
         InventoryEvent::LowStockWarningCleared { sku, available } => {
             let change = change(changes, sku);
@@ -270,6 +298,25 @@ async fn write_sku(
         (Some(quantity), _) => update.set("reorder_suggested", n(quantity)),
         (None, Some(Warning::Cleared { .. })) => update.remove("reorder_suggested"),
         _ => {}
+    }
+    // The open reorder outlives the warning (stock corrected above the threshold before the
+    // delivery): only its delivery closes it.
+    match change.open_reorder {
+        Some(OpenReorder::Opened {
+            number,
+            quantity,
+            at,
+        }) => {
+            update.set("open_reorder_number", n(number));
+            update.set("open_reorder_quantity", n(quantity));
+            update.set("open_reorder_since", s(sortable_time(at)));
+        }
+        Some(OpenReorder::Delivered) => {
+            update.remove("open_reorder_number");
+            update.remove("open_reorder_quantity");
+            update.remove("open_reorder_since");
+        }
+        None => {}
     }
     let marker = update.name("applied_sequence");
     let expected = update.value(n(applied));

@@ -17,7 +17,7 @@ use flows::payments::{
     ChargeOutcome, ChargeRequest, GatewayError, PaymentGateway, PaymentRequest, RefundRequest,
     SandboxGateway, TestCard,
 };
-use flows::queues::{INTAKE_QUEUE, NOTIFICATIONS_QUEUE, PAYMENTS_QUEUE};
+use flows::queues::{INTAKE_QUEUE, NOTIFICATIONS_QUEUE, PAYMENTS_QUEUE, PURCHASE_ORDERS_QUEUE};
 use flows::settings::{LayeredSettings, Settings};
 use kinesis_consumer::dead_letters::DeadLetterQueue;
 use kinesis_consumer::{LeaseTable, ParkedStore};
@@ -43,6 +43,7 @@ impl Rig {
         let payments = fresh_queue(&sqs, PAYMENTS_QUEUE).await;
         let notifications = fresh_queue(&sqs, NOTIFICATIONS_QUEUE).await;
         let poison = fresh_queue(&sqs, DeadLetterQueue::RESOURCE).await;
+        let purchase_orders = fresh_queue(&sqs, PURCHASE_ORDERS_QUEUE).await;
 
         let mut settings = Settings::built_in().unwrap();
         settings.auth.jwt_secret = Some(SECRET.into());
@@ -56,6 +57,8 @@ impl Rig {
         queues.payments_dlq_url = Some(payments.dead_letter_url);
         queues.notifications_queue_url = notifications.queue_url;
         queues.notifications_dlq_url = Some(notifications.dead_letter_url);
+        queues.purchase_orders_queue_url = purchase_orders.queue_url;
+        queues.purchase_orders_dlq_url = Some(purchase_orders.dead_letter_url);
         // Short waits so a killed worker's messages and leases come back quickly.
         queues.wait_time_seconds = 1;
         queues.visibility_timeout_seconds = 2;
@@ -504,7 +507,10 @@ async fn duplicate_deliveries_and_a_worker_killed_mid_payment_never_double_charg
     let third = rig.spawn("flows-3", Arc::new(rig.sandbox.clone())).await;
     pipeline.wait_published().await;
     pipeline
-        .wait_groups_caught_up(&rig.settings.dynamodb.leases_table, 2)
+        .wait_groups_caught_up(
+            &rig.settings.dynamodb.leases_table,
+            flows::app::LOG_GROUPS.len(),
+        )
         .await;
 
     let ledger = rig.sandbox.ledger();

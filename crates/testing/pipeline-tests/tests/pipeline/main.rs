@@ -8,6 +8,7 @@ mod end_to_end;
 mod flows;
 mod flows_redrive;
 mod payment_deadline;
+mod reorders;
 mod saga_compensation;
 mod support;
 mod upgrade;

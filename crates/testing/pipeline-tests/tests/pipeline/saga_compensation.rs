@@ -188,7 +188,10 @@ async fn an_interrupted_reservation_is_released_when_the_order_ends(
     // once, never accepted, nothing charged.
     pipeline.wait_published().await;
     pipeline
-        .wait_groups_caught_up(&rig.settings.dynamodb.leases_table, 2)
+        .wait_groups_caught_up(
+            &rig.settings.dynamodb.leases_table,
+            flows::app::LOG_GROUPS.len(),
+        )
         .await;
     assert_eq!(
         events_about(&pipeline, "ReservationReleased", &order_id).await,
