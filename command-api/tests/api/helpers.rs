@@ -101,6 +101,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         log: LogSettings {
             format: LogFormat::Pretty,
             filter: "warn".into(),
+            otlp_endpoint: None,
         },
         idempotency: IdempotencySettings {
             retention_secs: IDEMPOTENCY_RETENTION_SECS,

@@ -187,6 +187,9 @@ pub struct LoggedCommit {
     pub correlation_id: String,
     /// What caused the command (may be empty).
     pub causation_id: String,
+    /// The W3C `traceparent` of the command's span (empty when none was recorded): the trace
+    /// every step that handles this commit continues.
+    pub traceparent: String,
     /// The events, in sequence order; never empty.
     pub events: Vec<LoggedEvent>,
 }
@@ -250,6 +253,7 @@ impl LoggedCommit {
             committed_at: first.recorded_at,
             correlation_id: metadata_field(&first.metadata, metadata::CORRELATION_ID),
             causation_id: metadata_field(&first.metadata, metadata::CAUSATION_ID),
+            traceparent: metadata_field(&first.metadata, metadata::TRACEPARENT),
             events: logged,
         };
         commit.check_contiguous()?;
@@ -380,6 +384,7 @@ pub fn encode(events: &[RecordedEvent]) -> Result<Vec<u8>, EncodeError> {
         committed_at: Some(timestamp(first.recorded_at)),
         correlation_id: metadata_field(&first.metadata, metadata::CORRELATION_ID),
         causation_id: metadata_field(&first.metadata, metadata::CAUSATION_ID),
+        traceparent: metadata_field(&first.metadata, metadata::TRACEPARENT),
         events: events
             .iter()
             .map(|event| pb::LoggedEvent {
@@ -491,6 +496,7 @@ pub fn decode_with(record: &[u8], vocabulary: &Vocabulary) -> Result<LoggedCommi
         committed_at: datetime(envelope.committed_at)?,
         correlation_id: envelope.correlation_id,
         causation_id: envelope.causation_id,
+        traceparent: envelope.traceparent,
         events,
     };
     commit.check_contiguous()?;
@@ -543,10 +549,15 @@ mod tests {
             event_type: "MenuItemAvailabilityChanged".into(),
             event_version: "1.0".into(),
             payload,
-            metadata: json!({"correlation_id": "flow-1"}),
+            metadata: json!({
+                "correlation_id": "flow-1",
+                "traceparent": TRACEPARENT,
+            }),
             recorded_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
         }
     }
+
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     fn availability(available: bool) -> serde_json::Value {
         json!({"MenuItemAvailabilityChanged": {"sku": "LATTE-12", "available": available}})
@@ -568,7 +579,18 @@ mod tests {
             (10, 11)
         );
         assert_eq!(decoded.correlation_id, "flow-1");
+        assert_eq!(decoded.traceparent, TRACEPARENT);
         assert!(matches!(decoded.events[0].event, DomainEvent::Menu(_)));
+    }
+
+    #[test]
+    fn a_record_from_a_writer_without_traces_decodes_with_no_trace() {
+        let mut event = recorded(1, 1, availability(true));
+        event.metadata = json!({"correlation_id": "flow-1"});
+
+        let decoded = decode(&encode(&[event]).unwrap()).unwrap();
+
+        assert_eq!(decoded.traceparent, "");
     }
 
     #[test]

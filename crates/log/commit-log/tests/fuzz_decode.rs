@@ -134,6 +134,7 @@ fn random_envelope(rng: &mut fastrand::Rng) -> pb::CommitEnvelope {
         }),
         correlation_id: "c".into(),
         causation_id: String::new(),
+        traceparent: String::new(),
         events,
     }
 }
@@ -201,6 +202,7 @@ fn envelope_at(first_sequence: u64, first_position: u64, count: u64) -> pb::Comm
         committed_at: Some(at()),
         correlation_id: String::new(),
         causation_id: String::new(),
+        traceparent: String::new(),
         events,
     }
 }

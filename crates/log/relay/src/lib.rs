@@ -23,5 +23,6 @@ pub mod record_log;
 mod round;
 pub mod settings;
 mod wakeup;
+mod wave_trace;
 
 pub use round::{MAX_CALL_BYTES, MAX_RECORD_BYTES};

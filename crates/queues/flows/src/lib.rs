@@ -17,6 +17,7 @@
 pub mod app;
 pub mod command_client;
 pub mod dead_letters;
+mod flow_trace;
 pub mod intake;
 pub mod notifications;
 pub mod payments;

@@ -15,8 +15,10 @@ use domain::{LoyaltyEvent, OrderEvent, Tier};
 use serde::{Deserialize, Serialize};
 use service_kit::error_chain;
 use time::format_description::well_known::Rfc3339;
+use tracing::Instrument;
 
 use crate::command_client::{Cause, CommandClient, CommandError};
+use crate::flow_trace;
 use crate::sqs::{Outgoing, SqsQueue};
 
 /// The projection's name in the lease table, metrics and dead letters.
@@ -187,8 +189,13 @@ impl Projection for Notifications {
 
     async fn apply(&self, commits: &[LoggedCommit]) -> Result<(), ProjectionError> {
         for (index, commit) in commits.iter().enumerate() {
+            let step = flow_trace::commit_step("notifications.notify", commit);
             for event in &commit.events {
-                let notification = match self.notification(commit, event).await {
+                let notification = match self
+                    .notification(commit, event)
+                    .instrument(step.clone())
+                    .await
+                {
                     Ok(notification) => notification,
                     Err(ProjectionError::Poison { reason, .. }) => {
                         return Err(ProjectionError::Poison { index, reason })
@@ -196,7 +203,9 @@ impl Projection for Notifications {
                     Err(other) => return Err(other),
                 };
                 if let Some(notification) = notification {
-                    self.send(index, &notification).await?;
+                    self.send(index, &notification)
+                        .instrument(step.clone())
+                        .await?;
                 }
             }
         }

@@ -147,6 +147,7 @@ mod tests {
             committed_at: OffsetDateTime::UNIX_EPOCH,
             correlation_id: String::new(),
             causation_id: String::new(),
+            traceparent: String::new(),
             events: (first..=last).map(event).collect(),
         }
     }

@@ -31,6 +31,7 @@ fn commit(order_id: &str, sequence: u64, event: OrderEvent) -> LoggedCommit {
         committed_at: at(sequence as i64),
         correlation_id: "memory".into(),
         causation_id: String::new(),
+        traceparent: String::new(),
         events: vec![LoggedEvent {
             sequence,
             position: sequence,

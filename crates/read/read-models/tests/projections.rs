@@ -76,6 +76,7 @@ impl Log {
             committed_at: at,
             correlation_id: "flow".into(),
             causation_id: String::new(),
+            traceparent: String::new(),
             events,
         };
         self.commits.push(commit.clone());

@@ -9,3 +9,6 @@ pub const REQUEST_FINGERPRINT: &str = "request_fingerprint";
 pub const CORRELATION_ID: &str = "correlation_id";
 /// The id of what caused the command (a request, an event).
 pub const CAUSATION_ID: &str = "causation_id";
+/// The W3C `traceparent` of the command's span: the commit's trace, which the relay, the
+/// projections and the flows continue.
+pub const TRACEPARENT: &str = "traceparent";

@@ -444,6 +444,7 @@ fn commit_of(sequence: u64, events: Vec<OrderEvent>) -> LoggedCommit {
         committed_at: at,
         correlation_id: String::new(),
         causation_id: String::new(),
+        traceparent: String::new(),
         events: events
             .into_iter()
             .zip(sequence..)

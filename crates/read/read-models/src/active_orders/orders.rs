@@ -1038,6 +1038,7 @@ mod tests {
             committed_at: at,
             correlation_id: "overlap".into(),
             causation_id: String::new(),
+            traceparent: String::new(),
             events: vec![LoggedEvent {
                 sequence,
                 position: sequence,
