@@ -241,6 +241,7 @@ export class Services extends Construct {
       notifications: { url: messaging.notifications.queue.queueUrl, dlqUrl: messaging.notifications.dlq.queueUrl },
       projectorDlqUrl: messaging.projectorDlq.queueUrl,
       commandApiUrl: `http://${COMMAND_API_SERVICE_CONNECT_NAME}:${PORTS.grpc}`,
+      otlpEndpoint: stage.otlpEndpoint,
     };
 
     // The command API first: its clients' grants open its security group to them.

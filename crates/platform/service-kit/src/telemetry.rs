@@ -70,11 +70,7 @@ pub fn init_telemetry(
         .with_endpoint(endpoint.clone())
         .build()
         .map_err(|source| TelemetryError { endpoint, source })?;
-    let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(Resource::builder().with_service_name(service).build())
-        .build();
-    Ok(install(settings, Some((service, provider))))
+    Ok(install(settings, Some((service, batched(service, exporter)))))
 }
 
 /// Like [`init_telemetry`], with every span handed to `exporter` as it ends: for tests that
@@ -89,6 +85,24 @@ pub fn init_telemetry_with_exporter(
         .with_resource(Resource::builder().with_service_name(service).build())
         .build();
     install(settings, Some((service, provider)))
+}
+
+/// Like [`init_telemetry`], with `exporter` in place of OTLP behind the same batch processor:
+/// for benchmarks that time this process's share of tracing.
+pub fn init_telemetry_with_batches(
+    service: &'static str,
+    settings: &LogSettings,
+    exporter: impl SpanExporter + 'static,
+) -> Telemetry {
+    install(settings, Some((service, batched(service, exporter))))
+}
+
+/// The production provider: spans exported in batches from a background thread.
+fn batched(service: &'static str, exporter: impl SpanExporter + 'static) -> SdkTracerProvider {
+    SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name(service).build())
+        .build()
 }
 
 /// Installs the global log subscriber. A second call (several apps in one test process) keeps
