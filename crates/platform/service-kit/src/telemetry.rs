@@ -70,7 +70,10 @@ pub fn init_telemetry(
         .with_endpoint(endpoint.clone())
         .build()
         .map_err(|source| TelemetryError { endpoint, source })?;
-    Ok(install(settings, Some((service, batched(service, exporter)))))
+    Ok(install(
+        settings,
+        Some((service, batched(service, exporter))),
+    ))
 }
 
 /// Like [`init_telemetry`], with every span handed to `exporter` as it ends: for tests that

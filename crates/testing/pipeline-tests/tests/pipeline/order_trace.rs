@@ -18,6 +18,7 @@ use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use service_kit::settings::{LogFormat, LogSettings};
 use service_kit::telemetry::{self, Telemetry};
 use service_kit::trace_context;
+use test_support::PATIENCE;
 
 use crate::flows::{intake_order, is_paid_and_accepted, Rig};
 use crate::support::{eventually, Pipeline};
@@ -197,11 +198,15 @@ async fn one_orders_trace_crosses_the_command_api_the_relay_every_projection_and
     })
     .await;
     pipeline.wait_caught_up(&views).await;
-    eventually("every hop of the order in its trace", || {
-        let found = every_hop(&spans_of(exporter, &trace_id));
-        async move { found.is_ok() }
-    })
-    .await;
+    // Spans end (and are exported) after the views were written: wait for the last ones.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while let Err(missing) = every_hop(&spans_of(exporter, &trace_id)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the order's trace is incomplete after {PATIENCE:?}: {missing}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     let spans = spans_of(exporter, &trace_id);
     let place = the_one(&spans, "/orderpipe.v1.OrderService/PlaceOrder").unwrap();
