@@ -7,7 +7,7 @@ mod crash;
 mod end_to_end;
 mod flows;
 mod flows_redrive;
-mod order_trace;
+mod flows_rig;
 mod payment_deadline;
 mod saga_compensation;
 mod support;

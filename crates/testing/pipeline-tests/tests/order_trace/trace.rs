@@ -20,7 +20,7 @@ use service_kit::telemetry::{self, Telemetry};
 use service_kit::trace_context;
 use test_support::PATIENCE;
 
-use crate::flows::{intake_order, is_paid_and_accepted, Rig};
+use crate::flows_rig::{intake_order, is_paid_and_accepted, Rig};
 use crate::support::{eventually, Pipeline};
 use crate::workload::{open_the_store, Clients};
 
