@@ -15,10 +15,10 @@ use proto::v1::loyalty_service_server::LoyaltyServiceServer;
 use proto::v1::menu_service_server::MenuServiceServer;
 use proto::v1::order_history_service_server::OrderHistoryServiceServer;
 use proto::v1::order_service_server::OrderServiceServer;
-use read_models::{HistoryQueries, SchemaName};
 use proto::v1::subscription_service_server::SubscriptionServiceServer;
-use service_kit::admin;
+use read_models::{HistoryQueries, SchemaName};
 use service_kit::grpc_tls::GrpcTlsError;
+use service_kit::{admin, trace_context};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
@@ -209,9 +209,20 @@ impl Application {
                     "grpc",
                     rpc = %request.uri().path(),
                     correlation_id = tracing::field::Empty,
+                    otel.name = %request.uri().path(),
+                    otel.kind = "server",
                 );
                 if !correlation_id.is_empty() {
                     span.record("correlation_id", correlation_id);
+                }
+                // The caller's trace (a flow's step, a client's request) goes on here; the
+                // commit stores this span's context (`Call::metadata`).
+                if let Some(traceparent) = request
+                    .headers()
+                    .get(trace_context::TRACEPARENT)
+                    .and_then(|value| value.to_str().ok())
+                {
+                    trace_context::continue_trace(&span, traceparent);
                 }
                 span
             })

@@ -100,6 +100,10 @@ impl Call {
         if let Some(causation_id) = &self.causation_id {
             metadata.insert(metadata::CAUSATION_ID.to_owned(), causation_id.clone());
         }
+        // The RPC's span: the relay, the projections and the flows continue its trace.
+        if let Some(traceparent) = service_kit::trace_context::current() {
+            metadata.insert(metadata::TRACEPARENT.to_owned(), traceparent);
+        }
         metadata
     }
 }

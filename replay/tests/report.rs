@@ -53,6 +53,7 @@ impl Log {
             correlation_id: String::new(),
             causation_id: String::new(),
             actor: String::new(),
+            traceparent: String::new(),
             events,
         });
     }

@@ -122,6 +122,7 @@ pub async fn prepare(options: Options) -> Prepared {
         log: LogSettings {
             format: LogFormat::Pretty,
             filter: "warn".into(),
+            otlp_endpoint: None,
         },
         idempotency: IdempotencySettings {
             retention_secs: IDEMPOTENCY_RETENTION_SECS,

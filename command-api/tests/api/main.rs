@@ -17,7 +17,7 @@ mod reorders;
 mod security;
 mod service;
 mod snapshots;
-mod tls;
 mod subscriptions;
+mod tls;
 mod watch;
 mod write_bounds;

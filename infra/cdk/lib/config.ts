@@ -307,6 +307,8 @@ export interface ConfigSources {
   readonly purchaseOrders: QueueUrls;
   readonly projectorDlqUrl: string;
   readonly commandApiUrl: string;
+  /** Where traces go (stage `otlpEndpoint`); unset: no traces. */
+  readonly otlpEndpoint?: string;
 }
 
 /** One configuration key: who gets it, what it holds, and how its value is made. */
@@ -316,7 +318,8 @@ export interface ConfigKey {
   readonly when: readonly Capability[];
   /** What the value is, for the README table. */
   readonly source: string;
-  readonly plain?: (s: ConfigSources, process: ServiceSpec) => string;
+  /** The value; `undefined` leaves an optional key unset in this deployment. */
+  readonly plain?: (s: ConfigSources, process: ServiceSpec) => string | undefined;
   readonly secret?: (s: ConfigSources) => ecs.Secret;
 }
 
@@ -367,6 +370,12 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   // API has no AWS client and does not get it.
   { key: 'AWS_REGION', when: AWS_SDK_CAPABILITIES, source: 'stack region (AWS SDK)', plain: (s) => s.region },
   { key: 'ORDERPIPE_LOG__FORMAT', when: ['structuredLogs'], source: '`json`', plain: () => 'json' },
+  {
+    key: 'ORDERPIPE_LOG__OTLP_ENDPOINT',
+    when: ['structuredLogs'],
+    source: 'stage `otlpEndpoint` (context or stage config; unset: no traces are recorded)',
+    plain: (s) => s.otlpEndpoint,
+  },
   // The admin endpoint stays on loopback: only the task's own collector sidecar and its container
   // health check call it. It would have to be `0.0.0.0` if anything outside the task did (a load
   // balancer health check); the load balancer checks gRPC / the dashboard's HTTP port instead.
@@ -520,8 +529,12 @@ export function serviceEnvironment(process: ProcessName, sources: ConfigSources)
   const secrets: Record<string, ecs.Secret> = {};
   for (const key of CONFIG_KEYS) {
     if (!keyApplies(key, spec.capabilities)) continue;
-    if (key.secret) secrets[key.key] = key.secret(sources);
-    else if (key.plain) environment[key.key] = key.plain(sources, spec);
+    if (key.secret) {
+      secrets[key.key] = key.secret(sources);
+    } else if (key.plain) {
+      const value = key.plain(sources, spec);
+      if (value !== undefined) environment[key.key] = value;
+    }
   }
   return { environment, secrets };
 }

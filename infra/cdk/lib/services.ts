@@ -240,6 +240,7 @@ export class Services extends Construct {
       // end to end with its ACM certificate (trusted through the image's system roots), and
       // per-call balancing over the API's tasks.
       commandApiUrl: `https://${this.apiDomainName}`,
+      otlpEndpoint: stage.otlpEndpoint,
     };
 
     // The command API first: its clients are added knowing it is there (they reach it through the

@@ -61,6 +61,12 @@ export interface StageConfig {
   };
   /** Optional e-mail address subscribed to the alarm topic. */
   readonly alarmEmail?: string;
+  /**
+   * Optional OTLP/gRPC collector (e.g. `http://otel-collector.internal:4317`, an ADOT collector
+   * exporting to X-Ray) that every long-running process sends its traces to; unset, no process
+   * records traces.
+   */
+  readonly otlpEndpoint?: string;
 }
 
 /** Removal policy for stateful resources that support snapshots (Aurora). */
@@ -91,7 +97,7 @@ function required<T>(value: T | undefined, what: string): T {
 
 /**
  * Reads the stage named by the `stage` context key (`-c stage=prod`), default `dev`.
- * Top-level context keys `imageTag`, `hostedZoneId`, `hostedZoneName`, `alarmEmail`, `region`
+ * Top-level context keys `imageTag`, `hostedZoneId`, `hostedZoneName`, `alarmEmail`, `otlpEndpoint`, `region`
  * override the stage's values so a deploy can pass them on the command line.
  */
 export function loadStageConfig(node: Node, defaultRegion?: string): StageConfig {
@@ -145,5 +151,6 @@ export function loadStageConfig(node: Node, defaultRegion?: string): StageConfig
       adotCollector: required(node.tryGetContext('adotCollectorImage'), 'adotCollectorImage'),
     },
     alarmEmail: node.tryGetContext('alarmEmail') ?? raw.alarmEmail,
+    otlpEndpoint: node.tryGetContext('otlpEndpoint') ?? raw.otlpEndpoint,
   };
 }

@@ -4,7 +4,10 @@ import { Match } from 'aws-cdk-lib/assertions';
 import { keysOf, ProcessName, SERVICE_NAMES, ServiceName, SERVICES } from '../lib/config';
 import { actionsOfRole, logicalId, referencedIds, statementsOfRole, synthStage } from './helpers';
 
-const { template, stage } = synthStage('dev');
+// With a trace collector, so that every optional key is set and each container's keys are exactly
+// its capabilities' (test/traces.test.ts covers the stage without one).
+const OTLP_ENDPOINT = 'http://otel-collector.orderpipe.internal:4317';
+const { template, stage } = synthStage('dev', { context: { otlpEndpoint: OTLP_ENDPOINT } });
 const resources = template.toJSON().Resources as Record<string, any>;
 
 const pascal = (name: string) => name.split('-').map((p) => p[0].toUpperCase() + p.slice(1)).join('');

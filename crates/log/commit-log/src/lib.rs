@@ -189,6 +189,9 @@ pub struct LoggedCommit {
     pub causation_id: String,
     /// Who issued the command (the caller's subject, e.g. `barista:s1:ana`; may be empty).
     pub actor: String,
+    /// The W3C `traceparent` of the command's span (empty when none was recorded): the trace
+    /// every step that handles this commit continues.
+    pub traceparent: String,
     /// The events, in sequence order; never empty.
     pub events: Vec<LoggedEvent>,
 }
@@ -253,6 +256,7 @@ impl LoggedCommit {
             correlation_id: metadata_field(&first.metadata, metadata::CORRELATION_ID),
             causation_id: metadata_field(&first.metadata, metadata::CAUSATION_ID),
             actor: metadata_field(&first.metadata, metadata::ACTOR),
+            traceparent: metadata_field(&first.metadata, metadata::TRACEPARENT),
             events: logged,
         };
         commit.check_contiguous()?;
@@ -384,6 +388,7 @@ pub fn encode(events: &[RecordedEvent]) -> Result<Vec<u8>, EncodeError> {
         correlation_id: metadata_field(&first.metadata, metadata::CORRELATION_ID),
         causation_id: metadata_field(&first.metadata, metadata::CAUSATION_ID),
         actor: metadata_field(&first.metadata, metadata::ACTOR),
+        traceparent: metadata_field(&first.metadata, metadata::TRACEPARENT),
         events: events
             .iter()
             .map(|event| pb::LoggedEvent {
@@ -496,6 +501,7 @@ pub fn decode_with(record: &[u8], vocabulary: &Vocabulary) -> Result<LoggedCommi
         correlation_id: envelope.correlation_id,
         causation_id: envelope.causation_id,
         actor: envelope.actor,
+        traceparent: envelope.traceparent,
         events,
     };
     commit.check_contiguous()?;
@@ -548,10 +554,16 @@ mod tests {
             event_type: "MenuItemAvailabilityChanged".into(),
             event_version: "1.0".into(),
             payload,
-            metadata: json!({"correlation_id": "flow-1", "actor": "barista:s1:ana"}),
+            metadata: json!({
+                "correlation_id": "flow-1",
+                "actor": "barista:s1:ana",
+                "traceparent": TRACEPARENT,
+            }),
             recorded_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
         }
     }
+
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     fn availability(available: bool) -> serde_json::Value {
         json!({"MenuItemAvailabilityChanged": {"sku": "LATTE-12", "available": available}})
@@ -574,7 +586,18 @@ mod tests {
         );
         assert_eq!(decoded.correlation_id, "flow-1");
         assert_eq!(decoded.actor, "barista:s1:ana", "who issued the command");
+        assert_eq!(decoded.traceparent, TRACEPARENT);
         assert!(matches!(decoded.events[0].event, DomainEvent::Menu(_)));
+    }
+
+    #[test]
+    fn a_record_from_a_writer_without_traces_decodes_with_no_trace() {
+        let mut event = recorded(1, 1, availability(true));
+        event.metadata = json!({"correlation_id": "flow-1"});
+
+        let decoded = decode(&encode(&[event]).unwrap()).unwrap();
+
+        assert_eq!(decoded.traceparent, "");
     }
 
     #[test]

@@ -135,6 +135,7 @@ fn random_envelope(rng: &mut fastrand::Rng) -> pb::CommitEnvelope {
         correlation_id: "c".into(),
         causation_id: String::new(),
         actor: String::new(),
+        traceparent: String::new(),
         events,
     }
 }
@@ -203,6 +204,7 @@ fn envelope_at(first_sequence: u64, first_position: u64, count: u64) -> pb::Comm
         correlation_id: String::new(),
         causation_id: String::new(),
         actor: String::new(),
+        traceparent: String::new(),
         events,
     }
 }

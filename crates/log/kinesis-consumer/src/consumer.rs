@@ -24,7 +24,9 @@ use commit_log::{CommitHeader, LoggedCommit, Vocabulary};
 use futures::{StreamExt, TryStreamExt};
 use service_kit::{error_chain, Backoff};
 use tokio::sync::{watch, Mutex};
+use tracing::Instrument;
 
+use crate::apply_trace::ApplyTrace;
 use crate::dead_letters::{DeadLetter, DeadLetterQueue};
 use crate::kinesis::{GetRecordsError, KinesisRecord};
 use crate::leases::{Checkpoint, Lease, LeaseError, LeaseTable, SequenceNumber};
@@ -441,7 +443,14 @@ impl ShardConsumer {
         let mut attempts = 0u32;
         let mut backoff = APPLY_RETRY;
         while !commits.is_empty() {
-            let (index, reason) = match self.projection.apply(&commits).await {
+            let trace = ApplyTrace::start(name, &commits);
+            let applied = self
+                .projection
+                .apply(&commits)
+                .instrument(trace.batch())
+                .await;
+            drop(trace);
+            let (index, reason) = match applied {
                 Ok(()) => {
                     self.count_events(&commits);
                     self.stalled(false);

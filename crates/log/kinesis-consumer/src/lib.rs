@@ -23,6 +23,7 @@
 //! - [`kinesis`]: thin per-operation wrappers over the SDK that keep its error as an
 //!   [`AwsCallError`], classified as retryable or not by `aws-support`, in one place.
 
+mod apply_trace;
 mod consumer;
 pub mod dead_letters;
 pub mod kinesis;

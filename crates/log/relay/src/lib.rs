@@ -22,5 +22,6 @@ mod publisher;
 pub mod record_log;
 mod round;
 pub mod settings;
+mod wave_trace;
 
 pub use round::{MAX_CALL_BYTES, MAX_RECORD_BYTES};

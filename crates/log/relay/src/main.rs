@@ -46,7 +46,8 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::SettingsKeys => {}
         Command::Run => {
-            telemetry::init_logging(&settings.log);
+            // Kept to the end of the run: dropping it flushes the spans not yet exported.
+            let _telemetry = telemetry::init_telemetry("relay", &settings.log)?;
             let app = Application::build(settings)
                 .await
                 .context("relay could not start")?;

@@ -14,12 +14,15 @@ use event_store::{PgEventStore, StoreError};
 use service_kit::{error_chain, Backoff};
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::health::RelayStatus;
 use crate::leadership::{Candidate, Leadership, LockError};
 use crate::record_log::{PutOutcome, RecordLog, RecordLogError, THROTTLED};
 use crate::round::{Round, Unpublishable, Wave};
 use event_store::CommitWakeup;
+
+use crate::wave_trace::WaveTrace;
 
 /// How often every relay, active or standby, reports the outbox backlog.
 const BACKLOG_INTERVAL: Duration = Duration::from_secs(1);
@@ -161,15 +164,22 @@ impl Publisher {
 
         // A stop lets the wave in flight finish with its removals, then ends the round.
         while !*stop.borrow() {
-            let Some(Wave { commits, records }) = round.next_wave() else {
+            let Some(Wave {
+                commits,
+                records,
+                traceparents,
+            }) = round.next_wave()
+            else {
                 break;
             };
             // Right before the put: a relay that may have lost the lock must not publish.
             leadership.check().await.map_err(RoundError::LockLost)?;
             let sent = records.len();
+            let trace = WaveTrace::start(&commits, &traceparents);
             let started = Instant::now();
-            let result = self.log.put(records).await;
+            let result = self.log.put(records).instrument(trace.call()).await;
             metrics::histogram!("orderpipe_relay_publish_seconds").record(started.elapsed());
+            trace.answered(result.as_deref().ok());
             let outcomes = match result {
                 Ok(outcomes) if outcomes.len() == sent => outcomes,
                 Ok(outcomes) => {

@@ -14,7 +14,7 @@
 
 use std::collections::HashSet;
 
-use event_store::OutboxCommit;
+use event_store::{metadata, OutboxCommit};
 
 use crate::record_log::LogRecord;
 use crate::settings::MAX_RECORDS_PER_CALL;
@@ -33,6 +33,8 @@ struct Ready {
     first_position: i64,
     aggregate: AggregateKey,
     record: LogRecord,
+    /// The commit's trace (empty when its command recorded none).
+    traceparent: String,
 }
 
 /// A commit that can never be a record as it is: too large for Kinesis, or not encodable. Its
@@ -54,6 +56,8 @@ pub(crate) struct Wave {
     pub commits: Vec<(i64, AggregateKey)>,
     /// The records, one per commit.
     pub records: Vec<LogRecord>,
+    /// Per record: the commit's `traceparent` (empty when its command recorded no trace).
+    pub traceparents: Vec<String>,
 }
 
 /// The commits of one outbox read that are not yet published or blocked.
@@ -74,6 +78,13 @@ impl Round {
         };
         let mut unpublishable = Vec::new();
         for commit in commits {
+            let traceparent = commit
+                .events
+                .first()
+                .and_then(|event| event.metadata.get(metadata::TRACEPARENT))
+                .and_then(|value| value.as_str())
+                .unwrap_or_default()
+                .to_owned();
             let aggregate = (commit.aggregate_type, commit.aggregate_id);
             let record = commit_log::encode(&commit.events)
                 .map_err(|error| error.to_string())
@@ -96,6 +107,7 @@ impl Round {
                     first_position: commit.first_position,
                     aggregate,
                     record,
+                    traceparent,
                 }),
                 Err(reason) => {
                     round.blocked.insert(aggregate.clone());
@@ -116,6 +128,7 @@ impl Round {
         let mut wave = Wave {
             commits: Vec::new(),
             records: Vec::new(),
+            traceparents: Vec::new(),
         };
         let mut wave_records = 0;
         let mut wave_bytes = 0;
@@ -142,6 +155,7 @@ impl Round {
             if chosen {
                 wave.commits.push((ready.first_position, ready.aggregate));
                 wave.records.push(ready.record);
+                wave.traceparents.push(ready.traceparent);
             } else {
                 remaining.push(ready);
             }

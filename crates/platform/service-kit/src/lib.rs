@@ -1,6 +1,7 @@
 //! What every orderpipe process shares, so each binary stays thin: layered settings
 //! ([`settings`]) and the keys a binary reads ([`settings_keys`]), the PostgreSQL pool settings,
-//! JSON logs and the Prometheus recorder ([`telemetry`]), the admin HTTP endpoint with `/metrics`
+//! JSON logs, OpenTelemetry traces and the Prometheus recorder ([`telemetry`]), the trace
+//! context carried between processes ([`trace_context`]), the admin HTTP endpoint with `/metrics`
 //! and `/health` ([`admin`]), the shutdown signal ([`shutdown`]), the one retry policy
 //! ([`Backoff`]), errors on one line ([`error_chain()`]) and TLS on the gRPC hops ([`grpc_tls`]).
 
@@ -13,6 +14,7 @@ pub mod settings;
 pub mod settings_keys;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace_context;
 
 pub use backoff::Backoff;
 pub use error_chain::error_chain;

@@ -304,6 +304,11 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// A tracing filter such as `info` or `command_api=debug,sqlx=warn`.
     pub filter: String,
+    /// Where to send traces (OTLP over gRPC), e.g. `http://127.0.0.1:4317`. Unset, the standard
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT` variables are read;
+    /// with none of them set, no trace is recorded (see [`crate::telemetry`]).
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Log line format.

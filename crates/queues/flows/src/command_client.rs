@@ -17,7 +17,7 @@ use proto::v1 as pb;
 use proto::v1::inventory_service_client::InventoryServiceClient;
 use proto::v1::loyalty_service_client::LoyaltyServiceClient;
 use proto::v1::order_service_client::OrderServiceClient;
-use service_kit::Backoff;
+use service_kit::{trace_context, Backoff};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
@@ -245,6 +245,10 @@ impl CommandClient {
                 if let (false, Ok(value)) = (value.is_empty(), MetadataValue::try_from(value)) {
                     metadata.insert(name, value);
                 }
+            }
+            // The flow step's span: the command's span on the API continues it.
+            if let Some(Ok(value)) = trace_context::current().map(MetadataValue::try_from) {
+                metadata.insert(trace_context::TRACEPARENT, value);
             }
             let status = match send(self.channel.clone(), request).await {
                 Ok(response) => return Ok(response.into_inner()),

@@ -18,6 +18,7 @@
 pub mod app;
 pub mod command_client;
 pub mod dead_letters;
+mod flow_trace;
 pub mod intake;
 pub mod notifications;
 pub mod payments;

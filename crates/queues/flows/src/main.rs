@@ -126,7 +126,8 @@ async fn main() -> anyhow::Result<()> {
         // Printed by `load_unless_printing_keys`; test cards above: neither needs settings.
         Command::SettingsKeys => {}
         Command::Run => {
-            telemetry::init_logging(&settings.log);
+            // Kept to the end of the run: dropping it flushes the spans not yet exported.
+            let _telemetry = telemetry::init_telemetry("flows", &settings.log)?;
             let app = Application::build(&settings)
                 .await
                 .context("flows could not start")?;

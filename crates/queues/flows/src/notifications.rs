@@ -14,8 +14,10 @@ use commit_log::{DomainEvent, LoggedCommit, LoggedEvent};
 use domain::{LoyaltyEvent, OrderEvent, Tier};
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
+use tracing::Instrument;
 
 use crate::command_client::{Cause, CommandClient, CommandError};
+use crate::flow_trace;
 use crate::sqs::{Outgoing, SqsQueue};
 
 /// The projection's name in the lease table, metrics and dead letters.
@@ -172,8 +174,13 @@ impl Projection for Notifications {
 
     async fn apply(&self, commits: &[LoggedCommit]) -> Result<(), ProjectionError> {
         for (index, commit) in commits.iter().enumerate() {
+            let step = flow_trace::commit_step("notifications.notify", commit);
             for event in &commit.events {
-                let notification = match self.notification(commit, event).await {
+                let notification = match self
+                    .notification(commit, event)
+                    .instrument(step.clone())
+                    .await
+                {
                     Ok(notification) => notification,
                     Err(ProjectionError::Poison { reason, .. }) => {
                         return Err(ProjectionError::Poison { index, reason })
@@ -181,7 +188,9 @@ impl Projection for Notifications {
                     Err(other) => return Err(other),
                 };
                 if let Some(notification) = notification {
-                    self.send(index, &notification).await?;
+                    self.send(index, &notification)
+                        .instrument(step.clone())
+                        .await?;
                 }
             }
         }

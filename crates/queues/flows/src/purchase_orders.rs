@@ -140,6 +140,7 @@ mod tests {
             correlation_id: String::new(),
             causation_id: String::new(),
             actor: String::new(),
+            traceparent: String::new(),
             events: events
                 .into_iter()
                 .enumerate()

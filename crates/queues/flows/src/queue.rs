@@ -28,8 +28,10 @@ use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use aws_support::AwsCallError;
 use futures::future::join_all;
 use service_kit::admin::HealthCheck;
-use service_kit::{error_chain, Backoff};
+use service_kit::{error_chain, trace_context, Backoff};
+use tracing::Instrument;
 
+use crate::flow_trace;
 use crate::sqs::{Outgoing, Receive, SqsQueue};
 
 /// The message attribute that says why a message was dead-lettered by a handler.
@@ -60,6 +62,8 @@ pub struct Message {
     /// redrive policy moves it to the dead-letter queue (0: this is the last delivery); `None`
     /// when the queue has no redrive policy or it could not be read yet.
     pub deliveries_left: Option<u32>,
+    /// The sender's trace (its `traceparent` message attribute), which handling continues.
+    pub traceparent: Option<String>,
     receipt_handle: String,
 }
 
@@ -253,13 +257,18 @@ impl QueueConsumer {
                 wait: self.config.wait_time,
                 visibility: self.config.visibility_timeout,
                 system_attributes: RECEIVED_ATTRIBUTES,
-                message_attributes: false,
+                message_attributes: true,
             })
             .await?;
         Ok(received
             .into_iter()
             .filter_map(|message| {
                 let attributes = message.attributes.unwrap_or_default();
+                let traceparent = message
+                    .message_attributes
+                    .as_ref()
+                    .and_then(|attributes| attributes.get(trace_context::TRACEPARENT))
+                    .and_then(|value| value.string_value.clone());
                 let receive_count = attributes
                     .get(&MessageSystemAttributeName::ApproximateReceiveCount)
                     .and_then(|count| count.parse().ok())
@@ -272,6 +281,7 @@ impl QueueConsumer {
                         .get(&MessageSystemAttributeName::MessageGroupId)
                         .cloned(),
                     deliveries_left: max_receives.map(|max| max.saturating_sub(receive_count)),
+                    traceparent,
                     receipt_handle: message.receipt_handle?,
                 })
             })
@@ -313,7 +323,12 @@ impl QueueConsumer {
                         self.hold_back(&message).await;
                     } else {
                         let started = Instant::now();
-                        let outcome = self.handler.handle(&message).await;
+                        let step = flow_trace::message_step(
+                            name,
+                            &message.id,
+                            message.traceparent.as_deref(),
+                        );
+                        let outcome = self.handler.handle(&message).instrument(step).await;
                         metrics::histogram!("orderpipe_flows_message_seconds", "queue" => name)
                             .record(started.elapsed().as_secs_f64());
                         held_back = !self.settle(&message, outcome).await;
@@ -411,6 +426,10 @@ impl QueueConsumer {
                 format!("requeue-{}", uuid::Uuid::new_v4().simple()),
             )
             .delayed(delay.max(Duration::from_secs(1)));
+        let copy = match &message.traceparent {
+            Some(traceparent) => copy.attribute(trace_context::TRACEPARENT, traceparent),
+            None => copy,
+        };
         self.queue.send(copy).await?;
         self.delete(message).await
     }

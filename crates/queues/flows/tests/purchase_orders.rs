@@ -41,6 +41,7 @@ fn commit(store: &str, first_sequence: u64, events: Vec<InventoryEvent>) -> Logg
         correlation_id: String::new(),
         causation_id: String::new(),
         actor: "service:flows-order-saga".into(),
+        traceparent: String::new(),
         events: events
             .into_iter()
             .enumerate()

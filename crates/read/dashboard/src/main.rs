@@ -47,7 +47,8 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::SettingsKeys => {}
         Command::Serve => {
-            telemetry::init_logging(&settings.log);
+            // Kept to the end of the run: dropping it flushes the spans not yet exported.
+            let _telemetry = telemetry::init_telemetry("dashboard", &settings.log)?;
             let app = Application::build(settings)
                 .await
                 .context("the dashboard could not start")?;

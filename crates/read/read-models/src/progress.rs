@@ -148,6 +148,7 @@ mod tests {
             correlation_id: String::new(),
             causation_id: String::new(),
             actor: String::new(),
+            traceparent: String::new(),
             events: (first..=last).map(event).collect(),
         }
     }

@@ -32,6 +32,7 @@ fn commit(order_id: &str, sequence: u64, event: OrderEvent) -> LoggedCommit {
         correlation_id: "memory".into(),
         causation_id: String::new(),
         actor: String::new(),
+        traceparent: String::new(),
         events: vec![LoggedEvent {
             sequence,
             position: sequence,

@@ -77,6 +77,7 @@ impl Log {
             correlation_id: "flow".into(),
             causation_id: String::new(),
             actor: String::new(),
+            traceparent: String::new(),
             events,
         };
         self.commits.push(commit.clone());

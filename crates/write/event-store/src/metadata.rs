@@ -11,3 +11,6 @@ pub const CORRELATION_ID: &str = "correlation_id";
 pub const CAUSATION_ID: &str = "causation_id";
 /// Who issued the command: the caller's subject (`barista:<store>:<name>`, ...).
 pub const ACTOR: &str = "actor";
+/// The W3C `traceparent` of the command's span: the commit's trace, which the relay, the
+/// projections and the flows continue.
+pub const TRACEPARENT: &str = "traceparent";

@@ -152,6 +152,7 @@ pub async fn spawn_relay_polling(
         log: LogSettings {
             format: LogFormat::Pretty,
             filter: "warn".into(),
+            otlp_endpoint: None,
         },
         aws: AwsSettings::default(),
         kinesis: KinesisSettings {

@@ -18,6 +18,7 @@ pub use gateway::{
 
 use aws_support::AwsCallError;
 use serde::{Deserialize, Serialize};
+use service_kit::trace_context;
 use time::OffsetDateTime;
 
 use crate::sqs::{Outgoing, SqsQueue};
@@ -149,8 +150,13 @@ impl PaymentQueue {
     /// request sent twice within five minutes is stored once.
     pub async fn send(&self, request: &PaymentRequest) -> Result<(), SendError> {
         let body = serde_json::to_string(request).map_err(SendError::Encode)?;
-        let message =
+        let mut message =
             Outgoing::new(&body).in_group(&request.order_id, request.request_id.replace('/', "-"));
+        // The saga step's trace, which the processor continues. An attribute, not the body:
+        // the FIFO queue's deduplication and the processor's parsing see the request only.
+        if let Some(traceparent) = trace_context::current() {
+            message = message.attribute(trace_context::TRACEPARENT, traceparent);
+        }
         self.queue.send(message).await.map_err(SendError::Queue)?;
         Ok(())
     }

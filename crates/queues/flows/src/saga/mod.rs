@@ -42,8 +42,10 @@ use async_trait::async_trait;
 use commit_log::projection::{Projection, ProjectionError};
 use commit_log::{DomainEvent, LoggedCommit, LoggedEvent};
 use cqrs_es::Aggregate;
+use tracing::Instrument;
 
 use crate::command_client::{Cause, CommandError};
+use crate::flow_trace;
 use crate::payments::PaymentRequest;
 use decision::{Answer, Step};
 use gateway::CommandGateway;
@@ -203,8 +205,9 @@ impl Projection for OrderSaga {
             if commit.aggregate_type != domain::Order::TYPE {
                 continue;
             }
+            let step = flow_trace::commit_step("saga.react", commit);
             for event in &commit.events {
-                match self.react(commit, event).await {
+                match self.react(commit, event).instrument(step.clone()).await {
                     Ok(()) => {}
                     Err(StepError::Transient(reason)) => {
                         return Err(ProjectionError::Transient(reason.into()))

@@ -445,6 +445,7 @@ fn commit_of(sequence: u64, events: Vec<OrderEvent>) -> LoggedCommit {
         correlation_id: String::new(),
         causation_id: String::new(),
         actor: String::new(),
+        traceparent: String::new(),
         events: events
             .into_iter()
             .zip(sequence..)

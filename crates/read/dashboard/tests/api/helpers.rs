@@ -120,6 +120,7 @@ impl TestDashboard {
             log: LogSettings {
                 format: LogFormat::Pretty,
                 filter: "warn".into(),
+                otlp_endpoint: None,
             },
         })
         .await

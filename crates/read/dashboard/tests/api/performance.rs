@@ -28,6 +28,7 @@ fn commit(order: &str, sequence: u64, minute: i64, actor: &str, event: OrderEven
         correlation_id: String::new(),
         causation_id: String::new(),
         actor: actor.into(),
+        traceparent: String::new(),
         events: vec![LoggedEvent {
             sequence,
             position: sequence,

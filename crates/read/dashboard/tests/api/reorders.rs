@@ -25,6 +25,7 @@ fn commit(first_sequence: u64, events: Vec<InventoryEvent>) -> LoggedCommit {
         correlation_id: String::new(),
         causation_id: String::new(),
         actor: "store_manager:s1:mia".into(),
+        traceparent: String::new(),
         events: events
             .into_iter()
             .enumerate()

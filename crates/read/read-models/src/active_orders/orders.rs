@@ -1039,6 +1039,7 @@ mod tests {
             correlation_id: "overlap".into(),
             causation_id: String::new(),
             actor: String::new(),
+            traceparent: String::new(),
             events: vec![LoggedEvent {
                 sequence,
                 position: sequence,

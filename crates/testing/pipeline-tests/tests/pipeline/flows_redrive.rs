@@ -16,7 +16,7 @@ use proto::v1 as pb;
 use proto::v1::order_service_client::OrderServiceClient;
 use test_support::unique_name;
 
-use crate::flows::fresh_queue;
+use crate::flows_rig::fresh_queue;
 use crate::support::{eventually, Pipeline, SECRET, STORE};
 use crate::workload::{open_the_store, Clients};
 

@@ -7,6 +7,7 @@ mod crash;
 mod end_to_end;
 mod flows;
 mod flows_redrive;
+mod flows_rig;
 mod payment_deadline;
 mod reorders;
 mod saga_compensation;

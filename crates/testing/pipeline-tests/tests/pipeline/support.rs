@@ -103,6 +103,7 @@ pub fn quiet_log() -> LogSettings {
     LogSettings {
         format: LogFormat::Pretty,
         filter: "warn".into(),
+        otlp_endpoint: None,
     }
 }
 
