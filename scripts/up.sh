@@ -40,20 +40,23 @@ if [ "${1:-start}" = stop ]; then
   exit 0
 fi
 
-# A development signing secret, made once per stack. Real deployments inject their own.
-secret_file="$ORDERPIPE_STACK_DIR/dev-jwt-secret"
-if [ ! -s "$secret_file" ]; then
-  (umask 077 && head -c 32 /dev/urandom | sha256sum | cut -d' ' -f1 >"$secret_file")
-fi
-export ORDERPIPE_AUTH__JWT_SECRET
-ORDERPIPE_AUTH__JWT_SECRET="$(cat "$secret_file")"
-
 # Everything it runs, and every binary the README has a user run after it (replay); a test
 # (scripts/tests/readme-binaries-built-by-up.sh) keeps this list in step with the README.
 log "building command-api, relay, projectors, flows, dashboard and replay"
 cargo build --quiet --locked -p command-api -p relay -p projectors -p flows -p dashboard -p replay
 target_dir="$(cargo_target_dir)"
 api_bin="$target_dir/debug/command-api"
+
+# The token issuer's ES256 key pair, made once per stack: the private key stays with the local
+# tooling (mint-token, below); the services get only the public keys (the JWKS) and the flows a
+# service token minted with it. Real deployments point at their issuer's JWKS (DEPLOYING.md).
+signing_key="$ORDERPIPE_STACK_DIR/token-signing-key.pem"
+jwks_file="$ORDERPIPE_STACK_DIR/jwks.json"
+if [ ! -s "$signing_key" ]; then
+  "$api_bin" keygen --private-key "$signing_key" --jwks "$jwks_file" >/dev/null
+fi
+export ORDERPIPE_AUTH__JWKS_URL="$jwks_file"
+token() { "$api_bin" mint-token --private-key "$signing_key" "$@"; }
 
 # start_worker NAME DEFAULT_ADMIN_PORT ARGS...: starts a pipeline worker unless it runs already,
 # with its admin endpoint (/health, /metrics) on a free port; prints that port.
@@ -92,7 +95,10 @@ fi
 
 relay_port="$(start_worker relay 9091 run)"
 projectors_port="$(start_worker projectors 9092 run)"
-flows_port="$(ORDERPIPE_COMMAND_API__URL="http://127.0.0.1:$grpc_port" start_worker flows 9093 run)"
+# The flows' service token, valid 30 days (scripts/up.sh again after that mints a fresh one).
+flows_port="$(ORDERPIPE_COMMAND_API__URL="http://127.0.0.1:$grpc_port" \
+  ORDERPIPE_AUTH__SERVICE_TOKEN="$(token --role service --subject flows-service --ttl-minutes 43200)" \
+  start_worker flows 9093 run)"
 
 # The dashboard: its page on 8080 (or the next free port) and its admin endpoint.
 dashboard_pid="$run_dir/dashboard.pid"
@@ -116,7 +122,6 @@ fi
 grpc_call() {
   "$ORDERPIPE_STACK_DIR/venv/bin/python" scripts/grpc-call.py --address "127.0.0.1:$grpc_port" "$@"
 }
-token() { "$api_bin" mint-token "$@"; }
 
 # Demo data through the API itself, with fixed idempotency keys so a second run changes nothing.
 service_token="$(token --role service --subject local-seed)"
@@ -154,14 +159,13 @@ See the views (README "Looking at the views"):
   scripts/views.sh store-1
 
 Call it with the generic reflection client (or any gRPC client that speaks reflection):
-  export ORDERPIPE_AUTH__JWT_SECRET=\$(cat $secret_file)
-  TOKEN=\$($api_bin mint-token --role customer --subject c-42)
+  TOKEN=\$($api_bin mint-token --private-key $signing_key --role customer --subject c-42)
   alias grpc-call='$ORDERPIPE_STACK_DIR/venv/bin/python scripts/grpc-call.py --address 127.0.0.1:$grpc_port'
   grpc-call list
   grpc-call --token "\$TOKEN" call orderpipe.v1.OrderService/PlaceOrder \\
     '{"idempotencyKey":"k1","orderId":"'\$(cat /proc/sys/kernel/random/uuid)'","storeId":"store-1","customerId":"c-42","lines":[{"sku":"LATTE-12","quantity":1}]}'
 
-Barista token for the dashboard (valid 8 hours; another: $api_bin mint-token --role barista --subject NAME --store store-1):
+Barista token for the dashboard (valid 8 hours; another: $api_bin mint-token --private-key $signing_key --role barista --subject NAME --store store-1):
   $barista_token
 
 Drop a delivery-platform order on the intake queue; the saga reserves, accepts and charges it

@@ -46,6 +46,9 @@ pub enum StartupError {
     /// A listener could not be bound.
     #[error(transparent)]
     Bind(#[from] service_kit::admin::BindError),
+    /// The issuer's public keys could not be loaded: no token could be verified.
+    #[error("cannot load the token keys: {0}")]
+    TokenKeys(#[from] auth_tokens::JwksError),
 }
 
 /// The command API, built and bound, not yet serving.
@@ -60,6 +63,7 @@ pub struct Application {
 impl Application {
     /// Opens the event store (applying migrations), wires the services and binds both listeners.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let tokens = TokenAuthority::connect(&settings.auth).await?;
         let store = PgEventStore::open(
             settings.database.pool()?,
             StoreConfig {
@@ -105,7 +109,7 @@ impl Application {
                 retries,
             ),
             menu: CommandExecutor::new(menu, (), locks, retries),
-            tokens: TokenAuthority::new(&settings.auth),
+            tokens,
         });
         let grpc_listener = admin::bind(&settings.grpc.host, settings.grpc.port).await?;
         let admin_listener = admin::bind(&settings.admin.host, settings.admin.port).await?;

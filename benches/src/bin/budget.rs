@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use auth_tokens::{SigningKey, TokenIssuer};
 use benches::api_flow::{self, ApiClients, CallObserver, Fate};
 use clap::Parser;
 use tonic::transport::Endpoint;
@@ -20,9 +21,9 @@ struct Cli {
     /// The command API's gRPC address.
     #[arg(long)]
     address: String,
-    /// The secret the command API verifies tokens with.
-    #[arg(long, env = "ORDERPIPE_AUTH__JWT_SECRET", hide_env_values = true)]
-    jwt_secret: String,
+    /// The token issuer's ES256 private key (PEM), whose public key the command API's JWKS holds.
+    #[arg(long = "private-key", env = "ORDERPIPE_TOKEN_SIGNING_KEY")]
+    private_key: std::path::PathBuf,
     /// Orders to run (six commands each).
     #[arg(long, default_value_t = 100)]
     orders: usize,
@@ -58,8 +59,10 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("bad address {}", cli.address))?;
     let clients = cli.clients.max(1);
     let channels = api_flow::channels(&endpoint, clients);
+    let key = SigningKey::from_pem_file(&cli.private_key)?;
+    let issuer = TokenIssuer::new(&key, "orderpipe", "orderpipe-api");
     if cli.seed {
-        ApiClients::new(channels[0].clone(), &cli.jwt_secret)?
+        ApiClients::new(channels[0].clone(), &issuer)?
             .open_stores(&["bench-store".to_owned()], 1)
             .await
             .context("seeding the menu")?;
@@ -68,8 +71,7 @@ async fn main() -> anyhow::Result<()> {
     let next_order = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..clients)
         .map(|client| {
-            let mut api =
-                ApiClients::new(channels[client % channels.len()].clone(), &cli.jwt_secret);
+            let mut api = ApiClients::new(channels[client % channels.len()].clone(), &issuer);
             let (counts, next_order, orders) = (counts.clone(), next_order.clone(), cli.orders);
             tokio::spawn(async move {
                 let api = api.as_mut().map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -4,18 +4,21 @@
 //! data. The server comes from `DATABASE_URL` (set by `scripts/stack.sh`); without it the
 //! machine's PostgreSQL on 127.0.0.1:5432 is used. [`CuttableProxy`] stands between a process
 //! and a dependency so a test can take the dependency away (or make it go silent);
-//! [`SilentListener`] is an endpoint that never answers; [`http::request`] calls an HTTP service.
+//! [`SilentListener`] is an endpoint that never answers; [`http::request`] calls an HTTP service;
+//! [`TestTokenKeys`] is an ES256 key pair with its JWKS file, as `scripts/up.sh` makes one.
 
 mod aws;
 pub mod http;
 mod kinesis;
 mod proxy;
 mod silent;
+mod tokens;
 
 pub use aws::{aws_test_config, unique_name};
 pub use kinesis::{replay, Replayed, TestStream, PATIENCE};
 pub use proxy::CuttableProxy;
 pub use silent::SilentListener;
+pub use tokens::{TestTokenKeys, TEST_AUDIENCE, TEST_ISSUER};
 
 use service_kit::settings::{DatabaseSettings, SessionSettings};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -22,7 +22,7 @@ use proto::v1 as pb;
 use test_support::{unique_name, PATIENCE};
 use tokio::task::JoinHandle;
 
-use crate::support::{eventually, Pipeline, SECRET, STORE};
+use crate::support::{eventually, Pipeline, STORE};
 use crate::workload::{open_the_store, Clients};
 
 /// The flows' queues, tables and settings for one test, and the sandbox gateway every flows
@@ -42,7 +42,7 @@ impl Rig {
         let projector_dlq = create_queue(&sqs, &unique_name("flows-poison"), false, None).await;
 
         let mut settings = Settings::defaults().unwrap();
-        settings.auth.jwt_secret = Some(SECRET.into());
+        settings.auth.service_token = Some(pipeline.service_token());
         settings.command_api.url = format!("http://{}", pipeline.grpc_address);
         settings.kinesis.stream_name = pipeline.stream.name.clone();
         let queues = &mut settings.sqs;
