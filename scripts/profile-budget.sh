@@ -71,12 +71,13 @@ psql "$server_url" -XAtqc "CREATE DATABASE budget"
 psql "$db_url" -XAtqc "CREATE EXTENSION pg_stat_statements"
 
 log "starting the command API under callgrind"
-secret="budget-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+# A token key pair for this run: the server gets the JWKS, the client the private key.
+"$api_bin" keygen --private-key "$out/token-key.pem" --jwks "$out/jwks.json" > /dev/null
 ORDERPIPE_DATABASE__URL="$db_url" \
   ORDERPIPE_DATABASE__MAX_CONNECTIONS="$clients" \
   ORDERPIPE_GRPC__HOST=127.0.0.1 ORDERPIPE_GRPC__PORT="$grpc_port" \
   ORDERPIPE_ADMIN__HOST=127.0.0.1 ORDERPIPE_ADMIN__PORT="$admin_port" \
-  ORDERPIPE_AUTH__JWT_SECRET="$secret" \
+  ORDERPIPE_AUTH__JWKS_URL="$out/jwks.json" \
   ORDERPIPE_LOG__FILTER="${ORDERPIPE_LOG__FILTER:-info}" \
   valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out.%p" \
   "$api_bin" serve > "$out/command-api.log" 2>&1 &
@@ -89,7 +90,7 @@ done
 port_answers "$grpc_port" || die "the command API did not listen within 120 s; see $out/command-api.log"
 
 client=("$target_dir/debug/budget" --address "http://127.0.0.1:$grpc_port" --clients "$clients")
-export ORDERPIPE_AUTH__JWT_SECRET="$secret"
+export ORDERPIPE_TOKEN_SIGNING_KEY="$out/token-key.pem"
 log "warm-up: $warmup_orders orders"
 "${client[@]}" --seed --orders "$warmup_orders" > "$out/warmup.txt"
 

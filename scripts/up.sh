@@ -42,6 +42,8 @@ scripts/stack.sh up
 # shellcheck disable=SC1090,SC1091 # the env file is generated
 source "$(scripts/stack.sh env --path)"
 run_dir="$ORDERPIPE_STACK_DIR/run"
+# The stack's Python (grpc-call.py): the venv stack.sh made, wherever ORDERPIPE_STACK_VENV put it.
+venv_python="${ORDERPIPE_STACK_VENV:-$ORDERPIPE_STACK_DIR/venv}/bin/python"
 mkdir -p "$run_dir" "$ORDERPIPE_STACK_DIR/logs"
 api_pid="$run_dir/command-api.pid"
 processes=(dashboard flows projectors relay command-api)
@@ -52,14 +54,6 @@ if [ "${1:-start}" = stop ]; then
   done
   exit 0
 fi
-
-# A development signing secret, made once per stack. Real deployments inject their own.
-secret_file="$ORDERPIPE_STACK_DIR/dev-jwt-secret"
-if [ ! -s "$secret_file" ]; then
-  (umask 077 && head -c 32 /dev/urandom | sha256sum | cut -d' ' -f1 >"$secret_file")
-fi
-export ORDERPIPE_AUTH__JWT_SECRET
-ORDERPIPE_AUTH__JWT_SECRET="$(cat "$secret_file")"
 
 # TLS on every gRPC hop (--tls), else plaintext. The scheme is recorded with the running command
 # API: the other mode needs a restart (`scripts/up.sh stop` first).
@@ -97,6 +91,17 @@ log "building command-api, relay, projectors, flows, dashboard and replay"
 cargo build --quiet --locked -p command-api -p relay -p projectors -p flows -p dashboard -p replay
 target_dir="$(cargo_target_dir)"
 api_bin="$target_dir/debug/command-api"
+
+# The token issuer's ES256 key pair, made once per stack: the private key stays with the local
+# tooling (mint-token, below); the services get only the public keys (the JWKS) and the flows a
+# service token minted with it. Real deployments point at their issuer's JWKS (DEPLOYING.md).
+signing_key="$ORDERPIPE_STACK_DIR/token-signing-key.pem"
+jwks_file="$ORDERPIPE_STACK_DIR/jwks.json"
+if [ ! -s "$signing_key" ]; then
+  "$api_bin" keygen --private-key "$signing_key" --jwks "$jwks_file" >/dev/null
+fi
+export ORDERPIPE_AUTH__JWKS_URL="$jwks_file"
+token() { "$api_bin" mint-token --private-key "$signing_key" "$@"; }
 
 # start_worker NAME DEFAULT_ADMIN_PORT ARGS...: starts a pipeline worker unless it runs already,
 # with its admin endpoint (/health, /metrics) on a free port; prints that port.
@@ -139,9 +144,12 @@ fi
 
 relay_port="$(start_worker relay 9091 run)"
 projectors_port="$(start_worker projectors 9092 run)"
+# The flows' service token, valid 30 days (scripts/up.sh again after that mints a fresh one).
 flows_port="$(
   client_tls_env flows
-  ORDERPIPE_COMMAND_API__URL="$scheme://$api_host:$grpc_port" start_worker flows 9093 run
+  ORDERPIPE_COMMAND_API__URL="$scheme://$api_host:$grpc_port" \
+    ORDERPIPE_AUTH__SERVICE_TOKEN="$(token --role service --subject flows-service --ttl-minutes 43200)" \
+    start_worker flows 9093 run
 )"
 
 # The dashboard: its page on 8080 (or the next free port) and its admin endpoint.
@@ -167,10 +175,9 @@ else
 fi
 
 grpc_call() {
-  "$ORDERPIPE_STACK_DIR/venv/bin/python" scripts/grpc-call.py --address "127.0.0.1:$grpc_port" \
+  "$venv_python" scripts/grpc-call.py --address "127.0.0.1:$grpc_port" \
     "${grpc_call_tls[@]+"${grpc_call_tls[@]}"}" "$@"
 }
-token() { "$api_bin" mint-token "$@"; }
 
 # Demo data through the API itself, with fixed idempotency keys so a second run changes nothing.
 service_token="$(token --role service --subject local-seed)"
@@ -209,14 +216,13 @@ See the views (README "Looking at the views"):
   scripts/views.sh store-1
 
 Call it with the generic reflection client (or any gRPC client that speaks reflection):
-  export ORDERPIPE_AUTH__JWT_SECRET=\$(cat $secret_file)
-  TOKEN=\$($api_bin mint-token --role customer --subject c-42)
-  alias grpc-call='$ORDERPIPE_STACK_DIR/venv/bin/python scripts/grpc-call.py --address 127.0.0.1:$grpc_port${grpc_call_tls[*]+ ${grpc_call_tls[*]}}'
+  TOKEN=\$($api_bin mint-token --private-key $signing_key --role customer --subject c-42)
+  alias grpc-call='$venv_python scripts/grpc-call.py --address 127.0.0.1:$grpc_port${grpc_call_tls[*]+ ${grpc_call_tls[*]}}'
   grpc-call list
   grpc-call --token "\$TOKEN" call orderpipe.v1.OrderService/PlaceOrder \\
     '{"idempotencyKey":"k1","orderId":"'\$(cat /proc/sys/kernel/random/uuid)'","storeId":"store-1","customerId":"c-42","lines":[{"sku":"LATTE-12","quantity":1}]}'
 
-Barista token for the dashboard (valid 8 hours; another: $api_bin mint-token --role barista --subject NAME --store store-1):
+Barista token for the dashboard (valid 8 hours; another: $api_bin mint-token --private-key $signing_key --role barista --subject NAME --store store-1):
   $barista_token
 
 Drop a delivery-platform order on the intake queue; the saga reserves, accepts and charges it

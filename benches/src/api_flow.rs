@@ -6,13 +6,12 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use auth_tokens::client::{AuthedChannel, Bearer};
-use auth_tokens::{AuthSettings, Role, TokenAuthority};
+use auth_tokens::{Role, TokenIssuer};
 use proto::v1 as pb;
 use proto::v1::inventory_service_client::InventoryServiceClient;
 use proto::v1::loyalty_service_client::LoyaltyServiceClient;
 use proto::v1::menu_service_client::MenuServiceClient;
 use proto::v1::order_service_client::OrderServiceClient;
-use secrecy::SecretString;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -61,15 +60,10 @@ pub struct ApiClients {
 }
 
 impl ApiClients {
-    /// Stubs on `channel` carrying a service token signed with `jwt_secret` (the issuer and
-    /// audience are the command API's defaults).
-    pub fn new(channel: Channel, jwt_secret: &str) -> Result<Self, TokenError> {
-        let authority = TokenAuthority::new(&AuthSettings {
-            jwt_secret: SecretString::from(jwt_secret.to_owned()),
-            issuer: "orderpipe".into(),
-            audience: "orderpipe-api".into(),
-        });
-        let token = authority
+    /// Stubs on `channel` carrying a service token minted by `issuer` (whose public key the
+    /// command API's JWKS holds).
+    pub fn new(channel: Channel, issuer: &TokenIssuer) -> Result<Self, TokenError> {
+        let token = issuer
             .mint(
                 "loadgen",
                 Role::Service,

@@ -59,6 +59,9 @@ pub enum StartupError {
     /// tonic refused the TLS configuration.
     #[error("cannot serve TLS: grpc.tls refused")]
     TlsRefused(#[source] tonic::transport::Error),
+    /// The issuer's public keys could not be loaded: no token could be verified.
+    #[error("cannot load the token keys: {0}")]
+    TokenKeys(#[from] auth_tokens::JwksError),
 }
 
 /// The command API, built and bound, not yet serving.
@@ -76,6 +79,7 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         // First: a bad certificate stops the start before the database is touched.
         let grpc_server = grpc_server(&settings)?;
+        let tokens = TokenAuthority::connect(&settings.auth).await?;
         let store = PgEventStore::open(
             settings.database.pool()?,
             StoreConfig {
@@ -121,7 +125,7 @@ impl Application {
                 retries,
             ),
             menu: CommandExecutor::new(menu, (), locks, retries),
-            tokens: TokenAuthority::new(&settings.auth),
+            tokens,
             history: HistoryQueries::new(
                 settings.history.database.pool()?,
                 SchemaName::parse(&settings.history.schema).map_err(|error| {

@@ -20,6 +20,9 @@ pub enum ApiError {
     /// The caller's role or scope does not allow this.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The token cannot be checked yet (the issuer's keys are not loaded); retrying later is safe.
+    #[error("{0}")]
+    AuthUnavailable(String),
     /// A business rule refused the command, or the thing does not exist.
     #[error("{message}")]
     Domain {
@@ -119,6 +122,7 @@ impl From<auth_tokens::AuthError> for ApiError {
             auth_tokens::AuthError::PermissionDenied(message) => {
                 ApiError::PermissionDenied(message)
             }
+            auth_tokens::AuthError::Unavailable(message) => ApiError::AuthUnavailable(message),
         }
     }
 }
@@ -142,6 +146,7 @@ impl From<ApiError> for Status {
             }
             ApiError::Unauthenticated(_) => Status::unauthenticated(message),
             ApiError::PermissionDenied(_) => Status::permission_denied(message),
+            ApiError::AuthUnavailable(_) => Status::unavailable(message),
             ApiError::Domain { reason, .. } => {
                 let code = match reason.kind() {
                     ErrorKind::InvalidArgument => Code::InvalidArgument,

@@ -6,7 +6,6 @@ use std::time::Duration;
 pub use auth_tokens::AuthSettings;
 use event_store::GroupCommitConfig;
 pub use read_models::settings::ReadModelDatabase;
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 pub use service_kit::grpc_tls::ServerTlsSettings;
 pub use service_kit::settings::{
@@ -235,11 +234,7 @@ impl LayeredSettings for Settings {
     const DEFAULTS: &'static str = DEFAULTS;
 
     fn validate(&self) -> Result<(), SettingsError> {
-        if self.auth.jwt_secret.expose_secret().len() < 32 {
-            return Err(SettingsError::Rejected(
-                "auth.jwt_secret (ORDERPIPE_AUTH__JWT_SECRET) must be at least 32 bytes".into(),
-            ));
-        }
+        self.auth.validate().map_err(SettingsError::Rejected)?;
         let writer = &self.store.writer;
         if writer.lock_timeout_ms == 0 || writer.batch_timeout_ms == 0 {
             return Err(SettingsError::Rejected(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use auth_tokens::{SigningKey, TokenIssuer};
 use benches::api_flow::{self, ApiClients, CallObserver, Fate};
 use clap::Parser;
 use service_kit::grpc_tls::{client_endpoint, ClientTlsSettings};
@@ -31,9 +32,9 @@ struct Cli {
     /// The client certificate's private key (PEM).
     #[arg(long, requires = "cert_file")]
     key_file: Option<PathBuf>,
-    /// The secret the command API verifies tokens with.
-    #[arg(long, env = "ORDERPIPE_AUTH__JWT_SECRET", hide_env_values = true)]
-    jwt_secret: String,
+    /// The token issuer's ES256 private key (PEM), whose public key the command API's JWKS holds.
+    #[arg(long = "private-key", env = "ORDERPIPE_TOKEN_SIGNING_KEY")]
+    private_key: PathBuf,
     /// Orders to run (six commands each).
     #[arg(long, default_value_t = 100)]
     orders: usize,
@@ -74,8 +75,10 @@ async fn main() -> anyhow::Result<()> {
     let endpoint = client_endpoint("budget", &cli.address, &tls)?;
     let clients = cli.clients.max(1);
     let channels = api_flow::channels(&endpoint, clients);
+    let key = SigningKey::from_pem_file(&cli.private_key)?;
+    let issuer = TokenIssuer::new(&key, "orderpipe", "orderpipe-api");
     if cli.seed {
-        ApiClients::new(channels[0].clone(), &cli.jwt_secret)?
+        ApiClients::new(channels[0].clone(), &issuer)?
             .open_stores(&["bench-store".to_owned()], 1)
             .await
             .context("seeding the menu")?;
@@ -84,8 +87,7 @@ async fn main() -> anyhow::Result<()> {
     let next_order = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..clients)
         .map(|client| {
-            let mut api =
-                ApiClients::new(channels[client % channels.len()].clone(), &cli.jwt_secret);
+            let mut api = ApiClients::new(channels[client % channels.len()].clone(), &issuer);
             let (counts, next_order, orders) = (counts.clone(), next_order.clone(), cli.orders);
             tokio::spawn(async move {
                 let api = api.as_mut().map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -113,13 +113,13 @@ pub async fn event_store(
 /// The clients take turns over `channels` (see [`crate::api_flow::CLIENTS_PER_CONNECTION`]).
 pub async fn grpc(
     channels: &[Channel],
-    jwt_secret: &str,
+    issuer: &auth_tokens::TokenIssuer,
     clients: usize,
     duration: Duration,
 ) -> PathFigures {
     let apis: Result<Vec<ApiClients>, _> = channels
         .iter()
-        .map(|channel| ApiClients::new(channel.clone(), jwt_secret))
+        .map(|channel| ApiClients::new(channel.clone(), issuer))
         .collect();
     let apis = match apis {
         Ok(apis) if !apis.is_empty() => Arc::new(apis),

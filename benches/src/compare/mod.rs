@@ -20,7 +20,7 @@ use event_store::{PgEventStore, StoreConfig};
 use read_models::{ActiveOrdersProjection, ActiveOrdersTables};
 use replay::ReadModel;
 use sqlx::PgPool;
-use test_support::{aws_test_config, fresh_database, unique_name, TestDatabase};
+use test_support::{aws_test_config, fresh_database, unique_name, TestDatabase, TestTokenKeys};
 use tonic::transport::Endpoint;
 
 use self::raw_rates::Rate;
@@ -97,8 +97,6 @@ pub enum CompareError {
     Rebuild(#[from] rebuilds::RebuildError),
 }
 
-const JWT_SECRET: &str = "compare-run-secret-compare-run-secret-0001";
-
 /// Runs (a) to (d) and returns the report (the caller prints or writes it).
 pub async fn run(options: &CompareOptions) -> Result<CompareReport, CompareError> {
     check_environment()?;
@@ -119,9 +117,11 @@ pub async fn run(options: &CompareOptions) -> Result<CompareReport, CompareError
     let direct_store =
         PgEventStore::open(pool(&direct_db, clients)?, StoreConfig::default()).await?;
     let store = PgEventStore::open(events_pool.clone(), StoreConfig::default()).await?;
-    let (api, api_endpoint) = start_api(options, &events_db, clients).await?;
+    // The command API verifies with the JWKS of a key pair made for this run.
+    let keys = TestTokenKeys::new();
+    let (api, api_endpoint) = start_api(options, &events_db, &keys.jwks_url(), clients).await?;
     let api_channels = api_flow::channels(&api_endpoint, clients);
-    ApiClients::new(api_channels[0].clone(), JWT_SECRET)
+    ApiClients::new(api_channels[0].clone(), keys.issuer())
         .map_err(|e| CompareError::Api(e.to_string()))?
         .open_stores(&["bench-store".to_owned()], 1)
         .await
@@ -139,7 +139,7 @@ pub async fn run(options: &CompareOptions) -> Result<CompareReport, CompareError
         paths.push(command_path::event_store(&direct_store, clients, duration).await);
         checkpoint(&baseline_pool, "compare").await;
         eprintln!("compare: round {round}: (a) gRPC command API");
-        paths.push(command_path::grpc(&api_channels, JWT_SECRET, clients, duration).await);
+        paths.push(command_path::grpc(&api_channels, keys.issuer(), clients, duration).await);
         eprintln!("compare: round {round}: (a) tonic's empty-call ceiling");
         paths.push(command_path::empty_calls(&api_channels, clients, duration).await);
         checkpoint(&baseline_pool, "compare").await;
@@ -387,6 +387,7 @@ async fn sample_payload(events: &PgPool) -> Result<String, sqlx::Error> {
 async fn start_api(
     options: &CompareOptions,
     events: &TestDatabase,
+    jwks_url: &str,
     clients: usize,
 ) -> Result<(Process, Endpoint), CompareError> {
     let grpc = free_address().map_err(ClusterError::from)?;
@@ -396,7 +397,7 @@ async fn start_api(
         &options.bin_dir,
         "command-api",
         "serve",
-        command_api_env(&events.url, grpc, admin, JWT_SECRET, clients),
+        command_api_env(&events.url, grpc, admin, jwks_url, clients),
         &options.log_dir.join("command-api.log"),
         grpc,
     )

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use test_support::TestTokenKeys;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
@@ -112,8 +113,8 @@ pub struct Cluster {
     pub relay_admin: SocketAddr,
     /// The projectors' admin address (`/metrics`).
     pub projectors_admin: SocketAddr,
-    /// The secret the command API checks tokens with.
-    pub jwt_secret: String,
+    /// The key pair whose JWKS the command API verifies tokens with (the load mints with it).
+    pub keys: TestTokenKeys,
     processes: Vec<Process>,
 }
 
@@ -125,7 +126,7 @@ impl Cluster {
         resources: &PipelineResources,
     ) -> Result<Self, ClusterError> {
         std::fs::create_dir_all(log_dir)?;
-        let jwt_secret = format!("loadgen-{}", uuid::Uuid::new_v4().simple());
+        let keys = TestTokenKeys::new();
         let grpc_address = free_address()?;
         let api_admin = free_address()?;
         let relay_admin = free_address()?;
@@ -146,7 +147,7 @@ impl Cluster {
             &resources.events_db.url,
             grpc_address,
             api_admin,
-            &jwt_secret,
+            &keys.jwks_url(),
             32,
         );
         let mut projectors_env = common(projectors_admin);
@@ -186,7 +187,7 @@ impl Cluster {
             api_admin,
             relay_admin,
             projectors_admin,
-            jwt_secret,
+            keys,
             processes: Vec::new(),
         };
         for (name, command, env, port) in [
@@ -238,14 +239,14 @@ impl Cluster {
     }
 }
 
-/// The command API's settings for a benchmark: its database, listeners and token secret, quiet
+/// The command API's settings for a benchmark: its database, listeners and token keys' JWKS, quiet
 /// logs, and a pool of `connections` (one per concurrent client, so the pool is not what the
 /// figures measure).
 pub fn command_api_env(
     database_url: &str,
     grpc: SocketAddr,
     admin: SocketAddr,
-    jwt_secret: &str,
+    jwks_url: &str,
     connections: usize,
 ) -> Vec<(&'static str, String)> {
     vec![
@@ -258,7 +259,7 @@ pub fn command_api_env(
         ("ORDERPIPE_ADMIN__PORT", admin.port().to_string()),
         ("ORDERPIPE_GRPC__HOST", grpc.ip().to_string()),
         ("ORDERPIPE_GRPC__PORT", grpc.port().to_string()),
-        ("ORDERPIPE_AUTH__JWT_SECRET", jwt_secret.to_owned()),
+        ("ORDERPIPE_AUTH__JWKS_URL", jwks_url.to_owned()),
         ("ORDERPIPE_LOG__FILTER", "warn".to_owned()),
     ]
 }

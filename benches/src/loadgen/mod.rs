@@ -222,7 +222,7 @@ async fn drive(
     let endpoint = Channel::from_shared(format!("http://{}", cluster.grpc_address))
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let channels = api_flow::channels(&endpoint, options.profile.peak_clients);
-    let mut setup = ApiClients::new(channels[0].clone(), &cluster.jwt_secret)?;
+    let mut setup = ApiClients::new(channels[0].clone(), cluster.keys.issuer())?;
     setup
         .open_stores(&options.stores.stores, OPENING_STOCK)
         .await?;
@@ -247,7 +247,7 @@ async fn drive(
             api_flow::channels(&endpoint, WATCHER_CONNECTIONS * CLIENTS_PER_CONNECTION)
                 .into_iter()
                 .map(|channel| {
-                    ApiClients::new(channel, &cluster.jwt_secret).map(|api| api.orders())
+                    ApiClients::new(channel, cluster.keys.issuer()).map(|api| api.orders())
                 })
                 .collect::<Result<_, _>>()?,
         )),
@@ -259,7 +259,7 @@ async fn drive(
     for index in 0..options.profile.peak_clients {
         let api = ApiClients::new(
             channels[index % channels.len()].clone(),
-            &cluster.jwt_secret,
+            cluster.keys.issuer(),
         )?;
         clients.push(tokio::spawn(client(
             index,

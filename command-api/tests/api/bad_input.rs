@@ -2,14 +2,14 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use auth_tokens::{SigningKey, TokenIssuer};
 use command_api::auth::{Claims, Role};
-use jsonwebtoken::{EncodingKey, Header};
 use proto::v1 as pb;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use crate::helpers::{
-    new_order_id, place_order, spawn_app, transition, TestApp, JWT_SECRET, MAX_MESSAGE_BYTES,
+    new_order_id, place_order, spawn_app, transition, TestApp, MAX_MESSAGE_BYTES,
 };
 
 /// Sends `attempt` and checks it failed with `code` without appending an event.
@@ -42,13 +42,8 @@ fn violated_fields(status: &Status) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn signed(claims: &Claims, secret: &str) -> String {
-    jsonwebtoken::encode(
-        &Header::default(),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
+fn signed(claims: &Claims, issuer: &TokenIssuer) -> String {
+    issuer.sign(claims).unwrap()
 }
 
 fn claims(role: Role, exp_offset_seconds: i64, issuer: &str) -> Claims {
@@ -174,11 +169,14 @@ async fn missing_expired_foreign_and_tampered_tokens_are_unauthenticated() {
     let target = &mut tampered[signature_start + 10];
     *target = if *target == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(tampered).unwrap();
-    let expired = signed(&claims(Role::Customer, -3600, "orderpipe"), JWT_SECRET);
-    let foreign_issuer = signed(&claims(Role::Customer, 3600, "elsewhere"), JWT_SECRET);
-    let wrong_secret = signed(
+    let issuer = app.keys.issuer();
+    let expired = signed(&claims(Role::Customer, -3600, "orderpipe"), issuer);
+    let foreign_issuer = signed(&claims(Role::Customer, 3600, "elsewhere"), issuer);
+    // Signed by a key that is not in the JWKS the API reads.
+    let unpublished_key = SigningKey::generate().unwrap();
+    let unpublished = signed(
         &claims(Role::Customer, 3600, "orderpipe"),
-        "another-secret-another-secret-another-1",
+        &TokenIssuer::new(&unpublished_key, "orderpipe", "orderpipe-api"),
     );
 
     let status = refused(
@@ -191,7 +189,7 @@ async fn missing_expired_foreign_and_tampered_tokens_are_unauthenticated() {
     for (token, why) in [
         (expired, "token expired"),
         (foreign_issuer, "token from an unknown issuer"),
-        (wrong_secret, "token signature invalid"),
+        (unpublished, "token signed with an unknown key"),
         (tampered, "token signature invalid"),
     ] {
         let status = refused(

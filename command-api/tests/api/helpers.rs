@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use auth_tokens::client::{AuthedChannel, Bearer};
 use command_api::app::Application;
-use command_api::auth::{Role, TokenAuthority};
+use command_api::auth::Role;
 use command_api::settings::{
     AdminSettings, AuthSettings, GrpcSettings, IdempotencySettings, LogFormat, LogSettings,
     ReadModelDatabase, ServerTlsSettings, Settings, StoreSettings,
@@ -17,12 +17,10 @@ use proto::v1::loyalty_service_client::LoyaltyServiceClient;
 use proto::v1::menu_service_client::MenuServiceClient;
 use proto::v1::order_history_service_client::OrderHistoryServiceClient;
 use proto::v1::order_service_client::OrderServiceClient;
-use secrecy::SecretString;
-use test_support::{fresh_database, CuttableProxy, TestDatabase};
+use test_support::{fresh_database, CuttableProxy, TestDatabase, TestTokenKeys};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub const STORE: &str = "s1";
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// The schema the test apps read the history view from.
@@ -36,7 +34,8 @@ pub struct TestApp {
     pub grpc_address: SocketAddr,
     pub admin_address: SocketAddr,
     pub database: TestDatabase,
-    pub authority: TokenAuthority,
+    /// The issuer's key pair: the app holds only its JWKS file; tests mint with the private key.
+    pub keys: TestTokenKeys,
     /// Present when the app reaches PostgreSQL through a proxy the test can cut.
     pub proxy: Option<CuttableProxy>,
     channel: Channel,
@@ -75,6 +74,8 @@ pub struct Prepared {
     pub settings: Settings,
     pub database: TestDatabase,
     pub proxy: Option<CuttableProxy>,
+    /// The issuer's key pair: the app holds only its JWKS file.
+    pub keys: TestTokenKeys,
 }
 
 /// The database (and proxy) and the settings an app of `options` runs with.
@@ -87,6 +88,7 @@ pub async fn prepare(options: Options) -> Prepared {
         true => Some(database.proxy().await),
         false => None,
     };
+    let keys = TestTokenKeys::new();
     let settings = Settings {
         grpc: GrpcSettings {
             host: "127.0.0.1".into(),
@@ -108,9 +110,9 @@ pub async fn prepare(options: Options) -> Prepared {
             schema: HISTORY_SCHEMA.into(),
         },
         auth: AuthSettings {
-            jwt_secret: SecretString::from(JWT_SECRET),
-            issuer: "orderpipe".into(),
-            audience: "orderpipe-api".into(),
+            // A key published while the app runs is fetched a second after its first token.
+            jwks_min_refetch_secs: 1,
+            ..keys.auth_settings()
         },
         store: StoreSettings {
             snapshot_every: 3,
@@ -134,6 +136,7 @@ pub async fn prepare(options: Options) -> Prepared {
         settings,
         database,
         proxy,
+        keys,
     }
 }
 
@@ -142,8 +145,8 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         settings,
         database,
         proxy,
+        keys,
     } = prepare(options).await;
-    let authority = TokenAuthority::new(&settings.auth);
     let app = Application::build(settings).await.expect("app starts");
     let grpc_address = app.grpc_address();
     let admin_address = app.admin_address();
@@ -159,7 +162,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         grpc_address,
         admin_address,
         database,
-        authority,
+        keys,
         proxy,
         channel,
         shutdown: Some(shutdown),
@@ -171,9 +174,7 @@ impl TestApp {
     /// A token for `subject` in `role` (staff tokens belong to [`STORE`]).
     pub fn token(&self, role: Role, subject: &str) -> String {
         let store = matches!(role, Role::Barista | Role::StoreManager).then_some(STORE);
-        self.authority
-            .mint(subject, role, store, Duration::from_secs(600))
-            .expect("token")
+        self.keys.mint(subject, role, store)
     }
 
     pub fn bearer(&self, token: Option<&str>) -> Bearer {

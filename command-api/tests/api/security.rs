@@ -6,20 +6,20 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use auth_tokens::{SigningKey, TokenIssuer};
 use command_api::auth::{Claims, Role};
 use jsonwebtoken::{EncodingKey, Header};
 use prost::Message;
 use prost_types::FileDescriptorSet;
 use proto::v1 as pb;
+use proto::v1::menu_service_client::MenuServiceClient;
 use proto::v1::order_service_client::OrderServiceClient;
 use proto::v1::subscription_service_client::SubscriptionServiceClient;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use crate::helpers::{
-    new_order_id, place_order, spawn_app, transition, TestApp, JWT_SECRET, STORE,
-};
+use crate::helpers::{new_order_id, place_order, spawn_app, transition, TestApp, STORE};
 
 const ROLES: [Role; 4] = [
     Role::Customer,
@@ -417,32 +417,72 @@ fn strings(value: &serde_json::Value, into: &mut Vec<String>) {
     }
 }
 
+/// Rotation as an operator does it: the next key is published next to the current one, then
+/// signs. The API fetches the JWKS early when a token names a key it does not hold (at most once
+/// per `auth.jwks_min_refetch_secs`), so the new key's tokens pass within that interval.
 #[tokio::test]
-async fn wrong_audience_unsigned_and_other_algorithm_tokens_are_unauthenticated() {
+async fn a_key_published_while_the_api_runs_is_accepted_after_the_early_refetch() {
     let app = spawn_app().await;
     app.seed_menu_and_stock(10).await;
-    let wrong_audience = jsonwebtoken::encode(
-        &Header::default(),
-        &claims("another-api"),
-        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap();
+    let next_key = SigningKey::generate().unwrap();
+    auth_tokens::publish_key(std::path::Path::new(&app.keys.jwks_url()), &next_key).unwrap();
+    let token = TokenIssuer::new(&next_key, "orderpipe", "orderpipe-api")
+        .mint(CUSTOMER, Role::Customer, None, Duration::from_secs(600))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let accepted = loop {
+        let mut menu = MenuServiceClient::with_interceptor(app.channel(), app.bearer(Some(&token)));
+        match menu.get_menu(pb::GetMenuRequest::default()).await {
+            Ok(_) => break true,
+            Err(status) if started.elapsed() < Duration::from_secs(10) => {
+                assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(_) => break false,
+        }
+    };
+    assert!(accepted, "the new key's token was still refused after 10 s");
+    assert!(
+        app.menu(Role::Customer, CUSTOMER)
+            .get_menu(pb::GetMenuRequest::default())
+            .await
+            .is_ok(),
+        "the current key keeps working"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_audience_unsigned_foreign_key_and_other_algorithm_tokens_are_unauthenticated() {
+    let app = spawn_app().await;
+    app.seed_menu_and_stock(10).await;
+    let issuer = app.keys.issuer();
+    let wrong_audience = issuer.sign(&claims("another-api")).unwrap();
     let valid = app.token(Role::Customer, CUSTOMER);
     let payload = valid.split('.').nth(1).unwrap();
     // The header {"alg":"none","typ":"JWT"} and no signature: the classic forgery.
     let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
-    // HS512 with the right secret: only HS256 is accepted.
-    let other_algorithm = jsonwebtoken::encode(
-        &Header::new(jsonwebtoken::Algorithm::HS512),
+    // HS256 keyed with the public key anyone can read from the JWKS, under its kid: the
+    // algorithm-confusion forgery. The key decides the algorithm (ES256), not the header.
+    let mut confused = Header::new(jsonwebtoken::Algorithm::HS256);
+    confused.kid = Some(app.keys.key().kid().to_owned());
+    let public_key_as_secret = jsonwebtoken::encode(
+        &confused,
         &claims("orderpipe-api"),
-        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        &EncodingKey::from_secret(app.keys.key().public_jwk().to_string().as_bytes()),
     )
     .unwrap();
+    // A well-formed ES256 token from a key pair the JWKS does not hold.
+    let foreign_key = SigningKey::generate().unwrap();
+    let foreign = TokenIssuer::new(&foreign_key, "orderpipe", "orderpipe-api")
+        .sign(&claims("orderpipe-api"))
+        .unwrap();
     let before = app.event_count().await;
     for (token, what) in [
         (wrong_audience, "wrong audience"),
         (unsigned, "unsigned"),
-        (other_algorithm, "HS512"),
+        (public_key_as_secret, "HS256 keyed with the public key"),
+        (foreign, "signed by a key not in the JWKS"),
         ("not-a-jwt".to_owned(), "garbage"),
     ] {
         let status = app
@@ -541,12 +581,12 @@ async fn strings_that_look_like_sql_or_markup_are_stored_and_returned_verbatim()
 /// The real binary, JSON logs at debug level, serving on free ports; its log lines are read
 /// until it stops.
 #[tokio::test]
-async fn no_secret_or_token_appears_in_any_log_line() {
-    let app = spawn_app().await; // a migrated database, and a token authority with the secret
+async fn no_token_appears_in_any_log_line() {
+    let app = spawn_app().await; // a migrated database, and the token keys' JWKS
     let mut server = Command::new(env!("CARGO_BIN_EXE_command-api"))
         .arg("serve")
         .env("ORDERPIPE_DATABASE__URL", &app.database.url)
-        .env("ORDERPIPE_AUTH__JWT_SECRET", JWT_SECRET)
+        .env("ORDERPIPE_AUTH__JWKS_URL", app.keys.jwks_url())
         .env("ORDERPIPE_GRPC__PORT", "0")
         .env("ORDERPIPE_ADMIN__PORT", "0")
         .env("ORDERPIPE_LOG__FORMAT", "json")
@@ -619,10 +659,6 @@ async fn no_secret_or_token_appears_in_any_log_line() {
         .map(|t| t.rsplit('.').next().unwrap())
         .collect();
     for line in &lines {
-        assert!(
-            !line.contains(JWT_SECRET),
-            "the signing secret is in a log line: {line}"
-        );
         for (token, signature) in [&valid, &service, &tampered].iter().zip(&signatures) {
             assert!(
                 !line.contains(token.as_str()),

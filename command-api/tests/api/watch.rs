@@ -238,15 +238,7 @@ async fn only_the_customer_and_staff_of_the_store_may_watch_an_order() {
         .expect_err("another customer's order");
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
 
-    let other_store = app
-        .authority
-        .mint(
-            "barista-2",
-            Role::Barista,
-            Some("s2"),
-            Duration::from_secs(60),
-        )
-        .unwrap();
+    let other_store = app.keys.mint("barista-2", Role::Barista, Some("s2"));
     let refused = app
         .orders_as(Some(&other_store))
         .watch_order(pb::WatchOrderRequest {

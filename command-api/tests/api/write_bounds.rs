@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request};
 use tonic_types::StatusExt;
 
-use crate::helpers::{http_get, new_order_id, place_order, spawn_app_with, Options, JWT_SECRET};
+use crate::helpers::{http_get, new_order_id, place_order, spawn_app_with, Options};
 
 /// A connection of the test's own holding the position counter: another writer stalled in the
 /// middle of its batch.
@@ -189,7 +189,8 @@ async fn a_writer_blocked_on_the_position_counter_answers_unavailable_and_health
     app.stop().await;
 }
 
-/// A real `command-api serve` process on `database`, its `pg_stat_activity` name, gRPC address.
+/// A real `command-api serve` process on `database` (verifying tokens with the JWKS at
+/// `jwks_url`), its `pg_stat_activity` name, gRPC address.
 struct Spawned {
     child: Child,
     application_name: String,
@@ -197,7 +198,7 @@ struct Spawned {
 }
 
 impl Spawned {
-    fn start(database: &TestDatabase) -> Self {
+    fn start(database: &TestDatabase, jwks_url: &str) -> Self {
         let application_name = format!("paused-{}", uuid::Uuid::new_v4().simple());
         let mut child = Command::new(env!("CARGO_BIN_EXE_command-api"))
             .arg("serve")
@@ -207,7 +208,7 @@ impl Spawned {
                 "ORDERPIPE_DATABASE__SESSION__APPLICATION_NAME",
                 &application_name,
             )
-            .env("ORDERPIPE_AUTH__JWT_SECRET", JWT_SECRET)
+            .env("ORDERPIPE_AUTH__JWKS_URL", jwks_url)
             .env("ORDERPIPE_GRPC__PORT", "0")
             .env("ORDERPIPE_ADMIN__PORT", "0")
             .env("ORDERPIPE_LOG__FORMAT", "json")
@@ -270,7 +271,7 @@ async fn a_paused_instance_holding_the_counter_delays_the_other_by_a_bounded_tim
     })
     .await;
     app.seed_menu_and_stock(10).await;
-    let paused = Spawned::start(&database);
+    let paused = Spawned::start(&database, &app.keys.jwks_url());
     let token = app.token(Role::Customer, "c-1");
     let channel = Channel::from_shared(format!("http://{}", paused.grpc_address))
         .unwrap()

@@ -82,7 +82,10 @@ export type Capability =
   | 'analyticsStore'
   /** Loading the analytics view from the log, micro-batched (`analytics_flush.*`: projectors). */
   | 'analyticsLoad'
+  /** Verifies bearer tokens against the issuer's public keys (JWKS URL; no signing key). */
   | 'jwt'
+  /** Calls the command API with a service token the issuer minted (Secrets Manager; no signing key). */
+  | 'serviceToken'
   | 'grpcServer'
   | 'httpServer'
   | 'streamWrite'
@@ -217,7 +220,7 @@ export const SERVICES: Record<ProcessName, ServiceSpec> = {
       'adminEndpoint',
       'structuredLogs',
       'flowsWorkers',
-      'jwt',
+      'serviceToken',
       'commandApiClient',
       'streamRead',
       'leases',
@@ -236,7 +239,7 @@ export const SERVICES: Record<ProcessName, ServiceSpec> = {
     command: ['run'],
     flowsWorkers: ['payments'],
     adminHealthCheck: true,
-    capabilities: ['adminEndpoint', 'structuredLogs', 'flowsWorkers', 'jwt', 'commandApiClient', 'paymentsConsume'],
+    capabilities: ['adminEndpoint', 'structuredLogs', 'flowsWorkers', 'serviceToken', 'commandApiClient', 'paymentsConsume'],
   },
   'flows-intake': {
     description: 'flows run: delivery-platform intake, consuming the intake queue and placing orders through the command API',
@@ -244,7 +247,7 @@ export const SERVICES: Record<ProcessName, ServiceSpec> = {
     command: ['run'],
     flowsWorkers: ['intake'],
     adminHealthCheck: true,
-    capabilities: ['adminEndpoint', 'structuredLogs', 'flowsWorkers', 'jwt', 'commandApiClient', 'intakeConsume'],
+    capabilities: ['adminEndpoint', 'structuredLogs', 'flowsWorkers', 'serviceToken', 'commandApiClient', 'intakeConsume'],
   },
   dashboard: {
     description: 'Barista dashboard (HTTP 8080): reads the live active-orders view and the order history, advances orders through the command API',
@@ -292,9 +295,12 @@ export interface ConfigSources {
   readonly eventStore: DatabaseSource;
   readonly history: DatabaseSource;
   readonly analytics: DatabaseSource;
-  readonly jwtSecret: secretsmanager.ISecret;
+  /** Where the issuer publishes its public keys; no service but the issuer holds a signing key. */
+  readonly jwksUrl: string;
   readonly jwtIssuer: string;
   readonly jwtAudience: string;
+  /** The flows' service token, minted by the issuer and put here by an operator (DEPLOYING.md). */
+  readonly flowsServiceToken: secretsmanager.ISecret;
   readonly streamName: string;
   readonly activeOrdersTable: string;
   readonly storeMetricsTable: string;
@@ -427,13 +433,19 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     plain: () => '20000',
   },
   {
-    key: 'ORDERPIPE_AUTH__JWT_SECRET',
+    key: 'ORDERPIPE_AUTH__JWKS_URL',
     when: ['jwt'],
-    source: 'JWT signing secret (Secrets Manager, whole value)',
-    secret: (s) => ecs.Secret.fromSecretsManager(s.jwtSecret),
+    source: "stage `auth.jwksUrl`: the issuer's JWKS (public keys only)",
+    plain: (s) => s.jwksUrl,
   },
   { key: 'ORDERPIPE_AUTH__ISSUER', when: ['jwt'], source: 'stage `auth.issuer`', plain: (s) => s.jwtIssuer },
   { key: 'ORDERPIPE_AUTH__AUDIENCE', when: ['jwt'], source: 'stage `auth.audience`', plain: (s) => s.jwtAudience },
+  {
+    key: 'ORDERPIPE_AUTH__SERVICE_TOKEN',
+    when: ['serviceToken'],
+    source: 'the flows\' `service` token, minted by the issuer (Secrets Manager, whole value)',
+    secret: (s) => ecs.Secret.fromSecretsManager(s.flowsServiceToken),
+  },
   {
     key: 'ORDERPIPE_KINESIS__STREAM_NAME',
     when: ['streamRead', 'streamWrite', 'streamReplay'],

@@ -66,7 +66,8 @@ export class Services extends Construct {
   readonly loadBalancerSecurityGroup: ec2.SecurityGroup;
   readonly grpcTargetGroup: elbv2.ApplicationTargetGroup;
   readonly dashboardTargetGroup: elbv2.ApplicationTargetGroup;
-  readonly jwtSecret: secretsmanager.Secret;
+  /** The flows' service token (a value the issuer minted; see DEPLOYING.md "Tokens"). */
+  readonly flowsServiceToken: secretsmanager.Secret;
   readonly metricsLogGroup: logs.LogGroup;
   readonly services: Record<ServiceName, PipelineService>;
   /** `replay`: a task definition operators start with `aws ecs run-task` (DEPLOYING.md). */
@@ -88,18 +89,21 @@ export class Services extends Construct {
       containerInsightsV2: ecs.ContainerInsights.ENHANCED,
     });
 
-    this.jwtSecret = new secretsmanager.Secret(this, 'JwtSecret', {
-      secretName: `${stage.prefix}/auth/jwt-secret`,
-      description: 'HMAC key the command API verifies JWTs with and internal workers sign their service tokens with',
-      generateSecretString: { passwordLength: 64, excludePunctuation: true },
+    // No service holds a signing key: the command API and the dashboard verify tokens against the
+    // issuer's JWKS (stage `auth.jwksUrl`), and the flows call with a token the issuer minted,
+    // which an operator puts in this secret (its generated value is a placeholder no JWKS accepts).
+    this.flowsServiceToken = new secretsmanager.Secret(this, 'FlowsServiceTokenSecret', {
+      secretName: `${stage.prefix}/auth/flows-service-token`,
+      description: "The flows' bearer token for the command API (role service), minted by the token issuer",
+      generateSecretString: { passwordLength: 32, excludePunctuation: true },
       removalPolicy: retainOrDestroy(stage),
     });
-    NagSuppressions.addResourceSuppressions(this.jwtSecret, [
+    NagSuppressions.addResourceSuppressions(this.flowsServiceToken, [
       {
         id: 'AwsSolutions-SMG4',
         reason:
-          'The JWT key is read once at task start; rotating it invalidates every token in flight and needs the ' +
-          'issuer and all services to switch together. Rotation is a runbook step (DEPLOYING.md).',
+          'The value is a token minted by the external issuer, which Secrets Manager cannot mint; it is renewed ' +
+          'before its expiry by re-minting it and forcing a new deployment of the flows (DEPLOYING.md "Tokens").',
       },
     ]);
 
@@ -222,7 +226,8 @@ export class Services extends Construct {
       eventStore: data.eventStoreSource(),
       history: data.historySource(),
       analytics: data.analyticsSource(),
-      jwtSecret: this.jwtSecret,
+      jwksUrl: stage.auth.jwksUrl,
+      flowsServiceToken: this.flowsServiceToken,
       jwtIssuer: stage.auth.issuer,
       jwtAudience: stage.auth.audience,
       streamName: messaging.stream.streamName,
@@ -471,6 +476,7 @@ export class Services extends Construct {
       case 'adminEndpoint':
       case 'structuredLogs':
       case 'jwt':
+      case 'serviceToken':
       case 'grpcServer':
       case 'httpServer':
       case 'flowsWorkers':

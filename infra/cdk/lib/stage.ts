@@ -41,7 +41,11 @@ export interface StageConfig {
     readonly apiRecord: string;
     readonly dashboardRecord: string;
   };
-  readonly auth: { readonly issuer: string; readonly audience: string };
+  /**
+   * The token issuer: its `iss`, the `aud` it mints for, and the URL of its JWKS (e.g. a Cognito
+   * user pool's `https://cognito-idp.<region>.amazonaws.com/<pool id>/.well-known/jwks.json`).
+   */
+  readonly auth: { readonly issuer: string; readonly audience: string; readonly jwksUrl: string };
   /** Networks outside the VPC (VPN, office) allowed to reach the internal load balancer. */
   readonly internalClientCidrs: string[];
   readonly services: Record<ServiceName, ServiceSizing>;
@@ -140,7 +144,11 @@ export function loadStageConfig(node: Node, defaultRegion?: string): StageConfig
       apiRecord: required(raw.dns?.apiRecord, `stages.${name}.dns.apiRecord`),
       dashboardRecord: required(raw.dns?.dashboardRecord, `stages.${name}.dns.dashboardRecord`),
     },
-    auth: required(raw.auth, `stages.${name}.auth`),
+    auth: {
+      issuer: required(raw.auth?.issuer, `stages.${name}.auth.issuer`),
+      audience: required(raw.auth?.audience, `stages.${name}.auth.audience`),
+      jwksUrl: required(raw.auth?.jwksUrl, `stages.${name}.auth.jwksUrl`),
+    },
     internalClientCidrs: raw.internalClientCidrs ?? [],
     services: raw.services,
     replay: required(raw.replay, `stages.${name}.replay`),

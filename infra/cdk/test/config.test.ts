@@ -32,9 +32,14 @@ test('DEPLOYING.md documents every config key and every service', () => {
   assert.ok(doc.includes(configTableMarkdown()), 'the table in DEPLOYING.md is stale: npm run --silent docs:config-table');
 });
 
-test('services that call the command API also get the JWT settings to sign their tokens', () => {
+test('the flows call the command API with a minted service token; token checkers get the JWKS, never a key', () => {
   for (const name of PROCESS_NAMES) {
-    if (SERVICES[name].capabilities.includes('commandApiClient')) assert.ok(keysOf(name).includes('ORDERPIPE_AUTH__JWT_SECRET'), name);
+    const keys = keysOf(name);
+    if (SERVICES[name].binary === 'flows' && SERVICES[name].capabilities.includes('commandApiClient')) {
+      assert.ok(keys.includes('ORDERPIPE_AUTH__SERVICE_TOKEN'), name);
+    }
+    if (SERVICES[name].capabilities.includes('jwt')) assert.ok(keys.includes('ORDERPIPE_AUTH__JWKS_URL'), name);
+    assert.ok(!keys.some((key) => /SECRET|SIGNING|PRIVATE/.test(key)), `${name}: ${keys}`);
   }
 });
 

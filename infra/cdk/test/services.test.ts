@@ -44,12 +44,12 @@ test('each container gets exactly the config keys its capabilities declare, secr
     const plain = (c.Environment ?? []).map((e: any) => e.Name);
     const secret = (c.Secrets ?? []).map((e: any) => e.Name);
     assert.deepEqual([...plain, ...secret].sort(), keysOf(name).sort(), name);
-    for (const key of plain) assert.doesNotMatch(key, /PASSWORD|SECRET/, `${name} passes ${key} in plain text`);
+    for (const key of plain) assert.doesNotMatch(key, /PASSWORD|SECRET|TOKEN/, `${name} passes ${key} in plain text`);
     for (const s of c.Secrets ?? []) assert.match(JSON.stringify(s.ValueFrom), /Secret|secret/);
   }
 });
 
-test('the command API reads the event store, the JWT settings and its ports', () => {
+test('the command API reads the event store, the token settings and its ports', () => {
   const env = Object.fromEntries(appContainer('command-api').Environment.map((e: any) => [e.Name, e.Value]));
   assert.equal(env.ORDERPIPE_GRPC__PORT, '50051');
   assert.equal(env.ORDERPIPE_ADMIN__PORT, '9090');
@@ -57,17 +57,40 @@ test('the command API reads the event store, the JWT settings and its ports', ()
   assert.equal(env.ORDERPIPE_DATABASE__PORT, '5432');
   assert.equal(env.ORDERPIPE_DATABASE__NAME, 'orderpipe');
   assert.equal(env.ORDERPIPE_AUTH__ISSUER, stage.auth.issuer);
+  assert.equal(env.ORDERPIPE_AUTH__JWKS_URL, stage.auth.jwksUrl);
   assert.equal(env.ORDERPIPE_ADMIN__HOST, '127.0.0.1');
   // The command API has no AWS SDK client.
   assert.equal(env.AWS_REGION, undefined);
   assert.equal(Object.fromEntries(appContainer('relay').Environment.map((e: any) => [e.Name, e.Value])).AWS_REGION, 'us-east-1');
   const secrets = Object.fromEntries(appContainer('command-api').Secrets.map((e: any) => [e.Name, JSON.stringify(e.ValueFrom)]));
   assert.match(secrets.ORDERPIPE_DATABASE__PASSWORD, /:password::/);
-  assert.match(secrets.ORDERPIPE_AUTH__JWT_SECRET, /ServicesJwtSecret/);
+  assert.deepEqual(Object.keys(secrets).filter((k) => k.startsWith('ORDERPIPE_AUTH__')), [], 'the command API verifies with public keys only');
   const ports = appContainer('command-api').PortMappings.map((p: any) => p.ContainerPort).sort((a: number, b: number) => a - b);
   // The admin port listens on loopback and is not mapped; only the serving port is.
   assert.deepEqual(ports, [50051]);
   for (const name of ['relay', 'projectors'] as const) assert.deepEqual(appContainer(name).PortMappings ?? [], [], name);
+});
+
+test('no service holds a signing key: verifiers get the JWKS URL, the flows a minted service token', () => {
+  const signingKey = /SECRET|SIGNING|PRIVATE/;
+  for (const name of ['command-api', 'relay', 'projectors', 'flows-log', 'flows-payments', 'flows-intake', 'dashboard'] as const) {
+    const container = appContainer(name);
+    const keys = [...(container.Environment ?? []), ...(container.Secrets ?? [])].map((e: any) => e.Name as string);
+    for (const key of keys) assert.doesNotMatch(key, signingKey, `${name} reads ${key}`);
+  }
+  for (const name of ['command-api', 'dashboard'] as const) {
+    const env = Object.fromEntries(appContainer(name).Environment.map((e: any) => [e.Name, e.Value]));
+    assert.equal(env.ORDERPIPE_AUTH__JWKS_URL, stage.auth.jwksUrl, name);
+  }
+  for (const name of ['flows-log', 'flows-payments', 'flows-intake'] as const) {
+    const secrets = Object.fromEntries(appContainer(name).Secrets.map((e: any) => [e.Name, JSON.stringify(e.ValueFrom)]));
+    assert.match(secrets.ORDERPIPE_AUTH__SERVICE_TOKEN, /ServicesFlowsServiceTokenSecret/, name);
+    const env = Object.fromEntries(appContainer(name).Environment.map((e: any) => [e.Name, e.Value]));
+    assert.equal(env.ORDERPIPE_AUTH__JWKS_URL, undefined, `${name} verifies no token`);
+  }
+  // The only auth secret in the app is the flows' token: no signing key or shared HMAC secret.
+  const secretNames = Object.values(template.findResources('AWS::SecretsManager::Secret')).map((r: any) => String(r.Properties.Name));
+  assert.deepEqual(secretNames.filter((n) => n.includes('/auth/')), ['orderpipe-dev/auth/flows-service-token']);
 });
 
 test('each binary runs its subcommand; the flows services choose their workers', () => {

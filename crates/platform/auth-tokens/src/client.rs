@@ -14,7 +14,7 @@ use tonic::{Request, Status};
 const AUTHORIZATION: &str = "authorization";
 
 /// A token that cannot travel in a gRPC header (it is not visible ASCII). A token minted by
-/// [`TokenAuthority::mint`](crate::TokenAuthority::mint) always can.
+/// [`TokenIssuer::mint`](crate::TokenIssuer::mint) always can.
 #[derive(Debug, thiserror::Error)]
 #[error("a bearer token must be visible ASCII")]
 pub struct InvalidToken(#[from] InvalidMetadataValue);

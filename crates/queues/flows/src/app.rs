@@ -12,6 +12,7 @@ use commit_log::projection::Projection;
 use commit_log::Vocabulary;
 use futures::future::join_all;
 use kinesis_consumer::{ParkedStore, RedriveOutcome, RuntimeError, Worker};
+use secrecy::SecretString;
 use service_kit::admin::{self, HealthCheck};
 use service_kit::error_chain;
 use service_kit::grpc_tls::{self, GrpcTlsError};
@@ -29,7 +30,6 @@ use crate::queue::{ConsumerConfig, MessageHandler, QueueConsumer};
 use crate::saga::{OrderSaga, SAGA_NAME};
 use crate::settings::{Settings, SettingsError, INTAKE, NOTIFICATIONS, PAYMENTS, PURCHASE_ORDERS};
 use crate::sqs::SqsQueue;
-use auth_tokens::AuthSettings;
 
 /// How often the dead-letter queues' depths are read.
 const DEPTH_INTERVAL: Duration = Duration::from_secs(30);
@@ -62,17 +62,18 @@ pub enum AppError {
 /// The consumer groups on the log (each its own leases, checkpoints and parked commits).
 pub const LOG_GROUPS: [&str; 3] = [SAGA_NAME, NOTIFICATIONS_NAME, PURCHASE_ORDERS_NAME];
 
-/// The command API's clients, one per flow: the subject scopes idempotency keys and shows in
-/// the API's logs.
+/// The command API's clients, one per flow, all calling with the flows' service token (its
+/// subject scopes the idempotency keys and shows in the API's logs).
 pub struct CommandClients {
     channel: Channel,
-    auth: AuthSettings,
+    service_token: SecretString,
     attempts: u32,
     call_timeout: Duration,
 }
 
 impl CommandClients {
-    /// Clients of `command_api.url` (over TLS when it is `https://`), signing with `auth.jwt_secret`; the channel connects on
+    /// Clients of `command_api.url` (over TLS when it is `https://`), calling with
+    /// `auth.service_token`; the channel connects on
     /// first use.
     pub fn new(settings: &Settings) -> Result<Self, AppError> {
         let command_api = &settings.command_api;
@@ -81,16 +82,16 @@ impl CommandClients {
             .connect_lazy();
         Ok(Self {
             channel,
-            auth: settings.auth()?,
+            service_token: settings.service_token()?,
             attempts: settings.command_api.attempts,
             call_timeout: Duration::from_millis(settings.command_api.call_timeout_ms),
         })
     }
 
-    /// The client acting as the service `subject`.
-    pub fn client(&self, subject: &str) -> Arc<CommandClient> {
+    /// A client of its own for one flow.
+    pub fn client(&self) -> Arc<CommandClient> {
         Arc::new(
-            CommandClient::new(self.channel.clone(), &self.auth, subject, self.attempts)
+            CommandClient::new(self.channel.clone(), &self.service_token, self.attempts)
                 .with_call_timeout(self.call_timeout),
         )
     }
@@ -111,14 +112,14 @@ pub fn log_consumers(
             SAGA_NAME => {
                 let payments = settings.queue(PAYMENTS)?;
                 projections.push(Arc::new(OrderSaga::new(
-                    clients.client("flows-order-saga"),
+                    clients.client(),
                     Arc::new(PaymentQueue::new(sqs.clone(), payments.queue_url)),
                 )));
             }
             NOTIFICATIONS_NAME => {
                 let notifications = settings.queue(NOTIFICATIONS)?;
                 projections.push(Arc::new(Notifications::new(
-                    clients.client("flows-notifications"),
+                    clients.client(),
                     sqs.clone(),
                     notifications.queue_url,
                 )));
@@ -187,7 +188,6 @@ impl Application {
         let sdk = aws_support::sdk_config(&settings.aws).await;
         let sqs = aws_support::sqs(&sdk);
         let clients = CommandClients::new(settings)?;
-        let client = |subject: &str| clients.client(subject);
         let groups: Vec<&str> = LOG_GROUPS
             .into_iter()
             .filter(|group| settings.runs(group))
@@ -206,14 +206,14 @@ impl Application {
                 PAYMENTS,
                 Arc::new(PaymentProcessor::new(
                     gateway,
-                    client("flows-payments"),
+                    clients.client(),
                     Duration::from_millis(settings.payments.gateway_timeout_ms),
                     Duration::from_millis(settings.payments.charge_deadline_ms),
                 )),
             ));
         }
         if settings.runs(INTAKE) {
-            handlers.push((INTAKE, Arc::new(IntakeHandler::new(client("flows-intake")))));
+            handlers.push((INTAKE, Arc::new(IntakeHandler::new(clients.client()))));
         }
         for (name, handler) in handlers {
             let queue = settings.queue(name)?;

@@ -8,23 +8,19 @@
 //! what callers act on: the message is for people and its wording may change.
 
 use std::future::Future;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use auth_tokens::{AuthSettings, Role, TokenAuthority};
 use domain::ErrorReason;
 use proto::v1 as pb;
 use proto::v1::inventory_service_client::InventoryServiceClient;
 use proto::v1::loyalty_service_client::LoyaltyServiceClient;
 use proto::v1::order_service_client::OrderServiceClient;
+use secrecy::{ExposeSecret, SecretString};
 use service_kit::{trace_context, Backoff};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::StatusExt;
-
-/// How long a minted service token lives; a fresh one is minted after half of it.
-const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// The waits between tries of one command: up to 100 ms first, doubling up to 2 s.
 const COMMAND_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
@@ -95,8 +91,8 @@ pub enum CommandError {
         /// The API's answer.
         status: Status,
     },
-    /// A service token could not be signed (the signing library's message).
-    #[error("cannot sign a service token: {0}")]
+    /// The service token cannot travel in a gRPC header (it is not visible ASCII).
+    #[error("the service token cannot be sent: {0}")]
     Token(String),
 }
 
@@ -123,7 +119,7 @@ impl CommandError {
     /// Whether the same call may succeed later: the API (or its database) stayed unavailable
     /// through every retry. The caller retries it until it is back, and never parks anything
     /// for it. Every other failure (a refusal, a rejected request, a token that cannot be
-    /// signed) comes back the same every time.
+    /// sent) comes back the same every time.
     pub fn is_transient(&self) -> bool {
         matches!(self, CommandError::Unavailable { .. })
     }
@@ -158,50 +154,23 @@ pub struct Cause {
     pub causation_id: String,
 }
 
-/// Signs short-lived `service` tokens for one subject; the subject also scopes the idempotency
-/// keys, so each flow has its own.
-struct ServiceTokens {
-    authority: TokenAuthority,
-    subject: String,
-    current: Mutex<Option<(String, Instant)>>,
-}
-
-impl ServiceTokens {
-    fn bearer(&self) -> Result<String, CommandError> {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((token, minted)) = current.as_ref() {
-            if minted.elapsed() < TOKEN_TTL / 2 {
-                return Ok(format!("Bearer {token}"));
-            }
-        }
-        let token = self
-            .authority
-            .mint(&self.subject, Role::Service, None, TOKEN_TTL)
-            .map_err(|e| CommandError::Token(e.to_string()))?;
-        *current = Some((token.clone(), Instant::now()));
-        Ok(format!("Bearer {token}"))
-    }
-}
-
 /// The command API as one flow sees it.
 pub struct CommandClient {
     channel: Channel,
-    tokens: ServiceTokens,
+    /// `Bearer <service token>`: a token the issuer minted; the flows hold no signing key.
+    authorization: SecretString,
     attempts: u32,
     call_timeout: Duration,
 }
 
 impl CommandClient {
-    /// A client on `channel` acting as the service `subject`, with tokens signed by `auth`;
-    /// transient failures are tried `attempts` times in all.
-    pub fn new(channel: Channel, auth: &AuthSettings, subject: &str, attempts: u32) -> Self {
+    /// A client on `channel` calling with `service_token` (a `service` token the issuer
+    /// minted: its subject scopes the idempotency keys); transient failures are tried
+    /// `attempts` times in all.
+    pub fn new(channel: Channel, service_token: &SecretString, attempts: u32) -> Self {
         Self {
             channel,
-            tokens: ServiceTokens {
-                authority: TokenAuthority::new(auth),
-                subject: subject.to_owned(),
-                current: Mutex::new(None),
-            },
+            authorization: SecretString::from(format!("Bearer {}", service_token.expose_secret())),
             attempts: attempts.max(1),
             call_timeout: DEFAULT_CALL_TIMEOUT,
         }
@@ -235,9 +204,10 @@ impl CommandClient {
             let mut request = Request::new(message.clone());
             request.set_timeout(self.call_timeout);
             let metadata = request.metadata_mut();
-            if let Ok(value) = MetadataValue::try_from(self.tokens.bearer()?) {
-                metadata.insert("authorization", value);
-            }
+            let mut authorization = MetadataValue::try_from(self.authorization.expose_secret())
+                .map_err(|_| CommandError::Token("not visible ASCII".into()))?;
+            authorization.set_sensitive(true);
+            metadata.insert("authorization", authorization);
             for (name, value) in [
                 ("x-correlation-id", &cause.correlation_id),
                 ("x-causation-id", &cause.causation_id),

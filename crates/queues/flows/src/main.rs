@@ -28,7 +28,7 @@ use service_kit::{cli::SettingsFile, shutdown, telemetry};
 /// understand waits for a build that does, which resumes it on its own.
 ///
 /// Settings come from built-in defaults, then the optional --config TOML file, then
-/// ORDERPIPE_<SECTION>__<KEY> environment variables (ORDERPIPE_AUTH__JWT_SECRET,
+/// ORDERPIPE_<SECTION>__<KEY> environment variables (ORDERPIPE_AUTH__SERVICE_TOKEN,
 /// ORDERPIPE_COMMAND_API__URL, ORDERPIPE_SQS__INTAKE_QUEUE_URL, ...); see
 /// docs/architecture.md "Asynchronous flows".
 #[derive(Parser)]

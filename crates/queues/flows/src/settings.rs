@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use auth_tokens::AuthSettings;
 use aws_support::AwsSettings;
 pub use kinesis_consumer::settings::KinesisSettings;
 use kinesis_consumer::WorkerConfig;
@@ -41,7 +40,8 @@ pub struct Settings {
     pub flows: FlowsSettings,
     /// The command API every effect goes through.
     pub command_api: CommandApiSettings,
-    /// How service tokens are signed (the command API's own auth settings).
+    /// The service token the flows call the command API with.
+    #[serde(default)]
     pub auth: FlowsAuthSettings,
     /// Where the AWS clients point.
     #[serde(default)]
@@ -88,15 +88,15 @@ pub struct CommandApiSettings {
     pub tls: ClientTlsSettings,
 }
 
-/// The command API's token settings; the secret is needed by `run` only (not by `dlq`).
-#[derive(Debug, Clone, Deserialize)]
+/// The flows' credentials for the command API. The flows verify no token and mint none: they
+/// hold a `service` token the issuer minted (`command-api mint-token --role service`; in AWS
+/// the issuer's, kept in Secrets Manager), never a signing key. Needed by `run` only (not by
+/// `dlq`).
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct FlowsAuthSettings {
-    /// The command API's HS256 signing secret (`ORDERPIPE_AUTH__JWT_SECRET`).
-    pub jwt_secret: Option<SecretString>,
-    /// The expected `iss` claim.
-    pub issuer: String,
-    /// The expected `aud` claim.
-    pub audience: String,
+    /// The `service` bearer token (`ORDERPIPE_AUTH__SERVICE_TOKEN`); its subject scopes the
+    /// flows' idempotency keys, so every flows process of a deployment uses the same subject.
+    pub service_token: Option<SecretString>,
 }
 
 /// The log consumers' DynamoDB tables (shared with the projectors: every lease and parked key
@@ -190,10 +190,6 @@ workers = ""
 url = "http://127.0.0.1:50051"
 attempts = 5
 call_timeout_ms = 10000
-
-[auth]
-issuer = "orderpipe"
-audience = "orderpipe-api"
 
 [sqs]
 wait_time_seconds = 20
@@ -293,15 +289,13 @@ impl Settings {
         }
     }
 
-    /// The token settings of the command API; needs `auth.jwt_secret`.
-    pub fn auth(&self) -> Result<AuthSettings, SettingsError> {
-        let jwt_secret = self.auth.jwt_secret.clone().ok_or_else(|| {
-            rejected("auth.jwt_secret (ORDERPIPE_AUTH__JWT_SECRET) is required to run the flows")
-        })?;
-        Ok(AuthSettings {
-            jwt_secret,
-            issuer: self.auth.issuer.clone(),
-            audience: self.auth.audience.clone(),
+    /// The service token the flows call the command API with; `run` needs it.
+    pub fn service_token(&self) -> Result<SecretString, SettingsError> {
+        self.auth.service_token.clone().ok_or_else(|| {
+            rejected(
+                "auth.service_token (ORDERPIPE_AUTH__SERVICE_TOKEN) is required to run the flows: \
+                 a service token minted by the issuer (command-api mint-token --role service)",
+            )
         })
     }
 
@@ -390,7 +384,10 @@ mod tests {
         settings.validate().unwrap();
         assert_eq!(settings.kinesis.stream_name, "orderpipe-events");
         assert_eq!(settings.dynamodb.parked_table, "orderpipe-projector-parked");
-        assert!(settings.auth().is_err(), "run needs the signing secret");
+        assert!(
+            settings.service_token().is_err(),
+            "run needs a service token"
+        );
         assert_eq!(settings.worker_names(), WORKERS);
         assert_eq!(settings.admin.port, 9093);
         let missing = settings.queue("intake").unwrap_err().to_string();

@@ -13,7 +13,7 @@ fn flows(queue: &str, dlq: &str, args: &[&str]) -> String {
         .args(args)
         .env("ORDERPIPE_SQS__INTAKE_QUEUE_URL", queue)
         .env("ORDERPIPE_SQS__INTAKE_DLQ_URL", dlq)
-        .env_remove("ORDERPIPE_AUTH__JWT_SECRET")
+        .env_remove("ORDERPIPE_AUTH__SERVICE_TOKEN")
         .output()
         .unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();

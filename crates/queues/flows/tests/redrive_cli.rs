@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 fn flows(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flows"))
         .args(args)
-        .env_remove("ORDERPIPE_AUTH__JWT_SECRET")
+        .env_remove("ORDERPIPE_AUTH__SERVICE_TOKEN")
         .output()
         .unwrap()
 }

@@ -35,6 +35,9 @@ pub enum StartupError {
     /// A listener could not be bound.
     #[error(transparent)]
     Bind(#[from] admin::BindError),
+    /// `auth.jwks_url` can never name a JWKS (empty, or not a URL).
+    #[error("auth.jwks_url: {0}")]
+    TokenKeys(#[from] auth_tokens::JwksError),
 }
 
 /// The dashboard, built and bound, not yet serving.
@@ -58,9 +61,10 @@ impl Application {
             settings.history.database.pool()?,
             SchemaName::parse(&settings.history.schema)?,
         );
+        let tokens = TokenAuthority::start(&settings.auth).await?;
         let (stop, stopped) = watch::channel(false);
         let state = Arc::new(AppState {
-            tokens: TokenAuthority::new(&settings.auth),
+            tokens,
             live: LiveBoards::new(view.clone(), settings.board.poll_interval(), stopped),
             view,
             history,

@@ -14,7 +14,7 @@ use service_kit::{cli::SettingsFile, shutdown, telemetry};
 /// ORDERPIPE_<SECTION>__<KEY> environment variables: ORDERPIPE_HTTP__PORT (8080),
 /// ORDERPIPE_ADMIN__PORT (9093), ORDERPIPE_DYNAMODB__ACTIVE_ORDERS_TABLE,
 /// ORDERPIPE_DYNAMODB__STORE_METRICS_TABLE, ORDERPIPE_HISTORY__DATABASE__URL,
-/// ORDERPIPE_AUTH__JWT_SECRET (required; the command API's), ORDERPIPE_COMMAND_API__URL
+/// ORDERPIPE_AUTH__JWKS_URL (required; the token issuer's public keys), ORDERPIPE_COMMAND_API__URL
 /// (http://127.0.0.1:50051), ORDERPIPE_BOARD__POLL_INTERVAL_MS (400). See docs/architecture.md
 /// ("The barista dashboard").
 #[derive(Parser)]

@@ -8,7 +8,6 @@ use std::time::Duration;
 use auth_tokens::AuthSettings;
 use aws_support::AwsSettings;
 use read_models::settings::{ReadModelDatabase, ViewTables};
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 pub use service_kit::grpc_tls::ClientTlsSettings;
 pub use service_kit::settings::{AdminSettings, LayeredSettings, LogSettings, SettingsError};
@@ -120,11 +119,7 @@ impl LayeredSettings for Settings {
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
-        if self.auth.jwt_secret.expose_secret().len() < 32 {
-            return Err(SettingsError::Rejected(
-                "auth.jwt_secret (ORDERPIPE_AUTH__JWT_SECRET) must be at least 32 bytes".into(),
-            ));
-        }
+        self.auth.validate().map_err(SettingsError::Rejected)?;
         if !(50..=1000).contains(&self.board.poll_interval_ms) {
             return Err(SettingsError::Rejected(
                 "board.poll_interval_ms must be between 50 and 1000 (live updates within a second)"
@@ -140,13 +135,12 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// The defaults alone (never the shell's environment), with a secret added.
+    /// The defaults alone (never the shell's environment), with a JWKS location added.
     fn defaults() -> Settings {
         let mut defaults = Settings::defaults();
-        defaults.values.push((
-            "auth.jwt_secret",
-            "a-test-secret-that-is-long-enough-1234".into(),
-        ));
+        defaults
+            .values
+            .push(("auth.jwks_url", "/run/jwks.json".into()));
         service_kit::settings::load_defaults(&defaults).unwrap()
     }
 
@@ -170,12 +164,14 @@ mod tests {
     }
 
     #[test]
-    fn a_short_secret_or_a_slow_poll_is_refused() {
-        let mut short_secret = defaults();
-        short_secret.auth.jwt_secret = secrecy::SecretString::from("short");
+    fn no_jwks_an_unbounded_fetch_or_a_slow_poll_is_refused() {
+        let mut no_jwks = defaults();
+        no_jwks.auth.jwks_url = String::new();
+        let mut unbounded_fetch = defaults();
+        unbounded_fetch.auth.jwks_fetch_timeout_ms = 0;
         let mut slow = defaults();
         slow.board.poll_interval_ms = 5_000;
-        for settings in [short_secret, slow] {
+        for settings in [no_jwks, unbounded_fetch, slow] {
             assert!(matches!(
                 settings.validate(),
                 Err(SettingsError::Rejected(_))

@@ -45,8 +45,9 @@ impl Verdict {
     }
 }
 
-/// The subject prefix of the flows' service tokens (`flows-order-saga`, `flows-payments`, ...):
-/// their commands are acknowledged to the flows, not to the run's clients.
+/// The subject prefix of the flows' service token (`flows-service`; older builds had one per
+/// flow, `flows-order-saga`, `flows-payments`, ...): their commands are acknowledged to the
+/// flows, not to the run's clients.
 const FLOWS_SUBJECT_PREFIX: &str = "flows-";
 
 /// Whether a stored actor (`<role>:<subject>`, e.g. `service:flows-order-saga`) is one of the

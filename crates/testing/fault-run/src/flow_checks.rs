@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use auth_tokens::client::Bearer;
-use auth_tokens::{Role, TokenAuthority};
+use auth_tokens::{Role, TokenIssuer};
 use aws_sdk_sqs::types::QueueAttributeName;
 use proto::v1 as pb;
 use proto::v1::inventory_service_client::InventoryServiceClient;
@@ -152,7 +152,7 @@ pub async fn run(
     pool: &PgPool,
     aws: &aws_config::SdkConfig,
     ledger: &Ledger,
-    tokens: &TokenAuthority,
+    tokens: &TokenIssuer,
     grpc_ports: &[u16],
     payment_deadline: Duration,
     deadline: Instant,
@@ -245,7 +245,7 @@ fn no_charge_unresolved_past_the_deadline(
 
 async fn reserved_stock_equals_open_reservations(
     stories: &HashMap<String, OrderStory>,
-    tokens: &TokenAuthority,
+    tokens: &TokenIssuer,
     grpc_ports: &[u16],
 ) -> Verdict {
     const CHECK: &str = "reserved stock equals the open orders' reservations";
@@ -300,7 +300,7 @@ async fn reserved_stock_equals_open_reservations(
 
 /// `reserved` and `on_hand` per (store, SKU), from the API.
 async fn stock_levels(
-    tokens: &TokenAuthority,
+    tokens: &TokenIssuer,
     grpc_ports: &[u16],
 ) -> anyhow::Result<BTreeMap<(String, String), pb::StockLevel>> {
     let port = grpc_ports.last().copied().unwrap_or_default();

@@ -29,15 +29,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use auth_tokens::{AuthSettings, TokenAuthority};
-use secrecy::SecretString;
+use auth_tokens::{Role, TokenIssuer};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use test_support::CuttableProxy;
+use test_support::{CuttableProxy, TestTokenKeys};
 
 use crate::faults::{Fault, Targets};
 use crate::fleet::{free_port, Fleet, ProcessSpec};
@@ -70,7 +69,9 @@ pub struct Run {
     grpc_ports: Vec<u16>,
     database_proxies: HashMap<String, CuttableProxy>,
     timeouts: RunTimeouts,
-    tokens: TokenAuthority,
+    /// The run's token key pair: the command-apis get its JWKS, the flows a service token
+    /// minted with it, and the run's clients mint their own.
+    keys: TestTokenKeys,
     events: PgPool,
     stream_name: String,
     aws: aws_config::SdkConfig,
@@ -83,22 +84,26 @@ fn required_env(name: &str) -> anyhow::Result<String> {
 }
 
 impl Run {
+    /// The run's token issuer (its clients and end checks mint with it).
+    fn issuer(&self) -> TokenIssuer {
+        self.keys.issuer().clone()
+    }
+
     /// Defines the processes on free ports of their own, with settings from the environment
-    /// (the run's stack) plus their ports, worker ids and a signing secret made for this run.
+    /// (the run's stack) plus their ports, worker ids and a token key pair made for this run.
     pub async fn build(settings: RunSettings) -> anyhow::Result<Self> {
         let seed = settings.seed.unwrap_or_else(|| fastrand::u64(..));
         let log_dir = settings.out_dir.join("logs");
         std::fs::create_dir_all(&log_dir)
             .with_context(|| format!("creating {}", log_dir.display()))?;
-        let auth = AuthSettings {
-            jwt_secret: SecretString::from(format!(
-                "{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
-            )),
-            issuer: "orderpipe".into(),
-            audience: "orderpipe-api".into(),
-        };
+        let keys = TestTokenKeys::new();
+        // Valid for longer than any run: an expired token would be a refusal, not a fault.
+        let flows_token = keys.issuer().mint(
+            FLOWS_SUBJECT,
+            Role::Service,
+            None,
+            Duration::from_secs(24 * 3600),
+        )?;
         let database_url = required_env("ORDERPIPE_DATABASE__URL")?;
         let (database_address, _) = loopback_address(&database_url)?;
         let proxy = CuttableProxy::start(database_address).await;
@@ -115,7 +120,10 @@ impl Run {
         let specs = process_specs(
             &settings.bin_dir,
             &ports,
-            &auth,
+            &Credentials {
+                jwks_url: keys.jwks_url(),
+                flows_token,
+            },
             &proxied_url,
             &timeouts,
             settings.payment_deadline(),
@@ -130,7 +138,7 @@ impl Run {
             grpc_ports: ports.grpc.to_vec(),
             database_proxies: HashMap::from([(API_BEHIND_PROXY.to_owned(), proxy)]),
             timeouts,
-            tokens: TokenAuthority::new(&auth),
+            keys,
             events,
             stream_name: required_env("ORDERPIPE_KINESIS__STREAM_NAME")?,
             aws,
@@ -158,7 +166,7 @@ impl Run {
             .iter()
             .map(|port| format!("127.0.0.1:{port}"))
             .collect();
-        let load = Load::new(&addresses, self.tokens.clone(), give_up_at)?;
+        let load = Load::new(&addresses, self.issuer(), give_up_at)?;
         load.open_stores().await?;
 
         let start = Instant::now();
@@ -303,7 +311,7 @@ impl Run {
                 &self.events,
                 &self.aws,
                 ledger,
-                &self.tokens,
+                &self.issuer(),
                 &self.grpc_ports,
                 self.settings.payment_deadline(),
                 deadline,
@@ -400,6 +408,17 @@ struct Ports {
     grpc: [u16; 2],
 }
 
+/// The subject of the flows' service token: starts with the prefix the end checks tell the
+/// flows' commands by.
+const FLOWS_SUBJECT: &str = "flows-service";
+
+/// What the processes authenticate with: the command-apis verify with the JWKS, the flows call
+/// with a token the run minted. No process gets the private key.
+struct Credentials {
+    jwks_url: String,
+    flows_token: String,
+}
+
 fn millis(duration: Duration) -> String {
     duration.as_millis().to_string()
 }
@@ -412,17 +431,16 @@ fn millis(duration: Duration) -> String {
 fn process_specs(
     bin_dir: &std::path::Path,
     ports: &Ports,
-    auth: &AuthSettings,
+    credentials: &Credentials,
     proxied_database_url: &str,
     timeouts: &RunTimeouts,
     payment_deadline: Duration,
 ) -> anyhow::Result<Vec<ProcessSpec>> {
-    use secrecy::ExposeSecret;
     let binary = |name: &str| -> PathBuf { bin_dir.join(name) };
     let admin = |port: u16| ("ORDERPIPE_ADMIN__PORT".to_owned(), port.to_string());
-    let secret = (
-        "ORDERPIPE_AUTH__JWT_SECRET".to_owned(),
-        auth.jwt_secret.expose_secret().to_owned(),
+    let jwks = (
+        "ORDERPIPE_AUTH__JWKS_URL".to_owned(),
+        credentials.jwks_url.clone(),
     );
     let mut specs = Vec::new();
     for (name, grpc_port) in [
@@ -432,7 +450,7 @@ fn process_specs(
         let mut env = vec![
             ("ORDERPIPE_GRPC__PORT".into(), grpc_port.to_string()),
             admin(free_port()?),
-            secret.clone(),
+            jwks.clone(),
             (
                 "ORDERPIPE_GRPC__REQUEST_TIMEOUT_MS".into(),
                 millis(timeouts.api_request),
@@ -512,7 +530,10 @@ fn process_specs(
         args: vec!["run".into()],
         env: vec![
             admin(flows_admin),
-            secret,
+            (
+                "ORDERPIPE_AUTH__SERVICE_TOKEN".into(),
+                credentials.flows_token.clone(),
+            ),
             (
                 "ORDERPIPE_COMMAND_API__URL".into(),
                 format!("http://127.0.0.1:{}", ports.grpc[1]),

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use auth_tokens::client::Bearer;
-use auth_tokens::{Role, TokenAuthority};
+use auth_tokens::{Role, TokenIssuer};
 use proto::v1 as pb;
 use proto::v1::inventory_service_client::InventoryServiceClient;
 use proto::v1::menu_service_client::MenuServiceClient;
@@ -146,7 +146,7 @@ pub struct OrderCounts {
 #[derive(Clone)]
 pub struct Load {
     channels: Vec<Channel>,
-    tokens: TokenAuthority,
+    tokens: TokenIssuer,
     ledger: Arc<Mutex<Ledger>>,
     /// Commands still unanswered at this moment are given up.
     give_up_at: Instant,
@@ -180,7 +180,7 @@ impl Load {
     /// unanswered at `give_up_at` are given up.
     pub fn new(
         addresses: &[String],
-        tokens: TokenAuthority,
+        tokens: TokenIssuer,
         give_up_at: Instant,
     ) -> anyhow::Result<Self> {
         let channels = addresses

@@ -47,6 +47,24 @@ fn the_checked_in_settings_keys_are_what_the_binaries_read() {
     );
 }
 
+/// Only the issuer signs tokens: no service reads a signing secret or a private key from its
+/// settings (`command-api mint-token` takes the issuer's key file on its command line; it is
+/// tooling, not the server). The flows read a service token, not a key.
+#[test]
+fn no_service_reads_a_signing_key() {
+    for (binary, keys) in keys_of_every_binary() {
+        for key in keys {
+            let env = key.env.to_ascii_uppercase();
+            assert!(
+                !["SECRET", "SIGNING", "PRIVATE"]
+                    .iter()
+                    .any(|word| env.contains(word)),
+                "{binary} reads {env}: a signing key belongs to the issuer only"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_deployment_must_set_the_secrets_and_nothing_that_has_a_default() {
     let keys = keys_of_every_binary();
@@ -57,9 +75,9 @@ fn a_deployment_must_set_the_secrets_and_nothing_that_has_a_default() {
             .map(|key| key.env.as_str())
             .collect()
     };
-    // The signing secret has no built-in value anywhere: a default secret would be a shared one.
-    assert!(required("command-api").contains(&"ORDERPIPE_AUTH__JWT_SECRET"));
-    assert!(required("dashboard").contains(&"ORDERPIPE_AUTH__JWT_SECRET"));
+    // Where the issuer's public keys are has no built-in value: every deployment names its own.
+    assert!(required("command-api").contains(&"ORDERPIPE_AUTH__JWKS_URL"));
+    assert!(required("dashboard").contains(&"ORDERPIPE_AUTH__JWKS_URL"));
     // Tuning with a default in code is never required.
     for binary in keys.keys() {
         assert!(

@@ -6,6 +6,7 @@
 //! and a dependency so a test can take the dependency away (or make it go silent);
 //! [`SilentListener`] is an endpoint that never answers; [`http::request`] calls an HTTP service;
 //! [`tls::TestCa`] is a throwaway certificate authority.
+//! [`TestTokenKeys`] is an ES256 key pair with its JWKS file, as `scripts/up.sh` makes one.
 
 mod aws;
 pub mod http;
@@ -13,11 +14,13 @@ mod kinesis;
 mod proxy;
 mod silent;
 pub mod tls;
+mod tokens;
 
 pub use aws::{aws_test_config, unique_name};
 pub use kinesis::{replay, Replayed, TestStream, PATIENCE};
 pub use proxy::CuttableProxy;
 pub use silent::SilentListener;
+pub use tokens::{TestTokenKeys, TEST_AUDIENCE, TEST_ISSUER};
 
 use service_kit::settings::{DatabaseSettings, SessionSettings};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

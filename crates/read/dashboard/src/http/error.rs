@@ -30,6 +30,9 @@ pub enum HttpError {
     /// The command API refused or failed the command; its message is shown to the barista.
     #[error("{}", .0.message())]
     Refused(tonic::Status),
+    /// The token cannot be checked yet: the issuer's keys are not loaded (503).
+    #[error("{0}")]
+    TokenKeysUnavailable(String),
     /// A read model could not be read (503); the cause is logged, not sent.
     #[error("the dashboard's views are unavailable; try again")]
     ViewUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -40,6 +43,7 @@ impl From<AuthError> for HttpError {
         match error {
             AuthError::Unauthenticated(message) => HttpError::Unauthenticated(message),
             AuthError::PermissionDenied(message) => HttpError::Forbidden(message),
+            AuthError::Unavailable(message) => HttpError::TokenKeysUnavailable(message),
         }
     }
 }
@@ -65,7 +69,9 @@ impl HttpError {
             HttpError::UnknownStore(_) => (StatusCode::NOT_FOUND, "unknown_store"),
             HttpError::UnknownOrder(_) => (StatusCode::NOT_FOUND, "unknown_order"),
             HttpError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            HttpError::ViewUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            HttpError::ViewUnavailable(_) | HttpError::TokenKeysUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
             HttpError::Refused(status) => match status.code() {
                 Code::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
                 Code::PermissionDenied => (StatusCode::FORBIDDEN, "forbidden"),

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use auth_tokens::{AuthSettings, Role, TokenAuthority};
+use auth_tokens::Role;
 use aws_sdk_dynamodb::types::AttributeValue;
 use dashboard::app::Application;
 use dashboard::live::LiveBoards;
@@ -11,24 +11,14 @@ use dashboard::settings::{
 };
 use read_models::settings::{ReadModelDatabase, ViewTables};
 use read_models::{ActiveOrdersProjection, ActiveOrdersTables, HistoryProjection, SchemaName};
-use secrecy::SecretString;
 use service_kit::settings::LogFormat;
 use test_support::http::{request, JsonResponse};
-use test_support::{aws_test_config, fresh_database, unique_name, TestDatabase};
+use test_support::{aws_test_config, fresh_database, unique_name, TestDatabase, TestTokenKeys};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-const SECRET: &str = "dashboard-test-secret-dashboard-test-0001";
 /// The store the views know (it has stock).
 pub const KNOWN_STORE: &str = "s1";
-
-pub fn auth() -> AuthSettings {
-    AuthSettings {
-        jwt_secret: SecretString::from(SECRET),
-        issuer: "orderpipe".into(),
-        audience: "orderpipe-api".into(),
-    }
-}
 
 /// Creates view tables where [`KNOWN_STORE`] exists (one stock item).
 pub async fn create_known_store_tables(
@@ -62,7 +52,8 @@ pub struct TestDashboard {
     pub views_table: String,
     /// The dashboard's live boards, to count their pollers.
     pub live: LiveBoards,
-    tokens: TokenAuthority,
+    /// The issuer's key pair: the dashboard holds only its JWKS file.
+    keys: TestTokenKeys,
     /// The history database the dashboard reads (schema `history`).
     pub history_db: TestDatabase,
     stop: Option<oneshot::Sender<()>>,
@@ -87,6 +78,7 @@ impl TestDashboard {
             .await
             .unwrap();
 
+        let keys = TestTokenKeys::new();
         let app = Application::build(Settings {
             http: HttpSettings {
                 host: "127.0.0.1".into(),
@@ -107,7 +99,7 @@ impl TestDashboard {
                 database: history_db.settings(None),
                 schema: schema.as_str().into(),
             },
-            auth: auth(),
+            auth: keys.auth_settings(),
             command_api: CommandApiSettings {
                 // Nothing listens there; no test of this file sends a command.
                 url: "http://127.0.0.1:9".into(),
@@ -137,7 +129,7 @@ impl TestDashboard {
             tables,
             views_table,
             live,
-            tokens: TokenAuthority::new(&auth()),
+            keys,
             history_db,
             stop: Some(stop),
             server,
@@ -203,7 +195,7 @@ impl TestDashboard {
         store: Option<&str>,
         ttl: Duration,
     ) -> String {
-        self.tokens.mint(subject, role, store, ttl).unwrap()
+        self.keys.issuer().mint(subject, role, store, ttl).unwrap()
     }
 
     /// `GET path` with `token`.

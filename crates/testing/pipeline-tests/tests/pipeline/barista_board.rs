@@ -17,7 +17,7 @@ use read_models::settings::{ReadModelDatabase, ViewTables};
 use test_support::http::request;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::support::{auth, eventually, loopback, quiet_log, Pipeline, Views, STORE};
+use crate::support::{eventually, loopback, quiet_log, Pipeline, Views, STORE};
 use crate::workload::{open_the_store, run_order, Clients, Fate};
 
 #[tokio::test]
@@ -139,7 +139,7 @@ async fn start_dashboard(
             database: pipeline.views_db.settings(None),
             schema: views.history.as_str().into(),
         },
-        auth: auth(),
+        auth: pipeline.auth(),
         command_api: CommandApiSettings {
             url: format!("http://{}", pipeline.grpc_address),
             timeout_ms: 10_000,

@@ -1,10 +1,12 @@
-//! `flows redrive`: a saga commit parked for a cause that is gone (here: the flows signed their
-//! tokens with a wrong secret, so the API refused them as UNAUTHENTICATED, which no retry can
-//! change) is applied by a redrive once the operator has fixed the cause.
+//! `flows redrive`: a saga commit parked for a cause that is gone (here: the flows were given a
+//! service token signed by a key the API's JWKS does not hold, so the API refused it as
+//! UNAUTHENTICATED, which no retry can change) is applied by a redrive once the operator has
+//! fixed the cause.
 
 use std::future::pending;
 use std::sync::Arc;
 
+use auth_tokens::{SigningKey, TokenIssuer};
 use command_api::auth::Role;
 use flows::app::Application;
 use flows::payments::SandboxGateway;
@@ -14,10 +16,10 @@ use kinesis_consumer::dead_letters::DeadLetterQueue;
 use kinesis_consumer::{LeaseTable, ParkedKind, ParkedStore};
 use proto::v1 as pb;
 use proto::v1::order_service_client::OrderServiceClient;
-use test_support::unique_name;
+use test_support::{unique_name, TEST_AUDIENCE, TEST_ISSUER};
 
 use crate::flows_rig::fresh_queue;
-use crate::support::{eventually, Pipeline, SECRET, STORE};
+use crate::support::{eventually, Pipeline, STORE};
 use crate::workload::{open_the_store, Clients};
 
 /// Settings of a flows process that runs only the saga, on fresh tables and queues.
@@ -80,8 +82,17 @@ async fn a_parked_saga_commit_is_applied_by_flows_redrive_once_the_cause_is_gone
     let mut clients = Clients::new(&pipeline);
     open_the_store(&mut clients, 20).await;
     let mut settings = saga_settings(&pipeline).await;
-    // The misconfiguration: a secret the command API does not share.
-    settings.auth.jwt_secret = Some("not-the-api-secret-not-the-api-secret-01".into());
+    // The misconfiguration: a service token from a key the command API's JWKS does not hold.
+    let stranger = SigningKey::generate().unwrap();
+    let foreign_token = TokenIssuer::new(&stranger, TEST_ISSUER, TEST_AUDIENCE)
+        .mint(
+            "flows",
+            Role::Service,
+            None,
+            std::time::Duration::from_secs(600),
+        )
+        .unwrap();
+    settings.auth.service_token = Some(foreign_token.into());
     let app = Application::build_with_gateway(
         &settings,
         Arc::new(SandboxGateway::new(std::time::Duration::from_secs(1))),
@@ -117,8 +128,8 @@ async fn a_parked_saga_commit_is_applied_by_flows_redrive_once_the_cause_is_gone
         .into_inner();
     assert_eq!(status(placed), pb::OrderStatus::Placed);
 
-    // The operator fixes the secret and redrives the saga's parked commits.
-    settings.auth.jwt_secret = Some(SECRET.into());
+    // The operator gives the flows a token the issuer minted and redrives the parked commits.
+    settings.auth.service_token = Some(pipeline.service_token());
     let outcomes = flows::app::redrive(&settings, "saga", None).await.unwrap();
     assert_eq!(outcomes.len(), 1, "{outcomes:?}");
     assert_eq!(outcomes[0].1, order_id);

@@ -20,7 +20,7 @@ use proto::v1 as pb;
 use test_support::{unique_name, PATIENCE};
 use tokio::task::JoinHandle;
 
-use crate::support::{Pipeline, SECRET, STORE};
+use crate::support::{Pipeline, STORE};
 use crate::workload::Clients;
 
 /// The flows' queues, tables and settings for one test, and the sandbox gateway every flows
@@ -41,7 +41,7 @@ impl Rig {
         let purchase_orders = fresh_queue(&sqs, PURCHASE_ORDERS_QUEUE).await;
 
         let mut settings = Settings::built_in().unwrap();
-        settings.auth.jwt_secret = Some(SECRET.into());
+        settings.auth.service_token = Some(pipeline.service_token());
         settings.command_api.url = format!("http://{}", pipeline.grpc_address);
         settings.kinesis.stream_name = pipeline.stream.name.clone();
         let queues = &mut settings.sqs;

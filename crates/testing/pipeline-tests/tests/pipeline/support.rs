@@ -10,7 +10,7 @@ use auth_tokens::client::Bearer;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::types::ShardIteratorType;
-use command_api::auth::{Role, TokenAuthority};
+use command_api::auth::Role;
 use command_api::settings::{
     AdminSettings, AuthSettings, GrpcSettings, LogFormat, LogSettings, Settings as ApiSettings,
     StoreSettings,
@@ -26,7 +26,7 @@ use relay::record_log::KinesisLog;
 use relay::settings::{KinesisSettings, RelaySettings, Settings as RelaySettingsRoot};
 use secrecy::SecretString;
 use test_support::{
-    aws_test_config, fresh_database, unique_name, TestDatabase, TestStream, PATIENCE,
+    aws_test_config, fresh_database, unique_name, TestDatabase, TestStream, TestTokenKeys, PATIENCE,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -35,8 +35,6 @@ use tonic::transport::Channel;
 pub const STORE: &str = "s1";
 /// Most records per GetRecords call of the test projector workers.
 pub const WORKER_BATCH: u32 = 25;
-/// The command API's token signing secret in these tests.
-pub const SECRET: &str = "end-to-end-secret-end-to-end-secret-0001";
 
 pub const HISTORY_TABLES: &[&str] = &[
     "applied_sequences",
@@ -93,7 +91,8 @@ pub struct Pipeline {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub channel: Channel,
     pub grpc_address: std::net::SocketAddr,
-    tokens: TokenAuthority,
+    /// The issuer's key pair: the services under test hold only its JWKS file.
+    keys: TestTokenKeys,
     stop: watch::Sender<bool>,
     api: JoinHandle<std::io::Result<()>>,
     relay: JoinHandle<std::io::Result<()>>,
@@ -114,15 +113,6 @@ pub fn loopback() -> AdminSettings {
     }
 }
 
-/// The token settings of the pipeline's command API (other services under test verify its tokens).
-pub fn auth() -> AuthSettings {
-    AuthSettings {
-        jwt_secret: SecretString::from(SECRET),
-        issuer: "orderpipe".into(),
-        audience: "orderpipe-api".into(),
-    }
-}
-
 impl Pipeline {
     /// Starts the command API and the relay on a fresh database and a two-shard stream.
     pub async fn start() -> Self {
@@ -132,6 +122,7 @@ impl Pipeline {
         let stream = TestStream::create(2).await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
         let (stop, _) = watch::channel(false);
+        let keys = TestTokenKeys::new();
 
         let api = command_api::app::Application::build(ApiSettings {
             grpc: GrpcSettings {
@@ -149,7 +140,7 @@ impl Pipeline {
                 database: views_db.settings(None),
                 schema: "history".into(),
             },
-            auth: auth(),
+            auth: keys.auth_settings(),
             idempotency: command_api::settings::IdempotencySettings::default(),
             store: StoreSettings {
                 snapshot_every: 50,
@@ -200,7 +191,7 @@ impl Pipeline {
             dynamodb,
             channel,
             grpc_address,
-            tokens: TokenAuthority::new(&auth()),
+            keys,
             stop,
             api,
             relay,
@@ -215,9 +206,18 @@ impl Pipeline {
     /// A bearer token for `subject` in `role` (staff belong to [`STORE`]).
     pub fn token(&self, role: Role, subject: &str) -> String {
         let store = matches!(role, Role::Barista | Role::StoreManager).then_some(STORE);
-        self.tokens
-            .mint(subject, role, store, Duration::from_secs(600))
-            .unwrap()
+        self.keys.mint(subject, role, store)
+    }
+
+    /// The token settings of the pipeline's command API (other services under test verify its
+    /// tokens with the same JWKS).
+    pub fn auth(&self) -> AuthSettings {
+        self.keys.auth_settings()
+    }
+
+    /// A `service` token for the flows, as the issuer (`scripts/up.sh`) mints one for them.
+    pub fn service_token(&self) -> SecretString {
+        SecretString::from(self.keys.mint("flows", Role::Service, None))
     }
 
     /// Empty read models named after `name`, and their own consumer group.

@@ -17,7 +17,7 @@ use proto::v1 as pb;
 use tokio::task::JoinHandle;
 
 use crate::flows_redrive::{place_order, saga_settings};
-use crate::support::{eventually, Pipeline, SECRET, STORE};
+use crate::support::{eventually, Pipeline, STORE};
 use crate::workload::{open_the_store, run_order, Clients, Fate};
 
 const VIEWS: [&str; 3] = ["active_orders", "history", "analytics"];
@@ -175,7 +175,7 @@ async fn the_saga_of_an_older_build_stops_the_order_it_does_not_understand_and_t
     let mut clients = Clients::new(&pipeline);
     open_the_store(&mut clients, 20).await;
     let mut settings = saga_settings(&pipeline).await;
-    settings.auth.jwt_secret = Some(SECRET.into());
+    settings.auth.service_token = Some(pipeline.service_token());
     let old_build = Vocabulary::this_build()
         .clone()
         .without_event("order", "PreparationStarted");
