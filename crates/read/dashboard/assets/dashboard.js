@@ -225,6 +225,17 @@ function render() {
     ),
   );
 
+  // Purchase orders awaiting their delivery: what ReceiveDelivery closes, by reorder number.
+  const reorders = board.open_reorders;
+  $("open-reorders").hidden = reorders.length === 0;
+  $("reorder-list").replaceChildren(
+    ...reorders.map((r) =>
+      el("li", { "data-sku": r.sku, "data-reorder": r.reorder_number },
+        el("strong", {}, r.sku), `: reorder #${r.reorder_number}, ${r.quantity} ordered`,
+        r.since ? ` since ${formatSince(r.since)}` : "", ` (${r.available} available now)`),
+    ),
+  );
+
   for (const column of ["pending", "preparing", "ready"]) {
     const orders = board.orders[column];
     $(`count-${column}`).textContent = orders.length;
@@ -334,6 +345,12 @@ function formatDuration(totalSeconds) {
 }
 
 // Under a minute in seconds with a tenth, so fast preparations do not all read 0:00.
+/** The local time of day (HH:MM) of an RFC 3339 time: when a reorder was opened. */
+function formatSince(rfc3339) {
+  const at = new Date(rfc3339);
+  return Number.isNaN(at.getTime()) ? rfc3339 : at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
 function formatPrep(milliseconds) {
   return milliseconds < 60000 ? `${(milliseconds / 1000).toFixed(1)} s` : formatDuration(milliseconds / 1000);
 }

@@ -79,6 +79,8 @@ try {
   await waitForText("#connection", (text) => text === "Live", "the live stream to connect");
   await waitForText("#metric-orders-today", (text) => text !== "–", "the metrics");
   await waitForText("#stock-list", (text) => text.includes("CROISSANT"), "the low-stock warning");
+  // The low stock opened a reorder (a purchase order awaiting its delivery): the board lists it.
+  await waitForText("#reorder-list", (text) => text.includes("CROISSANT") && text.includes("#1"), "the open reorder");
   const before = await metrics();
   await screenshot("signed-in");
   say(`ready ${JSON.stringify(before)}`);

@@ -29,7 +29,7 @@ async fn a_barista_takes_an_order_across_the_board_in_a_browser() {
     let worker = pipeline.spawn_worker(&views, "board");
     let mut clients = Clients::new(&pipeline);
     open_the_store(&mut clients, 20).await;
-    // Croissants below their threshold of 5: the board warns.
+    // Croissants below their threshold of 5: the board warns, and lists the reorder it opened.
     clients
         .inventory
         .set_stock(pb::SetStockRequest {
