@@ -190,15 +190,9 @@ idle_in_transaction_timeout_ms = 5000
 application_name = "orderpipe-command-api"
 
 # The history view's database (the projectors write it; this process only reads). Small pool,
-# tight bounds: a slow query costs its caller, never a command.
-[history]
-schema = "history"
-
+# tight bounds: a slow query costs its caller, never a command. Where it is:
+# read_models::settings::history_location_defaults.
 [history.database]
-host = "127.0.0.1"
-port = 5432
-name = "orderpipe_history"
-username = "postgres"
 max_connections = 4
 acquire_timeout_ms = 2000
 
@@ -232,6 +226,11 @@ filter = "info"
 
 impl LayeredSettings for Settings {
     const DEFAULTS: &'static str = DEFAULTS;
+
+    /// The history database's location (the view it answers ListOrders from).
+    fn default_values() -> Vec<(&'static str, String)> {
+        read_models::settings::history_location_defaults()
+    }
 
     fn validate(&self) -> Result<(), SettingsError> {
         self.auth.validate().map_err(SettingsError::Rejected)?;

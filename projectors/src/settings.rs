@@ -115,8 +115,8 @@ impl AnalyticsFlushSettings {
     }
 }
 
-/// Built-in defaults; the stream's and the tables' names come from their declarations
-/// ([`LayeredSettings::default_values`]).
+/// Built-in defaults; the stream's and the tables' names and the views' databases come from
+/// their declarations ([`LayeredSettings::default_values`]).
 const DEFAULTS: &str = r#"
 [sqs]
 
@@ -128,26 +128,11 @@ max_apply_attempts = 8
 poll_interval_ms = 400
 shard_sync_interval_ms = 60000
 
-[history]
-schema = "history"
-
 [history.database]
-host = "127.0.0.1"
-port = 5432
-name = "orderpipe_history"
-username = "postgres"
 max_connections = 8
 acquire_timeout_ms = 3000
 
-[analytics]
-schema = "analytics"
-
-# Redshift speaks the PostgreSQL protocol on port 5439; locally a PostgreSQL database stands in.
 [analytics.database]
-host = "127.0.0.1"
-port = 5439
-name = "orderpipe_analytics"
-username = "postgres"
 max_connections = 4
 acquire_timeout_ms = 3000
 
@@ -168,10 +153,14 @@ impl LayeredSettings for Settings {
     const DEFAULTS: &'static str = DEFAULTS;
 
     /// The names of the stream, the runtime's tables and the active-orders view's.
+    /// The stream's and tables' names, and the history and analytics databases' locations.
     fn default_values() -> Vec<(&'static str, String)> {
-        kinesis_consumer::resources()
+        let mut values = kinesis_consumer::resources()
             .and(read_models::resources())
-            .default_names()
+            .default_names();
+        values.extend(read_models::settings::history_location_defaults());
+        values.extend(read_models::settings::analytics_location_defaults());
+        values
     }
 
     fn validate(&self) -> Result<(), SettingsError> {

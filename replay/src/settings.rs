@@ -39,8 +39,8 @@ pub struct ReplaySettings {
     pub batch_commits: usize,
 }
 
-/// Built-in defaults; the stream's and the view's table names come from their declarations
-/// ([`LayeredSettings::default_values`]).
+/// Built-in defaults; the stream's and the view's table names and the views' databases come
+/// from their declarations ([`LayeredSettings::default_values`]).
 const DEFAULTS: &str = r#"
 [database]
 host = "127.0.0.1"
@@ -50,25 +50,11 @@ username = "postgres"
 max_connections = 2
 acquire_timeout_ms = 3000
 
-[history]
-schema = "history"
-
 [history.database]
-host = "127.0.0.1"
-port = 5432
-name = "orderpipe_history"
-username = "postgres"
 max_connections = 2
 acquire_timeout_ms = 3000
 
-[analytics]
-schema = "analytics"
-
 [analytics.database]
-host = "127.0.0.1"
-port = 5439
-name = "orderpipe_analytics"
-username = "postgres"
 max_connections = 2
 acquire_timeout_ms = 3000
 
@@ -80,13 +66,17 @@ impl LayeredSettings for Settings {
     const DEFAULTS: &'static str = DEFAULTS;
 
     /// The names of the stream `--from-stream` reads and of the active-orders view's tables.
+    /// The stream's and tables' names, and the history and analytics databases' locations.
     fn default_values() -> Vec<(&'static str, String)> {
-        aws_support::resources::Resources {
+        let mut values = aws_support::resources::Resources {
             streams: vec![kinesis_consumer::settings::EVENT_STREAM],
             ..Default::default()
         }
         .and(read_models::resources())
-        .default_names()
+        .default_names();
+        values.extend(read_models::settings::history_location_defaults());
+        values.extend(read_models::settings::analytics_location_defaults());
+        values
     }
 
     fn validate(&self) -> Result<(), SettingsError> {

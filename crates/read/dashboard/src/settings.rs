@@ -72,8 +72,8 @@ impl BoardSettings {
     }
 }
 
-/// Built-in defaults; the view's table names come from their declarations
-/// ([`LayeredSettings::default_values`]).
+/// Built-in defaults; the view's table names and the history database's location come from
+/// their declarations ([`LayeredSettings::default_values`]).
 const DEFAULTS: &str = r#"
 [http]
 host = "127.0.0.1"
@@ -83,14 +83,7 @@ port = 8080
 host = "127.0.0.1"
 port = 9093
 
-[history]
-schema = "history"
-
 [history.database]
-host = "127.0.0.1"
-port = 5432
-name = "orderpipe_history"
-username = "postgres"
 max_connections = 4
 acquire_timeout_ms = 3000
 
@@ -114,8 +107,11 @@ impl LayeredSettings for Settings {
     const DEFAULTS: &'static str = DEFAULTS;
 
     /// The names of the active-orders view's tables.
+    /// The view tables' names and the history database's location.
     fn default_values() -> Vec<(&'static str, String)> {
-        read_models::resources().default_names()
+        let mut values = read_models::resources().default_names();
+        values.extend(read_models::settings::history_location_defaults());
+        values
     }
 
     fn validate(&self) -> Result<(), SettingsError> {

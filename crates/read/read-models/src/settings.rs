@@ -7,6 +7,33 @@ use service_kit::settings::DatabaseSettings;
 
 use crate::{ActiveOrdersTables, ViewAlias};
 
+/// Where the history view lives locally (its schema and database, without the pool): the
+/// defaults every process that writes it (`projectors`), reads it (`command-api`, `dashboard`)
+/// or rebuilds it (`replay`) starts from, as (dotted key, value) for
+/// `LayeredSettings::default_values`. Each process sizes its own pool in its own defaults.
+pub fn history_location_defaults() -> Vec<(&'static str, String)> {
+    vec![
+        ("history.schema", "history".into()),
+        ("history.database.host", "127.0.0.1".into()),
+        ("history.database.port", "5432".into()),
+        ("history.database.name", "orderpipe_history".into()),
+        ("history.database.username", "postgres".into()),
+    ]
+}
+
+/// Where the analytics view lives locally, as [`history_location_defaults`] does for history.
+/// Redshift speaks the PostgreSQL protocol on port 5439; locally a PostgreSQL database stands
+/// in.
+pub fn analytics_location_defaults() -> Vec<(&'static str, String)> {
+    vec![
+        ("analytics.schema", "analytics".into()),
+        ("analytics.database.host", "127.0.0.1".into()),
+        ("analytics.database.port", "5439".into()),
+        ("analytics.database.name", "orderpipe_analytics".into()),
+        ("analytics.database.username", "postgres".into()),
+    ]
+}
+
 /// Where a PostgreSQL-protocol read model writes.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ReadModelDatabase {
