@@ -118,6 +118,7 @@ impl Application {
         let health: Arc<dyn HealthCheck> = Arc::new(ViewsHealth {
             alias: self.alias,
             history: self.state.history.pool().clone(),
+            tokens: self.state.tokens.clone(),
         });
         let web = axum::serve(
             self.http_listener,
@@ -139,16 +140,25 @@ impl Application {
     }
 }
 
-/// Healthy while both views answer: the DynamoDB orders table (its live name) and the history
-/// database, each within two seconds.
+/// Healthy while the issuer's token keys are loaded and both views answer: the DynamoDB orders
+/// table (its live name) and the history database, each within two seconds.
 struct ViewsHealth {
     alias: ViewAlias,
     history: PgPool,
+    /// Without the issuer's keys no request can be authorised, however healthy the views are.
+    tokens: TokenAuthority,
 }
 
 impl HealthCheck for ViewsHealth {
     fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(async move {
+            if !self.tokens.keys_loaded() {
+                return Err(
+                    "the token issuer's keys (auth.jwks_url) are not loaded yet: \
+                            no token can be verified"
+                        .to_owned(),
+                );
+            }
             let dynamodb = async {
                 let tables = live_tables(&self.alias)
                     .await

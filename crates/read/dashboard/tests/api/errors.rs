@@ -170,3 +170,16 @@ async fn health_turns_503_when_a_view_cannot_be_read() {
     assert_eq!(health.status, 503, "the orders table is gone");
     dashboard.stop().await;
 }
+
+#[tokio::test]
+async fn health_turns_503_while_no_token_key_is_loaded() {
+    // Started before the issuer published its JWKS: the dashboard runs (its views are fine),
+    // but it cannot verify a single token, so it must not be put in service.
+    let dashboard = TestDashboard::start_before_the_keys_are_published().await;
+    let health = dashboard.get("/health", None).await;
+    assert_eq!(
+        health.status, 503,
+        "no key to verify a token with: {health:?}"
+    );
+    dashboard.stop().await;
+}

@@ -60,10 +60,26 @@ pub struct TestDashboard {
     server: JoinHandle<std::io::Result<()>>,
 }
 
+/// Whether the issuer's JWKS file exists when the dashboard starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeysPublished {
+    Yes,
+    No,
+}
+
 impl TestDashboard {
     /// Empty views where only [`KNOWN_STORE`] exists (one stock item), and the dashboard over
     /// them. The command API is not running: the tests here never reach it.
     pub async fn start() -> Self {
+        Self::start_with(KeysPublished::Yes).await
+    }
+
+    /// [`Self::start`], but the issuer has not published its keys yet: the JWKS file is missing.
+    pub async fn start_before_the_keys_are_published() -> Self {
+        Self::start_with(KeysPublished::No).await
+    }
+
+    async fn start_with(published: KeysPublished) -> Self {
         let sdk = aws_test_config().await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
         let tables = ActiveOrdersTables {
@@ -79,6 +95,9 @@ impl TestDashboard {
             .unwrap();
 
         let keys = TestTokenKeys::new();
+        if published == KeysPublished::No {
+            std::fs::remove_file(keys.jwks_url()).unwrap();
+        }
         let app = Application::build(Settings {
             http: HttpSettings {
                 host: "127.0.0.1".into(),
