@@ -135,6 +135,17 @@ impl Rig {
             .notifications_queue_url
             .as_deref()
             .unwrap();
+        seen.extend(
+            self.receive_json(url)
+                .await
+                .into_iter()
+                .map(|body| serde_json::from_value(body).unwrap()),
+        );
+    }
+
+    /// One receive (up to 10 messages, waiting up to a second) from the queue at `url`: each
+    /// body as JSON, the message deleted.
+    pub(crate) async fn receive_json(&self, url: &str) -> Vec<serde_json::Value> {
         let output = self
             .sqs
             .receive_message()
@@ -144,8 +155,9 @@ impl Rig {
             .send()
             .await
             .unwrap();
+        let mut bodies = Vec::new();
         for message in output.messages.unwrap_or_default() {
-            seen.push(serde_json::from_str(message.body().unwrap()).unwrap());
+            bodies.push(serde_json::from_str(message.body().unwrap()).unwrap());
             self.sqs
                 .delete_message()
                 .queue_url(url)
@@ -154,6 +166,7 @@ impl Rig {
                 .await
                 .unwrap();
         }
+        bodies
     }
 
     pub(crate) fn dead_letters(&self, queue: &str) -> DeadLetters {

@@ -25,29 +25,15 @@ async fn purchase_orders(rig: &Rig) -> Vec<PurchaseOrder> {
         .unwrap();
     let mut seen = Vec::new();
     loop {
-        let output = rig
-            .sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        let messages = output.messages.unwrap_or_default();
-        if messages.is_empty() {
+        let batch = rig.receive_json(url).await;
+        if batch.is_empty() {
             return seen;
         }
-        for message in messages {
-            seen.push(serde_json::from_str(message.body().unwrap()).unwrap());
-            rig.sqs
-                .delete_message()
-                .queue_url(url)
-                .receipt_handle(message.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-        }
+        seen.extend(
+            batch
+                .into_iter()
+                .map(|body| serde_json::from_value(body).unwrap()),
+        );
     }
 }
 
