@@ -242,6 +242,37 @@ async fn a_rebuild_from_a_point_of_the_stream_continues_an_as_of_view_and_refuse
 }
 
 #[tokio::test]
+async fn a_rebuild_from_after_the_last_record_reads_nothing_and_ends() {
+    // Tried: a start later than every record of every shard, the tip of the log (kinesalite
+    // used to leave GetShardIterator AT_TIMESTAMP unanswered for a shard with no record after
+    // the moment, and the rebuild waited out the SDK's timeout and failed).
+    let s = setup().await;
+    // kinesalite dates a split's child shards a second ahead and stamps their records no
+    // earlier than that: wait it out so that the moment is after every record.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let after_everything = time::OffsetDateTime::now_utc();
+    let views = fresh_database().await.pool;
+    let schema = new_schema("tip");
+    ReadModel::History
+        .create_schema(&views, &schema)
+        .await
+        .unwrap();
+    let projection = ReadModel::History.projection(views.clone(), schema.clone());
+    let rebuilt = tokio::time::timeout(
+        Duration::from_secs(20),
+        rebuild_from_stream(
+            &source(&s.stream, StreamStart::At(after_everything)),
+            projection.as_ref(),
+            5,
+            |_| {},
+        ),
+    )
+    .await
+    .expect("a start at the tip answers at once");
+    assert_eq!(rebuilt.unwrap().commits, 0);
+}
+
+#[tokio::test]
 async fn a_start_outside_the_retention_or_in_the_future_is_refused() {
     let s = setup().await;
     let views = fresh_database().await.pool;

@@ -19,6 +19,7 @@ if (!['kinesis', 'dynamodb'].includes(kind) || !Number.isInteger(port) || port <
 const common = dataDir ? { path: dataDir } : {};
 let server;
 if (kind === 'kinesis') {
+  answerTimestampsPastTheLastRecord();
   server = require('kinesalite')({
     ...common,
     createStreamMs: 0,
@@ -56,3 +57,51 @@ function shutdown(signal) {
 }
 process.on('SIGTERM', () => shutdown('SIGTERM'));
 process.on('SIGINT', () => shutdown('SIGINT'));
+
+// kinesalite 3.3.3 answers GetShardIterator AT_TIMESTAMP by scanning the shard for the first
+// record at or after the timestamp, and never answers at all when there is none (a shard whose
+// records all came before the moment, or an empty one): the call hangs until the client's
+// timeout. AWS returns an iterator at the shard's tip then, as LATEST does. Installed before
+// kinesalite loads its actions, so its own GetShardIterator sees the request rewritten to LATEST
+// only in that case; every other request, and the validation of this one, stays kinesalite's.
+function answerTimestampsPastTheLastRecord() {
+  const actionPath = require.resolve('kinesalite/actions/getShardIterator');
+  const db = require('kinesalite/db');
+  const getShardIterator = require(actionPath);
+  require.cache[actionPath].exports = function getShardIteratorAtTimestamp(store, data, cb) {
+    if (data.ShardIteratorType !== 'AT_TIMESTAMP' || data.Timestamp == null ||
+        data.Timestamp * 1000 > Date.now()) {
+      return getShardIterator(store, data, cb);
+    }
+    let shardIx;
+    try {
+      shardIx = db.resolveShardId(data.ShardId).shardIx;
+    } catch (e) {
+      return getShardIterator(store, data, cb);
+    }
+    const range = { gt: db.shardIxToHex(shardIx), lt: db.shardIxToHex(shardIx + 1) };
+    let found = false;
+    const scan = store.getStreamDb(data.StreamName).createReadStream(range);
+    scan.on('data', (item) => {
+      if (!found && item.value.ApproximateArrivalTimestamp >= data.Timestamp) {
+        found = true;
+        scan.destroy();
+        getShardIterator(store, data, cb);
+      }
+    });
+    scan.on('error', (err) => {
+      if (!found) {
+        found = true;
+        cb(err);
+      }
+    });
+    scan.on('end', () => {
+      if (!found) {
+        found = true;
+        const latest = { ...data, ShardIteratorType: 'LATEST' };
+        delete latest.Timestamp;
+        getShardIterator(store, latest, cb);
+      }
+    });
+  };
+}
