@@ -40,7 +40,7 @@ pub use aggregate_store::{
 pub use commit_wakeup::CommitWakeup;
 pub use committer::{GroupCommitConfig, GroupCommitter};
 pub use deadline::with_commit_deadline;
-pub use error::StoreError;
+pub use error::{EventNotUnderstood, StoreError};
 pub use idempotency::KeyRetention;
 pub use outbox::{OutboxBacklog, OutboxCommit};
 pub use reader::RecordedEvent;
