@@ -34,6 +34,20 @@ async fn placed_order(app: &TestApp) -> String {
     order_id
 }
 
+/// A new app with the menu and stock in place, and an order of [`CUSTOMER`] they watch from
+/// its start: the app, the order's id, the stream and its first message (the order as placed).
+async fn an_app_with_a_watched_order(
+) -> (TestApp, String, Streaming<pb::OrderChange>, pb::OrderChange) {
+    let app = spawn_app().await;
+    app.seed_menu_and_stock(10).await;
+    let order_id = placed_order(&app).await;
+    let mut stream = watch(&app, Role::Customer, CUSTOMER, &order_id, 0)
+        .await
+        .unwrap();
+    let first = next(&mut stream).await.unwrap().unwrap();
+    (app, order_id, stream, first)
+}
+
 /// Runs one of [`STEPS`] on `order_id`.
 async fn step(app: &TestApp, order_id: &str, step: &str) {
     let key = format!("{step}-{order_id}");
@@ -108,13 +122,7 @@ fn expected(versions: std::ops::RangeInclusive<u64>) -> Vec<(u64, pb::OrderStatu
 
 #[tokio::test]
 async fn a_watcher_sees_placed_accepted_preparing_ready_completed_in_order_then_the_end() {
-    let app = spawn_app().await;
-    app.seed_menu_and_stock(10).await;
-    let order_id = placed_order(&app).await;
-    let mut stream = watch(&app, Role::Customer, CUSTOMER, &order_id, 0)
-        .await
-        .unwrap();
-    let first = next(&mut stream).await.unwrap().unwrap();
+    let (app, order_id, mut stream, first) = an_app_with_a_watched_order().await;
     assert_eq!(
         (seen(&first).0, seen(&first).1, first.ended),
         (1, pb::OrderStatus::Placed, false),
@@ -145,13 +153,8 @@ async fn a_watcher_sees_placed_accepted_preparing_ready_completed_in_order_then_
 
 #[tokio::test]
 async fn a_reconnect_mid_way_misses_nothing_and_repeats_nothing() {
-    let app = spawn_app().await;
-    app.seed_menu_and_stock(10).await;
-    let order_id = placed_order(&app).await;
-    let mut stream = watch(&app, Role::Customer, CUSTOMER, &order_id, 0)
-        .await
-        .unwrap();
-    let mut received = vec![next(&mut stream).await.unwrap().unwrap()];
+    let (app, order_id, mut stream, first) = an_app_with_a_watched_order().await;
+    let mut received = vec![first];
     step(&app, &order_id, "accept").await;
     received.push(next(&mut stream).await.unwrap().unwrap());
     // The connection drops; the order moves on meanwhile.
@@ -373,13 +376,8 @@ fn assert_stopped_at(status: &tonic::Status, event: &str, after_version: u64) {
 
 #[tokio::test]
 async fn an_event_a_newer_build_wrote_ends_the_watch_unavailable_after_the_changes_before_it() {
-    let app = spawn_app().await;
-    app.seed_menu_and_stock(10).await;
-    let order_id = placed_order(&app).await;
-    let mut stream = watch(&app, Role::Customer, CUSTOMER, &order_id, 0)
-        .await
-        .unwrap();
-    let mut received = vec![next(&mut stream).await.unwrap().unwrap()];
+    let (app, order_id, mut stream, first) = an_app_with_a_watched_order().await;
+    let mut received = vec![first];
     step(&app, &order_id, "accept").await;
     received.push(next(&mut stream).await.unwrap().unwrap());
 
@@ -436,13 +434,7 @@ async fn an_event_a_newer_build_wrote_ends_the_watch_unavailable_after_the_chang
 
 #[tokio::test]
 async fn a_newer_version_of_a_known_event_is_not_passed_as_the_older_one() {
-    let app = spawn_app().await;
-    app.seed_menu_and_stock(10).await;
-    let order_id = placed_order(&app).await;
-    let mut stream = watch(&app, Role::Customer, CUSTOMER, &order_id, 0)
-        .await
-        .unwrap();
-    next(&mut stream).await.unwrap().unwrap();
+    let (app, order_id, mut stream, _) = an_app_with_a_watched_order().await;
 
     // OrderAccepted 1.1 of a newer build: read as 1.0 it would lose its station.
     let newer = serde_json::json!({"OrderAccepted": {"station": "bar-2"}});
