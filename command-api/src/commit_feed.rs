@@ -5,9 +5,11 @@
 //!
 //! One task per process listens for the group commit's `NOTIFY` (the relay's mechanism,
 //! [`event_store::CommitWakeup`], on a connection of its own) and reads the events committed
-//! since the last read, one query per wake-up, whatever the number of streams: an idle stream
-//! costs the database nothing. The task starts with the first stream, so a process nobody
-//! watches reads nothing.
+//! since the last read, whatever the number of streams: an idle stream costs the database
+//! nothing. The task starts with the first stream, so a process nobody watches reads nothing.
+//! While a `SubscribeCommits` listens (it forwards every event), a wake-up reads every event
+//! whole, in one query; with only watchers, it reads where each event is (no payloads) and then,
+//! in one more query, only the watched orders' events (none when no watched order changed).
 //!
 //! Positions are gap-free in commit order (a commit takes its range under the position
 //! counter's lock and holds it until it commits), so reading `position > last` never skips an
@@ -207,11 +209,9 @@ async fn run(
             return;
         }
         loop {
-            match read_page(&store, position).await {
-                Ok(events) => {
-                    let full = events.len() as i64 == PAGE_EVENTS;
-                    for event in events {
-                        position = event.global_position;
+            match read_wave(&store, &sender, &routes, position).await {
+                Ok(wave) => {
+                    for event in wave.events {
                         let event = Arc::new(event);
                         // An error means no stream is listening right now: nothing to do.
                         if let Some(route) = lock(&routes)
@@ -221,8 +221,9 @@ async fn run(
                         }
                         let _ = sender.send(event);
                     }
+                    position = wave.through;
                     metrics::gauge!("orderpipe_commit_feed_position").set(position as f64);
-                    if !full {
+                    if !wave.full {
                         break;
                     }
                 }
@@ -238,6 +239,65 @@ async fn run(
     }
 }
 
+/// One read of the store: the events to publish, in commit order.
+struct Wave {
+    events: Vec<RecordedEvent>,
+    /// The last position read (published or not).
+    through: i64,
+    /// A whole page was read: more may wait.
+    full: bool,
+}
+
+/// Reads at most [`PAGE_EVENTS`] events after `position`: all of them while a `SubscribeCommits`
+/// listens on `sender`; else the headers of all and the content of the watched aggregates' only
+/// (a watcher needs its own order's events, and most commits are nobody's watched order).
+async fn read_wave(
+    store: &PgEventStore,
+    sender: &broadcast::Sender<SharedEvent>,
+    routes: &Routes,
+    position: i64,
+) -> Result<Wave, StoreError> {
+    if sender.receiver_count() == 0 {
+        let headers = store.read_headers(position, position + PAGE_EVENTS).await?;
+        // A subscriber that joined before this check reads the store after joining, so what
+        // this read saw is in its catch-up; one that joined during the read may not have read
+        // that far: the page is read whole for it instead.
+        if sender.receiver_count() == 0 {
+            let watched: Vec<i64> = {
+                let routes = lock(routes);
+                headers
+                    .iter()
+                    .filter(|header| {
+                        routes
+                            .contains_key(&route_key(&header.aggregate_type, &header.aggregate_id))
+                    })
+                    .map(|header| header.global_position)
+                    .collect()
+            };
+            let events = if watched.is_empty() {
+                Vec::new()
+            } else {
+                store.read_positions(&watched).await?
+            };
+            return Ok(Wave {
+                events,
+                through: headers
+                    .last()
+                    .map_or(position, |header| header.global_position),
+                full: headers.len() as i64 == PAGE_EVENTS,
+            });
+        }
+    }
+    let events = read_page(store, position).await?;
+    Ok(Wave {
+        through: events
+            .last()
+            .map_or(position, |event| event.global_position),
+        full: events.len() as i64 == PAGE_EVENTS,
+        events,
+    })
+}
+
 /// At most [`PAGE_EVENTS`] events after `position`, in commit order.
 pub async fn read_page(
     store: &PgEventStore,
@@ -247,4 +307,58 @@ pub async fn read_page(
         .read_range(position, position + PAGE_EVENTS)
         .try_collect()
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use event_store::StoreConfig;
+    use serde_json::json;
+    use test_support::{append_as_another_build, fresh_database};
+
+    use super::*;
+
+    fn positions(wave: &Wave) -> Vec<i64> {
+        wave.events
+            .iter()
+            .map(|event| event.global_position)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn with_watchers_only_a_read_brings_only_their_events_and_with_a_subscriber_all() {
+        let database = fresh_database().await;
+        let store = PgEventStore::open(database.pool.clone(), StoreConfig::default())
+            .await
+            .unwrap();
+        for id in ["watched", "other", "watched", "other", "other"] {
+            let accepted = json!({"OrderAccepted": {}});
+            append_as_another_build(store.pool(), "order", id, "OrderAccepted", "1.0", accepted)
+                .await
+                .unwrap();
+        }
+        let routes = Routes::default();
+        let (route, _watcher) = broadcast::channel(AGGREGATE_CAPACITY);
+        lock(&routes).insert(route_key("order", "watched"), route);
+        let (sender, _) = broadcast::channel(FEED_CAPACITY);
+
+        let wave = read_wave(&store, &sender, &routes, 0).await.unwrap();
+        assert_eq!(positions(&wave), [1, 3], "the watched order's events only");
+        assert_eq!(
+            (wave.through, wave.full),
+            (5, false),
+            "past every event read"
+        );
+        let wave = read_wave(&store, &sender, &routes, 3).await.unwrap();
+        assert_eq!((positions(&wave), wave.through), (vec![], 5));
+
+        let _subscriber = sender.subscribe();
+        let wave = read_wave(&store, &sender, &routes, 0).await.unwrap();
+        assert_eq!(
+            positions(&wave),
+            [1, 2, 3, 4, 5],
+            "a subscriber gets every event"
+        );
+    }
 }

@@ -47,10 +47,16 @@ pub enum ApiError {
     /// the same idempotency key returns the stored outcome or runs it.
     #[error("{}", deadline_message(.0))]
     DeadlineExceeded(#[source] StoreError),
-    /// A stream was cut short (the server is stopping, or the store could not be read): the
-    /// message names where to resume, on this server or another.
+    /// A stream was cut short (the server is stopping, the store could not be read, or the
+    /// watched aggregate holds an event this build does not read): the message names where to
+    /// resume, on this server or another.
     #[error("{0}")]
     Interrupted(String),
+    /// The aggregate holds an event this build does not read (a newer build wrote it during a
+    /// rolling deploy): it is not read wrongly; the call succeeds later, or on an upgraded
+    /// server. Nothing was changed.
+    #[error("{0}; nothing was changed: retry later, or on an upgraded server")]
+    NotUnderstood(#[source] StoreError),
     /// A limit on streams was reached, or a subscriber fell too far behind the live log: the
     /// message says why and where to resume.
     #[error("{0}")]
@@ -176,6 +182,10 @@ impl From<ApiError> for Status {
                 Status::deadline_exceeded(message)
             }
             ApiError::Interrupted(_) => Status::unavailable(message),
+            ApiError::NotUnderstood(source) => {
+                tracing::warn!(error = %source, "an event this build does not read");
+                Status::unavailable(message)
+            }
             ApiError::Exhausted(_) => Status::resource_exhausted(message),
             ApiError::Internal(detail) => {
                 tracing::error!(detail, "internal error");
@@ -192,6 +202,8 @@ impl From<StoreError> for ApiError {
             StoreError::DeadlinePassed | StoreError::OutcomeUnknown(_)
         ) {
             ApiError::DeadlineExceeded(error)
+        } else if matches!(error, StoreError::EventNotUnderstood(_)) {
+            ApiError::NotUnderstood(error)
         } else if error.is_transient() {
             ApiError::Unavailable(error)
         } else {

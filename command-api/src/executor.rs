@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventEnvelope, Query};
 use domain::DomainError;
-use event_store::{metadata, AggregateStore, LoadedAggregate, StoreError};
+use event_store::{metadata, AggregateStore, LoadedAggregate, RecordedEvent, StoreError};
 
 use crate::call::Call;
 
@@ -84,6 +84,12 @@ where
     /// Loads an aggregate for a read.
     pub async fn load(&self, aggregate_id: &str) -> Result<LoadedAggregate<A>, StoreError> {
         self.store.load(aggregate_id).await
+    }
+
+    /// Decodes one event of this aggregate type read from the log, as its loads decode it
+    /// (upcasters applied; an event this build does not read is refused, not guessed at).
+    pub fn decode(&self, event: &RecordedEvent) -> Result<EventEnvelope<A>, StoreError> {
+        self.store.decode(event)
     }
 
     /// Runs `command` against `aggregate_id` once for `call`'s idempotency key.
@@ -197,7 +203,12 @@ where
                     }
                     return Err(ExecuteError::Domain(error));
                 }
-                Err(AggregateError::DatabaseConnectionError(error)) => {
+                // A stored event this build does not read arrives as unexpected: kept as the
+                // store's error, so the caller hears it is retryable (on a newer build).
+                Err(
+                    AggregateError::DatabaseConnectionError(error)
+                    | AggregateError::UnexpectedError(error),
+                ) => {
                     return Err(match error.downcast::<StoreError>() {
                         Ok(store_error) => ExecuteError::Store(*store_error),
                         Err(other) => ExecuteError::Internal(other.to_string()),

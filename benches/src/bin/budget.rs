@@ -11,7 +11,8 @@ use anyhow::Context;
 use auth_tokens::{SigningKey, TokenIssuer};
 use benches::api_flow::{self, ApiClients, CallObserver, Fate};
 use clap::Parser;
-use service_kit::grpc_tls::{client_endpoint, ClientTlsSettings};
+use service_kit::cli::GrpcClientTls;
+use service_kit::grpc_tls::client_endpoint;
 use tonic::Code;
 
 /// Sends a fixed number of orders to a running command API and prints how many commands were
@@ -22,16 +23,9 @@ struct Cli {
     /// The command API's gRPC address: `http://HOST:PORT`, or `https://HOST:PORT` for TLS.
     #[arg(long)]
     address: String,
-    /// With an `https://` address: the CA (PEM) the API's certificate must chain to (default:
-    /// the system's roots).
-    #[arg(long)]
-    ca_file: Option<PathBuf>,
-    /// With an `https://` address: a client certificate (PEM) for an API that requires mTLS.
-    #[arg(long, requires = "key_file")]
-    cert_file: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(long, requires = "cert_file")]
-    key_file: Option<PathBuf>,
+    /// With an `https://` address: the CA and the client certificate.
+    #[command(flatten)]
+    tls: GrpcClientTls,
     /// The token issuer's ES256 private key (PEM), whose public key the command API's JWKS holds.
     #[arg(long = "private-key", env = "ORDERPIPE_TOKEN_SIGNING_KEY")]
     private_key: PathBuf,
@@ -66,13 +60,7 @@ impl CallObserver for Counts {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let tls = ClientTlsSettings {
-        ca_file: cli.ca_file.clone(),
-        cert_file: cli.cert_file.clone(),
-        key_file: cli.key_file.clone(),
-        domain_name: None,
-    };
-    let endpoint = client_endpoint("budget", &cli.address, &tls)?;
+    let endpoint = client_endpoint("budget", &cli.address, &cli.tls.settings())?;
     let clients = cli.clients.max(1);
     let channels = api_flow::channels(&endpoint, clients);
     let key = SigningKey::from_pem_file(&cli.private_key)?;

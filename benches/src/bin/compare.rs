@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use benches::compare::{self, CompareOptions};
 use clap::Parser;
+use service_kit::cli::GrpcClientTls;
 
 /// Runs, in one run, each of orderpipe's performance comparisons and prints the ratios as a
 /// Markdown table:
@@ -48,6 +49,10 @@ struct Cli {
     /// Also write report.md and report.json here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// TLS to the command API it starts, which serves TLS as its environment says
+    /// (`ORDERPIPE_GRPC__TLS__*`, as `scripts/up.sh --tls` exports them).
+    #[command(flatten)]
+    tls: GrpcClientTls,
 }
 
 #[tokio::main]
@@ -73,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
         projector_events: cli.projector_events,
         bin_dir,
         log_dir,
+        tls: cli.tls.clone(),
     })
     .await?;
     let markdown = report.to_markdown();

@@ -6,6 +6,7 @@ use std::time::Duration;
 use benches::loadgen::profile::{OrderMix, RushProfile, StorePicker};
 use benches::loadgen::{self, LoadOptions};
 use clap::Parser;
+use service_kit::cli::GrpcClientTls;
 
 /// Drives the real pipeline with a morning rush and reports what a user would feel.
 ///
@@ -76,6 +77,10 @@ struct Cli {
     /// Where report.md, report.json and the processes' logs go.
     #[arg(long, default_value = "target/loadgen")]
     out: PathBuf,
+    /// TLS to the command API it starts, which serves TLS as its environment says
+    /// (`ORDERPIPE_GRPC__TLS__*`, as `scripts/up.sh --tls` exports them).
+    #[command(flatten)]
+    tls: GrpcClientTls,
 }
 
 #[tokio::main]
@@ -117,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         freshness_every: cli.freshness_every,
         watchers: cli.watchers,
         drain_timeout: Duration::from_secs(cli.drain_timeout),
+        tls: cli.tls.clone(),
     })
     .await?;
     println!("{}", report.to_markdown());

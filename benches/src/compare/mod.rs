@@ -19,6 +19,7 @@ use std::time::Duration;
 use event_store::{PgEventStore, StoreConfig};
 use read_models::{ActiveOrdersProjection, ActiveOrdersTables};
 use replay::ReadModel;
+use service_kit::cli::GrpcClientTls;
 use sqlx::PgPool;
 use test_support::{aws_test_config, fresh_database, unique_name, TestDatabase, TestTokenKeys};
 use tonic::transport::Endpoint;
@@ -69,6 +70,8 @@ pub struct CompareOptions {
     pub bin_dir: PathBuf,
     /// Where the command API's log goes.
     pub log_dir: PathBuf,
+    /// TLS to the command API (none: plaintext).
+    pub tls: GrpcClientTls,
 }
 
 /// Why the comparison failed.
@@ -402,7 +405,9 @@ async fn start_api(
         grpc,
     )
     .await?;
-    let endpoint = Endpoint::from_shared(format!("http://{grpc}"))
+    let endpoint = options
+        .tls
+        .endpoint("compare", &grpc.to_string())
         .map_err(|e| CompareError::Api(e.to_string()))?;
     Ok((process, endpoint))
 }

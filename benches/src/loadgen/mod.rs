@@ -25,7 +25,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tonic::transport::Channel;
+use service_kit::cli::GrpcClientTls;
+use service_kit::grpc_tls::GrpcTlsError;
 
 use self::bill::{Bill, BillableUnits};
 use self::cluster::{scrape_max, scrape_quantile, scrape_sum, Cluster};
@@ -65,6 +66,8 @@ pub struct LoadOptions {
     pub watchers: bool,
     /// How long to wait after the profile for the views to catch up.
     pub drain_timeout: Duration,
+    /// TLS to the command API (none: plaintext).
+    pub tls: GrpcClientTls,
 }
 
 /// Why a load run failed.
@@ -85,6 +88,9 @@ pub enum LoadError {
     /// The report could not be written.
     #[error("cannot write the report: {0}")]
     Write(#[from] std::io::Error),
+    /// The TLS options do not make a client.
+    #[error(transparent)]
+    Tls(#[from] GrpcTlsError),
 }
 
 /// What the progress ticker keeps between ticks.
@@ -219,8 +225,9 @@ async fn drive(
     resources: &PipelineResources,
     cluster: &Cluster,
 ) -> Result<Driven, LoadError> {
-    let endpoint = Channel::from_shared(format!("http://{}", cluster.grpc_address))
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let endpoint = options
+        .tls
+        .endpoint("loadgen", &cluster.grpc_address.to_string())?;
     let channels = api_flow::channels(&endpoint, options.profile.peak_clients);
     let mut setup = ApiClients::new(channels[0].clone(), cluster.keys.issuer())?;
     setup

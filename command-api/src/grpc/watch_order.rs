@@ -5,6 +5,11 @@
 //! order's version is the resume point: a change whose sequence is not the next one (the feed
 //! started after it, or this stream lagged behind the feed) makes the task reread the order's
 //! events after its version from the store, so nothing is missed and nothing repeated.
+//!
+//! Every event is decoded by the order store, as a command's load decodes it (upcasters
+//! applied). One this build does not read (a newer writer during a rolling deploy) stops the
+//! stream after the changes before it, UNAVAILABLE, naming the event and the version to resume
+//! after (BRIEF §5: an event that is not understood stops its aggregate, it is never passed).
 
 use cqrs_es::Aggregate;
 use domain::order::{Order, OrderEvent};
@@ -38,11 +43,16 @@ pub(super) async fn watch_order(
     let mut watched = WatchedOrder::new(order_id.to_string());
     let history = watched.read_changes(api).await?;
     if watched.order.state().is_none() {
-        return Err(ApiError::refused(
-            domain::ErrorReason::OrderNotFound,
-            format!("order {order_id} does not exist"),
-        )
-        .into());
+        // Not even its first event is readable here: that is the reason, not "does not exist".
+        return Err(history
+            .stopped
+            .unwrap_or_else(|| {
+                ApiError::refused(
+                    domain::ErrorReason::OrderNotFound,
+                    format!("order {order_id} does not exist"),
+                )
+            })
+            .into());
     }
     if !watched.order.visible_to(&principal.actor()) {
         return Err(
@@ -50,82 +60,117 @@ pub(super) async fn watch_order(
         );
     }
     if after_version > watched.version {
-        return Err(ApiError::invalid(
-            "after_version",
-            format!(
-                "is past the order's version {}; resume with a version this stream sent",
-                watched.version
-            ),
-        )
-        .into());
+        // A version past an event this build does not read was sent by a newer server.
+        return Err(history
+            .stopped
+            .unwrap_or_else(|| {
+                ApiError::invalid(
+                    "after_version",
+                    format!(
+                        "is past the order's version {}; resume with a version this stream sent",
+                        watched.version
+                    ),
+                )
+            })
+            .into());
     }
     let first = if after_version == 0 {
         vec![watched.current()]
     } else {
         history
+            .applied
             .into_iter()
             .filter(|change| change_version(change) > after_version)
             .collect()
     };
     let (stream, response) = streaming::open(RPC);
-    tokio::spawn(follow(api.clone(), watched, subscription, first, stream));
+    let opening = Changes {
+        applied: first,
+        stopped: history.stopped,
+    };
+    tokio::spawn(follow(api.clone(), watched, subscription, opening, stream));
     Ok(Response::new(response))
 }
 
-/// Sends `first`, then every change the feed brings, until the order ends or the client goes.
+/// Sends `first`, then every change the feed brings, until the order ends, the client goes or
+/// an event this build does not read stops it.
 async fn follow(
     api: SharedApi,
     mut watched: WatchedOrder,
     mut subscription: FeedSubscription,
-    first: Vec<pb::OrderChange>,
+    first: Changes,
     stream: StreamSender<pb::OrderChange>,
 ) {
-    if send_all(&stream, first).await.is_err() || watched.order.has_ended() {
-        return;
-    }
     let mut closing = api.feed.closing();
+    let mut changes = Ok(first);
     loop {
-        let received = tokio::select! {
-            () = stream.closed() => return,
-            _ = closing.wait_for(|closed| *closed) => Err(RecvError::Closed),
-            received = subscription.events.recv() => received,
-        };
-        let changes = match received {
-            Ok(event) if event.sequence as u64 <= watched.version => continue,
-            Ok(event) if event.sequence as u64 == watched.version + 1 => {
-                watched.apply(&event).map(|change| vec![change])
-            }
-            // A change this stream has not seen came before this one, or the stream fell
-            // behind the feed: the store has every change after our version.
-            Ok(_) | Err(RecvError::Lagged(_)) => watched.read_changes(&api).await,
-            Err(RecvError::Closed) => Err(ApiError::Interrupted(format!(
-                "this server is shutting down; watch again with after_version={}",
-                watched.version
-            ))),
-        };
         match changes {
-            Ok(changes) => {
-                if send_all(&stream, changes).await.is_err() || watched.order.has_ended() {
-                    return;
-                }
-            }
+            Ok(changes) => match send(&stream, changes, &watched).await {
+                Next::Follow => {}
+                Next::End => return,
+                Next::Fail(error) => return stream.fail(error).await,
+            },
             Err(error) => return stream.fail(error).await,
         }
+        changes = loop {
+            let received = tokio::select! {
+                () = stream.closed() => return,
+                _ = closing.wait_for(|closed| *closed) => Err(RecvError::Closed),
+                received = subscription.events.recv() => received,
+            };
+            break match received {
+                Ok(event) if event.sequence as u64 <= watched.version => continue,
+                Ok(event) if event.sequence as u64 == watched.version + 1 => {
+                    Ok(watched.apply_all(&api, [&*event]))
+                }
+                // A change this stream has not seen came before this one, or the stream fell
+                // behind the feed: the store has every change after our version.
+                Ok(_) | Err(RecvError::Lagged(_)) => watched.read_changes(&api).await,
+                Err(RecvError::Closed) => Err(ApiError::Interrupted(format!(
+                    "this server is shutting down; watch again with after_version={}",
+                    watched.version
+                ))),
+            };
+        };
     }
 }
 
-async fn send_all(
+/// What a stream does after its latest changes were sent.
+enum Next {
+    Follow,
+    /// The order ended, or the client went.
+    End,
+    /// The changes stopped at an event this build does not read: the stream ends with why.
+    Fail(ApiError),
+}
+
+/// Sends `changes`' changes, in order.
+async fn send(
     stream: &StreamSender<pb::OrderChange>,
-    changes: Vec<pb::OrderChange>,
-) -> Result<(), ClientGone> {
-    for change in changes {
-        stream.send(change).await?;
+    changes: Changes,
+    watched: &WatchedOrder,
+) -> Next {
+    for change in changes.applied {
+        if let Err(ClientGone) = stream.send(change).await {
+            return Next::End;
+        }
     }
-    Ok(())
+    match changes.stopped {
+        Some(stopped) => Next::Fail(stopped),
+        None if watched.order.has_ended() => Next::End,
+        None => Next::Follow,
+    }
 }
 
 fn change_version(change: &pb::OrderChange) -> u64 {
     change.order.as_ref().map_or(0, |order| order.version)
+}
+
+/// What a read of the order brought: the changes applied, in order, and, when an event this
+/// build does not read stopped the read, why (the changes before it are still sent).
+struct Changes {
+    applied: Vec<pb::OrderChange>,
+    stopped: Option<ApiError>,
 }
 
 /// The watched order as far as the stream has followed it.
@@ -145,7 +190,7 @@ impl WatchedOrder {
     }
 
     /// Reads and applies the order's events after its version, one change per event.
-    async fn read_changes(&mut self, api: &SharedApi) -> Result<Vec<pb::OrderChange>, ApiError> {
+    async fn read_changes(&mut self, api: &SharedApi) -> Result<Changes, ApiError> {
         let events = api
             .feed
             .store()
@@ -160,18 +205,52 @@ impl WatchedOrder {
                 }
                 other => other,
             })?;
-        events.iter().map(|event| self.apply(event)).collect()
+        Ok(self.apply_all(api, &events))
     }
 
-    /// Applies one stored event (the next in sequence) and describes the change.
-    fn apply(&mut self, event: &RecordedEvent) -> Result<pb::OrderChange, ApiError> {
-        let payload: OrderEvent =
-            serde_json::from_value(event.payload.clone()).map_err(|error| {
-                ApiError::Internal(format!(
-                    "order {} event {} does not decode: {error}",
-                    self.id, event.sequence
-                ))
-            })?;
+    /// Applies stored events (the next ones in sequence) until one does not decode.
+    fn apply_all<'a>(
+        &mut self,
+        api: &SharedApi,
+        events: impl IntoIterator<Item = &'a RecordedEvent>,
+    ) -> Changes {
+        let mut applied = Vec::new();
+        for event in events {
+            match self.apply(api, event) {
+                Ok(change) => applied.push(change),
+                Err(stopped) => {
+                    return Changes {
+                        applied,
+                        stopped: Some(stopped),
+                    }
+                }
+            }
+        }
+        Changes {
+            applied,
+            stopped: None,
+        }
+    }
+
+    /// Applies one stored event (the next in sequence), decoded by the order store, and
+    /// describes the change.
+    fn apply(
+        &mut self,
+        api: &SharedApi,
+        event: &RecordedEvent,
+    ) -> Result<pb::OrderChange, ApiError> {
+        let payload = api
+            .orders
+            .decode(event)
+            .map_err(|error| match ApiError::from(error) {
+                ApiError::NotUnderstood(error) => ApiError::Interrupted(format!(
+                    "{error}; this server follows order {} up to version {}: watch again with \
+                     after_version={} later, or on an upgraded server",
+                    self.id, self.version, self.version
+                )),
+                other => other,
+            })?
+            .payload;
         let event_type = cqrs_es::DomainEvent::event_type(&payload);
         let reason = match &payload {
             OrderEvent::OrderRejected { reason, .. } => reason.to_string(),

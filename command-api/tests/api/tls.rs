@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 use command_api::app::{Application, StartupError};
 use command_api::auth::Role;
+use fault_run::load::Load;
 use proto::v1 as pb;
 use proto::v1::menu_service_client::MenuServiceClient;
+use service_kit::cli::GrpcClientTls;
 use service_kit::error_chain;
 use service_kit::grpc_tls::{client_endpoint, ClientTlsSettings, GrpcTlsError, ServerTlsSettings};
 use test_support::tls::{IssuedCertificate, TestCa};
@@ -285,4 +287,37 @@ async fn a_self_signed_listener_serves_tls_that_only_a_non_verifying_peer_accept
         "{}",
         error_chain(&error)
     );
+}
+
+#[tokio::test]
+async fn the_load_tools_client_completes_commands_over_mtls() {
+    let ca = TestCa::new("orderpipe-test-ca");
+    let app = spawn_tls_app(&ca, Some(&ca)).await;
+    let tool = ca.client("local-tools");
+    // What `fault-run --ca-file … --cert-file … --key-file …` builds (loadgen, compare and
+    // budget take the same options, through the same `GrpcClientTls`).
+    let tls = GrpcClientTls::new(
+        Some(ca.cert_file.clone()),
+        Some(tool.cert_file.clone()),
+        Some(tool.key_file.clone()),
+    );
+    let address = format!("localhost:{}", app.grpc_address.port());
+    let give_up_at = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let load = Load::new(&[address], &tls, app.keys.issuer().clone(), give_up_at).unwrap();
+
+    load.open_stores().await.unwrap();
+
+    let acknowledged = {
+        let ledger = load.ledger();
+        let ledger = ledger.lock().unwrap();
+        assert!(
+            ledger.unanswered.is_empty() && ledger.told_failed.is_empty(),
+            "unanswered {:?}, failed {}",
+            ledger.unanswered,
+            ledger.told_failed.len()
+        );
+        ledger.acks.len()
+    };
+    assert!(acknowledged > 0, "the menu and stock were put in place");
+    assert!(app.event_count().await > 0);
 }

@@ -34,6 +34,20 @@ async fn placed_order(app: &TestApp) -> String {
     order_id
 }
 
+/// A new app with the menu and stock in place, and an order of [`CUSTOMER`] they watch from
+/// its start: the app, the order's id, the stream and its first message (the order as placed).
+async fn an_app_with_a_watched_order(
+) -> (TestApp, String, Streaming<pb::OrderChange>, pb::OrderChange) {
+    let app = spawn_app().await;
+    app.seed_menu_and_stock(10).await;
+    let order_id = placed_order(&app).await;
+    let mut stream = watch(&app, Role::Customer, CUSTOMER, &order_id, 0)
+        .await
+        .unwrap();
+    let first = next(&mut stream).await.unwrap().unwrap();
+    (app, order_id, stream, first)
+}
+
 /// Runs one of [`STEPS`] on `order_id`.
 async fn step(app: &TestApp, order_id: &str, step: &str) {
     let key = format!("{step}-{order_id}");
@@ -108,13 +122,7 @@ fn expected(versions: std::ops::RangeInclusive<u64>) -> Vec<(u64, pb::OrderStatu
 
 #[tokio::test]
 async fn a_watcher_sees_placed_accepted_preparing_ready_completed_in_order_then_the_end() {
-    let app = spawn_app().await;
-    app.seed_menu_and_stock(10).await;
-    let order_id = placed_order(&app).await;
-    let mut stream = watch(&app, Role::Customer, CUSTOMER, &order_id, 0)
-        .await
-        .unwrap();
-    let first = next(&mut stream).await.unwrap().unwrap();
+    let (app, order_id, mut stream, first) = an_app_with_a_watched_order().await;
     assert_eq!(
         (seen(&first).0, seen(&first).1, first.ended),
         (1, pb::OrderStatus::Placed, false),
@@ -145,13 +153,8 @@ async fn a_watcher_sees_placed_accepted_preparing_ready_completed_in_order_then_
 
 #[tokio::test]
 async fn a_reconnect_mid_way_misses_nothing_and_repeats_nothing() {
-    let app = spawn_app().await;
-    app.seed_menu_and_stock(10).await;
-    let order_id = placed_order(&app).await;
-    let mut stream = watch(&app, Role::Customer, CUSTOMER, &order_id, 0)
-        .await
-        .unwrap();
-    let mut received = vec![next(&mut stream).await.unwrap().unwrap()];
+    let (app, order_id, mut stream, first) = an_app_with_a_watched_order().await;
+    let mut received = vec![first];
     step(&app, &order_id, "accept").await;
     received.push(next(&mut stream).await.unwrap().unwrap());
     // The connection drops; the order moves on meanwhile.
@@ -340,5 +343,139 @@ async fn an_ended_order_is_sent_once_and_a_caught_up_watch_of_it_ends_at_once() 
         .await
         .unwrap();
     assert!(next(&mut stream).await.unwrap().is_none());
+    app.stop().await;
+}
+
+/// Appends an event to order `order_id` as another build's writer would; its sequence.
+async fn append_as_another_build(
+    app: &TestApp,
+    order_id: &str,
+    event_type: &str,
+    event_version: &str,
+    payload: serde_json::Value,
+) -> u64 {
+    test_support::append_as_another_build(
+        &app.database.pool,
+        "order",
+        order_id,
+        event_type,
+        event_version,
+        payload,
+    )
+    .await
+    .unwrap() as u64
+}
+
+/// Asserts that `status` is the retryable stop at an event this build does not read.
+fn assert_stopped_at(status: &tonic::Status, event: &str, after_version: u64) {
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    for says in [event.to_owned(), format!("after_version={after_version}")] {
+        assert!(status.message().contains(&says), "{says}: {status:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_event_a_newer_build_wrote_ends_the_watch_unavailable_after_the_changes_before_it() {
+    let (app, order_id, mut stream, first) = an_app_with_a_watched_order().await;
+    let mut received = vec![first];
+    step(&app, &order_id, "accept").await;
+    received.push(next(&mut stream).await.unwrap().unwrap());
+
+    // A newer build ships an event type this one does not know (rolling deploy).
+    let unknown = serde_json::json!({"OrderNoteAmended": {"note": "oat milk"}});
+    append_as_another_build(&app, &order_id, "OrderNoteAmended", "1.0", unknown).await;
+    let stopped = next(&mut stream)
+        .await
+        .expect_err("not passed, not skipped: the stream stops there");
+    assert_stopped_at(&stopped, "OrderNoteAmended v1.0", 2);
+    assert_eq!(
+        received.iter().map(seen).collect::<Vec<_>>(),
+        expected(1..=2),
+        "every change before it was delivered"
+    );
+
+    // A new watch gets the order as far as this build reads it, then the same stop.
+    let mut stream = watch(&app, Role::Customer, CUSTOMER, &order_id, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        seen(&next(&mut stream).await.unwrap().unwrap()),
+        (2, pb::OrderStatus::Accepted, String::new())
+    );
+    assert_stopped_at(&next(&mut stream).await.unwrap_err(), "OrderNoteAmended", 2);
+    let mut stream = watch(&app, Role::Customer, CUSTOMER, &order_id, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        seen(&next(&mut stream).await.unwrap().unwrap()),
+        expected(2..=2)[0]
+    );
+    assert_stopped_at(&next(&mut stream).await.unwrap_err(), "OrderNoteAmended", 2);
+    // A version only a newer server could have sent: the same retryable stop, at once.
+    let refused = watch(&app, Role::Customer, CUSTOMER, &order_id, 3)
+        .await
+        .expect_err("this server cannot resume past what it does not read");
+    assert_stopped_at(&refused, "OrderNoteAmended", 2);
+    // A read of the order says the same, retryable, instead of an internal error.
+    let refused = app
+        .orders(Role::Customer, CUSTOMER)
+        .get_order(pb::GetOrderRequest {
+            order_id: order_id.clone(),
+        })
+        .await
+        .expect_err("not read wrongly");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("OrderNoteAmended"),
+        "{refused:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_newer_version_of_a_known_event_is_not_passed_as_the_older_one() {
+    let (app, order_id, mut stream, _) = an_app_with_a_watched_order().await;
+
+    // OrderAccepted 1.1 of a newer build: read as 1.0 it would lose its station.
+    let newer = serde_json::json!({"OrderAccepted": {"station": "bar-2"}});
+    append_as_another_build(&app, &order_id, "OrderAccepted", "1.1", newer).await;
+    let stopped = next(&mut stream)
+        .await
+        .expect_err("the newer version is not delivered as 1.0");
+    assert_stopped_at(&stopped, "OrderAccepted v1.1", 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_placed_by_an_older_build_is_delivered_as_the_store_reads_it() {
+    let app = spawn_app().await;
+    app.seed_menu_and_stock(10).await;
+    let order_id = new_order_id();
+    // OrderPlaced 1.0 had no payment token.
+    let placed_v1_0 = serde_json::json!({"OrderPlaced": {
+        "order_id": order_id, "store_id": STORE, "customer_id": CUSTOMER,
+        "lines": [], "note": "no sugar", "total": 0}});
+    append_as_another_build(&app, &order_id, "OrderPlaced", "1.0", placed_v1_0).await;
+
+    let mut stream = watch(&app, Role::Customer, CUSTOMER, &order_id, 0)
+        .await
+        .unwrap();
+    let first = next(&mut stream).await.unwrap().unwrap();
+    let order = first.order.as_ref().unwrap();
+    assert_eq!(
+        (
+            order.version,
+            order.status(),
+            order.note.as_str(),
+            order.payment_token.as_str()
+        ),
+        (1, pb::OrderStatus::Placed, "no sugar", ""),
+        "read as 1.1 with no payment token"
+    );
+    step(&app, &order_id, "accept").await;
+    assert_eq!(
+        seen(&next(&mut stream).await.unwrap().unwrap()),
+        expected(2..=2)[0]
+    );
     app.stop().await;
 }

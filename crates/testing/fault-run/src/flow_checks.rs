@@ -153,7 +153,7 @@ pub async fn run(
     aws: &aws_config::SdkConfig,
     ledger: &Ledger,
     tokens: &TokenIssuer,
-    grpc_ports: &[u16],
+    command_api: &Endpoint,
     payment_deadline: Duration,
     deadline: Instant,
 ) -> anyhow::Result<Vec<Verdict>> {
@@ -165,7 +165,7 @@ pub async fn run(
         let mut verdicts = vec![
             no_order_left_in_placed(&stories),
             no_charge_unresolved_past_the_deadline(&stories, payment_deadline),
-            reserved_stock_equals_open_reservations(&stories, tokens, grpc_ports).await,
+            reserved_stock_equals_open_reservations(&stories, tokens, command_api).await,
             captured_payments_are_completed_or_refunded(&stories),
             completed_orders_got_everything_once(&stories),
             notifications.none_lost(pool).await?,
@@ -246,7 +246,7 @@ fn no_charge_unresolved_past_the_deadline(
 async fn reserved_stock_equals_open_reservations(
     stories: &HashMap<String, OrderStory>,
     tokens: &TokenIssuer,
-    grpc_ports: &[u16],
+    command_api: &Endpoint,
 ) -> Verdict {
     const CHECK: &str = "reserved stock equals the open orders' reservations";
     let mut problems = Vec::new();
@@ -268,7 +268,7 @@ async fn reserved_stock_equals_open_reservations(
             ));
         }
     }
-    let levels = match stock_levels(tokens, grpc_ports).await {
+    let levels = match stock_levels(tokens, command_api).await {
         Ok(levels) => levels,
         Err(error) => {
             problems.push(format!("cannot read the stock levels: {error:#}"));
@@ -301,10 +301,10 @@ async fn reserved_stock_equals_open_reservations(
 /// `reserved` and `on_hand` per (store, SKU), from the API.
 async fn stock_levels(
     tokens: &TokenIssuer,
-    grpc_ports: &[u16],
+    command_api: &Endpoint,
 ) -> anyhow::Result<BTreeMap<(String, String), pb::StockLevel>> {
-    let port = grpc_ports.last().copied().unwrap_or_default();
-    let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+    let channel = command_api
+        .clone()
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10))
         .connect_lazy();

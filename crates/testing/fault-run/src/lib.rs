@@ -36,6 +36,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
+use service_kit::cli::GrpcClientTls;
 use test_support::{CuttableProxy, TestTokenKeys};
 
 use crate::faults::{Fault, Targets};
@@ -127,6 +128,7 @@ impl Run {
             &proxied_url,
             &timeouts,
             settings.payment_deadline(),
+            &settings.tls,
         )?;
         let events = PgPoolOptions::new()
             .max_connections(4)
@@ -166,7 +168,7 @@ impl Run {
             .iter()
             .map(|port| format!("127.0.0.1:{port}"))
             .collect();
-        let load = Load::new(&addresses, self.issuer(), give_up_at)?;
+        let load = Load::new(&addresses, &self.settings.tls, self.issuer(), give_up_at)?;
         load.open_stores().await?;
 
         let start = Instant::now();
@@ -312,13 +314,22 @@ impl Run {
                 &self.aws,
                 ledger,
                 &self.issuer(),
-                &self.grpc_ports,
+                &self.checked_api()?,
                 self.settings.payment_deadline(),
                 deadline,
             )
             .await?,
         );
         Ok(verdicts)
+    }
+
+    /// The command API the flows' checks read stock levels from (the last one).
+    fn checked_api(&self) -> anyhow::Result<tonic::transport::Endpoint> {
+        let port = self.grpc_ports.last().copied().unwrap_or_default();
+        Ok(self
+            .settings
+            .tls
+            .endpoint("fault-run", &format!("127.0.0.1:{port}"))?)
     }
 
     fn write(&self, report: &RunReport) -> anyhow::Result<()> {
@@ -435,6 +446,7 @@ fn process_specs(
     proxied_database_url: &str,
     timeouts: &RunTimeouts,
     payment_deadline: Duration,
+    command_api_tls: &GrpcClientTls,
 ) -> anyhow::Result<Vec<ProcessSpec>> {
     let binary = |name: &str| -> PathBuf { bin_dir.join(name) };
     let admin = |port: u16| ("ORDERPIPE_ADMIN__PORT".to_owned(), port.to_string());
@@ -536,7 +548,7 @@ fn process_specs(
             ),
             (
                 "ORDERPIPE_COMMAND_API__URL".into(),
-                format!("http://127.0.0.1:{}", ports.grpc[1]),
+                command_api_tls.url(&format!("127.0.0.1:{}", ports.grpc[1])),
             ),
             (
                 "ORDERPIPE_COMMAND_API__ATTEMPTS".into(),

@@ -23,8 +23,9 @@ use proto::v1::inventory_service_client::InventoryServiceClient;
 use proto::v1::menu_service_client::MenuServiceClient;
 use proto::v1::order_service_client::OrderServiceClient;
 use serde::Serialize;
+use service_kit::cli::GrpcClientTls;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 /// The stores the clients order from.
@@ -180,13 +181,15 @@ impl Load {
     /// unanswered at `give_up_at` are given up.
     pub fn new(
         addresses: &[String],
+        tls: &GrpcClientTls,
         tokens: TokenIssuer,
         give_up_at: Instant,
     ) -> anyhow::Result<Self> {
         let channels = addresses
             .iter()
             .map(|address| {
-                Ok(Endpoint::from_shared(format!("http://{address}"))?
+                Ok(tls
+                    .endpoint("fault-run", address)?
                     .connect_timeout(Duration::from_secs(2))
                     .connect_lazy())
             })

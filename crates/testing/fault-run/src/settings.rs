@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use service_kit::cli::GrpcClientTls;
 
 /// Drives orderpipe's real processes (two command APIs, relay, two projector workers, the
 /// flows) under load and injects faults at random moments: kill -9 and restart of each process,
@@ -55,6 +56,11 @@ pub struct RunSettings {
     /// How long the pipeline may take to settle after the last fault before the checks fail.
     #[arg(long, default_value_t = 300)]
     pub settle_seconds: u64,
+    /// TLS to the command APIs it starts (the load, the checks and the flows call them), which
+    /// serve TLS as their environment says (`ORDERPIPE_GRPC__TLS__*`; the flows take their CA
+    /// and certificate from `ORDERPIPE_COMMAND_API__TLS__*`, as `scripts/up.sh --tls` exports).
+    #[command(flatten)]
+    pub tls: GrpcClientTls,
 }
 
 impl RunSettings {

@@ -7,7 +7,9 @@
 //! [`SilentListener`] is an endpoint that never answers; [`http::request`] calls an HTTP service;
 //! [`tls::TestCa`] is a throwaway certificate authority.
 //! [`TestTokenKeys`] is an ES256 key pair with its JWKS file, as `scripts/up.sh` makes one.
+//! [`append_as_another_build`] writes an event as another build's writer would.
 
+mod another_build;
 mod aws;
 pub mod http;
 mod kinesis;
@@ -16,6 +18,7 @@ mod silent;
 pub mod tls;
 mod tokens;
 
+pub use another_build::append_as_another_build;
 pub use aws::{aws_test_config, unique_name};
 pub use kinesis::{replay, Replayed, TestStream, PATIENCE};
 pub use proxy::CuttableProxy;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use cqrs_es::persist::{EventUpcaster, SemanticVersion, SerializedEvent};
 use cqrs_es::{
     Aggregate, AggregateContext, AggregateError, DomainEvent, EventEnvelope, EventStore,
 };
@@ -13,8 +13,9 @@ use sqlx::PgPool;
 
 use crate::aggregate_cache::{AggregateCache, CachedAggregate};
 use crate::committer::{GroupCommitter, IdempotencyRecord, NewEvent, PendingCommit, Snapshot};
-use crate::error::StoreError;
+use crate::error::{EventNotUnderstood, StoreError};
 use crate::metadata;
+use crate::reader::RecordedEvent;
 
 /// The latest snapshot (first row, `is_snapshot`) and the events after it, in one round trip.
 /// A snapshot of another schema version than `$3` is still returned (so it can be reported) but
@@ -408,7 +409,25 @@ impl<A: Aggregate> AggregateStore<A> {
             .collect()
     }
 
-    /// Turns a stored row into an event of the current shape, upcasting older versions.
+    /// Decodes one event read from the log ([`crate::PgEventStore::read_aggregate_after`], the
+    /// commit feed) exactly as a load decodes it: upcast, then read as this build's event, so
+    /// a reader of the log sees what a command sees, and stops where a command would stop
+    /// ([`StoreError::EventNotUnderstood`]). `event` is one of this store's aggregate type.
+    pub fn decode(&self, event: &RecordedEvent) -> Result<EventEnvelope<A>, StoreError> {
+        self.deserialize(
+            &event.aggregate_id,
+            event.sequence,
+            event.event_type.clone(),
+            event.event_version.clone(),
+            event.payload.clone(),
+            event.metadata.clone(),
+        )
+    }
+
+    /// Turns a stored row into an event of the current shape, upcasting older versions. An
+    /// event this build does not read (an unknown type, a newer version than it writes: a
+    /// newer writer during a rolling deploy) is [`StoreError::EventNotUnderstood`], never read
+    /// as something else: parsing a newer version as the older shape would drop what it added.
     fn deserialize(
         &self,
         aggregate_id: &str,
@@ -432,10 +451,35 @@ impl<A: Aggregate> AggregateStore<A> {
                 event = upcaster.upcast(event);
             }
         }
+        let not_understood = |detail: String| {
+            StoreError::EventNotUnderstood(Box::new(EventNotUnderstood {
+                aggregate_type: A::TYPE.to_owned(),
+                aggregate_id: aggregate_id.to_owned(),
+                sequence,
+                event_type: event.event_type.clone(),
+                event_version: event.event_version.clone(),
+                detail,
+            }))
+        };
+        let payload: A::Event = serde_json::from_value(event.payload.clone()).map_err(|error| {
+            not_understood(format!("it is not an event this build reads: {error}"))
+        })?;
+        if payload.event_type() != event.event_type {
+            return Err(not_understood(format!(
+                "its payload is a {}",
+                payload.event_type()
+            )));
+        }
+        let written = payload.event_version();
+        if is_newer(&event.event_version, &written) {
+            return Err(not_understood(format!(
+                "this build reads it up to v{written}"
+            )));
+        }
         Ok(EventEnvelope {
             aggregate_id: event.aggregate_id,
             sequence: event.sequence,
-            payload: serde_json::from_value(event.payload)?,
+            payload,
             metadata: serde_json::from_value(event.metadata)?,
         })
     }
@@ -555,6 +599,20 @@ impl<A: Aggregate> EventStore<A> for AggregateStore<A> {
         metadata: HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
         Ok(self.append(events, context, metadata).await?)
+    }
+}
+
+/// Whether a stored `event_version` is newer than the one this build writes. A stored version
+/// that is no version at all was written by no build of ours: it counts as newer, so it is not
+/// read.
+fn is_newer(stored: &str, written: &str) -> bool {
+    match (
+        stored.parse::<SemanticVersion>(),
+        written.parse::<SemanticVersion>(),
+    ) {
+        (Ok(stored), Ok(written)) => stored.supersedes(&written),
+        (Err(_), _) => true,
+        (Ok(_), Err(_)) => false,
     }
 }
 

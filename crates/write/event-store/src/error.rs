@@ -40,6 +40,33 @@ pub enum StoreError {
     /// never will be.
     #[error("the caller's deadline passed before the commit was written; nothing was committed")]
     DeadlinePassed,
+    /// A stored event this build does not read: a type it does not know or a newer version than
+    /// it writes (a newer writer during a rolling deploy; BRIEF §5: the aggregate stops there
+    /// rather than be read wrongly), or a payload that is not the event it names. A build that
+    /// knows the event reads it.
+    #[error("{0}")]
+    EventNotUnderstood(Box<EventNotUnderstood>),
+}
+
+/// Which stored event a build does not read, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{aggregate_type} {aggregate_id} event {sequence} ({event_type} v{event_version}) is not \
+     understood by this build: {detail}"
+)]
+pub struct EventNotUnderstood {
+    /// The aggregate's type.
+    pub aggregate_type: String,
+    /// The aggregate's id.
+    pub aggregate_id: String,
+    /// The event's sequence: the aggregate is read up to the one before.
+    pub sequence: i64,
+    /// The stored event type.
+    pub event_type: String,
+    /// The stored (or upcast) event version.
+    pub event_version: String,
+    /// Why it is not read.
+    pub detail: String,
 }
 
 impl StoreError {
@@ -92,9 +119,10 @@ impl StoreError {
             StoreError::DeadlinePassed => StoreError::DeadlinePassed,
             // Not produced by a batch: no source to share, so reported as what a batch without
             // its writer is.
-            StoreError::Migration(_) | StoreError::Serialization(_) | StoreError::ShuttingDown => {
-                StoreError::ShuttingDown
-            }
+            StoreError::Migration(_)
+            | StoreError::Serialization(_)
+            | StoreError::EventNotUnderstood(_)
+            | StoreError::ShuttingDown => StoreError::ShuttingDown,
         }
     }
 }

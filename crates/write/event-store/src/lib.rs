@@ -40,10 +40,10 @@ pub use aggregate_store::{
 pub use commit_wakeup::CommitWakeup;
 pub use committer::{GroupCommitConfig, GroupCommitter};
 pub use deadline::with_commit_deadline;
-pub use error::StoreError;
+pub use error::{EventNotUnderstood, StoreError};
 pub use idempotency::KeyRetention;
 pub use outbox::{OutboxBacklog, OutboxCommit};
-pub use reader::RecordedEvent;
+pub use reader::{EventHeader, RecordedEvent};
 
 /// The PostgreSQL `NOTIFY` channel every group commit announces itself on, once its outbox rows
 /// are visible; the relay and the command API's commit feed listen on it ([`CommitWakeup`])

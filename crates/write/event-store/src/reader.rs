@@ -1,4 +1,5 @@
-//! Reading the whole log in commit order, for the relay, replay and tests.
+//! Reading the whole log in commit order, for the relay, replay, the command API's streams and
+//! tests.
 
 use futures::{Stream, TryStreamExt};
 use serde_json::Value;
@@ -33,7 +34,31 @@ SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, even
 FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3
 ORDER BY sequence";
 
+/// Where each event is, without what it says: no payload or metadata read, sent or decoded.
+const READ_HEADERS_RANGE: &str = "\
+SELECT global_position, aggregate_type, aggregate_id, sequence
+FROM events WHERE global_position > $1 AND global_position <= $2 ORDER BY global_position";
+
+/// Through the primary key.
+const READ_POSITIONS: &str = "\
+SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload,
+       metadata, recorded_at
+FROM events WHERE global_position = ANY($1) ORDER BY global_position";
+
 const LAST_POSITION: &str = "SELECT last_position FROM event_position";
+
+/// Where an event is in the log, without its content: enough to tell whose it is.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct EventHeader {
+    /// Gap-free position in commit order, from 1.
+    pub global_position: i64,
+    /// The aggregate's type (`Aggregate::TYPE`).
+    pub aggregate_type: String,
+    /// The aggregate's id.
+    pub aggregate_id: String,
+    /// The event's sequence within its aggregate, from 1.
+    pub sequence: i64,
+}
 
 /// An event as stored, of any aggregate type.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -115,6 +140,31 @@ impl PgEventStore {
             .bind(aggregate_type)
             .bind(aggregate_id)
             .bind(after_sequence)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The headers of the events with `after < position <= through`, in commit order: for a
+    /// reader that needs the content of only some of them ([`Self::read_positions`]).
+    pub async fn read_headers(
+        &self,
+        after: i64,
+        through: i64,
+    ) -> Result<Vec<EventHeader>, StoreError> {
+        Ok(sqlx::query_as::<_, EventHeader>(READ_HEADERS_RANGE)
+            .bind(after)
+            .bind(through)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The events at `positions`, in commit order.
+    pub async fn read_positions(
+        &self,
+        positions: &[i64],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        Ok(sqlx::query_as::<_, RecordedEvent>(READ_POSITIONS)
+            .bind(positions)
             .fetch_all(&self.pool)
             .await?)
     }

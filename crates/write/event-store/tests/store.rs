@@ -764,3 +764,98 @@ async fn a_snapshot_of_a_newer_schema_version_is_ignored_but_left_to_its_build()
         "not replaced before the next snapshot boundary"
     );
 }
+
+/// Appends one event to tally `id` as a writer of another build would.
+async fn append_as_another_build(
+    store: &PgEventStore,
+    id: &str,
+    event_type: &str,
+    event_version: &str,
+    payload: serde_json::Value,
+) {
+    test_support::append_as_another_build(
+        store.pool(),
+        Tally::TYPE,
+        id,
+        event_type,
+        event_version,
+        payload,
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_event_of_a_type_or_version_this_build_does_not_know_is_not_understood_and_named() {
+    let store = open_store(0).await;
+    let tallies = store.aggregate_store::<Tally>(vec![]);
+    let cqrs = CqrsFramework::new(tallies.clone(), vec![], ());
+    let newer_writes = [
+        ("Subtracted", "1.0", serde_json::json!({"Subtracted": 2})),
+        // A newer version of a known event: read as 1.0 it would lose what 1.1 added.
+        ("Added", "1.1", serde_json::json!({"Added": 2})),
+        ("Added", "next", serde_json::json!({"Added": 2})),
+    ];
+    for (index, (event_type, event_version, payload)) in newer_writes.into_iter().enumerate() {
+        let id = format!("t-newer-{index}");
+        cqrs.execute(&id, TallyCommand::Add(vec![1])).await.unwrap();
+        append_as_another_build(&store, &id, event_type, event_version, payload).await;
+
+        let refused = tallies
+            .load(&id)
+            .await
+            .expect_err("not read as something else");
+        match &refused {
+            StoreError::EventNotUnderstood(unread) => assert_eq!(
+                (
+                    unread.event_type.as_str(),
+                    unread.event_version.as_str(),
+                    unread.sequence
+                ),
+                (event_type, event_version, 2),
+                "{refused}"
+            ),
+            other => panic!("{event_type} v{event_version}: {other:?}"),
+        }
+        assert!(!refused.is_transient(), "{refused}");
+        let stored = store.read_aggregate_after("tally", &id, 1).await.unwrap();
+        assert!(
+            matches!(
+                tallies.decode(&stored[0]),
+                Err(StoreError::EventNotUnderstood(_))
+            ),
+            "a reader of the log decodes as a load does"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_older_event_version_is_read_through_the_stores_upcasters() {
+    let store = open_store(0).await;
+    // Version 0.9 of Added was `{"Plus": n}`.
+    let upcast = |payload: serde_json::Value| serde_json::json!({"Added": payload["Plus"]});
+    let tallies = store.aggregate_store::<Tally>(vec![Box::new(
+        cqrs_es::persist::SemanticVersionEventUpcaster::new("Added", "1.0", Box::new(upcast)),
+    )]);
+    append_as_another_build(
+        &store,
+        "t-old",
+        "Added",
+        "0.9",
+        serde_json::json!({"Plus": 4}),
+    )
+    .await;
+
+    assert_eq!(
+        tallies.load("t-old").await.unwrap().state().history,
+        vec![4]
+    );
+    let stored = store
+        .read_aggregate_after("tally", "t-old", 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        tallies.decode(&stored[0]).unwrap().payload,
+        TallyEvent::Added(4)
+    );
+}
