@@ -20,8 +20,7 @@ use crate::error::StoreError;
 const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The bounds PostgreSQL enforces on a batch, set with `SET LOCAL` in the same round trip as
-/// `BEGIN` and the counter lock, so they cost nothing extra and hold whatever the pool's session
-/// settings are.
+/// `BEGIN`, so they cost nothing extra and hold whatever the connection's session settings are.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ServerBounds {
     /// `lock_timeout`: the wait for the position counter (and any row lock).
@@ -34,16 +33,14 @@ pub(crate) struct ServerBounds {
 }
 
 impl ServerBounds {
-    /// `BEGIN`, the bounds, then the counter lock as a statement of its own: statements after
-    /// it take their snapshot once the lock is held, so they see every commit that finished
-    /// before ours. One simple query, one round trip.
-    pub fn begin_and_lock_sql(&self) -> String {
+    /// `BEGIN` and the bounds: one simple query, one round trip. The position counter is locked
+    /// by the batch's `append_commits` call.
+    pub fn begin_sql(&self) -> String {
         format!(
             "BEGIN; \
              SET LOCAL lock_timeout = {}; \
              SET LOCAL statement_timeout = {}; \
-             SET LOCAL idle_in_transaction_session_timeout = {}; \
-             SELECT last_position FROM event_position FOR UPDATE",
+             SET LOCAL idle_in_transaction_session_timeout = {}",
             self.lock_timeout.as_millis(),
             self.statement_timeout.as_millis(),
             self.idle_in_transaction_timeout.as_millis(),
@@ -51,7 +48,7 @@ impl ServerBounds {
     }
 }
 
-/// An open batch transaction holding the position counter.
+/// An open batch transaction.
 pub(crate) struct WriterTransaction {
     connection: PoolConnection<Postgres>,
     /// When the batch as a whole must be done; every step is bounded by it.
@@ -61,10 +58,10 @@ pub(crate) struct WriterTransaction {
 }
 
 impl WriterTransaction {
-    /// Takes a connection, begins and locks the position counter, all before `deadline`.
+    /// Takes a connection and begins, both before `deadline`.
     pub async fn begin(
         pool: &PgPool,
-        begin_and_lock: &str,
+        begin_sql: &str,
         deadline: Instant,
     ) -> Result<Self, StoreError> {
         let connection = match tokio::time::timeout_at(deadline, pool.acquire()).await {
@@ -76,7 +73,7 @@ impl WriterTransaction {
             deadline,
             open: true,
         };
-        let begun = bounded(deadline, transaction.connection.execute(begin_and_lock)).await;
+        let begun = bounded(deadline, transaction.connection.execute(begin_sql)).await;
         match begun {
             Ok(_) => Ok(transaction),
             Err(error) => Err(transaction.abort(error).await),

@@ -365,3 +365,129 @@ async fn a_commit_whose_answer_never_came_is_reported_as_unknown_and_its_retry_f
         .expect("the retry finds the first outcome");
     assert_eq!(outcome.events.len(), 1);
 }
+
+#[tokio::test]
+async fn inside_one_batch_a_second_commit_on_the_same_version_or_key_conflicts_alone() {
+    let database = fresh_database().await;
+    let store = PgEventStore::open(database.pool.clone(), StoreConfig::default())
+        .await
+        .unwrap();
+    let cqrs = std::sync::Arc::new(cqrs(&store));
+    let keyed = |key: &str, fingerprint: &str| {
+        std::collections::HashMap::from([
+            (
+                event_store::metadata::IDEMPOTENCY_KEY.to_owned(),
+                key.to_owned(),
+            ),
+            (
+                event_store::metadata::REQUEST_FINGERPRINT.to_owned(),
+                fingerprint.to_owned(),
+            ),
+        ])
+    };
+    // (aggregate, its metadata, whether it is written): queued in this order behind a held
+    // counter, so they are decided in one batch, each seeing the ones before it. The first is
+    // alone in the writer's first batch (taken before the others queue), waiting for the lock.
+    let commands = [
+        ("first-batch", keyed("k-0", "first batch"), true),
+        ("same", keyed("k-1", "first"), true),
+        // Loaded at the same version as the one before: stale once that one is accepted.
+        ("same", keyed("k-2", "second"), false),
+        ("keyed-a", keyed("k-dup", "a"), true),
+        // The key the commit before it takes in this batch.
+        ("keyed-b", keyed("k-dup", "b"), false),
+        ("other", keyed("k-3", "other"), true),
+    ];
+    let holder = hold_position_counter(&database).await;
+    let mut tasks = Vec::new();
+    for (n, (id, metadata, _)) in commands.iter().enumerate() {
+        let (cqrs, id, metadata) = (cqrs.clone(), id.to_string(), metadata.clone());
+        tasks.push(tokio::spawn(async move {
+            cqrs.execute_with_metadata(&id, format!("line {n}"), metadata)
+                .await
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    holder.close().await.unwrap();
+
+    for (task, (id, _, written)) in tasks.into_iter().zip(&commands) {
+        let outcome = task.await.unwrap();
+        if *written {
+            assert!(outcome.is_ok(), "{id}: {outcome:?}");
+        } else {
+            assert!(
+                matches!(outcome, Err(AggregateError::AggregateConflict)),
+                "{id}: {outcome:?}"
+            );
+        }
+    }
+    let written: Vec<(i64, String, i64, String)> = sqlx::query_as(
+        "SELECT global_position, aggregate_id, sequence, payload->>'Noted' FROM events
+         ORDER BY global_position",
+    )
+    .fetch_all(&database.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        written,
+        vec![
+            (1, "first-batch".to_owned(), 1, "line 0".to_owned()),
+            (2, "same".to_owned(), 1, "line 1".to_owned()),
+            (3, "keyed-a".to_owned(), 1, "line 3".to_owned()),
+            (4, "other".to_owned(), 1, "line 5".to_owned()),
+        ],
+        "the accepted commits, gap-free in batch order"
+    );
+    let keys: Vec<(String, String)> = sqlx::query_as(
+        "SELECT idempotency_key, aggregate_id FROM command_idempotency ORDER BY idempotency_key",
+    )
+    .fetch_all(&database.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        keys,
+        vec![
+            ("k-0".to_owned(), "first-batch".to_owned()),
+            ("k-1".to_owned(), "same".to_owned()),
+            ("k-3".to_owned(), "other".to_owned()),
+            ("k-dup".to_owned(), "keyed-a".to_owned()),
+        ]
+    );
+    let batches: Vec<i64> = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox GROUP BY committed_at ORDER BY min(first_position)",
+    )
+    .fetch_all(&database.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        batches,
+        vec![1, 3],
+        "the first alone, the rest in one batch"
+    );
+}
+
+#[tokio::test]
+async fn a_writer_whose_connection_the_server_ended_reconnects_without_failing_a_command() {
+    let database = fresh_database().await;
+    let store = PgEventStore::open(database.pool.clone(), StoreConfig::default())
+        .await
+        .unwrap();
+    let cqrs = cqrs(&store);
+    cqrs.execute("log-1", "before".into()).await.unwrap();
+
+    // A failover or a restart: the server ends every session of the database but this one.
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .execute(&database.pool)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    cqrs.execute("log-1", "after".into())
+        .await
+        .expect("the writer finds its connection gone before writing and takes a fresh one");
+    assert_eq!(event_count(&database).await, 2);
+}
