@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::error::StoreError;
-use crate::writer_transaction::{bounded, ServerBounds, WriterTransaction};
+use crate::writer_transaction::{bounded, ServerBounds, WriterConnection, WriterTransaction};
 
 /// Locks the position counter, decides every commit of the batch (version and key checks) and
 /// writes the accepted ones' events, outbox rows, keys and snapshots: one round trip (migration
@@ -262,14 +262,15 @@ async fn run_writer(
 ) {
     let max_batch = config.max_batch_commits.max(1);
     let begin_sql = config.server_bounds().begin_sql();
+    let mut connection = WriterConnection::new(&pool);
     let mut batch = Vec::with_capacity(max_batch);
     while requests.recv_many(&mut batch, max_batch).await > 0 {
         let (commits, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
         let started = std::time::Instant::now();
         metrics::histogram!("orderpipe_store_commit_batch_size").record(commits.len() as f64);
         state.batch_started();
-        let writer = Writer {
-            pool: &pool,
+        let mut writer = Writer {
+            connection: &mut connection,
             begin_sql: &begin_sql,
             batch_timeout: config.batch_timeout,
             commits: &commits,
@@ -332,7 +333,7 @@ impl GroupFailure {
 
 /// One batch being written: the commits the writer took from the queue and their callers.
 struct Writer<'a> {
-    pool: &'a PgPool,
+    connection: &'a mut WriterConnection,
     begin_sql: &'a str,
     batch_timeout: Duration,
     commits: &'a [PendingCommit],
@@ -342,7 +343,7 @@ struct Writer<'a> {
 impl Writer<'_> {
     /// Writes the batch and returns one outcome per commit, in batch order, and the writer-level
     /// failure if there was one (for health).
-    async fn write(&self) -> (Vec<Result<(), StoreError>>, Option<String>) {
+    async fn write(&mut self) -> (Vec<Result<(), StoreError>>, Option<String>) {
         let mut outcomes: Vec<Option<Result<(), StoreError>>> =
             (0..self.commits.len()).map(|_| None).collect();
         let mut writer_failure = None;
@@ -409,21 +410,18 @@ impl Writer<'_> {
 
     /// Whether commit `index`'s caller no longer waits for it.
     fn abandoned(&self, index: usize) -> bool {
-        self.replies[index].is_closed()
-            || self.commits[index]
-                .deadline
-                .is_some_and(|deadline| deadline <= Instant::now())
+        caller_gone(&self.commits[index], &self.replies[index])
     }
 
     /// Writes the commits at `group` in one transaction: their outcomes when it committed (or
     /// wrote nothing), else why not.
     async fn write_group(
-        &self,
+        &mut self,
         group: &[usize],
     ) -> Result<Vec<Result<(), StoreError>>, GroupFailure> {
         let deadline = Instant::now() + self.batch_timeout;
         // Beginning involves no commit's content: a failure there is never split.
-        let mut transaction = WriterTransaction::begin(self.pool, self.begin_sql, deadline)
+        let mut transaction = WriterTransaction::begin(self.connection, self.begin_sql, deadline)
             .await
             .map_err(GroupFailure::Failed)?;
         let commits: Vec<&PendingCommit> =
@@ -437,13 +435,26 @@ impl Writer<'_> {
             return Ok(decisions.iter().map(Decision::outcome).collect());
         }
         // The last moment to leave out a caller who has gone: after this the commit is sent.
-        if group.iter().any(|&index| self.abandoned(index)) {
+        // (Field by field: the transaction holds `self.connection`.)
+        if group
+            .iter()
+            .any(|&index| caller_gone(&self.commits[index], &self.replies[index]))
+        {
             transaction.rollback().await;
             return Err(GroupFailure::Abandoned);
         }
         transaction.commit().await.map_err(GroupFailure::classify)?;
         Ok(decisions.iter().map(Decision::outcome).collect())
     }
+}
+
+/// Whether the caller of `commit` no longer waits for it: its reply was dropped or its deadline
+/// passed.
+fn caller_gone(commit: &PendingCommit, reply: &Reply) -> bool {
+    reply.is_closed()
+        || commit
+            .deadline
+            .is_some_and(|deadline| deadline <= Instant::now())
 }
 
 /// The decision for one commit of the batch.
@@ -468,7 +479,7 @@ impl Decision {
 /// Decides and writes the commits inside `transaction`: the decision for each commit (when none
 /// is accepted, nothing was written).
 async fn write_rows(
-    transaction: &mut WriterTransaction,
+    transaction: &mut WriterTransaction<'_>,
     commits: &[&PendingCommit],
 ) -> Result<Vec<Decision>, StoreError> {
     // Three round trips in all: begin, this call, commit (and its WAL flush).
