@@ -233,6 +233,20 @@ async fn a_commit_whose_caller_gave_up_is_never_written_afterwards() {
     assert_eq!(event_count(&database).await, 1);
 }
 
+/// Command metadata recording the commit under idempotency `key` with `fingerprint`.
+fn keyed(key: &str, fingerprint: &str) -> std::collections::HashMap<String, String> {
+    std::collections::HashMap::from([
+        (
+            event_store::metadata::IDEMPOTENCY_KEY.to_owned(),
+            key.to_owned(),
+        ),
+        (
+            event_store::metadata::REQUEST_FINGERPRINT.to_owned(),
+            fingerprint.to_owned(),
+        ),
+    ])
+}
+
 /// A store on a pool of one connection whose batches must finish within 300 ms.
 async fn impatient_store(database: &TestDatabase) -> PgEventStore {
     let pool = PgPoolOptions::new()
@@ -309,8 +323,8 @@ async fn a_database_that_stops_answering_mid_batch_times_out_and_its_connection_
         0,
         "COMMIT was never sent"
     );
-    // The pool's only connection was mid-statement: it was closed, not pooled, and the next
-    // command gets a fresh one.
+    // The writer's connection was mid-statement: it was dropped, not reused, and the next batch
+    // gets a fresh one.
     cqrs.execute("log-1", "next".into())
         .await
         .expect("a fresh connection");
@@ -334,16 +348,7 @@ async fn a_commit_whose_answer_never_came_is_reported_as_unknown_and_its_retry_f
     .await
     .unwrap();
     let cqrs = cqrs(&store);
-    let metadata = std::collections::HashMap::from([
-        (
-            event_store::metadata::IDEMPOTENCY_KEY.to_owned(),
-            "k-slow".to_owned(),
-        ),
-        (
-            event_store::metadata::REQUEST_FINGERPRINT.to_owned(),
-            "slow request".to_owned(),
-        ),
-    ]);
+    let metadata = keyed("k-slow", "slow request");
 
     let error = cqrs
         .execute_with_metadata("slow", "maybe".into(), metadata)
@@ -373,18 +378,6 @@ async fn inside_one_batch_a_second_commit_on_the_same_version_or_key_conflicts_a
         .await
         .unwrap();
     let cqrs = std::sync::Arc::new(cqrs(&store));
-    let keyed = |key: &str, fingerprint: &str| {
-        std::collections::HashMap::from([
-            (
-                event_store::metadata::IDEMPOTENCY_KEY.to_owned(),
-                key.to_owned(),
-            ),
-            (
-                event_store::metadata::REQUEST_FINGERPRINT.to_owned(),
-                fingerprint.to_owned(),
-            ),
-        ])
-    };
     // (aggregate, its metadata, whether it is written): queued in this order behind a held
     // counter, so they are decided in one batch, each seeing the ones before it. The first is
     // alone in the writer's first batch (taken before the others queue), waiting for the lock.
