@@ -42,7 +42,7 @@ STAGES = [
     (0, "the group-commit writer task (its share per command)",
      [r"event_store::committer::run_writer::\{\{closure\}\}$"]),
     (1, "encoding the batch's column arrays (events, outbox, keys, snapshots)",
-     [r"event_store::committer::BatchRows::bind_to$"]),
+     [r"event_store::committer::(BatchRows|CommitColumns)::bind_to(<.*>)?$"]),
     (0, "logging: JSON log lines and span fields (inside the rows above)",
      [r"<tracing_subscriber::fmt::Subscriber<.*> as tracing_core::subscriber::Subscriber>::event$",
       r"<tracing_subscriber::fmt::Subscriber<.*> as tracing_core::subscriber::Subscriber>::new_span$",

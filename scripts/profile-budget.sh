@@ -109,9 +109,12 @@ for line in lines:
               ("bytes_sent", "bytes_received", "data_segs_out", "data_segs_in")))
 ' "$api_pid"
 }
+# Top-level statements only: what the command API sent (track=all also counts the statements
+# run inside a function such as the group commit's append_commits, which are no round trips).
 statements() {
   psql "$db_url" -XAtF $'\t' -c "SELECT calls, rows, regexp_replace(query, '\s+', ' ', 'g')
-    FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'budget')"
+    FROM pg_stat_statements WHERE toplevel
+      AND dbid = (SELECT oid FROM pg_database WHERE datname = 'budget')"
 }
 
 callgrind_control -z "$api_pid" > /dev/null

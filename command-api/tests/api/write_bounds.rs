@@ -302,11 +302,15 @@ async fn a_paused_instance_holding_the_counter_delays_the_other_by_a_bounded_tim
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // SIGSTOP it at a moment it holds the counter: one of its sessions is idle in a transaction
-    // (every transaction it opens is a batch, and a batch locks the counter first).
+    // that has locked the counter's table (every transaction it opens is a batch; between its
+    // `BEGIN` and its `append_commits` call a batch is idle in a transaction without the lock).
     let holds_counter = || async {
         let idle_in_transaction: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE application_name = $1 AND state = 'idle in transaction'",
+            "SELECT count(*) FROM pg_stat_activity a
+             WHERE a.application_name = $1 AND a.state = 'idle in transaction'
+               AND EXISTS (SELECT 1 FROM pg_locks l
+                           WHERE l.pid = a.pid AND l.granted
+                             AND l.relation = 'event_position'::regclass)",
         )
         .bind(&paused.application_name)
         .fetch_one(&database.pool)

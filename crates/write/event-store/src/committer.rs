@@ -4,7 +4,8 @@
 //!
 //! Correctness with several processes on one database rests on the `event_position` row: every
 //! transaction locks it first, then checks aggregate versions and idempotency keys, then writes
-//! and releases it on commit. Commits are therefore serialised (the batching inside them is not),
+//! (all three in one call of the `append_commits` function, one round trip) and releases it on
+//! commit. Commits are therefore serialised (the batching inside them is not),
 //! positions are handed out gap-free in commit order, and the checks cannot race.
 //!
 //! What one commit does never decides another's fate:
@@ -16,7 +17,7 @@
 //!   holds the counter answers [`StoreError`]s the API turns into UNAVAILABLE, and reports itself
 //!   unhealthy ([`GroupCommitter::health`]).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,65 +28,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::error::StoreError;
-use crate::writer_transaction::{bounded, ServerBounds, WriterTransaction};
+use crate::writer_transaction::{bounded, ServerBounds, WriterConnection, WriterTransaction};
 
-/// Everything the batch's decisions need, in one round trip: the position counter, the current
-/// version of each aggregate in the batch (in batch order) and which of its keys are taken.
-const CHECK_BATCH: &str = "\
-SELECT (SELECT last_position FROM event_position),
-       ARRAY(SELECT COALESCE((SELECT max(e.sequence) FROM events e
-                              WHERE e.aggregate_type = t.aggregate_type
-                                AND e.aggregate_id = t.aggregate_id), 0)
-             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(aggregate_type, aggregate_id, ord)
-             ORDER BY t.ord),
-       ARRAY(SELECT idempotency_key FROM command_idempotency
-             WHERE idempotency_key = ANY($3::text[]))";
-
-/// Writes events, outbox rows, idempotency keys and snapshots in one round trip, then moves the
-/// position counter. The snapshot upsert never replaces a newer snapshot with an older one.
-/// The `NOTIFY` on [`crate::OUTBOX_CHANNEL`] is delivered when the transaction commits (and
-/// not at all if it rolls back): it wakes the relay for the new outbox rows.
-const WRITE_BATCH: &str = "\
-WITH new_events AS (
-    INSERT INTO events (global_position, aggregate_type, aggregate_id, sequence, event_type,
-                        event_version, payload, metadata, recorded_at)
-    SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload,
-           metadata, statement_timestamp()
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-                $7::jsonb[], $8::jsonb[])
-         AS e(position, aggregate_type, aggregate_id, sequence, event_type, event_version,
-              payload, metadata)
-), new_outbox AS (
-    INSERT INTO outbox (first_position, last_position, aggregate_type, aggregate_id,
-                        first_sequence, last_sequence, committed_at)
-    SELECT first_position, last_position, aggregate_type, aggregate_id, first_sequence,
-           last_sequence, statement_timestamp()
-    FROM unnest($9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::bigint[],
-                $14::bigint[])
-         AS o(first_position, last_position, aggregate_type, aggregate_id, first_sequence,
-              last_sequence)
-), new_keys AS (
-    INSERT INTO command_idempotency (idempotency_key, request_fingerprint, aggregate_type,
-                                     aggregate_id, first_sequence, last_sequence, committed_at)
-    SELECT idempotency_key, request_fingerprint, aggregate_type, aggregate_id, first_sequence,
-           last_sequence, statement_timestamp()
-    FROM unnest($15::text[], $16::text[], $17::text[], $18::text[], $19::bigint[], $20::bigint[])
-         AS k(idempotency_key, request_fingerprint, aggregate_type, aggregate_id, first_sequence,
-              last_sequence)
-), new_snapshots AS (
-    INSERT INTO snapshots (aggregate_type, aggregate_id, version, payload, taken_at,
-                           schema_version)
-    SELECT aggregate_type, aggregate_id, version, payload, statement_timestamp(), schema_version
-    FROM unnest($21::text[], $22::text[], $23::bigint[], $24::jsonb[], $25::integer[])
-         AS s(aggregate_type, aggregate_id, version, payload, schema_version)
-    ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
-        SET version = EXCLUDED.version, payload = EXCLUDED.payload, taken_at = EXCLUDED.taken_at,
-            schema_version = EXCLUDED.schema_version
-        WHERE snapshots.version < EXCLUDED.version
-), announced AS (
-    SELECT pg_notify('orderpipe_outbox', '')
-)
-UPDATE event_position SET last_position = $26 FROM announced";
+/// Locks the position counter, decides every commit of the batch (version and key checks) and
+/// writes the accepted ones' events, outbox rows, keys and snapshots: one round trip (migration
+/// `0004_append_commits.sql`). Per commit it returns its first position, NULL for a conflict.
+const APPEND_COMMITS: &str =
+    "SELECT append_commits($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 /// How the writer task batches, and the bounds on every wait of a batch.
 #[derive(Debug, Clone, Copy)]
@@ -312,16 +261,17 @@ async fn run_writer(
     state: Arc<WriterState>,
 ) {
     let max_batch = config.max_batch_commits.max(1);
-    let begin_and_lock = config.server_bounds().begin_and_lock_sql();
+    let begin_sql = config.server_bounds().begin_sql();
+    let mut connection = WriterConnection::new(&pool);
     let mut batch = Vec::with_capacity(max_batch);
     while requests.recv_many(&mut batch, max_batch).await > 0 {
         let (commits, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
         let started = std::time::Instant::now();
         metrics::histogram!("orderpipe_store_commit_batch_size").record(commits.len() as f64);
         state.batch_started();
-        let writer = Writer {
-            pool: &pool,
-            begin_and_lock: &begin_and_lock,
+        let mut writer = Writer {
+            connection: &mut connection,
+            begin_sql: &begin_sql,
             batch_timeout: config.batch_timeout,
             commits: &commits,
             replies: &replies,
@@ -383,8 +333,8 @@ impl GroupFailure {
 
 /// One batch being written: the commits the writer took from the queue and their callers.
 struct Writer<'a> {
-    pool: &'a PgPool,
-    begin_and_lock: &'a str,
+    connection: &'a mut WriterConnection,
+    begin_sql: &'a str,
     batch_timeout: Duration,
     commits: &'a [PendingCommit],
     replies: &'a [Reply],
@@ -393,7 +343,7 @@ struct Writer<'a> {
 impl Writer<'_> {
     /// Writes the batch and returns one outcome per commit, in batch order, and the writer-level
     /// failure if there was one (for health).
-    async fn write(&self) -> (Vec<Result<(), StoreError>>, Option<String>) {
+    async fn write(&mut self) -> (Vec<Result<(), StoreError>>, Option<String>) {
         let mut outcomes: Vec<Option<Result<(), StoreError>>> =
             (0..self.commits.len()).map(|_| None).collect();
         let mut writer_failure = None;
@@ -460,21 +410,18 @@ impl Writer<'_> {
 
     /// Whether commit `index`'s caller no longer waits for it.
     fn abandoned(&self, index: usize) -> bool {
-        self.replies[index].is_closed()
-            || self.commits[index]
-                .deadline
-                .is_some_and(|deadline| deadline <= Instant::now())
+        caller_gone(&self.commits[index], &self.replies[index])
     }
 
     /// Writes the commits at `group` in one transaction: their outcomes when it committed (or
     /// wrote nothing), else why not.
     async fn write_group(
-        &self,
+        &mut self,
         group: &[usize],
     ) -> Result<Vec<Result<(), StoreError>>, GroupFailure> {
         let deadline = Instant::now() + self.batch_timeout;
-        // Beginning and locking involve no commit's content: a failure there is never split.
-        let mut transaction = WriterTransaction::begin(self.pool, self.begin_and_lock, deadline)
+        // Beginning involves no commit's content: a failure there is never split.
+        let mut transaction = WriterTransaction::begin(self.connection, self.begin_sql, deadline)
             .await
             .map_err(GroupFailure::Failed)?;
         let commits: Vec<&PendingCommit> =
@@ -488,7 +435,11 @@ impl Writer<'_> {
             return Ok(decisions.iter().map(Decision::outcome).collect());
         }
         // The last moment to leave out a caller who has gone: after this the commit is sent.
-        if group.iter().any(|&index| self.abandoned(index)) {
+        // (Field by field: the transaction holds `self.connection`.)
+        if group
+            .iter()
+            .any(|&index| caller_gone(&self.commits[index], &self.replies[index]))
+        {
             transaction.rollback().await;
             return Err(GroupFailure::Abandoned);
         }
@@ -497,202 +448,142 @@ impl Writer<'_> {
     }
 }
 
+/// Whether the caller of `commit` no longer waits for it: its reply was dropped or its deadline
+/// passed.
+fn caller_gone(commit: &PendingCommit, reply: &Reply) -> bool {
+    reply.is_closed()
+        || commit
+            .deadline
+            .is_some_and(|deadline| deadline <= Instant::now())
+}
+
 /// The decision for one commit of the batch.
 enum Decision {
-    Accepted { first_position: u64 },
+    Accepted,
     Conflict,
 }
 
 impl Decision {
     fn accepted(&self) -> bool {
-        matches!(self, Decision::Accepted { .. })
+        matches!(self, Decision::Accepted)
     }
 
     fn outcome(&self) -> Result<(), StoreError> {
         match self {
-            Decision::Accepted { .. } => Ok(()),
+            Decision::Accepted => Ok(()),
             Decision::Conflict => Err(StoreError::Conflict),
         }
     }
 }
 
-/// Checks versions and keys and writes the accepted commits inside `transaction`; the decision
-/// for each commit (when none is accepted, nothing was written).
+/// Decides and writes the commits inside `transaction`: the decision for each commit (when none
+/// is accepted, nothing was written).
 async fn write_rows(
-    transaction: &mut WriterTransaction,
+    transaction: &mut WriterTransaction<'_>,
     commits: &[&PendingCommit],
 ) -> Result<Vec<Decision>, StoreError> {
-    // Four round trips in all: begin and lock, check, write, commit (and its WAL flush).
+    // Three round trips in all: begin, this call, commit (and its WAL flush).
     let deadline = transaction.deadline();
-    let aggregate_types: Vec<&str> = commits.iter().map(|c| c.aggregate_type).collect();
-    let aggregate_ids: Vec<&str> = commits.iter().map(|c| c.aggregate_id.as_str()).collect();
-    let keys: Vec<&str> = commits
-        .iter()
-        .filter_map(|c| c.idempotency.as_ref().map(|i| i.key.as_str()))
-        .collect();
-    let (last_position, current_versions, taken_keys): (i64, Vec<i64>, Vec<String>) = bounded(
+    let first_positions: Vec<Option<i64>> = bounded(
         deadline,
-        sqlx::query_as(CHECK_BATCH)
-            .bind(&aggregate_types)
-            .bind(&aggregate_ids)
-            .bind(&keys)
+        CommitColumns::of(commits)
+            .bind_to(sqlx::query_scalar(APPEND_COMMITS))
             .fetch_one(transaction.connection()),
     )
     .await?;
-    let mut used_keys: HashSet<String> = taken_keys.into_iter().collect();
-
-    let mut versions: HashMap<(&str, &str), u64> = HashMap::new();
-    for (commit, version) in commits.iter().zip(current_versions) {
-        versions
-            .entry((commit.aggregate_type, commit.aggregate_id.as_str()))
-            .or_insert(version as u64);
+    if first_positions.len() != commits.len() {
+        // Never expected; the transaction is then closed unwritten rather than guessed at.
+        return Err(sqlx::Error::Protocol(format!(
+            "append_commits decided {} commits of {}",
+            first_positions.len(),
+            commits.len()
+        ))
+        .into());
     }
-    let mut next_position = last_position as u64 + 1;
-    let mut decisions = Vec::with_capacity(commits.len());
-    for commit in commits {
-        let version = versions
-            .get_mut(&(commit.aggregate_type, commit.aggregate_id.as_str()))
-            .expect("every commit's aggregate was looked up");
-        // A reused key is a conflict too: the caller's retry finds the stored outcome.
-        let key_taken = commit
-            .idempotency
-            .as_ref()
-            .is_some_and(|i| !used_keys.insert(i.key.clone()));
-        if *version != commit.expected_version || key_taken {
-            decisions.push(Decision::Conflict);
-            continue;
-        }
-        decisions.push(Decision::Accepted {
-            first_position: next_position,
-        });
-        next_position += commit.events.len() as u64;
-        *version += commit.events.len() as u64;
-    }
-    drop(versions);
-
-    let mut rows = BatchRows::default();
-    for (commit, decision) in commits.iter().zip(&decisions) {
-        if let Decision::Accepted { first_position } = decision {
-            rows.push(commit, *first_position);
-        }
-    }
-    if rows.is_empty() {
-        return Ok(decisions);
-    }
-    bounded(
-        deadline,
-        rows.bind_to(sqlx::query(WRITE_BATCH))
-            .bind(next_position as i64 - 1)
-            .execute(transaction.connection()),
-    )
-    .await?;
-    Ok(decisions)
+    Ok(first_positions
+        .into_iter()
+        .map(|first_position| match first_position {
+            Some(_) => Decision::Accepted,
+            None => Decision::Conflict,
+        })
+        .collect())
 }
 
-/// The batch's accepted rows as column arrays, bound to `WRITE_BATCH` through `unnest`.
+/// The batch as column arrays, bound to `APPEND_COMMITS` (which reads them with `unnest`): one
+/// entry per commit, and its events flattened in commit order.
 #[derive(Default)]
-struct BatchRows<'a> {
-    event_positions: Vec<i64>,
-    event_types_of_aggregate: Vec<&'static str>,
-    event_aggregate_ids: Vec<&'a str>,
-    event_sequences: Vec<i64>,
+struct CommitColumns<'a> {
+    aggregate_types: Vec<&'static str>,
+    aggregate_ids: Vec<&'a str>,
+    expected_versions: Vec<i64>,
+    event_counts: Vec<i32>,
+    metadata: Vec<&'a Value>,
+    keys: Vec<Option<&'a str>>,
+    fingerprints: Vec<Option<&'a str>>,
+    snapshots: Vec<Option<&'a Value>>,
+    snapshot_versions: Vec<Option<i32>>,
+    event_commits: Vec<i32>,
     event_types: Vec<&'a str>,
     event_versions: Vec<&'a str>,
     event_payloads: Vec<&'a Value>,
-    event_metadata: Vec<&'a Value>,
-    outbox_first_positions: Vec<i64>,
-    outbox_last_positions: Vec<i64>,
-    outbox_aggregate_types: Vec<&'static str>,
-    outbox_aggregate_ids: Vec<&'a str>,
-    outbox_first_sequences: Vec<i64>,
-    outbox_last_sequences: Vec<i64>,
-    key_values: Vec<&'a str>,
-    key_fingerprints: Vec<&'a str>,
-    key_aggregate_types: Vec<&'static str>,
-    key_aggregate_ids: Vec<&'a str>,
-    key_first_sequences: Vec<i64>,
-    key_last_sequences: Vec<i64>,
-    snapshot_aggregate_types: Vec<&'static str>,
-    snapshot_aggregate_ids: Vec<&'a str>,
-    snapshot_versions: Vec<i64>,
-    snapshot_payloads: Vec<&'a Value>,
-    snapshot_schema_versions: Vec<i32>,
 }
 
-impl<'a> BatchRows<'a> {
-    fn is_empty(&self) -> bool {
-        self.outbox_first_positions.is_empty()
+impl<'a> CommitColumns<'a> {
+    fn of(commits: &[&'a PendingCommit]) -> Self {
+        let events = commits.iter().map(|commit| commit.events.len()).sum();
+        let mut columns = Self {
+            event_commits: Vec::with_capacity(events),
+            event_types: Vec::with_capacity(events),
+            event_versions: Vec::with_capacity(events),
+            event_payloads: Vec::with_capacity(events),
+            ..Self::default()
+        };
+        for (index, commit) in commits.iter().enumerate() {
+            columns.push(index as i32 + 1, commit);
+        }
+        columns
     }
 
-    fn push(&mut self, commit: &'a PendingCommit, first_position: u64) {
-        let first_sequence = commit.expected_version as i64 + 1;
-        let count = commit.events.len() as i64;
-        for (offset, event) in commit.events.iter().enumerate() {
-            self.event_positions
-                .push(first_position as i64 + offset as i64);
-            self.event_types_of_aggregate.push(commit.aggregate_type);
-            self.event_aggregate_ids.push(&commit.aggregate_id);
-            self.event_sequences.push(first_sequence + offset as i64);
+    fn push(&mut self, commit_number: i32, commit: &'a PendingCommit) {
+        self.aggregate_types.push(commit.aggregate_type);
+        self.aggregate_ids.push(&commit.aggregate_id);
+        self.expected_versions.push(commit.expected_version as i64);
+        self.event_counts.push(commit.events.len() as i32);
+        self.metadata.push(&commit.metadata);
+        let idempotency = commit.idempotency.as_ref();
+        self.keys.push(idempotency.map(|i| i.key.as_str()));
+        self.fingerprints
+            .push(idempotency.map(|i| i.fingerprint.as_str()));
+        let snapshot = commit.snapshot.as_ref();
+        self.snapshots.push(snapshot.map(|s| &s.payload));
+        self.snapshot_versions
+            .push(snapshot.map(|s| s.schema_version as i32));
+        for event in &commit.events {
+            self.event_commits.push(commit_number);
             self.event_types.push(&event.event_type);
             self.event_versions.push(&event.event_version);
             self.event_payloads.push(&event.payload);
-            self.event_metadata.push(&commit.metadata);
-        }
-        self.outbox_first_positions.push(first_position as i64);
-        self.outbox_last_positions
-            .push(first_position as i64 + count - 1);
-        self.outbox_aggregate_types.push(commit.aggregate_type);
-        self.outbox_aggregate_ids.push(&commit.aggregate_id);
-        self.outbox_first_sequences.push(first_sequence);
-        self.outbox_last_sequences.push(first_sequence + count - 1);
-        if let Some(idempotency) = &commit.idempotency {
-            self.key_values.push(&idempotency.key);
-            self.key_fingerprints.push(&idempotency.fingerprint);
-            self.key_aggregate_types.push(commit.aggregate_type);
-            self.key_aggregate_ids.push(&commit.aggregate_id);
-            self.key_first_sequences.push(first_sequence);
-            self.key_last_sequences.push(first_sequence + count - 1);
-        }
-        if let Some(snapshot) = &commit.snapshot {
-            self.snapshot_aggregate_types.push(commit.aggregate_type);
-            self.snapshot_aggregate_ids.push(&commit.aggregate_id);
-            self.snapshot_versions.push(first_sequence + count - 1);
-            self.snapshot_payloads.push(&snapshot.payload);
-            self.snapshot_schema_versions
-                .push(snapshot.schema_version as i32);
         }
     }
 
-    fn bind_to(
+    fn bind_to<O>(
         self,
-        query: sqlx::query::Query<'a, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::Query<'a, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query: sqlx::query::QueryScalar<'a, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryScalar<'a, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
         query
-            .bind(self.event_positions)
-            .bind(self.event_types_of_aggregate)
-            .bind(self.event_aggregate_ids)
-            .bind(self.event_sequences)
+            .bind(self.aggregate_types)
+            .bind(self.aggregate_ids)
+            .bind(self.expected_versions)
+            .bind(self.event_counts)
+            .bind(self.metadata)
+            .bind(self.keys)
+            .bind(self.fingerprints)
+            .bind(self.snapshots)
+            .bind(self.snapshot_versions)
+            .bind(self.event_commits)
             .bind(self.event_types)
             .bind(self.event_versions)
             .bind(self.event_payloads)
-            .bind(self.event_metadata)
-            .bind(self.outbox_first_positions)
-            .bind(self.outbox_last_positions)
-            .bind(self.outbox_aggregate_types)
-            .bind(self.outbox_aggregate_ids)
-            .bind(self.outbox_first_sequences)
-            .bind(self.outbox_last_sequences)
-            .bind(self.key_values)
-            .bind(self.key_fingerprints)
-            .bind(self.key_aggregate_types)
-            .bind(self.key_aggregate_ids)
-            .bind(self.key_first_sequences)
-            .bind(self.key_last_sequences)
-            .bind(self.snapshot_aggregate_types)
-            .bind(self.snapshot_aggregate_ids)
-            .bind(self.snapshot_versions)
-            .bind(self.snapshot_payloads)
-            .bind(self.snapshot_schema_versions)
     }
 }
 
@@ -702,8 +593,9 @@ mod tests {
 
     #[test]
     fn the_write_announces_on_the_channel_the_relay_listens_on() {
+        let append_commits = include_str!("../migrations/0004_append_commits.sql");
         let announce = format!("pg_notify('{}', '')", crate::OUTBOX_CHANNEL);
-        assert!(WRITE_BATCH.contains(&announce), "{WRITE_BATCH}");
+        assert!(append_commits.contains(&announce), "{append_commits}");
     }
 
     #[test]

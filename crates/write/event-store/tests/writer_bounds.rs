@@ -233,6 +233,20 @@ async fn a_commit_whose_caller_gave_up_is_never_written_afterwards() {
     assert_eq!(event_count(&database).await, 1);
 }
 
+/// Command metadata recording the commit under idempotency `key` with `fingerprint`.
+fn keyed(key: &str, fingerprint: &str) -> std::collections::HashMap<String, String> {
+    std::collections::HashMap::from([
+        (
+            event_store::metadata::IDEMPOTENCY_KEY.to_owned(),
+            key.to_owned(),
+        ),
+        (
+            event_store::metadata::REQUEST_FINGERPRINT.to_owned(),
+            fingerprint.to_owned(),
+        ),
+    ])
+}
+
 /// A store on a pool of one connection whose batches must finish within 300 ms.
 async fn impatient_store(database: &TestDatabase) -> PgEventStore {
     let pool = PgPoolOptions::new()
@@ -309,8 +323,8 @@ async fn a_database_that_stops_answering_mid_batch_times_out_and_its_connection_
         0,
         "COMMIT was never sent"
     );
-    // The pool's only connection was mid-statement: it was closed, not pooled, and the next
-    // command gets a fresh one.
+    // The writer's connection was mid-statement: it was dropped, not reused, and the next batch
+    // gets a fresh one.
     cqrs.execute("log-1", "next".into())
         .await
         .expect("a fresh connection");
@@ -334,16 +348,7 @@ async fn a_commit_whose_answer_never_came_is_reported_as_unknown_and_its_retry_f
     .await
     .unwrap();
     let cqrs = cqrs(&store);
-    let metadata = std::collections::HashMap::from([
-        (
-            event_store::metadata::IDEMPOTENCY_KEY.to_owned(),
-            "k-slow".to_owned(),
-        ),
-        (
-            event_store::metadata::REQUEST_FINGERPRINT.to_owned(),
-            "slow request".to_owned(),
-        ),
-    ]);
+    let metadata = keyed("k-slow", "slow request");
 
     let error = cqrs
         .execute_with_metadata("slow", "maybe".into(), metadata)
@@ -364,4 +369,120 @@ async fn a_commit_whose_answer_never_came_is_reported_as_unknown_and_its_retry_f
         .unwrap()
         .expect("the retry finds the first outcome");
     assert_eq!(outcome.events.len(), 1);
+}
+
+#[tokio::test]
+async fn inside_one_batch_a_second_commit_on_the_same_version_or_key_conflicts_alone() {
+    let database = fresh_database().await;
+    let store = PgEventStore::open(database.pool.clone(), StoreConfig::default())
+        .await
+        .unwrap();
+    let cqrs = std::sync::Arc::new(cqrs(&store));
+    let execute = |id: &str, key: &str| {
+        let (cqrs, id, metadata) = (cqrs.clone(), id.to_owned(), keyed(key, id));
+        tokio::spawn(async move {
+            cqrs.execute_with_metadata(&id, format!("line of {id}"), metadata)
+                .await
+        })
+    };
+    // The writer's first batch waits for the counter alone; everything sent meanwhile queues
+    // and is decided in its second batch, each commit seeing the ones before it.
+    let holder = hold_position_counter(&database).await;
+    let first = execute("first-batch", "k-0");
+    wait_for_a_lock_wait(&database).await;
+    // Two commits loaded at the same version of one aggregate, two commits under one key (on
+    // different aggregates), one independent: of each pair exactly one is written, whatever
+    // order they queued in.
+    let same = [execute("same", "k-1"), execute("same", "k-2")];
+    let keyed_pair = [execute("keyed-a", "k-dup"), execute("keyed-b", "k-dup")];
+    let other = execute("other", "k-3");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    holder.close().await.unwrap();
+
+    first.await.unwrap().unwrap();
+    other.await.unwrap().unwrap();
+    for pair in [same, keyed_pair] {
+        let mut outcomes = Vec::new();
+        for task in pair {
+            outcomes.push(task.await.unwrap());
+        }
+        let written = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+        let conflicts = outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, Err(AggregateError::AggregateConflict)))
+            .count();
+        assert_eq!((written, conflicts), (1, 1), "{outcomes:?}");
+    }
+    let written: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT global_position, sequence FROM events ORDER BY global_position")
+            .fetch_all(&database.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        written,
+        vec![(1, 1), (2, 1), (3, 1), (4, 1)],
+        "the accepted commits, gap-free, each its aggregate's first event"
+    );
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT idempotency_key FROM command_idempotency ORDER BY idempotency_key",
+    )
+    .fetch_all(&database.pool)
+    .await
+    .unwrap();
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    assert!(keys.contains(&"k-dup".to_owned()), "{keys:?}");
+    let batches: Vec<i64> = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox GROUP BY committed_at ORDER BY min(first_position)",
+    )
+    .fetch_all(&database.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        batches,
+        vec![1, 3],
+        "the first alone, the rest in one batch"
+    );
+}
+
+/// Waits until a session of `database` waits for a lock (the writer, for the held counter).
+async fn wait_for_a_lock_wait(database: &TestDatabase) {
+    for _ in 0..200 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&database.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no session waited for the counter within two seconds");
+}
+
+#[tokio::test]
+async fn a_writer_whose_connection_the_server_ended_reconnects_without_failing_a_command() {
+    let database = fresh_database().await;
+    let store = PgEventStore::open(database.pool.clone(), StoreConfig::default())
+        .await
+        .unwrap();
+    let cqrs = cqrs(&store);
+    cqrs.execute("log-1", "before".into()).await.unwrap();
+
+    // A failover or a restart: the server ends every session of the database but this one.
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .execute(&database.pool)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    cqrs.execute("log-1", "after".into())
+        .await
+        .expect("the writer finds its connection gone before writing and takes a fresh one");
+    assert_eq!(event_count(&database).await, 2);
 }
