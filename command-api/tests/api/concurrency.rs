@@ -22,18 +22,26 @@ async fn fifty_concurrent_reservations_on_one_store_lose_nothing_and_never_go_be
     let reservations = (0..50).map(|i| {
         let app = if i % 2 == 0 { &first } else { &second };
         let mut inventory = app.inventory(Role::Service, "saga");
+        let request = pb::ReserveStockRequest {
+            idempotency_key: format!("reserve-{i}"),
+            store_id: STORE.into(),
+            order_id: new_order_id(),
+            lines: vec![pb::StockLine {
+                sku: "LATTE-12".into(),
+                quantity: 1,
+            }],
+        };
         async move {
-            inventory
-                .reserve_stock(pb::ReserveStockRequest {
-                    idempotency_key: format!("reserve-{i}"),
-                    store_id: STORE.into(),
-                    order_id: new_order_id(),
-                    lines: vec![pb::StockLine {
-                        sku: "LATTE-12".into(),
-                        quantity: 1,
-                    }],
-                })
-                .await
+            // ABORTED is the contract's "lost the race, send it again": on a loaded machine one
+            // instance can lose every one of its in-process retries to the other, and a caller
+            // then retries with the same key, as the saga does.
+            let mut attempts = 0;
+            loop {
+                match inventory.reserve_stock(request.clone()).await {
+                    Err(status) if status.code() == Code::Aborted && attempts < 5 => attempts += 1,
+                    outcome => break outcome,
+                }
+            }
         }
     });
     let outcomes = join_all(reservations).await;
