@@ -8,6 +8,8 @@
 #   scripts/bench.sh                      both; results in <target>/bench/<time>/{compare,loadgen}
 #   scripts/bench.sh compare [ARGS]       the comparison only (ARGS: see `compare --help`)
 #   scripts/bench.sh loadgen [ARGS]       the load run only (ARGS: see `loadgen --help`)
+#   scripts/bench.sh knee [ARGS]          the freshness knee of this tree and an older one
+#                                         (scripts/knee.sh: ARGS see `scripts/knee.sh --help`)
 #   scripts/bench.sh --help
 set -euo pipefail
 
@@ -16,13 +18,15 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$repo/scripts/lib.sh"
 cd "$repo"
 
-usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 what="${1:-all}"
 case "$what" in
   -h | --help) usage; exit 0 ;;
   all) shift $(($# > 0 ? 1 : 0)); [ $# -eq 0 ] || die "'all' takes no arguments; run compare or loadgen alone" ;;
   compare | loadgen) shift ;;
+  # The knee builds and runs each build's own binaries: scripts/knee.sh does all of it.
+  knee) shift; exec "$repo/scripts/knee.sh" "$@" ;;
   *) usage >&2; exit 2 ;;
 esac
 

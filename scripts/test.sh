@@ -76,6 +76,7 @@ if [ $# -eq 0 ]; then
   scripts/tests/readme-binaries-built-by-up.sh
   scripts/tests/proto-breaking-changes-fail.sh
   scripts/tests/dev-tls-certificates.sh
+  scripts/tests/knee-search-stops-at-the-limit.sh
 fi
 
 if [ $# -eq 0 ]; then

@@ -18,6 +18,7 @@ use read_models::{
 };
 use service_kit::settings::SettingsError;
 
+use crate::metered::Metered;
 use crate::settings::Settings;
 
 /// Every read model this build runs, by name.
@@ -119,7 +120,11 @@ impl Application {
     pub async fn build(settings: &Settings) -> Result<Self, AppError> {
         let config = settings.worker_config()?;
         let sdk = aws_support::sdk_config(&settings.aws).await;
-        let projections = build_projections(settings, &sdk, &settings.projection_names()).await?;
+        let projections = build_projections(settings, &sdk, &settings.projection_names())
+            .await?
+            .into_iter()
+            .map(|projection| Arc::new(Metered::new(projection)) as Arc<dyn Projection>)
+            .collect();
         let admin_listener =
             service_kit::admin::bind(&settings.admin.host, settings.admin.port).await?;
         Ok(Self {

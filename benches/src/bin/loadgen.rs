@@ -60,6 +60,11 @@ struct Cli {
     /// Shards of the run's Kinesis stream.
     #[arg(long, default_value_t = 2)]
     shards: i32,
+    /// Projectors processes: the second and later ones take a share of the shards' leases (the
+    /// leases balance between workers). The bill, the analytics loads and the GetRecords rate
+    /// are read from the first one only.
+    #[arg(long, default_value_t = 1)]
+    projectors: usize,
     /// Watch every n-th order for freshness.
     #[arg(long, default_value_t = 10)]
     freshness_every: u64,
@@ -87,6 +92,7 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     anyhow::ensure!(cli.clients > 0, "--clients must be at least 1");
+    anyhow::ensure!(cli.projectors > 0, "--projectors must be at least 1");
     anyhow::ensure!(
         cli.orders_per_second
             .is_none_or(|rate| rate > 0.0 && rate.is_finite()),
@@ -119,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
         mix: cli.mix,
         stores: StorePicker::new("store", cli.stores, cli.hot_stores, cli.hot_share),
         shards: cli.shards,
+        projectors: cli.projectors,
         freshness_every: cli.freshness_every,
         watchers: cli.watchers,
         drain_timeout: Duration::from_secs(cli.drain_timeout),

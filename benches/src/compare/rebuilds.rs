@@ -1,7 +1,6 @@
-//! (c) and (d): our consumers of the log fed straight from the event store. `replay::rebuild`
-//! streams the store in commit order into any projection, so the same driver measures the
-//! replay of history and analytics and the active-orders projector's DynamoDB writes (no Kinesis
-//! in between: the emulator's own rate is not what is compared here).
+//! (c): our consumers of the log fed straight from the event store. `replay::rebuild` streams the
+//! store in commit order into any projection, so the same driver measures the replay of history
+//! and analytics (the live projections of (d) are `live_projections`).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -9,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use commit_log::projection::Projection;
 use event_store::PgEventStore;
-use read_models::{ActiveOrdersProjection, ActiveOrdersTables, DynamoDbCalls, SchemaName};
+use read_models::SchemaName;
 use replay::{rebuild, ProgressTable, ReadModel, RebuildOptions, Until};
 use sqlx::PgPool;
 use test_support::unique_name;
@@ -46,33 +45,6 @@ pub async fn replay_rate(
     measure(store, views, projection.as_ref(), &schema, None).await
 }
 
-/// Applies the first `through` positions of `store` to the active-orders projection writing into
-/// `tables` (which must exist); events applied per second, and the DynamoDB calls it made.
-pub async fn active_orders_rate(
-    store: &PgEventStore,
-    views: &PgPool,
-    client: aws_sdk_dynamodb::Client,
-    tables: ActiveOrdersTables,
-    through: i64,
-) -> Result<(Rate, DynamoDbCalls), RebuildError> {
-    // The rebuild keeps its progress in a PostgreSQL schema; this one holds nothing else.
-    let schema = fresh_schema("active_orders_progress")?;
-    sqlx::query(&format!("CREATE SCHEMA {}", schema.as_str()))
-        .execute(views)
-        .await
-        .map_err(|e| RebuildError::Setup(e.to_string()))?;
-    let projection = ActiveOrdersProjection::new(client, tables);
-    let rate = measure(
-        store,
-        views,
-        &projection,
-        &schema,
-        Some(Until::Position(through)),
-    )
-    .await?;
-    Ok((rate, projection.usage()))
-}
-
 async fn measure(
     store: &PgEventStore,
     views: &PgPool,
@@ -94,7 +66,7 @@ async fn measure(
     })
 }
 
-fn fresh_schema(prefix: &str) -> Result<SchemaName, RebuildError> {
+pub(super) fn fresh_schema(prefix: &str) -> Result<SchemaName, RebuildError> {
     SchemaName::parse(&unique_name(&format!("bench_{prefix}")).replace('-', "_"))
         .map_err(|e| RebuildError::Setup(e.to_string()))
 }

@@ -111,26 +111,33 @@ pub struct Cluster {
     pub api_admin: SocketAddr,
     /// The relay's admin address (`/metrics`).
     pub relay_admin: SocketAddr,
-    /// The projectors' admin address (`/metrics`).
+    /// The first projectors process's admin address (`/metrics`).
     pub projectors_admin: SocketAddr,
+    /// Every projectors process's admin address, the first one first.
+    pub projectors_admins: Vec<SocketAddr>,
     /// The key pair whose JWKS the command API verifies tokens with (the load mints with it).
     pub keys: TestTokenKeys,
     processes: Vec<Process>,
 }
 
 impl Cluster {
-    /// Starts the three processes from `bin_dir` on `resources`, logging to `log_dir`.
+    /// Starts the command API, the relay and `projectors` projectors processes (at least one;
+    /// several share the shards' leases) from `bin_dir` on `resources`, logging to `log_dir`.
     pub async fn start(
         bin_dir: &Path,
         log_dir: &Path,
         resources: &PipelineResources,
+        projectors: usize,
     ) -> Result<Self, ClusterError> {
         std::fs::create_dir_all(log_dir)?;
         let keys = TestTokenKeys::new();
         let grpc_address = free_address()?;
         let api_admin = free_address()?;
         let relay_admin = free_address()?;
-        let projectors_admin = free_address()?;
+        let projectors_admins = (0..projectors.max(1))
+            .map(|_| free_address())
+            .collect::<Result<Vec<_>, _>>()?;
+        let projectors_admin = projectors_admins[0];
         let common = |admin: SocketAddr| {
             vec![
                 ("ORDERPIPE_DATABASE__URL", resources.events_db.url.clone()),
@@ -150,52 +157,72 @@ impl Cluster {
             &keys.jwks_url(),
             32,
         );
-        let mut projectors_env = common(projectors_admin);
-        projectors_env.extend([
-            (
-                "ORDERPIPE_DYNAMODB__ACTIVE_ORDERS_TABLE",
-                resources.active_orders.orders.clone(),
-            ),
-            (
-                "ORDERPIPE_DYNAMODB__STORE_METRICS_TABLE",
-                resources.active_orders.stores.clone(),
-            ),
-            (
-                "ORDERPIPE_DYNAMODB__LEASES_TABLE",
-                resources.leases_table.clone(),
-            ),
-            (
-                "ORDERPIPE_DYNAMODB__PARKED_TABLE",
-                resources.parked_table.clone(),
-            ),
-            (
-                "ORDERPIPE_SQS__PROJECTOR_DLQ_URL",
-                resources.dead_letter_queue_url.clone(),
-            ),
-            (
-                "ORDERPIPE_HISTORY__DATABASE__URL",
-                resources.views_db.url.clone(),
-            ),
-            (
-                "ORDERPIPE_ANALYTICS__DATABASE__URL",
-                resources.views_db.url.clone(),
-            ),
-        ]);
+        let projectors_env = |admin: SocketAddr| {
+            let mut env = common(admin);
+            env.extend([
+                (
+                    "ORDERPIPE_DYNAMODB__ACTIVE_ORDERS_TABLE",
+                    resources.active_orders.orders.clone(),
+                ),
+                (
+                    "ORDERPIPE_DYNAMODB__STORE_METRICS_TABLE",
+                    resources.active_orders.stores.clone(),
+                ),
+                (
+                    "ORDERPIPE_DYNAMODB__LEASES_TABLE",
+                    resources.leases_table.clone(),
+                ),
+                (
+                    "ORDERPIPE_DYNAMODB__PARKED_TABLE",
+                    resources.parked_table.clone(),
+                ),
+                (
+                    "ORDERPIPE_SQS__PROJECTOR_DLQ_URL",
+                    resources.dead_letter_queue_url.clone(),
+                ),
+                (
+                    "ORDERPIPE_HISTORY__DATABASE__URL",
+                    resources.views_db.url.clone(),
+                ),
+                (
+                    "ORDERPIPE_ANALYTICS__DATABASE__URL",
+                    resources.views_db.url.clone(),
+                ),
+            ]);
+            env
+        };
 
         let mut cluster = Self {
             grpc_address,
             api_admin,
             relay_admin,
             projectors_admin,
+            projectors_admins: projectors_admins.clone(),
             keys,
             processes: Vec::new(),
         };
-        for (name, command, env, port) in [
-            ("command-api", "serve", api_env, grpc_address),
-            ("relay", "run", common(relay_admin), relay_admin),
-            ("projectors", "run", projectors_env, projectors_admin),
-        ] {
-            let log = log_dir.join(format!("{name}.log"));
+        let mut starts = vec![
+            (
+                "command-api",
+                "serve",
+                api_env,
+                grpc_address,
+                "command-api".to_owned(),
+            ),
+            (
+                "relay",
+                "run",
+                common(relay_admin),
+                relay_admin,
+                "relay".to_owned(),
+            ),
+        ];
+        for (index, admin) in projectors_admins.into_iter().enumerate() {
+            let log_name = projectors_name(index);
+            starts.push(("projectors", "run", projectors_env(admin), admin, log_name));
+        }
+        for (name, command, env, port, log_name) in starts {
+            let log = log_dir.join(format!("{log_name}.log"));
             match Process::start(bin_dir, name, command, env, &log, port).await {
                 Ok(process) => cluster.processes.push(process),
                 Err(error) => {
@@ -219,11 +246,18 @@ impl Cluster {
     /// and batch sizes, the relay's publish times: where the time went).
     pub async fn save_metrics(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
+        let projectors = self
+            .projectors_admins
+            .iter()
+            .enumerate()
+            .map(|(index, &address)| (projectors_name(index), address));
         for (name, address) in [
-            ("command-api", self.api_admin),
-            ("relay", self.relay_admin),
-            ("projectors", self.projectors_admin),
-        ] {
+            ("command-api".to_owned(), self.api_admin),
+            ("relay".to_owned(), self.relay_admin),
+        ]
+        .into_iter()
+        .chain(projectors)
+        {
             if let Some(body) = fetch_metrics(address).await {
                 std::fs::write(dir.join(format!("{name}.metrics")), body)?;
             }
@@ -236,6 +270,15 @@ impl Cluster {
         while let Some(process) = self.processes.pop() {
             process.stop().await;
         }
+    }
+}
+
+/// The name of the `index`th projectors process's log and metrics files: the first keeps the
+/// plain name, so a one-process run's files are named as before.
+fn projectors_name(index: usize) -> String {
+    match index {
+        0 => "projectors".to_owned(),
+        _ => format!("projectors-{}", index + 1),
     }
 }
 
@@ -319,6 +362,16 @@ pub async fn scrape_quantile(address: SocketAddr, metric: &str, quantile: f64) -
     histogram_quantile(&fetch_metrics(address).await?, metric, quantile)
 }
 
+/// The `/metrics` bodies of every address that answers, one after the other (sums and
+/// histograms over them add the processes up); `None` when none answers.
+pub async fn metrics_of(addresses: &[SocketAddr]) -> Option<String> {
+    let mut bodies = Vec::new();
+    for &address in addresses {
+        bodies.extend(fetch_metrics(address).await);
+    }
+    (!bodies.is_empty()).then(|| bodies.join("\n"))
+}
+
 /// Fetches `http://<address>/metrics` and returns the sum of the samples of `metric` whose
 /// labels include `label` (`("", "")`: every sample); `None` when unreachable or absent.
 pub async fn scrape_sum(address: SocketAddr, metric: &str, label: (&str, &str)) -> Option<f64> {
@@ -351,10 +404,24 @@ fn max_sample(exposition: &str, metric: &str) -> Option<f64> {
 }
 
 fn histogram_quantile(exposition: &str, metric: &str, quantile: f64) -> Option<f64> {
+    labelled_histogram_quantile(exposition, metric, ("", ""), quantile)
+}
+
+/// The `quantile` of histogram `metric` over its series whose labels include `label`
+/// (`("", "")`: all), their buckets added up (several processes' expositions one after the
+/// other count as one histogram).
+pub fn labelled_histogram_quantile(
+    exposition: &str,
+    metric: &str,
+    (name, value): (&str, &str),
+    quantile: f64,
+) -> Option<f64> {
     let prefix = format!("{metric}_bucket{{");
-    let mut buckets: Vec<(f64, f64)> = exposition
+    let wanted = format!("{name}=\"{value}\"");
+    let mut series: Vec<(f64, f64)> = exposition
         .lines()
         .filter(|line| line.starts_with(&prefix))
+        .filter(|line| name.is_empty() || line.contains(&wanted))
         .filter_map(|line| {
             let bound = line.split("le=\"").nth(1)?.split('"').next()?;
             let bound = if bound == "+Inf" {
@@ -365,7 +432,15 @@ fn histogram_quantile(exposition: &str, metric: &str, quantile: f64) -> Option<f
             Some((bound, line.rsplit(' ').next()?.parse().ok()?))
         })
         .collect();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    series.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Cumulative counts of the same bound in several series add up.
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for (bound, count) in series {
+        match buckets.last_mut() {
+            Some(last) if last.0 == bound => last.1 += count,
+            _ => buckets.push((bound, count)),
+        }
+    }
     let total = buckets.last()?.1;
     if total <= 0.0 {
         return None;
@@ -390,7 +465,9 @@ fn histogram_quantile(exposition: &str, metric: &str, quantile: f64) -> Option<f
     None
 }
 
-fn sum_samples(exposition: &str, metric: &str, (name, value): (&str, &str)) -> Option<f64> {
+/// The sum of the samples of `metric` in `exposition` whose labels include `label` (`("", "")`:
+/// every sample); `None` when absent.
+pub fn sum_samples(exposition: &str, metric: &str, (name, value): (&str, &str)) -> Option<f64> {
     let wanted = format!("{name}=\"{value}\"");
     samples(exposition, metric)
         .filter(|(labels, _)| name.is_empty() || labels.contains(&wanted))

@@ -7,6 +7,7 @@
 //! | [`cluster`] | command-api, relay and projectors as child processes; their memory and metrics |
 //! | [`recorder`] | every call's latency and outcome |
 //! | [`freshness`] | acknowledgement -> visible in the DynamoDB active-orders view and in analytics |
+//! | [`freshness_split`] | that view's freshness split into relay, log wait, batch and write |
 //! | [`backlog`] | events the history projector has not applied yet |
 //! | [`bill`] | the AWS billable units and dollars per order |
 //! | [`report`] | the results as JSON and Markdown |
@@ -16,6 +17,7 @@ pub mod backlog;
 pub mod bill;
 pub mod cluster;
 pub mod freshness;
+pub mod freshness_split;
 pub mod profile;
 pub mod recorder;
 pub mod report;
@@ -31,6 +33,7 @@ use service_kit::grpc_tls::GrpcTlsError;
 use self::bill::{Bill, BillableUnits};
 use self::cluster::{scrape_max, scrape_quantile, scrape_sum, Cluster};
 use self::freshness::{FreshnessProbe, FreshnessSampler, ProbedView};
+use self::freshness_split::FreshnessSplit;
 use self::profile::{OrderMix, OrderPacer, Phase, RushProfile, StorePicker};
 use self::recorder::Recorder;
 use self::report::{AnalyticsLoads, LoadReport, PhaseFigures, ProcessMemory, Tick};
@@ -60,6 +63,8 @@ pub struct LoadOptions {
     pub stores: StorePicker,
     /// Shards of the run's Kinesis stream.
     pub shards: i32,
+    /// Projectors processes (at least one); several share the shards' leases.
+    pub projectors: usize,
     /// Every n-th order is watched for freshness.
     pub freshness_every: u64,
     /// A WatchOrder stream on every order while it is open ([`watchers`]).
@@ -114,8 +119,13 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
     // rush does not share the disk with that checkpoint.
     checkpoint(&resources.events_db.pool, "loadgen").await;
     eprintln!("loadgen: starting command-api, relay and projectors");
-    let cluster =
-        Cluster::start(&options.bin_dir, &options.out_dir.join("logs"), &resources).await?;
+    let cluster = Cluster::start(
+        &options.bin_dir,
+        &options.out_dir.join("logs"),
+        &resources,
+        options.projectors,
+    )
+    .await?;
     let result = drive(&options, &resources, &cluster).await;
     let relay_p99 = scrape_quantile(
         cluster.relay_admin,
@@ -124,6 +134,8 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
     )
     .await;
     let analytics_loads = AnalyticsLoads::scrape(cluster.projectors_admin).await;
+    let freshness_split =
+        FreshnessSplit::scrape(cluster.relay_admin, &cluster.projectors_admins).await;
     cluster
         .save_metrics(&options.out_dir.join("metrics"))
         .await?;
@@ -185,6 +197,7 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
         errors: recorded.errors,
         freshness: freshness.latencies.summary(),
         freshness_missing: freshness.missing + freshness.pending as u64,
+        freshness_split,
         analytics_freshness: analytics_freshness.latencies.summary(),
         analytics_freshness_missing: analytics_freshness.missing
             + analytics_freshness.pending as u64,

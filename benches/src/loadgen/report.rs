@@ -6,6 +6,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use super::bill::Bill;
+use super::freshness_split::FreshnessSplit;
 use super::watchers::WatcherFigures;
 
 use super::profile::{OrderMix, RushProfile};
@@ -82,6 +83,8 @@ pub struct LoadReport {
     pub freshness: LatencySummary,
     /// Sampled orders that never became visible within the probe's patience.
     pub freshness_missing: u64,
+    /// Where that freshness went (relay, log wait, batch, write), when the build exports it.
+    pub freshness_split: Option<FreshnessSplit>,
     /// PlaceOrder acknowledged -> the order in the analytics `fact_orders` (micro-batched loads).
     pub analytics_freshness: LatencySummary,
     /// Sampled orders never seen in analytics within the probe's patience.
@@ -169,6 +172,10 @@ impl LoadReport {
                 "| analytics loads / statements sent / statements per load | {} / {} / {:.1} |",
                 loads.loads, loads.statements, loads.statements_per_load
             );
+        }
+        if let Some(split) = &self.freshness_split {
+            md.push('\n');
+            md.push_str(&split.to_markdown());
         }
         if let Some(w) = &self.watchers {
             let _ = writeln!(
