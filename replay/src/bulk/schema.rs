@@ -4,12 +4,12 @@
 //! stand-in of the analytics database): catalogue queries and `COPY FROM STDIN` are not
 //! Redshift's.
 
-use read_models::analytics_sql::replay::{DELETE_PROGRESS, INSERT_PROGRESS};
 use read_models::analytics_sql::SET_SEARCH_PATH;
 use read_models::SchemaName;
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::error::ReplayError;
+use crate::progress;
 
 /// Whether schema `$1` holds the mark of a bulk load that has not finished.
 const BULK_LOAD_EXISTS: &str = "\
@@ -135,15 +135,7 @@ pub(crate) async fn finish(
         .bind(schema.as_str())
         .execute(&mut *tx)
         .await?;
-    sqlx::query(DELETE_PROGRESS)
-        .bind(projection)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(INSERT_PROGRESS)
-        .bind(projection)
-        .bind(through)
-        .execute(&mut *tx)
-        .await?;
+    progress::record(&mut tx, projection, through).await?;
     sqlx::query(&format!(
         "DROP TABLE {}.replay_bulk_load",
         quoted(schema.as_str())

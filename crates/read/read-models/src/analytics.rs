@@ -184,13 +184,7 @@ impl AnalyticsProjection {
         let changed: Vec<AppliedRow> = applied
             .into_iter()
             .filter(|(_, (_, changed))| *changed)
-            .map(
-                |((aggregate_type, aggregate_id), (sequence, _))| AppliedRow {
-                    aggregate_type,
-                    aggregate_id,
-                    last_sequence: sequence as i64,
-                },
-            )
+            .map(AppliedRow::of)
             .collect();
         load(tx, &APPLIED_SEQUENCES, &changed).await?;
         Ok(stopped)
@@ -542,6 +536,19 @@ pub(crate) struct AppliedRow {
     pub(crate) aggregate_type: String,
     pub(crate) aggregate_id: String,
     pub(crate) last_sequence: i64,
+}
+
+impl AppliedRow {
+    /// The row of one entry of an [`Applied`] map.
+    pub(crate) fn of(
+        ((aggregate_type, aggregate_id), (sequence, _)): ((String, String), (u64, bool)),
+    ) -> AppliedRow {
+        AppliedRow {
+            aggregate_type,
+            aggregate_id,
+            last_sequence: sequence as i64,
+        }
+    }
 }
 
 impl AnalyticsRow for AppliedRow {

@@ -165,17 +165,7 @@ impl BulkRows {
         let orders = self.held.changes.take_orders(0);
         self.write_orders(&orders);
         self.write_ledgers();
-        let markers: Vec<AppliedRow> = self
-            .applied
-            .drain()
-            .map(
-                |((aggregate_type, aggregate_id), (sequence, _))| AppliedRow {
-                    aggregate_type,
-                    aggregate_id,
-                    last_sequence: sequence as i64,
-                },
-            )
-            .collect();
+        let markers: Vec<AppliedRow> = self.applied.drain().map(AppliedRow::of).collect();
         for marker in &markers {
             self.write_marker(marker);
         }
@@ -202,12 +192,8 @@ impl BulkRows {
                 ),
             }
             let key = (ORDER.to_owned(), order_id.clone());
-            if let Some((sequence, _)) = self.applied.remove(&key) {
-                self.write_marker(&AppliedRow {
-                    aggregate_type: key.0,
-                    aggregate_id: key.1,
-                    last_sequence: sequence as i64,
-                });
+            if let Some(applied) = self.applied.remove(&key) {
+                self.write_marker(&AppliedRow::of((key, applied)));
             }
         }
     }
