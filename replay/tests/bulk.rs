@@ -258,8 +258,9 @@ async fn a_bulk_rebuild_interrupted_before_its_final_step_never_looks_complete_a
 }
 
 /// Runs the live path (one commit per batch, so its error names the commit) and the bulk path
-/// on the store as it is; both must fail, with the same message.
-async fn both_refuse(s: &Setup, model: ReadModel) -> String {
+/// on the store as it is; both must fail, with the same message. The message, and the bulk
+/// path's target (left unfinished).
+async fn both_refuse(s: &Setup, model: ReadModel) -> (String, SchemaName) {
     let schema = new_schema("live_refuses");
     model.create_schema(&s.views, &schema).await.unwrap();
     let progress = ProgressTable::new(s.views.clone(), schema.clone());
@@ -280,11 +281,12 @@ async fn both_refuse(s: &Setup, model: ReadModel) -> String {
         .to_string();
     assert_eq!(bulk, live, "{model:?}");
     assert_eq!(progress_of(&s.views, &target, model).await, None);
-    live
+    assert!(holds_table(&s.views, &target, "replay_bulk_load").await);
+    (live, target)
 }
 
 #[tokio::test]
-async fn a_commit_the_live_path_refuses_is_refused_the_same_way() {
+async fn a_commit_the_live_path_refuses_is_refused_the_same_way_and_a_rerun_starts_over() {
     let s = setup().await;
     // A gap: an inventory's last commit moved past sequences never written.
     sqlx::query(
@@ -294,9 +296,24 @@ async fn a_commit_the_live_path_refuses_is_refused_the_same_way() {
     .execute(s.store.pool())
     .await
     .unwrap();
+    let mut stopped = Vec::new();
     for model in MODELS {
-        let refusal = both_refuse(&s, model).await;
+        let (refusal, target) = both_refuse(&s, model).await;
         assert!(refusal.contains("gap: inventory"), "{refusal}");
+        stopped.push((model, target));
+    }
+    // The store mended, a bulk load stopped halfway through its rows is started over.
+    sqlx::query("UPDATE events SET sequence = sequence - 100 WHERE sequence > 100")
+        .execute(s.store.pool())
+        .await
+        .unwrap();
+    for (model, target) in stopped {
+        let done = rebuild_bulk(&s.store, &s.views, model, &target, &bulk(None, 3), |_| {})
+            .await
+            .unwrap();
+        assert!(done.restarted);
+        let live = build_live(&s.views, model, &s.commits).await;
+        assert_same(&s.views, &live, &target).await;
     }
     // An event type this build does not know.
     sqlx::query(
@@ -306,12 +323,8 @@ async fn a_commit_the_live_path_refuses_is_refused_the_same_way() {
     .execute(s.store.pool())
     .await
     .unwrap();
-    sqlx::query("UPDATE events SET sequence = sequence - 100 WHERE sequence > 100")
-        .execute(s.store.pool())
-        .await
-        .unwrap();
     for model in MODELS {
-        let refusal = both_refuse(&s, model).await;
+        let (refusal, _) = both_refuse(&s, model).await;
         assert!(refusal.contains("does not decode"), "{refusal}");
     }
 }
