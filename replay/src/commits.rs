@@ -10,6 +10,62 @@
 
 use event_store::RecordedEvent;
 
+/// Cuts events read in position order into commits, up to a bound: a commit the bound splits is
+/// left out whole, as commits are applied entirely or not at all.
+#[derive(Debug)]
+pub(crate) struct CommitCutter {
+    pending: Vec<RecordedEvent>,
+    through: i64,
+    done: bool,
+}
+
+impl CommitCutter {
+    /// Cuts up to position `through`.
+    pub(crate) fn new(through: i64) -> Self {
+        Self {
+            pending: Vec::new(),
+            through,
+            done: false,
+        }
+    }
+
+    /// Takes the next event (one past the bound tells whether the commit holding the bound ends
+    /// there); the commit it completes, if any.
+    pub(crate) fn push(&mut self, event: RecordedEvent) -> Option<Vec<RecordedEvent>> {
+        if self
+            .pending
+            .last()
+            .is_some_and(|last| same_commit(last, &event))
+        {
+            if event.global_position > self.through {
+                // The bound splits this commit: it is left out whole.
+                self.pending.clear();
+                self.done = true;
+            } else {
+                self.pending.push(event);
+            }
+            return None;
+        }
+        let completed = (!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending));
+        if event.global_position > self.through {
+            self.done = true;
+        } else {
+            self.pending.push(event);
+        }
+        completed
+    }
+
+    /// True once past the bound: nothing more is taken.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The last commit, when the events ended before the bound told where it ends.
+    pub(crate) fn finish(self) -> Option<Vec<RecordedEvent>> {
+        (!self.pending.is_empty()).then_some(self.pending)
+    }
+}
+
 /// True when `next` continues the commit `previous` belongs to.
 pub(crate) fn same_commit(previous: &RecordedEvent, next: &RecordedEvent) -> bool {
     next.global_position == previous.global_position + 1

@@ -27,6 +27,7 @@
 //! batch applied again after a crash changes nothing.
 
 mod aggregate_swap;
+mod bulk;
 mod commits;
 pub mod dynamodb;
 mod error;
@@ -43,6 +44,7 @@ mod target;
 mod verify;
 
 pub use aggregate_swap::swap_aggregate_in;
+pub use bulk::{finish_bulk_load, load_rows, rebuild_bulk, BulkOptions, BulkOutcome, RowsLoaded};
 pub use error::ReplayError;
 pub use from_stream::{rebuild_from_stream, StreamSource, StreamStart};
 pub use in_place::empty_schema;

@@ -82,18 +82,29 @@ impl ProgressStore for ProgressTable {
     async fn save(&self, projection: &str, position: i64) -> Result<(), ReplayError> {
         let mut tx = self.pool.begin().await?;
         set_search_path(&mut tx, &self.schema).await?;
-        sqlx::query(DELETE_PROGRESS)
-            .bind(projection)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(INSERT_PROGRESS)
-            .bind(projection)
-            .bind(position)
-            .execute(&mut *tx)
-            .await?;
+        record(&mut tx, projection, position).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Records `position` for `projection` in the `replay_progress` table of the schema the
+/// transaction `tx` selected (the upsert Redshift accepts).
+pub(crate) async fn record(
+    tx: &mut sqlx::PgConnection,
+    projection: &str,
+    position: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(DELETE_PROGRESS)
+        .bind(projection)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(INSERT_PROGRESS)
+        .bind(projection)
+        .bind(position)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 async fn set_search_path(

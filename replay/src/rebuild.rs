@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::commits::same_commit;
+use crate::commits::CommitCutter;
 use crate::error::ReplayError;
 use crate::progress::ProgressStore;
 
@@ -185,33 +185,22 @@ async fn run(
             )
             .boxed(),
     };
-    let mut pending: Vec<RecordedEvent> = Vec::new();
+    let mut cutter = CommitCutter::new(through);
     let mut batch: Vec<LoggedCommit> = Vec::with_capacity(batch_commits);
     while let Some(event) = events.try_next().await? {
-        if pending.last().is_some_and(|last| same_commit(last, &event)) {
-            if event.global_position > through {
-                // The bound splits this commit: it is left out whole.
-                pending.clear();
-                break;
-            }
-            pending.push(event);
-            continue;
-        }
-        if !pending.is_empty() {
-            batch.push(decode(&pending)?);
-            pending.clear();
+        if let Some(events) = cutter.push(event) {
+            batch.push(decode(&events)?);
             if batch.len() == batch_commits {
                 apply(projection, progress, &mut batch, &mut state).await?;
                 on_batch(&state);
             }
         }
-        if event.global_position > through {
+        if cutter.is_done() {
             break;
         }
-        pending.push(event);
     }
-    if !pending.is_empty() {
-        batch.push(decode(&pending)?);
+    if let Some(events) = cutter.finish() {
+        batch.push(decode(&events)?);
     }
     if !batch.is_empty() {
         apply(projection, progress, &mut batch, &mut state).await?;
@@ -240,7 +229,7 @@ pub async fn resolve_through(
     }
 }
 
-fn decode(events: &[RecordedEvent]) -> Result<LoggedCommit, ReplayError> {
+pub(crate) fn decode(events: &[RecordedEvent]) -> Result<LoggedCommit, ReplayError> {
     LoggedCommit::from_recorded(events).map_err(|source| ReplayError::Decode {
         position: events.first().map_or(0, |e| e.global_position),
         source,

@@ -37,6 +37,10 @@ pub struct Settings {
 pub struct ReplaySettings {
     /// Commits per `apply` call and per progress record (1 to 10,000).
     pub batch_commits: usize,
+    /// Writer connections of a history or analytics rebuild into a fresh schema, which is then
+    /// written as a bulk load (`COPY`, see `replay rebuild --help`); 0 builds it through the
+    /// live path instead (0 to 16). Redshift accepts no `COPY FROM STDIN`: set 0 for it.
+    pub bulk_writers: usize,
 }
 
 /// Built-in defaults; the stream's and the view's table names and the views' databases come
@@ -60,6 +64,7 @@ acquire_timeout_ms = 3000
 
 [replay]
 batch_commits = 500
+bulk_writers = 2
 "#;
 
 impl LayeredSettings for Settings {
@@ -83,6 +88,11 @@ impl LayeredSettings for Settings {
         if !(1..=10_000).contains(&self.replay.batch_commits) {
             return Err(SettingsError::Rejected(
                 "replay.batch_commits must be between 1 and 10000".into(),
+            ));
+        }
+        if self.replay.bulk_writers > 16 {
+            return Err(SettingsError::Rejected(
+                "replay.bulk_writers must be between 0 and 16".into(),
             ));
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! (c): our consumers of the log fed straight from the event store. `replay::rebuild` streams the
 //! store in commit order into any projection, so the same driver measures the replay of history
-//! and analytics (the live projections of (d) are `live_projections`).
+//! and analytics through the live path; `replay::rebuild_bulk` is what `replay rebuild` does into
+//! a fresh schema (the live projections of (d) are `live_projections`).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use commit_log::projection::Projection;
 use event_store::PgEventStore;
 use read_models::SchemaName;
-use replay::{rebuild, ProgressTable, ReadModel, RebuildOptions, Until};
+use replay::{rebuild, rebuild_bulk, BulkOptions, ProgressTable, ReadModel, RebuildOptions, Until};
 use sqlx::PgPool;
 use test_support::unique_name;
 
@@ -33,7 +34,8 @@ pub enum RebuildError {
     Process(String),
 }
 
-/// Rebuilds `model` from `store` into a fresh schema of `views`; events applied per second.
+/// Rebuilds `model` from `store` into a fresh schema of `views` through the live path (the
+/// projection's `apply`, batch by batch); events applied per second.
 pub async fn replay_rate(
     store: &PgEventStore,
     views: &PgPool,
@@ -43,6 +45,29 @@ pub async fn replay_rate(
     model.create_schema(views, &schema).await?;
     let projection = model.projection(views.clone(), schema.clone());
     measure(store, views, projection.as_ref(), &schema, None).await
+}
+
+/// Rebuilds `model` from `store` into a fresh schema of `views` as a bulk load (`COPY`,
+/// `writers` connections: what `replay rebuild` does into a new target); events per second,
+/// the final step (indexes, foreign keys, progress) included.
+pub async fn bulk_rate(
+    store: &PgEventStore,
+    views: &PgPool,
+    model: ReadModel,
+    writers: usize,
+) -> Result<Rate, RebuildError> {
+    let schema = fresh_schema(&format!("{}_bulk", model.name()))?;
+    let options = BulkOptions {
+        until: None,
+        writers,
+        batch_commits: BATCH_COMMITS,
+    };
+    let started = Instant::now();
+    let done = rebuild_bulk(store, views, model, &schema, &options, |_| {}).await?;
+    Ok(Rate {
+        units: done.progress.events,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 async fn measure(
@@ -71,7 +96,8 @@ pub(super) fn fresh_schema(prefix: &str) -> Result<SchemaName, RebuildError> {
         .map_err(|e| RebuildError::Setup(e.to_string()))
 }
 
-/// The `replay` binary's peak memory rebuilding history up to `through`, sampled from
+/// The `replay` binary's peak memory rebuilding history up to `through` into a fresh schema (a
+/// bulk load, `replay.bulk_writers` by default), sampled from
 /// `/proc/<pid>/status` every 10 ms while it runs (so a separate process's peak is its own).
 pub async fn replay_process_peak_mib(
     bin_dir: &Path,

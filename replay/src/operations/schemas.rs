@@ -6,11 +6,12 @@ use sqlx::PgPool;
 
 use super::console::{print_comparison, ProgressLine};
 use super::{open_store, run_rebuild, Outcome, Source, Target};
+use crate::bulk::bulk_load_unfinished;
 use crate::settings::Settings;
 use crate::{
-    drop_schema, empty_schema, resolve_through, schema_exists, swap_aggregate_in, swap_in, verify,
-    view_status, AggregateRef, ProgressStore, ProgressTable, ReadModel, RebuildOptions,
-    RebuildProgress, ReplayError, SwapPlan, Until, ViewStatus,
+    drop_schema, empty_schema, rebuild_bulk, resolve_through, schema_exists, swap_aggregate_in,
+    swap_in, verify, view_status, AggregateRef, BulkOptions, ProgressStore, ProgressTable,
+    ReadModel, RebuildOptions, RebuildProgress, ReplayError, SwapPlan, Until, ViewStatus,
 };
 
 /// `replay rebuild history|analytics`.
@@ -60,7 +61,15 @@ pub async fn rebuild_schema(
         }
         return Ok(Outcome::Done);
     }
-    let done = build(&store, &pool, model, &target, &options, request_source).await?;
+    let done = build(
+        &store,
+        &pool,
+        model,
+        &target,
+        (&options, settings.replay.bulk_writers),
+        request_source,
+    )
+    .await?;
     println!(
         "{} rebuilt into schema {target}: {} events in {} commits, positions {} to {}",
         model.name(),
@@ -137,7 +146,7 @@ pub async fn rebuild_aggregate_rows(
         &pool,
         model,
         &target,
-        &options,
+        (&options, settings.replay.bulk_writers),
         Source::Aggregate(aggregate),
     )
     .await?;
@@ -195,7 +204,15 @@ pub async fn rebuild_schema_in_place(
         until: None,
         batch_commits: settings.replay.batch_commits,
     };
-    let done = build(&store, &pool, model, &live, &options, Source::Store).await?;
+    let done = build(
+        &store,
+        &pool,
+        model,
+        &live,
+        (&options, settings.replay.bulk_writers),
+        Source::Store,
+    )
+    .await?;
     ProgressTable::new(pool, live.clone()).drop_table().await?;
     println!(
         "{} rebuilt in place in schema {live}: {} events in {} commits, through position {}",
@@ -253,7 +270,15 @@ pub async fn verify_schema(
     };
     // The scratch schema goes whatever happens, so a failed verify leaves nothing behind.
     let compared = async {
-        build(&store, &pool, model, &scratch, &options, Source::Store).await?;
+        build(
+            &store,
+            &pool,
+            model,
+            &scratch,
+            (&options, settings.replay.bulk_writers),
+            Source::Store,
+        )
+        .await?;
         verify(&pool, &live, &scratch).await
     }
     .await;
@@ -316,7 +341,7 @@ async fn check_target(
     if !read_model_has(pool, model, target).await? {
         return Ok(false);
     }
-    if ProgressTable::exists(pool, target).await? {
+    if ProgressTable::exists(pool, target).await? || bulk_load_unfinished(pool, target).await? {
         return Ok(true);
     }
     refuse!(
@@ -343,14 +368,35 @@ async fn check_swap(pool: &PgPool, plan: &SwapPlan) -> Result<(), ReplayError> {
     Ok(())
 }
 
+/// Builds `model` into `target`: as a bulk load when the target is new (or an unfinished bulk
+/// load, started over) and read from the whole store, else through the live path, resuming.
 async fn build(
     store: &PgEventStore,
     pool: &PgPool,
     model: ReadModel,
     target: &SchemaName,
-    options: &RebuildOptions,
+    (options, bulk_writers): (&RebuildOptions, usize),
     source: Source<'_>,
 ) -> Result<RebuildProgress, ReplayError> {
+    let fresh = !schema_exists(pool, target).await? || bulk_load_unfinished(pool, target).await?;
+    if bulk_writers > 0 && fresh && matches!(source, Source::Store) {
+        let bulk = BulkOptions {
+            until: options.until,
+            writers: bulk_writers,
+            batch_commits: options.batch_commits,
+        };
+        let mut line = ProgressLine::new(model.name());
+        let done = rebuild_bulk(store, pool, model, target, &bulk, |p| line.show(p)).await;
+        line.finish();
+        let done = done?;
+        if done.restarted {
+            println!(
+                "schema {target} held an unfinished bulk rebuild (interrupted): dropped and \
+                 rebuilt from the start"
+            );
+        }
+        return Ok(done.progress);
+    }
     model.create_schema(pool, target).await?;
     let progress = ProgressTable::new(pool.clone(), target.clone());
     progress.create().await?;

@@ -31,6 +31,7 @@ use super::analytics_sql::{
     FACT_ORDERS, FACT_ORDER_ITEMS, FACT_STOCK_MOVEMENTS, LOCK_LOADS, SELECT_APPLIED, SELECT_ITEMS,
     SELECT_ORDERS,
 };
+use super::copy_text::RowSink;
 use super::ledger::{ChangeBatch, LoyaltyEntry, StockMovement};
 use super::order_changes::{OrderChanges, PlacedOrder};
 use super::progress::{database_failure, gather, Applied, INVENTORY, LOYALTY, MENU, ORDER};
@@ -183,13 +184,7 @@ impl AnalyticsProjection {
         let changed: Vec<AppliedRow> = applied
             .into_iter()
             .filter(|(_, (_, changed))| *changed)
-            .map(
-                |((aggregate_type, aggregate_id), (sequence, _))| AppliedRow {
-                    aggregate_type,
-                    aggregate_id,
-                    last_sequence: sequence as i64,
-                },
-            )
+            .map(AppliedRow::of)
             .collect();
         load(tx, &APPLIED_SEQUENCES, &changed).await?;
         Ok(stopped)
@@ -232,7 +227,7 @@ fn in_list<'a>(prefix: &'static str, keys: &'a [&'a str]) -> QueryBuilder<'a, Po
 }
 
 /// Moves `rows` into their target through its staging table.
-async fn load<R: StageRow>(
+async fn load<R: AnalyticsRow>(
     tx: &mut Load,
     table: &StagedTable,
     rows: &[R],
@@ -242,7 +237,7 @@ async fn load<R: StageRow>(
     }
     for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Postgres>::new(table.insert);
-        insert.push_values(chunk, |mut values, row| row.bind(&mut values));
+        insert.push_values(chunk, |mut values, row| row.write(&mut values));
         insert.build().execute(tx.statement()).await?;
     }
     for statement in table.merge {
@@ -252,9 +247,36 @@ async fn load<R: StageRow>(
     Ok(())
 }
 
-/// A row that binds its columns in its staging table's `insert` order.
-trait StageRow {
-    fn bind(&self, values: &mut Separated<'_, '_, Postgres, &'static str>);
+/// A row of an analytics table: its columns in table order (the staging table's `insert`
+/// order too), handed to a bound statement (the live load) or to `COPY` text (replay's bulk
+/// rebuild), so both write the same values.
+pub(crate) trait AnalyticsRow {
+    fn write(&self, row: &mut impl RowSink);
+}
+
+/// The live load binds each column as a parameter of its multi-row `INSERT`.
+impl RowSink for Separated<'_, '_, Postgres, &'static str> {
+    fn text(&mut self, value: Option<&str>) {
+        self.push_bind(value.map(str::to_owned));
+    }
+    fn bigint(&mut self, value: Option<i64>) {
+        self.push_bind(value);
+    }
+    fn integer(&mut self, value: Option<i32>) {
+        self.push_bind(value);
+    }
+    fn smallint(&mut self, value: i16) {
+        self.push_bind(value);
+    }
+    fn boolean(&mut self, value: Option<bool>) {
+        self.push_bind(value);
+    }
+    fn timestamp(&mut self, value: Option<PrimitiveDateTime>) {
+        self.push_bind(value);
+    }
+    fn date(&mut self, value: Date) {
+        self.push_bind(value);
+    }
 }
 
 /// UTC wall time: Redshift's `TIMESTAMP` has no zone, and binding a plain timestamp keeps the
@@ -273,7 +295,7 @@ fn hour_key(at: PrimitiveDateTime) -> i64 {
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
-struct FactOrder {
+pub(crate) struct FactOrder {
     order_id: String,
     store_id: String,
     customer_id: String,
@@ -313,7 +335,7 @@ impl FactOrder {
         }
     }
 
-    fn apply(&mut self, changes: &OrderChanges) {
+    pub(crate) fn apply(&mut self, changes: &OrderChanges) {
         if let Some(status) = changes.status {
             self.status = status.as_str().to_owned();
         }
@@ -335,29 +357,28 @@ impl FactOrder {
     }
 }
 
-impl StageRow for FactOrder {
-    fn bind(&self, values: &mut Separated<'_, '_, Postgres, &'static str>) {
-        values
-            .push_bind(self.order_id.clone())
-            .push_bind(self.store_id.clone())
-            .push_bind(self.customer_id.clone())
-            .push_bind(self.hour_key)
-            .push_bind(self.placed_at)
-            .push_bind(self.status.clone())
-            .push_bind(self.total_cents)
-            .push_bind(self.line_count)
-            .push_bind(self.item_quantity)
-            .push_bind(self.accepted_at)
-            .push_bind(self.preparing_at)
-            .push_bind(self.ready_at)
-            .push_bind(self.ended_at)
-            .push_bind(self.prep_seconds)
-            .push_bind(self.end_reason.clone());
+impl AnalyticsRow for FactOrder {
+    fn write(&self, row: &mut impl RowSink) {
+        row.text(Some(&self.order_id));
+        row.text(Some(&self.store_id));
+        row.text(Some(&self.customer_id));
+        row.bigint(Some(self.hour_key));
+        row.timestamp(Some(self.placed_at));
+        row.text(Some(&self.status));
+        row.bigint(Some(self.total_cents));
+        row.integer(Some(self.line_count));
+        row.integer(Some(self.item_quantity));
+        row.timestamp(self.accepted_at);
+        row.timestamp(self.preparing_at);
+        row.timestamp(self.ready_at);
+        row.timestamp(self.ended_at);
+        row.bigint(self.prep_seconds);
+        row.text(self.end_reason.as_deref());
     }
 }
 
 #[derive(Debug)]
-struct FactOrderItem {
+pub(crate) struct FactOrderItem {
     order_id: String,
     line_no: i32,
     store_id: String,
@@ -370,56 +391,53 @@ struct FactOrderItem {
     customisation_count: i32,
 }
 
-impl StageRow for FactOrderItem {
-    fn bind(&self, values: &mut Separated<'_, '_, Postgres, &'static str>) {
-        values
-            .push_bind(self.order_id.clone())
-            .push_bind(self.line_no)
-            .push_bind(self.store_id.clone())
-            .push_bind(self.sku.clone())
-            .push_bind(self.hour_key)
-            .push_bind(self.placed_at)
-            .push_bind(self.quantity)
-            .push_bind(self.unit_price_cents)
-            .push_bind(self.line_total_cents)
-            .push_bind(self.customisation_count);
+impl AnalyticsRow for FactOrderItem {
+    fn write(&self, row: &mut impl RowSink) {
+        row.text(Some(&self.order_id));
+        row.integer(Some(self.line_no));
+        row.text(Some(&self.store_id));
+        row.text(Some(&self.sku));
+        row.bigint(Some(self.hour_key));
+        row.timestamp(Some(self.placed_at));
+        row.integer(Some(self.quantity));
+        row.bigint(Some(self.unit_price_cents));
+        row.bigint(Some(self.line_total_cents));
+        row.integer(Some(self.customisation_count));
     }
 }
 
-impl StageRow for LoyaltyEntry {
-    fn bind(&self, values: &mut Separated<'_, '_, Postgres, &'static str>) {
+impl AnalyticsRow for LoyaltyEntry {
+    fn write(&self, row: &mut impl RowSink) {
         let at = utc(self.recorded_at);
-        values
-            .push_bind(self.customer_id.clone())
-            .push_bind(self.sequence)
-            .push_bind(self.entry_type)
-            .push_bind(self.points)
-            .push_bind(self.order_id.clone())
-            .push_bind(self.amount_cents)
-            .push_bind(self.tier)
-            .push_bind(hour_key(at))
-            .push_bind(at);
+        row.text(Some(&self.customer_id));
+        row.bigint(Some(self.sequence));
+        row.text(Some(self.entry_type));
+        row.bigint(Some(self.points));
+        row.text(self.order_id.as_deref());
+        row.bigint(self.amount_cents);
+        row.text(self.tier);
+        row.bigint(Some(hour_key(at)));
+        row.timestamp(Some(at));
     }
 }
 
-impl StageRow for StockMovement {
-    fn bind(&self, values: &mut Separated<'_, '_, Postgres, &'static str>) {
+impl AnalyticsRow for StockMovement {
+    fn write(&self, row: &mut impl RowSink) {
         let at = utc(self.recorded_at);
-        values
-            .push_bind(self.store_id.clone())
-            .push_bind(self.sequence)
-            .push_bind(self.line_no)
-            .push_bind(self.sku.clone())
-            .push_bind(self.movement)
-            .push_bind(self.quantity)
-            .push_bind(self.order_id.clone())
-            .push_bind(hour_key(at))
-            .push_bind(at);
+        row.text(Some(&self.store_id));
+        row.bigint(Some(self.sequence));
+        row.integer(Some(self.line_no));
+        row.text(Some(&self.sku));
+        row.text(Some(self.movement));
+        row.bigint(Some(self.quantity));
+        row.text(self.order_id.as_deref());
+        row.bigint(Some(hour_key(at)));
+        row.timestamp(Some(at));
     }
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
-struct DimItem {
+pub(crate) struct DimItem {
     sku: String,
     name: Option<String>,
     category: Option<String>,
@@ -428,34 +446,62 @@ struct DimItem {
     updated_at: PrimitiveDateTime,
 }
 
-impl StageRow for DimItem {
-    fn bind(&self, values: &mut Separated<'_, '_, Postgres, &'static str>) {
-        values
-            .push_bind(self.sku.clone())
-            .push_bind(self.name.clone())
-            .push_bind(self.category.clone())
-            .push_bind(self.price_cents)
-            .push_bind(self.available)
-            .push_bind(self.updated_at);
+impl AnalyticsRow for DimItem {
+    fn write(&self, row: &mut impl RowSink) {
+        row.text(Some(&self.sku));
+        row.text(self.name.as_deref());
+        row.text(self.category.as_deref());
+        row.bigint(self.price_cents);
+        row.boolean(self.available);
+        row.timestamp(Some(self.updated_at));
+    }
+}
+
+impl DimItem {
+    /// The row of `sku` after `change`, on top of its row `before` (if any); none when neither
+    /// says when it changed.
+    pub(crate) fn changed(
+        sku: &str,
+        change: &ItemChange,
+        before: Option<DimItem>,
+    ) -> Option<DimItem> {
+        let updated_at = change.at.or(before.as_ref().map(|b| b.updated_at))?;
+        Some(DimItem {
+            sku: sku.to_owned(),
+            name: change
+                .name
+                .clone()
+                .or_else(|| before.as_ref().and_then(|b| b.name.clone())),
+            category: change
+                .category
+                .clone()
+                .or_else(|| before.as_ref().and_then(|b| b.category.clone())),
+            price_cents: change
+                .price_cents
+                .or(before.as_ref().and_then(|b| b.price_cents)),
+            available: change
+                .available
+                .or(before.as_ref().and_then(|b| b.available)),
+            updated_at,
+        })
     }
 }
 
 #[derive(Debug)]
-struct DimStore {
+pub(crate) struct DimStore {
     store_id: String,
     first_seen_at: PrimitiveDateTime,
 }
 
-impl StageRow for DimStore {
-    fn bind(&self, values: &mut Separated<'_, '_, Postgres, &'static str>) {
-        values
-            .push_bind(self.store_id.clone())
-            .push_bind(self.first_seen_at);
+impl AnalyticsRow for DimStore {
+    fn write(&self, row: &mut impl RowSink) {
+        row.text(Some(&self.store_id));
+        row.timestamp(Some(self.first_seen_at));
     }
 }
 
 #[derive(Debug)]
-struct DimHour {
+pub(crate) struct DimHour {
     hour_key: i64,
     hour_start: PrimitiveDateTime,
     day: Date,
@@ -472,38 +518,50 @@ impl DimHour {
     }
 }
 
-impl StageRow for DimHour {
-    fn bind(&self, values: &mut Separated<'_, '_, Postgres, &'static str>) {
-        values
-            .push_bind(self.hour_key)
-            .push_bind(self.hour_start)
-            .push_bind(self.day)
-            .push_bind(i16::from(self.hour_start.hour()))
-            .push_bind(i16::from(self.day.weekday().number_from_monday()))
-            .push_bind(i16::from(u8::from(self.day.month())))
-            .push_bind(self.day.year() as i16);
+impl AnalyticsRow for DimHour {
+    fn write(&self, row: &mut impl RowSink) {
+        row.bigint(Some(self.hour_key));
+        row.timestamp(Some(self.hour_start));
+        row.date(self.day);
+        row.smallint(i16::from(self.hour_start.hour()));
+        row.smallint(i16::from(self.day.weekday().number_from_monday()));
+        row.smallint(i16::from(u8::from(self.day.month())));
+        row.smallint(self.day.year() as i16);
     }
 }
 
+/// One `applied_sequences` row (history's table has the same columns).
 #[derive(Debug)]
-struct AppliedRow {
-    aggregate_type: String,
-    aggregate_id: String,
-    last_sequence: i64,
+pub(crate) struct AppliedRow {
+    pub(crate) aggregate_type: String,
+    pub(crate) aggregate_id: String,
+    pub(crate) last_sequence: i64,
 }
 
-impl StageRow for AppliedRow {
-    fn bind(&self, values: &mut Separated<'_, '_, Postgres, &'static str>) {
-        values
-            .push_bind(self.aggregate_type.clone())
-            .push_bind(self.aggregate_id.clone())
-            .push_bind(self.last_sequence);
+impl AppliedRow {
+    /// The row of one entry of an [`Applied`] map.
+    pub(crate) fn of(
+        ((aggregate_type, aggregate_id), (sequence, _)): ((String, String), (u64, bool)),
+    ) -> AppliedRow {
+        AppliedRow {
+            aggregate_type,
+            aggregate_id,
+            last_sequence: sequence as i64,
+        }
+    }
+}
+
+impl AnalyticsRow for AppliedRow {
+    fn write(&self, row: &mut impl RowSink) {
+        row.text(Some(&self.aggregate_type));
+        row.text(Some(&self.aggregate_id));
+        row.bigint(Some(self.last_sequence));
     }
 }
 
 /// A change to one menu item.
 #[derive(Debug, Clone, Default)]
-struct ItemChange {
+pub(crate) struct ItemChange {
     name: Option<String>,
     category: Option<String>,
     price_cents: Option<i64>,
@@ -511,15 +569,15 @@ struct ItemChange {
     at: Option<PrimitiveDateTime>,
 }
 
-/// Everything one `apply` loads.
+/// Everything one `apply` loads (and what one writer of a bulk rebuild holds).
 #[derive(Debug, Default)]
-struct Batch {
-    changes: ChangeBatch,
-    items: BTreeMap<String, ItemChange>,
+pub(crate) struct Batch {
+    pub(crate) changes: ChangeBatch,
+    pub(crate) items: BTreeMap<String, ItemChange>,
 }
 
 impl Batch {
-    fn add(&mut self, commit: &LoggedCommit, applied: u64) -> Result<(), String> {
+    pub(crate) fn add(&mut self, commit: &LoggedCommit, applied: u64) -> Result<(), String> {
         for event in self.changes.add(commit, applied)? {
             if let DomainEvent::Menu(menu_event) = &event.event {
                 self.add_menu_event(menu_event, utc(event.recorded_at));
@@ -588,36 +646,12 @@ impl Batch {
         }
         let mut orders = Vec::new();
         let mut order_items = Vec::new();
-        let mut stores: BTreeMap<String, PrimitiveDateTime> = BTreeMap::new();
-        let mut hours: BTreeMap<i64, DimHour> = BTreeMap::new();
-        for entry in &self.changes.loyalty {
-            let at = utc(entry.recorded_at);
-            hours.entry(hour_key(at)).or_insert_with(|| DimHour::of(at));
-        }
-        let mut see = |store: &str, at: PrimitiveDateTime| {
-            let first = stores.entry(store.to_owned()).or_insert(at);
-            *first = (*first).min(at);
-            hours.entry(hour_key(at)).or_insert_with(|| DimHour::of(at));
-        };
+        let mut dimensions = Dimensions::default();
         for (order_id, changes) in &self.changes.orders {
             let mut row = match &changes.placed {
                 Some(placed) => {
-                    let row = FactOrder::placed(order_id, placed);
-                    see(&row.store_id, row.placed_at);
-                    order_items.extend(placed.lines.iter().enumerate().map(|(line_no, line)| {
-                        FactOrderItem {
-                            order_id: order_id.clone(),
-                            line_no: line_no as i32,
-                            store_id: row.store_id.clone(),
-                            sku: line.sku.to_string(),
-                            hour_key: row.hour_key,
-                            placed_at: row.placed_at,
-                            quantity: line.quantity.get() as i32,
-                            unit_price_cents: line.unit_price.cents(),
-                            line_total_cents: line.line_total.cents(),
-                            customisation_count: line.customisations.len() as i32,
-                        }
-                    }));
+                    let (row, items) = placed_rows(order_id, placed, &mut dimensions);
+                    order_items.extend(items);
                     row
                 }
                 // Its applied sequence says OrderPlaced was loaded into this schema, so the row
@@ -630,18 +664,9 @@ impl Batch {
             row.apply(changes);
             orders.push(row);
         }
-        for movement in &self.changes.stock {
-            see(&movement.store_id, utc(movement.recorded_at));
-        }
+        dimensions.see_ledgers(&self.changes);
         let items = self.items_with_current(tx).await?;
-        let stores: Vec<DimStore> = stores
-            .into_iter()
-            .map(|(store_id, first_seen_at)| DimStore {
-                store_id,
-                first_seen_at,
-            })
-            .collect();
-        let hours: Vec<DimHour> = hours.into_values().collect();
+        let (stores, hours) = dimensions.into_rows();
         load(tx, &DIM_STORE, &stores).await?;
         load(tx, &DIM_HOUR, &hours).await?;
         load(tx, &DIM_ITEM, &items).await?;
@@ -665,29 +690,90 @@ impl Batch {
         Ok(self
             .items
             .iter()
-            .filter_map(|(sku, change)| {
-                let before = current.remove(sku);
-                let updated_at = change.at.or(before.as_ref().map(|b| b.updated_at))?;
-                Some(DimItem {
-                    sku: sku.clone(),
-                    name: change
-                        .name
-                        .clone()
-                        .or_else(|| before.as_ref().and_then(|b| b.name.clone())),
-                    category: change
-                        .category
-                        .clone()
-                        .or_else(|| before.as_ref().and_then(|b| b.category.clone())),
-                    price_cents: change
-                        .price_cents
-                        .or(before.as_ref().and_then(|b| b.price_cents)),
-                    available: change
-                        .available
-                        .or(before.as_ref().and_then(|b| b.available)),
-                    updated_at,
-                })
-            })
+            .filter_map(|(sku, change)| DimItem::changed(sku, change, current.remove(sku)))
             .collect())
+    }
+}
+
+/// The `fact_orders` row and `fact_order_items` rows of a newly placed order, its store and
+/// hour seen in `dimensions`.
+pub(crate) fn placed_rows(
+    order_id: &str,
+    placed: &PlacedOrder,
+    dimensions: &mut Dimensions,
+) -> (FactOrder, Vec<FactOrderItem>) {
+    let row = FactOrder::placed(order_id, placed);
+    dimensions.see(&row.store_id, row.placed_at);
+    let items = placed
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(line_no, line)| FactOrderItem {
+            order_id: order_id.to_owned(),
+            line_no: line_no as i32,
+            store_id: row.store_id.clone(),
+            sku: line.sku.to_string(),
+            hour_key: row.hour_key,
+            placed_at: row.placed_at,
+            quantity: line.quantity.get() as i32,
+            unit_price_cents: line.unit_price.cents(),
+            line_total_cents: line.line_total.cents(),
+            customisation_count: line.customisations.len() as i32,
+        })
+        .collect();
+    (row, items)
+}
+
+/// The stores (earliest time seen) and hours the facts of a load or a rebuild mention.
+#[derive(Debug, Default)]
+pub(crate) struct Dimensions {
+    stores: BTreeMap<String, PrimitiveDateTime>,
+    hours: BTreeMap<i64, DimHour>,
+}
+
+impl Dimensions {
+    /// `store` was seen at `at` (an order placed, a stock movement).
+    pub(crate) fn see(&mut self, store: &str, at: PrimitiveDateTime) {
+        let first = self.stores.entry(store.to_owned()).or_insert(at);
+        *first = (*first).min(at);
+        self.see_hour(at);
+    }
+
+    fn see_hour(&mut self, at: PrimitiveDateTime) {
+        self.hours
+            .entry(hour_key(at))
+            .or_insert_with(|| DimHour::of(at));
+    }
+
+    /// The hours of `changes`' loyalty entries and the stores and hours of its stock movements.
+    pub(crate) fn see_ledgers(&mut self, changes: &ChangeBatch) {
+        for entry in &changes.loyalty {
+            self.see_hour(utc(entry.recorded_at));
+        }
+        for movement in &changes.stock {
+            self.see(&movement.store_id, utc(movement.recorded_at));
+        }
+    }
+
+    /// Adds what `other` saw.
+    pub(crate) fn merge(&mut self, other: Dimensions) {
+        for (store, at) in other.stores {
+            self.see(&store, at);
+        }
+        self.hours.extend(other.hours);
+    }
+
+    /// The `dim_store` and `dim_hour` rows.
+    pub(crate) fn into_rows(self) -> (Vec<DimStore>, Vec<DimHour>) {
+        let stores = self
+            .stores
+            .into_iter()
+            .map(|(store_id, first_seen_at)| DimStore {
+                store_id,
+                first_seen_at,
+            })
+            .collect();
+        (stores, self.hours.into_values().collect())
     }
 }
 

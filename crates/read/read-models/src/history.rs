@@ -16,6 +16,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 
+use super::history_rows::{item_rows, order_row, timeline_rows};
 use super::ledger::ChangeBatch;
 use super::order_changes::OrderChanges;
 use super::progress::{database_failure, gather, Applied, INVENTORY, LOYALTY, ORDER};
@@ -200,13 +201,13 @@ async fn lock_applied(
 /// Only applied commits count, so a view built live and one built by replay end at the same
 /// row whatever their batches.
 #[derive(Debug, Default, Clone, Copy)]
-struct NewestCommit {
-    position: i64,
-    committed_at: Option<OffsetDateTime>,
+pub(crate) struct NewestCommit {
+    pub(crate) position: i64,
+    pub(crate) committed_at: Option<OffsetDateTime>,
 }
 
 impl NewestCommit {
-    fn saw(&mut self, commit: &LoggedCommit) {
+    pub(crate) fn saw(&mut self, commit: &LoggedCommit) {
         let position = commit
             .events
             .last()
@@ -263,49 +264,49 @@ struct Columns<'b> {
 
 impl<'b> Columns<'b> {
     fn add_order(&mut self, order_id: &'b str, changes: &'b OrderChanges) {
-        let placed = changes.placed.as_ref();
+        let row = order_row(changes);
+        let placed = row.placed;
         self.placed.push(placed.is_some());
         self.order_id.push(order_id);
         self.store_id.push(placed.map(|p| p.store_id.as_str()));
         self.customer_id
             .push(placed.map(|p| p.customer_id.as_str()));
-        self.status.push(changes.status.map(|s| s.as_str()));
+        self.status.push(row.status);
         self.note.push(placed.map(|p| p.note.as_str()));
         self.total_cents.push(placed.map(|p| p.total_cents));
         self.placed_at.push(placed.map(|p| p.placed_at));
-        self.accepted_at.push(changes.accepted_at);
-        self.payment_captured_at.push(changes.payment_captured_at);
-        self.payment_id.push(changes.payment_id.as_deref());
-        self.captured_cents.push(changes.captured_cents);
-        self.payment_declined.push(changes.payment_declined);
-        self.preparing_at.push(changes.preparing_at);
-        self.ready_at.push(changes.ready_at);
-        self.ended_at.push(changes.ended_at);
-        self.end_reason.push(changes.end_reason.as_deref());
-        self.refund_due.push(changes.refund_due);
-        for (line_no, line) in placed.iter().flat_map(|p| p.lines.iter().enumerate()) {
+        self.accepted_at.push(row.accepted_at);
+        self.payment_captured_at.push(row.payment_captured_at);
+        self.payment_id.push(row.payment_id);
+        self.captured_cents.push(row.captured_cents);
+        self.payment_declined.push(row.payment_declined);
+        self.preparing_at.push(row.preparing_at);
+        self.ready_at.push(row.ready_at);
+        self.ended_at.push(row.ended_at);
+        self.end_reason.push(row.end_reason);
+        self.refund_due.push(row.refund_due);
+        for item in item_rows(changes) {
             self.item_order_id.push(order_id);
-            self.item_line_no.push(line_no as i32);
-            self.item_sku.push(line.sku.to_string());
-            self.item_name.push(line.name.as_str());
-            self.item_quantity.push(line.quantity.get() as i32);
+            self.item_line_no.push(item.line_no);
+            self.item_sku.push(item.sku);
+            self.item_name.push(item.name);
+            self.item_quantity.push(item.quantity);
             self.item_customisations_first
                 .push(self.customisations.len() as i32 + 1);
             self.item_customisations_count
-                .push(line.customisations.len() as i32);
-            self.customisations
-                .extend(line.customisations.iter().map(|c| c.as_str()));
-            self.item_unit_price_cents.push(line.unit_price.cents());
-            self.item_line_total_cents.push(line.line_total.cents());
+                .push(item.customisations.len() as i32);
+            self.customisations.extend(item.customisations);
+            self.item_unit_price_cents.push(item.unit_price_cents);
+            self.item_line_total_cents.push(item.line_total_cents);
         }
-        for entry in &changes.timeline {
+        for entry in timeline_rows(changes) {
             self.change_order_id.push(order_id);
-            self.change_sequence.push(entry.sequence as i64);
-            self.change_event_type.push(entry.event);
-            self.change_status.push(entry.status.map(|s| s.as_str()));
-            self.change_at.push(entry.at);
-            self.change_detail.push(entry.detail.as_deref());
-            self.change_actor.push(entry.actor.as_deref());
+            self.change_sequence.push(entry.sequence);
+            self.change_event_type.push(entry.event_type);
+            self.change_status.push(entry.status);
+            self.change_at.push(entry.changed_at);
+            self.change_detail.push(entry.detail);
+            self.change_actor.push(entry.actor);
         }
     }
 }

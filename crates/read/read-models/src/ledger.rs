@@ -67,6 +67,40 @@ impl ChangeBatch {
         }
         Ok(menu_events)
     }
+
+    /// Takes out the orders that ended (completed, cancelled, rejected) and, past `keep_open`
+    /// orders, the ones seen first: what a bulk rebuild writes before the end of the log.
+    pub(crate) fn take_orders(&mut self, keep_open: usize) -> Vec<(String, OrderChanges)> {
+        let open = self
+            .orders
+            .iter()
+            .filter(|(_, changes)| !changes.status.is_some_and(|s| s.is_final()))
+            .count();
+        let mut evict = open.saturating_sub(keep_open);
+        let (taken, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.orders)
+            .into_iter()
+            .partition(|(_, changes)| {
+                if changes.status.is_some_and(|s| s.is_final()) {
+                    return true;
+                }
+                let oldest = evict > 0;
+                evict = evict.saturating_sub(1);
+                oldest
+            });
+        self.orders = kept;
+        self.order_index = self
+            .orders
+            .iter()
+            .enumerate()
+            .map(|(slot, (id, _))| (id.clone(), slot))
+            .collect();
+        taken
+    }
+
+    /// Whether the order `id` is held.
+    pub(crate) fn holds_order(&self, id: &str) -> bool {
+        self.order_index.contains_key(id)
+    }
 }
 
 /// One loyalty ledger entry: points earned (+), redeemed (-) or a tier upgrade (0).

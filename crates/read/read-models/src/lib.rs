@@ -16,8 +16,11 @@
 mod active_orders;
 mod analytics;
 pub mod analytics_sql;
+pub mod bulk;
+mod copy_text;
 mod history;
 mod history_queries;
+mod history_rows;
 mod ledger;
 mod order_changes;
 mod page_token;

@@ -23,12 +23,22 @@ use service_kit::cli::SettingsFile;
 /// (dynamodb.views_table), whose alias item names the live tables. Running the same command
 /// again after an interruption resumes where it stopped.
 ///
+/// history and analytics into a new schema (rebuild --target/--swap, with or without --until,
+/// and verify's scratch schema) are written as a bulk load: the store read in order, the
+/// commits handed by aggregate to replay.bulk_writers connections that stream rows with COPY,
+/// secondary indexes, foreign keys and the progress written at the end in one transaction. A
+/// bulk load interrupted before that step is dropped and started over when run again (it never
+/// looks complete); a finished one resumes like any rebuild. The live path (batches of
+/// replay.batch_commits through the projection) is used instead to resume an existing target,
+/// for --aggregate, --from-stream and --in-place, and everywhere with replay.bulk_writers = 0
+/// (needed for Redshift, which takes no COPY FROM STDIN).
+///
 /// Settings come from built-in defaults, then the optional --config TOML file, then
 /// ORDERPIPE_<SECTION>__<KEY> environment variables: ORDERPIPE_DATABASE__URL (the event store),
 /// ORDERPIPE_HISTORY__DATABASE__URL, ORDERPIPE_ANALYTICS__DATABASE__URL (the read models, as for
 /// the projectors), ORDERPIPE_DYNAMODB__{ACTIVE_ORDERS,STORE_METRICS,VIEWS}_TABLE,
 /// ORDERPIPE_AWS__REGION / ORDERPIPE_AWS__ENDPOINT_URL (or AWS_ENDPOINT_URL_DYNAMODB),
-/// ORDERPIPE_REPLAY__BATCH_COMMITS.
+/// ORDERPIPE_REPLAY__BATCH_COMMITS, ORDERPIPE_REPLAY__BULK_WRITERS.
 ///
 /// Exit status: 0 done (verify: no difference), 1 verify found differences, 2 an error.
 #[derive(Parser)]

@@ -1,0 +1,147 @@
+//! The target schema of a bulk rebuild: the mark that a bulk load is under way, the secondary
+//! indexes and foreign keys set aside while rows stream in, and the final step that puts them
+//! back and records the progress. PostgreSQL only (the history database, and the PostgreSQL
+//! stand-in of the analytics database): catalogue queries and `COPY FROM STDIN` are not
+//! Redshift's.
+
+use read_models::analytics_sql::SET_SEARCH_PATH;
+use read_models::SchemaName;
+use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::error::ReplayError;
+use crate::progress;
+
+/// Whether schema `$1` holds the mark of a bulk load that has not finished.
+const BULK_LOAD_EXISTS: &str = "\
+SELECT EXISTS (SELECT 1 FROM information_schema.tables
+               WHERE table_schema = $1 AND table_name = 'replay_bulk_load')";
+
+/// The secondary indexes of schema `$1` (those backing no constraint), with their definitions.
+const SECONDARY_INDEXES: &str = "\
+SELECT c.relname::text, pg_get_indexdef(i.indexrelid)
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
+ORDER BY 1";
+
+/// The foreign keys of schema `$1`: table, name, definition.
+const FOREIGN_KEYS: &str = "\
+SELECT t.relname::text, k.conname::text, pg_get_constraintdef(k.oid)
+FROM pg_constraint k
+JOIN pg_class t ON t.oid = k.conrelid
+JOIN pg_namespace n ON n.oid = k.connamespace
+WHERE n.nspname = $1 AND k.contype = 'f'
+ORDER BY 1, 2";
+
+/// A catalogue name as a quoted identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// True when `schema` holds a bulk load that did not finish (its rows are incomplete).
+pub(crate) async fn bulk_load_unfinished(
+    pool: &PgPool,
+    schema: &SchemaName,
+) -> Result<bool, ReplayError> {
+    Ok(sqlx::query_scalar(BULK_LOAD_EXISTS)
+        .bind(schema.as_str())
+        .fetch_one(pool)
+        .await?)
+}
+
+/// Creates `schema` holding only the bulk load's mark, in one transaction: from then on, until
+/// [`finish`] drops the mark, the schema reads as an unfinished bulk load.
+pub(crate) async fn mark_bulk_load(pool: &PgPool, schema: &SchemaName) -> Result<(), ReplayError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(&format!("CREATE SCHEMA {}", quoted(schema.as_str())))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!(
+        "CREATE TABLE {}.replay_bulk_load (started_at timestamptz NOT NULL DEFAULT now())",
+        quoted(schema.as_str())
+    ))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What the bulk load set aside, to put back at the end.
+#[derive(Debug, Default)]
+pub(crate) struct SetAside {
+    /// `CREATE INDEX ...` statements.
+    indexes: Vec<String>,
+    /// `ALTER TABLE ... ADD CONSTRAINT ...` statements.
+    foreign_keys: Vec<String>,
+}
+
+/// Drops the secondary indexes and foreign keys of `schema`: rows stream in faster without
+/// them (an index built once over all rows beats one maintained row by row, and a key checked
+/// once by `ADD CONSTRAINT` beats a trigger per row), and writers of different aggregates need
+/// no order between their tables.
+pub(crate) async fn set_aside(pool: &PgPool, schema: &SchemaName) -> Result<SetAside, ReplayError> {
+    let mut tx = pool.begin().await?;
+    let target = quoted(schema.as_str());
+    let keys: Vec<(String, String, String)> = sqlx::query_as(FOREIGN_KEYS)
+        .bind(schema.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut set_aside = SetAside::default();
+    for (table, name, definition) in keys {
+        let table = format!("{target}.{}", quoted(&table));
+        sqlx::query(&format!(
+            "ALTER TABLE {table} DROP CONSTRAINT {}",
+            quoted(&name)
+        ))
+        .execute(&mut *tx)
+        .await?;
+        set_aside.foreign_keys.push(format!(
+            "ALTER TABLE {table} ADD CONSTRAINT {} {definition}",
+            quoted(&name)
+        ));
+    }
+    let indexes: Vec<(String, String)> = sqlx::query_as(SECONDARY_INDEXES)
+        .bind(schema.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+    for (name, definition) in indexes {
+        sqlx::query(&format!("DROP INDEX {target}.{}", quoted(&name)))
+            .execute(&mut *tx)
+            .await?;
+        set_aside.indexes.push(definition);
+    }
+    tx.commit().await?;
+    Ok(set_aside)
+}
+
+/// The final step, one transaction: the indexes and foreign keys back (checking every row),
+/// the progress at `through`, the mark dropped. Until it commits, the schema reads as an
+/// unfinished bulk load; after, as a finished rebuild that resumes like any other.
+pub(crate) async fn finish(
+    connection: &mut PgConnection,
+    schema: &SchemaName,
+    set_aside: &SetAside,
+    projection: &str,
+    through: i64,
+) -> Result<(), ReplayError> {
+    let mut tx = connection.begin().await?;
+    // Indexes first: the foreign keys' checks then use the primary keys and any index built.
+    for statement in set_aside.indexes.iter().chain(&set_aside.foreign_keys) {
+        sqlx::query(statement).execute(&mut *tx).await?;
+    }
+    sqlx::query(SET_SEARCH_PATH)
+        .bind(schema.as_str())
+        .execute(&mut *tx)
+        .await?;
+    progress::record(&mut tx, projection, through).await?;
+    sqlx::query(&format!(
+        "DROP TABLE {}.replay_bulk_load",
+        quoted(schema.as_str())
+    ))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
