@@ -41,7 +41,7 @@ use crate::rebuild::{rebuild_aggregate, resolve_through};
 use crate::target::{drop_schema, ReadModel};
 use crate::{AggregateRef, RebuildOptions, RebuildProgress, Until};
 
-pub(crate) use self::schema::bulk_load_unfinished;
+pub(crate) use self::schema::{bulk_load_unfinished, takes_bulk_loads};
 
 /// Commits handed to a writer at a time.
 const COMMITS_PER_MESSAGE: usize = 256;

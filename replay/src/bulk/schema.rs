@@ -40,6 +40,16 @@ fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// True when the database behind `pool` takes `COPY ... FROM STDIN`: PostgreSQL does (the
+/// history database, the local analytics stand-in); Redshift, the deployed analytics database,
+/// does not, and says so in `version()`. A rebuild there goes through the live path.
+pub(crate) async fn takes_bulk_loads(pool: &PgPool) -> Result<bool, ReplayError> {
+    let version: String = sqlx::query_scalar("SELECT version()")
+        .fetch_one(pool)
+        .await?;
+    Ok(!version.contains("Redshift"))
+}
+
 /// True when `schema` holds a bulk load that did not finish (its rows are incomplete).
 pub(crate) async fn bulk_load_unfinished(
     pool: &PgPool,

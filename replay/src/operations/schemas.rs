@@ -6,7 +6,7 @@ use sqlx::PgPool;
 
 use super::console::{print_comparison, ProgressLine};
 use super::{open_store, run_rebuild, Outcome, Source, Target};
-use crate::bulk::bulk_load_unfinished;
+use crate::bulk::{bulk_load_unfinished, takes_bulk_loads};
 use crate::settings::Settings;
 use crate::{
     drop_schema, empty_schema, rebuild_bulk, resolve_through, schema_exists, swap_aggregate_in,
@@ -369,7 +369,8 @@ async fn check_swap(pool: &PgPool, plan: &SwapPlan) -> Result<(), ReplayError> {
 }
 
 /// Builds `model` into `target`: as a bulk load when the target is new (or an unfinished bulk
-/// load, started over) and read from the whole store, else through the live path, resuming.
+/// load, started over) and read from the whole store, on PostgreSQL; else through the live
+/// path, resuming.
 async fn build(
     store: &PgEventStore,
     pool: &PgPool,
@@ -379,7 +380,11 @@ async fn build(
     source: Source<'_>,
 ) -> Result<RebuildProgress, ReplayError> {
     let fresh = !schema_exists(pool, target).await? || bulk_load_unfinished(pool, target).await?;
-    if bulk_writers > 0 && fresh && matches!(source, Source::Store) {
+    if bulk_writers > 0
+        && fresh
+        && matches!(source, Source::Store)
+        && takes_bulk_loads(pool).await?
+    {
         let bulk = BulkOptions {
             until: options.until,
             writers: bulk_writers,

@@ -30,8 +30,8 @@ use service_kit::cli::SettingsFile;
 /// bulk load interrupted before that step is dropped and started over when run again (it never
 /// looks complete); a finished one resumes like any rebuild. The live path (batches of
 /// replay.batch_commits through the projection) is used instead to resume an existing target,
-/// for --aggregate, --from-stream and --in-place, and everywhere with replay.bulk_writers = 0
-/// (needed for Redshift, which takes no COPY FROM STDIN).
+/// for --aggregate, --from-stream and --in-place, on Redshift (it takes no COPY FROM STDIN;
+/// replay asks the database's version()), and everywhere with replay.bulk_writers = 0.
 ///
 /// Settings come from built-in defaults, then the optional --config TOML file, then
 /// ORDERPIPE_<SECTION>__<KEY> environment variables: ORDERPIPE_DATABASE__URL (the event store),
