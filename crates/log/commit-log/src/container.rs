@@ -101,13 +101,27 @@ impl Container {
         self.commits.len()
     }
 
-    /// The record's size once `commit` is added.
-    pub fn len_with(&self, commit: &[u8]) -> usize {
-        if self.commits.is_empty() {
+    /// Whether it holds no commit yet.
+    pub fn is_empty(&self) -> bool {
+        self.commits.is_empty()
+    }
+
+    /// The size of its record as it is ([`Container::into_record`]).
+    pub fn len(&self) -> usize {
+        match self.commits.as_slice() {
+            [] => 0,
             // Alone, a commit goes out as the plain single-commit record.
-            commit.len()
+            [only] => only.len(),
+            _ => HEADER_LEN + self.framed,
+        }
+    }
+
+    /// The size of its record once a commit envelope of `commit_len` bytes is added.
+    pub fn len_with(&self, commit_len: usize) -> usize {
+        if self.commits.is_empty() {
+            commit_len
         } else {
-            HEADER_LEN + self.framed + framed_len(commit.len())
+            HEADER_LEN + self.framed + framed_len(commit_len)
         }
     }
 
@@ -159,8 +173,9 @@ mod tests {
         let mut container = Container::new();
         let mut expected_len = 0;
         for commit in commits {
-            expected_len = container.len_with(commit);
+            expected_len = container.len_with(commit.len());
             container.push(commit.to_vec());
+            assert_eq!(container.len(), expected_len);
         }
         let record = container.into_record();
 
