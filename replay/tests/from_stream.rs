@@ -279,3 +279,97 @@ async fn a_start_outside_the_retention_or_in_the_future_is_refused() {
         "{refused:?}"
     );
 }
+
+/// The store's commits packed several per record, as a relay that packs writes them to a
+/// one-shard stream (so any commits may share a record), with one plain single-commit record
+/// among them (a relay before containers).
+async fn publish_packed(store: &PgEventStore, per_record: usize) -> TestStream {
+    let stream = TestStream::create(1).await;
+    let ranges = commits_after(store, 0).await;
+    let (plain, packed) = ranges.split_first().unwrap();
+    publish(store, &stream, plain.0, plain.1).await;
+    for chunk in packed.chunks(per_record) {
+        let mut container = commit_log::Container::new();
+        let mut partition_key = None;
+        for (first, last) in chunk {
+            let events: Vec<_> =
+                futures::TryStreamExt::try_collect(store.read_range(first - 1, *last))
+                    .await
+                    .unwrap();
+            partition_key.get_or_insert_with(|| events[0].aggregate_id.clone());
+            container.push(commit_log::encode(&events).unwrap());
+        }
+        stream
+            .client
+            .put_record()
+            .stream_name(&stream.name)
+            .partition_key(partition_key.unwrap())
+            .data(aws_sdk_kinesis::primitives::Blob::new(
+                container.into_record(),
+            ))
+            .send()
+            .await
+            .unwrap();
+    }
+    stream
+}
+
+#[tokio::test]
+async fn a_rebuild_from_a_stream_of_packed_records_equals_the_view_built_live_and_stops_at_an_unknown_container(
+) {
+    let Setup { store, commits, .. } = setup().await;
+    let stream = publish_packed(&store, 7).await;
+    let views = fresh_database().await.pool;
+    let model = ReadModel::History;
+    let live = new_schema("live");
+    model.create_schema(&views, &live).await.unwrap();
+    let projection = model.projection(views.clone(), live.clone());
+    for commit in &commits {
+        projection
+            .apply(std::slice::from_ref(commit))
+            .await
+            .unwrap();
+    }
+    let rebuilt = new_schema("packed");
+    model.create_schema(&views, &rebuilt).await.unwrap();
+    let from_stream = model.projection(views.clone(), rebuilt.clone());
+    let done = rebuild_from_stream(
+        &source(&stream, StreamStart::TrimHorizon),
+        from_stream.as_ref(),
+        5,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.commits, commits.len() as u64);
+    let comparison = verify(&views, &live, &rebuilt).await.unwrap();
+    assert!(comparison.is_equal(), "{comparison:#?}");
+
+    // A container of a version this build does not read stops the rebuild with its shard.
+    let mut newer = commit_log::Container::new();
+    newer.push(b"first".to_vec());
+    newer.push(b"second".to_vec());
+    let mut record = newer.into_record();
+    record[3] = commit_log::container::CONTAINER_VERSION + 1;
+    stream
+        .client
+        .put_record()
+        .stream_name(&stream.name)
+        .partition_key("newer")
+        .data(aws_sdk_kinesis::primitives::Blob::new(record))
+        .send()
+        .await
+        .unwrap();
+    let stopped = rebuild_from_stream(
+        &source(&stream, StreamStart::TrimHorizon),
+        from_stream.as_ref(),
+        5,
+        |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&stopped, ReplayError::MalformedRecord { reason, .. } if reason.contains("container version")),
+        "{stopped}"
+    );
+}
