@@ -66,8 +66,6 @@ struct RoundReport {
     read: usize,
     /// Commits acknowledged and removed from the outbox.
     published: usize,
-    /// Records acknowledged.
-    records: usize,
     /// Commits acknowledged on a shard their aggregate no longer maps to: published again by
     /// the next round.
     misrouted: usize,
@@ -232,13 +230,14 @@ impl Publisher {
                 self.refresh_shards().await;
             }
             let mut stored = Vec::with_capacity(sent);
+            let mut records_stored = 0;
             let mut refusals = Vec::new();
             for ((predicted, commits), outcome) in packed.into_iter().zip(outcomes) {
                 match outcome {
                     PutOutcome::Stored { shard_id, .. } => {
                         metrics::histogram!("orderpipe_relay_commits_per_record")
                             .record(commits.len() as f64);
-                        report.records += 1;
+                        records_stored += 1;
                         for commit in commits {
                             if predicted.as_ref().is_some_and(|p| *p != shard_id)
                                 && self.shards.shard_of(commit.hash_key) != Some(shard_id.as_str())
@@ -291,6 +290,7 @@ impl Publisher {
                 );
             }
             metrics::counter!("orderpipe_relay_commits_total").increment(stored.len() as u64);
+            metrics::counter!("orderpipe_relay_records_total").increment(records_stored as u64);
             let waited = self
                 .store
                 .remove_published(&stored)
@@ -301,7 +301,6 @@ impl Publisher {
             }
             report.published += stored.len();
         }
-        metrics::counter!("orderpipe_relay_records_total").increment(report.records as u64);
         Ok(report)
     }
 
