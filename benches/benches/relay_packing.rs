@@ -26,9 +26,7 @@ use domain::inventory::{InventoryCommand, StoreInventory};
 use domain::{Sku, StoreId};
 use event_store::{PgEventStore, StoreConfig};
 use relay::app::Application;
-use relay::settings::{
-    AdminSettings, AwsSettings, KinesisSettings, LogFormat, LogSettings, RelaySettings, Settings,
-};
+use relay::settings::{LayeredSettings, Settings};
 use test_support::{fresh_database, unique_name, TestStream};
 
 /// How long the writers write.
@@ -85,31 +83,15 @@ async fn run_mode(max_commits_per_record: usize) {
         vec![],
         (),
     ));
-    let settings = Settings {
-        database: database.settings(None),
-        admin: AdminSettings {
-            host: "127.0.0.1".into(),
-            port: 0,
-        },
-        log: LogSettings {
-            format: LogFormat::Pretty,
-            filter: "warn".into(),
-            otlp_endpoint: None,
-        },
-        aws: AwsSettings::default(),
-        kinesis: KinesisSettings {
-            stream_name: stream.name.clone(),
-        },
-        relay: RelaySettings {
-            batch_size: 500,
-            poll_interval_ms: 50,
-            lock_key: 7,
-            standby_retry_ms: 200,
-            retry_initial_ms: 100,
-            retry_max_ms: 10_000,
-            max_commits_per_record,
-        },
+    // The relay's own defaults, on this run's database and stream, its admin port free.
+    let defaults = service_kit::settings::Defaults {
+        values: vec![("kinesis.stream_name", stream.name.clone())],
+        ..Settings::defaults()
     };
+    let mut settings: Settings = service_kit::settings::load_defaults(&defaults).unwrap();
+    settings.database = database.settings(None);
+    settings.admin.port = 0;
+    settings.relay.max_commits_per_record = max_commits_per_record;
     let app = Application::build(settings).await.unwrap();
     let admin = app.admin_address();
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -48,10 +48,18 @@ impl TestStream {
             .send()
             .await
             .expect("CreateStream");
-        for _ in 0..100 {
-            let summary = client
+        let stream = Self { client, name };
+        stream.wait_active().await;
+        stream
+    }
+
+    /// Waits until the stream is ACTIVE (after its creation, or a split or merge).
+    pub async fn wait_active(&self) {
+        for _ in 0..200 {
+            let summary = self
+                .client
                 .describe_stream_summary()
-                .stream_name(&name)
+                .stream_name(&self.name)
                 .send()
                 .await
                 .expect("DescribeStreamSummary");
@@ -59,11 +67,11 @@ impl TestStream {
                 .stream_description_summary()
                 .is_some_and(|s| s.stream_status() == &StreamStatus::Active)
             {
-                return Self { client, name };
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("stream {name} never became ACTIVE");
+        panic!("stream {} never became ACTIVE", self.name);
     }
 
     /// Every commit of every shard from the start, unpacked from its record and decoded: per

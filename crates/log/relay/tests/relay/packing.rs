@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_kinesis::types::StreamStatus;
 use test_support::{fresh_database, replay_resharded};
 
 use crate::helpers::{
@@ -87,7 +86,7 @@ async fn a_split_while_the_relay_packs_leaves_no_gap_on_any_shard() {
         writer.write(&aggregates, 2).await;
     }
     splitting.await.unwrap();
-    wait_active(&stream).await;
+    stream.wait_active().await;
     writer.write(&aggregates, 3).await;
     wait_for_empty_outbox(&writer).await;
     relay.stop().await;
@@ -108,24 +107,4 @@ async fn wait_for_empty_outbox(writer: &Writer) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn wait_active(stream: &TestStream) {
-    for _ in 0..200 {
-        let summary = stream
-            .client
-            .describe_stream_summary()
-            .stream_name(&stream.name)
-            .send()
-            .await
-            .unwrap();
-        if summary
-            .stream_description_summary()
-            .is_some_and(|s| s.stream_status() == &StreamStatus::Active)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the stream never became ACTIVE again");
 }
