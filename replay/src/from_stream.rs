@@ -13,6 +13,10 @@
 //! older than the stream's retention is refused up front. A rebuild from the stream keeps no
 //! progress of its own: run again, it reads the stream again and the projection skips what it
 //! applied already (per-aggregate markers).
+//!
+//! A record may carry several commits (the relay's containers): they are applied in the
+//! record's order. A record this build cannot read (a newer container version, or not an
+//! envelope) stops the rebuild with its shard and sequence number.
 
 use std::collections::HashSet;
 
@@ -110,16 +114,18 @@ pub async fn rebuild_from_stream(
             // (Mid-shard empty pages say how far behind they are; emulators may not say.)
             let caught_up = page.records.is_empty() && page.millis_behind_latest.unwrap_or(0) == 0;
             for record in &page.records {
-                let commit = commit_log::decode(&record.data).map_err(|source| {
+                let commits = commit_log::decode_record(&record.data).map_err(|source| {
                     ReplayError::MalformedRecord {
                         shard: shard.shard_id.clone(),
                         reason: format!("record {}: {source}", record.sequence_number),
                     }
                 })?;
-                batch.push(commit);
-                if batch.len() >= batch_commits.max(1) {
-                    apply(projection, &mut batch, &mut state).await?;
-                    on_batch(&state);
+                for commit in commits {
+                    batch.push(commit);
+                    if batch.len() >= batch_commits.max(1) {
+                        apply(projection, &mut batch, &mut state).await?;
+                        on_batch(&state);
+                    }
                 }
             }
             last_sequence = page

@@ -8,7 +8,6 @@ mod common;
 
 use std::time::Duration;
 
-use aws_sdk_kinesis::types::StreamStatus;
 use commit_log::projection::Projection;
 use commit_log::LoggedCommit;
 use common::{commits_after, logged_commits, publish, write_history, write_orders};
@@ -56,30 +55,10 @@ async fn publish_with_a_reshard(store: &PgEventStore) -> (TestStream, time::Offs
                 .send()
                 .await
                 .unwrap();
-            wait_active(&stream).await;
+            stream.wait_active().await;
         }
     }
     (stream, quarter.0, quarter.1)
-}
-
-async fn wait_active(stream: &TestStream) {
-    for _ in 0..100 {
-        let summary = stream
-            .client
-            .describe_stream_summary()
-            .stream_name(&stream.name)
-            .send()
-            .await
-            .unwrap();
-        if summary
-            .stream_description_summary()
-            .is_some_and(|s| s.stream_status() == &StreamStatus::Active)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the stream never became ACTIVE after the split");
 }
 
 struct Setup {
@@ -116,6 +95,40 @@ fn source(stream: &TestStream, start: StreamStart) -> StreamSource {
     }
 }
 
+/// Builds `model` live from `commits` and again from all of `stream`, checks the two are equal,
+/// and returns the projection onto the rebuilt one.
+async fn rebuilt_equals_live(
+    views: &sqlx::PgPool,
+    model: ReadModel,
+    commits: &[LoggedCommit],
+    stream: &TestStream,
+) -> Box<dyn Projection> {
+    let live = new_schema("live");
+    model.create_schema(views, &live).await.unwrap();
+    let projection = model.projection(views.clone(), live.clone());
+    for commit in commits {
+        projection
+            .apply(std::slice::from_ref(commit))
+            .await
+            .unwrap();
+    }
+    let rebuilt = new_schema("stream");
+    model.create_schema(views, &rebuilt).await.unwrap();
+    let from_stream = model.projection(views.clone(), rebuilt.clone());
+    let done = rebuild_from_stream(
+        &source(stream, StreamStart::TrimHorizon),
+        from_stream.as_ref(),
+        5,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.commits, commits.len() as u64);
+    let comparison = verify(views, &live, &rebuilt).await.unwrap();
+    assert!(comparison.is_equal(), "{comparison:#?}");
+    from_stream
+}
+
 fn new_schema(prefix: &str) -> SchemaName {
     SchemaName::parse(&unique_name(prefix).replace('-', "_").to_lowercase()).unwrap()
 }
@@ -136,29 +149,7 @@ async fn a_rebuild_from_the_stream_across_a_reshard_equals_the_views_built_live(
 
     let views = fresh_database().await.pool;
     for model in [ReadModel::History, ReadModel::Analytics] {
-        let live = new_schema("live");
-        model.create_schema(&views, &live).await.unwrap();
-        let projection = model.projection(views.clone(), live.clone());
-        for commit in &commits {
-            projection
-                .apply(std::slice::from_ref(commit))
-                .await
-                .unwrap();
-        }
-        let rebuilt = new_schema("stream");
-        model.create_schema(&views, &rebuilt).await.unwrap();
-        let from_stream = model.projection(views.clone(), rebuilt.clone());
-        let done = rebuild_from_stream(
-            &source(&stream, StreamStart::TrimHorizon),
-            from_stream.as_ref(),
-            5,
-            |_| {},
-        )
-        .await
-        .unwrap();
-        assert_eq!(done.commits, commits.len() as u64);
-        let comparison = verify(&views, &live, &rebuilt).await.unwrap();
-        assert!(comparison.is_equal(), "{comparison:#?}");
+        rebuilt_equals_live(&views, model, &commits, &stream).await;
     }
 
     let client = aws_support::dynamodb(&aws_test_config().await);
@@ -308,5 +299,76 @@ async fn a_start_outside_the_retention_or_in_the_future_is_refused() {
     assert!(
         matches!(refused, Err(ReplayError::FutureStart(_))),
         "{refused:?}"
+    );
+}
+
+/// The store's commits packed several per record, as a relay that packs writes them to a
+/// one-shard stream (so any commits may share a record), with one plain single-commit record
+/// among them (a relay before containers).
+async fn publish_packed(store: &PgEventStore, per_record: usize) -> TestStream {
+    let stream = TestStream::create(1).await;
+    let ranges = commits_after(store, 0).await;
+    let (plain, packed) = ranges.split_first().unwrap();
+    publish(store, &stream, plain.0, plain.1).await;
+    for chunk in packed.chunks(per_record) {
+        let mut container = commit_log::Container::new();
+        let mut partition_key = None;
+        for (first, last) in chunk {
+            let events: Vec<_> =
+                futures::TryStreamExt::try_collect(store.read_range(first - 1, *last))
+                    .await
+                    .unwrap();
+            partition_key.get_or_insert_with(|| events[0].aggregate_id.clone());
+            container.push(commit_log::encode(&events).unwrap());
+        }
+        stream
+            .client
+            .put_record()
+            .stream_name(&stream.name)
+            .partition_key(partition_key.unwrap())
+            .data(aws_sdk_kinesis::primitives::Blob::new(
+                container.into_record(),
+            ))
+            .send()
+            .await
+            .unwrap();
+    }
+    stream
+}
+
+#[tokio::test]
+async fn a_rebuild_from_a_stream_of_packed_records_equals_the_view_built_live_and_stops_at_an_unknown_container(
+) {
+    let Setup { store, commits, .. } = setup().await;
+    let stream = publish_packed(&store, 7).await;
+    let views = fresh_database().await.pool;
+    let from_stream = rebuilt_equals_live(&views, ReadModel::History, &commits, &stream).await;
+
+    // A container of a version this build does not read stops the rebuild with its shard.
+    let mut newer = commit_log::Container::new();
+    newer.push(b"first".to_vec());
+    newer.push(b"second".to_vec());
+    let mut record = newer.into_record();
+    record[3] = commit_log::container::CONTAINER_VERSION + 1;
+    stream
+        .client
+        .put_record()
+        .stream_name(&stream.name)
+        .partition_key("newer")
+        .data(aws_sdk_kinesis::primitives::Blob::new(record))
+        .send()
+        .await
+        .unwrap();
+    let stopped = rebuild_from_stream(
+        &source(&stream, StreamStart::TrimHorizon),
+        from_stream.as_ref(),
+        5,
+        |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&stopped, ReplayError::MalformedRecord { reason, .. } if reason.contains("container version")),
+        "{stopped}"
     );
 }

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`profile`] | the rush's shape: clients over time, hot stores, the order mix |
 //! | [`cluster`] | command-api, relay and projectors as child processes; their memory and metrics |
+//! | [`relay_rates`] | the relay's commits and records per second and commits per record |
 //! | [`recorder`] | every call's latency and outcome |
 //! | [`freshness`] | acknowledgement -> visible in the DynamoDB active-orders view and in analytics |
 //! | [`freshness_split`] | that view's freshness split into relay, log wait, batch and write |
@@ -20,6 +21,7 @@ pub mod freshness;
 pub mod freshness_split;
 pub mod profile;
 pub mod recorder;
+pub mod relay_rates;
 pub mod report;
 pub mod watchers;
 
@@ -36,6 +38,7 @@ use self::freshness::{FreshnessProbe, FreshnessSampler, ProbedView};
 use self::freshness_split::FreshnessSplit;
 use self::profile::{OrderMix, OrderPacer, Phase, RushProfile, StorePicker};
 use self::recorder::Recorder;
+use self::relay_rates::RelayWatch;
 use self::report::{AnalyticsLoads, LoadReport, PhaseFigures, ProcessMemory, Tick};
 use self::watchers::{WatcherFigures, Watchers};
 use crate::api_flow::{self, ApiClients, TokenError, CLIENTS_PER_CONNECTION};
@@ -105,6 +108,7 @@ struct Watch {
     /// The projectors' GetRecords count on their busiest shard at the last tick, and when.
     last_get_records: Option<(f64, Duration)>,
     max_get_records_rate: Option<f64>,
+    relay: RelayWatch,
     max_backlog: Option<f64>,
     max_history_behind: Option<i64>,
     timeline: Vec<Tick>,
@@ -205,6 +209,7 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
         max_get_records_per_shard_per_second: watch.max_get_records_rate,
         max_outbox_backlog: watch.max_backlog,
         relay_commit_to_log_p99_ms: relay_p99.map(|seconds| seconds * 1000.0),
+        relay_packing: watch.relay.figures(options.shards),
         max_history_events_behind: watch.max_history_behind,
         analytics_loads,
         memory,
@@ -484,6 +489,7 @@ async fn tick(
         watch.last_get_records = Some((calls, elapsed));
     }
     watch.max_get_records_rate = max(watch.max_get_records_rate, get_records_rate);
+    let relay_rates = watch.relay.sample(cluster.relay_admin, elapsed).await;
     let history_behind =
         backlog::history_events_behind(&resources.events_db.pool, &resources.views_db.pool).await;
     watch.max_history_behind = watch.max_history_behind.max(history_behind);
@@ -519,6 +525,8 @@ async fn tick(
         projector_lag_ms: lag,
         history_events_behind: history_behind,
         get_records_per_shard_per_second: get_records_rate,
+        relay_commits_per_second: relay_rates.map(|rates| rates.commits),
+        relay_records_per_second: relay_rates.map(|rates| rates.records),
     });
 }
 

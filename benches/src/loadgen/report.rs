@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::bill::Bill;
 use super::freshness_split::FreshnessSplit;
+use super::relay_rates::RelayPacking;
 use super::watchers::WatcherFigures;
 
 use super::profile::{OrderMix, RushProfile};
@@ -49,6 +50,10 @@ pub struct Tick {
     /// GetRecords calls per second the projectors made on their busiest shard in that second
     /// (all projections together; Kinesis allows 5), if scraped.
     pub get_records_per_shard_per_second: Option<f64>,
+    /// Commits the relay put in that second (all shards), if scraped.
+    pub relay_commits_per_second: Option<f64>,
+    /// Records the relay put in that second (all shards), if scraped.
+    pub relay_records_per_second: Option<f64>,
 }
 
 /// A process's peak memory.
@@ -98,6 +103,8 @@ pub struct LoadReport {
     /// The relay's share of ack -> Kinesis, p99: from a commit to its removal from the outbox
     /// once Kinesis acknowledged its record (the relay's histogram, interpolated in its buckets).
     pub relay_commit_to_log_p99_ms: Option<f64>,
+    /// The relay's commits per record and per-shard rates at the rush.
+    pub relay_packing: Option<RelayPacking>,
     /// Most events the history projector was behind the store.
     pub max_history_events_behind: Option<i64>,
     /// The analytics projection's loads and the statements they sent (its counters at the end).
@@ -160,6 +167,16 @@ impl LoadReport {
             self.max_get_records_per_shard_per_second
                 .map_or_else(|| "not reported".to_owned(), |v| format!("{v:.1}"))
         );
+        if let Some(packing) = &self.relay_packing {
+            let _ = writeln!(
+                md,
+                "| relay: commits per record (whole run) | {:.1} |\n| relay: busiest second, commits/s per shard (records/s per shard) | {:.0} ({:.0}) |\n| relay: most records/s per shard in one second (Kinesis takes 1,000) | {:.0} |",
+                packing.commits_per_record,
+                packing.peak_commits_per_shard_per_second,
+                packing.records_per_shard_per_second_at_peak,
+                packing.max_records_per_shard_per_second
+            );
+        }
         let analytics = &self.analytics_freshness;
         let _ = writeln!(
             md,

@@ -1,5 +1,6 @@
-//! The log record of one commit (BRIEF §3.3): one Kinesis record carries one commit of one
-//! aggregate in a versioned protobuf envelope (`orderpipe.v1.CommitEnvelope`).
+//! The log record of commits (BRIEF §3.3): each commit of one aggregate is a versioned protobuf
+//! envelope (`orderpipe.v1.CommitEnvelope`), and one Kinesis record carries either one envelope
+//! or a [`container`] of several commits of one shard.
 //!
 //! The relay [`encode`]s a stored commit; projectors, the saga and replay [`decode`] records (or
 //! read stored events with [`LoggedCommit::from_recorded`]) into typed domain events. When an
@@ -15,11 +16,16 @@
 //!   [`CommitHeader`], so the reader can stop that aggregate and resume it, in order, once a
 //!   build that knows the event runs; it is never skipped.
 //!
+//! Every reader [`unpack`]s a record into its commits' envelopes first, then decodes each one.
+//!
 //! [`projection`] holds the port every consumer of these commits implements, whichever way
 //! they arrive (the Kinesis consumer runtime, replay from the event store).
 
+pub mod container;
 pub mod projection;
 mod vocabulary;
+
+pub use container::{unpack, Container, UnpackError};
 
 pub use vocabulary::{EventVersion, Vocabulary};
 
@@ -404,12 +410,33 @@ pub fn encode(events: &[RecordedEvent]) -> Result<Vec<u8>, EncodeError> {
     Ok(envelope.encode_to_vec())
 }
 
-/// Decodes one log record with everything this build knows ([`Vocabulary::this_build`]).
+/// Why a whole log record could not be read (readers that stop at the first problem: replay,
+/// test readers).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The record is not a container this build reads.
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    /// One of its commits does not decode.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// Every commit one log record carries, unpacked ([`unpack`]) and decoded, in order.
+pub fn decode_record(record: &[u8]) -> Result<Vec<LoggedCommit>, RecordError> {
+    Ok(unpack(record)?
+        .into_iter()
+        .map(decode)
+        .collect::<Result<_, _>>()?)
+}
+
+/// Decodes one commit envelope with everything this build knows ([`Vocabulary::this_build`]).
 pub fn decode(record: &[u8]) -> Result<LoggedCommit, DecodeError> {
     decode_with(record, Vocabulary::this_build())
 }
 
-/// Decodes one log record, reading only the events `vocabulary` knows.
+/// Decodes one commit envelope (a single-commit record, or one commit of a container, see
+/// [`unpack`]), reading only the events `vocabulary` knows.
 pub fn decode_with(record: &[u8], vocabulary: &Vocabulary) -> Result<LoggedCommit, DecodeError> {
     let envelope = pb::CommitEnvelope::decode(record)?;
     let not_understood = |what: String| match CommitHeader::of(&envelope) {

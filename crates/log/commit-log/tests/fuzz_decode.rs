@@ -141,6 +141,36 @@ fn random_envelope(rng: &mut fastrand::Rng) -> pb::CommitEnvelope {
 }
 
 #[test]
+fn unpack_answers_every_input_without_panicking_and_keeps_every_commit_it_packed() {
+    let (iterations, seed) = settings();
+    println!("fuzzing commit_log::unpack: {iterations} iterations, seed {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for _ in 0..iterations {
+        let mut container = commit_log::Container::new();
+        let commits: Vec<Vec<u8>> = (0..rng.usize(1..6))
+            .map(|_| random_envelope(&mut rng).encode_to_vec())
+            .filter(|commit| !commit.is_empty())
+            .collect();
+        for commit in &commits {
+            container.push(commit.clone());
+        }
+        let record = container.into_record();
+        if !commits.is_empty() && !commit_log::container::is_container(&commits[0]) {
+            assert_eq!(
+                commit_log::unpack(&record).unwrap(),
+                commits.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+                "seed {seed}"
+            );
+        }
+        // Broken framing answers an error, never a panic or a commit beyond the record.
+        let mutated = mutate(&mut rng, record);
+        if let Ok(unpacked) = commit_log::unpack(&mutated) {
+            assert!(unpacked.iter().map(|c| c.len()).sum::<usize>() <= mutated.len());
+        }
+    }
+}
+
+#[test]
 fn decode_answers_every_input_without_panicking() {
     let (iterations, seed) = settings();
     println!("fuzzing commit_log::decode: {iterations} iterations, seed {seed}");

@@ -2,8 +2,13 @@
 //! (one GetRecords pace per shard for every group), decodes each record, applies batches
 //! through the projection, and checkpoints after each batch.
 //!
+//! A record is a commit envelope or a container of several (`commit_log::unpack`); each commit
+//! of a container is handled as a record of its own, and the record is checkpointed once all
+//! of its commits are dealt with (a batch is always whole records).
+//!
 //! What cannot be applied now stops its aggregate, never the shard and never silently:
-//! - bytes that are not a commit envelope go to the dead-letter queue (no aggregate to stop);
+//! - bytes that are not a commit envelope (or a container whose framing is broken) go to the
+//!   dead-letter queue (no aggregate to stop);
 //! - a commit this build does not understand (a newer event type or version) is parked with
 //!   its header and raw record, counted on an alarm metric, and resumed in order by a build
 //!   that knows it;
@@ -12,6 +17,12 @@
 //! - every later commit of a stopped aggregate parks behind it;
 //! - a transient failure is retried with backoff until the dependency is back (an alarm gauge
 //!   says the shard is stalled), never parked.
+//!
+//! One thing stops the whole shard: a container of a version this build does not read (a relay
+//! deployed before its readers). Its commits' aggregates are unknown until it is unpacked, so
+//! it can be neither parked nor skipped: the records before it are applied and checkpointed,
+//! and the consumer fails with [`RuntimeError::UnknownContainer`] at it, again on every lease
+//! taken, until a build that reads it runs.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_support::AwsCallError;
-use commit_log::{CommitHeader, LoggedCommit, Vocabulary};
+use commit_log::{CommitHeader, LoggedCommit, UnpackError, Vocabulary};
 use futures::{StreamExt, TryStreamExt};
 use service_kit::{error_chain, Backoff};
 use tokio::sync::{watch, Mutex};
@@ -259,23 +270,72 @@ impl ShardConsumer {
         waiting: &mut Waiting,
         last_applied: &mut Option<SequenceNumber>,
     ) -> Result<Flushed, RuntimeError> {
-        let records = std::mem::take(&mut waiting.records);
+        let mut records = std::mem::take(&mut waiting.records);
         waiting.since = None;
+        // What comes before a container this build cannot read is applied and checkpointed;
+        // then the shard stops at it.
+        let unreadable = records
+            .iter()
+            .position(|record| {
+                matches!(
+                    commit_log::unpack(&record.data),
+                    Err(UnpackError::UnknownVersion { .. })
+                )
+            })
+            .map(|index| records.split_off(index).swap_remove(0));
+        let flushed = self
+            .apply_and_checkpoint(&records, waiting.millis_behind, last_applied)
+            .await?;
+        match unreadable {
+            Some(record) if flushed == Flushed::Done => Err(self.unknown_container(&record)),
+            _ => Ok(flushed),
+        }
+    }
+
+    async fn apply_and_checkpoint(
+        &self,
+        records: &[KinesisRecord],
+        millis_behind: Option<i64>,
+        last_applied: &mut Option<SequenceNumber>,
+    ) -> Result<Flushed, RuntimeError> {
         let Some(last_record) = records.last() else {
             return Ok(Flushed::Done);
         };
         let sequence = SequenceNumber::new(last_record.sequence_number.as_str());
-        if self.process(&records).await? == Processed::Interrupted {
+        if self.process(records).await? == Processed::Interrupted {
             return Ok(Flushed::Interrupted);
         }
         if !self
-            .checkpoint(Checkpoint::After(sequence.clone()), waiting.millis_behind)
+            .checkpoint(Checkpoint::After(sequence.clone()), millis_behind)
             .await?
         {
             return Ok(Flushed::LeaseLost);
         }
         *last_applied = Some(sequence);
         Ok(Flushed::Done)
+    }
+
+    /// The error that stops the shard at `record`, a container of a version this build does
+    /// not read: skipping it would lose its commits, and they cannot be parked by aggregate
+    /// without unpacking it. A build that reads it resumes from the checkpoint before it.
+    fn unknown_container(&self, record: &KinesisRecord) -> RuntimeError {
+        self.count_error("container");
+        let reason = match commit_log::unpack(&record.data) {
+            Err(error) => error.to_string(),
+            Ok(_) => "a container this build does not read".to_owned(),
+        };
+        tracing::error!(
+            projection = self.projection.name(),
+            shard = %self.shard_id,
+            sequence_number = %record.sequence_number,
+            %reason,
+            "the shard stops at a record this build cannot unpack"
+        );
+        RuntimeError::UnknownContainer {
+            shard_id: self.shard_id.clone(),
+            sequence_number: record.sequence_number.clone(),
+            reason,
+        }
     }
 
     /// The shard is read to its end: record SHARD_END so its children may start.
@@ -291,8 +351,9 @@ impl ShardConsumer {
     /// Decodes a batch, sets aside what cannot or must not be applied, applies the rest.
     async fn process(&self, records: &[KinesisRecord]) -> Result<Processed, RuntimeError> {
         let name = self.projection.name();
-        let mut items = Vec::with_capacity(records.len());
-        for record in records {
+        let commits = self.unpack(records).await?;
+        let mut items = Vec::with_capacity(commits.len());
+        for record in &commits {
             match commit_log::decode_with(&record.data, &self.context.vocabulary) {
                 Ok(commit) => items.push((record, Item::Commit(commit))),
                 Err(commit_log::DecodeError::NotUnderstood { header, what }) => {
@@ -347,6 +408,33 @@ impl ShardConsumer {
             }
         }
         self.apply(commits, sources, &mut parked).await
+    }
+
+    /// One entry per commit of `records`, each the record it came from with only that commit's
+    /// envelope as its data (what a dead letter or a parked commit keeps). A container whose
+    /// framing is broken is dead-lettered whole: no build can read it.
+    async fn unpack(&self, records: &[KinesisRecord]) -> Result<Vec<KinesisRecord>, RuntimeError> {
+        let mut commits = Vec::with_capacity(records.len());
+        for record in records {
+            match commit_log::unpack(&record.data) {
+                Ok(envelopes) => {
+                    commits.extend(envelopes.into_iter().map(|envelope| KinesisRecord {
+                        sequence_number: record.sequence_number.clone(),
+                        partition_key: record.partition_key.clone(),
+                        data: envelope.to_vec(),
+                        arrived_at_millis: record.arrived_at_millis,
+                    }))
+                }
+                Err(UnpackError::UnknownVersion { .. }) => {
+                    return Err(self.unknown_container(record))
+                }
+                Err(malformed) => {
+                    let reason = format!("undecodable record: {}", error_chain(&malformed));
+                    self.dead_letter(record, None, reason).await?;
+                }
+            }
+        }
+        Ok(commits)
     }
 
     /// Parks a commit this build does not understand at the head of its aggregate's queue.

@@ -68,6 +68,17 @@ pub enum RuntimeError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A record of the shard is a log container of a version this build does not read: the
+    /// shard stops there (checkpointed before it) until a build that reads it runs.
+    #[error("shard {shard_id} stops at record {sequence_number}: {reason}")]
+    UnknownContainer {
+        /// The shard.
+        shard_id: String,
+        /// The record it stops at.
+        sequence_number: String,
+        /// What this build does not read.
+        reason: String,
+    },
     /// The parked table holds an item the runtime cannot read.
     #[error("parked item is malformed: {0}")]
     MalformedParked(String),

@@ -5,7 +5,7 @@ pub(crate) const MILLIS_BEHIND_LATEST: &str = "orderpipe_projector_millis_behind
 /// Counter `{projection, shard}`: events applied (its rate is events/s).
 pub(crate) const EVENTS_TOTAL: &str = "orderpipe_projector_events_total";
 /// Counter `{projection, shard, kind}`: failed calls and applies (`kinesis`, `lease`, `apply`,
-/// `dead_letter`, `park`).
+/// `dead_letter`, `park`, `container`: a record this build cannot unpack, which stops its shard).
 pub(crate) const ERRORS_TOTAL: &str = "orderpipe_projector_errors_total";
 /// Gauge `{projection}`: leases this worker holds.
 pub(crate) const LEASES_HELD: &str = "orderpipe_projector_leases_held";

@@ -16,6 +16,7 @@ use crate::leadership::Candidate;
 use crate::publisher::{self, Publisher};
 use crate::record_log::{KinesisLog, RecordLog};
 use crate::settings::{LayeredSettings, Settings};
+use crate::shard_map::ShardMap;
 
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +102,8 @@ impl Application {
                 Duration::from_millis(relay.retry_max_ms),
             ),
             status: status.clone(),
+            max_commits_per_record: relay.max_commits_per_record,
+            shards: ShardMap::default(),
         };
         let mut relaying = tokio::spawn(publisher::run(
             candidate,

@@ -6,6 +6,14 @@
 //! in the outbox and block their aggregate until a later round, after a back-off, publishes them.
 //! A record is only ever removed after Kinesis acknowledged it, so a crash between the two
 //! publishes it again on restart: the log is at-least-once, and per aggregate in order.
+//!
+//! Records pack several commits of one shard ([`crate::round`]), so the relay keeps the stream's
+//! shard map. PutRecords says which shard each record landed in; one that landed elsewhere than
+//! the map said means the stream was split or merged since: the map is read again, and every
+//! commit of that record whose aggregate now maps to another shard than the one it landed in
+//! stays in the outbox with its aggregate blocked, so the next round publishes it on its
+//! aggregate's shard before anything later of it. Readers of sibling shards run in parallel:
+//! without that copy, the aggregate's next commit on its own shard would arrive after a gap.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +28,7 @@ use crate::health::RelayStatus;
 use crate::leadership::{Candidate, Leadership, LockError};
 use crate::record_log::{PutOutcome, RecordLog, RecordLogError, THROTTLED};
 use crate::round::{Round, Unpublishable, Wave};
+use crate::shard_map::ShardMap;
 use event_store::CommitWakeup;
 
 use crate::wave_trace::WaveTrace;
@@ -37,6 +46,10 @@ pub(crate) struct Publisher {
     pub commit_listener: PgConnectOptions,
     pub backoff: Backoff,
     pub status: Arc<RelayStatus>,
+    /// At most this many commits of one shard share a record (1: one commit per record).
+    pub max_commits_per_record: usize,
+    /// The stream's open shards, as last read.
+    pub shards: ShardMap,
 }
 
 /// Why the active relay stopped publishing.
@@ -51,7 +64,11 @@ enum Ended {
 #[derive(Debug, Default)]
 struct RoundReport {
     read: usize,
+    /// Commits acknowledged and removed from the outbox.
     published: usize,
+    /// Commits acknowledged on a shard their aggregate no longer maps to: published again by
+    /// the next round.
+    misrouted: usize,
     /// Kinesis refused a record or failed a call: slow down before the next round.
     refused: bool,
 }
@@ -120,7 +137,7 @@ impl Publisher {
                 Ok(report) if report.refused => self.backoff.failed(),
                 Ok(report) => {
                     self.backoff.succeeded();
-                    if report.published > 0 {
+                    if report.published > 0 || report.misrouted > 0 {
                         // More may be waiting: read again at once.
                         continue;
                     }
@@ -161,21 +178,26 @@ impl Publisher {
         };
         let (mut round, unpublishable) = Round::plan(commits);
         self.report_unpublishable(&unpublishable);
+        if self.shards.is_empty() && self.max_commits_per_record > 1 {
+            self.refresh_shards().await;
+        }
 
         // A stop lets the wave in flight finish with its removals, then ends the round.
         while !*stop.borrow() {
-            let Some(Wave {
-                commits,
-                records,
-                traceparents,
-            }) = round.next_wave()
+            let Some(Wave { records: packed }) =
+                round.next_wave(&self.shards, self.max_commits_per_record)
             else {
                 break;
             };
             // Right before the put: a relay that may have lost the lock must not publish.
             leadership.check().await.map_err(RoundError::LockLost)?;
-            let sent = records.len();
-            let trace = WaveTrace::start(&commits, &traceparents);
+            let sent = packed.len();
+            let trace = WaveTrace::start(&packed);
+            let (records, packed): (Vec<_>, Vec<_>) = packed
+                .into_iter()
+                .map(|packed| (packed.record, (packed.shard_id, packed.commits)))
+                .unzip();
+            metrics::histogram!("orderpipe_relay_records_per_put").record(sent as f64);
             let started = Instant::now();
             let result = self.log.put(records).instrument(trace.call()).await;
             metrics::histogram!("orderpipe_relay_publish_seconds").record(started.elapsed());
@@ -198,11 +220,41 @@ impl Publisher {
             };
             self.status.set_put_failure(None);
 
+            // A record that landed on another shard than the map said: the map is stale.
+            let stale = packed.iter().zip(&outcomes).any(|((predicted, _), outcome)| {
+                matches!((predicted, outcome), (Some(predicted), PutOutcome::Stored { shard_id, .. }) if predicted != shard_id)
+            });
+            if stale {
+                metrics::counter!("orderpipe_relay_shard_map_refreshes_total").increment(1);
+                tracing::info!("a record landed on a shard the map did not predict: the stream was resharded; reading its shards again");
+                self.refresh_shards().await;
+            }
             let mut stored = Vec::with_capacity(sent);
+            let mut records_stored = 0;
             let mut refusals = Vec::new();
-            for ((first_position, aggregate), outcome) in commits.into_iter().zip(outcomes) {
+            for ((predicted, commits), outcome) in packed.into_iter().zip(outcomes) {
                 match outcome {
-                    PutOutcome::Stored { .. } => stored.push(first_position),
+                    PutOutcome::Stored { shard_id, .. } => {
+                        metrics::histogram!("orderpipe_relay_commits_per_record")
+                            .record(commits.len() as f64);
+                        records_stored += 1;
+                        for commit in commits {
+                            if predicted.as_ref().is_some_and(|p| *p != shard_id)
+                                && self.shards.shard_of(commit.hash_key) != Some(shard_id.as_str())
+                            {
+                                // Its aggregate's later commits go to another shard, read in
+                                // parallel with this one: published again there (by a later
+                                // round, before anything later of it), it arrives in order;
+                                // this copy is a duplicate readers skip by its sequence.
+                                metrics::counter!("orderpipe_relay_retries_total", "reason" => "resharded")
+                                    .increment(1);
+                                report.misrouted += 1;
+                                round.block(commit.aggregate);
+                            } else {
+                                stored.push(commit.first_position);
+                            }
+                        }
+                    }
                     PutOutcome::Refused {
                         error_code,
                         error_message,
@@ -215,15 +267,16 @@ impl Publisher {
                         metrics::counter!("orderpipe_relay_retries_total", "reason" => reason)
                             .increment(1);
                         tracing::debug!(
-                            first_position,
-                            aggregate_type = %aggregate.0,
-                            aggregate_id = %aggregate.1,
+                            commits = commits.len(),
+                            first_position = commits.first().map(|c| c.first_position),
                             error_code = %error_code,
                             error_message = %error_message,
-                            "record refused; its aggregate waits for the next round"
+                            "record refused; its aggregates wait for the next round"
                         );
                         refusals.push(error_code);
-                        round.block(aggregate);
+                        for commit in commits {
+                            round.block(commit.aggregate);
+                        }
                     }
                 }
             }
@@ -236,7 +289,8 @@ impl Publisher {
                     "Kinesis refused records; they go again after a back-off"
                 );
             }
-            metrics::counter!("orderpipe_relay_records_total").increment(stored.len() as u64);
+            metrics::counter!("orderpipe_relay_commits_total").increment(stored.len() as u64);
+            metrics::counter!("orderpipe_relay_records_total").increment(records_stored as u64);
             let waited = self
                 .store
                 .remove_published(&stored)
@@ -248,6 +302,18 @@ impl Publisher {
             report.published += stored.len();
         }
         Ok(report)
+    }
+
+    /// Reads the stream's open shards into the map; on failure the map is emptied, so records
+    /// carry one commit each (always placed right) until a later round reads it.
+    async fn refresh_shards(&mut self) {
+        match self.log.open_shards().await {
+            Ok(shards) => self.shards = ShardMap::new(shards),
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "cannot list the stream's shards; one commit per record until it can");
+                self.shards = ShardMap::default();
+            }
+        }
     }
 
     fn put_failed(&self, error: &RecordLogError) {

@@ -1,5 +1,6 @@
 //! The log the relay publishes to, as a port ([`RecordLog`]: put a batch, get one outcome per
-//! record) and its real adapter on Kinesis PutRecords ([`KinesisLog`]).
+//! record; list the open shards) and its real adapter on Kinesis PutRecords and ListShards
+//! ([`KinesisLog`]).
 //!
 //! The port is as small as the relay's need so a test can wrap the real adapter in a decorator
 //! that injects faults (refuse chosen records, fail after the put); nothing here imitates Kinesis.
@@ -12,15 +13,22 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_support::AwsCallError;
 use futures::future::BoxFuture;
 
+pub use crate::shard_map::ShardRange;
+
 /// Kinesis's error code for a shard over its write limit; the usual per-record failure.
 pub const THROTTLED: &str = "ProvisionedThroughputExceededException";
 
 /// One record for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
-    /// Chooses the shard; every record of one aggregate carries its id, so they share a shard.
+    /// The id of the aggregate of the record's first commit: every commit of the record maps
+    /// to the same shard as it.
     pub partition_key: String,
-    /// The payload: one commit's envelope (`commit_log::encode`).
+    /// The hash key (decimal) that places the record, inside the range of the shard its
+    /// commits map to; `None` lets the partition key place it.
+    pub explicit_hash_key: Option<String>,
+    /// The payload: one commit's envelope (`commit_log::encode`) or a container of several
+    /// commits of one shard (`commit_log::Container`).
     pub data: Vec<u8>,
 }
 
@@ -64,6 +72,9 @@ pub enum RecordLogError {
         /// Results received.
         answered: usize,
     },
+    /// ListShards described a shard without a readable hash key range.
+    #[error("ListShards gave shard {0} no readable hash key range")]
+    MalformedShard(String),
 }
 
 impl RecordLogError {
@@ -75,11 +86,13 @@ impl RecordLogError {
         match self {
             RecordLogError::Kinesis(error) => error.retryable,
             RecordLogError::MismatchedResults { .. } => true,
+            RecordLogError::MalformedShard(_) => false,
         }
     }
 }
 
-/// The log port: one call puts a batch and reports per record.
+/// The log port: one call puts a batch and reports per record; another lists the open shards,
+/// so the relay knows which commits may share a record.
 pub trait RecordLog: Send + Sync + 'static {
     /// Puts `records` in one call and returns one outcome per record, in the same order (the
     /// relay treats any other count as a failed call). An error means the call as a whole
@@ -88,6 +101,9 @@ pub trait RecordLog: Send + Sync + 'static {
         &self,
         records: Vec<LogRecord>,
     ) -> BoxFuture<'_, Result<Vec<PutOutcome>, RecordLogError>>;
+
+    /// The stream's open shards and their hash key ranges.
+    fn open_shards(&self) -> BoxFuture<'_, Result<Vec<ShardRange>, RecordLogError>>;
 }
 
 /// How long one attempt of a PutRecords call may take, and the whole call with the SDK's own
@@ -134,6 +150,7 @@ impl KinesisLog {
             .map(|record| {
                 PutRecordsRequestEntry::builder()
                     .partition_key(record.partition_key)
+                    .set_explicit_hash_key(record.explicit_hash_key)
                     .data(Blob::new(record.data))
                     .build()
                     // Both required fields are set just above.
@@ -163,6 +180,50 @@ impl KinesisLog {
             })
             .collect())
     }
+
+    async fn list_open_shards(&self) -> Result<Vec<ShardRange>, RecordLogError> {
+        let mut shards = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            // The API refuses the stream name together with a continuation token.
+            let request = match &next_token {
+                Some(token) => self.client.list_shards().next_token(token),
+                None => self.client.list_shards().stream_name(&self.stream_name),
+            };
+            let page = request
+                .send()
+                .await
+                .map_err(|error| AwsCallError::from_sdk("kinesis:ListShards", error))?;
+            for shard in page.shards() {
+                // A closed shard (split or merged) has an ending sequence number.
+                let open = shard
+                    .sequence_number_range()
+                    .is_none_or(|range| range.ending_sequence_number().is_none());
+                let range = shard.hash_key_range();
+                let bounds = range.and_then(|range| {
+                    Some((
+                        range.starting_hash_key().parse::<u128>().ok()?,
+                        range.ending_hash_key().parse::<u128>().ok()?,
+                    ))
+                });
+                match bounds {
+                    Some((starting_hash_key, ending_hash_key)) if open => shards.push(ShardRange {
+                        shard_id: shard.shard_id().to_owned(),
+                        starting_hash_key,
+                        ending_hash_key,
+                    }),
+                    Some(_) => {}
+                    None => {
+                        return Err(RecordLogError::MalformedShard(shard.shard_id().to_owned()))
+                    }
+                }
+            }
+            match page.next_token() {
+                Some(token) => next_token = Some(token.to_owned()),
+                None => return Ok(shards),
+            }
+        }
+    }
 }
 
 impl RecordLog for KinesisLog {
@@ -171,5 +232,9 @@ impl RecordLog for KinesisLog {
         records: Vec<LogRecord>,
     ) -> BoxFuture<'_, Result<Vec<PutOutcome>, RecordLogError>> {
         Box::pin(self.put_records(records))
+    }
+
+    fn open_shards(&self) -> BoxFuture<'_, Result<Vec<ShardRange>, RecordLogError>> {
+        Box::pin(self.list_open_shards())
     }
 }

@@ -54,6 +54,11 @@ pub struct RelaySettings {
     pub retry_initial_ms: u64,
     /// The longest back-off.
     pub retry_max_ms: u64,
+    /// At most this many commits of one shard share a Kinesis record (a container, which
+    /// every reader since containers unpacks); 1 writes one plain commit envelope per record,
+    /// as relays before containers did. A rolling deploy upgrades every reader first, then
+    /// turns this above 1.
+    pub max_commits_per_record: usize,
 }
 
 const DEFAULTS: &str = r#"
@@ -81,6 +86,7 @@ lock_key = 491328954745
 standby_retry_ms = 1000
 retry_initial_ms = 100
 retry_max_ms = 10000
+max_commits_per_record = 100
 "#;
 
 /// No resource names among the defaults: the stream's name (`kinesis.stream_name`) is one a
@@ -98,6 +104,11 @@ impl LayeredSettings for Settings {
         if self.relay.batch_size == 0 {
             return Err(SettingsError::Rejected(
                 "relay.batch_size must be at least 1".into(),
+            ));
+        }
+        if self.relay.max_commits_per_record == 0 {
+            return Err(SettingsError::Rejected(
+                "relay.max_commits_per_record must be at least 1 (1: one commit per record)".into(),
             ));
         }
         if self.relay.retry_initial_ms == 0 || self.relay.retry_max_ms < self.relay.retry_initial_ms
@@ -137,6 +148,10 @@ mod tests {
         settings.validate().unwrap();
         assert_eq!(settings.relay.batch_size, 500);
         assert_eq!(settings.relay.poll_interval(), Duration::from_millis(50));
+        assert_eq!(
+            settings.relay.max_commits_per_record, 100,
+            "packs by default"
+        );
         assert!(settings.aws.endpoint_url.is_none());
     }
 }

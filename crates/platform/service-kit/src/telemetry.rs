@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
@@ -179,6 +179,17 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .set_buckets(&[
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                 ])
+                .expect("the bucket list is not empty")
+                // Counts, not durations: how many commits a record packs, records a call puts.
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_per_record".into()),
+                    &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0],
+                )
+                .expect("the bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_per_put".into()),
+                    &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0],
+                )
                 .expect("the bucket list is not empty")
                 .build_recorder();
             let handle = recorder.handle();

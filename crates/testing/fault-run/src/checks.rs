@@ -297,7 +297,7 @@ pub async fn every_event_reached_kinesis(
         (count, test_support::replay(&records))
     })
     .await;
-    let (records, replayed) = match replayed {
+    let (carried, replayed) = match replayed {
         Ok(result) => result,
         Err(error) => {
             let message = error
@@ -332,7 +332,7 @@ pub async fn every_event_reached_kinesis(
         "every event reached Kinesis, in order per aggregate",
         &problems,
         format!(
-            "{records} records on the stream: {} commits, {} duplicates (at-least-once)",
+            "{carried} commits carried by the stream's records: {} in order, {} duplicates (at-least-once)",
             replayed.commits_applied, replayed.duplicates_skipped
         ),
     ))

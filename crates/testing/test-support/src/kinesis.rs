@@ -48,10 +48,18 @@ impl TestStream {
             .send()
             .await
             .expect("CreateStream");
-        for _ in 0..100 {
-            let summary = client
+        let stream = Self { client, name };
+        stream.wait_active().await;
+        stream
+    }
+
+    /// Waits until the stream is ACTIVE (after its creation, or a split or merge).
+    pub async fn wait_active(&self) {
+        for _ in 0..200 {
+            let summary = self
+                .client
                 .describe_stream_summary()
-                .stream_name(&name)
+                .stream_name(&self.name)
                 .send()
                 .await
                 .expect("DescribeStreamSummary");
@@ -59,26 +67,30 @@ impl TestStream {
                 .stream_description_summary()
                 .is_some_and(|s| s.stream_status() == &StreamStatus::Active)
             {
-                return Self { client, name };
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("stream {name} never became ACTIVE");
+        panic!("stream {} never became ACTIVE", self.name);
     }
 
-    /// Every record of every shard from the start, decoded: per shard, in the shard's order.
+    /// Every commit of every shard from the start, unpacked from its record and decoded: per
+    /// shard, in the shard's order.
     pub async fn read_all(&self) -> BTreeMap<String, Vec<LoggedCommit>> {
         let mut by_shard: BTreeMap<String, Vec<LoggedCommit>> = BTreeMap::new();
         let shards = self
             .each_record(|shard, record| {
-                let commit = commit_log::decode(record.data().as_ref())
-                    .expect("every record is a commit envelope");
+                let commits = commit_log::decode_record(record.data().as_ref())
+                    .expect("every record is a commit envelope or a container of them");
                 assert_eq!(
                     record.partition_key(),
-                    Some(commit.aggregate_id.as_str()),
-                    "partition key = aggregate id"
+                    commits.first().map(|commit| commit.aggregate_id.as_str()),
+                    "partition key = the (first) commit's aggregate id"
                 );
-                by_shard.entry(shard.to_owned()).or_default().push(commit);
+                by_shard
+                    .entry(shard.to_owned())
+                    .or_default()
+                    .extend(commits);
             })
             .await
             .expect("the stream reads back");
@@ -145,7 +157,44 @@ impl TestStream {
             .collect())
     }
 
-    /// Reads until at least `count` records are on the stream.
+    /// How many commits each record of the stream carries, every shard from the start.
+    pub async fn commits_per_record(&self) -> Vec<usize> {
+        let mut counts = Vec::new();
+        self.each_record(|_, record| {
+            let commits = commit_log::unpack(record.data().as_ref())
+                .expect("every record is a commit envelope or a container of them");
+            counts.push(commits.len());
+        })
+        .await
+        .expect("the stream reads back");
+        counts
+    }
+
+    /// Every shard's parent shards (none for an original shard), from ListShards.
+    pub async fn shard_parents(&self) -> BTreeMap<String, Vec<String>> {
+        let listed = self
+            .client
+            .list_shards()
+            .stream_name(&self.name)
+            .send()
+            .await
+            .expect("ListShards");
+        listed
+            .shards()
+            .iter()
+            .map(|shard| {
+                let parents = shard
+                    .parent_shard_id()
+                    .into_iter()
+                    .chain(shard.adjacent_parent_shard_id())
+                    .map(str::to_owned)
+                    .collect();
+                (shard.shard_id().to_owned(), parents)
+            })
+            .collect()
+    }
+
+    /// Reads until at least `count` commits are on the stream.
     pub async fn wait_for_records(&self, count: usize) -> BTreeMap<String, Vec<LoggedCommit>> {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
@@ -156,7 +205,7 @@ impl TestStream {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "only {seen} of {count} records reached the stream"
+                "only {seen} of {count} commits reached the stream"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -206,6 +255,65 @@ pub fn replay(records: &BTreeMap<String, Vec<LoggedCommit>>) -> Replayed {
             *applied = commit.last_sequence();
             replayed.commits_applied += 1;
         }
+    }
+    replayed
+}
+
+/// Reads a resharded stream as the projector runtime does: a shard only after its parents, and
+/// sibling shards independently (each from its parents' state, as two workers would), skipping
+/// commits already applied. Panics at a gap or a reordering in any shard; the result merges
+/// every shard's state (`commits_applied` counts a commit once per shard that applied it).
+pub fn replay_resharded(
+    records: &BTreeMap<String, Vec<LoggedCommit>>,
+    parents: &BTreeMap<String, Vec<String>>,
+) -> Replayed {
+    type State = HashMap<(String, String), u64>;
+    let mut ended: HashMap<&str, State> = HashMap::new();
+    let mut replayed = Replayed::default();
+    let no_commits = Vec::new();
+    while ended.len() < parents.len() {
+        let before = ended.len();
+        for (shard, its_parents) in parents {
+            let ready = its_parents
+                .iter()
+                .all(|parent| ended.contains_key(parent.as_str()) || !parents.contains_key(parent));
+            if ended.contains_key(shard.as_str()) || !ready {
+                continue;
+            }
+            let mut state = State::new();
+            for parent in its_parents {
+                for (aggregate, last) in ended.get(parent.as_str()).into_iter().flatten() {
+                    let applied = state.entry(aggregate.clone()).or_insert(0);
+                    *applied = (*applied).max(*last);
+                }
+            }
+            for commit in records.get(shard).unwrap_or(&no_commits) {
+                let aggregate = (commit.aggregate_type.clone(), commit.aggregate_id.clone());
+                let applied = state.entry(aggregate.clone()).or_insert(0);
+                if commit.last_sequence() <= *applied {
+                    replayed.duplicates_skipped += 1;
+                    continue;
+                }
+                assert_eq!(
+                    commit.first_sequence(),
+                    *applied + 1,
+                    "shard {shard}, {aggregate:?}: commit {}..={} arrived after {applied}: out of order or a gap",
+                    commit.first_sequence(),
+                    commit.last_sequence()
+                );
+                *applied = commit.last_sequence();
+                replayed.commits_applied += 1;
+            }
+            for (aggregate, last) in &state {
+                let merged = replayed.last_sequence.entry(aggregate.clone()).or_insert(0);
+                *merged = (*merged).max(*last);
+            }
+            ended.insert(shard, state);
+        }
+        assert!(
+            ended.len() > before,
+            "a shard's parents never end: {parents:?}"
+        );
     }
     replayed
 }

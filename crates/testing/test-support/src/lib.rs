@@ -20,7 +20,7 @@ mod tokens;
 
 pub use another_build::append_as_another_build;
 pub use aws::{aws_test_config, unique_name};
-pub use kinesis::{replay, Replayed, TestStream, PATIENCE};
+pub use kinesis::{replay, replay_resharded, Replayed, TestStream, PATIENCE};
 pub use proxy::CuttableProxy;
 pub use silent::SilentListener;
 pub use tokens::{TestTokenKeys, TEST_AUDIENCE, TEST_ISSUER};

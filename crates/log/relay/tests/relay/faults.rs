@@ -9,10 +9,14 @@ use aws_sdk_kinesis::error::SdkError;
 use aws_sdk_kinesis::operation::put_records::PutRecordsError;
 use aws_support::AwsCallError;
 use futures::future::BoxFuture;
-use relay::record_log::{KinesisLog, LogRecord, PutOutcome, RecordLog, RecordLogError, THROTTLED};
+use relay::record_log::{
+    KinesisLog, LogRecord, PutOutcome, RecordLog, RecordLogError, ShardRange, THROTTLED,
+};
 use test_support::fresh_database;
 
-use crate::helpers::{kinesis_log, replay, spawn_relay, stores, TestStream, Writer};
+use crate::helpers::{
+    kinesis_log, replay, spawn_relay, spawn_relay_packing, stores, TestStream, Writer,
+};
 
 /// For its first `faulty_calls` calls: every fifth call fails whole before sending anything,
 /// and in the others every third record is refused as throttled and never sent; the rest go
@@ -70,6 +74,10 @@ impl RecordLog for Flaky {
                 .collect())
         })
     }
+
+    fn open_shards(&self) -> BoxFuture<'_, Result<Vec<ShardRange>, RecordLogError>> {
+        self.inner.open_shards()
+    }
 }
 
 #[tokio::test]
@@ -86,7 +94,9 @@ async fn refused_records_and_failed_calls_never_reorder_an_aggregates_commits() 
         failed_calls: AtomicUsize::new(0),
     });
 
-    let relay = spawn_relay(&database, flaky.clone(), false).await;
+    // A few commits per record, so there are records enough to refuse: a refused record is
+    // refused with every commit it packs.
+    let relay = spawn_relay_packing(&database, flaky.clone(), false, 20, 3).await;
     let records = stream.wait_for_records(writer.commits).await;
     relay.stop().await;
 
@@ -121,7 +131,10 @@ impl RecordLog for CrashAfterPut {
     ) -> BoxFuture<'_, Result<Vec<PutOutcome>, RecordLogError>> {
         Box::pin(async move {
             let call = self.calls.fetch_add(1, Ordering::SeqCst);
-            let count = records.len();
+            let count = records
+                .iter()
+                .map(|record| commit_log::unpack(&record.data).map_or(0, |commits| commits.len()))
+                .sum();
             let outcomes = self.inner.put(records).await;
             if call == self.crash_on_call {
                 assert!(outcomes.is_ok(), "the put before the crash succeeds");
@@ -130,6 +143,10 @@ impl RecordLog for CrashAfterPut {
             }
             outcomes
         })
+    }
+
+    fn open_shards(&self) -> BoxFuture<'_, Result<Vec<ShardRange>, RecordLogError>> {
+        self.inner.open_shards()
     }
 }
 
@@ -141,7 +158,8 @@ async fn a_relay_that_dies_between_put_and_removal_republishes_on_restart_in_ord
     writer.write(&stores(10), 6).await;
     let crashing = Arc::new(CrashAfterPut {
         inner: kinesis_log(&stream),
-        crash_on_call: 2,
+        // Packed, the first call carries the whole outbox.
+        crash_on_call: 0,
         calls: AtomicUsize::new(0),
         crashed_with: Mutex::new(0),
     });
@@ -172,7 +190,7 @@ async fn a_relay_that_dies_between_put_and_removal_republishes_on_restart_in_ord
     );
     assert_eq!(
         seen.duplicates_skipped, doubled,
-        "exactly the crashed call's records appear twice"
+        "exactly the crashed call's commits appear twice"
     );
     assert_eq!(seen.last_sequence, writer.versions().await);
     assert_eq!(writer.outbox_rows().await, 0);

@@ -139,6 +139,20 @@ pub async fn spawn_relay_polling(
     through_proxy: bool,
     poll_interval_ms: u64,
 ) -> TestRelay {
+    spawn_relay_packing(database, log, through_proxy, poll_interval_ms, PACKED).await
+}
+
+/// The default of `relay.max_commits_per_record`, which the tests use unless they say.
+pub const PACKED: usize = 100;
+
+/// [`spawn_relay_polling`], packing at most `max_commits_per_record` commits per record.
+pub async fn spawn_relay_packing(
+    database: &TestDatabase,
+    log: Arc<dyn RecordLog>,
+    through_proxy: bool,
+    poll_interval_ms: u64,
+    max_commits_per_record: usize,
+) -> TestRelay {
     let proxy = match through_proxy {
         true => Some(database.proxy().await),
         false => None,
@@ -167,6 +181,7 @@ pub async fn spawn_relay_polling(
             standby_retry_ms: 200,
             retry_initial_ms: 10,
             retry_max_ms: 200,
+            max_commits_per_record,
         },
     };
     service_kit::telemetry::init_logging(&settings.log);

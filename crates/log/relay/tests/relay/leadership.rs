@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use relay::record_log::{KinesisLog, LogRecord, PutOutcome, RecordLog, RecordLogError};
+use relay::record_log::{KinesisLog, LogRecord, PutOutcome, RecordLog, RecordLogError, ShardRange};
 use test_support::{fresh_database, TestDatabase};
 
 use crate::helpers::{
@@ -38,6 +38,10 @@ impl RecordLog for Counted {
     ) -> BoxFuture<'_, Result<Vec<PutOutcome>, RecordLogError>> {
         self.records.fetch_add(records.len(), Ordering::SeqCst);
         self.inner.put(records)
+    }
+
+    fn open_shards(&self) -> BoxFuture<'_, Result<Vec<ShardRange>, RecordLogError>> {
+        self.inner.open_shards()
     }
 }
 

@@ -7,4 +7,5 @@ mod faults;
 mod helpers;
 mod leadership;
 mod outage;
+mod packing;
 mod publishing;

@@ -175,6 +175,8 @@ impl Pipeline {
                     standby_retry_ms: 200,
                     retry_initial_ms: 50,
                     retry_max_ms: 1_000,
+                    // The relay's default: the pipeline runs with packed records.
+                    max_commits_per_record: 100,
                 },
             },
             Arc::new(KinesisLog::new(&stream.client, stream.name.clone())),
