@@ -9,13 +9,13 @@ mod common;
 use std::sync::Arc;
 
 use commit_log::LoggedCommit;
-use common::{logged_commits, write_history, write_orders};
+use common::{fresh_store, logged_commits, write_history, write_orders};
 use cqrs_es::CqrsFramework;
 use domain::order::{FixedMenu, Order, OrderCommand, OrderLineRequest, OrderServices};
 use domain::values::{
     Actor, CustomerId, ExternalRef, Money, Note, OrderId, Quantity, Reason, Sku, StoreId,
 };
-use event_store::{AggregateStore, PgEventStore, StoreConfig};
+use event_store::{AggregateStore, PgEventStore};
 use read_models::SchemaName;
 use replay::{
     load_rows, rebuild, rebuild_bulk, verify, BulkOptions, ProgressStore, ProgressTable, ReadModel,
@@ -116,10 +116,7 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let events = fresh_database().await;
-    let store = PgEventStore::open(events.pool.clone(), StoreConfig::default())
-        .await
-        .unwrap();
+    let store = fresh_store().await;
     write_history(&store).await;
     write_orders(&store).await;
     write_refunded_order(&store).await;

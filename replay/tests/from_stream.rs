@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use commit_log::projection::Projection;
 use commit_log::LoggedCommit;
-use common::{commits_after, logged_commits, publish, write_history, write_orders};
-use event_store::{PgEventStore, StoreConfig};
+use common::{commits_after, fresh_store, logged_commits, publish, write_history, write_orders};
+use event_store::PgEventStore;
 use read_models::{ActiveOrdersProjection, SchemaName};
 use replay::dynamodb::compare_tables;
 use replay::{
@@ -70,10 +70,7 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let events = fresh_database().await;
-    let store = PgEventStore::open(events.pool.clone(), StoreConfig::default())
-        .await
-        .unwrap();
+    let store = fresh_store().await;
     write_orders(&store).await;
     write_history(&store).await;
     write_orders(&store).await;

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use commit_log::LoggedCommit;
 use common::FailAfter;
-use common::{logged_commits, write_history, write_orders};
+use common::{fresh_store, logged_commits, write_history, write_orders};
 use cqrs_es::CqrsFramework;
 use domain::inventory::{InventoryCommand, StoreInventory};
 use domain::values::{Sku, StoreId};
-use event_store::{AggregateStore, PgEventStore, StoreConfig};
+use event_store::{AggregateStore, PgEventStore};
 use futures::TryStreamExt;
 use read_models::SchemaName;
 use replay::{
@@ -78,10 +78,7 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let events = fresh_database().await;
-    let store = PgEventStore::open(events.pool.clone(), StoreConfig::default())
-        .await
-        .unwrap();
+    let store = fresh_store().await;
     write_history(&store).await;
     write_orders(&store).await;
     let commits = logged_commits(&store).await;

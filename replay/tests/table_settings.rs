@@ -12,12 +12,11 @@ use aws_sdk_dynamodb::types::{
     PointInTimeRecoverySpecification, SseSpecification, SseType, Tag, TimeToLiveSpecification,
 };
 use aws_sdk_dynamodb::Client;
-use common::write_orders;
-use event_store::{PgEventStore, StoreConfig};
+use common::{fresh_store, write_orders};
 use read_models::{ActiveOrdersProjection, ActiveOrdersTables, ViewAlias};
 use replay::dynamodb::{swap_in_tables, target_tables, TablesProgress};
 use replay::{rebuild, RebuildOptions};
-use test_support::{aws_test_config, fresh_database, unique_name};
+use test_support::{aws_test_config, unique_name};
 
 /// A DynamoDB client on moto (`ORDERPIPE_MOTO_URL`, from the stack's env file).
 async fn moto() -> Client {
@@ -175,10 +174,7 @@ async fn unprotect_and_delete(client: &Client, tables: &ActiveOrdersTables) {
 
 #[tokio::test]
 async fn a_swapped_in_view_keeps_the_live_tables_settings() {
-    let events = fresh_database().await;
-    let store = PgEventStore::open(events.pool.clone(), StoreConfig::default())
-        .await
-        .unwrap();
+    let store = fresh_store().await;
     write_orders(&store).await;
     let client = moto().await;
     let views_table = unique_name("settings-views");
@@ -228,10 +224,7 @@ async fn a_swapped_in_view_keeps_the_live_tables_settings() {
 
 #[tokio::test]
 async fn a_swap_on_an_emulator_without_ttl_support_still_succeeds() {
-    let events = fresh_database().await;
-    let store = PgEventStore::open(events.pool.clone(), StoreConfig::default())
-        .await
-        .unwrap();
+    let store = fresh_store().await;
     write_orders(&store).await;
     let client = aws_support::dynamodb(&aws_test_config().await);
     let views_table = unique_name("settings-views");

@@ -20,7 +20,7 @@ use domain::values::{
     Actor, CustomerId, Customisation, ExternalRef, Money, Note, OrderId, Quantity, Reason, Sku,
     StoreId,
 };
-use event_store::{AggregateStore, PgEventStore};
+use event_store::{AggregateStore, PgEventStore, StoreConfig};
 use futures::TryStreamExt;
 use test_support::{unique_name, TestStream};
 
@@ -86,6 +86,14 @@ pub async fn write_history(store: &PgEventStore) {
         futures::future::join_all(stores),
         futures::future::join_all(customers)
     );
+}
+
+/// An event store on a test database of its own.
+pub async fn fresh_store() -> PgEventStore {
+    let events = test_support::fresh_database().await;
+    PgEventStore::open(events.pool, StoreConfig::default())
+        .await
+        .unwrap()
 }
 
 /// The true commits, from the outbox (no relay runs here), in commit order: what the projectors
