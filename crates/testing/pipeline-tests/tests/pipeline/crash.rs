@@ -10,7 +10,7 @@ use commit_log::{LoggedCommit, Vocabulary};
 use test_support::PATIENCE;
 use tokio::sync::Notify;
 
-use crate::support::{Pipeline, WORKER_BATCH};
+use crate::support::{Pipeline, COMMITS_PER_RECORD, WORKER_BATCH};
 use crate::workload::{open_the_store, run_order, Clients, Fate};
 
 /// A read model whose process dies inside a batch: of the first batch of several commits it
@@ -86,10 +86,10 @@ async fn a_projector_killed_mid_batch_and_restarted_leaves_views_identical_to_a_
     let _ = worker.await;
 
     // The kill landed mid-batch: the first half of the batch is in the history, the second
-    // half is not.
+    // half is not. A batch is one GetRecords answer: its records, each of one or more commits.
     let (applied, left) = dying.halves.lock().unwrap().clone();
     assert!(!applied.is_empty() && !left.is_empty());
-    assert!(applied.len() + left.len() <= WORKER_BATCH as usize);
+    assert!(applied.len() + left.len() <= (WORKER_BATCH * COMMITS_PER_RECORD) as usize);
     let last_applied = |commit: LoggedCommit| {
         let pool = pipeline.views_db.pool.clone();
         async move {

@@ -35,6 +35,8 @@ use tonic::transport::Channel;
 pub const STORE: &str = "s1";
 /// Most records per GetRecords call of the test projector workers.
 pub const WORKER_BATCH: u32 = 25;
+/// Most commits the pipeline's relay packs into one record (the relay's default).
+pub const COMMITS_PER_RECORD: u32 = 100;
 
 pub const HISTORY_TABLES: &[&str] = &[
     "applied_sequences",
@@ -176,7 +178,7 @@ impl Pipeline {
                     retry_initial_ms: 50,
                     retry_max_ms: 1_000,
                     // The relay's default: the pipeline runs with packed records.
-                    max_commits_per_record: 100,
+                    max_commits_per_record: COMMITS_PER_RECORD as usize,
                 },
             },
             Arc::new(KinesisLog::new(&stream.client, stream.name.clone())),
