@@ -7,8 +7,9 @@ use relay::settings::{LayeredSettings, Settings};
 use service_kit::{cli::SettingsFile, shutdown, telemetry};
 
 /// orderpipe's outbox relay: publishes every commit of the event store to the Kinesis stream,
-/// one record per commit (partition key = aggregate id), at least once and in order per
-/// aggregate.
+/// several commits of one shard packed per record (relay.max_commits_per_record; 1 = one plain
+/// record per commit, partition key = aggregate id), at least once and in order per aggregate.
+/// Deploy readers that unpack records before a relay that packs them.
 ///
 /// Run several for availability: they elect one active relay through a PostgreSQL advisory lock
 /// (relay.lock_key); the others stand by and take over within about a second when it stops.

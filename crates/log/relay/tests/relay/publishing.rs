@@ -21,10 +21,7 @@ async fn every_commit_reaches_the_stream_once_in_order_per_aggregate_and_leaves_
     let records = stream.wait_for_records(writer.commits).await;
 
     let seen = replay(&records);
-    assert_eq!(
-        seen.commits_applied, writer.commits,
-        "one record per commit"
-    );
+    assert_eq!(seen.commits_applied, writer.commits, "every commit once");
     assert_eq!(seen.duplicates_skipped, 0, "no failures, no duplicates");
     assert_eq!(seen.last_sequence, writer.versions().await, "every event");
     assert!(
