@@ -32,7 +32,8 @@ use crate::writer_transaction::{bounded, ServerBounds, WriterConnection, WriterT
 
 /// Locks the position counter, decides every commit of the batch (version and key checks) and
 /// writes the accepted ones' events, outbox rows, keys and snapshots: one round trip (migration
-/// `0004_append_commits.sql`). Per commit it returns its first position, NULL for a conflict.
+/// `0004_append_commits.sql`, its key check replaced in `0005_append_commits_key_probe.sql`).
+/// Per commit it returns its first position, NULL for a conflict.
 const APPEND_COMMITS: &str =
     "SELECT append_commits($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
@@ -593,7 +594,7 @@ mod tests {
 
     #[test]
     fn the_write_announces_on_the_channel_the_relay_listens_on() {
-        let append_commits = include_str!("../migrations/0004_append_commits.sql");
+        let append_commits = include_str!("../migrations/0005_append_commits_key_probe.sql");
         let announce = format!("pg_notify('{}', '')", crate::OUTBOX_CHANNEL);
         assert!(append_commits.contains(&announce), "{append_commits}");
     }

@@ -336,6 +336,68 @@ async fn an_idempotency_key_records_the_outcome_once() {
         .is_none());
 }
 
+/// `append_commits` for one new aggregate with one key, as the writer calls it.
+const APPEND_ONE_KEYED_COMMIT: &str = "SELECT append_commits(ARRAY['tally'], ARRAY[$1],
+    ARRAY[0]::BIGINT[], ARRAY[1], ARRAY['{}'::JSONB], ARRAY[$2], ARRAY['f'], ARRAY[NULL]::JSONB[],
+    ARRAY[NULL]::INTEGER[], ARRAY[1], ARRAY['Added'], ARRAY['1.0'], ARRAY['{\"Added\":1}'::JSONB])";
+
+/// The writer's session lives for days while the key table grows from nothing. PL/pgSQL keeps
+/// one plan per statement for the session; a plan made while the table was nearly empty read the
+/// whole table on every later batch (the gRPC path slid to 0.37x of the baseline). Here the
+/// session plans while the table is empty (a generic plan, as PL/pgSQL settles on after five
+/// calls), the table then grows without an ANALYZE that would replan, and the next batch must
+/// probe the key index instead of scanning the table.
+#[tokio::test]
+async fn the_key_check_probes_the_key_index_however_small_the_table_was() {
+    let store = open_store(0).await;
+    let mut session = store.pool().acquire().await.unwrap();
+    for statement in [
+        "ALTER TABLE command_idempotency SET (autovacuum_enabled = false)",
+        "SET plan_cache_mode = force_generic_plan",
+    ] {
+        sqlx::query(statement).execute(&mut *session).await.unwrap();
+    }
+    sqlx::query(APPEND_ONE_KEYED_COMMIT)
+        .bind("t-first")
+        .bind("k-first")
+        .execute(&mut *session)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO command_idempotency
+         SELECT 'k-' || n, 'f', 'tally', 't-' || n, 1, 1, now() FROM generate_series(1, 5000) n",
+    )
+    .execute(&mut *session)
+    .await
+    .unwrap();
+
+    sqlx::query("BEGIN").execute(&mut *session).await.unwrap();
+    let positions: Vec<Option<i64>> = sqlx::query_scalar(APPEND_ONE_KEYED_COMMIT)
+        .bind("t-next")
+        .bind("k-next")
+        .fetch_one(&mut *session)
+        .await
+        .unwrap();
+    let (scans, rows_read): (i64, i64) = sqlx::query_as(
+        "SELECT seq_scan, seq_tup_read FROM pg_stat_xact_user_tables
+         WHERE relname = 'command_idempotency'",
+    )
+    .fetch_one(&mut *session)
+    .await
+    .unwrap();
+    sqlx::query("ROLLBACK")
+        .execute(&mut *session)
+        .await
+        .unwrap();
+
+    assert_eq!(positions, vec![Some(2)], "the new key's commit is accepted");
+    assert_eq!(
+        (scans, rows_read),
+        (0, 0),
+        "the batch read the key table instead of probing its index"
+    );
+}
+
 #[tokio::test]
 async fn reads_the_log_after_a_position_in_commit_order() {
     let store = open_store(0).await;
