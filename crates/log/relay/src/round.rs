@@ -347,12 +347,17 @@ mod tests {
         Duration::from_millis(millis)
     }
 
-    /// Up to `max_commits_per_record` commits per record, no linger.
-    fn at_once(max_commits_per_record: usize) -> Packing {
+    /// Up to `max_commits_per_record` commits per record, a record lingering `max_linger`.
+    fn lingering(max_commits_per_record: usize, max_linger: Duration) -> Packing {
         Packing {
             max_commits_per_record,
-            max_linger: Duration::ZERO,
+            max_linger,
         }
+    }
+
+    /// Up to `max_commits_per_record` commits per record, no linger.
+    fn at_once(max_commits_per_record: usize) -> Packing {
+        lingering(max_commits_per_record, Duration::ZERO)
     }
 
     /// A one-event menu commit at `position`, waiting since [`T0`]; `padding` bytes make its
@@ -639,10 +644,7 @@ mod tests {
             commit_since(ms(4), &ids[1], 2, 1),
             commit_since(ms(6), &ids[0], 3, 2),
         ]);
-        let packing = Packing {
-            max_commits_per_record: 10,
-            max_linger: ms(10),
-        };
+        let packing = lingering(10, ms(10));
 
         assert!(round
             .next_wave(&two_shards(), packing, *T0 + ms(9))
@@ -666,10 +668,7 @@ mod tests {
             commit(&ids[0], 4, 2, 0),
             commit(&ids[1], 5, 2, 0),
         ]);
-        let packing = Packing {
-            max_commits_per_record: 2,
-            max_linger: Duration::from_secs(3600),
-        };
+        let packing = lingering(2, Duration::from_secs(3600));
 
         // 3 alone lingers; 4 and 5 wait for the wave after their aggregates' first commits.
         let wave = round.next_wave(&two_shards(), packing, *T0).unwrap();
@@ -692,10 +691,7 @@ mod tests {
             commit(&ids[0], 1, 1, 600 * 1024),
             commit(&ids[1], 2, 1, 600 * 1024),
         ]);
-        let packing = Packing {
-            max_commits_per_record: 100,
-            max_linger: Duration::from_secs(3600),
-        };
+        let packing = lingering(100, Duration::from_secs(3600));
 
         let wave = round.next_wave(&two_shards(), packing, *T0).unwrap();
         assert_eq!(packing_of(&wave), vec![vec![1]]);
@@ -712,10 +708,7 @@ mod tests {
             commit_since(ms(9), &lower[0], 3, 2),
             commit_since(ms(9), &upper[0], 4, 2),
         ]);
-        let packing = Packing {
-            max_commits_per_record: 10,
-            max_linger: ms(10),
-        };
+        let packing = lingering(10, ms(10));
 
         let wave = round
             .next_wave(&two_shards(), packing, *T0 + ms(10))
@@ -738,10 +731,7 @@ mod tests {
     #[test]
     fn without_packing_a_linger_holds_nothing_back() {
         let (mut round, _) = Round::plan(vec![commit("a", 1, 1, 0), commit("b", 2, 1, 0)]);
-        let packing = Packing {
-            max_commits_per_record: 1,
-            max_linger: Duration::from_secs(3600),
-        };
+        let packing = lingering(1, Duration::from_secs(3600));
 
         let wave = round.next_wave(&two_shards(), packing, *T0).unwrap();
         assert_eq!(packing_of(&wave), vec![vec![1], vec![2]]);

@@ -4,26 +4,27 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use test_support::fresh_database;
+use test_support::{fresh_database, TestDatabase};
 
 use crate::helpers::{
-    kinesis_log, replay, spawn_relay, spawn_relay_lingering, stores, TestStream, Writer, PACKED,
+    kinesis_log, replay, spawn_relay, spawn_relay_lingering, stores, TestRelay, TestStream, Writer,
+    PACKED,
 };
+
+/// A fresh database and one-shard stream, a writer, and a packing relay lingering
+/// `max_linger_ms`.
+async fn lingering_relay(max_linger_ms: u64) -> (TestDatabase, TestStream, Writer, TestRelay) {
+    let database = fresh_database().await;
+    let stream = TestStream::create(1).await;
+    let writer = Writer::open(&database).await;
+    let log = Arc::new(kinesis_log(&stream));
+    let relay = spawn_relay_lingering(&database, log, false, 20, PACKED, max_linger_ms).await;
+    (database, stream, writer, relay)
+}
 
 #[tokio::test]
 async fn commits_that_arrive_within_the_linger_leave_in_one_record() {
-    let database = fresh_database().await;
-    let stream = TestStream::create(1).await;
-    let mut writer = Writer::open(&database).await;
-    let relay = spawn_relay_lingering(
-        &database,
-        Arc::new(kinesis_log(&stream)),
-        false,
-        20,
-        PACKED,
-        3_000,
-    )
-    .await;
+    let (_database, stream, mut writer, relay) = lingering_relay(3_000).await;
 
     // Six commits 50 ms apart, while the relay is already waiting for commits: without a
     // linger each would leave alone as soon as it is committed.
@@ -41,18 +42,7 @@ async fn commits_that_arrive_within_the_linger_leave_in_one_record() {
 
 #[tokio::test]
 async fn a_lone_commit_waits_out_the_linger_then_leaves() {
-    let database = fresh_database().await;
-    let stream = TestStream::create(1).await;
-    let mut writer = Writer::open(&database).await;
-    let relay = spawn_relay_lingering(
-        &database,
-        Arc::new(kinesis_log(&stream)),
-        false,
-        20,
-        PACKED,
-        1_000,
-    )
-    .await;
+    let (_database, stream, mut writer, relay) = lingering_relay(1_000).await;
 
     writer.write(&stores(1), 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -67,18 +57,7 @@ async fn a_lone_commit_waits_out_the_linger_then_leaves() {
 
 #[tokio::test]
 async fn a_stop_during_the_linger_leaves_its_commits_in_the_outbox_for_the_next_relay() {
-    let database = fresh_database().await;
-    let stream = TestStream::create(1).await;
-    let mut writer = Writer::open(&database).await;
-    let lingering = spawn_relay_lingering(
-        &database,
-        Arc::new(kinesis_log(&stream)),
-        false,
-        20,
-        PACKED,
-        600_000,
-    )
-    .await;
+    let (database, stream, mut writer, lingering) = lingering_relay(600_000).await;
     writer.write(&stores(5), 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
