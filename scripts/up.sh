@@ -142,7 +142,12 @@ else
   log "command-api started (pid $(cat "$api_pid")): gRPC $scheme://$api_host:$grpc_port, admin 127.0.0.1:$admin_port"
 fi
 
-relay_port="$(start_worker relay 9091 run)"
+# Every reader of the local stack runs this build, which unpacks: the relay packs (its own
+# default, 1, is for deployments whose readers may be older; see docs/architecture.md).
+relay_port="$(
+  ORDERPIPE_RELAY__MAX_COMMITS_PER_RECORD="${ORDERPIPE_RELAY__MAX_COMMITS_PER_RECORD:-100}" \
+    start_worker relay 9091 run
+)"
 projectors_port="$(start_worker projectors 9092 run)"
 # The flows' service token, valid 30 days (scripts/up.sh again after that mints a fresh one).
 flows_port="$(

@@ -1,7 +1,8 @@
 //! The relay on one shard: commits/s and records/s through the real relay into a one-shard
-//! kinesalite stream, packing (`relay.max_commits_per_record` 100, the default) against one
-//! commit per record (1, the relay before containers), beside the raw rate of PutRecords of
-//! single-commit-sized records measured in the same run.
+//! kinesalite stream, packing (`relay.max_commits_per_record` 100, set here: every reader of
+//! this run unpacks; the relay's default is 1) against one commit per record (1, the relay
+//! before containers), beside the raw rate of PutRecords of single-commit-sized records
+//! measured in the same run.
 //!
 //! `cargo bench -p benches --bench relay_packing` (needs the stack's environment:
 //! `source "$(scripts/stack.sh env --path)"`). A Kinesis shard takes 1,000 records/s and

@@ -73,6 +73,11 @@ struct Cli {
     /// and without watchers.
     #[arg(long)]
     watchers: bool,
+    /// The relay's linger (relay.max_linger_ms): how long a record that is not full waits for
+    /// more commits of its shard. Unset: the relay's default. The relay packs up to 100
+    /// commits per record (every reader of the run unpacks).
+    #[arg(long)]
+    relay_linger_ms: Option<u64>,
     /// Seconds to wait after the rush for the outbox and the view to catch up.
     #[arg(long, default_value_t = 60)]
     drain_timeout: u64,
@@ -129,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
         freshness_every: cli.freshness_every,
         watchers: cli.watchers,
         drain_timeout: Duration::from_secs(cli.drain_timeout),
+        relay_linger_ms: cli.relay_linger_ms,
         tls: cli.tls.clone(),
     })
     .await?;

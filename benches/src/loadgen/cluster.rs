@@ -18,6 +18,9 @@ use crate::resources::PipelineResources;
 const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
 /// How long a process may take to exit after SIGTERM before it is killed.
 const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(20);
+/// `relay.max_commits_per_record` of the run's relay: every reader of a run is this build, which
+/// unpacks (the relay's own default, 1, is for deployments whose readers may be older).
+const COMMITS_PER_RECORD: &str = "100";
 
 /// Why the pipeline could not start.
 #[derive(Debug, thiserror::Error)]
@@ -121,13 +124,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts the command API, the relay and `projectors` projectors processes (at least one;
-    /// several share the shards' leases) from `bin_dir` on `resources`, logging to `log_dir`.
+    /// Starts the command API, the relay (lingering `relay_linger_ms`, or its default) and
+    /// `projectors` projectors processes (at least one; several share the shards' leases) from
+    /// `bin_dir` on `resources`, logging to `log_dir`.
     pub async fn start(
         bin_dir: &Path,
         log_dir: &Path,
         resources: &PipelineResources,
         projectors: usize,
+        relay_linger_ms: Option<u64>,
     ) -> Result<Self, ClusterError> {
         std::fs::create_dir_all(log_dir)?;
         let keys = TestTokenKeys::new();
@@ -192,6 +197,15 @@ impl Cluster {
             env
         };
 
+        let mut relay_env = common(relay_admin);
+        relay_env.push((
+            "ORDERPIPE_RELAY__MAX_COMMITS_PER_RECORD",
+            COMMITS_PER_RECORD.to_owned(),
+        ));
+        if let Some(linger) = relay_linger_ms {
+            relay_env.push(("ORDERPIPE_RELAY__MAX_LINGER_MS", linger.to_string()));
+        }
+
         let mut cluster = Self {
             grpc_address,
             api_admin,
@@ -209,13 +223,7 @@ impl Cluster {
                 grpc_address,
                 "command-api".to_owned(),
             ),
-            (
-                "relay",
-                "run",
-                common(relay_admin),
-                relay_admin,
-                "relay".to_owned(),
-            ),
+            ("relay", "run", relay_env, relay_admin, "relay".to_owned()),
         ];
         for (index, admin) in projectors_admins.into_iter().enumerate() {
             let log_name = projectors_name(index);

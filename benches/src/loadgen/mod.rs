@@ -74,6 +74,8 @@ pub struct LoadOptions {
     pub watchers: bool,
     /// How long to wait after the profile for the views to catch up.
     pub drain_timeout: Duration,
+    /// The relay's `relay.max_linger_ms` (`None`: its default).
+    pub relay_linger_ms: Option<u64>,
     /// TLS to the command API (none: plaintext).
     pub tls: GrpcClientTls,
 }
@@ -128,6 +130,7 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
         &options.out_dir.join("logs"),
         &resources,
         options.projectors,
+        options.relay_linger_ms,
     )
     .await?;
     let result = drive(&options, &resources, &cluster).await;

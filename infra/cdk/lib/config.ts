@@ -180,7 +180,8 @@ export const SERVICES: Record<ProcessName, ServiceSpec> = {
     ],
   },
   relay: {
-    description: 'Publishes the outbox to Kinesis, one record per commit, in per-aggregate order',
+    description:
+      'Publishes the outbox to Kinesis in per-aggregate order: one record per commit, or several commits of a shard per record once every reader unpacks (relayCommitsPerRecord)',
     binary: 'relay',
     command: ['run'],
     adminHealthCheck: true,
@@ -315,6 +316,8 @@ export interface ConfigSources {
   readonly commandApiUrl: string;
   /** Where traces go (stage `otlpEndpoint`); unset: no traces. */
   readonly otlpEndpoint?: string;
+  /** Commits per Kinesis record (stage `relayCommitsPerRecord`; 1 until every reader unpacks). */
+  readonly relayCommitsPerRecord: number;
 }
 
 /** One configuration key: who gets it, what it holds, and how its value is made. */
@@ -451,6 +454,13 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     when: ['streamRead', 'streamWrite', 'streamReplay'],
     source: 'event stream name',
     plain: (s) => s.streamName,
+  },
+  {
+    key: 'ORDERPIPE_RELAY__MAX_COMMITS_PER_RECORD',
+    when: ['streamWrite'],
+    source:
+      'stage `relayCommitsPerRecord` (context or stage config; default 1, one plain record per commit): raise once every reader runs a build that unpacks',
+    plain: (s) => String(s.relayCommitsPerRecord),
   },
   {
     key: 'ORDERPIPE_DYNAMODB__ACTIVE_ORDERS_TABLE',

@@ -231,6 +231,7 @@ export class Services extends Construct {
       jwtIssuer: stage.auth.issuer,
       jwtAudience: stage.auth.audience,
       streamName: messaging.stream.streamName,
+      relayCommitsPerRecord: stage.relayCommitsPerRecord,
       activeOrdersTable: data.activeOrders.tableName,
       storeMetricsTable: data.storeMetrics.tableName,
       leasesTable: data.leases.tableName,

@@ -71,6 +71,13 @@ export interface StageConfig {
    * records traces.
    */
   readonly otlpEndpoint?: string;
+  /**
+   * The relay's `relay.max_commits_per_record`: 1 (the default) writes one plain record per commit,
+   * which readers of every build read, so a deploy may upgrade the relay before its readers. Raise
+   * it (e.g. to 100) once every reader runs a build that unpacks (the projectors, the flows and
+   * `replay` of the same image tag or later): records then pack several commits of a shard.
+   */
+  readonly relayCommitsPerRecord: number;
 }
 
 /** Removal policy for stateful resources that support snapshots (Aurora). */
@@ -92,6 +99,15 @@ export function logRetention(stage: StageConfig): logs.RetentionDays {
   return stage.logRetentionDays as logs.RetentionDays;
 }
 
+/** A whole number at least 1, from a stage's config or the command line (`-c key=100`: a string). */
+function atLeastOne(value: unknown, what: string): number {
+  const number = Number(value);
+  if (!Number.isInteger(number) || number < 1) {
+    throw new Error(`${what} must be a whole number at least 1, not ${JSON.stringify(value)}`);
+  }
+  return number;
+}
+
 function required<T>(value: T | undefined, what: string): T {
   if (value === undefined || value === null || value === '') {
     throw new Error(`missing CDK context value: ${what}`);
@@ -101,8 +117,8 @@ function required<T>(value: T | undefined, what: string): T {
 
 /**
  * Reads the stage named by the `stage` context key (`-c stage=prod`), default `dev`.
- * Top-level context keys `imageTag`, `hostedZoneId`, `hostedZoneName`, `alarmEmail`, `otlpEndpoint`, `region`
- * override the stage's values so a deploy can pass them on the command line.
+ * Top-level context keys `imageTag`, `hostedZoneId`, `hostedZoneName`, `alarmEmail`, `otlpEndpoint`, `region`,
+ * `relayCommitsPerRecord` override the stage's values so a deploy can pass them on the command line.
  */
 export function loadStageConfig(node: Node, defaultRegion?: string): StageConfig {
   const name: string = node.tryGetContext('stage') ?? 'dev';
@@ -160,5 +176,9 @@ export function loadStageConfig(node: Node, defaultRegion?: string): StageConfig
     },
     alarmEmail: node.tryGetContext('alarmEmail') ?? raw.alarmEmail,
     otlpEndpoint: node.tryGetContext('otlpEndpoint') ?? raw.otlpEndpoint,
+    relayCommitsPerRecord: atLeastOne(
+      node.tryGetContext('relayCommitsPerRecord') ?? raw.relayCommitsPerRecord ?? 1,
+      'relayCommitsPerRecord',
+    ),
   };
 }

@@ -52,6 +52,15 @@ test('stage config: unknown stage and missing keys are refused with a clear mess
   assert.equal(prod.prefix, 'orderpipe-prod');
 });
 
+test('the relay packs only when the deploy says every reader unpacks (relayCommitsPerRecord)', () => {
+  assert.equal(loadStageConfig(node({ stage: 'prod' }), 'us-east-1').relayCommitsPerRecord, 1);
+  assert.equal(loadStageConfig(node({ stage: 'dev', relayCommitsPerRecord: '100' }), 'us-east-1').relayCommitsPerRecord, 100);
+  assert.throws(
+    () => loadStageConfig(node({ stage: 'dev', relayCommitsPerRecord: '0' }), 'us-east-1'),
+    /relayCommitsPerRecord must be a whole number at least 1/,
+  );
+});
+
 test('collector config renames the Prometheus series into the Orderpipe namespace', () => {
   const config = JSON.parse(
     collectorConfig({

@@ -61,7 +61,10 @@ test('the command API reads the event store, the token settings and its ports', 
   assert.equal(env.ORDERPIPE_ADMIN__HOST, '127.0.0.1');
   // The command API has no AWS SDK client.
   assert.equal(env.AWS_REGION, undefined);
-  assert.equal(Object.fromEntries(appContainer('relay').Environment.map((e: any) => [e.Name, e.Value])).AWS_REGION, 'us-east-1');
+  const relayEnv = Object.fromEntries(appContainer('relay').Environment.map((e: any) => [e.Name, e.Value]));
+  assert.equal(relayEnv.AWS_REGION, 'us-east-1');
+  // Plain records until the deploy says every reader unpacks (relayCommitsPerRecord).
+  assert.equal(relayEnv.ORDERPIPE_RELAY__MAX_COMMITS_PER_RECORD, '1');
   const secrets = Object.fromEntries(appContainer('command-api').Secrets.map((e: any) => [e.Name, JSON.stringify(e.ValueFrom)]));
   assert.match(secrets.ORDERPIPE_DATABASE__PASSWORD, /:password::/);
   assert.deepEqual(Object.keys(secrets).filter((k) => k.startsWith('ORDERPIPE_AUTH__')), [], 'the command API verifies with public keys only');

@@ -131,6 +131,12 @@ impl Container {
         self.commits.push(commit);
     }
 
+    /// Its commit envelopes back, in the order they were added, for a writer that decides not
+    /// to send the record after all (the relay holds a record back while it lingers).
+    pub fn into_commits(self) -> Vec<Vec<u8>> {
+        self.commits
+    }
+
     /// The record: the envelope itself for one commit (the format every reader knows, so a
     /// relay that packs one commit per record is readable by builds before containers), else
     /// the container.
@@ -181,6 +187,11 @@ mod tests {
 
         assert_eq!(record.len(), expected_len);
         assert!(is_container(&record));
+        let mut again = Container::new();
+        commits
+            .iter()
+            .for_each(|commit| again.push(commit.to_vec()));
+        assert_eq!(again.into_commits(), commits.map(<[u8]>::to_vec));
         assert_eq!(unpack(&record).unwrap(), commits.to_vec());
     }
 

@@ -15,8 +15,10 @@ use crate::health::{RelayHealth, RelayStatus};
 use crate::leadership::Candidate;
 use crate::publisher::{self, Publisher};
 use crate::record_log::{KinesisLog, RecordLog};
+use crate::round::Packing;
 use crate::settings::{LayeredSettings, Settings};
 use crate::shard_map::ShardMap;
+use crate::waiting_since::WaitingSince;
 
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -102,8 +104,12 @@ impl Application {
                 Duration::from_millis(relay.retry_max_ms),
             ),
             status: status.clone(),
-            max_commits_per_record: relay.max_commits_per_record,
+            packing: Packing {
+                max_commits_per_record: relay.max_commits_per_record,
+                max_linger: relay.max_linger(),
+            },
             shards: ShardMap::default(),
+            waiting_since: WaitingSince::default(),
         };
         let mut relaying = tokio::spawn(publisher::run(
             candidate,

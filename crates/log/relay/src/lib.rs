@@ -1,8 +1,10 @@
 //! The outbox relay (BRIEF §3.3): publishes every commit of the event store's outbox to the
-//! Kinesis log (the `commit_log` envelope), at least once, and per aggregate in order. A record
-//! packs up to `relay.max_commits_per_record` commits of one shard (a `commit_log` container,
-//! KPL-style), so a shard carries more than its 1,000 records/s in commits; its partition key
-//! is its first commit's aggregate id.
+//! Kinesis log (the `commit_log` envelope), at least once, and per aggregate in order. Once
+//! every reader unpacks, a record may pack up to `relay.max_commits_per_record` commits of one
+//! shard (a `commit_log` container, KPL-style; the default, 1, writes plain envelopes), so a
+//! shard carries more than its 1,000 records/s in commits; its partition key is its first
+//! commit's aggregate id. A record that is not full may linger up to `relay.max_linger_ms` for
+//! more commits of its shard (KPL's `RecordMaxBufferedTime`).
 //!
 //! - **One active relay per deployment**: the holder of a PostgreSQL session advisory lock on a
 //!   dedicated connection; standby relays try every second and take over when the holder's
@@ -29,6 +31,7 @@ pub mod record_log;
 mod round;
 pub mod settings;
 pub mod shard_map;
+mod waiting_since;
 mod wave_trace;
 
 pub use round::{MAX_CALL_BYTES, MAX_RECORD_BYTES};

@@ -7,9 +7,12 @@ use relay::settings::{LayeredSettings, Settings};
 use service_kit::{cli::SettingsFile, shutdown, telemetry};
 
 /// orderpipe's outbox relay: publishes every commit of the event store to the Kinesis stream,
-/// several commits of one shard packed per record (relay.max_commits_per_record; 1 = one plain
-/// record per commit, partition key = aggregate id), at least once and in order per aggregate.
-/// Deploy readers that unpack records before a relay that packs them.
+/// at least once and in order per aggregate. By default one plain record per commit (partition
+/// key = aggregate id), which every reader reads, so the relay may be upgraded before its
+/// readers. relay.max_commits_per_record above 1 packs that many commits of one shard per
+/// record: raise it only once every reader runs a build that unpacks. relay.max_linger_ms then
+/// holds a record that is not full up to that long for more commits (denser records, that
+/// much more latency at most).
 ///
 /// Run several for availability: they elect one active relay through a PostgreSQL advisory lock
 /// (relay.lock_key); the others stand by and take over within about a second when it stops.

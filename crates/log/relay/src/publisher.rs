@@ -14,6 +14,11 @@
 //! stays in the outbox with its aggregate blocked, so the next round publishes it on its
 //! aggregate's shard before anything later of it. Readers of sibling shards run in parallel:
 //! without that copy, the aggregate's next commit on its own shard would arrive after a gap.
+//!
+//! With a linger (`relay.max_linger_ms`), a round that finds only records still lingering
+//! publishes nothing and the relay waits until the oldest has lingered (or a commit wakes it
+//! first, which may fill a record), then reads the outbox again. A stop during the wait leaves
+//! those commits in the outbox, for the next active relay.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,14 +26,16 @@ use std::time::{Duration, Instant};
 use event_store::{PgEventStore, StoreError};
 use service_kit::{error_chain, Backoff};
 use sqlx::postgres::PgConnectOptions;
+use time::OffsetDateTime;
 use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::health::RelayStatus;
 use crate::leadership::{Candidate, Leadership, LockError};
 use crate::record_log::{PutOutcome, RecordLog, RecordLogError, THROTTLED};
-use crate::round::{Round, Unpublishable, Wave};
+use crate::round::{Packing, Round, Unpublishable, Wave};
 use crate::shard_map::ShardMap;
+use crate::waiting_since::WaitingSince;
 use event_store::CommitWakeup;
 
 use crate::wave_trace::WaveTrace;
@@ -46,10 +53,12 @@ pub(crate) struct Publisher {
     pub commit_listener: PgConnectOptions,
     pub backoff: Backoff,
     pub status: Arc<RelayStatus>,
-    /// At most this many commits of one shard share a record (1: one commit per record).
-    pub max_commits_per_record: usize,
+    /// How records are filled: commits per record, and the linger.
+    pub packing: Packing,
     /// The stream's open shards, as last read.
     pub shards: ShardMap,
+    /// Since when each commit in the outbox has waited.
+    pub waiting_since: WaitingSince,
 }
 
 /// Why the active relay stopped publishing.
@@ -71,6 +80,8 @@ struct RoundReport {
     misrouted: usize,
     /// Kinesis refused a record or failed a call: slow down before the next round.
     refused: bool,
+    /// When the oldest commit held back to linger will have waited out the linger.
+    lingers_until: Option<Instant>,
 }
 
 enum RoundError {
@@ -141,9 +152,15 @@ impl Publisher {
                         // More may be waiting: read again at once.
                         continue;
                     }
-                    // Empty, or only commits that cannot be published (already reported).
-                    tracing::trace!(read = report.read, "nothing to publish");
-                    if wakeup.wait(stop, self.poll_interval).await {
+                    // Empty, lingering, or only commits that cannot be published (already
+                    // reported).
+                    tracing::trace!(read = report.read, "nothing to publish now");
+                    let wait = report.lingers_until.map_or(self.poll_interval, |until| {
+                        until
+                            .saturating_duration_since(Instant::now())
+                            .min(self.poll_interval)
+                    });
+                    if wakeup.wait(stop, wait).await {
                         return Ended::Stopped;
                     }
                     continue;
@@ -176,17 +193,21 @@ impl Publisher {
             read: commits.len(),
             ..RoundReport::default()
         };
+        let commits = self
+            .waiting_since
+            .stamp(commits, Instant::now(), OffsetDateTime::now_utc());
         let (mut round, unpublishable) = Round::plan(commits);
         self.report_unpublishable(&unpublishable);
-        if self.shards.is_empty() && self.max_commits_per_record > 1 {
+        if self.shards.is_empty() && self.packing.max_commits_per_record > 1 {
             self.refresh_shards().await;
         }
 
         // A stop lets the wave in flight finish with its removals, then ends the round.
         while !*stop.borrow() {
             let Some(Wave { records: packed }) =
-                round.next_wave(&self.shards, self.max_commits_per_record)
+                round.next_wave(&self.shards, self.packing, Instant::now())
             else {
+                report.lingers_until = round.lingers_until(self.packing.max_linger);
                 break;
             };
             // Right before the put: a relay that may have lost the lock must not publish.

@@ -16,8 +16,14 @@
 //!   the rest of the round: its later commits wait until a later round publishes that one.
 //! - A wave respects Kinesis's limits: at most 500 records, 5 MiB, and 1 MiB per record
 //!   (partition keys included).
+//! - With a linger ([`Packing::max_linger`], KPL's `RecordMaxBufferedTime`), a record that is
+//!   not full stays out of the wave until its oldest commit has waited that long: more commits
+//!   of its shard may come to share it. Its commits go back to the round's waiting commits
+//!   whole, so its aggregates (each in that one record only) keep their order. A record that is
+//!   full (by commits or bytes), or a wave that reached the call's limits, goes at once.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use commit_log::Container;
 use event_store::{metadata, OutboxCommit};
@@ -45,6 +51,18 @@ pub(crate) struct WaveCommit {
     pub hash_key: u128,
     /// The commit's trace (empty when its command recorded none).
     pub traceparent: String,
+    /// Since when it has waited to be published: its linger counts from there.
+    pub waiting_since: Instant,
+}
+
+/// How records are filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Packing {
+    /// At most this many commits of one shard share a record (1: one plain envelope each).
+    pub max_commits_per_record: usize,
+    /// How long a record that is not full waits, from its oldest commit, for more commits of
+    /// its shard; zero sends every record as soon as it is planned.
+    pub max_linger: Duration,
 }
 
 /// A commit that has its envelope.
@@ -90,6 +108,8 @@ struct Filling {
     container: Container,
     commits: Vec<WaveCommit>,
     partition_key: String,
+    /// A later commit of its shard did not fit in it (by count or bytes).
+    full: bool,
 }
 
 impl Filling {
@@ -99,6 +119,23 @@ impl Filling {
 
     fn size(&self) -> usize {
         self.partition_key.len() + self.container.len()
+    }
+
+    /// Whether it goes in this wave: it is full, or its oldest commit has waited out the linger.
+    fn leaves(&self, packing: &Packing, per_record: usize, now: Instant) -> bool {
+        self.full
+            || self.commits.len() >= per_record
+            || self.commits.iter().any(|commit| {
+                now.saturating_duration_since(commit.waiting_since) >= packing.max_linger
+            })
+    }
+
+    /// Its commits, back as the waiting commits they were.
+    fn into_waiting(self) -> impl Iterator<Item = Ready> {
+        self.commits
+            .into_iter()
+            .zip(self.container.into_commits())
+            .map(|(commit, envelope)| Ready { commit, envelope })
     }
 }
 
@@ -111,15 +148,15 @@ pub(crate) struct Round {
 }
 
 impl Round {
-    /// Encodes `commits` (oldest first, as the outbox gives them), and returns the round with
-    /// the commits that cannot be published.
-    pub fn plan(commits: Vec<OutboxCommit>) -> (Self, Vec<Unpublishable>) {
+    /// Encodes `commits` (oldest first, as the outbox gives them, each with since when it has
+    /// waited), and returns the round with the commits that cannot be published.
+    pub fn plan(commits: Vec<(OutboxCommit, Instant)>) -> (Self, Vec<Unpublishable>) {
         let mut round = Round {
             waiting: Vec::with_capacity(commits.len()),
             blocked: HashSet::new(),
         };
         let mut unpublishable = Vec::new();
-        for commit in commits {
+        for (commit, waiting_since) in commits {
             let traceparent = commit
                 .events
                 .first()
@@ -147,6 +184,7 @@ impl Round {
                         hash_key: hash_key(&aggregate.1),
                         aggregate,
                         traceparent,
+                        waiting_since,
                     },
                     envelope,
                 }),
@@ -163,17 +201,20 @@ impl Round {
         (round, unpublishable)
     }
 
-    /// The next PutRecords call: oldest first, every unblocked aggregate's waiting commits that
-    /// fit in the one record of the wave that holds its first, within the call's limits, up to
-    /// `max_commits_per_record` commits of one shard of `shards` per record. `None` when
-    /// nothing can be sent this round.
-    pub fn next_wave(&mut self, shards: &ShardMap, max_commits_per_record: usize) -> Option<Wave> {
+    /// The next PutRecords call at `now`: oldest first, every unblocked aggregate's waiting
+    /// commits that fit in the one record of the wave that holds its first, within the call's
+    /// limits, up to `packing.max_commits_per_record` commits of one shard of `shards` per
+    /// record, less the records that still linger. `None` when nothing can be sent now
+    /// ([`Round::lingers_until`] says when something can).
+    pub fn next_wave(&mut self, shards: &ShardMap, packing: Packing, now: Instant) -> Option<Wave> {
         // Without a map, commits of different shards could share a record: one per record.
         let per_record = if shards.is_empty() {
             1
         } else {
-            max_commits_per_record.max(1)
+            packing.max_commits_per_record.max(1)
         };
+        // The call is full: there is more than one wave's worth waiting, nothing lingers.
+        let mut call_full = false;
         let mut filling: Vec<Filling> = Vec::new();
         // The record of each shard that still takes commits this wave.
         let mut open: HashMap<Option<String>, usize> = HashMap::new();
@@ -199,11 +240,13 @@ impl Round {
                 (None, open) => open.copied(),
             };
             let joins = target.filter(|&index| {
-                let record = &filling[index];
+                let record = &mut filling[index];
                 let grown = record.size_with(&ready.envelope);
-                record.commits.len() < per_record
-                    && grown <= MAX_RECORD_BYTES
-                    && call_bytes - record.size() + grown <= MAX_CALL_BYTES
+                let fits_record = record.commits.len() < per_record && grown <= MAX_RECORD_BYTES;
+                let fits_call = call_bytes - record.size() + grown <= MAX_CALL_BYTES;
+                record.full |= !fits_record;
+                call_full |= !fits_call;
+                fits_record && fits_call
             });
             let index = match joins {
                 Some(index) => {
@@ -219,6 +262,7 @@ impl Round {
                 None => {
                     let size = aggregate.1.len() + ready.envelope.len();
                     if filling.len() == MAX_RECORDS_PER_CALL || call_bytes + size > MAX_CALL_BYTES {
+                        call_full = true;
                         held.insert(aggregate.clone());
                         remaining.push(ready);
                         continue;
@@ -228,6 +272,7 @@ impl Round {
                         container: Container::new(),
                         commits: Vec::new(),
                         partition_key: aggregate.1.clone(),
+                        full: false,
                     });
                     open.insert(shard_id, filling.len() - 1);
                     filling.len() - 1
@@ -239,8 +284,16 @@ impl Round {
             record.commits.push(ready.commit);
             call_bytes += record.size();
         }
+        let (leaving, lingering): (Vec<_>, Vec<_>) = filling
+            .into_iter()
+            .partition(|record| call_full || record.leaves(&packing, per_record, now));
+        if !lingering.is_empty() {
+            remaining.extend(lingering.into_iter().flat_map(Filling::into_waiting));
+            // Back in position order: each aggregate's commits in sequence order again.
+            remaining.sort_by_key(|ready| ready.commit.first_position);
+        }
         self.waiting = remaining;
-        let records: Vec<PackedRecord> = filling
+        let records: Vec<PackedRecord> = leaving
             .into_iter()
             .map(|record| {
                 // The first commit's own hash key: inside its shard's range by construction.
@@ -260,6 +313,16 @@ impl Round {
         (!records.is_empty()).then_some(Wave { records })
     }
 
+    /// When the oldest commit that [`Round::next_wave`] holds back to linger will have waited
+    /// `max_linger`; `None` when no unblocked commit waits.
+    pub fn lingers_until(&self, max_linger: Duration) -> Option<Instant> {
+        self.waiting
+            .iter()
+            .filter(|ready| !self.blocked.contains(&ready.commit.aggregate))
+            .map(|ready| ready.commit.waiting_since + max_linger)
+            .min()
+    }
+
     /// Holds back every later commit of `aggregate` for the rest of the round: one of its
     /// commits was refused (or landed on a shard it does not belong to) and must go first.
     pub fn block(&mut self, aggregate: AggregateKey) {
@@ -274,12 +337,39 @@ mod tests {
     use crate::shard_map::ShardRange;
     use event_store::RecordedEvent;
     use serde_json::json;
+    use std::sync::LazyLock;
     use time::OffsetDateTime;
 
-    /// A one-event menu commit at `position`; `padding` bytes make its record that much larger.
-    fn commit(aggregate_id: &str, position: i64, sequence: i64, padding: usize) -> OutboxCommit {
+    /// The instant every test commit has waited since, unless a test says otherwise.
+    static T0: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+    fn ms(millis: u64) -> Duration {
+        Duration::from_millis(millis)
+    }
+
+    /// Up to `max_commits_per_record` commits per record, a record lingering `max_linger`.
+    fn lingering(max_commits_per_record: usize, max_linger: Duration) -> Packing {
+        Packing {
+            max_commits_per_record,
+            max_linger,
+        }
+    }
+
+    /// Up to `max_commits_per_record` commits per record, no linger.
+    fn at_once(max_commits_per_record: usize) -> Packing {
+        lingering(max_commits_per_record, Duration::ZERO)
+    }
+
+    /// A one-event menu commit at `position`, waiting since [`T0`]; `padding` bytes make its
+    /// record that much larger.
+    fn commit(
+        aggregate_id: &str,
+        position: i64,
+        sequence: i64,
+        padding: usize,
+    ) -> (OutboxCommit, Instant) {
         let sku = format!("LATTE-12{}", "X".repeat(padding));
-        OutboxCommit {
+        let commit = OutboxCommit {
             first_position: position,
             aggregate_type: "menu".into(),
             aggregate_id: aggregate_id.into(),
@@ -294,7 +384,18 @@ mod tests {
                 metadata: json!({}),
                 recorded_at: OffsetDateTime::UNIX_EPOCH,
             }],
-        }
+        };
+        (commit, *T0)
+    }
+
+    /// [`commit`], waiting since `waited` after [`T0`].
+    fn commit_since(
+        waited: Duration,
+        aggregate_id: &str,
+        position: i64,
+        sequence: i64,
+    ) -> (OutboxCommit, Instant) {
+        (commit(aggregate_id, position, sequence, 0).0, *T0 + waited)
     }
 
     /// Every commit of the wave, in the call's order.
@@ -306,7 +407,7 @@ mod tests {
     }
 
     /// Per record, its commits' positions.
-    fn packing(wave: &Wave) -> Vec<Vec<i64>> {
+    fn packing_of(wave: &Wave) -> Vec<Vec<i64>> {
         wave.records
             .iter()
             .map(|record| record.commits.iter().map(|c| c.first_position).collect())
@@ -315,7 +416,7 @@ mod tests {
 
     /// The next wave of one commit per record (packing off).
     fn unpacked(round: &mut Round) -> Option<Wave> {
-        round.next_wave(&ShardMap::default(), 1)
+        round.next_wave(&ShardMap::default(), at_once(1), *T0)
     }
 
     /// Two shards splitting the hash key space in halves.
@@ -463,9 +564,9 @@ mod tests {
             commit(&upper[0], 5, 2, 0),
         ]);
 
-        let wave = round.next_wave(&two_shards(), 10).unwrap();
+        let wave = round.next_wave(&two_shards(), at_once(10), *T0).unwrap();
 
-        assert_eq!(packing(&wave), vec![vec![1, 3, 4], vec![2, 5]]);
+        assert_eq!(packing_of(&wave), vec![vec![1, 3, 4], vec![2, 5]]);
         let lower_record = &wave.records[0];
         assert_eq!(lower_record.shard_id.as_deref(), Some("lower"));
         assert_eq!(lower_record.record.partition_key, lower[0]);
@@ -490,7 +591,7 @@ mod tests {
                 (lower[0].clone(), 2)
             ]
         );
-        assert!(round.next_wave(&two_shards(), 10).is_none());
+        assert!(round.next_wave(&two_shards(), at_once(10), *T0).is_none());
     }
 
     #[test]
@@ -507,11 +608,11 @@ mod tests {
 
         // Two commits per record: the first record takes 1 and 2; 3 (of ids[0], already in a
         // closed record) waits, and so does everything later of ids[0].
-        let wave = round.next_wave(&two_shards(), 2).unwrap();
-        assert_eq!(packing(&wave), vec![vec![1, 2], vec![4, 6]]);
-        let wave = round.next_wave(&two_shards(), 2).unwrap();
-        assert_eq!(packing(&wave), vec![vec![3, 5]]);
-        assert!(round.next_wave(&two_shards(), 2).is_none());
+        let wave = round.next_wave(&two_shards(), at_once(2), *T0).unwrap();
+        assert_eq!(packing_of(&wave), vec![vec![1, 2], vec![4, 6]]);
+        let wave = round.next_wave(&two_shards(), at_once(2), *T0).unwrap();
+        assert_eq!(packing_of(&wave), vec![vec![3, 5]]);
+        assert!(round.next_wave(&two_shards(), at_once(2), *T0).is_none());
     }
 
     #[test]
@@ -525,13 +626,114 @@ mod tests {
         ]);
         round.block(key(&ids[3]));
 
-        let wave = round.next_wave(&two_shards(), 500).unwrap();
+        let wave = round.next_wave(&two_shards(), at_once(500), *T0).unwrap();
 
-        assert_eq!(packing(&wave), vec![vec![1, 2], vec![3]]);
+        assert_eq!(packing_of(&wave), vec![vec![1, 2], vec![3]]);
         assert!(wave
             .records
             .iter()
             .all(|r| r.record.size() <= MAX_RECORD_BYTES));
-        assert!(round.next_wave(&two_shards(), 500).is_none());
+        assert!(round.next_wave(&two_shards(), at_once(500), *T0).is_none());
+    }
+
+    #[test]
+    fn a_record_that_is_not_full_waits_until_its_oldest_commit_has_lingered() {
+        let ids = ids_of("lower", 2);
+        let (mut round, _) = Round::plan(vec![
+            commit_since(ms(0), &ids[0], 1, 1),
+            commit_since(ms(4), &ids[1], 2, 1),
+            commit_since(ms(6), &ids[0], 3, 2),
+        ]);
+        let packing = lingering(10, ms(10));
+
+        assert!(round
+            .next_wave(&two_shards(), packing, *T0 + ms(9))
+            .is_none());
+        assert_eq!(round.lingers_until(packing.max_linger), Some(*T0 + ms(10)));
+
+        let wave = round
+            .next_wave(&two_shards(), packing, *T0 + ms(10))
+            .unwrap();
+        assert_eq!(packing_of(&wave), vec![vec![1, 2, 3]]);
+        assert_eq!(round.lingers_until(packing.max_linger), None);
+    }
+
+    #[test]
+    fn a_full_record_leaves_before_the_linger_and_the_rest_of_its_shard_keeps_lingering() {
+        let ids = ids_of("lower", 3);
+        let (mut round, _) = Round::plan(vec![
+            commit(&ids[0], 1, 1, 0),
+            commit(&ids[1], 2, 1, 0),
+            commit(&ids[2], 3, 1, 0),
+            commit(&ids[0], 4, 2, 0),
+            commit(&ids[1], 5, 2, 0),
+        ]);
+        let packing = lingering(2, Duration::from_secs(3600));
+
+        // 3 alone lingers; 4 and 5 wait for the wave after their aggregates' first commits.
+        let wave = round.next_wave(&two_shards(), packing, *T0).unwrap();
+        assert_eq!(packing_of(&wave), vec![vec![1, 2]]);
+        let wave = round.next_wave(&two_shards(), packing, *T0).unwrap();
+        assert_eq!(packing_of(&wave), vec![vec![3, 4]]);
+        assert!(round.next_wave(&two_shards(), packing, *T0).is_none());
+        assert_eq!(
+            round.lingers_until(packing.max_linger),
+            Some(*T0 + packing.max_linger)
+        );
+        let wave = round.next_wave(&two_shards(), at_once(2), *T0).unwrap();
+        assert_eq!(packing_of(&wave), vec![vec![5]]);
+    }
+
+    #[test]
+    fn a_record_full_by_bytes_leaves_before_the_linger() {
+        let ids = ids_of("upper", 2);
+        let (mut round, _) = Round::plan(vec![
+            commit(&ids[0], 1, 1, 600 * 1024),
+            commit(&ids[1], 2, 1, 600 * 1024),
+        ]);
+        let packing = lingering(100, Duration::from_secs(3600));
+
+        let wave = round.next_wave(&two_shards(), packing, *T0).unwrap();
+        assert_eq!(packing_of(&wave), vec![vec![1]]);
+        assert!(round.next_wave(&two_shards(), packing, *T0).is_none());
+    }
+
+    #[test]
+    fn a_lingering_shard_does_not_hold_back_another_and_its_commits_stay_in_order() {
+        let lower = ids_of("lower", 1);
+        let upper = ids_of("upper", 1);
+        let (mut round, _) = Round::plan(vec![
+            commit_since(ms(0), &lower[0], 1, 1),
+            commit_since(ms(8), &upper[0], 2, 1),
+            commit_since(ms(9), &lower[0], 3, 2),
+            commit_since(ms(9), &upper[0], 4, 2),
+        ]);
+        let packing = lingering(10, ms(10));
+
+        let wave = round
+            .next_wave(&two_shards(), packing, *T0 + ms(10))
+            .unwrap();
+        assert_eq!(packing_of(&wave), vec![vec![1, 3]]);
+        assert!(round
+            .next_wave(&two_shards(), packing, *T0 + ms(10))
+            .is_none());
+        assert_eq!(round.lingers_until(packing.max_linger), Some(*T0 + ms(18)));
+
+        let wave = round
+            .next_wave(&two_shards(), packing, *T0 + ms(18))
+            .unwrap();
+        assert_eq!(packing_of(&wave), vec![vec![2, 4]]);
+        let commits = commit_log::decode_record(&wave.records[0].record.data).unwrap();
+        let sequences: Vec<_> = commits.iter().map(|c| c.first_sequence()).collect();
+        assert_eq!(sequences, vec![1, 2]);
+    }
+
+    #[test]
+    fn without_packing_a_linger_holds_nothing_back() {
+        let (mut round, _) = Round::plan(vec![commit("a", 1, 1, 0), commit("b", 2, 1, 0)]);
+        let packing = lingering(1, Duration::from_secs(3600));
+
+        let wave = round.next_wave(&two_shards(), packing, *T0).unwrap();
+        assert_eq!(packing_of(&wave), vec![vec![1], vec![2]]);
     }
 }

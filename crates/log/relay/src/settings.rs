@@ -55,10 +55,15 @@ pub struct RelaySettings {
     /// The longest back-off.
     pub retry_max_ms: u64,
     /// At most this many commits of one shard share a Kinesis record (a container, which
-    /// every reader since containers unpacks); 1 writes one plain commit envelope per record,
-    /// as relays before containers did. A rolling deploy upgrades every reader first, then
-    /// turns this above 1.
+    /// only readers since containers unpack). The default, 1, writes one plain commit envelope
+    /// per record, which every reader reads, so a relay may be upgraded before its readers
+    /// (writers ship before readers); raise it once every reader runs a build that unpacks.
     pub max_commits_per_record: usize,
+    /// How long a record that is not full may wait, from its oldest commit, for more commits
+    /// of its shard (KPL's `RecordMaxBufferedTime`): denser records for this much added
+    /// latency at most. 0 publishes as soon as a commit is read; no effect while
+    /// `max_commits_per_record` is 1.
+    pub max_linger_ms: u64,
 }
 
 const DEFAULTS: &str = r#"
@@ -86,7 +91,8 @@ lock_key = 491328954745
 standby_retry_ms = 1000
 retry_initial_ms = 100
 retry_max_ms = 10000
-max_commits_per_record = 100
+max_commits_per_record = 1
+max_linger_ms = 0
 "#;
 
 /// No resource names among the defaults: the stream's name (`kinesis.stream_name`) is one a
@@ -127,6 +133,11 @@ impl RelaySettings {
         Duration::from_millis(self.poll_interval_ms)
     }
 
+    /// The longest a record that is not full waits for more commits.
+    pub fn max_linger(&self) -> Duration {
+        Duration::from_millis(self.max_linger_ms)
+    }
+
     /// The standby's wait between attempts to take the lock.
     pub fn standby_retry(&self) -> Duration {
         Duration::from_millis(self.standby_retry_ms)
@@ -149,9 +160,10 @@ mod tests {
         assert_eq!(settings.relay.batch_size, 500);
         assert_eq!(settings.relay.poll_interval(), Duration::from_millis(50));
         assert_eq!(
-            settings.relay.max_commits_per_record, 100,
-            "packs by default"
+            settings.relay.max_commits_per_record, 1,
+            "plain envelopes unless every reader is known to unpack"
         );
+        assert_eq!(settings.relay.max_linger(), Duration::ZERO);
         assert!(settings.aws.endpoint_url.is_none());
     }
 }

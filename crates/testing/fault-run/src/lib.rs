@@ -510,7 +510,14 @@ fn process_specs(
         name: "relay".into(),
         binary: binary("relay"),
         args: vec!["run".into()],
-        env: vec![admin(relay_admin)],
+        env: vec![
+            admin(relay_admin),
+            // Every reader of the run is this build, which unpacks: records may pack.
+            (
+                "ORDERPIPE_RELAY__MAX_COMMITS_PER_RECORD".into(),
+                "100".into(),
+            ),
+        ],
         ready_port: relay_admin,
     });
     for worker in ["projectors-a", "projectors-b"] {

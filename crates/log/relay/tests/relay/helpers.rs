@@ -142,7 +142,8 @@ pub async fn spawn_relay_polling(
     spawn_relay_packing(database, log, through_proxy, poll_interval_ms, PACKED).await
 }
 
-/// The default of `relay.max_commits_per_record`, which the tests use unless they say.
+/// `relay.max_commits_per_record` where every reader unpacks (the tests' readers do), which the
+/// tests use unless they say.
 pub const PACKED: usize = 100;
 
 /// [`spawn_relay_polling`], packing at most `max_commits_per_record` commits per record.
@@ -152,6 +153,26 @@ pub async fn spawn_relay_packing(
     through_proxy: bool,
     poll_interval_ms: u64,
     max_commits_per_record: usize,
+) -> TestRelay {
+    spawn_relay_lingering(
+        database,
+        log,
+        through_proxy,
+        poll_interval_ms,
+        max_commits_per_record,
+        0,
+    )
+    .await
+}
+
+/// [`spawn_relay_packing`], holding a record that is not full back for up to `max_linger_ms`.
+pub async fn spawn_relay_lingering(
+    database: &TestDatabase,
+    log: Arc<dyn RecordLog>,
+    through_proxy: bool,
+    poll_interval_ms: u64,
+    max_commits_per_record: usize,
+    max_linger_ms: u64,
 ) -> TestRelay {
     let proxy = match through_proxy {
         true => Some(database.proxy().await),
@@ -182,6 +203,7 @@ pub async fn spawn_relay_packing(
             retry_initial_ms: 10,
             retry_max_ms: 200,
             max_commits_per_record,
+            max_linger_ms,
         },
     };
     service_kit::telemetry::init_logging(&settings.log);

@@ -6,6 +6,7 @@
 mod faults;
 mod helpers;
 mod leadership;
+mod lingering;
 mod outage;
 mod packing;
 mod publishing;

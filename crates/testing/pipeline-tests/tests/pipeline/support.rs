@@ -35,7 +35,7 @@ use tonic::transport::Channel;
 pub const STORE: &str = "s1";
 /// Most records per GetRecords call of the test projector workers.
 pub const WORKER_BATCH: u32 = 25;
-/// Most commits the pipeline's relay packs into one record (the relay's default).
+/// Most commits the pipeline's relay packs into one record (every reader here unpacks).
 pub const COMMITS_PER_RECORD: u32 = 100;
 
 pub const HISTORY_TABLES: &[&str] = &[
@@ -177,8 +177,9 @@ impl Pipeline {
                     standby_retry_ms: 200,
                     retry_initial_ms: 50,
                     retry_max_ms: 1_000,
-                    // The relay's default: the pipeline runs with packed records.
+                    // Every reader here unpacks: the pipeline runs with packed records.
                     max_commits_per_record: COMMITS_PER_RECORD as usize,
+                    max_linger_ms: 0,
                 },
             },
             Arc::new(KinesisLog::new(&stream.client, stream.name.clone())),
