@@ -58,17 +58,18 @@ impl StoredEvent {
             let logged = events
                 .iter()
                 .map(|event| {
-                    Ok(LoggedEvent {
-                        sequence: event.sequence as u64,
-                        position: event.global_position as u64,
-                        recorded_at: event.recorded_at,
-                        event: DomainEvent::parse_json(
-                            &event.aggregate_type,
-                            &event.event_type,
-                            &event.event_version,
-                            &event.payload,
-                        )?,
-                    })
+                    let parsed = DomainEvent::parse_json(
+                        &event.aggregate_type,
+                        &event.event_type,
+                        &event.event_version,
+                        &event.payload,
+                    )?;
+                    Ok(LoggedEvent::stored(
+                        event.sequence,
+                        event.global_position,
+                        event.recorded_at,
+                        parsed,
+                    ))
                 })
                 .collect::<Result<Vec<_>, DecodeError>>()?;
             let metadata =

@@ -217,6 +217,23 @@ pub struct LoggedEvent {
     pub event: DomainEvent,
 }
 
+impl LoggedEvent {
+    /// A stored event, its sequence and position as the store keeps them (`BIGINT`, from 1).
+    pub fn stored(
+        sequence: i64,
+        position: i64,
+        recorded_at: OffsetDateTime,
+        event: DomainEvent,
+    ) -> Self {
+        Self {
+            sequence: sequence as u64,
+            position: position as u64,
+            recorded_at,
+            event,
+        }
+    }
+}
+
 /// One commit of one aggregate, as carried by one log record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoggedCommit {
@@ -279,17 +296,18 @@ impl LoggedCommit {
         let logged = events
             .iter()
             .map(|event| {
-                Ok(LoggedEvent {
-                    sequence: event.sequence as u64,
-                    position: event.global_position as u64,
-                    recorded_at: event.recorded_at,
-                    event: DomainEvent::parse(
-                        &event.aggregate_type,
-                        &event.event_type,
-                        &event.event_version,
-                        event.payload.clone(),
-                    )?,
-                })
+                let parsed = DomainEvent::parse(
+                    &event.aggregate_type,
+                    &event.event_type,
+                    &event.event_version,
+                    event.payload.clone(),
+                )?;
+                Ok(LoggedEvent::stored(
+                    event.sequence,
+                    event.global_position,
+                    event.recorded_at,
+                    parsed,
+                ))
             })
             .collect::<Result<Vec<_>, DecodeError>>()?;
         Self::from_stored(
