@@ -10,16 +10,34 @@
 
 use event_store::RecordedEvent;
 
+/// An event as a reader of the store takes it, enough to tell where its commit ends.
+pub(crate) trait CommitPart {
+    /// Its global position.
+    fn global_position(&self) -> i64;
+    /// True when it continues the commit `previous` belongs to.
+    fn continues(&self, previous: &Self) -> bool;
+}
+
+impl CommitPart for RecordedEvent {
+    fn global_position(&self) -> i64 {
+        self.global_position
+    }
+
+    fn continues(&self, previous: &Self) -> bool {
+        same_commit(previous, self)
+    }
+}
+
 /// Cuts events read in position order into commits, up to a bound: a commit the bound splits is
 /// left out whole, as commits are applied entirely or not at all.
 #[derive(Debug)]
-pub(crate) struct CommitCutter {
-    pending: Vec<RecordedEvent>,
+pub(crate) struct CommitCutter<E = RecordedEvent> {
+    pending: Vec<E>,
     through: i64,
     done: bool,
 }
 
-impl CommitCutter {
+impl<E: CommitPart> CommitCutter<E> {
     /// Cuts up to position `through`.
     pub(crate) fn new(through: i64) -> Self {
         Self {
@@ -31,13 +49,13 @@ impl CommitCutter {
 
     /// Takes the next event (one past the bound tells whether the commit holding the bound ends
     /// there); the commit it completes, if any.
-    pub(crate) fn push(&mut self, event: RecordedEvent) -> Option<Vec<RecordedEvent>> {
+    pub(crate) fn push(&mut self, event: E) -> Option<Vec<E>> {
         if self
             .pending
             .last()
-            .is_some_and(|last| same_commit(last, &event))
+            .is_some_and(|last| event.continues(last))
         {
-            if event.global_position > self.through {
+            if event.global_position() > self.through {
                 // The bound splits this commit: it is left out whole.
                 self.pending.clear();
                 self.done = true;
@@ -47,7 +65,7 @@ impl CommitCutter {
             return None;
         }
         let completed = (!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending));
-        if event.global_position > self.through {
+        if event.global_position() > self.through {
             self.done = true;
         } else {
             self.pending.push(event);
@@ -61,7 +79,7 @@ impl CommitCutter {
     }
 
     /// The last commit, when the events ended before the bound told where it ends.
-    pub(crate) fn finish(self) -> Option<Vec<RecordedEvent>> {
+    pub(crate) fn finish(self) -> Option<Vec<E>> {
         (!self.pending.is_empty()).then_some(self.pending)
     }
 }

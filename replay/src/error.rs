@@ -29,6 +29,10 @@ pub enum ReplayError {
     /// Reading the event store failed.
     #[error("cannot read the event store: {0}")]
     Store(#[from] StoreError),
+    /// The event store's binary `COPY` output (the bulk rebuild's reader) is not what was
+    /// asked for.
+    #[error("cannot read the event store: its binary COPY output holds {0}")]
+    MalformedCopy(String),
     /// A stored commit does not decode (an event shape without an upcaster).
     #[error("the commit at position {position} does not decode: {source}")]
     Decode {

@@ -325,3 +325,50 @@ async fn a_commit_the_live_path_refuses_is_refused_the_same_way_and_a_rerun_star
         assert!(refusal.contains("does not decode"), "{refusal}");
     }
 }
+
+/// Every index (primary keys included) and constraint of `schema`, its name out of the
+/// definitions.
+async fn indexes_and_constraints(pool: &PgPool, schema: &SchemaName) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT replace(pg_get_indexdef(indexrelid), $1 || '.', '') FROM pg_index \
+           WHERE indexrelid::regclass::text LIKE $1 || '.%' \
+         UNION ALL \
+         SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) \
+           FROM pg_constraint WHERE connamespace = $1::regnamespace \
+         ORDER BY 1",
+    )
+    .bind(schema.as_str())
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|definition: String| definition.replace(&format!("{schema}."), ""))
+    .collect()
+}
+
+#[tokio::test]
+async fn a_bulk_rebuild_ends_with_every_key_index_and_constraint_of_a_fresh_schema() {
+    let s = setup().await;
+    for model in MODELS {
+        let fresh = new_schema("fresh");
+        model.create_schema(&s.views, &fresh).await.unwrap();
+        ProgressTable::new(s.views.clone(), fresh.clone())
+            .create()
+            .await
+            .unwrap();
+        let target = new_schema("bulk_keys");
+        rebuild_bulk(&s.store, &s.views, model, &target, &bulk(None, 2), |_| {})
+            .await
+            .unwrap();
+        let expected = indexes_and_constraints(&s.views, &fresh).await;
+        assert!(
+            expected.iter().any(|d| d.contains("PRIMARY KEY")),
+            "{expected:#?}"
+        );
+        assert_eq!(
+            indexes_and_constraints(&s.views, &target).await,
+            expected,
+            "{model:?}"
+        );
+    }
+}

@@ -2,21 +2,25 @@
 //!
 //! A fresh schema has no live readers and no order to keep between aggregates, so instead of
 //! the live path's batches (read the markers, decide, write) the commits are read from the
-//! store in order as [`crate::rebuild`] reads them, handed by aggregate hash to
+//! store in order, cut into commits as [`crate::rebuild`] cuts them, handed by aggregate hash to
 //! `replay.bulk_writers` writers, each with its own connection and transaction, which turn
 //! them into rows with the live projections' mapping ([`read_models::bulk`]) and stream them
 //! with `COPY ... FROM STDIN`. Then:
-//! 1. the rows every writer contributes to (history's `view_progress`, the analytics
-//!    dimensions) are written once;
+//! 1. the primary keys, left out while the rows stream in, are built; the rows every writer
+//!    contributes to (history's `view_progress`, the analytics dimensions) are written once;
 //! 2. the orders with commits after their rows were written (a refund after a cancellation)
 //!    get those commits through the live projection, whose markers are now in place;
 //! 3. one transaction puts back the secondary indexes and foreign keys, records the progress and
 //!    drops the schema's `replay_bulk_load` mark.
 //!
+//! The store is read with a binary `COPY` whose payloads stay JSON text until a writer decodes
+//! them ([`read`]), so that the one reader keeps up with the writers.
+//!
 //! Until step 3 commits, the schema holds that mark, and a rebuild finding it knows the rows
 //! are incomplete: it drops the schema and starts over ([`BulkOutcome::restarted`]). A finished
 //! bulk rebuild is an ordinary replay target: run again, it resumes through the live path.
 
+mod read;
 mod schema;
 mod writer;
 
@@ -24,7 +28,7 @@ use std::collections::BTreeSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use async_trait::async_trait;
-use event_store::{PgEventStore, RecordedEvent};
+use event_store::PgEventStore;
 use futures::TryStreamExt;
 use read_models::bulk::BulkShared;
 use read_models::SchemaName;
@@ -32,6 +36,7 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use self::read::StoredEvent;
 use self::schema::SetAside;
 use self::writer::{ToWriter, Written};
 use crate::commits::CommitCutter;
@@ -152,6 +157,7 @@ pub async fn load_rows(
     let written = gather(writers).await;
     read?;
     let written = written?;
+    schema::restore_keys(pool, &set_aside).await?;
 
     let mut connection = pool.acquire().await?;
     let mut shared: Option<BulkShared> = None;
@@ -215,10 +221,11 @@ async fn route(
     progress: &mut RebuildProgress,
     on_progress: &mut impl FnMut(&RebuildProgress),
 ) -> Result<(), ReplayError> {
-    let mut events = store.read_range(0, through + 1);
+    let events = read::read_range(store, 0, through + 1);
+    futures::pin_mut!(events);
     let mut cutter = CommitCutter::new(through);
-    let mut waiting: Vec<Vec<Vec<RecordedEvent>>> = senders.iter().map(|_| Vec::new()).collect();
-    let mut hand = |commit: Vec<RecordedEvent>, progress: &mut RebuildProgress| {
+    let mut waiting: Vec<Vec<Vec<StoredEvent>>> = senders.iter().map(|_| Vec::new()).collect();
+    let mut hand = |commit: Vec<StoredEvent>, progress: &mut RebuildProgress| {
         progress.commits += 1;
         progress.events += commit.len() as u64;
         progress.applied_through = commit.last().map_or(0, |e| e.global_position);
@@ -255,7 +262,7 @@ async fn route(
 
 /// The writer owning `event`'s aggregate: a hash of its type and id, so all its commits go to
 /// one writer, in order.
-fn owner(event: &RecordedEvent, writers: usize) -> usize {
+fn owner(event: &StoredEvent, writers: usize) -> usize {
     let mut hasher = DefaultHasher::new();
     event.aggregate_type.hash(&mut hasher);
     event.aggregate_id.hash(&mut hasher);
@@ -264,7 +271,7 @@ fn owner(event: &RecordedEvent, writers: usize) -> usize {
 
 async fn deliver(
     sender: &mpsc::Sender<ToWriter>,
-    batch: Vec<Vec<RecordedEvent>>,
+    batch: Vec<Vec<StoredEvent>>,
 ) -> Result<(), ReplayError> {
     sender
         .send(ToWriter::Commits(batch))

@@ -35,6 +35,15 @@ JOIN pg_namespace n ON n.oid = k.connamespace
 WHERE n.nspname = $1 AND k.contype = 'f'
 ORDER BY 1, 2";
 
+/// The primary keys and unique constraints of schema `$1`: table, name, definition.
+const KEYS: &str = "\
+SELECT t.relname::text, k.conname::text, pg_get_constraintdef(k.oid)
+FROM pg_constraint k
+JOIN pg_class t ON t.oid = k.conrelid
+JOIN pg_namespace n ON n.oid = k.connamespace
+WHERE n.nspname = $1 AND k.contype IN ('p', 'u')
+ORDER BY 1, 2";
+
 /// A catalogue name as a quoted identifier.
 fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -79,51 +88,85 @@ pub(crate) async fn mark_bulk_load(pool: &PgPool, schema: &SchemaName) -> Result
 }
 
 /// What the bulk load set aside, to put back at the end.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SetAside {
+    /// `ALTER TABLE ... ADD CONSTRAINT ... PRIMARY KEY / UNIQUE` statements, one per table's
+    /// key: put back by [`restore_keys`] before anything writes through the live path.
+    keys: Vec<String>,
     /// `CREATE INDEX ...` statements.
     indexes: Vec<String>,
     /// `ALTER TABLE ... ADD CONSTRAINT ...` statements.
     foreign_keys: Vec<String>,
 }
 
-/// Drops the secondary indexes and foreign keys of `schema`: rows stream in faster without
-/// them (an index built once over all rows beats one maintained row by row, and a key checked
-/// once by `ADD CONSTRAINT` beats a trigger per row), and writers of different aggregates need
-/// no order between their tables.
+/// Drops the foreign keys, the secondary indexes and the keys (primary and unique) of
+/// `schema`: rows stream in faster without them (an index built once over all rows beats one
+/// maintained row by row, and a key checked once by `ADD CONSTRAINT` beats a trigger per row),
+/// and writers of different aggregates need no order between their tables.
 pub(crate) async fn set_aside(pool: &PgPool, schema: &SchemaName) -> Result<SetAside, ReplayError> {
     let mut tx = pool.begin().await?;
     let target = quoted(schema.as_str());
-    let keys: Vec<(String, String, String)> = sqlx::query_as(FOREIGN_KEYS)
+    // Foreign keys first (they depend on the keys they reference), keys last (the query for
+    // secondary indexes leaves out the indexes backing them).
+    let foreign_keys = drop_constraints(&mut tx, schema, FOREIGN_KEYS).await?;
+    let definitions: Vec<(String, String)> = sqlx::query_as(SECONDARY_INDEXES)
         .bind(schema.as_str())
         .fetch_all(&mut *tx)
         .await?;
-    let mut set_aside = SetAside::default();
-    for (table, name, definition) in keys {
-        let table = format!("{target}.{}", quoted(&table));
-        sqlx::query(&format!(
-            "ALTER TABLE {table} DROP CONSTRAINT {}",
-            quoted(&name)
-        ))
-        .execute(&mut *tx)
-        .await?;
-        set_aside.foreign_keys.push(format!(
-            "ALTER TABLE {table} ADD CONSTRAINT {} {definition}",
-            quoted(&name)
-        ));
-    }
-    let indexes: Vec<(String, String)> = sqlx::query_as(SECONDARY_INDEXES)
-        .bind(schema.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
-    for (name, definition) in indexes {
+    let mut indexes = Vec::new();
+    for (name, definition) in definitions {
         sqlx::query(&format!("DROP INDEX {target}.{}", quoted(&name)))
             .execute(&mut *tx)
             .await?;
-        set_aside.indexes.push(definition);
+        indexes.push(definition);
     }
+    let keys = drop_constraints(&mut tx, schema, KEYS).await?;
+    let set_aside = SetAside {
+        keys,
+        indexes,
+        foreign_keys,
+    };
     tx.commit().await?;
     Ok(set_aside)
+}
+
+/// Drops the constraints of `schema` that `query` lists (table, name, definition); the
+/// statements that add them back.
+async fn drop_constraints(
+    tx: &mut PgConnection,
+    schema: &SchemaName,
+    query: &str,
+) -> Result<Vec<String>, ReplayError> {
+    let constraints: Vec<(String, String, String)> = sqlx::query_as(query)
+        .bind(schema.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut add_back = Vec::new();
+    for (table, name, definition) in constraints {
+        let table = format!("{}.{}", quoted(schema.as_str()), quoted(&table));
+        let name = quoted(&name);
+        sqlx::query(&format!("ALTER TABLE {table} DROP CONSTRAINT {name}"))
+            .execute(&mut *tx)
+            .await?;
+        add_back.push(format!(
+            "ALTER TABLE {table} ADD CONSTRAINT {name} {definition}"
+        ));
+    }
+    Ok(add_back)
+}
+
+/// Puts the keys back once every writer is done, each table's on a connection of its own (the
+/// sorts run side by side): the shared rows and the deferred orders' commits that follow go
+/// through statements that need them (`ON CONFLICT`).
+pub(crate) async fn restore_keys(pool: &PgPool, set_aside: &SetAside) -> Result<(), ReplayError> {
+    futures::future::try_join_all(
+        set_aside
+            .keys
+            .iter()
+            .map(|statement| sqlx::query(statement).execute(pool)),
+    )
+    .await?;
+    Ok(())
 }
 
 /// The final step, one transaction: the indexes and foreign keys back (checking every row),

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 
-use event_store::RecordedEvent;
 use read_models::analytics_sql::SET_SEARCH_PATH;
 use read_models::bulk::{Added, BulkRows, BulkShared, CopyData};
 use read_models::SchemaName;
@@ -11,8 +10,8 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgConnection};
 use tokio::sync::mpsc;
 
+use super::read::StoredEvent;
 use crate::error::ReplayError;
-use crate::rebuild::decode;
 use crate::target::ReadModel;
 
 /// Rows buffered before they are sent: large enough that a `COPY` costs little per row, small
@@ -26,7 +25,7 @@ const KEEP_OPEN_ORDERS: usize = 50_000;
 #[derive(Debug)]
 pub(crate) enum ToWriter {
     /// Commits (each its events), in their aggregates' order.
-    Commits(Vec<Vec<RecordedEvent>>),
+    Commits(Vec<Vec<StoredEvent>>),
     /// The log is read to the bound: write the rest and commit. A writer whose channel closes
     /// without it rolls back.
     End,
@@ -72,7 +71,7 @@ pub(crate) async fn run(
             break;
         };
         for events_of_commit in batch {
-            let commit = decode(&events_of_commit)?;
+            let commit = StoredEvent::decode_commit(&events_of_commit)?;
             match rows.add(&commit) {
                 Ok(Added::Taken) => {}
                 Ok(Added::Deferred) => {

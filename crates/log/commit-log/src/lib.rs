@@ -64,20 +64,57 @@ impl DomainEvent {
         event_version: &str,
         payload: serde_json::Value,
     ) -> Result<Self, DecodeError> {
-        let invalid = |source| DecodeError::Payload {
-            event_type: event_type.to_owned(),
-            event_version: event_version.to_owned(),
-            source,
-        };
+        Self::deserialize(aggregate_type, event_type, event_version, payload)
+    }
+
+    /// Parses a stored payload of `aggregate_type` given as its JSON text: straight into the
+    /// typed event, without the `serde_json::Value` that [`Self::parse`] takes (replay's bulk
+    /// rebuild reads the store's `jsonb` as text and decodes each payload once). Fails as
+    /// [`Self::parse`] fails, with the same message.
+    pub fn parse_json(
+        aggregate_type: &str,
+        event_type: &str,
+        event_version: &str,
+        payload: &[u8],
+    ) -> Result<Self, DecodeError> {
+        let mut json = serde_json::Deserializer::from_slice(payload);
+        let parsed = Self::deserialize(aggregate_type, event_type, event_version, &mut json)
+            .and_then(|event| {
+                json.end()
+                    .map_err(|source| invalid_payload(event_type, event_version, source))?;
+                Ok(event)
+            });
+        parsed.or_else(|_| {
+            // Parsed again through a `Value` for the error only: text's errors name a line and
+            // column, and a payload refused must read the same whichever way it was decoded.
+            let value = serde_json::from_slice(payload)
+                .map_err(|source| invalid_payload(event_type, event_version, source))?;
+            Self::parse(aggregate_type, event_type, event_version, value)
+        })
+    }
+
+    /// The one place that maps an aggregate type to its event type (and, when an event gets a
+    /// new version, its upcaster), whatever holds the payload.
+    fn deserialize<'de, D>(
+        aggregate_type: &str,
+        event_type: &str,
+        event_version: &str,
+        payload: D,
+    ) -> Result<Self, DecodeError>
+    where
+        D: serde::Deserializer<'de, Error = serde_json::Error>,
+    {
+        use serde::Deserialize as _;
+        let invalid = |source| invalid_payload(event_type, event_version, source);
         Ok(match aggregate_type {
-            Order::TYPE => DomainEvent::Order(serde_json::from_value(payload).map_err(invalid)?),
+            Order::TYPE => DomainEvent::Order(OrderEvent::deserialize(payload).map_err(invalid)?),
             StoreInventory::TYPE => {
-                DomainEvent::Inventory(serde_json::from_value(payload).map_err(invalid)?)
+                DomainEvent::Inventory(InventoryEvent::deserialize(payload).map_err(invalid)?)
             }
             LoyaltyAccount::TYPE => {
-                DomainEvent::Loyalty(serde_json::from_value(payload).map_err(invalid)?)
+                DomainEvent::Loyalty(LoyaltyEvent::deserialize(payload).map_err(invalid)?)
             }
-            Menu::TYPE => DomainEvent::Menu(serde_json::from_value(payload).map_err(invalid)?),
+            Menu::TYPE => DomainEvent::Menu(MenuEvent::deserialize(payload).map_err(invalid)?),
             other => return Err(DecodeError::UnknownAggregateType(other.to_owned())),
         })
     }
@@ -180,6 +217,23 @@ pub struct LoggedEvent {
     pub event: DomainEvent,
 }
 
+impl LoggedEvent {
+    /// A stored event, its sequence and position as the store keeps them (`BIGINT`, from 1).
+    pub fn stored(
+        sequence: i64,
+        position: i64,
+        recorded_at: OffsetDateTime,
+        event: DomainEvent,
+    ) -> Self {
+        Self {
+            sequence: sequence as u64,
+            position: position as u64,
+            recorded_at,
+            event,
+        }
+    }
+}
+
 /// One commit of one aggregate, as carried by one log record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoggedCommit {
@@ -242,28 +296,47 @@ impl LoggedCommit {
         let logged = events
             .iter()
             .map(|event| {
-                Ok(LoggedEvent {
-                    sequence: event.sequence as u64,
-                    position: event.global_position as u64,
-                    recorded_at: event.recorded_at,
-                    event: DomainEvent::parse(
-                        &event.aggregate_type,
-                        &event.event_type,
-                        &event.event_version,
-                        event.payload.clone(),
-                    )?,
-                })
+                let parsed = DomainEvent::parse(
+                    &event.aggregate_type,
+                    &event.event_type,
+                    &event.event_version,
+                    event.payload.clone(),
+                )?;
+                Ok(LoggedEvent::stored(
+                    event.sequence,
+                    event.global_position,
+                    event.recorded_at,
+                    parsed,
+                ))
             })
             .collect::<Result<Vec<_>, DecodeError>>()?;
+        Self::from_stored(
+            &first.aggregate_type,
+            &first.aggregate_id,
+            &first.metadata,
+            logged,
+        )
+    }
+
+    /// A commit of stored events already decoded (replay's bulk rebuild decodes the payloads
+    /// itself, see [`DomainEvent::parse_json`]): `metadata` is the command's, `events` in order;
+    /// the commit is as durable as its first event. Checked like [`Self::from_recorded`].
+    pub fn from_stored(
+        aggregate_type: &str,
+        aggregate_id: &str,
+        metadata: &serde_json::Value,
+        events: Vec<LoggedEvent>,
+    ) -> Result<Self, DecodeError> {
+        let committed_at = events.first().ok_or(DecodeError::Empty)?.recorded_at;
         let commit = LoggedCommit {
-            aggregate_type: first.aggregate_type.clone(),
-            aggregate_id: first.aggregate_id.clone(),
-            committed_at: first.recorded_at,
-            correlation_id: metadata_field(&first.metadata, metadata::CORRELATION_ID),
-            causation_id: metadata_field(&first.metadata, metadata::CAUSATION_ID),
-            actor: metadata_field(&first.metadata, metadata::ACTOR),
-            traceparent: metadata_field(&first.metadata, metadata::TRACEPARENT),
-            events: logged,
+            aggregate_type: aggregate_type.to_owned(),
+            aggregate_id: aggregate_id.to_owned(),
+            committed_at,
+            correlation_id: metadata_field(metadata, metadata::CORRELATION_ID),
+            causation_id: metadata_field(metadata, metadata::CAUSATION_ID),
+            actor: metadata_field(metadata, metadata::ACTOR),
+            traceparent: metadata_field(metadata, metadata::TRACEPARENT),
+            events,
         };
         commit.check_contiguous()?;
         Ok(commit)
@@ -544,6 +617,18 @@ pub fn decode_with(record: &[u8], vocabulary: &Vocabulary) -> Result<LoggedCommi
     Ok(commit)
 }
 
+fn invalid_payload(
+    event_type: &str,
+    event_version: &str,
+    source: serde_json::Error,
+) -> DecodeError {
+    DecodeError::Payload {
+        event_type: event_type.to_owned(),
+        event_version: event_version.to_owned(),
+        source,
+    }
+}
+
 fn metadata_field(metadata: &serde_json::Value, key: &str) -> String {
     metadata
         .get(key)
@@ -615,6 +700,31 @@ mod tests {
         assert_eq!(decoded.actor, "barista:s1:ana", "who issued the command");
         assert_eq!(decoded.traceparent, TRACEPARENT);
         assert!(matches!(decoded.events[0].event, DomainEvent::Menu(_)));
+    }
+
+    #[test]
+    fn a_payload_parsed_from_its_text_is_the_event_parsed_from_its_value_and_fails_alike() {
+        let parse_both = |payload: serde_json::Value| {
+            let text = serde_json::to_vec(&payload).unwrap();
+            let from_value =
+                DomainEvent::parse("menu", "E", "1.0", payload).map_err(|e| e.to_string());
+            let from_text =
+                DomainEvent::parse_json("menu", "E", "1.0", &text).map_err(|e| e.to_string());
+            (from_value, from_text)
+        };
+        for payload in [
+            availability(true),
+            json!({"NoSuchEvent": {}}),
+            json!({"MenuItemAvailabilityChanged": {"sku": "LATTE-12"}}),
+        ] {
+            let (from_value, from_text) = parse_both(payload);
+            assert_eq!(from_text, from_value);
+        }
+        assert!(DomainEvent::parse_json("menu", "E", "1.0", b"{} trailing").is_err());
+        assert!(matches!(
+            DomainEvent::parse_json("nope", "E", "1.0", b"{}"),
+            Err(DecodeError::UnknownAggregateType(_))
+        ));
     }
 
     #[test]
