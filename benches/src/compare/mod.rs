@@ -323,7 +323,7 @@ pub async fn run(options: &CompareOptions) -> Result<CompareReport, CompareError
     ratios.push(Ratio {
         part: "(d)",
         what: format!(
-            "active-orders projector, items written ({} UpdateItem for {} events, batches of {batch_commits} commits)",
+            "active-orders projector, items written ({} writes for {} events, batches of {batch_commits} commits)",
             calls.writes, projected.units
         ),
         ours: items_written.per_second(),
@@ -361,8 +361,8 @@ pub async fn run(options: &CompareOptions) -> Result<CompareReport, CompareError
     ratios.push(Ratio {
         part: "(d)",
         what: format!(
-            "active-orders projector, DynamoDB calls per event ({} GetItem + {} UpdateItem)",
-            calls.reads, calls.writes
+            "active-orders projector, DynamoDB calls per event ({} GetItem + {} UpdateItem or PutItem; {:.0} write units)",
+            calls.reads, calls.writes, calls.write_units
         ),
         ours: (calls.reads + calls.writes) as f64 / events,
         reference: 1.0,

@@ -17,12 +17,13 @@
 //!    [`ENDED`]) in the same update, so metrics items stay small: the fingerprint fails any
 //!    later count of it the way the entry would;
 //! 3. the order item is updated, conditioned on `last_sequence` still being the one remembered,
-//!    assumed or read. When a remembered or assumed one fails the condition (another writer
+//!    assumed or read (an order's first write puts the whole item, conditioned on there being
+//!    none). When a remembered or assumed one fails the condition (another writer
 //!    moved the order: a lease lost and taken back, replay's catch-up during a swap), the order
 //!    is read and steps 1-3 are redone; when a read one fails, the batch is retried.
 //!
 //! Items of different orders and store days are written concurrently; one order's writes
-//! follow each other.
+//! follow each other, and its item is written as soon as its own metrics update is done.
 //!
 //! Why an ended order leaves a fingerprint rather than nothing: two writers can overlap on one
 //! order (a lease stolen from a slow worker, the live projector and replay's catch-up during a
