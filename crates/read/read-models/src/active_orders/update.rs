@@ -139,11 +139,8 @@ impl Update {
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
-        written(
-            target,
-            result.map(|output| output.consumed_capacity().and_then(|c| c.capacity_units())),
-            index,
-        )
+        let units = result.map(|output| output.consumed_capacity().and_then(units));
+        written(target, units, index)
     }
 
     /// Writes the item this update would create at `key` of `table`, as one PutItem, if there
@@ -170,12 +167,14 @@ impl Update {
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
-        written(
-            target,
-            result.map(|output| output.consumed_capacity().and_then(|c| c.capacity_units())),
-            index,
-        )
+        let units = result.map(|output| output.consumed_capacity().and_then(units));
+        written(target, units, index)
     }
+}
+
+/// The capacity units a call reports it consumed.
+fn units(capacity: &aws_sdk_dynamodb::types::ConsumedCapacity) -> Option<f64> {
+    capacity.capacity_units()
 }
 
 /// What a conditional write's answer (its consumed units when it was written) means for commit
