@@ -15,9 +15,11 @@ use event_store::PgEventStore;
 use read_models::{ActiveOrdersProjection, ActiveOrdersTables, DynamoDbCalls, HistoryProjection};
 use replay::{rebuild, ProgressTable, RebuildOptions, Until};
 use sqlx::PgPool;
+use test_support::unique_name;
 
-use super::raw_rates::Rate;
+use super::raw_rates::{self, Rate};
 use super::rebuilds::{fresh_schema, RebuildError, BATCH_COMMITS};
+use crate::resources::delete_tables;
 
 /// The records one GetRecords call returns at most, as the projectors are configured by default
 /// (`runtime.batch_size`): the batch a consumer that is behind applies at once.
@@ -77,6 +79,65 @@ pub async fn active_orders_rate(
     let projection = ActiveOrdersProjection::new(client, tables);
     let rate = apply_in_batches(&projection, commits, batch_commits).await?;
     Ok((rate, projection.usage()))
+}
+
+/// The like-for-like reference of the active-orders projection: the items the projection left
+/// in `tables` (order items as it wrote them: open orders with both indexes' keys, ended ones
+/// as tombstones; the store-day metrics items with their entries), each put once with
+/// `concurrency` PutItem writers into fresh tables of the same shapes (indexes included). Items
+/// per second; the fresh tables are deleted afterwards.
+pub async fn view_items_put_rate(
+    client: &aws_sdk_dynamodb::Client,
+    tables: &ActiveOrdersTables,
+    concurrency: usize,
+) -> Result<Rate, RebuildError> {
+    let copies = ActiveOrdersTables {
+        orders: unique_name("bench-raw-view-orders"),
+        stores: unique_name("bench-raw-view-stores"),
+    };
+    ActiveOrdersProjection::create_tables(client, &copies)
+        .await
+        .map_err(|e| RebuildError::Setup(e.to_string()))?;
+    let mut rate = Rate {
+        units: 0,
+        seconds: 0.0,
+    };
+    for (from, into) in [
+        (&tables.orders, &copies.orders),
+        (&tables.stores, &copies.stores),
+    ] {
+        let items = scan(client, from).await?;
+        let put = raw_rates::put_items(client, into, items, concurrency)
+            .await
+            .map_err(|e| RebuildError::Setup(format!("raw PutItem of the view's items: {e}")))?;
+        rate.units += put.units;
+        rate.seconds += put.seconds;
+    }
+    delete_tables(client, &[&copies.orders, &copies.stores]).await;
+    Ok(rate)
+}
+
+/// Every item of `table`.
+async fn scan(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<Vec<raw_rates::Item>, RebuildError> {
+    let mut items = Vec::new();
+    let mut start_key = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start_key)
+            .send()
+            .await
+            .map_err(|e| RebuildError::Setup(format!("scan of {table}: {e}")))?;
+        items.extend_from_slice(page.items());
+        match page.last_evaluated_key() {
+            Some(key) if !key.is_empty() => start_key = Some(key.clone()),
+            _ => return Ok(items),
+        }
+    }
 }
 
 /// Hands `commits` to `projection` in batches of `batch_commits`, in order, each once it

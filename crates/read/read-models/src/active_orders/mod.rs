@@ -138,7 +138,7 @@ pub const DYNAMODB_CAPACITY_UNITS: &str = "orderpipe_projector_dynamodb_milli_ca
 pub struct DynamoDbCalls {
     /// GetItem calls.
     pub reads: u64,
-    /// UpdateItem calls.
+    /// UpdateItem and PutItem calls.
     pub writes: u64,
     /// Read request units consumed.
     pub read_units: f64,

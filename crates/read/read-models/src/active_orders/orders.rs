@@ -17,12 +17,13 @@
 //!    [`ENDED`]) in the same update, so metrics items stay small: the fingerprint fails any
 //!    later count of it the way the entry would;
 //! 3. the order item is updated, conditioned on `last_sequence` still being the one remembered,
-//!    assumed or read. When a remembered or assumed one fails the condition (another writer
+//!    assumed or read (an order's first write puts the whole item, conditioned on there being
+//!    none). When a remembered or assumed one fails the condition (another writer
 //!    moved the order: a lease lost and taken back, replay's catch-up during a swap), the order
 //!    is read and steps 1-3 are redone; when a read one fails, the batch is retried.
 //!
 //! Items of different orders and store days are written concurrently; one order's writes
-//! follow each other.
+//! follow each other, and its item is written as soon as its own metrics update is done.
 //!
 //! Why an ended order leaves a fingerprint rather than nothing: two writers can overlap on one
 //! order (a lease stolen from a slow worker, the live projector and replay's catch-up during a
@@ -47,7 +48,9 @@ use crate::progress::{unapplied, Step};
 use commit_log::projection::ProjectionError;
 
 /// The most orders one metrics update counts: DynamoDB allows 300 operators and 4 KB per
-/// expression, and each order's condition takes 7 operators and about 80 characters.
+/// expression, and each order's condition takes at most 5 operators (its joining `AND`
+/// included) and about 70 characters. Kept well below both: when one order of an update was
+/// counted already (a redelivery), every order of the update is counted again alone.
 const MAX_ORDERS_PER_UPDATE: usize = 20;
 
 /// What the projection needs to know about an order it has seen: read from the order item, or
@@ -416,71 +419,115 @@ async fn plan<'c>(
     Ok(OrderPlan::new(target, Known::Read, before, commits))
 }
 
-/// Writes `plans`: first every metrics item (one update per store day and
-/// [`MAX_ORDERS_PER_UPDATE`] orders), then every order item. One result per plan.
+/// Writes `plans`. Each order's item is written once its metrics are counted (a crash between
+/// the two then recounts nothing, see the module's steps 2 and 3), but no later: the orders of
+/// one store and day are counted by one update per [`MAX_ORDERS_PER_UPDATE`] orders, those
+/// updates queue on their one item, and each chunk's order items are written as soon as its own
+/// update is done, while the next chunk's is still waiting. Orders that count nothing are written
+/// straight away. One result per plan, in order.
 async fn write_plans(
     target: &Target<'_>,
     plans: &[(usize, OrderPlan<'_>)],
 ) -> Vec<Result<Outcome, ProjectionError>> {
-    let mut by_day: HashMap<(String, String), Vec<&OrderPlan<'_>>> = HashMap::new();
-    let mut mends = Vec::new();
-    for (_, plan) in plans {
+    let mut by_day: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    let mut jobs = Vec::new();
+    for (position, (_, plan)) in plans.iter().enumerate() {
         if let (Some(index), Some(key)) = (plan.mend, plan.before.metrics_key(&plan.order_id)) {
-            mends.push(forget(target, index, key, plan.before.last_sequence));
+            let mend = forget(target, index, key, plan.before.last_sequence);
+            jobs.push(Job::Mend(position, Box::pin(mend)));
+            continue;
         }
-        if plan.counts_anything() {
-            if let Some(key) = plan.after().metrics_key(&plan.order_id) {
-                by_day
-                    .entry((key.store_id, key.day))
-                    .or_default()
-                    .push(plan);
-            }
-        }
-    }
-    let mut counted = Vec::new();
-    for plans in by_day.values() {
-        for chunk in plans.chunks(MAX_ORDERS_PER_UPDATE) {
-            counted.push(count_together(target, chunk));
-        }
-    }
-    let (mended, counted) = futures::join!(
-        stream::iter(mends)
-            .buffer_unordered(CONCURRENT_WRITES)
-            .collect::<Vec<_>>(),
-        stream::iter(counted)
-            .buffer_unordered(CONCURRENT_WRITES)
-            .collect::<Vec<_>>()
-    );
-    let mut failed: HashMap<String, ProjectionError> = HashMap::new();
-    for result in mended {
-        if let Err(failure) = result {
-            return plans.iter().map(|_| Err(copy_of(&failure))).collect();
+        let counted_in = plan
+            .counts_anything()
+            .then(|| plan.after().metrics_key(&plan.order_id))
+            .flatten();
+        match counted_in {
+            Some(key) => by_day
+                .entry((key.store_id, key.day))
+                .or_default()
+                .push(position),
+            None => jobs.push(Job::Write(position)),
         }
     }
-    for chunk in counted {
-        for (order_id, result) in chunk {
-            if let Err(failure) = result {
-                if failure.is_transient() {
-                    return plans.iter().map(|_| Err(copy_of(&failure))).collect();
-                }
-                failed.insert(order_id, failure);
-            }
+    for positions in by_day.into_values() {
+        for chunk in positions.chunks(MAX_ORDERS_PER_UPDATE) {
+            jobs.push(Job::CountThenWrite(chunk.to_vec()));
         }
     }
-    let mut writes = Vec::new();
-    for (_, plan) in plans {
-        let failure = failed.remove(&plan.order_id);
-        writes.push(async move {
-            match failure {
-                Some(failure) => Err(failure),
-                None => write_order_plan(target, plan).await,
-            }
-        });
+    let mut results: Vec<Option<Result<Outcome, ProjectionError>>> =
+        plans.iter().map(|_| None).collect();
+    // Loops, not closures, build the futures: see `Projection::apply` of the module above.
+    let mut running = Vec::new();
+    for job in jobs {
+        running.push(job.run(target, plans));
     }
-    stream::iter(writes)
-        .buffered(CONCURRENT_WRITES)
+    let mut done = stream::iter(running).buffer_unordered(CONCURRENT_WRITES);
+    while let Some(finished) = done.next().await {
+        for (position, result) in finished {
+            results[position] = Some(result);
+        }
+    }
+    results
+        .into_iter()
+        .map(|result| result.unwrap_or(Ok(Outcome::Written)))
         .collect()
-        .await
+}
+
+/// One independent piece of [`write_plans`]' work: its plans are written in it and nowhere
+/// else.
+enum Job<'a> {
+    /// An ended order's repeated last commit: mend the entry an older build left (nothing else
+    /// to write: its steps are all applied).
+    Mend(
+        usize,
+        std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), ProjectionError>> + Send + 'a>,
+        >,
+    ),
+    /// An order whose commits count nothing: its item alone.
+    Write(usize),
+    /// Orders of one store and day: one metrics update, then their items.
+    CountThenWrite(Vec<usize>),
+}
+
+impl<'a> Job<'a> {
+    async fn run(
+        self,
+        target: &'a Target<'_>,
+        plans: &'a [(usize, OrderPlan<'_>)],
+    ) -> Vec<(usize, Result<Outcome, ProjectionError>)> {
+        match self {
+            Job::Mend(position, mend) => vec![(position, mend.await.map(|()| Outcome::Written))],
+            Job::Write(position) => {
+                vec![(position, write_order_plan(target, &plans[position].1).await)]
+            }
+            Job::CountThenWrite(positions) => {
+                let chunk: Vec<&OrderPlan<'_>> = positions
+                    .iter()
+                    .map(|&position| &plans[position].1)
+                    .collect();
+                let mut counted: HashMap<String, ProjectionError> = HashMap::new();
+                for (order_id, result) in count_together(target, &chunk).await {
+                    if let Err(failure) = result {
+                        counted.insert(order_id, failure);
+                    }
+                }
+                let mut writes = Vec::new();
+                for position in positions {
+                    let plan = &plans[position].1;
+                    let failure = counted.remove(&plan.order_id);
+                    writes.push(async move {
+                        let result = match failure {
+                            Some(failure) => Err(failure),
+                            None => write_order_plan(target, plan).await,
+                        };
+                        (position, result)
+                    });
+                }
+                futures::future::join_all(writes).await
+            }
+        }
+    }
 }
 
 /// A failure repeated for every plan of a batch that stops on it (the batch is retried).
@@ -690,18 +737,19 @@ async fn write_order(
             })
             .collect(),
     );
+    let key = order_key(order_id);
+    if applied == 0 && changes.placed.is_some() {
+        // The order's first write: the whole item, put.
+        return update
+            .try_put_new(target, &target.tables.orders, key, index)
+            .await;
+    }
     let marker = update.name("last_sequence");
     let pk = update.name("pk");
     let expected = update.value(n(applied));
     let condition = format!("attribute_not_exists({pk}) OR {marker} = {expected}");
     update
-        .try_send(
-            target,
-            &target.tables.orders,
-            order_key(order_id),
-            condition,
-            index,
-        )
+        .try_send(target, &target.tables.orders, key, condition, index)
         .await
 }
 
@@ -835,19 +883,24 @@ impl Counts {
     }
 }
 
-/// The condition under which an order's commits after `applied` are not counted yet: its
-/// entry is not newer than `applied`, or it has neither an entry nor an ended fingerprint (its
-/// first count). False when they are counted already, or when the order has ended since this
-/// writer read it (another writer counted everything up to its end).
+/// The condition under which an order's commits after `applied` are not counted yet. For an
+/// order counted before (`applied` > 0): its entry is not newer than `applied`. An order is
+/// counted (its placement at least) before its item is written, so an order item at `applied`
+/// means an entry that stands at or after its last counting commit, or, once the order has
+/// ended, none (its fingerprint in [`ENDED`] instead): false then. For an order never written
+/// (`applied` = 0): it has neither an entry nor a fingerprint (false when another writer has
+/// counted it since this one found nothing). Four operators at most per order, one for an
+/// order seen before: dynalite parses each condition on every call, at about a millisecond per
+/// order of a 20-order update on this kind of machine.
 fn uncounted(update: &mut Update, key: &MetricsKey, applied: u64) -> String {
     let entry = update.name(&key.entry());
+    if applied > 0 {
+        let counted_up_to = update.value(n(applied));
+        return format!("{entry} <= {counted_up_to}");
+    }
     let ended = update.name(ENDED);
-    let counted_up_to = update.value(n(applied));
     let fingerprint = update.value(n(key.fingerprint()));
-    format!(
-        "((attribute_not_exists({entry}) AND NOT contains({ended}, {fingerprint})) \
-         OR {entry} <= {counted_up_to})"
-    )
+    format!("(attribute_not_exists({entry}) AND NOT contains({ended}, {fingerprint}))")
 }
 
 /// Counts the orders of `plans` (one store and day) in their metrics item with one update,
