@@ -1,8 +1,9 @@
 //! The active-orders projection remembers each order's last applied sequence between batches
 //! and counts a batch's orders of one store and day in one update. These tests hold it to the
 //! same results as reading everything every time, against dynalite: when another process wrote
-//! meanwhile (a lease lost and taken back), when a batch is delivered again, and when one
-//! batch holds many orders of one store and day.
+//! meanwhile (a lease lost and taken back), when a batch is delivered again, when one
+//! batch holds many orders of one store and day, and when it holds many commits of one store's
+//! inventory (written once per SKU).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -11,8 +12,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use commit_log::projection::Projection;
 use commit_log::{DomainEvent, LoggedCommit, LoggedEvent};
+use domain::inventory::{InventoryEvent, StockLine};
 use domain::order::OrderEvent;
-use domain::{CustomerId, Money, Note, OrderId, StoreId};
+use domain::{CustomerId, Money, Note, OrderId, Quantity, Sku, StoreId};
 use read_models::{ActiveOrdersProjection, ActiveOrdersTables};
 use test_support::{aws_test_config, unique_name};
 use time::macros::datetime;
@@ -345,5 +347,189 @@ async fn a_batch_of_whole_lives_writes_each_order_once_and_equals_applying_commi
         folded.everything().await,
         view,
         "the redelivery changed the view"
+    );
+}
+
+/// Commit `sequence` of `store`'s inventory, one event.
+fn inventory_commit(store: &str, sequence: u64, event: InventoryEvent) -> LoggedCommit {
+    LoggedCommit {
+        aggregate_type: "inventory".into(),
+        aggregate_id: store.into(),
+        committed_at: at(sequence as i64),
+        correlation_id: "memory".into(),
+        causation_id: String::new(),
+        actor: String::new(),
+        traceparent: String::new(),
+        events: vec![LoggedEvent {
+            sequence,
+            position: sequence,
+            recorded_at: at(sequence as i64),
+            event: DomainEvent::Inventory(event),
+        }],
+    }
+}
+
+fn lines(skus: &[(&str, u32)]) -> Vec<StockLine> {
+    skus.iter()
+        .map(|(sku, quantity)| StockLine {
+            sku: Sku::parse(sku).unwrap(),
+            quantity: Quantity::new(*quantity).unwrap(),
+        })
+        .collect()
+}
+
+/// A store's inventory through a rush: stock counted for three SKUs, then orders reserving,
+/// committing and releasing, a warning raised, a reorder opened, the warning cleared, and a
+/// count that replaces stock after deltas; every kind of change a SKU item folds.
+fn inventory_rush(store: &str) -> Vec<LoggedCommit> {
+    let sku = |name: &str| Sku::parse(name).unwrap();
+    let order = |n: u32| OrderId::from(uuid::Uuid::from_u128(u128::from(n) + 1));
+    let mut events = Vec::new();
+    for name in ["BEAN", "MILK", "CUP"] {
+        events.push(InventoryEvent::StockSet {
+            store_id: StoreId::parse(store).unwrap(),
+            sku: sku(name),
+            on_hand: 20,
+            low_stock_threshold: 5,
+        });
+    }
+    for n in 0..6 {
+        events.push(InventoryEvent::StockReserved {
+            order_id: order(n),
+            lines: lines(&[("BEAN", 2), ("MILK", 1)]),
+        });
+    }
+    for n in 0..4 {
+        events.push(InventoryEvent::ReservationCommitted {
+            order_id: order(n),
+            lines: lines(&[("BEAN", 2), ("MILK", 1)]),
+        });
+    }
+    events.push(InventoryEvent::ReservationReleased {
+        order_id: order(4),
+        lines: lines(&[("BEAN", 2), ("MILK", 1)]),
+        reason: domain::Reason::parse("customer cancelled").unwrap(),
+    });
+    events.push(InventoryEvent::LowStockWarningRaised {
+        sku: sku("BEAN"),
+        available: 4,
+        threshold: 5,
+    });
+    events.push(InventoryEvent::ReorderRequested {
+        sku: sku("BEAN"),
+        suggested_quantity: 6,
+        reorder_number: 1,
+    });
+    events.push(InventoryEvent::StockRestocked {
+        sku: sku("BEAN"),
+        quantity: 10,
+    });
+    events.push(InventoryEvent::LowStockWarningCleared {
+        sku: sku("BEAN"),
+        available: 14,
+    });
+    events.push(InventoryEvent::StockAdjusted {
+        sku: sku("CUP"),
+        delta: -3,
+        reason: domain::Reason::parse("broken").unwrap(),
+    });
+    events.push(InventoryEvent::StockSet {
+        store_id: StoreId::parse(store).unwrap(),
+        sku: sku("CUP"),
+        on_hand: 12,
+        low_stock_threshold: 4,
+    });
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| inventory_commit(store, i as u64 + 1, event))
+        .collect()
+}
+
+/// The stores table's items of `store`: its SKUs and its inventory marker.
+async fn stock_items(view: &View, store: &str) -> Vec<HashMap<String, AttributeValue>> {
+    let mut items = Vec::new();
+    for sk in ["SKU#BEAN", "SKU#MILK", "SKU#CUP", "INVENTORY"] {
+        items.push(
+            view.item(&view.tables.stores, format!("STORE#{store}"), sk)
+                .await,
+        );
+    }
+    items
+}
+
+/// A batch of one inventory's commits writes each SKU it touches once and the marker once, and
+/// leaves the items that applying the commits one per batch leaves; given again to a process
+/// that remembers nothing, it changes nothing.
+#[tokio::test]
+async fn a_batch_of_one_inventorys_commits_writes_each_sku_once_and_equals_one_by_one() {
+    let store = "store-stock";
+    let rush = inventory_rush(store);
+
+    let folded = View::new().await;
+    let process = folded.process();
+    process.apply(&rush).await.unwrap();
+    let usage = process.usage();
+    assert_eq!(usage.writes, 3 + 1, "three SKUs and the marker: {usage:?}");
+
+    let one_by_one = View::new().await;
+    let other = one_by_one.process();
+    for commit in &rush {
+        other.apply(std::slice::from_ref(commit)).await.unwrap();
+    }
+    let items = stock_items(&folded, store).await;
+    assert_eq!(items, stock_items(&one_by_one, store).await);
+    let bean = &items[0];
+    assert_eq!(number(bean, "on_hand"), 20 - 8 + 10, "{bean:?}");
+    assert_eq!(number(bean, "reserved"), 2 * 6 - 2 * 4 - 2, "{bean:?}");
+    assert_eq!(bean.get("low_stock"), Some(&AttributeValue::Bool(false)));
+    assert!(!bean.contains_key("reorder_suggested"), "{bean:?}");
+    assert_eq!(number(bean, "open_reorder_number"), 1, "{bean:?}");
+    assert_eq!(
+        number(&items[2], "on_hand"),
+        12,
+        "the count after the adjustment"
+    );
+    assert_eq!(number(&items[2], "low_stock_threshold"), 4);
+    assert_eq!(number(&items[3], "last_sequence"), rush.len() as i64);
+
+    folded.process().apply(&rush).await.unwrap();
+    assert_eq!(
+        stock_items(&folded, store).await,
+        items,
+        "the redelivery changed the view"
+    );
+}
+
+/// An attempt wrote the SKUs of a shorter run (its batch ended at commit 8) and crashed before
+/// the marker. The retry's batch runs on past commit 8: the SKUs the first attempt wrote are
+/// written commit by commit (what they hold skipped, the rest applied), the others folded; the
+/// items end as one by one.
+#[tokio::test]
+async fn a_run_longer_than_the_one_a_crashed_attempt_wrote_applies_only_what_is_missing() {
+    let store = "store-stock-crash";
+    let rush = inventory_rush(store);
+
+    let view = View::new().await;
+    view.process().apply(&rush[..8]).await.unwrap();
+    // The crash: the SKU items hold commits 1-8, the marker does not.
+    view.client
+        .delete_item()
+        .table_name(&view.tables.stores)
+        .key("pk", AttributeValue::S(format!("STORE#{store}")))
+        .key("sk", AttributeValue::S("INVENTORY".into()))
+        .send()
+        .await
+        .unwrap();
+    view.process().apply(&rush).await.unwrap();
+
+    let one_by_one = View::new().await;
+    let other = one_by_one.process();
+    for commit in &rush {
+        other.apply(std::slice::from_ref(commit)).await.unwrap();
+    }
+    assert_eq!(
+        stock_items(&view, store).await,
+        stock_items(&one_by_one, store).await
     );
 }

@@ -6,6 +6,13 @@
 //! every SKU write is idempotent on its own; the marker (`sk = INVENTORY`, `last_sequence`) is
 //! advanced last, conditioned on the value read. A crash in between leaves some SKUs written: the
 //! retry skips them by their condition and finishes the rest.
+//!
+//! A batch's consecutive commits of one inventory are written as one: each SKU they touch once,
+//! with their changes folded in commit order, then the marker once (a hot store's reservations
+//! arrive many to a batch: one write per SKU instead of one per SKU and commit, plus a marker
+//! each). A SKU item that an earlier attempt wrote up to a commit inside the run (its batch ended
+//! there, and it crashed before the marker) fails the folded write's condition; that SKU alone is
+//! then written commit by commit, each write skipped where the item holds it already.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -14,7 +21,7 @@ use commit_log::{DomainEvent, LoggedCommit};
 use domain::inventory::InventoryEvent;
 use time::OffsetDateTime;
 
-use super::update::{n, s, OnConditionFailed, Update};
+use super::update::{n, s, OnConditionFailed, Update, Written};
 use super::{dynamodb_failure, Target};
 use crate::order_changes::sortable_time;
 use crate::progress::{unapplied, Step};
@@ -23,9 +30,9 @@ use commit_log::projection::ProjectionError;
 /// A change of the low-stock state.
 #[derive(Debug, Clone, Copy)]
 enum Warning {
+    /// The threshold it crossed is the change's `threshold`.
     Raised {
         available: u32,
-        threshold: u32,
         at: OffsetDateTime,
     },
     Cleared {
@@ -45,16 +52,26 @@ enum OpenReorder {
     Delivered,
 }
 
-/// What one commit does to one SKU.
-#[derive(Debug, Default)]
+/// A change of the suggested reorder quantity (the last wins).
+#[derive(Debug, Clone, Copy)]
+enum Suggestion {
+    Set(u32),
+    /// The warning was cleared: no reorder is suggested any more.
+    Removed,
+}
+
+/// What one commit, or a run of an inventory's commits folded in order, does to one SKU: the
+/// same item as writing each commit's change after the other.
+#[derive(Debug, Default, Clone)]
 struct SkuChange {
-    /// A count replaced on-hand stock (deltas after it in the commit are folded into it).
+    /// A count replaced on-hand stock (deltas after it are folded into it).
     on_hand: Option<i64>,
     on_hand_delta: i64,
     reserved_delta: i64,
+    /// The last threshold set or stated by a raised warning.
     threshold: Option<u32>,
     warning: Option<Warning>,
-    reorder: Option<u32>,
+    reorder: Option<Suggestion>,
     open_reorder: Option<OpenReorder>,
 }
 
@@ -64,6 +81,22 @@ impl SkuChange {
             Some(on_hand) => *on_hand += delta,
             None => self.on_hand_delta += delta,
         }
+    }
+
+    /// This change followed by `later`: what writing one after the other leaves.
+    fn then(&mut self, later: &SkuChange) {
+        match later.on_hand {
+            Some(on_hand) => {
+                self.on_hand = Some(on_hand);
+                self.on_hand_delta = 0;
+            }
+            None => self.add_on_hand(later.on_hand_delta),
+        }
+        self.reserved_delta += later.reserved_delta;
+        self.threshold = later.threshold.or(self.threshold);
+        self.warning = later.warning.or(self.warning);
+        self.reorder = later.reorder.or(self.reorder);
+        self.open_reorder = later.open_reorder.or(self.open_reorder);
     }
 }
 
@@ -97,7 +130,9 @@ async fn apply_from(
     commits: &[(usize, &LoggedCommit)],
     mut remembered: Option<u64>,
 ) -> Result<u64, ProjectionError> {
+    // The marker as it stands once `run` is written.
     let mut marker: Option<u64> = None;
+    let mut run: Option<Run<'_>> = None;
     for &(index, commit) in commits {
         let store_id = &commit.aggregate_id;
         let last_applied = match marker {
@@ -112,12 +147,21 @@ async fn apply_from(
                 marker = Some(last_applied);
                 continue;
             }
-            Step::Gap { applied } => return Err(target.gap(index, commit, applied)),
+            Step::Gap { applied } => {
+                // The commits before the gap are applied, as one by one they would be.
+                if let Some(run) = run.take() {
+                    run.write(target).await?;
+                }
+                return Err(target.gap(index, commit, applied));
+            }
             Step::Apply { applied } => applied,
         };
         let mut changes: BTreeMap<String, SkuChange> = BTreeMap::new();
         for event in unapplied(commit, applied) {
             let DomainEvent::Inventory(inventory_event) = &event.event else {
+                if let Some(run) = run.take() {
+                    run.write(target).await?;
+                }
                 return Err(ProjectionError::Poison {
                     index,
                     reason: "an inventory commit holds a non-inventory event".into(),
@@ -125,17 +169,121 @@ async fn apply_from(
             };
             fold(&mut changes, inventory_event, event.recorded_at);
         }
-        // Each SKU item is conditioned on its own marker, so they are written at once.
-        futures::future::try_join_all(
-            changes
-                .iter()
-                .map(|(sku, change)| write_sku(target, index, commit, applied, sku, change)),
-        )
-        .await?;
-        advance_marker(target, index, commit, applied).await?;
+        run.get_or_insert_with(|| Run::after(applied))
+            .add(index, commit, applied, changes);
         marker = Some(commit.last_sequence());
     }
+    if let Some(run) = run {
+        run.write(target).await?;
+    }
     Ok(marker.unwrap_or_default())
+}
+
+/// One inventory's consecutive commits of a batch, to be written as one (module docs).
+struct Run<'c> {
+    /// The marker before the run's first commit.
+    applied_before: u64,
+    /// Per SKU: the run's changes folded, and each commit's own for the commit-by-commit
+    /// fallback (with the marker before that commit).
+    skus: BTreeMap<String, (SkuChange, Vec<CommitChange<'c>>)>,
+    /// The run's last commit and its index in the batch.
+    last: Option<(usize, &'c LoggedCommit)>,
+}
+
+/// One commit's change of one SKU.
+struct CommitChange<'c> {
+    index: usize,
+    commit: &'c LoggedCommit,
+    applied: u64,
+    change: SkuChange,
+}
+
+impl<'c> Run<'c> {
+    fn after(applied_before: u64) -> Run<'c> {
+        Run {
+            applied_before,
+            skus: BTreeMap::new(),
+            last: None,
+        }
+    }
+
+    /// Adds the next commit (applied from `applied`, the marker after the previous one).
+    fn add(
+        &mut self,
+        index: usize,
+        commit: &'c LoggedCommit,
+        applied: u64,
+        changes: BTreeMap<String, SkuChange>,
+    ) {
+        for (sku, change) in changes {
+            let (folded, own) = self.skus.entry(sku).or_default();
+            folded.then(&change);
+            own.push(CommitChange {
+                index,
+                commit,
+                applied,
+                change,
+            });
+        }
+        self.last = Some((index, commit));
+    }
+
+    /// Each SKU once (they are independent: each is conditioned on its own marker), then the
+    /// inventory's marker.
+    async fn write(self, target: &Target<'_>) -> Result<(), ProjectionError> {
+        let Some((index, last)) = self.last else {
+            return Ok(());
+        };
+        let applied_before = self.applied_before;
+        futures::future::try_join_all(self.skus.iter().map(|(sku, (folded, own))| async move {
+            // As of the last commit that touched the SKU, as one by one it would be.
+            let Some(latest) = own.last() else {
+                return Ok(());
+            };
+            let written = write_sku(
+                target,
+                latest.index,
+                latest.commit,
+                applied_before,
+                sku,
+                folded,
+            );
+            match written.await {
+                Ok(Written::Yes) => Ok(()),
+                Err(failure) if failure.is_transient() => Err(failure),
+                // The item holds part of the run, or DynamoDB refused the folded write for
+                // good: commit by commit, so that a refusal names its own commit.
+                Ok(Written::ConditionFailed(_)) | Err(_) => {
+                    commit_by_commit(target, sku, own).await
+                }
+            }
+        }))
+        .await?;
+        advance_marker(target, index, last, applied_before).await
+    }
+}
+
+/// Writes one SKU's changes `own` one commit after the other, each skipped where the item
+/// holds it already (its condition fails).
+async fn commit_by_commit(
+    target: &Target<'_>,
+    sku: &str,
+    own: &[CommitChange<'_>],
+) -> Result<(), ProjectionError> {
+    for commit in own {
+        let index = commit.index;
+        // Either outcome is right: written now, or held already.
+        let _ = write_sku(
+            target,
+            index,
+            commit.commit,
+            commit.applied,
+            sku,
+            &commit.change,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 fn fold(changes: &mut BTreeMap<String, SkuChange>, event: &InventoryEvent, at: OffsetDateTime) {
@@ -185,11 +333,12 @@ fn fold(changes: &mut BTreeMap<String, SkuChange>, event: &InventoryEvent, at: O
             available,
             threshold,
         } => {
-            change(changes, sku).warning = Some(Warning::Raised {
+            let change = change(changes, sku);
+            change.warning = Some(Warning::Raised {
                 available: *available,
-                threshold: *threshold,
                 at,
             });
+            change.threshold = Some(*threshold);
         }
         InventoryEvent::ReorderRequested {
             sku,
@@ -197,7 +346,7 @@ fn fold(changes: &mut BTreeMap<String, SkuChange>, event: &InventoryEvent, at: O
             reorder_number,
         } => {
             let change = change(changes, sku);
-            change.reorder = Some(*suggested_quantity);
+            change.reorder = Some(Suggestion::Set(*suggested_quantity));
             // A 1.0 suggestion (number 0) opened no reorder.
             if *reorder_number > 0 {
                 change.open_reorder = Some(OpenReorder::Opened {
@@ -217,7 +366,7 @@ fn fold(changes: &mut BTreeMap<String, SkuChange>, event: &InventoryEvent, at: O
             change.warning = Some(Warning::Cleared {
                 available: *available,
             });
-            change.reorder = None;
+            change.reorder = Some(Suggestion::Removed);
         }
     }
 }
@@ -255,6 +404,8 @@ async fn load_marker(
         .unwrap_or(0))
 }
 
+/// Writes `change` as of `commit` (the last one it holds) on the condition that the SKU item
+/// holds nothing after `applied`; `ConditionFailed` when it does.
 async fn write_sku(
     target: &Target<'_>,
     index: usize,
@@ -262,7 +413,7 @@ async fn write_sku(
     applied: u64,
     sku: &str,
     change: &SkuChange,
-) -> Result<(), ProjectionError> {
+) -> Result<Written, ProjectionError> {
     let mut update = Update::default();
     update.set("store_id", s(&commit.aggregate_id));
     update.set("sku", s(sku));
@@ -273,12 +424,7 @@ async fn write_sku(
         None => update.add("on_hand", n(change.on_hand_delta)),
     }
     update.add("reserved", n(change.reserved_delta));
-    // A warning states the threshold it crossed; one attribute may be set once per update.
-    let threshold = match change.warning {
-        Some(Warning::Raised { threshold, .. }) => Some(threshold),
-        _ => change.threshold,
-    };
-    if let Some(threshold) = threshold {
+    if let Some(threshold) = change.threshold {
         update.set("low_stock_threshold", n(threshold));
     }
     match change.warning {
@@ -294,10 +440,10 @@ async fn write_sku(
         }
         None => {}
     }
-    match (change.reorder, change.warning) {
-        (Some(quantity), _) => update.set("reorder_suggested", n(quantity)),
-        (None, Some(Warning::Cleared { .. })) => update.remove("reorder_suggested"),
-        _ => {}
+    match change.reorder {
+        Some(Suggestion::Set(quantity)) => update.set("reorder_suggested", n(quantity)),
+        Some(Suggestion::Removed) => update.remove("reorder_suggested"),
+        None => {}
     }
     // The open reorder outlives the warning (stock corrected above the threshold before the
     // delivery): only its delivery closes it.
@@ -322,12 +468,11 @@ async fn write_sku(
     let expected = update.value(n(applied));
     let condition = format!("attribute_not_exists({marker}) OR {marker} <= {expected}");
     update
-        .send(
+        .try_send(
             target,
             &target.tables.stores,
             key(&commit.aggregate_id, format!("SKU#{sku}")),
             condition,
-            OnConditionFailed::AlreadyApplied,
             index,
         )
         .await

@@ -105,11 +105,16 @@ async fn a_projector_killed_mid_batch_and_restarted_leaves_views_identical_to_a_
             .unwrap_or(0) as u64
         }
     };
-    for commit in applied {
+    // The history keeps no sequence of the menu (it has no menu tables): the menu's commits,
+    // which open the log and so may open the batch, say nothing here either way.
+    let recorded = |commit: &LoggedCommit| {
+        ["order", "inventory", "loyalty"].contains(&commit.aggregate_type.as_str())
+    };
+    for commit in applied.into_iter().filter(recorded) {
         let stored = last_applied(commit.clone()).await;
         assert!(stored >= commit.last_sequence(), "{commit:?} not applied");
     }
-    for commit in left {
+    for commit in left.into_iter().filter(recorded) {
         let stored = last_applied(commit.clone()).await;
         assert!(stored < commit.first_sequence(), "{commit:?} applied");
     }
