@@ -27,9 +27,19 @@ fn at(minute: i64) -> OffsetDateTime {
 }
 
 fn commit(order_id: &str, sequence: u64, event: OrderEvent) -> LoggedCommit {
+    one_event_commit("order", order_id, sequence, DomainEvent::Order(event))
+}
+
+/// Commit `sequence` of an aggregate, holding one event.
+fn one_event_commit(
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: u64,
+    event: DomainEvent,
+) -> LoggedCommit {
     LoggedCommit {
-        aggregate_type: "order".into(),
-        aggregate_id: order_id.into(),
+        aggregate_type: aggregate_type.into(),
+        aggregate_id: aggregate_id.into(),
         committed_at: at(sequence as i64),
         correlation_id: "memory".into(),
         causation_id: String::new(),
@@ -39,7 +49,7 @@ fn commit(order_id: &str, sequence: u64, event: OrderEvent) -> LoggedCommit {
             sequence,
             position: sequence,
             recorded_at: at(sequence as i64),
-            event: DomainEvent::Order(event),
+            event,
         }],
     }
 }
@@ -352,21 +362,7 @@ async fn a_batch_of_whole_lives_writes_each_order_once_and_equals_applying_commi
 
 /// Commit `sequence` of `store`'s inventory, one event.
 fn inventory_commit(store: &str, sequence: u64, event: InventoryEvent) -> LoggedCommit {
-    LoggedCommit {
-        aggregate_type: "inventory".into(),
-        aggregate_id: store.into(),
-        committed_at: at(sequence as i64),
-        correlation_id: "memory".into(),
-        causation_id: String::new(),
-        actor: String::new(),
-        traceparent: String::new(),
-        events: vec![LoggedEvent {
-            sequence,
-            position: sequence,
-            recorded_at: at(sequence as i64),
-            event: DomainEvent::Inventory(event),
-        }],
-    }
+    one_event_commit("inventory", store, sequence, DomainEvent::Inventory(event))
 }
 
 fn lines(skus: &[(&str, u32)]) -> Vec<StockLine> {
