@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use commit_log::LoggedCommit;
-use common::{fresh_store, logged_commits, write_history, write_orders};
+use common::{fresh_store, write_history, write_orders, Setup};
 use cqrs_es::CqrsFramework;
 use domain::order::{FixedMenu, Order, OrderCommand, OrderLineRequest, OrderServices};
 use domain::values::{
@@ -22,7 +22,7 @@ use replay::{
     RebuildOptions, Until,
 };
 use sqlx::PgPool;
-use test_support::{fresh_database, unique_name};
+use test_support::unique_name;
 
 const MODELS: [ReadModel; 2] = [ReadModel::History, ReadModel::Analytics];
 
@@ -109,23 +109,12 @@ async fn write_refunded_order(store: &PgEventStore) {
     }
 }
 
-struct Setup {
-    store: PgEventStore,
-    views: PgPool,
-    commits: Vec<LoggedCommit>,
-}
-
 async fn setup() -> Setup {
     let store = fresh_store().await;
     write_history(&store).await;
     write_orders(&store).await;
     write_refunded_order(&store).await;
-    let commits = logged_commits(&store).await;
-    Setup {
-        store,
-        views: fresh_database().await.pool,
-        commits,
-    }
+    Setup::of(store).await
 }
 
 async fn progress_of(pool: &PgPool, schema: &SchemaName, model: ReadModel) -> Option<i64> {

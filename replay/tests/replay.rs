@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use commit_log::LoggedCommit;
 use common::FailAfter;
-use common::{fresh_store, logged_commits, write_history, write_orders};
+use common::{fresh_store, write_history, write_orders, Setup};
 use cqrs_es::CqrsFramework;
 use domain::inventory::{InventoryCommand, StoreInventory};
 use domain::values::{Sku, StoreId};
@@ -23,7 +23,7 @@ use replay::{
     ReplayError, SwapPlan, Until,
 };
 use sqlx::PgPool;
-use test_support::{fresh_database, unique_name};
+use test_support::unique_name;
 
 const MODELS: [ReadModel; 2] = [ReadModel::History, ReadModel::Analytics];
 
@@ -71,22 +71,11 @@ async fn assert_same(pool: &PgPool, left: &SchemaName, right: &SchemaName) {
     );
 }
 
-struct Setup {
-    store: PgEventStore,
-    views: PgPool,
-    commits: Vec<LoggedCommit>,
-}
-
 async fn setup() -> Setup {
     let store = fresh_store().await;
     write_history(&store).await;
     write_orders(&store).await;
-    let commits = logged_commits(&store).await;
-    Setup {
-        store,
-        views: fresh_database().await.pool,
-        commits,
-    }
+    Setup::of(store).await
 }
 
 #[tokio::test]

@@ -22,7 +22,8 @@ use domain::values::{
 };
 use event_store::{AggregateStore, PgEventStore, StoreConfig};
 use futures::TryStreamExt;
-use test_support::{unique_name, TestStream};
+use sqlx::PgPool;
+use test_support::{fresh_database, unique_name, TestStream};
 
 /// Commits written concurrently to several inventories and loyalty accounts, so they interleave
 /// and group commits batch them.
@@ -276,5 +277,25 @@ impl Projection for FailAfter {
         }
         self.left.store(left - 1, Ordering::SeqCst);
         self.inner.apply(commits).await
+    }
+}
+
+/// A store holding a written history, a fresh database for the views, and the commits the
+/// projectors would receive for that history.
+pub struct Setup {
+    pub store: PgEventStore,
+    pub views: PgPool,
+    pub commits: Vec<LoggedCommit>,
+}
+
+impl Setup {
+    /// `store`, once its history is written, beside a fresh views database.
+    pub async fn of(store: PgEventStore) -> Setup {
+        let commits = logged_commits(&store).await;
+        Setup {
+            store,
+            views: fresh_database().await.pool,
+            commits,
+        }
     }
 }
