@@ -72,6 +72,8 @@ pub struct BillableUnits {
     pub kinesis_get_records_calls: f64,
     /// DynamoDB write request units.
     pub dynamodb_write_units: f64,
+    /// Of them, by the kind of view item written (`ViewItem::label`, units).
+    pub dynamodb_write_units_by_item: [(&'static str, f64); 4],
     /// DynamoDB read request units.
     pub dynamodb_read_units: f64,
     /// DynamoDB UpdateItem calls (not billed as such; for the units per call).
@@ -177,10 +179,23 @@ impl Bill {
                 line.dollars_per_million_orders
             ));
         }
+        let by_item: Vec<String> = self
+            .units
+            .dynamodb_write_units_by_item
+            .iter()
+            .map(|(item, units)| {
+                let per_completed = if self.completed_orders == 0 {
+                    0.0
+                } else {
+                    units / self.completed_orders as f64
+                };
+                format!("{item} {per_completed:.2}")
+            })
+            .collect();
         let calls = self.units.dynamodb_write_calls + self.units.dynamodb_read_calls;
         out.push_str(&format!(
             "| total | | | | | | {:.2} |\n\nDynamoDB: {:.0} UpdateItem and {:.0} GetItem calls \
-             ({:.2} calls per order).\n",
+             ({:.2} calls per order); write units per completed order by item: {}.\n",
             self.dollars_per_million_orders(),
             self.units.dynamodb_write_calls,
             self.units.dynamodb_read_calls,
@@ -188,7 +203,8 @@ impl Bill {
                 0.0
             } else {
                 calls / self.orders as f64
-            }
+            },
+            by_item.join(", ")
         ));
         out
     }

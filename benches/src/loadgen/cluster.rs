@@ -386,6 +386,15 @@ pub async fn scrape_sum(address: SocketAddr, metric: &str, label: (&str, &str)) 
     sum_samples(&fetch_metrics(address).await?, metric, label)
 }
 
+/// [`scrape_sum`] over the series that carry every one of `labels`.
+pub async fn scrape_sum_of(
+    address: SocketAddr,
+    metric: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    sum_samples_of(&fetch_metrics(address).await?, metric, labels)
+}
+
 /// The body of `http://<address>/metrics`.
 async fn fetch_metrics(address: SocketAddr) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -476,9 +485,22 @@ pub fn labelled_histogram_quantile(
 /// The sum of the samples of `metric` in `exposition` whose labels include `label` (`("", "")`:
 /// every sample); `None` when absent.
 pub fn sum_samples(exposition: &str, metric: &str, (name, value): (&str, &str)) -> Option<f64> {
-    let wanted = format!("{name}=\"{value}\"");
+    let labels: &[(&str, &str)] = if name.is_empty() {
+        &[]
+    } else {
+        &[(name, value)]
+    };
+    sum_samples_of(exposition, metric, labels)
+}
+
+/// [`sum_samples`] over the series that carry every one of `labels`.
+pub fn sum_samples_of(exposition: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let wanted: Vec<String> = labels
+        .iter()
+        .map(|(name, value)| format!("{name}=\"{value}\""))
+        .collect();
     samples(exposition, metric)
-        .filter(|(labels, _)| name.is_empty() || labels.contains(&wanted))
+        .filter(|(series, _)| wanted.iter().all(|label| series.contains(label)))
         .map(|(_, value)| value)
         .reduce(|a, b| a + b)
 }
@@ -527,5 +549,9 @@ mod tests {
         assert_eq!(sum_samples(body, "calls", ("kind", "write")), Some(12.0));
         assert_eq!(sum_samples(body, "calls", ("", "")), Some(14.0));
         assert_eq!(sum_samples(body, "calls", ("kind", "delete")), None);
+        assert_eq!(
+            sum_samples_of(body, "calls", &[("projection", "a"), ("kind", "write")]),
+            Some(5.0)
+        );
     }
 }

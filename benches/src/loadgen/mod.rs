@@ -25,6 +25,7 @@ pub mod relay_rates;
 pub mod report;
 pub mod watchers;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +34,7 @@ use service_kit::cli::GrpcClientTls;
 use service_kit::grpc_tls::GrpcTlsError;
 
 use self::bill::{Bill, BillableUnits};
-use self::cluster::{scrape_max, scrape_quantile, scrape_sum, Cluster};
+use self::cluster::{scrape_max, scrape_quantile, scrape_sum, scrape_sum_of, Cluster};
 use self::freshness::{FreshnessProbe, FreshnessSampler, ProbedView};
 use self::freshness_split::FreshnessSplit;
 use self::profile::{OrderMix, OrderPacer, Phase, RushProfile, StorePicker};
@@ -44,6 +45,7 @@ use self::watchers::{WatcherFigures, Watchers};
 use crate::api_flow::{self, ApiClients, TokenError, CLIENTS_PER_CONNECTION};
 use crate::memory::memory_of;
 use crate::resources::{checkpoint, PipelineResources, ResourceError};
+use read_models::ViewItem;
 
 /// Connections the watchers' streams share (each takes a share of the run's open orders).
 const WATCHER_CONNECTIONS: usize = 16;
@@ -446,6 +448,7 @@ async fn billable_units(resources: &PipelineResources, cluster: &Cluster) -> Opt
         )
         .await?,
         dynamodb_write_units: milli_units("write").await? / 1000.0,
+        dynamodb_write_units_by_item: write_units_by_item(projectors).await,
         dynamodb_read_units: milli_units("read").await.unwrap_or(0.0) / 1000.0,
         dynamodb_write_calls: calls("write").await?,
         dynamodb_read_calls: calls("read").await.unwrap_or(0.0),
@@ -453,6 +456,23 @@ async fn billable_units(resources: &PipelineResources, cluster: &Cluster) -> Opt
             .await
             .unwrap_or(0.0),
     })
+}
+
+/// The active-orders view's write units by the kind of item written.
+async fn write_units_by_item(projectors: SocketAddr) -> [(&'static str, f64); 4] {
+    let mut by_item = [
+        ViewItem::Order,
+        ViewItem::StoreDay,
+        ViewItem::Stock,
+        ViewItem::InventoryMarker,
+    ]
+    .map(|item| (item.label(), 0.0));
+    for (item, units) in &mut by_item {
+        let labels = [("kind", "write"), ("item", *item)];
+        let milli = scrape_sum_of(projectors, read_models::DYNAMODB_CAPACITY_UNITS, &labels).await;
+        *units = milli.unwrap_or(0.0) / 1000.0;
+    }
+    by_item
 }
 
 /// One progress line, and what it saw for the report.

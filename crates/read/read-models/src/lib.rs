@@ -29,8 +29,8 @@ pub mod settings;
 
 pub use active_orders::{
     ActiveOrdersProjection, ActiveOrdersTables, AliasError, DynamoDbCalls, DynamoDbUsage, LiveView,
-    ViewAlias, BY_STATUS_INDEX, DYNAMODB_CALLS, DYNAMODB_CAPACITY_UNITS, OPEN_BY_STORE_INDEX,
-    TOMBSTONE_TTL,
+    ViewAlias, ViewItem, BY_STATUS_INDEX, DYNAMODB_CALLS, DYNAMODB_CAPACITY_UNITS,
+    OPEN_BY_STORE_INDEX, TOMBSTONE_TTL,
 };
 pub use analytics::{AnalyticsProjection, FLUSHES, STATEMENTS};
 

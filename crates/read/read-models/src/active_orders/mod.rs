@@ -129,8 +129,9 @@ pub struct DynamoDbUsage {
 
 /// Counter `{projection, kind = read | write}`: DynamoDB calls of a projection.
 pub const DYNAMODB_CALLS: &str = "orderpipe_projector_dynamodb_calls_total";
-/// Counter `{projection, kind = read | write}`: DynamoDB capacity units a projection consumed,
-/// in thousandths (read and write request units on on-demand tables).
+/// Counter `{projection, kind = read | write, item}`: DynamoDB capacity units a projection
+/// consumed, in thousandths (read and write request units on on-demand tables), by the kind of
+/// item written or read ([`ViewItem::label`]: where the bill goes).
 pub const DYNAMODB_CAPACITY_UNITS: &str = "orderpipe_projector_dynamodb_milli_capacity_units_total";
 
 /// A copy of [`DynamoDbUsage`]'s counts.
@@ -147,22 +148,34 @@ pub struct DynamoDbCalls {
 }
 
 impl DynamoDbUsage {
-    fn read(&self, units: Option<f64>) {
-        self.count(&self.reads, &self.read_milli_units, "read", units);
+    fn read(&self, item: ViewItem, units: Option<f64>) {
+        self.count(&self.reads, &self.read_milli_units, "read", item, units);
     }
 
-    fn wrote(&self, units: Option<f64>) {
-        self.count(&self.writes, &self.write_milli_units, "write", units);
+    fn wrote(&self, item: ViewItem, units: Option<f64>) {
+        self.count(&self.writes, &self.write_milli_units, "write", item, units);
     }
 
-    fn count(&self, calls: &AtomicU64, milli: &AtomicU64, kind: &'static str, units: Option<f64>) {
+    fn count(
+        &self,
+        calls: &AtomicU64,
+        milli: &AtomicU64,
+        kind: &'static str,
+        item: ViewItem,
+        units: Option<f64>,
+    ) {
         let milli_units = (units.unwrap_or(1.0) * 1000.0).round() as u64;
         calls.fetch_add(1, Ordering::Relaxed);
         milli.fetch_add(milli_units, Ordering::Relaxed);
         metrics::counter!(DYNAMODB_CALLS, "projection" => "active_orders", "kind" => kind)
             .increment(1);
-        metrics::counter!(DYNAMODB_CAPACITY_UNITS, "projection" => "active_orders", "kind" => kind)
-            .increment(milli_units);
+        metrics::counter!(
+            DYNAMODB_CAPACITY_UNITS,
+            "projection" => "active_orders",
+            "kind" => kind,
+            "item" => item.label()
+        )
+        .increment(milli_units);
     }
 
     /// The counts so far.
@@ -172,6 +185,42 @@ impl DynamoDbUsage {
             writes: self.writes.load(Ordering::Relaxed),
             read_units: self.read_milli_units.load(Ordering::Relaxed) as f64 / 1000.0,
             write_units: self.write_milli_units.load(Ordering::Relaxed) as f64 / 1000.0,
+        }
+    }
+}
+
+/// The kinds of item the view holds, told apart by their sort key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewItem {
+    /// An order (`sk = ORDER`).
+    Order,
+    /// A store's metrics of one day (`sk = DAY#...`).
+    StoreDay,
+    /// A store's stock of one SKU (`sk = SKU#...`).
+    Stock,
+    /// A store inventory's marker (`sk = INVENTORY`).
+    InventoryMarker,
+}
+
+impl ViewItem {
+    /// The kind of the item at `key`.
+    fn of(key: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> ViewItem {
+        let sort_key = key.get("sk").and_then(|sk| sk.as_s().ok());
+        match sort_key.map(String::as_str) {
+            Some(sk) if sk.starts_with("DAY#") => ViewItem::StoreDay,
+            Some(sk) if sk.starts_with("SKU#") => ViewItem::Stock,
+            Some("INVENTORY") => ViewItem::InventoryMarker,
+            _ => ViewItem::Order,
+        }
+    }
+
+    /// Its value of the `item` label of [`DYNAMODB_CAPACITY_UNITS`].
+    pub fn label(self) -> &'static str {
+        match self {
+            ViewItem::Order => "order",
+            ViewItem::StoreDay => "store_day",
+            ViewItem::Stock => "stock",
+            ViewItem::InventoryMarker => "inventory_marker",
         }
     }
 }

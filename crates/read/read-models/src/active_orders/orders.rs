@@ -42,7 +42,7 @@ use futures::stream::{self, StreamExt};
 use time::OffsetDateTime;
 
 use super::update::{n, s, OnConditionFailed, Update, Written};
-use super::{dynamodb_failure, Target, CONCURRENT_WRITES, TOMBSTONE_TTL};
+use super::{dynamodb_failure, Target, ViewItem, CONCURRENT_WRITES, TOMBSTONE_TTL};
 use crate::order_changes::{business_day, parse_time, sortable_time, OrderChanges, Status};
 use crate::progress::{unapplied, Step};
 use commit_log::projection::ProjectionError;
@@ -613,9 +613,10 @@ async fn load(
         .send()
         .await
         .map_err(|e| dynamodb_failure(index, e))?;
-    target
-        .usage
-        .read(output.consumed_capacity().and_then(|c| c.capacity_units()));
+    target.usage.read(
+        ViewItem::Order,
+        output.consumed_capacity().and_then(|c| c.capacity_units()),
+    );
     let Some(item) = output.item() else {
         return Ok(OrderSnapshot::default());
     };

@@ -22,7 +22,7 @@ use domain::inventory::InventoryEvent;
 use time::OffsetDateTime;
 
 use super::update::{n, s, OnConditionFailed, Update, Written};
-use super::{dynamodb_failure, Target};
+use super::{dynamodb_failure, Target, ViewItem};
 use crate::order_changes::sortable_time;
 use crate::progress::{unapplied, Step};
 use commit_log::projection::ProjectionError;
@@ -393,9 +393,10 @@ async fn load_marker(
         .send()
         .await
         .map_err(|e| dynamodb_failure(index, e))?;
-    target
-        .usage
-        .read(output.consumed_capacity().and_then(|c| c.capacity_units()));
+    target.usage.read(
+        ViewItem::InventoryMarker,
+        output.consumed_capacity().and_then(|c| c.capacity_units()),
+    );
     Ok(output
         .item()
         .and_then(|item| item.get("last_sequence"))

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 
-use super::{dynamodb_failure, Target};
+use super::{dynamodb_failure, Target, ViewItem};
 use commit_log::projection::ProjectionError;
 
 /// The parts of one `UpdateItem` call.
@@ -125,6 +125,7 @@ impl Update {
         condition: String,
         index: usize,
     ) -> Result<Written, ProjectionError> {
+        let item = ViewItem::of(&key);
         let expression = self.expression();
         let (names, values) = self.into_parts();
         let result = target
@@ -140,7 +141,7 @@ impl Update {
             .send()
             .await;
         let units = result.map(|output| output.consumed_capacity().and_then(units));
-        written(target, units, index)
+        written(target, item, units, index)
     }
 
     /// Writes the item this update would create at `key` of `table`, as one PutItem, if there
@@ -155,6 +156,7 @@ impl Update {
         key: HashMap<String, AttributeValue>,
         index: usize,
     ) -> Result<Written, ProjectionError> {
+        let kind = ViewItem::of(&key);
         let mut item = self.fresh;
         item.extend(key);
         let result = target
@@ -168,7 +170,7 @@ impl Update {
             .send()
             .await;
         let units = result.map(|output| output.consumed_capacity().and_then(units));
-        written(target, units, index)
+        written(target, kind, units, index)
     }
 }
 
@@ -178,9 +180,10 @@ fn units(capacity: &aws_sdk_dynamodb::types::ConsumedCapacity) -> Option<f64> {
 }
 
 /// What a conditional write's answer (its consumed units when it was written) means for commit
-/// `index`, counted in the projection's usage.
+/// `index`, counted in the projection's usage as a write of `item`.
 fn written<E>(
     target: &Target<'_>,
+    item: ViewItem,
     result: Result<Option<f64>, aws_sdk_dynamodb::error::SdkError<E>>,
     index: usize,
 ) -> Result<Written, ProjectionError>
@@ -189,12 +192,12 @@ where
 {
     match result {
         Ok(units) => {
-            target.usage.wrote(units);
+            target.usage.wrote(item, units);
             Ok(Written::Yes)
         }
         Err(error) if aws_support::is_condition_failed(&error) => {
             // A refused condition is billed as a write of the item as it is.
-            target.usage.wrote(None);
+            target.usage.wrote(item, None);
             Ok(Written::ConditionFailed(Box::new(error)))
         }
         Err(error) => Err(dynamodb_failure(index, error)),
