@@ -148,7 +148,12 @@ relay_port="$(
   ORDERPIPE_RELAY__MAX_COMMITS_PER_RECORD="${ORDERPIPE_RELAY__MAX_COMMITS_PER_RECORD:-100}" \
     start_worker relay 9091 run
 )"
-projectors_port="$(start_worker projectors 9092 run)"
+# Likewise every writer of the active-orders view is this build: the SKU items record each
+# inventory's progress (one marker write fewer per inventory and batch).
+projectors_port="$(
+  ORDERPIPE_DYNAMODB__INVENTORY_MARKER="${ORDERPIPE_DYNAMODB__INVENTORY_MARKER:-sku_items}" \
+    start_worker projectors 9092 run
+)"
 # The flows' service token, valid 30 days (scripts/up.sh again after that mints a fresh one).
 flows_port="$(
   client_tls_env flows

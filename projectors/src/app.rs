@@ -62,12 +62,15 @@ pub async fn build_projections(
     let mut projections: Vec<Arc<dyn Projection>> = Vec::new();
     for name in names {
         match name.as_str() {
-            "active_orders" => projections.push(Arc::new(ActiveOrdersProjection::following(
-                settings
-                    .dynamodb
-                    .views()
-                    .active_orders_alias(aws_support::dynamodb(sdk)),
-            ))),
+            "active_orders" => projections.push(Arc::new(
+                ActiveOrdersProjection::following(
+                    settings
+                        .dynamodb
+                        .views()
+                        .active_orders_alias(aws_support::dynamodb(sdk)),
+                )
+                .with_inventory_marker(settings.dynamodb.inventory_marker),
+            )),
             "history" => {
                 let (pool, schema) = read_model_database("history", &settings.history)?;
                 HistoryProjection::create_schema(&pool, &schema)

@@ -8,6 +8,7 @@ use commit_log::projection::FlushPolicy;
 use kinesis_consumer::settings::{default_worker_id, KinesisSettings};
 use kinesis_consumer::WorkerConfig;
 use read_models::settings::{ReadModelDatabase, ViewTables};
+use read_models::InventoryMarker;
 use serde::Deserialize;
 pub use service_kit::settings::LayeredSettings;
 use service_kit::settings::{AdminSettings, LogSettings, SettingsError};
@@ -51,6 +52,11 @@ pub struct DynamoDbSettings {
     pub store_metrics_table: String,
     /// The views table: the alias naming the live active-orders tables.
     pub views_table: String,
+    /// Where the active-orders view records how far each store inventory is applied: `item`
+    /// (the marker item after every batch, what every build reads) or `sku_items` (the SKU
+    /// items themselves, one write fewer per inventory and batch; only once every writer of the
+    /// view runs this build or later).
+    pub inventory_marker: InventoryMarker,
 }
 
 impl DynamoDbSettings {
@@ -118,6 +124,9 @@ impl AnalyticsFlushSettings {
 /// Built-in defaults; the stream's and the tables' names and the views' databases come from
 /// their declarations ([`LayeredSettings::default_values`]).
 const DEFAULTS: &str = r#"
+[dynamodb]
+inventory_marker = "item"
+
 [sqs]
 
 [runtime]

@@ -78,6 +78,12 @@ struct Cli {
     /// commits per record (every reader of the run unpacks).
     #[arg(long)]
     relay_linger_ms: Option<u64>,
+    /// Where the active-orders view records each store inventory's progress
+    /// (dynamodb.inventory_marker): item (the marker item after every batch, the projectors'
+    /// default, for deployments with older writers) or sku_items (the SKU items themselves,
+    /// one write fewer per inventory and batch; every writer of the run is this build).
+    #[arg(long, default_value = "sku_items")]
+    inventory_marker: read_models::InventoryMarker,
     /// Seconds to wait after the rush for the outbox and the view to catch up.
     #[arg(long, default_value_t = 60)]
     drain_timeout: u64,
@@ -135,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
         watchers: cli.watchers,
         drain_timeout: Duration::from_secs(cli.drain_timeout),
         relay_linger_ms: cli.relay_linger_ms,
+        inventory_marker: cli.inventory_marker,
         tls: cli.tls.clone(),
     })
     .await?;

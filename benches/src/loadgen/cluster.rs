@@ -13,6 +13,7 @@ use tokio::process::{Child, Command};
 
 use crate::memory::{memory_of, MemoryUsage};
 use crate::resources::PipelineResources;
+use read_models::InventoryMarker;
 
 /// How long a process may take to open its port.
 const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
@@ -125,14 +126,16 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts the command API, the relay (lingering `relay_linger_ms`, or its default) and
-    /// `projectors` projectors processes (at least one; several share the shards' leases) from
-    /// `bin_dir` on `resources`, logging to `log_dir`.
+    /// `projectors` projectors processes (at least one; several share the shards' leases;
+    /// recording the inventories' progress as `inventory_marker` says) from `bin_dir` on
+    /// `resources`, logging to `log_dir`.
     pub async fn start(
         bin_dir: &Path,
         log_dir: &Path,
         resources: &PipelineResources,
         projectors: usize,
         relay_linger_ms: Option<u64>,
+        inventory_marker: InventoryMarker,
     ) -> Result<Self, ClusterError> {
         std::fs::create_dir_all(log_dir)?;
         let keys = TestTokenKeys::new();
@@ -165,6 +168,10 @@ impl Cluster {
         let projectors_env = |admin: SocketAddr| {
             let mut env = common(admin);
             env.extend([
+                (
+                    "ORDERPIPE_DYNAMODB__INVENTORY_MARKER",
+                    inventory_marker.as_str().to_owned(),
+                ),
                 (
                     "ORDERPIPE_DYNAMODB__ACTIVE_ORDERS_TABLE",
                     resources.active_orders.orders.clone(),

@@ -45,7 +45,7 @@ use self::watchers::{WatcherFigures, Watchers};
 use crate::api_flow::{self, ApiClients, TokenError, CLIENTS_PER_CONNECTION};
 use crate::memory::memory_of;
 use crate::resources::{checkpoint, PipelineResources, ResourceError};
-use read_models::ViewItem;
+use read_models::{InventoryMarker, ViewItem};
 
 /// Connections the watchers' streams share (each takes a share of the run's open orders).
 const WATCHER_CONNECTIONS: usize = 16;
@@ -78,6 +78,8 @@ pub struct LoadOptions {
     pub drain_timeout: Duration,
     /// The relay's `relay.max_linger_ms` (`None`: its default).
     pub relay_linger_ms: Option<u64>,
+    /// The projectors' `dynamodb.inventory_marker`.
+    pub inventory_marker: InventoryMarker,
     /// TLS to the command API (none: plaintext).
     pub tls: GrpcClientTls,
 }
@@ -133,6 +135,7 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, LoadError> {
         &resources,
         options.projectors,
         options.relay_linger_ms,
+        options.inventory_marker,
     )
     .await?;
     let result = drive(&options, &resources, &cluster).await;

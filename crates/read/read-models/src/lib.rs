@@ -28,9 +28,9 @@ mod progress;
 pub mod settings;
 
 pub use active_orders::{
-    ActiveOrdersProjection, ActiveOrdersTables, AliasError, DynamoDbCalls, DynamoDbUsage, LiveView,
-    ViewAlias, ViewItem, BY_STATUS_INDEX, DYNAMODB_CALLS, DYNAMODB_CAPACITY_UNITS,
-    OPEN_BY_STORE_INDEX, TOMBSTONE_TTL,
+    ActiveOrdersProjection, ActiveOrdersTables, AliasError, DynamoDbCalls, DynamoDbUsage,
+    InventoryMarker, LiveView, ViewAlias, ViewItem, BY_STATUS_INDEX, DYNAMODB_CALLS,
+    DYNAMODB_CAPACITY_UNITS, OPEN_BY_STORE_INDEX, TOMBSTONE_TTL,
 };
 pub use analytics::{AnalyticsProjection, FLUSHES, STATEMENTS};
 

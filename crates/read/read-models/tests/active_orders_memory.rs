@@ -11,11 +11,12 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use commit_log::projection::Projection;
+use commit_log::projection::ProjectionError;
 use commit_log::{DomainEvent, LoggedCommit, LoggedEvent};
 use domain::inventory::{InventoryEvent, StockLine};
 use domain::order::OrderEvent;
 use domain::{CustomerId, Money, Note, OrderId, Quantity, Sku, StoreId};
-use read_models::{ActiveOrdersProjection, ActiveOrdersTables};
+use read_models::{ActiveOrdersProjection, ActiveOrdersTables, InventoryMarker};
 use test_support::{aws_test_config, unique_name};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -102,6 +103,12 @@ impl View {
     /// A projector process of its own: nothing remembered.
     fn process(&self) -> ActiveOrdersProjection {
         ActiveOrdersProjection::new(self.client.clone(), self.tables.clone())
+    }
+
+    /// A process of its own recording the inventories' progress in the SKU items only.
+    fn sku_items_process(&self) -> ActiveOrdersProjection {
+        self.process()
+            .with_inventory_marker(InventoryMarker::SkuItems)
     }
 
     async fn item(&self, table: &str, pk: String, sk: &str) -> HashMap<String, AttributeValue> {
@@ -527,5 +534,115 @@ async fn a_run_longer_than_the_one_a_crashed_attempt_wrote_applies_only_what_is_
     assert_eq!(
         stock_items(&view, store).await,
         stock_items(&one_by_one, store).await
+    );
+}
+
+/// The SKU items of [`inventory_rush`], without the marker.
+async fn sku_items(view: &View, store: &str) -> Vec<HashMap<String, AttributeValue>> {
+    let mut items = stock_items(view, store).await;
+    items.pop();
+    items
+}
+
+/// With the SKU items recording the progress, a batch writes its SKUs and no marker, and the SKU
+/// items end as with the marker; a redelivery to a process that remembers nothing changes
+/// nothing, and a process writing the marker item takes the inventory on from there.
+#[tokio::test]
+async fn with_the_sku_items_as_marker_a_batch_writes_no_marker_and_every_mode_reads_on() {
+    let store = "store-sku-marker";
+    let rush = inventory_rush(store);
+
+    let view = View::new().await;
+    let process = view.sku_items_process();
+    process.apply(&rush).await.unwrap();
+    assert_eq!(process.usage().writes, 3, "the three SKUs only");
+    let marker = stock_items(&view, store).await.pop().unwrap();
+    assert!(marker.is_empty(), "no marker item: {marker:?}");
+
+    let with_marker = View::new().await;
+    with_marker.process().apply(&rush).await.unwrap();
+    let items = sku_items(&view, store).await;
+    assert_eq!(items, sku_items(&with_marker, store).await);
+
+    view.sku_items_process().apply(&rush).await.unwrap();
+    assert_eq!(sku_items(&view, store).await, items, "the redelivery");
+
+    let next = inventory_commit(
+        store,
+        rush.len() as u64 + 1,
+        InventoryEvent::StockRestocked {
+            sku: Sku::parse("MILK").unwrap(),
+            quantity: 5,
+        },
+    );
+    view.process()
+        .apply(std::slice::from_ref(&next))
+        .await
+        .unwrap();
+    let milk = &sku_items(&view, store).await[1];
+    assert_eq!(
+        number(milk, "on_hand"),
+        number(&items[1], "on_hand") + 5,
+        "{milk:?}"
+    );
+    let marker = stock_items(&view, store).await.pop().unwrap();
+    assert_eq!(number(&marker, "last_sequence"), rush.len() as i64 + 1);
+}
+
+/// A batch wrote two of the three SKUs its commits touch and died before the third (no marker
+/// says so). The retry, delivered from the last checkpoint to a process that remembers nothing,
+/// writes the third and skips what the other two hold: the items end as one by one.
+#[tokio::test]
+async fn a_batch_cut_between_two_sku_writes_is_finished_by_the_retry_without_a_marker() {
+    let store = "store-sku-cut";
+    let rush = inventory_rush(store);
+    let checkpoint = 8;
+
+    let view = View::new().await;
+    view.sku_items_process()
+        .apply(&rush[..checkpoint])
+        .await
+        .unwrap();
+    let milk_at_checkpoint = sku_items(&view, store).await.remove(1);
+    view.sku_items_process()
+        .apply(&rush[checkpoint..])
+        .await
+        .unwrap();
+    // The cut: MILK as the dying batch left it, before its write.
+    view.client
+        .put_item()
+        .table_name(&view.tables.stores)
+        .set_item(Some(milk_at_checkpoint))
+        .send()
+        .await
+        .unwrap();
+    view.sku_items_process()
+        .apply(&rush[checkpoint..])
+        .await
+        .unwrap();
+
+    let one_by_one = View::new().await;
+    let other = one_by_one.process();
+    for commit in &rush {
+        other.apply(std::slice::from_ref(commit)).await.unwrap();
+    }
+    assert_eq!(
+        sku_items(&view, store).await,
+        sku_items(&one_by_one, store).await
+    );
+}
+
+/// Without a marker item, a commit past everything the SKU items hold is still a gap.
+#[tokio::test]
+async fn a_gap_behind_the_sku_items_is_still_refused() {
+    let store = "store-sku-gap";
+    let rush = inventory_rush(store);
+
+    let view = View::new().await;
+    view.sku_items_process().apply(&rush[..5]).await.unwrap();
+    let refused = view.sku_items_process().apply(&rush[6..]).await;
+    assert!(
+        matches!(refused, Err(ProjectionError::Poison { index: 0, .. })),
+        "{refused:?}"
     );
 }

@@ -83,6 +83,7 @@ pub struct ActiveOrdersTables {
 pub struct ActiveOrdersProjection {
     client: Client,
     tables: Tables,
+    inventory_marker: InventoryMarker,
     memory: Arc<Mutex<Memory>>,
     usage: Arc<DynamoDbUsage>,
 }
@@ -189,6 +190,46 @@ impl DynamoDbUsage {
     }
 }
 
+/// Where the projection records how far each store inventory is applied (settings key
+/// `dynamodb.inventory_marker`). Either way it reads both the marker item and the SKU items'
+/// own sequences, so tables written either way are read right by this build.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InventoryMarker {
+    /// The `INVENTORY` item, advanced after every batch's SKU writes: what every build reads.
+    #[default]
+    Item,
+    /// The SKU items' `applied_sequence`, the marker item written only when a batch's last
+    /// commit of the inventory touches no SKU: one write unit and one call fewer per inventory
+    /// and batch. Builds before this one read only the marker item and would find a gap behind
+    /// it: set it once every writer of the view (projectors, replay) runs this build or later.
+    SkuItems,
+}
+
+impl InventoryMarker {
+    /// Its settings value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InventoryMarker::Item => "item",
+            InventoryMarker::SkuItems => "sku_items",
+        }
+    }
+}
+
+impl std::str::FromStr for InventoryMarker {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "item" => Ok(InventoryMarker::Item),
+            "sku_items" => Ok(InventoryMarker::SkuItems),
+            other => Err(format!(
+                "unknown inventory marker {other:?}: expected item or sku_items"
+            )),
+        }
+    }
+}
+
 /// The kinds of item the view holds, told apart by their sort key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ViewItem {
@@ -240,6 +281,7 @@ struct Target<'a> {
     tables: ActiveOrdersTables,
     /// A swap is catching these tables up: see [`Target::gap`].
     handover: bool,
+    inventory_marker: InventoryMarker,
     memory: &'a Mutex<Memory>,
     usage: &'a DynamoDbUsage,
 }
@@ -281,6 +323,7 @@ impl ActiveOrdersProjection {
         Self {
             client,
             tables: Tables::Fixed(tables),
+            inventory_marker: InventoryMarker::default(),
             memory: Arc::default(),
             usage: Arc::default(),
         }
@@ -292,6 +335,7 @@ impl ActiveOrdersProjection {
         Self {
             client: alias.client().clone(),
             tables: Tables::Following(alias),
+            inventory_marker: InventoryMarker::default(),
             memory: Arc::default(),
             usage: Arc::default(),
         }
@@ -366,9 +410,16 @@ impl ActiveOrdersProjection {
             client: &self.client,
             tables,
             handover,
+            inventory_marker: self.inventory_marker,
             memory: &self.memory,
             usage: &self.usage,
         })
+    }
+
+    /// The projection with the inventories' progress recorded as `marker` says.
+    pub fn with_inventory_marker(mut self, marker: InventoryMarker) -> Self {
+        self.inventory_marker = marker;
+        self
     }
 
     /// The DynamoDB calls and capacity units this projection (and its clones) used so far.

@@ -1059,7 +1059,9 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::active_orders::{ActiveOrdersProjection, ActiveOrdersTables, DynamoDbUsage};
+    use crate::active_orders::{
+        ActiveOrdersProjection, ActiveOrdersTables, DynamoDbUsage, InventoryMarker,
+    };
 
     /// Applies one order's commits as a batch holding only them.
     async fn apply_one(
@@ -1155,6 +1157,7 @@ mod tests {
             client: &client,
             tables,
             handover: false,
+            inventory_marker: InventoryMarker::default(),
             memory: &memory,
             usage: &usage,
         };
@@ -1221,6 +1224,7 @@ mod tests {
             client: &client,
             tables,
             handover: false,
+            inventory_marker: InventoryMarker::default(),
             memory: &memory,
             usage: &usage,
         };

@@ -4,8 +4,18 @@
 //! A commit may touch several SKUs. Each SKU item records the last inventory sequence applied to
 //! it (`applied_sequence`) and is updated on the condition that it is older than the commit, so
 //! every SKU write is idempotent on its own; the marker (`sk = INVENTORY`, `last_sequence`) is
-//! advanced last, conditioned on the value read. A crash in between leaves some SKUs written: the
-//! retry skips them by their condition and finishes the rest.
+//! advanced last. A crash in between leaves some SKUs written: the retry skips them by their
+//! condition and finishes the rest.
+//!
+//! Where the inventory's progress is read from ([`Progress`]): the marker says which commits are
+//! in every SKU item they touch (`complete`), the SKU items' highest `applied_sequence` which
+//! commits are in some of them (`seen`). A commit up to `complete` is skipped, one after `seen`
+//! plus one is a gap, and one in between is written again (each SKU write skipped where the item
+//! holds it). So the marker need not be advanced after every batch: with
+//! [`InventoryMarker::SkuItems`] it is written only when a batch's last commit of the inventory
+//! touches no SKU, one write and one call fewer per inventory and batch. Builds before this one read only the marker and
+//! would take a marker left behind for a gap: that setting waits until every writer of the view
+//! (projectors, replay) runs this build or a later one.
 //!
 //! A batch's consecutive commits of one inventory are written as one: each SKU they touch once,
 //! with their changes folded in commit order, then the marker once (a hot store's reservations
@@ -22,7 +32,7 @@ use domain::inventory::InventoryEvent;
 use time::OffsetDateTime;
 
 use super::update::{n, s, OnConditionFailed, Update, Written};
-use super::{dynamodb_failure, Target, ViewItem};
+use super::{dynamodb_failure, InventoryMarker, Target, ViewItem};
 use crate::order_changes::sortable_time;
 use crate::progress::{unapplied, Step};
 use commit_log::projection::ProjectionError;
@@ -100,10 +110,51 @@ impl SkuChange {
     }
 }
 
-/// Applies one store inventory's commits in order, starting from the marker the projection
+/// What is known of one inventory's progress (module docs): every commit up to `complete` is in
+/// every SKU item it touches, and some SKU item holds commits up to `seen` (at least
+/// `complete`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    complete: u64,
+    seen: u64,
+}
+
+impl Progress {
+    /// What this projection wrote itself: complete up to `last_sequence`.
+    fn complete_to(last_sequence: u64) -> Progress {
+        Progress {
+            complete: last_sequence,
+            seen: last_sequence,
+        }
+    }
+
+    /// The step for `commit`. A commit between `complete` and `seen` is applied from the
+    /// sequence before it: its SKU writes are skipped where an item holds it already.
+    fn step(&self, commit: &LoggedCommit) -> Step {
+        if commit.last_sequence() <= self.complete {
+            Step::Skip
+        } else if commit.first_sequence() > self.seen + 1 {
+            Step::Gap { applied: self.seen }
+        } else {
+            Step::Apply {
+                applied: self.complete.max(commit.first_sequence() - 1),
+            }
+        }
+    }
+
+    /// After `commit` is written (or found written) in every SKU item it touches.
+    fn after(&self, commit: &LoggedCommit) -> Progress {
+        Progress {
+            complete: commit.last_sequence(),
+            seen: self.seen.max(commit.last_sequence()),
+        }
+    }
+}
+
+/// Applies one store inventory's commits in order, starting from the progress the projection
 /// remembers (read when it remembers none, or when the remembered one shows a gap: another
 /// writer may have moved it on). Whatever fails, the inventory is forgotten, so the retry reads
-/// its marker again.
+/// its progress again.
 pub(super) async fn apply(
     target: &Target<'_>,
     commits: Vec<(usize, &LoggedCommit)>,
@@ -116,7 +167,7 @@ pub(super) async fn apply(
     let result = apply_from(target, &commits, remembered).await;
     let mut memory = target.memory();
     match result {
-        Ok(last_sequence) => memory.remember_inventory(&store_id, last_sequence),
+        Ok(complete) => memory.remember_inventory(&store_id, complete),
         Err(_) => {
             memory.inventories.remove(&store_id);
         }
@@ -124,27 +175,29 @@ pub(super) async fn apply(
     result.map(drop)
 }
 
-/// [`apply`] from `remembered`; returns the marker after the commits.
+/// [`apply`] from `remembered` (complete up to it); returns where the commits leave the
+/// inventory complete.
 async fn apply_from(
     target: &Target<'_>,
     commits: &[(usize, &LoggedCommit)],
-    mut remembered: Option<u64>,
+    remembered: Option<u64>,
 ) -> Result<u64, ProjectionError> {
-    // The marker as it stands once `run` is written.
-    let mut marker: Option<u64> = None;
+    let mut remembered = remembered.map(Progress::complete_to);
+    // The progress once `run` is written.
+    let mut progress: Option<Progress> = None;
     let mut run: Option<Run<'_>> = None;
     for &(index, commit) in commits {
         let store_id = &commit.aggregate_id;
-        let last_applied = match marker {
+        let known = match progress {
             Some(known) => known,
             None => match remembered.take() {
-                Some(guess) if !matches!(Step::of(commit, guess), Step::Gap { .. }) => guess,
-                _ => load_marker(target, index, store_id).await?,
+                Some(guess) if !matches!(guess.step(commit), Step::Gap { .. }) => guess,
+                _ => load_progress(target, index, store_id).await?,
             },
         };
-        let applied = match Step::of(commit, last_applied) {
+        let applied = match known.step(commit) {
             Step::Skip => {
-                marker = Some(last_applied);
+                progress = Some(known);
                 continue;
             }
             Step::Gap { applied } => {
@@ -171,12 +224,12 @@ async fn apply_from(
         }
         run.get_or_insert_with(|| Run::after(applied))
             .add(index, commit, applied, changes);
-        marker = Some(commit.last_sequence());
+        progress = Some(known.after(commit));
     }
     if let Some(run) = run {
         run.write(target).await?;
     }
-    Ok(marker.unwrap_or_default())
+    Ok(progress.map_or(0, |known| known.complete))
 }
 
 /// One inventory's consecutive commits of a batch, to be written as one (module docs).
@@ -188,6 +241,8 @@ struct Run<'c> {
     skus: BTreeMap<String, (SkuChange, Vec<CommitChange<'c>>)>,
     /// The run's last commit and its index in the batch.
     last: Option<(usize, &'c LoggedCommit)>,
+    /// Whether the last commit touched a SKU, whose item then records it.
+    last_in_sku_items: bool,
 }
 
 /// One commit's change of one SKU.
@@ -204,6 +259,7 @@ impl<'c> Run<'c> {
             applied_before,
             skus: BTreeMap::new(),
             last: None,
+            last_in_sku_items: false,
         }
     }
 
@@ -215,6 +271,7 @@ impl<'c> Run<'c> {
         applied: u64,
         changes: BTreeMap<String, SkuChange>,
     ) {
+        self.last_in_sku_items = !changes.is_empty();
         for (sku, change) in changes {
             let (folded, own) = self.skus.entry(sku).or_default();
             folded.then(&change);
@@ -229,7 +286,8 @@ impl<'c> Run<'c> {
     }
 
     /// Each SKU once (they are independent: each is conditioned on its own marker), then the
-    /// inventory's marker.
+    /// inventory's marker, unless the SKU items record the progress ([`InventoryMarker`]) and
+    /// the run's last commit is in one of them.
     async fn write(self, target: &Target<'_>) -> Result<(), ProjectionError> {
         let Some((index, last)) = self.last else {
             return Ok(());
@@ -259,7 +317,10 @@ impl<'c> Run<'c> {
             }
         }))
         .await?;
-        advance_marker(target, index, last, applied_before).await
+        if target.inventory_marker == InventoryMarker::Item || !self.last_in_sku_items {
+            advance_marker(target, index, last, applied_before).await?;
+        }
+        Ok(())
     }
 }
 
@@ -285,6 +346,9 @@ async fn commit_by_commit(
     }
     Ok(())
 }
+
+/// The marker item's sort key.
+const MARKER_SORT_KEY: &str = "INVENTORY";
 
 fn fold(changes: &mut BTreeMap<String, SkuChange>, event: &InventoryEvent, at: OffsetDateTime) {
     fn change<'a>(
@@ -378,31 +442,60 @@ fn key(store_id: &str, sk: String) -> HashMap<String, AttributeValue> {
     ])
 }
 
-async fn load_marker(
+/// Reads the inventory's [`Progress`]: the marker item's `last_sequence` and the highest
+/// `applied_sequence` of its SKU items (one query of the store's items from `INVENTORY` on,
+/// which sorts before every `SKU#`).
+async fn load_progress(
     target: &Target<'_>,
     index: usize,
     store_id: &str,
-) -> Result<u64, ProjectionError> {
-    let output = target
-        .client
-        .get_item()
-        .table_name(&target.tables.stores)
-        .set_key(Some(key(store_id, "INVENTORY".into())))
-        .consistent_read(true)
-        .return_consumed_capacity(ReturnConsumedCapacity::Total)
-        .send()
-        .await
-        .map_err(|e| dynamodb_failure(index, e))?;
-    target.usage.read(
-        ViewItem::InventoryMarker,
-        output.consumed_capacity().and_then(|c| c.capacity_units()),
-    );
-    Ok(output
-        .item()
-        .and_then(|item| item.get("last_sequence"))
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0))
+) -> Result<Progress, ProjectionError> {
+    let mut complete = 0;
+    let mut seen = 0;
+    let mut start = None;
+    loop {
+        let output = target
+            .client
+            .query()
+            .table_name(&target.tables.stores)
+            .key_condition_expression("#pk = :pk AND #sk >= :from")
+            .projection_expression("#sk, last_sequence, applied_sequence")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#sk", "sk")
+            .expression_attribute_values(":pk", s(format!("STORE#{store_id}")))
+            .expression_attribute_values(":from", s(MARKER_SORT_KEY))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| dynamodb_failure(index, e))?;
+        target.usage.read(
+            ViewItem::InventoryMarker,
+            output.consumed_capacity().and_then(|c| c.capacity_units()),
+        );
+        for item in output.items() {
+            let number = |name: &str| {
+                item.get(name)
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            match item.get("sk").and_then(|v| v.as_s().ok()) {
+                Some(sk) if sk == MARKER_SORT_KEY => complete = number("last_sequence"),
+                Some(sk) if sk.starts_with("SKU#") => seen = seen.max(number("applied_sequence")),
+                _ => {}
+            }
+        }
+        match output.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => break,
+        }
+    }
+    Ok(Progress {
+        complete,
+        seen: seen.max(complete),
+    })
 }
 
 /// Writes `change` as of `commit` (the last one it holds) on the condition that the SKU item
@@ -488,14 +581,16 @@ async fn advance_marker(
     let mut update = Update::default();
     update.set("store_id", s(&commit.aggregate_id));
     update.set("last_sequence", n(commit.last_sequence()));
+    // At most, not equal: with the SKU items recording the progress, the marker may stand
+    // behind what was read. One past it means another writer moved the inventory on.
     let marker = update.name("last_sequence");
     let expected = update.value(n(applied));
-    let condition = format!("attribute_not_exists({marker}) OR {marker} = {expected}");
+    let condition = format!("attribute_not_exists({marker}) OR {marker} <= {expected}");
     update
         .send(
             target,
             &target.tables.stores,
-            key(&commit.aggregate_id, "INVENTORY".into()),
+            key(&commit.aggregate_id, MARKER_SORT_KEY.into()),
             condition,
             OnConditionFailed::MarkerMoved,
             index,
