@@ -610,6 +610,17 @@ fn judging(recheck_ms: u64) -> replay::dynamodb::VerifyOptions {
     }
 }
 
+/// `replay verify` of `live` against `rebuilt`, with nothing to catch up.
+async fn verify_as_is(
+    s: &Setup,
+    live: &ActiveOrdersTables,
+    rebuilt: &ActiveOrdersTables,
+) -> Comparison {
+    replay::dynamodb::compare_views(&s.client, live, rebuilt, &judging(100), || async { Ok(()) })
+        .await
+        .unwrap()
+}
+
 /// The live view lagging: every commit but the last `behind` order commits applied. Returns
 /// the live tables, the rebuild (of everything) and the commits the live projector still owes.
 async fn lagging(
@@ -678,12 +689,7 @@ async fn verify_skips_and_reports_what_the_live_view_holds_beyond_the_rebuild() 
     )
     .await
     .unwrap();
-    let comparison =
-        replay::dynamodb::compare_views(&s.client, &live, &rebuilt, &judging(100), || async {
-            Ok(())
-        })
-        .await
-        .unwrap();
+    let comparison = verify_as_is(&s, &live, &rebuilt).await;
     assert!(comparison.is_equal(), "{comparison:#?}");
     assert_eq!(comparison.skipped.len(), 1, "{comparison:#?}");
     let moving = &comparison.skipped[0];
@@ -718,12 +724,7 @@ async fn verify_finds_a_view_written_without_inventory_markers_equal_to_a_rebuil
     // Item by item the marker items differ (one side has none)...
     assert!(!compare(&s, &live, &rebuilt).await.is_equal());
     // ...but the views do not.
-    let comparison =
-        replay::dynamodb::compare_views(&s.client, &live, &rebuilt, &judging(100), || async {
-            Ok(())
-        })
-        .await
-        .unwrap();
+    let comparison = verify_as_is(&s, &live, &rebuilt).await;
     assert!(comparison.is_equal(), "{comparison:#?}");
     assert!(comparison.skipped.is_empty(), "{comparison:#?}");
 }
@@ -733,12 +734,7 @@ async fn verify_reports_what_the_live_view_still_lacks_after_the_recheck() {
     let s = setup().await;
     // The live projector lost two order commits (and never catches up).
     let (live, rebuilt, _) = lagging(&s, 2).await;
-    let comparison =
-        replay::dynamodb::compare_views(&s.client, &live, &rebuilt, &judging(100), || async {
-            Ok(())
-        })
-        .await
-        .unwrap();
+    let comparison = verify_as_is(&s, &live, &rebuilt).await;
     assert!(!comparison.is_equal(), "{comparison:#?}");
     assert!(comparison.skipped.is_empty(), "{comparison:#?}");
 }
@@ -769,12 +765,7 @@ async fn verify_still_reports_an_item_that_differs_where_markers_agree() {
         .send()
         .await
         .unwrap();
-    let comparison =
-        replay::dynamodb::compare_views(&s.client, &live, &rebuilt, &judging(100), || async {
-            Ok(())
-        })
-        .await
-        .unwrap();
+    let comparison = verify_as_is(&s, &live, &rebuilt).await;
     assert_eq!(comparison.differences.len(), 1, "{comparison:#?}");
     assert!(comparison.differences[0].only_in_left[0].contains("edited by hand"));
     assert!(comparison.skipped.is_empty(), "{comparison:#?}");
@@ -826,12 +817,7 @@ async fn verify_skips_tombstones_past_their_ttl_that_the_live_table_lost() {
     assert_eq!(comparison.skipped[0].count, tombstones.len() as u64);
 
     // Today, the same missing tombstones are differences: nothing is skipped blindly.
-    let today =
-        replay::dynamodb::compare_views(&s.client, &live, &rebuilt, &judging(100), || async {
-            Ok(())
-        })
-        .await
-        .unwrap();
+    let today = verify_as_is(&s, &live, &rebuilt).await;
     assert!(!today.is_equal(), "{today:#?}");
     assert!(today.skipped.is_empty(), "{today:#?}");
 }

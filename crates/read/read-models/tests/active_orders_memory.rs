@@ -100,6 +100,16 @@ impl View {
         View { client, tables }
     }
 
+    /// A view of its own built by applying `commits` one per batch.
+    async fn one_by_one(commits: &[LoggedCommit]) -> View {
+        let view = View::new().await;
+        let process = view.process();
+        for commit in commits {
+            process.apply(std::slice::from_ref(commit)).await.unwrap();
+        }
+        view
+    }
+
     /// A projector process of its own: nothing remembered.
     fn process(&self) -> ActiveOrdersProjection {
         ActiveOrdersProjection::new(self.client.clone(), self.tables.clone())
@@ -342,11 +352,7 @@ async fn a_batch_of_whole_lives_writes_each_order_once_and_equals_applying_commi
     assert_eq!(usage.reads, 0, "{usage:?}");
     assert_eq!(usage.writes, 45 + 3, "{usage:?}");
 
-    let one_by_one = View::new().await;
-    let other = one_by_one.process();
-    for commit in &batch {
-        other.apply(std::slice::from_ref(commit)).await.unwrap();
-    }
+    let one_by_one = View::one_by_one(&batch).await;
     let view = folded.everything().await;
     assert_eq!(view.len(), 45 + 1);
     let expected = one_by_one.everything().await;
@@ -475,11 +481,7 @@ async fn a_batch_of_one_inventorys_commits_writes_each_sku_once_and_equals_one_b
     let usage = process.usage();
     assert_eq!(usage.writes, 3 + 1, "three SKUs and the marker: {usage:?}");
 
-    let one_by_one = View::new().await;
-    let other = one_by_one.process();
-    for commit in &rush {
-        other.apply(std::slice::from_ref(commit)).await.unwrap();
-    }
+    let one_by_one = View::one_by_one(&rush).await;
     let items = stock_items(&folded, store).await;
     assert_eq!(items, stock_items(&one_by_one, store).await);
     let bean = &items[0];
@@ -526,11 +528,7 @@ async fn a_run_longer_than_the_one_a_crashed_attempt_wrote_applies_only_what_is_
         .unwrap();
     view.process().apply(&rush).await.unwrap();
 
-    let one_by_one = View::new().await;
-    let other = one_by_one.process();
-    for commit in &rush {
-        other.apply(std::slice::from_ref(commit)).await.unwrap();
-    }
+    let one_by_one = View::one_by_one(&rush).await;
     assert_eq!(
         stock_items(&view, store).await,
         stock_items(&one_by_one, store).await
@@ -621,11 +619,7 @@ async fn a_batch_cut_between_two_sku_writes_is_finished_by_the_retry_without_a_m
         .await
         .unwrap();
 
-    let one_by_one = View::new().await;
-    let other = one_by_one.process();
-    for commit in &rush {
-        other.apply(std::slice::from_ref(commit)).await.unwrap();
-    }
+    let one_by_one = View::one_by_one(&rush).await;
     assert_eq!(
         sku_items(&view, store).await,
         sku_items(&one_by_one, store).await
