@@ -318,6 +318,8 @@ export interface ConfigSources {
   readonly otlpEndpoint?: string;
   /** Commits per Kinesis record (stage `relayCommitsPerRecord`; 1 until every reader unpacks). */
   readonly relayCommitsPerRecord: number;
+  /** The projectors' inventory marker (stage `inventoryMarker`; `item` until every writer reads the stock items). */
+  readonly inventoryMarker: string;
 }
 
 /** One configuration key: who gets it, what it holds, and how its value is made. */
@@ -461,6 +463,13 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     source:
       'stage `relayCommitsPerRecord` (context or stage config; default 1, one plain record per commit): raise once every reader runs a build that unpacks',
     plain: (s) => String(s.relayCommitsPerRecord),
+  },
+  {
+    key: 'ORDERPIPE_DYNAMODB__INVENTORY_MARKER',
+    when: ['activeOrdersWrite'],
+    source:
+      'stage `inventoryMarker` (context or stage config; default item, the marker after every batch): sku_items once every writer of the view reads the progress from the stock items',
+    plain: (s) => s.inventoryMarker,
   },
   {
     key: 'ORDERPIPE_DYNAMODB__ACTIVE_ORDERS_TABLE',

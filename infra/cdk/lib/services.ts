@@ -232,6 +232,7 @@ export class Services extends Construct {
       jwtAudience: stage.auth.audience,
       streamName: messaging.stream.streamName,
       relayCommitsPerRecord: stage.relayCommitsPerRecord,
+      inventoryMarker: stage.inventoryMarker,
       activeOrdersTable: data.activeOrders.tableName,
       storeMetricsTable: data.storeMetrics.tableName,
       leasesTable: data.leases.tableName,

@@ -78,7 +78,18 @@ export interface StageConfig {
    * `replay` of the same image tag or later): records then pack several commits of a shard.
    */
   readonly relayCommitsPerRecord: number;
+  /**
+   * The projectors' `dynamodb.inventory_marker`: `item` (the default) advances the active-orders
+   * view's inventory marker after every batch, which writers of every build read; `sku_items`
+   * leaves the progress in the stock items, one write fewer per store inventory and batch. Set it
+   * once every writer of the view (the projectors and `replay` of the same image tag or later)
+   * reads the progress from the stock items.
+   */
+  readonly inventoryMarker: InventoryMarker;
 }
+
+/** Where the projectors record each store inventory's progress (`dynamodb.inventory_marker`). */
+export type InventoryMarker = 'item' | 'sku_items';
 
 /** Removal policy for stateful resources that support snapshots (Aurora). */
 export function snapshotOrDestroy(stage: StageConfig): RemovalPolicy {
@@ -97,6 +108,14 @@ export function logRetention(stage: StageConfig): logs.RetentionDays {
     throw new Error(`logRetentionDays ${stage.logRetentionDays} is not one of ${allowed.join(', ')}`);
   }
   return stage.logRetentionDays as logs.RetentionDays;
+}
+
+/** `item` or `sku_items`, from a stage's config or the command line. */
+function inventoryMarker(value: unknown): InventoryMarker {
+  if (value === 'item' || value === 'sku_items') {
+    return value;
+  }
+  throw new Error(`inventoryMarker must be item or sku_items, not ${JSON.stringify(value)}`);
 }
 
 /** A whole number at least 1, from a stage's config or the command line (`-c key=100`: a string). */
@@ -118,7 +137,8 @@ function required<T>(value: T | undefined, what: string): T {
 /**
  * Reads the stage named by the `stage` context key (`-c stage=prod`), default `dev`.
  * Top-level context keys `imageTag`, `hostedZoneId`, `hostedZoneName`, `alarmEmail`, `otlpEndpoint`, `region`,
- * `relayCommitsPerRecord` override the stage's values so a deploy can pass them on the command line.
+ * `relayCommitsPerRecord`, `inventoryMarker` override the stage's values so a deploy can pass them on the command
+ * line.
  */
 export function loadStageConfig(node: Node, defaultRegion?: string): StageConfig {
   const name: string = node.tryGetContext('stage') ?? 'dev';
@@ -180,5 +200,6 @@ export function loadStageConfig(node: Node, defaultRegion?: string): StageConfig
       node.tryGetContext('relayCommitsPerRecord') ?? raw.relayCommitsPerRecord ?? 1,
       'relayCommitsPerRecord',
     ),
+    inventoryMarker: inventoryMarker(node.tryGetContext('inventoryMarker') ?? raw.inventoryMarker ?? 'item'),
   };
 }

@@ -52,6 +52,15 @@ test('stage config: unknown stage and missing keys are refused with a clear mess
   assert.equal(prod.prefix, 'orderpipe-prod');
 });
 
+test('the projectors keep the inventory marker until the deploy says every writer reads the stock items (inventoryMarker)', () => {
+  assert.equal(loadStageConfig(node({ stage: 'prod' }), 'us-east-1').inventoryMarker, 'item');
+  assert.equal(loadStageConfig(node({ stage: 'dev', inventoryMarker: 'sku_items' }), 'us-east-1').inventoryMarker, 'sku_items');
+  assert.throws(
+    () => loadStageConfig(node({ stage: 'dev', inventoryMarker: 'skus' }), 'us-east-1'),
+    /inventoryMarker must be item or sku_items, not "skus"/,
+  );
+});
+
 test('the relay packs only when the deploy says every reader unpacks (relayCommitsPerRecord)', () => {
   assert.equal(loadStageConfig(node({ stage: 'prod' }), 'us-east-1').relayCommitsPerRecord, 1);
   assert.equal(loadStageConfig(node({ stage: 'dev', relayCommitsPerRecord: '100' }), 'us-east-1').relayCommitsPerRecord, 100);

@@ -65,6 +65,9 @@ test('the command API reads the event store, the token settings and its ports', 
   assert.equal(relayEnv.AWS_REGION, 'us-east-1');
   // Plain records until the deploy says every reader unpacks (relayCommitsPerRecord).
   assert.equal(relayEnv.ORDERPIPE_RELAY__MAX_COMMITS_PER_RECORD, '1');
+  // The inventory marker after every batch until the deploy says every writer reads the stock items.
+  const projectorsEnv = Object.fromEntries(appContainer('projectors').Environment.map((e: any) => [e.Name, e.Value]));
+  assert.equal(projectorsEnv.ORDERPIPE_DYNAMODB__INVENTORY_MARKER, 'item');
   const secrets = Object.fromEntries(appContainer('command-api').Secrets.map((e: any) => [e.Name, JSON.stringify(e.ValueFrom)]));
   assert.match(secrets.ORDERPIPE_DATABASE__PASSWORD, /:password::/);
   assert.deepEqual(Object.keys(secrets).filter((k) => k.startsWith('ORDERPIPE_AUTH__')), [], 'the command API verifies with public keys only');
