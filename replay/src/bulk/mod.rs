@@ -5,7 +5,7 @@
 //! store in order, cut into commits as [`crate::rebuild`] cuts them, handed by aggregate hash to
 //! `replay.bulk_writers` writers, each with its own connection and transaction, which turn
 //! them into rows with the live projections' mapping ([`read_models::bulk`]) and stream them
-//! with `COPY ... FROM STDIN`. Then:
+//! with `COPY ... FROM STDIN (FORMAT binary)`. Then:
 //! 1. the primary keys, left out while the rows stream in, are built; the rows every writer
 //!    contributes to (history's `view_progress`, the analytics dimensions) are written once;
 //! 2. the orders with commits after their rows were written (a refund after a cancellation)
@@ -154,9 +154,12 @@ pub async fn load_rows(
         }
     }
     drop(senders);
-    let written = gather(writers).await;
-    read?;
-    let written = written?;
+    let written = match (read, gather(writers).await) {
+        // The reader stopped because a writer did: the writer's error says why.
+        (Err(ReplayError::Refused(_)), Err(writer)) => return Err(writer),
+        (Err(read), _) => return Err(read),
+        (Ok(()), written) => written?,
+    };
     schema::restore_keys(pool, &set_aside).await?;
 
     let mut connection = pool.acquire().await?;
