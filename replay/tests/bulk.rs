@@ -361,3 +361,41 @@ async fn a_bulk_rebuild_ends_with_every_key_index_and_constraint_of_a_fresh_sche
         );
     }
 }
+
+/// History's order ids are `uuid` columns: the bulk load sends them as their 16 bytes, and an
+/// id that is not a uuid (for PostgreSQL) stops it as it stops the live path, named, with the
+/// target left unfinished.
+#[tokio::test]
+async fn an_order_id_that_is_not_a_uuid_is_refused_by_both_paths_and_named() {
+    let s = setup().await;
+    sqlx::query(
+        "UPDATE events SET aggregate_id = 'not-a-uuid' WHERE aggregate_id = (\
+           SELECT min(aggregate_id) FROM events WHERE aggregate_type = 'order')",
+    )
+    .execute(s.store.pool())
+    .await
+    .unwrap();
+    let model = ReadModel::History;
+    let schema = new_schema("live_refuses");
+    model.create_schema(&s.views, &schema).await.unwrap();
+    let progress = ProgressTable::new(s.views.clone(), schema.clone());
+    progress.create().await.unwrap();
+    let projection = model.projection(s.views.clone(), schema.clone());
+    let options = RebuildOptions {
+        until: None,
+        batch_commits: 1,
+    };
+    let live = rebuild(&s.store, projection.as_ref(), &progress, &options, |_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    let target = new_schema("bulk_refuses");
+    let bulk = rebuild_bulk(&s.store, &s.views, model, &target, &bulk(None, 2), |_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    let named = "invalid input syntax for type uuid: \"not-a-uuid\"";
+    assert!(live.contains(named), "{live}");
+    assert!(bulk.contains(named), "{bulk}");
+    assert!(holds_table(&s.views, &target, "replay_bulk_load").await);
+}

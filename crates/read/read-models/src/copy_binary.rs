@@ -447,7 +447,7 @@ mod tests {
 
     #[test]
     fn uuids_are_read_as_postgresql_reads_them() {
-        let id = Some(0x6ecd_8c99_4036_403d_bf84_cf8400f6_7836_u128.to_be_bytes());
+        let id = Some(0x6ecd_8c99_4036_403d_bf84_cf84_00f6_7836_u128.to_be_bytes());
         for taken in [
             "6ecd8c99-4036-403d-bf84-cf8400f67836",
             "6ECD8C99-4036-403D-BF84-CF8400F67836",
