@@ -59,6 +59,10 @@ pub enum ReplayError {
     /// quote into SQL.
     #[error("table {0:?} is not a plain lowercase identifier and cannot be compared")]
     UnsupportedTableName(String),
+    /// A bulk rebuild met a value its target's column cannot take (the live path's statement
+    /// refuses it too).
+    #[error("the bulk rebuild cannot write a row: {0}")]
+    BulkRow(#[from] read_models::bulk::NotAUuid),
     /// The target database refused or failed.
     #[error("target database error: {0}")]
     Database(#[from] sqlx::Error),

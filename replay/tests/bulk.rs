@@ -124,6 +124,14 @@ async fn progress_of(pool: &PgPool, schema: &SchemaName, model: ReadModel) -> Op
         .unwrap()
 }
 
+/// Runs `statement` on the store's database (a test spoiling or mending its events).
+async fn change_store(s: &Setup, statement: &str) {
+    sqlx::query(statement)
+        .execute(s.store.pool())
+        .await
+        .unwrap();
+}
+
 async fn holds_table(pool: &PgPool, schema: &SchemaName, table: &str) -> bool {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
@@ -244,9 +252,8 @@ async fn a_bulk_rebuild_interrupted_before_its_final_step_never_looks_complete_a
 }
 
 /// Runs the live path (one commit per batch, so its error names the commit) and the bulk path
-/// on the store as it is; both must fail, with the same message. The message, and the bulk
-/// path's target (left unfinished).
-async fn both_refuse(s: &Setup, model: ReadModel) -> (String, SchemaName) {
+/// on the store as it is; both must fail. Their messages, and the bulk path's target.
+async fn refusals(s: &Setup, model: ReadModel) -> (String, String, SchemaName) {
     let schema = new_schema("live_refuses");
     model.create_schema(&s.views, &schema).await.unwrap();
     let progress = ProgressTable::new(s.views.clone(), schema.clone());
@@ -265,6 +272,13 @@ async fn both_refuse(s: &Setup, model: ReadModel) -> (String, SchemaName) {
         .await
         .unwrap_err()
         .to_string();
+    (live, bulk, target)
+}
+
+/// Both paths refuse the store as it is, with the same message, the bulk path's target left
+/// unfinished. The message, and that target.
+async fn both_refuse(s: &Setup, model: ReadModel) -> (String, SchemaName) {
+    let (live, bulk, target) = refusals(s, model).await;
     assert_eq!(bulk, live, "{model:?}");
     assert_eq!(progress_of(&s.views, &target, model).await, None);
     assert!(holds_table(&s.views, &target, "replay_bulk_load").await);
@@ -275,13 +289,12 @@ async fn both_refuse(s: &Setup, model: ReadModel) -> (String, SchemaName) {
 async fn a_commit_the_live_path_refuses_is_refused_the_same_way_and_a_rerun_starts_over() {
     let s = setup().await;
     // A gap: an inventory's last commit moved past sequences never written.
-    sqlx::query(
+    change_store(
+        &s,
         "UPDATE events SET sequence = sequence + 100 WHERE global_position = (\
            SELECT max(global_position) FROM events WHERE aggregate_type = 'inventory')",
     )
-    .execute(s.store.pool())
-    .await
-    .unwrap();
+    .await;
     let mut stopped = Vec::new();
     for model in MODELS {
         let (refusal, target) = both_refuse(&s, model).await;
@@ -289,10 +302,11 @@ async fn a_commit_the_live_path_refuses_is_refused_the_same_way_and_a_rerun_star
         stopped.push((model, target));
     }
     // The store mended, a bulk load stopped halfway through its rows is started over.
-    sqlx::query("UPDATE events SET sequence = sequence - 100 WHERE sequence > 100")
-        .execute(s.store.pool())
-        .await
-        .unwrap();
+    change_store(
+        &s,
+        "UPDATE events SET sequence = sequence - 100 WHERE sequence > 100",
+    )
+    .await;
     for (model, target) in stopped {
         let done = rebuild_bulk(&s.store, &s.views, model, &target, &bulk(None, 3), |_| {})
             .await
@@ -302,13 +316,12 @@ async fn a_commit_the_live_path_refuses_is_refused_the_same_way_and_a_rerun_star
         assert_same(&s.views, &live, &target).await;
     }
     // An event type this build does not know.
-    sqlx::query(
+    change_store(
+        &s,
         "UPDATE events SET payload = '{\"OrderTeleported\": {}}' WHERE global_position = (\
            SELECT max(global_position) FROM events WHERE aggregate_type = 'order')",
     )
-    .execute(s.store.pool())
-    .await
-    .unwrap();
+    .await;
     for model in MODELS {
         let (refusal, _) = both_refuse(&s, model).await;
         assert!(refusal.contains("does not decode"), "{refusal}");
@@ -360,4 +373,23 @@ async fn a_bulk_rebuild_ends_with_every_key_index_and_constraint_of_a_fresh_sche
             "{model:?}"
         );
     }
+}
+
+/// History's order ids are `uuid` columns: the bulk load sends them as their 16 bytes, and an
+/// id that is not a uuid (for PostgreSQL) stops it as it stops the live path, named, with the
+/// target left unfinished.
+#[tokio::test]
+async fn an_order_id_that_is_not_a_uuid_is_refused_by_both_paths_and_named() {
+    let s = setup().await;
+    change_store(
+        &s,
+        "UPDATE events SET aggregate_id = 'not-a-uuid' WHERE aggregate_id = (\
+           SELECT min(aggregate_id) FROM events WHERE aggregate_type = 'order')",
+    )
+    .await;
+    let (live, bulk, target) = refusals(&s, ReadModel::History).await;
+    let named = "invalid input syntax for type uuid: \"not-a-uuid\"";
+    assert!(live.contains(named), "{live}");
+    assert!(bulk.contains(named), "{bulk}");
+    assert!(holds_table(&s.views, &target, "replay_bulk_load").await);
 }

@@ -5,13 +5,14 @@
 //! store in order, cut into commits as [`crate::rebuild`] cuts them, handed by aggregate hash to
 //! `replay.bulk_writers` writers, each with its own connection and transaction, which turn
 //! them into rows with the live projections' mapping ([`read_models::bulk`]) and stream them
-//! with `COPY ... FROM STDIN`. Then:
-//! 1. the primary keys, left out while the rows stream in, are built; the rows every writer
-//!    contributes to (history's `view_progress`, the analytics dimensions) are written once;
+//! with `COPY ... FROM STDIN (FORMAT binary)`. Then:
+//! 1. the primary keys and secondary indexes, left out while the rows stream in, are built,
+//!    tables side by side; the rows every writer contributes to (history's `view_progress`,
+//!    the analytics dimensions) are written once;
 //! 2. the orders with commits after their rows were written (a refund after a cancellation)
 //!    get those commits through the live projection, whose markers are now in place;
-//! 3. one transaction puts back the secondary indexes and foreign keys, records the progress and
-//!    drops the schema's `replay_bulk_load` mark.
+//! 3. one transaction puts back the foreign keys, records the progress and drops the schema's
+//!    `replay_bulk_load` mark.
 //!
 //! The store is read with a binary `COPY` whose payloads stay JSON text until a writer decodes
 //! them ([`read`]), so that the one reader keeps up with the writers.
@@ -154,10 +155,13 @@ pub async fn load_rows(
         }
     }
     drop(senders);
-    let written = gather(writers).await;
-    read?;
-    let written = written?;
-    schema::restore_keys(pool, &set_aside).await?;
+    let written = match (read, gather(writers).await) {
+        // The reader stopped because a writer did: the writer's error says why.
+        (Err(ReplayError::Refused(_)), Err(writer)) => return Err(writer),
+        (Err(read), _) => return Err(read),
+        (Ok(()), written) => written?,
+    };
+    schema::restore_indexes(pool, &set_aside).await?;
 
     let mut connection = pool.acquire().await?;
     let mut shared: Option<BulkShared> = None;
@@ -191,7 +195,7 @@ pub async fn load_rows(
     })
 }
 
-/// The final step: indexes and foreign keys back, the progress recorded, the mark dropped, in
+/// The final step: the foreign keys back, the progress recorded, the mark dropped, in
 /// one transaction.
 pub async fn finish_bulk_load(
     pool: &PgPool,

@@ -4,6 +4,8 @@
 //! stand-in of the analytics database): catalogue queries and `COPY FROM STDIN` are not
 //! Redshift's.
 
+use std::collections::BTreeMap;
+
 use read_models::analytics_sql::SET_SEARCH_PATH;
 use read_models::SchemaName;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -16,15 +18,16 @@ const BULK_LOAD_EXISTS: &str = "\
 SELECT EXISTS (SELECT 1 FROM information_schema.tables
                WHERE table_schema = $1 AND table_name = 'replay_bulk_load')";
 
-/// The secondary indexes of schema `$1` (those backing no constraint), with their definitions.
+/// The secondary indexes of schema `$1` (those backing no constraint): table, name, definition.
 const SECONDARY_INDEXES: &str = "\
-SELECT c.relname::text, pg_get_indexdef(i.indexrelid)
+SELECT t.relname::text, c.relname::text, pg_get_indexdef(i.indexrelid)
 FROM pg_index i
 JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_class t ON t.oid = i.indrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1
   AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
-ORDER BY 1";
+ORDER BY 1, 2";
 
 /// The foreign keys of schema `$1`: table, name, definition.
 const FOREIGN_KEYS: &str = "\
@@ -90,11 +93,10 @@ pub(crate) async fn mark_bulk_load(pool: &PgPool, schema: &SchemaName) -> Result
 /// What the bulk load set aside, to put back at the end.
 #[derive(Debug)]
 pub(crate) struct SetAside {
-    /// `ALTER TABLE ... ADD CONSTRAINT ... PRIMARY KEY / UNIQUE` statements, one per table's
-    /// key: put back by [`restore_keys`] before anything writes through the live path.
-    keys: Vec<String>,
-    /// `CREATE INDEX ...` statements.
-    indexes: Vec<String>,
+    /// Per table, the statements that build its indexes again: first its key (`ALTER TABLE ...
+    /// ADD CONSTRAINT ... PRIMARY KEY / UNIQUE`), then its secondary indexes (`CREATE INDEX
+    /// ...`). Put back by [`restore_indexes`] before anything writes through the live path.
+    indexes: BTreeMap<String, Vec<String>>,
     /// `ALTER TABLE ... ADD CONSTRAINT ...` statements.
     foreign_keys: Vec<String>,
 }
@@ -108,21 +110,31 @@ pub(crate) async fn set_aside(pool: &PgPool, schema: &SchemaName) -> Result<SetA
     let target = quoted(schema.as_str());
     // Foreign keys first (they depend on the keys they reference), keys last (the query for
     // secondary indexes leaves out the indexes backing them).
-    let foreign_keys = drop_constraints(&mut tx, schema, FOREIGN_KEYS).await?;
-    let definitions: Vec<(String, String)> = sqlx::query_as(SECONDARY_INDEXES)
+    let foreign_keys = drop_constraints(&mut tx, schema, FOREIGN_KEYS)
+        .await?
+        .into_iter()
+        .map(|(_, statement)| statement)
+        .collect();
+    let definitions: Vec<(String, String, String)> = sqlx::query_as(SECONDARY_INDEXES)
         .bind(schema.as_str())
         .fetch_all(&mut *tx)
         .await?;
-    let mut indexes = Vec::new();
-    for (name, definition) in definitions {
+    let mut secondary = Vec::new();
+    for (table, name, definition) in definitions {
         sqlx::query(&format!("DROP INDEX {target}.{}", quoted(&name)))
             .execute(&mut *tx)
             .await?;
-        indexes.push(definition);
+        secondary.push((table, definition));
     }
-    let keys = drop_constraints(&mut tx, schema, KEYS).await?;
+    let mut indexes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (table, statement) in drop_constraints(&mut tx, schema, KEYS)
+        .await?
+        .into_iter()
+        .chain(secondary)
+    {
+        indexes.entry(table).or_default().push(statement);
+    }
     let set_aside = SetAside {
-        keys,
         indexes,
         foreign_keys,
     };
@@ -130,47 +142,54 @@ pub(crate) async fn set_aside(pool: &PgPool, schema: &SchemaName) -> Result<SetA
     Ok(set_aside)
 }
 
-/// Drops the constraints of `schema` that `query` lists (table, name, definition); the
-/// statements that add them back.
+/// Drops the constraints of `schema` that `query` lists (table, name, definition); each
+/// table with the statement that adds its constraint back.
 async fn drop_constraints(
     tx: &mut PgConnection,
     schema: &SchemaName,
     query: &str,
-) -> Result<Vec<String>, ReplayError> {
+) -> Result<Vec<(String, String)>, ReplayError> {
     let constraints: Vec<(String, String, String)> = sqlx::query_as(query)
         .bind(schema.as_str())
         .fetch_all(&mut *tx)
         .await?;
     let mut add_back = Vec::new();
     for (table, name, definition) in constraints {
-        let table = format!("{}.{}", quoted(schema.as_str()), quoted(&table));
+        let qualified = format!("{}.{}", quoted(schema.as_str()), quoted(&table));
         let name = quoted(&name);
-        sqlx::query(&format!("ALTER TABLE {table} DROP CONSTRAINT {name}"))
+        sqlx::query(&format!("ALTER TABLE {qualified} DROP CONSTRAINT {name}"))
             .execute(&mut *tx)
             .await?;
-        add_back.push(format!(
-            "ALTER TABLE {table} ADD CONSTRAINT {name} {definition}"
+        add_back.push((
+            table,
+            format!("ALTER TABLE {qualified} ADD CONSTRAINT {name} {definition}"),
         ));
     }
     Ok(add_back)
 }
 
-/// Puts the keys back once every writer is done, each table's on a connection of its own (the
-/// sorts run side by side): the shared rows and the deferred orders' commits that follow go
-/// through statements that need them (`ON CONFLICT`).
-pub(crate) async fn restore_keys(pool: &PgPool, set_aside: &SetAside) -> Result<(), ReplayError> {
-    futures::future::try_join_all(
-        set_aside
-            .keys
-            .iter()
-            .map(|statement| sqlx::query(statement).execute(pool)),
-    )
+/// Puts the keys and secondary indexes back once every writer is done, table by table on the
+/// pool's connections side by side (each table's key, then its indexes: the sorts use every
+/// core, where one transaction at the end built them one after the other). The shared rows and
+/// the deferred orders' commits that follow go through statements that need the keys (`ON
+/// CONFLICT`). Built outside the final transaction: until it commits, the bulk load's mark
+/// says the schema is unfinished, whatever indexes it holds.
+pub(crate) async fn restore_indexes(
+    pool: &PgPool,
+    set_aside: &SetAside,
+) -> Result<(), ReplayError> {
+    futures::future::try_join_all(set_aside.indexes.values().map(|statements| async move {
+        for statement in statements {
+            sqlx::query(statement).execute(pool).await?;
+        }
+        Ok::<_, sqlx::Error>(())
+    }))
     .await?;
     Ok(())
 }
 
-/// The final step, one transaction: the indexes and foreign keys back (checking every row),
-/// the progress at `through`, the mark dropped. Until it commits, the schema reads as an
+/// The final step, one transaction: the foreign keys back (checking every row against the
+/// keys built by [`restore_indexes`]), the progress at `through`, the mark dropped. Until it commits, the schema reads as an
 /// unfinished bulk load; after, as a finished rebuild that resumes like any other.
 pub(crate) async fn finish(
     connection: &mut PgConnection,
@@ -180,8 +199,7 @@ pub(crate) async fn finish(
     through: i64,
 ) -> Result<(), ReplayError> {
     let mut tx = connection.begin().await?;
-    // Indexes first: the foreign keys' checks then use the primary keys and any index built.
-    for statement in set_aside.indexes.iter().chain(&set_aside.foreign_keys) {
+    for statement in &set_aside.foreign_keys {
         sqlx::query(statement).execute(&mut *tx).await?;
     }
     sqlx::query(SET_SEARCH_PATH)

@@ -1,5 +1,6 @@
 //! One writer of a bulk rebuild: its own connection and transaction, the commits of the
-//! aggregates it owns turned into rows ([`BulkRows`]) and streamed with `COPY ... FROM STDIN`.
+//! aggregates it owns turned into rows ([`BulkRows`]) and streamed with
+//! `COPY ... FROM STDIN (FORMAT binary)`.
 
 use std::collections::BTreeSet;
 
@@ -88,14 +89,14 @@ pub(crate) async fn run(
             since_take += 1;
             if since_take >= take_every {
                 since_take = 0;
-                rows.write_ended();
+                rows.write_ended()?;
                 if rows.buffered_bytes() >= SEND_AT_BYTES {
                     send(&mut connection, rows.take_rows()).await?;
                 }
             }
         }
     }
-    let (last_rows, shared) = rows.finish();
+    let (last_rows, shared) = rows.finish()?;
     send(&mut connection, last_rows).await?;
     sqlx::query("COMMIT").execute(&mut connection).await?;
     Ok(Written { shared, deferred })

@@ -31,7 +31,7 @@ use super::analytics_sql::{
     FACT_ORDERS, FACT_ORDER_ITEMS, FACT_STOCK_MOVEMENTS, LOCK_LOADS, SELECT_APPLIED, SELECT_ITEMS,
     SELECT_ORDERS,
 };
-use super::copy_text::RowSink;
+use super::copy_binary::RowSink;
 use super::ledger::{ChangeBatch, LoyaltyEntry, StockMovement};
 use super::order_changes::{OrderChanges, PlacedOrder};
 use super::progress::{database_failure, gather, Applied, INVENTORY, LOYALTY, MENU, ORDER};
@@ -248,7 +248,7 @@ async fn load<R: AnalyticsRow>(
 }
 
 /// A row of an analytics table: its columns in table order (the staging table's `insert`
-/// order too), handed to a bound statement (the live load) or to `COPY` text (replay's bulk
+/// order too), handed to a bound statement (the live load) or to binary `COPY` (replay's bulk
 /// rebuild), so both write the same values.
 pub(crate) trait AnalyticsRow {
     fn write(&self, row: &mut impl RowSink);

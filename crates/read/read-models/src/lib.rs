@@ -17,7 +17,7 @@ mod active_orders;
 mod analytics;
 pub mod analytics_sql;
 pub mod bulk;
-mod copy_text;
+mod copy_binary;
 mod history;
 mod history_queries;
 mod history_rows;

@@ -1,9 +1,9 @@
-//! The analytics tables' rows as `COPY` text (PostgreSQL only: Redshift's `COPY` reads S3, not
+//! The analytics tables' rows as binary `COPY` (PostgreSQL only: Redshift's `COPY` reads S3, not
 //! the client, so a Redshift deployment rebuilds through the live path).
 
 use super::CopyData;
 use crate::analytics::{placed_rows, AnalyticsRow, AppliedRow, Batch, DimItem, Dimensions};
-use crate::copy_text::CopyText;
+use crate::copy_binary::CopyBinary;
 use crate::ledger::ChangeBatch;
 use crate::order_changes::OrderChanges;
 
@@ -17,23 +17,25 @@ const MARKERS: usize = 4;
 pub(super) const TABLES: &[&str] = &[
     "COPY fact_orders (order_id, store_id, customer_id, hour_key, placed_at, status, \
 total_cents, line_count, item_quantity, accepted_at, preparing_at, ready_at, ended_at, \
-prep_seconds, end_reason) FROM STDIN",
+prep_seconds, end_reason) FROM STDIN (FORMAT binary)",
     "COPY fact_order_items (order_id, line_no, store_id, sku, hour_key, placed_at, quantity, \
-unit_price_cents, line_total_cents, customisation_count) FROM STDIN",
+unit_price_cents, line_total_cents, customisation_count) FROM STDIN (FORMAT binary)",
     "COPY fact_loyalty (customer_id, sequence, entry_type, points, order_id, amount_cents, \
-tier, hour_key, recorded_at) FROM STDIN",
+tier, hour_key, recorded_at) FROM STDIN (FORMAT binary)",
     "COPY fact_stock_movements (store_id, sequence, line_no, sku, movement, quantity, order_id, \
-hour_key, recorded_at) FROM STDIN",
-    "COPY applied_sequences (aggregate_type, aggregate_id, last_sequence) FROM STDIN",
+hour_key, recorded_at) FROM STDIN (FORMAT binary)",
+    "COPY applied_sequences (aggregate_type, aggregate_id, last_sequence) \
+FROM STDIN (FORMAT binary)",
 ];
 
-const DIM_STORE: &str = "COPY dim_store (store_id, first_seen_at) FROM STDIN";
+const DIM_STORE: &str = "COPY dim_store (store_id, first_seen_at) FROM STDIN (FORMAT binary)";
 const DIM_HOUR: &str =
-    "COPY dim_hour (hour_key, hour_start, day, hour_of_day, day_of_week, month, year) FROM STDIN";
-const DIM_ITEM: &str =
-    "COPY dim_item (sku, name, category, price_cents, available, updated_at) FROM STDIN";
+    "COPY dim_hour (hour_key, hour_start, day, hour_of_day, day_of_week, month, year) \
+FROM STDIN (FORMAT binary)";
+const DIM_ITEM: &str = "COPY dim_item (sku, name, category, price_cents, available, updated_at) \
+FROM STDIN (FORMAT binary)";
 
-fn write(table: &mut CopyText, row: &impl AnalyticsRow) {
+fn write(table: &mut CopyBinary, row: &impl AnalyticsRow) {
     row.write(table);
     table.end_row();
 }
@@ -41,7 +43,7 @@ fn write(table: &mut CopyText, row: &impl AnalyticsRow) {
 /// An order's fact rows, folded over all its commits so far (an order is always placed by its
 /// first commit); its store and hour seen in `dimensions`.
 pub(super) fn write_order(
-    tables: &mut [CopyText],
+    tables: &mut [CopyBinary],
     dimensions: &mut Dimensions,
     order_id: &str,
     changes: &OrderChanges,
@@ -58,7 +60,7 @@ pub(super) fn write_order(
 }
 
 /// The loyalty and stock facts of `changes`.
-pub(super) fn write_ledgers(tables: &mut [CopyText], changes: &ChangeBatch) {
+pub(super) fn write_ledgers(tables: &mut [CopyBinary], changes: &ChangeBatch) {
     for entry in &changes.loyalty {
         write(&mut tables[FACT_LOYALTY], entry);
     }
@@ -68,7 +70,7 @@ pub(super) fn write_ledgers(tables: &mut [CopyText], changes: &ChangeBatch) {
 }
 
 /// One marker row.
-pub(super) fn write_marker(tables: &mut [CopyText], marker: &AppliedRow) {
+pub(super) fn write_marker(tables: &mut [CopyBinary], marker: &AppliedRow) {
     write(&mut tables[MARKERS], marker);
 }
 
@@ -94,11 +96,11 @@ pub(super) fn shared_rows(dimensions: Dimensions, items: &[DimItem]) -> Vec<Copy
 }
 
 fn copy_rows<R: AnalyticsRow>(statement: &'static str, rows: &[R]) -> Option<CopyData> {
-    let mut text = CopyText::default();
+    let mut table = CopyBinary::default();
     for row in rows {
-        write(&mut text, row);
+        write(&mut table, row);
     }
-    let (data, rows) = text.take();
+    let (data, rows) = table.take();
     (rows > 0).then_some(CopyData {
         statement,
         data,

@@ -1,8 +1,8 @@
-//! The history tables' rows as `COPY` text.
+//! The history tables' rows as binary `COPY`.
 
 use super::CopyData;
 use crate::analytics::AppliedRow;
-use crate::copy_text::{CopyText, RowSink};
+use crate::copy_binary::{CopyBinary, NotAUuid, RowSink};
 use crate::history::NewestCommit;
 use crate::history_rows::{item_rows, order_row, timeline_rows};
 use crate::ledger::ChangeBatch;
@@ -19,27 +19,34 @@ const MARKERS: usize = 5;
 pub(super) const TABLES: &[&str] = &[
     "COPY orders (order_id, store_id, customer_id, status, note, total_cents, placed_at, \
 accepted_at, payment_captured_at, payment_id, captured_cents, payment_declined, preparing_at, \
-ready_at, ended_at, end_reason, refund_due) FROM STDIN",
+ready_at, ended_at, end_reason, refund_due) FROM STDIN (FORMAT binary)",
     "COPY order_items (order_id, line_no, sku, name, quantity, customisations, \
-unit_price_cents, line_total_cents) FROM STDIN",
+unit_price_cents, line_total_cents) FROM STDIN (FORMAT binary)",
     "COPY order_status_changes (order_id, sequence, event_type, status, changed_at, detail, \
-actor) FROM STDIN",
+actor) FROM STDIN (FORMAT binary)",
     "COPY loyalty_ledger (customer_id, sequence, entry_type, points, order_id, amount_cents, \
-tier, reference, recorded_at) FROM STDIN",
+tier, reference, recorded_at) FROM STDIN (FORMAT binary)",
     "COPY stock_movements (store_id, sequence, line_no, sku, movement, quantity, order_id, \
-reason, recorded_at) FROM STDIN",
-    "COPY applied_sequences (aggregate_type, aggregate_id, last_sequence) FROM STDIN",
+reason, recorded_at) FROM STDIN (FORMAT binary)",
+    "COPY applied_sequences (aggregate_type, aggregate_id, last_sequence) \
+FROM STDIN (FORMAT binary)",
 ];
 
-const VIEW_PROGRESS: &str = "COPY view_progress (last_position, last_committed_at) FROM STDIN";
+const VIEW_PROGRESS: &str =
+    "COPY view_progress (last_position, last_committed_at) FROM STDIN (FORMAT binary)";
 
 /// An order's rows, folded over all its commits so far: its `orders` row (an order is always
-/// placed by its first commit), items and timeline.
-pub(super) fn write_order(tables: &mut [CopyText], order_id: &str, changes: &OrderChanges) {
+/// placed by its first commit), items and timeline. Refused when `order_id` is not a `uuid`
+/// (the live path's `::uuid` cast refuses it too).
+pub(super) fn write_order(
+    tables: &mut [CopyBinary],
+    order_id: &str,
+    changes: &OrderChanges,
+) -> Result<(), NotAUuid> {
     let row = order_row(changes);
     if let Some(placed) = row.placed {
         let orders = &mut tables[ORDERS];
-        orders.text(Some(order_id));
+        orders.uuid(Some(order_id))?;
         orders.text(Some(&placed.store_id));
         orders.text(Some(&placed.customer_id));
         orders.text(row.status);
@@ -60,7 +67,7 @@ pub(super) fn write_order(tables: &mut [CopyText], order_id: &str, changes: &Ord
     }
     let items = &mut tables[ORDER_ITEMS];
     for item in item_rows(changes) {
-        items.text(Some(order_id));
+        items.uuid(Some(order_id))?;
         items.integer(Some(item.line_no));
         items.text(Some(&item.sku));
         items.text(Some(item.name));
@@ -72,7 +79,7 @@ pub(super) fn write_order(tables: &mut [CopyText], order_id: &str, changes: &Ord
     }
     let timeline = &mut tables[STATUS_CHANGES];
     for entry in timeline_rows(changes) {
-        timeline.text(Some(order_id));
+        timeline.uuid(Some(order_id))?;
         timeline.bigint(Some(entry.sequence));
         timeline.text(Some(entry.event_type));
         timeline.text(entry.status);
@@ -81,17 +88,22 @@ pub(super) fn write_order(tables: &mut [CopyText], order_id: &str, changes: &Ord
         timeline.text(entry.actor);
         timeline.end_row();
     }
+    Ok(())
 }
 
-/// The loyalty ledger's and the stock movements' rows of `changes`.
-pub(super) fn write_ledgers(tables: &mut [CopyText], changes: &ChangeBatch) {
+/// The loyalty ledger's and the stock movements' rows of `changes`. Refused when an order id
+/// is not a `uuid`.
+pub(super) fn write_ledgers(
+    tables: &mut [CopyBinary],
+    changes: &ChangeBatch,
+) -> Result<(), NotAUuid> {
     let loyalty = &mut tables[LOYALTY];
     for entry in &changes.loyalty {
         loyalty.text(Some(&entry.customer_id));
         loyalty.bigint(Some(entry.sequence));
         loyalty.text(Some(entry.entry_type));
         loyalty.bigint(Some(entry.points));
-        loyalty.text(entry.order_id.as_deref());
+        loyalty.uuid(entry.order_id.as_deref())?;
         loyalty.bigint(entry.amount_cents);
         loyalty.text(entry.tier);
         loyalty.text(entry.reference.as_deref());
@@ -106,15 +118,16 @@ pub(super) fn write_ledgers(tables: &mut [CopyText], changes: &ChangeBatch) {
         stock.text(Some(&movement.sku));
         stock.text(Some(movement.movement));
         stock.bigint(Some(movement.quantity));
-        stock.text(movement.order_id.as_deref());
+        stock.uuid(movement.order_id.as_deref())?;
         stock.text(movement.reason.as_deref());
         stock.timestamptz(Some(movement.recorded_at));
         stock.end_row();
     }
+    Ok(())
 }
 
 /// One marker row.
-pub(super) fn write_marker(tables: &mut [CopyText], marker: &AppliedRow) {
+pub(super) fn write_marker(tables: &mut [CopyBinary], marker: &AppliedRow) {
     let markers = &mut tables[MARKERS];
     markers.text(Some(&marker.aggregate_type));
     markers.text(Some(&marker.aggregate_id));
@@ -127,7 +140,7 @@ pub(super) fn shared_rows(newest: NewestCommit) -> Vec<CopyData> {
     let Some(committed_at) = newest.committed_at else {
         return Vec::new();
     };
-    let mut progress = CopyText::default();
+    let mut progress = CopyBinary::default();
     progress.bigint(Some(newest.position));
     progress.timestamptz(Some(committed_at));
     progress.end_row();

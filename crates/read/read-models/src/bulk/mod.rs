@@ -1,6 +1,7 @@
-//! The rows of a rebuild into a fresh schema, as `COPY ... FROM STDIN` text: replay's bulk
-//! rebuild (`replay/src/bulk.rs`) feeds each writer's commits to a [`BulkRows`] and streams what
-//! it gives into the target with `COPY`, without the live path's per-batch marker reads.
+//! The rows of a rebuild into a fresh schema, as `COPY ... FROM STDIN (FORMAT binary)` streams
+//! (`copy_binary.rs` encodes each type): replay's bulk rebuild (`replay/src/bulk/`) feeds each
+//! writer's commits to a [`BulkRows`] and streams what it gives into the target with `COPY`,
+//! without the live path's per-batch marker reads.
 //!
 //! The rows come from the mapping the live projections use (`ChangeBatch`, `OrderChanges`,
 //! `history_rows`, the analytics row types), so a bulk rebuild writes what the live path
@@ -23,18 +24,19 @@ use commit_log::projection::ProjectionError;
 use commit_log::LoggedCommit;
 
 use crate::analytics::{AppliedRow, Batch, Dimensions};
-use crate::copy_text::CopyText;
+use crate::copy_binary::CopyBinary;
+pub use crate::copy_binary::NotAUuid;
 use crate::history::NewestCommit;
 use crate::order_changes::OrderChanges;
 use crate::progress::{gather, Applied, INVENTORY, LOYALTY, MENU, ORDER};
 
-/// Rows for one table, in `COPY` text format, with the statement that loads them (table names
-/// unqualified: the writer's session selects the schema).
+/// Rows for one table, a whole binary `COPY` stream, with the statement that loads them (table
+/// names unqualified: the writer's session selects the schema).
 #[derive(Debug)]
 pub struct CopyData {
-    /// `COPY <table> (<columns>) FROM STDIN`.
+    /// `COPY <table> (<columns>) FROM STDIN (FORMAT binary)`.
     pub statement: &'static str,
-    /// The rows.
+    /// The rows: header, rows, trailer.
     pub data: Vec<u8>,
     /// How many.
     pub rows: u64,
@@ -66,7 +68,7 @@ pub struct BulkRows {
     keep_open: usize,
     newest: NewestCommit,
     dimensions: Dimensions,
-    tables: Vec<CopyText>,
+    tables: Vec<CopyBinary>,
 }
 
 /// What every writer of one rebuild contributes to shared rows (history's `view_progress`, the
@@ -102,7 +104,7 @@ impl BulkRows {
             keep_open,
             newest: NewestCommit::default(),
             dimensions: Dimensions::default(),
-            tables: (0..tables).map(|_| CopyText::default()).collect(),
+            tables: (0..tables).map(|_| CopyBinary::default()).collect(),
         }
     }
 
@@ -143,15 +145,16 @@ impl BulkRows {
     /// Bytes of rows buffered since the last [`Self::take_rows`] (rows [`Self::write_ended`]
     /// has not written yet not counted).
     pub fn buffered_bytes(&self) -> usize {
-        self.tables.iter().map(CopyText::len).sum()
+        self.tables.iter().map(CopyBinary::len).sum()
     }
 
     /// Writes into the buffers the orders that ended (and the oldest open ones past
     /// `keep_open`) with their markers, and the loyalty and stock rows so far, letting them go.
-    pub fn write_ended(&mut self) {
+    /// Refused when an order id is not a `uuid` (history's `order_id` columns are).
+    pub fn write_ended(&mut self) -> Result<(), NotAUuid> {
         let orders = self.held.changes.take_orders(self.keep_open);
-        self.write_orders(&orders);
-        self.write_ledgers();
+        self.write_orders(&orders)?;
+        self.write_ledgers()
     }
 
     /// The buffered rows, one [`CopyData`] per table that has some, emptying the buffers.
@@ -160,11 +163,11 @@ impl BulkRows {
     }
 
     /// Everything still held: every open order, the markers of the other aggregates, and this
-    /// writer's share of the shared rows.
-    pub fn finish(mut self) -> (Vec<CopyData>, BulkShared) {
+    /// writer's share of the shared rows. Refused as [`Self::write_ended`] is.
+    pub fn finish(mut self) -> Result<(Vec<CopyData>, BulkShared), NotAUuid> {
         let orders = self.held.changes.take_orders(0);
-        self.write_orders(&orders);
-        self.write_ledgers();
+        self.write_orders(&orders)?;
+        self.write_ledgers()?;
         let markers: Vec<AppliedRow> = self.applied.drain().map(AppliedRow::of).collect();
         for marker in &markers {
             self.write_marker(marker);
@@ -177,13 +180,13 @@ impl BulkRows {
             dimensions: std::mem::take(&mut self.dimensions),
             items,
         };
-        (rows, shared)
+        Ok((rows, shared))
     }
 
-    fn write_orders(&mut self, orders: &[(String, OrderChanges)]) {
+    fn write_orders(&mut self, orders: &[(String, OrderChanges)]) -> Result<(), NotAUuid> {
         for (order_id, changes) in orders {
             match self.model {
-                Model::History => history::write_order(&mut self.tables, order_id, changes),
+                Model::History => history::write_order(&mut self.tables, order_id, changes)?,
                 Model::Analytics => analytics::write_order(
                     &mut self.tables,
                     &mut self.dimensions,
@@ -196,12 +199,13 @@ impl BulkRows {
                 self.write_marker(&AppliedRow::of((key, applied)));
             }
         }
+        Ok(())
     }
 
-    fn write_ledgers(&mut self) {
+    fn write_ledgers(&mut self) -> Result<(), NotAUuid> {
         let changes = &mut self.held.changes;
         match self.model {
-            Model::History => history::write_ledgers(&mut self.tables, changes),
+            Model::History => history::write_ledgers(&mut self.tables, changes)?,
             Model::Analytics => {
                 self.dimensions.see_ledgers(changes);
                 analytics::write_ledgers(&mut self.tables, changes);
@@ -209,6 +213,7 @@ impl BulkRows {
         }
         changes.loyalty.clear();
         changes.stock.clear();
+        Ok(())
     }
 
     fn write_marker(&mut self, marker: &AppliedRow) {
