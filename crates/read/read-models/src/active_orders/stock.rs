@@ -13,9 +13,9 @@
 //! plus one is a gap, and one in between is written again (each SKU write skipped where the item
 //! holds it). So the marker need not be advanced after every batch: with
 //! [`InventoryMarker::SkuItems`] it is written only when a batch's last commit of the inventory
-//! touches no SKU, one write and one call fewer per inventory and batch. Builds before this one read only the marker and
-//! would take a marker left behind for a gap: that setting waits until every writer of the view
-//! (projectors, replay) runs this build or a later one.
+//! touches no SKU, one write and one call fewer per inventory and batch. Builds before this one
+//! read only the marker and would take a marker left behind for a gap: that setting waits until
+//! every writer of the view (projectors, replay) runs this build or a later one.
 //!
 //! A batch's consecutive commits of one inventory are written as one: each SKU they touch once,
 //! with their changes folded in commit order, then the marker once (a hot store's reservations
@@ -137,7 +137,7 @@ impl Progress {
             Step::Gap { applied: self.seen }
         } else {
             Step::Apply {
-                applied: self.complete.max(commit.first_sequence() - 1),
+                applied: self.complete.max(commit.first_sequence().saturating_sub(1)),
             }
         }
     }
