@@ -189,8 +189,9 @@ pub(crate) async fn restore_indexes(
 }
 
 /// The final step, one transaction: the foreign keys back (checking every row against the
-/// keys built by [`restore_indexes`]), the progress at `through`, the mark dropped. Until it commits, the schema reads as an
-/// unfinished bulk load; after, as a finished rebuild that resumes like any other.
+/// keys built by [`restore_indexes`]), the progress at `through`, the mark dropped. Until it
+/// commits, the schema reads as an unfinished bulk load; after, as a finished rebuild that
+/// resumes like any other.
 pub(crate) async fn finish(
     connection: &mut PgConnection,
     schema: &SchemaName,

@@ -626,6 +626,34 @@ async fn a_batch_cut_between_two_sku_writes_is_finished_by_the_retry_without_a_m
     );
 }
 
+/// Two writers overlap on one inventory without a marker item (a lease stolen from a slow
+/// process and its batch delivered late): the slow one wrote commits 1-5, the other, knowing
+/// nothing, gets 1-10, then the slow one gets 6 to the end. Each skips SKU by SKU what the
+/// other wrote and applies the rest once: the items stand as one by one at each step.
+#[tokio::test]
+async fn a_writer_that_remembers_less_than_another_wrote_neither_loses_nor_doubles_stock() {
+    let store = "store-sku-overlap";
+    let rush = inventory_rush(store);
+
+    let view = View::new().await;
+    let slow = view.sku_items_process();
+    slow.apply(&rush[..5]).await.unwrap();
+    view.sku_items_process().apply(&rush[..10]).await.unwrap();
+    let first_ten = View::one_by_one(&rush[..10]).await;
+    assert_eq!(
+        sku_items(&view, store).await,
+        sku_items(&first_ten, store).await,
+        "the other writer, from what the slow one left"
+    );
+    slow.apply(&rush[5..]).await.unwrap();
+
+    let one_by_one = View::one_by_one(&rush).await;
+    assert_eq!(
+        sku_items(&view, store).await,
+        sku_items(&one_by_one, store).await
+    );
+}
+
 /// Without a marker item, a commit past everything the SKU items hold is still a gap.
 #[tokio::test]
 async fn a_gap_behind_the_sku_items_is_still_refused() {

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity};
 use aws_sdk_dynamodb::Client;
 use aws_support::resources::TableResource;
 use aws_support::tables::{IndexShape, KeyAttribute, TableShape};
@@ -149,7 +150,8 @@ pub struct DynamoDbCalls {
 }
 
 impl DynamoDbUsage {
-    fn read(&self, item: ViewItem, units: Option<f64>) {
+    fn read(&self, item: ViewItem, capacity: Option<&ConsumedCapacity>) {
+        let units = capacity.and_then(ConsumedCapacity::capacity_units);
         self.count(&self.reads, &self.read_milli_units, "read", item, units);
     }
 
@@ -193,7 +195,7 @@ impl DynamoDbUsage {
 /// Where the projection records how far each store inventory is applied (settings key
 /// `dynamodb.inventory_marker`). Either way it reads both the marker item and the SKU items'
 /// own sequences, so tables written either way are read right by this build.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InventoryMarker {
     /// The `INVENTORY` item, advanced after every batch's SKU writes: what every build reads.
@@ -245,12 +247,12 @@ pub enum ViewItem {
 
 impl ViewItem {
     /// The kind of the item at `key`.
-    fn of(key: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> ViewItem {
+    fn of(key: &HashMap<String, AttributeValue>) -> ViewItem {
         let sort_key = key.get("sk").and_then(|sk| sk.as_s().ok());
         match sort_key.map(String::as_str) {
             Some(sk) if sk.starts_with("DAY#") => ViewItem::StoreDay,
             Some(sk) if sk.starts_with("SKU#") => ViewItem::Stock,
-            Some("INVENTORY") => ViewItem::InventoryMarker,
+            Some(stock::MARKER_SORT_KEY) => ViewItem::InventoryMarker,
             _ => ViewItem::Order,
         }
     }

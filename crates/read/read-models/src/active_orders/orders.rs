@@ -613,10 +613,9 @@ async fn load(
         .send()
         .await
         .map_err(|e| dynamodb_failure(index, e))?;
-    target.usage.read(
-        ViewItem::Order,
-        output.consumed_capacity().and_then(|c| c.capacity_units()),
-    );
+    target
+        .usage
+        .read(ViewItem::Order, output.consumed_capacity());
     let Some(item) = output.item() else {
         return Ok(OrderSnapshot::default());
     };

@@ -348,7 +348,7 @@ async fn commit_by_commit(
 }
 
 /// The marker item's sort key.
-const MARKER_SORT_KEY: &str = "INVENTORY";
+pub(super) const MARKER_SORT_KEY: &str = "INVENTORY";
 
 fn fold(changes: &mut BTreeMap<String, SkuChange>, event: &InventoryEvent, at: OffsetDateTime) {
     fn change<'a>(
@@ -470,10 +470,9 @@ async fn load_progress(
             .send()
             .await
             .map_err(|e| dynamodb_failure(index, e))?;
-        target.usage.read(
-            ViewItem::InventoryMarker,
-            output.consumed_capacity().and_then(|c| c.capacity_units()),
-        );
+        target
+            .usage
+            .read(ViewItem::InventoryMarker, output.consumed_capacity());
         for item in output.items() {
             let number = |name: &str| {
                 item.get(name)
